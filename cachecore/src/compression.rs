@@ -1,0 +1,297 @@
+//! Streaming compression for the NAR files of a binary cache.
+//!
+//! Reading supports what Nix writes by default or on request: `none`, `xz`, `bzip2`, `zstd`.
+//! Writing supports `none`, `xz` and `zstd`. Everything streams; memory is bounded by the codec's
+//! window, never by the input.
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use cachecore::compression::{Compression, Compressor, decompress};
+//! let mut c = Compressor::new(Vec::new(), Compression::Zstd, None).unwrap();
+//! c.write_all(b"hello hello hello").unwrap();
+//! let packed = c.finish().unwrap();
+//! let mut out = String::new();
+//! decompress(Compression::Zstd, &packed[..]).unwrap().read_to_string(&mut out).unwrap();
+//! assert_eq!(out, "hello hello hello");
+//! ```
+
+use std::fmt;
+use std::io::{self, BufReader, Read, Write};
+
+/// A compression method, named as in the narinfo `Compression:` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compression {
+    None,
+    Xz,
+    Bzip2,
+    Zstd,
+}
+
+/// A compression method cachecore cannot handle.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("unknown compression {0:?} (expected none, xz, bzip2 or zstd)")]
+    Unknown(String),
+    #[error("compression {0} is supported for reading only")]
+    ReadOnly(Compression),
+    #[error("compression level {level} is out of range for {method} ({range})")]
+    BadLevel {
+        method: Compression,
+        level: i32,
+        range: &'static str,
+    },
+}
+
+impl Compression {
+    /// Parses the narinfo name (`none`, `xz`, `bzip2`, `zstd`).
+    pub fn from_name(name: &str) -> Result<Self, Error> {
+        Ok(match name {
+            "none" | "" => Compression::None,
+            "xz" => Compression::Xz,
+            "bzip2" => Compression::Bzip2,
+            "zstd" => Compression::Zstd,
+            other => return Err(Error::Unknown(other.to_owned())),
+        })
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Xz => "xz",
+            Compression::Bzip2 => "bzip2",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    /// The file extension Nix appends to `.nar` (`""`, `.xz`, `.bz2`, `.zst`).
+    pub const fn extension(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Xz => ".xz",
+            Compression::Bzip2 => ".bz2",
+            Compression::Zstd => ".zst",
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::from_name(s)
+    }
+}
+
+/// Wraps `input` in a streaming decompressor.
+pub fn decompress<'a, R: Read + Send + 'a>(
+    method: Compression,
+    input: R,
+) -> io::Result<Box<dyn Read + Send + 'a>> {
+    Ok(match method {
+        Compression::None => Box::new(input),
+        Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(
+            BufReader::with_capacity(1 << 16, input),
+        )),
+        Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(BufReader::with_capacity(
+            1 << 16,
+            input,
+        ))),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(input)?),
+    })
+}
+
+/// A streaming compressor; call [`Compressor::finish`] to write the trailer.
+pub struct Compressor<W: Write> {
+    inner: Inner<W>,
+}
+
+enum Inner<W: Write> {
+    None(W),
+    Xz(xz2::write::XzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> fmt::Debug for Compressor<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.inner {
+            Inner::None(_) => "none",
+            Inner::Xz(_) => "xz",
+            Inner::Zstd(_) => "zstd",
+        };
+        f.debug_struct("Compressor").field("method", &name).finish()
+    }
+}
+
+/// Default levels, the ones Nix uses (the codecs' own defaults).
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+pub const DEFAULT_XZ_LEVEL: i32 = 6;
+
+impl<W: Write> Compressor<W> {
+    /// A compressor for `method` at `level` (the codec default when `None`).
+    pub fn new(output: W, method: Compression, level: Option<i32>) -> Result<Self, Error> {
+        Self::with_threads(output, method, level, 0)
+    }
+
+    /// Like [`Compressor::new`], with `threads` zstd worker threads (0: compress on the caller's
+    /// thread).
+    pub fn with_threads(
+        output: W,
+        method: Compression,
+        level: Option<i32>,
+        threads: u32,
+    ) -> Result<Self, Error> {
+        let inner = match method {
+            Compression::None => Inner::None(output),
+            Compression::Xz => {
+                let level = level.unwrap_or(DEFAULT_XZ_LEVEL);
+                if !(0..=9).contains(&level) {
+                    return Err(Error::BadLevel {
+                        method,
+                        level,
+                        range: "0..=9",
+                    });
+                }
+                Inner::Xz(xz2::write::XzEncoder::new(output, level as u32))
+            }
+            Compression::Zstd => {
+                let level = level.unwrap_or(DEFAULT_ZSTD_LEVEL);
+                let range = zstd::compression_level_range();
+                if !range.contains(&level) {
+                    return Err(Error::BadLevel {
+                        method,
+                        level,
+                        range: "-7..=22",
+                    });
+                }
+                let mut enc = zstd::stream::write::Encoder::new(output, level).map_err(|_| {
+                    Error::BadLevel {
+                        method,
+                        level,
+                        range: "-7..=22",
+                    }
+                })?;
+                if threads > 0 {
+                    // Multithreading is an optimisation; without zstdmt support keep one thread.
+                    let _ = enc.multithread(threads);
+                }
+                Inner::Zstd(enc)
+            }
+            Compression::Bzip2 => return Err(Error::ReadOnly(method)),
+        };
+        Ok(Compressor { inner })
+    }
+
+    /// Flushes the codec's trailer and returns the output.
+    pub fn finish(self) -> io::Result<W> {
+        match self.inner {
+            Inner::None(w) => Ok(w),
+            Inner::Xz(e) => e.finish(),
+            Inner::Zstd(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.inner {
+            Inner::None(w) => w.write(buf),
+            Inner::Xz(e) => e.write(buf),
+            Inner::Zstd(e) => e.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match &mut self.inner {
+            Inner::None(w) => w.write_all(buf),
+            Inner::Xz(e) => e.write_all(buf),
+            Inner::Zstd(e) => e.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.inner {
+            Inner::None(w) => w.flush(),
+            Inner::Xz(e) => e.flush(),
+            Inner::Zstd(e) => e.flush(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn round_trips() {
+        for method in [Compression::None, Compression::Xz, Compression::Zstd] {
+            let mut c = Compressor::new(Vec::new(), method, None).unwrap();
+            c.write_all(&sample()).unwrap();
+            let packed = c.finish().unwrap();
+            let mut out = Vec::new();
+            decompress(method, &packed[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, sample(), "{method}");
+        }
+    }
+
+    #[test]
+    fn reads_bzip2() {
+        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        e.write_all(&sample()).unwrap();
+        let packed = e.finish().unwrap();
+        let mut out = Vec::new();
+        decompress(Compression::Bzip2, &packed[..])
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, sample());
+    }
+
+    #[test]
+    fn corrupt_input_is_an_error() {
+        for method in [Compression::Xz, Compression::Bzip2, Compression::Zstd] {
+            let mut out = Vec::new();
+            let r = decompress(method, &b"definitely not compressed data"[..])
+                .and_then(|mut d| d.read_to_end(&mut out));
+            assert!(r.is_err(), "{method}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        for m in [
+            Compression::None,
+            Compression::Xz,
+            Compression::Bzip2,
+            Compression::Zstd,
+        ] {
+            assert_eq!(Compression::from_name(m.name()).unwrap(), m);
+        }
+        assert!(matches!(
+            Compression::from_name("br"),
+            Err(Error::Unknown(_))
+        ));
+        assert!(matches!(
+            Compressor::new(Vec::new(), Compression::Bzip2, None),
+            Err(Error::ReadOnly(_))
+        ));
+        assert!(matches!(
+            Compressor::new(Vec::new(), Compression::Xz, Some(12)),
+            Err(Error::BadLevel { .. })
+        ));
+    }
+}

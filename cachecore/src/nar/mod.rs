@@ -1,0 +1,1 @@
+//! NAR (owned by the nar helper)

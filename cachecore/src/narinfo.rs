@@ -1,0 +1,544 @@
+//! The `<hash>.narinfo` file: what a binary cache says about one store path.
+//!
+//! Every field Nix writes is parsed into a typed value; fields we do not know are kept in order and
+//! written back after the known ones. Serializing a narinfo Nix wrote gives back the same bytes.
+//!
+//! ```
+//! use cachecore::narinfo::NarInfo;
+//! let text = "StorePath: /nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12\n\
+//! URL: nar/0a6hxwr0wv6xr8ak1nczcbvrzrz1m7mwd5r4c4yqbl4vpnn2sshx.nar.zst\n\
+//! Compression: zstd\n\
+//! FileHash: sha256:0a6hxwr0wv6xr8ak1nczcbvrzrz1m7mwd5r4c4yqbl4vpnn2sshx\n\
+//! FileSize: 50184\n\
+//! NarHash: sha256:1sj0vx2bq4q6c3dh8s1lk2whbp5gqxf7q1ri2k8b6fcmh0rbz5ap\n\
+//! NarSize: 226552\n\
+//! References: 7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12\n";
+//! let info = NarInfo::parse(text).unwrap();
+//! assert_eq!(info.nar_size, 226552);
+//! assert_eq!(info.to_string(), text);
+//! ```
+
+use std::fmt::{self, Write as _};
+
+use crate::hash::{self, Hash, HashAlgo};
+use crate::signing::{self, PublicKey, Signature, Signer};
+use crate::store_path::{self, StoreDir, StorePath};
+
+/// What went wrong, and on which line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("narinfo line {line}: {kind}")]
+pub struct ParseError {
+    /// 1-based line number (0 when the problem concerns the whole file).
+    pub line: usize,
+    pub kind: ParseErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseErrorKind {
+    #[error("{0:?} is not a `Key: value` line")]
+    NotKeyValue(String),
+    #[error("field {0} appears twice")]
+    Duplicate(&'static str),
+    #[error("required field {0} is missing")]
+    Missing(&'static str),
+    #[error("field {field}: {source}")]
+    StorePath {
+        field: &'static str,
+        source: store_path::ParseError,
+    },
+    #[error("field {field}: {source}")]
+    Hash {
+        field: &'static str,
+        source: hash::ParseError,
+    },
+    #[error("field {field}: {value:?} is not a non-negative integer")]
+    Integer { field: &'static str, value: String },
+    #[error("field Sig: {0}")]
+    Signature(signing::KeyError),
+    #[error("field CA: {0:?} is not `text:<hash>` or `fixed:[r:]<hash>`")]
+    ContentAddress(String),
+    #[error("the file is not valid UTF-8")]
+    NotUtf8,
+}
+
+/// How a content-addressed path's address was computed (the `CA:` field).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentAddress {
+    /// `text:<hash>`: a flat text file such as a `.drv`.
+    Text(Hash),
+    /// `fixed:<hash>` (flat file) or `fixed:r:<hash>` (NAR serialisation).
+    Fixed { recursive: bool, hash: Hash },
+}
+
+impl ContentAddress {
+    pub fn parse(s: &str) -> Option<Self> {
+        if let Some(h) = s.strip_prefix("text:") {
+            return Hash::parse(h).ok().map(ContentAddress::Text);
+        }
+        let fixed = s.strip_prefix("fixed:")?;
+        let (recursive, h) = match fixed.strip_prefix("r:") {
+            Some(h) => (true, h),
+            None => (false, fixed),
+        };
+        Hash::parse(h)
+            .ok()
+            .map(|hash| ContentAddress::Fixed { recursive, hash })
+    }
+}
+
+impl fmt::Display for ContentAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContentAddress::Text(h) => write!(f, "text:{h}"),
+            ContentAddress::Fixed {
+                recursive: true,
+                hash,
+            } => write!(f, "fixed:r:{hash}"),
+            ContentAddress::Fixed {
+                recursive: false,
+                hash,
+            } => write!(f, "fixed:{hash}"),
+        }
+    }
+}
+
+/// A parsed narinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NarInfo {
+    pub store_dir: StoreDir,
+    /// `StorePath`.
+    pub store_path: StorePath,
+    /// `URL`: where the (compressed) NAR is, relative to the cache root.
+    pub url: String,
+    /// `Compression`; Nix assumes `bzip2` when absent.
+    pub compression: Option<String>,
+    /// `FileHash`: hash of the compressed file.
+    pub file_hash: Option<Hash>,
+    /// `FileSize`: size of the compressed file.
+    pub file_size: Option<u64>,
+    /// `NarHash`: sha256 of the uncompressed NAR.
+    pub nar_hash: Hash,
+    /// `NarSize`: size of the uncompressed NAR.
+    pub nar_size: u64,
+    /// `References`, in file order (Nix writes them sorted).
+    pub references: Vec<StorePath>,
+    /// `Deriver`.
+    pub deriver: Option<StorePath>,
+    /// `System`.
+    pub system: Option<String>,
+    /// `Sig`, one per line.
+    pub signatures: Vec<Signature>,
+    /// `CA`.
+    pub ca: Option<ContentAddress>,
+    /// Fields cachecore does not know, in file order.
+    pub extra: Vec<(String, String)>,
+}
+
+fn err(line: usize, kind: ParseErrorKind) -> ParseError {
+    ParseError { line, kind }
+}
+
+impl NarInfo {
+    /// A narinfo with the required fields and nothing else.
+    pub fn new(
+        store_dir: StoreDir,
+        store_path: StorePath,
+        url: String,
+        nar_hash: Hash,
+        nar_size: u64,
+    ) -> Self {
+        NarInfo {
+            store_dir,
+            store_path,
+            url,
+            compression: None,
+            file_hash: None,
+            file_size: None,
+            nar_hash,
+            nar_size,
+            references: Vec::new(),
+            deriver: None,
+            system: None,
+            signatures: Vec::new(),
+            ca: None,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Parses raw bytes (must be UTF-8).
+    pub fn parse_bytes(bytes: &[u8]) -> Result<Self, ParseError> {
+        std::str::from_utf8(bytes)
+            .map_err(|_| err(0, ParseErrorKind::NotUtf8))
+            .and_then(Self::parse)
+    }
+
+    /// Parses the text of a narinfo file.
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let mut store_path: Option<(StoreDir, StorePath)> = None;
+        let mut url = None;
+        let mut compression = None;
+        let mut file_hash = None;
+        let mut file_size = None;
+        let mut nar_hash = None;
+        let mut nar_size = None;
+        let mut references = None;
+        let mut deriver = None;
+        let mut system = None;
+        let mut signatures = Vec::new();
+        let mut ca = None;
+        let mut extra = Vec::new();
+
+        for (index, raw) in text.lines().enumerate() {
+            let line = index + 1;
+            if raw.is_empty() {
+                continue;
+            }
+            let (key, value) = raw
+                .split_once(':')
+                .map(|(k, v)| (k, v.strip_prefix(' ').unwrap_or(v)))
+                .ok_or_else(|| err(line, ParseErrorKind::NotKeyValue(raw.to_owned())))?;
+            fn set<T>(
+                slot: &mut Option<T>,
+                line: usize,
+                field: &'static str,
+                value: T,
+            ) -> Result<(), ParseError> {
+                if slot.replace(value).is_some() {
+                    return Err(err(line, ParseErrorKind::Duplicate(field)));
+                }
+                Ok(())
+            }
+            let path_err = |field, source| err(line, ParseErrorKind::StorePath { field, source });
+            let hash_field = |field: &'static str| {
+                Hash::parse(value)
+                    .map_err(|source| err(line, ParseErrorKind::Hash { field, source }))
+            };
+            let int_field = |field: &'static str| {
+                value.parse::<u64>().map_err(|_| {
+                    err(
+                        line,
+                        ParseErrorKind::Integer {
+                            field,
+                            value: value.to_owned(),
+                        },
+                    )
+                })
+            };
+            match key {
+                "StorePath" => {
+                    let (dir, base) = value.rsplit_once('/').ok_or_else(|| {
+                        path_err(
+                            "StorePath",
+                            store_path::ParseError::NotInStore {
+                                path: value.to_owned(),
+                                store_dir: "/…".into(),
+                            },
+                        )
+                    })?;
+                    let path =
+                        StorePath::from_base_name(base).map_err(|e| path_err("StorePath", e))?;
+                    set(
+                        &mut store_path,
+                        line,
+                        "StorePath",
+                        (StoreDir::new(dir), path),
+                    )?;
+                }
+                "URL" => set(&mut url, line, "URL", value.to_owned())?,
+                "Compression" => set(&mut compression, line, "Compression", value.to_owned())?,
+                "FileHash" => set(&mut file_hash, line, "FileHash", hash_field("FileHash")?)?,
+                "FileSize" => set(&mut file_size, line, "FileSize", int_field("FileSize")?)?,
+                "NarHash" => set(&mut nar_hash, line, "NarHash", hash_field("NarHash")?)?,
+                "NarSize" => set(&mut nar_size, line, "NarSize", int_field("NarSize")?)?,
+                "References" => {
+                    let refs = value
+                        .split(' ')
+                        .filter(|r| !r.is_empty())
+                        .map(|r| {
+                            StorePath::from_base_name(r).map_err(|e| path_err("References", e))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    set(&mut references, line, "References", refs)?;
+                }
+                "Deriver" => {
+                    let d = StorePath::from_base_name(value).map_err(|e| path_err("Deriver", e))?;
+                    set(&mut deriver, line, "Deriver", d)?;
+                }
+                "System" => set(&mut system, line, "System", value.to_owned())?,
+                "Sig" => signatures.push(
+                    Signature::parse(value).map_err(|e| err(line, ParseErrorKind::Signature(e)))?,
+                ),
+                "CA" => {
+                    let parsed = ContentAddress::parse(value).ok_or_else(|| {
+                        err(line, ParseErrorKind::ContentAddress(value.to_owned()))
+                    })?;
+                    set(&mut ca, line, "CA", parsed)?;
+                }
+                _ => extra.push((key.to_owned(), value.to_owned())),
+            }
+        }
+
+        let missing = |field| err(0, ParseErrorKind::Missing(field));
+        let (store_dir, store_path) = store_path.ok_or_else(|| missing("StorePath"))?;
+        Ok(NarInfo {
+            store_dir,
+            store_path,
+            url: url.ok_or_else(|| missing("URL"))?,
+            compression,
+            file_hash,
+            file_size,
+            nar_hash: nar_hash.ok_or_else(|| missing("NarHash"))?,
+            nar_size: nar_size.ok_or_else(|| missing("NarSize"))?,
+            references: references.unwrap_or_default(),
+            deriver,
+            system,
+            signatures,
+            ca,
+            extra,
+        })
+    }
+
+    /// The compression of the NAR file, defaulting to `bzip2` as Nix does.
+    pub fn compression_or_default(&self) -> &str {
+        self.compression.as_deref().unwrap_or("bzip2")
+    }
+
+    /// The text Nix signs: `1;<store path>;<NarHash>;<NarSize>;<references, comma-separated>`.
+    ///
+    /// References are full paths in Nix's set order (sorted by base name).
+    pub fn fingerprint(&self) -> Result<String, FingerprintError> {
+        fingerprint(
+            &self.store_dir,
+            &self.store_path,
+            &self.nar_hash,
+            self.nar_size,
+            &self.references,
+        )
+    }
+
+    /// Signs with `signer`, replacing an earlier signature under the same key name.
+    pub fn sign(&mut self, signer: &dyn Signer) -> Result<(), FingerprintError> {
+        let sig = signer.sign(self.fingerprint()?.as_bytes());
+        self.signatures.retain(|s| s.key_name() != sig.key_name());
+        self.signatures.push(sig);
+        Ok(())
+    }
+
+    /// The signatures that one of `keys` verifies.
+    pub fn valid_signatures<'a>(
+        &'a self,
+        keys: &'a [PublicKey],
+    ) -> impl Iterator<Item = &'a Signature> + 'a {
+        let fp = self.fingerprint().ok();
+        self.signatures.iter().filter(move |sig| {
+            fp.as_deref()
+                .is_some_and(|fp| keys.iter().any(|k| k.verify(fp.as_bytes(), sig)))
+        })
+    }
+}
+
+/// The fingerprint cannot be computed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("narinfo of {store_path}: NarHash must be sha256 to be signed, found {found}")]
+pub struct FingerprintError {
+    pub store_path: String,
+    pub found: HashAlgo,
+}
+
+/// The one place the signature fingerprint is computed.
+pub fn fingerprint(
+    store_dir: &StoreDir,
+    store_path: &StorePath,
+    nar_hash: &Hash,
+    nar_size: u64,
+    references: &[StorePath],
+) -> Result<String, FingerprintError> {
+    if nar_hash.algo() != HashAlgo::Sha256 {
+        return Err(FingerprintError {
+            store_path: store_path.to_string(),
+            found: nar_hash.algo(),
+        });
+    }
+    let mut refs: Vec<&StorePath> = references.iter().collect();
+    refs.sort();
+    refs.dedup();
+    let mut out = format!(
+        "1;{};{};{};",
+        store_dir.full_path(store_path),
+        nar_hash,
+        nar_size
+    );
+    for (i, r) in refs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&store_dir.full_path(r));
+    }
+    Ok(out)
+}
+
+impl fmt::Display for NarInfo {
+    /// Writes the fields in the order Nix writes them, then unknown fields.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = String::with_capacity(512);
+        // `write!` into a String cannot fail.
+        let _ = writeln!(
+            s,
+            "StorePath: {}",
+            self.store_dir.full_path(&self.store_path)
+        );
+        let _ = writeln!(s, "URL: {}", self.url);
+        if let Some(c) = &self.compression {
+            let _ = writeln!(s, "Compression: {c}");
+        }
+        if let Some(h) = &self.file_hash {
+            let _ = writeln!(s, "FileHash: {h}");
+        }
+        if let Some(n) = self.file_size {
+            let _ = writeln!(s, "FileSize: {n}");
+        }
+        let _ = writeln!(s, "NarHash: {}", self.nar_hash);
+        let _ = writeln!(s, "NarSize: {}", self.nar_size);
+        s.push_str("References:");
+        if self.references.is_empty() {
+            s.push(' ');
+        }
+        for r in &self.references {
+            let _ = write!(s, " {r}");
+        }
+        s.push('\n');
+        if let Some(d) = &self.deriver {
+            let _ = writeln!(s, "Deriver: {d}");
+        }
+        if let Some(sys) = &self.system {
+            let _ = writeln!(s, "System: {sys}");
+        }
+        for sig in &self.signatures {
+            let _ = writeln!(s, "Sig: {sig}");
+        }
+        if let Some(ca) = &self.ca {
+            let _ = writeln!(s, "CA: {ca}");
+        }
+        for (k, v) in &self.extra {
+            let _ = writeln!(s, "{k}: {v}");
+        }
+        f.write_str(&s)
+    }
+}
+
+impl std::str::FromStr for NarInfo {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::SecretKey;
+
+    // Shaped like what `nix copy --to file://…?compression=xz` writes (Nix 2.8); the real-Nix
+    // round trip is in the CLI crate's tests.
+    const NIX_WRITTEN: &str = "\
+StorePath: /nix/store/lx5i78a4izwk2qj1nq8rdc07y8zrwy90-empty
+URL: nar/1ngi2dxw1f7khrrjamb02pq8vxqwlidx3pfjnjayzvpfqsbcdmnf.nar.xz
+Compression: xz
+FileHash: sha256:1ngi2dxw1f7khrrjamb02pq8vxqwlidx3pfjnjayzvpfqsbcdmnf
+FileSize: 148
+NarHash: sha256:0ip26j2h11n1kgkz36rl4akv694yz65hr72q4kv4b3lxcbi65b3p
+NarSize: 120
+References: 
+CA: fixed:r:sha256:0ip26j2h11n1kgkz36rl4akv694yz65hr72q4kv4b3lxcbi65b3p
+";
+
+    #[test]
+    fn round_trip() {
+        let info = NarInfo::parse(NIX_WRITTEN).unwrap();
+        assert!(info.references.is_empty());
+        assert!(matches!(
+            info.ca,
+            Some(ContentAddress::Fixed {
+                recursive: true,
+                ..
+            })
+        ));
+        assert_eq!(info.to_string(), NIX_WRITTEN);
+    }
+
+    #[test]
+    fn unknown_fields_kept() {
+        let text = format!("{NIX_WRITTEN}X-Custom: hello: world\n");
+        let info = NarInfo::parse(&text).unwrap();
+        assert_eq!(info.extra, vec![("X-Custom".into(), "hello: world".into())]);
+        assert_eq!(info.to_string(), text);
+    }
+
+    #[test]
+    fn sign_and_verify() {
+        let mut info = NarInfo::parse(NIX_WRITTEN).unwrap();
+        assert_eq!(
+            info.fingerprint().unwrap(),
+            "1;/nix/store/lx5i78a4izwk2qj1nq8rdc07y8zrwy90-empty;\
+             sha256:0ip26j2h11n1kgkz36rl4akv694yz65hr72q4kv4b3lxcbi65b3p;120;"
+        );
+        let key = SecretKey::generate("k-1").unwrap();
+        info.sign(&key).unwrap();
+        info.sign(&key).unwrap();
+        assert_eq!(info.signatures.len(), 1);
+        let reparsed = NarInfo::parse(&info.to_string()).unwrap();
+        let keys = [key.public_key()];
+        assert_eq!(reparsed.valid_signatures(&keys).count(), 1);
+        let mut tampered = reparsed.clone();
+        tampered.nar_size += 1;
+        assert_eq!(tampered.valid_signatures(&keys).count(), 0);
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let cases = [
+            (
+                NIX_WRITTEN.replace("NarSize: 120", "NarSize: -1"),
+                "line 7: field NarSize",
+            ),
+            (
+                NIX_WRITTEN.replace("FileSize: 148", "FileSize 148"),
+                "line 5: \"FileSize 148\" is not",
+            ),
+            (
+                NIX_WRITTEN.replace("URL: nar/", "URL: nar/\nURL: x"),
+                "line 3: field URL appears twice",
+            ),
+            (
+                NIX_WRITTEN.replace("NarHash: sha256:0", "NarHash: sha256:e"),
+                "line 6: field NarHash",
+            ),
+            (
+                NIX_WRITTEN.replace("References: ", "References: nope"),
+                "line 8: field References",
+            ),
+            (
+                NIX_WRITTEN.replace("StorePath: /nix/store/lx5", "StorePath: lx5"),
+                "line 1: field StorePath",
+            ),
+            (
+                NIX_WRITTEN.replace("NarSize: 120\n", ""),
+                "required field NarSize is missing",
+            ),
+            (
+                format!("{NIX_WRITTEN}Sig: nonsense\n"),
+                "line 10: field Sig",
+            ),
+            (
+                NIX_WRITTEN.replace("CA: fixed", "CA: weird"),
+                "line 9: field CA",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = NarInfo::parse(&text).unwrap_err().to_string();
+            assert!(e.contains(expected), "{e:?} should contain {expected:?}");
+        }
+        assert!(NarInfo::parse_bytes(b"\xff").is_err());
+    }
+}
