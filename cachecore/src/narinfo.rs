@@ -439,24 +439,15 @@ mod tests {
     use super::*;
     use crate::signing::SecretKey;
 
-    // Shaped like what `nix copy --to file://…?compression=xz` writes (Nix 2.8); the real-Nix
-    // round trip is in the CLI crate's tests.
-    const NIX_WRITTEN: &str = "\
-StorePath: /nix/store/lx5i78a4izwk2qj1nq8rdc07y8zrwy90-empty
-URL: nar/1ngi2dxw1f7khrrjamb02pq8vxqwlidx3pfjnjayzvpfqsbcdmnf.nar.xz
-Compression: xz
-FileHash: sha256:1ngi2dxw1f7khrrjamb02pq8vxqwlidx3pfjnjayzvpfqsbcdmnf
-FileSize: 148
-NarHash: sha256:0ip26j2h11n1kgkz36rl4akv694yz65hr72q4kv4b3lxcbi65b3p
-NarSize: 120
-References: 
-CA: fixed:r:sha256:0ip26j2h11n1kgkz36rl4akv694yz65hr72q4kv4b3lxcbi65b3p
-";
+    // Written and signed by Nix 2.8 (`nix copy --to file://…?secret-key=…`), key `test-1`.
+    const NIX_WRITTEN: &str = include_str!("../testdata/nix-2.8-signed.narinfo");
+    const NIX_PUBLIC: &str = "test-1:xPe4Rj2jXu16EVbSMTFKoMLWgatPQ7R2QiplrGwlfdI=";
 
     #[test]
     fn round_trip() {
         let info = NarInfo::parse(NIX_WRITTEN).unwrap();
         assert!(info.references.is_empty());
+        assert_eq!(info.nar_size, 1424);
         assert!(matches!(
             info.ca,
             Some(ContentAddress::Fixed {
@@ -476,12 +467,23 @@ CA: fixed:r:sha256:0ip26j2h11n1kgkz36rl4akv694yz65hr72q4kv4b3lxcbi65b3p
     }
 
     #[test]
+    fn nix_signature_verifies() {
+        let info = NarInfo::parse(NIX_WRITTEN).unwrap();
+        let keys = [PublicKey::parse(NIX_PUBLIC).unwrap()];
+        assert_eq!(info.valid_signatures(&keys).count(), 1);
+        let mut tampered = info.clone();
+        tampered.store_path = StorePath::from_base_name("lx5i78a4izwk2qj1nq8rdc07y8zrwy90-empty").unwrap();
+        assert_eq!(tampered.valid_signatures(&keys).count(), 0);
+    }
+
+    #[test]
     fn sign_and_verify() {
         let mut info = NarInfo::parse(NIX_WRITTEN).unwrap();
+        info.signatures.clear();
         assert_eq!(
             info.fingerprint().unwrap(),
-            "1;/nix/store/lx5i78a4izwk2qj1nq8rdc07y8zrwy90-empty;\
-             sha256:0ip26j2h11n1kgkz36rl4akv694yz65hr72q4kv4b3lxcbi65b3p;120;"
+            "1;/nix/store/rd3brlp6js96f3fybsyb9kv4cfac7b0a-t;\
+             sha256:0vfgshfvqnjjiwlnqm2k5p56ilqr3gawyqxiraasqhiy762cqpw0;1424;"
         );
         let key = SecretKey::generate("k-1").unwrap();
         info.sign(&key).unwrap();
@@ -499,12 +501,12 @@ CA: fixed:r:sha256:0ip26j2h11n1kgkz36rl4akv694yz65hr72q4kv4b3lxcbi65b3p
     fn errors_name_line_and_field() {
         let cases = [
             (
-                NIX_WRITTEN.replace("NarSize: 120", "NarSize: -1"),
+                NIX_WRITTEN.replace("NarSize: 1424", "NarSize: -1"),
                 "line 7: field NarSize",
             ),
             (
-                NIX_WRITTEN.replace("FileSize: 148", "FileSize 148"),
-                "line 5: \"FileSize 148\" is not",
+                NIX_WRITTEN.replace("FileSize: 1424", "FileSize 1424"),
+                "line 5: \"FileSize 1424\" is not",
             ),
             (
                 NIX_WRITTEN.replace("URL: nar/", "URL: nar/\nURL: x"),
@@ -519,24 +521,24 @@ CA: fixed:r:sha256:0ip26j2h11n1kgkz36rl4akv694yz65hr72q4kv4b3lxcbi65b3p
                 "line 8: field References",
             ),
             (
-                NIX_WRITTEN.replace("StorePath: /nix/store/lx5", "StorePath: lx5"),
+                NIX_WRITTEN.replace("StorePath: /nix/store/rd3", "StorePath: rd3"),
                 "line 1: field StorePath",
             ),
             (
-                NIX_WRITTEN.replace("NarSize: 120\n", ""),
+                NIX_WRITTEN.replace("NarSize: 1424\n", ""),
                 "required field NarSize is missing",
             ),
             (
                 format!("{NIX_WRITTEN}Sig: nonsense\n"),
-                "line 10: field Sig",
+                "line 11: field Sig",
             ),
             (
                 NIX_WRITTEN.replace("CA: fixed", "CA: weird"),
-                "line 9: field CA",
+                "line 10: field CA",
             ),
         ];
         for (text, expected) in cases {
-            let e = NarInfo::parse(&text).unwrap_err().to_string();
+            let e = NarInfo::parse(&text).expect_err(expected).to_string();
             assert!(e.contains(expected), "{e:?} should contain {expected:?}");
         }
         assert!(NarInfo::parse_bytes(b"\xff").is_err());

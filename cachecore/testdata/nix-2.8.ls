@@ -1,0 +1,1 @@
+{"version":1,"root":{"type":"directory","entries":{"d":{"type":"directory","entries":{"e":{"type":"directory","entries":{}},"empty":{"type":"regular","size":0,"narOffset":536}}},"dang":{"type":"symlink","target":"/nowhere"},"f":{"type":"regular","size":3,"narOffset":944},"l":{"type":"symlink","target":"f"},"x":{"type":"regular","size":10,"executable":true,"narOffset":1360}}}}
