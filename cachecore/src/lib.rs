@@ -25,6 +25,7 @@
 //! ```
 
 pub mod cache_info;
+pub mod chunks;
 pub mod compression;
 pub mod hash;
 pub mod nar;

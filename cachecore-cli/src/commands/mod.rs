@@ -1,0 +1,32 @@
+//! One module per command group; each converts arguments, calls the library, prints the result.
+
+mod key;
+mod nar;
+mod store_path;
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::cli::{Cli, Command};
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Nar(cmd) => nar::run(cmd),
+        Command::Key(cmd) => key::run(cmd),
+        Command::StorePath { path, name, store_dir } => store_path::run(&path, name, &store_dir),
+    }?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens a file for reading, or stdin for `-`.
+pub fn open_input(path: &Path) -> anyhow::Result<Box<dyn Read>> {
+    if path == Path::new("-") {
+        return Ok(Box::new(io::stdin()));
+    }
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(Box::new(BufReader::with_capacity(1 << 17, file)))
+}

@@ -1,0 +1,522 @@
+//! The `.ls` listing Nix writes next to a narinfo: a NAR's tree as JSON, with each regular file's
+//! `narOffset` so a reader can fetch one file by range.
+//!
+//! ```json
+//! {"version":1,"root":{"type":"directory","entries":{
+//!   "bin":{"type":"directory","entries":{"app":{"type":"regular","size":5,"executable":true,"narOffset":400}}},
+//!   "lib":{"type":"symlink","target":"bin"}}}}
+//! ```
+//!
+//! `"executable"` appears only when true and `"narOffset"` only when known, as in Nix's output.
+//! Names and symlink targets are JSON strings: bytes that are not UTF-8 are replaced by U+FFFD
+//! (Nix's own output is not valid JSON there either). Of two names that become equal that way,
+//! the listing keeps the last. Parsed listings are checked like NARs: entry names must be valid
+//! NAR names.
+//!
+//! Parsing uses serde_json, whose recursion limit (128) caps parsed listings at 63 nested
+//! directories; deeper ones are reported as invalid JSON.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use super::reader::{Event, ReadError, Reader};
+use super::wire;
+
+/// A NAR listing (`{"version":1,"root":...}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub root: ListingNode,
+}
+
+/// One node of a [`Listing`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ListingNode {
+    Regular {
+        size: u64,
+        #[serde(skip_serializing_if = "is_false")]
+        executable: bool,
+        /// NAR offset of the first content byte; `None` when the listing did not say.
+        #[serde(rename = "narOffset", skip_serializing_if = "Option::is_none")]
+        nar_offset: Option<u64>,
+    },
+    Symlink {
+        target: String,
+    },
+    Directory {
+        entries: BTreeMap<String, ListingNode>,
+    },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A listing that cannot be parsed; `path` is a JSON Pointer (RFC 6901) to the problem.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListingError {
+    #[error("listing is not valid JSON: {0}")]
+    Json(serde_json::Error),
+    #[error("listing at {path}: unsupported version {found} (expected 1)")]
+    UnsupportedVersion { path: String, found: String },
+    #[error("listing at {path}: unknown node type {found}")]
+    UnknownNodeType { path: String, found: String },
+    #[error("listing at {}: missing {field:?}", or_top(.path))]
+    MissingField { path: String, field: &'static str },
+    #[error("listing at {}: expected {expected}", or_top(.path))]
+    WrongType {
+        path: String,
+        expected: &'static str,
+    },
+    #[error("listing at {path}: invalid entry name {name:?} ({reason})")]
+    InvalidName {
+        path: String,
+        name: String,
+        reason: &'static str,
+    },
+}
+
+fn or_top(path: &str) -> &str {
+    if path.is_empty() {
+        "top level"
+    } else {
+        path
+    }
+}
+
+impl Listing {
+    /// Parses a listing from JSON.
+    pub fn parse(json: &[u8]) -> Result<Listing, ListingError> {
+        let value: Value = serde_json::from_slice(json).map_err(ListingError::Json)?;
+        Listing::from_value(&value)
+    }
+
+    /// Builds the listing of a NAR, validating all of it (see [`Reader`]).
+    pub fn from_nar(nar: impl Read) -> Result<Listing, ReadError> {
+        let mut reader = Reader::new(nar);
+        // Open directories' entries, and the names of the entries whose node is being read.
+        let mut dirs: Vec<Vec<(String, ListingNode)>> = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        let mut root = None;
+        while let Some(event) = reader.next()? {
+            let node = match event {
+                Event::File {
+                    executable,
+                    size,
+                    nar_offset,
+                } => ListingNode::Regular {
+                    size,
+                    executable,
+                    nar_offset: Some(nar_offset),
+                },
+                Event::Symlink { target } => ListingNode::Symlink {
+                    target: String::from_utf8_lossy(target).into_owned(),
+                },
+                Event::DirectoryStart => {
+                    dirs.push(Vec::new());
+                    continue;
+                }
+                Event::Entry { name } => {
+                    names.push(String::from_utf8_lossy(name).into_owned());
+                    continue;
+                }
+                Event::EntryEnd => continue,
+                Event::DirectoryEnd => ListingNode::Directory {
+                    entries: dirs.pop().unwrap_or_default().into_iter().collect(),
+                },
+            };
+            match (names.pop(), dirs.last_mut()) {
+                (Some(name), Some(dir)) => dir.push((name, node)),
+                _ => root = Some(node),
+            }
+        }
+        // The reader only ends after a complete root node.
+        Ok(Listing {
+            root: root.unwrap_or(ListingNode::Directory {
+                entries: BTreeMap::new(),
+            }),
+        })
+    }
+
+    /// The node at `path` ("bin/app"; a leading "/" and empty components are ignored, so ""
+    /// and "/" are the root). Symlinks are not followed.
+    pub fn get(&self, path: &str) -> Option<&ListingNode> {
+        let mut node = &self.root;
+        for name in path.split('/').filter(|c| !c.is_empty()) {
+            match node {
+                ListingNode::Directory { entries } => node = entries.get(name)?,
+                _ => return None,
+            }
+        }
+        Some(node)
+    }
+
+    /// Every node with its path ("" for the root, then "bin", "bin/app", ...), depth first in
+    /// NAR order (entries sorted).
+    pub fn walk(&self) -> Walk<'_> {
+        Walk {
+            stack: vec![(String::new(), &self.root)],
+        }
+    }
+
+    fn from_value(value: &Value) -> Result<Listing, ListingError> {
+        let mut path = String::new();
+        let obj = as_object(value, &path)?;
+        let version = field(obj, "version", &path)?;
+        if version.as_u64() != Some(1) {
+            return Err(ListingError::UnsupportedVersion {
+                path: "/version".into(),
+                found: version.to_string(),
+            });
+        }
+        let root = field(obj, "root", &path)?;
+        path.push_str("/root");
+        Ok(Listing {
+            root: node_from_value(root, &mut path)?,
+        })
+    }
+}
+
+/// Iterator over a listing's nodes; see [`Listing::walk`].
+#[derive(Debug)]
+pub struct Walk<'a> {
+    /// Nodes still to visit, the next on top.
+    stack: Vec<(String, &'a ListingNode)>,
+}
+
+impl<'a> Iterator for Walk<'a> {
+    type Item = (String, &'a ListingNode);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (path, node) = self.stack.pop()?;
+        if let ListingNode::Directory { entries } = node {
+            for (name, child) in entries.iter().rev() {
+                let child_path = if path.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{path}/{name}")
+                };
+                self.stack.push((child_path, child));
+            }
+        }
+        Some((path, node))
+    }
+}
+
+fn as_object<'v>(value: &'v Value, path: &str) -> Result<&'v Map<String, Value>, ListingError> {
+    value.as_object().ok_or_else(|| ListingError::WrongType {
+        path: path.into(),
+        expected: "an object",
+    })
+}
+
+fn field<'v>(
+    obj: &'v Map<String, Value>,
+    name: &'static str,
+    path: &str,
+) -> Result<&'v Value, ListingError> {
+    obj.get(name).ok_or_else(|| ListingError::MissingField {
+        path: path.into(),
+        field: name,
+    })
+}
+
+/// Appends a JSON Pointer segment.
+fn push_segment(path: &mut String, segment: &str) {
+    path.push('/');
+    for c in segment.chars() {
+        match c {
+            '~' => path.push_str("~0"),
+            '/' => path.push_str("~1"),
+            c => path.push(c),
+        }
+    }
+}
+
+fn wrong(path: &str, segment: &str, expected: &'static str) -> ListingError {
+    let mut path = path.to_owned();
+    push_segment(&mut path, segment);
+    ListingError::WrongType { path, expected }
+}
+
+fn node_from_value(value: &Value, path: &mut String) -> Result<ListingNode, ListingError> {
+    let obj = as_object(value, path)?;
+    let kind = field(obj, "type", path)?;
+    match kind.as_str() {
+        Some("regular") => {
+            let size = field(obj, "size", path)?
+                .as_u64()
+                .ok_or_else(|| wrong(path, "size", "a non-negative integer"))?;
+            let executable = match obj.get("executable") {
+                None => false,
+                Some(v) => v
+                    .as_bool()
+                    .ok_or_else(|| wrong(path, "executable", "a boolean"))?,
+            };
+            let nar_offset = match obj.get("narOffset") {
+                None => None,
+                Some(v) => Some(
+                    v.as_u64()
+                        .ok_or_else(|| wrong(path, "narOffset", "a non-negative integer"))?,
+                ),
+            };
+            Ok(ListingNode::Regular {
+                size,
+                executable,
+                nar_offset,
+            })
+        }
+        Some("symlink") => {
+            let target = field(obj, "target", path)?
+                .as_str()
+                .ok_or_else(|| wrong(path, "target", "a string"))?;
+            Ok(ListingNode::Symlink {
+                target: target.to_owned(),
+            })
+        }
+        Some("directory") => {
+            let entries = field(obj, "entries", path)?
+                .as_object()
+                .ok_or_else(|| wrong(path, "entries", "an object"))?;
+            let len = path.len();
+            path.push_str("/entries");
+            let mut out = BTreeMap::new();
+            for (name, child) in entries {
+                if let Some(reason) = wire::name_problem(name.as_bytes()) {
+                    return Err(ListingError::InvalidName {
+                        path: path.clone(),
+                        name: name.clone(),
+                        reason,
+                    });
+                }
+                let len = path.len();
+                push_segment(path, name);
+                out.insert(name.clone(), node_from_value(child, path)?);
+                path.truncate(len);
+            }
+            path.truncate(len);
+            Ok(ListingNode::Directory { entries: out })
+        }
+        _ => {
+            let mut path = path.clone();
+            path.push_str("/type");
+            Err(ListingError::UnknownNodeType {
+                path,
+                found: kind.to_string(),
+            })
+        }
+    }
+}
+
+impl Serialize for Listing {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("Listing", 2)?;
+        st.serialize_field("version", &1)?;
+        st.serialize_field("root", &self.root)?;
+        st.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Listing {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        Listing::from_value(&value).map_err(serde::de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for ListingNode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        node_from_value(&value, &mut String::new()).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::reader::tests::{nar, sample};
+    use super::*;
+
+    #[test]
+    fn from_nar_and_json_shape() {
+        let listing = Listing::from_nar(&sample()[..]).unwrap();
+        let json = serde_json::to_string(&listing).unwrap();
+        assert_eq!(
+            json,
+            r#"{"version":1,"root":{"type":"directory","entries":{"a":{"type":"regular","size":10,"executable":true,"narOffset":264},"b":{"type":"directory","entries":{"c":{"type":"symlink","target":"../a"}}},"d":{"type":"regular","size":0,"narOffset":824}}}}"#
+        );
+        assert_eq!(Listing::parse(json.as_bytes()).unwrap(), listing);
+        assert_eq!(serde_json::from_str::<Listing>(&json).unwrap(), listing);
+    }
+
+    #[test]
+    fn get_paths() {
+        let listing = Listing::from_nar(&sample()[..]).unwrap();
+        assert_eq!(listing.get(""), Some(&listing.root));
+        assert_eq!(listing.get("/"), Some(&listing.root));
+        assert!(
+            matches!(listing.get("/b/c"), Some(ListingNode::Symlink { target }) if target == "../a")
+        );
+        assert!(matches!(
+            listing.get("b//c/"),
+            Some(ListingNode::Symlink { .. })
+        ));
+        assert!(matches!(
+            listing.get("a"),
+            Some(ListingNode::Regular {
+                size: 10,
+                executable: true,
+                ..
+            })
+        ));
+        assert_eq!(listing.get("a/x"), None);
+        assert_eq!(listing.get("b/c/x"), None);
+        assert_eq!(listing.get("zzz"), None);
+    }
+
+    #[test]
+    fn walk_in_nar_order() {
+        let listing = Listing::from_nar(&sample()[..]).unwrap();
+        let paths: Vec<String> = listing.walk().map(|(p, _)| p).collect();
+        assert_eq!(paths, ["", "a", "b", "b/c", "d"]);
+        for (path, node) in listing.walk() {
+            assert_eq!(listing.get(&path), Some(node));
+        }
+    }
+
+    #[test]
+    fn lossy_names() {
+        let data = nar(&[
+            b"nix-archive-1",
+            b"(",
+            b"type",
+            b"directory",
+            b"entry",
+            b"(",
+            b"name",
+            b"\xfe",
+            b"node",
+            b"(",
+            b"type",
+            b"symlink",
+            b"target",
+            b"1",
+            b")",
+            b")",
+            b"entry",
+            b"(",
+            b"name",
+            b"\xff",
+            b"node",
+            b"(",
+            b"type",
+            b"symlink",
+            b"target",
+            b"2",
+            b")",
+            b")",
+            b")",
+        ]);
+        let listing = Listing::from_nar(&data[..]).unwrap();
+        let ListingNode::Directory { entries } = &listing.root else {
+            panic!()
+        };
+        assert_eq!(entries.len(), 1);
+        assert!(
+            matches!(entries.get("\u{fffd}"), Some(ListingNode::Symlink { target }) if target == "2")
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_the_path() {
+        let cases: &[(&str, &str)] = &[
+            ("{", "listing is not valid JSON"),
+            ("[]", "listing at top level: expected an object"),
+            (
+                r#"{"root":{}}"#,
+                "listing at top level: missing \"version\"",
+            ),
+            (
+                r#"{"version":2,"root":{}}"#,
+                "listing at /version: unsupported version 2 (expected 1)",
+            ),
+            (r#"{"version":1}"#, "listing at top level: missing \"root\""),
+            (
+                r#"{"version":1,"root":{"type":"directory","entries":{"a/b":{"type":"fifo"}}}}"#,
+                "listing at /root/entries: invalid entry name \"a/b\" (contains '/')",
+            ),
+            (
+                r#"{"version":1,"root":{"type":"directory","entries":{"x":{"type":"directory","entries":{"y~":{"type":"fifo"}}}}}}"#,
+                "listing at /root/entries/x/entries/y~0/type: unknown node type \"fifo\"",
+            ),
+            (
+                r#"{"version":1,"root":{"type":"regular","size":-1}}"#,
+                "listing at /root/size: expected a non-negative integer",
+            ),
+            (
+                r#"{"version":1,"root":{"type":"regular","size":1,"executable":"yes"}}"#,
+                "listing at /root/executable: expected a boolean",
+            ),
+            (
+                r#"{"version":1,"root":{"type":"symlink"}}"#,
+                "listing at /root: missing \"target\"",
+            ),
+            (
+                r#"{"version":1,"root":{"type":"directory","entries":[]}}"#,
+                "listing at /root/entries: expected an object",
+            ),
+        ];
+        for (json, msg) in cases {
+            let e = Listing::parse(json.as_bytes()).unwrap_err().to_string();
+            assert!(e.starts_with(msg), "{json}: {e}");
+        }
+    }
+
+    fn nested_listing(depth: usize) -> Listing {
+        let mut node = ListingNode::Directory {
+            entries: BTreeMap::new(),
+        };
+        for _ in 1..depth {
+            node = ListingNode::Directory {
+                entries: BTreeMap::from([("d".to_string(), node)]),
+            };
+        }
+        Listing { root: node }
+    }
+
+    #[test]
+    fn json_depth_limit() {
+        // serde_json's recursion limit (128) bounds parsed listings; documented in the module.
+        for (depth, ok) in [(63, true), (64, false), (crate::nar::MAX_DEPTH, false)] {
+            let listing = nested_listing(depth);
+            let json = serde_json::to_vec(&listing).unwrap();
+            match Listing::parse(&json) {
+                Ok(parsed) => assert!(ok && parsed == listing, "{depth}"),
+                Err(e) => assert!(!ok && matches!(e, ListingError::Json(_)), "{depth}: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn optional_fields() {
+        let l = Listing::parse(br#"{"version":1,"root":{"type":"regular","size":3,"extra":1}}"#)
+            .unwrap();
+        assert_eq!(
+            l.root,
+            ListingNode::Regular {
+                size: 3,
+                executable: false,
+                nar_offset: None
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&l).unwrap(),
+            r#"{"version":1,"root":{"type":"regular","size":3}}"#
+        );
+    }
+}

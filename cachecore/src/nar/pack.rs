@@ -1,0 +1,413 @@
+//! Packing a filesystem tree into a NAR, byte-for-byte as `nix-store --dump` does.
+//!
+//! Regular files (executable iff the owner-execute bit is set), symlinks (target stored as-is,
+//! never followed) and directories (entries sorted bytewise). Other file types, unreadable
+//! files, and files that change size while being read are errors naming the path; the NAR
+//! written so far is then incomplete and must be discarded.
+//!
+//! Contents are read straight into the writer's 1 MiB output buffer: memory stays bounded
+//! whatever the file sizes, and no byte is copied twice.
+
+use std::ffi::OsString;
+use std::fs::{self, File, FileType};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use super::listing::{Listing, ListingNode};
+use super::wire;
+use super::writer::{self, FileError, Node, Source};
+
+
+/// Output buffer; file contents are read into it directly.
+const BUFFER: usize = 1 << 20;
+
+/// Why a tree could not be packed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PackError {
+    /// Opening, reading, listing or stat-ing a file failed.
+    #[error("cannot read {}: {source}", .path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot pack {}: it is a {kind}; a NAR holds only regular files, directories and symlinks", .path.display())]
+    UnsupportedType { path: PathBuf, kind: &'static str },
+    #[error("{} changed while being packed ({detail})", .path.display())]
+    Changed { path: PathBuf, detail: String },
+    /// A name, symlink target or nesting depth that the NAR format (or its limits) rejects.
+    #[error("cannot pack {}: {reason}", .path.display())]
+    Invalid { path: PathBuf, reason: String },
+    #[error("cannot write NAR: {0}")]
+    Write(io::Error),
+}
+
+/// Packs the tree at `path` (not following a symlink there) as a NAR into `out`, and returns
+/// its listing. `out` is buffered internally and flushed at the end.
+pub fn pack(path: &Path, out: impl Write) -> Result<Listing, PackError> {
+    let (root, _) = pack_tree::<WithListing, _>(path, out)?;
+    Ok(Listing { root })
+}
+
+/// Like [`pack`] without building the listing; returns the NAR's size in bytes.
+pub fn dump(path: &Path, out: impl Write) -> Result<u64, PackError> {
+    let ((), size) = pack_tree::<NoListing, _>(path, out)?;
+    Ok(size)
+}
+
+
+/// What is built alongside the NAR.
+trait Tree {
+    type Node;
+    type Dir;
+    fn file(size: u64, executable: bool, nar_offset: u64) -> Self::Node;
+    fn symlink(target: &[u8]) -> Self::Node;
+    fn dir() -> Self::Dir;
+    fn add(dir: &mut Self::Dir, name: OsString, node: Self::Node);
+    fn close(dir: Self::Dir) -> Self::Node;
+}
+
+struct WithListing;
+
+impl Tree for WithListing {
+    type Node = ListingNode;
+    /// Entries in NAR order; collected into a map when the directory closes.
+    type Dir = Vec<(String, ListingNode)>;
+    fn file(size: u64, executable: bool, nar_offset: u64) -> ListingNode {
+        ListingNode::Regular {
+            size,
+            executable,
+            nar_offset: Some(nar_offset),
+        }
+    }
+    fn symlink(target: &[u8]) -> ListingNode {
+        ListingNode::Symlink {
+            target: String::from_utf8_lossy(target).into_owned(),
+        }
+    }
+    fn dir() -> Self::Dir {
+        Vec::new()
+    }
+    fn add(dir: &mut Self::Dir, name: OsString, node: ListingNode) {
+        let name = name
+            .into_string()
+            .unwrap_or_else(|name| name.to_string_lossy().into_owned());
+        dir.push((name, node));
+    }
+    fn close(entries: Self::Dir) -> ListingNode {
+        // Sorted input makes this a linear bulk build.
+        ListingNode::Directory {
+            entries: entries.into_iter().collect(),
+        }
+    }
+}
+
+struct NoListing;
+
+impl Tree for NoListing {
+    type Node = ();
+    type Dir = ();
+    fn file(_: u64, _: bool, _: u64) {}
+    fn symlink(_: &[u8]) {}
+    fn dir() {}
+    fn add(_: &mut (), _: OsString, _: ()) {}
+    fn close(_: ()) {}
+}
+
+/// Counts the bytes written through it.
+struct Counting<W> {
+    w: W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.w.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush()
+    }
+}
+
+fn pack_tree<T: Tree, W: Write>(root: &Path, out: W) -> Result<(T::Node, u64), PackError> {
+    let mut out = Counting { w: out, n: 0 };
+    let meta = fs::symlink_metadata(root).map_err(|e| read_error(root, e))?;
+    let node = writer::open_with_capacity(&mut out, BUFFER).map_err(PackError::Write)?;
+    let mut packer = Packer {
+        path: root.to_path_buf(),
+        depth: 0,
+    };
+    let tree = packer.node::<T, _>(node, meta.file_type())?;
+    Ok((tree, out.n))
+}
+
+fn read_error(path: &Path, source: io::Error) -> PackError {
+    PackError::Read {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+struct Packer {
+    /// The path of the node being packed.
+    path: PathBuf,
+    /// Directories open above it.
+    depth: usize,
+}
+
+impl Packer {
+    fn node<T: Tree, W: Write>(
+        &mut self,
+        node: Node<'_, W>,
+        ft: FileType,
+    ) -> Result<T::Node, PackError> {
+        if ft.is_file() {
+            self.file::<T, W>(node)
+        } else if ft.is_dir() {
+            self.directory::<T, W>(node)
+        } else if ft.is_symlink() {
+            let target = fs::read_link(&self.path).map_err(|e| read_error(&self.path, e))?;
+            let target = target.as_os_str().as_bytes();
+            if let Some(reason) = wire::target_problem(target) {
+                return Err(self.invalid(format!("symlink target is {reason}")));
+            }
+            node.symlink(target).map_err(PackError::Write)?;
+            Ok(T::symlink(target))
+        } else {
+            let kind = if ft.is_socket() {
+                "socket"
+            } else if ft.is_fifo() {
+                "FIFO"
+            } else if ft.is_char_device() {
+                "character device"
+            } else if ft.is_block_device() {
+                "block device"
+            } else {
+                "file of unknown type"
+            };
+            Err(PackError::UnsupportedType {
+                path: self.path.clone(),
+                kind,
+            })
+        }
+    }
+
+    fn file<T: Tree, W: Write>(&mut self, node: Node<'_, W>) -> Result<T::Node, PackError> {
+        let mut file = File::open(&self.path).map_err(|e| read_error(&self.path, e))?;
+        // Size and mode of what was opened, not of what the directory listing saw.
+        let meta = file.metadata().map_err(|e| read_error(&self.path, e))?;
+        if !meta.is_file() {
+            return Err(self.changed("it is no longer a regular file".into()));
+        }
+        let (size, executable) = (meta.len(), meta.mode() & 0o100 != 0);
+        let nar_offset = node
+            .file_from(executable, size, &mut file, Source::RegularFile)
+            .map_err(|e| match e {
+                FileError::Read(e) => read_error(&self.path, e),
+                FileError::Write(e) => PackError::Write(e),
+                FileError::TooShort { actual } => self.changed(format!(
+                    "{size} bytes when opened, {actual} bytes when read"
+                )),
+                FileError::TooLong => {
+                    self.changed(format!("{size} bytes when opened, more when read"))
+                }
+            })?;
+        Ok(T::file(size, executable, nar_offset))
+    }
+
+    fn directory<T: Tree, W: Write>(&mut self, node: Node<'_, W>) -> Result<T::Node, PackError> {
+        if self.depth >= wire::MAX_DEPTH {
+            return Err(self.invalid(format!(
+                "directories nested deeper than {} levels",
+                wire::MAX_DEPTH
+            )));
+        }
+        let mut entries: Vec<(OsString, FileType)> = Vec::new();
+        for entry in fs::read_dir(&self.path).map_err(|e| read_error(&self.path, e))? {
+            let entry = entry.map_err(|e| read_error(&self.path, e))?;
+            let ft = entry
+                .file_type()
+                .map_err(|e| read_error(&entry.path(), e))?;
+            entries.push((entry.file_name(), ft));
+        }
+        entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+
+        let mut dir = node.directory().map_err(PackError::Write)?;
+        let mut tree = T::dir();
+        self.depth += 1;
+        for (name, ft) in entries {
+            self.path.push(&name);
+            if let Some(reason) = wire::name_problem(name.as_bytes()) {
+                return Err(self.invalid(format!("name is {reason}")));
+            }
+            let child = dir.entry(name.as_bytes()).map_err(PackError::Write)?;
+            let child = self.node::<T, W>(child, ft)?;
+            T::add(&mut tree, name, child);
+            self.path.pop();
+        }
+        self.depth -= 1;
+        dir.close().map_err(PackError::Write)?;
+        Ok(T::close(tree))
+    }
+
+    fn invalid(&self, reason: String) -> PackError {
+        PackError::Invalid {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    fn changed(&self, detail: String) -> PackError {
+        PackError::Changed {
+            path: self.path.clone(),
+            detail,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod tests {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    use super::super::reader::tests::trace;
+    use super::*;
+
+    /// A tree with every kind of node and some awkward names.
+    pub(crate) fn make_tree(root: &Path) {
+        fs::create_dir(root).unwrap();
+        fs::write(root.join("empty"), b"").unwrap();
+        fs::write(root.join("seven"), b"1234567").unwrap();
+        fs::write(root.join("eight"), b"12345678").unwrap();
+        fs::write(root.join("exe"), b"#!/bin/sh\necho hi\n").unwrap();
+        fs::set_permissions(root.join("exe"), fs::Permissions::from_mode(0o755)).unwrap();
+        // Owner-execute alone counts; group/other-execute alone does not.
+        fs::write(root.join("u-x"), b"u").unwrap();
+        fs::set_permissions(root.join("u-x"), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::write(root.join("g-x"), b"g").unwrap();
+        fs::set_permissions(root.join("g-x"), fs::Permissions::from_mode(0o654)).unwrap();
+        fs::create_dir(root.join("empty-dir")).unwrap();
+        fs::create_dir_all(root.join("a/b/c")).unwrap();
+        fs::write(root.join("a/b/c/deep"), vec![7u8; 300_000]).unwrap();
+        fs::write(root.join("Zebra"), b"upper case sorts first").unwrap();
+        fs::write(root.join("ünïcødé ✓"), b"utf8").unwrap();
+        fs::write(root.join("a-b"), b"prefix order").unwrap();
+        symlink("seven", root.join("rel-link")).unwrap();
+        symlink("/nix/store/does-not-exist", root.join("abs-link")).unwrap();
+        symlink("../../nowhere", root.join("a/dangling")).unwrap();
+        symlink("a", root.join("dir-link")).unwrap();
+    }
+
+    #[test]
+    fn pack_then_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("t");
+        make_tree(&root);
+        let mut nar = Vec::new();
+        let listing = pack(&root, &mut nar).unwrap();
+        let t = trace(&nar).unwrap();
+        assert!(t.contains(&"symlink \"../../nowhere\"".to_string()));
+        assert_eq!(listing, Listing::from_nar(&nar[..]).unwrap());
+        let mut nar2 = Vec::new();
+        assert_eq!(dump(&root, &mut nar2).unwrap(), nar.len() as u64);
+        assert_eq!(nar, nar2);
+        let (hash, size) = crate::nar::hash_path(&root).unwrap();
+        assert_eq!(
+            (hash, size),
+            (crate::hash::Hash::digest(crate::hash::HashAlgo::Sha256, &nar), nar.len() as u64)
+        );
+
+        let exe = |p: &str| match listing.get(p) {
+            Some(ListingNode::Regular { executable, .. }) => *executable,
+            other => panic!("{p}: {other:?}"),
+        };
+        assert!(exe("exe"));
+        assert!(exe("u-x"));
+        assert!(!exe("g-x"));
+        assert!(!exe("seven"));
+        let Some(ListingNode::Regular {
+            nar_offset: Some(off),
+            size: 300_000,
+            ..
+        }) = listing.get("a/b/c/deep")
+        else {
+            panic!()
+        };
+        assert_eq!(&nar[*off as usize..][..300_000], &vec![7u8; 300_000][..]);
+        let ListingNode::Directory { entries } = &listing.root else {
+            panic!()
+        };
+        let names: Vec<&str> = entries.keys().map(|s| s.as_str()).collect();
+        assert_eq!(names[0], "Zebra");
+        assert_eq!(names[1], "a");
+        assert_eq!(names[2], "a-b");
+    }
+
+    #[test]
+    fn single_file_and_symlink_roots() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("f");
+        fs::write(&f, b"hello").unwrap();
+        let mut nar = Vec::new();
+        pack(&f, &mut nar).unwrap();
+        assert_eq!(trace(&nar).unwrap()[0], "file x=false size=5 at=96");
+        let l = tmp.path().join("l");
+        symlink("f", &l).unwrap();
+        let mut nar = Vec::new();
+        pack(&l, &mut nar).unwrap();
+        assert_eq!(trace(&nar).unwrap(), ["symlink \"f\""]);
+    }
+
+    #[test]
+    fn unsupported_and_missing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("t");
+        fs::create_dir(&root).unwrap();
+        let sock = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
+        let e = pack(&root, io::sink()).unwrap_err();
+        assert!(
+            matches!(&e, PackError::UnsupportedType { path, kind: "socket" } if path.ends_with("t/sock")),
+            "{e}"
+        );
+        drop(sock);
+        let e = pack(&tmp.path().join("missing"), io::sink()).unwrap_err();
+        assert!(matches!(e, PackError::Read { .. }), "{e}");
+        assert!(e.to_string().contains("missing"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("t");
+        fs::create_dir(&root).unwrap();
+        fs::write(root.join("secret"), b"x").unwrap();
+        fs::set_permissions(root.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
+        // root can read anything; only meaningful for other users.
+        if File::open(root.join("secret")).is_err() {
+            let e = pack(&root, io::sink()).unwrap_err();
+            assert!(
+                matches!(&e, PackError::Read { path, .. } if path.ends_with("secret")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn write_errors_are_reported() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::other("broken pipe"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("t");
+        make_tree(&root);
+        let e = pack(&root, Broken).unwrap_err();
+        assert!(matches!(e, PackError::Write(_)), "{e}");
+    }
+}
