@@ -21,7 +21,7 @@
 use std::fmt::{self, Write as _};
 
 use crate::hash::{self, Hash, HashAlgo};
-use crate::signing::{self, PublicKey, Signature, Signer};
+use crate::signing::{PublicKey, Signature, Signer};
 use crate::store_path::{self, StoreDir, StorePath};
 
 /// What went wrong, and on which line.
@@ -54,8 +54,6 @@ pub enum ParseErrorKind {
     },
     #[error("field {field}: {value:?} is not a non-negative integer")]
     Integer { field: &'static str, value: String },
-    #[error("field Sig: {0}")]
-    Signature(signing::KeyError),
     #[error("field CA: {0:?} is not `text:<hash>` or `fixed:[r:]<hash>`")]
     ContentAddress(String),
     #[error("the file is not valid UTF-8")]
@@ -127,8 +125,9 @@ pub struct NarInfo {
     pub deriver: Option<StorePath>,
     /// `System`.
     pub system: Option<String>,
-    /// `Sig`, one per line.
-    pub signatures: Vec<Signature>,
+    /// `Sig`, one per line, as written. Nix accepts any text here and ignores what does not
+    /// verify; so do we ([`Signature::parse`] reads one).
+    pub signatures: Vec<String>,
     /// `CA`.
     pub ca: Option<ContentAddress>,
     /// Fields cachecore does not know, in file order.
@@ -266,9 +265,7 @@ impl NarInfo {
                     set(&mut deriver, line, "Deriver", d)?;
                 }
                 "System" => set(&mut system, line, "System", value.to_owned())?,
-                "Sig" => signatures.push(
-                    Signature::parse(value).map_err(|e| err(line, ParseErrorKind::Signature(e)))?,
-                ),
+                "Sig" => signatures.push(value.to_owned()),
                 "CA" => {
                     let parsed = ContentAddress::parse(value).ok_or_else(|| {
                         err(line, ParseErrorKind::ContentAddress(value.to_owned()))
@@ -320,20 +317,22 @@ impl NarInfo {
     /// Signs with `signer`, replacing an earlier signature under the same key name.
     pub fn sign(&mut self, signer: &dyn Signer) -> Result<(), FingerprintError> {
         let sig = signer.sign(self.fingerprint()?.as_bytes());
-        self.signatures.retain(|s| s.key_name() != sig.key_name());
-        self.signatures.push(sig);
+        self.signatures
+            .retain(|s| s.split_once(':').map(|(name, _)| name) != Some(sig.key_name()));
+        self.signatures.push(sig.to_string());
         Ok(())
     }
 
-    /// The signatures that one of `keys` verifies.
+    /// The signatures that one of `keys` verifies (malformed `Sig` lines verify nothing).
     pub fn valid_signatures<'a>(
         &'a self,
         keys: &'a [PublicKey],
-    ) -> impl Iterator<Item = &'a Signature> + 'a {
+    ) -> impl Iterator<Item = Signature> + 'a {
         let fp = self.fingerprint().ok();
-        self.signatures.iter().filter(move |sig| {
-            fp.as_deref()
-                .is_some_and(|fp| keys.iter().any(|k| k.verify(fp.as_bytes(), sig)))
+        self.signatures.iter().filter_map(move |text| {
+            let sig = Signature::parse(text).ok()?;
+            let fp = fp.as_deref()?;
+            keys.iter().any(|k| k.verify(fp.as_bytes(), &sig)).then_some(sig)
         })
     }
 }
@@ -459,6 +458,15 @@ mod tests {
     }
 
     #[test]
+    fn malformed_signatures_are_kept_and_never_verify() {
+        let text = NIX_WRITTEN.replace("CA: ", "Sig: nonsense\nCA: ");
+        let info = NarInfo::parse(&text).unwrap();
+        assert_eq!(info.to_string(), text);
+        let keys = [PublicKey::parse(NIX_PUBLIC).unwrap()];
+        assert_eq!(info.valid_signatures(&keys).count(), 1);
+    }
+
+    #[test]
     fn unknown_fields_kept() {
         let text = format!("{NIX_WRITTEN}X-Custom: hello: world\n");
         let info = NarInfo::parse(&text).unwrap();
@@ -527,10 +535,6 @@ mod tests {
             (
                 NIX_WRITTEN.replace("NarSize: 1424\n", ""),
                 "required field NarSize is missing",
-            ),
-            (
-                format!("{NIX_WRITTEN}Sig: nonsense\n"),
-                "line 11: field Sig",
             ),
             (
                 NIX_WRITTEN.replace("CA: fixed", "CA: weird"),

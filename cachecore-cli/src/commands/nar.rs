@@ -32,7 +32,7 @@ pub fn run(cmd: NarCommand) -> anyhow::Result<()> {
         }
         NarCommand::Cat { nar: file, subpath } => {
             let mut out = BufWriter::with_capacity(1 << 17, io::stdout().lock());
-            nar::cat(open_input(&file)?, &subpath, &mut out)
+            nar::cat_verified(open_input(&file)?, &subpath, &mut out)
                 .with_context(|| format!("cannot print {subpath:?} from {}", file.display()))?;
             out.flush()?;
         }

@@ -63,13 +63,19 @@ fn cat_from<R: Read>(
     }
 }
 
-/// Like [`cat`], then reads and validates the rest of the NAR, as `nix nar cat` does: a damaged
-/// archive is an error even after the wanted file (whose contents are then already written).
+/// Like [`cat`], but reads and validates the whole NAR, as `nix nar cat` does: a damaged
+/// archive is an error even if the wanted file comes before the damage (its contents are then
+/// already written), and the damage is reported in preference to "not found", "is a
+/// directory" and the like.
 pub fn cat_verified(input: impl Read, subpath: &str, out: impl Write) -> Result<(), ExtractError> {
     let mut reader = Reader::new(input);
-    cat_from(&mut reader, subpath, out)?;
+    let result = cat_from(&mut reader, subpath, out);
+    if let Err(ExtractError::Nar(_) | ExtractError::Write(_)) = result {
+        return result;
+    }
+    // Damage anywhere takes precedence over "not found" and the like.
     while reader.next()?.is_some() {}
-    Ok(())
+    result
 }
 
 /// Writes the node at `subpath` (file, symlink or directory tree) to `out` as a standalone NAR.
@@ -328,6 +334,18 @@ mod tests {
         assert_eq!(cat_str(&cut, "a").unwrap(), b"#!/bin/sh\n");
         let e = cat_verified(&cut[..], "a", io::sink()).unwrap_err();
         assert!(matches!(e, ExtractError::Nar(_)), "{e}");
+        let mut trailing = data.clone();
+        trailing.push(1);
+        assert!(matches!(
+            cat_str(&trailing, "zz").unwrap_err(),
+            ExtractError::NotFound { .. }
+        ));
+        for sub in ["zz", "b", "a"] {
+            let e = cat_verified(&trailing[..], sub, io::sink()).unwrap_err();
+            assert!(matches!(e, ExtractError::Nar(_)), "{e}");
+        }
+        let e = cat_verified(&data[..], "zz", io::sink()).unwrap_err();
+        assert!(matches!(e, ExtractError::NotFound { .. }), "{e}");
         let mut out = Vec::new();
         cat_verified(&data[..], "a", &mut out).unwrap();
         assert_eq!(out, b"#!/bin/sh\n");

@@ -19,7 +19,6 @@ use super::listing::{Listing, ListingNode};
 use super::wire;
 use super::writer::{self, FileError, Node, Source};
 
-
 /// Output buffer; file contents are read into it directly.
 const BUFFER: usize = 1 << 20;
 
@@ -53,7 +52,6 @@ pub fn dump(path: &Path, out: impl Write) -> Result<u64, PackError> {
     let ((), size) = pack_tree::<NoListing, _>(path, out)?;
     Ok(size)
 }
-
 
 /// What is built alongside the NAR.
 trait Tree {
@@ -315,7 +313,10 @@ pub(crate) mod tests {
         let (hash, size) = crate::nar::hash_path(&root).unwrap();
         assert_eq!(
             (hash, size),
-            (crate::hash::Hash::digest(crate::hash::HashAlgo::Sha256, &nar), nar.len() as u64)
+            (
+                crate::hash::Hash::digest(crate::hash::HashAlgo::Sha256, &nar),
+                nar.len() as u64
+            )
         );
 
         let exe = |p: &str| match listing.get(p) {
