@@ -123,6 +123,9 @@ pub struct NarInfo {
     pub references: Vec<StorePath>,
     /// `Deriver`.
     pub deriver: Option<StorePath>,
+    /// The file said `Deriver: unknown-deriver`, which Nix reads as no deriver; kept so the file
+    /// prints back as it was.
+    pub unknown_deriver: bool,
     /// `System`.
     pub system: Option<String>,
     /// `Sig`, one per line, as written. Nix accepts any text here and ignores what does not
@@ -158,6 +161,7 @@ impl NarInfo {
             nar_size,
             references: Vec::new(),
             deriver: None,
+            unknown_deriver: false,
             system: None,
             signatures: Vec::new(),
             ca: None,
@@ -183,12 +187,14 @@ impl NarInfo {
         let mut nar_size = None;
         let mut references = None;
         let mut deriver = None;
+        let mut unknown_deriver = false;
         let mut system = None;
         let mut signatures = Vec::new();
         let mut ca = None;
         let mut extra = Vec::new();
 
-        for (index, raw) in text.lines().enumerate() {
+        // Split on `\n` only, as Nix does: a `\r` belongs to the value.
+        for (index, raw) in text.split('\n').enumerate() {
             let line = index + 1;
             if raw.is_empty() {
                 continue;
@@ -260,7 +266,13 @@ impl NarInfo {
                         .collect::<Result<Vec<_>, _>>()?;
                     set(&mut references, line, "References", refs)?;
                 }
+                "Deriver" if value == "unknown-deriver" && deriver.is_none() && !unknown_deriver => {
+                    unknown_deriver = true;
+                }
                 "Deriver" => {
+                    if unknown_deriver {
+                        return Err(err(line, ParseErrorKind::Duplicate("Deriver")));
+                    }
                     let d = StorePath::from_base_name(value).map_err(|e| path_err("Deriver", e))?;
                     set(&mut deriver, line, "Deriver", d)?;
                 }
@@ -289,6 +301,7 @@ impl NarInfo {
             nar_size: nar_size.ok_or_else(|| missing("NarSize"))?,
             references: references.unwrap_or_default(),
             deriver,
+            unknown_deriver,
             system,
             signatures,
             ca,
@@ -409,6 +422,8 @@ impl fmt::Display for NarInfo {
         s.push('\n');
         if let Some(d) = &self.deriver {
             let _ = writeln!(s, "Deriver: {d}");
+        } else if self.unknown_deriver {
+            s.push_str("Deriver: unknown-deriver\n");
         }
         if let Some(sys) = &self.system {
             let _ = writeln!(s, "System: {sys}");
@@ -464,6 +479,19 @@ mod tests {
         assert_eq!(info.to_string(), text);
         let keys = [PublicKey::parse(NIX_PUBLIC).unwrap()];
         assert_eq!(info.valid_signatures(&keys).count(), 1);
+    }
+
+    #[test]
+    fn quirks_print_back() {
+        let text = NIX_WRITTEN.replace("References: \n", "References: \nDeriver: unknown-deriver\n");
+        let info = NarInfo::parse(&text).unwrap();
+        assert_eq!((info.deriver.as_ref(), info.unknown_deriver), (None, true));
+        assert_eq!(info.to_string(), text);
+        // A lone `\r` is part of the value, and stays so through a round trip.
+        let without_ca = NIX_WRITTEN.split("CA: ").next().unwrap_or_default();
+        let cr = format!("{}\r", without_ca.trim_end());
+        let info = NarInfo::parse(&cr).unwrap();
+        assert_eq!(NarInfo::parse(&info.to_string()).unwrap(), info);
     }
 
     #[test]

@@ -1,0 +1,335 @@
+//! NAR packing, hashing, naming and unpacking, checked byte for byte against real Nix
+//! (`nix-store --dump`, `nix-hash`, `nix-store --add`, `nix store add-path`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::fs::FileExt as _;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn pack_equals_nix_store_dump() {
+    let dir = tempdir();
+    for root in make_all_roots(dir.path()) {
+        let expected = nix_dump(&root);
+        let actual = cachecore_ok(&["nar".as_ref(), "pack".as_ref(), root.as_os_str()], b"");
+        assert_same_bytes(
+            &format!(
+                "`cachecore nar pack {}` vs `nix-store --dump`",
+                root.display()
+            ),
+            &expected,
+            &actual,
+        );
+    }
+}
+
+#[test]
+fn hash_equals_nix_hash() {
+    let dir = tempdir();
+    for root in make_all_roots(dir.path()) {
+        let expected = nix_hash(&root);
+        let nar_size = nix_dump(&root).len();
+        let root_s = path_str(&root);
+        assert_eq!(
+            cachecore_str(&["nar", "hash", "--bare", root_s]),
+            expected,
+            "`cachecore nar hash --bare {root_s}` vs `nix-hash --type sha256 --base32`"
+        );
+        assert_eq!(
+            cachecore_str(&["nar", "hash", root_s]),
+            format!("sha256:{expected}"),
+            "`cachecore nar hash {root_s}`"
+        );
+        assert_eq!(
+            cachecore_str(&["nar", "hash", "--size", root_s]),
+            format!("sha256:{expected} {nar_size}"),
+            "`cachecore nar hash --size {root_s}` (size = length of `nix-store --dump`)"
+        );
+        assert_eq!(
+            cachecore_str(&["nar", "hash", "--bare", "--size", root_s]),
+            format!("{expected} {nar_size}"),
+            "`cachecore nar hash --bare --size {root_s}`"
+        );
+    }
+}
+
+#[test]
+fn store_path_equals_nix_store_add() {
+    let dir = tempdir();
+    let mut wrong = Vec::new();
+    for root in make_all_roots(dir.path()) {
+        let expected = nix_store_add(&root);
+        let root_s = path_str(&root);
+        let out = cachecore_output(&["store-path", root_s], b"");
+        assert_no_panic(&out, "cachecore store-path");
+        let actual = String::from_utf8_lossy(&out.stdout).trim_end().to_owned();
+        if !out.status.success() || actual != expected {
+            wrong.push(format!(
+                "`cachecore store-path {root_s}`: expected {expected} (nix-store --add), got \
+                 {actual:?} (exit {}, stderr {:?})",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim_end()
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "store paths differ from Nix's:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn store_path_with_name_equals_nix_store_add_path_name() {
+    let dir = tempdir();
+    let tree = make_fixture_tree(dir.path());
+    let file = tree.join("content.txt");
+    for (path, name) in [
+        (&tree, "another-name"),
+        (&tree, "with.dots_and+plus=equals?"),
+        (&file, "renamed-file"),
+    ] {
+        let expected = nix(
+            "nix",
+            &["store", "add-path", "--name", name, path_str(path)],
+        );
+        assert_eq!(
+            cachecore_str(&["store-path", path_str(path), "--name", name]),
+            expected,
+            "`cachecore store-path {} --name {name}` vs `nix store add-path --name {name}`",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn unpack_of_nix_dump_recreates_the_tree() {
+    let dir = tempdir();
+    let out = tempdir();
+    for (i, root) in make_all_roots(dir.path()).into_iter().enumerate() {
+        let nar = nix_dump(&root);
+        let dest = out.path().join(format!("unpacked-{i}"));
+        cachecore_ok(&["nar".as_ref(), "unpack".as_ref(), dest.as_os_str()], &nar);
+        assert_same_tree(&root, &dest);
+        // And the unpacked tree packs back to the very same bytes, as Nix dumps it.
+        assert_same_bytes(
+            &format!(
+                "`nix-store --dump` of {} after `cachecore nar unpack`",
+                root.display()
+            ),
+            &nar,
+            &nix_dump(&dest),
+        );
+    }
+}
+
+#[test]
+fn nix_restore_of_cachecore_pack_recreates_the_tree() {
+    let dir = tempdir();
+    let out = tempdir();
+    let tree = make_fixture_tree(dir.path());
+    let nar = cachecore_ok(&["nar".as_ref(), "pack".as_ref(), tree.as_os_str()], b"");
+    let dest = out.path().join("restored");
+    nix_ok(nix_command("nix-store").arg("--restore").arg(&dest), &nar);
+    assert_same_tree(&tree, &dest);
+}
+
+#[test]
+fn cat_prints_every_file_of_a_nix_dump() {
+    let dir = tempdir();
+    let tree = make_fixture_tree(dir.path());
+    let nar_file = dir.path().join("tree.nar");
+    fs::write(&nar_file, nix_dump(&tree)).unwrap();
+    let nar_s = path_str(&nar_file);
+    let files = regular_files(&tree);
+    assert!(files.len() > 300, "fixture has {} files", files.len());
+    for (sub, contents) in &files {
+        let out = cachecore_ok(&["nar", "cat", nar_s, sub], b"");
+        assert_same_bytes(&format!("`cachecore nar cat NAR {sub:?}`"), contents, &out);
+    }
+    // A few through stdin (`-`), and with a leading slash as `nix nar cat` accepts.
+    let nar = fs::read(&nar_file).unwrap();
+    for (sub, contents) in files.iter().step_by(37) {
+        let out = cachecore_ok(&["nar", "cat", "-", sub], &nar);
+        assert_same_bytes(&format!("`cachecore nar cat - {sub:?}`"), contents, &out);
+        let expected = nix_ok(
+            nix_command("nix").args(["nar", "cat", nar_s, &format!("/{sub}")]),
+            b"",
+        );
+        assert_same_bytes(
+            &format!("`nix nar cat NAR /{sub}` vs file"),
+            &expected,
+            contents,
+        );
+    }
+    // A root that is a single file: the empty subpath is the file itself.
+    let single = dir.path().join("single.nar");
+    fs::write(&single, nix_dump(&tree.join("content.txt"))).unwrap();
+    assert_same_bytes(
+        "`cachecore nar cat single.nar \"\"`",
+        &fs::read(tree.join("content.txt")).unwrap(),
+        &cachecore_ok(&["nar", "cat", path_str(&single), ""], b""),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A multi-GiB sparse file: streaming, sizes above 2^32, bounded memory.
+// ---------------------------------------------------------------------------------------------
+
+/// 4 GiB + 4099 bytes: crosses 2^32, and is not a multiple of 8 (the NAR pads it).
+const SPARSE_SIZE: u64 = (4 << 30) + 4099;
+const PEAK_RSS_LIMIT_KIB: u64 = 32 * 1024;
+
+fn make_sparse_file(path: &Path) {
+    let f = File::create(path).unwrap();
+    f.set_len(SPARSE_SIZE).unwrap();
+    for (offset, data) in [
+        (0, &b"start"[..]),
+        (4095, b"page boundary"),
+        ((1 << 30) - 3, b"1 GiB boundary"),
+        ((1 << 31) - 1, b"2 GiB"),
+        ((1 << 32) - 7, b"across 4 GiB"),
+        (SPARSE_SIZE - 4, b"end!"),
+    ] {
+        f.write_all_at(data, offset).unwrap();
+    }
+    f.sync_all().unwrap();
+    fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+}
+
+/// Reads until `buf` is full or EOF; returns the number of bytes read.
+fn fill(r: &mut impl Read, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("read error: {e}"),
+        }
+    }
+    n
+}
+
+/// Compares two children's stdout streams chunk by chunk (never holding more than a chunk of
+/// each), returning the common length.
+fn compare_streams(expected: &mut Child, actual: &mut Child, what: &str) -> u64 {
+    const CHUNK: usize = 1 << 20;
+    let mut e_out = expected.stdout.take().unwrap();
+    let mut a_out = actual.stdout.take().unwrap();
+    let mut e_buf = vec![0u8; CHUNK];
+    let mut a_buf = vec![0u8; CHUNK];
+    let mut offset = 0u64;
+    loop {
+        let ne = fill(&mut e_out, &mut e_buf);
+        let na = fill(&mut a_out, &mut a_buf);
+        if e_buf[..ne] != a_buf[..na] {
+            let _ = expected.kill();
+            let _ = actual.kill();
+            let first = e_buf[..ne]
+                .iter()
+                .zip(&a_buf[..na])
+                .position(|(x, y)| x != y)
+                .unwrap_or(ne.min(na));
+            panic!(
+                "{what}: streams differ at offset {} (Nix chunk {ne} bytes, cachecore chunk {na} \
+                 bytes at offset {offset}); Nix: {:02x?}, cachecore: {:02x?}",
+                offset + first as u64,
+                &e_buf[first..ne.min(first + 16)],
+                &a_buf[first..na.min(first + 16)],
+            );
+        }
+        offset += ne as u64;
+        if ne < CHUNK {
+            return offset;
+        }
+    }
+}
+
+fn peak_rss_kib(time_output: &Path) -> u64 {
+    let text = fs::read_to_string(time_output).unwrap();
+    text.lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("cannot read GNU time's output: {text:?}"))
+}
+
+#[test]
+fn sparse_multi_gib_file_streams_like_nix_in_bounded_memory() {
+    let dir = tempdir();
+    let big = dir.path().join("sparse-big");
+    make_sparse_file(&big);
+
+    // The hash, under GNU time to check its memory too.
+    let time = gnu_time();
+    let hash_time = dir.path().join("hash.time");
+    let mut cmd = std::process::Command::new(time);
+    cmd.args(["-f", "%M", "-o"])
+        .arg(&hash_time)
+        .arg(env!("CARGO_BIN_EXE_cachecore"))
+        .args(["nar", "hash", "--bare", "--size"])
+        .arg(&big);
+    let out = run_with_stdin(&mut cmd, b"");
+    assert!(out.status.success(), "cachecore nar hash failed: {out:?}");
+    // magic (24) + "(" "type" "regular" "contents" (4 × 16) + length (8) + data + ")" (16).
+    let expected_size = 24 + 4 * 16 + 8 + SPARSE_SIZE.next_multiple_of(8) + 16;
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim_end(),
+        format!("{} {expected_size}", nix_hash(&big)),
+        "`cachecore nar hash --bare --size` of a {SPARSE_SIZE}-byte sparse file vs nix-hash"
+    );
+    let hash_rss = peak_rss_kib(&hash_time);
+
+    // The NAR itself: both streams compared chunk by chunk as they are produced.
+    let pack_time = dir.path().join("pack.time");
+    let mut nix_dump = nix_command("nix-store")
+        .arg("--dump")
+        .arg(&big)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("these tests need real Nix: cannot run nix-store (apt-get install -y nix-bin)");
+    let mut ours = std::process::Command::new(time)
+        .args(["-f", "%M", "-o"])
+        .arg(&pack_time)
+        .arg(env!("CARGO_BIN_EXE_cachecore"))
+        .args(["nar", "pack"])
+        .arg(&big)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let len = compare_streams(
+        &mut nix_dump,
+        &mut ours,
+        "`cachecore nar pack` vs `nix-store --dump`",
+    );
+    let s1 = wait_with_timeout(&mut nix_dump, Duration::from_secs(600), "nix-store --dump");
+    let s2 = wait_with_timeout(&mut ours, Duration::from_secs(600), "cachecore nar pack");
+    assert!(
+        s1.success() && s2.success(),
+        "nix-store --dump: {s1}, cachecore nar pack: {s2}"
+    );
+    assert_eq!(len, expected_size, "NAR length");
+    let pack_rss = peak_rss_kib(&pack_time);
+    eprintln!("peak RSS: cachecore nar pack {pack_rss} KiB, cachecore nar hash {hash_rss} KiB");
+
+    assert!(
+        pack_rss <= PEAK_RSS_LIMIT_KIB,
+        "`cachecore nar pack` of a {SPARSE_SIZE}-byte file peaked at {pack_rss} KiB RSS \
+         (limit {PEAK_RSS_LIMIT_KIB} KiB)"
+    );
+    assert!(
+        hash_rss <= PEAK_RSS_LIMIT_KIB,
+        "`cachecore nar hash` of a {SPARSE_SIZE}-byte file peaked at {hash_rss} KiB RSS \
+         (limit {PEAK_RSS_LIMIT_KIB} KiB)"
+    );
+}
