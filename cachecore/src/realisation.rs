@@ -3,7 +3,8 @@
 //!
 //! ```
 //! use cachecore::realisation::Realisation;
-//! let json = r#"{"dependentRealisations":{},"id":"sha256:1mf4m5z4dmrcxx3c8hq1dbzz3jzsjzxqh2xk2kl1sq9q1hl2xgq0!out","outPath":"7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12","signatures":[]}"#;
+//! // As `nix copy` writes it for a content-addressed derivation (Nix 2.8).
+//! let json = r#"{"dependentRealisations":{},"id":"sha256:6b9206b68e3d12a3cc840a6e022b5394a2297822e0c61f99383ed9e99661c2cf!out","outPath":"aghv8shzw76p3aakd1zl1scsx4l5xf6l-ca-thing","signatures":[]}"#;
 //! let r = Realisation::parse(json).unwrap();
 //! assert_eq!(r.id.output, "out");
 //! assert_eq!(r.to_json(), json);
@@ -53,8 +54,9 @@ impl DrvOutput {
 }
 
 impl fmt::Display for DrvOutput {
+    /// `<algo>:<hex>!<output>`: Nix spells this hash in hex.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}!{}", self.drv_hash, self.output)
+        write!(f, "{}:{}!{}", self.drv_hash.algo(), self.drv_hash.to_hex(), self.output)
     }
 }
 
@@ -117,6 +119,15 @@ impl Realisation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nix_written_round_trips() {
+        let json = include_str!("../testdata/nix-2.8.doi");
+        let r = Realisation::parse(json).unwrap();
+        assert_eq!(r.out_path.name(), "ca-thing");
+        assert_eq!(r.to_json(), json);
+        assert_eq!(DrvOutput::parse(&r.id.to_string()).unwrap(), r.id);
+    }
 
     #[test]
     fn bad_input() {
