@@ -28,6 +28,7 @@ pub mod cache_info;
 pub mod chunks;
 pub mod compression;
 pub mod hash;
+pub mod local_store;
 pub mod nar;
 pub mod narinfo;
 pub mod nixbase32;
