@@ -25,7 +25,10 @@ fn make_tree(root: &Path, dirs: usize, files: usize, size: usize) -> u64 {
 
 fn pack(c: &mut Criterion) {
     let mut group = c.benchmark_group("nar_pack");
-    for (label, dirs, files, size) in [("small-files", 50, 100, 2_000), ("large-files", 4, 4, 8 << 20)] {
+    for (label, dirs, files, size) in [
+        ("small-files", 50, 100, 2_000),
+        ("large-files", 4, 4, 8 << 20),
+    ] {
         let tmp = tempfile::tempdir().unwrap();
         let bytes = make_tree(tmp.path(), dirs, files, size);
         group.throughput(Throughput::Bytes(bytes));
@@ -37,9 +40,11 @@ fn pack(c: &mut Criterion) {
         });
         let mut packed = Vec::new();
         nar::pack(tmp.path(), &mut packed).unwrap();
-        group.bench_with_input(BenchmarkId::new("read_listing", label), &packed, |b, packed| {
-            b.iter(|| nar::Listing::from_nar(&packed[..]).unwrap())
-        });
+        group.bench_with_input(
+            BenchmarkId::new("read_listing", label),
+            &packed,
+            |b, packed| b.iter(|| nar::Listing::from_nar(&packed[..]).unwrap()),
+        );
     }
     group.finish();
 }
@@ -60,9 +65,13 @@ fn hashing(c: &mut Criterion) {
 
 fn narinfo(c: &mut Criterion) {
     let text = include_str!("../../cachecore/testdata/nix-2.8-signed.narinfo");
-    c.bench_function("narinfo_parse", |b| b.iter(|| NarInfo::parse(black_box(text)).unwrap()));
+    c.bench_function("narinfo_parse", |b| {
+        b.iter(|| NarInfo::parse(black_box(text)).unwrap())
+    });
     let info = NarInfo::parse(text).unwrap();
-    c.bench_function("narinfo_serialize", |b| b.iter(|| black_box(&info).to_string()));
+    c.bench_function("narinfo_serialize", |b| {
+        b.iter(|| black_box(&info).to_string())
+    });
 }
 
 criterion_group!(benches, pack, hashing, narinfo);

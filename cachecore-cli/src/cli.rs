@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-/// Tools for Nix binary caches: NAR archives, store paths and signing keys.
+/// Nix binary caches on any object store: push closures, copy, pull, verify; NAR archives,
+/// store paths and signing keys.
+///
+/// STORE is a directory (`./cache`, `/srv/cache`, `file:///srv/cache`), `s3://bucket?endpoint=…&region=…&profile=…`,
+/// `gs://bucket`, `az://container`, `memory://`, or a read-only `http(s)://` binary cache.
 #[derive(Debug, Parser)]
 #[command(name = "cachecore", version, about, propagate_version = true)]
 pub struct Cli {
@@ -14,6 +18,74 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Create a binary cache: write its `nix-cache-info` (idempotent).
+    Init {
+        store: String,
+        /// Priority Nix gives the cache (lower is preferred; cache.nixos.org is 40).
+        #[arg(long, default_value_t = 40)]
+        priority: u64,
+        /// Tell Nix not to query many paths at once.
+        #[arg(long)]
+        no_mass_query: bool,
+    },
+    /// Upload store paths with their closures; already-present paths are skipped.
+    Push(PushArgs),
+    /// Copy store paths (with their closures), or everything, from one cache to another.
+    Copy {
+        from: String,
+        to: String,
+        /// Store paths to copy (full paths or `<hash>-<name>`).
+        paths: Vec<String>,
+        /// Copy every path in FROM.
+        #[arg(long, conflicts_with = "paths")]
+        all: bool,
+        /// Re-compress NARs with this method instead of copying objects as they are.
+        #[arg(long, value_name = "METHOD")]
+        recompress: Option<cachecore::compression::Compression>,
+        /// Compression level for --recompress.
+        #[arg(long, requires = "recompress")]
+        level: Option<i32>,
+        /// Objects copied at once.
+        #[arg(long, short, default_value_t = 4)]
+        jobs: usize,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Download one store path, check its hashes and signature, and unpack it at DEST.
+    Pull {
+        store: String,
+        path: String,
+        dest: PathBuf,
+        /// A trusted public key `name:base64`, or a file holding one (repeatable).
+        #[arg(long = "trusted-key", value_name = "KEY")]
+        trusted_keys: Vec<String>,
+        /// Do not require a signature by a trusted key.
+        #[arg(long)]
+        no_check_sigs: bool,
+    },
+    /// Check signatures, sizes and hashes of NARs and closure completeness; exit 1 if anything is wrong.
+    Verify {
+        store: String,
+        /// Store paths to check with their closures (default: every path in the cache).
+        paths: Vec<String>,
+        /// A trusted public key `name:base64`, or a file holding one (repeatable). When given,
+        /// every narinfo must be signed by one of them.
+        #[arg(long = "trusted-key", value_name = "KEY")]
+        trusted_keys: Vec<String>,
+        /// NARs checked at once.
+        #[arg(long, short, default_value_t = 4)]
+        jobs: usize,
+    },
+    /// List the cache's store paths, or the contents of PATH[/SUB].
+    Ls { store: String, path: Option<String> },
+    /// Print one file of a store path in the cache.
+    Cat {
+        store: String,
+        /// `/nix/store/<hash>-<name>/sub/path`.
+        path: String,
+    },
+    /// Print the cache's nix-cache-info and totals.
+    Info { store: String },
     /// Pack, unpack, list, read and hash Nix archives (NAR).
     #[command(subcommand)]
     Nar(NarCommand),
@@ -94,4 +166,48 @@ pub enum KeyCommand {
         /// File holding the secret key.
         secret_file: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PushArgs {
+    pub store: String,
+    /// Store paths, or symlinks to them such as `./result`.
+    #[arg(required_unless_present = "add")]
+    pub paths: Vec<PathBuf>,
+    /// Push this directory as the content-addressed path `nix-store --add` would give it (no Nix
+    /// needed).
+    #[arg(long, value_name = "DIR", conflicts_with = "paths")]
+    pub add: Option<PathBuf>,
+    /// Name of the --add path (default: the directory's name).
+    #[arg(long, requires = "add")]
+    pub name: Option<String>,
+    /// Secret key file to sign narinfos with (repeatable).
+    #[arg(long = "key", value_name = "SECRET_FILE")]
+    pub keys: Vec<PathBuf>,
+    /// NARs uploaded at once.
+    #[arg(long, short, default_value_t = 4)]
+    pub jobs: usize,
+    #[arg(long, default_value = "zstd", value_name = "METHOD")]
+    pub compression: cachecore::compression::Compression,
+    /// Compression level (default: the codec's, as Nix).
+    #[arg(long)]
+    pub level: Option<i32>,
+    /// Push only the named paths; their references must already be in the cache.
+    #[arg(long)]
+    pub no_closure: bool,
+    /// Also upload the build logs of the paths' derivations.
+    #[arg(long)]
+    pub logs: bool,
+    /// Do not write `<hash>.ls` listings.
+    #[arg(long)]
+    pub no_listing: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct OutputArgs {
+    /// Print nothing but errors.
+    #[arg(long, short)]
+    pub quiet: bool,
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod progress;
 
 use std::io;
 use std::process::ExitCode;
@@ -26,7 +27,8 @@ fn main() -> ExitCode {
 /// A reader closed our stdout (`cachecore nar pack x | head`): exit quietly, as `cat` does.
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
-        e.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+        e.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
             || e.to_string().contains("Broken pipe")
     })
 }

@@ -26,8 +26,16 @@ pub fn chunk_channel(chunk_size: usize, depth: usize) -> (ChunkWriter, ChunkRece
     let (full_tx, full_rx) = mpsc::sync_channel(depth);
     let (empty_tx, empty_rx) = mpsc::sync_channel(depth + 1);
     (
-        ChunkWriter { buf: Vec::with_capacity(chunk_size), chunk_size, full: full_tx, empty: empty_rx },
-        ChunkReceiver { full: full_rx, empty: empty_tx },
+        ChunkWriter {
+            buf: Vec::with_capacity(chunk_size),
+            chunk_size,
+            full: full_tx,
+            empty: empty_rx,
+        },
+        ChunkReceiver {
+            full: full_rx,
+            empty: empty_tx,
+        },
     )
 }
 
@@ -36,7 +44,10 @@ impl ChunkWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let next = self.empty.try_recv().unwrap_or_else(|_| Vec::with_capacity(self.chunk_size));
+        let next = self
+            .empty
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(self.chunk_size));
         let chunk = std::mem::replace(&mut self.buf, next);
         self.full
             .send(chunk)

@@ -28,10 +28,16 @@ pub mod cache_info;
 pub mod chunks;
 pub mod compression;
 pub mod hash;
+#[cfg(feature = "cache")]
 pub mod local_store;
 pub mod nar;
 pub mod narinfo;
 pub mod nixbase32;
+#[cfg(feature = "cache")]
+pub mod ops;
 pub mod realisation;
+pub mod seekable;
 pub mod signing;
+#[cfg(feature = "cache")]
+pub mod store;
 pub mod store_path;

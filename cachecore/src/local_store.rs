@@ -937,7 +937,7 @@ mod tests {
     use super::*;
 
     fn sp(c: char, name: &str) -> StorePath {
-        let hash: String = std::iter::repeat(c).take(32).collect();
+        let hash: String = std::iter::repeat_n(c, 32).collect();
         StorePath::from_base_name(&format!("{hash}-{name}")).unwrap()
     }
 

@@ -266,7 +266,9 @@ impl NarInfo {
                         .collect::<Result<Vec<_>, _>>()?;
                     set(&mut references, line, "References", refs)?;
                 }
-                "Deriver" if value == "unknown-deriver" && deriver.is_none() && !unknown_deriver => {
+                "Deriver"
+                    if value == "unknown-deriver" && deriver.is_none() && !unknown_deriver =>
+                {
                     unknown_deriver = true;
                 }
                 "Deriver" => {
@@ -345,7 +347,9 @@ impl NarInfo {
         self.signatures.iter().filter_map(move |text| {
             let sig = Signature::parse(text).ok()?;
             let fp = fp.as_deref()?;
-            keys.iter().any(|k| k.verify(fp.as_bytes(), &sig)).then_some(sig)
+            keys.iter()
+                .any(|k| k.verify(fp.as_bytes(), &sig))
+                .then_some(sig)
         })
     }
 }
@@ -483,7 +487,8 @@ mod tests {
 
     #[test]
     fn quirks_print_back() {
-        let text = NIX_WRITTEN.replace("References: \n", "References: \nDeriver: unknown-deriver\n");
+        let text =
+            NIX_WRITTEN.replace("References: \n", "References: \nDeriver: unknown-deriver\n");
         let info = NarInfo::parse(&text).unwrap();
         assert_eq!((info.deriver.as_ref(), info.unknown_deriver), (None, true));
         assert_eq!(info.to_string(), text);
@@ -508,7 +513,8 @@ mod tests {
         let keys = [PublicKey::parse(NIX_PUBLIC).unwrap()];
         assert_eq!(info.valid_signatures(&keys).count(), 1);
         let mut tampered = info.clone();
-        tampered.store_path = StorePath::from_base_name("lx5i78a4izwk2qj1nq8rdc07y8zrwy90-empty").unwrap();
+        tampered.store_path =
+            StorePath::from_base_name("lx5i78a4izwk2qj1nq8rdc07y8zrwy90-empty").unwrap();
         assert_eq!(tampered.valid_signatures(&keys).count(), 0);
     }
 

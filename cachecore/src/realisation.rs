@@ -56,7 +56,13 @@ impl DrvOutput {
 impl fmt::Display for DrvOutput {
     /// `<algo>:<hex>!<output>`: Nix spells this hash in hex.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}!{}", self.drv_hash.algo(), self.drv_hash.to_hex(), self.output)
+        write!(
+            f,
+            "{}:{}!{}",
+            self.drv_hash.algo(),
+            self.drv_hash.to_hex(),
+            self.output
+        )
     }
 }
 

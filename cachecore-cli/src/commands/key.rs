@@ -53,7 +53,9 @@ fn public(secret_file: Option<&Path>) -> anyhow::Result<()> {
             path.display().to_string()
         }
         None => {
-            std::io::stdin().read_to_string(&mut text).context("cannot read the secret key from stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read the secret key from stdin")?;
             "stdin".to_owned()
         }
     };

@@ -1,7 +1,8 @@
 //! One module per command group; each converts arguments, calls the library, prints the result.
 
+mod cache;
 mod key;
-mod nar;
+pub(crate) mod nar;
 mod store_path;
 
 use std::fs::File;
@@ -16,8 +17,54 @@ use crate::cli::{Cli, Command};
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Nar(cmd) => nar::run(cmd),
+        Command::Init {
+            store,
+            priority,
+            no_mass_query,
+        } => cache::init(&store, priority, no_mass_query),
+        Command::Push(args) => cache::push(args),
+        Command::Copy {
+            from,
+            to,
+            paths,
+            all,
+            recompress,
+            level,
+            jobs,
+            output,
+        } => cache::copy(
+            &from,
+            &to,
+            &paths,
+            all,
+            recompress.map(|m| (m, level)),
+            jobs,
+            output.quiet,
+        ),
+        Command::Pull {
+            store,
+            path,
+            dest,
+            trusted_keys,
+            no_check_sigs,
+        } => cache::pull(&store, &path, &dest, &trusted_keys, no_check_sigs),
+        Command::Verify {
+            store,
+            paths,
+            trusted_keys,
+            jobs,
+        } => {
+            return cache::verify(&store, &paths, &trusted_keys, jobs);
+        }
+        Command::Ls { store, path } => cache::ls(&store, path.as_deref()),
+        Command::Cat { store, path } => cache::cat(&store, &path),
+        Command::Info { store } => cache::info(&store),
         Command::Key(cmd) => key::run(cmd),
-        Command::StorePath { path, name, store_dir } => store_path::run(&path, name, &store_dir),
+        Command::StorePath {
+            path,
+            name,
+            store_dir,
+        } => store_path::run(&path, name, &store_dir),
     }?;
     Ok(ExitCode::SUCCESS)
 }

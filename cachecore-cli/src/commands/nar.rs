@@ -15,8 +15,9 @@ pub fn run(cmd: NarCommand) -> anyhow::Result<()> {
             nar::pack(&path, stdout)?;
         }
         NarCommand::Unpack { dest } => {
-            nar::unpack(io::stdin().lock(), &dest)
-                .with_context(|| format!("cannot unpack the NAR from stdin to {}", dest.display()))?;
+            nar::unpack(io::stdin().lock(), &dest).with_context(|| {
+                format!("cannot unpack the NAR from stdin to {}", dest.display())
+            })?;
         }
         NarCommand::Ls { nar: file, json } => {
             let listing = nar::Listing::from_nar(open_input(&file)?)
@@ -38,7 +39,11 @@ pub fn run(cmd: NarCommand) -> anyhow::Result<()> {
         }
         NarCommand::Hash { path, bare, size } => {
             let (hash, nar_size) = nar::hash_path(&path)?;
-            let text = if bare { hash.to_nix32() } else { hash.to_string() };
+            let text = if bare {
+                hash.to_nix32()
+            } else {
+                hash.to_string()
+            };
             if size {
                 println!("{text} {nar_size}");
             } else {
@@ -50,11 +55,19 @@ pub fn run(cmd: NarCommand) -> anyhow::Result<()> {
 }
 
 /// One line per entry, parents before children, in NAR order.
-fn print_tree(out: &mut impl io::Write, path: &str, node: &nar::ListingNode) -> io::Result<()> {
+pub(crate) fn print_tree(
+    out: &mut impl io::Write,
+    path: &str,
+    node: &nar::ListingNode,
+) -> io::Result<()> {
     writeln!(out, "{}", describe(path, node))?;
     if let nar::ListingNode::Directory { entries } = node {
         for (name, child) in entries {
-            let child_path = if path.is_empty() { name.clone() } else { format!("{path}/{name}") };
+            let child_path = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}/{name}")
+            };
             print_tree(out, &child_path, child)?;
         }
     }
@@ -65,8 +78,14 @@ fn describe(path: &str, node: &nar::ListingNode) -> String {
     let shown = if path.is_empty() { "." } else { path };
     match node {
         nar::ListingNode::Directory { .. } => format!("dr-xr-xr-x {:>12} {shown}/", 0),
-        nar::ListingNode::Regular { size, executable, .. } => {
-            let mode = if *executable { "-r-xr-xr-x" } else { "-r--r--r--" };
+        nar::ListingNode::Regular {
+            size, executable, ..
+        } => {
+            let mode = if *executable {
+                "-r-xr-xr-x"
+            } else {
+                "-r--r--r--"
+            };
             format!("{mode} {size:>12} {shown}")
         }
         nar::ListingNode::Symlink { target } => format!("lrwxrwxrwx {:>12} {shown} -> {target}", 0),

@@ -12,7 +12,11 @@ pub fn run(path: &Path, name: Option<String>, store_dir: &str) -> anyhow::Result
         // resolved), after making it absolute so `.` names the current directory.
         None => std::path::absolute(path)
             .ok()
-            .and_then(|p| p.components().next_back().map(|c| c.as_os_str().to_string_lossy().into_owned()))
+            .and_then(|p| {
+                p.components()
+                    .next_back()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            })
             .filter(|n| n != "/")
             .with_context(|| format!("{} has no file name to use; pass --name", path.display()))?,
     };

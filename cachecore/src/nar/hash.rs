@@ -27,7 +27,9 @@ pub fn hash_path_with(path: &Path, algo: HashAlgo) -> Result<(Hash, u64), PackEr
             hashed += chunk.len() as u64;
             chunks.recycle(chunk);
         }
-        let size = packer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        let size = packer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
         debug_assert_eq!(size, hashed);
         Ok((hasher.finish(), size))
     })

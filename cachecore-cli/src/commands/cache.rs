@@ -1,0 +1,266 @@
+//! The binary cache commands: init, push, copy, pull, verify, ls, cat, info.
+
+use std::io::{self, Write as _};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use cachecore::cache_info::CacheInfo;
+use cachecore::local_store::LocalStore;
+use cachecore::ops::{self, Progress};
+use cachecore::signing::{PublicKey, SecretKey, Signer};
+use cachecore::store::BinaryCache;
+use cachecore::store_path::{StoreDir, StorePath};
+
+use crate::cli::PushArgs;
+use crate::progress::TransferProgress;
+
+fn open(url: &str) -> anyhow::Result<BinaryCache> {
+    Ok(BinaryCache::open(url)?)
+}
+
+fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    ops::runtime()
+        .context("cannot start the async runtime")?
+        .block_on(future)
+}
+
+/// A store path named in full (`/nix/store/<hash>-<name>[/sub]`) or by base name; returns the
+/// path and the sub-path.
+fn parse_path<'a>(store_dir: &StoreDir, arg: &'a str) -> anyhow::Result<(StorePath, &'a str)> {
+    if arg.starts_with('/') {
+        let (path, sub) = store_dir.parse_path_with_subpath(arg)?;
+        return Ok((path.to_owned(), sub));
+    }
+    let (base, sub) = arg.split_once('/').unwrap_or((arg, ""));
+    Ok((StorePath::from_base_name(base)?, sub))
+}
+
+/// `name:base64`, or a file holding one.
+pub fn read_public_key(arg: &str) -> anyhow::Result<PublicKey> {
+    if let Ok(key) = PublicKey::parse(arg) {
+        return Ok(key);
+    }
+    let text = std::fs::read_to_string(arg).with_context(|| {
+        format!("{arg:?} is neither a public key `name:base64` nor a readable file")
+    })?;
+    PublicKey::parse(&text).with_context(|| format!("public key file {arg}"))
+}
+
+fn read_secret_key(path: &Path) -> anyhow::Result<Arc<dyn Signer>> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read secret key file {}", path.display()))?,
+    );
+    let key =
+        SecretKey::parse(&text).with_context(|| format!("secret key file {}", path.display()))?;
+    Ok(Arc::new(key))
+}
+
+pub fn init(url: &str, priority: u64, no_mass_query: bool) -> anyhow::Result<()> {
+    let cache = open(url)?;
+    let wanted = CacheInfo {
+        priority: Some(priority),
+        want_mass_query: Some(!no_mass_query),
+        ..CacheInfo::default()
+    };
+    let now = block_on(async { Ok(cache.init(&wanted).await?) })?;
+    print!("{now}");
+    Ok(())
+}
+
+pub fn push(args: PushArgs) -> anyhow::Result<()> {
+    let cache = open(&args.store)?;
+    let signers = args
+        .keys
+        .iter()
+        .map(|k| read_secret_key(k))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let opts = ops::PushOptions {
+        jobs: args.jobs,
+        compression: args.compression,
+        level: args.level,
+        closure: !args.no_closure,
+        signers,
+        write_listing: !args.no_listing,
+        logs: args.logs,
+        ..ops::PushOptions::default()
+    };
+    let progress = TransferProgress::new("pushed", args.output.quiet);
+    let store_dir = StoreDir::default();
+    if let Some(dir) = &args.add {
+        let name = match &args.name {
+            Some(n) => n.clone(),
+            None => std::path::absolute(dir)?
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .with_context(|| format!("{} has no name to use; pass --name", dir.display()))?,
+        };
+        let p: Arc<dyn Progress> = progress.clone();
+        let (path, summary) =
+            block_on(async { Ok(ops::push_add(&cache, &store_dir, dir, &name, &opts, p).await?) })?;
+        progress.finish(&format!(
+            "{} pushed, {} already there",
+            summary.pushed, summary.skipped
+        ));
+        println!("{}", store_dir.full_path(&path));
+        return Ok(());
+    }
+    let local = LocalStore::open(store_dir).context("cannot open the local Nix store")?;
+    let roots = args
+        .paths
+        .iter()
+        .map(|p| local.resolve(p).map_err(anyhow::Error::from))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let p: Arc<dyn Progress> = progress.clone();
+    let summary = block_on(async { Ok(ops::push(&cache, &local, &roots, &opts, p).await?) })?;
+    progress.finish(&format!(
+        "{} paths pushed ({} NAR bytes, {} compressed), {} already in {}",
+        summary.pushed,
+        summary.nar_bytes,
+        summary.file_bytes,
+        summary.skipped,
+        cache.url()
+    ));
+    Ok(())
+}
+
+pub fn copy(
+    from: &str,
+    to: &str,
+    paths: &[String],
+    all: bool,
+    recompress: Option<(cachecore::compression::Compression, Option<i32>)>,
+    jobs: usize,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    if paths.is_empty() && !all {
+        bail!("name the store paths to copy, or pass --all");
+    }
+    let (from, to) = (open(from)?, open(to)?);
+    let store_dir = StoreDir::default();
+    let paths = paths
+        .iter()
+        .map(|p| parse_path(&store_dir, p).map(|(p, _)| p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let opts = ops::CopyOptions { jobs, recompress };
+    let progress = TransferProgress::new("copied", quiet);
+    let p: Arc<dyn Progress> = progress.clone();
+    let summary = block_on(async { Ok(ops::copy(&from, &to, &paths, &opts, p).await?) })?;
+    progress.finish(&format!(
+        "{} paths copied, {} already in {}",
+        summary.copied,
+        summary.skipped,
+        to.url()
+    ));
+    Ok(())
+}
+
+pub fn pull(
+    url: &str,
+    path: &str,
+    dest: &Path,
+    keys: &[String],
+    no_check_sigs: bool,
+) -> anyhow::Result<()> {
+    let cache = open(url)?;
+    let (path, _) = parse_path(&StoreDir::default(), path)?;
+    let trusted_keys = keys
+        .iter()
+        .map(|k| read_public_key(k))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if trusted_keys.is_empty() && !no_check_sigs {
+        bail!("pass --trusted-key KEY to check signatures, or --no-check-sigs to skip the check");
+    }
+    let opts = ops::PullOptions {
+        trusted_keys,
+        check_signatures: !no_check_sigs,
+    };
+    block_on(async { Ok(ops::pull(&cache, &path, dest, &opts).await?) })
+}
+
+pub fn verify(
+    url: &str,
+    paths: &[String],
+    keys: &[String],
+    jobs: usize,
+) -> anyhow::Result<ExitCode> {
+    let cache = open(url)?;
+    let store_dir = StoreDir::default();
+    let paths = paths
+        .iter()
+        .map(|p| parse_path(&store_dir, p).map(|(p, _)| p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let trusted_keys = keys
+        .iter()
+        .map(|k| read_public_key(k))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let opts = ops::VerifyOptions { trusted_keys, jobs };
+    let report = block_on(async { Ok(ops::verify(&cache, &paths, &opts).await?) })?;
+    let mut out = io::stdout().lock();
+    for problem in &report.problems {
+        writeln!(out, "{problem}")?;
+    }
+    if report.is_ok() {
+        eprintln!(
+            "{} paths verified in {}: no problems",
+            report.checked,
+            cache.url()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "{} paths checked in {}: {} problems",
+            report.checked,
+            cache.url(),
+            report.problems.len()
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+pub fn ls(url: &str, path: Option<&str>) -> anyhow::Result<()> {
+    let cache = open(url)?;
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    match path {
+        None => {
+            for p in block_on(async { Ok(ops::list_paths(&cache).await?) })? {
+                writeln!(out, "{p}")?;
+            }
+        }
+        Some(arg) => {
+            let (path, sub) = parse_path(&StoreDir::default(), arg)?;
+            let listing = block_on(async { Ok(ops::listing(&cache, &path).await?) })?;
+            let node = listing
+                .get(sub)
+                .with_context(|| format!("{arg} does not exist in {}", cache.url()))?;
+            crate::commands::nar::print_tree(&mut out, sub, node)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+pub fn cat(url: &str, arg: &str) -> anyhow::Result<()> {
+    let cache = open(url)?;
+    let (path, sub) = parse_path(&StoreDir::default(), arg)?;
+    if sub.is_empty() {
+        bail!("{arg} names a whole store path; name a file inside it, e.g. {arg}/bin/…");
+    }
+    let sub = sub.to_owned();
+    block_on(async move { Ok(ops::cat(&cache, &path, &sub, io::stdout()).await?) })
+}
+
+pub fn info(url: &str) -> anyhow::Result<()> {
+    let cache = open(url)?;
+    let (info, totals) = block_on(async { Ok(ops::info(&cache).await?) })?;
+    match info {
+        Some(i) => print!("{i}"),
+        None => println!("(no nix-cache-info: not initialised)"),
+    }
+    println!("Paths: {}", totals.paths);
+    println!("NarBytes: {}", totals.nar_bytes);
+    println!("FileBytes: {}", totals.file_bytes);
+    Ok(())
+}

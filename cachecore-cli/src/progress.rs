@@ -1,0 +1,74 @@
+//! Progress display: a bar (paths, bytes, rate) on a terminal, plain lines otherwise.
+
+use std::io::IsTerminal as _;
+use std::sync::Arc;
+
+use cachecore::ops::Progress;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+#[derive(Debug)]
+pub struct TransferProgress {
+    bar: Option<ProgressBar>,
+    verb: &'static str,
+    quiet: bool,
+}
+
+impl TransferProgress {
+    pub fn new(verb: &'static str, quiet: bool) -> Arc<Self> {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Arc::new(TransferProgress { bar, verb, quiet })
+    }
+
+    pub fn finish(&self, summary: &str) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        if !self.quiet {
+            eprintln!("{summary}");
+        }
+    }
+}
+
+impl Progress for TransferProgress {
+    fn planned(&self, paths: usize, bytes: u64, skipped: usize) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length(bytes);
+                bar.set_message(format!("0/{paths} paths"));
+            }
+            None if !self.quiet => {
+                eprintln!("{paths} paths to transfer ({bytes} NAR bytes), {skipped} already there")
+            }
+            None => {}
+        }
+    }
+
+    fn bytes(&self, bytes: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(bytes);
+        }
+    }
+
+    fn path_done(&self, path: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(format!("{} {path}", self.verb)),
+            None if !self.quiet => eprintln!("{} {path}", self.verb),
+            None => {}
+        }
+    }
+
+    fn message(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None if !self.quiet => eprintln!("{text}"),
+            None => {}
+        }
+    }
+}

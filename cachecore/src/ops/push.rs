@@ -1,0 +1,517 @@
+//! `push`: upload the closure of local store paths into a binary cache.
+//!
+//! Per path: the file system → NAR writer → NarHash → compressor (zstd frames on all cores, as a
+//! seekable `.nar.zst`) → FileHash → streamed (multipart) upload to a staging key → rename to
+//! `nar/<FileHash>.nar.zst`. The NarHash computed on the way must equal the local database's,
+//! or the path fails and nothing of it is published. Narinfos are written last, each only once
+//! its NAR is in place and its references' narinfos are visible. NARs go largest first, `jobs`
+//! at a time.
+
+use std::collections::HashSet;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::{StreamExt as _, TryStreamExt as _};
+
+use super::pipe::sink_stream;
+use super::{join_error, OpError, Progress, Publisher};
+use crate::cache_info::CacheInfo;
+use crate::compression::{self, Compression, Compressor};
+use crate::hash::{Hash, HashAlgo, HashingWriter};
+use crate::local_store::{LocalStore, PathInfo};
+use crate::nar;
+use crate::narinfo::{ContentAddress, NarInfo};
+use crate::seekable::{SeekableOptions, SeekableWriter};
+use crate::signing::Signer;
+use crate::store::{layout, BinaryCache};
+use crate::store_path::{StoreDir, StorePath};
+
+/// How to push.
+#[derive(Clone)]
+pub struct PushOptions {
+    /// NARs uploaded at once.
+    pub jobs: usize,
+    /// Existence checks (HEAD requests) in flight at once.
+    pub check_concurrency: usize,
+    pub compression: Compression,
+    /// Compression level; the codec's default (Nix's) when `None`.
+    pub level: Option<i32>,
+    /// Push the whole closure (default) or only the named paths, whose references must then
+    /// already be in the cache.
+    pub closure: bool,
+    /// Keys to sign narinfos with; signatures already in the local store are kept.
+    pub signers: Vec<Arc<dyn Signer>>,
+    /// Write `<hash>.ls` listings (needed by `mount`).
+    pub write_listing: bool,
+    /// Upload build logs of the pushed paths' derivations.
+    pub logs: bool,
+    /// Threads compressing one NAR's zstd frames.
+    pub compression_threads: usize,
+}
+
+impl std::fmt::Debug for PushOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushOptions")
+            .field("jobs", &self.jobs)
+            .field("compression", &self.compression)
+            .field("level", &self.level)
+            .field("closure", &self.closure)
+            .field(
+                "signers",
+                &self
+                    .signers
+                    .iter()
+                    .map(|s| s.key_name().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .field("write_listing", &self.write_listing)
+            .field("logs", &self.logs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        PushOptions {
+            jobs: 4,
+            check_concurrency: 64,
+            compression: Compression::Zstd,
+            level: None,
+            closure: true,
+            signers: Vec::new(),
+            write_listing: true,
+            logs: false,
+            compression_threads: cores,
+        }
+    }
+}
+
+/// What a push did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PushSummary {
+    /// Paths uploaded now.
+    pub pushed: usize,
+    /// Paths that were already in the cache.
+    pub skipped: usize,
+    /// Uncompressed NAR bytes uploaded.
+    pub nar_bytes: u64,
+    /// Compressed bytes uploaded.
+    pub file_bytes: u64,
+}
+
+/// Pushes `roots` (and their closure, unless `opts.closure` is false) from `local` into `cache`.
+pub async fn push(
+    cache: &BinaryCache,
+    local: &LocalStore,
+    roots: &[StorePath],
+    opts: &PushOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<PushSummary, OpError> {
+    let store_dir = local.store_dir().clone();
+    cache
+        .init(&CacheInfo {
+            store_dir: store_dir.as_str().to_owned(),
+            ..CacheInfo::default()
+        })
+        .await?;
+
+    let infos: Vec<PathInfo> = if opts.closure {
+        local.closure(roots)?
+    } else {
+        let mut v = Vec::new();
+        for r in roots {
+            v.push(local.path_info(r)?.ok_or_else(|| {
+                OpError::Other(format!(
+                    "{} is not a valid path in the local Nix store",
+                    store_dir.full_path(r)
+                ))
+            })?);
+        }
+        v
+    };
+    let all: Vec<StorePath> = infos.iter().map(|i| i.path.clone()).collect();
+    let missing: HashSet<StorePath> = cache
+        .missing(&all, opts.check_concurrency)
+        .await?
+        .into_iter()
+        .collect();
+    let mut todo: Vec<PathInfo> = infos
+        .into_iter()
+        .filter(|i| missing.contains(&i.path))
+        .collect();
+    let skipped = all.len() - todo.len();
+
+    // Without the closure, every reference must already be in the cache (or pushed now).
+    if !opts.closure {
+        for info in &todo {
+            for r in &info.references {
+                if r != &info.path && !missing.contains(r) && !cache.has_narinfo(r).await? {
+                    return Err(OpError::MissingReference {
+                        path: store_dir.full_path(&info.path),
+                        reference: store_dir.full_path(r),
+                        url: cache.url().to_owned(),
+                    });
+                }
+            }
+        }
+    }
+
+    let total_bytes: u64 = todo.iter().map(|i| i.nar_size).sum();
+    progress.planned(todo.len(), total_bytes, skipped);
+    let mut summary = PushSummary {
+        skipped,
+        ..PushSummary::default()
+    };
+    if todo.is_empty() {
+        return Ok(summary);
+    }
+
+    let refs: Vec<(StorePath, Vec<StorePath>)> = todo
+        .iter()
+        .map(|i| (i.path.clone(), i.references.clone()))
+        .collect();
+    let mut publisher = Publisher::new(refs.iter().map(|(p, r)| (p, r.as_slice())));
+
+    // Largest first: the long uploads start early and the small ones fill in around them.
+    todo.sort_by_key(|i| std::cmp::Reverse(i.nar_size));
+    let mut uploads =
+        futures::stream::iter(
+            todo.into_iter().map(|info| {
+                let cache = cache.clone();
+                let opts = opts.clone();
+                let store_dir = store_dir.clone();
+                let progress = progress.clone();
+                let log = if opts.logs {
+                    info.deriver.as_ref().and_then(|d| local.build_log_path(d))
+                } else {
+                    None
+                };
+                let disk_path = PathBuf::from(store_dir.full_path(&info.path));
+                async move {
+                    upload_path(&cache, &store_dir, disk_path, info, log, &opts, progress).await
+                }
+            }),
+        )
+        .buffer_unordered(opts.jobs.max(1));
+
+    while let Some(narinfo) = uploads.try_next().await? {
+        summary.pushed += 1;
+        summary.nar_bytes += narinfo.nar_size;
+        summary.file_bytes += narinfo.file_size.unwrap_or(0);
+        for publishable in publisher.arrived(narinfo) {
+            cache.put_narinfo(&publishable).await?;
+            progress.path_done(&store_dir.full_path(&publishable.store_path));
+        }
+    }
+    if let Some(stuck) = publisher.stuck() {
+        // Cannot happen for a closure the local store computed; guard against a broken one.
+        return Err(OpError::Other(format!(
+            "{} was not published: a reference of it never became visible",
+            store_dir.full_path(&stuck.store_path)
+        )));
+    }
+    Ok(summary)
+}
+
+/// What the packing thread produced.
+struct Packed {
+    nar_hash: Hash,
+    nar_size: u64,
+    file_hash: Hash,
+    file_size: u64,
+    listing: Option<nar::Listing>,
+}
+
+/// Counts NAR bytes for the progress display, in steps of about a MiB.
+struct ProgressWriter<W> {
+    inner: W,
+    progress: Arc<dyn Progress>,
+    unreported: u64,
+}
+
+impl<W: Write> Write for ProgressWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.unreported += n as u64;
+        if self.unreported >= 1 << 20 {
+            self.progress.bytes(std::mem::take(&mut self.unreported));
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W> ProgressWriter<W> {
+    /// The inner writer, after reporting the bytes not yet reported.
+    fn into_inner(self) -> W {
+        if self.unreported > 0 {
+            self.progress.bytes(self.unreported);
+        }
+        self.inner
+    }
+}
+
+/// Packs `disk_path`, hashing and compressing on the way, into `out`.
+fn pack_compressed<W: Write>(
+    disk_path: &std::path::Path,
+    out: W,
+    opts: &PushOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<(Packed, W), OpError> {
+    let pack_err = |source| OpError::Pack {
+        path: disk_path.display().to_string(),
+        source,
+    };
+    let io_err = |e| {
+        OpError::io(
+            format!("cannot compress the NAR of {}", disk_path.display()),
+            e,
+        )
+    };
+    let file_hasher = HashingWriter::new(HashAlgo::Sha256, out);
+    let with_listing = opts.write_listing;
+    // NAR hashing sits in front of the compressor: NAR → hash → progress → compressor → hash → out.
+    macro_rules! pack_into {
+        ($compressor:expr) => {{
+            let mut nar_hasher = HashingWriter::new(
+                HashAlgo::Sha256,
+                ProgressWriter {
+                    inner: $compressor,
+                    progress: progress.clone(),
+                    unreported: 0,
+                },
+            );
+            let listing = if with_listing {
+                Some(nar::pack(disk_path, &mut nar_hasher).map_err(pack_err)?)
+            } else {
+                nar::dump(disk_path, &mut nar_hasher).map_err(pack_err)?;
+                None
+            };
+            let (nar_hash, nar_size, pw) = nar_hasher.finish();
+            (nar_hash, nar_size, listing, pw)
+        }};
+    }
+    let (nar_hash, nar_size, listing, file_hasher) = match opts.compression {
+        Compression::Zstd => {
+            let defaults = SeekableOptions::default();
+            let seek_opts = SeekableOptions {
+                threads: opts.compression_threads.max(1),
+                level: opts.level.unwrap_or(defaults.level),
+                ..defaults
+            };
+            let writer = SeekableWriter::new(file_hasher, seek_opts).map_err(io_err)?;
+            let (h, n, l, pw) = pack_into!(writer);
+            let (fh, _table) = pw.into_inner().finish().map_err(io_err)?;
+            (h, n, l, fh)
+        }
+        method => {
+            let c = Compressor::with_threads(file_hasher, method, opts.level, 0)?;
+            let (h, n, l, pw) = pack_into!(c);
+            (h, n, l, pw.into_inner().finish().map_err(io_err)?)
+        }
+    };
+    let (file_hash, file_size, out) = file_hasher.finish();
+    Ok((
+        Packed {
+            nar_hash,
+            nar_size,
+            file_hash,
+            file_size,
+            listing,
+        },
+        out,
+    ))
+}
+
+/// Uploads one path's NAR (and listing, and log) and returns its narinfo, not yet written.
+async fn upload_path(
+    cache: &BinaryCache,
+    store_dir: &StoreDir,
+    disk_path: PathBuf,
+    info: PathInfo,
+    log: Option<PathBuf>,
+    opts: &PushOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<NarInfo, OpError> {
+    let full = store_dir.full_path(&info.path);
+    let staging = layout::temp_nar(&format!("{}-{}", info.path.hash_part(), std::process::id()));
+    let (sink, stream) = sink_stream();
+    let pack_opts = opts.clone();
+    let packer = tokio::task::spawn_blocking(move || {
+        let (packed, sink) = pack_compressed(&disk_path, sink, &pack_opts, progress)?;
+        sink.finish()
+            .map_err(|e| OpError::io("cannot hand the NAR to the upload", e))?;
+        Ok::<_, OpError>(packed)
+    });
+    let (uploaded, packed) = tokio::join!(cache.put_stream(&staging, stream), packer);
+    let packed = match (uploaded, packed.map_err(join_error)?) {
+        (Ok(_), Ok(packed)) => packed,
+        // A packing error explains an aborted upload better than the upload's own error.
+        (_, Err(e)) => {
+            let _ = cache.delete(&staging).await;
+            return Err(e);
+        }
+        (Err(e), Ok(_)) => {
+            let _ = cache.delete(&staging).await;
+            return Err(e.into());
+        }
+    };
+
+    // A corrupt local store must not poison the cache.
+    if packed.nar_hash != info.nar_hash || packed.nar_size != info.nar_size {
+        let _ = cache.delete(&staging).await;
+        return Err(OpError::LocalHashMismatch {
+            path: full,
+            expected: info.nar_hash.to_string(),
+            expected_size: info.nar_size,
+            computed: packed.nar_hash.to_string(),
+            computed_size: packed.nar_size,
+        });
+    }
+
+    let nar_key = layout::nar(&packed.file_hash, opts.compression);
+    cache.rename(&staging, &nar_key).await?;
+    if let Some(listing) = &packed.listing {
+        let json = serde_json::to_vec(listing)
+            .map_err(|e| OpError::Other(format!("cannot serialize the listing of {full}: {e}")))?;
+        cache
+            .put_bytes(&layout::listing(&info.path.hash_part()), json.into())
+            .await?;
+    }
+    if let (Some(log), Some(drv)) = (log, &info.deriver) {
+        upload_log(cache, &log, drv).await?;
+    }
+
+    let mut narinfo = NarInfo::new(
+        store_dir.clone(),
+        info.path.clone(),
+        nar_key,
+        info.nar_hash,
+        info.nar_size,
+    );
+    narinfo.compression = Some(opts.compression.name().to_owned());
+    narinfo.file_hash = Some(packed.file_hash);
+    narinfo.file_size = Some(packed.file_size);
+    let mut references = info.references;
+    references.sort();
+    references.dedup();
+    narinfo.references = references;
+    narinfo.deriver = info.deriver;
+    narinfo.ca = info.ca.as_deref().and_then(ContentAddress::parse);
+    narinfo.signatures = info.signatures;
+    for signer in &opts.signers {
+        narinfo
+            .sign(signer.as_ref())
+            .map_err(|e| OpError::Other(e.to_string()))?;
+    }
+    Ok(narinfo)
+}
+
+/// Uploads a build log as plain text under `log/<drv>` (Nix keeps them bzip2-compressed).
+async fn upload_log(
+    cache: &BinaryCache,
+    log: &std::path::Path,
+    drv: &StorePath,
+) -> Result<(), OpError> {
+    let (sink, stream) = sink_stream();
+    let path = log.to_path_buf();
+    let reader = tokio::task::spawn_blocking(move || {
+        let context = || format!("cannot read the build log {}", path.display());
+        let file = std::fs::File::open(&path).map_err(|e| OpError::io(context(), e))?;
+        let method = if path.extension().is_some_and(|e| e == "bz2") {
+            Compression::Bzip2
+        } else {
+            Compression::None
+        };
+        let mut input =
+            compression::decompress(method, file).map_err(|e| OpError::io(context(), e))?;
+        let mut sink = sink;
+        io::copy(&mut input, &mut sink).map_err(|e| OpError::io(context(), e))?;
+        sink.finish().map_err(|e| OpError::io(context(), e))
+    });
+    let key = layout::log(&drv.to_string());
+    let (put, read) = tokio::join!(cache.put_stream(&key, stream), reader);
+    read.map_err(join_error)??;
+    put?;
+    Ok(())
+}
+
+/// Pushes a plain directory (or file) as the content-addressed store path `nix-store --add`
+/// would give it, without any Nix installed. Returns the store path.
+pub async fn push_add(
+    cache: &BinaryCache,
+    store_dir: &StoreDir,
+    source: &std::path::Path,
+    name: &str,
+    opts: &PushOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<(StorePath, PushSummary), OpError> {
+    cache
+        .init(&CacheInfo {
+            store_dir: store_dir.as_str().to_owned(),
+            ..CacheInfo::default()
+        })
+        .await?;
+    let hashed = source.to_path_buf();
+    let (nar_hash, nar_size) = tokio::task::spawn_blocking(move || nar::hash_path(&hashed))
+        .await
+        .map_err(join_error)?
+        .map_err(|source_err| OpError::Pack {
+            path: source.display().to_string(),
+            source: source_err,
+        })?;
+    let path = store_dir
+        .make_source_path(&nar_hash, name)
+        .map_err(|e| OpError::Other(format!("cannot name {} {name:?}: {e}", source.display())))?;
+    if cache.has_narinfo(&path).await? {
+        progress.planned(0, 0, 1);
+        return Ok((
+            path,
+            PushSummary {
+                skipped: 1,
+                ..PushSummary::default()
+            },
+        ));
+    }
+    progress.planned(1, nar_size, 0);
+    let info = PathInfo {
+        path: path.clone(),
+        ca: Some(
+            ContentAddress::Fixed {
+                recursive: true,
+                hash: nar_hash.clone(),
+            }
+            .to_string(),
+        ),
+        nar_hash,
+        nar_size,
+        references: Vec::new(),
+        deriver: None,
+        registration_time: 0,
+        signatures: Vec::new(),
+        ultimate: true,
+    };
+    let narinfo = upload_path(
+        cache,
+        store_dir,
+        source.to_path_buf(),
+        info,
+        None,
+        opts,
+        progress.clone(),
+    )
+    .await?;
+    let summary = PushSummary {
+        pushed: 1,
+        skipped: 0,
+        nar_bytes: narinfo.nar_size,
+        file_bytes: narinfo.file_size.unwrap_or(0),
+    };
+    cache.put_narinfo(&narinfo).await?;
+    progress.path_done(&store_dir.full_path(&path));
+    Ok((path, summary))
+}

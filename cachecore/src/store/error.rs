@@ -1,0 +1,389 @@
+//! [`StoreError`]: everything that can go wrong talking to a binary cache, each variant one
+//! sentence that names the store, the object and the cause.
+//!
+//! `object_store` errors are converted here, once, at the edge: a missing object becomes `None` or
+//! [`StoreError::NotFound`], and the transport failures a user can act on (no server, no
+//! credentials, refused credentials, no bucket) get variants of their own with advice attached.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use crate::{cache_info, narinfo};
+
+/// An error from [`BinaryCache`](super::BinaryCache) or from store URL parsing.
+///
+/// Every message names the store URL (without credentials) and, where one is involved, the object
+/// key, e.g. `s3://cache?endpoint=http://127.0.0.1:1: cannot reach the store server to read
+/// nix-cache-info: connection refused (after 5 retries)`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store URL cannot be used.
+    #[error("bad store URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+
+    /// An object key that no backend accepts (empty segment, `.`/`..`, control characters).
+    #[error("{url}: {key:?} is not a valid object key: {reason}")]
+    BadKey {
+        url: String,
+        key: String,
+        reason: String,
+    },
+
+    /// A write to a store opened read-only (plain `http(s)://` caches).
+    #[error("{url} is read-only (plain HTTP binary caches can be read, not written); cannot write {key}")]
+    ReadOnly { url: String, key: String },
+
+    /// The backend cannot do this at all (listing a plain HTTP cache).
+    #[error("{url}: cannot {operation}: {reason}")]
+    Unsupported {
+        url: String,
+        operation: &'static str,
+        reason: &'static str,
+    },
+
+    /// An object that must exist does not.
+    #[error("{url}: {key} does not exist")]
+    NotFound { url: String, key: String },
+
+    /// A narinfo in the store does not parse (boxed: the parse error is large).
+    #[error("{url}: {key} is not a valid narinfo: {source}")]
+    BadNarInfo {
+        url: String,
+        key: String,
+        #[source]
+        source: Box<narinfo::ParseError>,
+    },
+
+    /// `nix-cache-info` in the store does not parse.
+    #[error("{url}: {key} is not a valid nix-cache-info file: {source}")]
+    BadCacheInfo {
+        url: String,
+        key: String,
+        #[source]
+        source: cache_info::ParseError,
+    },
+
+    /// The store already holds paths of another store directory.
+    #[error("{url} is a cache for store directory {theirs}, not {ours} (its nix-cache-info says StoreDir: {theirs})")]
+    StoreDirMismatch {
+        url: String,
+        ours: String,
+        theirs: String,
+    },
+
+    /// Nothing answers at the store's address (connection refused, DNS failure, timeout).
+    #[error("{url}: cannot reach the store server to {op} {key}: {detail}; check that the server is running and that the URL (or endpoint=) is right")]
+    Unreachable {
+        url: String,
+        op: &'static str,
+        key: String,
+        detail: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+
+    /// No credentials were found, or fetching them failed.
+    #[error("{url}: no usable credentials to {op} {key}: {detail}")]
+    MissingCredentials {
+        url: String,
+        op: &'static str,
+        key: String,
+        detail: String,
+        #[source]
+        source: Option<Box<object_store::Error>>,
+    },
+
+    /// The server refused the credentials, or they do not allow this operation.
+    #[error("{url}: access denied to {op} {key} ({detail}); check the access key, secret and the bucket's permissions")]
+    AccessDenied {
+        url: String,
+        op: &'static str,
+        key: String,
+        detail: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+
+    /// The bucket (or container) in the URL does not exist.
+    #[error("{url}: bucket {bucket:?} does not exist (create it first); failed to {op} {key}")]
+    NoSuchBucket {
+        url: String,
+        bucket: String,
+        op: &'static str,
+        key: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+
+    /// Setting up the backend failed before any request (bad configuration, missing account name).
+    #[error("{url}: cannot set up the store: {source}")]
+    Setup {
+        url: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+
+    /// A stream handed to [`put_stream`](super::BinaryCache::put_stream) failed; the upload was
+    /// abandoned and nothing was written at `key`.
+    #[error("{url}: upload of {key} abandoned: reading the data failed: {source}")]
+    Source {
+        url: String,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Any other backend failure.
+    #[error("{url}: failed to {op} {key}: {source}")]
+    Backend {
+        url: String,
+        op: &'static str,
+        key: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+}
+
+impl StoreError {
+    /// The object key the error concerns, if any.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            StoreError::BadUrl { .. }
+            | StoreError::Setup { .. }
+            | StoreError::Unsupported { .. }
+            | StoreError::StoreDirMismatch { .. } => None,
+            StoreError::BadKey { key, .. }
+            | StoreError::ReadOnly { key, .. }
+            | StoreError::NotFound { key, .. }
+            | StoreError::BadNarInfo { key, .. }
+            | StoreError::BadCacheInfo { key, .. }
+            | StoreError::Unreachable { key, .. }
+            | StoreError::MissingCredentials { key, .. }
+            | StoreError::AccessDenied { key, .. }
+            | StoreError::NoSuchBucket { key, .. }
+            | StoreError::Source { key, .. }
+            | StoreError::Backend { key, .. } => Some(key),
+        }
+    }
+
+    /// Whether this is [`StoreError::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+}
+
+/// What the store was doing when a backend error happened (used in messages: "failed to read X").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Read,
+    Stat,
+    Write,
+    Delete,
+    Rename,
+    List,
+}
+
+impl Op {
+    pub(crate) fn verb(self) -> &'static str {
+        match self {
+            Op::Read => "read",
+            Op::Stat => "look up",
+            Op::Write => "write",
+            Op::Delete => "delete",
+            Op::Rename => "rename",
+            Op::List => "list",
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.verb())
+    }
+}
+
+/// What the store knows about itself that helps word an error.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ErrorContext {
+    /// The URL shown to users (no secrets).
+    pub(crate) url: String,
+    /// The bucket or container, for remote stores.
+    pub(crate) bucket: Option<String>,
+    /// Where credentials were looked for, for the "no credentials" advice; `None` when the
+    /// backend needs none.
+    pub(crate) credential_advice: Option<String>,
+}
+
+/// Converts an `object_store` error into a [`StoreError`]. `NotFound` becomes
+/// [`StoreError::NotFound`] unless the server said the *bucket* is missing.
+pub(crate) fn convert(
+    cx: &ErrorContext,
+    op: Op,
+    key: &str,
+    source: object_store::Error,
+) -> StoreError {
+    let url = cx.url.clone();
+    let key = key.to_owned();
+    let op_verb = op.verb();
+    let text = chain_text(&source);
+    let source = Box::new(source);
+    if text.contains("NoSuchBucket") || text.contains("ContainerNotFound") {
+        return StoreError::NoSuchBucket {
+            url,
+            bucket: cx.bucket.clone().unwrap_or_default(),
+            op: op_verb,
+            key,
+            source,
+        };
+    }
+    match source.as_ref() {
+        object_store::Error::NotFound { .. } => return StoreError::NotFound { url, key },
+        object_store::Error::InvalidPath { source: p } => {
+            return StoreError::BadKey {
+                url,
+                reason: p.to_string(),
+                key,
+            }
+        }
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => {
+            return StoreError::AccessDenied {
+                url,
+                op: op_verb,
+                key,
+                detail: server_detail(&text),
+                source,
+            }
+        }
+        _ => {}
+    }
+    if is_credential_failure(&text) {
+        let advice = cx.credential_advice.clone().unwrap_or_default();
+        return StoreError::MissingCredentials {
+            url,
+            op: op_verb,
+            key,
+            detail: format!("{}{advice}", credential_detail(&source)),
+            source: Some(source),
+        };
+    }
+    if let Some(detail) = unreachable_detail(&source) {
+        return StoreError::Unreachable {
+            url,
+            op: op_verb,
+            key,
+            detail,
+            source,
+        };
+    }
+    StoreError::Backend {
+        url,
+        op: op_verb,
+        key,
+        source,
+    }
+}
+
+/// The whole source chain, joined (for matching on the server's error codes).
+fn chain_text(e: &(dyn StdError + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(" / ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// object_store reports a failed credential lookup (instance metadata, web identity, a bad
+/// profile) as a generic error whose text starts like this.
+fn is_credential_failure(text: &str) -> bool {
+    text.contains("Error getting credentials")
+        || text.contains("Error fetching token")
+        || text.contains("Failed to fetch token")
+        || text.contains("credential provider")
+}
+
+fn credential_detail(e: &object_store::Error) -> String {
+    match unreachable_detail(e) {
+        Some(d) => format!("fetching credentials failed: {d}"),
+        None => "fetching credentials failed".to_owned(),
+    }
+}
+
+/// The S3 error code and message in a refusal, e.g. `HTTP 403: InvalidAccessKeyId: ...`.
+fn server_detail(text: &str) -> String {
+    let code = xml_field(text, "Code");
+    let message = xml_field(text, "Message");
+    let status = ["401", "403"]
+        .iter()
+        .find(|s| text.contains(&format!("{s} ")))
+        .map(|s| format!("HTTP {s}"));
+    let parts: Vec<String> = [status, code, message].into_iter().flatten().collect();
+    if parts.is_empty() {
+        "the server refused the request".to_owned()
+    } else {
+        parts.join(": ")
+    }
+}
+
+fn xml_field(text: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let start = text.find(&open)? + open.len();
+    let len = text[start..].find(&close)?;
+    Some(text[start..start + len].trim().to_owned())
+}
+
+/// If the failure is a connection failure (nothing listening, DNS, TLS, timeout), a short
+/// description of the innermost cause, with the retry count when there was one.
+fn unreachable_detail(e: &object_store::Error) -> Option<String> {
+    let mut transport = false;
+    let mut innermost: Option<String> = None;
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    let mut retries: Option<String> = None;
+    while let Some(s) = cur {
+        if let Some(h) = s.downcast_ref::<object_store::client::HttpError>() {
+            use object_store::client::HttpErrorKind as K;
+            if matches!(h.kind(), K::Connect | K::Timeout | K::Request) {
+                transport = true;
+            }
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            innermost = Some(io_reason(io));
+        }
+        let text = s.to_string();
+        if retries.is_none() {
+            if let Some(i) = text.find("after ") {
+                if let Some(n) = text[i + 6..].split(' ').next() {
+                    if text[i + 6..].starts_with(&format!("{n} retries")) {
+                        retries = Some(format!("after {n} retries"));
+                    }
+                }
+            }
+        }
+        if s.source().is_none() && innermost.is_none() {
+            innermost = Some(text);
+        }
+        cur = s.source();
+    }
+    if !transport {
+        return None;
+    }
+    let mut detail = innermost.unwrap_or_else(|| "connection failed".to_owned());
+    if let Some(r) = retries {
+        detail.push_str(&format!(" ({r})"));
+    }
+    Some(detail)
+}
+
+fn io_reason(io: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match io.kind() {
+        K::ConnectionRefused => "connection refused".to_owned(),
+        K::TimedOut => "connection timed out".to_owned(),
+        _ => io.to_string(),
+    }
+}

@@ -1,0 +1,140 @@
+//! Object keys of a binary cache: the only place that knows them.
+//!
+//! The layout is Nix's (what `nix copy --to file://..` and cache.nixos.org use):
+//!
+//! ```text
+//! nix-cache-info
+//! <hash>.narinfo                  one per store path
+//! <hash>.ls                       optional NAR listing (JSON)
+//! nar/<nix32 file hash>.nar<ext>  the (compressed) NARs, named by the hash of the file
+//! log/<drv base name>             build logs
+//! realisations/<id>.doi           realisations of content-addressed derivation outputs
+//! ```
+//!
+//! ```
+//! use cachecore::store::layout;
+//! assert_eq!(layout::narinfo("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz"), "7h7qgvs4kgzsn8a6rb273saxyqh4jxlz.narinfo");
+//! assert_eq!(layout::narinfo_hash("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz.narinfo"), Some("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz"));
+//! assert_eq!(layout::narinfo_hash("nar/x.narinfo"), None);
+//! ```
+
+use crate::compression::Compression;
+use crate::hash::Hash;
+use crate::realisation::DrvOutput;
+use crate::store_path::HASH_PART_LEN;
+
+/// The cache's description file.
+pub const CACHE_INFO: &str = "nix-cache-info";
+
+/// Directory of NAR files.
+pub const NAR_DIR: &str = "nar";
+
+/// `<hash>.narinfo`.
+pub fn narinfo(hash_part: &str) -> String {
+    format!("{hash_part}.narinfo")
+}
+
+/// `<hash>.ls`: the NAR listing.
+pub fn listing(hash_part: &str) -> String {
+    format!("{hash_part}.ls")
+}
+
+/// `nar/<nix32 file hash>.nar<ext>`, e.g. `nar/0a6h….nar.zst`.
+pub fn nar(file_hash: &Hash, c: Compression) -> String {
+    format!("{NAR_DIR}/{}.nar{}", file_hash.to_nix32(), c.extension())
+}
+
+/// `log/<drv base name>`, e.g. `log/abc…-hello.drv`.
+pub fn log(drv_base_name: &str) -> String {
+    format!("log/{drv_base_name}")
+}
+
+/// `realisations/<drv hash>!<output>.doi`.
+pub fn realisation(id: &DrvOutput) -> String {
+    format!("realisations/{id}.doi")
+}
+
+/// `nar/.tmp-<unique>`: where an upload is staged before it is renamed to its content-addressed
+/// key (whose hash is known only at the end).
+pub fn temp_nar(unique: &str) -> String {
+    format!("{NAR_DIR}/.tmp-{unique}")
+}
+
+/// Whether `key` is a staging object made by [`temp_nar`] (left behind by an interrupted upload;
+/// safe to delete when no upload is running).
+pub fn is_temp_nar(key: &str) -> bool {
+    key.strip_prefix(NAR_DIR)
+        .and_then(|k| k.strip_prefix("/.tmp-"))
+        .is_some()
+}
+
+/// The hash part named by a root-level `<hash>.narinfo` key, if `key` is one (32 characters of
+/// the nix32 alphabet).
+pub fn narinfo_hash(key: &str) -> Option<&str> {
+    let hash = key.strip_suffix(".narinfo")?;
+    let valid = hash.len() == HASH_PART_LEN
+        && hash
+            .bytes()
+            .all(|b| crate::nixbase32::ALPHABET.contains(&b));
+    valid.then_some(hash)
+}
+
+/// The `Content-Type` Nix gives each kind of object when it uploads to S3.
+pub fn content_type(key: &str) -> &'static str {
+    if key == CACHE_INFO {
+        "text/x-nix-cache-info"
+    } else if key.ends_with(".narinfo") {
+        "text/x-nix-narinfo"
+    } else if key.starts_with("nar/") {
+        "application/x-nix-nar"
+    } else if key.ends_with(".ls") || key.ends_with(".doi") {
+        "application/json"
+    } else if key.starts_with("log/") {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::hash::HashAlgo;
+
+    #[test]
+    fn keys() {
+        let h = Hash::digest(HashAlgo::Sha256, b"x");
+        let k = nar(&h, Compression::Zstd);
+        assert!(k.starts_with("nar/") && k.ends_with(".nar.zst") && k.len() == 4 + 52 + 8);
+        assert_eq!(
+            nar(&h, Compression::None),
+            format!("nar/{}.nar", h.to_nix32())
+        );
+        assert_eq!(listing("abc"), "abc.ls");
+        assert_eq!(log("abc-x.drv"), "log/abc-x.drv");
+        let id = DrvOutput::parse(
+            "sha256:6b9206b68e3d12a3cc840a6e022b5394a2297822e0c61f99383ed9e99661c2cf!out",
+        )
+        .unwrap();
+        assert_eq!(
+            realisation(&id),
+            "realisations/sha256:6b9206b68e3d12a3cc840a6e022b5394a2297822e0c61f99383ed9e99661c2cf!out.doi"
+        );
+        assert_eq!(temp_nar("u1"), "nar/.tmp-u1");
+        assert!(is_temp_nar("nar/.tmp-u1"));
+        assert!(!is_temp_nar(&k));
+        assert_eq!(
+            narinfo_hash("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.narinfo"),
+            Some("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
+        );
+        // `e`, `o`, `t`, `u` are not in Nix's base-32 alphabet.
+        assert_eq!(
+            narinfo_hash("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaae.narinfo"),
+            None
+        );
+        assert_eq!(narinfo_hash("short.narinfo"), None);
+        assert_eq!(content_type("x.narinfo"), "text/x-nix-narinfo");
+        assert_eq!(content_type(CACHE_INFO), "text/x-nix-cache-info");
+    }
+}

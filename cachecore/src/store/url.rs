@@ -1,0 +1,577 @@
+//! Store URLs: where a binary cache lives, in Nix's spelling plus plain directory paths.
+//!
+//! | URL | store |
+//! |-----|-------|
+//! | `./dir`, `dir`, `/abs/dir`, `file:///abs/dir` | a local directory |
+//! | `s3://bucket[/prefix]?endpoint=..&region=..&profile=..&scheme=..` | S3 or an S3-compatible server |
+//! | `gs://bucket[/prefix]` | Google Cloud Storage |
+//! | `az://container[/prefix]` | Azure Blob Storage |
+//! | `memory://` | an in-memory store (tests) |
+//! | `http://host[/path]`, `https://host[/path]` | a plain HTTP cache, read-only |
+//!
+//! Query parameters are either about *where* the store is (`endpoint`, `region`, `profile`,
+//! `scheme`, for `s3://` only) or one of Nix's binary-cache settings (`compression=zstd`,
+//! `secret-key=..`, ...). The latter are kept in [`StoreUrl::settings`] for the caller; any other
+//! parameter is refused, so a misspelt `endpont=` is an error rather than silently ignored.
+//!
+//! ```
+//! use cachecore::store::url::{StoreLocation, StoreUrl};
+//! let u = StoreUrl::parse("s3://cache/team?endpoint=http://127.0.0.1:3900&region=garage&compression=zstd").unwrap();
+//! match &u.location {
+//!     StoreLocation::S3 { bucket, prefix, endpoint, region, .. } => {
+//!         assert_eq!(bucket, "cache");
+//!         assert_eq!(prefix, "team");
+//!         assert_eq!(endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+//!         assert_eq!(region.as_deref(), Some("garage"));
+//!     }
+//!     other => panic!("{other:?}"),
+//! }
+//! assert_eq!(u.setting("compression"), Some("zstd"));
+//! assert!(StoreUrl::parse("s3://cache?endpont=http://x").is_err());
+//! ```
+
+use std::path::PathBuf;
+
+use super::error::StoreError;
+
+/// Nix's binary-cache store settings, accepted in a URL and handed to the caller untouched.
+pub const NIX_SETTINGS: &[&str] = &[
+    "compression",
+    "compression-level",
+    "parallel-compression",
+    "write-nar-listing",
+    "index-debug-info",
+    "secret-key",
+    "secret-keys",
+    "local-nar-cache",
+    "want-mass-query",
+    "priority",
+    "trusted",
+    "store",
+    "narinfo-compression",
+    "ls-compression",
+    "log-compression",
+    "multipart-upload",
+    "buffer-size",
+    "path-info-cache-size",
+    "system-features",
+];
+
+/// The S3 parameters that say where the bucket is.
+const S3_PARAMS: &[&str] = &["endpoint", "region", "profile", "scheme"];
+
+/// Where a store is. `Debug` hides a password in an HTTP URL.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreLocation {
+    /// A local directory (absolute; relative paths are resolved against the current directory
+    /// when parsed).
+    Local { dir: PathBuf },
+    /// An S3 bucket. `prefix` has no leading or trailing `/` (empty for the bucket root).
+    S3 {
+        bucket: String,
+        prefix: String,
+        /// A full endpoint URL (`http://127.0.0.1:3900`); when set, requests use path-style
+        /// addressing.
+        endpoint: Option<String>,
+        region: Option<String>,
+        /// A profile in `~/.aws/credentials` / `~/.aws/config`.
+        profile: Option<String>,
+    },
+    /// A Google Cloud Storage bucket.
+    Gcs { bucket: String, prefix: String },
+    /// An Azure Blob Storage container.
+    Azure { container: String, prefix: String },
+    /// A fresh in-memory store.
+    Memory,
+    /// A plain HTTP(S) binary cache (read-only). `base` has no query and no trailing `/`.
+    Http { base: url::Url },
+}
+
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Local { dir } => f.debug_struct("Local").field("dir", dir).finish(),
+            StoreLocation::S3 {
+                bucket,
+                prefix,
+                endpoint,
+                region,
+                profile,
+            } => f
+                .debug_struct("S3")
+                .field("bucket", bucket)
+                .field("prefix", prefix)
+                .field("endpoint", endpoint)
+                .field("region", region)
+                .field("profile", profile)
+                .finish(),
+            StoreLocation::Gcs { bucket, prefix } => f
+                .debug_struct("Gcs")
+                .field("bucket", bucket)
+                .field("prefix", prefix)
+                .finish(),
+            StoreLocation::Azure { container, prefix } => f
+                .debug_struct("Azure")
+                .field("container", container)
+                .field("prefix", prefix)
+                .finish(),
+            StoreLocation::Memory => f.write_str("Memory"),
+            StoreLocation::Http { base } => f
+                .debug_struct("Http")
+                .field("base", &redact(base.as_str()))
+                .finish(),
+        }
+    }
+}
+
+/// A parsed store URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreUrl {
+    pub location: StoreLocation,
+    /// Nix binary-cache settings from the query (`compression=zstd`, ...), in URL order.
+    pub settings: Vec<(String, String)>,
+    display: String,
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `settings` may hold `secret-key=<path>`: a path, not a key, but keep Debug terse.
+        f.debug_struct("StoreUrl")
+            .field("url", &self.display)
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+fn bad(url: &str, reason: impl Into<String>) -> StoreError {
+    StoreError::BadUrl {
+        url: redact(url),
+        reason: reason.into(),
+    }
+}
+
+/// The URL as shown to users: a password in `https://user:pass@host` is replaced by `***`.
+pub(crate) fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl StoreUrl {
+    /// Parses a store URL; see the [module docs](self). Only relative directory paths touch the
+    /// environment (the current directory); nothing else does I/O.
+    pub fn parse(url: &str) -> Result<StoreUrl, StoreError> {
+        let trimmed = url.trim();
+        if trimmed.is_empty() {
+            return Err(bad(url, "the URL is empty"));
+        }
+        let Some((scheme, _)) = trimmed.split_once("://") else {
+            return Self::parse_dir(url, trimmed, Vec::new());
+        };
+        let scheme = scheme.to_ascii_lowercase();
+        match scheme.as_str() {
+            "file" | "s3" | "gs" | "az" | "memory" | "http" | "https" => {}
+            "ssh" | "ssh-ng" | "daemon" | "unix" | "local" => {
+                return Err(bad(
+                    url,
+                    format!("{scheme}:// is a Nix store, not a binary cache; cachecore writes binary caches (a directory, s3://, gs://, az://, http(s)://)"),
+                ))
+            }
+            _ => {
+                return Err(bad(
+                    url,
+                    format!("unknown scheme {scheme}:// (expected a directory, file://, s3://, gs://, az://, memory://, http:// or https://)"),
+                ))
+            }
+        }
+        let parsed = url::Url::parse(trimmed).map_err(|e| bad(url, e.to_string()))?;
+        let (location_params, settings) = split_query(url, &parsed, &scheme)?;
+        let param = |k: &str| {
+            location_params
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        if parsed.fragment().is_some() {
+            return Err(bad(url, "a store URL has no #fragment"));
+        }
+        let location = match scheme.as_str() {
+            "file" => {
+                if parsed.host_str().is_some_and(|h| !h.is_empty()) {
+                    return Err(bad(
+                        url,
+                        "a file:// URL takes an absolute path: file:///abs/dir (three slashes), or give the directory without file://",
+                    ));
+                }
+                let dir = parsed
+                    .to_file_path()
+                    .map_err(|()| bad(url, "not a local absolute path"))?;
+                return Self::parse_dir(url, &dir.to_string_lossy(), settings);
+            }
+            "s3" => {
+                let (bucket, prefix) = bucket_and_prefix(url, &parsed, "bucket")?;
+                let scheme_param = param("scheme");
+                if let Some(s) = &scheme_param {
+                    if s != "http" && s != "https" {
+                        return Err(bad(url, format!("scheme={s} must be http or https")));
+                    }
+                }
+                let endpoint = param("endpoint")
+                    .map(|e| normalize_endpoint(url, &e, scheme_param.as_deref()))
+                    .transpose()?;
+                let region = param("region");
+                if region.as_deref() == Some("") {
+                    return Err(bad(url, "region= is empty"));
+                }
+                let profile = param("profile");
+                if profile.as_deref() == Some("") {
+                    return Err(bad(url, "profile= is empty"));
+                }
+                StoreLocation::S3 {
+                    bucket,
+                    prefix,
+                    endpoint,
+                    region,
+                    profile,
+                }
+            }
+            "gs" => {
+                let (bucket, prefix) = bucket_and_prefix(url, &parsed, "bucket")?;
+                StoreLocation::Gcs { bucket, prefix }
+            }
+            "az" => {
+                let (container, prefix) = bucket_and_prefix(url, &parsed, "container")?;
+                StoreLocation::Azure { container, prefix }
+            }
+            "memory" => {
+                if parsed.host_str().is_some_and(|h| !h.is_empty())
+                    || !matches!(parsed.path(), "" | "/")
+                {
+                    return Err(bad(url, "memory:// takes no name or path"));
+                }
+                StoreLocation::Memory
+            }
+            _ => {
+                // http, https
+                if parsed.host_str().is_none_or(str::is_empty) {
+                    return Err(bad(url, "no host"));
+                }
+                let mut base = parsed.clone();
+                base.set_query(None);
+                let path = base.path().trim_end_matches('/').to_owned();
+                base.set_path(&path);
+                StoreLocation::Http { base }
+            }
+        };
+        Ok(StoreUrl {
+            location,
+            settings,
+            display: redact(trimmed),
+        })
+    }
+
+    fn parse_dir(
+        url: &str,
+        path: &str,
+        settings: Vec<(String, String)>,
+    ) -> Result<StoreUrl, StoreError> {
+        if path.contains('?') && !std::path::Path::new(path).exists() {
+            return Err(bad(
+                url,
+                "a plain directory takes no ?parameters; write file:///abs/dir?... for settings",
+            ));
+        }
+        let dir = std::path::absolute(path)
+            .map_err(|e| bad(url, format!("cannot make {path:?} absolute: {e}")))?;
+        Ok(StoreUrl {
+            location: StoreLocation::Local { dir },
+            settings,
+            display: url.trim().to_owned(),
+        })
+    }
+
+    /// The URL as shown to users (passwords replaced by `***`).
+    pub fn as_str(&self) -> &str {
+        &self.display
+    }
+
+    /// A Nix setting from the query, e.g. `setting("compression")`.
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.settings
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the store can be written (everything but `http(s)://`).
+    pub fn is_writable(&self) -> bool {
+        !matches!(self.location, StoreLocation::Http { .. })
+    }
+}
+
+type Params = Vec<(String, String)>;
+
+/// Splits the query into location parameters (for this scheme) and Nix settings; refuses
+/// anything else, and duplicates.
+fn split_query(url: &str, parsed: &url::Url, scheme: &str) -> Result<(Params, Params), StoreError> {
+    let mut location = Vec::new();
+    let mut settings: Params = Vec::new();
+    for (k, v) in parsed.query_pairs() {
+        let (k, v) = (k.into_owned(), v.into_owned());
+        let seen = location
+            .iter()
+            .chain(settings.iter())
+            .any(|(s, _): &(String, String)| *s == k);
+        if seen {
+            return Err(bad(url, format!("parameter {k} is given twice")));
+        }
+        if scheme == "s3" && S3_PARAMS.contains(&k.as_str()) {
+            location.push((k, v));
+        } else if NIX_SETTINGS.contains(&k.as_str()) {
+            settings.push((k, v));
+        } else {
+            let known: Vec<&str> = if scheme == "s3" {
+                S3_PARAMS.iter().chain(NIX_SETTINGS).copied().collect()
+            } else {
+                NIX_SETTINGS.to_vec()
+            };
+            return Err(bad(
+                url,
+                format!(
+                    "unknown parameter {k:?} for {scheme}:// (known: {})",
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok((location, settings))
+}
+
+fn bucket_and_prefix(
+    url: &str,
+    parsed: &url::Url,
+    what: &str,
+) -> Result<(String, String), StoreError> {
+    let bucket = parsed.host_str().unwrap_or_default().to_owned();
+    if bucket.is_empty() {
+        return Err(bad(
+            url,
+            format!(
+                "no {what} name (expected {}://{what}[/prefix])",
+                parsed.scheme()
+            ),
+        ));
+    }
+    if parsed.username() != "" || parsed.password().is_some() || parsed.port().is_some() {
+        return Err(bad(
+            url,
+            format!("the {what} name cannot carry a user, password or port; give credentials through the environment or a profile"),
+        ));
+    }
+    let raw = parsed.path().trim_matches('/');
+    let prefix = percent_decode(raw);
+    if !prefix.is_empty() {
+        object_store::path::Path::parse(&prefix)
+            .map_err(|e| bad(url, format!("bad prefix {prefix:?}: {e}")))?;
+    }
+    Ok((bucket, prefix))
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// `endpoint=http://h:p` is kept; `endpoint=h:p` (Nix's spelling) gets `scheme` (default https).
+fn normalize_endpoint(url: &str, e: &str, scheme: Option<&str>) -> Result<String, StoreError> {
+    if e.is_empty() {
+        return Err(bad(url, "endpoint= is empty"));
+    }
+    let full = if e.contains("://") {
+        if scheme.is_some() {
+            return Err(bad(
+                url,
+                "give either scheme= or a scheme in endpoint=, not both",
+            ));
+        }
+        e.to_owned()
+    } else {
+        format!("{}://{e}", scheme.unwrap_or("https"))
+    };
+    let parsed =
+        url::Url::parse(&full).map_err(|err| bad(url, format!("endpoint {e:?}: {err}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad(
+            url,
+            format!("endpoint {e:?} must be an http:// or https:// URL"),
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad(url, format!("endpoint {e:?} has no host")));
+    }
+    if parsed.query().is_some() {
+        return Err(bad(url, format!("endpoint {e:?} cannot carry a query")));
+    }
+    Ok(full.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+
+    fn ok(u: &str) -> StoreUrl {
+        StoreUrl::parse(u).unwrap_or_else(|e| panic!("{u}: {e}"))
+    }
+
+    fn err(u: &str) -> String {
+        match StoreUrl::parse(u) {
+            Err(e @ StoreError::BadUrl { .. }) => e.to_string(),
+            other => panic!("{u}: expected BadUrl, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn directories() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            ok("./cache").location,
+            StoreLocation::Local {
+                dir: cwd.join("cache")
+            }
+        );
+        assert_eq!(
+            ok("cache").location,
+            StoreLocation::Local {
+                dir: cwd.join("cache")
+            }
+        );
+        assert_eq!(
+            ok("/srv/cache").location,
+            StoreLocation::Local {
+                dir: "/srv/cache".into()
+            }
+        );
+        assert_eq!(ok("/srv/cache").as_str(), "/srv/cache");
+        let f = ok("file:///srv/my%20cache?compression=zstd");
+        assert_eq!(
+            f.location,
+            StoreLocation::Local {
+                dir: "/srv/my cache".into()
+            }
+        );
+        assert_eq!(f.setting("compression"), Some("zstd"));
+        assert!(f.is_writable());
+        assert!(err("file://srv/cache").contains("three slashes"));
+        assert!(err("file:///srv/cache?endpoint=x").contains("unknown parameter \"endpoint\""));
+        assert!(err("").contains("empty"));
+        assert!(err("./cache?compression=zstd").contains("no ?parameters"));
+    }
+
+    #[test]
+    fn s3() {
+        let u = ok("s3://nixcache");
+        assert_eq!(
+            u.location,
+            StoreLocation::S3 {
+                bucket: "nixcache".into(),
+                prefix: String::new(),
+                endpoint: None,
+                region: None,
+                profile: None
+            }
+        );
+        let u = ok("s3://nixcache/a/b/?endpoint=http://127.0.0.1:3900/&region=garage&profile=ci&secret-key=/k");
+        assert_eq!(
+            u.location,
+            StoreLocation::S3 {
+                bucket: "nixcache".into(),
+                prefix: "a/b".into(),
+                endpoint: Some("http://127.0.0.1:3900".into()),
+                region: Some("garage".into()),
+                profile: Some("ci".into())
+            }
+        );
+        assert_eq!(u.settings, vec![("secret-key".to_owned(), "/k".to_owned())]);
+        // Nix's spelling: a host name plus scheme=.
+        let u = ok("s3://b?endpoint=minio.local:9000&scheme=http");
+        assert!(
+            matches!(&u.location, StoreLocation::S3 { endpoint: Some(e), .. } if e == "http://minio.local:9000")
+        );
+        let u = ok("s3://b?endpoint=s3.example.com");
+        assert!(
+            matches!(&u.location, StoreLocation::S3 { endpoint: Some(e), .. } if e == "https://s3.example.com")
+        );
+        assert!(err("s3://").contains("no bucket name"));
+        assert!(err("s3:///prefix").contains("no bucket name"));
+        assert!(err("s3://b?endpont=http://x").contains("unknown parameter \"endpont\""));
+        assert!(err("s3://b?region=").contains("region= is empty"));
+        assert!(err("s3://b?endpoint=ftp://x").contains("http:// or https://"));
+        assert!(err("s3://b?endpoint=http://x&scheme=http").contains("not both"));
+        assert!(err("s3://b?scheme=ftp&endpoint=x").contains("http or https"));
+        assert!(err("s3://b?region=a&region=b").contains("twice"));
+        assert!(err("s3://key:secret@b").contains("cannot carry a user"));
+        assert!(!err("s3://key:secret@b").contains("secret@"));
+        assert!(err("s3://b/a//c").contains("bad prefix"));
+    }
+
+    #[test]
+    fn cloud_and_memory() {
+        assert_eq!(
+            ok("gs://bkt/p").location,
+            StoreLocation::Gcs {
+                bucket: "bkt".into(),
+                prefix: "p".into()
+            }
+        );
+        assert_eq!(
+            ok("az://ctr").location,
+            StoreLocation::Azure {
+                container: "ctr".into(),
+                prefix: String::new()
+            }
+        );
+        assert!(err("gs://").contains("no bucket"));
+        assert!(err("gs://b?region=x").contains("unknown parameter \"region\" for gs://"));
+        assert_eq!(ok("memory://").location, StoreLocation::Memory);
+        assert!(err("memory://x").contains("no name"));
+    }
+
+    #[test]
+    fn http() {
+        let u = ok("https://cache.nixos.org/");
+        assert!(
+            matches!(&u.location, StoreLocation::Http { base } if base.as_str() == "https://cache.nixos.org/")
+        );
+        assert!(!u.is_writable());
+        let u = ok("http://127.0.0.1:8080/sub/dir/?priority=30");
+        assert!(
+            matches!(&u.location, StoreLocation::Http { base } if base.as_str() == "http://127.0.0.1:8080/sub/dir")
+        );
+        assert_eq!(u.setting("priority"), Some("30"));
+        let u = ok("https://user:hunter2@cache.example/");
+        assert!(!u.as_str().contains("hunter2"));
+        assert!(!format!("{u:?}").contains("hunter2"));
+        assert!(err("https://user:hunter2@cache.example/?foo=1").contains("***"));
+        assert!(!err("https://user:hunter2@cache.example/?foo=1").contains("hunter2"));
+    }
+
+    #[test]
+    fn other_schemes() {
+        assert!(err("ssh://host").contains("not a binary cache"));
+        assert!(err("ftp://host/x").contains("unknown scheme ftp://"));
+    }
+}

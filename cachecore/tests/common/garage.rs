@@ -1,0 +1,249 @@
+//! A private single-node Garage (a real S3-compatible server) per test: temp directories, free
+//! ports, a random RPC secret; layout, bucket and key created; killed on drop.
+//!
+//! The `garage` binary is found as `$GARAGE_BIN`, on `PATH`, or in `~/.cargo/bin`. When it is
+//! missing the test fails (it never skips) with the command that installs it: `.ci/garage`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const REGION: &str = "garage";
+
+pub struct Garage {
+    child: Child,
+    bin: PathBuf,
+    config: PathBuf,
+    dir: tempfile::TempDir,
+    /// `http://127.0.0.1:<port>`
+    pub endpoint: String,
+    pub bucket: String,
+    pub key_id: String,
+    pub secret: String,
+}
+
+/// Where the garage binary is, or a panic that says how to get it.
+pub fn garage_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("GARAGE_BIN") {
+        return PathBuf::from(p);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join("garage");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    if let Some(c) = cargo_home {
+        let candidate = c.join("bin/garage");
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "the S3 tests need the `garage` binary (a real S3-compatible server) and it is not installed: \
+         run `.ci/garage` from the repository root (it runs `cargo install garage --locked`, about 10 minutes \
+         the first time), or set GARAGE_BIN to its path"
+    );
+}
+
+impl Garage {
+    /// Starts Garage and prepares bucket `nixcache` with a read-write key.
+    pub fn start() -> Garage {
+        let bin = garage_bin();
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Hold all three listeners at once so the ports differ.
+        let ports: Vec<u16> = {
+            let ls: Vec<std::net::TcpListener> = (0..3)
+                .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+                .collect();
+            ls.iter()
+                .map(|l| l.local_addr().expect("addr").port())
+                .collect()
+        };
+        let (rpc, s3, admin) = (ports[0], ports[1], ports[2]);
+        let config = dir.path().join("garage.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"metadata_dir = "{meta}"
+data_dir = "{data}"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:{rpc}"
+rpc_public_addr = "127.0.0.1:{rpc}"
+rpc_secret = "{secret}"
+
+[s3_api]
+s3_region = "{REGION}"
+api_bind_addr = "127.0.0.1:{s3}"
+root_domain = ".s3.garage.localhost"
+
+[admin]
+api_bind_addr = "127.0.0.1:{admin}"
+admin_token = "{token}"
+"#,
+                meta = dir.path().join("meta").display(),
+                data = dir.path().join("data").display(),
+                secret = super::random_hex32(),
+                token = super::random_hex32(),
+            ),
+        )
+        .expect("write garage.toml");
+        let log = std::fs::File::create(dir.path().join("garage.log")).expect("log file");
+        let log2 = log.try_clone().expect("dup log");
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&config)
+            .arg("server")
+            .env("RUST_LOG", "garage=warn")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+        let mut g = Garage {
+            child,
+            bin,
+            config,
+            dir,
+            endpoint: format!("http://127.0.0.1:{s3}"),
+            bucket: "nixcache".to_owned(),
+            key_id: String::new(),
+            secret: String::new(),
+        };
+        g.wait_until_up();
+        let node_id = g.cli_ok(&["node", "id", "-q"]);
+        let node = node_id
+            .trim()
+            .split('@')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        g.cli_ok(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+        g.cli_ok(&["layout", "apply", "--version", "1"]);
+        g.cli_retry(&["bucket", "create", "nixcache"]);
+        let key = g.cli_ok(&["key", "create", "test-key"]);
+        g.key_id = field(&key, "key id").unwrap_or_else(|| panic!("no Key ID in:\n{key}"));
+        g.secret = field(&key, "secret key").unwrap_or_else(|| panic!("no Secret key in:\n{key}"));
+        g.cli_ok(&[
+            "bucket", "allow", "--read", "--write", "--owner", "nixcache", "--key", "test-key",
+        ]);
+        super::wait_for_port(s3, Duration::from_secs(30), "garage S3 API");
+        g
+    }
+
+    /// `s3://nixcache[/prefix]?endpoint=..&region=garage`
+    pub fn url(&self, prefix: &str) -> String {
+        let p = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("/{prefix}")
+        };
+        format!(
+            "s3://{}{p}?endpoint={}&region={REGION}",
+            self.bucket, self.endpoint
+        )
+    }
+
+    /// An environment with this Garage's key and nothing else of the caller's AWS setup.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID".to_owned(), self.key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY".to_owned(), self.secret.clone()),
+            (
+                "HOME".to_owned(),
+                self.dir.path().join("no-home").display().to_string(),
+            ),
+        ]
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("garage.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run garage {args:?}: {e}"))
+    }
+
+    /// Runs a garage CLI command; panics with its output and the server log if it fails.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        if !out.status.success() {
+            panic!(
+                "garage {args:?} failed ({}):\n{}{}\n--- server log ---\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                self.log_tail()
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Like `cli_ok`, retried for a few seconds (the layout takes a moment to apply).
+    fn cli_retry(&self, args: &[&str]) -> String {
+        let start = Instant::now();
+        loop {
+            let out = self.cli(args);
+            if out.status.success() {
+                return String::from_utf8_lossy(&out.stdout).into_owned();
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                return self.cli_ok(args);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn wait_until_up(&mut self) {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("garage server exited ({status}):\n{}", self.log_tail());
+            }
+            if self.cli(&["status"]).status.success() {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                panic!(
+                    "garage did not answer `garage status` within 60 s:\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// `Key ID: GK...` → `GK...` (case-insensitive label; Garage's output format varies a little
+/// between versions).
+fn field(text: &str, label: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim().eq_ignore_ascii_case(label)).then(|| v.trim().to_owned())
+    })
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

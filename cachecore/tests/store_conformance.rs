@@ -1,0 +1,670 @@
+//! One conformance suite for `cachecore::store::BinaryCache`, run on every backend we can run
+//! here for real: `memory://`, a local directory, and a private Garage (S3) server. Plus a plain
+//! HTTP cache (read-only) served by `python3 -m http.server`, and the errors a user sees when the
+//! server is unreachable, the credentials are wrong or missing, or the bucket does not exist.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cachecore::cache_info::CacheInfo;
+use cachecore::compression::Compression;
+use cachecore::hash::{Hash, HashAlgo};
+use cachecore::narinfo::NarInfo;
+use cachecore::store::{layout, BinaryCache, StoreError, MULTIPART_THRESHOLD};
+use cachecore::store_path::{StoreDir, StorePath};
+use futures::{stream, StreamExt, TryStreamExt};
+
+// ---------------------------------------------------------------------------------------------
+// Generated data: byte `i` of the test stream is a function of `i`, so any range can be checked
+// without keeping the whole object.
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn gen_bytes(offset: u64, len: usize) -> Vec<u8> {
+    (offset..offset + len as u64)
+        .map(|i| (splitmix(i / 8) >> ((i % 8) * 8)) as u8)
+        .collect()
+}
+
+/// `total` bytes of generated data in chunks of `chunk` bytes (the last one shorter).
+fn gen_stream(
+    total: u64,
+    chunk: usize,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    stream::iter((0..total.div_ceil(chunk as u64)).map(move |i| {
+        let off = i * chunk as u64;
+        let len = (total - off).min(chunk as u64) as usize;
+        Ok(Bytes::from(gen_bytes(off, len)))
+    }))
+}
+
+/// Reads the object at `key` as a stream and checks it equals the generated data.
+async fn assert_generated(cache: &BinaryCache, key: &str, total: u64) {
+    let mut s = cache.get(key).await.unwrap().expect("object present");
+    let mut off = 0u64;
+    while let Some(chunk) = s.try_next().await.unwrap() {
+        assert_eq!(
+            &chunk[..],
+            &gen_bytes(off, chunk.len())[..],
+            "{key}: bytes differ in {off}..{}",
+            off + chunk.len() as u64
+        );
+        off += chunk.len() as u64;
+    }
+    assert_eq!(off, total, "{key}: length");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Narinfo fixtures.
+
+fn store_path(i: u8, name: &str) -> StorePath {
+    let d = Hash::digest(HashAlgo::Sha256, &[i, 0x5a]);
+    let mut digest = [0u8; 20];
+    digest.copy_from_slice(&d.digest_bytes()[..20]);
+    StorePath::from_parts(digest, name).unwrap()
+}
+
+fn narinfo_for(path: &StorePath, refs: &[StorePath]) -> NarInfo {
+    let file_hash = Hash::digest(HashAlgo::Sha256, path.name().as_bytes());
+    let mut info = NarInfo::new(
+        StoreDir::default(),
+        path.clone(),
+        layout::nar(&file_hash, Compression::Zstd),
+        Hash::digest(HashAlgo::Sha256, path.hash_part().as_bytes()),
+        1234,
+    );
+    info.compression = Some("zstd".to_owned());
+    info.file_hash = Some(file_hash);
+    info.file_size = Some(567);
+    info.references = refs.to_vec();
+    info
+}
+
+// ---------------------------------------------------------------------------------------------
+// The suite.
+
+/// Everything a backend must do. `cache` must be empty and writable.
+async fn conformance(cache: &BinaryCache) {
+    let url = cache.url().to_owned();
+    eprintln!("conformance: {url}");
+
+    // --- nix-cache-info: absent, init, idempotent init, StoreDir mismatch.
+    assert!(
+        cache.cache_info().await.unwrap().is_none(),
+        "{url}: fresh store has no nix-cache-info"
+    );
+    let wanted = CacheInfo {
+        priority: Some(30),
+        ..CacheInfo::default()
+    };
+    assert_eq!(cache.init(&wanted).await.unwrap(), wanted);
+    assert_eq!(cache.cache_info().await.unwrap(), Some(wanted.clone()));
+    let other_priority = CacheInfo {
+        priority: Some(99),
+        ..CacheInfo::default()
+    };
+    // A second init keeps what is there.
+    assert_eq!(cache.init(&other_priority).await.unwrap(), wanted);
+    let other_dir = CacheInfo {
+        store_dir: "/other/store".to_owned(),
+        ..CacheInfo::default()
+    };
+    match cache.init(&other_dir).await {
+        Err(e @ StoreError::StoreDirMismatch { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&url) && msg.contains("/other/store") && msg.contains("/nix/store"),
+                "{msg}"
+            );
+        }
+        other => panic!("{url}: expected StoreDirMismatch, got {other:?}"),
+    }
+    assert_eq!(cache.cache_info().await.unwrap(), Some(wanted.clone()));
+
+    // --- small objects: put, get, head, rename, delete.
+    assert!(cache.get("log/missing.drv").await.unwrap().is_none());
+    assert!(cache.get_bytes("log/missing.drv").await.unwrap().is_none());
+    assert_eq!(cache.head("log/missing.drv").await.unwrap(), None);
+    cache
+        .put_bytes("log/a.drv", Bytes::from_static(b"build log\n"))
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.get_bytes("log/a.drv").await.unwrap().unwrap(),
+        Bytes::from_static(b"build log\n")
+    );
+    assert_eq!(cache.head("log/a.drv").await.unwrap(), Some(10));
+    let streamed: Vec<Bytes> = cache
+        .get("log/a.drv")
+        .await
+        .unwrap()
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(streamed.concat(), b"build log\n");
+    // Overwrite.
+    cache
+        .put_bytes("log/a.drv", Bytes::from_static(b"v2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.get_bytes("log/a.drv").await.unwrap().unwrap(),
+        Bytes::from_static(b"v2")
+    );
+    // Rename (onto a fresh key, and over an existing one).
+    cache.rename("log/a.drv", "log/b.drv").await.unwrap();
+    assert_eq!(cache.head("log/a.drv").await.unwrap(), None);
+    assert_eq!(
+        cache.get_bytes("log/b.drv").await.unwrap().unwrap(),
+        Bytes::from_static(b"v2")
+    );
+    cache
+        .put_bytes("log/c.drv", Bytes::from_static(b"old"))
+        .await
+        .unwrap();
+    cache.rename("log/b.drv", "log/c.drv").await.unwrap();
+    assert_eq!(
+        cache.get_bytes("log/c.drv").await.unwrap().unwrap(),
+        Bytes::from_static(b"v2")
+    );
+    match cache.rename("log/nope.drv", "log/d.drv").await {
+        Err(e @ StoreError::NotFound { .. }) => {
+            assert!(e.to_string().contains("log/nope.drv"), "{e}");
+        }
+        other => panic!("{url}: rename of a missing key: {other:?}"),
+    }
+    cache.delete("log/c.drv").await.unwrap();
+    assert_eq!(cache.head("log/c.drv").await.unwrap(), None);
+    cache.delete("log/c.drv").await.unwrap(); // deleting a missing key is fine
+                                              // Keys no backend accepts.
+    for bad in ["", "/abs", "a//b", "dir/", "a/../b"] {
+        match cache.put_bytes(bad, Bytes::new()).await {
+            Err(StoreError::BadKey { .. }) => {}
+            other => panic!("{url}: key {bad:?}: {other:?}"),
+        }
+    }
+
+    // --- streams: empty, small (single put), large (multipart).
+    assert_eq!(
+        cache
+            .put_stream("nar/empty.nar", stream::empty())
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(cache.head("nar/empty.nar").await.unwrap(), Some(0));
+    assert_eq!(
+        cache
+            .put_stream("nar/small.nar", gen_stream(100_000, 7_000))
+            .await
+            .unwrap(),
+        100_000
+    );
+    assert_generated(cache, "nar/small.nar", 100_000).await;
+    const BIG: u64 = 30 * 1024 * 1024;
+    assert!(BIG as usize > 2 * MULTIPART_THRESHOLD);
+    let t = Instant::now();
+    let key = layout::temp_nar("big");
+    assert_eq!(
+        cache
+            .put_stream(&key, gen_stream(BIG, 100_003))
+            .await
+            .unwrap(),
+        BIG
+    );
+    eprintln!("  put_stream 30 MiB: {:?}", t.elapsed());
+    assert_eq!(cache.head(&key).await.unwrap(), Some(BIG));
+    let final_key = "nar/big.nar.zst";
+    cache.rename(&key, final_key).await.unwrap();
+    assert_eq!(cache.head(&key).await.unwrap(), None);
+    assert_generated(cache, final_key, BIG).await;
+
+    // --- ranges: inside, across a part boundary, at the end, clamped past the end, empty.
+    for (start, end) in [
+        (0u64, 10u64),
+        (10 * 1024 * 1024 - 5, 10 * 1024 * 1024 + 5),
+        (BIG - 7, BIG),
+        (12_345, 1_012_345),
+    ] {
+        let got = cache.get_range(final_key, start..end).await.unwrap();
+        assert_eq!(
+            &got[..],
+            &gen_bytes(start, (end - start) as usize)[..],
+            "{url}: range {start}..{end}"
+        );
+    }
+    assert_eq!(cache.get_range(final_key, 5..5).await.unwrap().len(), 0);
+    let tail = cache
+        .get_range(final_key, BIG - 5..BIG + 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        &tail[..],
+        &gen_bytes(BIG - 5, 5)[..],
+        "{url}: a range past the end is clamped"
+    );
+    match cache.get_range("nar/missing.nar", 0..10).await {
+        Err(StoreError::NotFound { key, .. }) => assert_eq!(key, "nar/missing.nar"),
+        other => panic!("{url}: range of a missing object: {other:?}"),
+    }
+
+    // --- a failing source: nothing appears at the key, small or multipart.
+    for (size, fail_after) in [(1000u64, 500usize), (BIG, 15 * 1024 * 1024)] {
+        let key = format!("nar/failing-{size}.nar");
+        let mut sent = 0usize;
+        let failing = gen_stream(size, 65_536).map(move |c| {
+            let c = c?;
+            sent += c.len();
+            if sent > fail_after {
+                return Err(std::io::Error::other("disk on fire"));
+            }
+            Ok(c)
+        });
+        match cache.put_stream(&key, failing).await {
+            Err(e @ StoreError::Source { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains(&key) && msg.contains("disk on fire"), "{msg}");
+            }
+            other => panic!("{url}: failing stream: {other:?}"),
+        }
+        assert_eq!(
+            cache.head(&key).await.unwrap(),
+            None,
+            "{url}: {key} must not exist"
+        );
+    }
+
+    // --- narinfos.
+    let paths: Vec<StorePath> = (0..6).map(|i| store_path(i, &format!("pkg-{i}"))).collect();
+    let present = [0usize, 2, 3];
+    for &i in &present {
+        let refs = if i > 0 {
+            vec![paths[0].clone()]
+        } else {
+            vec![]
+        };
+        cache
+            .put_narinfo(&narinfo_for(&paths[i], &refs))
+            .await
+            .unwrap();
+    }
+    for (i, p) in paths.iter().enumerate() {
+        let got = cache.narinfo(p).await.unwrap();
+        if present.contains(&i) {
+            let refs = if i > 0 {
+                vec![paths[0].clone()]
+            } else {
+                vec![]
+            };
+            assert_eq!(got, Some(narinfo_for(p, &refs)), "{url}: narinfo {p}");
+            assert!(cache.has_narinfo(p).await.unwrap());
+        } else {
+            assert_eq!(got, None);
+            assert!(!cache.has_narinfo(p).await.unwrap());
+        }
+    }
+    let missing = cache.missing(&paths, 3).await.unwrap();
+    assert_eq!(
+        missing,
+        vec![paths[1].clone(), paths[4].clone(), paths[5].clone()],
+        "{url}: missing, in order"
+    );
+    assert_eq!(cache.missing(&[], 3).await.unwrap(), vec![]);
+    assert_eq!(cache.missing(&paths[..1], 0).await.unwrap(), vec![]);
+
+    // --- listing: only root-level <hash>.narinfo keys.
+    cache
+        .put_bytes(
+            "nar/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.narinfo",
+            Bytes::from_static(b"x"),
+        )
+        .await
+        .unwrap();
+    cache
+        .put_bytes("not-a-hash.narinfo", Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    cache
+        .put_bytes(
+            &layout::listing(&paths[0].hash_part()),
+            Bytes::from_static(b"{}"),
+        )
+        .await
+        .unwrap();
+    let mut listed: Vec<String> = cache.list_narinfo_hashes().try_collect().await.unwrap();
+    listed.sort();
+    let mut expected: Vec<String> = present.iter().map(|&i| paths[i].hash_part()).collect();
+    expected.sort();
+    assert_eq!(listed, expected, "{url}: list_narinfo_hashes");
+
+    // --- a bad narinfo names its key.
+    let bad = store_path(9, "broken");
+    let bad_key = layout::narinfo(&bad.hash_part());
+    cache
+        .put_bytes(
+            &bad_key,
+            Bytes::from_static(b"StorePath: /nix/store/nonsense\nthis is not a narinfo\n"),
+        )
+        .await
+        .unwrap();
+    match cache.narinfo(&bad).await {
+        Err(e @ StoreError::BadNarInfo { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&bad_key) && msg.contains(&url), "{msg}");
+            assert_eq!(e.key(), Some(bad_key.as_str()));
+            eprintln!("  bad narinfo: {msg}");
+        }
+        other => panic!("{url}: expected BadNarInfo, got {other:?}"),
+    }
+    // ... and a bad nix-cache-info too.
+    cache
+        .put_bytes(layout::CACHE_INFO, Bytes::from_static(b"Priority: high\n"))
+        .await
+        .unwrap();
+    match cache.cache_info().await {
+        Err(e @ StoreError::BadCacheInfo { .. }) => {
+            assert!(e.to_string().contains("nix-cache-info"), "{e}");
+        }
+        other => panic!("{url}: expected BadCacheInfo, got {other:?}"),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn conformance_memory() {
+    runtime().block_on(async {
+        let cache = BinaryCache::open("memory://").unwrap();
+        conformance(&cache).await;
+        // A fresh store per open.
+        assert!(BinaryCache::open("memory://")
+            .unwrap()
+            .cache_info()
+            .await
+            .unwrap()
+            .is_none());
+    });
+}
+
+#[test]
+fn conformance_local_directory() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cache"); // created by open
+        let cache = BinaryCache::open(root.to_str().unwrap()).unwrap();
+        conformance(&cache).await;
+        // The objects are plain files where Nix expects them, and no staging files are left.
+        assert!(root.join("nix-cache-info").is_file());
+        assert_eq!(
+            std::fs::metadata(root.join("nar/big.nar.zst"))
+                .unwrap()
+                .len(),
+            30 * 1024 * 1024
+        );
+        let leftovers: Vec<_> = walk(&root)
+            .into_iter()
+            .filter(|p| p.contains('#'))
+            .collect();
+        assert!(leftovers.is_empty(), "staging files left: {leftovers:?}");
+        // The file:// spelling reaches the same store.
+        let again = BinaryCache::open(&format!("file://{}", root.display())).unwrap();
+        assert_eq!(
+            again.head("nar/big.nar.zst").await.unwrap(),
+            Some(30 * 1024 * 1024)
+        );
+    });
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p.display().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn conformance_garage() {
+    let garage = common::garage::Garage::start();
+    runtime().block_on(async {
+        let env = garage.env();
+        let cache = BinaryCache::open_with_env(&garage.url(""), &env).unwrap();
+        conformance(&cache).await;
+
+        // Under a prefix: the same suite, and the root listing does not see the other tree.
+        let prefixed = BinaryCache::open_with_env(&garage.url("team/a"), &env).unwrap();
+        conformance(&prefixed).await;
+        assert!(cache.head("team/a/nix-cache-info").await.unwrap().is_some());
+
+        // Credentials from a profile in ~/.aws/credentials (HOME from our env).
+        let home = garage.dir().join("home");
+        std::fs::create_dir_all(home.join(".aws")).unwrap();
+        std::fs::write(
+            home.join(".aws/credentials"),
+            format!("[other]\naws_access_key_id = nope\naws_secret_access_key = nope\n\n[garage-test]\naws_access_key_id = {}\naws_secret_access_key = {}\n", garage.key_id, garage.secret),
+        )
+        .unwrap();
+        std::fs::write(
+            home.join(".aws/config"),
+            format!("[profile garage-test]\nregion = garage\nendpoint_url = {}\n", garage.endpoint),
+        )
+        .unwrap();
+        let home_env = vec![("HOME".to_owned(), home.display().to_string())];
+        let by_profile = BinaryCache::open_with_env(&format!("s3://{}?profile=garage-test", garage.bucket), &home_env).unwrap();
+        assert_eq!(by_profile.cache_info().await.unwrap().map(|c| c.store_dir).as_deref(), Some("/nix/store"));
+        // AWS_PROFILE works the same; ?profile= wins over keys in the environment.
+        let mut env_profile = home_env.clone();
+        env_profile.push(("AWS_PROFILE".to_owned(), "garage-test".to_owned()));
+        let by_env_profile = BinaryCache::open_with_env(&format!("s3://{}", garage.bucket), &env_profile).unwrap();
+        by_env_profile.put_bytes("log/profile.drv", Bytes::from_static(b"p")).await.unwrap();
+        let mut wrong_keys_env = home_env.clone();
+        wrong_keys_env.push(("AWS_ACCESS_KEY_ID".to_owned(), "GKwrong".to_owned()));
+        wrong_keys_env.push(("AWS_SECRET_ACCESS_KEY".to_owned(), "wrong".to_owned()));
+        let profile_wins = BinaryCache::open_with_env(&format!("s3://{}?profile=garage-test", garage.bucket), &wrong_keys_env).unwrap();
+        assert!(profile_wins.head("log/profile.drv").await.unwrap().is_some());
+
+        // Wrong secret, unknown key: access denied, said clearly, secret never shown.
+        let mut bad_secret = env.clone();
+        bad_secret[1].1 = "0".repeat(64);
+        let c = BinaryCache::open_with_env(&garage.url(""), &bad_secret).unwrap();
+        let e = c.cache_info().await.unwrap_err();
+        eprintln!("wrong secret: {e}");
+        assert!(matches!(e, StoreError::AccessDenied { .. }), "{e:?}");
+        assert!(e.to_string().contains("nix-cache-info") && e.to_string().contains(&garage.url("")));
+        let e = c.put_bytes("log/x", Bytes::from_static(b"x")).await.unwrap_err();
+        eprintln!("wrong secret (write): {e}");
+        assert!(matches!(e, StoreError::AccessDenied { .. }), "{e:?}");
+        let e = c.head("x.narinfo").await.unwrap_err();
+        eprintln!("wrong secret (head): {e}");
+        assert!(matches!(e, StoreError::AccessDenied { .. }), "{e:?}");
+        let mut bad_key = env.clone();
+        bad_key[0].1 = "GK0000000000000000000000".to_owned();
+        let c = BinaryCache::open_with_env(&garage.url(""), &bad_key).unwrap();
+        let e = c.cache_info().await.unwrap_err();
+        eprintln!("unknown key id: {e}");
+        assert!(matches!(e, StoreError::AccessDenied { .. }), "{e:?}");
+        for shown in [format!("{e}"), format!("{e:?}"), format!("{c:?}")] {
+            assert!(!shown.contains(&garage.secret), "secret shown: {shown}");
+        }
+
+        // No such bucket.
+        let url = format!("s3://no-such-bucket?endpoint={}&region=garage", garage.endpoint);
+        let c = BinaryCache::open_with_env(&url, &env).unwrap();
+        let e = c.cache_info().await.unwrap_err();
+        eprintln!("no such bucket (read): {e}");
+        assert!(matches!(e, StoreError::NoSuchBucket { .. }), "{e:?}");
+        assert!(e.to_string().contains("no-such-bucket"), "{e}");
+        let e = c.put_bytes("nix-cache-info", Bytes::from_static(b"StoreDir: /nix/store\n")).await.unwrap_err();
+        eprintln!("no such bucket (write): {e}");
+        assert!(matches!(e, StoreError::NoSuchBucket { .. }), "{e:?}");
+
+        // No credentials at all for a custom endpoint: refused at open, with advice.
+        let empty_home = vec![("HOME".to_owned(), garage.dir().join("empty-home").display().to_string())];
+        match BinaryCache::open_with_env(&garage.url(""), &empty_home) {
+            Err(e @ StoreError::MissingCredentials { .. }) => {
+                eprintln!("no credentials: {e}");
+                let msg = e.to_string();
+                assert!(msg.contains("AWS_ACCESS_KEY_ID") && msg.contains(&garage.url("")), "{msg}");
+            }
+            other => panic!("expected MissingCredentials, got {other:?}"),
+        }
+        match BinaryCache::open_with_env(&format!("s3://{}?profile=absent", garage.bucket), &home_env) {
+            Err(e @ StoreError::MissingCredentials { .. }) => {
+                eprintln!("absent profile: {e}");
+                assert!(e.to_string().contains("\"absent\""), "{e}");
+            }
+            other => panic!("expected MissingCredentials, got {other:?}"),
+        }
+    });
+}
+
+#[test]
+fn unreachable_endpoint_is_said_clearly() {
+    runtime().block_on(async {
+        let env = vec![
+            ("AWS_ACCESS_KEY_ID".to_owned(), "GKtest".to_owned()),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_owned(),
+                "s3cr3t-value".to_owned(),
+            ),
+        ];
+        let url = "s3://nixcache?endpoint=http://127.0.0.1:1&region=garage";
+        let cache = BinaryCache::open_with_env(url, &env).unwrap();
+        let t = Instant::now();
+        let e = cache.cache_info().await.unwrap_err();
+        eprintln!("unreachable ({:?}): {e}", t.elapsed());
+        assert!(matches!(e, StoreError::Unreachable { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(url)
+                && msg.contains("nix-cache-info")
+                && msg.contains("connection refused"),
+            "{msg}"
+        );
+        assert!(!format!("{e:?}").contains("s3cr3t-value"));
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "gave up after {:?}",
+            t.elapsed()
+        );
+
+        let e = cache
+            .put_bytes("x.narinfo", Bytes::from_static(b"x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Unreachable { .. }), "{e:?}");
+        let e = BinaryCache::open("http://127.0.0.1:1/")
+            .unwrap()
+            .cache_info()
+            .await
+            .unwrap_err();
+        eprintln!("unreachable http: {e}");
+        assert!(matches!(e, StoreError::Unreachable { .. }), "{e:?}");
+    });
+}
+
+#[test]
+fn http_cache_is_readable_and_read_only() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        // Write a small cache with the local backend, in a subdirectory to exercise base paths.
+        let local = BinaryCache::open(dir.path().join("sub/cache").to_str().unwrap()).unwrap();
+        local.init(&CacheInfo::default()).await.unwrap();
+        let p = store_path(1, "hello");
+        let info = narinfo_for(&p, &[]);
+        local.put_narinfo(&info).await.unwrap();
+        local
+            .put_stream(&info.url, gen_stream(200_000, 65_536))
+            .await
+            .unwrap();
+
+        let server = common::http_server::HttpServer::serve(dir.path());
+        for base in [
+            format!("{}/sub/cache", server.url()),
+            format!("{}/sub/cache/", server.url()),
+        ] {
+            let cache = BinaryCache::open(&base).unwrap();
+            assert!(cache.is_read_only());
+            assert_eq!(
+                cache.cache_info().await.unwrap(),
+                Some(CacheInfo::default())
+            );
+            assert_eq!(cache.narinfo(&p).await.unwrap(), Some(info.clone()));
+            assert!(cache.has_narinfo(&p).await.unwrap());
+            let q = store_path(2, "absent");
+            assert_eq!(cache.narinfo(&q).await.unwrap(), None);
+            assert_eq!(
+                cache.missing(&[p.clone(), q.clone()], 2).await.unwrap(),
+                vec![q.clone()]
+            );
+            assert_eq!(cache.head(&info.url).await.unwrap(), Some(200_000));
+            assert_generated(&cache, &info.url, 200_000).await;
+            assert_eq!(
+                &cache.get_range(&info.url, 1000..2000).await.unwrap()[..],
+                &gen_bytes(1000, 1000)[..]
+            );
+
+            for result in [
+                cache.put_bytes("x.narinfo", Bytes::from_static(b"x")).await,
+                cache
+                    .put_stream("nar/x", gen_stream(10, 10))
+                    .await
+                    .map(drop),
+                cache.delete(&info.url).await,
+                cache.rename(&info.url, "nar/y").await,
+            ] {
+                match result {
+                    Err(e @ StoreError::ReadOnly { .. }) => {
+                        assert!(e.to_string().contains(cache.url()), "{e}")
+                    }
+                    other => panic!("write to {base}: {other:?}"),
+                }
+            }
+            let e = cache
+                .put_bytes("x.narinfo", Bytes::new())
+                .await
+                .unwrap_err();
+            eprintln!("read-only: {e}");
+            // Plain HTTP has no listing (object_store asks with WebDAV PROPFIND).
+            let e = cache
+                .list_narinfo_hashes()
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap_err();
+            eprintln!("http listing: {e}");
+            assert!(matches!(e, StoreError::Unsupported { .. }), "{e:?}");
+            assert!(e.to_string().contains(cache.url()), "{e}");
+            // init of an initialised read-only cache only reads.
+            assert_eq!(
+                cache.init(&CacheInfo::default()).await.unwrap(),
+                CacheInfo::default()
+            );
+        }
+        // init on an uninitialised HTTP cache must refuse to write.
+        let empty = BinaryCache::open(&format!("{}/sub", server.url())).unwrap();
+        match empty.init(&CacheInfo::default()).await {
+            Err(StoreError::ReadOnly { .. }) => {}
+            other => panic!("init on http: {other:?}"),
+        }
+    });
+}
