@@ -169,7 +169,7 @@ impl FrameEntry {
 }
 
 /// The seek table of a seekable zstd object: its frames, in order.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeekTable {
     frames: Vec<FrameEntry>,
     /// Length of the seek table's skippable frame as found (or as it will be written).
@@ -379,6 +379,7 @@ impl SeekTable {
             decompressed_offset: d,
             decompressed_size,
         });
+        self.table_len = (SKIPPABLE_HEADER_LEN + FOOTER_LEN + 8 * self.frames.len()) as u64;
     }
 }
 
@@ -663,7 +664,7 @@ pub struct SeekableWriter<W: Write> {
     next_write: u64,
     /// Frames compressed out of order, waiting for their turn.
     ready: BTreeMap<u64, (Vec<u8>, u32)>,
-    /// Decompressed sizes of the frames in flight, by sequence number.
+    /// Decompressed sizes of the frames being compressed, by sequence number.
     in_flight: BTreeMap<u64, u32>,
     table: SeekTable,
     /// Set after an error: the output is unusable.
@@ -735,7 +736,7 @@ impl<W: Write> SeekableWriter<W> {
         Ok(())
     }
 
-    /// The seek table of the frames written so far.
+    /// The seek table of the frames written to `out` so far.
     pub fn table(&self) -> &SeekTable {
         &self.table
     }
@@ -752,7 +753,7 @@ impl<W: Write> SeekableWriter<W> {
             self.wait_one()?;
         }
         let bytes = self.table.to_bytes();
-        self.table.table_len = bytes.len() as u64;
+        debug_assert_eq!(bytes.len() as u64, self.table.table_len);
         self.out.write_all(&bytes)?;
         self.out.flush()?;
         let SeekableWriter { out, table, .. } = self;
@@ -798,7 +799,9 @@ impl<W: Write> SeekableWriter<W> {
             self.next_write += 1;
             return Ok(());
         }
-        while self.in_flight.len() >= self.opts.threads {
+        // Frames submitted and not yet written (compressing, or compressed and waiting for an
+        // earlier one): at most threads + 1, so memory stays near (threads + 2) frames.
+        while seq - self.next_write > self.opts.threads as u64 {
             self.wait_one()?;
         }
         self.in_flight.insert(seq, len);
@@ -907,8 +910,11 @@ impl<W: Write> Write for SeekableWriter<W> {
     /// would make frames depend on when the caller flushes).
     fn flush(&mut self) -> io::Result<()> {
         self.check_usable()?;
-        self.drain_ready()?;
-        self.out.flush()
+        let result = self.drain_ready().and_then(|()| self.out.flush());
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
     }
 }
 
@@ -1489,10 +1495,10 @@ mod tests {
         let mut w = SeekableWriter::new(Counting(0), opts(50_000, 2)).unwrap();
         for _ in 0..40 {
             w.write_all(&data).unwrap();
-            assert!(w.in_flight.len() <= 2);
-            assert!(w.ready.len() <= 2);
+            assert!(w.next_seq - w.next_write <= 3);
+            assert!(w.in_flight.len() + w.ready.len() <= 3);
             assert!(w.spare.len() <= 4);
-            assert!(w.table().len() + 3 >= w.next_seq as usize);
+            assert_eq!(w.table().len() as u64, w.next_write);
         }
         let (out, table) = w.finish().unwrap();
         assert_eq!(out.0 as u64, table.object_len());

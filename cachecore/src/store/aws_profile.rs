@@ -102,9 +102,10 @@ impl ProfileFiles {
         Ok(found.then_some(profile))
     }
 
-    pub(crate) fn describe(&self) -> String {
+    /// `<credentials> or <config>` (or `nor`, after "neither").
+    pub(crate) fn describe(&self, conjunction: &str) -> String {
         format!(
-            "{} or {}",
+            "{} {conjunction} {}",
             self.credentials.display(),
             self.config.display()
         )

@@ -210,8 +210,8 @@ pub(crate) struct ErrorContext {
     pub(crate) url: String,
     /// The bucket or container, for remote stores.
     pub(crate) bucket: Option<String>,
-    /// Where credentials were looked for, for the "no credentials" advice; `None` when the
-    /// backend needs none.
+    /// Set when credentials come from a provider (instance metadata, ...) rather than static
+    /// keys: what to tell the user if fetching them fails.
     pub(crate) credential_advice: Option<String>,
 }
 
@@ -258,15 +258,16 @@ pub(crate) fn convert(
         }
         _ => {}
     }
-    if is_credential_failure(&text) {
-        let advice = cx.credential_advice.clone().unwrap_or_default();
-        return StoreError::MissingCredentials {
-            url,
-            op: op_verb,
-            key,
-            detail: format!("{}{advice}", credential_detail(&source)),
-            source: Some(source),
-        };
+    if let Some(advice) = &cx.credential_advice {
+        if is_credential_failure(&text) {
+            return StoreError::MissingCredentials {
+                url,
+                op: op_verb,
+                key,
+                detail: format!("{}; {advice}", credential_detail(&source)),
+                source: Some(source),
+            };
+        }
     }
     if let Some(detail) = unreachable_detail(&source) {
         return StoreError::Unreachable {
@@ -297,13 +298,23 @@ fn chain_text(e: &(dyn StdError + 'static)) -> String {
     out
 }
 
-/// object_store reports a failed credential lookup (instance metadata, web identity, a bad
-/// profile) as a generic error whose text starts like this.
+/// Whether a failure happened while fetching credentials (from instance metadata, a container
+/// or web-identity endpoint) rather than talking to the store: object_store reports these as
+/// generic errors, recognisable by their wording or by the credential endpoints' URLs.
 fn is_credential_failure(text: &str) -> bool {
-    text.contains("Error getting credentials")
-        || text.contains("Error fetching token")
-        || text.contains("Failed to fetch token")
-        || text.contains("credential provider")
+    const MARKERS: &[&str] = &[
+        "Error getting credentials",
+        "Error fetching token",
+        "Failed to fetch token",
+        "/latest/api/token",
+        "/latest/meta-data",
+        "169.254.170.2",
+        "AssumeRoleWithWebIdentity",
+        "metadata.google.internal",
+        "computeMetadata",
+        "/metadata/identity/oauth2/token",
+    ];
+    MARKERS.iter().any(|m| text.contains(m))
 }
 
 fn credential_detail(e: &object_store::Error) -> String {

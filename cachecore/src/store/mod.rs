@@ -240,7 +240,7 @@ impl BinaryCache {
                     profile.as_deref(),
                     env,
                 )?;
-                cx.credential_advice = Some(advice);
+                cx.credential_advice = advice;
                 lister = Some(Lister {
                     store: Arc::new(s3.clone()),
                     prefix: dir_prefix(prefix),
@@ -263,7 +263,7 @@ impl BinaryCache {
                 }
                 let gcs = b.with_bucket_name(bucket).build().map_err(setup)?;
                 cx.credential_advice = Some(
-                    " (set GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT to a service account key file)"
+                    "set GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT to a service account key file"
                         .to_owned(),
                 );
                 lister = Some(Lister {
@@ -288,7 +288,7 @@ impl BinaryCache {
                 }
                 let az = b.with_container_name(container).build().map_err(setup)?;
                 cx.credential_advice = Some(
-                    " (set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY, or a SAS token)"
+                    "set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY, or a SAS token"
                         .to_owned(),
                 );
                 lister = Some(Lister {
@@ -603,6 +603,9 @@ impl BinaryCache {
     }
 
     /// The size of the object at `key`, or `None` if there is none.
+    ///
+    /// A HEAD response has no body, so on S3 a missing *bucket* also reads as `None` here; the
+    /// first GET or PUT reports [`StoreError::NoSuchBucket`].
     pub async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
         let path = self.path(key)?;
         match self.inner.store.head(&path).await {
@@ -752,7 +755,8 @@ fn with_prefix(store: Arc<dyn ObjectStore>, prefix: &str) -> Arc<dyn ObjectStore
     }
 }
 
-/// Builds the S3 client; returns it with the advice to show if credentials turn out missing.
+/// Builds the S3 client; returns it with the advice to show if fetching credentials fails
+/// (`None` when static keys were found).
 fn build_s3(
     url: &str,
     bucket: &str,
@@ -760,7 +764,7 @@ fn build_s3(
     region: Option<&str>,
     profile_name: Option<&str>,
     env_all: &[(String, String)],
-) -> Result<(object_store::aws::AmazonS3, String), StoreError> {
+) -> Result<(object_store::aws::AmazonS3, Option<String>), StoreError> {
     use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
     let cred_err = |reason: String| StoreError::MissingCredentials {
         url: url.to_owned(),
@@ -784,13 +788,15 @@ fn build_s3(
     // only fill in what the environment does not give.
     let files = aws_profile::ProfileFiles::from_env(env_all);
     let env_profile = env_var(env_all, "AWS_PROFILE").map(str::to_owned);
+    let env_keys = env_has("aws_access_key_id") && env_has("aws_secret_access_key");
+    // A profile named in the URL must exist; one named by AWS_PROFILE must exist unless the
+    // environment has keys anyway (as with the AWS CLI).
     let (name, explicit) = match (profile_name, &env_profile) {
         (Some(p), _) => (p.to_owned(), true),
-        (None, Some(p)) => (p.clone(), true),
+        (None, Some(p)) => (p.clone(), !env_keys),
         (None, None) => ("default".to_owned(), false),
     };
     let profile = files.load(&name).map_err(&cred_err)?;
-    let env_keys = env_has("aws_access_key_id") && env_has("aws_secret_access_key");
     let mut source = if env_keys {
         "AWS_ACCESS_KEY_ID".to_owned()
     } else {
@@ -800,7 +806,7 @@ fn build_s3(
         None if explicit => {
             return Err(cred_err(format!(
                 "profile {name:?} is in neither {}",
-                files.describe()
+                files.describe("nor")
             )))
         }
         None => {}
@@ -825,7 +831,7 @@ fn build_s3(
                 } else if explicit {
                     return Err(cred_err(format!(
                         "profile {name:?} in {} has no aws_access_key_id and aws_secret_access_key",
-                        files.describe()
+                        files.describe("or")
                     )));
                 }
             }
@@ -874,14 +880,14 @@ fn build_s3(
             url: url.to_owned(),
             source: Box::new(source),
         })?;
-    let advice = if source.is_empty() {
+    // Without static keys object_store asks the web-identity, container or instance-metadata
+    // providers; if that fails, say where static keys would have been found.
+    let advice = source.is_empty().then(|| {
         format!(
-            " (no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment and no keys for profile {name:?} in {}, so the EC2 instance metadata service was asked and did not answer)",
-            files.describe()
+            "there is no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment and no keys for profile {name:?} in {}, so the EC2 instance metadata service was asked",
+            files.describe("or")
         )
-    } else {
-        format!(" (keys from {source})")
-    };
+    });
     Ok((s3, advice))
 }
 

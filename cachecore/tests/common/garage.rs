@@ -25,7 +25,13 @@ pub struct Garage {
 /// Where the garage binary is, or a panic that says how to get it.
 pub fn garage_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("GARAGE_BIN") {
-        return PathBuf::from(p);
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "GARAGE_BIN={} is not a file; unset it, or run `.ci/garage` to install garage",
+            p.display()
+        );
+        return p;
     }
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Pushes, side by side in one run, the same closures with `cachecore push` and with
+# `nix copy --to 'file://…?compression=zstd'` into fresh local-directory caches, and prints the
+# median wall times, the ratio (>1: cachecore faster), the compressed sizes and their ratio, and
+# the time to re-push an already-present closure.
+#
+#   benches/push-vs-nix.sh            # Python install as one ~600 MiB store path + 1,000 small paths
+#
+# Needs nix-bin and hyperfine. RUNS (default 3) runs each.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export NIX_REMOTE=local
+runs="${RUNS:-3}"
+work="${BENCH_DIR:-/tmp/cachecore-bench}"
+mkdir -p "$work"
+cargo build --release -p cachecore-cli --quiet
+cc="$PWD/target/release/cachecore"
+nixc=(nix --extra-experimental-features nix-command)
+
+# 1. One large path: a copy of the Python installation, added to the store.
+py_prefix=$(python3 -c 'import sys; print(sys.base_prefix)')
+[ -d "$work/python" ] || cp -a "$py_prefix" "$work/python"
+big=$(nix-store --add "$work/python")
+
+# 2. Many small paths: 1,000 text files, each referring to the previous one, in one closure.
+cat > "$work/many.nix" <<'NIX'
+let step = prev: i: builtins.toFile "cachecore-bench-${toString i}" "${toString i} ${prev}";
+in builtins.foldl' step "start" (builtins.genList (i: i) 1000)
+NIX
+small=$(nix-instantiate --eval --read-write-mode "$work/many.nix" | tr -d '"' | awk '{print $NF}')
+small_count=$(nix-store -qR "$small" | wc -l)
+
+bench() { # name path
+  local name=$1 path=$2
+  hyperfine --style basic --runs "$runs" --export-json "$work/push-$name.json" \
+    --prepare "rm -rf '$work/cc-$name' '$work/nix-$name'" \
+    -n "cachecore push" "$cc push '$work/cc-$name' '$path' --quiet" \
+    -n "nix copy" "${nixc[*]} copy --to 'file://$work/nix-$name?compression=zstd' '$path'" >/dev/null
+  # Leave one of each for the size comparison.
+  rm -rf "$work/cc-$name" "$work/nix-$name"
+  "$cc" push "$work/cc-$name" "$path" --quiet
+  "${nixc[@]}" copy --to "file://$work/nix-$name?compression=zstd" "$path"
+  python3 - "$work/push-$name.json" "$work/cc-$name" "$work/nix-$name" "$name" <<'PY'
+import json, os, sys
+res = {r["command"]: r["median"] for r in json.load(open(sys.argv[1]))["results"]}
+def nar_bytes(d):
+    return sum(os.path.getsize(os.path.join(d, "nar", f)) for f in os.listdir(os.path.join(d, "nar")))
+ours, theirs = nar_bytes(sys.argv[2]), nar_bytes(sys.argv[3])
+c, n = res["cachecore push"], res["nix copy"]
+print(f"{sys.argv[4]:6} cachecore {c:7.2f}s | nix copy {n:7.2f}s | speed ratio {n/c:4.2f}x"
+      f" | size {ours/2**20:8.1f} MiB vs {theirs/2**20:8.1f} MiB ({ours/theirs*100:5.1f}%)")
+PY
+}
+
+echo "large: $big"
+bench large "$big"
+echo "small: $small_count paths"
+bench small "$small"
+
+# Re-pushing a closure that is already there: existence checks only.
+hyperfine --style basic --runs 5 -n "re-push $small_count present paths" \
+  "$cc push '$work/cc-small' '$small' --quiet" | grep -E 'Time|re-push'
+peak=$( { /usr/bin/time -f %M "$cc" push "$work/cc-peak" "$big" --quiet; } 2>&1 | tail -n1 )
+echo "peak memory of cachecore push (large): $((peak / 1024)) MiB"
