@@ -258,6 +258,7 @@ impl<W> ProgressWriter<W> {
 /// Packs `disk_path`, hashing and compressing on the way, into `out`.
 fn pack_compressed<W: Write>(
     disk_path: &std::path::Path,
+    nar_size: u64,
     out: W,
     opts: &PushOptions,
     progress: Arc<dyn Progress>,
@@ -298,8 +299,15 @@ fn pack_compressed<W: Write>(
     let (nar_hash, nar_size, listing, file_hasher) = match opts.compression {
         Compression::Zstd => {
             let defaults = SeekableOptions::default();
+            // A NAR of one frame or less gains nothing from a thread pool, and starting one per
+            // tiny path dominates pushing many small paths.
+            let threads = if nar_size <= defaults.frame_size as u64 {
+                1
+            } else {
+                opts.compression_threads.max(1)
+            };
             let seek_opts = SeekableOptions {
-                threads: opts.compression_threads.max(1),
+                threads,
                 level: opts.level.unwrap_or(defaults.level),
                 ..defaults
             };
@@ -341,8 +349,10 @@ async fn upload_path(
     let staging = layout::temp_nar(&format!("{}-{}", info.path.hash_part(), std::process::id()));
     let (sink, stream) = sink_stream();
     let pack_opts = opts.clone();
+    let expected_size = info.nar_size;
     let packer = tokio::task::spawn_blocking(move || {
-        let (packed, sink) = pack_compressed(&disk_path, sink, &pack_opts, progress)?;
+        let (packed, sink) =
+            pack_compressed(&disk_path, expected_size, sink, &pack_opts, progress)?;
         sink.finish()
             .map_err(|e| OpError::io("cannot hand the NAR to the upload", e))?;
         Ok::<_, OpError>(packed)
