@@ -7,7 +7,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 
 use super::browse::{all_narinfos, closure, read_nar};
 use super::pipe::sink_stream;
-use super::{OpError, Progress, Publisher};
+use super::{staged, OpError, Progress, Publisher};
 use crate::cache_info::CacheInfo;
 use crate::compression::{Compression, Compressor};
 use crate::hash::{HashAlgo, HashingWriter};
@@ -160,17 +160,7 @@ async fn copy_one(
                 Ok((file_hash, file_size))
             });
             let (put, read) = tokio::join!(to.put_stream(&staging, stream), reading);
-            let (file_hash, file_size) = match (put, read) {
-                (Ok(_), Ok(v)) => v,
-                (_, Err(e)) => {
-                    let _ = to.delete(&staging).await;
-                    return Err(e);
-                }
-                (Err(e), Ok(_)) => {
-                    let _ = to.delete(&staging).await;
-                    return Err(e.into());
-                }
-            };
+            let (file_hash, file_size) = staged(to, &staging, put, read).await?;
             let key = layout::nar(&file_hash, method);
             to.rename(&staging, &key).await?;
             let mut info = info;

@@ -122,6 +122,24 @@ impl OpError {
     }
 }
 
+/// The outcome of uploading a stream to `staging` while producing it: the producer's value when
+/// both succeeded; otherwise the staging object is deleted and the error returned — the
+/// producer's first, as it explains an aborted upload better than the upload's own error.
+pub(crate) async fn staged<T>(
+    cache: &crate::store::BinaryCache,
+    staging: &str,
+    uploaded: Result<u64, StoreError>,
+    produced: Result<T, OpError>,
+) -> Result<T, OpError> {
+    let error = match (uploaded, produced) {
+        (Ok(_), Ok(value)) => return Ok(value),
+        (_, Err(e)) => e,
+        (Err(e), Ok(_)) => e.into(),
+    };
+    let _ = cache.delete(staging).await;
+    Err(error)
+}
+
 /// A background task panicked or was cancelled: surface it as an error, not a hang.
 pub(crate) fn join_error(e: tokio::task::JoinError) -> OpError {
     if e.is_panic() {

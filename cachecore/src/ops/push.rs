@@ -15,7 +15,7 @@ use std::sync::Arc;
 use futures::{StreamExt as _, TryStreamExt as _};
 
 use super::pipe::sink_stream;
-use super::{join_error, OpError, Progress, Publisher};
+use super::{join_error, staged, OpError, Progress, Publisher};
 use crate::cache_info::CacheInfo;
 use crate::compression::{self, Compression, Compressor};
 use crate::hash::{Hash, HashAlgo, HashingWriter};
@@ -358,18 +358,7 @@ async fn upload_path(
         Ok::<_, OpError>(packed)
     });
     let (uploaded, packed) = tokio::join!(cache.put_stream(&staging, stream), packer);
-    let packed = match (uploaded, packed.map_err(join_error)?) {
-        (Ok(_), Ok(packed)) => packed,
-        // A packing error explains an aborted upload better than the upload's own error.
-        (_, Err(e)) => {
-            let _ = cache.delete(&staging).await;
-            return Err(e);
-        }
-        (Err(e), Ok(_)) => {
-            let _ = cache.delete(&staging).await;
-            return Err(e.into());
-        }
-    };
+    let packed = staged(cache, &staging, uploaded, packed.map_err(join_error)?).await?;
 
     // A corrupt local store must not poison the cache.
     if packed.nar_hash != info.nar_hash || packed.nar_size != info.nar_size {
