@@ -215,6 +215,40 @@ pub async fn push(
     Ok(summary)
 }
 
+/// NARs up to this size are compressed in memory and written once, straight to their key.
+const SMALL_NAR: u64 = 4 << 20;
+/// The most such a buffer may hold (a NAR that grew on disk, or incompressible data plus framing).
+const SMALL_NAR_CAP: usize = (SMALL_NAR as usize) * 2;
+
+/// Where a compressed NAR waits while its NarHash is checked.
+enum Staged {
+    /// Under a temporary key in the cache.
+    Object(String),
+    InMemory(bytes::Bytes),
+}
+
+/// A `Vec` that refuses to grow past `cap`, so memory stays bounded by settings.
+struct CappedBuffer {
+    data: Vec<u8>,
+    cap: usize,
+}
+
+impl Write for CappedBuffer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.data.len() + buf.len() > self.cap {
+            return Err(io::Error::other(format!(
+                "the compressed NAR outgrew its {} byte buffer (did the path change on disk?)",
+                self.cap
+            )));
+        }
+        self.data.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// What the packing thread produced.
 struct Packed {
     nar_hash: Hash,
@@ -346,23 +380,45 @@ async fn upload_path(
     progress: Arc<dyn Progress>,
 ) -> Result<NarInfo, OpError> {
     let full = store_dir.full_path(&info.path);
-    let staging = layout::temp_nar(&format!("{}-{}", info.path.hash_part(), std::process::id()));
-    let (sink, stream) = sink_stream();
-    let pack_opts = opts.clone();
-    let expected_size = info.nar_size;
-    let packer = tokio::task::spawn_blocking(move || {
-        let (packed, sink) =
-            pack_compressed(&disk_path, expected_size, sink, &pack_opts, progress)?;
-        sink.finish()
-            .map_err(|e| OpError::io("cannot hand the NAR to the upload", e))?;
-        Ok::<_, OpError>(packed)
-    });
-    let (uploaded, packed) = tokio::join!(cache.put_stream(&staging, stream), packer);
-    let packed = staged(cache, &staging, uploaded, packed.map_err(join_error)?).await?;
+    let (packed, staging) = if info.nar_size <= SMALL_NAR {
+        // Small: compress into a capped buffer and put it straight to its final key below. Half
+        // the objects a push writes are this small, and a staging object plus a rename is most of
+        // their cost on a local disk.
+        let pack_opts = opts.clone();
+        let (disk_path, expected_size) = (disk_path.clone(), info.nar_size);
+        let (packed, buffer) = tokio::task::spawn_blocking(move || {
+            let buffer = CappedBuffer {
+                data: Vec::new(),
+                cap: SMALL_NAR_CAP,
+            };
+            pack_compressed(&disk_path, expected_size, buffer, &pack_opts, progress)
+        })
+        .await
+        .map_err(join_error)??;
+        (packed, Staged::InMemory(bytes::Bytes::from(buffer.data)))
+    } else {
+        let staging =
+            layout::temp_nar(&format!("{}-{}", info.path.hash_part(), std::process::id()));
+        let (sink, stream) = sink_stream();
+        let pack_opts = opts.clone();
+        let expected_size = info.nar_size;
+        let packer = tokio::task::spawn_blocking(move || {
+            let (packed, sink) =
+                pack_compressed(&disk_path, expected_size, sink, &pack_opts, progress)?;
+            sink.finish()
+                .map_err(|e| OpError::io("cannot hand the NAR to the upload", e))?;
+            Ok::<_, OpError>(packed)
+        });
+        let (uploaded, packed) = tokio::join!(cache.put_stream(&staging, stream), packer);
+        let packed = staged(cache, &staging, uploaded, packed.map_err(join_error)?).await?;
+        (packed, Staged::Object(staging))
+    };
 
     // A corrupt local store must not poison the cache.
     if packed.nar_hash != info.nar_hash || packed.nar_size != info.nar_size {
-        let _ = cache.delete(&staging).await;
+        if let Staged::Object(key) = &staging {
+            let _ = cache.delete(key).await;
+        }
         return Err(OpError::LocalHashMismatch {
             path: full,
             expected: info.nar_hash.to_string(),
@@ -373,7 +429,10 @@ async fn upload_path(
     }
 
     let nar_key = layout::nar(&packed.file_hash, opts.compression);
-    cache.rename(&staging, &nar_key).await?;
+    match staging {
+        Staged::Object(key) => cache.rename(&key, &nar_key).await?,
+        Staged::InMemory(data) => cache.put_bytes(&nar_key, data).await?,
+    }
     if let Some(listing) = &packed.listing {
         let json = serde_json::to_vec(listing)
             .map_err(|e| OpError::Other(format!("cannot serialize the listing of {full}: {e}")))?;
