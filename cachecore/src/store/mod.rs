@@ -706,7 +706,11 @@ impl BinaryCache {
     /// through this machine). A missing `from` is [`StoreError::NotFound`].
     ///
     /// On AWS S3 itself a single server-side copy is limited to 5 GiB, so renaming a larger
-    /// object fails there (Garage, MinIO and the other backends have no such limit).
+    /// object fails there (Garage, MinIO and the other backends have no such limit). Garage
+    /// stamps a copy with the current millisecond without stepping past the destination's
+    /// newest version, so a rename over an object written in the same millisecond may leave
+    /// the older bytes; cachecore renames only onto fresh keys or keys already holding the same
+    /// bytes (content-addressed NARs), where this cannot matter.
     pub async fn rename(&self, from: &str, to: &str) -> Result<(), StoreError> {
         let from_path = self.writable(from)?;
         let to_path = self.writable(to)?;
