@@ -184,7 +184,7 @@ pub struct PushArgs {
     /// Secret key file to sign narinfos with (repeatable).
     #[arg(long = "key", value_name = "SECRET_FILE")]
     pub keys: Vec<PathBuf>,
-    /// NARs uploaded at once.
+    /// Large NARs (over 4 MiB) uploaded at once; up to 4 × JOBS small ones go alongside.
     #[arg(long, short, default_value_t = 4)]
     pub jobs: usize,
     #[arg(long, default_value = "zstd", value_name = "METHOD")]

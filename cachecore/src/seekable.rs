@@ -669,6 +669,42 @@ pub struct SeekableWriter<W: Write> {
     table: SeekTable,
     /// Set after an error: the output is unusable.
     failed: bool,
+    /// Decompressed bytes taken in so far.
+    pos: u64,
+    /// Offsets marked through [`SeekableWriter::boundaries`], not yet reached.
+    marks: Boundaries,
+}
+
+/// A handle for marking, ahead of the data, decompressed offsets where a frame may end (in a
+/// NAR: where a file's entry starts). Cloned out of a [`SeekableWriter`] with
+/// [`SeekableWriter::boundaries`], so a producer further up a chain of writers can mark offsets
+/// before its bytes reach the compressor. Marks must come in increasing order; a mark the
+/// writer has already passed is ignored.
+#[derive(Debug, Clone, Default)]
+pub struct Boundaries(Arc<Mutex<std::collections::VecDeque<u64>>>);
+
+impl Boundaries {
+    /// Marks `offset` (in decompressed bytes from the start of the stream).
+    pub fn mark(&self, offset: u64) {
+        if let Ok(mut q) = self.0.lock() {
+            q.push_back(offset);
+        }
+    }
+
+    /// The first mark at or after `pos`, dropping the ones before it.
+    fn next_from(&self, pos: u64) -> Option<u64> {
+        let mut q = self.0.lock().ok()?;
+        while q.front().is_some_and(|&m| m < pos) {
+            q.pop_front();
+        }
+        q.front().copied()
+    }
+
+    fn pop(&self) {
+        if let Ok(mut q) = self.0.lock() {
+            q.pop_front();
+        }
+    }
 }
 
 impl<W: Write> SeekableWriter<W> {
@@ -718,7 +754,15 @@ impl<W: Write> SeekableWriter<W> {
             in_flight: BTreeMap::new(),
             table,
             failed: false,
+            pos: 0,
+            marks: Boundaries::default(),
         })
+    }
+
+    /// A handle to mark, ahead of the data, offsets where [`SeekableWriter::boundary_hint`]
+    /// should be applied once the input reaches them.
+    pub fn boundaries(&self) -> Boundaries {
+        self.marks.clone()
     }
 
     /// Tells the writer that a good place to end a frame is here (in a NAR, where a file's
@@ -887,11 +931,24 @@ impl<W: Write> Write for SeekableWriter<W> {
             return Ok(0);
         }
         let frame_size = self.opts.frame_size;
+        if let Some(mark) = self.marks.next_from(self.pos) {
+            if mark == self.pos {
+                self.marks.pop();
+                self.boundary_hint()?;
+            }
+        }
         if self.buf.capacity() < frame_size {
             self.buf.reserve_exact(frame_size - self.buf.len());
         }
-        let n = input.len().min(frame_size - self.buf.len());
+        let mut n = input.len().min(frame_size - self.buf.len());
+        // Stop at the next mark, so the next call starts there.
+        if let Some(mark) = self.marks.next_from(self.pos) {
+            if mark > self.pos && mark - self.pos < n as u64 {
+                n = (mark - self.pos) as usize;
+            }
+        }
         self.buf.extend_from_slice(&input[..n]);
+        self.pos += n as u64;
         if self.buf.len() == frame_size {
             self.submit()?;
         }
@@ -1143,6 +1200,28 @@ mod tests {
             let (many, tn) = compress(&data, opts(100_000, threads), chunk, &hints);
             assert_eq!(t1, tn);
             assert!(one == many, "threads={threads} chunk={chunk}");
+        }
+    }
+
+    #[test]
+    fn seekable_marks_made_ahead_of_the_data_end_frames_where_hints_would() {
+        let data = compressible_bytes(1_000_000, 13);
+        let fs = 100_000;
+        let hints = [30_000, 80_000, 120_000, 160_000, 235_000, 250_000, 445_000];
+        let (_, by_hint) = compress(&data, opts(fs, 2), 7_777, &hints);
+        // The same offsets, marked before a single write of everything (and one stale mark).
+        for threads in [1, 2] {
+            let mut w = SeekableWriter::new(Vec::new(), opts(fs, threads)).unwrap();
+            let marks = w.boundaries();
+            for h in hints {
+                marks.mark(h as u64);
+            }
+            w.write_all(&data[..50_000]).unwrap();
+            marks.mark(10); // already passed: ignored
+            w.write_all(&data[50_000..]).unwrap();
+            let (object, table) = w.finish().unwrap();
+            assert_eq!(table, by_hint, "threads={threads}");
+            check_object(&data, &object, &table);
         }
     }
 

@@ -46,7 +46,7 @@ pub mod writer;
 
 pub use extract::{cat, cat_verified, extract_nar, ExtractError};
 pub use listing::{Listing, ListingError, ListingNode, Walk};
-pub use pack::{dump, pack, PackError};
+pub use pack::{dump, pack, pack_marking_files, PackError};
 pub use reader::{Contents, Event, ReadError, ReadErrorKind, Reader};
 pub use unpack::{unpack, UnpackError};
 pub use wire::{MAX_DEPTH, MAX_NAME_LEN, MAX_TARGET_LEN};

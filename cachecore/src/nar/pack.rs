@@ -43,14 +43,26 @@ pub enum PackError {
 /// Packs the tree at `path` (not following a symlink there) as a NAR into `out`, and returns
 /// its listing. `out` is buffered internally and flushed at the end.
 pub fn pack(path: &Path, out: impl Write) -> Result<Listing, PackError> {
-    let (root, _) = pack_tree::<WithListing, _>(path, out)?;
+    let (root, _) = pack_tree::<WithListing, _>(path, out, None)?;
     Ok(Listing { root })
 }
 
 /// Like [`pack`] without building the listing; returns the NAR's size in bytes.
 pub fn dump(path: &Path, out: impl Write) -> Result<u64, PackError> {
-    let ((), size) = pack_tree::<NoListing, _>(path, out)?;
+    let ((), size) = pack_tree::<NoListing, _>(path, out, None)?;
     Ok(size)
+}
+
+/// Like [`pack`], and calls `file_start` with the NAR offset at which each regular file's
+/// entry begins, before any byte of that entry reaches `out`, so a compressor further down can
+/// end a frame there (see [`crate::seekable::Boundaries`]). Offsets come in increasing order.
+pub fn pack_marking_files(
+    path: &Path,
+    out: impl Write,
+    file_start: &mut dyn FnMut(u64),
+) -> Result<Listing, PackError> {
+    let (root, _) = pack_tree::<WithListing, _>(path, out, Some(file_start))?;
+    Ok(Listing { root })
 }
 
 /// What is built alongside the NAR.
@@ -128,13 +140,18 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-fn pack_tree<T: Tree, W: Write>(root: &Path, out: W) -> Result<(T::Node, u64), PackError> {
+fn pack_tree<T: Tree, W: Write>(
+    root: &Path,
+    out: W,
+    file_start: Option<&mut dyn FnMut(u64)>,
+) -> Result<(T::Node, u64), PackError> {
     let mut out = Counting { w: out, n: 0 };
     let meta = fs::symlink_metadata(root).map_err(|e| read_error(root, e))?;
     let node = writer::open_with_capacity(&mut out, BUFFER).map_err(PackError::Write)?;
     let mut packer = Packer {
         path: root.to_path_buf(),
         depth: 0,
+        file_start,
     };
     let tree = packer.node::<T, _>(node, meta.file_type())?;
     Ok((tree, out.n))
@@ -147,14 +164,16 @@ fn read_error(path: &Path, source: io::Error) -> PackError {
     }
 }
 
-struct Packer {
+struct Packer<'h> {
     /// The path of the node being packed.
     path: PathBuf,
     /// Directories open above it.
     depth: usize,
+    /// Told where each regular file's entry starts.
+    file_start: Option<&'h mut dyn FnMut(u64)>,
 }
 
-impl Packer {
+impl Packer<'_> {
     fn node<T: Tree, W: Write>(
         &mut self,
         node: Node<'_, W>,
@@ -199,6 +218,9 @@ impl Packer {
             return Err(self.changed("it is no longer a regular file".into()));
         }
         let (size, executable) = (meta.len(), meta.mode() & 0o100 != 0);
+        if let Some(file_start) = self.file_start.as_mut() {
+            file_start(node.offset());
+        }
         let nar_offset = node
             .file_from(executable, size, &mut file, Source::RegularFile)
             .map_err(|e| match e {
@@ -295,6 +317,45 @@ pub(crate) mod tests {
         symlink("/nix/store/does-not-exist", root.join("abs-link")).unwrap();
         symlink("../../nowhere", root.join("a/dangling")).unwrap();
         symlink("a", root.join("dir-link")).unwrap();
+    }
+
+    #[test]
+    fn file_marks_point_at_each_file_entry_before_its_bytes_are_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("t");
+        make_tree(&root);
+        let mut nar = Vec::new();
+        let mut marks = Vec::new();
+        let mut written_at_mark = Vec::new();
+        {
+            let counter = std::cell::Cell::new(0u64);
+            struct Counted<'a>(&'a mut Vec<u8>, &'a std::cell::Cell<u64>);
+            impl Write for Counted<'_> {
+                fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                    self.0.extend_from_slice(b);
+                    self.1.set(self.1.get() + b.len() as u64);
+                    Ok(b.len())
+                }
+                fn flush(&mut self) -> io::Result<()> {
+                    Ok(())
+                }
+            }
+            let listing = pack_marking_files(&root, Counted(&mut nar, &counter), &mut |o| {
+                marks.push(o);
+                written_at_mark.push(counter.get());
+            })
+            .unwrap();
+            assert_eq!(listing, pack(&root, io::sink()).unwrap());
+        }
+        let entry: &[u8] = b"\x05\0\0\0\0\0\0\0entry\0\0\0";
+        let files = nar.windows(16).filter(|w| *w == b"\x07\0\0\0\0\0\0\0regular\0").count();
+        assert_eq!(marks.len(), files, "one mark per regular file");
+        assert!(marks.windows(2).all(|w| w[0] < w[1]), "{marks:?}");
+        for (m, w) in marks.iter().zip(&written_at_mark) {
+            let m = *m as usize;
+            assert_eq!(&nar[m..m + entry.len()], entry, "mark {m}");
+            assert!(*w <= m as u64, "mark {m} came after {w} bytes had been written");
+        }
     }
 
     #[test]

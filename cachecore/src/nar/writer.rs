@@ -47,11 +47,15 @@ pub fn open<'a, W: Write + 'a>(w: W) -> io::Result<Node<'a, W>> {
     open_with_capacity(w, DEFAULT_CAPACITY)
 }
 
-/// Like [`open`] with an output buffer of `capacity` bytes (at least 8 KiB).
+/// Like [`open`] with an output buffer of up to `capacity` bytes (at least 8 KiB). The buffer
+/// starts small and grows (doubling) only while file contents need room, so a tiny NAR does not
+/// pay for clearing a large buffer.
 pub fn open_with_capacity<'a, W: Write + 'a>(w: W, capacity: usize) -> io::Result<Node<'a, W>> {
+    let max_capacity = capacity.max(MIN_CAPACITY);
     let mut sink = Sink {
         w,
-        buf: vec![0; capacity.max(MIN_CAPACITY)].into_boxed_slice(),
+        buf: vec![0; MIN_CAPACITY].into_boxed_slice(),
+        max_capacity,
         filled: 0,
         offset: 0,
         poisoned: false,
@@ -312,6 +316,8 @@ impl<W> SinkRef<'_, W> {
 struct Sink<W> {
     w: W,
     buf: Box<[u8]>,
+    /// What `buf` may grow to.
+    max_capacity: usize,
     filled: usize,
     /// Bytes of NAR produced, buffered or not.
     offset: u64,
@@ -351,6 +357,20 @@ impl<W: Write> Sink<W> {
         self.put(&wire::ZEROS[..wire::padding(s.len() as u64)])
     }
 
+    /// Grows the buffer (doubling, up to `max_capacity`) towards `filled + wanted` bytes.
+    fn reserve(&mut self, wanted: u64) {
+        let needed = (self.filled as u64).saturating_add(wanted);
+        let mut len = self.buf.len();
+        while (len as u64) < needed && len < self.max_capacity {
+            len = (len * 2).min(self.max_capacity);
+        }
+        if len > self.buf.len() {
+            let mut grown = vec![0; len].into_boxed_slice();
+            grown[..self.filled].copy_from_slice(&self.buf[..self.filled]);
+            self.buf = grown;
+        }
+    }
+
     fn flush_buf(&mut self) -> io::Result<()> {
         if self.filled > 0 {
             let result = self.w.write_all(&self.buf[..self.filled]);
@@ -388,6 +408,8 @@ impl<W: Write> Sink<W> {
         r: &mut impl Read,
         source: Source,
     ) -> Result<(), FileError> {
+        // Room for the contents and the end-of-file probe byte, as far as the buffer may grow.
+        self.reserve(size.saturating_add(1));
         let cap = self.buf.len();
         let mut remaining = size;
         let mut at_end = false;

@@ -7,7 +7,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 
 use super::browse::{all_narinfos, closure, read_nar};
 use super::pipe::sink_stream;
-use super::{staged, OpError, Progress, Publisher};
+use super::{publish_as_ready, staged, OpError, Progress, Publisher};
 use crate::cache_info::CacheInfo;
 use crate::compression::{Compression, Compressor};
 use crate::hash::{HashAlgo, HashingWriter};
@@ -82,8 +82,8 @@ pub async fn copy(
         .iter()
         .map(|i| (i.store_path.clone(), i.references.clone()))
         .collect();
-    let mut publisher = Publisher::new(refs.iter().map(|(p, r)| (p, r.as_slice())));
-    let mut transfers = futures::stream::iter(todo.into_iter().map(|info| {
+    let publisher = Publisher::new(refs.iter().map(|(p, r)| (p, r.as_slice())));
+    let transfers = futures::stream::iter(todo.into_iter().map(|info| {
         let progress = progress.clone();
         async move {
             let size = info.nar_size;
@@ -93,19 +93,15 @@ pub async fn copy(
         }
     }))
     .buffer_unordered(opts.jobs.max(1));
-    while let Some(info) = transfers.try_next().await? {
-        summary.copied += 1;
-        for publishable in publisher.arrived(info) {
-            to.put_narinfo(&publishable).await?;
-            progress.path_done(&publishable.store_dir.full_path(&publishable.store_path));
-        }
-    }
-    if let Some(stuck) = publisher.stuck() {
-        return Err(OpError::Other(format!(
-            "{} was not published: a reference of it never became visible",
-            stuck.store_dir.full_path(&stuck.store_path)
-        )));
-    }
+    publish_as_ready(
+        to,
+        publisher,
+        transfers,
+        64,
+        |_| summary.copied += 1,
+        |info| progress.path_done(&info.store_dir.full_path(&info.store_path)),
+    )
+    .await?;
     Ok(summary)
 }
 

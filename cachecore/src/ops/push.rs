@@ -12,17 +12,17 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::StreamExt as _;
 
 use super::pipe::sink_stream;
-use super::{join_error, staged, OpError, Progress, Publisher};
+use super::{join_error, publish_as_ready, staged, OpError, Progress, Publisher};
 use crate::cache_info::CacheInfo;
 use crate::compression::{self, Compression, Compressor};
 use crate::hash::{Hash, HashAlgo, HashingWriter};
 use crate::local_store::{LocalStore, PathInfo};
 use crate::nar;
 use crate::narinfo::{ContentAddress, NarInfo};
-use crate::seekable::{SeekableOptions, SeekableWriter};
+use crate::seekable::{self, SeekableOptions, SeekableWriter};
 use crate::signing::Signer;
 use crate::store::{layout, BinaryCache};
 use crate::store_path::{StoreDir, StorePath};
@@ -30,7 +30,8 @@ use crate::store_path::{StoreDir, StorePath};
 /// How to push.
 #[derive(Clone)]
 pub struct PushOptions {
-    /// NARs uploaded at once.
+    /// NARs larger than 4 MiB streamed at once (each holds a few compression frames in memory);
+    /// small NARs, compressed in memory and written in one request, go `4 × jobs` at a time.
     pub jobs: usize,
     /// Existence checks (HEAD requests) in flight at once.
     pub check_concurrency: usize,
@@ -172,46 +173,50 @@ pub async fn push(
         .iter()
         .map(|i| (i.path.clone(), i.references.clone()))
         .collect();
-    let mut publisher = Publisher::new(refs.iter().map(|(p, r)| (p, r.as_slice())));
+    let publisher = Publisher::new(refs.iter().map(|(p, r)| (p, r.as_slice())));
 
     // Largest first: the long uploads start early and the small ones fill in around them.
+    // Small paths cost mostly request (or file creation) latency, so more of them are in flight.
     todo.sort_by_key(|i| std::cmp::Reverse(i.nar_size));
-    let mut uploads =
-        futures::stream::iter(
-            todo.into_iter().map(|info| {
-                let cache = cache.clone();
-                let opts = opts.clone();
-                let store_dir = store_dir.clone();
-                let progress = progress.clone();
-                let log = if opts.logs {
-                    info.deriver.as_ref().and_then(|d| local.build_log_path(d))
-                } else {
-                    None
-                };
-                let disk_path = PathBuf::from(store_dir.full_path(&info.path));
-                async move {
-                    upload_path(&cache, &store_dir, disk_path, info, log, &opts, progress).await
-                }
-            }),
-        )
-        .buffer_unordered(opts.jobs.max(1));
-
-    while let Some(narinfo) = uploads.try_next().await? {
-        summary.pushed += 1;
-        summary.nar_bytes += narinfo.nar_size;
-        summary.file_bytes += narinfo.file_size.unwrap_or(0);
-        for publishable in publisher.arrived(narinfo) {
-            cache.put_narinfo(&publishable).await?;
-            progress.path_done(&store_dir.full_path(&publishable.store_path));
+    let jobs = opts.jobs.max(1);
+    let large_slots = Arc::new(tokio::sync::Semaphore::new(jobs));
+    let uploads = futures::stream::iter(todo.into_iter().map(|info| {
+        let cache = cache.clone();
+        let opts = opts.clone();
+        let store_dir = store_dir.clone();
+        let progress = progress.clone();
+        let large_slots = large_slots.clone();
+        let log = if opts.logs {
+            info.deriver.as_ref().and_then(|d| local.build_log_path(d))
+        } else {
+            None
+        };
+        let disk_path = PathBuf::from(store_dir.full_path(&info.path));
+        async move {
+            let _slot = if info.nar_size > SMALL_NAR {
+                // Never closed, so acquiring cannot fail.
+                large_slots.acquire_owned().await.ok()
+            } else {
+                None
+            };
+            upload_path(&cache, &store_dir, disk_path, info, log, &opts, progress).await
         }
-    }
-    if let Some(stuck) = publisher.stuck() {
-        // Cannot happen for a closure the local store computed; guard against a broken one.
-        return Err(OpError::Other(format!(
-            "{} was not published: a reference of it never became visible",
-            store_dir.full_path(&stuck.store_path)
-        )));
-    }
+    }))
+    .buffer_unordered(jobs.saturating_mul(4));
+
+    publish_as_ready(
+        cache,
+        publisher,
+        uploads,
+        opts.check_concurrency,
+        |narinfo| {
+            summary.pushed += 1;
+            summary.nar_bytes += narinfo.nar_size;
+            summary.file_bytes += narinfo.file_size.unwrap_or(0);
+        },
+        |narinfo| progress.path_done(&store_dir.full_path(&narinfo.store_path)),
+    )
+    .await?;
     Ok(summary)
 }
 
@@ -310,8 +315,9 @@ fn pack_compressed<W: Write>(
     let file_hasher = HashingWriter::new(HashAlgo::Sha256, out);
     let with_listing = opts.write_listing;
     // NAR hashing sits in front of the compressor: NAR → hash → progress → compressor → hash → out.
+    // With `$file_start`, the NAR is packed with the listing built (and kept if wanted).
     macro_rules! pack_into {
-        ($compressor:expr) => {{
+        ($compressor:expr, $file_start:expr) => {{
             let mut nar_hasher = HashingWriter::new(
                 HashAlgo::Sha256,
                 ProgressWriter {
@@ -320,11 +326,19 @@ fn pack_compressed<W: Write>(
                     unreported: 0,
                 },
             );
-            let listing = if with_listing {
-                Some(nar::pack(disk_path, &mut nar_hasher).map_err(pack_err)?)
-            } else {
-                nar::dump(disk_path, &mut nar_hasher).map_err(pack_err)?;
-                None
+            let listing = match $file_start {
+                Some(file_start) => {
+                    let listing = nar::pack_marking_files(disk_path, &mut nar_hasher, file_start)
+                        .map_err(pack_err)?;
+                    with_listing.then_some(listing)
+                }
+                None if with_listing => {
+                    Some(nar::pack(disk_path, &mut nar_hasher).map_err(pack_err)?)
+                }
+                None => {
+                    nar::dump(disk_path, &mut nar_hasher).map_err(pack_err)?;
+                    None
+                }
             };
             let (nar_hash, nar_size, pw) = nar_hasher.finish();
             (nar_hash, nar_size, listing, pw)
@@ -332,27 +346,31 @@ fn pack_compressed<W: Write>(
     }
     let (nar_hash, nar_size, listing, file_hasher) = match opts.compression {
         Compression::Zstd => {
-            let defaults = SeekableOptions::default();
             // A NAR of one frame or less gains nothing from a thread pool, and starting one per
-            // tiny path dominates pushing many small paths.
-            let threads = if nar_size <= defaults.frame_size as u64 {
+            // tiny path dominates pushing many small paths. (Not `SeekableOptions::default()`:
+            // it asks the OS for the CPU count, which costs a few syscalls per path.)
+            let threads = if nar_size <= seekable::DEFAULT_FRAME_SIZE as u64 {
                 1
             } else {
                 opts.compression_threads.max(1)
             };
             let seek_opts = SeekableOptions {
                 threads,
-                level: opts.level.unwrap_or(defaults.level),
-                ..defaults
+                level: opts.level.unwrap_or(seekable::DEFAULT_LEVEL),
+                frame_size: seekable::DEFAULT_FRAME_SIZE,
             };
             let writer = SeekableWriter::new(file_hasher, seek_opts).map_err(io_err)?;
-            let (h, n, l, pw) = pack_into!(writer);
+            // Frames end where a file's entry starts when one is near (see boundary_hint).
+            let boundaries = writer.boundaries();
+            let mut file_start = |offset| boundaries.mark(offset);
+            let (h, n, l, pw) =
+                pack_into!(writer, Some(&mut file_start as &mut dyn FnMut(u64)));
             let (fh, _table) = pw.into_inner().finish().map_err(io_err)?;
             (h, n, l, fh)
         }
         method => {
             let c = Compressor::with_threads(file_hasher, method, opts.level, 0)?;
-            let (h, n, l, pw) = pack_into!(c);
+            let (h, n, l, pw) = pack_into!(c, None::<&mut dyn FnMut(u64)>);
             (h, n, l, pw.into_inner().finish().map_err(io_err)?)
         }
     };
@@ -429,17 +447,27 @@ async fn upload_path(
     }
 
     let nar_key = layout::nar(&packed.file_hash, opts.compression);
-    match staging {
-        Staged::Object(key) => cache.rename(&key, &nar_key).await?,
-        Staged::InMemory(data) => cache.put_bytes(&nar_key, data).await?,
-    }
-    if let Some(listing) = &packed.listing {
-        let json = serde_json::to_vec(listing)
-            .map_err(|e| OpError::Other(format!("cannot serialize the listing of {full}: {e}")))?;
-        cache
-            .put_bytes(&layout::listing(&info.path.hash_part()), json.into())
-            .await?;
-    }
+    let place_nar = async {
+        match staging {
+            Staged::Object(key) => cache.rename(&key, &nar_key).await,
+            Staged::InMemory(data) => cache.put_bytes(&nar_key, data).await,
+        }
+    };
+    // The listing goes up beside the NAR (neither is visible to Nix before the narinfo).
+    let put_listing = async {
+        if let Some(listing) = &packed.listing {
+            let json = serde_json::to_vec(listing).map_err(|e| {
+                OpError::Other(format!("cannot serialize the listing of {full}: {e}"))
+            })?;
+            cache
+                .put_bytes(&layout::listing(&info.path.hash_part()), json.into())
+                .await?;
+        }
+        Ok::<_, OpError>(())
+    };
+    let (placed, listed) = tokio::join!(place_nar, put_listing);
+    placed?;
+    listed?;
     if let (Some(log), Some(drv)) = (log, &info.deriver) {
         upload_log(cache, &log, drv).await?;
     }
