@@ -1,6 +1,9 @@
 //! End-to-end tests of the binary cache commands against real Nix 2.8: what `cachecore push`
-//! writes, Nix substitutes (with signatures required); what `nix copy` writes, cachecore
-//! verifies and pulls; corruption is found; a killed push leaves no broken closure.
+//! writes, Nix substitutes (with signatures required); build logs pushed with `--logs` are what
+//! `nix log` reads from the cache; what `nix copy` writes, cachecore verifies and pulls;
+//! corruption is found, in the cache and in the local store (which must not poison the cache);
+//! a push watched while it runs, and killed mid-way, never shows a narinfo without its NAR and
+//! its closure, and a second push finishes exactly what is missing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,45 +15,112 @@ use std::time::Duration;
 
 use common::*;
 
-/// `nix path-info --json` of `path` in `store` (a chroot store directory, or None for the
-/// local store), as a JSON value.
-fn path_info(store: Option<&Path>, path: &str) -> serde_json::Value {
-    let mut cmd = nix_command("nix");
-    cmd.args(["path-info", "--json"]);
-    if let Some(s) = store {
-        cmd.arg("--store").arg(s);
-    }
-    cmd.arg(path);
-    let out = nix_ok(&mut cmd, b"");
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    v[0].clone()
-}
-
 fn cache_url(dir: &Path) -> String {
     dir.display().to_string()
 }
 
 /// Every narinfo in `cache` has its NAR object and the narinfos of its references.
 fn assert_closed(cache: &Path) {
-    for entry in fs::read_dir(cache).unwrap().flatten() {
+    if let Err(broken) = closed_narinfos(cache) {
+        panic!("{broken}");
+    }
+}
+
+/// The number of narinfos in `cache` (0 when it does not exist yet) if every one of them has
+/// its NAR object, of its FileSize, and the narinfos of all its references; else what is
+/// wrong. Safe to call while a push writes into `cache`: objects only ever appear (each at once,
+/// by rename), so whatever a narinfo needs and was there when the listing was taken is still
+/// there when it is checked.
+fn closed_narinfos(cache: &Path) -> Result<usize, String> {
+    let Ok(entries) = fs::read_dir(cache) else {
+        return Ok(0);
+    };
+    let mut count = 0;
+    for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !name.ends_with(".narinfo") {
             continue;
         }
-        let info =
-            cachecore::narinfo::NarInfo::parse(&fs::read_to_string(entry.path()).unwrap()).unwrap();
-        let nar = cache.join(&info.url);
-        let size = fs::metadata(&nar)
-            .unwrap_or_else(|_| panic!("{name} names {} which is missing", info.url))
+        count += 1;
+        let text = fs::read_to_string(entry.path()).map_err(|e| format!("{name}: {e}"))?;
+        let info = cachecore::narinfo::NarInfo::parse(&text)
+            .map_err(|e| format!("{name} does not parse ({e}):\n{text}"))?;
+        let size = fs::metadata(cache.join(&info.url))
+            .map_err(|_| format!("{name} is visible but its NAR {} is missing", info.url))?
             .len();
-        assert_eq!(Some(size), info.file_size, "{name}: FileSize");
+        if Some(size) != info.file_size {
+            return Err(format!(
+                "{name}: FileSize {:?} but {} has {size} bytes",
+                info.file_size, info.url
+            ));
+        }
         for r in &info.references {
-            assert!(
-                cache.join(format!("{}.narinfo", r.hash_part())).exists(),
-                "{name}: reference {r} missing"
-            );
+            if !cache.join(format!("{}.narinfo", r.hash_part())).exists() {
+                return Err(format!(
+                    "{name} is visible but the narinfo of its reference {r} is not"
+                ));
+            }
         }
     }
+    Ok(count)
+}
+
+/// A fresh random string, so a test's derivations are built anew on every run.
+fn nonce() -> String {
+    common::net::random_hex32()[..16].to_owned()
+}
+
+/// Builds derivations given as (name, `/bin/sh -c` script) with nix-build and returns their
+/// output paths, in order. A script may use `$out` and `${NAME}`, the output of another one.
+fn nix_build_scripts(dir: &Path, derivations: &[(&str, String)]) -> Vec<String> {
+    let mut expr = String::from(
+        "let mk = name: script: derivation {\n  inherit name; system = \"x86_64-linux\"; \
+         builder = \"/bin/sh\"; args = [ \"-c\" script ]; };\nin rec {\n",
+    );
+    for (name, script) in derivations {
+        let quoted = script.replace('\\', "\\\\").replace('"', "\\\"");
+        expr.push_str(&format!("  {name} = mk \"{name}\" \"{quoted}\";\n"));
+    }
+    expr.push_str("}\n");
+    let file = dir.join(format!("{}.nix", derivations[0].0));
+    fs::write(&file, &expr).unwrap();
+    let mut args = vec![
+        path_str(&file),
+        "--no-out-link",
+        "--option",
+        "substituters",
+        "",
+    ];
+    for (name, _) in derivations {
+        args.extend(["-A", name]);
+    }
+    let out: Vec<String> = nix("nix-build", &args).lines().map(str::to_owned).collect();
+    assert_eq!(out.len(), derivations.len(), "nix-build printed {out:?}");
+    for (path, (name, _)) in out.iter().zip(derivations) {
+        assert!(
+            path.ends_with(&format!("-{name}")),
+            "{name} built as {path}"
+        );
+    }
+    out
+}
+
+/// Every file under `dir`, relative to it, sorted.
+fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.push(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
 }
 
 #[test]
@@ -89,25 +159,11 @@ fn pushed_closure_is_substituted_by_nix_with_signatures_required() {
     }
 
     // Nix substitutes the whole closure into a fresh store, requiring our signature.
-    let fresh = tmp.path().join("fresh-store");
-    let res = nix_copy_from_file_checking_sigs(&cache, &fresh, app, &public);
-    assert!(
-        res.status.success(),
-        "nix copy --from failed: {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-    for p in &closure {
-        let ours = path_info(Some(&fresh), p);
-        let local = path_info(None, p);
-        assert_eq!(ours["narHash"], local["narHash"], "{p}");
-        assert_eq!(ours["references"], local["references"], "{p}");
-    }
-    // With another trusted key, Nix refuses.
-    let (_, other) = nix_generate_key(tmp.path(), "someone-else-1");
-    let refused = nix_copy_from_file_checking_sigs(&cache, &tmp.path().join("fresh2"), app, &other);
-    assert!(
-        !refused.status.success(),
-        "nix accepted paths signed by another key"
+    assert_nix_substitutes(
+        &format!("file://{}", cache.display()),
+        tmp.path(),
+        &closure,
+        &public,
     );
 
     // Our own verify agrees; a second push uploads nothing.
@@ -442,4 +498,398 @@ fn bad_stores_and_paths_are_one_clear_sentence() {
         let err = assert_clean_error(&out, &args.join(" "));
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+}
+
+/// `nix log --store URL PATH` with no other substituter: the output, successful or not.
+fn nix_log_from(url: &str, path: &str) -> std::process::Output {
+    let mut cmd = nix_command("nix");
+    cmd.args(["log", "--store", url, path])
+        .args(["--option", "substituters", ""]);
+    nix_output(&mut cmd, b"")
+}
+
+#[test]
+fn push_logs_uploads_build_logs_that_nix_log_reads_from_the_cache() {
+    let tmp = tempdir();
+    let n = nonce();
+    // Two fresh derivations (the nonce makes Nix build them, and so keep their logs, on every
+    // run), each printing its own lines on stdout and stderr; the second depends on the first.
+    let built = nix_build_scripts(
+        tmp.path(),
+        &[
+            (
+                "cachecore-e2e-logdep",
+                format!("echo logdep-stdout-{n}; echo logdep-stderr-{n} >&2; echo {n} > $out"),
+            ),
+            (
+                "cachecore-e2e-logtop",
+                format!(
+                    "echo logtop-stdout-{n}; echo logtop-stderr-{n} >&2; \
+                     echo ${{cachecore-e2e-logdep}} > $out"
+                ),
+            ),
+        ],
+    );
+    let cases: Vec<(&str, &str, String)> = vec![
+        (&built[0], "logdep", nix("nix-store", &["-qd", &built[0]])),
+        (&built[1], "logtop", nix("nix-store", &["-qd", &built[1]])),
+    ];
+    // The log Nix kept is where we look for it (bzip2 under drvs/, unless this Nix says
+    // otherwise); `nix-store -l` reads it from the local store.
+    for (path, tag, _) in &cases {
+        let local = nix("nix-store", &["-l", path]);
+        assert!(local.contains(&format!("{tag}-stdout-{n}")), "{local}");
+    }
+
+    // With --logs, pushing the top path uploads both logs of its closure as `log/<drv name>`,
+    // and Nix reads them from the cache.
+    let cache = tmp.path().join("with-logs");
+    cachecore_ok(
+        &["push", &cache_url(&cache), &built[1], "--logs", "--quiet"],
+        b"",
+    );
+    assert_closed(&cache);
+    let url = format!("file://{}", cache.display());
+    for (path, tag, drv) in &cases {
+        let drv_name = Path::new(drv).file_name().unwrap().to_str().unwrap();
+        let object = cache.join("log").join(drv_name);
+        let text = fs::read_to_string(&object)
+            .unwrap_or_else(|e| panic!("no build log {} for {path}: {e}", object.display()));
+        for line in [format!("{tag}-stdout-{n}"), format!("{tag}-stderr-{n}")] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{}: no line {line:?} in:\n{text}",
+                object.display()
+            );
+        }
+        let out = nix_log_from(&url, path);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "nix log --store {url} {path} failed:\n{stderr}"
+        );
+        assert!(
+            stdout.lines().any(|l| l == format!("{tag}-stdout-{n}"))
+                && stdout.lines().any(|l| l == format!("{tag}-stderr-{n}")),
+            "nix log printed:\n{stdout}"
+        );
+        // ...and says it got it from the cache (substituters are off, so nowhere else).
+        assert!(stderr.contains(&format!("from '{url}'")), "{stderr}");
+    }
+
+    // Without --logs, no log object, and Nix finds no log in the cache.
+    let bare = tmp.path().join("without-logs");
+    cachecore_ok(&["push", &cache_url(&bare), &built[1], "--quiet"], b"");
+    assert_closed(&bare);
+    let objects = files_under(&bare);
+    assert!(
+        !objects.iter().any(|f| f.starts_with("log")),
+        "a push without --logs wrote {objects:?}"
+    );
+    let out = nix_log_from(&format!("file://{}", bare.display()), &built[1]);
+    assert!(
+        !out.status.success(),
+        "nix log found a log in a cache pushed without --logs:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// One byte of a file in a store path, changed behind the Nix database's back. Dropping it puts
+/// the byte back with the mode and mtime Nix gives store files (0444, 1 s after the epoch), so
+/// the store is whole again even when the test fails.
+struct CorruptByte {
+    file: PathBuf,
+    offset: u64,
+    original: u8,
+}
+
+impl CorruptByte {
+    fn new(file: &Path, offset: u64) -> CorruptByte {
+        use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(file, fs::Permissions::from_mode(0o644)).unwrap(); // chmod u+w
+        let mut f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(file)
+            .unwrap();
+        let mut b = [0u8];
+        f.seek(SeekFrom::Start(offset)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        f.seek(SeekFrom::Start(offset)).unwrap();
+        f.write_all(&[b[0] ^ 0x01]).unwrap();
+        CorruptByte {
+            file: file.to_owned(),
+            offset,
+            original: b[0],
+        }
+    }
+}
+
+impl Drop for CorruptByte {
+    fn drop(&mut self) {
+        use std::io::{Seek as _, SeekFrom, Write as _};
+        use std::os::unix::fs::PermissionsExt as _;
+        let restored = fs::OpenOptions::new()
+            .write(true)
+            .open(&self.file)
+            .and_then(|mut f| {
+                f.seek(SeekFrom::Start(self.offset))?;
+                f.write_all(&[self.original])?;
+                f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1))
+            })
+            .and_then(|()| fs::set_permissions(&self.file, fs::Permissions::from_mode(0o444)));
+        if let Err(e) = restored {
+            eprintln!(
+                "could not restore {} after corrupting it: {e}; `nix-store --delete` its store \
+                 path",
+                self.file.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn corrupt_local_path_fails_the_push_and_publishes_nothing() {
+    let tmp = tempdir();
+    let n = nonce();
+    // Fresh paths only this test uses (the nonce), so corrupting them cannot disturb another
+    // test: one NAR small enough to be compressed in memory, one large enough (over 4 MiB) to be
+    // staged in the cache under nar/.tmp-*, and one that refers to the small one.
+    let built = nix_build_scripts(
+        tmp.path(),
+        &[
+            (
+                "cachecore-e2e-corrupt-small",
+                format!("/bin/mkdir $out; echo {n} small > $out/data"),
+            ),
+            (
+                "cachecore-e2e-corrupt-big",
+                format!(
+                    "/bin/mkdir $out; echo {n} > $out/nonce; \
+                     /usr/bin/head -c 6000000 /dev/zero > $out/data"
+                ),
+            ),
+            (
+                "cachecore-e2e-corrupt-top",
+                "echo ${cachecore-e2e-corrupt-small} > $out".to_owned(),
+            ),
+        ],
+    );
+    let (small, big, top) = (&built[0], &built[1], &built[2]);
+    // The database's NarHash, as `sha256:<nix32>`.
+    let expected: Vec<String> = [small, big]
+        .iter()
+        .map(|p| nix("nix-store", &["--query", "--hash", p]))
+        .collect();
+
+    let small_bad = CorruptByte::new(&Path::new(small).join("data"), 3);
+    let big_bad = CorruptByte::new(&Path::new(big).join("data"), 3_000_000);
+    // Nix's own check agrees that the paths no longer match the database.
+    for p in [small, big] {
+        let out = nix_output(nix_command("nix-store").args(["--verify-path", p]), b"");
+        assert!(!out.status.success(), "nix-store --verify-path {p} passed");
+    }
+
+    for (path, expected, what) in [(small, &expected[0], "small"), (big, &expected[1], "big")] {
+        let actual = format!("sha256:{}", nix_hash(Path::new(path)));
+        assert_ne!(&actual, expected);
+        let cache = tmp.path().join(format!("cache-{what}"));
+        // --quiet: no progress lines, so the error is all there is on stderr.
+        let out = cachecore_output(&["push", &cache_url(&cache), path.as_str(), "--quiet"], b"");
+        let err = assert_clean_error(&out, &format!("push of the corrupt {what} path"));
+        assert!(
+            err.contains(path.as_str()) && err.contains(expected) && err.contains(&actual),
+            "the error should name {path}, the database's NarHash {expected} and the hash of \
+             what is on disk {actual}; it is:\n{err}"
+        );
+        // Nothing of the path in the cache: no narinfo, no NAR, no staging object, no listing.
+        let objects = files_under(&cache);
+        assert_eq!(
+            objects,
+            ["nix-cache-info"],
+            "the failed push of the corrupt {what} path left these objects"
+        );
+    }
+
+    // A path whose reference is corrupt is not published either.
+    let cache = tmp.path().join("cache-top");
+    let out = cachecore_output(&["push", &cache_url(&cache), top.as_str(), "--quiet"], b"");
+    let err = assert_clean_error(&out, "push of a path whose reference is corrupt");
+    assert!(err.contains(small.as_str()), "{err}");
+    let narinfos: Vec<String> = files_under(&cache)
+        .into_iter()
+        .filter(|f| f.ends_with(".narinfo"))
+        .collect();
+    assert!(narinfos.is_empty(), "published {narinfos:?}");
+
+    // Repaired, the same paths push, into the same caches, and verify.
+    drop((small_bad, big_bad));
+    for p in [small, big] {
+        nix("nix-store", &["--verify-path", p]);
+    }
+    for (path, what) in [(small, "small"), (big, "big"), (top, "top")] {
+        let cache = tmp.path().join(format!("cache-{what}"));
+        cachecore_ok(&["push", &cache_url(&cache), path.as_str(), "--quiet"], b"");
+        assert_closed(&cache);
+        cachecore_ok(&["verify", &cache_url(&cache)], b"");
+    }
+}
+
+/// Paths in the closure `chain_closure` builds.
+const CHAIN_LEN: usize = 200;
+
+/// A closure of `CHAIN_LEN` store paths made at evaluation time with `builtins.toFile` (no
+/// builds), each holding pseudo-random text. Paths 0 to 2 are leaves of 1.5, 1.25 and 1 MiB.
+/// From path 3 on they form a chain: path k refers to path k-1 and path k-7, and shrinks from
+/// about 64 KiB to 4 KiB as k grows; the middle one also refers to the three large leaves. The
+/// contents are fixed, so the store paths are the same on every run. A push starts the largest
+/// NARs first, so references start uploading before the paths that need them, but with
+/// `--jobs 2` a path often finishes before its still-uploading reference and must wait for it.
+/// Returns the root, path `CHAIN_LEN - 1`.
+fn chain_closure(dir: &Path) -> String {
+    let chunks = dir.join("chunks");
+    fs::create_dir(&chunks).unwrap();
+    for k in 0..CHAIN_LEN {
+        let len = match k {
+            0 => 1536 << 10,
+            1 => 1280 << 10,
+            2 => 1024 << 10,
+            _ => 4096 + (CHAIN_LEN - 1 - k) * 300,
+        };
+        // Printable text (Nix strings hold no NUL), about 6.5 bits of entropy a byte, so it
+        // compresses slowly.
+        let text: Vec<u8> = pseudo_random_bytes(len, 1000 + k as u64)
+            .into_iter()
+            .map(|b| b'!' + b % 94)
+            .collect();
+        fs::write(chunks.join(k.to_string()), text).unwrap();
+    }
+    let expr = dir.join("chain.nix");
+    fs::write(
+        &expr,
+        format!(
+            r#"let
+  paths = builtins.genList one {CHAIN_LEN};
+  one = k: builtins.toFile "cachecore-e2e-chain-${{toString k}}"
+    ((if k >= 4 then "${{ref (k - 1)}}\n" else "")
+     + (if k >= 10 then "${{ref (k - 7)}}\n" else "")
+     + (if k == {CHAIN_LEN} / 2 then "${{ref 0}} ${{ref 1}} ${{ref 2}}\n" else "")
+     + builtins.readFile "{chunks}/${{toString k}}");
+  ref = builtins.elemAt paths;
+in builtins.elemAt paths ({CHAIN_LEN} - 1)
+"#,
+            chunks = chunks.display()
+        ),
+    )
+    .unwrap();
+    let root = nix(
+        "nix-instantiate",
+        &["--eval", "--read-write-mode", path_str(&expr)],
+    );
+    let root = root.trim_matches('"').to_owned();
+    let closure = nix("nix-store", &["-qR", &root]);
+    assert_eq!(closure.lines().count(), CHAIN_LEN, "closure of {root}");
+    root
+}
+
+#[test]
+fn killed_mid_push_every_visible_narinfo_has_its_nar_and_closure() {
+    let tmp = tempdir();
+    let root = chain_closure(tmp.path());
+    let cache = tmp.path().join("cache");
+    let started = std::time::Instant::now();
+    // xz makes the NARs slow enough (a few seconds in all) to watch narinfos appear one by one.
+    let mut child = cachecore_command()
+        .args(["push", &cache_url(&cache), &root])
+        .args(["--compression", "xz", "--jobs", "2", "--quiet"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Watch the cache as the push fills it; kill it (SIGKILL) once 40% of the narinfos are out.
+    let kill_at = CHAIN_LEN * 2 / 5;
+    let mut partial_snapshots = 0;
+    let mut partial_counts = std::collections::BTreeSet::new();
+    let mut timeline = Vec::new();
+    let seen_at_kill = loop {
+        let look = started.elapsed();
+        let seen = match closed_narinfos(&cache) {
+            Ok(n) => n,
+            Err(broken) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("while the push ran: {broken}");
+            }
+        };
+        timeline.push(format!("{}ms:{seen}", look.as_millis()));
+        if seen > 0 && seen < CHAIN_LEN {
+            partial_snapshots += 1;
+            partial_counts.insert(seen);
+        }
+        if seen >= kill_at {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break seen;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+            panic!(
+                "the push ended ({status}) before {kill_at} of {CHAIN_LEN} narinfos were seen \
+                 (last look: {seen}), so it could not be killed mid-way:\n{stderr}"
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the push did not publish {kill_at} narinfos in 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let killed_after = started.elapsed();
+    // The invariant must have been watched on many partial states, or this test proves nothing.
+    assert!(
+        partial_snapshots >= 5 && partial_counts.len() >= 3,
+        "narinfos did not appear over time: {partial_snapshots} looks saw a partial cache, with \
+         counts {partial_counts:?}; looks (time:narinfos): {}",
+        timeline.join(" ")
+    );
+    // Killed: still no narinfo without its NAR and its closure, and the push was cut short.
+    let left = closed_narinfos(&cache).unwrap_or_else(|broken| panic!("after kill -9: {broken}"));
+    assert!(
+        left >= seen_at_kill && left < CHAIN_LEN,
+        "{left} narinfos after the kill (saw {seen_at_kill} just before it)"
+    );
+
+    // Running it again pushes exactly what is missing; the cache is then whole and verifies.
+    let out = cachecore_output(
+        &[
+            "push",
+            &cache_url(&cache),
+            &root,
+            "--compression",
+            "xz",
+            "--jobs",
+            "2",
+        ],
+        b"",
+    );
+    assert_no_panic(&out, "push after kill -9");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "push after kill -9 failed:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("{} paths pushed", CHAIN_LEN - left))
+            && stderr.contains(&format!("{left} already")),
+        "expected {} pushed and {left} already there:\n{stderr}",
+        CHAIN_LEN - left
+    );
+    assert_eq!(closed_narinfos(&cache), Ok(CHAIN_LEN));
+    cachecore_ok(&["verify", &cache_url(&cache)], b"");
+    eprintln!(
+        "killed after {killed_after:?} with {left}/{CHAIN_LEN} narinfos out; {partial_snapshots} \
+         looks saw a partial cache ({} distinct counts); whole after {:?}",
+        partial_counts.len(),
+        started.elapsed()
+    );
 }

@@ -16,6 +16,12 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+// The library's tests start Garage (a real S3 server) the same way; one copy of that code.
+#[path = "../../../cachecore/tests/common/garage.rs"]
+pub mod garage;
+#[path = "../../../cachecore/tests/common/net.rs"]
+pub mod net;
+
 // ---------------------------------------------------------------------------------------------
 // Temporary directories
 // ---------------------------------------------------------------------------------------------
@@ -199,6 +205,52 @@ in mk "cachecore-e2e-app" [ a b ]
     closure
 }
 
+/// `nix path-info --json PATH` in `store` (a chroot store directory, or None for the local
+/// store): the path's JSON object.
+pub fn nix_path_info(store: Option<&Path>, path: &str) -> serde_json::Value {
+    let mut cmd = nix_command("nix");
+    cmd.args(["path-info", "--json"]);
+    if let Some(s) = store {
+        cmd.arg("--store").arg(s);
+    }
+    cmd.arg(path);
+    let out = nix_ok(&mut cmd, b"");
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    v[0].clone()
+}
+
+/// Real Nix substitutes `closure` (its root last) from the binary cache at `from` into a fresh
+/// chroot store under `dir`, requiring a signature by `public_key`, and registers every path
+/// with the local store's NarHash, NarSize and references; with another key trusted instead,
+/// Nix refuses the cache.
+#[track_caller]
+pub fn assert_nix_substitutes(from: &str, dir: &Path, closure: &[String], public_key: &str) {
+    let root = closure.last().expect("a closure has a root");
+    let fresh = dir.join("fresh-store");
+    let res = nix_copy_from_checking_sigs(from, &fresh, root, public_key);
+    assert!(
+        res.status.success(),
+        "nix copy --from {from} failed:\n{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    for p in closure {
+        let ours = nix_path_info(Some(&fresh), p);
+        let local = nix_path_info(None, p);
+        for field in ["narHash", "narSize", "references"] {
+            assert_eq!(ours[field], local[field], "{field} of {p} from {from}");
+        }
+    }
+    let other = nix_public_key(&nix_ok(
+        nix_command("nix").args(["key", "generate-secret", "--key-name", "someone-else-1"]),
+        b"",
+    ));
+    let refused = nix_copy_from_checking_sigs(from, &dir.join("fresh-other-key"), root, &other);
+    assert!(
+        !refused.status.success(),
+        "nix accepted paths from {from} signed by a key it does not trust"
+    );
+}
+
 /// `nix copy --to 'file://DIR?PARAMS' PATHS...`.
 pub fn nix_copy_to_file(dir: &Path, params: &str, paths: &[&str]) {
     let url = if params.is_empty() {
@@ -219,10 +271,31 @@ pub fn nix_copy_from_file_checking_sigs(
     path: &str,
     trusted_keys: &str,
 ) -> Output {
+    nix_copy_from_checking_sigs(
+        &format!("file://{}", cache.display()),
+        chroot_store,
+        path,
+        trusted_keys,
+    )
+}
+
+/// `nix copy --from URL --to STORE PATH --option require-sigs true --option
+/// trusted-public-keys KEYS`, for any binary cache URL Nix reads (`file://`, `http://`): the
+/// output, successful or not. Nix's narinfo disk cache is kept in STORE's parent directory, so
+/// nothing an earlier run cached for the same URL is used.
+pub fn nix_copy_from_checking_sigs(
+    from: &str,
+    chroot_store: &Path,
+    path: &str,
+    trusted_keys: &str,
+) -> Output {
     let mut cmd = nix_command("nix");
+    if let Some(parent) = chroot_store.parent() {
+        cmd.env("XDG_CACHE_HOME", parent.join("nix-client-cache"));
+    }
     cmd.arg("copy")
         .arg("--from")
-        .arg(format!("file://{}", cache.display()))
+        .arg(from)
         .arg("--to")
         .arg(chroot_store)
         .arg(path)
@@ -263,6 +336,13 @@ pub fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
 /// Runs `cachecore ARGS`, which must succeed; returns stdout.
 pub fn cachecore_ok<S: AsRef<OsStr>>(args: &[S], stdin: &[u8]) -> Vec<u8> {
     let out = cachecore_output(args, stdin);
+    assert_cachecore_ok(&out, args);
+    out.stdout
+}
+
+/// `cachecore ARGS` gave `out`: it must have succeeded, without a panic.
+#[track_caller]
+pub fn assert_cachecore_ok<S: AsRef<OsStr>>(out: &Output, args: &[S]) {
     let shown: Vec<String> = args.iter().map(|a| shell_quote(a.as_ref())).collect();
     assert!(
         out.status.success(),
@@ -271,8 +351,7 @@ pub fn cachecore_ok<S: AsRef<OsStr>>(args: &[S], stdin: &[u8]) -> Vec<u8> {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_no_panic(&out, &shown.join(" "));
-    out.stdout
+    assert_no_panic(out, &shown.join(" "));
 }
 
 /// `cachecore_ok` with stdout as a string without its final newline.

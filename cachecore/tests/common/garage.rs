@@ -1,12 +1,17 @@
 //! A private single-node Garage (a real S3-compatible server) per test: temp directories, free
 //! ports, a random RPC secret; layout, bucket and key created; killed on drop.
 //!
+//! Both crates' end-to-end tests use this file (cachecore-cli includes it with `#[path]`, beside
+//! `net.rs`), so it needs only std and `tempfile`.
+//!
 //! The `garage` binary is found as `$GARAGE_BIN`, on `PATH`, or in `~/.cargo/bin`. When it is
 //! missing the test fails (it never skips) with the command that installs it: `.ci/garage`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use super::net::{free_ports, random_hex32, wait_for_port};
 
 pub const REGION: &str = "garage";
 
@@ -20,6 +25,8 @@ pub struct Garage {
     pub bucket: String,
     pub key_id: String,
     pub secret: String,
+    /// Port of the website endpoint (`[s3_web]`), which serves nothing until `serve_website`.
+    web_port: u16,
 }
 
 /// Where the garage binary is, or a panic that says how to get it.
@@ -62,16 +69,8 @@ impl Garage {
     pub fn start() -> Garage {
         let bin = garage_bin();
         let dir = tempfile::tempdir().expect("tempdir");
-        // Hold all three listeners at once so the ports differ.
-        let ports: Vec<u16> = {
-            let ls: Vec<std::net::TcpListener> = (0..3)
-                .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-                .collect();
-            ls.iter()
-                .map(|l| l.local_addr().expect("addr").port())
-                .collect()
-        };
-        let (rpc, s3, admin) = (ports[0], ports[1], ports[2]);
+        let ports = free_ports(4);
+        let (rpc, s3, admin, web) = (ports[0], ports[1], ports[2], ports[3]);
         let config = dir.path().join("garage.toml");
         std::fs::write(
             &config,
@@ -89,14 +88,18 @@ s3_region = "{REGION}"
 api_bind_addr = "127.0.0.1:{s3}"
 root_domain = ".s3.garage.localhost"
 
+[s3_web]
+bind_addr = "127.0.0.1:{web}"
+root_domain = ".web.garage.localhost"
+
 [admin]
 api_bind_addr = "127.0.0.1:{admin}"
 admin_token = "{token}"
 "#,
                 meta = dir.path().join("meta").display(),
                 data = dir.path().join("data").display(),
-                secret = super::random_hex32(),
-                token = super::random_hex32(),
+                secret = random_hex32(),
+                token = random_hex32(),
             ),
         )
         .expect("write garage.toml");
@@ -121,6 +124,7 @@ admin_token = "{token}"
             bucket: "nixcache".to_owned(),
             key_id: String::new(),
             secret: String::new(),
+            web_port: web,
         };
         g.wait_until_up();
         let node_id = g.cli_ok(&["node", "id", "-q"]);
@@ -139,7 +143,7 @@ admin_token = "{token}"
         g.cli_ok(&[
             "bucket", "allow", "--read", "--write", "--owner", "nixcache", "--key", "test-key",
         ]);
-        super::wait_for_port(s3, Duration::from_secs(30), "garage S3 API");
+        wait_for_port(s3, Duration::from_secs(30), "garage S3 API");
         g
     }
 
@@ -154,6 +158,24 @@ admin_token = "{token}"
             "s3://{}{p}?endpoint={}&region={REGION}",
             self.bucket, self.endpoint
         )
+    }
+
+    /// Serves the bucket read-only, without credentials, over Garage's website endpoint, the
+    /// way a plain HTTP binary cache is served, and returns its URL: `http://localhost:<port>`.
+    ///
+    /// The website endpoint picks the bucket from the `Host` header without its port: a host
+    /// under `root_domain` names the bucket by its first label, any other host names it whole.
+    /// `*.localhost` names do not resolve everywhere, so the bucket gets the global alias
+    /// `localhost` and is read at `http://localhost:<port>`.
+    pub fn serve_website(&self) -> String {
+        self.cli_ok(&["bucket", "website", "--allow", &self.bucket]);
+        self.cli_ok(&["bucket", "alias", &self.bucket, "localhost"]);
+        wait_for_port(
+            self.web_port,
+            Duration::from_secs(30),
+            "garage website endpoint",
+        );
+        format!("http://localhost:{}", self.web_port)
     }
 
     /// An environment with this Garage's key and nothing else of the caller's AWS setup.
