@@ -1,19 +1,25 @@
 //! `cachecore::local_store` against real Nix (Debian's nix-bin, Nix 2.8): closures, path
 //! metadata, symlink resolution and build logs must agree with `nix-store -qR` and
-//! `nix path-info --json`, from both sources (the database and the `nix` command).
+//! `nix path-info --json`, from all three sources (the database, a real `nix-daemon` on a
+//! socket of the test's own, and the `nix` command), which must also agree with each other
+//! field by field and on the closure order. The daemon client is also put before peers that
+//! are not daemons or misbehave.
 //!
-//! Nix must be installed: a missing `nix` fails these tests, it never skips them. Run as root
-//! with `NIX_REMOTE=local` (what `.ci/test` does).
+//! Nix must be installed: a missing `nix` or `nix-daemon` fails these tests, it never skips
+//! them. Run as root with `NIX_REMOTE=local` (what `.ci/test` does).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io;
+use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{symlink, PermissionsExt as _};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
+use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cachecore::hash::Hash;
@@ -165,8 +171,91 @@ fn command_store() -> LocalStore {
     LocalStore::open_with(StoreDir::default(), Source::NixCommand).unwrap()
 }
 
-fn both_stores() -> [(&'static str, LocalStore); 2] {
-    [("database", db_store()), ("nix command", command_store())]
+/// The three sources, the daemon one through `daemon`.
+fn all_stores(daemon: &Daemon) -> [(&'static str, LocalStore); 3] {
+    [
+        ("database", db_store()),
+        ("daemon", daemon.store()),
+        ("nix command", command_store()),
+    ]
+}
+
+/// Every source returned the same `PathInfo`s in the same order as the database.
+fn assert_sources_agree(results: &[(&str, Vec<PathInfo>)]) {
+    let (first, want) = &results[0];
+    for (how, got) in &results[1..] {
+        assert_eq!(got, want, "{how} and {first} disagree");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A private Nix daemon
+// ---------------------------------------------------------------------------------------------
+
+/// A real `nix-daemon` listening on a socket of its own, killed when dropped.
+///
+/// Nix 2.8 takes the socket path from `NIX_DAEMON_SOCKET_PATH` (checked by hand before this
+/// was written: `nix-daemon` creates the socket there, and `nix-store` with
+/// `NIX_REMOTE=unix://PATH` talks to it). The daemon must use the store directly
+/// (`NIX_REMOTE=local`): with `daemon` it would forward each connection to a daemon, itself.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    _dir: TempDir,
+}
+
+impl Daemon {
+    fn start() -> Daemon {
+        let dir = tempdir();
+        let socket = dir.path().join("socket");
+        let mut child = match Command::new("nix-daemon")
+            .env("NIX_REMOTE", "local")
+            .env("NIX_DAEMON_SOCKET_PATH", &socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => panic!(
+                "these tests need a real Nix daemon, but `nix-daemon` cannot be run ({e}); \
+                 install it with `apt-get install -y nix-bin` (Debian's Nix 2.8)"
+            ),
+        };
+        // Ready once a connection is accepted (the socket file exists a moment before).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(&socket).is_err() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "nix-daemon exited before listening on {}: {status}",
+                    socket.display()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nix-daemon did not listen on {} within 20 s",
+                socket.display()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        Daemon {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    fn store(&self) -> LocalStore {
+        LocalStore::open_with(StoreDir::default(), Source::Daemon(self.socket.clone())).unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // The per-connection processes it forked end when their clients hang up.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -269,8 +358,9 @@ fn check_closure(root: &str, derivation: bool) {
         want,
         "oracles disagree"
     );
+    let daemon = Daemon::start();
     let mut results = Vec::new();
-    for (how, store) in both_stores() {
+    for (how, store) in all_stores(&daemon) {
         let infos = store.closure(&[store_path(root)]).unwrap();
         let got: BTreeSet<String> = infos.iter().map(|i| full(&i.path)).collect();
         assert_eq!(got, want, "{how}: closure of {root}");
@@ -294,10 +384,10 @@ fn check_closure(root: &str, derivation: bool) {
                 "{how}"
             );
         }
-        results.push(infos);
+        results.push((how, infos));
     }
-    // The two sources agree field by field, and on the order.
-    assert_eq!(results[0], results[1], "database and nix command disagree");
+    // The sources agree field by field, and on the order.
+    assert_sources_agree(&results);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -346,8 +436,9 @@ fn closure_of_several_roots_lists_each_path_once() {
             .lines()
             .map(str::to_owned),
     );
+    let daemon = Daemon::start();
     let mut results = Vec::new();
-    for (how, store) in both_stores() {
+    for (how, store) in all_stores(&daemon) {
         let infos = store.closure(&roots).unwrap();
         assert_eq!(infos.len(), want.len(), "{how}");
         assert_eq!(
@@ -356,9 +447,9 @@ fn closure_of_several_roots_lists_each_path_once() {
             "{how}"
         );
         assert_references_first(how, &infos);
-        results.push(infos);
+        results.push((how, infos));
     }
-    assert_eq!(results[0], results[1], "database and nix command disagree");
+    assert_sources_agree(&results);
 }
 
 #[test]
@@ -368,7 +459,8 @@ fn resolve_follows_result_symlinks_into_the_store() {
     // A chain: link2 -> link1 (relative) -> result -> /nix/store/…-app.
     symlink("result", fx.dir.join("link1")).ok();
     symlink(fx.dir.join("link1"), fx.dir.join("link2")).ok();
-    for (how, store) in both_stores() {
+    let daemon = Daemon::start();
+    for (how, store) in all_stores(&daemon) {
         for arg in [
             fx.dir.join("result"),
             fx.dir.join("link2"),
@@ -394,10 +486,11 @@ fn resolve_rejects_paths_outside_the_store_or_not_valid() {
     let dir = tempdir();
     let outside = dir.path().join("x");
     fs::write(&outside, "x").unwrap();
-    let not_registered = "/nix/store/00000000000000000000000000000000-cachecore-never-built";
+    let not_registered = NEVER_BUILT;
     let dangling = dir.path().join("dangling");
     symlink(not_registered, &dangling).unwrap();
-    for (how, store) in both_stores() {
+    let daemon = Daemon::start();
+    for (how, store) in all_stores(&daemon) {
         let err = store.resolve(&outside).unwrap_err();
         assert!(
             matches!(err, LocalStoreError::NotInStore { .. }),
@@ -458,7 +551,8 @@ fn build_log_path_finds_the_log_nix_kept() {
         &base[..2],
         &base[2..]
     ));
-    for (how, store) in both_stores() {
+    let daemon = Daemon::start();
+    for (how, store) in all_stores(&daemon) {
         let log = store.build_log_path(&drv);
         assert_eq!(log.as_ref(), Some(&want), "{how}");
         // Given the output path, the deriver's log.
@@ -569,15 +663,8 @@ in derivation {
 
     let store = db_store();
     let roots = [store_path(&root)];
-    store.closure(&roots).unwrap(); // warm the page cache and statement cache
-    let mut best = Duration::MAX;
-    for _ in 0..5 {
-        let t = Instant::now();
-        let infos = store.closure(&roots).unwrap();
-        best = best.min(t.elapsed());
-        assert_eq!(infos.len(), 1001);
-    }
-    let infos = store.closure(&roots).unwrap();
+    // (The warm-up run warms the page cache and the statement cache.)
+    let (infos, best) = best_of(5, || store.closure(&roots).unwrap());
     assert_eq!(
         infos.iter().map(|i| full(&i.path)).collect::<BTreeSet<_>>(),
         want
@@ -588,10 +675,80 @@ in derivation {
     let from_nix = command_store().closure(&roots).unwrap();
     let nix_time = t.elapsed();
     assert_eq!(from_nix, infos, "database and nix command disagree");
-    eprintln!("closure of 1001 paths: database {best:?}, one nix path-info process {nix_time:?}");
+
+    let daemon = Daemon::start();
+    let (from_daemon, daemon_best) = best_of(5, || daemon.store().closure(&roots).unwrap());
+    assert_eq!(from_daemon, infos, "database and daemon disagree");
+    eprintln!(
+        "closure of 1001 paths: database {best:?}, daemon {daemon_best:?} (connecting \
+         included), one nix path-info process {nix_time:?}"
+    );
     assert!(
         best < Duration::from_millis(100),
         "closure of 1000 paths took {best:?}"
+    );
+    // A round trip per level of the walk, and this graph is nearly a chain.
+    assert!(
+        daemon_best < Duration::from_secs(1),
+        "closure of 1000 paths through the daemon took {daemon_best:?}"
+    );
+}
+
+/// Runs `f` once to warm up, then `runs` times, and returns its last result and the shortest
+/// time.
+fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (T, Duration) {
+    let mut out = f();
+    let mut best = Duration::MAX;
+    for _ in 0..runs {
+        let t = Instant::now();
+        out = f();
+        best = best.min(t.elapsed());
+    }
+    (out, best)
+}
+
+/// The closure `benches/push-vs-nix.sh` pushes (1,000 `builtins.toFile` files, each referring
+/// to the one before: a chain, the worst case for pipelining), read through the daemon and
+/// from the database: the figures quoted for the daemon source.
+#[test]
+fn bench_closure_through_the_daemon_and_the_database() {
+    let dir = tempdir();
+    let expr = dir.path().join("many.nix");
+    fs::write(
+        &expr,
+        r#"let step = prev: i: builtins.toFile "cachecore-bench-${toString i}" "${toString i} ${prev}";
+in builtins.foldl' step "start" (builtins.genList (i: i) 1000)
+"#,
+    )
+    .unwrap();
+    let out = nix(
+        "nix-instantiate",
+        &["--eval", "--read-write-mode", expr.to_str().unwrap()],
+    );
+    let root = out
+        .trim_matches('"')
+        .split(' ')
+        .next_back()
+        .unwrap()
+        .to_owned();
+    let roots = [store_path(&root)];
+    let db = db_store();
+    let (from_db, db_time) = best_of(5, || db.closure(&roots).unwrap());
+    assert_eq!(from_db.len(), 1000);
+    let daemon = Daemon::start();
+    let store = daemon.store();
+    let (from_daemon, daemon_time) = best_of(5, || store.closure(&roots).unwrap());
+    assert_eq!(from_daemon, from_db, "database and daemon disagree");
+    let (_, connect_time) = best_of(5, || daemon.store());
+    eprintln!(
+        "closure of the 1,000-path bench chain: database {db_time:?}, daemon {daemon_time:?} \
+         on an open connection ({:.1}x the database), connecting and greeting the daemon \
+         {connect_time:?}",
+        daemon_time.as_secs_f64() / db_time.as_secs_f64()
+    );
+    assert!(
+        daemon_time < Duration::from_secs(1),
+        "the bench closure through the daemon took {daemon_time:?}"
     );
 }
 
@@ -619,4 +776,372 @@ fn open_prefers_the_database_and_errors_name_the_file() {
         "{err:?}"
     );
     assert!(err.to_string().contains(not_nix.to_str().unwrap()), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon source: what the daemon says of itself, errors, peers that are not daemons, and
+// the choice `LocalStore::open` makes
+// ---------------------------------------------------------------------------------------------
+
+const NEVER_BUILT: &str = "/nix/store/00000000000000000000000000000000-cachecore-never-built";
+
+fn open_daemon(socket: &Path) -> Result<LocalStore, LocalStoreError> {
+    LocalStore::open_with(StoreDir::default(), Source::Daemon(socket.to_owned()))
+}
+
+#[test]
+fn the_daemon_says_what_it_is() {
+    let daemon = Daemon::start();
+    let store = daemon.store();
+    assert_eq!(store.source(), Source::Daemon(daemon.socket.clone()));
+    assert_eq!(
+        store.source().to_string(),
+        format!("the Nix daemon at {}", daemon.socket.display())
+    );
+    let info = store.daemon_info().unwrap().unwrap();
+    let version = nix("nix-daemon", &["--version"]); // "nix-daemon (Nix) 2.8.0"
+    assert_eq!(info.nix_version.as_deref(), version.rsplit(' ').next());
+    assert_eq!(info.protocol, (1, 34), "Nix 2.8 speaks protocol 1.34");
+    assert_eq!(info.trusted, None, "said only from protocol 1.35 on");
+    assert!(db_store().daemon_info().is_none());
+}
+
+#[test]
+fn a_daemon_error_is_quoted_in_one_sentence() {
+    // A store directory the daemon does not have: it answers with an error (STDERR_ERROR in
+    // the format of protocol 1.26 and later), coloured as Nix colours paths.
+    let daemon = Daemon::start();
+    let other = StoreDir::new("/tmp/cachecore-not-the-store");
+    let store =
+        LocalStore::open_with(other.clone(), Source::Daemon(daemon.socket.clone())).unwrap();
+    let path = StorePath::from_base_name("00000000000000000000000000000000-x").unwrap();
+    let full = other.full_path(&path);
+    for _ in 0..2 {
+        // The failed connection is dropped and the next call greets the daemon again.
+        let err = store.is_valid(&path).unwrap_err();
+        assert!(matches!(err, LocalStoreError::Daemon { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "is-valid-path {full} with the Nix daemon at {} failed: the daemon says: \
+                 path '{full}' is not in the Nix store",
+                daemon.socket.display()
+            )
+        );
+    }
+    // The same client still answers queries about paths in its store.
+    let fx = fixture();
+    let good = daemon.store();
+    assert!(good.is_valid(&store_path(&fx.app)).unwrap());
+    assert!(!good.is_valid(&store_path(NEVER_BUILT)).unwrap());
+}
+
+#[test]
+fn a_socket_with_nothing_listening_is_one_clear_sentence() {
+    let dir = tempdir();
+    let socket = dir.path().join("socket");
+    drop(UnixListener::bind(&socket).unwrap()); // the file stays; nobody listens
+    let err = open_daemon(&socket).unwrap_err();
+    assert!(
+        matches!(err, LocalStoreError::DaemonConnect { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot connect to the Nix daemon at {}: Connection refused (os error 111)",
+            socket.display()
+        )
+    );
+    let missing = dir.path().join("missing");
+    let err = open_daemon(&missing).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot connect to the Nix daemon at {}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+}
+
+/// Serves `connections` connections on `socket`, one after the other, with `serve`. A panic in
+/// `serve` (a request the test did not expect) surfaces when the handle is joined.
+fn fake_daemon(
+    socket: &Path,
+    connections: usize,
+    serve: impl Fn(usize, UnixStream) + Send + 'static,
+) -> thread::JoinHandle<()> {
+    let listener = UnixListener::bind(socket).unwrap();
+    thread::spawn(move || {
+        for i in 0..connections {
+            let (stream, _) = listener.accept().unwrap();
+            serve(i, stream);
+        }
+    })
+}
+
+// The test's own spelling of the wire format (little-endian words; strings padded to 8).
+const WORKER_MAGIC_2: u64 = 0x6478_696f;
+const STDERR_LAST: u64 = 0x616c_7473;
+
+fn words(ws: &[u64]) -> Vec<u8> {
+    ws.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+fn wire_string(s: &str) -> Vec<u8> {
+    let mut b = words(&[s.len() as u64]);
+    b.extend_from_slice(s.as_bytes());
+    b.resize(b.len().next_multiple_of(8), 0);
+    b
+}
+
+fn read_word(s: &mut UnixStream) -> u64 {
+    let mut w = [0u8; 8];
+    s.read_exact(&mut w).unwrap();
+    u64::from_le_bytes(w)
+}
+
+/// The daemon's side of a protocol 1.34 handshake, as Nix 2.8 does it.
+fn fake_handshake(s: &mut UnixStream) {
+    assert_eq!(read_word(s), 0x6e69_7863, "the client's magic number");
+    let mut hello = words(&[WORKER_MAGIC_2, 1 << 8 | 34]);
+    hello.extend(wire_string("2.8.0"));
+    hello.extend(words(&[STDERR_LAST]));
+    s.write_all(&hello).unwrap();
+    assert_eq!(read_word(s) >> 8, 1, "the client's protocol major version");
+    assert_eq!(read_word(s), 0, "CPU affinity");
+    assert_eq!(read_word(s), 0, "reserve space");
+}
+
+/// One request: its operation and its store path.
+fn read_request(s: &mut UnixStream) -> (u64, String) {
+    let op = read_word(s);
+    let len = usize::try_from(read_word(s)).unwrap();
+    let mut path = vec![0u8; len.next_multiple_of(8)];
+    s.read_exact(&mut path).unwrap();
+    path.truncate(len);
+    (op, String::from_utf8(path).unwrap())
+}
+
+#[test]
+fn a_peer_that_is_not_a_daemon_is_one_clear_sentence() {
+    let dir = tempdir();
+    let socket = dir.path().join("socket");
+    let server = fake_daemon(&socket, 2, |i, mut s| {
+        read_word(&mut s);
+        let junk: &[u8] = if i == 0 {
+            b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"
+        } else {
+            b"oix" // three bytes, then hang up
+        };
+        s.write_all(junk).unwrap();
+    });
+    let err = open_daemon(&socket).unwrap_err();
+    assert!(matches!(err, LocalStoreError::Daemon { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "handshake with the Nix daemon at {} failed: the peer sent {:#018x} where the \
+             daemon's magic number 0x6478696f belongs; is something other than a Nix daemon \
+             listening there?",
+            socket.display(),
+            u64::from_le_bytes(*b"SSH-2.0-")
+        )
+    );
+    let err = open_daemon(&socket).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "handshake with the Nix daemon at {} failed: the connection ended before the \
+             daemon's greeting (the daemon hangs up on users that allowed-users in nix.conf \
+             does not list)",
+            socket.display()
+        )
+    );
+    server.join().unwrap();
+}
+
+#[test]
+fn a_daemon_that_misbehaves_mid_reply_is_one_clear_sentence_then_reconnected() {
+    let dir = tempdir();
+    let socket = dir.path().join("socket");
+    let server = fake_daemon(&socket, 3, |i, mut s| {
+        fake_handshake(&mut s);
+        let (op, path) = read_request(&mut s);
+        assert_eq!(path, NEVER_BUILT);
+        match i {
+            0 => {
+                assert_eq!(op, 26, "QueryPathInfo");
+                // Valid, and a deriver 2^40 bytes long (which never comes).
+                s.write_all(&words(&[STDERR_LAST, 1, 1 << 40])).unwrap();
+            }
+            1 => {
+                assert_eq!(op, 26, "QueryPathInfo");
+                // A log line, then the connection ends in the middle of the reply.
+                let mut b = words(&[0x6f6c_6d67]);
+                b.extend(wire_string("querying"));
+                b.extend(words(&[STDERR_LAST, 1]));
+                b.extend(&wire_string("")[..8]);
+                s.write_all(&b).unwrap();
+            }
+            _ => {
+                assert_eq!(op, 1, "IsValidPath");
+                s.write_all(&words(&[STDERR_LAST, 0])).unwrap();
+                // Stay until the client hangs up.
+                let _ = s.read(&mut [0u8; 1]);
+            }
+        }
+    });
+    let store = open_daemon(&socket).unwrap();
+    let never = store_path(NEVER_BUILT);
+    let err = store.path_info(&never).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "query-path-info {NEVER_BUILT} with the Nix daemon at {} failed: the deriver is \
+             1099511627776 bytes long, more than the 4096 allowed",
+            socket.display()
+        )
+    );
+    // Each failed connection is dropped; the next call greets the daemon again.
+    let err = store.closure(std::slice::from_ref(&never)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "query-path-info {NEVER_BUILT} with the Nix daemon at {} failed: the connection \
+             ended in the middle of the NAR hash",
+            socket.display()
+        )
+    );
+    assert!(!store.is_valid(&never).unwrap());
+    drop(store);
+    server.join().unwrap();
+}
+
+/// `LocalStore::open` reads `NIX_REMOTE`, `NIX_STATE_DIR` and `NIX_DAEMON_SOCKET_PATH`, which
+/// no test may change in this process (tests run on parallel threads and spawn `nix`). Each
+/// case runs [`open_probe`] in a child process of this test binary with its own environment.
+#[test]
+fn open_picks_the_database_then_the_daemon_then_nix() {
+    let daemon = Daemon::start();
+    let socket = daemon.socket.to_str().unwrap();
+    let no_state = tempdir(); // a state directory without a database
+    let db = Source::default_database();
+    let via_daemon = format!("source: the Nix daemon at {socket}\nvalid: false");
+    let db_missing = format!(
+        "cannot read the Nix database {}/db/db.sqlite: No such file or directory (os error 2)",
+        no_state.path().display()
+    );
+    // (NIX_REMOTE, NIX_DAEMON_SOCKET_PATH, a readable database?, what the probe prints)
+    let cases: Vec<(String, Option<&str>, bool, String)> = vec![
+        // The database first whenever it can be read.
+        (
+            "daemon".into(),
+            Some(socket),
+            true,
+            format!("source: the Nix database {}\nvalid: false", db.display()),
+        ),
+        ("daemon".into(), Some(socket), false, via_daemon.clone()),
+        ("auto".into(), Some(socket), false, via_daemon.clone()),
+        (String::new(), Some(socket), false, via_daemon.clone()),
+        (format!("unix://{socket}"), None, false, via_daemon.clone()),
+        (
+            format!("unix://{socket}?max-connections=1"),
+            Some("/elsewhere"),
+            false,
+            via_daemon.clone(),
+        ),
+        // `local` never means the daemon.
+        (
+            "local".into(),
+            Some(socket),
+            false,
+            format!(
+                "source: `nix path-info`\nerror: cannot run `nix path-info --json <1 path>`: \
+                 No such file or directory (os error 2) (and the other sources failed: \
+                 {db_missing})"
+            ),
+        ),
+        // Another store: neither the database nor the daemon is this machine's store.
+        (
+            "ssh://builder".into(),
+            Some(socket),
+            true,
+            "source: `nix path-info`\nerror: cannot run `nix path-info --json <1 path>`: No \
+             such file or directory (os error 2) (neither the Nix database nor the daemon was \
+             tried: NIX_REMOTE=ssh://builder names another store)"
+                .into(),
+        ),
+        // No daemon there either: `nix`, and when that cannot run, why each source failed.
+        (
+            "daemon".into(),
+            Some("/nonexistent/socket"),
+            false,
+            format!(
+                "source: `nix path-info`\nerror: cannot run `nix path-info --json <1 path>`: \
+                 No such file or directory (os error 2) (and the other sources failed: \
+                 {db_missing}; cannot connect to the Nix daemon at /nonexistent/socket: No \
+                 such file or directory (os error 2))"
+            ),
+        ),
+    ];
+    for (remote, socket_var, readable_db, want) in cases {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "open_probe",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CACHECORE_OPEN_PROBE", "1")
+        .env("NIX_REMOTE", &remote)
+        // Without a `nix` to run, the `nix path-info` source says why the others failed.
+        .env("PATH", "");
+        if !readable_db {
+            cmd.env("NIX_STATE_DIR", no_state.path());
+        } else {
+            cmd.env_remove("NIX_STATE_DIR");
+        }
+        match socket_var {
+            Some(s) => cmd.env("NIX_DAEMON_SOCKET_PATH", s),
+            None => cmd.env_remove("NIX_DAEMON_SOCKET_PATH"),
+        };
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let got: Vec<&str> = stdout
+            .lines()
+            .filter(|l| {
+                l.starts_with("source: ") || l.starts_with("valid: ") || l.starts_with("error: ")
+            })
+            .collect();
+        assert!(
+            out.status.success(),
+            "NIX_REMOTE={remote:?}: the probe failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            got.join("\n"),
+            want,
+            "NIX_REMOTE={remote:?} NIX_DAEMON_SOCKET_PATH={socket_var:?}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "a helper: open_picks_the_database_then_the_daemon_then_nix runs it in a child \
+            process with the environment of each case"]
+fn open_probe() {
+    assert_eq!(
+        std::env::var("CACHECORE_OPEN_PROBE").as_deref(),
+        Ok("1"),
+        "run by open_picks_the_database_then_the_daemon_then_nix"
+    );
+    let store = LocalStore::open(StoreDir::default()).unwrap();
+    // On a line of its own, after the test harness's "test open_probe ... ".
+    println!("\nsource: {}", store.source());
+    match store.is_valid(&store_path(NEVER_BUILT)) {
+        Ok(valid) => println!("valid: {valid}"),
+        Err(e) => println!("error: {e}"),
+    }
 }

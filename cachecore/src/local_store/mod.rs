@@ -1,13 +1,17 @@
 //! The machine's own Nix store: which paths are valid, their metadata and their closures.
 //!
-//! Two sources, chosen by [`LocalStore::open`] or explicitly with [`LocalStore::open_with`]:
+//! Three sources, chosen by [`LocalStore::open`] or explicitly with [`LocalStore::open_with`].
+//! None spawns a process per path:
 //!
-//! - [`Source::Database`]: Nix's SQLite database (`/nix/var/nix/db/db.sqlite`), opened read-only.
-//!   Nix keeps it in WAL mode, so reading works while Nix writes; a busy timeout covers the short
-//!   moments (checkpoints, recovery) when SQLite makes a reader wait. No process is spawned.
-//! - [`Source::NixCommand`]: for users who cannot read the database (non-root users of a
-//!   multi-user install). A whole closure costs one `nix path-info --json --recursive` process
-//!   (two when the roots mix `.drv` files and other paths), never one process per path.
+//! - [`Source::Database`]: Nix's SQLite database (`/nix/var/nix/db/db.sqlite`), opened
+//!   read-only. Nix keeps it in WAL mode, so reading works while Nix writes. No process, no
+//!   daemon: the fastest, for root and single-user installs.
+//! - [`Source::Daemon`]: the Nix daemon's socket (`/nix/var/nix/daemon-socket/socket`), spoken
+//!   to in Nix's worker protocol: for non-root users of a multi-user install, who cannot read
+//!   the database. A closure's requests are pipelined a level of the walk at a time.
+//! - [`Source::NixCommand`]: when neither can be reached. A whole closure costs one
+//!   `nix path-info --json --recursive` process (two when the roots mix `.drv` files and other
+//!   paths).
 //!
 //! ```no_run
 //! use cachecore::{local_store::LocalStore, store_path::StoreDir};
@@ -22,27 +26,30 @@
 //! # }
 //! ```
 
-use std::collections::{HashMap, HashSet, VecDeque};
+mod daemon;
+mod database;
+mod nix_command;
+mod wire;
+
+use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::path::{Component, Path, PathBuf};
-use std::process::Command;
-use std::sync::Mutex;
-use std::time::Duration;
-
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::hash::Hash;
 use crate::store_path::{StoreDir, StorePath};
+
+use daemon::DaemonClient;
+pub use daemon::{DaemonInfo, DaemonProblem};
+use database::Database;
+use nix_command::NixCommand;
 
 /// Nix's state directory unless `NIX_STATE_DIR` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/nix/var/nix";
 /// Nix's log directory unless `NIX_LOG_DIR` says otherwise.
 pub const DEFAULT_LOG_DIR: &str = "/nix/var/log/nix";
 
-/// How long a query waits for a lock SQLite cannot give at once before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Symlinks followed while resolving one argument before giving up (Linux's own limit).
 const MAX_SYMLINK_HOPS: usize = 40;
 
@@ -79,6 +86,8 @@ impl PathInfo {
 pub enum Source {
     /// Nix's SQLite database at this path, opened read-only.
     Database(PathBuf),
+    /// The Nix daemon listening on this unix socket.
+    Daemon(PathBuf),
     /// `nix path-info --json` (the `nix` found on `PATH`), one process per query or closure.
     NixCommand,
 }
@@ -87,17 +96,32 @@ impl Source {
     /// The database Nix uses: `$NIX_STATE_DIR/db/db.sqlite`, by default
     /// `/nix/var/nix/db/db.sqlite`.
     pub fn default_database() -> PathBuf {
-        let state = std::env::var_os("NIX_STATE_DIR")
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| OsString::from(DEFAULT_STATE_DIR));
-        PathBuf::from(state).join("db").join("db.sqlite")
+        state_dir().join("db").join("db.sqlite")
     }
+
+    /// The socket Nix's clients connect to: `$NIX_DAEMON_SOCKET_PATH`, else
+    /// `$NIX_STATE_DIR/daemon-socket/socket`, by default `/nix/var/nix/daemon-socket/socket`.
+    pub fn default_daemon_socket() -> PathBuf {
+        match std::env::var_os("NIX_DAEMON_SOCKET_PATH").filter(|s| !s.is_empty()) {
+            Some(socket) => PathBuf::from(socket),
+            None => state_dir().join("daemon-socket").join("socket"),
+        }
+    }
+}
+
+fn state_dir() -> PathBuf {
+    PathBuf::from(
+        std::env::var_os("NIX_STATE_DIR")
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| OsString::from(DEFAULT_STATE_DIR)),
+    )
 }
 
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::Database(db) => write!(f, "the Nix database {}", db.display()),
+            Source::Daemon(socket) => write!(f, "the Nix daemon at {}", socket.display()),
             Source::NixCommand => f.write_str("`nix path-info`"),
         }
     }
@@ -120,7 +144,20 @@ pub enum LocalStoreError {
         what: String,
         source: rusqlite::Error,
     },
-    /// A row or a JSON record holds something that is not a valid store path or hash.
+    // The cause is said in the message and not chained as a `source`, so a report that joins
+    // an error's chain says it once.
+    #[error("cannot connect to the Nix daemon at {}: {cause}", socket.display())]
+    DaemonConnect { socket: PathBuf, cause: io::Error },
+    /// The daemon failed `op` (`handshake`, `query-path-info /nix/store/…`), or its peer was
+    /// not a Nix daemon, or the connection broke.
+    #[error("{op} with the Nix daemon at {} failed: {problem}", socket.display())]
+    Daemon {
+        socket: PathBuf,
+        op: String,
+        problem: DaemonProblem,
+    },
+    /// A row, a daemon reply or a JSON record holds something that is not a valid store path
+    /// or hash.
     #[error("{source_name} has a bad record for {path}: {reason}")]
     BadRecord {
         source_name: String,
@@ -144,12 +181,13 @@ pub enum LocalStoreError {
     SymlinkLoop { arg: PathBuf },
     #[error("store paths refer to each other in a cycle: {}", paths.join(" -> "))]
     Cycle { paths: Vec<String> },
-    #[error("cannot run `{command}`: {source}{}", db_note(db_error))]
+    #[error("cannot run `{command}`: {source}{}", fallback_note(fallback))]
     SpawnNix {
         command: String,
         source: io::Error,
-        /// Why the database was not used instead, when [`LocalStore::open`] fell back.
-        db_error: Option<String>,
+        /// Why the database and the daemon were not used instead, when [`LocalStore::open`]
+        /// fell back to `nix` ("the other sources failed: …").
+        fallback: Option<String>,
     },
     #[error("`{command}` failed ({status}): {stderr}")]
     NixFailed {
@@ -168,21 +206,20 @@ fn via_arg(arg: &Option<PathBuf>, path: &str) -> String {
     }
 }
 
-fn db_note(db_error: &Option<String>) -> String {
-    match db_error {
-        Some(e) => format!(" (the Nix database was not readable either: {e})"),
+fn fallback_note(fallback: &Option<String>) -> String {
+    match fallback {
+        Some(why) => format!(" ({why})"),
         None => String::new(),
     }
 }
 
+#[derive(Debug)]
 enum Backend {
-    Database {
-        db: PathBuf,
-        // `Connection` is not `Sync`; the mutex also makes the NO_MUTEX open safe.
-        conn: Mutex<Connection>,
-    },
+    Database(Database),
+    Daemon(DaemonClient),
     NixCommand {
-        db_error: Option<String>,
+        /// Why [`LocalStore::open`] did not use the database or the daemon.
+        fallback: Option<String>,
     },
 }
 
@@ -201,52 +238,83 @@ impl fmt::Debug for LocalStore {
     }
 }
 
+/// The daemon socket `NIX_REMOTE` points at, if it names the local daemon: `""`, `auto` and
+/// `daemon` mean the default socket, `unix://PATH` that path (the default when empty; query
+/// parameters are not part of it). `None` for anything else (`local`, a chroot store,
+/// `ssh://`…).
+fn daemon_socket_for(remote: &str) -> Option<PathBuf> {
+    match remote {
+        "" | "auto" | "daemon" => Some(Source::default_daemon_socket()),
+        _ => {
+            let rest = remote.strip_prefix("unix://")?;
+            let path = rest.split_once('?').map_or(rest, |(p, _)| p);
+            Some(if path.is_empty() {
+                Source::default_daemon_socket()
+            } else {
+                PathBuf::from(path)
+            })
+        }
+    }
+}
+
 impl LocalStore {
-    /// Opens the store the way Nix on this machine would be asked: the database read-only when
-    /// it can be read, else `nix path-info`.
+    /// Opens the store the way Nix on this machine would be asked, without spawning a process
+    /// per path: the database read-only when it can be read; else, when `NIX_REMOTE` is
+    /// unset, empty, `auto`, `daemon` or `unix://PATH`, the daemon socket
+    /// ([`Source::default_daemon_socket`], or PATH) if it exists and a daemon answers on it;
+    /// else `nix path-info`.
     ///
     /// The database is skipped when `NIX_REMOTE` names a store other than the local one
     /// (a chroot store, `ssh://`…), since its contents are then not what `nix` sees.
     pub fn open(store_dir: StoreDir) -> Result<LocalStore, LocalStoreError> {
         let remote = std::env::var("NIX_REMOTE").unwrap_or_default();
-        let local_db = matches!(remote.as_str(), "" | "local" | "daemon" | "auto")
-            || remote.starts_with("unix://");
-        if !local_db {
+        let socket = daemon_socket_for(&remote);
+        if socket.is_none() && remote != "local" {
             return Ok(LocalStore {
                 store_dir,
                 backend: Backend::NixCommand {
-                    db_error: Some(format!("NIX_REMOTE={remote} is not the local store")),
+                    fallback: Some(format!(
+                        "neither the Nix database nor the daemon was tried: NIX_REMOTE={remote} \
+                         names another store"
+                    )),
                 },
             });
         }
-        match Self::open_with(
-            store_dir.clone(),
-            Source::Database(Source::default_database()),
-        ) {
-            Ok(store) => Ok(store),
-            Err(e) => Ok(LocalStore {
-                store_dir,
-                backend: Backend::NixCommand {
-                    db_error: Some(e.to_string()),
-                },
-            }),
+        let mut failures = Vec::new();
+        match Database::open(Source::default_database()) {
+            Ok(db) => return Ok(Self::with_backend(store_dir, Backend::Database(db))),
+            Err(e) => failures.push(e.to_string()),
         }
+        if let Some(socket) = socket {
+            match DaemonClient::open(socket) {
+                Ok(client) => return Ok(Self::with_backend(store_dir, Backend::Daemon(client))),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        Ok(Self::with_backend(
+            store_dir,
+            Backend::NixCommand {
+                fallback: Some(format!(
+                    "and the other sources failed: {}",
+                    failures.join("; ")
+                )),
+            },
+        ))
     }
 
-    /// Opens the store with the given source; a database that cannot be opened and queried is
-    /// an error here (no fallback).
+    /// Opens the store with the given source; a database that cannot be opened and queried,
+    /// or a daemon that cannot be connected to and greeted, is an error here (no fallback).
     pub fn open_with(store_dir: StoreDir, source: Source) -> Result<LocalStore, LocalStoreError> {
         let backend = match source {
-            Source::Database(db) => {
-                let conn = open_database(&db)?;
-                Backend::Database {
-                    db,
-                    conn: Mutex::new(conn),
-                }
-            }
-            Source::NixCommand => Backend::NixCommand { db_error: None },
+            Source::Database(db) => Backend::Database(Database::open(db)?),
+            Source::Daemon(socket) => Backend::Daemon(DaemonClient::open(socket)?),
+            Source::NixCommand => Backend::NixCommand { fallback: None },
         };
-        Ok(LocalStore { store_dir, backend })
+        Ok(Self::with_backend(store_dir, backend))
+    }
+
+    fn with_backend(store_dir: StoreDir, backend: Backend) -> LocalStore {
+        LocalStore { store_dir, backend }
     }
 
     pub fn store_dir(&self) -> &StoreDir {
@@ -256,8 +324,28 @@ impl LocalStore {
     /// Where the metadata comes from.
     pub fn source(&self) -> Source {
         match &self.backend {
-            Backend::Database { db, .. } => Source::Database(db.clone()),
+            Backend::Database(db) => Source::Database(db.path().to_owned()),
+            Backend::Daemon(client) => Source::Daemon(client.socket().to_owned()),
             Backend::NixCommand { .. } => Source::NixCommand,
+        }
+    }
+
+    /// What the daemon said of itself when greeted (protocol version, Nix version, trust);
+    /// `None` unless the source is [`Source::Daemon`].
+    pub fn daemon_info(&self) -> Option<Result<DaemonInfo, LocalStoreError>> {
+        match &self.backend {
+            Backend::Daemon(client) => Some(client.info()),
+            _ => None,
+        }
+    }
+
+    fn nix(&self) -> NixCommand<'_> {
+        NixCommand {
+            store_dir: &self.store_dir,
+            fallback: match &self.backend {
+                Backend::NixCommand { fallback } => fallback.as_deref(),
+                _ => None,
+            },
         }
     }
 
@@ -280,15 +368,8 @@ impl LocalStore {
     /// Whether `path` is valid (registered) in the local store.
     pub fn is_valid(&self, path: &StorePath) -> Result<bool, LocalStoreError> {
         match &self.backend {
-            Backend::Database { db, conn } => {
-                let conn = lock(conn);
-                let full = self.store_dir.full_path(path);
-                let mut stmt = conn
-                    .prepare_cached("SELECT 1 FROM ValidPaths WHERE path = ?1")
-                    .map_err(|e| db_error(db, format!("looking up {full}"), e))?;
-                stmt.exists([&full])
-                    .map_err(|e| db_error(db, format!("looking up {full}"), e))
-            }
+            Backend::Database(db) => db.is_valid(&self.store_dir, path),
+            Backend::Daemon(client) => client.is_valid(&self.store_dir, path),
             Backend::NixCommand { .. } => Ok(self.path_info(path)?.is_some()),
         }
     }
@@ -296,27 +377,12 @@ impl LocalStore {
     /// The metadata of one path; `None` when it is not valid in the local store.
     pub fn path_info(&self, path: &StorePath) -> Result<Option<PathInfo>, LocalStoreError> {
         match &self.backend {
-            Backend::Database { db, conn } => {
-                let conn = lock(conn);
-                let q = Queries {
-                    db,
-                    conn: &conn,
-                    store_dir: &self.store_dir,
-                };
-                let full = self.store_dir.full_path(path);
-                match q.row_by_path(&full)? {
-                    None => Ok(None),
-                    Some(row) => {
-                        let refs = q.references(row.id, &full)?;
-                        Ok(Some(q.to_info(
-                            row,
-                            refs.into_iter().map(|(_, p)| p).collect(),
-                        )?))
-                    }
-                }
-            }
+            Backend::Database(db) => db.path_info(&self.store_dir, path),
+            Backend::Daemon(client) => client.path_info(&self.store_dir, path),
             Backend::NixCommand { .. } => {
-                let mut infos = self.nix_path_info(std::slice::from_ref(path), false)?;
+                let mut infos = self
+                    .nix()
+                    .nix_path_info(std::slice::from_ref(path), false)?;
                 Ok(infos.pop())
             }
         }
@@ -326,29 +392,17 @@ impl LocalStore {
     /// that refer to them. Self-references are ignored for the order; any other cycle is an
     /// error. A root that is not valid is [`LocalStoreError::NotValid`].
     ///
-    /// The order is the same from both sources: the post-order of a depth-first walk from the
+    /// The order is the same from every source: the post-order of a depth-first walk from the
     /// roots in the order given, visiting references in store-path order.
     ///
     /// With the database, the whole walk is one read transaction, so it sees one consistent
-    /// snapshot even while Nix registers or collects paths.
+    /// snapshot even while Nix registers or collects paths. The daemon answers each path
+    /// from its own database as it is asked.
     pub fn closure(&self, roots: &[StorePath]) -> Result<Vec<PathInfo>, LocalStoreError> {
         let infos = match &self.backend {
-            Backend::Database { db, conn } => {
-                let mut conn = lock(conn);
-                let tx = conn
-                    .transaction()
-                    .map_err(|e| db_error(db, "starting a read transaction".into(), e))?;
-                let q = Queries {
-                    db,
-                    conn: &tx,
-                    store_dir: &self.store_dir,
-                };
-                let infos = q.closure(roots)?;
-                // Read-only: nothing to commit; dropping the transaction rolls back.
-                drop(tx);
-                infos
-            }
-            Backend::NixCommand { .. } => self.nix_path_info(roots, true)?,
+            Backend::Database(db) => db.closure(&self.store_dir, roots)?,
+            Backend::Daemon(client) => client.closure(&self.store_dir, roots)?,
+            Backend::NixCommand { .. } => self.nix().nix_path_info(roots, true)?,
         };
         // Walk from the roots in the order given, then the rest by path: the order depends
         // only on the graph, not on the order the source listed the paths in.
@@ -462,180 +516,6 @@ impl LocalStore {
         }
         Err(not_in_store())
     }
-
-    /// Runs `nix path-info --json` on `paths` (with `--recursive` for a closure). `.drv` paths
-    /// must be named with `--derivation` (else Nix means their outputs) and other paths without
-    /// it (else Nix means their derivers), so mixed lists take two processes.
-    fn nix_path_info(
-        &self,
-        paths: &[StorePath],
-        recursive: bool,
-    ) -> Result<Vec<PathInfo>, LocalStoreError> {
-        let (drvs, others): (Vec<&StorePath>, Vec<&StorePath>) =
-            paths.iter().partition(|p| p.name().ends_with(".drv"));
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        for (group, derivation) in [(drvs, true), (others, false)] {
-            if group.is_empty() {
-                continue;
-            }
-            for info in self.run_nix_path_info(&group, recursive, derivation)? {
-                if seen.insert(info.path.clone()) {
-                    out.push(info);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    fn run_nix_path_info(
-        &self,
-        paths: &[&StorePath],
-        recursive: bool,
-        derivation: bool,
-    ) -> Result<Vec<PathInfo>, LocalStoreError> {
-        let mut cmd = Command::new("nix");
-        cmd.args([
-            "--extra-experimental-features",
-            "nix-command",
-            "path-info",
-            "--json",
-        ]);
-        // Substituting a missing path is not ours to do: report it as not valid instead.
-        cmd.arg("--offline");
-        if recursive {
-            cmd.arg("--recursive");
-        }
-        if derivation {
-            cmd.arg("--derivation");
-        }
-        cmd.arg("--");
-        for p in paths {
-            cmd.arg(self.store_dir.full_path(p));
-        }
-        let command = format!(
-            "nix path-info --json{}{} <{} path{}>",
-            if recursive { " --recursive" } else { "" },
-            if derivation { " --derivation" } else { "" },
-            paths.len(),
-            if paths.len() == 1 { "" } else { "s" },
-        );
-        let output = cmd.output().map_err(|source| LocalStoreError::SpawnNix {
-            command: command.clone(),
-            source,
-            db_error: match &self.backend {
-                Backend::NixCommand { db_error } => db_error.clone(),
-                Backend::Database { .. } => None,
-            },
-        })?;
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-            // Nix 2.8 says "path '…' is not valid" for an invalid root under --recursive.
-            if let Some(p) = paths.iter().find(|p| {
-                stderr.contains(&format!(
-                    "path '{}' is not valid",
-                    self.store_dir.full_path(p)
-                ))
-            }) {
-                return Err(LocalStoreError::NotValid {
-                    path: self.store_dir.full_path(p),
-                    arg: None,
-                });
-            }
-            return Err(LocalStoreError::NixFailed {
-                command,
-                status: output.status,
-                stderr,
-            });
-        }
-        let records: Vec<JsonPathInfo> =
-            serde_json::from_slice(&output.stdout).map_err(|e| LocalStoreError::NixOutput {
-                command: command.clone(),
-                reason: e.to_string(),
-            })?;
-        let mut infos = Vec::with_capacity(records.len());
-        for r in records {
-            infos.push(self.info_from_json(r, &command, recursive)?);
-        }
-        Ok(infos.into_iter().flatten().collect())
-    }
-
-    /// One `nix path-info` record; `Ok(None)` for an invalid path outside a closure query.
-    fn info_from_json(
-        &self,
-        r: JsonPathInfo,
-        command: &str,
-        recursive: bool,
-    ) -> Result<Option<PathInfo>, LocalStoreError> {
-        let record_path = r.path.clone();
-        let bad = |reason: String| LocalStoreError::BadRecord {
-            source_name: format!("`{command}`"),
-            path: record_path.clone(),
-            reason,
-        };
-        let path = self.parse_full(&r.path).map_err(&bad)?;
-        if r.valid == Some(false) {
-            return if recursive {
-                Err(LocalStoreError::NotValid {
-                    path: r.path,
-                    arg: None,
-                })
-            } else {
-                Ok(None)
-            };
-        }
-        let nar_hash = r
-            .nar_hash
-            .as_deref()
-            .ok_or_else(|| bad("no narHash".into()))
-            .and_then(|h| Hash::parse(h).map_err(|e| bad(e.to_string())))?;
-        let mut references = r
-            .references
-            .iter()
-            .map(|p| self.parse_full(p).map_err(&bad))
-            .collect::<Result<Vec<_>, _>>()?;
-        references.sort();
-        let deriver = match r.deriver.as_deref() {
-            None | Some("") => None,
-            Some(d) => Some(self.parse_full(d).map_err(&bad)?),
-        };
-        Ok(Some(PathInfo {
-            path,
-            nar_hash,
-            nar_size: r.nar_size.unwrap_or(0),
-            references,
-            deriver,
-            registration_time: r.registration_time.unwrap_or(0),
-            signatures: r.signatures,
-            ca: r.ca.filter(|c| !c.is_empty()),
-            ultimate: r.ultimate.unwrap_or(false),
-        }))
-    }
-
-    fn parse_full(&self, full: &str) -> Result<StorePath, String> {
-        self.store_dir
-            .parse_path(full)
-            .map(|p| p.to_owned())
-            .map_err(|e| e.to_string())
-    }
-}
-
-/// `nix path-info --json` record, Nix 2.8 spelling.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonPathInfo {
-    path: String,
-    valid: Option<bool>,
-    nar_hash: Option<String>,
-    nar_size: Option<u64>,
-    #[serde(default)]
-    references: Vec<String>,
-    deriver: Option<String>,
-    registration_time: Option<i64>,
-    #[serde(default)]
-    signatures: Vec<String>,
-    ca: Option<String>,
-    ultimate: Option<bool>,
 }
 
 fn push_components(out: &mut VecDeque<OsString>, path: &Path, cur: &mut PathBuf) {
@@ -649,208 +529,6 @@ fn push_components(out: &mut VecDeque<OsString>, path: &Path, cur: &mut PathBuf)
             Component::ParentDir => out.push_back(OsString::from("..")),
             Component::Normal(n) => out.push_back(n.to_owned()),
         }
-    }
-}
-
-fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
-    // A panic while holding the lock leaves the connection usable: queries are read-only.
-    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn db_error(db: &Path, what: String, source: rusqlite::Error) -> LocalStoreError {
-    LocalStoreError::Database {
-        db: db.to_owned(),
-        what,
-        source,
-    }
-}
-
-fn open_database(db: &Path) -> Result<Connection, LocalStoreError> {
-    let open_err = |source| LocalStoreError::OpenDatabase {
-        db: db.to_owned(),
-        source,
-    };
-    // SQLite would only say "unable to open database file"; say why.
-    std::fs::File::open(db).map_err(|source| LocalStoreError::NoDatabase {
-        db: db.to_owned(),
-        source,
-    })?;
-    let conn = Connection::open_with_flags(
-        db,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(open_err)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-    // Opening is lazy: a query proves the file is a Nix database we may read (a WAL database
-    // whose -shm file we cannot map fails only here).
-    conn.query_row(
-        "SELECT count(*) FROM (SELECT 1 FROM ValidPaths LIMIT 1)",
-        [],
-        |r| r.get::<_, i64>(0),
-    )
-    .map_err(open_err)?;
-    conn.query_row(
-        "SELECT count(*) FROM (SELECT 1 FROM Refs LIMIT 1)",
-        [],
-        |r| r.get::<_, i64>(0),
-    )
-    .map_err(open_err)?;
-    Ok(conn)
-}
-
-struct Row {
-    id: i64,
-    path: String,
-    hash: String,
-    registration_time: i64,
-    deriver: Option<String>,
-    nar_size: Option<i64>,
-    ultimate: Option<i64>,
-    sigs: Option<String>,
-    ca: Option<String>,
-}
-
-const ROW_COLUMNS: &str =
-    "id, path, hash, registrationTime, deriver, narSize, ultimate, sigs, ca FROM ValidPaths";
-
-fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-    Ok(Row {
-        id: r.get(0)?,
-        path: r.get(1)?,
-        hash: r.get(2)?,
-        registration_time: r.get(3)?,
-        deriver: r.get(4)?,
-        nar_size: r.get(5)?,
-        ultimate: r.get(6)?,
-        sigs: r.get(7)?,
-        ca: r.get(8)?,
-    })
-}
-
-struct Queries<'a> {
-    db: &'a Path,
-    conn: &'a Connection,
-    store_dir: &'a StoreDir,
-}
-
-impl Queries<'_> {
-    fn row_by_path(&self, full: &str) -> Result<Option<Row>, LocalStoreError> {
-        let what = || format!("looking up {full}");
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("SELECT {ROW_COLUMNS} WHERE path = ?1"))
-            .map_err(|e| db_error(self.db, what(), e))?;
-        stmt.query_row([full], read_row)
-            .optional()
-            .map_err(|e| db_error(self.db, what(), e))
-    }
-
-    fn row_by_id(&self, id: i64, full: &str) -> Result<Row, LocalStoreError> {
-        let what = || format!("looking up {full}");
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("SELECT {ROW_COLUMNS} WHERE id = ?1"))
-            .map_err(|e| db_error(self.db, what(), e))?;
-        stmt.query_row([id], read_row)
-            .map_err(|e| db_error(self.db, what(), e))
-    }
-
-    /// `(id, path)` of each reference of the row `id`.
-    fn references(&self, id: i64, full: &str) -> Result<Vec<(i64, StorePath)>, LocalStoreError> {
-        let what = || format!("reading the references of {full}");
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT v.id, v.path FROM Refs r JOIN ValidPaths v ON v.id = r.reference \
-                 WHERE r.referrer = ?1",
-            )
-            .map_err(|e| db_error(self.db, what(), e))?;
-        let rows = stmt
-            .query_map([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
-            .map_err(|e| db_error(self.db, what(), e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (ref_id, ref_path) = row.map_err(|e| db_error(self.db, what(), e))?;
-            out.push((ref_id, self.parse(full, &ref_path)?));
-        }
-        out.sort_by(|a, b| a.1.cmp(&b.1));
-        Ok(out)
-    }
-
-    /// Breadth-first walk by row id: two indexed queries per path, one transaction.
-    fn closure(&self, roots: &[StorePath]) -> Result<Vec<PathInfo>, LocalStoreError> {
-        let mut seen: HashSet<i64> = HashSet::new();
-        let mut queue: VecDeque<Row> = VecDeque::new();
-        for root in roots {
-            let full = self.store_dir.full_path(root);
-            let row = self
-                .row_by_path(&full)?
-                .ok_or_else(|| LocalStoreError::NotValid {
-                    path: full.clone(),
-                    arg: None,
-                })?;
-            if seen.insert(row.id) {
-                queue.push_back(row);
-            }
-        }
-        let mut infos = Vec::new();
-        while let Some(row) = queue.pop_front() {
-            let refs = self.references(row.id, &row.path)?;
-            let mut references = Vec::with_capacity(refs.len());
-            for (ref_id, ref_path) in refs {
-                if seen.insert(ref_id) {
-                    let full = self.store_dir.full_path(&ref_path);
-                    queue.push_back(self.row_by_id(ref_id, &full)?);
-                }
-                references.push(ref_path);
-            }
-            infos.push(self.to_info(row, references)?);
-        }
-        Ok(infos)
-    }
-
-    fn parse(&self, context: &str, full: &str) -> Result<StorePath, LocalStoreError> {
-        self.store_dir
-            .parse_path(full)
-            .map(|p| p.to_owned())
-            .map_err(|e| LocalStoreError::BadRecord {
-                source_name: format!("the Nix database {}", self.db.display()),
-                path: context.to_owned(),
-                reason: e.to_string(),
-            })
-    }
-
-    fn to_info(&self, row: Row, references: Vec<StorePath>) -> Result<PathInfo, LocalStoreError> {
-        let bad = |reason: String| LocalStoreError::BadRecord {
-            source_name: format!("the Nix database {}", self.db.display()),
-            path: row.path.clone(),
-            reason,
-        };
-        let path = self.parse(&row.path, &row.path)?;
-        let nar_hash = Hash::parse(&row.hash).map_err(|e| bad(e.to_string()))?;
-        let deriver = match row.deriver.as_deref() {
-            None | Some("") => None,
-            Some(d) => Some(self.parse(&row.path, d)?),
-        };
-        let nar_size = u64::try_from(row.nar_size.unwrap_or(0))
-            .map_err(|_| bad(format!("negative narSize {:?}", row.nar_size)))?;
-        Ok(PathInfo {
-            path,
-            nar_hash,
-            nar_size,
-            references,
-            deriver,
-            registration_time: row.registration_time,
-            signatures: row
-                .sigs
-                .as_deref()
-                .unwrap_or("")
-                .split_ascii_whitespace()
-                .map(str::to_owned)
-                .collect(),
-            ca: row.ca.filter(|c| !c.is_empty()),
-            ultimate: row.ultimate.unwrap_or(0) != 0,
-        })
     }
 }
 
@@ -999,6 +677,30 @@ mod tests {
         let sorted = topo_sort(infos).unwrap();
         assert_eq!(sorted.len(), paths.len());
         assert!(sorted.iter().zip(&paths).all(|(i, p)| i.path == *p));
+    }
+
+    #[test]
+    fn nix_remote_names_the_daemon_socket() {
+        let default = Source::default_daemon_socket();
+        for (remote, want) in [
+            ("", Some(default.clone())),
+            ("auto", Some(default.clone())),
+            ("daemon", Some(default.clone())),
+            ("unix://", Some(default.clone())),
+            (
+                "unix:///run/nix/socket",
+                Some(PathBuf::from("/run/nix/socket")),
+            ),
+            (
+                "unix:///run/nix/socket?a=b",
+                Some(PathBuf::from("/run/nix/socket")),
+            ),
+            ("local", None),
+            ("/tmp/chroot", None),
+            ("ssh://builder", None),
+        ] {
+            assert_eq!(daemon_socket_for(remote), want, "{remote:?}");
+        }
     }
 
     #[test]
