@@ -4,8 +4,8 @@
 mod cli;
 mod commands;
 mod progress;
+mod stdout;
 
-use std::io;
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -14,21 +14,28 @@ fn main() -> ExitCode {
     let args = cli::Cli::parse();
     match commands::run(args) {
         Ok(code) => code,
-        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        // A reader closed our stdout (`cachecore nar pack x | head`): exit quietly, as `cat` does.
+        Err(_) if stdout::closed() => ExitCode::SUCCESS,
         Err(err) => {
-            // One sentence: the context chain joined, outermost first.
-            let message: Vec<String> = err.chain().map(|e| e.to_string()).collect();
-            eprintln!("cachecore: error: {}", message.join(": "));
+            eprintln!("cachecore: error: {}", one_sentence(&err));
             ExitCode::FAILURE
         }
     }
 }
 
-/// A reader closed our stdout (`cachecore nar pack x | head`): exit quietly, as `cat` does.
-fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| {
-        e.downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-            || e.to_string().contains("Broken pipe")
-    })
+/// The context chain joined, outermost first, leaving out a cause whose text the message
+/// before it already quotes (many errors print their source inside their own message).
+fn one_sentence(err: &anyhow::Error) -> String {
+    let mut sentence = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if sentence.contains(&text) {
+            continue;
+        }
+        if !sentence.is_empty() {
+            sentence.push_str(": ");
+        }
+        sentence.push_str(&text);
+    }
+    sentence
 }

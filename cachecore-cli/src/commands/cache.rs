@@ -15,6 +15,7 @@ use cachecore::store_path::{StoreDir, StorePath};
 
 use crate::cli::PushArgs;
 use crate::progress::TransferProgress;
+use crate::stdout::{outln, stdout};
 
 fn open(url: &str) -> anyhow::Result<BinaryCache> {
     Ok(BinaryCache::open(url)?)
@@ -66,7 +67,7 @@ pub fn init(url: &str, priority: u64, no_mass_query: bool) -> anyhow::Result<()>
         ..CacheInfo::default()
     };
     let now = block_on(async { Ok(cache.init(&wanted).await?) })?;
-    print!("{now}");
+    write!(stdout(), "{now}")?;
     Ok(())
 }
 
@@ -104,7 +105,7 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
             "{} pushed, {} already there",
             summary.pushed, summary.skipped
         ));
-        println!("{}", store_dir.full_path(&path));
+        outln!("{}", store_dir.full_path(&path))?;
         return Ok(());
     }
     let local = LocalStore::open(store_dir).context("cannot open the local Nix store")?;
@@ -198,10 +199,11 @@ pub fn verify(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let opts = ops::VerifyOptions { trusted_keys, jobs };
     let report = block_on(async { Ok(ops::verify(&cache, &paths, &opts).await?) })?;
-    let mut out = io::stdout().lock();
+    let mut out = io::BufWriter::new(stdout());
     for problem in &report.problems {
         writeln!(out, "{problem}")?;
     }
+    out.flush()?;
     if report.is_ok() {
         eprintln!(
             "{} paths verified in {}: no problems",
@@ -222,7 +224,7 @@ pub fn verify(
 
 pub fn ls(url: &str, path: Option<&str>) -> anyhow::Result<()> {
     let cache = open(url)?;
-    let mut out = io::BufWriter::new(io::stdout().lock());
+    let mut out = io::BufWriter::new(stdout());
     match path {
         None => {
             for p in block_on(async { Ok(ops::list_paths(&cache).await?) })? {
@@ -249,18 +251,20 @@ pub fn cat(url: &str, arg: &str) -> anyhow::Result<()> {
         bail!("{arg} names a whole store path; name a file inside it, e.g. {arg}/bin/…");
     }
     let sub = sub.to_owned();
-    block_on(async move { Ok(ops::cat(&cache, &path, &sub, io::stdout()).await?) })
+    block_on(async move { Ok(ops::cat(&cache, &path, &sub, stdout()).await?) })
 }
 
 pub fn info(url: &str) -> anyhow::Result<()> {
     let cache = open(url)?;
     let (info, totals) = block_on(async { Ok(ops::info(&cache).await?) })?;
+    let mut out = io::BufWriter::new(stdout());
     match info {
-        Some(i) => print!("{i}"),
-        None => println!("(no nix-cache-info: not initialised)"),
+        Some(i) => write!(out, "{i}")?,
+        None => writeln!(out, "(no nix-cache-info: not initialised)")?,
     }
-    println!("Paths: {}", totals.paths);
-    println!("NarBytes: {}", totals.nar_bytes);
-    println!("FileBytes: {}", totals.file_bytes);
+    writeln!(out, "Paths: {}", totals.paths)?;
+    writeln!(out, "NarBytes: {}", totals.nar_bytes)?;
+    writeln!(out, "FileBytes: {}", totals.file_bytes)?;
+    out.flush()?;
     Ok(())
 }

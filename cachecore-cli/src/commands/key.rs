@@ -33,9 +33,9 @@ fn generate(name: &str, out: Option<&Path>) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot write secret key file {}", path.display()))?;
         }
         None => {
-            let mut stdout = std::io::stdout().lock();
-            stdout.write_all(secret.as_bytes())?;
-            stdout.flush()?;
+            let mut out = crate::stdout::stdout();
+            out.write_all(secret.as_bytes())?;
+            out.flush()?;
         }
     }
     eprintln!("{}", key.public_key());
@@ -60,6 +60,6 @@ fn public(secret_file: Option<&Path>) -> anyhow::Result<()> {
         }
     };
     let key = SecretKey::parse(&text).with_context(|| format!("secret key from {source}"))?;
-    println!("{}", key.public_key());
+    crate::stdout::outln!("{}", key.public_key())?;
     Ok(())
 }

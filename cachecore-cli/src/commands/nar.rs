@@ -7,12 +7,12 @@ use cachecore::nar;
 
 use super::open_input;
 use crate::cli::NarCommand;
+use crate::stdout::{outln, stdout};
 
 pub fn run(cmd: NarCommand) -> anyhow::Result<()> {
     match cmd {
         NarCommand::Pack { path } => {
-            let stdout = io::stdout().lock();
-            nar::pack(&path, stdout)?;
+            nar::pack(&path, stdout())?;
         }
         NarCommand::Unpack { dest } => {
             nar::unpack(io::stdin().lock(), &dest).with_context(|| {
@@ -22,7 +22,7 @@ pub fn run(cmd: NarCommand) -> anyhow::Result<()> {
         NarCommand::Ls { nar: file, json } => {
             let listing = nar::Listing::from_nar(open_input(&file)?)
                 .with_context(|| format!("cannot list {}", file.display()))?;
-            let mut out = BufWriter::new(io::stdout().lock());
+            let mut out = BufWriter::new(stdout());
             if json {
                 serde_json::to_writer(&mut out, &listing)?;
                 writeln!(out)?;
@@ -32,7 +32,7 @@ pub fn run(cmd: NarCommand) -> anyhow::Result<()> {
             out.flush()?;
         }
         NarCommand::Cat { nar: file, subpath } => {
-            let mut out = BufWriter::with_capacity(1 << 17, io::stdout().lock());
+            let mut out = BufWriter::with_capacity(1 << 17, stdout());
             nar::cat_verified(open_input(&file)?, &subpath, &mut out)
                 .with_context(|| format!("cannot print {subpath:?} from {}", file.display()))?;
             out.flush()?;
@@ -45,9 +45,9 @@ pub fn run(cmd: NarCommand) -> anyhow::Result<()> {
                 hash.to_string()
             };
             if size {
-                println!("{text} {nar_size}");
+                outln!("{text} {nar_size}")?;
             } else {
-                println!("{text}");
+                outln!("{text}")?;
             }
         }
     }

@@ -25,6 +25,6 @@ pub fn run(path: &Path, name: Option<String>, store_dir: &str) -> anyhow::Result
     let store_path = dir
         .make_source_path(&nar_hash, &name)
         .with_context(|| format!("cannot name {} {name:?}", path.display()))?;
-    println!("{}", dir.full_path(&store_path));
+    crate::stdout::outln!("{}", dir.full_path(&store_path))?;
     Ok(())
 }

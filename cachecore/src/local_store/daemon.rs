@@ -999,6 +999,91 @@ mod tests {
         );
     }
 
+    /// A fuzz loop over whole daemon conversations: a valid transcript (greeting, log lines, an
+    /// activity, a reply to `IsValidPath`, an error, a path-info reply) with random bytes flipped,
+    /// words replaced by extreme values, and cuts. Whatever the daemon says, the client answers
+    /// with a value or an error, never a panic, and never allocates what a length claims.
+    #[test]
+    fn mangled_conversations_are_errors_never_panics() {
+        for minor in [10, 16, 17, 25, 26, 34, 35] {
+            let mut t = server_hello(minor);
+            put_u64(&mut t, STDERR_NEXT);
+            s(&mut t, "building...");
+            t.extend(words(&[STDERR_START_ACTIVITY, 7, 0, 0]));
+            s(&mut t, "copying");
+            t.extend(words(&[0, 0, STDERR_STOP_ACTIVITY, 7, STDERR_LAST, 1]));
+            put_u64(&mut t, STDERR_ERROR);
+            if minor >= 26 {
+                s(&mut t, "Error");
+                put_u64(&mut t, 0);
+                s(&mut t, "Error");
+                s(&mut t, "path is not valid");
+                t.extend(words(&[0, 0]));
+            } else {
+                s(&mut t, "path is not valid");
+                put_u64(&mut t, 1);
+            }
+            if minor < 17 {
+                // Before 1.17 path info is asked after `IsValidPath`.
+                t.extend(words(&[STDERR_LAST, 1]));
+            }
+            put_u64(&mut t, STDERR_LAST);
+            path_info_reply(&mut t, minor);
+            let mut clean = connect_to(t.clone()).unwrap();
+            assert!(clean.is_valid_path(PATH).unwrap(), "minor {minor}");
+            assert!(clean.is_valid_path(PATH).is_err(), "minor {minor}");
+            assert!(clean.query_path_info(PATH).is_ok(), "minor {minor}");
+            let mut reached_the_end = 0;
+            let extremes = [
+                0,
+                1,
+                u64::MAX,
+                1 << 40,
+                STDERR_NEXT,
+                STDERR_ERROR,
+                STDERR_READ,
+                STDERR_RESULT,
+                STDERR_LAST,
+            ];
+            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ minor;
+            let mut next = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            for _ in 0..3_000 {
+                let mut b = t.clone();
+                for _ in 0..1 + next() % 4 {
+                    if b.is_empty() {
+                        break;
+                    }
+                    let at = (next() % b.len() as u64) as usize;
+                    match next() % 3 {
+                        0 => b[at] ^= 1 << (next() % 8),
+                        1 => {
+                            let w = at & !7;
+                            let v = extremes[(next() % extremes.len() as u64) as usize];
+                            if w + 8 <= b.len() {
+                                b[w..w + 8].copy_from_slice(&v.to_le_bytes());
+                            }
+                        }
+                        _ => b.truncate(at),
+                    }
+                }
+                if let Ok(mut conn) = connect_to(b) {
+                    let _ = conn.is_valid_path(PATH);
+                    let _ = conn.is_valid_path(PATH);
+                    if conn.query_path_info(PATH).is_ok() {
+                        reached_the_end += 1;
+                    }
+                }
+            }
+            // The mangling must leave some conversations whole enough to test the later replies.
+            assert!(reached_the_end > 100, "minor {minor}: {reached_the_end}");
+        }
+    }
+
     #[test]
     fn printable_strips_escapes_and_control_characters() {
         assert_eq!(

@@ -348,13 +348,19 @@ pub(crate) mod tests {
             assert_eq!(listing, pack(&root, io::sink()).unwrap());
         }
         let entry: &[u8] = b"\x05\0\0\0\0\0\0\0entry\0\0\0";
-        let files = nar.windows(16).filter(|w| *w == b"\x07\0\0\0\0\0\0\0regular\0").count();
+        let files = nar
+            .windows(16)
+            .filter(|w| *w == b"\x07\0\0\0\0\0\0\0regular\0")
+            .count();
         assert_eq!(marks.len(), files, "one mark per regular file");
         assert!(marks.windows(2).all(|w| w[0] < w[1]), "{marks:?}");
         for (m, w) in marks.iter().zip(&written_at_mark) {
             let m = *m as usize;
             assert_eq!(&nar[m..m + entry.len()], entry, "mark {m}");
-            assert!(*w <= m as u64, "mark {m} came after {w} bytes had been written");
+            assert!(
+                *w <= m as u64,
+                "mark {m} came after {w} bytes had been written"
+            );
         }
     }
 

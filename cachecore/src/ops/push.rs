@@ -363,8 +363,7 @@ fn pack_compressed<W: Write>(
             // Frames end where a file's entry starts when one is near (see boundary_hint).
             let boundaries = writer.boundaries();
             let mut file_start = |offset| boundaries.mark(offset);
-            let (h, n, l, pw) =
-                pack_into!(writer, Some(&mut file_start as &mut dyn FnMut(u64)));
+            let (h, n, l, pw) = pack_into!(writer, Some(&mut file_start as &mut dyn FnMut(u64)));
             let (fh, _table) = pw.into_inner().finish().map_err(io_err)?;
             (h, n, l, fh)
         }
