@@ -39,7 +39,7 @@ bench() { # name path [cache parent directory]
   # Leave one of each for the size comparison.
   rm -rf "$dir/cc-$name" "$dir/nix-$name"
   "$cc" push "$dir/cc-$name" "$path" --quiet
-  "${nixc[@]}" copy --to "file://$dir/nix-$name?compression=zstd" "$path"
+  "${nixc[@]}" copy --quiet --to "file://$dir/nix-$name?compression=zstd" "$path"
   python3 - "$work/push-$name.json" "$dir/cc-$name" "$dir/nix-$name" "$name" <<'PY'
 import json, os, sys
 res = {r["command"]: r["median"] for r in json.load(open(sys.argv[1]))["results"]}

@@ -1,6 +1,7 @@
 //! Progress display: a bar (paths, bytes, rate) on a terminal, plain lines otherwise.
 
 use std::io::IsTerminal as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use cachecore::ops::Progress;
@@ -11,6 +12,9 @@ pub struct TransferProgress {
     bar: Option<ProgressBar>,
     verb: &'static str,
     quiet: bool,
+    /// Paths planned, and paths done, for the bar's message.
+    planned: AtomicUsize,
+    done: AtomicUsize,
 }
 
 impl TransferProgress {
@@ -23,7 +27,20 @@ impl TransferProgress {
             );
             bar
         });
-        Arc::new(TransferProgress { bar, verb, quiet })
+        Arc::new(TransferProgress {
+            bar,
+            verb,
+            quiet,
+            planned: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+        })
+    }
+
+    /// One more path is done: updates the bar's count.
+    fn count_one(&self, bar: &ProgressBar) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        let planned = self.planned.load(Ordering::Relaxed);
+        bar.set_message(format!("{done}/{planned} paths"));
     }
 
     pub fn finish(&self, summary: &str) {
@@ -40,6 +57,7 @@ impl Progress for TransferProgress {
     fn planned(&self, paths: usize, bytes: u64, skipped: usize) {
         match &self.bar {
             Some(bar) => {
+                self.planned.store(paths, Ordering::Relaxed);
                 bar.set_length(bytes);
                 bar.set_message(format!("0/{paths} paths"));
             }
@@ -58,7 +76,10 @@ impl Progress for TransferProgress {
 
     fn path_done(&self, path: &str) {
         match &self.bar {
-            Some(bar) => bar.println(format!("{} {path}", self.verb)),
+            Some(bar) => {
+                bar.println(format!("{} {path}", self.verb));
+                self.count_one(bar);
+            }
             None if !self.quiet => eprintln!("{} {path}", self.verb),
             None => {}
         }

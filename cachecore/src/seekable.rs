@@ -19,6 +19,11 @@
 //! [`zstd::stream::read::Decoder`] and Nix (which substitutes such `.nar.zst` files) decode it
 //! whole. The writer never sets the descriptor's checksum flag; the reader accepts tables with it.
 //!
+//! An input that fits in one frame is written as that frame alone, without a seek table: there
+//! is nothing to seek in, and on the small NARs that make up most of a closure the table would
+//! cost a fifth of the object. A reader that finds no table reads such an object whole (it is
+//! at most one frame), as it would a `.nar.zst` written by Nix.
+//!
 //! - [`SeekableWriter`] compresses a stream into that format, frames in parallel on worker
 //!   threads, and prefers to end frames where the caller hints (a NAR file boundary).
 //! - [`SeekTable::parse_from_tail`] reads the seek table from the last bytes of an object;
@@ -786,7 +791,8 @@ impl<W: Write> SeekableWriter<W> {
     }
 
     /// Compresses what is buffered, writes every frame and then the seek table, flushes `out`
-    /// and returns it with the seek table.
+    /// and returns it with the seek table. An input that fit in one frame gets no seek table
+    /// (its [`SeekTable::seek_table_len`] is 0): the object is a plain zstd frame.
     pub fn finish(mut self) -> io::Result<(W, SeekTable)> {
         self.check_usable()?;
         // An empty input still gets one (empty) frame, so the object starts like any .zst file.
@@ -796,9 +802,14 @@ impl<W: Write> SeekableWriter<W> {
         while self.next_write < self.next_seq {
             self.wait_one()?;
         }
-        let bytes = self.table.to_bytes();
-        debug_assert_eq!(bytes.len() as u64, self.table.table_len);
-        self.out.write_all(&bytes)?;
+        if self.table.len() > 1 {
+            let bytes = self.table.to_bytes();
+            debug_assert_eq!(bytes.len() as u64, self.table.table_len);
+            self.out.write_all(&bytes)?;
+        } else {
+            // One frame: nothing to seek in, and the table would be 25 bytes on every small NAR.
+            self.table.table_len = 0;
+        }
         self.out.flush()?;
         let SeekableWriter { out, table, .. } = self;
         Ok((out, table))
@@ -1062,6 +1073,15 @@ mod tests {
             .read_to_end(&mut decoded)
             .unwrap();
         assert!(decoded == data, "stream decoding differs");
+        if table.len() == 1 {
+            // One frame and no table: a plain zstd frame.
+            assert_eq!(table.seek_table_len(), 0);
+            assert!(SeekTable::parse_from_tail(object).is_err());
+            assert_eq!(table.frames()[0].compressed_range(), 0..object.len() as u64);
+            table.check_object_len(object.len() as u64).unwrap();
+            assert_eq!(table.decompressed_len(), data.len() as u64);
+            return;
+        }
         // The table written is the table parsed back, from the whole object or its exact tail.
         let parsed = SeekTable::parse_from_tail(object).unwrap();
         assert_eq!(&parsed, table);
