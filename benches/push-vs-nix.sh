@@ -4,7 +4,7 @@
 # median wall times, the ratio (>1: cachecore faster), the compressed sizes and their ratio, and
 # the time to re-push an already-present closure.
 #
-#   benches/push-vs-nix.sh            # Python install as one ~600 MiB store path + 1,000 small paths
+#   benches/push-vs-nix.sh   # Python install as one ~600 MiB store path; 1,000 small paths as a chain and as a tree
 #
 # Needs nix-bin and hyperfine. RUNS (default 3) runs each.
 set -euo pipefail
@@ -22,13 +22,25 @@ py_prefix=$(python3 -c 'import sys; print(sys.base_prefix)')
 [ -d "$work/python" ] || cp -a "$py_prefix" "$work/python"
 big=$(nix-store --add "$work/python")
 
-# 2. Many small paths: 1,000 text files, each referring to the previous one, in one closure.
+# 2. Many small paths, two closures of 1,000 text files each:
+#    chain: each file refers to the previous one, so every narinfo waits for the one before it
+#           (the worst case for a push that publishes a path only after its references);
+#    tree:  each file refers to its parent in a binary tree (depth 10) and to the root.
 cat > "$work/many.nix" <<'NIX'
 let step = prev: i: builtins.toFile "cachecore-bench-${toString i}" "${toString i} ${prev}";
 in builtins.foldl' step "start" (builtins.genList (i: i) 1000)
 NIX
+cat > "$work/tree.nix" <<'NIX'
+let
+  mk = i: builtins.toFile "cachecore-tree-${toString i}"
+    (if i == 0 then "root" else "${toString i} ${node ((i - 1) / 2)} ${node 0}");
+  nodes = builtins.genList mk 1000;
+  node = i: builtins.elemAt nodes i;
+in builtins.toFile "cachecore-tree-top" (builtins.concatStringsSep "\n" nodes)
+NIX
 small=$(nix-instantiate --eval --read-write-mode "$work/many.nix" | tr -d '"' | awk '{print $NF}')
 small_count=$(nix-store -qR "$small" | wc -l)
+tree=$(nix-instantiate --eval --read-write-mode "$work/tree.nix" | tr -d '"')
 
 bench() { # name path [cache parent directory]
   local name=$1 path=$2 dir=${3:-$work}
@@ -47,27 +59,29 @@ def nar_bytes(d):
     return sum(os.path.getsize(os.path.join(d, "nar", f)) for f in os.listdir(os.path.join(d, "nar")))
 ours, theirs = nar_bytes(sys.argv[2]), nar_bytes(sys.argv[3])
 c, n = res["cachecore push"], res["nix copy"]
-print(f"{sys.argv[4]:6} cachecore {c:7.2f}s | nix copy {n:7.2f}s | speed ratio {n/c:4.2f}x"
+print(f"{sys.argv[4]:11} cachecore {c:7.2f}s | nix copy {n:7.2f}s | speed ratio {n/c:4.2f}x"
       f" | size {ours/2**20:8.1f} MiB vs {theirs/2**20:8.1f} MiB ({ours/theirs*100:5.1f}%)")
 PY
 }
 
 echo "large: $big"
 bench large "$big"
-echo "small: $small_count paths"
-bench small "$small"
-# The same on a tmpfs: on this VM's ext4 disk, both tools spend most of the small-path run in the
-# kernel allocating inodes (three files per path for cachecore — NAR, .ls, narinfo — two for
-# Nix); in memory what is left is the tools' own work.
+echo "small: $small_count paths in a chain (chain), and in a tree (tree)"
+bench chain "$small"
+bench tree "$tree"
+# The same on a tmpfs: on this VM's disk both tools spend much of a small-path push in the
+# kernel creating files (three per path for cachecore — NAR, .ls, narinfo — two for Nix); in
+# memory what is left is the tools' own work.
 shm=/dev/shm/cachecore-bench
 mkdir -p "$shm"
-echo "small, caches on tmpfs ($shm): $small_count paths"
-bench small-tmpfs "$small" "$shm"
+echo "small, caches on tmpfs ($shm)"
+bench chain-tmpfs "$small" "$shm"
+bench tree-tmpfs "$tree" "$shm"
 rm -rf "$shm"
 
 # Re-pushing a closure that is already there: existence checks only.
 hyperfine --style basic --runs 5 -n "re-push $small_count present paths" \
-  "$cc push '$work/cc-small' '$small' --quiet" | grep -E 'Time|re-push'
+  "$cc push '$work/cc-chain' '$small' --quiet" | grep -E 'Time|re-push'
 rm -rf "$work/cc-peak"
 peak=$( { /usr/bin/time -f %M "$cc" push "$work/cc-peak" "$big" --quiet; } 2>&1 | tail -n1 )
 echo "peak memory of cachecore push (large): $((peak / 1024)) MiB"

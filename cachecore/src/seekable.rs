@@ -19,9 +19,10 @@
 //! [`zstd::stream::read::Decoder`] and Nix (which substitutes such `.nar.zst` files) decode it
 //! whole. The writer never sets the descriptor's checksum flag; the reader accepts tables with it.
 //!
-//! An input that fits in one frame is written as that frame alone, without a seek table: there
-//! is nothing to seek in, and on the small NARs that make up most of a closure the table would
-//! cost a fifth of the object. A reader that finds no table reads such an object whole (it is
+//! An input that fits in one frame is written as that frame alone, without a seek table and
+//! without a checksum, as Nix writes a `.nar.zst`: there is nothing to seek in, the narinfo's
+//! hashes cover the object, and on the small NARs that make up most of a closure the two would
+//! cost a quarter of the object. A reader that finds no table reads such an object whole (it is
 //! at most one frame), as it would a `.nar.zst` written by Nix.
 //!
 //! - [`SeekableWriter`] compresses a stream into that format, frames in parallel on worker
@@ -795,8 +796,15 @@ impl<W: Write> SeekableWriter<W> {
     /// (its [`SeekTable::seek_table_len`] is 0): the object is a plain zstd frame.
     pub fn finish(mut self) -> io::Result<(W, SeekTable)> {
         self.check_usable()?;
-        // An empty input still gets one (empty) frame, so the object starts like any .zst file.
-        if !self.buf.is_empty() || self.next_seq == 0 {
+        if self.next_seq == 0 {
+            // The only frame (an empty input still gets one, so the object starts like any .zst
+            // file).
+            let result = self.write_only_frame();
+            if result.is_err() {
+                self.failed = true;
+            }
+            result?;
+        } else if !self.buf.is_empty() {
             self.submit()?;
         }
         while self.next_write < self.next_seq {
@@ -807,12 +815,37 @@ impl<W: Write> SeekableWriter<W> {
             debug_assert_eq!(bytes.len() as u64, self.table.table_len);
             self.out.write_all(&bytes)?;
         } else {
-            // One frame: nothing to seek in, and the table would be 25 bytes on every small NAR.
+            // One frame: nothing to seek in (see the module docs).
             self.table.table_len = 0;
         }
         self.out.flush()?;
         let SeekableWriter { out, table, .. } = self;
         Ok((out, table))
+    }
+
+    /// Compresses the buffer as the object's one frame, without a checksum: like Nix's own
+    /// `.nar.zst`, it is read whole, and the narinfo's FileHash and NarHash cover it (on a
+    /// 100-byte NAR the 4 bytes are 3% of the object).
+    fn write_only_frame(&mut self) -> io::Result<()> {
+        let data = std::mem::take(&mut self.buf);
+        let compressed = match &mut self.engine {
+            Engine::Inline(c) => {
+                c.include_checksum(false)?;
+                let compressed = c.compress(&data);
+                c.include_checksum(true)?;
+                compressed?
+            }
+            Engine::Pool(_) => {
+                let mut c = compressor(self.opts.level)?;
+                c.include_checksum(false)?;
+                c.compress(&data)?
+            }
+        };
+        // frame_size <= MAX_FRAME_SIZE < u32::MAX.
+        self.write_frame(&compressed, data.len() as u32)?;
+        self.next_seq = 1;
+        self.next_write = 1;
+        Ok(())
     }
 
     fn check_usable(&self) -> io::Result<()> {
@@ -1074,14 +1107,17 @@ mod tests {
             .unwrap();
         assert!(decoded == data, "stream decoding differs");
         if table.len() == 1 {
-            // One frame and no table: a plain zstd frame.
+            // One frame and no table: a plain zstd frame, without a checksum (descriptor bit 2).
             assert_eq!(table.seek_table_len(), 0);
+            assert_eq!(object[4] & 0x04, 0, "a lone frame has no checksum");
             assert!(SeekTable::parse_from_tail(object).is_err());
             assert_eq!(table.frames()[0].compressed_range(), 0..object.len() as u64);
             table.check_object_len(object.len() as u64).unwrap();
             assert_eq!(table.decompressed_len(), data.len() as u64);
             return;
         }
+        // Frames of a seekable object carry a checksum.
+        assert_eq!(object[4] & 0x04, 0x04, "frame 0 has a checksum");
         // The table written is the table parsed back, from the whole object or its exact tail.
         let parsed = SeekTable::parse_from_tail(object).unwrap();
         assert_eq!(&parsed, table);
