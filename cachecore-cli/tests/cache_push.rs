@@ -656,7 +656,8 @@ fn corrupt_local_path_fails_the_push_and_publishes_nothing() {
     let n = nonce();
     // Fresh paths only this test uses (the nonce), so corrupting them cannot disturb another
     // test: one NAR small enough to be compressed in memory, one large enough (over 4 MiB) to be
-    // staged in the cache under nar/.tmp-*, and one that refers to the small one.
+    // streamed to its final key (and abandoned before the upload completes), and one that
+    // refers to the small one.
     let built = nix_build_scripts(
         tmp.path(),
         &[

@@ -65,4 +65,37 @@ fn pushed_to_garage_and_substituted_by_nix_over_http() {
         stderr.contains("0 paths pushed") && stderr.contains("3 already"),
         "{stderr}"
     );
+
+    // A NAR of 25 MiB of incompressible bytes streams straight to its final key in several
+    // multipart parts (no staging copy); Nix substitutes it from the bucket, signed.
+    let big = tmp.path().join("big");
+    std::fs::create_dir(&big).unwrap();
+    std::fs::write(big.join("data"), pseudo_random_bytes(25 << 20, 7)).unwrap();
+    cachecore_s3_ok(
+        &garage,
+        &[
+            "push",
+            &s3,
+            "--add",
+            path_str(&big),
+            "--name",
+            "cachecore-s3-big",
+            "--key",
+            path_str(&secret),
+        ],
+    );
+    let big_path = cachecore_str(&["store-path", path_str(&big), "--name", "cachecore-s3-big"]);
+    let big_path = big_path.trim();
+    let fresh_big = tmp.path().join("fresh-big");
+    let res = nix_copy_from_checking_sigs(&web, &fresh_big, big_path, &public);
+    assert!(
+        res.status.success(),
+        "nix copy of the large NAR from the bucket failed:\n{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert_same_tree(&big, &fresh_big.join(big_path.trim_start_matches('/')));
+    cachecore_s3_ok(
+        &garage,
+        &["verify", &s3, big_path, "--trusted-key", &public],
+    );
 }

@@ -1,11 +1,12 @@
 //! `push`: upload the closure of local store paths into a binary cache.
 //!
 //! Per path: the file system → NAR writer → NarHash → compressor (zstd frames on all cores, as a
-//! seekable `.nar.zst`) → FileHash → streamed (multipart) upload to a staging key → rename to
-//! `nar/<FileHash>.nar.zst`. The NarHash computed on the way must equal the local database's,
-//! or the path fails and nothing of it is published. Narinfos are written last, each only once
-//! its NAR is in place and its references' narinfos are visible. NARs go largest first, `jobs`
-//! at a time.
+//! seekable `.nar.zst`) → FileHash → the cache: a NAR up to 4 MiB is compressed in memory and
+//! written once as `nar/<FileHash>.nar.zst`; a larger one streams (multipart) straight to
+//! `nar/<NarHash>.nar.zst`, the upload completing only once the NarHash is checked. The NarHash
+//! computed on the way must equal the local store's, or the path fails and nothing of it is
+//! published. Narinfos are written last, each only once its NAR is in place and its
+//! references' narinfos are visible. NARs go largest first, `jobs` at a time.
 
 use std::collections::HashSet;
 use std::io::{self, Write};
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use futures::StreamExt as _;
 
 use super::pipe::sink_stream;
-use super::{join_error, publish_as_ready, staged, OpError, Progress, Publisher};
+use super::{join_error, publish_as_ready, OpError, Progress, Publisher};
 use crate::cache_info::CacheInfo;
 use crate::compression::{self, Compression, Compressor};
 use crate::hash::{Hash, HashAlgo, HashingWriter};
@@ -24,7 +25,7 @@ use crate::nar;
 use crate::narinfo::{ContentAddress, NarInfo};
 use crate::seekable::{self, SeekableOptions, SeekableWriter};
 use crate::signing::Signer;
-use crate::store::{layout, BinaryCache};
+use crate::store::{layout, BinaryCache, StoreError};
 use crate::store_path::{StoreDir, StorePath};
 
 /// How to push.
@@ -225,10 +226,11 @@ const SMALL_NAR: u64 = 4 << 20;
 /// The most such a buffer may hold (a NAR that grew on disk, or incompressible data plus framing).
 const SMALL_NAR_CAP: usize = (SMALL_NAR as usize) * 2;
 
-/// Where a compressed NAR waits while its NarHash is checked.
-enum Staged {
-    /// Under a temporary key in the cache.
-    Object(String),
+/// Where a compressed NAR is once packed.
+enum Placement {
+    /// Uploaded to its final key (its NarHash checked before the upload completed).
+    Uploaded(String),
+    /// In memory, to be written under its file hash once its NarHash is checked.
     InMemory(bytes::Bytes),
 }
 
@@ -397,7 +399,7 @@ async fn upload_path(
     progress: Arc<dyn Progress>,
 ) -> Result<NarInfo, OpError> {
     let full = store_dir.full_path(&info.path);
-    let (packed, staging) = if info.nar_size <= SMALL_NAR {
+    let (packed, placement) = if info.nar_size <= SMALL_NAR {
         // Small: compress into a capped buffer and put it straight to its final key below. Half
         // the objects a push writes are this small, and a staging object plus a rename is most of
         // their cost on a local disk.
@@ -412,30 +414,49 @@ async fn upload_path(
         })
         .await
         .map_err(join_error)??;
-        (packed, Staged::InMemory(bytes::Bytes::from(buffer.data)))
+        (packed, Placement::InMemory(bytes::Bytes::from(buffer.data)))
     } else {
-        let staging =
-            layout::temp_nar(&format!("{}-{}", info.path.hash_part(), std::process::id()));
+        // Large: streamed straight to its final key, named after the NarHash the local store
+        // gives (the file's own hash is known only at the end; Nix follows the narinfo's URL,
+        // whatever the name). The NarHash is checked before the upload completes: on a
+        // mismatch the stream ends with an error, the upload is abandoned, and nothing appears
+        // under the key. So there is no staging object to copy into place, which on S3 would be
+        // a server-side copy of every large NAR (and on AWS, limited to 5 GiB).
+        let key = layout::nar(&info.nar_hash, opts.compression);
         let (sink, stream) = sink_stream();
         let pack_opts = opts.clone();
-        let expected_size = info.nar_size;
+        let (expected_hash, expected_size) = (info.nar_hash.clone(), info.nar_size);
         let packer = tokio::task::spawn_blocking(move || {
             let (packed, sink) =
                 pack_compressed(&disk_path, expected_size, sink, &pack_opts, progress)?;
-            sink.finish()
-                .map_err(|e| OpError::io("cannot hand the NAR to the upload", e))?;
+            if packed.nar_hash == expected_hash && packed.nar_size == expected_size {
+                sink.finish()
+                    .map_err(|e| OpError::io("cannot hand the NAR to the upload", e))?;
+            } else {
+                // Dropped unfinished: the upload is abandoned (reported below).
+                drop(sink);
+            }
             Ok::<_, OpError>(packed)
         });
-        let (uploaded, packed) = tokio::join!(cache.put_stream(&staging, stream), packer);
-        let packed = staged(cache, &staging, uploaded, packed.map_err(join_error)?).await?;
-        (packed, Staged::Object(staging))
+        let (uploaded, packed) = tokio::join!(cache.put_stream(&key, stream), packer);
+        let packed = match packed.map_err(join_error)? {
+            Ok(packed) => packed,
+            Err(e) => {
+                return Err(match uploaded {
+                    // The upload failed on its own (the packer only saw the pipe close).
+                    Err(up) if !matches!(up, StoreError::Source { .. }) => up.into(),
+                    _ => e,
+                });
+            }
+        };
+        if packed.nar_hash == info.nar_hash && packed.nar_size == info.nar_size {
+            uploaded?;
+        }
+        (packed, Placement::Uploaded(key))
     };
 
     // A corrupt local store must not poison the cache.
     if packed.nar_hash != info.nar_hash || packed.nar_size != info.nar_size {
-        if let Staged::Object(key) = &staging {
-            let _ = cache.delete(key).await;
-        }
         return Err(OpError::LocalHashMismatch {
             path: full,
             expected: info.nar_hash.to_string(),
@@ -445,11 +466,14 @@ async fn upload_path(
         });
     }
 
-    let nar_key = layout::nar(&packed.file_hash, opts.compression);
+    let (nar_key, in_memory) = match placement {
+        Placement::Uploaded(key) => (key, None),
+        Placement::InMemory(data) => (layout::nar(&packed.file_hash, opts.compression), Some(data)),
+    };
     let place_nar = async {
-        match staging {
-            Staged::Object(key) => cache.rename(&key, &nar_key).await,
-            Staged::InMemory(data) => cache.put_bytes(&nar_key, data).await,
+        match in_memory {
+            Some(data) => cache.put_bytes(&nar_key, data).await,
+            None => Ok(()),
         }
     };
     // The listing goes up beside the NAR (neither is visible to Nix before the narinfo).

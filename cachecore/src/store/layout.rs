@@ -39,9 +39,11 @@ pub fn listing(hash_part: &str) -> String {
     format!("{hash_part}.ls")
 }
 
-/// `nar/<nix32 file hash>.nar<ext>`, e.g. `nar/0a6h….nar.zst`.
-pub fn nar(file_hash: &Hash, c: Compression) -> String {
-    format!("{NAR_DIR}/{}.nar{}", file_hash.to_nix32(), c.extension())
+/// `nar/<nix32 hash>.nar<ext>`, e.g. `nar/0a6h….nar.zst`. Nix names a NAR after its file's
+/// hash; a push streaming a large NAR names it after its NarHash, the one hash known before the
+/// upload starts. Readers follow the narinfo's `URL:`, so either name works.
+pub fn nar(hash: &Hash, c: Compression) -> String {
+    format!("{NAR_DIR}/{}.nar{}", hash.to_nix32(), c.extension())
 }
 
 /// `log/<drv base name>`, e.g. `log/abc…-hello.drv`.
