@@ -271,6 +271,33 @@ fn corruption_is_found_and_nothing_is_unpacked() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
+    // Copying it is a clean error too, and the destination gets neither its NAR nor its
+    // narinfo; what was published there is closed.
+    let copied = tmp.path().join("copied");
+    let out = cachecore_output(
+        &[
+            "copy",
+            &cache_url(&cache),
+            &cache_url(&copied),
+            app,
+            "--quiet",
+        ],
+        b"",
+    );
+    let err = assert_clean_error(&out, "copy of a corrupt NAR");
+    assert!(
+        err.contains(&ni.url) && err.contains("corrupt") && err.contains("FileHash"),
+        "{err}"
+    );
+    assert!(!copied.join(&ni.url).exists(), "the corrupt NAR was copied");
+    assert!(!copied.join(format!("{hash}.narinfo")).exists());
+    assert_closed(&copied);
+    let staged: Vec<String> = files_under(&copied)
+        .into_iter()
+        .filter(|f| f.contains("nar/") && !f.ends_with(".nar"))
+        .collect();
+    assert!(staged.is_empty(), "staging objects left: {staged:?}");
+
     // A narinfo that does not parse is reported by verify, and is a clean error for pull.
     fs::write(
         cache.join(format!("{hash}.narinfo")),

@@ -113,9 +113,10 @@ async fn copy_one(
     opts: &CopyOptions,
 ) -> Result<NarInfo, OpError> {
     let hash_part = info.store_path.hash_part();
-    let staging = layout::temp_nar(&format!("{hash_part}-{}", std::process::id()));
     let info = match opts.recompress {
         None => {
+            // Straight to the same key: the upload completes only after the bytes matched the
+            // narinfo's FileHash and FileSize, so a corrupt source leaves nothing behind.
             let stream = from.get(&info.url).await?.ok_or_else(|| {
                 OpError::Other(format!(
                     "{}: its NAR {} is missing from {}",
@@ -125,11 +126,12 @@ async fn copy_one(
                 ))
             })?;
             let stream = stream.map_err(|e| std::io::Error::other(e.to_string()));
-            to.put_stream(&staging, stream).await?;
-            to.rename(&staging, &info.url).await?;
+            to.put_stream(&info.url, checked_file(stream, &info, from.url()))
+                .await?;
             info
         }
         Some((method, level)) => {
+            let staging = layout::temp_nar(&format!("{hash_part}-{}", std::process::id()));
             let (sink, stream) = sink_stream();
             let reading = read_nar(from, &info, move |nar| {
                 let io_err = |e| OpError::io("cannot re-compress", e);
@@ -171,4 +173,119 @@ async fn copy_one(
         to.put_bytes(&layout::listing(&hash_part), listing).await?;
     }
     Ok(info)
+}
+
+/// `stream` (the NAR object of `info` in the store at `source`), ending with an error instead
+/// of its end when its bytes do not match the narinfo's FileHash or FileSize (when it has them),
+/// so an upload of it is abandoned rather than completed.
+fn checked_file(
+    stream: impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send,
+    info: &NarInfo,
+    source: &str,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send {
+    let expected = info.file_hash.clone().map(|h| (h, info.file_size));
+    let what = format!("{} in {source}", info.url);
+    let hashing = (
+        crate::hash::Hasher::new(
+            expected
+                .as_ref()
+                .map_or(HashAlgo::Sha256, |(h, _)| h.algo()),
+        ),
+        0u64,
+    );
+    futures::stream::unfold(
+        (Box::pin(stream), Some(hashing)),
+        move |(mut stream, hashing)| {
+            let expected = expected.clone();
+            let what = what.clone();
+            async move {
+                let (mut hasher, mut size) = hashing?;
+                match stream.next().await {
+                    Some(Ok(chunk)) => {
+                        hasher.update(&chunk);
+                        size += chunk.len() as u64;
+                        Some((Ok(chunk), (stream, Some((hasher, size)))))
+                    }
+                    Some(Err(e)) => Some((Err(e), (stream, None))),
+                    None => {
+                        let actual = hasher.finish();
+                        let (hash, file_size) = expected?;
+                        let wrong = if actual != hash {
+                            Some(format!("its FileHash is {actual}, the narinfo says {hash}"))
+                        } else if file_size.is_some_and(|n| n != size) {
+                            Some(format!(
+                                "it is {size} bytes, the narinfo says {}",
+                                file_size.unwrap_or_default()
+                            ))
+                        } else {
+                            None
+                        };
+                        wrong.map(|w| {
+                            let e = std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                format!("{what} is corrupt: {w}"),
+                            );
+                            (Err(e), (stream, None))
+                        })
+                    }
+                }
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::Hash;
+    use crate::store_path::StoreDir;
+
+    fn run(
+        chunks: &[&'static [u8]],
+        file_hash: Option<Hash>,
+        file_size: Option<u64>,
+    ) -> Vec<std::io::Result<bytes::Bytes>> {
+        let mut info = NarInfo::new(
+            StoreDir::default(),
+            StorePath::from_base_name("00000000000000000000000000000000-x").unwrap(),
+            "nar/x.nar".into(),
+            Hash::digest(HashAlgo::Sha256, b""),
+            0,
+        );
+        info.file_hash = file_hash;
+        info.file_size = file_size;
+        let stream = futures::stream::iter(
+            chunks
+                .iter()
+                .map(|c| Ok(bytes::Bytes::from_static(c)))
+                .collect::<Vec<_>>(),
+        );
+        futures::executor::block_on(checked_file(stream, &info, "src").collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn checked_file_passes_matching_bytes_and_fails_the_end_of_others() {
+        let right = Hash::digest(HashAlgo::Sha256, b"hello world");
+        let ok = run(&[b"hello ", b"world"], Some(right.clone()), Some(11));
+        assert_eq!(ok.len(), 2);
+        assert!(ok.iter().all(|r| r.is_ok()));
+        // No FileHash to check: passed through.
+        assert_eq!(run(&[b"anything"], None, None).len(), 1);
+
+        let bad = run(&[b"hello ", b"w0rld"], Some(right.clone()), Some(11));
+        assert_eq!(
+            bad.len(),
+            3,
+            "the chunks, then an error in place of the end"
+        );
+        let e = bad[2].as_ref().unwrap_err().to_string();
+        assert!(
+            e.contains("nar/x.nar in src is corrupt") && e.contains("FileHash"),
+            "{e}"
+        );
+
+        let short = run(&[b"hello ", b"world"], Some(right), Some(12));
+        let e = short[2].as_ref().unwrap_err().to_string();
+        assert!(e.contains("11 bytes, the narinfo says 12"), "{e}");
+    }
 }
