@@ -10,7 +10,13 @@ use clap::{Parser, Subcommand};
 /// STORE is a directory (`./cache`, `/srv/cache`, `file:///srv/cache`), `s3://bucket?endpoint=…&region=…&profile=…`,
 /// `gs://bucket`, `az://container`, `memory://`, or a read-only `http(s)://` binary cache.
 #[derive(Debug, Parser)]
-#[command(name = "cachecore", version, about, propagate_version = true)]
+#[command(
+    name = "cachecore",
+    version,
+    about,
+    propagate_version = true,
+    after_help = crate::exit::HELP
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -63,7 +69,8 @@ pub enum Command {
         #[arg(long)]
         no_check_sigs: bool,
     },
-    /// Check signatures, sizes and hashes of NARs and closure completeness; exit 1 if anything is wrong.
+    /// Check signatures, sizes and hashes of NARs and closure completeness; exit 1 if anything
+    /// is wrong, 3 if the store could not be read.
     Verify {
         store: String,
         /// Store paths to check with their closures (default: every path in the cache).

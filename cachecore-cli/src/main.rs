@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod exit;
 mod progress;
 mod stdout;
 
@@ -18,7 +19,7 @@ fn main() -> ExitCode {
         Err(_) if stdout::closed() => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("cachecore: error: {}", one_sentence(&err));
-            ExitCode::FAILURE
+            exit::code(&err)
         }
     }
 }

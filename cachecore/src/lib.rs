@@ -1,16 +1,41 @@
-//! cachecore: the formats and operations of a Nix binary cache, in one library.
+//! cachecore: the formats and operations of a Nix binary cache, in one library that every
+//! frontend (the `cachecore` command, an HTTP server, a FUSE mount, Python) shares.
 //!
-//! The format layer does no I/O of its own beyond `std::io::{Read, Write}` streams:
+//! # Layers
 //!
-//! - [`nixbase32`] and [`hash`]: Nix's hash spellings (`sha256:<nix32>`, hex, SRI);
-//! - [`store_path`]: `/nix/store/<hash>-<name>`, and the paths `nix-store --add` computes;
-//! - [`nar`]: the Nix ARchive — streaming writer, validating pull reader, pack, unpack, listing;
-//! - [`narinfo`], [`signing`]: narinfo files, their fingerprints and ed25519 signatures;
-//! - [`cache_info`], [`realisation`]: the other small files of a binary cache;
-//! - [`compression`]: streaming zstd, xz, bzip2.
+//! Each layer is a module (or folder) and uses only the ones before it.
 //!
-//! Nothing here holds a whole NAR in memory: every operation streams, with buffers bounded by
-//! constants, whatever the input size.
+//! 1. **Formats**, with no I/O of their own beyond `std::io::{Read, Write}` streams:
+//!    [`nixbase32`] and [`hash`] (Nix's hash spellings: `sha256:<nix32>`, hex, SRI);
+//!    [`store_path`] (`/nix/store/<hash>-<name>`, and the paths `nix-store --add` computes);
+//!    [`nar`] (the Nix ARchive: typestate writer, validating pull reader, pack, unpack,
+//!    listing); [`narinfo`] and [`signing`] (narinfo files, fingerprints, ed25519 signatures);
+//!    [`cache_info`] and [`realisation`] (the other small files of a cache); [`compression`]
+//!    (zstd, xz, bzip2 streams) and [`seekable`] (seekable zstd: frames plus a seek table).
+//! 2. **Store** (`store`, feature `cache`), two levels: the object layer `store::Objects`, the
+//!    only code touching `object_store` (streaming ranged GET with size, last-modified and
+//!    ETag; HEAD; prefix listing as a stream; put and streaming put that overwrite, create
+//!    only, or replace only if unchanged, where the backend *really* honours it — probed per
+//!    store; delete), and the typed `store::BinaryCache` on top (narinfos, listings, NARs,
+//!    logs, GC roots, the push index), whose private `layout` is the only place that knows
+//!    object keys.
+//! 3. **Local Nix store** (`local_store`, feature `cache`): path metadata and closures from
+//!    the Nix database, the daemon socket, or `nix path-info`.
+//! 4. **Operations** (`ops`, feature `cache`): `push`, `copy`, `pull`, `verify`, and reading a
+//!    cache (`ls`, `cat`, `info`), each keeping the cache's invariant: every visible narinfo has
+//!    its NAR and its whole closure, even after a kill at any point.
+//!
+//! Errors: every public error type has `kind()`, one [`error::ErrorKind`] named by meaning
+//! (`NotFound`, `Corrupt`, `Untrusted`, `Unavailable`, `Denied`, `InvalidInput`, `Conflict`,
+//! `Unsupported`, …), which frontends map to exit statuses, HTTP statuses or exceptions.
+//!
+//! Nothing holds a whole NAR in memory: every operation streams, with buffers bounded by
+//! constants, whatever the input size. The store and operations are `async` (the caller owns
+//! the tokio runtime; `ops::runtime` makes one).
+//!
+//! # Examples
+//!
+//! The format layer, synchronous:
 //!
 //! ```
 //! use cachecore::{hash::{HashAlgo, HashingWriter}, nar, store_path::StoreDir};
@@ -23,10 +48,33 @@
 //! let path = StoreDir::default().make_source_path(&nar_hash, "hello").unwrap();
 //! println!("{nar_hash} {nar_size} /nix/store/{path}");
 //! ```
+//!
+//! A binary cache in a local directory: push a tree as `nix-store --add` would name it, then
+//! verify the cache.
+//!
+//! ```
+//! # #[cfg(feature = "cache")] {
+//! use std::sync::Arc;
+//! use cachecore::{ops, store::BinaryCache, store_path::StoreDir};
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let tree = dir.path().join("tree");
+//! # std::fs::create_dir(&tree).unwrap();
+//! # std::fs::write(tree.join("file"), "hi\n").unwrap();
+//! let cache = BinaryCache::open(dir.path().join("cache").to_str().unwrap()).unwrap();
+//! ops::runtime().unwrap().block_on(async {
+//!     let opts = ops::PushOptions::default();
+//!     let (path, _) = ops::push_add(&cache, &StoreDir::default(), &tree, "tree", &opts,
+//!         Arc::new(ops::NoProgress)).await.unwrap();
+//!     let report = ops::verify(&cache, &[path], &ops::VerifyOptions::default()).await.unwrap();
+//!     assert!(report.is_ok() && report.checked == 1);
+//! });
+//! # }
+//! ```
 
 pub mod cache_info;
 pub mod chunks;
 pub mod compression;
+pub mod error;
 pub mod hash;
 #[cfg(feature = "cache")]
 pub mod local_store;

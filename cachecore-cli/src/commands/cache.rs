@@ -218,7 +218,7 @@ pub fn verify(
             cache.url(),
             report.problems.len()
         );
-        Ok(ExitCode::FAILURE)
+        Ok(ExitCode::from(crate::exit::CACHE_BAD))
     }
 }
 

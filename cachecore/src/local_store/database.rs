@@ -109,14 +109,14 @@ fn db_error(db: &Path, what: String, source: rusqlite::Error) -> LocalStoreError
     LocalStoreError::Database {
         db: db.to_owned(),
         what,
-        source,
+        source: super::DatabaseError(source),
     }
 }
 
 fn open_database(db: &Path) -> Result<Connection, LocalStoreError> {
     let open_err = |source| LocalStoreError::OpenDatabase {
         db: db.to_owned(),
-        source,
+        source: super::DatabaseError(source),
     };
     // SQLite would only say "unable to open database file"; say why.
     std::fs::File::open(db).map_err(|source| LocalStoreError::NoDatabase {

@@ -127,22 +127,36 @@ impl fmt::Display for Source {
     }
 }
 
+/// What SQLite said about the Nix database (the library's own error, kept out of the public
+/// API so its version is not part of ours).
+#[derive(Debug)]
+pub struct DatabaseError(pub(crate) rusqlite::Error);
+
+impl fmt::Display for DatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DatabaseError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
 /// Why the local store could not answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LocalStoreError {
     #[error("cannot open the Nix database {} read-only: {source}", db.display())]
-    OpenDatabase {
-        db: PathBuf,
-        source: rusqlite::Error,
-    },
+    OpenDatabase { db: PathBuf, source: DatabaseError },
     #[error("cannot read the Nix database {}: {source}", db.display())]
     NoDatabase { db: PathBuf, source: io::Error },
     #[error("cannot read the Nix database {} ({what}): {source}", db.display())]
     Database {
         db: PathBuf,
         what: String,
-        source: rusqlite::Error,
+        source: DatabaseError,
     },
     // The cause is said in the message and not chained as a `source`, so a report that joins
     // an error's chain says it once.
@@ -197,6 +211,35 @@ pub enum LocalStoreError {
     },
     #[error("`{command}` printed output that is not the expected JSON: {reason}")]
     NixOutput { command: String, reason: String },
+}
+
+impl LocalStoreError {
+    /// What kind of failure this is: a path the user named that is not in the store is
+    /// [`NotFound`](crate::error::ErrorKind::NotFound) or
+    /// [`InvalidInput`](crate::error::ErrorKind::InvalidInput); a bad record or a cycle in the
+    /// store's own data is [`Corrupt`](crate::error::ErrorKind::Corrupt); the database, daemon
+    /// or `nix` failing is [`Local`](crate::error::ErrorKind::Local).
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind as K;
+        match self {
+            LocalStoreError::OpenDatabase { .. }
+            | LocalStoreError::NoDatabase { .. }
+            | LocalStoreError::Database { .. }
+            | LocalStoreError::DaemonConnect { .. }
+            | LocalStoreError::Daemon { .. }
+            | LocalStoreError::SpawnNix { .. }
+            | LocalStoreError::NixFailed { .. }
+            | LocalStoreError::NixOutput { .. } => K::Local,
+            LocalStoreError::BadRecord { .. } | LocalStoreError::Cycle { .. } => K::Corrupt,
+            LocalStoreError::NotValid { .. } => K::NotFound,
+            LocalStoreError::Resolve { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+                K::NotFound
+            }
+            LocalStoreError::NotInStore { .. }
+            | LocalStoreError::Resolve { .. }
+            | LocalStoreError::SymlinkLoop { .. } => K::InvalidInput,
+        }
+    }
 }
 
 fn via_arg(arg: &Option<PathBuf>, path: &str) -> String {

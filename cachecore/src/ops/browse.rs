@@ -13,7 +13,7 @@ use crate::compression::{decompress, Compression};
 use crate::hash::{HashAlgo, HashingReader};
 use crate::nar::{self, Listing};
 use crate::narinfo::NarInfo;
-use crate::store::{layout, BinaryCache};
+use crate::store::BinaryCache;
 use crate::store_path::StorePath;
 
 /// Narinfo fetches in flight.
@@ -133,7 +133,7 @@ pub async fn info(
 /// The listing of a path: its `.ls` when the cache has one, else read from the NAR.
 pub async fn listing(cache: &BinaryCache, path: &StorePath) -> Result<Listing, OpError> {
     let info = narinfo(cache, path).await?;
-    if let Some(bytes) = cache.get_bytes(&layout::listing(&path.hash_part())).await? {
+    if let Some(bytes) = cache.listing_bytes(path).await? {
         if let Ok(listing) = Listing::parse(&bytes) {
             return Ok(listing);
         }
@@ -158,7 +158,7 @@ pub async fn cat(
     read_nar(cache, &info, move |nar| {
         let mut out = out;
         nar::cat_verified(nar, &sub, &mut out)
-            .map_err(|e| OpError::Other(format!("{name}: {e}")))?;
+            .map_err(|source| OpError::Extract { path: name, source })?;
         out.flush()
             .map_err(|e| OpError::io("cannot write the output", e))
     })
@@ -178,20 +178,23 @@ where
     F: FnOnce(&mut dyn Read) -> Result<T, OpError> + Send + 'static,
 {
     let name = full(info);
-    let stream = cache.get(&info.url).await?.ok_or_else(|| {
-        OpError::Other(format!(
-            "{name}: its NAR {} is missing from {}",
-            info.url,
-            cache.url()
-        ))
-    })?;
+    let stream = cache
+        .nar_object(info)
+        .await?
+        .ok_or_else(|| OpError::MissingNar {
+            path: name.clone(),
+            url: info.url.clone(),
+            cache: cache.url().to_owned(),
+        })?;
     let method = Compression::from_name(info.compression_or_default())?;
     let (tx, reader) = reader_channel();
     let expect = info.clone();
     let worker = tokio::task::spawn_blocking(move || {
         let name = full(&expect);
-        let broken = |e: io::Error| {
-            OpError::Other(format!("{name}: cannot read its NAR {}: {e}", expect.url))
+        let broken = |source: io::Error| OpError::ReadNar {
+            path: name.clone(),
+            url: expect.url.clone(),
+            source,
         };
         let mut file = HashingReader::new(HashAlgo::Sha256, reader);
         let (value, nar_hash, nar_size) = {

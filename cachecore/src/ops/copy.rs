@@ -13,7 +13,7 @@ use crate::compression::{Compression, Compressor};
 use crate::hash::{HashAlgo, HashingWriter};
 use crate::narinfo::NarInfo;
 use crate::seekable::{SeekableOptions, SeekableWriter};
-use crate::store::{layout, BinaryCache};
+use crate::store::BinaryCache;
 use crate::store_path::StorePath;
 
 /// How to copy.
@@ -117,21 +117,21 @@ async fn copy_one(
         None => {
             // Straight to the same key: the upload completes only after the bytes matched the
             // narinfo's FileHash and FileSize, so a corrupt source leaves nothing behind.
-            let stream = from.get(&info.url).await?.ok_or_else(|| {
-                OpError::Other(format!(
-                    "{}: its NAR {} is missing from {}",
-                    info.store_path,
-                    info.url,
-                    from.url()
-                ))
-            })?;
-            let stream = stream.map_err(|e| std::io::Error::other(e.to_string()));
-            to.put_stream(&info.url, checked_file(stream, &info, from.url()))
+            let stream = from
+                .nar_object(&info)
+                .await?
+                .ok_or_else(|| OpError::MissingNar {
+                    path: info.store_dir.full_path(&info.store_path),
+                    url: info.url.clone(),
+                    cache: from.url().to_owned(),
+                })?;
+            let stream = stream.map_err(std::io::Error::other);
+            to.put_nar_stream(&info.url, checked_file(stream, &info, from.url()))
                 .await?;
             info
         }
         Some((method, level)) => {
-            let staging = layout::temp_nar(&format!("{hash_part}-{}", std::process::id()));
+            let staging = to.staged_nar(&format!("{hash_part}-{}", std::process::id()));
             let (sink, stream) = sink_stream();
             let reading = read_nar(from, &info, move |nar| {
                 let io_err = |e| OpError::io("cannot re-compress", e);
@@ -157,10 +157,9 @@ async fn copy_one(
                 sink.finish().map_err(io_err)?;
                 Ok((file_hash, file_size))
             });
-            let (put, read) = tokio::join!(to.put_stream(&staging, stream), reading);
+            let (put, read) = tokio::join!(to.put_staged_nar(&staging, stream), reading);
             let (file_hash, file_size) = staged(to, &staging, put, read).await?;
-            let key = layout::nar(&file_hash, method);
-            to.rename(&staging, &key).await?;
+            let key = to.publish_staged_nar(staging, &file_hash, method).await?;
             let mut info = info;
             info.url = key;
             info.compression = Some(method.name().to_owned());
@@ -169,8 +168,8 @@ async fn copy_one(
             info
         }
     };
-    if let Some(listing) = from.get_bytes(&layout::listing(&hash_part)).await? {
-        to.put_bytes(&layout::listing(&hash_part), listing).await?;
+    if let Some(listing) = from.listing_bytes(&info.store_path).await? {
+        to.put_listing_bytes(&info.store_path, listing).await?;
     }
     Ok(info)
 }

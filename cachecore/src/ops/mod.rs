@@ -112,8 +112,113 @@ pub enum OpError {
     Io { context: String, source: io::Error },
     #[error("{0}")]
     Compression(#[from] crate::compression::Error),
-    #[error("{0}")]
-    Other(String),
+    /// A narinfo names a NAR object the cache does not have.
+    #[error("{path}: its NAR {url} is missing from {cache}")]
+    MissingNar {
+        path: String,
+        url: String,
+        cache: String,
+    },
+    /// The NAR object could not be read to its end (decompression failed, the stream broke).
+    #[error("{path}: cannot read its NAR {url}: {source}")]
+    ReadNar {
+        path: String,
+        url: String,
+        source: io::Error,
+    },
+    /// A file could not be taken out of a NAR (not there, a directory, a symlink).
+    #[error("{path}: {source}")]
+    Extract {
+        path: String,
+        source: nar::ExtractError,
+    },
+    /// A narinfo cannot be signed.
+    #[error("cannot sign: {0}")]
+    Sign(#[from] crate::narinfo::FingerprintError),
+    /// A name that no store path may have.
+    #[error("cannot name {source_path} {name:?}: {source}")]
+    InvalidName {
+        source_path: String,
+        name: String,
+        source: crate::store_path::ParseError,
+    },
+    /// The destination of a pull exists already.
+    #[error("{} already exists", path.display())]
+    DestinationExists { path: std::path::PathBuf },
+    /// A destination that is not a path with a file name.
+    #[error("{} has no file name", path.display())]
+    InvalidDestination { path: std::path::PathBuf },
+    /// A narinfo was never published because a reference of it never became visible (a
+    /// broken closure from the source; cannot happen with a consistent one).
+    #[error("{path} was not published: a reference of it never became visible")]
+    Unpublished { path: String },
+    /// A background task was cancelled or failed to run.
+    #[error("a background task was cancelled: {detail}")]
+    Cancelled { detail: String },
+}
+
+impl OpError {
+    /// What kind of failure this is. For [`OpError::Store`] and [`OpError::Local`], the inner
+    /// error's kind.
+    ///
+    /// ```
+    /// use cachecore::{error::ErrorKind, ops::OpError};
+    /// let e = OpError::NotInCache { path: "/nix/store/…-x".into(), url: "memory://".into() };
+    /// assert_eq!(e.kind(), ErrorKind::NotFound);
+    /// ```
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind as K;
+        match self {
+            OpError::Store(e) => e.kind(),
+            OpError::Local(e) => e.kind(),
+            OpError::Pack { source, .. } => source.kind(),
+            OpError::LocalHashMismatch { .. } => K::Local,
+            OpError::Mismatch { .. } | OpError::MissingNar { .. } => K::Corrupt,
+            OpError::Nar { source, .. } => nar_kind(source),
+            OpError::ReadNar { source, .. } => io_kind(source, K::Corrupt),
+            OpError::NotInCache { .. } => K::NotFound,
+            OpError::Untrusted { .. } => K::Untrusted,
+            OpError::MissingReference { .. } => K::Corrupt,
+            // A NAR read from a cache that does not parse: the cache is bad.
+            OpError::Unpack {
+                source: nar::UnpackError::Nar(e),
+                ..
+            }
+            | OpError::Extract {
+                source: nar::ExtractError::Nar(e),
+                ..
+            } => nar_kind(e),
+            OpError::Unpack { source, .. } => source.kind(),
+            OpError::Extract { source, .. } => source.kind(),
+            OpError::Io { source, .. } => io_kind(source, K::Local),
+            OpError::Compression(_) => K::InvalidInput,
+            OpError::Sign(_) => K::InvalidInput,
+            OpError::InvalidName { .. } | OpError::InvalidDestination { .. } => K::InvalidInput,
+            OpError::DestinationExists { .. } => K::Conflict,
+            OpError::Unpublished { .. } => K::Corrupt,
+            OpError::Cancelled { .. } => K::Internal,
+        }
+    }
+}
+
+/// The kind of an I/O error that may carry a store error (a stream from the cache failing
+/// under a reader): the store error's kind if it does, else `fallback`
+/// ([`Corrupt`](crate::error::ErrorKind::Corrupt) where the bytes came from a cache, so a
+/// decompressor's error is the cache's fault).
+fn io_kind(e: &io::Error, fallback: crate::error::ErrorKind) -> crate::error::ErrorKind {
+    match e.get_ref().and_then(|i| i.downcast_ref::<StoreError>()) {
+        Some(inner) => inner.kind(),
+        None => fallback,
+    }
+}
+
+/// The kind of a NAR read from a cache that failed: the store's failure when reading broke,
+/// else the cache is bad.
+fn nar_kind(e: &nar::ReadError) -> crate::error::ErrorKind {
+    match &e.kind {
+        nar::ReadErrorKind::Io(io) => io_kind(io, crate::error::ErrorKind::Corrupt),
+        _ => crate::error::ErrorKind::Corrupt,
+    }
 }
 
 impl OpError {
@@ -130,7 +235,7 @@ impl OpError {
 /// producer's first, as it explains an aborted upload better than the upload's own error.
 pub(crate) async fn staged<T>(
     cache: &crate::store::BinaryCache,
-    staging: &str,
+    staging: &crate::store::StagedNar,
     uploaded: Result<u64, StoreError>,
     produced: Result<T, OpError>,
 ) -> Result<T, OpError> {
@@ -139,7 +244,7 @@ pub(crate) async fn staged<T>(
         (_, Err(e)) => e,
         (Err(e), Ok(_)) => e.into(),
     };
-    let _ = cache.delete(staging).await;
+    let _ = cache.discard_staged_nar(staging).await;
     Err(error)
 }
 
@@ -148,7 +253,9 @@ pub(crate) fn join_error(e: tokio::task::JoinError) -> OpError {
     if e.is_panic() {
         std::panic::resume_unwind(e.into_panic());
     }
-    OpError::Other(format!("a background task was cancelled: {e}"))
+    OpError::Cancelled {
+        detail: e.to_string(),
+    }
 }
 
 /// Decides when narinfos may become visible: a narinfo is written only once the narinfo of
@@ -283,10 +390,9 @@ where
     }
     match publisher.stuck() {
         // Cannot happen for a closure computed by a store; guards against a broken one.
-        Some(stuck) => Err(OpError::Other(format!(
-            "{} was not published: a reference of it never became visible",
-            stuck.store_dir.full_path(&stuck.store_path)
-        ))),
+        Some(stuck) => Err(OpError::Unpublished {
+            path: stuck.store_dir.full_path(&stuck.store_path),
+        }),
         None => Ok(()),
     }
 }

@@ -122,15 +122,16 @@ impl Read for ChannelReader {
 }
 
 /// Feeds an async byte stream into a [`ChannelReader`]'s sender until the stream ends or the
-/// reader goes away.
+/// reader goes away. An error of the stream reaches the reader inside an `io::Error`, whose
+/// `get_ref()` gives it back (so its kind survives the trip).
 pub(crate) async fn feed<S, E>(mut stream: S, tx: mpsc::Sender<Result<Bytes, io::Error>>)
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    E: std::error::Error + Send + Sync + 'static,
 {
     use futures::StreamExt as _;
     while let Some(item) = stream.next().await {
-        let item = item.map_err(|e| io::Error::other(e.to_string()));
+        let item = item.map_err(io::Error::other);
         let failed = item.is_err();
         if tx.send(item).await.is_err() || failed {
             return;

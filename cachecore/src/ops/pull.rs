@@ -54,7 +54,9 @@ pub async fn pull(
     opts: &PullOptions,
 ) -> Result<(), OpError> {
     if dest.symlink_metadata().is_ok() {
-        return Err(OpError::Other(format!("{} already exists", dest.display())));
+        return Err(OpError::DestinationExists {
+            path: dest.to_path_buf(),
+        });
     }
     let info = narinfo(cache, path).await?;
     if opts.check_signatures {
@@ -85,7 +87,9 @@ pub async fn pull(
 fn staging_path(dest: &Path) -> Result<PathBuf, OpError> {
     let name = dest
         .file_name()
-        .ok_or_else(|| OpError::Other(format!("{} has no file name", dest.display())))?;
+        .ok_or_else(|| OpError::InvalidDestination {
+            path: dest.to_path_buf(),
+        })?;
     let mut staged = std::ffi::OsString::from(".");
     staged.push(name);
     staged.push(format!(".cachecore-pull-{}", std::process::id()));

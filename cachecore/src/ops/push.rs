@@ -25,7 +25,7 @@ use crate::nar;
 use crate::narinfo::{ContentAddress, NarInfo};
 use crate::seekable::{self, SeekableOptions, SeekableWriter};
 use crate::signing::Signer;
-use crate::store::{layout, BinaryCache, StoreError};
+use crate::store::{BinaryCache, StoreError};
 use crate::store_path::{StoreDir, StorePath};
 
 /// How to push.
@@ -125,10 +125,10 @@ pub async fn push(
         let mut v = Vec::new();
         for r in roots {
             v.push(local.path_info(r)?.ok_or_else(|| {
-                OpError::Other(format!(
-                    "{} is not a valid path in the local Nix store",
-                    store_dir.full_path(r)
-                ))
+                OpError::Local(crate::local_store::LocalStoreError::NotValid {
+                    path: store_dir.full_path(r),
+                    arg: None,
+                })
             })?);
         }
         v
@@ -422,7 +422,7 @@ async fn upload_path(
         // mismatch the stream ends with an error, the upload is abandoned, and nothing appears
         // under the key. So there is no staging object to copy into place, which on S3 would be
         // a server-side copy of every large NAR (and on AWS, limited to 5 GiB).
-        let key = layout::nar(&info.nar_hash, opts.compression);
+        let key = BinaryCache::nar_url(&info.nar_hash, opts.compression);
         let (sink, stream) = sink_stream();
         let pack_opts = opts.clone();
         let (expected_hash, expected_size) = (info.nar_hash.clone(), info.nar_size);
@@ -438,7 +438,7 @@ async fn upload_path(
             }
             Ok::<_, OpError>(packed)
         });
-        let (uploaded, packed) = tokio::join!(cache.put_stream(&key, stream), packer);
+        let (uploaded, packed) = tokio::join!(cache.put_nar_stream(&key, stream), packer);
         let packed = match packed.map_err(join_error)? {
             Ok(packed) => packed,
             Err(e) => {
@@ -468,11 +468,14 @@ async fn upload_path(
 
     let (nar_key, in_memory) = match placement {
         Placement::Uploaded(key) => (key, None),
-        Placement::InMemory(data) => (layout::nar(&packed.file_hash, opts.compression), Some(data)),
+        Placement::InMemory(data) => (
+            BinaryCache::nar_url(&packed.file_hash, opts.compression),
+            Some(data),
+        ),
     };
     let place_nar = async {
         match in_memory {
-            Some(data) => cache.put_bytes(&nar_key, data).await,
+            Some(data) => cache.put_nar(&nar_key, data).await,
             None => Ok(()),
         }
     };
@@ -480,11 +483,12 @@ async fn upload_path(
     let put_listing = async {
         if let Some(listing) = &packed.listing {
             let json = serde_json::to_vec(listing).map_err(|e| {
-                OpError::Other(format!("cannot serialize the listing of {full}: {e}"))
+                OpError::io(
+                    format!("cannot serialize the listing of {full}"),
+                    io::Error::other(e),
+                )
             })?;
-            cache
-                .put_bytes(&layout::listing(&info.path.hash_part()), json.into())
-                .await?;
+            cache.put_listing_bytes(&info.path, json.into()).await?;
         }
         Ok::<_, OpError>(())
     };
@@ -515,7 +519,7 @@ async fn upload_path(
     for signer in &opts.signers {
         narinfo
             .sign(signer.as_ref())
-            .map_err(|e| OpError::Other(e.to_string()))?;
+            .map_err(OpError::Sign)?;
     }
     Ok(narinfo)
 }
@@ -542,8 +546,7 @@ async fn upload_log(
         io::copy(&mut input, &mut sink).map_err(|e| OpError::io(context(), e))?;
         sink.finish().map_err(|e| OpError::io(context(), e))
     });
-    let key = layout::log(&drv.to_string());
-    let (put, read) = tokio::join!(cache.put_stream(&key, stream), reader);
+    let (put, read) = tokio::join!(cache.put_log_stream(drv, stream), reader);
     read.map_err(join_error)??;
     put?;
     Ok(())
@@ -575,7 +578,11 @@ pub async fn push_add(
         })?;
     let path = store_dir
         .make_source_path(&nar_hash, name)
-        .map_err(|e| OpError::Other(format!("cannot name {} {name:?}: {e}", source.display())))?;
+        .map_err(|e| OpError::InvalidName {
+            source_path: source.display().to_string(),
+            name: name.to_owned(),
+            source: e,
+        })?;
     if cache.has_narinfo(&path).await? {
         progress.planned(0, 0, 1);
         return Ok((

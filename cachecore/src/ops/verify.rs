@@ -32,17 +32,126 @@ impl Default for VerifyOptions {
     }
 }
 
-/// One thing wrong with one object.
+/// One thing wrong with one object of the cache.
+///
+/// `Display` prints one line, `<subject>: <what is wrong>`, where the subject is the store path
+/// (or the narinfo's key when there is no store path to name).
 #[derive(Debug)]
-pub struct Problem {
-    /// The store path, or the object key when the narinfo itself is unreadable.
-    pub subject: String,
-    pub what: String,
+#[non_exhaustive]
+pub enum Problem {
+    /// A narinfo that was asked for, or that a reference leads to, is not in the cache.
+    MissingNarInfo { key: String },
+    /// A narinfo does not parse.
+    BadNarInfo {
+        key: String,
+        error: Box<crate::narinfo::ParseError>,
+    },
+    /// A reference of `path` has no narinfo: the closure is incomplete.
+    MissingReference { path: String, reference: String },
+    /// `path` carries no signature by a trusted key.
+    Untrusted {
+        path: String,
+        /// The names of the keys it is signed with.
+        found: Vec<String>,
+    },
+    /// The NAR object the narinfo names is missing.
+    MissingNar { path: String, url: String },
+    /// A size or hash of the NAR is not what the narinfo says.
+    Mismatch {
+        path: String,
+        /// `FileSize`, `FileHash`, `NarSize` or `NarHash`.
+        field: &'static str,
+        expected: String,
+        actual: String,
+    },
+    /// The NAR object cannot be read as a NAR (it does not decompress, or does not parse).
+    BadNar { path: String, error: OpError },
+}
+
+impl Problem {
+    /// The store path the problem is about, or the narinfo's key.
+    pub fn subject(&self) -> &str {
+        match self {
+            Problem::MissingNarInfo { key } | Problem::BadNarInfo { key, .. } => key,
+            Problem::MissingReference { path, .. }
+            | Problem::Untrusted { path, .. }
+            | Problem::MissingNar { path, .. }
+            | Problem::Mismatch { path, .. }
+            | Problem::BadNar { path, .. } => path,
+        }
+    }
+
+    /// [`Untrusted`](crate::error::ErrorKind::Untrusted) for a missing signature,
+    /// [`Corrupt`](crate::error::ErrorKind::Corrupt) for everything else: the cache is bad.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        match self {
+            Problem::Untrusted { .. } => crate::error::ErrorKind::Untrusted,
+            _ => crate::error::ErrorKind::Corrupt,
+        }
+    }
+
+    /// The problem a failed NAR check shows, or the error back when the check could not be
+    /// made (the store unreachable, access denied, a local failure).
+    fn from_nar_check(path: String, e: OpError) -> Result<Problem, OpError> {
+        Ok(match e {
+            OpError::MissingNar { url, .. } => Problem::MissingNar { path, url },
+            OpError::Mismatch {
+                field,
+                expected,
+                actual,
+                ..
+            } => Problem::Mismatch {
+                path,
+                field,
+                expected,
+                actual,
+            },
+            e if e.kind() == crate::error::ErrorKind::Corrupt => Problem::BadNar { path, error: e },
+            e => return Err(e),
+        })
+    }
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.subject, self.what)
+        write!(f, "{}: ", self.subject())?;
+        match self {
+            Problem::MissingNarInfo { .. } => f.write_str("no such narinfo in the cache"),
+            Problem::BadNarInfo { error, .. } => write!(f, "does not parse: {error}"),
+            Problem::MissingReference { reference, .. } => write!(
+                f,
+                "reference {reference} has no narinfo (the closure is incomplete)"
+            ),
+            Problem::Untrusted { found, .. } => {
+                if found.is_empty() {
+                    f.write_str("it has no signature, so none is by a trusted key")
+                } else {
+                    write!(
+                        f,
+                        "none of its signatures ({}) is by a trusted key",
+                        found.join(", ")
+                    )
+                }
+            }
+            Problem::MissingNar { url, .. } => {
+                write!(f, "its NAR {url} is missing from the cache")
+            }
+            Problem::Mismatch {
+                field,
+                expected,
+                actual,
+                ..
+            } => write!(
+                f,
+                "{field} mismatch: the narinfo says {expected}, the data gives {actual}"
+            ),
+            Problem::BadNar { error, .. } => {
+                // The error names the path itself; say only the rest.
+                let text = error.to_string();
+                let subject = format!("{}: ", self.subject());
+                f.write_str(text.strip_prefix(&subject).unwrap_or(&text))
+            }
+        }
     }
 }
 
@@ -99,14 +208,12 @@ pub async fn verify(
                     present.insert(info.store_path.clone());
                     infos.push(info);
                 }
-                Ok(None) => report.problems.push(Problem {
-                    subject: format!("{hash}.narinfo"),
-                    what: "no such narinfo in the cache".into(),
+                Ok(None) => report.problems.push(Problem::MissingNarInfo {
+                    key: format!("{hash}.narinfo"),
                 }),
-                Err(StoreError::BadNarInfo { key, source, .. }) => report.problems.push(Problem {
-                    subject: key,
-                    what: format!("does not parse: {source}"),
-                }),
+                Err(StoreError::BadNarInfo { key, source, .. }) => {
+                    report.problems.push(Problem::BadNarInfo { key, error: source })
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -118,22 +225,21 @@ pub async fn verify(
         let subject = info.store_dir.full_path(&info.store_path);
         for r in &info.references {
             if !present.contains(r) {
-                report.problems.push(Problem {
-                    subject: subject.clone(),
-                    what: format!(
-                        "reference {} has no narinfo (the closure is incomplete)",
-                        info.store_dir.full_path(r)
-                    ),
+                report.problems.push(Problem::MissingReference {
+                    path: subject.clone(),
+                    reference: info.store_dir.full_path(r),
                 });
             }
         }
-        if !opts.trusted_keys.is_empty() {
-            if let Err(e) = check_trusted(info, &opts.trusted_keys) {
-                report.problems.push(Problem {
-                    subject: subject.clone(),
-                    what: strip_subject(&e, &subject),
-                });
-            }
+        if !opts.trusted_keys.is_empty() && check_trusted(info, &opts.trusted_keys).is_err() {
+            report.problems.push(Problem::Untrusted {
+                path: subject.clone(),
+                found: info
+                    .signatures
+                    .iter()
+                    .map(|s| s.split(':').next().unwrap_or("").to_owned())
+                    .collect(),
+            });
         }
     }
 
@@ -148,21 +254,9 @@ pub async fn verify(
         .await;
     for (subject, result) in checks {
         if let Err(e) = result {
-            report.problems.push(Problem {
-                what: strip_subject(&e, &subject),
-                subject,
-            });
+            report.problems.push(Problem::from_nar_check(subject, e)?);
         }
     }
-    report.problems.sort_by(|a, b| a.subject.cmp(&b.subject));
+    report.problems.sort_by(|a, b| a.subject().cmp(b.subject()));
     Ok(report)
-}
-
-/// The error's sentence without a leading "<subject>: ".
-fn strip_subject(e: &OpError, subject: &str) -> String {
-    let text = e.to_string();
-    text.strip_prefix(subject)
-        .and_then(|t| t.strip_prefix(": "))
-        .map(str::to_owned)
-        .unwrap_or(text)
 }

@@ -8,9 +8,11 @@
 use std::error::Error as StdError;
 use std::fmt;
 
+use crate::error::ErrorKind;
 use crate::{cache_info, narinfo};
 
-/// An error from [`BinaryCache`](super::BinaryCache) or from store URL parsing.
+/// An error from [`BinaryCache`](super::BinaryCache), [`Objects`](super::Objects) or store URL
+/// parsing. [`kind`](StoreError::kind) says what kind of failure it is.
 ///
 /// Every message names the store URL (without credentials) and, where one is involved, the object
 /// key, e.g. `s3://cache?endpoint=http://127.0.0.1:1: cannot reach the store server to read
@@ -34,17 +36,42 @@ pub enum StoreError {
     #[error("{url} is read-only (plain HTTP binary caches can be read, not written); cannot write {key}")]
     ReadOnly { url: String, key: String },
 
-    /// The backend cannot do this at all (listing a plain HTTP cache).
+    /// The backend cannot do this at all (listing a plain HTTP cache, a conditional write it
+    /// does not honour).
     #[error("{url}: cannot {operation}: {reason}")]
     Unsupported {
         url: String,
-        operation: &'static str,
-        reason: &'static str,
+        operation: String,
+        reason: String,
     },
 
     /// An object that must exist does not.
     #[error("{url}: {key} does not exist")]
     NotFound { url: String, key: String },
+
+    /// A create-only write found an object at its key.
+    #[error("{url}: {key} already exists (not replaced)")]
+    AlreadyExists { url: String, key: String },
+
+    /// A replace-if-unchanged write found another version of the object than the one given.
+    #[error("{url}: {key} changed since it was read (not replaced)")]
+    Changed { url: String, key: String },
+
+    /// A ranged read starting at or past the end of the object.
+    #[error("{url}: range {range} of {key} is not satisfiable (it starts past the end)")]
+    RangeNotSatisfiable {
+        url: String,
+        key: String,
+        range: String,
+    },
+
+    /// On a local directory, a key that leads outside the directory through a symbolic link.
+    #[error("{url}: {key} leads outside the cache directory through a symbolic link (refused)")]
+    OutsideRoot { url: String, key: String },
+
+    /// A narinfo names a NAR at a key outside `nar/`, where cachecore does not write NARs.
+    #[error("{url}: {key} is not a NAR key (NARs are written under nar/)")]
+    NotANarKey { url: String, key: String },
 
     /// A narinfo in the store does not parse (boxed: the parse error is large).
     #[error("{url}: {key} is not a valid narinfo: {source}")]
@@ -124,7 +151,7 @@ pub enum StoreError {
         source: Box<object_store::Error>,
     },
 
-    /// A stream handed to [`put_stream`](super::BinaryCache::put_stream) failed; the upload was
+    /// A stream handed to [`put_stream`](super::Objects::put_stream) failed; the upload was
     /// abandoned and nothing was written at `key`.
     #[error("{url}: upload of {key} abandoned: reading the data failed: {source}")]
     Source {
@@ -156,6 +183,11 @@ impl StoreError {
             StoreError::BadKey { key, .. }
             | StoreError::ReadOnly { key, .. }
             | StoreError::NotFound { key, .. }
+            | StoreError::AlreadyExists { key, .. }
+            | StoreError::Changed { key, .. }
+            | StoreError::RangeNotSatisfiable { key, .. }
+            | StoreError::NotANarKey { key, .. }
+            | StoreError::OutsideRoot { key, .. }
             | StoreError::BadNarInfo { key, .. }
             | StoreError::BadCacheInfo { key, .. }
             | StoreError::Unreachable { key, .. }
@@ -170,6 +202,46 @@ impl StoreError {
     /// Whether this is [`StoreError::NotFound`].
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
+    }
+
+    /// What kind of failure this is.
+    ///
+    /// ```
+    /// use cachecore::{error::ErrorKind, store::StoreError};
+    /// let e = StoreError::NotFound { url: "memory://".into(), key: "x.narinfo".into() };
+    /// assert_eq!(e.kind(), ErrorKind::NotFound);
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::BadUrl { .. } | StoreError::BadKey { .. } | StoreError::Setup { .. } => {
+                ErrorKind::InvalidInput
+            }
+            StoreError::ReadOnly { .. } | StoreError::Unsupported { .. } => ErrorKind::Unsupported,
+            StoreError::NotFound { .. } => ErrorKind::NotFound,
+            StoreError::AlreadyExists { .. }
+            | StoreError::Changed { .. }
+            | StoreError::StoreDirMismatch { .. } => ErrorKind::Conflict,
+            StoreError::RangeNotSatisfiable { .. } => ErrorKind::InvalidInput,
+            StoreError::BadNarInfo { .. }
+            | StoreError::BadCacheInfo { .. }
+            | StoreError::NotANarKey { .. }
+            | StoreError::OutsideRoot { .. } => ErrorKind::Corrupt,
+            StoreError::Unreachable { .. } | StoreError::Backend { .. } => ErrorKind::Unavailable,
+            StoreError::MissingCredentials { .. }
+            | StoreError::AccessDenied { .. }
+            | StoreError::NoSuchBucket { .. } => ErrorKind::Denied,
+            // The data being uploaded failed: its own kind when it says one (a corrupt source
+            // cache in a copy), else the local side failed.
+            StoreError::Source { source, .. } => {
+                if let Some(inner) = source.get_ref().and_then(|e| e.downcast_ref::<StoreError>()) {
+                    inner.kind()
+                } else if source.kind() == std::io::ErrorKind::InvalidData {
+                    ErrorKind::Corrupt
+                } else {
+                    ErrorKind::Local
+                }
+            }
+        }
     }
 }
 
@@ -239,6 +311,8 @@ pub(crate) fn convert(
     }
     match source.as_ref() {
         object_store::Error::NotFound { .. } => return StoreError::NotFound { url, key },
+        object_store::Error::AlreadyExists { .. } => return StoreError::AlreadyExists { url, key },
+        object_store::Error::Precondition { .. } => return StoreError::Changed { url, key },
         object_store::Error::InvalidPath { source: p } => {
             return StoreError::BadKey {
                 url,
@@ -287,7 +361,7 @@ pub(crate) fn convert(
 }
 
 /// The whole source chain, joined (for matching on the server's error codes).
-fn chain_text(e: &(dyn StdError + 'static)) -> String {
+pub(crate) fn chain_text(e: &(dyn StdError + 'static)) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {

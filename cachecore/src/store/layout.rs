@@ -9,14 +9,15 @@
 //! nar/<nix32 file hash>.nar<ext>  the (compressed) NARs, named by the hash of the file
 //! log/<drv base name>             build logs
 //! realisations/<id>.doi           realisations of content-addressed derivation outputs
+//!
+//! gcroots/<host>/<name>           cachecore: store paths a host keeps alive
+//! gctrash/<host>/<name>           cachecore: roots that left their host, restorable
+//! index/<name>                    cachecore: the push index
+//! .cachecore/                     cachecore: probe and staging objects of writes in progress
 //! ```
 //!
-//! ```
-//! use cachecore::store::layout;
-//! assert_eq!(layout::narinfo("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz"), "7h7qgvs4kgzsn8a6rb273saxyqh4jxlz.narinfo");
-//! assert_eq!(layout::narinfo_hash("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz.narinfo"), Some("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz"));
-//! assert_eq!(layout::narinfo_hash("nar/x.narinfo"), None);
-//! ```
+//! Crate-private: nothing outside `store` builds keys; callers ask
+//! [`BinaryCache`](super::BinaryCache) for objects by what they are.
 
 use crate::compression::Compression;
 use crate::hash::Hash;
@@ -62,12 +63,63 @@ pub fn temp_nar(unique: &str) -> String {
     format!("{NAR_DIR}/.tmp-{unique}")
 }
 
-/// Whether `key` is a staging object made by [`temp_nar`] (left behind by an interrupted upload;
-/// safe to delete when no upload is running).
-pub fn is_temp_nar(key: &str) -> bool {
+/// Directory of cachecore's own bookkeeping objects (probes, staging of create-only uploads).
+pub const CACHECORE_DIR: &str = ".cachecore";
+
+/// `.cachecore/probe-<unique>`: the object a conditional-write probe writes and deletes.
+pub fn probe(unique: &str) -> String {
+    format!("{CACHECORE_DIR}/probe-{unique}")
+}
+
+/// `.cachecore/staging/<unique>`: where a large create-only upload of `key` waits until it is
+/// copied into place.
+pub fn staging(key: &str, unique: &str) -> String {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    format!("{CACHECORE_DIR}/staging/{name}-{unique}")
+}
+
+/// Directory of the GC roots of every host.
+pub const GCROOTS_DIR: &str = "gcroots";
+
+/// Directory of the GC roots that left their host (restorable until emptied).
+pub const GCTRASH_DIR: &str = "gctrash";
+
+/// Directory of the push index.
+pub const INDEX_DIR: &str = "index";
+
+/// `gcroots/<host>/<name>`: a root that keeps store paths of `host` alive.
+pub fn gcroot(host: &str, name: &str) -> String {
+    format!("{GCROOTS_DIR}/{host}/{name}")
+}
+
+/// `gcroots/<host>`: the directory of `host`'s roots (for listing).
+pub fn gcroots_of(host: &str) -> String {
+    format!("{GCROOTS_DIR}/{host}")
+}
+
+/// `gctrash/<host>/<name>`: a root removed from `host`, kept until the trash is emptied.
+pub fn gctrash(host: &str, name: &str) -> String {
+    format!("{GCTRASH_DIR}/{host}/{name}")
+}
+
+/// `index/<name>`: an entry of the push index.
+pub fn index(name: &str) -> String {
+    format!("{INDEX_DIR}/{name}")
+}
+
+/// The `(host, name)` of a `gcroots/<host>/<name>` key.
+pub fn gcroot_parts(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix(GCROOTS_DIR)?.strip_prefix('/')?;
+    let (host, name) = rest.split_once('/')?;
+    (!host.is_empty() && !name.is_empty() && !name.contains('/')).then_some((host, name))
+}
+
+/// Whether `key` is one a NAR may be stored under (`nar/...`), as a narinfo's `URL:` must be
+/// for cachecore to write there.
+pub fn is_nar(key: &str) -> bool {
     key.strip_prefix(NAR_DIR)
-        .and_then(|k| k.strip_prefix("/.tmp-"))
-        .is_some()
+        .and_then(|k| k.strip_prefix('/'))
+        .is_some_and(|name| !name.is_empty() && !name.contains('/'))
 }
 
 /// The hash part named by a root-level `<hash>.narinfo` key, if `key` is one (32 characters of
@@ -124,8 +176,6 @@ mod tests {
             "realisations/sha256:6b9206b68e3d12a3cc840a6e022b5394a2297822e0c61f99383ed9e99661c2cf!out.doi"
         );
         assert_eq!(temp_nar("u1"), "nar/.tmp-u1");
-        assert!(is_temp_nar("nar/.tmp-u1"));
-        assert!(!is_temp_nar(&k));
         assert_eq!(
             narinfo_hash("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.narinfo"),
             Some("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
@@ -138,5 +188,18 @@ mod tests {
         assert_eq!(narinfo_hash("short.narinfo"), None);
         assert_eq!(content_type("x.narinfo"), "text/x-nix-narinfo");
         assert_eq!(content_type(CACHE_INFO), "text/x-nix-cache-info");
+        assert_eq!(gcroot("builder-1", "release"), "gcroots/builder-1/release");
+        assert_eq!(gcroot_parts("gcroots/builder-1/release"), Some(("builder-1", "release")));
+        assert_eq!(gcroot_parts("gcroots/builder-1"), None);
+        assert_eq!(gcroot_parts("gctrash/h/n"), None);
+        assert_eq!(gctrash("h", "n"), "gctrash/h/n");
+        assert_eq!(index("paths"), "index/paths");
+        assert!(is_nar(&k) && !is_nar("nar/") && !is_nar("nar/a/b") && !is_nar("x.narinfo"));
+        assert!(probe("1").starts_with(".cachecore/"));
+        assert_eq!(staging("nar/x.nar", "u"), ".cachecore/staging/x.nar-u");
+        assert_eq!(
+            narinfo("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz"),
+            "7h7qgvs4kgzsn8a6rb273saxyqh4jxlz.narinfo"
+        );
     }
 }

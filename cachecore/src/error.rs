@@ -1,0 +1,170 @@
+//! [`ErrorKind`]: what kind of failure an error is, by meaning, shared by every public error of
+//! the crate.
+//!
+//! Each error type keeps its own variants (with the object, position and cause in one
+//! sentence); `kind()` on each says what a caller can do about it: a frontend maps it to an exit
+//! status, an HTTP status, a Python exception or an errno without matching on messages.
+//!
+//! ```
+//! use cachecore::error::ErrorKind;
+//! use cachecore::store::BinaryCache;
+//! let e = BinaryCache::open("ssh://host").unwrap_err();
+//! assert_eq!(e.kind(), ErrorKind::InvalidInput);
+//! assert_eq!(ErrorKind::InvalidInput.to_string(), "invalid input");
+//! ```
+
+use std::fmt;
+
+/// What kind of failure an error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// What was asked for does not exist (a store path not in the cache, a missing object, a
+    /// file not in a NAR).
+    NotFound,
+    /// Data read is not what it claims to be: a hash or size mismatch, a NAR, narinfo or other
+    /// file that does not parse, a cache whose closure is incomplete.
+    Corrupt,
+    /// Data is intact but not signed by a trusted key.
+    Untrusted,
+    /// The store or a service could not be reached or failed to answer (connection refused,
+    /// timeout, server error): nothing could be checked.
+    Unavailable,
+    /// The store refused access: wrong or missing credentials, no permission, no such bucket.
+    Denied,
+    /// The request itself is wrong: a bad URL, key, argument, or local input file.
+    InvalidInput,
+    /// The write would replace something it must not: the object exists (create-only) or has
+    /// changed (replace-if-unchanged), or a destination already exists.
+    Conflict,
+    /// The store cannot do this at all (writing a read-only HTTP cache, listing one, a
+    /// conditional write the backend does not honour).
+    Unsupported,
+    /// The local machine failed: reading or writing local files, the local Nix store.
+    Local,
+    /// A bug or an interrupted background task in cachecore itself.
+    Internal,
+}
+
+impl ErrorKind {
+    /// A few words naming the kind, for messages and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::Untrusted => "untrusted",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Denied => "denied",
+            ErrorKind::InvalidInput => "invalid input",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Local => "local failure",
+            ErrorKind::Internal => "internal error",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `kind()` for the format layer's errors that are always about their input: parsing a
+/// narinfo, hash, store path, listing or seek table that is wrong. (Where such input came from
+/// a cache, the store and operation errors wrapping them say
+/// [`Corrupt`](ErrorKind::Corrupt) instead.)
+macro_rules! input_errors {
+    ($($t:ty),* $(,)?) => {
+        $(impl $t {
+            /// What kind of failure this is: always [`ErrorKind::InvalidInput`].
+            pub fn kind(&self) -> ErrorKind {
+                ErrorKind::InvalidInput
+            }
+        })*
+    };
+}
+
+input_errors!(
+    crate::cache_info::ParseError,
+    crate::hash::ParseError,
+    crate::narinfo::ParseError,
+    crate::narinfo::FingerprintError,
+    crate::nixbase32::DecodeError,
+    crate::realisation::ParseError,
+    crate::store_path::ParseError,
+    crate::nar::ListingError,
+    crate::compression::Error,
+    crate::seekable::SeekableError,
+);
+
+fn io_kind(e: &std::io::Error) -> ErrorKind {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+        _ => ErrorKind::Local,
+    }
+}
+
+impl crate::nar::ReadError {
+    /// [`InvalidInput`](ErrorKind::InvalidInput) for a NAR that is not valid,
+    /// [`Local`](ErrorKind::Local) when reading failed.
+    pub fn kind(&self) -> ErrorKind {
+        match &self.kind {
+            crate::nar::ReadErrorKind::Io(_) => ErrorKind::Local,
+            _ => ErrorKind::InvalidInput,
+        }
+    }
+}
+
+impl crate::nar::PackError {
+    /// [`NotFound`](ErrorKind::NotFound) for a missing tree, [`Local`](ErrorKind::Local) when
+    /// reading or writing failed, [`InvalidInput`](ErrorKind::InvalidInput) for a tree a NAR
+    /// cannot hold.
+    pub fn kind(&self) -> ErrorKind {
+        use crate::nar::PackError as E;
+        match self {
+            E::Read { source, .. } => io_kind(source),
+            E::Write(_) | E::Changed { .. } => ErrorKind::Local,
+            _ => ErrorKind::InvalidInput,
+        }
+    }
+}
+
+impl crate::nar::UnpackError {
+    /// [`Conflict`](ErrorKind::Conflict) when the destination exists, the NAR's kind when it
+    /// is bad, [`Local`](ErrorKind::Local) when writing failed.
+    pub fn kind(&self) -> ErrorKind {
+        use crate::nar::UnpackError as E;
+        match self {
+            E::DestinationExists { .. } => ErrorKind::Conflict,
+            E::InvalidDestination { .. } => ErrorKind::InvalidInput,
+            E::Nar(e) => e.kind(),
+            _ => ErrorKind::Local,
+        }
+    }
+}
+
+impl crate::nar::ExtractError {
+    /// [`NotFound`](ErrorKind::NotFound) when the path is not in the NAR, the NAR's kind when
+    /// it is bad, [`InvalidInput`](ErrorKind::InvalidInput) for a path of the wrong type.
+    pub fn kind(&self) -> ErrorKind {
+        use crate::nar::ExtractError as E;
+        match self {
+            E::Nar(e) => e.kind(),
+            E::NotFound { .. } => ErrorKind::NotFound,
+            E::Write(_) => ErrorKind::Local,
+            _ => ErrorKind::InvalidInput,
+        }
+    }
+}
+
+impl crate::signing::KeyError {
+    /// [`InvalidInput`](ErrorKind::InvalidInput) for a key that does not parse,
+    /// [`Local`](ErrorKind::Local) when the system gave no randomness.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            crate::signing::KeyError::Random(_) => ErrorKind::Local,
+            _ => ErrorKind::InvalidInput,
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! [`BinaryCache`]: the typed cache on top of the [object layer](super::objects) — objects asked
+//! for by what they are (a narinfo, a path's listing, its NAR, a build log, a GC root), never by
+//! key.
+
+use std::fmt;
+use std::io;
+
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use futures::Stream;
+
+use super::backend;
+use super::error::StoreError;
+use super::layout;
+use super::objects::{ByteRange, ByteStream, ObjectMeta, Objects, PutMode, Written};
+use super::url::StoreUrl;
+use crate::cache_info::CacheInfo;
+use crate::compression::Compression;
+use crate::hash::Hash;
+use crate::narinfo::NarInfo;
+use crate::realisation::DrvOutput;
+use crate::store_path::StorePath;
+
+/// A binary cache: an object store plus the knowledge of what a Nix binary cache keeps in it.
+///
+/// Cheap to clone (an `Arc` inside). `Debug` and `Display` show the store URL only, never
+/// credentials.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use cachecore::cache_info::CacheInfo;
+/// use cachecore::store::BinaryCache;
+/// let dir = tempfile::tempdir().unwrap();
+/// let cache = BinaryCache::open(dir.path().to_str().unwrap()).unwrap();
+/// cache.init(&CacheInfo::default()).await.unwrap();
+/// assert_eq!(cache.cache_info().await.unwrap().unwrap().store_dir, "/nix/store");
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct BinaryCache {
+    objects: Objects,
+    settings: Vec<(String, String)>,
+}
+
+impl fmt::Debug for BinaryCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BinaryCache")
+            .field("url", &self.url())
+            .field("read_only", &self.is_read_only())
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for BinaryCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.url())
+    }
+}
+
+/// A GC root as listed by [`BinaryCache::list_gc_roots`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GcRootEntry {
+    pub host: String,
+    pub name: String,
+    pub meta: ObjectMeta,
+}
+
+impl BinaryCache {
+    /// Opens the store at `url` (see [`url`](super::url) for the spellings). No network I/O: a
+    /// missing bucket, an unreachable server or bad credentials show up at the first request.
+    ///
+    /// - A local directory is created if missing (as Nix does for `file://` caches).
+    /// - `s3://`: credentials come from `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`
+    ///   (`AWS_SESSION_TOKEN`), or from a profile in `~/.aws/credentials` and `~/.aws/config`
+    ///   (`?profile=NAME`, else `AWS_PROFILE`, else `default`; a `?profile=` wins over the
+    ///   environment), else from the web-identity / container / instance-metadata providers.
+    ///   Region: `?region=`, `AWS_REGION`/`AWS_DEFAULT_REGION`, the profile's, else `us-east-1`.
+    ///   With an endpoint (`?endpoint=`, `AWS_ENDPOINT_URL`, or the profile's `endpoint_url`),
+    ///   requests use path-style addressing, and `http://` endpoints are allowed.
+    /// - `gs://`, `az://`: configured from the `GOOGLE_*` / `AZURE_*` environment.
+    /// - `memory://`: a **fresh, empty** in-memory store each time it is opened; two `open`s
+    ///   do not share data (clone the [`BinaryCache`] instead).
+    /// - `http(s)://`: read-only; writes fail with [`StoreError::ReadOnly`].
+    ///
+    /// ```
+    /// use cachecore::store::BinaryCache;
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// assert_eq!(cache.url(), "memory://");
+    /// assert!(BinaryCache::open("ssh://host").is_err());
+    /// ```
+    pub fn open(url: &str) -> Result<BinaryCache, StoreError> {
+        Self::open_with_env(url, &backend::process_env())
+    }
+
+    /// [`open`](Self::open), reading configuration (`AWS_*`, `GOOGLE_*`, `AZURE_*`, `HOME`,
+    /// `SERVICE_ACCOUNT`, `MSI_ENDPOINT`) from `env` instead of the process environment.
+    pub fn open_with_env(url: &str, env: &[(String, String)]) -> Result<BinaryCache, StoreError> {
+        let parsed = StoreUrl::parse(url)?;
+        Self::open_parsed(&parsed, env)
+    }
+
+    /// [`open_with_env`](Self::open_with_env) for an already parsed URL.
+    pub fn open_parsed(
+        parsed: &StoreUrl,
+        env: &[(String, String)],
+    ) -> Result<BinaryCache, StoreError> {
+        Ok(BinaryCache {
+            objects: backend::open(parsed, env)?,
+            settings: parsed.settings.clone(),
+        })
+    }
+
+    /// The object layer underneath: raw objects by key, for frontends that serve them as they
+    /// are (an HTTP server). Everything that knows what an object *is* goes through the
+    /// methods of [`BinaryCache`].
+    pub fn objects(&self) -> &Objects {
+        &self.objects
+    }
+
+    /// The store URL as given (passwords replaced by `***`).
+    pub fn url(&self) -> &str {
+        self.objects.url()
+    }
+
+    /// Whether the store refuses writes (plain HTTP caches).
+    pub fn is_read_only(&self) -> bool {
+        self.objects.is_read_only()
+    }
+
+    /// Nix binary-cache settings given in the URL's query (`compression=zstd`, ...), which this
+    /// module does not use itself.
+    pub fn settings(&self) -> &[(String, String)] {
+        &self.settings
+    }
+
+    /// `nix-cache-info`, or `None` if the store has none (not initialised).
+    pub async fn cache_info(&self) -> Result<Option<CacheInfo>, StoreError> {
+        let Some(bytes) = self.objects.get_bytes(layout::CACHE_INFO).await? else {
+            return Ok(None);
+        };
+        let bad = |source: crate::cache_info::ParseError| StoreError::BadCacheInfo {
+            url: self.url().to_owned(),
+            key: layout::CACHE_INFO.to_owned(),
+            source,
+        };
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
+            bad(crate::cache_info::ParseError {
+                line: 0,
+                reason: "not valid UTF-8".to_owned(),
+            })
+        })?;
+        CacheInfo::parse(text).map(Some).map_err(bad)
+    }
+
+    /// Writes `nix-cache-info` unless present; refuses a present one with another `StoreDir`;
+    /// returns what is there now. Running it twice is harmless.
+    pub async fn init(&self, wanted: &CacheInfo) -> Result<CacheInfo, StoreError> {
+        if let Some(existing) = self.cache_info().await? {
+            if existing.store_dir != wanted.store_dir {
+                return Err(StoreError::StoreDirMismatch {
+                    url: self.url().to_owned(),
+                    ours: wanted.store_dir.clone(),
+                    theirs: existing.store_dir,
+                });
+            }
+            return Ok(existing);
+        }
+        self.objects
+            .put(
+                layout::CACHE_INFO,
+                Bytes::from(wanted.to_string()),
+                PutMode::Overwrite,
+            )
+            .await?;
+        Ok(wanted.clone())
+    }
+
+    /// The narinfo of `path`, or `None` if the cache does not have it.
+    pub async fn narinfo(&self, path: &StorePath) -> Result<Option<NarInfo>, StoreError> {
+        self.narinfo_by_hash(&path.hash_part()).await
+    }
+
+    /// The narinfo stored at `<hash_part>.narinfo`; a file that does not parse is
+    /// [`StoreError::BadNarInfo`] naming its key.
+    pub async fn narinfo_by_hash(&self, hash_part: &str) -> Result<Option<NarInfo>, StoreError> {
+        let key = layout::narinfo(hash_part);
+        let Some(bytes) = self.objects.get_bytes(&key).await? else {
+            return Ok(None);
+        };
+        NarInfo::parse_bytes(&bytes)
+            .map(Some)
+            .map_err(|source| StoreError::BadNarInfo {
+                url: self.url().to_owned(),
+                key,
+                source: Box::new(source),
+            })
+    }
+
+    /// Whether the cache has a narinfo for `path` (one HEAD request).
+    pub async fn has_narinfo(&self, path: &StorePath) -> Result<bool, StoreError> {
+        Ok(self
+            .objects
+            .head(&layout::narinfo(&path.hash_part()))
+            .await?
+            .is_some())
+    }
+
+    /// Of `paths`, those without a narinfo, in the order given; `concurrency` HEADs in flight.
+    pub async fn missing(
+        &self,
+        paths: &[StorePath],
+        concurrency: usize,
+    ) -> Result<Vec<StorePath>, StoreError> {
+        stream::iter(paths)
+            .map(|p| async move { Ok::<_, StoreError>((p, self.has_narinfo(p).await?)) })
+            .buffered(concurrency.max(1))
+            .try_filter_map(|(p, present)| async move { Ok((!present).then(|| p.clone())) })
+            .try_collect()
+            .await
+    }
+
+    /// Writes `<hash>.narinfo` for `info.store_path`, replacing any.
+    pub async fn put_narinfo(&self, info: &NarInfo) -> Result<(), StoreError> {
+        self.put_narinfo_with(info, PutMode::Overwrite)
+            .await
+            .map(drop)
+    }
+
+    /// Writes `<hash>.narinfo` for `info.store_path` with a [`PutMode`] (create-only for a
+    /// writer that must not replace another's narinfo, where the store honours it).
+    pub async fn put_narinfo_with(
+        &self,
+        info: &NarInfo,
+        mode: PutMode,
+    ) -> Result<Written, StoreError> {
+        let key = layout::narinfo(&info.store_path.hash_part());
+        self.objects
+            .put(&key, Bytes::from(info.to_string()), mode)
+            .await
+    }
+
+    /// Hash parts of all narinfos: the root-level keys `<32 nix32 chars>.narinfo`, streamed a
+    /// page (about 1000 keys) at a time on S3, GCS and Azure. Other backends read the root
+    /// listing in one go (about 100 bytes of memory per object at the root). Plain HTTP caches
+    /// cannot be listed ([`StoreError::Unsupported`]).
+    pub fn list_narinfo_hashes(&self) -> BoxStream<'_, Result<String, StoreError>> {
+        self.objects
+            .list_dir("")
+            .try_filter_map(|m| async move { Ok(layout::narinfo_hash(&m.key).map(str::to_owned)) })
+            .boxed()
+    }
+
+    /// The `URL:` a narinfo gives a NAR named after `hash` and compressed with `compression`:
+    /// `nar/<nix32 hash>.nar<ext>`.
+    pub fn nar_url(hash: &Hash, compression: Compression) -> String {
+        layout::nar(hash, compression)
+    }
+
+    fn nar_key<'a>(&self, url: &'a str) -> Result<&'a str, StoreError> {
+        if layout::is_nar(url) {
+            Ok(url)
+        } else {
+            Err(StoreError::NotANarKey {
+                url: self.url().to_owned(),
+                key: url.to_owned(),
+            })
+        }
+    }
+
+    /// Streams the NAR object `info` names (its `URL:`), as stored (compressed); `None` when
+    /// it is missing. Nothing is checked here: see `ops::browse` for the verifying read.
+    pub async fn nar_object(&self, info: &NarInfo) -> Result<Option<ByteStream>, StoreError> {
+        Ok(self
+            .objects
+            .get(&info.url, ByteRange::All)
+            .await?
+            .map(|o| o.body))
+    }
+
+    /// Writes a NAR object at `url` (a `nar/…` key, as [`nar_url`](Self::nar_url) gives or a
+    /// narinfo's `URL:` holds) from a stream; returns its size. See
+    /// [`Objects::put_stream`] for what a failing stream leaves (nothing).
+    pub async fn put_nar_stream(
+        &self,
+        url: &str,
+        data: impl Stream<Item = Result<Bytes, io::Error>> + Send,
+    ) -> Result<u64, StoreError> {
+        let key = self.nar_key(url)?;
+        Ok(self
+            .objects
+            .put_stream(key, data, PutMode::Overwrite)
+            .await?
+            .size)
+    }
+
+    /// Writes a small NAR object at `url` (a `nar/…` key) in one request.
+    pub async fn put_nar(&self, url: &str, data: Bytes) -> Result<(), StoreError> {
+        let key = self.nar_key(url)?;
+        self.objects
+            .put(key, data, PutMode::Overwrite)
+            .await
+            .map(drop)
+    }
+
+    /// Starts a staged NAR: an object under a temporary key, to be named after its content
+    /// once known ([`publish_staged_nar`](Self::publish_staged_nar)) or dropped
+    /// ([`discard_staged_nar`](Self::discard_staged_nar)). `unique` must differ between
+    /// concurrent writers.
+    pub fn staged_nar(&self, unique: &str) -> StagedNar {
+        StagedNar {
+            key: layout::temp_nar(unique),
+        }
+    }
+
+    /// Streams the data of a staged NAR in; returns its size.
+    pub async fn put_staged_nar(
+        &self,
+        staged: &StagedNar,
+        data: impl Stream<Item = Result<Bytes, io::Error>> + Send,
+    ) -> Result<u64, StoreError> {
+        Ok(self
+            .objects
+            .put_stream(&staged.key, data, PutMode::Overwrite)
+            .await?
+            .size)
+    }
+
+    /// Moves a staged NAR to its content-addressed key and returns that key (the narinfo's
+    /// `URL:`).
+    pub async fn publish_staged_nar(
+        &self,
+        staged: StagedNar,
+        file_hash: &Hash,
+        compression: Compression,
+    ) -> Result<String, StoreError> {
+        let url = layout::nar(file_hash, compression);
+        self.objects.rename(&staged.key, &url).await?;
+        Ok(url)
+    }
+
+    /// Deletes a staged NAR (best effort on failure paths).
+    pub async fn discard_staged_nar(&self, staged: &StagedNar) -> Result<(), StoreError> {
+        self.objects.delete(&staged.key).await
+    }
+
+    /// The `.ls` listing of `path` as stored (JSON), or `None`.
+    pub async fn listing_bytes(&self, path: &StorePath) -> Result<Option<Bytes>, StoreError> {
+        self.objects
+            .get_bytes(&layout::listing(&path.hash_part()))
+            .await
+    }
+
+    /// Writes the `.ls` listing of `path` (JSON, as [`crate::nar::Listing`] serializes).
+    pub async fn put_listing_bytes(&self, path: &StorePath, json: Bytes) -> Result<(), StoreError> {
+        self.objects
+            .put(
+                &layout::listing(&path.hash_part()),
+                json,
+                PutMode::Overwrite,
+            )
+            .await
+            .map(drop)
+    }
+
+    /// The build log of the derivation `drv` (`log/<drv base name>`), or `None`.
+    pub async fn log(&self, drv: &StorePath) -> Result<Option<Bytes>, StoreError> {
+        self.objects.get_bytes(&layout::log(&drv.to_string())).await
+    }
+
+    /// Streams the build log of the derivation `drv` in (plain text, as `nix log` reads it).
+    pub async fn put_log_stream(
+        &self,
+        drv: &StorePath,
+        data: impl Stream<Item = Result<Bytes, io::Error>> + Send,
+    ) -> Result<u64, StoreError> {
+        Ok(self
+            .objects
+            .put_stream(&layout::log(&drv.to_string()), data, PutMode::Overwrite)
+            .await?
+            .size)
+    }
+
+    /// The realisation `id` (`realisations/<drv hash>!<output>.doi`, JSON), or `None`.
+    pub async fn realisation_bytes(&self, id: &DrvOutput) -> Result<Option<Bytes>, StoreError> {
+        self.objects.get_bytes(&layout::realisation(id)).await
+    }
+
+    /// Writes the realisation `id` (JSON, as [`crate::realisation`] prints it).
+    pub async fn put_realisation_bytes(&self, id: &DrvOutput, json: Bytes) -> Result<(), StoreError> {
+        self.objects
+            .put(&layout::realisation(id), json, PutMode::Overwrite)
+            .await
+            .map(drop)
+    }
+
+    /// The GC root `name` of `host`, or `None`.
+    pub async fn gc_root(&self, host: &str, name: &str) -> Result<Option<Bytes>, StoreError> {
+        self.objects.get_bytes(&layout::gcroot(host, name)).await
+    }
+
+    /// Writes the GC root `name` of `host` with a [`PutMode`].
+    pub async fn put_gc_root(
+        &self,
+        host: &str,
+        name: &str,
+        data: Bytes,
+        mode: PutMode,
+    ) -> Result<Written, StoreError> {
+        self.objects
+            .put(&layout::gcroot(host, name), data, mode)
+            .await
+    }
+
+    /// Moves the GC root `name` of `host` to the trash (`gctrash/`), where it stays restorable.
+    pub async fn trash_gc_root(&self, host: &str, name: &str) -> Result<(), StoreError> {
+        self.objects
+            .rename(&layout::gcroot(host, name), &layout::gctrash(host, name))
+            .await
+    }
+
+    /// Every GC root (of `host`, or of all hosts), streamed.
+    pub fn list_gc_roots(
+        &self,
+        host: Option<&str>,
+    ) -> BoxStream<'static, Result<GcRootEntry, StoreError>> {
+        let prefix = match host {
+            Some(h) => layout::gcroots_of(h),
+            None => layout::GCROOTS_DIR.to_owned(),
+        };
+        self.objects
+            .list(&prefix)
+            .try_filter_map(|meta| async move {
+                Ok(layout::gcroot_parts(&meta.key).map(|(h, n)| GcRootEntry {
+                    host: h.to_owned(),
+                    name: n.to_owned(),
+                    meta: meta.clone(),
+                }))
+            })
+            .boxed()
+    }
+
+    /// The push index entry `name`, or `None`.
+    pub async fn index_entry(&self, name: &str) -> Result<Option<Bytes>, StoreError> {
+        self.objects.get_bytes(&layout::index(name)).await
+    }
+
+    /// Writes the push index entry `name` with a [`PutMode`].
+    pub async fn put_index_entry(
+        &self,
+        name: &str,
+        data: Bytes,
+        mode: PutMode,
+    ) -> Result<Written, StoreError> {
+        self.objects.put(&layout::index(name), data, mode).await
+    }
+}
+
+/// A NAR being uploaded under a temporary key (see [`BinaryCache::staged_nar`]).
+#[derive(Debug)]
+pub struct StagedNar {
+    key: String,
+}
+
+impl fmt::Display for StagedNar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn debug_shows_url_only() {
+        let c = BinaryCache::open("memory://").unwrap();
+        assert_eq!(
+            format!("{c:?}"),
+            "BinaryCache { url: \"memory://\", read_only: false, .. }"
+        );
+        assert_eq!(c.to_string(), "memory://");
+    }
+
+    #[test]
+    fn s3_debug_hides_secrets() {
+        let env = [
+            ("AWS_ACCESS_KEY_ID".to_owned(), "GKID".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY".to_owned(), "SECRETVALUE".to_owned()),
+        ];
+        let c =
+            BinaryCache::open_with_env("s3://b?endpoint=http://127.0.0.1:1&region=garage", &env)
+                .unwrap();
+        let shown = format!("{c:?} {c}");
+        assert!(!shown.contains("SECRETVALUE"), "{shown}");
+    }
+}

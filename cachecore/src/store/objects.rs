@@ -1,0 +1,859 @@
+//! The object layer: the only code in cachecore that touches [`object_store`].
+//!
+//! [`Objects`] is a handle on one store (a local directory, S3, GCS, Azure, memory, or a
+//! read-only HTTP cache) that knows nothing of Nix. It offers
+//!
+//! - [`get`](Objects::get): a streaming GET of a whole object or of a [`ByteRange`], never
+//!   buffering the range, with the object's [`ObjectMeta`] (size, last-modified, ETag);
+//! - [`head`](Objects::head): the same metadata without the body;
+//! - [`list`](Objects::list) and [`list_dir`](Objects::list_dir): a prefix as a stream of
+//!   [`ObjectMeta`];
+//! - [`put`](Objects::put) and [`put_stream`](Objects::put_stream) with a [`PutMode`]:
+//!   overwrite, create-only, or replace-if-unchanged;
+//! - [`delete`](Objects::delete) and [`rename`](Objects::rename).
+//!
+//! # Conditional writes are probed, not assumed
+//!
+//! Backends differ in what they honour: a local directory can create an object only if it is
+//! absent (a hard link) but has no compare-and-swap; S3 servers are sent `If-None-Match: *` and
+//! `If-Match`, which AWS honours and some S3-compatible servers (Garage) ignore, answering 200
+//! and overwriting. So the first conditional write to a store [probes](Objects::write_support)
+//! it: a probe object is written twice create-only (the second must be refused), then replaced
+//! with a wrong ETag (which must be refused). The answer is kept for the life of the handle. A
+//! write whose [`PutMode`] the store does not honour fails with [`StoreError::Unsupported`]
+//! before anything is sent — never a silent overwrite.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use bytes::Bytes;
+//! use cachecore::store::{BinaryCache, ByteRange, PutMode};
+//! use futures::TryStreamExt;
+//! let cache = BinaryCache::open("memory://").unwrap();
+//! let objects = cache.objects();
+//! objects.put("log/a.drv", Bytes::from_static(b"hello world"), PutMode::Create).await.unwrap();
+//! // A second create-only write is refused, as a conflict.
+//! let e = objects.put("log/a.drv", Bytes::new(), PutMode::Create).await.unwrap_err();
+//! assert_eq!(e.kind(), cachecore::error::ErrorKind::Conflict);
+//! // A ranged GET streams bytes 6..11 and says how large the whole object is.
+//! let object = objects.get("log/a.drv", ByteRange::Bounded(6..11)).await.unwrap().unwrap();
+//! assert_eq!(object.meta.size, 11);
+//! let body: Vec<Bytes> = object.body.try_collect().await.unwrap();
+//! assert_eq!(body.concat(), b"world");
+//! # });
+//! ```
+
+use std::fmt;
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use futures::Stream;
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
+use object_store::path::Path;
+use object_store::{
+    Attribute, Attributes, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMultipartOptions,
+    PutOptions, PutPayload, UpdateVersion, WriteMultipart,
+};
+use tokio::sync::OnceCell;
+
+use super::error::{convert, ErrorContext, Op, StoreError};
+use super::layout;
+
+/// Objects at least this large are uploaded by [`Objects::put_stream`] in parts; smaller ones
+/// in a single request.
+pub const MULTIPART_THRESHOLD: usize = 10 * 1024 * 1024;
+
+/// The size of each part of a multipart upload. S3 allows 10,000 parts, so one object can be up
+/// to ~97 GiB.
+pub const PART_SIZE: usize = 10 * 1024 * 1024;
+
+/// Parts of one upload in flight at once. Memory per upload is at most about
+/// `(PARTS_IN_FLIGHT + 1) * PART_SIZE` plus one chunk of the input.
+pub const PARTS_IN_FLIGHT: usize = 4;
+
+/// A stream of an object's bytes.
+pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
+
+/// What a store says about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ObjectMeta {
+    /// The key, relative to the cache root.
+    pub key: String,
+    /// The size of the whole object in bytes.
+    pub size: u64,
+    /// When the object was last written.
+    pub last_modified: SystemTime,
+    /// The entity tag, when the backend has one (as the server sent it, quotes included).
+    pub e_tag: Option<String>,
+    /// The backend's version of the object, when it keeps versions (GCS generation, ...).
+    pub version: Option<String>,
+}
+
+impl ObjectMeta {
+    /// The version a [`PutMode::IfUnchanged`] write must find for this object.
+    pub fn version_tag(&self) -> VersionTag {
+        VersionTag {
+            e_tag: self.e_tag.clone(),
+            version: self.version.clone(),
+        }
+    }
+}
+
+/// Which bytes of an object to read.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ByteRange {
+    /// The whole object.
+    #[default]
+    All,
+    /// Bytes `start..end`; an `end` past the object's end is clamped to it.
+    Bounded(Range<u64>),
+    /// From this offset to the end.
+    From(u64),
+    /// The last `n` bytes (all of them if the object is shorter).
+    Last(u64),
+}
+
+impl ByteRange {
+    fn to_get_range(&self) -> Option<GetRange> {
+        match self {
+            ByteRange::All => None,
+            ByteRange::Bounded(r) => Some(GetRange::Bounded(r.clone())),
+            ByteRange::From(o) => Some(GetRange::Offset(*o)),
+            ByteRange::Last(n) => Some(GetRange::Suffix(*n)),
+        }
+    }
+}
+
+/// An object as read by [`Objects::get`]: its metadata, which bytes `body` carries, and the
+/// body itself, streamed from the backend as it arrives.
+pub struct Object {
+    pub meta: ObjectMeta,
+    /// The bytes of the object that `body` holds (`0..meta.size` for the whole object).
+    pub range: Range<u64>,
+    pub body: ByteStream,
+}
+
+impl fmt::Debug for Object {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Object")
+            .field("meta", &self.meta)
+            .field("range", &self.range)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The version of an object a [`PutMode::IfUnchanged`] write expects to replace.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VersionTag {
+    pub e_tag: Option<String>,
+    pub version: Option<String>,
+}
+
+/// How a write treats an object already at its key.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PutMode {
+    /// Replace whatever is there.
+    #[default]
+    Overwrite,
+    /// Write only if there is no object at the key; otherwise [`StoreError::AlreadyExists`].
+    Create,
+    /// Replace the object only if it is still the version given (compare-and-swap); otherwise
+    /// [`StoreError::Changed`].
+    IfUnchanged(VersionTag),
+}
+
+/// What a store really honours, as [probed](Objects::write_support).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct WriteSupport {
+    /// Whether the store can be written at all.
+    pub writable: bool,
+    /// Whether [`PutMode::Create`] refuses to replace an existing object.
+    pub create_only: bool,
+    /// Whether [`PutMode::IfUnchanged`] refuses to replace a changed object.
+    pub if_unchanged: bool,
+}
+
+/// What a write left at its key.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Written {
+    /// Bytes written.
+    pub size: u64,
+    /// The new object's version, when the backend reports one.
+    pub version: VersionTag,
+}
+
+/// A handle on one object store, with keys relative to the cache root. Cheap to clone.
+///
+/// Obtained from [`BinaryCache::objects`](super::BinaryCache::objects).
+#[derive(Clone)]
+pub struct Objects {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) cx: ErrorContext,
+    pub(crate) read_only: bool,
+    /// Send `Content-Type` with uploads (backends that support attributes).
+    pub(crate) content_types: bool,
+    /// Delimited, paginated listing (S3, GCS, Azure); other backends use `list_with_delimiter`.
+    pub(crate) lister: Option<Lister>,
+    /// `false` for plain HTTP, which has no listing.
+    pub(crate) listable: bool,
+    pub(crate) support: OnceCell<WriteSupport>,
+    /// For a local directory, its canonical path: no key may reach outside it.
+    pub(crate) local_root: Option<std::path::PathBuf>,
+}
+
+pub(crate) struct Lister {
+    pub(crate) store: Arc<dyn PaginatedListStore>,
+    /// The URL's prefix with a trailing `/`, or empty.
+    pub(crate) prefix: String,
+}
+
+impl fmt::Debug for Objects {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Objects")
+            .field("url", &self.inner.cx.url)
+            .field("read_only", &self.inner.read_only)
+            .finish_non_exhaustive()
+    }
+}
+
+fn none_if_missing<T>(e: StoreError) -> Result<Option<T>, StoreError> {
+    match e {
+        StoreError::NotFound { .. } => Ok(None),
+        other => Err(other),
+    }
+}
+
+fn meta_of(m: object_store::ObjectMeta, key: String) -> ObjectMeta {
+    ObjectMeta {
+        key,
+        size: m.size,
+        last_modified: SystemTime::from(m.last_modified),
+        e_tag: m.e_tag,
+        version: m.version,
+    }
+}
+
+impl Objects {
+    pub(crate) fn new(inner: Inner) -> Objects {
+        Objects {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The store URL as given (passwords replaced by `***`).
+    pub fn url(&self) -> &str {
+        &self.inner.cx.url
+    }
+
+    /// Whether the store refuses every write (plain HTTP caches).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    fn err(&self, op: Op, key: &str, e: object_store::Error) -> StoreError {
+        convert(&self.inner.cx, op, key, e)
+    }
+
+    fn path(&self, key: &str) -> Result<Path, StoreError> {
+        let bad = |reason: String| StoreError::BadKey {
+            url: self.inner.cx.url.clone(),
+            key: key.to_owned(),
+            reason,
+        };
+        if key.is_empty() || key.starts_with('/') || key.ends_with('/') {
+            return Err(bad(
+                "keys are non-empty and have no leading or trailing /".to_owned()
+            ));
+        }
+        let path = Path::parse(key).map_err(|e| bad(e.to_string()))?;
+        self.confine(key)?;
+        Ok(path)
+    }
+
+    /// On a local directory, refuses a key that resolves outside the directory through a
+    /// symbolic link (an object, or a directory on the way to it): a cache is untrusted input,
+    /// and reading `nar/x -> /etc/shadow` or writing through `nar -> /` must not happen. The
+    /// deepest part of the key that exists is resolved, so writes are checked as well as reads.
+    fn confine(&self, key: &str) -> Result<(), StoreError> {
+        let Some(root) = &self.inner.local_root else {
+            return Ok(());
+        };
+        let mut probe = root.join(key);
+        let resolved = loop {
+            match std::fs::canonicalize(&probe) {
+                Ok(p) => break Some(p),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // A dangling symlink is refused too: it points somewhere we cannot check.
+                    if probe.symlink_metadata().is_ok() {
+                        break None;
+                    }
+                    if !probe.pop() || !probe.starts_with(root) {
+                        return Ok(());
+                    }
+                }
+                // Not a directory on the way, permission denied, ...: the operation itself
+                // reports it.
+                Err(_) => return Ok(()),
+            }
+        };
+        match resolved {
+            Some(p) if p.starts_with(root) => Ok(()),
+            _ => Err(StoreError::OutsideRoot {
+                url: self.inner.cx.url.clone(),
+                key: key.to_owned(),
+            }),
+        }
+    }
+
+    fn writable(&self, key: &str) -> Result<Path, StoreError> {
+        if self.inner.read_only {
+            return Err(StoreError::ReadOnly {
+                url: self.inner.cx.url.clone(),
+                key: key.to_owned(),
+            });
+        }
+        self.path(key)
+    }
+
+    fn attributes(&self, key: &str) -> Attributes {
+        let mut a = Attributes::new();
+        if self.inner.content_types {
+            a.insert(Attribute::ContentType, layout::content_type(key).into());
+        }
+        a
+    }
+
+    /// Streams the object at `key`, or the bytes `range` of it; `None` if there is none.
+    ///
+    /// The body is streamed from the backend as it arrives: a range of any size costs memory
+    /// for one chunk at a time. A range that starts at or past the object's end is
+    /// [`StoreError::RangeNotSatisfiable`]; an empty [`ByteRange::Bounded`] range reads
+    /// nothing (one HEAD request for the metadata).
+    pub async fn get(&self, key: &str, range: ByteRange) -> Result<Option<Object>, StoreError> {
+        let path = self.path(key)?;
+        if let ByteRange::Bounded(r) = &range {
+            if r.start >= r.end {
+                return Ok(self.head(key).await?.map(|meta| Object {
+                    range: r.start.min(meta.size)..r.start.min(meta.size),
+                    meta,
+                    body: stream::empty().boxed(),
+                }));
+            }
+        }
+        let opts = GetOptions {
+            range: range.to_get_range(),
+            ..GetOptions::default()
+        };
+        let result = match self.inner.store.get_opts(&path, opts).await {
+            Ok(r) => r,
+            Err(e) => return none_if_missing(self.range_err(key, &range, e)),
+        };
+        let cx = self.inner.cx.clone();
+        let owned_key = key.to_owned();
+        let range = result.range.clone();
+        let meta = meta_of(result.meta.clone(), key.to_owned());
+        let body = result
+            .into_stream()
+            .map_err(move |e| convert(&cx, Op::Read, &owned_key, e))
+            .boxed();
+        Ok(Some(Object { meta, range, body }))
+    }
+
+    /// A failed ranged GET: a range past the end is said as such, whatever the backend's words.
+    fn range_err(&self, key: &str, range: &ByteRange, e: object_store::Error) -> StoreError {
+        let unsatisfiable = match (&e, range) {
+            (_, ByteRange::All) => false,
+            (object_store::Error::NotFound { .. }, _) => false,
+            _ => {
+                let text = super::error::chain_text(&e);
+                text.contains("416")
+                    || text.contains("InvalidRange")
+                    || text.contains("out of bounds")
+                    || text.contains("Range started at")
+                    || text.contains("Wanted range starting at")
+            }
+        };
+        if unsatisfiable {
+            return StoreError::RangeNotSatisfiable {
+                url: self.inner.cx.url.clone(),
+                key: key.to_owned(),
+                range: format!("{range:?}"),
+            };
+        }
+        self.err(Op::Read, key, e)
+    }
+
+    /// The whole object at `key` in memory (for small objects: narinfos, listings, logs);
+    /// `None` if there is none.
+    pub async fn get_bytes(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let path = self.path(key)?;
+        let result = match self.inner.store.get(&path).await {
+            Ok(r) => r,
+            Err(e) => return none_if_missing(self.err(Op::Read, key, e)),
+        };
+        result
+            .bytes()
+            .await
+            .map(Some)
+            .map_err(|e| self.err(Op::Read, key, e))
+    }
+
+    /// The metadata of the object at `key`, or `None` if there is none.
+    ///
+    /// A HEAD response has no body, so on S3 a missing *bucket* also reads as `None` here; the
+    /// first GET or PUT reports [`StoreError::NoSuchBucket`].
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        let path = self.path(key)?;
+        match self.inner.store.head(&path).await {
+            Ok(meta) => Ok(Some(meta_of(meta, key.to_owned()))),
+            Err(e) => none_if_missing(self.err(Op::Stat, key, e)),
+        }
+    }
+
+    fn unlistable(&self, what: &str) -> Option<StoreError> {
+        (!self.inner.listable).then(|| StoreError::Unsupported {
+            url: self.inner.cx.url.clone(),
+            operation: format!("list {what}"),
+            reason: "a plain HTTP binary cache has no listing (list the directory or bucket it serves instead)".to_owned(),
+        })
+    }
+
+    /// Every object whose key starts with the directory `prefix` (`"nar"`, `"gcroots/host"`;
+    /// `""` for all), recursively, as a stream, in no particular order. Pages are fetched as
+    /// the stream is read: memory does not grow with the number of objects. Staging files of
+    /// uploads in progress on a local directory are not listed.
+    pub fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta, StoreError>> {
+        let what = if prefix.is_empty() { "the store" } else { prefix };
+        if let Some(e) = self.unlistable(what) {
+            return stream::once(async move { Err(e) }).boxed();
+        }
+        let path = if prefix.is_empty() {
+            None
+        } else {
+            match self.path(prefix) {
+                Ok(p) => Some(p),
+                Err(e) => return stream::once(async move { Err(e) }).boxed(),
+            }
+        };
+        let this = self.clone();
+        let key = format!("{what} (listing)");
+        self.inner
+            .store
+            .list(path.as_ref())
+            .map(move |r| match r {
+                Ok(m) => {
+                    let key = m.location.as_ref().to_owned();
+                    Ok(meta_of(m, key))
+                }
+                Err(e) => Err(this.err(Op::List, &key, e)),
+            })
+            .boxed()
+    }
+
+    /// The objects directly in the directory `prefix` (`""` for the root), not recursing into
+    /// subdirectories, streamed a page (about 1000 keys) at a time on S3, GCS and Azure; other
+    /// backends read the directory in one go (about 100 bytes of memory per object in it).
+    pub fn list_dir(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StoreError>> {
+        let what = if prefix.is_empty() {
+            "the cache root"
+        } else {
+            prefix
+        };
+        if let Some(e) = self.unlistable(what) {
+            return stream::once(async move { Err(e) }).boxed();
+        }
+        let key = format!("{what} (listing)");
+        let dir = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        if let Some(lister) = &self.inner.lister {
+            let full = format!("{}{dir}", lister.prefix);
+            // Pages: None = finished, Some(None) = not started, Some(Some(token)) = more.
+            let pages = stream::try_unfold(Some(None::<String>), move |state| {
+                let (full, key) = (full.clone(), key.clone());
+                async move {
+                    let Some(token) = state else {
+                        return Ok(None);
+                    };
+                    let opts = PaginatedListOptions {
+                        delimiter: Some("/".into()),
+                        page_token: token,
+                        ..PaginatedListOptions::default()
+                    };
+                    let prefix = (!full.is_empty()).then_some(full.as_str());
+                    let page = lister
+                        .store
+                        .list_paginated(prefix, opts)
+                        .await
+                        .map_err(|e| self.err(Op::List, &key, e))?;
+                    let metas: Vec<Result<ObjectMeta, StoreError>> = page
+                        .result
+                        .objects
+                        .into_iter()
+                        .filter_map(|m| {
+                            let key = m.location.as_ref().strip_prefix(lister.prefix.as_str())?;
+                            let key = key.to_owned();
+                            Some(Ok(meta_of(m, key)))
+                        })
+                        .collect();
+                    let next = page.page_token.map(Some);
+                    Ok(Some((stream::iter(metas), next)))
+                }
+            });
+            pages.try_flatten().boxed()
+        } else {
+            let path = if dir.is_empty() {
+                None
+            } else {
+                match self.path(prefix) {
+                    Ok(p) => Some(p),
+                    Err(e) => return stream::once(async move { Err(e) }).boxed(),
+                }
+            };
+            stream::once(async move {
+                self.inner
+                    .store
+                    .list_with_delimiter(path.as_ref())
+                    .await
+                    .map_err(|e| self.err(Op::List, &key, e))
+            })
+            .map_ok(|listing| {
+                stream::iter(listing.objects.into_iter().map(|m| {
+                    let key = m.location.as_ref().to_owned();
+                    Ok(meta_of(m, key))
+                }))
+            })
+            .try_flatten()
+            .boxed()
+        }
+    }
+
+    /// What this store honours: probed once per handle by writing, re-writing and replacing a
+    /// probe object (a key of its own, deleted afterwards), then remembered. A read-only store
+    /// is not probed. A probe that cannot complete (server unreachable, access denied) is an
+    /// error and is tried again on the next call.
+    pub async fn write_support(&self) -> Result<WriteSupport, StoreError> {
+        if self.inner.read_only {
+            return Ok(WriteSupport::default());
+        }
+        self.inner
+            .support
+            .get_or_try_init(|| self.probe())
+            .await
+            .copied()
+    }
+
+    async fn probe(&self) -> Result<WriteSupport, StoreError> {
+        let key = layout::probe(&unique_suffix());
+        let path = self.writable(&key)?;
+        let store = &self.inner.store;
+        let put = |mode: object_store::PutMode, data: &'static [u8]| {
+            let opts = PutOptions {
+                mode,
+                ..PutOptions::default()
+            };
+            store.put_opts(&path, PutPayload::from_static(data), opts)
+        };
+        let result = async {
+            let first = match put(object_store::PutMode::Create, b"1").await {
+                Ok(r) => Some(r),
+                Err(object_store::Error::NotImplemented { .. }) => None,
+                Err(e) => return Err(self.err(Op::Write, &key, e)),
+            };
+            let create_only = match first {
+                None => false,
+                Some(_) => match put(object_store::PutMode::Create, b"2").await {
+                    Ok(_) => false,
+                    Err(object_store::Error::AlreadyExists { .. }) => true,
+                    Err(object_store::Error::NotImplemented { .. }) => false,
+                    Err(e) => return Err(self.err(Op::Write, &key, e)),
+                },
+            };
+            // Make sure an object is there (the create-only writes may not have been possible).
+            let current = put(object_store::PutMode::Overwrite, b"3")
+                .await
+                .map_err(|e| self.err(Op::Write, &key, e))?;
+            let stale = UpdateVersion {
+                e_tag: Some("\"cachecore-probe-stale\"".to_owned()),
+                version: current.version.as_ref().map(|_| "1".to_owned()),
+            };
+            let if_unchanged = match put(object_store::PutMode::Update(stale), b"4").await {
+                Ok(_) => false,
+                Err(object_store::Error::Precondition { .. }) => {
+                    // A compare-and-swap must also succeed when the version is right.
+                    put(object_store::PutMode::Update(current.into()), b"5")
+                        .await
+                        .is_ok()
+                }
+                Err(
+                    object_store::Error::NotImplemented { .. }
+                    | object_store::Error::NotSupported { .. },
+                ) => false,
+                Err(e) => return Err(self.err(Op::Write, &key, e)),
+            };
+            Ok(WriteSupport {
+                writable: true,
+                create_only,
+                if_unchanged,
+            })
+        }
+        .await;
+        // Best effort: a leftover probe object is a few bytes under a key nothing reads.
+        let _ = store.delete(&path).await;
+        result
+    }
+
+    /// Refuses a mode this store does not honour, before anything is written.
+    async fn check_mode(&self, key: &str, mode: &PutMode) -> Result<(), StoreError> {
+        let (needed, what) = match mode {
+            PutMode::Overwrite => return Ok(()),
+            PutMode::Create => (
+                self.write_support().await?.create_only,
+                "create-only writes",
+            ),
+            PutMode::IfUnchanged(_) => (
+                self.write_support().await?.if_unchanged,
+                "replace-if-unchanged writes",
+            ),
+        };
+        if needed {
+            Ok(())
+        } else {
+            Err(StoreError::Unsupported {
+                url: self.inner.cx.url.clone(),
+                operation: format!("write {key} with {what}"),
+                reason: format!("the store does not honour {what} (probed)"),
+            })
+        }
+    }
+
+    fn put_options(&self, key: &str, mode: &PutMode) -> PutOptions {
+        PutOptions {
+            mode: match mode {
+                PutMode::Overwrite => object_store::PutMode::Overwrite,
+                PutMode::Create => object_store::PutMode::Create,
+                PutMode::IfUnchanged(v) => object_store::PutMode::Update(UpdateVersion {
+                    e_tag: v.e_tag.clone(),
+                    version: v.version.clone(),
+                }),
+            },
+            attributes: self.attributes(key),
+            ..PutOptions::default()
+        }
+    }
+
+    /// Writes an object in one request. With [`PutMode::Create`] or
+    /// [`PutMode::IfUnchanged`] on a store that does not honour it (see
+    /// [`write_support`](Self::write_support)): [`StoreError::Unsupported`], nothing written.
+    pub async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<Written, StoreError> {
+        let path = self.writable(key)?;
+        self.check_mode(key, &mode).await?;
+        let size = data.len() as u64;
+        self.put_payload(key, &path, PutPayload::from_bytes(data), &mode)
+            .await
+            .map(|version| Written { size, version })
+    }
+
+    async fn put_payload(
+        &self,
+        key: &str,
+        path: &Path,
+        payload: PutPayload,
+        mode: &PutMode,
+    ) -> Result<VersionTag, StoreError> {
+        let opts = self.put_options(key, mode);
+        match self.inner.store.put_opts(path, payload, opts).await {
+            Ok(r) => Ok(VersionTag {
+                e_tag: r.e_tag,
+                version: r.version,
+            }),
+            Err(e) => Err(self.err(Op::Write, key, e)),
+        }
+    }
+
+    /// Streams an object in. Below [`MULTIPART_THRESHOLD`] the data is sent in one request;
+    /// above, as a multipart upload of [`PART_SIZE`] parts with at most [`PARTS_IN_FLIGHT`] in
+    /// flight, so memory stays bounded whatever the size. If `data` yields an error, the upload
+    /// is aborted, nothing appears at `key`, and the error is [`StoreError::Source`].
+    ///
+    /// Modes: as [`put`](Self::put). A create-only object above the threshold is uploaded to a
+    /// staging key and copied into place only if the key is still free (a hard link on a local
+    /// directory); stores without a create-only copy (S3) refuse it with
+    /// [`StoreError::Unsupported`], as they refuse replace-if-unchanged above the threshold.
+    pub async fn put_stream(
+        &self,
+        key: &str,
+        data: impl Stream<Item = Result<Bytes, io::Error>> + Send,
+        mode: PutMode,
+    ) -> Result<Written, StoreError> {
+        let path = self.writable(key)?;
+        self.check_mode(key, &mode).await?;
+        let source_err = |source: io::Error| StoreError::Source {
+            url: self.inner.cx.url.clone(),
+            key: key.to_owned(),
+            source,
+        };
+        let mut data = std::pin::pin!(data);
+        let mut head: Vec<Bytes> = Vec::new();
+        let mut head_len = 0usize;
+        let mut total = 0u64;
+        while head_len < MULTIPART_THRESHOLD {
+            match data.next().await {
+                None => {
+                    let payload: PutPayload = head.into_iter().collect();
+                    let version = self.put_payload(key, &path, payload, &mode).await?;
+                    return Ok(Written {
+                        size: total,
+                        version,
+                    });
+                }
+                Some(Err(e)) => return Err(source_err(e)),
+                Some(Ok(chunk)) => {
+                    head_len += chunk.len();
+                    total += chunk.len() as u64;
+                    head.push(chunk);
+                }
+            }
+        }
+        let staging = match &mode {
+            PutMode::Overwrite => None,
+            PutMode::Create => Some(layout::staging(key, &unique_suffix())),
+            PutMode::IfUnchanged(_) => {
+                return Err(StoreError::Unsupported {
+                    url: self.inner.cx.url.clone(),
+                    operation: format!("write {key} with replace-if-unchanged"),
+                    reason: format!(
+                        "replace-if-unchanged is only possible in one request, for objects under {MULTIPART_THRESHOLD} bytes"
+                    ),
+                })
+            }
+        };
+        let upload_key = staging.as_deref().unwrap_or(key);
+        let upload_path = match &staging {
+            Some(s) => self.path(s)?,
+            None => path.clone(),
+        };
+        let opts = PutMultipartOptions::from(self.attributes(key));
+        let upload = self
+            .inner
+            .store
+            .put_multipart_opts(&upload_path, opts)
+            .await
+            .map_err(|e| self.err(Op::Write, upload_key, e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        for chunk in head {
+            writer.put(chunk);
+        }
+        loop {
+            let chunk = match data.next().await {
+                None => break,
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => {
+                    // Best effort: the source error is the one worth reporting.
+                    let _ = writer.abort().await;
+                    return Err(source_err(e));
+                }
+            };
+            if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                let _ = writer.abort().await;
+                return Err(self.err(Op::Write, upload_key, e));
+            }
+            total += chunk.len() as u64;
+            writer.put(chunk);
+        }
+        let done = writer
+            .finish()
+            .await
+            .map_err(|e| self.err(Op::Write, upload_key, e))?;
+        let Some(staging) = staging else {
+            return Ok(Written {
+                size: total,
+                version: VersionTag {
+                    e_tag: done.e_tag,
+                    version: done.version,
+                },
+            });
+        };
+        let copied = self
+            .inner
+            .store
+            .copy_if_not_exists(&upload_path, &path)
+            .await;
+        let _ = self.inner.store.delete(&upload_path).await;
+        match copied {
+            Ok(()) => Ok(Written {
+                size: total,
+                version: VersionTag::default(),
+            }),
+            Err(
+                object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. },
+            ) => Err(StoreError::Unsupported {
+                url: self.inner.cx.url.clone(),
+                operation: format!("write {key} create-only"),
+                reason: format!(
+                    "the store has no create-only copy, so create-only writes are limited to objects under {MULTIPART_THRESHOLD} bytes (staging object {staging} removed)"
+                ),
+            }),
+            Err(e) => Err(self.err(Op::Write, key, e)),
+        }
+    }
+
+    /// Moves the object at `from` to `to`, replacing any object there: a file-system rename on
+    /// a local directory, server-side copy + delete on object stores (the bytes do not pass
+    /// through this machine). A missing `from` is [`StoreError::NotFound`].
+    ///
+    /// On AWS S3 itself a single server-side copy is limited to 5 GiB, so renaming a larger
+    /// object fails there (Garage, MinIO and the other backends have no such limit). Garage
+    /// stamps a copy with the current millisecond without stepping past the destination's
+    /// newest version, so a rename over an object written in the same millisecond may leave
+    /// the older bytes; cachecore renames only onto fresh keys or keys already holding the same
+    /// bytes (content-addressed NARs), where this cannot matter.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        let from_path = self.writable(from)?;
+        let to_path = self.writable(to)?;
+        self.inner
+            .store
+            .rename(&from_path, &to_path)
+            .await
+            .map_err(|e| self.err(Op::Rename, from, e))
+    }
+
+    /// Deletes the object at `key`; deleting a missing object is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.writable(key)?;
+        match self.inner.store.delete(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) => match self.err(Op::Delete, key, e) {
+                StoreError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+}
+
+/// A suffix no other writer picks: process id, time and a counter.
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{}-{nanos:x}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
