@@ -11,7 +11,7 @@
 //! uploadType", and gcp-storage-emulator sends no ETag with a PUT's answer, which the client
 //! requires.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
