@@ -62,7 +62,8 @@ pub enum Command {
         store: String,
         path: String,
         dest: PathBuf,
-        /// A trusted public key `name:base64`, or a file holding one (repeatable).
+        /// A trusted public key: the key `name:base64` itself, or a public key file (one key per
+        /// line; blank lines and `#` comments allowed). Repeatable. A secret key is refused.
         #[arg(long = "trusted-key", value_name = "KEY")]
         trusted_keys: Vec<String>,
         /// Do not require a signature by a trusted key.
@@ -75,8 +76,10 @@ pub enum Command {
         store: String,
         /// Store paths to check with their closures (default: every path in the cache).
         paths: Vec<String>,
-        /// A trusted public key `name:base64`, or a file holding one (repeatable). When given,
-        /// every narinfo must be signed by one of them.
+        /// A trusted public key: the key `name:base64` itself, or a public key file (one key per
+        /// line; blank lines and `#` comments allowed). Repeatable. When given, every narinfo
+        /// must be signed by one of them, and a clean result ends with the nix.conf lines that
+        /// make Nix use the cache.
         #[arg(long = "trusted-key", value_name = "KEY")]
         trusted_keys: Vec<String>,
         /// NARs checked at once.
@@ -160,9 +163,10 @@ pub enum KeyCommand {
     /// Generate a secret key NAME:base64 (the format of `nix key generate-secret`).
     ///
     /// The secret key goes to --out (created with mode 0600) or stdout; the public key is printed
-    /// on stderr.
+    /// on stderr (`cachecore key public FILE` prints it again later).
     Generate {
-        /// Key name, conventionally `<cache host>-<number>`, e.g. `cache.example.org-1`.
+        /// Key name, conventionally `<cache host>-<number>`, e.g. `cache.example.org-1`. No spaces,
+        /// no `:`.
         name: String,
         /// Write the secret key to this file instead of stdout. Refuses to overwrite.
         #[arg(long, short)]
@@ -170,7 +174,7 @@ pub enum KeyCommand {
     },
     /// Print the public key of a secret key (read from SECRET_FILE, or stdin when absent).
     Public {
-        /// File holding the secret key.
+        /// File holding the secret key (one key line; blank lines and `#` comments allowed).
         secret_file: Option<PathBuf>,
     },
 }
@@ -188,7 +192,10 @@ pub struct PushArgs {
     /// Name of the --add path (default: the directory's name).
     #[arg(long, requires = "add")]
     pub name: Option<String>,
-    /// Secret key file to sign narinfos with (repeatable).
+    /// Secret key file to sign narinfos with (repeatable): a file holding one secret key line,
+    /// as `cachecore key generate --out` or `nix key generate-secret` writes it (blank lines and
+    /// `#` comments allowed). The file's name, not the key itself: a key on the command line is
+    /// visible to every user of the machine, and is refused.
     #[arg(long = "key", value_name = "SECRET_FILE")]
     pub keys: Vec<PathBuf>,
     /// Large NARs (over 4 MiB) uploaded at once; up to 4 × JOBS small ones go alongside.

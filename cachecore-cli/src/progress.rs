@@ -7,6 +7,16 @@ use std::sync::Arc;
 use cachecore::ops::Progress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// `1 path`, `2 paths`, `0 paths`: a count and its noun, plural unless the count is 1. Every
+/// count in a summary line goes through it.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 #[derive(Debug)]
 pub struct TransferProgress {
     bar: Option<ProgressBar>,
@@ -40,7 +50,7 @@ impl TransferProgress {
     fn count_one(&self, bar: &ProgressBar) {
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         let planned = self.planned.load(Ordering::Relaxed);
-        bar.set_message(format!("{done}/{planned} paths"));
+        bar.set_message(format!("{done}/{}", count(planned, "path")));
     }
 
     pub fn finish(&self, summary: &str) {
@@ -59,10 +69,13 @@ impl Progress for TransferProgress {
             Some(bar) => {
                 self.planned.store(paths, Ordering::Relaxed);
                 bar.set_length(bytes);
-                bar.set_message(format!("0/{paths} paths"));
+                bar.set_message(format!("0/{}", count(paths, "path")));
             }
             None if !self.quiet => {
-                eprintln!("{paths} paths to transfer ({bytes} NAR bytes), {skipped} already there")
+                eprintln!(
+                    "{} to transfer ({bytes} NAR bytes), {skipped} already there",
+                    count(paths, "path")
+                )
             }
             None => {}
         }

@@ -10,11 +10,11 @@ use cachecore::cache_info::CacheInfo;
 use cachecore::local_store::LocalStore;
 use cachecore::ops::{self, Progress};
 use cachecore::signing::{PublicKey, SecretKey, Signer};
-use cachecore::store::BinaryCache;
+use cachecore::store::{BinaryCache, StoreUrl};
 use cachecore::store_path::{StoreDir, StorePath};
 
 use crate::cli::PushArgs;
-use crate::progress::TransferProgress;
+use crate::progress::{count, TransferProgress};
 use crate::stdout::{outln, stdout};
 
 fn open(url: &str) -> anyhow::Result<BinaryCache> {
@@ -38,27 +38,6 @@ fn parse_path<'a>(store_dir: &StoreDir, arg: &'a str) -> anyhow::Result<(StorePa
     Ok((StorePath::from_base_name(base)?, sub))
 }
 
-/// `name:base64`, or a file holding one.
-pub fn read_public_key(arg: &str) -> anyhow::Result<PublicKey> {
-    if let Ok(key) = PublicKey::parse(arg) {
-        return Ok(key);
-    }
-    let text = std::fs::read_to_string(arg).with_context(|| {
-        format!("{arg:?} is neither a public key `name:base64` nor a readable file")
-    })?;
-    PublicKey::parse(&text).with_context(|| format!("public key file {arg}"))
-}
-
-fn read_secret_key(path: &Path) -> anyhow::Result<Arc<dyn Signer>> {
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read secret key file {}", path.display()))?,
-    );
-    let key =
-        SecretKey::parse(&text).with_context(|| format!("secret key file {}", path.display()))?;
-    Ok(Arc::new(key))
-}
-
 pub fn init(url: &str, priority: u64, no_mass_query: bool) -> anyhow::Result<()> {
     let cache = open(url)?;
     let wanted = CacheInfo {
@@ -76,7 +55,7 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
     let signers = args
         .keys
         .iter()
-        .map(|k| read_secret_key(k))
+        .map(|k| Ok(Arc::new(SecretKey::read_file(k)?) as Arc<dyn Signer>))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let opts = ops::PushOptions {
         jobs: args.jobs,
@@ -101,10 +80,7 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
         let p: Arc<dyn Progress> = progress.clone();
         let (path, summary) =
             block_on(async { Ok(ops::push_add(&cache, &store_dir, dir, &name, &opts, p).await?) })?;
-        progress.finish(&format!(
-            "{} pushed, {} already there",
-            summary.pushed, summary.skipped
-        ));
+        progress.finish(&push_summary(&summary, cache.url()));
         outln!("{}", store_dir.full_path(&path))?;
         return Ok(());
     }
@@ -116,15 +92,19 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let p: Arc<dyn Progress> = progress.clone();
     let summary = block_on(async { Ok(ops::push(&cache, &local, &roots, &opts, p).await?) })?;
-    progress.finish(&format!(
-        "{} paths pushed ({} NAR bytes, {} compressed), {} already in {}",
-        summary.pushed,
+    progress.finish(&push_summary(&summary, cache.url()));
+    Ok(())
+}
+
+/// The last line of `push` and `push --add`.
+fn push_summary(summary: &ops::PushSummary, url: &str) -> String {
+    format!(
+        "{} pushed ({} NAR bytes, {} compressed), {} already in {url}",
+        count(summary.pushed, "path"),
         summary.nar_bytes,
         summary.file_bytes,
         summary.skipped,
-        cache.url()
-    ));
-    Ok(())
+    )
 }
 
 pub fn copy(
@@ -150,8 +130,8 @@ pub fn copy(
     let p: Arc<dyn Progress> = progress.clone();
     let summary = block_on(async { Ok(ops::copy(&from, &to, &paths, &opts, p).await?) })?;
     progress.finish(&format!(
-        "{} paths copied, {} already in {}",
-        summary.copied,
+        "{} copied, {} already in {}",
+        count(summary.copied, "path"),
         summary.skipped,
         to.url()
     ));
@@ -167,10 +147,7 @@ pub fn pull(
 ) -> anyhow::Result<()> {
     let cache = open(url)?;
     let (path, _) = parse_path(&StoreDir::default(), path)?;
-    let trusted_keys = keys
-        .iter()
-        .map(|k| read_public_key(k))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let trusted_keys = PublicKey::from_args(keys)?;
     if trusted_keys.is_empty() && !no_check_sigs {
         bail!("pass --trusted-key KEY to check signatures, or --no-check-sigs to skip the check");
     }
@@ -193,10 +170,7 @@ pub fn verify(
         .iter()
         .map(|p| parse_path(&store_dir, p).map(|(p, _)| p))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let trusted_keys = keys
-        .iter()
-        .map(|k| read_public_key(k))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let trusted_keys = PublicKey::from_args(keys)?;
     let opts = ops::VerifyOptions { trusted_keys, jobs };
     let report = block_on(async { Ok(ops::verify(&cache, &paths, &opts).await?) })?;
     let mut out = io::BufWriter::new(stdout());
@@ -204,22 +178,30 @@ pub fn verify(
         writeln!(out, "{problem}")?;
     }
     out.flush()?;
-    if report.is_ok() {
-        eprintln!(
-            "{} paths verified in {}: no problems",
-            report.checked,
-            cache.url()
-        );
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!(
-            "{} paths checked in {}: {} problems",
-            report.checked,
-            cache.url(),
-            report.problems.len()
-        );
-        Ok(ExitCode::from(crate::exit::CACHE_BAD))
+    let checked = count(report.checked, "path");
+    if !report.is_ok() {
+        let problems = count(report.problems.len(), "problem");
+        eprintln!("{checked} checked in {}: {problems}", cache.url());
+        return Ok(ExitCode::from(crate::exit::CACHE_BAD));
     }
+    eprintln!("{checked} verified in {}: no problems", cache.url());
+    if !opts.trusted_keys.is_empty() {
+        eprint!("{}", nix_conf_hint(url, &opts.trusted_keys));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `nix.conf` lines that make Nix substitute from a cache verified with `keys`.
+fn nix_conf_hint(url: &str, keys: &[PublicKey]) -> String {
+    let substituter = StoreUrl::parse(url)
+        .ok()
+        .and_then(|u| u.nix_substituter())
+        .unwrap_or_else(|| "<the HTTP address that serves it>".to_owned());
+    let keys = keys.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+    format!(
+        "Nix substitutes from it with these lines in /etc/nix/nix.conf:\n  substituters = {substituter}\n  trusted-public-keys = {}\n",
+        keys.join(" ")
+    )
 }
 
 pub fn ls(url: &str, path: Option<&str>) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! `cachecore key generate|public`.
 
 use std::fs::OpenOptions;
-use std::io::{Read as _, Write as _};
+use std::io::{IsTerminal as _, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
@@ -18,7 +18,7 @@ pub fn run(cmd: KeyCommand) -> anyhow::Result<()> {
 }
 
 fn generate(name: &str, out: Option<&Path>) -> anyhow::Result<()> {
-    let key = SecretKey::generate(name).with_context(|| format!("cannot generate key {name:?}"))?;
+    let key = SecretKey::generate(name)?;
     let secret = key.to_nix_string();
     match out {
         Some(path) => {
@@ -33,8 +33,13 @@ fn generate(name: &str, out: Option<&Path>) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot write secret key file {}", path.display()))?;
         }
         None => {
+            // Nix's key files hold no newline; on a terminal one ends the secret key's line so
+            // that the public key (on stderr) does not run on from it.
             let mut out = crate::stdout::stdout();
             out.write_all(secret.as_bytes())?;
+            if std::io::stdout().is_terminal() {
+                out.write_all(b"\n")?;
+            }
             out.flush()?;
         }
     }
@@ -43,23 +48,10 @@ fn generate(name: &str, out: Option<&Path>) -> anyhow::Result<()> {
 }
 
 fn public(secret_file: Option<&Path>) -> anyhow::Result<()> {
-    let mut text = zeroize::Zeroizing::new(String::new());
-    let source = match secret_file {
-        Some(path) => {
-            let mut f = std::fs::File::open(path)
-                .with_context(|| format!("cannot open secret key file {}", path.display()))?;
-            f.read_to_string(&mut text)
-                .with_context(|| format!("cannot read secret key file {}", path.display()))?;
-            path.display().to_string()
-        }
-        None => {
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .context("cannot read the secret key from stdin")?;
-            "stdin".to_owned()
-        }
+    let key = match secret_file {
+        Some(path) => SecretKey::read_file(path)?,
+        None => SecretKey::read_from(std::io::stdin(), "stdin")?,
     };
-    let key = SecretKey::parse(&text).with_context(|| format!("secret key from {source}"))?;
     crate::stdout::outln!("{}", key.public_key())?;
     Ok(())
 }

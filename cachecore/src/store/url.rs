@@ -314,6 +314,19 @@ impl StoreUrl {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The URL Nix reads this cache by, for `nix.conf`'s `substituters`: `file:///abs/dir` for
+    /// a local directory, the address itself for `http(s)://`; `None` for object stores, which
+    /// Nix reads through an HTTP endpoint in front of them (an S3 website endpoint, a CDN).
+    pub fn nix_substituter(&self) -> Option<String> {
+        match &self.location {
+            StoreLocation::Local { dir } => url::Url::from_directory_path(dir)
+                .ok()
+                .map(|u| u.as_str().trim_end_matches('/').to_owned()),
+            StoreLocation::Http { base } => Some(base.as_str().trim_end_matches('/').to_owned()),
+            _ => None,
+        }
+    }
+
     /// Whether the store can be written (everything but `http(s)://`).
     pub fn is_writable(&self) -> bool {
         !matches!(self.location, StoreLocation::Http { .. })
@@ -442,6 +455,26 @@ mod tests {
             Err(e @ StoreError::BadUrl { .. }) => e.to_string(),
             other => panic!("{u}: expected BadUrl, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn nix_substituters() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            ok("./cache").nix_substituter().unwrap(),
+            format!("file://{}/cache", cwd.display())
+        );
+        assert_eq!(
+            ok("file:///srv/a b").nix_substituter().as_deref(),
+            Some("file:///srv/a%20b")
+        );
+        assert_eq!(
+            ok("https://cache.example.org/")
+                .nix_substituter()
+                .as_deref(),
+            Some("https://cache.example.org")
+        );
+        assert_eq!(ok("s3://b?region=x").nix_substituter(), None);
     }
 
     #[test]
