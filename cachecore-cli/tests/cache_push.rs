@@ -907,7 +907,10 @@ fn killed_mid_push_every_visible_narinfo_has_its_nar_and_closure() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "push after kill -9 failed:\n{stderr}");
     assert!(
-        stderr.contains(&format!("{} paths pushed", CHAIN_LEN - left))
+        stderr.contains(&match CHAIN_LEN - left {
+            1 => "1 path pushed".to_owned(),
+            n => format!("{n} paths pushed"),
+        })
             && stderr.contains(&format!("{left} already")),
         "expected {} pushed and {left} already there:\n{stderr}",
         CHAIN_LEN - left

@@ -74,7 +74,7 @@ fn pushing_a_nar_over_4_gib_stays_under_128_mib_and_verifies() {
     let report = String::from_utf8_lossy(&verify.stderr);
     assert!(
         verify.status.success()
-            && report.contains("1 paths verified")
+            && report.contains("1 path verified")
             && report.contains("no problems"),
         "verify: {report}"
     );

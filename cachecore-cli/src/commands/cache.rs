@@ -51,12 +51,13 @@ pub fn init(url: &str, priority: u64, no_mass_query: bool) -> anyhow::Result<()>
 }
 
 pub fn push(args: PushArgs) -> anyhow::Result<()> {
-    let cache = open(&args.store)?;
+    // Keys first: a refused key leaves no trace (opening a directory store creates it).
     let signers = args
         .keys
         .iter()
         .map(|k| Ok(Arc::new(SecretKey::read_file(k)?) as Arc<dyn Signer>))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let cache = open(&args.store)?;
     let opts = ops::PushOptions {
         jobs: args.jobs,
         compression: args.compression,
