@@ -22,23 +22,27 @@ fn generate(dir: &Path, name: &str) -> (PathBuf, String) {
     (file, public)
 }
 
+/// `cachecore push CACHE --add TREE --key KEY`.
+fn push_add(cache: &Path, tree: &Path, key: &str) -> Output {
+    let args = [
+        "push",
+        path_str(cache),
+        "--add",
+        path_str(tree),
+        "--key",
+        key,
+    ];
+    cachecore_output(&args, b"")
+}
+
 /// A small tree pushed with `--add` into `dir/cache`, signed with `secret`; returns the cache.
 fn signed_cache(dir: &Path, secret: &Path) -> PathBuf {
     let tree = dir.join("tree");
     fs::create_dir_all(tree.join("sub")).unwrap();
     fs::write(tree.join("sub/file"), b"hello\n").unwrap();
     let cache = dir.join("cache");
-    cachecore_ok(
-        &[
-            "push",
-            path_str(&cache),
-            "--add",
-            path_str(&tree),
-            "--key",
-            path_str(secret),
-        ],
-        b"",
-    );
+    let out = push_add(&cache, &tree, path_str(secret));
+    assert!(out.status.success(), "{}", stderr(&out));
     cache
 }
 
@@ -212,19 +216,7 @@ fn secret_and_public_keys_mixed_up_say_which_is_which_and_never_print_the_secret
     let public_file = dir.path().join("team-1.pub");
     fs::write(&public_file, format!("{public}\n")).unwrap();
     let tree = dir.path().join("tree");
-    let push = |key: &str| {
-        cachecore_output(
-            &[
-                "push",
-                path_str(&dir.path().join("other-cache")),
-                "--add",
-                path_str(&tree),
-                "--key",
-                key,
-            ],
-            b"",
-        )
-    };
+    let push = |key: &str| push_add(&dir.path().join("other-cache"), &tree, key);
     let line = assert_clean_error(&push(path_str(&public_file)), "push --key PUBLIC_FILE");
     assert!(
         line.contains(&format!(
@@ -334,17 +326,7 @@ fn the_demo_ends_with_the_cache_and_the_nix_conf_lines() {
     fs::create_dir(&tree).unwrap();
     fs::write(tree.join("a"), b"a\n").unwrap();
     let cache = dir.path().join("cache");
-    let out = cachecore_output(
-        &[
-            "push",
-            path_str(&cache),
-            "--add",
-            path_str(&tree),
-            "--key",
-            path_str(&secret),
-        ],
-        b"",
-    );
+    let out = push_add(&cache, &tree, path_str(&secret));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("1 path pushed ("), "{}", stderr(&out));
     let out = verify(&cache, path_str(&public_file));
@@ -360,17 +342,7 @@ fn the_demo_ends_with_the_cache_and_the_nix_conf_lines() {
         "{shown}"
     );
     // Pushing again: the same shape, nothing pushed.
-    let out = cachecore_output(
-        &[
-            "push",
-            path_str(&cache),
-            "--add",
-            path_str(&tree),
-            "--key",
-            path_str(&secret),
-        ],
-        b"",
-    );
+    let out = push_add(&cache, &tree, path_str(&secret));
     assert!(
         stderr(&out).contains("0 paths pushed (") && stderr(&out).contains(", 1 already in"),
         "{}",
