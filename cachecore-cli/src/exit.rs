@@ -59,6 +59,7 @@ fn kind_of(err: &anyhow::Error) -> Option<ErrorKind> {
             cachecore::store_path::ParseError,
             cachecore::hash::ParseError,
             cachecore::signing::KeyError,
+            cachecore::signing::KeyFileError,
             cachecore::compression::Error
         );
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {

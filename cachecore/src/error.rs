@@ -168,3 +168,20 @@ impl crate::signing::KeyError {
         }
     }
 }
+
+impl crate::signing::KeyFileError {
+    /// [`InvalidInput`](ErrorKind::InvalidInput) for a key file or key argument that is wrong
+    /// (missing, unreadable by us, not key lines, the wrong kind of key);
+    /// [`Local`](ErrorKind::Local) when reading an existing file failed otherwise.
+    pub fn kind(&self) -> ErrorKind {
+        use std::io::ErrorKind as K;
+        match self {
+            crate::signing::KeyFileError::Read { source, .. }
+                if !matches!(source.kind(), K::NotFound | K::PermissionDenied) =>
+            {
+                ErrorKind::Local
+            }
+            _ => ErrorKind::InvalidInput,
+        }
+    }
+}
