@@ -92,13 +92,7 @@ pub(crate) fn topo_order(mut infos: HashMap<StorePath, NarInfo>) -> Vec<NarInfo>
 
 /// Every narinfo in the cache, parsed (concurrently).
 pub async fn all_narinfos(cache: &BinaryCache) -> Result<Vec<NarInfo>, OpError> {
-    let hashes: Vec<String> = cache.list_narinfo_hashes().try_collect().await?;
-    let infos: Vec<Option<NarInfo>> =
-        futures::stream::iter(hashes.iter().map(|h| cache.narinfo_by_hash(h)))
-            .buffer_unordered(CONCURRENCY)
-            .try_collect()
-            .await?;
-    Ok(infos.into_iter().flatten().collect())
+    Ok(cache.narinfos(CONCURRENCY).try_collect().await?)
 }
 
 /// The full store paths in the cache, sorted.

@@ -251,6 +251,28 @@ impl BinaryCache {
             .boxed()
     }
 
+    /// Every narinfo in the cache, parsed, as a stream: the listing is read page by page and
+    /// up to `concurrency` narinfos are fetched at once, in no particular order. Memory stays
+    /// bounded by `concurrency` and a listing page, whatever the size of the cache. A listed
+    /// narinfo that disappears before it is read is left out.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachecore::store::BinaryCache;
+    /// use futures::TryStreamExt;
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let all: Vec<_> = cache.narinfos(16).try_collect().await.unwrap();
+    /// assert!(all.is_empty());
+    /// # });
+    /// ```
+    pub fn narinfos(&self, concurrency: usize) -> BoxStream<'_, Result<NarInfo, StoreError>> {
+        self.list_narinfo_hashes()
+            .map_ok(move |hash| async move { self.narinfo_by_hash(&hash).await })
+            .try_buffer_unordered(concurrency.max(1))
+            .try_filter_map(|info| async move { Ok(info) })
+            .boxed()
+    }
+
     /// The `URL:` a narinfo gives a NAR named after `hash` and compressed with `compression`:
     /// `nar/<nix32 hash>.nar<ext>`.
     pub fn nar_url(hash: &Hash, compression: Compression) -> String {
