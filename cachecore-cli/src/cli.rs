@@ -4,6 +4,17 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// What a STORE argument is, shown in every subcommand's --help.
+const STORE_HELP: &str = "The binary cache: a directory (./cache, /srv/cache, file:///srv/cache), \
+s3://bucket[/prefix]?endpoint=http://host:port&region=R[&profile=P], gs://bucket, az://container, \
+memory://, or a read-only http(s):// cache. Nix's settings go in the query: secret-key=FILE, \
+compression=, compression-level=, write-nar-listing=, parallel-compression=, want-mass-query=, \
+priority= (options given here override them)";
+
+/// What a store path argument is.
+const PATH_HELP: &str = "A store path (/nix/store/<hash>-<name>), a symlink to one such as ./result, \
+a path inside one, or a base name <hash>-<name>";
+
 /// Nix binary caches on any object store: push closures, copy, pull, verify; NAR archives,
 /// store paths and signing keys.
 ///
@@ -18,29 +29,42 @@ use clap::{Parser, Subcommand};
     after_help = crate::exit::HELP
 )]
 pub struct Cli {
+    /// On an error, also print the underlying details (a server's full answer, retries).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a binary cache: write its `nix-cache-info` (idempotent).
+    /// Create a binary cache: write its `nix-cache-info` (an existing one is left as it is
+    /// unless --update is given).
     Init {
+        #[arg(help = STORE_HELP)]
         store: String,
-        /// Priority Nix gives the cache (lower is preferred; cache.nixos.org is 40).
-        #[arg(long, default_value_t = 40)]
-        priority: u64,
-        /// Tell Nix not to query many paths at once.
+        /// Priority Nix gives the cache (lower is preferred; cache.nixos.org is 40). Overrides
+        /// the store URL's priority=; default 40.
+        #[arg(long)]
+        priority: Option<u64>,
+        /// Tell Nix not to query many paths at once. Overrides the store URL's want-mass-query=.
         #[arg(long)]
         no_mass_query: bool,
+        /// Rewrite an existing nix-cache-info with these settings.
+        #[arg(long)]
+        update: bool,
     },
     /// Upload store paths with their closures; already-present paths are skipped.
     Push(PushArgs),
     /// Copy store paths (with their closures), or everything, from one cache to another.
     Copy {
+        /// The binary cache to copy from (a STORE, as for the other commands).
         from: String,
+        /// The binary cache to copy to (a STORE: a directory, s3://…, gs://, az://; Nix's
+        /// settings in its query).
         to: String,
-        /// Store paths to copy (full paths or `<hash>-<name>`).
+        /// Store paths to copy with their closures: store paths, symlinks to them such as
+        /// ./result, or base names `<hash>-<name>`.
         paths: Vec<String>,
         /// Copy every path in FROM.
         #[arg(long, conflicts_with = "paths")]
@@ -59,8 +83,11 @@ pub enum Command {
     },
     /// Download one store path, check its hashes and signature, and unpack it at DEST.
     Pull {
+        #[arg(help = STORE_HELP)]
         store: String,
+        #[arg(help = PATH_HELP)]
         path: String,
+        /// Where to unpack it (must not exist).
         dest: PathBuf,
         /// A trusted public key: the key `name:base64` itself, or a public key file (one key per
         /// line; blank lines and `#` comments allowed). Repeatable. A secret key is refused.
@@ -73,8 +100,10 @@ pub enum Command {
     /// Check signatures, sizes and hashes of NARs and closure completeness; exit 1 if anything
     /// is wrong, 3 if the store could not be read.
     Verify {
+        #[arg(help = STORE_HELP)]
         store: String,
-        /// Store paths to check with their closures (default: every path in the cache).
+        /// Store paths to check with their closures (default: every path in the cache): store
+        /// paths, symlinks to them such as ./result, or base names.
         paths: Vec<String>,
         /// A trusted public key: the key `name:base64` itself, or a public key file (one key per
         /// line; blank lines and `#` comments allowed). Repeatable. When given, every narinfo
@@ -87,15 +116,26 @@ pub enum Command {
         jobs: usize,
     },
     /// List the cache's store paths, or the contents of PATH[/SUB].
-    Ls { store: String, path: Option<String> },
+    Ls {
+        #[arg(help = STORE_HELP)]
+        store: String,
+        /// A store path or a path inside one (`./result/bin`, `/nix/store/<hash>-<name>/bin`,
+        /// `<hash>-<name>/bin`).
+        path: Option<String>,
+    },
     /// Print one file of a store path in the cache.
     Cat {
+        #[arg(help = STORE_HELP)]
         store: String,
-        /// `/nix/store/<hash>-<name>/sub/path`.
+        /// A file inside a store path: `./result/bin/hello`, `/nix/store/<hash>-<name>/bin/hello`
+        /// or `<hash>-<name>/bin/hello`.
         path: String,
     },
     /// Print the cache's nix-cache-info and totals.
-    Info { store: String },
+    Info {
+        #[arg(help = STORE_HELP)]
+        store: String,
+    },
     /// Pack, unpack, list, read and hash Nix archives (NAR).
     #[command(subcommand)]
     Nar(NarCommand),
@@ -181,8 +221,9 @@ pub enum KeyCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct PushArgs {
+    #[arg(help = STORE_HELP)]
     pub store: String,
-    /// Store paths, or symlinks to them such as `./result`.
+    /// Store paths, symlinks to them such as `./result`, or paths inside them.
     #[arg(required_unless_present = "add")]
     pub paths: Vec<PathBuf>,
     /// Push this directory as the content-addressed path `nix-store --add` would give it (no Nix
@@ -195,15 +236,18 @@ pub struct PushArgs {
     /// Secret key file to sign narinfos with (repeatable): a file holding one secret key line,
     /// as `cachecore key generate --out` or `nix key generate-secret` writes it (blank lines and
     /// `#` comments allowed). The file's name, not the key itself: a key on the command line is
-    /// visible to every user of the machine, and is refused.
+    /// visible to every user of the machine, and is refused. Replaces the store URL's
+    /// secret-key=FILE.
     #[arg(long = "key", value_name = "SECRET_FILE")]
     pub keys: Vec<PathBuf>,
     /// Large NARs (over 4 MiB) uploaded at once; up to 4 × JOBS small ones go alongside.
     #[arg(long, short, default_value_t = 4)]
     pub jobs: usize,
-    #[arg(long, default_value = "zstd", value_name = "METHOD")]
-    pub compression: cachecore::compression::Compression,
-    /// Compression level (default: the codec's, as Nix).
+    /// zstd, xz or none. Overrides the store URL's compression=; default zstd.
+    #[arg(long, value_name = "METHOD")]
+    pub compression: Option<cachecore::compression::Compression>,
+    /// Compression level. Overrides the store URL's compression-level=; default the codec's,
+    /// as Nix.
     #[arg(long)]
     pub level: Option<i32>,
     /// Push only the named paths; their references must already be in the cache.
@@ -212,7 +256,7 @@ pub struct PushArgs {
     /// Also upload the build logs of the paths' derivations.
     #[arg(long)]
     pub logs: bool,
-    /// Do not write `<hash>.ls` listings.
+    /// Do not write `<hash>.ls` listings. Overrides the store URL's write-nar-listing=.
     #[arg(long)]
     pub no_listing: bool,
     #[command(flatten)]

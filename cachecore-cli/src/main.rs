@@ -13,22 +13,36 @@ use clap::Parser as _;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    let verbose = args.verbose;
     match commands::run(args) {
         Ok(code) => code,
         // A reader closed our stdout (`cachecore nar pack x | head`): exit quietly, as `cat` does.
         Err(_) if stdout::closed() => ExitCode::SUCCESS,
+        // Stopped by a signal, after cleaning up: one line, and 130 or 143 as a shell says.
+        Err(err) if err.is::<commands::Interrupted>() => {
+            eprintln!("cachecore: {err}");
+            let status = err
+                .downcast_ref::<commands::Interrupted>()
+                .map_or(1, |i| i.exit_status);
+            ExitCode::from(status)
+        }
         Err(err) => {
-            eprintln!("cachecore: error: {}", one_sentence(&err));
+            eprintln!("cachecore: error: {}", one_sentence(&err, verbose));
             exit::code(&err)
         }
     }
 }
 
 /// The context chain joined, outermost first, leaving out a cause whose text the message
-/// before it already quotes (many errors print their source inside their own message).
-fn one_sentence(err: &anyhow::Error) -> String {
+/// before it already quotes (many errors print their source inside their own message). A
+/// storage backend's own error (request URL, retries, response body) is left out too unless
+/// `verbose`: the store error wrapping it says what went wrong in short.
+fn one_sentence(err: &anyhow::Error, verbose: bool) -> String {
     let mut sentence = String::new();
     for cause in err.chain() {
+        if !verbose && cachecore::store::is_backend_detail(cause) {
+            break;
+        }
         let text = cause.to_string();
         if sentence.contains(&text) {
             continue;

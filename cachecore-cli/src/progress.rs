@@ -29,7 +29,17 @@ pub struct TransferProgress {
 
 impl TransferProgress {
     pub fn new(verb: &'static str, quiet: bool) -> Arc<Self> {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+        Self::build(verb, !quiet, quiet)
+    }
+
+    /// A bar on a terminal, and nothing at all otherwise (for a command whose output is
+    /// otherwise silent, such as pull).
+    pub fn terminal_only(verb: &'static str) -> Arc<Self> {
+        Self::build(verb, true, true)
+    }
+
+    fn build(verb: &'static str, bar: bool, quiet: bool) -> Arc<Self> {
+        let bar = (bar && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
             bar.set_style(
                 ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}")
@@ -63,6 +73,17 @@ impl TransferProgress {
     }
 }
 
+impl Drop for TransferProgress {
+    /// An operation that stopped early (an error, a signal) leaves no half-drawn bar behind.
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            if !bar.is_finished() {
+                bar.finish_and_clear();
+            }
+        }
+    }
+}
+
 impl Progress for TransferProgress {
     fn planned(&self, paths: usize, bytes: u64, skipped: usize) {
         match &self.bar {
@@ -73,8 +94,9 @@ impl Progress for TransferProgress {
             }
             None if !self.quiet => {
                 eprintln!(
-                    "{} to transfer ({bytes} NAR bytes), {skipped} already there",
-                    count(paths, "path")
+                    "{} to transfer ({} of NAR), {skipped} already there",
+                    count(paths, "path"),
+                    human_size(bytes)
                 )
             }
             None => {}
@@ -104,5 +126,36 @@ impl Progress for TransferProgress {
             None if !self.quiet => eprintln!("{text}"),
             None => {}
         }
+    }
+}
+
+/// A size for people: `512 B`, `1.5 KiB`, `200.4 MiB`, `3.0 GiB` (binary units, one decimal).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_size;
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1023), "1023 B");
+        assert_eq!(human_size(1024), "1.0 KiB");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(210_134_630), "200.4 MiB");
+        assert_eq!(human_size(3 << 30), "3.0 GiB");
+        assert_eq!(human_size(u64::MAX), "16384.0 PiB");
     }
 }

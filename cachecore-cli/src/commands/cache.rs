@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
-use cachecore::cache_info::CacheInfo;
 use cachecore::local_store::LocalStore;
 use cachecore::ops::{self, Progress};
 use cachecore::signing::{PublicKey, SecretKey, Signer};
@@ -14,7 +13,7 @@ use cachecore::store::{BinaryCache, StoreUrl};
 use cachecore::store_path::{StoreDir, StorePath};
 
 use crate::cli::PushArgs;
-use crate::progress::{count, TransferProgress};
+use crate::progress::{count, human_size, TransferProgress};
 use crate::stdout::{outln, stdout};
 
 fn open(url: &str) -> anyhow::Result<BinaryCache> {
@@ -27,30 +26,114 @@ fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> 
         .block_on(future)
 }
 
-/// A store path named in full (`/nix/store/<hash>-<name>[/sub]`) or by base name; returns the
-/// path and the sub-path.
-fn parse_path<'a>(store_dir: &StoreDir, arg: &'a str) -> anyhow::Result<(StorePath, &'a str)> {
-    if arg.starts_with('/') {
-        let (path, sub) = store_dir.parse_path_with_subpath(arg)?;
-        return Ok((path.to_owned(), sub));
-    }
-    let (base, sub) = arg.split_once('/').unwrap_or((arg, ""));
-    Ok((StorePath::from_base_name(base)?, sub))
+/// [`block_on`] for an operation that writes (push, copy, pull): on SIGINT or SIGTERM the
+/// operation is dropped, which stops it and starts its cleanups (aborted uploads, staging
+/// removed), and those are waited for — here, and by the runtime's drop for the threads
+/// still packing or unpacking — before [`Interrupted`] is returned.
+fn block_on_interruptible<T>(
+    caches: &[&BinaryCache],
+    future: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let runtime = ops::runtime().context("cannot start the async runtime")?;
+    let result = runtime.block_on(async {
+        let mut interrupt =
+            signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut terminate =
+            signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let signal = tokio::select! {
+            result = future => return result,
+            _ = interrupt.recv() => Interrupted::SIGINT,
+            _ = terminate.recv() => Interrupted::SIGTERM,
+        };
+        for cache in caches {
+            cache.finish_cleanups().await;
+        }
+        Err(signal.into())
+    });
+    drop(runtime);
+    result
 }
 
-pub fn init(url: &str, priority: u64, no_mass_query: bool) -> anyhow::Result<()> {
+/// An operation was stopped by a signal and cleaned up after itself; `main` prints one line
+/// and exits with 128 + the signal's number, as shells do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interrupted {
+    pub exit_status: u8,
+}
+
+impl Interrupted {
+    const SIGINT: Interrupted = Interrupted { exit_status: 130 };
+    const SIGTERM: Interrupted = Interrupted { exit_status: 143 };
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted — run the same command again to finish")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// A store path as every command takes it (what `push` takes): a store path, a symlink to one
+/// such as `./result`, a path inside one, or a base name; returns the path and the sub-path.
+fn parse_path(store_dir: &StoreDir, arg: &str) -> anyhow::Result<(StorePath, String)> {
+    Ok(cachecore::local_store::resolve_path_arg(
+        store_dir,
+        Path::new(arg),
+    )?)
+}
+
+pub fn init(
+    url: &str,
+    priority: Option<u64>,
+    no_mass_query: bool,
+    update: bool,
+) -> anyhow::Result<()> {
     let cache = open(url)?;
-    let wanted = CacheInfo {
-        priority: Some(priority),
-        want_mass_query: Some(!no_mass_query),
-        ..CacheInfo::default()
-    };
-    let now = block_on(async { Ok(cache.init(&wanted).await?) })?;
+    let mut wanted = cache
+        .settings()
+        .cache_info(cachecore::store_path::DEFAULT_STORE_DIR);
+    if priority.is_some() {
+        wanted.priority = priority;
+    }
+    if no_mass_query {
+        wanted.want_mass_query = Some(false);
+    }
+    let now = block_on(async { Ok(cache.init_or_update(&wanted, update).await?) })?;
     write!(stdout(), "{now}")?;
+    if now.priority != wanted.priority || now.want_mass_query != wanted.want_mass_query {
+        eprintln!(
+            "{} already has a nix-cache-info with other settings (shown above), left as it is; \
+             run `cachecore init` again with --update to replace them",
+            cache.url()
+        );
+    }
+    Ok(())
+}
+
+/// `push ./result s3://…`: the arguments are the wrong way round.
+fn check_store_comes_first(store: &str, paths: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    if let Some(url) = paths.iter().find(|p| p.to_string_lossy().contains("://")) {
+        bail!(
+            "{} is a store URL given as a path to push: STORE comes first (`cachecore push STORE PATH...`)",
+            url.display()
+        );
+    }
+    let as_path = Path::new(store);
+    if !store.contains("://")
+        && as_path.symlink_metadata().is_ok()
+        && cachecore::local_store::resolve_path_arg(&StoreDir::default(), as_path).is_ok()
+    {
+        bail!(
+            "{store} is a Nix store path, not a binary cache: STORE comes first (`cachecore push STORE PATH...`)"
+        );
+    }
     Ok(())
 }
 
 pub fn push(args: PushArgs) -> anyhow::Result<()> {
+    check_store_comes_first(&args.store, &args.paths)?;
     // Keys first: a refused key leaves no trace (opening a directory store creates it).
     let signers = args
         .keys
@@ -58,17 +141,25 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
         .map(|k| Ok(Arc::new(SecretKey::read_file(k)?) as Arc<dyn Signer>))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let cache = open(&args.store)?;
-    let opts = ops::PushOptions {
-        jobs: args.jobs,
-        compression: args.compression,
-        level: args.level,
-        closure: !args.no_closure,
-        signers,
-        write_listing: !args.no_listing,
-        logs: args.logs,
-        ..ops::PushOptions::default()
-    };
-    let progress = TransferProgress::new("pushed", args.output.quiet);
+    // The store URL's settings, then the options given here on top.
+    let mut opts = ops::PushOptions::for_cache(&cache)?;
+    if !signers.is_empty() {
+        opts.signers = signers;
+    }
+    if let Some(method) = args.compression {
+        opts.compression = method;
+    }
+    if args.level.is_some() {
+        opts.level = args.level;
+    }
+    if args.no_listing {
+        opts.write_listing = false;
+    }
+    opts.jobs = args.jobs;
+    opts.closure = !args.no_closure;
+    opts.logs = args.logs;
+    let quiet = args.output.quiet;
+    let progress = TransferProgress::new("pushed", quiet);
     let store_dir = StoreDir::default();
     if let Some(dir) = &args.add {
         let name = match &args.name {
@@ -80,8 +171,11 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
         };
         let p: Arc<dyn Progress> = progress.clone();
         let (path, summary) =
-            block_on(async { Ok(ops::push_add(&cache, &store_dir, dir, &name, &opts, p).await?) })?;
+            block_on_interruptible(&[&cache], async {
+                Ok(ops::push_add(&cache, &store_dir, dir, &name, &opts, p).await?)
+            })?;
         progress.finish(&push_summary(&summary, cache.url()));
+        warn_unsigned(&summary, quiet);
         outln!("{}", store_dir.full_path(&path))?;
         return Ok(());
     }
@@ -89,23 +183,48 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
     let roots = args
         .paths
         .iter()
-        .map(|p| local.resolve(p).map_err(anyhow::Error::from))
+        .map(|p| match local.resolve(p) {
+            Ok(path) => Ok(path),
+            Err(e @ cachecore::local_store::LocalStoreError::NotInStore { .. }) if p.is_dir() => {
+                bail!(
+                    "{e}; to push a plain directory as the store path `nix-store --add` would give it, use `cachecore push STORE --add {}`",
+                    p.display()
+                )
+            }
+            Err(e) => Err(e.into()),
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let p: Arc<dyn Progress> = progress.clone();
-    let summary = block_on(async { Ok(ops::push(&cache, &local, &roots, &opts, p).await?) })?;
+    let summary = block_on_interruptible(&[&cache], async {
+        Ok(ops::push(&cache, &local, &roots, &opts, p).await?)
+    })?;
     progress.finish(&push_summary(&summary, cache.url()));
+    warn_unsigned(&summary, quiet);
     Ok(())
 }
 
-/// The last line of `push` and `push --add`.
+/// The last line of a push, of store paths or of a directory with --add alike.
 fn push_summary(summary: &ops::PushSummary, url: &str) -> String {
     format!(
-        "{} pushed ({} NAR bytes, {} compressed), {} already in {url}",
+        "{} pushed ({} of NAR, {} compressed), {} already in {url}",
         count(summary.pushed, "path"),
-        summary.nar_bytes,
-        summary.file_bytes,
+        human_size(summary.nar_bytes),
+        human_size(summary.file_bytes),
         summary.skipped,
     )
+}
+
+/// One line when a push wrote narinfos without any signature, with the fix.
+fn warn_unsigned(summary: &ops::PushSummary, quiet: bool) {
+    if summary.unsigned > 0 && !quiet {
+        let n = summary.unsigned;
+        let paths = if n == 1 { "path was" } else { "paths were" };
+        eprintln!(
+            "warning: {n} {paths} pushed unsigned, and Nix refuses unsigned paths by default; \
+             sign with --key SECRET_FILE or secret-key=SECRET_FILE in the store URL \
+             (make a key with `cachecore key generate NAME --out SECRET_FILE`)"
+        );
+    }
 }
 
 pub fn copy(
@@ -129,7 +248,9 @@ pub fn copy(
     let opts = ops::CopyOptions { jobs, recompress };
     let progress = TransferProgress::new("copied", quiet);
     let p: Arc<dyn Progress> = progress.clone();
-    let summary = block_on(async { Ok(ops::copy(&from, &to, &paths, &opts, p).await?) })?;
+    let summary = block_on_interruptible(&[&to], async {
+        Ok(ops::copy(&from, &to, &paths, &opts, p).await?)
+    })?;
     progress.finish(&format!(
         "{} copied, {} already in {}",
         count(summary.copied, "path"),
@@ -156,7 +277,13 @@ pub fn pull(
         trusted_keys,
         check_signatures: !no_check_sigs,
     };
-    block_on(async { Ok(ops::pull(&cache, &path, dest, &opts).await?) })
+    let progress = TransferProgress::terminal_only("pulled");
+    let p: Arc<dyn Progress> = progress.clone();
+    block_on_interruptible(&[&cache], async {
+        Ok(ops::pull(&cache, &path, dest, &opts, p).await?)
+    })?;
+    progress.finish("");
+    Ok(())
 }
 
 pub fn verify(
@@ -172,6 +299,7 @@ pub fn verify(
         .map(|p| parse_path(&store_dir, p).map(|(p, _)| p))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let trusted_keys = PublicKey::from_args(keys)?;
+    let signatures_unchecked = trusted_keys.is_empty();
     let opts = ops::VerifyOptions { trusted_keys, jobs };
     let report = block_on(async { Ok(ops::verify(&cache, &paths, &opts).await?) })?;
     let mut out = io::BufWriter::new(stdout());
@@ -179,6 +307,14 @@ pub fn verify(
         writeln!(out, "{problem}")?;
     }
     out.flush()?;
+    if signatures_unchecked {
+        let has = if report.unsigned == 1 { "has" } else { "have" };
+        eprintln!(
+            "signatures were not checked (pass --trusted-key KEY to check them); {} of the {} {has} no signature",
+            report.unsigned,
+            count(report.checked, "path")
+        );
+    }
     let checked = count(report.checked, "path");
     if !report.is_ok() {
         let problems = count(report.problems.len(), "problem");
@@ -218,9 +354,9 @@ pub fn ls(url: &str, path: Option<&str>) -> anyhow::Result<()> {
             let (path, sub) = parse_path(&StoreDir::default(), arg)?;
             let listing = block_on(async { Ok(ops::listing(&cache, &path).await?) })?;
             let node = listing
-                .get(sub)
+                .get(&sub)
                 .with_context(|| format!("{arg} does not exist in {}", cache.url()))?;
-            crate::commands::nar::print_tree(&mut out, sub, node)?;
+            crate::commands::nar::print_tree(&mut out, &sub, node)?;
         }
     }
     out.flush()?;
@@ -233,7 +369,6 @@ pub fn cat(url: &str, arg: &str) -> anyhow::Result<()> {
     if sub.is_empty() {
         bail!("{arg} names a whole store path; name a file inside it, e.g. {arg}/bin/…");
     }
-    let sub = sub.to_owned();
     block_on(async move { Ok(ops::cat(&cache, &path, &sub, stdout()).await?) })
 }
 

@@ -1,6 +1,7 @@
 //! One module per command group; each converts arguments, calls the library, prints the result.
 
 mod cache;
+pub use cache::Interrupted;
 mod key;
 pub(crate) mod nar;
 mod store_path;
@@ -21,7 +22,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store,
             priority,
             no_mass_query,
-        } => cache::init(&store, priority, no_mass_query),
+            update,
+        } => cache::init(&store, priority, no_mass_query, update),
         Command::Push(args) => cache::push(args),
         Command::Copy {
             from,

@@ -397,7 +397,7 @@ impl LocalStore {
     /// directory; links inside a store path are not followed. The path must be valid
     /// (registered) in the local store.
     pub fn resolve(&self, arg: &Path) -> Result<StorePath, LocalStoreError> {
-        let path = self.follow_to_store_path(arg)?;
+        let (path, _) = resolve_path_arg(&self.store_dir, arg)?;
         if self.is_valid(&path)? {
             Ok(path)
         } else {
@@ -490,75 +490,125 @@ impl LocalStore {
             .find(|p| p.is_file())
     }
 
-    /// Follows symlinks from `arg` until it names something inside the store directory, and
-    /// returns the store path it is in.
-    fn follow_to_store_path(&self, arg: &Path) -> Result<StorePath, LocalStoreError> {
-        let not_in_store = || LocalStoreError::NotInStore {
-            arg: arg.to_owned(),
-            store_dir: self.store_dir.as_str().to_owned(),
-        };
-        let store_dir = Path::new(self.store_dir.as_str());
-        let start = if arg.is_absolute() {
-            arg.to_owned()
-        } else {
-            let cwd = std::env::current_dir().map_err(|source| LocalStoreError::Resolve {
-                arg: arg.to_owned(),
-                at: PathBuf::from("."),
-                source,
-            })?;
-            cwd.join(arg)
-        };
-        let mut pending: VecDeque<OsString> = VecDeque::new();
-        let mut cur = PathBuf::from("/");
-        push_components(&mut pending, &start, &mut cur);
-        let mut hops = 0;
-        while let Some(part) = pending.pop_front() {
-            if part == ".." {
-                cur.pop();
-                continue;
-            }
-            cur.push(&part);
-            if let Ok(rest) = cur.strip_prefix(store_dir) {
-                // One component below the store directory: that is the store path. What
-                // lies further (links inside the store path included) does not matter.
-                if rest.components().count() == 1 {
-                    let base = rest.to_str().ok_or_else(not_in_store)?;
-                    return StorePath::from_base_name(base).map_err(|_| not_in_store());
-                }
-            }
-            // The store directory itself and its ancestors are taken as named, so a store
-            // reached through a symlinked /nix still counts as the store.
-            if store_dir.starts_with(&cur) {
-                continue;
-            }
-            let meta =
-                std::fs::symlink_metadata(&cur).map_err(|source| LocalStoreError::Resolve {
-                    arg: arg.to_owned(),
-                    at: cur.clone(),
-                    source,
-                })?;
-            if meta.file_type().is_symlink() {
-                hops += 1;
-                if hops > MAX_SYMLINK_HOPS {
-                    return Err(LocalStoreError::SymlinkLoop {
-                        arg: arg.to_owned(),
-                    });
-                }
-                let target =
-                    std::fs::read_link(&cur).map_err(|source| LocalStoreError::Resolve {
-                        arg: arg.to_owned(),
-                        at: cur.clone(),
-                        source,
-                    })?;
-                cur.pop();
-                let mut tail: VecDeque<OsString> = VecDeque::new();
-                push_components(&mut tail, &target, &mut cur);
-                tail.extend(pending);
-                pending = tail;
+}
+
+/// The store path a command-line argument names, and the part of it below the store path
+/// (`""` for the store path itself): what every command that takes a store path accepts.
+///
+/// - `/nix/store/<hash>-<name>[/sub]`: taken as written (the path need not exist here);
+/// - `./result`, `./result/bin/x`, any chain of symbolic links: followed on this machine until
+///   they reach the store directory; what lies below the store path is taken as named, never
+///   followed, so the store path itself need not exist here (a `result` link to a path that is
+///   only in a cache works);
+/// - `<hash>-<name>[/sub]`, a store path's base name, when no such file is in the current
+///   directory.
+///
+/// ```
+/// use cachecore::{local_store::resolve_path_arg, store_path::StoreDir};
+/// let dir = StoreDir::default();
+/// let (path, sub) = resolve_path_arg(&dir, "/nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12/bin/hello".as_ref()).unwrap();
+/// assert_eq!((path.to_string().as_str(), sub.as_str()), ("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12", "bin/hello"));
+/// let (path, sub) = resolve_path_arg(&dir, "7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12".as_ref()).unwrap();
+/// assert_eq!((path.name(), sub.as_str()), ("hello-2.12", ""));
+/// assert!(resolve_path_arg(&dir, "/etc/hostname".as_ref()).is_err());
+/// ```
+pub fn resolve_path_arg(
+    store_dir: &StoreDir,
+    arg: &Path,
+) -> Result<(StorePath, String), LocalStoreError> {
+    let not_in_store = || LocalStoreError::NotInStore {
+        arg: arg.to_owned(),
+        store_dir: store_dir.as_str().to_owned(),
+    };
+    // A base name, unless a file of that name is here.
+    if arg.is_relative() && arg.symlink_metadata().is_err() {
+        let mut parts = arg.components();
+        if let Some(Component::Normal(first)) = parts.next() {
+            if let Some(path) = first
+                .to_str()
+                .and_then(|f| StorePath::from_base_name(f).ok())
+            {
+                let mut pending: VecDeque<OsString> = VecDeque::new();
+                let mut unused = PathBuf::new();
+                push_components(&mut pending, parts.as_path(), &mut unused);
+                return Ok((path, sub_path(pending).ok_or_else(not_in_store)?));
             }
         }
-        Err(not_in_store())
     }
+    let store_root = Path::new(store_dir.as_str());
+    let start = if arg.is_absolute() {
+        arg.to_owned()
+    } else {
+        let cwd = std::env::current_dir().map_err(|source| LocalStoreError::Resolve {
+            arg: arg.to_owned(),
+            at: PathBuf::from("."),
+            source,
+        })?;
+        cwd.join(arg)
+    };
+    let mut pending: VecDeque<OsString> = VecDeque::new();
+    let mut cur = PathBuf::from("/");
+    push_components(&mut pending, &start, &mut cur);
+    let mut hops = 0;
+    while let Some(part) = pending.pop_front() {
+        if part == ".." {
+            cur.pop();
+            continue;
+        }
+        cur.push(&part);
+        if let Ok(rest) = cur.strip_prefix(store_root) {
+            // One component below the store directory: that is the store path. What lies
+            // further (links inside the store path included) is taken as named.
+            if rest.components().count() == 1 {
+                let base = rest.to_str().ok_or_else(not_in_store)?;
+                let path = StorePath::from_base_name(base).map_err(|_| not_in_store())?;
+                return Ok((path, sub_path(pending).ok_or_else(not_in_store)?));
+            }
+        }
+        // The store directory itself and its ancestors are taken as named, so a store
+        // reached through a symlinked /nix still counts as the store.
+        if store_root.starts_with(&cur) {
+            continue;
+        }
+        let meta = std::fs::symlink_metadata(&cur).map_err(|source| LocalStoreError::Resolve {
+            arg: arg.to_owned(),
+            at: cur.clone(),
+            source,
+        })?;
+        if meta.file_type().is_symlink() {
+            hops += 1;
+            if hops > MAX_SYMLINK_HOPS {
+                return Err(LocalStoreError::SymlinkLoop {
+                    arg: arg.to_owned(),
+                });
+            }
+            let target = std::fs::read_link(&cur).map_err(|source| LocalStoreError::Resolve {
+                arg: arg.to_owned(),
+                at: cur.clone(),
+                source,
+            })?;
+            cur.pop();
+            let mut tail: VecDeque<OsString> = VecDeque::new();
+            push_components(&mut tail, &target, &mut cur);
+            tail.extend(pending);
+            pending = tail;
+        }
+    }
+    Err(not_in_store())
+}
+
+/// The components below a store path, joined with `/`; `..` is resolved by name and may not
+/// leave the store path (`None`).
+fn sub_path(parts: VecDeque<OsString>) -> Option<String> {
+    let mut out: Vec<String> = Vec::new();
+    for part in parts {
+        if part == ".." {
+            out.pop()?;
+        } else {
+            out.push(part.to_string_lossy().into_owned());
+        }
+    }
+    Some(out.join("/"))
 }
 
 fn push_components(out: &mut VecDeque<OsString>, path: &Path, cur: &mut PathBuf) {
@@ -779,17 +829,48 @@ mod tests {
         )
         .unwrap();
         for arg in ["chain", "result", "result/bin/etc", "chain/bin/../bin/etc"] {
-            let got = store.follow_to_store_path(&dir.path().join(arg)).unwrap();
+            let (got, _) = resolve_path_arg(store.store_dir(), &dir.path().join(arg)).unwrap();
             assert_eq!(got.to_string(), sp, "{arg}");
         }
-        let err = store
-            .follow_to_store_path(&dir.path().join("missing"))
-            .unwrap_err();
+        let err = resolve_path_arg(store.store_dir(), &dir.path().join("missing")).unwrap_err();
         assert!(matches!(err, LocalStoreError::Resolve { .. }), "{err}");
         std::os::unix::fs::symlink("loop", dir.path().join("loop")).unwrap();
-        let err = store
-            .follow_to_store_path(&dir.path().join("loop"))
-            .unwrap_err();
+        let err = resolve_path_arg(store.store_dir(), &dir.path().join("loop")).unwrap_err();
         assert!(matches!(err, LocalStoreError::SymlinkLoop { .. }), "{err}");
+    }
+
+    #[test]
+    fn path_args_keep_what_lies_below_the_store_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = StoreDir::new(dir.path().join("store").to_str().unwrap());
+        let sp = format!("{}-app", "a".repeat(32));
+        // A dangling link: the store path is only in a cache, not on this machine.
+        std::os::unix::fs::symlink(
+            dir.path().join("store").join(&sp),
+            dir.path().join("result"),
+        )
+        .unwrap();
+        let r = |arg: &str| resolve_path_arg(&store_dir, &dir.path().join(arg));
+        let ok = |arg: &str| {
+            let (p, sub) = r(arg).unwrap_or_else(|e| panic!("{arg}: {e}"));
+            assert_eq!(p.to_string(), sp, "{arg}");
+            sub
+        };
+        assert_eq!(ok("result"), "");
+        assert_eq!(ok("result/"), "");
+        assert_eq!(ok("result/bin/app"), "bin/app");
+        assert_eq!(ok("result/bin/../README"), "README");
+        assert_eq!(ok("./result/./bin"), "bin");
+        assert!(matches!(r("result/.."), Err(LocalStoreError::NotInStore { .. })));
+        let full = format!("{}/{sp}/share/doc", store_dir.as_str());
+        let (p, sub) = resolve_path_arg(&store_dir, full.as_ref()).unwrap();
+        assert_eq!((p.to_string(), sub.as_str()), (sp.clone(), "share/doc"));
+        // A base name (no such file here), with and without a sub-path.
+        let (p, sub) = resolve_path_arg(&store_dir, format!("{sp}/bin").as_ref()).unwrap();
+        assert_eq!((p.to_string(), sub.as_str()), (sp.clone(), "bin"));
+        assert!(matches!(
+            resolve_path_arg(&store_dir, "not-a-store-path".as_ref()),
+            Err(LocalStoreError::Resolve { .. })
+        ));
     }
 }

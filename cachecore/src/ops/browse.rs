@@ -97,6 +97,7 @@ pub async fn all_narinfos(cache: &BinaryCache) -> Result<Vec<NarInfo>, OpError> 
 
 /// The full store paths in the cache, sorted.
 pub async fn list_paths(cache: &BinaryCache) -> Result<Vec<String>, OpError> {
+    super::require_cache_info(cache).await?;
     let mut paths: Vec<String> = all_narinfos(cache).await?.iter().map(full).collect();
     paths.sort();
     Ok(paths)

@@ -157,9 +157,11 @@ async fn copy_one(
                 sink.finish().map_err(io_err)?;
                 Ok((file_hash, file_size))
             });
+            let guard = to.guard_staged_nar(&staging);
             let (put, read) = tokio::join!(to.put_staged_nar(&staging, stream), reading);
             let (file_hash, file_size) = staged(to, &staging, put, read).await?;
             let key = to.publish_staged_nar(staging, &file_hash, method).await?;
+            guard.disarm();
             let mut info = info;
             info.url = key;
             info.compression = Some(method.name().to_owned());

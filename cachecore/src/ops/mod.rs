@@ -86,6 +86,8 @@ pub enum OpError {
     },
     #[error("{path} is not in {url}")]
     NotInCache { path: String, url: String },
+    #[error("{url} is not a binary cache: it has no nix-cache-info (is the directory, bucket or prefix right? `cachecore init` creates one)")]
+    NotACache { url: String },
     #[error("{path}: none of its signatures ({found}) is by a trusted key ({trusted})")]
     Untrusted {
         path: String,
@@ -108,6 +110,8 @@ pub enum OpError {
         path: String,
         source: nar::UnpackError,
     },
+    #[error("cannot use the secret key file {path} named by secret-key= in the store URL: {reason}")]
+    SecretKeyFile { path: String, reason: String },
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
     #[error("{0}")]
@@ -177,6 +181,8 @@ impl OpError {
             OpError::Nar { source, .. } => nar_kind(source),
             OpError::ReadNar { source, .. } => io_kind(source, K::Corrupt),
             OpError::NotInCache { .. } => K::NotFound,
+            OpError::NotACache { .. } => K::NotFound,
+            OpError::SecretKeyFile { .. } => K::InvalidInput,
             OpError::Untrusted { .. } => K::Untrusted,
             OpError::MissingReference { .. } => K::Corrupt,
             // A NAR read from a cache that does not parse: the cache is bad.
@@ -246,6 +252,17 @@ pub(crate) async fn staged<T>(
     };
     let _ = cache.discard_staged_nar(staging).await;
     Err(error)
+}
+
+/// Fails with [`OpError::NotACache`] when `cache` has no `nix-cache-info`: a mistyped
+/// directory, bucket or prefix, which would otherwise read as an empty cache.
+pub(crate) async fn require_cache_info(cache: &crate::store::BinaryCache) -> Result<(), OpError> {
+    match cache.cache_info().await? {
+        Some(_) => Ok(()),
+        None => Err(OpError::NotACache {
+            url: cache.url().to_owned(),
+        }),
+    }
 }
 
 /// A background task panicked or was cancelled: surface it as an error, not a hang.

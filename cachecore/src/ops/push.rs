@@ -17,7 +17,6 @@ use futures::StreamExt as _;
 
 use super::pipe::sink_stream;
 use super::{join_error, publish_as_ready, OpError, Progress, Publisher};
-use crate::cache_info::CacheInfo;
 use crate::compression::{self, Compression, Compressor};
 use crate::hash::{Hash, HashAlgo, HashingWriter};
 use crate::local_store::{LocalStore, PathInfo};
@@ -90,6 +89,41 @@ impl Default for PushOptions {
     }
 }
 
+impl PushOptions {
+    /// The defaults with the store URL's Nix settings applied (`compression`,
+    /// `compression-level`, `write-nar-listing`, `parallel-compression`, and `secret-key`, whose
+    /// file is read now). A frontend then overrides what its own options say.
+    pub fn for_cache(cache: &BinaryCache) -> Result<PushOptions, OpError> {
+        let settings = cache.settings();
+        let mut opts = PushOptions::default();
+        if let Some(method) = settings.compression {
+            opts.compression = method;
+        }
+        opts.level = settings.compression_level;
+        if let Some(listing) = settings.write_nar_listing {
+            opts.write_listing = listing;
+        }
+        if settings.parallel_compression == Some(false) {
+            opts.compression_threads = 1;
+        }
+        if let Some(path) = &settings.secret_key {
+            opts.signers = vec![read_secret_key_file(path)?];
+        }
+        Ok(opts)
+    }
+}
+
+/// Reads the secret key file named by a store URL's `secret-key=`. The error names the file,
+/// never its contents.
+fn read_secret_key_file(path: &std::path::Path) -> Result<Arc<dyn Signer>, OpError> {
+    let bad = |reason: String| OpError::SecretKeyFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let key = crate::signing::SecretKey::read_file(path).map_err(|e| bad(e.to_string()))?;
+    Ok(Arc::new(key))
+}
+
 /// What a push did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PushSummary {
@@ -101,6 +135,9 @@ pub struct PushSummary {
     pub nar_bytes: u64,
     /// Compressed bytes uploaded.
     pub file_bytes: u64,
+    /// Paths uploaded now whose narinfo carries no signature at all (Nix, which requires
+    /// signatures by default, refuses them).
+    pub unsigned: usize,
 }
 
 /// Pushes `roots` (and their closure, unless `opts.closure` is false) from `local` into `cache`.
@@ -113,10 +150,7 @@ pub async fn push(
 ) -> Result<PushSummary, OpError> {
     let store_dir = local.store_dir().clone();
     cache
-        .init(&CacheInfo {
-            store_dir: store_dir.as_str().to_owned(),
-            ..CacheInfo::default()
-        })
+        .init(&cache.settings().cache_info(store_dir.as_str()))
         .await?;
 
     let infos: Vec<PathInfo> = if opts.closure {
@@ -212,6 +246,7 @@ pub async fn push(
         opts.check_concurrency,
         |narinfo| {
             summary.pushed += 1;
+            summary.unsigned += usize::from(narinfo.signatures.is_empty());
             summary.nar_bytes += narinfo.nar_size;
             summary.file_bytes += narinfo.file_size.unwrap_or(0);
         },
@@ -563,10 +598,7 @@ pub async fn push_add(
     progress: Arc<dyn Progress>,
 ) -> Result<(StorePath, PushSummary), OpError> {
     cache
-        .init(&CacheInfo {
-            store_dir: store_dir.as_str().to_owned(),
-            ..CacheInfo::default()
-        })
+        .init(&cache.settings().cache_info(store_dir.as_str()))
         .await?;
     let hashed = source.to_path_buf();
     let (nar_hash, nar_size) = tokio::task::spawn_blocking(move || nar::hash_path(&hashed))
@@ -626,6 +658,7 @@ pub async fn push_add(
         skipped: 0,
         nar_bytes: narinfo.nar_size,
         file_bytes: narinfo.file_size.unwrap_or(0),
+        unsigned: usize::from(narinfo.signatures.is_empty()),
     };
     cache.put_narinfo(&narinfo).await?;
     progress.path_done(&store_dir.full_path(&path));

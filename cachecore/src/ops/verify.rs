@@ -160,6 +160,8 @@ impl fmt::Display for Problem {
 pub struct VerifyReport {
     /// Narinfos looked at.
     pub checked: usize,
+    /// Of those, narinfos without any signature (counted whether or not keys were given).
+    pub unsigned: usize,
     pub problems: Vec<Problem>,
 }
 
@@ -175,6 +177,7 @@ pub async fn verify(
     paths: &[StorePath],
     opts: &VerifyOptions,
 ) -> Result<VerifyReport, OpError> {
+    super::require_cache_info(cache).await?;
     let mut report = VerifyReport::default();
     let mut infos: Vec<NarInfo> = Vec::new();
     let mut queue: Vec<String> = if paths.is_empty() {
@@ -219,6 +222,7 @@ pub async fn verify(
         }
     }
     report.checked = infos.len();
+    report.unsigned = infos.iter().filter(|i| i.signatures.is_empty()).count();
 
     // Closure completeness and signatures.
     for info in &infos {

@@ -32,6 +32,41 @@ fn client_options() -> ClientOptions {
         .with_timeout_disabled()
         .with_read_timeout(Duration::from_secs(60))
         .with_connect_timeout(Duration::from_secs(5))
+        .with_dns_resolver(Arc::new(LoopbackLocalhost))
+}
+
+/// Host name resolution as curl (and so Nix) does it: `localhost` and every `*.localhost` name
+/// are the loopback addresses (RFC 6761), without asking the system resolver, which often
+/// knows only `localhost` itself. A Garage website endpoint reached as
+/// `http://nixcache.web.garage.localhost:3902` keeps its `Host` header, which names the bucket.
+/// Other names go to the system resolver.
+#[derive(Debug)]
+struct LoopbackLocalhost;
+
+/// Whether `host` is `localhost` or a name under it.
+fn is_localhost(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost" || host.ends_with(".localhost")
+}
+
+impl object_store::client::DnsResolver for LoopbackLocalhost {
+    fn resolve(&self, host: &str) -> object_store::client::DnsFuture {
+        let host = host.to_owned();
+        Box::pin(async move {
+            use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+            if is_localhost(&host) {
+                return Ok(vec![
+                    IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(Ipv6Addr::LOCALHOST),
+                ]);
+            }
+            let addrs = tokio::task::spawn_blocking(move || {
+                std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), 0))
+            })
+            .await??;
+            Ok(addrs.map(|a| a.ip()).collect())
+        })
+    }
 }
 
 /// The process environment (variables that are not UTF-8 are skipped).
@@ -104,7 +139,7 @@ pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Object
         } => {
             cx.bucket = Some(bucket.clone());
             content_types = true;
-            let (s3, advice) = build_s3(
+            let (s3, advice, effective_endpoint) = build_s3(
                 &url,
                 bucket,
                 endpoint.as_deref(),
@@ -113,6 +148,7 @@ pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Object
                 env,
             )?;
             cx.credential_advice = advice;
+            cx.endpoint = effective_endpoint;
             lister = Some(Lister {
                 store: Arc::new(s3.clone()),
                 prefix: dir_prefix(prefix),
@@ -179,6 +215,7 @@ pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Object
         listable: !read_only,
         support: OnceCell::new(),
         local_root,
+        cleanups: Default::default(),
     }))
 }
 
@@ -210,7 +247,7 @@ fn build_s3(
     region: Option<&str>,
     profile_name: Option<&str>,
     env_all: &[(String, String)],
-) -> Result<(object_store::aws::AmazonS3, Option<String>), StoreError> {
+) -> Result<(object_store::aws::AmazonS3, Option<String>, Option<String>), StoreError> {
     use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
     let cred_err = |reason: String| StoreError::MissingCredentials {
         url: url.to_owned(),
@@ -299,7 +336,8 @@ fn build_s3(
     if let Some(e) = endpoint {
         b = b.with_endpoint(e);
     }
-    if let Some(e) = b.get_config_value(&AmazonS3ConfigKey::Endpoint) {
+    let effective_endpoint = b.get_config_value(&AmazonS3ConfigKey::Endpoint);
+    if let Some(e) = &effective_endpoint {
         // A custom endpoint (Garage, MinIO, Ceph): path-style, and plain HTTP if it says so.
         // Without static keys object_store would ask the EC2 metadata service, whose IAM
         // credentials such a server does not accept: say so now instead of after its timeouts.
@@ -334,6 +372,6 @@ fn build_s3(
             files.describe("or")
         )
     });
-    Ok((s3, advice))
+    Ok((s3, advice, effective_endpoint))
 }
 

@@ -13,7 +13,7 @@ use super::backend;
 use super::error::StoreError;
 use super::layout;
 use super::objects::{ByteRange, ByteStream, ObjectMeta, Objects, PutMode, Written};
-use super::url::StoreUrl;
+use super::url::{StoreSettings, StoreUrl};
 use crate::cache_info::CacheInfo;
 use crate::compression::Compression;
 use crate::hash::Hash;
@@ -39,7 +39,7 @@ use crate::store_path::StorePath;
 #[derive(Clone)]
 pub struct BinaryCache {
     objects: Objects,
-    settings: Vec<(String, String)>,
+    settings: StoreSettings,
 }
 
 impl fmt::Debug for BinaryCache {
@@ -128,10 +128,27 @@ impl BinaryCache {
         self.objects.is_read_only()
     }
 
-    /// Nix binary-cache settings given in the URL's query (`compression=zstd`, ...), which this
-    /// module does not use itself.
-    pub fn settings(&self) -> &[(String, String)] {
+    /// Nix's binary-cache settings given in the URL's query (`compression=zstd`, ...), for the
+    /// operations to apply; this module does not use them itself.
+    pub fn settings(&self) -> &StoreSettings {
         &self.settings
+    }
+
+    /// Waits until uploads and staging objects dropped before they finished are cleaned up.
+    /// A frontend that stops an operation by dropping it (on Ctrl-C) calls this before
+    /// exiting, so nothing is left half-uploaded.
+    pub async fn finish_cleanups(&self) {
+        self.objects.finish_cleanups().await;
+    }
+
+    /// Deletes a staged NAR when the operation writing it is dropped before it published or
+    /// discarded it; see [`StagedNarGuard`].
+    pub(crate) fn guard_staged_nar(&self, staged: &StagedNar) -> StagedNarGuard {
+        StagedNarGuard {
+            objects: self.objects.clone(),
+            key: Some(staged.key.clone()),
+            runtime: tokio::runtime::Handle::current(),
+        }
     }
 
     /// `nix-cache-info`, or `None` if the store has none (not initialised).
@@ -156,6 +173,16 @@ impl BinaryCache {
     /// Writes `nix-cache-info` unless present; refuses a present one with another `StoreDir`;
     /// returns what is there now. Running it twice is harmless.
     pub async fn init(&self, wanted: &CacheInfo) -> Result<CacheInfo, StoreError> {
+        self.init_or_update(wanted, false).await
+    }
+
+    /// [`init`](Self::init); with `update`, an existing `nix-cache-info` of the same `StoreDir`
+    /// gets `wanted`'s `WantMassQuery` and `Priority` (its other fields are kept).
+    pub async fn init_or_update(
+        &self,
+        wanted: &CacheInfo,
+        update: bool,
+    ) -> Result<CacheInfo, StoreError> {
         if let Some(existing) = self.cache_info().await? {
             if existing.store_dir != wanted.store_dir {
                 return Err(StoreError::StoreDirMismatch {
@@ -164,7 +191,24 @@ impl BinaryCache {
                     theirs: existing.store_dir,
                 });
             }
-            return Ok(existing);
+            let same = existing.priority == wanted.priority
+                && existing.want_mass_query == wanted.want_mass_query;
+            if !update || same {
+                return Ok(existing);
+            }
+            let updated = CacheInfo {
+                priority: wanted.priority,
+                want_mass_query: wanted.want_mass_query,
+                ..existing
+            };
+            self.objects
+                .put(
+                    layout::CACHE_INFO,
+                    Bytes::from(updated.to_string()),
+                    PutMode::Overwrite,
+                )
+                .await?;
+            return Ok(updated);
         }
         self.objects
             .put(
@@ -516,5 +560,32 @@ mod tests {
                 .unwrap();
         let shown = format!("{c:?} {c}");
         assert!(!shown.contains("SECRETVALUE"), "{shown}");
+    }
+}
+
+/// Deletes a staged NAR when dropped armed (the operation writing it was dropped, as when a
+/// frontend stops on a signal): the delete runs as one of the store's cleanups
+/// ([`BinaryCache::finish_cleanups`]).
+pub(crate) struct StagedNarGuard {
+    objects: Objects,
+    key: Option<String>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl StagedNarGuard {
+    /// The staged NAR was published or discarded.
+    pub(crate) fn disarm(mut self) {
+        self.key = None;
+    }
+}
+
+impl Drop for StagedNarGuard {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let objects = self.objects.clone();
+            self.objects.spawn_cleanup(&self.runtime, async move {
+                let _ = objects.delete(&key).await;
+            });
+        }
     }
 }

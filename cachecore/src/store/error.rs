@@ -161,12 +161,39 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
-    /// Any other backend failure.
-    #[error("{url}: failed to {op} {key}: {source}")]
+    /// The server signs requests for another region than the one the client used (S3
+    /// `AuthorizationHeaderMalformed`): a missing or wrong `region=`.
+    #[error("{url}: the server expects region `{expected}`; add `&region={expected}` to the store URL (failed to {op} {key})")]
+    WrongRegion {
+        url: String,
+        expected: String,
+        op: &'static str,
+        key: String,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+
+    /// The server answered like a web server, not an S3 API (an HTML page, or "not found" to
+    /// an upload): `endpoint=` names a website endpoint or another service's port.
+    #[error("{url}: {endpoint} is not an S3 API (it answered the request to {op} {key} {how}); point endpoint= at the S3 API's port, not a website endpoint's")]
+    NotS3 {
+        url: String,
+        endpoint: String,
+        op: &'static str,
+        key: String,
+        how: &'static str,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+
+    /// Any other backend failure. `detail` is the server's answer in short (status, error
+    /// code, message); the full error, with retries and response body, is the `source`.
+    #[error("{url}: failed to {op} {key}: {detail}")]
     Backend {
         url: String,
         op: &'static str,
         key: String,
+        detail: String,
         #[source]
         source: Box<object_store::Error>,
     },
@@ -195,6 +222,8 @@ impl StoreError {
             | StoreError::AccessDenied { key, .. }
             | StoreError::NoSuchBucket { key, .. }
             | StoreError::Source { key, .. }
+            | StoreError::WrongRegion { key, .. }
+            | StoreError::NotS3 { key, .. }
             | StoreError::Backend { key, .. } => Some(key),
         }
     }
@@ -227,6 +256,8 @@ impl StoreError {
             | StoreError::NotANarKey { .. }
             | StoreError::OutsideRoot { .. } => ErrorKind::Corrupt,
             StoreError::Unreachable { .. } | StoreError::Backend { .. } => ErrorKind::Unavailable,
+            // The store URL is wrong: the region, or a port that is not the S3 API.
+            StoreError::WrongRegion { .. } | StoreError::NotS3 { .. } => ErrorKind::InvalidInput,
             StoreError::MissingCredentials { .. }
             | StoreError::AccessDenied { .. }
             | StoreError::NoSuchBucket { .. } => ErrorKind::Denied,
@@ -285,6 +316,16 @@ pub(crate) struct ErrorContext {
     /// Set when credentials come from a provider (instance metadata, ...) rather than static
     /// keys: what to tell the user if fetching them fails.
     pub(crate) credential_advice: Option<String>,
+    /// The S3 endpoint given (`endpoint=`), to name in a "not an S3 API" error.
+    pub(crate) endpoint: Option<String>,
+}
+
+/// Whether `e` is a backend's own error (an `object_store` error with its retries, request
+/// URL and response body): the [`StoreError`] wrapping it already says what went wrong in
+/// short, so a frontend shows these only when asked to be verbose.
+pub fn is_backend_detail(e: &(dyn StdError + 'static)) -> bool {
+    // Our variants hold it boxed, and a `Box<E>` is the error a `source()` hands out.
+    e.is::<object_store::Error>() || e.is::<Box<object_store::Error>>()
 }
 
 /// Converts an `object_store` error into a [`StoreError`]. `NotFound` becomes
@@ -300,6 +341,36 @@ pub(crate) fn convert(
     let op_verb = op.verb();
     let text = chain_text(&source);
     let source = Box::new(source);
+    if let Some(expected) = expected_region(&text) {
+        return StoreError::WrongRegion {
+            url,
+            expected,
+            op: op_verb,
+            key,
+            source,
+        };
+    }
+    if let Some(endpoint) = &cx.endpoint {
+        let not_found = matches!(source.as_ref(), object_store::Error::NotFound { .. });
+        let how = if is_html(&text) {
+            Some("with a web page")
+        } else if not_found && matches!(op, Op::Write | Op::List) {
+            // An S3 API answers an upload or a listing with NoSuchBucket (above), never 404.
+            Some("with \"not found\"")
+        } else {
+            None
+        };
+        if let Some(how) = how {
+            return StoreError::NotS3 {
+                url,
+                endpoint: endpoint.clone(),
+                op: op_verb,
+                key,
+                how,
+                source,
+            };
+        }
+    }
     if text.contains("NoSuchBucket") || text.contains("ContainerNotFound") {
         return StoreError::NoSuchBucket {
             url,
@@ -356,8 +427,61 @@ pub(crate) fn convert(
         url,
         op: op_verb,
         key,
+        detail: backend_detail(&source, &text),
         source,
     }
+}
+
+/// The region an S3 server said it expects, from an `AuthorizationHeaderMalformed` answer
+/// such as Garage's `... expected: '20261129/garage/s3/aws4_request'` (the credential scope
+/// is `<date>/<region>/s3/aws4_request`).
+fn expected_region(text: &str) -> Option<String> {
+    if !text.contains("AuthorizationHeaderMalformed") {
+        return None;
+    }
+    // Garage: `unexpected scope: '…/us-east-1/…', expected: '…/garage/s3/aws4_request'`.
+    let from = text.find("expected:").map_or(text, |i| &text[i..]);
+    let end = from.find("/s3/aws4_request")?;
+    let region = from[..end].rsplit('/').next()?;
+    let valid = !region.is_empty()
+        && region
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    valid.then(|| region.to_owned())
+}
+
+fn is_html(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.contains("<html") || lower.contains("<!doctype html")
+}
+
+/// A backend failure in one clause: the S3 error code and message when the server sent
+/// them, else the HTTP status, else the error's first clause (object_store's messages go on
+/// with the request URL, retry counts and the response body).
+fn backend_detail(source: &object_store::Error, text: &str) -> String {
+    let code = xml_field(text, "Code");
+    let message = xml_field(text, "Message");
+    let status = http_status(text);
+    let parts: Vec<String> = [status, code, message].into_iter().flatten().collect();
+    if !parts.is_empty() {
+        return parts.join(": ");
+    }
+    let inner = match source {
+        object_store::Error::Generic { source, .. } => source.to_string(),
+        other => other.to_string(),
+    };
+    let first = inner.split(" - ").next().unwrap_or(&inner);
+    first.split(", after ").next().unwrap_or(first).to_owned()
+}
+
+/// `HTTP 400 Bad Request` from object_store's "status code: 400 Bad Request" wording.
+fn http_status(text: &str) -> Option<String> {
+    let marker = "status code: ";
+    let start = text.find(marker)? + marker.len();
+    let rest = &text[start..];
+    let end = rest.find(|c: char| c == ':' || c == ',' || c == '\n').unwrap_or(rest.len());
+    let status = rest[..end].trim();
+    (!status.is_empty()).then(|| format!("HTTP {status}"))
 }
 
 /// The whole source chain, joined (for matching on the server's error codes).

@@ -56,9 +56,9 @@ pub mod url;
 
 pub use backend::process_env;
 pub use cache::{BinaryCache, GcRootEntry, StagedNar};
-pub use error::StoreError;
+pub use error::{is_backend_detail, StoreError};
 pub use objects::{
     ByteRange, ByteStream, Object, ObjectMeta, Objects, PutMode, VersionTag, WriteSupport,
     Written, MULTIPART_THRESHOLD, PARTS_IN_FLIGHT, PART_SIZE,
 };
-pub use url::{StoreLocation, StoreUrl};
+pub use url::{StoreLocation, StoreSettings, StoreUrl};

@@ -210,6 +210,95 @@ pub(crate) struct Inner {
     pub(crate) support: OnceCell<WriteSupport>,
     /// For a local directory, its canonical path: no key may reach outside it.
     pub(crate) local_root: Option<std::path::PathBuf>,
+    /// Aborts of uploads whose future was dropped, still running.
+    pub(crate) cleanups: Cleanups,
+}
+
+/// Tasks that clean up after an upload dropped mid-way (aborting a multipart upload, which
+/// deletes its parts on S3 and its staging file in a directory), so a frontend interrupted by
+/// a signal can wait for them before it exits: [`Objects::finish_cleanups`].
+#[derive(Default)]
+pub(crate) struct Cleanups {
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Cleanups {
+    fn add(&self, task: tokio::task::JoinHandle<()>) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(task);
+        }
+    }
+
+    async fn finish(&self) {
+        loop {
+            let tasks = match self.tasks.lock() {
+                Ok(mut tasks) => std::mem::take(&mut *tasks),
+                Err(_) => return,
+            };
+            if tasks.is_empty() {
+                return;
+            }
+            for task in tasks {
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+/// A multipart upload in progress. Dropped before it finished (its future dropped, as when a
+/// frontend stops on a signal), it is aborted in a task the store tracks: the parts uploaded
+/// so far are deleted, never left as an incomplete upload (S3) or a `<key>#<n>` staging file
+/// (a local directory).
+struct ActiveUpload {
+    writer: Option<WriteMultipart>,
+    runtime: tokio::runtime::Handle,
+    store: Arc<Inner>,
+}
+
+impl ActiveUpload {
+    fn put(&mut self, chunk: Bytes) {
+        if let Some(w) = &mut self.writer {
+            w.put(chunk);
+        }
+    }
+
+    async fn wait_for_capacity(&mut self, parts: usize) -> Result<(), object_store::Error> {
+        match &mut self.writer {
+            Some(w) => w.wait_for_capacity(parts).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn abort(mut self) {
+        if let Some(w) = self.writer.take() {
+            let _ = w.abort().await;
+        }
+    }
+
+    /// Completes the upload. Dropped while sending its last part and completing, it may
+    /// complete or not, as any interrupted PUT.
+    async fn finish(mut self) -> Result<object_store::PutResult, object_store::Error> {
+        // Parts still in flight are waited for while a drop would still abort them.
+        self.wait_for_capacity(0).await?;
+        match self.writer.take() {
+            Some(w) => w.finish().await,
+            None => Err(object_store::Error::Generic {
+                store: "cachecore",
+                source: "the upload was already finished".into(),
+            }),
+        }
+    }
+}
+
+impl Drop for ActiveUpload {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            let task = self.runtime.spawn(async move {
+                let _ = writer.abort().await;
+            });
+            self.store.cleanups.add(task);
+        }
+    }
 }
 
 pub(crate) struct Lister {
@@ -245,6 +334,23 @@ fn meta_of(m: object_store::ObjectMeta, key: String) -> ObjectMeta {
 }
 
 impl Objects {
+    /// Runs `cleanup` on `runtime` as one of the tasks [`finish_cleanups`](Self::finish_cleanups)
+    /// waits for (for operations that clean up after themselves when dropped).
+    pub(crate) fn spawn_cleanup(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        cleanup: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        self.inner.cleanups.add(runtime.spawn(cleanup));
+    }
+
+    /// Waits until the uploads dropped before they finished are aborted (see
+    /// [`put_stream`](Self::put_stream)). A frontend that stops an operation by dropping it
+    /// (on Ctrl-C) calls this before exiting, so nothing is left half-uploaded.
+    pub async fn finish_cleanups(&self) {
+        self.inner.cleanups.finish().await;
+    }
+
     pub(crate) fn new(inner: Inner) -> Objects {
         Objects {
             inner: Arc::new(inner),
@@ -764,7 +870,11 @@ impl Objects {
             .put_multipart_opts(&upload_path, opts)
             .await
             .map_err(|e| self.err(Op::Write, upload_key, e))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut writer = ActiveUpload {
+            writer: Some(WriteMultipart::new_with_chunk_size(upload, PART_SIZE)),
+            runtime: tokio::runtime::Handle::current(),
+            store: self.inner.clone(),
+        };
         for chunk in head {
             writer.put(chunk);
         }
@@ -774,12 +884,12 @@ impl Objects {
                 Some(Ok(chunk)) => chunk,
                 Some(Err(e)) => {
                     // Best effort: the source error is the one worth reporting.
-                    let _ = writer.abort().await;
+                    writer.abort().await;
                     return Err(source_err(e));
                 }
             };
             if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                let _ = writer.abort().await;
+                writer.abort().await;
                 return Err(self.err(Op::Write, upload_key, e));
             }
             total += chunk.len() as u64;

@@ -10,9 +10,11 @@
 //! | `http://host[/path]`, `https://host[/path]` | a plain HTTP cache, read-only |
 //!
 //! Query parameters are either about *where* the store is (`endpoint`, `region`, `profile`,
-//! `scheme`, for `s3://` only) or one of Nix's binary-cache settings (`compression=zstd`,
-//! `secret-key=..`, ...). The latter are kept in [`StoreUrl::settings`] for the caller; any other
-//! parameter is refused, so a misspelt `endpont=` is an error rather than silently ignored.
+//! `scheme`, for `s3://` only) or one of Nix's binary-cache settings, which do here what they do
+//! in Nix ([`StoreSettings`]: `secret-key`, `compression`, `compression-level`,
+//! `write-nar-listing`, `parallel-compression`, `want-mass-query`, `priority`). Nix's other
+//! settings, and any other parameter, are refused with an error naming them, so a misspelt
+//! `endpont=` or a setting cachecore cannot honour is never silently ignored.
 //!
 //! ```
 //! use cachecore::store::url::{StoreLocation, StoreUrl};
@@ -26,36 +28,119 @@
 //!     }
 //!     other => panic!("{other:?}"),
 //! }
-//! assert_eq!(u.setting("compression"), Some("zstd"));
+//! assert_eq!(u.settings.compression, Some(cachecore::compression::Compression::Zstd));
 //! assert!(StoreUrl::parse("s3://cache?endpont=http://x").is_err());
+//! assert!(StoreUrl::parse("s3://cache?narinfo-compression=xz").is_err());
 //! ```
 
 use std::path::PathBuf;
 
 use super::error::StoreError;
+use crate::cache_info::CacheInfo;
+use crate::compression::Compression;
 
-/// Nix's binary-cache store settings, accepted in a URL and handed to the caller untouched.
-pub const NIX_SETTINGS: &[&str] = &[
+/// Nix's binary-cache settings that cachecore honours, with what each does here (as in Nix).
+pub const HONOURED_SETTINGS: &[&str] = &[
+    "secret-key",
     "compression",
     "compression-level",
-    "parallel-compression",
     "write-nar-listing",
-    "index-debug-info",
-    "secret-key",
-    "secret-keys",
-    "local-nar-cache",
+    "parallel-compression",
     "want-mass-query",
     "priority",
-    "trusted",
-    "store",
-    "narinfo-compression",
-    "ls-compression",
-    "log-compression",
-    "multipart-upload",
-    "buffer-size",
-    "path-info-cache-size",
-    "system-features",
 ];
+
+/// Nix's other binary-cache settings: they make sense for Nix's own stores but have no meaning
+/// for cachecore (or name a feature it lacks), so a URL with one is refused rather than having
+/// the setting silently ignored.
+const REFUSED_SETTINGS: &[(&str, &str)] = &[
+    ("secret-keys", "give one key file with secret-key=FILE, or several --key FILE options"),
+    ("index-debug-info", "cachecore does not index debug info"),
+    ("local-nar-cache", "cachecore keeps no local NAR cache"),
+    ("trusted", "trust is decided by the reader's trusted-public-keys"),
+    ("store", "cachecore caches always use their nix-cache-info's StoreDir"),
+    ("narinfo-compression", "cachecore writes narinfos uncompressed"),
+    ("ls-compression", "cachecore writes listings uncompressed"),
+    ("log-compression", "cachecore writes build logs uncompressed"),
+    ("multipart-upload", "cachecore always uploads large objects in parts"),
+    ("buffer-size", "cachecore's part size is fixed"),
+    ("path-info-cache-size", "cachecore keeps no path-info cache"),
+    ("system-features", "it applies to Nix's builders, not to binary caches"),
+];
+
+/// Nix's binary-cache settings given in a store URL, typed. Each is `None` when the URL does not
+/// give it; command-line options override them (see [`crate::ops::PushOptions::for_cache`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreSettings {
+    /// `secret-key=FILE`: narinfos pushed are signed with the secret key in FILE.
+    pub secret_key: Option<PathBuf>,
+    /// `compression=`: how pushed NARs are compressed (cachecore's default: zstd; Nix's: xz).
+    pub compression: Option<Compression>,
+    /// `compression-level=`: the codec's level (default: the codec's own).
+    pub compression_level: Option<i32>,
+    /// `write-nar-listing=`: whether push writes `<hash>.ls` listings (cachecore's default:
+    /// true, as `mount` and `cat` read them; Nix's: false).
+    pub write_nar_listing: Option<bool>,
+    /// `parallel-compression=`: compress a NAR's zstd frames on all cores (cachecore's default:
+    /// true) or on one; xz is compressed on one thread either way.
+    pub parallel_compression: Option<bool>,
+    /// `want-mass-query=`: the `WantMassQuery` that `init` (and the first push) write to
+    /// `nix-cache-info` (default: true).
+    pub want_mass_query: Option<bool>,
+    /// `priority=`: the `Priority` that `init` (and the first push) write to `nix-cache-info`
+    /// (default: 40, as cache.nixos.org).
+    pub priority: Option<u64>,
+}
+
+impl StoreSettings {
+    /// The `nix-cache-info` to create for a cache of `store_dir` with these settings.
+    pub fn cache_info(&self, store_dir: &str) -> CacheInfo {
+        let default = CacheInfo::default();
+        CacheInfo {
+            store_dir: store_dir.to_owned(),
+            want_mass_query: self.want_mass_query.or(default.want_mass_query),
+            priority: self.priority.or(default.priority),
+            ..default
+        }
+    }
+
+    /// Sets one of the [`HONOURED_SETTINGS`] from its query parameter.
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        fn boolean(key: &str, value: &str) -> Result<bool, String> {
+            // Nix's spellings of a boolean setting.
+            match value {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err(format!("{key}={value} is not a boolean (true or false)")),
+            }
+        }
+        fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
+            value
+                .parse()
+                .map_err(|_| format!("{key}={value} is not a number"))
+        }
+        match key {
+            "secret-key" => {
+                if value.is_empty() {
+                    return Err("secret-key= is empty (expected the path of a secret key file)".into());
+                }
+                self.secret_key = Some(PathBuf::from(value));
+            }
+            "compression" => {
+                self.compression =
+                    Some(Compression::from_name(value).map_err(|e| format!("compression={value}: {e}"))?);
+            }
+            "compression-level" => self.compression_level = Some(number(key, value)?),
+            "write-nar-listing" => self.write_nar_listing = Some(boolean(key, value)?),
+            "parallel-compression" => self.parallel_compression = Some(boolean(key, value)?),
+            "want-mass-query" => self.want_mass_query = Some(boolean(key, value)?),
+            "priority" => self.priority = Some(number(key, value)?),
+            _ => return Err(format!("{key} is not a setting cachecore honours")),
+        }
+        Ok(())
+    }
+}
 
 /// The S3 parameters that say where the bucket is.
 const S3_PARAMS: &[&str] = &["endpoint", "region", "profile", "scheme"];
@@ -129,14 +214,13 @@ impl std::fmt::Debug for StoreLocation {
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoreUrl {
     pub location: StoreLocation,
-    /// Nix binary-cache settings from the query (`compression=zstd`, ...), in URL order.
-    pub settings: Vec<(String, String)>,
+    /// Nix's binary-cache settings from the query (`compression=zstd`, ...).
+    pub settings: StoreSettings,
     display: String,
 }
 
 impl std::fmt::Debug for StoreUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // `settings` may hold `secret-key=<path>`: a path, not a key, but keep Debug terse.
         f.debug_struct("StoreUrl")
             .field("url", &self.display)
             .field("location", &self.location)
@@ -177,7 +261,7 @@ impl StoreUrl {
             return Err(bad(url, "the URL is empty"));
         }
         let Some((scheme, _)) = trimmed.split_once("://") else {
-            return Self::parse_dir(url, trimmed, Vec::new());
+            return Self::parse_dir(url, trimmed, StoreSettings::default());
         };
         let scheme = scheme.to_ascii_lowercase();
         match scheme.as_str() {
@@ -284,7 +368,7 @@ impl StoreUrl {
     fn parse_dir(
         url: &str,
         path: &str,
-        settings: Vec<(String, String)>,
+        settings: StoreSettings,
     ) -> Result<StoreUrl, StoreError> {
         if path.contains('?') && !std::path::Path::new(path).exists() {
             return Err(bad(
@@ -304,14 +388,6 @@ impl StoreUrl {
     /// The URL as shown to users (passwords replaced by `***`).
     pub fn as_str(&self) -> &str {
         &self.display
-    }
-
-    /// A Nix setting from the query, e.g. `setting("compression")`.
-    pub fn setting(&self, key: &str) -> Option<&str> {
-        self.settings
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
     }
 
     /// The URL Nix reads this cache by, for `nix.conf`'s `substituters`: `file:///abs/dir` for
@@ -337,27 +413,37 @@ type Params = Vec<(String, String)>;
 
 /// Splits the query into location parameters (for this scheme) and Nix settings; refuses
 /// anything else, and duplicates.
-fn split_query(url: &str, parsed: &url::Url, scheme: &str) -> Result<(Params, Params), StoreError> {
+fn split_query(
+    url: &str,
+    parsed: &url::Url,
+    scheme: &str,
+) -> Result<(Params, StoreSettings), StoreError> {
     let mut location = Vec::new();
-    let mut settings: Params = Vec::new();
+    let mut settings = StoreSettings::default();
+    let mut seen: Vec<String> = Vec::new();
     for (k, v) in parsed.query_pairs() {
         let (k, v) = (k.into_owned(), v.into_owned());
-        let seen = location
-            .iter()
-            .chain(settings.iter())
-            .any(|(s, _): &(String, String)| *s == k);
-        if seen {
+        if seen.contains(&k) {
             return Err(bad(url, format!("parameter {k} is given twice")));
         }
+        seen.push(k.clone());
         if scheme == "s3" && S3_PARAMS.contains(&k.as_str()) {
             location.push((k, v));
-        } else if NIX_SETTINGS.contains(&k.as_str()) {
-            settings.push((k, v));
+        } else if HONOURED_SETTINGS.contains(&k.as_str()) {
+            settings.set(&k, &v).map_err(|reason| bad(url, reason))?;
+        } else if let Some((_, why)) = REFUSED_SETTINGS.iter().find(|(name, _)| *name == k) {
+            return Err(bad(
+                url,
+                format!(
+                    "Nix's setting {k}= is not supported by cachecore ({why}); the settings it honours are {}",
+                    HONOURED_SETTINGS.join(", ")
+                ),
+            ));
         } else {
             let known: Vec<&str> = if scheme == "s3" {
-                S3_PARAMS.iter().chain(NIX_SETTINGS).copied().collect()
+                S3_PARAMS.iter().chain(HONOURED_SETTINGS).copied().collect()
             } else {
-                NIX_SETTINGS.to_vec()
+                HONOURED_SETTINGS.to_vec()
             };
             return Err(bad(
                 url,
@@ -408,7 +494,9 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// `endpoint=http://h:p` is kept; `endpoint=h:p` (Nix's spelling) gets `scheme` (default https).
+/// `endpoint=http://h:p` is kept; `endpoint=h:p` (Nix's spelling) needs `scheme=http|https`:
+/// without one, Nix would take https, and an https client talking to a plain-HTTP port (the
+/// usual local Garage or MinIO) fails with a TLS error that says nothing about the cause.
 fn normalize_endpoint(url: &str, e: &str, scheme: Option<&str>) -> Result<String, StoreError> {
     if e.is_empty() {
         return Err(bad(url, "endpoint= is empty"));
@@ -422,7 +510,15 @@ fn normalize_endpoint(url: &str, e: &str, scheme: Option<&str>) -> Result<String
         }
         e.to_owned()
     } else {
-        format!("{}://{e}", scheme.unwrap_or("https"))
+        let Some(scheme) = scheme else {
+            return Err(bad(
+                url,
+                format!(
+                    "endpoint={e} has no scheme: write endpoint=http://{e} (or https://{e}), or add scheme=http"
+                ),
+            ));
+        };
+        format!("{scheme}://{e}")
     };
     let parsed =
         url::Url::parse(&full).map_err(|err| bad(url, format!("endpoint {e:?}: {err}")))?;
@@ -506,7 +602,7 @@ mod tests {
                 dir: "/srv/my cache".into()
             }
         );
-        assert_eq!(f.setting("compression"), Some("zstd"));
+        assert_eq!(f.settings.compression, Some(Compression::Zstd));
         assert!(f.is_writable());
         assert!(err("file://srv/cache").contains("three slashes"));
         assert!(err("file:///srv/cache?endpoint=x").contains("unknown parameter \"endpoint\""));
@@ -538,15 +634,20 @@ mod tests {
                 profile: Some("ci".into())
             }
         );
-        assert_eq!(u.settings, vec![("secret-key".to_owned(), "/k".to_owned())]);
+        assert_eq!(u.settings.secret_key, Some(PathBuf::from("/k")));
         // Nix's spelling: a host name plus scheme=.
         let u = ok("s3://b?endpoint=minio.local:9000&scheme=http");
         assert!(
             matches!(&u.location, StoreLocation::S3 { endpoint: Some(e), .. } if e == "http://minio.local:9000")
         );
-        let u = ok("s3://b?endpoint=s3.example.com");
+        let u = ok("s3://b?endpoint=s3.example.com&scheme=https");
         assert!(
             matches!(&u.location, StoreLocation::S3 { endpoint: Some(e), .. } if e == "https://s3.example.com")
+        );
+        let e = err("s3://b?endpoint=127.0.0.1:3970&region=garage");
+        assert!(
+            e.contains("endpoint=127.0.0.1:3970 has no scheme: write endpoint=http://127.0.0.1:3970"),
+            "{e}"
         );
         assert!(err("s3://").contains("no bucket name"));
         assert!(err("s3:///prefix").contains("no bucket name"));
@@ -594,12 +695,47 @@ mod tests {
         assert!(
             matches!(&u.location, StoreLocation::Http { base } if base.as_str() == "http://127.0.0.1:8080/sub/dir")
         );
-        assert_eq!(u.setting("priority"), Some("30"));
+        assert_eq!(u.settings.priority, Some(30));
         let u = ok("https://user:hunter2@cache.example/");
         assert!(!u.as_str().contains("hunter2"));
         assert!(!format!("{u:?}").contains("hunter2"));
         assert!(err("https://user:hunter2@cache.example/?foo=1").contains("***"));
         assert!(!err("https://user:hunter2@cache.example/?foo=1").contains("hunter2"));
+    }
+
+    #[test]
+    fn nix_settings_are_typed_or_refused() {
+        let u = ok("s3://b?endpoint=http://x:1&region=garage&secret-key=team.sec&compression=xz\
+                    &compression-level=9&write-nar-listing=false&parallel-compression=0\
+                    &want-mass-query=no&priority=30");
+        assert_eq!(
+            u.settings,
+            StoreSettings {
+                secret_key: Some("team.sec".into()),
+                compression: Some(Compression::Xz),
+                compression_level: Some(9),
+                write_nar_listing: Some(false),
+                parallel_compression: Some(false),
+                want_mass_query: Some(false),
+                priority: Some(30),
+            }
+        );
+        let info = u.settings.cache_info("/nix/store");
+        assert_eq!((info.priority, info.want_mass_query), (Some(30), Some(false)));
+        assert_eq!(ok("file:///c").settings, StoreSettings::default());
+        let info = StoreSettings::default().cache_info("/x");
+        assert_eq!((info.priority, info.want_mass_query), (Some(40), Some(true)));
+        // Refused Nix settings name themselves and what is honoured.
+        let e = err("file:///c?narinfo-compression=xz");
+        assert!(e.contains("narinfo-compression= is not supported"), "{e}");
+        assert!(e.contains("secret-key, compression"), "{e}");
+        assert!(err("s3://b?secret-keys=a,b").contains("secret-keys= is not supported"));
+        // Bad values name the setting.
+        assert!(err("file:///c?compression=lz4").contains("compression=lz4"));
+        assert!(err("file:///c?priority=high").contains("priority=high is not a number"));
+        assert!(err("file:///c?write-nar-listing=maybe").contains("not a boolean"));
+        assert!(err("file:///c?secret-key=").contains("secret-key= is empty"));
+        assert!(err("file:///c?compression=xz&compression=zstd").contains("twice"));
     }
 
     #[test]
