@@ -152,7 +152,7 @@ fn unsigned_push_and_unchecked_verify_say_so() {
     assert_cachecore_ok(&verified, &["verify"]);
     let err = stderr(&verified);
     assert!(
-        err.contains("signatures were not checked") && err.contains("1 of the 1 paths has no signature"),
+        err.contains("signatures were not checked") && err.contains("1 of the 1 path has no signature"),
         "{err}"
     );
 }
