@@ -65,64 +65,6 @@ fn closed_narinfos(cache: &Path) -> Result<usize, String> {
     Ok(count)
 }
 
-/// A fresh random string, so a test's derivations are built anew on every run.
-fn nonce() -> String {
-    common::net::random_hex32()[..16].to_owned()
-}
-
-/// Builds derivations given as (name, `/bin/sh -c` script) with nix-build and returns their
-/// output paths, in order. A script may use `$out` and `${NAME}`, the output of another one.
-fn nix_build_scripts(dir: &Path, derivations: &[(&str, String)]) -> Vec<String> {
-    let mut expr = String::from(
-        "let mk = name: script: derivation {\n  inherit name; system = \"x86_64-linux\"; \
-         builder = \"/bin/sh\"; args = [ \"-c\" script ]; };\nin rec {\n",
-    );
-    for (name, script) in derivations {
-        let quoted = script.replace('\\', "\\\\").replace('"', "\\\"");
-        expr.push_str(&format!("  {name} = mk \"{name}\" \"{quoted}\";\n"));
-    }
-    expr.push_str("}\n");
-    let file = dir.join(format!("{}.nix", derivations[0].0));
-    fs::write(&file, &expr).unwrap();
-    let mut args = vec![
-        path_str(&file),
-        "--no-out-link",
-        "--option",
-        "substituters",
-        "",
-    ];
-    for (name, _) in derivations {
-        args.extend(["-A", name]);
-    }
-    let out: Vec<String> = nix("nix-build", &args).lines().map(str::to_owned).collect();
-    assert_eq!(out.len(), derivations.len(), "nix-build printed {out:?}");
-    for (path, (name, _)) in out.iter().zip(derivations) {
-        assert!(
-            path.ends_with(&format!("-{name}")),
-            "{name} built as {path}"
-        );
-    }
-    out
-}
-
-/// Every file under `dir`, relative to it, sorted.
-fn files_under(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for entry in fs::read_dir(dir).unwrap().flatten() {
-            let path = entry.path();
-            if entry.file_type().unwrap().is_dir() {
-                walk(root, &path, out);
-            } else {
-                out.push(path.strip_prefix(root).unwrap().display().to_string());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
-}
-
 #[test]
 fn pushed_closure_is_substituted_by_nix_with_signatures_required() {
     let tmp = tempdir();
@@ -416,69 +358,6 @@ fn copy_between_caches_and_recompress() {
         info.contains("StoreDir: /nix/store") && info.contains("Paths: 3"),
         "{info}"
     );
-}
-
-#[test]
-fn killed_push_leaves_no_broken_closure_and_resumes() {
-    let tmp = tempdir();
-    // A closure whose root refers to a large path, so the push is killed while NARs upload.
-    let big_dir = tmp.path().join("cachecore-e2e-big");
-    fs::create_dir(&big_dir).unwrap();
-    for i in 0..6 {
-        fs::write(
-            big_dir.join(format!("blob{i}")),
-            pseudo_random_bytes(24 << 20, i),
-        )
-        .unwrap();
-    }
-    let big = nix_store_add(&big_dir);
-    let big = big.trim();
-    let expr = tmp.path().join("top.nix");
-    fs::write(
-        &expr,
-        format!(
-            "derivation {{ name = \"cachecore-e2e-top\"; system = \"x86_64-linux\"; builder = \"/bin/sh\"; \
-             args = [ \"-c\" \"echo {big} > $out\" ]; }}"
-        ),
-    )
-    .unwrap();
-    let top = nix(
-        "nix-build",
-        &[
-            path_str(&expr),
-            "--no-out-link",
-            "--option",
-            "substituters",
-            "",
-        ],
-    );
-    let top = top.trim().to_owned();
-    let cache = tmp.path().join("cache");
-    for delay_ms in [150u64, 400, 900] {
-        let mut child = cachecore_command()
-            .args([
-                "push",
-                &cache_url(&cache),
-                &top,
-                "--compression",
-                "xz",
-                "--jobs",
-                "1",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
-        assert_closed(&cache);
-    }
-    // Running it again finishes what is missing, and the result is whole.
-    cachecore_ok(&["push", &cache_url(&cache), &top], b"");
-    assert_closed(&cache);
-    cachecore_ok(&["verify", &cache_url(&cache)], b"");
-    let _: PathBuf = cache;
 }
 
 #[test]

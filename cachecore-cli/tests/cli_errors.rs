@@ -839,46 +839,51 @@ fn malformed_narinfos_are_errors_not_panics() {
     let good = NarInfo::parse(GOOD_NARINFO).unwrap();
     assert_eq!(good.to_string(), GOOD_NARINFO);
 
-    let mut bad: Vec<(String, String)> = vec![
-        ("empty".into(), String::new()),
-        ("blank lines".into(), "\n\n\n".into()),
-        ("no colon".into(), replace_line("URL", "URL nar/x.nar")),
-        ("missing StorePath".into(), without_line("StorePath")),
-        ("missing URL".into(), without_line("URL")),
-        ("missing NarHash".into(), without_line("NarHash")),
-        ("missing NarSize".into(), without_line("NarSize")),
-        ("StorePath not a path".into(), replace_line("StorePath", "StorePath: hello")),
-        ("StorePath short hash".into(), replace_line("StorePath", "StorePath: /nix/store/abc-app")),
-        ("StorePath bad hash char".into(), replace_line("StorePath", "StorePath: /nix/store/es8bajs33aqk7cqm4lcxbnzlzdnyhwic-app")),
-        ("StorePath bad name".into(), replace_line("StorePath", "StorePath: /nix/store/fs8bajs33aqk7cqm4lcxbnzlzdnyhwic-a{p}p")),
-        ("StorePath empty name".into(), replace_line("StorePath", "StorePath: /nix/store/fs8bajs33aqk7cqm4lcxbnzlzdnyhwic-")),
-        ("NarHash unknown algo".into(), replace_line("NarHash", "NarHash: sha999:0k6akix1i69mljniibjkq4ry7gn9zhwz5iiq3rapfplgnxwz994c")),
-        ("NarHash short".into(), replace_line("NarHash", "NarHash: sha256:0k6akix")),
-        ("NarHash bad char".into(), replace_line("NarHash", "NarHash: sha256:ek6akix1i69mljniibjkq4ry7gn9zhwz5iiq3rapfplgnxwz994c")),
-        ("NarHash empty".into(), replace_line("NarHash", "NarHash: ")),
-        ("NarSize negative".into(), replace_line("NarSize", "NarSize: -1")),
-        ("NarSize fraction".into(), replace_line("NarSize", "NarSize: 1.5")),
-        ("NarSize overflow".into(), replace_line("NarSize", "NarSize: 18446744073709551616")),
-        ("NarSize empty".into(), replace_line("NarSize", "NarSize:")),
-        ("FileSize text".into(), replace_line("FileSize", "FileSize: big")),
-        ("FileHash bad".into(), replace_line("FileHash", "FileHash: sha256:!!")),
-        ("duplicate StorePath".into(), format!("{GOOD_NARINFO}StorePath: /nix/store/fs8bajs33aqk7cqm4lcxbnzlzdnyhwic-app\n")),
-        ("duplicate NarHash".into(), format!("{GOOD_NARINFO}NarHash: sha256:0k6akix1i69mljniibjkq4ry7gn9zhwz5iiq3rapfplgnxwz994c\n")),
-        ("bad reference".into(), replace_line("References", "References: not-a-store-path")),
-        ("full path reference".into(), replace_line("References", "References: /nix/store/dlhhly0yxixif2c1zvnncbxl990msjq3-liba")),
-        ("bad deriver".into(), replace_line("Deriver", "Deriver: x")),
-        ("CA garbage".into(), format!("{GOOD_NARINFO}CA: bogus:xyz\n")),
+    // (what, narinfo, what the error must say: the field it names)
+    let mut bad: Vec<(String, String, &str)> = vec![
+        ("empty".into(), String::new(), "required field StorePath is missing"),
+        ("blank lines".into(), "\n\n\n".into(), "required field StorePath is missing"),
+        ("no colon".into(), replace_line("URL", "URL nar/x.nar"), "\"URL nar/x.nar\" is not a `Key: value` line"),
+        ("missing StorePath".into(), without_line("StorePath"), "required field StorePath is missing"),
+        ("missing URL".into(), without_line("URL"), "required field URL is missing"),
+        ("missing NarHash".into(), without_line("NarHash"), "required field NarHash is missing"),
+        ("missing NarSize".into(), without_line("NarSize"), "required field NarSize is missing"),
+        ("StorePath not a path".into(), replace_line("StorePath", "StorePath: hello"), "field StorePath"),
+        ("StorePath short hash".into(), replace_line("StorePath", "StorePath: /nix/store/abc-app"), "field StorePath"),
+        ("StorePath bad hash char".into(), replace_line("StorePath", "StorePath: /nix/store/es8bajs33aqk7cqm4lcxbnzlzdnyhwic-app"), "field StorePath"),
+        ("StorePath bad name".into(), replace_line("StorePath", "StorePath: /nix/store/fs8bajs33aqk7cqm4lcxbnzlzdnyhwic-a{p}p"), "field StorePath"),
+        ("StorePath empty name".into(), replace_line("StorePath", "StorePath: /nix/store/fs8bajs33aqk7cqm4lcxbnzlzdnyhwic-"), "field StorePath"),
+        ("NarHash unknown algo".into(), replace_line("NarHash", "NarHash: sha999:0k6akix1i69mljniibjkq4ry7gn9zhwz5iiq3rapfplgnxwz994c"), "field NarHash"),
+        ("NarHash short".into(), replace_line("NarHash", "NarHash: sha256:0k6akix"), "field NarHash"),
+        ("NarHash bad char".into(), replace_line("NarHash", "NarHash: sha256:ek6akix1i69mljniibjkq4ry7gn9zhwz5iiq3rapfplgnxwz994c"), "field NarHash"),
+        ("NarHash empty".into(), replace_line("NarHash", "NarHash: "), "field NarHash"),
+        ("NarSize negative".into(), replace_line("NarSize", "NarSize: -1"), "field NarSize"),
+        ("NarSize fraction".into(), replace_line("NarSize", "NarSize: 1.5"), "field NarSize"),
+        ("NarSize overflow".into(), replace_line("NarSize", "NarSize: 18446744073709551616"), "field NarSize"),
+        ("NarSize empty".into(), replace_line("NarSize", "NarSize:"), "field NarSize"),
+        ("FileSize text".into(), replace_line("FileSize", "FileSize: big"), "field FileSize"),
+        ("FileHash bad".into(), replace_line("FileHash", "FileHash: sha256:!!"), "field FileHash"),
+        ("duplicate StorePath".into(), format!("{GOOD_NARINFO}StorePath: /nix/store/fs8bajs33aqk7cqm4lcxbnzlzdnyhwic-app\n"), "field StorePath appears twice"),
+        ("duplicate NarHash".into(), format!("{GOOD_NARINFO}NarHash: sha256:0k6akix1i69mljniibjkq4ry7gn9zhwz5iiq3rapfplgnxwz994c\n"), "field NarHash appears twice"),
+        ("bad reference".into(), replace_line("References", "References: not-a-store-path"), "field References"),
+        ("full path reference".into(), replace_line("References", "References: /nix/store/dlhhly0yxixif2c1zvnncbxl990msjq3-liba"), "field References"),
+        ("bad deriver".into(), replace_line("Deriver", "Deriver: x"), "field Deriver"),
+        ("CA garbage".into(), format!("{GOOD_NARINFO}CA: bogus:xyz\n"), "field CA"),
     ];
     bad.push((
         "a 4 MiB line".into(),
         format!("StorePath: {}\n", "x".repeat(4 << 20)),
+        "line 1: field StorePath",
     ));
-    for (what, text) in &bad {
+    for (what, text, needle) in &bad {
         let result = std::panic::catch_unwind(|| NarInfo::parse(text));
         match result {
             Err(_) => panic!("NarInfo::parse panicked on a narinfo with {what}"),
             Ok(Ok(info)) => panic!("NarInfo::parse accepted a narinfo with {what}: {info:?}"),
-            Ok(Err(e)) => assert!(!e.to_string().is_empty()),
+            Ok(Err(e)) => assert!(
+                e.to_string().contains(needle),
+                "the error for a narinfo with {what} does not say {needle:?}: {e}"
+            ),
         }
     }
     assert!(NarInfo::parse_bytes(b"StorePath: /nix/store/\xff\xfe-x\nURL: x\n").is_err());
@@ -978,14 +983,24 @@ fn mutated_narinfos_never_panic_and_reprint_stably() {
             &format!("lines {i} and {} swapped", (i + 3) % lines.len()),
         );
     }
+    // Random bytes, as bytes and as text (lossily: every seed runs), and random lines of
+    // narinfo-like text (field names, colons, hashes' characters).
+    let words = [
+        "StorePath: ", "URL: ", "NarHash: ", "NarSize: ", "References: ", "Sig: ", "CA: ",
+        "/nix/store/", "sha256:", "fs8bajs33aqk7cqm4lcxbnzlzdnyhwic-app", "\n", ":", " ", "0",
+    ];
     for seed in 0..200u64 {
         let noise = pseudo_random_bytes(200, seed);
-        if let Ok(s) = std::str::from_utf8(&noise) {
-            check(s, "random bytes");
-        }
-        let _ = std::panic::catch_unwind(|| NarInfo::parse_bytes(&noise)).unwrap_or_else(|_| {
+        let parsed = std::panic::catch_unwind(|| NarInfo::parse_bytes(&noise)).unwrap_or_else(|_| {
             panic!("NarInfo::parse_bytes panicked on random bytes (seed {seed})")
         });
+        assert!(parsed.is_err(), "random bytes (seed {seed}) parsed as a narinfo");
+        check(&String::from_utf8_lossy(&noise), &format!("random bytes (seed {seed})"));
+        let mut rng = Xorshift::new(seed);
+        let text: String = (0..40)
+            .map(|_| words[rng.below(words.len() as u64) as usize])
+            .collect();
+        check(&text, &format!("random narinfo words (seed {seed})"));
     }
     let problems = problems.into_inner();
     assert!(

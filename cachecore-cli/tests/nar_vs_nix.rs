@@ -254,14 +254,6 @@ fn compare_streams(expected: &mut Child, actual: &mut Child, what: &str) -> u64 
     }
 }
 
-fn peak_rss_kib(time_output: &Path) -> u64 {
-    let text = fs::read_to_string(time_output).unwrap();
-    text.lines()
-        .last()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or_else(|| panic!("cannot read GNU time's output: {text:?}"))
-}
-
 #[test]
 fn sparse_multi_gib_file_streams_like_nix_in_bounded_memory() {
     let dir = tempdir();

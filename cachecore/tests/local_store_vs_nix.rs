@@ -14,69 +14,23 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io;
 use std::io::{Read as _, Write as _};
-use std::os::unix::fs::{symlink, PermissionsExt as _};
+use std::os::unix::fs::symlink;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cachecore::hash::Hash;
 use cachecore::local_store::{LocalStore, LocalStoreError, PathInfo, Source};
 use cachecore::store_path::{StoreDir, StorePath};
 use tempfile::TempDir;
 
-// ---------------------------------------------------------------------------------------------
-// Running Nix
-// ---------------------------------------------------------------------------------------------
+mod common;
 
-fn nix_command(program: &str) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.env("NIX_REMOTE", "local");
-    if program == "nix" {
-        cmd.args(["--extra-experimental-features", "nix-command"]);
-    }
-    cmd
-}
-
-/// Runs a Nix program that must succeed and returns its stdout without the final newline.
-/// A missing program fails the test with a clear message.
-fn nix(program: &str, args: &[&str]) -> String {
-    let out = match nix_command(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
-            "these tests need real Nix, but `{program}` was not found on PATH ({e}); \
-             install it with `apt-get install -y nix-bin` (Debian's Nix 2.8)"
-        ),
-        Err(e) => panic!("cannot run `{program}`: {e}"),
-    };
-    assert!(
-        out.status.success(),
-        "`{program} {}` failed ({}):\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim_end_matches('\n')
-        .to_owned()
-}
-
-/// A fresh world-readable directory under /tmp (Nix builders run as nixbld users).
-fn tempdir() -> TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("cachecore-local-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
+use common::wire::{read_word, wire_string, words, STDERR_LAST, STDERR_NEXT, WORKER_MAGIC_1, WORKER_MAGIC_2};
+use common::{build_closure_expr, nix, nix_command, nonce, tempdir, NixDaemon};
 
 fn store_path(full: &str) -> StorePath {
     StoreDir::default()
@@ -107,54 +61,12 @@ fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let dir = tempdir();
-        let nonce = format!(
-            "{}-{}",
-            std::process::id(),
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        );
-        let expr = dir.path().join("closure.nix");
-        fs::write(
-            &expr,
-            format!(
-                r#"let mk = name: deps: derivation {{
-  inherit name; system = "x86_64-linux"; builder = "/bin/sh";
-  nonce = "{nonce}";
-  args = [ "-c" ''
-    /bin/mkdir -p $out/bin
-    for d in ${{toString deps}}; do echo "$d" >> $out/deps; done
-    echo ${{name}} > $out/bin/${{name}}; /bin/chmod +x $out/bin/${{name}}
-    /bin/ln -s ../deps $out/bin/link
-    echo building ${{name}}
-  '' ]; }};
-  a = mk "cachecore-local-liba" []; b = mk "cachecore-local-libb" [ a ];
-in mk "cachecore-local-app" [ a b ]
-"#
-            ),
-        )
-        .unwrap();
-        fs::set_permissions(&expr, fs::Permissions::from_mode(0o644)).unwrap();
-        let expr_s = expr.to_str().unwrap();
-        let result = dir.path().join("result");
-        let app = nix(
-            "nix-build",
-            &[
-                expr_s,
-                "-o",
-                result.to_str().unwrap(),
-                "--option",
-                "substituters",
-                "",
-            ],
-        );
-        let drv = nix("nix-instantiate", &[expr_s]);
+        let built = build_closure_expr(dir.path(), "cachecore-local", Some(&nonce()));
         Fixture {
             dir: dir.path().to_owned(),
             _dir: dir,
-            app,
-            drv,
+            app: built.app,
+            drv: built.drv,
         }
     })
 }
@@ -192,69 +104,20 @@ fn assert_sources_agree(results: &[(&str, Vec<PathInfo>)]) {
 // A private Nix daemon
 // ---------------------------------------------------------------------------------------------
 
-/// A real `nix-daemon` listening on a socket of its own, killed when dropped.
-///
-/// Nix 2.8 takes the socket path from `NIX_DAEMON_SOCKET_PATH` (checked by hand before this
-/// was written: `nix-daemon` creates the socket there, and `nix-store` with
-/// `NIX_REMOTE=unix://PATH` talks to it). The daemon must use the store directly
-/// (`NIX_REMOTE=local`): with `daemon` it would forward each connection to a daemon, itself.
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    _dir: TempDir,
-}
+/// A real `nix-daemon` on a socket of the test's own, and a `LocalStore` reading through it.
+struct Daemon(NixDaemon);
 
 impl Daemon {
     fn start() -> Daemon {
-        let dir = tempdir();
-        let socket = dir.path().join("socket");
-        let mut child = match Command::new("nix-daemon")
-            .env("NIX_REMOTE", "local")
-            .env("NIX_DAEMON_SOCKET_PATH", &socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) => panic!(
-                "these tests need a real Nix daemon, but `nix-daemon` cannot be run ({e}); \
-                 install it with `apt-get install -y nix-bin` (Debian's Nix 2.8)"
-            ),
-        };
-        // Ready once a connection is accepted (the socket file exists a moment before).
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(&socket).is_err() {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "nix-daemon exited before listening on {}: {status}",
-                    socket.display()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nix-daemon did not listen on {} within 20 s",
-                socket.display()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-        Daemon {
-            child,
-            socket,
-            _dir: dir,
-        }
+        Daemon(NixDaemon::start())
+    }
+
+    fn socket(&self) -> &Path {
+        self.0.socket()
     }
 
     fn store(&self) -> LocalStore {
-        LocalStore::open_with(StoreDir::default(), Source::Daemon(self.socket.clone())).unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // The per-connection processes it forked end when their clients hang up.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        LocalStore::open_with(StoreDir::default(), Source::Daemon(self.socket().to_owned())).unwrap()
     }
 }
 
@@ -457,8 +320,8 @@ fn resolve_follows_result_symlinks_into_the_store() {
     let fx = fixture();
     let app = store_path(&fx.app);
     // A chain: link2 -> link1 (relative) -> result -> /nix/store/…-app.
-    symlink("result", fx.dir.join("link1")).ok();
-    symlink(fx.dir.join("link1"), fx.dir.join("link2")).ok();
+    symlink("result", fx.dir.join("link1")).unwrap();
+    symlink(fx.dir.join("link1"), fx.dir.join("link2")).unwrap();
     let daemon = Daemon::start();
     for (how, store) in all_stores(&daemon) {
         for arg in [
@@ -593,10 +456,7 @@ fn database_reads_while_nix_writes() {
     // Nix registering new paths meanwhile (each toFile is a write transaction).
     let dir = tempdir();
     let expr = dir.path().join("many.nix");
-    let nonce = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let nonce = nonce();
     fs::write(
         &expr,
         format!(
@@ -631,15 +491,38 @@ fn database_reads_while_nix_writes() {
 }
 
 /// A closure of 1,000 paths with real references (`builtins.toFile` files referring to each
-/// other; no builds needed) comes back in well under 100 ms from the database, and from one
-/// `nix path-info` process otherwise.
+/// other; no builds needed) is the same from the database, the daemon and one `nix path-info`
+/// process, references first. (How fast each source is: `cargo bench --bench closure`.)
 #[test]
-fn closure_of_a_thousand_paths_is_fast() {
+fn closure_of_a_thousand_paths_agrees_across_sources() {
     let dir = tempdir();
-    let expr = dir.path().join("thousand.nix");
-    // File i refers to i-1 and i/2 (a lazy list refers to itself, so each file is made once);
-    // a derivation refers to the last one. `nix-instantiate` (not `--eval`, which is read-only)
-    // writes the files and the .drv: a closure of 1,001 paths.
+    let root = instantiate_thousand_files(dir.path());
+    let want: BTreeSet<String> = nix("nix-store", &["-qR", &root])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(want.len(), 1001);
+
+    let roots = [store_path(&root)];
+    let infos = db_store().closure(&roots).unwrap();
+    assert_eq!(
+        infos.iter().map(|i| full(&i.path)).collect::<BTreeSet<_>>(),
+        want
+    );
+    assert_references_first("database", &infos);
+    let from_nix = command_store().closure(&roots).unwrap();
+    assert_eq!(from_nix, infos, "database and nix command disagree");
+    let daemon = Daemon::start();
+    let from_daemon = daemon.store().closure(&roots).unwrap();
+    assert_eq!(from_daemon, infos, "database and daemon disagree");
+}
+
+/// Writes and instantiates 1,000 `builtins.toFile` files, file i referring to i-1 and i/2 (a
+/// lazy list refers to itself, so each file is made once), and a derivation referring to the
+/// last one: a closure of 1,001 paths. Returns the derivation's path. `nix-instantiate` (not
+/// `--eval`, which is read-only) writes the files and the .drv.
+fn instantiate_thousand_files(dir: &Path) -> String {
+    let expr = dir.join("thousand.nix");
     fs::write(
         &expr,
         r#"let
@@ -654,111 +537,13 @@ in derivation {
 "#,
     )
     .unwrap();
-    let root = nix("nix-instantiate", &[expr.to_str().unwrap()]);
-    let want: BTreeSet<String> = nix("nix-store", &["-qR", &root])
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(want.len(), 1001);
-
-    let store = db_store();
-    let roots = [store_path(&root)];
-    // (The warm-up run warms the page cache and the statement cache.)
-    let (infos, best) = best_of(5, || store.closure(&roots).unwrap());
-    assert_eq!(
-        infos.iter().map(|i| full(&i.path)).collect::<BTreeSet<_>>(),
-        want
-    );
-    assert_references_first("database", &infos);
-
-    let t = Instant::now();
-    let from_nix = command_store().closure(&roots).unwrap();
-    let nix_time = t.elapsed();
-    assert_eq!(from_nix, infos, "database and nix command disagree");
-
-    let daemon = Daemon::start();
-    let (from_daemon, daemon_best) = best_of(5, || daemon.store().closure(&roots).unwrap());
-    assert_eq!(from_daemon, infos, "database and daemon disagree");
-    eprintln!(
-        "closure of 1001 paths: database {best:?}, daemon {daemon_best:?} (connecting \
-         included), one nix path-info process {nix_time:?}"
-    );
-    assert!(
-        best < Duration::from_millis(100),
-        "closure of 1000 paths took {best:?}"
-    );
-    // A round trip per level of the walk, and this graph is nearly a chain.
-    assert!(
-        daemon_best < Duration::from_secs(1),
-        "closure of 1000 paths through the daemon took {daemon_best:?}"
-    );
-}
-
-/// Runs `f` once to warm up, then `runs` times, and returns its last result and the shortest
-/// time.
-fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (T, Duration) {
-    let mut out = f();
-    let mut best = Duration::MAX;
-    for _ in 0..runs {
-        let t = Instant::now();
-        out = f();
-        best = best.min(t.elapsed());
-    }
-    (out, best)
-}
-
-/// The closure `benches/push-vs-nix.sh` pushes (1,000 `builtins.toFile` files, each referring
-/// to the one before: a chain, the worst case for pipelining), read through the daemon and
-/// from the database: the figures quoted for the daemon source.
-#[test]
-fn bench_closure_through_the_daemon_and_the_database() {
-    let dir = tempdir();
-    let expr = dir.path().join("many.nix");
-    fs::write(
-        &expr,
-        r#"let step = prev: i: builtins.toFile "cachecore-bench-${toString i}" "${toString i} ${prev}";
-in builtins.foldl' step "start" (builtins.genList (i: i) 1000)
-"#,
-    )
-    .unwrap();
-    let out = nix(
-        "nix-instantiate",
-        &["--eval", "--read-write-mode", expr.to_str().unwrap()],
-    );
-    let root = out
-        .trim_matches('"')
-        .split(' ')
-        .next_back()
-        .unwrap()
-        .to_owned();
-    let roots = [store_path(&root)];
-    let db = db_store();
-    let (from_db, db_time) = best_of(5, || db.closure(&roots).unwrap());
-    assert_eq!(from_db.len(), 1000);
-    let daemon = Daemon::start();
-    let store = daemon.store();
-    let (from_daemon, daemon_time) = best_of(5, || store.closure(&roots).unwrap());
-    assert_eq!(from_daemon, from_db, "database and daemon disagree");
-    let (_, connect_time) = best_of(5, || daemon.store());
-    eprintln!(
-        "closure of the 1,000-path bench chain: database {db_time:?}, daemon {daemon_time:?} \
-         on an open connection ({:.1}x the database), connecting and greeting the daemon \
-         {connect_time:?}",
-        daemon_time.as_secs_f64() / db_time.as_secs_f64()
-    );
-    assert!(
-        daemon_time < Duration::from_secs(1),
-        "the bench closure through the daemon took {daemon_time:?}"
-    );
+    nix("nix-instantiate", &[expr.to_str().unwrap()])
 }
 
 #[test]
-fn open_prefers_the_database_and_errors_name_the_file() {
-    // As root with NIX_REMOTE=local the database is readable, so open() uses it.
-    if matches!(std::env::var("NIX_REMOTE").as_deref(), Ok("local") | Err(_)) {
-        let store = LocalStore::open(StoreDir::default()).unwrap();
-        assert_eq!(store.source(), Source::Database(Source::default_database()));
-    }
+fn a_database_that_cannot_be_opened_is_an_error_naming_the_file() {
+    // (Which source `open` picks for each NIX_REMOTE, the database included, is
+    // open_picks_the_database_then_the_daemon_then_nix.)
     let dir = tempdir();
     let missing = dir.path().join("db.sqlite");
     let err =
@@ -793,10 +578,10 @@ fn open_daemon(socket: &Path) -> Result<LocalStore, LocalStoreError> {
 fn the_daemon_says_what_it_is() {
     let daemon = Daemon::start();
     let store = daemon.store();
-    assert_eq!(store.source(), Source::Daemon(daemon.socket.clone()));
+    assert_eq!(store.source(), Source::Daemon(daemon.socket().to_owned()));
     assert_eq!(
         store.source().to_string(),
-        format!("the Nix daemon at {}", daemon.socket.display())
+        format!("the Nix daemon at {}", daemon.socket().display())
     );
     let info = store.daemon_info().unwrap().unwrap();
     let version = nix("nix-daemon", &["--version"]); // "nix-daemon (Nix) 2.8.0"
@@ -813,7 +598,7 @@ fn a_daemon_error_is_quoted_in_one_sentence() {
     let daemon = Daemon::start();
     let other = StoreDir::new("/tmp/cachecore-not-the-store");
     let store =
-        LocalStore::open_with(other.clone(), Source::Daemon(daemon.socket.clone())).unwrap();
+        LocalStore::open_with(other.clone(), Source::Daemon(daemon.socket().to_owned())).unwrap();
     let path = StorePath::from_base_name("00000000000000000000000000000000-x").unwrap();
     let full = other.full_path(&path);
     for _ in 0..2 {
@@ -825,7 +610,7 @@ fn a_daemon_error_is_quoted_in_one_sentence() {
             format!(
                 "is-valid-path {full} with the Nix daemon at {} failed: the daemon says: \
                  path '{full}' is not in the Nix store",
-                daemon.socket.display()
+                daemon.socket().display()
             )
         );
     }
@@ -880,30 +665,9 @@ fn fake_daemon(
     })
 }
 
-// The test's own spelling of the wire format (little-endian words; strings padded to 8).
-const WORKER_MAGIC_2: u64 = 0x6478_696f;
-const STDERR_LAST: u64 = 0x616c_7473;
-
-fn words(ws: &[u64]) -> Vec<u8> {
-    ws.iter().flat_map(|w| w.to_le_bytes()).collect()
-}
-
-fn wire_string(s: &str) -> Vec<u8> {
-    let mut b = words(&[s.len() as u64]);
-    b.extend_from_slice(s.as_bytes());
-    b.resize(b.len().next_multiple_of(8), 0);
-    b
-}
-
-fn read_word(s: &mut UnixStream) -> u64 {
-    let mut w = [0u8; 8];
-    s.read_exact(&mut w).unwrap();
-    u64::from_le_bytes(w)
-}
-
 /// The daemon's side of a protocol 1.34 handshake, as Nix 2.8 does it.
 fn fake_handshake(s: &mut UnixStream) {
-    assert_eq!(read_word(s), 0x6e69_7863, "the client's magic number");
+    assert_eq!(read_word(s), WORKER_MAGIC_1, "the client's magic number");
     let mut hello = words(&[WORKER_MAGIC_2, 1 << 8 | 34]);
     hello.extend(wire_string("2.8.0"));
     hello.extend(words(&[STDERR_LAST]));
@@ -978,7 +742,7 @@ fn a_daemon_that_misbehaves_mid_reply_is_one_clear_sentence_then_reconnected() {
             1 => {
                 assert_eq!(op, 26, "QueryPathInfo");
                 // A log line, then the connection ends in the middle of the reply.
-                let mut b = words(&[0x6f6c_6d67]);
+                let mut b = words(&[STDERR_NEXT]);
                 b.extend(wire_string("querying"));
                 b.extend(words(&[STDERR_LAST, 1]));
                 b.extend(&wire_string("")[..8]);
@@ -1024,7 +788,7 @@ fn a_daemon_that_misbehaves_mid_reply_is_one_clear_sentence_then_reconnected() {
 #[test]
 fn open_picks_the_database_then_the_daemon_then_nix() {
     let daemon = Daemon::start();
-    let socket = daemon.socket.to_str().unwrap();
+    let socket = daemon.socket().to_str().unwrap();
     let no_state = tempdir(); // a state directory without a database
     let db = Source::default_database();
     let via_daemon = format!("source: the Nix daemon at {socket}\nvalid: false");
@@ -1035,6 +799,12 @@ fn open_picks_the_database_then_the_daemon_then_nix() {
     // (NIX_REMOTE, NIX_DAEMON_SOCKET_PATH, a readable database?, what the probe prints)
     let cases: Vec<(String, Option<&str>, bool, String)> = vec![
         // The database first whenever it can be read.
+        (
+            "local".into(),
+            Some(socket),
+            true,
+            format!("source: the Nix database {}\nvalid: false", db.display()),
+        ),
         (
             "daemon".into(),
             Some(socket),

@@ -10,55 +10,15 @@ use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::Command;
 
 use cachecore::hash::{Hash, HashAlgo};
 use cachecore::nar::{self, Listing, ListingNode};
 use cachecore::narinfo::NarInfo;
 use cachecore::seekable::{SeekTable, SeekableOptions, SeekableWriter};
 
-fn nix(program: &str, args: &[&str]) -> String {
-    let mut cmd = Command::new(program);
-    cmd.env("NIX_REMOTE", "local");
-    if program == "nix" {
-        cmd.args(["--extra-experimental-features", "nix-command"]);
-    }
-    cmd.args(args);
-    let out = match cmd.output() {
-        Ok(out) => out,
-        Err(e) => panic!(
-            "this test needs real Nix, but `{program}` cannot be run ({e}); \
-             install it with `apt-get install -y nix-bin`"
-        ),
-    };
-    assert!(
-        out.status.success(),
-        "`{program} {}` failed ({}):\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
-}
+mod common;
 
-/// Deterministic bytes: half incompressible, half text, so frames differ in ratio.
-fn contents(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(len + 64);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        let v = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        if (out.len() / 4096) % 2 == 0 {
-            out.extend_from_slice(&v.to_le_bytes());
-        } else {
-            out.extend_from_slice(format!("line {} of {seed}\n", v % 1000).as_bytes());
-        }
-    }
-    out.truncate(len);
-    out
-}
+use common::{mixed_bytes as contents, nix, tempdir};
 
 fn make_fixture(root: &Path) {
     fs::create_dir_all(root.join("lib/sub")).unwrap();
@@ -110,11 +70,7 @@ fn seekable_compress(nar_bytes: &[u8]) -> (Vec<u8>, SeekTable) {
 
 #[test]
 fn nix_substitutes_a_seekable_nar() {
-    let tmp = tempfile::Builder::new()
-        .prefix("cachecore-seekable-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let tmp = tempdir();
     let src = tmp.path().join("seekable-fixture");
     make_fixture(&src);
     let store_path = nix("nix-store", &["--add", src.to_str().unwrap()]);

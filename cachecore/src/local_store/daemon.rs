@@ -722,13 +722,7 @@ mod tests {
         }
     }
 
-    fn words(ws: &[u64]) -> Vec<u8> {
-        let mut b = Vec::new();
-        for &w in ws {
-            put_u64(&mut b, w);
-        }
-        b
-    }
+    use cachecore_testkit::wire::words;
 
     fn s(b: &mut Vec<u8>, text: &str) {
         put_bytes(b, text.as_bytes());

@@ -558,8 +558,17 @@ mod tests {
         assert_eq!(fs::read(&src).unwrap(), fs::read(&dest).unwrap());
         let m = fs::metadata(&dest).unwrap();
         assert_eq!(m.len(), 64 << 20);
-        // Holes, where the filesystem supports them.
-        assert!(m.blocks() * 512 < 1 << 20, "{} blocks", m.blocks());
+        // Holes: only on a filesystem that keeps them, which `src` (made with set_len, a hole
+        // wherever the filesystem allows one) shows.
+        let holes_kept = fs::metadata(&src).unwrap().blocks() * 512 < 1 << 20;
+        if holes_kept {
+            assert!(m.blocks() * 512 < 1 << 20, "{} blocks", m.blocks());
+        } else {
+            eprintln!(
+                "sparse_files: {} does not keep holes, so whether unpack made them is not checked",
+                tmp.path().display()
+            );
+        }
     }
 
     #[test]

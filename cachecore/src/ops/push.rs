@@ -47,8 +47,17 @@ pub struct PushOptions {
     pub write_listing: bool,
     /// Upload build logs of the pushed paths' derivations.
     pub logs: bool,
-    /// Threads compressing one NAR's zstd frames.
+    /// Threads compressing one NAR's zstd frames. A large NAR holds at most
+    /// `(compression_threads + 2)` frames of [`seekable::DEFAULT_FRAME_SIZE`] in memory while it
+    /// is compressed, so this (with `jobs`) is what bounds a push's memory.
     pub compression_threads: usize,
+}
+
+impl PushOptions {
+    /// The default [`compression_threads`](Self::compression_threads): one per core, but never
+    /// more than this, so that a push's memory is set by its options and not by the machine it
+    /// runs on (frames in flight per large NAR: at most `(4 + 2) × 4 MiB`).
+    pub const MAX_DEFAULT_COMPRESSION_THREADS: usize = 4;
 }
 
 impl std::fmt::Debug for PushOptions {
@@ -84,7 +93,7 @@ impl Default for PushOptions {
             signers: Vec::new(),
             write_listing: true,
             logs: false,
-            compression_threads: cores,
+            compression_threads: cores.min(Self::MAX_DEFAULT_COMPRESSION_THREADS),
         }
     }
 }

@@ -1,9 +1,6 @@
-//! Helpers for the end-to-end tests: real servers started per test, stopped on drop.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Helpers of the library's end-to-end tests. They live in the dev-only crate
+//! `cachecore-testkit` (shared with the CLI's tests), re-exported here so that test files keep
+//! `mod common;` and paths such as `common::garage::Garage`.
+#![allow(unused_imports)]
 
-pub mod emulators;
-pub mod garage;
-pub mod http_server;
-pub mod net;
-
-pub use net::{free_port, wait_for_port};
+pub use cachecore_testkit::*;

@@ -1,8 +1,9 @@
 //! A private single-node Garage (a real S3-compatible server) per test: temp directories, free
 //! ports, a random RPC secret; layout, bucket and key created; killed on drop.
 //!
-//! Both crates' end-to-end tests use this file (cachecore-cli includes it with `#[path]`, beside
-//! `net.rs`), so it needs only std and `tempfile`.
+//! Garage cannot bind port 0 and report the port (it logs the configured address), so its four
+//! ports come from [`free_ports`](crate::net::free_ports) and a start that lost a port to
+//! another test (its log says a listener failed, or it exits) is retried with other ports.
 //!
 //! The `garage` binary is found as `$GARAGE_BIN`, on `PATH`, or in `~/.cargo/bin`. When it is
 //! missing the test fails (it never skips) with the command that installs it: `.ci/garage`.
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::net::{free_ports, random_hex32, wait_for_port};
+use crate::net::{random_hex32, start_with_free_ports, wait_for_port};
 
 pub const REGION: &str = "garage";
 
@@ -68,8 +69,15 @@ impl Garage {
     /// Starts Garage and prepares bucket `nixcache` with a read-write key.
     pub fn start() -> Garage {
         let bin = garage_bin();
+        let mut g = start_with_free_ports(4, "garage", |ports| Garage::spawn(&bin, ports));
+        g.prepare();
+        g
+    }
+
+    /// Starts the server on `ports` (RPC, S3, admin, web) and waits until it answers; `Err`
+    /// with its log when it could not bind them.
+    fn spawn(bin: &Path, ports: &[u16]) -> Result<Garage, String> {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ports = free_ports(4);
         let (rpc, s3, admin, web) = (ports[0], ports[1], ports[2], ports[3]);
         let config = dir.path().join("garage.toml");
         std::fs::write(
@@ -105,7 +113,7 @@ admin_token = "{token}"
         .expect("write garage.toml");
         let log = std::fs::File::create(dir.path().join("garage.log")).expect("log file");
         let log2 = log.try_clone().expect("dup log");
-        let child = Command::new(&bin)
+        let child = Command::new(bin)
             .arg("-c")
             .arg(&config)
             .arg("server")
@@ -117,7 +125,7 @@ admin_token = "{token}"
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
         let mut g = Garage {
             child,
-            bin,
+            bin: bin.to_owned(),
             config,
             dir,
             endpoint: format!("http://127.0.0.1:{s3}"),
@@ -126,25 +134,43 @@ admin_token = "{token}"
             secret: String::new(),
             web_port: web,
         };
-        g.wait_until_up();
-        let node_id = g.cli_ok(&["node", "id", "-q"]);
+        g.wait_until_up()?;
+        // The listeners are bound as the server starts, before it answers `garage status`; one
+        // that could not bind its port says so in the log.
+        wait_for_port(s3, Duration::from_secs(30), "garage S3 API");
+        wait_for_port(web, Duration::from_secs(30), "garage website endpoint");
+        wait_for_port(admin, Duration::from_secs(30), "garage admin API");
+        g.bind_failure()?;
+        Ok(g)
+    }
+
+    /// `Err(log)` when the log shows a listener that could not bind its port.
+    fn bind_failure(&self) -> Result<(), String> {
+        let log = self.log_tail();
+        if log.contains("Address already in use") || log.contains("server exited with error") {
+            return Err(format!("garage could not bind its ports:\n{log}"));
+        }
+        Ok(())
+    }
+
+    /// Lays out the single node, creates the bucket and a read-write key.
+    fn prepare(&mut self) {
+        let node_id = self.cli_ok(&["node", "id", "-q"]);
         let node = node_id
             .trim()
             .split('@')
             .next()
             .unwrap_or_default()
             .to_owned();
-        g.cli_ok(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
-        g.cli_ok(&["layout", "apply", "--version", "1"]);
-        g.cli_retry(&["bucket", "create", "nixcache"]);
-        let key = g.cli_ok(&["key", "create", "test-key"]);
-        g.key_id = field(&key, "key id").unwrap_or_else(|| panic!("no Key ID in:\n{key}"));
-        g.secret = field(&key, "secret key").unwrap_or_else(|| panic!("no Secret key in:\n{key}"));
-        g.cli_ok(&[
+        self.cli_ok(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+        self.cli_ok(&["layout", "apply", "--version", "1"]);
+        self.cli_retry(&["bucket", "create", "nixcache"]);
+        let key = self.cli_ok(&["key", "create", "test-key"]);
+        self.key_id = field(&key, "key id").unwrap_or_else(|| panic!("no Key ID in:\n{key}"));
+        self.secret = field(&key, "secret key").unwrap_or_else(|| panic!("no Secret key in:\n{key}"));
+        self.cli_ok(&[
             "bucket", "allow", "--read", "--write", "--owner", "nixcache", "--key", "test-key",
         ]);
-        wait_for_port(s3, Duration::from_secs(30), "garage S3 API");
-        g
     }
 
     /// `s3://nixcache[/prefix]?endpoint=..&region=garage`
@@ -170,11 +196,6 @@ admin_token = "{token}"
     pub fn serve_website(&self) -> String {
         self.cli_ok(&["bucket", "website", "--allow", &self.bucket]);
         self.cli_ok(&["bucket", "alias", &self.bucket, "localhost"]);
-        wait_for_port(
-            self.web_port,
-            Duration::from_secs(30),
-            "garage website endpoint",
-        );
         format!("http://localhost:{}", self.web_port)
     }
 
@@ -240,14 +261,17 @@ admin_token = "{token}"
         }
     }
 
-    fn wait_until_up(&mut self) {
+    /// Waits until `garage status` answers; `Err(log)` when the server exited or could not
+    /// bind a port meanwhile.
+    fn wait_until_up(&mut self) -> Result<(), String> {
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("garage server exited ({status}):\n{}", self.log_tail());
+                return Err(format!("garage server exited ({status}):\n{}", self.log_tail()));
             }
+            self.bind_failure()?;
             if self.cli(&["status"]).status.success() {
-                return;
+                return Ok(());
             }
             if start.elapsed() > Duration::from_secs(60) {
                 panic!(

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::net::{free_port, wait_for_port};
+use crate::net::{free_port, wait_for_port};
 
 /// Azurite's well-known development account and key (published by Microsoft for the emulator).
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";

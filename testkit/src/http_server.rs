@@ -1,8 +1,11 @@
 //! A plain HTTP server for a directory (Python's `http.server`, plus `Range:` support as nginx
-//! and S3 have), killed on drop.
+//! and S3 have), killed on drop. It binds port 0 and prints the port it got, so no other test
+//! can take its port between choosing and binding.
 
+use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 /// `SimpleHTTPRequestHandler` answers `Range: bytes=a-b` with the whole file; real cache servers
@@ -29,9 +32,11 @@ class H(http.server.SimpleHTTPRequestHandler):
         self.end_headers()
         import io
         return io.BytesIO(f.read(end - start + 1))
-port, root = int(sys.argv[1]), sys.argv[2]
+root = sys.argv[1]
 os.chdir(root)
-http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(server.server_address[1], flush=True)
+server.serve_forever()
 "#;
 
 pub struct HttpServer {
@@ -40,24 +45,38 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// Serves `dir` on a free port of 127.0.0.1.
+    /// Serves `dir` on a port of 127.0.0.1 the server picked itself.
     pub fn serve(dir: &Path) -> HttpServer {
-        let port = super::free_port();
-        let child = Command::new("python3")
-            .args(["-c", SERVER, &port.to_string()])
+        let mut child = Command::new("python3")
+            .args(["-c", SERVER])
             .arg(dir)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot start python3's http.server (apt-get install python3): {e}")
             });
-        let mut server = HttpServer { child, port };
-        if let Ok(Some(status)) = server.child.try_wait() {
-            panic!("python3 http.server exited at once: {status}");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let read = BufReader::new(stdout).read_line(&mut line);
+            // The receiver may have given up: nothing to do then.
+            let _ = tx.send(read.map(|_| line));
+        });
+        let port = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Ok(line)) => line.trim().parse::<u16>().ok(),
+            _ => None,
+        };
+        let mut server = HttpServer {
+            child,
+            port: port.unwrap_or(0),
+        };
+        if port.is_none() {
+            let status = server.child.try_wait().ok().flatten();
+            panic!("python3 http.server did not say which port it listens on (exit: {status:?})");
         }
-        super::wait_for_port(port, Duration::from_secs(20), "python3 http.server");
         server
     }
 
@@ -68,6 +87,7 @@ impl HttpServer {
 
 impl Drop for HttpServer {
     fn drop(&mut self) {
+        // The server may have died already; killing and reaping it is all that is left to do.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
