@@ -78,23 +78,33 @@ impl ProfileFiles {
     pub(crate) fn load(&self, name: &str) -> Result<Option<AwsProfile>, String> {
         let creds = read_optional(&self.credentials)?;
         let config = read_optional(&self.config)?;
+        self.load_texts(creds.as_deref(), config.as_deref(), name)
+    }
+
+    /// [`load`](Self::load) from the two files' contents (`None`: that file does not exist).
+    pub(crate) fn load_texts(
+        &self,
+        creds: Option<&str>,
+        config: Option<&str>,
+        name: &str,
+    ) -> Result<Option<AwsProfile>, String> {
         let mut profile = AwsProfile::default();
         let mut found = false;
         // ~/.aws/config names sections `[profile NAME]`, except `[default]`.
-        if let Some(text) = &config {
+        if let Some(text) = config {
             let wanted = if name == "default" {
                 vec!["default".to_owned(), "profile default".to_owned()]
             } else {
                 vec![format!("profile {name}")]
             };
-            if let Some(fields) = section(text, &wanted) {
+            if let Some(fields) = section(text, &wanted, name, &self.config)? {
                 found = true;
                 apply(&mut profile, fields);
             }
         }
         // ~/.aws/credentials names sections `[NAME]`; its keys win over the config file's.
-        if let Some(text) = &creds {
-            if let Some(fields) = section(text, &[name.to_owned()]) {
+        if let Some(text) = creds {
+            if let Some(fields) = section(text, &[name.to_owned()], name, &self.credentials)? {
                 found = true;
                 apply(&mut profile, fields);
             }
@@ -110,6 +120,23 @@ impl ProfileFiles {
             self.config.display()
         )
     }
+}
+
+/// The fuzz target `aws_profile`'s entry: profile `name` from the two files' contents, as its
+/// access key id (`Some(None)`: a profile without one).
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_load(
+    creds: Option<&str>,
+    config: Option<&str>,
+    name: &str,
+) -> Result<Option<Option<String>>, String> {
+    let files = ProfileFiles {
+        credentials: PathBuf::from("credentials"),
+        config: PathBuf::from("config"),
+    };
+    files
+        .load_texts(creds, config, name)
+        .map(|p| p.map(|p| p.access_key_id))
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>, String> {
@@ -139,13 +166,21 @@ fn apply(profile: &mut AwsProfile, fields: Vec<(String, String)>) {
     }
 }
 
-/// The `key = value` lines of the first section whose name is one of `names` (INI as the AWS
-/// tools write it: `#`/`;` comments, indented lines belong to a nested block and are skipped).
-fn section(text: &str, names: &[String]) -> Option<Vec<(String, String)>> {
+/// The `key = value` lines of the section whose name is one of `names` (INI as the AWS tools
+/// write it: `#`/`;` comments, indented lines belong to a nested block and are skipped).
+///
+/// A profile whose section appears twice in one file is an error naming both lines: the AWS
+/// CLI refuses such a file, and other tools disagree on which one counts.
+fn section(
+    text: &str,
+    names: &[String],
+    profile: &str,
+    file: &Path,
+) -> Result<Option<Vec<(String, String)>>, String> {
     let mut inside = false;
-    let mut found = false;
+    let mut found_at: Option<usize> = None;
     let mut fields = Vec::new();
-    for raw in text.lines() {
+    for (i, raw) in text.lines().enumerate() {
         let nested = raw.starts_with([' ', '\t']);
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
@@ -158,7 +193,17 @@ fn section(text: &str, names: &[String]) -> Option<Vec<(String, String)>> {
             };
             let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
             inside = names.contains(&name);
-            found |= inside;
+            if inside {
+                if let Some(first) = found_at {
+                    return Err(format!(
+                        "profile {profile:?} is defined twice in {} (lines {} and {})",
+                        file.display(),
+                        first + 1,
+                        i + 1
+                    ));
+                }
+                found_at = Some(i);
+            }
             continue;
         }
         if !inside || nested {
@@ -168,7 +213,7 @@ fn section(text: &str, names: &[String]) -> Option<Vec<(String, String)>> {
             fields.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
         }
     }
-    found.then_some(fields)
+    Ok(found_at.map(|_| fields))
 }
 
 #[cfg(test)]

@@ -266,6 +266,15 @@ fn build_s3(
             b = b.with_config(key, v);
         }
     }
+    // The loop above applies variables in the environment's order; as in the AWS SDKs,
+    // AWS_REGION wins over AWS_DEFAULT_REGION and AWS_ENDPOINT_URL over AWS_ENDPOINT whatever
+    // that order is.
+    if let Some(r) = env_var(env_all, "AWS_REGION") {
+        b = b.with_region(r);
+    }
+    if let Some(e) = env_var(env_all, "AWS_ENDPOINT_URL") {
+        b = b.with_endpoint(e);
+    }
 
     // Profile: explicit ?profile= wins over keys in the environment; AWS_PROFILE or `default`
     // only fill in what the environment does not give.
