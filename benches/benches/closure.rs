@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use cachecore::local_store::{LocalStore, Source};
 use cachecore::store_path::{StoreDir, StorePath};
-use cachecore_testkit::{nix, nix_command, nix_ok, tempdir, NixDaemon};
+use cachecore_testkit::{instantiate_thousand_files, nix, nix_command, nix_ok, tempdir, NixDaemon};
 
 /// Runs `f` once to warm up, then `runs` times; returns its last result and the shortest time.
 fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (T, Duration) {
@@ -32,25 +32,6 @@ fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (T, Duration) {
 
 fn store_path(full: &str) -> StorePath {
     StoreDir::default().parse_path(full).unwrap().to_owned()
-}
-
-fn graph(dir: &Path) -> String {
-    let expr = dir.join("graph.nix");
-    fs::write(
-        &expr,
-        r#"let
-  n = 1000;
-  files = builtins.genList (i: builtins.toFile "cachecore-local-k${toString i}"
-    (if i == 0 then "leaf"
-     else "${builtins.elemAt files (i - 1)} ${builtins.elemAt files (i / 2)}")) n;
-in derivation {
-  name = "cachecore-local-thousand"; system = "x86_64-linux"; builder = "/bin/sh";
-  last = builtins.elemAt files (n - 1);
-}
-"#,
-    )
-    .unwrap();
-    nix("nix-instantiate", &[expr.to_str().unwrap()])
 }
 
 fn chain(dir: &Path) -> String {
@@ -75,20 +56,32 @@ in builtins.foldl' step "start" (builtins.genList (i: i) 1000)
 
 fn measure(label: &str, root: &str, daemon: &NixDaemon) {
     let roots = [store_path(root)];
-    let db = LocalStore::open_with(StoreDir::default(), Source::Database(Source::default_database()))
-        .unwrap();
+    let db = LocalStore::open_with(
+        StoreDir::default(),
+        Source::Database(Source::default_database()),
+    )
+    .unwrap();
     let (from_db, db_time) = best_of(5, || db.closure(&roots).unwrap());
     let through = || {
-        LocalStore::open_with(StoreDir::default(), Source::Daemon(daemon.socket().to_owned()))
-            .unwrap()
+        LocalStore::open_with(
+            StoreDir::default(),
+            Source::Daemon(daemon.socket().to_owned()),
+        )
+        .unwrap()
     };
     let store = through();
     let (from_daemon, daemon_time) = best_of(5, || store.closure(&roots).unwrap());
-    assert_eq!(from_daemon, from_db, "{label}: database and daemon disagree");
+    assert_eq!(
+        from_daemon, from_db,
+        "{label}: database and daemon disagree"
+    );
     let (_, connect_time) = best_of(5, through);
     let cmd = LocalStore::open_with(StoreDir::default(), Source::NixCommand).unwrap();
     let (from_cmd, cmd_time) = best_of(5, || cmd.closure(&roots).unwrap());
-    assert_eq!(from_cmd, from_db, "{label}: database and nix command disagree");
+    assert_eq!(
+        from_cmd, from_db,
+        "{label}: database and nix command disagree"
+    );
     let (_, nix_time) = best_of(5, || {
         nix_ok(
             nix_command("nix").args(["path-info", "--json", "--recursive", root]),
@@ -112,6 +105,6 @@ fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs this too (quickly enough).
     let dir = tempdir();
     let daemon = NixDaemon::start();
-    measure("graph", &graph(dir.path()), &daemon);
+    measure("graph", &instantiate_thousand_files(dir.path()), &daemon);
     measure("chain", &chain(dir.path()), &daemon);
 }

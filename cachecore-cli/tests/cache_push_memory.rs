@@ -40,7 +40,8 @@ fn configured_bound() -> u64 {
         threads <= PushOptions::MAX_DEFAULT_COMPRESSION_THREADS as u64,
         "the default compression threads ({threads}) are not capped"
     );
-    let frames = (PushOptions::MAX_DEFAULT_COMPRESSION_THREADS as u64 + 2) * DEFAULT_FRAME_SIZE as u64;
+    let frames =
+        (PushOptions::MAX_DEFAULT_COMPRESSION_THREADS as u64 + 2) * DEFAULT_FRAME_SIZE as u64;
     frames + BRIDGE + MULTIPART + BASELINE
 }
 

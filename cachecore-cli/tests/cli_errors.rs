@@ -986,16 +986,35 @@ fn mutated_narinfos_never_panic_and_reprint_stably() {
     // Random bytes, as bytes and as text (lossily: every seed runs), and random lines of
     // narinfo-like text (field names, colons, hashes' characters).
     let words = [
-        "StorePath: ", "URL: ", "NarHash: ", "NarSize: ", "References: ", "Sig: ", "CA: ",
-        "/nix/store/", "sha256:", "fs8bajs33aqk7cqm4lcxbnzlzdnyhwic-app", "\n", ":", " ", "0",
+        "StorePath: ",
+        "URL: ",
+        "NarHash: ",
+        "NarSize: ",
+        "References: ",
+        "Sig: ",
+        "CA: ",
+        "/nix/store/",
+        "sha256:",
+        "fs8bajs33aqk7cqm4lcxbnzlzdnyhwic-app",
+        "\n",
+        ":",
+        " ",
+        "0",
     ];
     for seed in 0..200u64 {
         let noise = pseudo_random_bytes(200, seed);
-        let parsed = std::panic::catch_unwind(|| NarInfo::parse_bytes(&noise)).unwrap_or_else(|_| {
-            panic!("NarInfo::parse_bytes panicked on random bytes (seed {seed})")
-        });
-        assert!(parsed.is_err(), "random bytes (seed {seed}) parsed as a narinfo");
-        check(&String::from_utf8_lossy(&noise), &format!("random bytes (seed {seed})"));
+        let parsed =
+            std::panic::catch_unwind(|| NarInfo::parse_bytes(&noise)).unwrap_or_else(|_| {
+                panic!("NarInfo::parse_bytes panicked on random bytes (seed {seed})")
+            });
+        assert!(
+            parsed.is_err(),
+            "random bytes (seed {seed}) parsed as a narinfo"
+        );
+        check(
+            &String::from_utf8_lossy(&noise),
+            &format!("random bytes (seed {seed})"),
+        );
         let mut rng = Xorshift::new(seed);
         let text: String = (0..40)
             .map(|_| words[rng.below(words.len() as u64) as usize])

@@ -29,8 +29,12 @@ use tempfile::TempDir;
 
 mod common;
 
-use common::wire::{read_word, wire_string, words, STDERR_LAST, STDERR_NEXT, WORKER_MAGIC_1, WORKER_MAGIC_2};
-use common::{build_closure_expr, nix, nix_command, nonce, tempdir, NixDaemon};
+use common::wire::{
+    read_word, wire_string, words, STDERR_LAST, STDERR_NEXT, WORKER_MAGIC_1, WORKER_MAGIC_2,
+};
+use common::{
+    build_closure_expr, instantiate_thousand_files, nix, nix_command, nonce, tempdir, NixDaemon,
+};
 
 fn store_path(full: &str) -> StorePath {
     StoreDir::default()
@@ -117,7 +121,11 @@ impl Daemon {
     }
 
     fn store(&self) -> LocalStore {
-        LocalStore::open_with(StoreDir::default(), Source::Daemon(self.socket().to_owned())).unwrap()
+        LocalStore::open_with(
+            StoreDir::default(),
+            Source::Daemon(self.socket().to_owned()),
+        )
+        .unwrap()
     }
 }
 
@@ -515,29 +523,6 @@ fn closure_of_a_thousand_paths_agrees_across_sources() {
     let daemon = Daemon::start();
     let from_daemon = daemon.store().closure(&roots).unwrap();
     assert_eq!(from_daemon, infos, "database and daemon disagree");
-}
-
-/// Writes and instantiates 1,000 `builtins.toFile` files, file i referring to i-1 and i/2 (a
-/// lazy list refers to itself, so each file is made once), and a derivation referring to the
-/// last one: a closure of 1,001 paths. Returns the derivation's path. `nix-instantiate` (not
-/// `--eval`, which is read-only) writes the files and the .drv.
-fn instantiate_thousand_files(dir: &Path) -> String {
-    let expr = dir.join("thousand.nix");
-    fs::write(
-        &expr,
-        r#"let
-  n = 1000;
-  files = builtins.genList (i: builtins.toFile "cachecore-local-k${toString i}"
-    (if i == 0 then "leaf"
-     else "${builtins.elemAt files (i - 1)} ${builtins.elemAt files (i / 2)}")) n;
-in derivation {
-  name = "cachecore-local-thousand"; system = "x86_64-linux"; builder = "/bin/sh";
-  last = builtins.elemAt files (n - 1);
-}
-"#,
-    )
-    .unwrap();
-    nix("nix-instantiate", &[expr.to_str().unwrap()])
 }
 
 #[test]

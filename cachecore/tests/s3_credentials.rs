@@ -76,9 +76,7 @@ fn first_request(
         .build()
         .unwrap();
     // The listener answers 404, so the read succeeds with "no nix-cache-info".
-    let info = rt
-        .block_on(cache.cache_info())
-        .map_err(|e| e.to_string())?;
+    let info = rt.block_on(cache.cache_info()).map_err(|e| e.to_string())?;
     assert!(info.is_none(), "{url}: the listener has no nix-cache-info");
     let requests = server.requests();
     requests
@@ -282,7 +280,11 @@ fn endpoint_precedence() {
 
     first_request(&url_server, &s3_url(&url_server, ""), &home.env(&with_env)).unwrap();
     assert_eq!(
-        (count(&url_server), count(&env_server), count(&profile_server)),
+        (
+            count(&url_server),
+            count(&env_server),
+            count(&profile_server)
+        ),
         (1, 0, 0),
         "?endpoint= wins"
     );
@@ -366,8 +368,8 @@ fn credential_process_and_other_sources_are_refused_by_name() {
         ("role_arn", "role_arn = arn:aws:iam::1:role/x"),
     ] {
         let home = Home::new(None, Some(&format!("[profile p]\n{line}\nregion = r\n")));
-        let err = first_request(&server, &s3_url(&server, "&profile=p"), &home.env(&[]))
-            .unwrap_err();
+        let err =
+            first_request(&server, &s3_url(&server, "&profile=p"), &home.env(&[])).unwrap_err();
         assert!(
             err.contains(&format!("profile \"p\" gets its keys through {key}"))
                 && err.contains("does not support"),
@@ -412,8 +414,12 @@ fn a_profile_defined_twice_in_one_file_is_an_error() {
         ),
         None,
     );
-    let err = first_request(&server, &s3_url(&server, "&profile=ci&region=r"), &home.env(&[]))
-        .unwrap_err();
+    let err = first_request(
+        &server,
+        &s3_url(&server, "&profile=ci&region=r"),
+        &home.env(&[]),
+    )
+    .unwrap_err();
     assert!(
         err.contains(&format!(
             "profile \"ci\" is defined twice in {} (lines 1 and 8)",

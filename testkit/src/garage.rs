@@ -167,7 +167,8 @@ admin_token = "{token}"
         self.cli_retry(&["bucket", "create", "nixcache"]);
         let key = self.cli_ok(&["key", "create", "test-key"]);
         self.key_id = field(&key, "key id").unwrap_or_else(|| panic!("no Key ID in:\n{key}"));
-        self.secret = field(&key, "secret key").unwrap_or_else(|| panic!("no Secret key in:\n{key}"));
+        self.secret =
+            field(&key, "secret key").unwrap_or_else(|| panic!("no Secret key in:\n{key}"));
         self.cli_ok(&[
             "bucket", "allow", "--read", "--write", "--owner", "nixcache", "--key", "test-key",
         ]);
@@ -267,7 +268,10 @@ admin_token = "{token}"
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("garage server exited ({status}):\n{}", self.log_tail()));
+                return Err(format!(
+                    "garage server exited ({status}):\n{}",
+                    self.log_tail()
+                ));
             }
             self.bind_failure()?;
             if self.cli(&["status"]).status.success() {

@@ -12,8 +12,7 @@
 //! - [`rss`]: peak memory of a child through GNU time;
 //! - [`capture`]: an HTTP listener recording what a client sends (no server behind it);
 //! - [`net`], [`garage`], [`emulators`], [`http_server`]: servers on loopback (a private Garage,
-//!   Azurite and fake-gcs-server, a
-//!   directory over HTTP with `Range:` support), each on ports no other test holds.
+//!   Azurite, a directory over HTTP with `Range:` support), on ports chosen as [`net`] says.
 //!
 //! A missing tool (Nix, Garage, python3, GNU time) fails the test with the command that installs
 //! it; nothing here skips.
@@ -24,9 +23,9 @@
     missing_debug_implementations
 )]
 
+pub mod capture;
 pub mod data;
 pub mod emulators;
-pub mod capture;
 pub mod garage;
 pub mod http_server;
 pub mod nar;

@@ -118,4 +118,3 @@ pub fn small_valid_nar() -> Vec<u8> {
         .end_dir()
         .finish()
 }
-

@@ -395,3 +395,27 @@ impl Drop for NixDaemon {
         let _ = self.child.wait();
     }
 }
+
+/// Writes and instantiates 1,000 `builtins.toFile` files, file i referring to i-1 and i/2 (a
+/// lazy list refers to itself, so each file is made once), and a derivation referring to the
+/// last one: a closure of 1,001 paths with real references and no builds. Returns the
+/// derivation's path. `nix-instantiate` (not `--eval`, which is read-only) writes the files and
+/// the .drv.
+pub fn instantiate_thousand_files(dir: &Path) -> String {
+    let expr = dir.join("thousand.nix");
+    fs::write(
+        &expr,
+        r#"let
+  n = 1000;
+  files = builtins.genList (i: builtins.toFile "cachecore-local-k${toString i}"
+    (if i == 0 then "leaf"
+     else "${builtins.elemAt files (i - 1)} ${builtins.elemAt files (i / 2)}")) n;
+in derivation {
+  name = "cachecore-local-thousand"; system = "x86_64-linux"; builder = "/bin/sh";
+  last = builtins.elemAt files (n - 1);
+}
+"#,
+    )
+    .unwrap();
+    nix("nix-instantiate", &[path_str(&expr)])
+}

@@ -17,8 +17,12 @@ pub fn gnu_time() -> &'static str {
 
 /// The peak RSS in KiB that `gnu_time -f %M -o FILE` wrote to `time_output`.
 pub fn peak_rss_kib(time_output: &Path) -> u64 {
-    let text = fs::read_to_string(time_output)
-        .unwrap_or_else(|e| panic!("cannot read GNU time's output {}: {e}", time_output.display()));
+    let text = fs::read_to_string(time_output).unwrap_or_else(|e| {
+        panic!(
+            "cannot read GNU time's output {}: {e}",
+            time_output.display()
+        )
+    });
     text.lines()
         .last()
         .and_then(|l| l.trim().parse().ok())

@@ -372,4 +372,3 @@ pub fn make_all_roots(parent: &Path) -> Vec<PathBuf> {
         tree.join("big.bin"),
     ]
 }
-
