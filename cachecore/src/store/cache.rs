@@ -534,6 +534,33 @@ impl fmt::Display for StagedNar {
     }
 }
 
+/// Deletes a staged NAR when dropped armed (the operation writing it was dropped, as when a
+/// frontend stops on a signal): the delete runs as one of the store's cleanups
+/// ([`BinaryCache::finish_cleanups`]).
+pub(crate) struct StagedNarGuard {
+    objects: Objects,
+    key: Option<String>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl StagedNarGuard {
+    /// The staged NAR was published or discarded.
+    pub(crate) fn disarm(mut self) {
+        self.key = None;
+    }
+}
+
+impl Drop for StagedNarGuard {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let objects = self.objects.clone();
+            self.objects.spawn_cleanup(&self.runtime, async move {
+                let _ = objects.delete(&key).await;
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -560,32 +587,5 @@ mod tests {
                 .unwrap();
         let shown = format!("{c:?} {c}");
         assert!(!shown.contains("SECRETVALUE"), "{shown}");
-    }
-}
-
-/// Deletes a staged NAR when dropped armed (the operation writing it was dropped, as when a
-/// frontend stops on a signal): the delete runs as one of the store's cleanups
-/// ([`BinaryCache::finish_cleanups`]).
-pub(crate) struct StagedNarGuard {
-    objects: Objects,
-    key: Option<String>,
-    runtime: tokio::runtime::Handle,
-}
-
-impl StagedNarGuard {
-    /// The staged NAR was published or discarded.
-    pub(crate) fn disarm(mut self) {
-        self.key = None;
-    }
-}
-
-impl Drop for StagedNarGuard {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            let objects = self.objects.clone();
-            self.objects.spawn_cleanup(&self.runtime, async move {
-                let _ = objects.delete(&key).await;
-            });
-        }
     }
 }

@@ -479,7 +479,7 @@ fn http_status(text: &str) -> Option<String> {
     let marker = "status code: ";
     let start = text.find(marker)? + marker.len();
     let rest = &text[start..];
-    let end = rest.find(|c: char| c == ':' || c == ',' || c == '\n').unwrap_or(rest.len());
+    let end = rest.find([':', ',', '\n']).unwrap_or(rest.len());
     let status = rest[..end].trim();
     (!status.is_empty()).then(|| format!("HTTP {status}"))
 }
