@@ -350,6 +350,15 @@ pub(crate) fn convert(
             source,
         };
     }
+    if text.contains("NoSuchBucket") || text.contains("ContainerNotFound") {
+        return StoreError::NoSuchBucket {
+            url,
+            bucket: cx.bucket.clone().unwrap_or_default(),
+            op: op_verb,
+            key,
+            source,
+        };
+    }
     if let Some(endpoint) = &cx.endpoint {
         let not_found = matches!(source.as_ref(), object_store::Error::NotFound { .. });
         let how = if is_html(&text) {
@@ -370,15 +379,6 @@ pub(crate) fn convert(
                 source,
             };
         }
-    }
-    if text.contains("NoSuchBucket") || text.contains("ContainerNotFound") {
-        return StoreError::NoSuchBucket {
-            url,
-            bucket: cx.bucket.clone().unwrap_or_default(),
-            op: op_verb,
-            key,
-            source,
-        };
     }
     match source.as_ref() {
         object_store::Error::NotFound { .. } => return StoreError::NotFound { url, key },
