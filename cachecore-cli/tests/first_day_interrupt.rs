@@ -30,9 +30,9 @@ const INTERRUPTED: &str = "cachecore: interrupted — run the same command again
 /// output shows a text), types Ctrl-C. Prints JSON: exit status, whether Ctrl-C was typed, the
 /// terminal's output.
 const PTY_RUNNER: &str = r#"
-import glob, json, os, pty, re, select, signal, sys, time
-kind, what, action = sys.argv[1], sys.argv[2], sys.argv[3]
-argv = sys.argv[4:]
+import glob, json, os, pty, re, select, sys, time
+kind, what = sys.argv[1], sys.argv[2]
+argv = sys.argv[3:]
 pid, fd = pty.fork()
 if pid == 0:
     os.execvp(argv[0], argv)
@@ -55,10 +55,7 @@ while time.time() < deadline:
         else:
             hit = what.encode() in out
         if hit:
-            if action == "kill":
-                os.kill(pid, signal.SIGKILL)
-            else:
-                os.write(fd, b"\x03")
+            os.write(fd, b"\x03")
             sent = True
 _, status = os.waitpid(pid, 0)
 code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
@@ -74,22 +71,11 @@ struct PtyRun {
 /// `cachecore ARGS` in a pseudo-terminal, Ctrl-C typed when `trigger` (`("glob", pattern)` or
 /// `("text", text)`) holds.
 fn cachecore_in_pty(args: &[&str], trigger: (&str, &str), env: &[(String, String)]) -> PtyRun {
-    pty_run(args, trigger, "ctrl-c", env)
-}
-
-/// `cachecore ARGS` in a pseudo-terminal, killed with SIGKILL (no chance to clean up) when
-/// `trigger` holds.
-fn cachecore_killed_in_pty(args: &[&str], trigger: (&str, &str), env: &[(String, String)]) -> PtyRun {
-    pty_run(args, trigger, "kill", env)
-}
-
-fn pty_run(args: &[&str], trigger: (&str, &str), action: &str, env: &[(String, String)]) -> PtyRun {
     let mut cmd = Command::new("python3");
     cmd.arg("-c")
         .arg(PTY_RUNNER)
         .arg(trigger.0)
         .arg(trigger.1)
-        .arg(action)
         .arg(env!("CARGO_BIN_EXE_cachecore"))
         .args(args)
         .env("NIX_REMOTE", "local")
