@@ -57,6 +57,13 @@ pub enum Command {
     /// Upload store paths with their closures; already-present paths are skipped.
     Push(PushArgs),
     /// Copy store paths (with their closures), or everything, from one cache to another.
+    ///
+    /// Checks everything `pull` checks before an upload completes: each narinfo describes the
+    /// path it is stored for; each NAR matches FileSize, FileHash (in its own algorithm), NarSize
+    /// and the sha256 NarHash, read no further than those sizes. A failed check leaves nothing
+    /// of that path in TO. Objects are written under cachecore's own keys
+    /// (`nar/<sha256 of the file>.nar<ext>`, `<hash>.ls` built from the checked NAR), never
+    /// where the source's `URL:` points.
     Copy {
         /// The binary cache to copy from (a STORE, as for the other commands).
         from: String,
@@ -78,10 +85,22 @@ pub enum Command {
         /// Objects copied at once.
         #[arg(long, short, default_value_t = 4)]
         jobs: usize,
+        /// Copy only paths signed by this public key `name:base64`, or by a key in this file
+        /// (repeatable); a path without such a signature stops the copy before anything is
+        /// written.
+        #[arg(long = "trusted-key", value_name = "KEY")]
+        trusted_keys: Vec<String>,
         #[command(flatten)]
         output: OutputArgs,
     },
     /// Download one store path, check its hashes and signature, and unpack it at DEST.
+    ///
+    /// Checks: the narinfo describes PATH (its StorePath, in the cache's store directory), is
+    /// signed by a --trusted-key, and the NAR matches FileSize, FileHash (in its own algorithm),
+    /// NarSize and the sha256 NarHash; reading stops as soon as more bytes arrive than the
+    /// narinfo declares. The tree is unpacked beside DEST and moved there only after every
+    /// check passed; an existing DEST (even one that appears during the pull) is never
+    /// replaced.
     Pull {
         #[arg(help = STORE_HELP)]
         store: String,
@@ -99,6 +118,11 @@ pub enum Command {
     },
     /// Check signatures, sizes and hashes of NARs and closure completeness; exit 1 if anything
     /// is wrong, 3 if the store could not be read.
+    ///
+    /// For every narinfo: it parses, describes the path it is stored for, is signed by a
+    /// --trusted-key (when given), its references have narinfos, and its NAR matches FileSize,
+    /// FileHash (in its own algorithm), NarSize and the sha256 NarHash (read no further than
+    /// those sizes). Leftovers of killed uploads are reported too, without failing.
     Verify {
         #[arg(help = STORE_HELP)]
         store: String,
@@ -116,6 +140,10 @@ pub enum Command {
         jobs: usize,
     },
     /// List the cache's store paths, or the contents of PATH[/SUB].
+    ///
+    /// Every narinfo read must describe the path it is stored for. The contents come from the
+    /// path's `.ls` listing, which no hash or signature covers (the cache's word); without one,
+    /// from the NAR, checked against the narinfo.
     Ls {
         #[arg(help = STORE_HELP)]
         store: String,
@@ -124,14 +152,26 @@ pub enum Command {
         path: Option<String>,
     },
     /// Print one file of a store path in the cache.
+    ///
+    /// Prints nothing that was not checked: the narinfo must describe PATH (and, with
+    /// --trusted-key, be signed by one of the keys), and the whole NAR is read and checked
+    /// against FileSize, FileHash, NarSize and the sha256 NarHash while the file is held in an
+    /// unlinked temporary file (at most NarSize bytes); it reaches stdout only once every check
+    /// passed.
     Cat {
         #[arg(help = STORE_HELP)]
         store: String,
         /// A file inside a store path: `./result/bin/hello`, `/nix/store/<hash>-<name>/bin/hello`
         /// or `<hash>-<name>/bin/hello`.
         path: String,
+        /// Require a signature by this public key `name:base64`, or by a key in this file
+        /// (repeatable).
+        #[arg(long = "trusted-key", value_name = "KEY")]
+        trusted_keys: Vec<String>,
     },
-    /// Print the cache's nix-cache-info and totals.
+    /// Print the cache's nix-cache-info and totals (and leftovers of killed uploads).
+    ///
+    /// Narinfos are identity-checked and sizes added with overflow checks; NARs are not read.
     Info {
         #[arg(help = STORE_HELP)]
         store: String,
@@ -259,6 +299,10 @@ pub struct PushArgs {
     /// Do not write `<hash>.ls` listings. Overrides the store URL's write-nar-listing=.
     #[arg(long)]
     pub no_listing: bool,
+    /// Check the paths already in the cache (their NAR against their narinfo) and push again
+    /// those that fail.
+    #[arg(long)]
+    pub repair: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }

@@ -59,7 +59,12 @@ impl CacheInfo {
             let (key, value) = raw
                 .split_once(':')
                 .map(|(k, v)| (k.trim(), v.trim()))
-                .ok_or_else(|| bad(format!("{raw:?} is not a `Key: value` line")))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "{:?} is not a `Key: value` line",
+                        crate::narinfo::excerpt(raw)
+                    ))
+                })?;
             match key {
                 "StoreDir" => {
                     info.store_dir = value.to_owned();
@@ -71,7 +76,8 @@ impl CacheInfo {
                         "0" => false,
                         _ => {
                             return Err(bad(format!(
-                                "WantMassQuery must be 0 or 1, found {value:?}"
+                                "WantMassQuery must be 0 or 1, found {:?}",
+                                crate::narinfo::excerpt(value)
                             )))
                         }
                     })
@@ -80,7 +86,12 @@ impl CacheInfo {
                     info.priority = Some(
                         value
                             .parse()
-                            .map_err(|_| bad(format!("Priority {value:?} is not a number")))?,
+                            .map_err(|_| {
+                                bad(format!(
+                                    "Priority {:?} is not a number",
+                                    crate::narinfo::excerpt(value)
+                                ))
+                            })?,
                     )
                 }
                 _ => info.extra.push((key.to_owned(), value.to_owned())),

@@ -24,6 +24,31 @@ use crate::hash::{self, Hash, HashAlgo};
 use crate::signing::{PublicKey, Signature, Signer};
 use crate::store_path::{self, StoreDir, StorePath};
 
+/// The largest `NarSize` or `FileSize` accepted: 2^50 bytes (1 PiB). Far above any real store
+/// path (S3 caps one object at 5 TiB), and low enough that 16,384 such sizes add up without
+/// overflowing a `u64`, so totals cannot wrap; a larger value can only be hostile or corrupt.
+pub const MAX_SIZE: u64 = 1 << 50;
+
+/// The largest narinfo file readers accept: 1 MiB, room for about 15,000 references (real
+/// narinfos are under 10 KiB). A cache serving a larger one is refused without reading it whole.
+pub const MAX_NARINFO_BYTES: u64 = 1 << 20;
+
+/// The longest value of a single-valued field (`StorePath`, `URL`, hashes, sizes, ...): longer
+/// values are refused without being quoted.
+const MAX_FIELD_LEN: usize = 4096;
+
+/// Hostile text is quoted in messages by its first this many characters at most.
+const EXCERPT_CHARS: usize = 64;
+
+/// At most the first [`EXCERPT_CHARS`] characters of `s`, marked with `…` when cut: what an
+/// error message may quote of untrusted input.
+pub fn excerpt(s: &str) -> String {
+    match s.char_indices().nth(EXCERPT_CHARS) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_owned(),
+    }
+}
+
 /// What went wrong, and on which line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("narinfo line {line}: {kind}")]
@@ -54,6 +79,14 @@ pub enum ParseErrorKind {
     },
     #[error("field {field}: {value:?} is not a non-negative integer")]
     Integer { field: &'static str, value: String },
+    #[error("field {field}: {value} is larger than the {MAX_SIZE} bytes (2^50) cachecore accepts")]
+    TooLarge { field: &'static str, value: u64 },
+    #[error("field {field}: its value is {len} bytes long (at most {max} are accepted)")]
+    TooLong {
+        field: String,
+        len: usize,
+        max: usize,
+    },
     #[error("field CA: {0:?} is not `text:<hash>` or `fixed:[r:]<hash>`")]
     ContentAddress(String),
     #[error("the file is not valid UTF-8")]
@@ -137,6 +170,9 @@ pub struct NarInfo {
     pub extra: Vec<(String, String)>,
 }
 
+/// The longest store path base name: a 32-character hash part, a dash, a 211-character name.
+const MAX_BASE_NAME_LEN: usize = store_path::HASH_PART_LEN + 1 + store_path::MAX_NAME_LEN;
+
 fn err(line: usize, kind: ParseErrorKind) -> ParseError {
     ParseError { line, kind }
 }
@@ -202,7 +238,18 @@ impl NarInfo {
             let (key, value) = raw
                 .split_once(':')
                 .map(|(k, v)| (k, v.strip_prefix(' ').unwrap_or(v)))
-                .ok_or_else(|| err(line, ParseErrorKind::NotKeyValue(raw.to_owned())))?;
+                .ok_or_else(|| err(line, ParseErrorKind::NotKeyValue(excerpt(raw))))?;
+            let single_valued = !matches!(key, "References" | "Sig") && !key.is_empty();
+            if single_valued && value.len() > MAX_FIELD_LEN {
+                return Err(err(
+                    line,
+                    ParseErrorKind::TooLong {
+                        field: excerpt(key),
+                        len: value.len(),
+                        max: MAX_FIELD_LEN,
+                    },
+                ));
+            }
             fn set<T>(
                 slot: &mut Option<T>,
                 line: usize,
@@ -225,10 +272,17 @@ impl NarInfo {
                         line,
                         ParseErrorKind::Integer {
                             field,
-                            value: value.to_owned(),
+                            value: excerpt(value),
                         },
                     )
                 })
+            };
+            let size_field = |field: &'static str| {
+                let n = int_field(field)?;
+                if n > MAX_SIZE {
+                    return Err(err(line, ParseErrorKind::TooLarge { field, value: n }));
+                }
+                Ok(n)
             };
             match key {
                 "StorePath" => {
@@ -253,14 +307,24 @@ impl NarInfo {
                 "URL" => set(&mut url, line, "URL", value.to_owned())?,
                 "Compression" => set(&mut compression, line, "Compression", value.to_owned())?,
                 "FileHash" => set(&mut file_hash, line, "FileHash", hash_field("FileHash")?)?,
-                "FileSize" => set(&mut file_size, line, "FileSize", int_field("FileSize")?)?,
+                "FileSize" => set(&mut file_size, line, "FileSize", size_field("FileSize")?)?,
                 "NarHash" => set(&mut nar_hash, line, "NarHash", hash_field("NarHash")?)?,
-                "NarSize" => set(&mut nar_size, line, "NarSize", int_field("NarSize")?)?,
+                "NarSize" => set(&mut nar_size, line, "NarSize", size_field("NarSize")?)?,
                 "References" => {
                     let refs = value
                         .split(' ')
                         .filter(|r| !r.is_empty())
                         .map(|r| {
+                            if r.len() > MAX_BASE_NAME_LEN {
+                                return Err(err(
+                                    line,
+                                    ParseErrorKind::TooLong {
+                                        field: "References".to_owned(),
+                                        len: r.len(),
+                                        max: MAX_BASE_NAME_LEN,
+                                    },
+                                ));
+                            }
                             StorePath::from_base_name(r).map_err(|e| path_err("References", e))
                         })
                         .collect::<Result<Vec<_>, _>>()?;
@@ -282,7 +346,7 @@ impl NarInfo {
                 "Sig" => signatures.push(value.to_owned()),
                 "CA" => {
                     let parsed = ContentAddress::parse(value).ok_or_else(|| {
-                        err(line, ParseErrorKind::ContentAddress(value.to_owned()))
+                        err(line, ParseErrorKind::ContentAddress(excerpt(value)))
                     })?;
                     set(&mut ca, line, "CA", parsed)?;
                 }
@@ -580,5 +644,34 @@ mod tests {
             assert!(e.contains(expected), "{e:?} should contain {expected:?}");
         }
         assert!(NarInfo::parse_bytes(b"\xff").is_err());
+    }
+
+    #[test]
+    fn absurd_sizes_and_long_values_are_refused_without_quoting_them_whole() {
+        let at_cap = NIX_WRITTEN.replace("NarSize: 1424", &format!("NarSize: {MAX_SIZE}"));
+        assert_eq!(NarInfo::parse(&at_cap).unwrap().nar_size, MAX_SIZE);
+        for field in ["NarSize", "FileSize"] {
+            let text = NIX_WRITTEN.replace(
+                &format!("{field}: 1424"),
+                &format!("{field}: 18446744073709551615"),
+            );
+            let e = NarInfo::parse(&text).unwrap_err();
+            assert!(
+                matches!(e.kind, ParseErrorKind::TooLarge { value: u64::MAX, .. }),
+                "{e}"
+            );
+        }
+        let long = "x".repeat(1 << 20);
+        for text in [
+            format!("{NIX_WRITTEN}{long}\n"),
+            NIX_WRITTEN.replace("URL: nar/", &format!("URL: nar/{long}")),
+            NIX_WRITTEN.replace("References: ", &format!("References: {long}")),
+            NIX_WRITTEN.replace("NarSize: 1424", &format!("NarSize: 1{long}")),
+        ] {
+            let e = NarInfo::parse(&text).unwrap_err().to_string();
+            assert!(e.len() < 200, "{} bytes: {}", e.len(), &e[..200]);
+        }
+        assert_eq!(excerpt("short"), "short");
+        assert_eq!(excerpt(&"é".repeat(100)).chars().count(), 65);
     }
 }

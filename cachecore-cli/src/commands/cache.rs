@@ -158,6 +158,7 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
     opts.jobs = args.jobs;
     opts.closure = !args.no_closure;
     opts.logs = args.logs;
+    opts.repair = args.repair;
     let quiet = args.output.quiet;
     let progress = TransferProgress::new("pushed", quiet);
     let store_dir = StoreDir::default();
@@ -227,15 +228,27 @@ fn warn_unsigned(summary: &ops::PushSummary, quiet: bool) {
     }
 }
 
+/// How `copy` copies, as given on the command line.
+pub struct CopySettings<'a> {
+    pub recompress: Option<(cachecore::compression::Compression, Option<i32>)>,
+    pub jobs: usize,
+    pub trusted_keys: &'a [String],
+    pub quiet: bool,
+}
+
 pub fn copy(
     from: &str,
     to: &str,
     paths: &[String],
     all: bool,
-    recompress: Option<(cachecore::compression::Compression, Option<i32>)>,
-    jobs: usize,
-    quiet: bool,
+    settings: CopySettings<'_>,
 ) -> anyhow::Result<()> {
+    let CopySettings {
+        recompress,
+        jobs,
+        trusted_keys: keys,
+        quiet,
+    } = settings;
     if paths.is_empty() && !all {
         bail!("name the store paths to copy, or pass --all");
     }
@@ -245,7 +258,12 @@ pub fn copy(
         .iter()
         .map(|p| parse_path(&store_dir, p).map(|(p, _)| p))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let opts = ops::CopyOptions { jobs, recompress };
+    let trusted_keys = read_public_keys(keys)?;
+    let opts = ops::CopyOptions {
+        jobs,
+        recompress,
+        trusted_keys,
+    };
     let progress = TransferProgress::new("copied", quiet);
     let p: Arc<dyn Progress> = progress.clone();
     let summary = block_on_interruptible(&[&to], async {
@@ -307,6 +325,19 @@ pub fn verify(
         writeln!(out, "{problem}")?;
     }
     out.flush()?;
+    if !report.debris.is_empty() {
+        let bytes: u64 = report
+            .debris
+            .iter()
+            .fold(0, |sum, d| sum.saturating_add(d.size));
+        eprintln!(
+            "{} leftover objects of killed uploads ({bytes} bytes), named by no narinfo; a push removes those over a day old:",
+            report.debris.len()
+        );
+        for d in &report.debris {
+            eprintln!("  {} ({} bytes)", d.key, d.size);
+        }
+    }
     if signatures_unchecked {
         let has = if report.unsigned == 1 { "has" } else { "have" };
         eprintln!(
@@ -363,13 +394,26 @@ pub fn ls(url: &str, path: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn cat(url: &str, arg: &str) -> anyhow::Result<()> {
+pub fn cat(url: &str, arg: &str, keys: &[String]) -> anyhow::Result<()> {
     let cache = open(url)?;
     let (path, sub) = parse_path(&StoreDir::default(), arg)?;
     if sub.is_empty() {
         bail!("{arg} names a whole store path; name a file inside it, e.g. {arg}/bin/…");
     }
-    block_on(async move { Ok(ops::cat(&cache, &path, &sub, stdout()).await?) })
+    let trusted_keys = read_public_keys(keys)?;
+    let sub = sub.to_owned();
+    block_on(async move {
+        let info = ops::browse::narinfo(&cache, &path).await?;
+        if !trusted_keys.is_empty() {
+            ops::check_trusted(&info, &trusted_keys)?;
+        }
+        Ok(ops::cat_checked(&cache, &info, &sub, stdout()).await?)
+    })
+}
+
+/// Each of `keys` read as by [`read_public_key`].
+fn read_public_keys(keys: &[String]) -> anyhow::Result<Vec<PublicKey>> {
+    keys.iter().map(|k| read_public_key(k)).collect()
 }
 
 pub fn info(url: &str) -> anyhow::Result<()> {
@@ -383,6 +427,13 @@ pub fn info(url: &str) -> anyhow::Result<()> {
     writeln!(out, "Paths: {}", totals.paths)?;
     writeln!(out, "NarBytes: {}", totals.nar_bytes)?;
     writeln!(out, "FileBytes: {}", totals.file_bytes)?;
+    if totals.debris_objects > 0 {
+        writeln!(
+            out,
+            "Debris: {} leftover objects of killed uploads, {} bytes (a push removes those over a day old)",
+            totals.debris_objects, totals.debris_bytes
+        )?;
+    }
     out.flush()?;
     Ok(())
 }

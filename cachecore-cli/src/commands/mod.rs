@@ -33,15 +33,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             recompress,
             level,
             jobs,
+            trusted_keys,
             output,
         } => cache::copy(
             &from,
             &to,
             &paths,
             all,
-            recompress.map(|m| (m, level)),
-            jobs,
-            output.quiet,
+            cache::CopySettings {
+                recompress: recompress.map(|m| (m, level)),
+                jobs,
+                trusted_keys: &trusted_keys,
+                quiet: output.quiet,
+            },
         ),
         Command::Pull {
             store,
@@ -59,7 +63,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return cache::verify(&store, &paths, &trusted_keys, jobs);
         }
         Command::Ls { store, path } => cache::ls(&store, path.as_deref()),
-        Command::Cat { store, path } => cache::cat(&store, &path),
+        Command::Cat {
+            store,
+            path,
+            trusted_keys,
+        } => cache::cat(&store, &path, &trusted_keys),
         Command::Info { store } => cache::info(&store),
         Command::Key(cmd) => key::run(cmd),
         Command::StorePath {

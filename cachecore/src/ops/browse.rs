@@ -1,19 +1,19 @@
 //! Reading a cache: its paths, a path's listing and files, its totals; and the two helpers the
 //! other operations share — the closure of paths as the cache's narinfos describe it, and
-//! reading a NAR while checking FileHash/FileSize/NarHash/NarSize.
+//! consuming a NAR through the verifying [`NarReader`].
+//!
+//! Every narinfo read here is identity-checked by the store
+//! ([`BinaryCache::narinfo_by_hash`]): its `StorePath` is the one its key and the caller name.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 
 use futures::{StreamExt as _, TryStreamExt as _};
 
-use super::pipe::{feed, reader_channel};
 use super::{join_error, OpError};
-use crate::compression::{decompress, Compression};
-use crate::hash::{HashAlgo, HashingReader};
 use crate::nar::{self, Listing};
 use crate::narinfo::NarInfo;
-use crate::store::BinaryCache;
+use crate::store::{BinaryCache, NarReader};
 use crate::store_path::StorePath;
 
 /// Narinfo fetches in flight.
@@ -109,23 +109,45 @@ pub struct CacheTotals {
     pub paths: usize,
     pub nar_bytes: u64,
     pub file_bytes: u64,
+    /// Leftover objects of killed uploads, and their bytes ([`BinaryCache::debris`]).
+    pub debris_objects: usize,
+    pub debris_bytes: u64,
 }
 
-/// The cache's `nix-cache-info` (if any) and totals over its narinfos.
+/// The cache's `nix-cache-info` (if any) and totals over its narinfos (checked sums: a total
+/// that would wrap is [`OpError::SizeOverflow`]).
 pub async fn info(
     cache: &BinaryCache,
 ) -> Result<(Option<crate::cache_info::CacheInfo>, CacheTotals), OpError> {
     let cache_info = cache.cache_info().await?;
     let mut totals = CacheTotals::default();
+    let overflow = |what| OpError::SizeOverflow {
+        what,
+        url: cache.url().to_owned(),
+    };
     for i in all_narinfos(cache).await? {
         totals.paths += 1;
-        totals.nar_bytes += i.nar_size;
-        totals.file_bytes += i.file_size.unwrap_or(0);
+        totals.nar_bytes = totals
+            .nar_bytes
+            .checked_add(i.nar_size)
+            .ok_or_else(|| overflow("NarSizes"))?;
+        totals.file_bytes = totals
+            .file_bytes
+            .checked_add(i.file_size.unwrap_or(0))
+            .ok_or_else(|| overflow("FileSizes"))?;
+    }
+    for d in cache.debris().await? {
+        totals.debris_objects += 1;
+        totals.debris_bytes = totals.debris_bytes.saturating_add(d.size);
     }
     Ok((cache_info, totals))
 }
 
-/// The listing of a path: its `.ls` when the cache has one, else read from the NAR.
+/// The listing of a path: its `.ls` when the cache has one that parses (read with a limit of
+/// [`MAX_LISTING_BYTES`](crate::store::MAX_LISTING_BYTES)), else read from the NAR (verified).
+///
+/// A `.ls` is not covered by the narinfo's hashes or signatures: what it says about a path's
+/// files is the cache's word. Use [`listing_verified`] to build it from the checked NAR instead.
 pub async fn listing(cache: &BinaryCache, path: &StorePath) -> Result<Listing, OpError> {
     let info = narinfo(cache, path).await?;
     if let Some(bytes) = cache.listing_bytes(path).await? {
@@ -133,14 +155,27 @@ pub async fn listing(cache: &BinaryCache, path: &StorePath) -> Result<Listing, O
             return Ok(listing);
         }
     }
-    let name = full(&info);
-    read_nar(cache, &info, move |nar| {
+    listing_of(cache, &info).await
+}
+
+/// The listing of a path built from its NAR, checked against its narinfo.
+pub async fn listing_verified(cache: &BinaryCache, path: &StorePath) -> Result<Listing, OpError> {
+    let info = narinfo(cache, path).await?;
+    listing_of(cache, &info).await
+}
+
+async fn listing_of(cache: &BinaryCache, info: &NarInfo) -> Result<Listing, OpError> {
+    let name = full(info);
+    with_nar(cache, info, move |nar| {
         Listing::from_nar(nar).map_err(|source| OpError::Nar { path: name, source })
     })
     .await
 }
 
-/// Writes the regular file `sub` of `path` to `out`.
+/// Writes the regular file `sub` of `path` to `out`, and nothing that was not checked: the
+/// whole NAR is read and checked against the narinfo (FileSize, FileHash, NarSize, NarHash) while
+/// the file is kept in an unlinked temporary file (at most NarSize bytes), which is copied to
+/// `out` only once every check passed.
 pub async fn cat(
     cache: &BinaryCache,
     path: &StorePath,
@@ -148,22 +183,77 @@ pub async fn cat(
     out: impl Write + Send + 'static,
 ) -> Result<(), OpError> {
     let info = narinfo(cache, path).await?;
-    let name = format!("{}/{}", full(&info), sub);
+    cat_checked(cache, &info, sub, out).await
+}
+
+/// [`cat`] for a narinfo already read (and checked by the caller, e.g. for signatures).
+pub async fn cat_checked(
+    cache: &BinaryCache,
+    info: &NarInfo,
+    sub: &str,
+    out: impl Write + Send + 'static,
+) -> Result<(), OpError> {
+    let name = format!("{}/{}", full(info), sub);
     let sub = sub.to_owned();
-    read_nar(cache, &info, move |nar| {
+    let held = with_nar(cache, info, move |nar| {
+        let mut held = anonymous_temp_file()
+            .map_err(|e| OpError::io("cannot create a temporary file to hold the output", e))?;
+        nar::cat_verified(nar, &sub, &mut held).map_err(|source| OpError::Extract {
+            path: name,
+            source,
+        })?;
+        Ok(held)
+    })
+    .await?;
+    tokio::task::spawn_blocking(move || {
+        let mut held = held;
         let mut out = out;
-        nar::cat_verified(nar, &sub, &mut out)
-            .map_err(|source| OpError::Extract { path: name, source })?;
+        held.rewind()
+            .map_err(|e| OpError::io("cannot read back the temporary file", e))?;
+        io::copy(&mut held, &mut out).map_err(|e| OpError::io("cannot write the output", e))?;
         out.flush()
             .map_err(|e| OpError::io("cannot write the output", e))
     })
     .await
+    .map_err(join_error)?
 }
 
-/// Streams the NAR of `info` out of `cache` into `consume` (on a blocking thread), checking
-/// FileSize/FileHash of the stored object and NarSize/NarHash of the NAR. Whatever `consume`
-/// leaves unread is read and hashed too.
-pub(crate) async fn read_nar<T, F>(
+/// A new file in the temporary directory, already unlinked: it disappears with its handle,
+/// whatever happens to the process.
+fn anonymous_temp_file() -> io::Result<std::fs::File> {
+    use rand_core::RngCore as _;
+    let dir = std::env::temp_dir();
+    for _ in 0..16 {
+        let candidate = dir.join(format!(
+            ".cachecore-cat-{}-{:016x}",
+            std::process::id(),
+            rand_core::OsRng.next_u64()
+        ));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&candidate)
+        {
+            Ok(file) => {
+                std::fs::remove_file(&candidate)?;
+                return Ok(file);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "no free temporary file name",
+    ))
+}
+
+/// Hands the NAR of `info` out of `cache` to `consume` (on a blocking thread) through a
+/// [`NarReader`], and returns its value only if the whole NAR then checks out against `info`:
+/// whatever `consume` leaves unread is read and checked too, and an integrity failure is
+/// reported in preference to `consume`'s own error (which it usually explains).
+pub(crate) async fn with_nar<T, F>(
     cache: &BinaryCache,
     info: &NarInfo,
     consume: F,
@@ -172,72 +262,18 @@ where
     T: Send + 'static,
     F: FnOnce(&mut dyn Read) -> Result<T, OpError> + Send + 'static,
 {
-    let name = full(info);
-    let stream = cache
-        .nar_object(info)
-        .await?
-        .ok_or_else(|| OpError::MissingNar {
-            path: name.clone(),
-            url: info.url.clone(),
-            cache: cache.url().to_owned(),
-        })?;
-    let method = Compression::from_name(info.compression_or_default())?;
-    let (tx, reader) = reader_channel();
-    let expect = info.clone();
-    let worker = tokio::task::spawn_blocking(move || {
-        let name = full(&expect);
-        let broken = |source: io::Error| OpError::ReadNar {
-            path: name.clone(),
-            url: expect.url.clone(),
-            source,
-        };
-        let mut file = HashingReader::new(HashAlgo::Sha256, reader);
-        let (value, nar_hash, nar_size) = {
-            let decoder = decompress(method, &mut file).map_err(broken)?;
-            let mut nar = HashingReader::new(HashAlgo::Sha256, decoder);
-            let value = consume(&mut nar)?;
-            io::copy(&mut nar, &mut io::sink()).map_err(broken)?;
-            let (h, n, _) = nar.finish();
-            (value, h, n)
-        };
-        io::copy(&mut file, &mut io::sink()).map_err(broken)?;
-        let (file_hash, file_size, _) = file.finish();
-        let mismatch = |field, expected: String, actual: String| OpError::Mismatch {
-            path: name.clone(),
-            field,
-            expected,
-            actual,
-        };
-        if let Some(size) = expect.file_size {
-            if size != file_size {
-                return Err(mismatch(
-                    "FileSize",
-                    size.to_string(),
-                    file_size.to_string(),
-                ));
-            }
-        }
-        if let Some(h) = &expect.file_hash {
-            if h.algo() == HashAlgo::Sha256 && *h != file_hash {
-                return Err(mismatch("FileHash", h.to_string(), file_hash.to_string()));
-            }
-        }
-        if expect.nar_size != nar_size {
-            return Err(mismatch(
-                "NarSize",
-                expect.nar_size.to_string(),
-                nar_size.to_string(),
-            ));
-        }
-        if expect.nar_hash.algo() == HashAlgo::Sha256 && expect.nar_hash != nar_hash {
-            return Err(mismatch(
-                "NarHash",
-                expect.nar_hash.to_string(),
-                nar_hash.to_string(),
-            ));
-        }
-        Ok(value)
-    });
-    let ((), result) = tokio::join!(feed(stream, tx), worker);
-    result.map_err(join_error)?
+    let reader = cache.nar(info).await?;
+    tokio::task::spawn_blocking(move || consume_checked(reader, consume))
+        .await
+        .map_err(join_error)?
+}
+
+/// [`with_nar`]'s blocking half.
+pub(crate) fn consume_checked<T>(
+    mut reader: NarReader,
+    consume: impl FnOnce(&mut dyn Read) -> Result<T, OpError>,
+) -> Result<T, OpError> {
+    let value = consume(&mut reader);
+    reader.finish()?;
+    value
 }

@@ -22,9 +22,9 @@ use crate::narinfo::NarInfo;
 use crate::store::StoreError;
 use crate::store_path::StorePath;
 
-pub use browse::{cat, info, list_paths, listing, CacheTotals};
+pub use browse::{cat, cat_checked, info, list_paths, listing, listing_verified, CacheTotals};
 pub use copy::{copy, CopyOptions, CopySummary};
-pub use pull::{pull, PullOptions};
+pub use pull::{check_trusted, pull, PullOptions};
 pub use push::{push, push_add, PushOptions, PushSummary};
 pub use verify::{verify, Problem, VerifyOptions, VerifyReport};
 
@@ -77,13 +77,13 @@ pub enum OpError {
         computed: String,
         computed_size: u64,
     },
-    #[error("{path}: {field} mismatch: the narinfo says {expected}, the data gives {actual}")]
-    Mismatch {
-        path: String,
-        field: &'static str,
-        expected: String,
-        actual: String,
-    },
+    /// A NAR object does not match its narinfo, or cannot be checked against it.
+    #[error(transparent)]
+    Integrity(#[from] crate::store::IntegrityError),
+    /// Sizes added up past what a `u64` holds (only hostile narinfos can get there: each size
+    /// is at most [`MAX_SIZE`](crate::narinfo::MAX_SIZE)).
+    #[error("the {what} of {url} add up to more than 2^64 bytes")]
+    SizeOverflow { what: &'static str, url: String },
     #[error("{path} is not in {url}")]
     NotInCache { path: String, url: String },
     #[error("{url} is not a binary cache: it has no nix-cache-info (is the directory, bucket or prefix right? `cachecore init` creates one)")]
@@ -147,7 +147,7 @@ pub enum OpError {
         source: crate::store_path::ParseError,
     },
     /// The destination of a pull exists already.
-    #[error("{} already exists", path.display())]
+    #[error("{} already exists; pull never replaces anything", path.display())]
     DestinationExists { path: std::path::PathBuf },
     /// A destination that is not a path with a file name.
     #[error("{} has no file name", path.display())]
@@ -177,7 +177,9 @@ impl OpError {
             OpError::Local(e) => e.kind(),
             OpError::Pack { source, .. } => source.kind(),
             OpError::LocalHashMismatch { .. } => K::Local,
-            OpError::Mismatch { .. } | OpError::MissingNar { .. } => K::Corrupt,
+            OpError::MissingNar { .. } => K::Corrupt,
+            OpError::Integrity(e) => e.kind(),
+            OpError::SizeOverflow { .. } => K::Corrupt,
             OpError::Nar { source, .. } => nar_kind(source),
             OpError::ReadNar { source, .. } => io_kind(source, K::Corrupt),
             OpError::NotInCache { .. } => K::NotFound,

@@ -1,9 +1,28 @@
 //! `pull`: download one store path from a cache, check its hashes and signatures, unpack it.
+//!
+//! What `pull` trusts and what it creates:
+//! - the narinfo must be the one of the path asked for (identity, checked by the store), signed
+//!   by a trusted key unless the caller opts out, and its NAR must match it (FileSize, FileHash,
+//!   NarSize, NarHash; reading stops at the declared sizes, so a decompression bomb costs at
+//!   most NarSize bytes of disk);
+//! - the tree is unpacked inside a staging directory created exclusively (`mkdir`, which fails
+//!   if the name exists) under a name no one else uses: `.<DEST name>.cachecore-pull-<pid>-<random>`,
+//!   holding a marker file with the pid of the pull that owns it. Only that directory is ever
+//!   removed; a pre-existing file or directory of any other name is never touched;
+//! - staging directories left by killed pulls (their marker names a pid that no longer runs)
+//!   are recognised and removed by the next pull to a sibling of the same DEST;
+//! - the tree is moved to DEST with `renameat2(RENAME_NOREPLACE)`, so a DEST that appeared
+//!   while the pull ran (even an empty directory, which a plain `rename` silently replaces) is an
+//!   error ([`OpError::DestinationExists`]), never overwritten. On file systems without that
+//!   flag, a file is moved with `link` + `unlink` (which also never replace) and a directory
+//!   with a check followed by `rename` (the only window left: an empty directory created
+//!   between the two calls).
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::browse::{narinfo, read_nar};
+use super::browse::{narinfo, with_nar};
 use super::{OpError, Progress};
 use crate::nar;
 use crate::signing::PublicKey;
@@ -19,8 +38,8 @@ pub struct PullOptions {
     pub check_signatures: bool,
 }
 
-/// Checks that `info` carries a signature by one of `keys`.
-pub(crate) fn check_trusted(
+/// Checks that `info` carries a signature by one of `keys` ([`OpError::Untrusted`] if not).
+pub fn check_trusted(
     info: &crate::narinfo::NarInfo,
     keys: &[PublicKey],
 ) -> Result<(), OpError> {
@@ -36,19 +55,27 @@ pub(crate) fn check_trusted(
     };
     Err(OpError::Untrusted {
         path: info.store_dir.full_path(&info.store_path),
-        found: names(
-            info.signatures
+        found: names({
+            // Key names are the cache's text: a few, each cut short.
+            const SHOWN: usize = 5;
+            let mut shown: Vec<String> = info
+                .signatures
                 .iter()
-                .map(|s| s.split(':').next().unwrap_or("").to_owned())
-                .collect(),
-        ),
+                .take(SHOWN)
+                .map(|s| crate::narinfo::excerpt(s.split(':').next().unwrap_or("")))
+                .collect();
+            if info.signatures.len() > SHOWN {
+                shown.push(format!("and {} more", info.signatures.len() - SHOWN));
+            }
+            shown
+        }),
         trusted: names(keys.iter().map(|k| k.name().to_owned()).collect()),
     })
 }
 
 /// Downloads `path` from `cache` and unpacks it at `dest`, which must not exist. Nothing is left
-/// at `dest` unless every check passed. `progress` hears of the one path, its NAR bytes as they
-/// are unpacked, and its end.
+/// at `dest` unless every check passed (see the [module docs](self)). `progress` hears of the
+/// one path, its NAR bytes as they are unpacked, and its end.
 pub async fn pull(
     cache: &BinaryCache,
     path: &StorePath,
@@ -65,45 +92,49 @@ pub async fn pull(
     if opts.check_signatures {
         check_trusted(&info, &opts.trusted_keys)?;
     }
-    let staging = staging_path(dest)?;
+    let staging = Staging::create(dest)?;
     let name = info.store_dir.full_path(&info.store_path);
-    let target = staging.clone();
-    let guard = StagingGuard::new(staging.clone());
+    let tree = staging.tree();
+    let guard = StagingGuard::new(staging.dir.clone());
     let dropped = guard.dropped.clone();
     progress.planned(1, info.nar_size, 0);
     let counting = progress.clone();
-    let result = read_nar(cache, &info, move |nar| {
+    let staging_dir = staging.dir.clone();
+    let result = with_nar(cache, &info, move |nar| {
         let nar = CountingReader {
             inner: nar,
             progress: counting,
             unreported: 0,
         };
-        nar::unpack(nar, &target).map_err(|source| OpError::Unpack { path: name, source })?;
+        nar::unpack(nar, &tree).map_err(|source| OpError::Unpack { path: name, source })?;
         // The pull was dropped while this thread unpacked: nobody will move the tree into
         // place or remove it but this thread (see StagingGuard).
         if dropped.load(std::sync::atomic::Ordering::SeqCst) {
-            remove_tree(&target);
+            remove_tree(&staging_dir);
         }
         Ok(())
     })
     .await;
     guard.disarm();
-    match result {
-        Ok(()) => {
-            std::fs::rename(&staging, dest).map_err(|e| {
+    let moved = result.and_then(|()| {
+        rename_no_replace(&staging.tree(), dest).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                OpError::DestinationExists {
+                    path: dest.to_path_buf(),
+                }
+            } else {
                 OpError::io(
                     format!("cannot move the unpacked tree to {}", dest.display()),
                     e,
                 )
-            })?;
-            progress.path_done(&info.store_dir.full_path(&info.store_path));
-            Ok(())
-        }
-        Err(e) => {
-            remove_tree(&staging);
-            Err(e)
-        }
+            }
+        })
+    });
+    staging.remove();
+    if moved.is_ok() {
+        progress.path_done(&info.store_dir.full_path(&info.store_path));
     }
+    moved
 }
 
 /// Reports the bytes read through it to a [`Progress`], about a MiB at a time.
@@ -157,17 +188,136 @@ impl Drop for StagingGuard {
     }
 }
 
-/// A sibling of `dest` to unpack into before the checks pass.
-fn staging_path(dest: &Path) -> Result<PathBuf, OpError> {
-    let name = dest
-        .file_name()
-        .ok_or_else(|| OpError::InvalidDestination {
+
+/// The marker file inside a staging directory: the pid of the pull that owns it.
+const MARKER: &str = "cachecore-pull.pid";
+/// What follows `.<name>` in a staging directory's name.
+const INFIX: &str = ".cachecore-pull-";
+
+/// A staging directory this pull created (and so may remove).
+struct Staging {
+    dir: PathBuf,
+}
+
+impl Staging {
+    /// Creates `.<DEST name>.cachecore-pull-<pid>-<random>` beside `dest` with `mkdir` (never
+    /// an existing directory), after removing the staging directories of dead pulls there.
+    fn create(dest: &Path) -> Result<Staging, OpError> {
+        use rand_core::RngCore as _;
+        let name = dest.file_name().ok_or_else(|| OpError::InvalidDestination {
             path: dest.to_path_buf(),
         })?;
-    let mut staged = std::ffi::OsString::from(".");
-    staged.push(name);
-    staged.push(format!(".cachecore-pull-{}", std::process::id()));
-    Ok(dest.with_file_name(staged))
+        let parent = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut prefix = std::ffi::OsString::from(".");
+        prefix.push(name);
+        prefix.push(INFIX);
+        remove_dead_leftovers(&parent, &prefix);
+        let pid = std::process::id();
+        for _ in 0..16 {
+            let mut candidate = prefix.clone();
+            candidate.push(format!("{pid}-{:016x}", rand_core::OsRng.next_u64()));
+            let dir = parent.join(candidate);
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {
+                    let staging = Staging { dir };
+                    std::fs::write(staging.dir.join(MARKER), pid.to_string()).map_err(|e| {
+                        OpError::io(
+                            format!("cannot write {}", staging.dir.join(MARKER).display()),
+                            e,
+                        )
+                    })?;
+                    return Ok(staging);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(OpError::io(
+                        format!("cannot create the staging directory {}", dir.display()),
+                        e,
+                    ))
+                }
+            }
+        }
+        Err(OpError::io(
+            format!("cannot create a staging directory in {}", parent.display()),
+            io::Error::new(io::ErrorKind::AlreadyExists, "every name tried exists"),
+        ))
+    }
+
+    /// Where the tree is unpacked.
+    fn tree(&self) -> PathBuf {
+        self.dir.join("tree")
+    }
+
+    /// Removes the staging directory and whatever is left in it.
+    fn remove(self) {
+        remove_tree(&self.dir);
+    }
+}
+
+/// Removes the staging directories beside DEST (names starting with `prefix`) whose marker
+/// names a process that no longer runs. A directory without a readable marker, or whose pid is
+/// alive, is left alone.
+fn remove_dead_leftovers(parent: &Path, prefix: &std::ffi::OsStr) {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.as_bytes().starts_with(prefix.as_bytes()) {
+            continue;
+        }
+        let dir = entry.path();
+        // Only real directories (never through a symlink).
+        if !dir.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(dir.join(MARKER)) else {
+            continue;
+        };
+        let Ok(pid) = text.trim().parse::<u32>() else {
+            continue;
+        };
+        if pid != std::process::id() && !process_alive(pid) {
+            remove_tree(&dir);
+        }
+    }
+}
+
+/// Whether a process with this pid runs (Linux: it has a `/proc` entry).
+fn process_alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// Moves `from` to `to`, failing with `AlreadyExists` when `to` exists (see the module docs).
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(e) if e == rustix::io::Errno::EXIST => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists", to.display()),
+        )),
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+            // The file system has no RENAME_NOREPLACE.
+            if from.symlink_metadata()?.is_dir() {
+                if to.symlink_metadata().is_ok() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} exists", to.display()),
+                    ));
+                }
+                std::fs::rename(from, to)
+            } else {
+                std::fs::hard_link(from, to)?;
+                std::fs::remove_file(from)
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Removes an unpacked tree (its directories may be read-only).
@@ -199,4 +349,50 @@ fn walk_dirs(root: &Path) -> Vec<PathBuf> {
         i += 1;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn staging_is_exclusive_and_only_dead_leftovers_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        // Someone's directory with a name like an old staging name: never touched.
+        let foreign = dir.path().join(".out.cachecore-pull-1");
+        std::fs::create_dir(&foreign).unwrap();
+        std::fs::write(foreign.join("keep"), b"mine").unwrap();
+        // A leftover of a dead pull (pid 0 is never a user process) and one of a live process.
+        let dead = dir.path().join(".out.cachecore-pull-999999999-0000000000000000");
+        std::fs::create_dir(&dead).unwrap();
+        std::fs::write(dead.join(MARKER), "999999999").unwrap();
+        let live = dir.path().join(".out.cachecore-pull-1-0000000000000001");
+        std::fs::create_dir(&live).unwrap();
+        std::fs::write(live.join(MARKER), "1").unwrap();
+
+        let a = Staging::create(&dest).unwrap();
+        let b = Staging::create(&dest).unwrap();
+        assert_ne!(a.dir, b.dir);
+        assert!(!dead.exists(), "a dead pull's staging directory is removed");
+        assert!(live.exists(), "a live process's is kept");
+        assert!(foreign.join("keep").exists(), "a directory without a marker is kept");
+        a.remove();
+        b.remove();
+        assert!(foreign.join("keep").exists());
+    }
+
+    #[test]
+    fn rename_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("from"), dir.path().join("to"));
+        std::fs::create_dir(&from).unwrap();
+        std::fs::create_dir(&to).unwrap();
+        let e = rename_no_replace(&from, &to).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        std::fs::remove_dir(&to).unwrap();
+        rename_no_replace(&from, &to).unwrap();
+        assert!(to.is_dir() && !from.exists());
+    }
 }

@@ -3,10 +3,20 @@
 //! Per path: the file system → NAR writer → NarHash → compressor (zstd frames on all cores, as a
 //! seekable `.nar.zst`) → FileHash → the cache: a NAR up to 4 MiB is compressed in memory and
 //! written once as `nar/<FileHash>.nar.zst`; a larger one streams (multipart) straight to
-//! `nar/<NarHash>.nar.zst`, the upload completing only once the NarHash is checked. The NarHash
-//! computed on the way must equal the local store's, or the path fails and nothing of it is
-//! published. Narinfos are written last, each only once its NAR is in place and its
-//! references' narinfos are visible. NARs go largest first, `jobs` at a time.
+//! `nar/<NarHash>-<unique>.nar.zst`, the upload completing only once the NarHash is checked. The
+//! NarHash computed on the way must equal the local store's, or the path fails and nothing of it
+//! is published. Narinfos are written last, each only once its NAR is in place (and, on a local
+//! directory, synced to disk with its directory) and its references' narinfos are visible. NARs
+//! go largest first, `jobs` at a time.
+//!
+//! Racing pushes of the same path cannot leave a narinfo describing another object: a small NAR's
+//! key is the hash of its bytes (any two writers of the key write the same bytes), and a large
+//! NAR's key is unique to its upload ([`BinaryCache::streamed_nar_url`]). A narinfo written by one
+//! push names the object that push wrote, whichever narinfo write lands last.
+//!
+//! With [`PushOptions::repair`], paths already in the cache are verified (their NAR read and
+//! checked against their narinfo) and pushed again when they fail. Before uploading, a push
+//! removes the debris of killed uploads older than [`DEBRIS_AGE`](crate::store::DEBRIS_AGE).
 
 use std::collections::HashSet;
 use std::io::{self, Write};
@@ -51,6 +61,9 @@ pub struct PushOptions {
     /// `(compression_threads + 2)` frames of [`seekable::DEFAULT_FRAME_SIZE`] in memory while it
     /// is compressed, so this (with `jobs`) is what bounds a push's memory.
     pub compression_threads: usize,
+    /// Verify the paths already in the cache and push again those that fail (a missing or
+    /// damaged NAR, a narinfo that does not match its object).
+    pub repair: bool,
 }
 
 impl PushOptions {
@@ -77,6 +90,7 @@ impl std::fmt::Debug for PushOptions {
             )
             .field("write_listing", &self.write_listing)
             .field("logs", &self.logs)
+            .field("repair", &self.repair)
             .finish_non_exhaustive()
     }
 }
@@ -94,6 +108,7 @@ impl Default for PushOptions {
             write_listing: true,
             logs: false,
             compression_threads: cores.min(Self::MAX_DEFAULT_COMPRESSION_THREADS),
+            repair: false,
         }
     }
 }
@@ -176,12 +191,21 @@ pub async fn push(
         }
         v
     };
+    cache.remove_stale_debris().await?;
     let all: Vec<StorePath> = infos.iter().map(|i| i.path.clone()).collect();
-    let missing: HashSet<StorePath> = cache
+    let mut missing: HashSet<StorePath> = cache
         .missing(&all, opts.check_concurrency)
         .await?
         .into_iter()
         .collect();
+    if opts.repair {
+        let present: Vec<StorePath> = all
+            .iter()
+            .filter(|p| !missing.contains(*p))
+            .cloned()
+            .collect();
+        missing.extend(damaged(cache, &present, opts.jobs, progress.as_ref()).await?);
+    }
     let mut todo: Vec<PathInfo> = infos
         .into_iter()
         .filter(|i| missing.contains(&i.path))
@@ -263,6 +287,46 @@ pub async fn push(
     )
     .await?;
     Ok(summary)
+}
+
+/// Of `paths` (all with a narinfo in `cache`), those whose narinfo or NAR fails the checks a
+/// reader makes, `jobs` checked at once; each is reported through `progress`. A store that
+/// cannot be read is an error, never a reason to overwrite anything.
+async fn damaged(
+    cache: &BinaryCache,
+    paths: &[StorePath],
+    jobs: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<StorePath>, OpError> {
+    let checks: Vec<(StorePath, Result<(), OpError>)> =
+        futures::stream::iter(paths.iter().map(|p| async move {
+            let checked = async {
+                let info = super::browse::narinfo(cache, p).await?;
+                super::browse::with_nar(cache, &info, |nar| {
+                    io::copy(nar, &mut io::sink())
+                        .map(drop)
+                        .map_err(|e| OpError::io("cannot read the NAR", e))
+                })
+                .await
+            }
+            .await;
+            (p.clone(), checked)
+        }))
+        .buffer_unordered(jobs.max(1))
+        .collect()
+        .await;
+    let mut out = Vec::new();
+    for (path, checked) in checks {
+        match checked {
+            Ok(()) => {}
+            Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => {
+                progress.message(&format!("repairing: {e}"));
+                out.push(path);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 /// NARs up to this size are compressed in memory and written once, straight to their key.
@@ -466,7 +530,7 @@ async fn upload_path(
         // mismatch the stream ends with an error, the upload is abandoned, and nothing appears
         // under the key. So there is no staging object to copy into place, which on S3 would be
         // a server-side copy of every large NAR (and on AWS, limited to 5 GiB).
-        let key = BinaryCache::nar_url(&info.nar_hash, opts.compression);
+        let key = BinaryCache::streamed_nar_url(&info.nar_hash, opts.compression);
         let (sink, stream) = sink_stream();
         let pack_opts = opts.clone();
         let (expected_hash, expected_size) = (info.nar_hash.clone(), info.nar_size);
@@ -539,6 +603,11 @@ async fn upload_path(
     let (placed, listed) = tokio::join!(place_nar, put_listing);
     placed?;
     listed?;
+    // Durable before the narinfo names them (local directories; a no-op elsewhere).
+    cache.sync_nar(&nar_key).await?;
+    if packed.listing.is_some() {
+        cache.sync_listing(&info.path).await?;
+    }
     if let (Some(log), Some(drv)) = (log, &info.deriver) {
         upload_log(cache, &log, drv).await?;
     }
@@ -624,7 +693,12 @@ pub async fn push_add(
             name: name.to_owned(),
             source: e,
         })?;
-    if cache.has_narinfo(&path).await? {
+    let damaged_already = opts.repair
+        && cache.has_narinfo(&path).await?
+        && !damaged(cache, std::slice::from_ref(&path), 1, progress.as_ref())
+            .await?
+            .is_empty();
+    if !damaged_already && cache.has_narinfo(&path).await? {
         progress.planned(0, 0, 1);
         return Ok((
             path,

@@ -6,12 +6,12 @@ use std::fmt;
 
 use futures::{StreamExt as _, TryStreamExt as _};
 
-use super::browse::read_nar;
+use super::browse::with_nar;
 use super::pull::check_trusted;
 use super::OpError;
 use crate::narinfo::NarInfo;
 use crate::signing::PublicKey;
-use crate::store::{BinaryCache, StoreError};
+use crate::store::{BinaryCache, IntegrityError, StoreError};
 use crate::store_path::StorePath;
 
 /// How to verify.
@@ -41,6 +41,9 @@ impl Default for VerifyOptions {
 pub enum Problem {
     /// A narinfo that was asked for, or that a reference leads to, is not in the cache.
     MissingNarInfo { key: String },
+    /// A narinfo that cannot be used as what it is stored for: it describes another path
+    /// ([`StoreError::IdentityMismatch`]), is too large to read, or leads outside the cache.
+    UnusableNarInfo { key: String, error: StoreError },
     /// A narinfo does not parse.
     BadNarInfo {
         key: String,
@@ -72,7 +75,9 @@ impl Problem {
     /// The store path the problem is about, or the narinfo's key.
     pub fn subject(&self) -> &str {
         match self {
-            Problem::MissingNarInfo { key } | Problem::BadNarInfo { key, .. } => key,
+            Problem::MissingNarInfo { key }
+            | Problem::BadNarInfo { key, .. }
+            | Problem::UnusableNarInfo { key, .. } => key,
             Problem::MissingReference { path, .. }
             | Problem::Untrusted { path, .. }
             | Problem::MissingNar { path, .. }
@@ -94,13 +99,16 @@ impl Problem {
     /// made (the store unreachable, access denied, a local failure).
     fn from_nar_check(path: String, e: OpError) -> Result<Problem, OpError> {
         Ok(match e {
-            OpError::MissingNar { url, .. } => Problem::MissingNar { path, url },
-            OpError::Mismatch {
+            OpError::MissingNar { url, .. }
+            | OpError::Integrity(IntegrityError::NarMissing { key: url, .. }) => {
+                Problem::MissingNar { path, url }
+            }
+            OpError::Integrity(IntegrityError::Mismatch {
                 field,
                 expected,
                 actual,
                 ..
-            } => Problem::Mismatch {
+            }) => Problem::Mismatch {
                 path,
                 field,
                 expected,
@@ -118,6 +126,17 @@ impl fmt::Display for Problem {
         match self {
             Problem::MissingNarInfo { .. } => f.write_str("no such narinfo in the cache"),
             Problem::BadNarInfo { error, .. } => write!(f, "does not parse: {error}"),
+            Problem::UnusableNarInfo { key, error } => {
+                // The store's sentence without its "<url>: " and "<key> " openings.
+                let text = error.to_string();
+                let text = text
+                    .split_once(": ")
+                    .map_or(text.as_str(), |(_, rest)| rest);
+                let text = text
+                    .strip_prefix(key.as_str())
+                    .map_or(text, str::trim_start);
+                f.write_str(text)
+            }
             Problem::MissingReference { reference, .. } => write!(
                 f,
                 "reference {reference} has no narinfo (the closure is incomplete)"
@@ -163,6 +182,10 @@ pub struct VerifyReport {
     /// Of those, narinfos without any signature (counted whether or not keys were given).
     pub unsigned: usize,
     pub problems: Vec<Problem>,
+    /// Leftovers of killed uploads (not problems: no narinfo names them; the next push removes
+    /// those older than [`DEBRIS_AGE`](crate::store::DEBRIS_AGE)). Listed when the whole cache
+    /// is verified.
+    pub debris: Vec<crate::store::Debris>,
 }
 
 impl VerifyReport {
@@ -186,6 +209,10 @@ pub async fn verify(
         paths.iter().map(|p| p.hash_part()).collect()
     };
     let mut seen: HashSet<String> = queue.iter().cloned().collect();
+    // The full path each hash part was named by (a path given or a reference): a narinfo under
+    // that hash part must describe exactly it, name included.
+    let mut expected: std::collections::HashMap<String, StorePath> =
+        paths.iter().map(|p| (p.hash_part(), p.clone())).collect();
     let mut present: HashSet<StorePath> = HashSet::new();
     // Fetch narinfos (following references when paths were named), recording parse failures.
     while !queue.is_empty() {
@@ -201,9 +228,29 @@ pub async fn verify(
         for (hash, result) in fetched {
             match result {
                 Ok(Some(info)) => {
+                    if let Some(named) = expected.get(&hash) {
+                        if *named != info.store_path {
+                            let key = format!("{hash}.narinfo");
+                            report.problems.push(Problem::UnusableNarInfo {
+                                error: StoreError::IdentityMismatch {
+                                    url: cache.url().to_owned(),
+                                    key: key.clone(),
+                                    found: format!(
+                                        "{}/{}",
+                                        crate::narinfo::excerpt(info.store_dir.as_str()),
+                                        info.store_path
+                                    ),
+                                    expected: info.store_dir.full_path(named),
+                                },
+                                key,
+                            });
+                            continue;
+                        }
+                    }
                     if !paths.is_empty() {
                         for r in &info.references {
                             if seen.insert(r.hash_part()) {
+                                expected.insert(r.hash_part(), r.clone());
                                 queue.push(r.hash_part());
                             }
                         }
@@ -217,6 +264,17 @@ pub async fn verify(
                 Err(StoreError::BadNarInfo { key, source, .. }) => {
                     report.problems.push(Problem::BadNarInfo { key, error: source })
                 }
+                // Hostile or damaged objects: a problem of this cache, not a failure to check.
+                Err(
+                    error @ (StoreError::IdentityMismatch { .. }
+                    | StoreError::TooLarge { .. }
+                    | StoreError::OutsideRoot { .. }),
+                ) => report.problems.push(Problem::UnusableNarInfo {
+                    key: error
+                        .key()
+                        .map_or_else(|| format!("{hash}.narinfo"), str::to_owned),
+                    error,
+                }),
                 Err(e) => return Err(e.into()),
             }
         }
@@ -238,10 +296,12 @@ pub async fn verify(
         if !opts.trusted_keys.is_empty() && check_trusted(info, &opts.trusted_keys).is_err() {
             report.problems.push(Problem::Untrusted {
                 path: subject.clone(),
+                // Key names are the cache's text: a few, each cut short.
                 found: info
                     .signatures
                     .iter()
-                    .map(|s| s.split(':').next().unwrap_or("").to_owned())
+                    .take(5)
+                    .map(|s| crate::narinfo::excerpt(s.split(':').next().unwrap_or("")))
                     .collect(),
             });
         }
@@ -251,7 +311,13 @@ pub async fn verify(
     let checks: Vec<(String, Result<(), OpError>)> =
         futures::stream::iter(infos.iter().map(|info| async move {
             let subject = info.store_dir.full_path(&info.store_path);
-            (subject, read_nar(cache, info, |_| Ok(())).await)
+            let drained = with_nar(cache, info, |nar| {
+                std::io::copy(nar, &mut std::io::sink())
+                    .map(drop)
+                    .map_err(|e| OpError::io("cannot read the NAR", e))
+            })
+            .await;
+            (subject, drained)
         }))
         .buffer_unordered(opts.jobs.max(1))
         .collect()
@@ -262,5 +328,8 @@ pub async fn verify(
         }
     }
     report.problems.sort_by(|a, b| a.subject().cmp(b.subject()));
+    if paths.is_empty() {
+        report.debris = cache.debris().await?;
+    }
     Ok(report)
 }

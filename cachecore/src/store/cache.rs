@@ -19,7 +19,7 @@ use crate::compression::Compression;
 use crate::hash::Hash;
 use crate::narinfo::NarInfo;
 use crate::realisation::DrvOutput;
-use crate::store_path::StorePath;
+use crate::store_path::{StoreDir, StorePath};
 
 /// A binary cache: an object store plus the knowledge of what a Nix binary cache keeps in it.
 ///
@@ -40,7 +40,18 @@ use crate::store_path::StorePath;
 pub struct BinaryCache {
     objects: Objects,
     settings: StoreSettings,
+    /// The cache's store directory, once read ([`BinaryCache::store_dir`]).
+    store_dir: std::sync::Arc<std::sync::OnceLock<StoreDir>>,
 }
+
+/// The largest `nix-cache-info` read (real ones are under 100 bytes).
+pub const MAX_CACHE_INFO_BYTES: u64 = 64 << 10;
+
+/// The largest `<hash>.ls` listing read: 64 MiB, the JSON of about half a million files.
+pub const MAX_LISTING_BYTES: u64 = 64 << 20;
+
+/// The largest realisation (`.doi`) read (real ones are under 1 KiB).
+pub const MAX_REALISATION_BYTES: u64 = 1 << 20;
 
 impl fmt::Debug for BinaryCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -55,6 +66,16 @@ impl fmt::Display for BinaryCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.url())
     }
+}
+
+/// A narinfo's `StorePath` for a message: its store directory (hostile text, up to 4 KiB) cut
+/// to a short prefix, its base name (validated, at most 244 characters) whole.
+fn shown_path(info: &NarInfo) -> String {
+    format!(
+        "{}/{}",
+        crate::narinfo::excerpt(info.store_dir.as_str()),
+        info.store_path
+    )
 }
 
 /// A GC root as listed by [`BinaryCache::list_gc_roots`].
@@ -108,6 +129,7 @@ impl BinaryCache {
         Ok(BinaryCache {
             objects: backend::open(parsed, env)?,
             settings: parsed.settings.clone(),
+            store_dir: Default::default(),
         })
     }
 
@@ -151,9 +173,14 @@ impl BinaryCache {
         }
     }
 
-    /// `nix-cache-info`, or `None` if the store has none (not initialised).
+    /// `nix-cache-info`, or `None` if the store has none (not initialised). One larger than
+    /// [`MAX_CACHE_INFO_BYTES`] is refused.
     pub async fn cache_info(&self) -> Result<Option<CacheInfo>, StoreError> {
-        let Some(bytes) = self.objects.get_bytes(layout::CACHE_INFO).await? else {
+        let Some(bytes) = self
+            .objects
+            .get_bytes_limited(layout::CACHE_INFO, MAX_CACHE_INFO_BYTES)
+            .await?
+        else {
             return Ok(None);
         };
         let bad = |source: crate::cache_info::ParseError| StoreError::BadCacheInfo {
@@ -220,25 +247,72 @@ impl BinaryCache {
         Ok(wanted.clone())
     }
 
-    /// The narinfo of `path`, or `None` if the cache does not have it.
+    /// The narinfo of `path`, or `None` if the cache does not have it. Checked as
+    /// [`narinfo_by_hash`](Self::narinfo_by_hash) does, and its `StorePath` must be `path`
+    /// itself (name included), or it is [`StoreError::IdentityMismatch`].
     pub async fn narinfo(&self, path: &StorePath) -> Result<Option<NarInfo>, StoreError> {
-        self.narinfo_by_hash(&path.hash_part()).await
-    }
-
-    /// The narinfo stored at `<hash_part>.narinfo`; a file that does not parse is
-    /// [`StoreError::BadNarInfo`] naming its key.
-    pub async fn narinfo_by_hash(&self, hash_part: &str) -> Result<Option<NarInfo>, StoreError> {
-        let key = layout::narinfo(hash_part);
-        let Some(bytes) = self.objects.get_bytes(&key).await? else {
+        let Some(info) = self.narinfo_by_hash(&path.hash_part()).await? else {
             return Ok(None);
         };
-        NarInfo::parse_bytes(&bytes)
-            .map(Some)
-            .map_err(|source| StoreError::BadNarInfo {
+        if info.store_path != *path {
+            return Err(StoreError::IdentityMismatch {
+                url: self.url().to_owned(),
+                key: layout::narinfo(&path.hash_part()),
+                found: shown_path(&info),
+                expected: info.store_dir.full_path(path),
+            });
+        }
+        Ok(Some(info))
+    }
+
+    /// The store directory of the cache's paths: its `nix-cache-info`'s `StoreDir`, or Nix's
+    /// default `/nix/store` when it has none (as Nix reads such a cache). Read once.
+    pub async fn store_dir(&self) -> Result<StoreDir, StoreError> {
+        if let Some(dir) = self.store_dir.get() {
+            return Ok(dir.clone());
+        }
+        let dir = match self.cache_info().await? {
+            Some(info) => StoreDir::new(&info.store_dir),
+            None => StoreDir::default(),
+        };
+        Ok(self.store_dir.get_or_init(|| dir).clone())
+    }
+
+    /// The narinfo stored at `<hash_part>.narinfo`, checked before anyone sees it:
+    /// - read with a limit of [`MAX_NARINFO_BYTES`](crate::narinfo::MAX_NARINFO_BYTES)
+    ///   ([`StoreError::TooLarge`]), never whole;
+    /// - parsed ([`StoreError::BadNarInfo`], quoting at most a short prefix of bad text; sizes
+    ///   above [`MAX_SIZE`](crate::narinfo::MAX_SIZE) refused);
+    /// - its `StorePath` must have the hash part it is stored under and be in the cache's
+    ///   [`store_dir`](Self::store_dir), or it is [`StoreError::IdentityMismatch`]: a narinfo
+    ///   copied over another path's key describes another path, whatever its signatures say.
+    ///
+    /// Every reader of narinfos (pull, copy, verify, ls, cat, info, closure walks) gets them
+    /// from here.
+    pub async fn narinfo_by_hash(&self, hash_part: &str) -> Result<Option<NarInfo>, StoreError> {
+        let key = layout::narinfo(hash_part);
+        let Some(bytes) = self
+            .objects
+            .get_bytes_limited(&key, crate::narinfo::MAX_NARINFO_BYTES)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let info = NarInfo::parse_bytes(&bytes).map_err(|source| StoreError::BadNarInfo {
+            url: self.url().to_owned(),
+            key: key.clone(),
+            source: Box::new(source),
+        })?;
+        let store_dir = self.store_dir().await?;
+        if info.store_path.hash_part() != hash_part || info.store_dir != store_dir {
+            return Err(StoreError::IdentityMismatch {
                 url: self.url().to_owned(),
                 key,
-                source: Box::new(source),
-            })
+                found: shown_path(&info),
+                expected: format!("{}/{hash_part}-…", store_dir.as_str()),
+            });
+        }
+        Ok(Some(info))
     }
 
     /// Whether the cache has a narinfo for `path` (one HEAD request).
@@ -410,11 +484,33 @@ impl BinaryCache {
         self.objects.delete(&staged.key).await
     }
 
-    /// The `.ls` listing of `path` as stored (JSON), or `None`.
+    /// The `.ls` listing of `path` as stored (JSON), or `None`; one larger than
+    /// [`MAX_LISTING_BYTES`] is refused ([`StoreError::TooLarge`]).
     pub async fn listing_bytes(&self, path: &StorePath) -> Result<Option<Bytes>, StoreError> {
         self.objects
-            .get_bytes(&layout::listing(&path.hash_part()))
+            .get_bytes_limited(&layout::listing(&path.hash_part()), MAX_LISTING_BYTES)
             .await
+    }
+
+    /// Makes the NAR object at `url` (a narinfo's `URL:`) durable before a narinfo names it
+    /// (see [`Objects::sync`]).
+    pub async fn sync_nar(&self, url: &str) -> Result<(), StoreError> {
+        self.objects.sync(self.nar_key(url)?).await
+    }
+
+    /// Makes the listing of `path` durable before its narinfo is written.
+    pub async fn sync_listing(&self, path: &StorePath) -> Result<(), StoreError> {
+        self.objects
+            .sync(&layout::listing(&path.hash_part()))
+            .await
+    }
+
+    /// A streamed NAR object's `URL:`: `nar/<nix32 NarHash>-<unique>.nar<ext>`, new for every
+    /// upload (see [`layout::nar_streamed`]).
+    pub fn streamed_nar_url(nar_hash: &Hash, compression: Compression) -> String {
+        use rand_core::RngCore as _;
+        let unique = format!("{:016x}", rand_core::OsRng.next_u64());
+        layout::nar_streamed(nar_hash, &unique, compression)
     }
 
     /// Writes the `.ls` listing of `path` (JSON, as [`crate::nar::Listing`] serializes).
@@ -449,7 +545,9 @@ impl BinaryCache {
 
     /// The realisation `id` (`realisations/<drv hash>!<output>.doi`, JSON), or `None`.
     pub async fn realisation_bytes(&self, id: &DrvOutput) -> Result<Option<Bytes>, StoreError> {
-        self.objects.get_bytes(&layout::realisation(id)).await
+        self.objects
+            .get_bytes_limited(&layout::realisation(id), MAX_REALISATION_BYTES)
+            .await
     }
 
     /// Writes the realisation `id` (JSON, as [`crate::realisation`] prints it).

@@ -82,6 +82,31 @@ pub enum StoreError {
         source: Box<narinfo::ParseError>,
     },
 
+    /// A narinfo describes another path than the one it is stored for (its `StorePath` has
+    /// another hash part or name, or lies in another store directory than the cache's).
+    #[error("{url}: {key} describes {found}, not {expected}; the cache is corrupt or was tampered with, so nothing from this narinfo is used")]
+    IdentityMismatch {
+        url: String,
+        key: String,
+        /// The `StorePath` the narinfo gives (at most a short prefix of it).
+        found: String,
+        expected: String,
+    },
+
+    /// An object is larger than cachecore reads for its kind (a narinfo, listing,
+    /// `nix-cache-info`): refused without reading it whole.
+    #[error("{url}: {key} is larger than {limit} bytes, the most cachecore reads for such an object; refused without reading it")]
+    TooLarge { url: String, key: String, limit: u64 },
+
+    /// Syncing a written object to disk failed (local directories).
+    #[error("{url}: cannot sync {key} to disk: {source}")]
+    Durability {
+        url: String,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// `nix-cache-info` in the store does not parse.
     #[error("{url}: {key} is not a valid nix-cache-info file: {source}")]
     BadCacheInfo {
@@ -216,6 +241,9 @@ impl StoreError {
             | StoreError::NotANarKey { key, .. }
             | StoreError::OutsideRoot { key, .. }
             | StoreError::BadNarInfo { key, .. }
+            | StoreError::IdentityMismatch { key, .. }
+            | StoreError::TooLarge { key, .. }
+            | StoreError::Durability { key, .. }
             | StoreError::BadCacheInfo { key, .. }
             | StoreError::Unreachable { key, .. }
             | StoreError::MissingCredentials { key, .. }
@@ -254,7 +282,10 @@ impl StoreError {
             StoreError::BadNarInfo { .. }
             | StoreError::BadCacheInfo { .. }
             | StoreError::NotANarKey { .. }
+            | StoreError::IdentityMismatch { .. }
+            | StoreError::TooLarge { .. }
             | StoreError::OutsideRoot { .. } => ErrorKind::Corrupt,
+            StoreError::Durability { .. } => ErrorKind::Local,
             StoreError::Unreachable { .. } | StoreError::Backend { .. } => ErrorKind::Unavailable,
             // The store URL is wrong: the region, or a port that is not the S3 API.
             StoreError::WrongRegion { .. } | StoreError::NotS3 { .. } => ErrorKind::InvalidInput,

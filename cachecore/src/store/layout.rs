@@ -47,6 +47,34 @@ pub fn nar(hash: &Hash, c: Compression) -> String {
     format!("{NAR_DIR}/{}.nar{}", hash.to_nix32(), c.extension())
 }
 
+/// `nar/<nix32 NarHash>-<unique>.nar<ext>`: a large NAR streamed to its key before its file
+/// hash is known. `unique` is new for every upload, so two pushes of the same path (with other
+/// compression settings, or one killed half-way) never write the same key: a narinfo always
+/// names an object written by the push that wrote the narinfo.
+pub fn nar_streamed(nar_hash: &Hash, unique: &str, c: Compression) -> String {
+    format!(
+        "{NAR_DIR}/{}-{unique}.nar{}",
+        nar_hash.to_nix32(),
+        c.extension()
+    )
+}
+
+/// Whether `key` is a staging file of a local-directory store (`<key>#<n>`, object_store's
+/// name for a file being written; left behind by a killed upload).
+pub fn is_local_staging(key: &str) -> bool {
+    key.rsplit_once('#')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether `key` is the leftover of an upload: a local staging file (`<key>#<n>`), a staged
+/// NAR (`nar/.tmp-*`) or a create-only upload's staging object (`.cachecore/staging/*`). None is
+/// ever named by a narinfo.
+pub fn is_debris(key: &str) -> bool {
+    is_local_staging(key)
+        || key.starts_with(&format!("{NAR_DIR}/.tmp-"))
+        || key.starts_with(&format!("{CACHECORE_DIR}/staging/"))
+}
+
 /// `log/<drv base name>`, e.g. `log/abc…-hello.drv`.
 pub fn log(drv_base_name: &str) -> String {
     format!("log/{drv_base_name}")

@@ -49,14 +49,21 @@
 mod aws_profile;
 mod backend;
 mod cache;
+mod debris;
 mod error;
 pub(crate) mod layout;
+pub mod nar;
 pub mod objects;
 pub mod url;
 
 pub use backend::process_env;
-pub use cache::{BinaryCache, GcRootEntry, StagedNar};
+pub use cache::{
+    BinaryCache, GcRootEntry, StagedNar, MAX_CACHE_INFO_BYTES, MAX_LISTING_BYTES,
+    MAX_REALISATION_BYTES,
+};
+pub use debris::{Debris, DEBRIS_AGE};
 pub use error::{is_backend_detail, StoreError};
+pub use nar::{IntegrityError, NarReader};
 pub use objects::{
     ByteRange, ByteStream, Object, ObjectMeta, Objects, PutMode, VersionTag, WriteSupport,
     Written, MULTIPART_THRESHOLD, PARTS_IN_FLIGHT, PART_SIZE,

@@ -372,10 +372,11 @@ impl Objects {
     }
 
     fn path(&self, key: &str) -> Result<Path, StoreError> {
+        // A key may come from a cache (a narinfo's URL): quoted by a short prefix only.
         let bad = |reason: String| StoreError::BadKey {
             url: self.inner.cx.url.clone(),
-            key: key.to_owned(),
-            reason,
+            key: crate::narinfo::excerpt(key),
+            reason: crate::narinfo::excerpt(&reason),
         };
         if key.is_empty() || key.starts_with('/') || key.ends_with('/') {
             return Err(bad(
@@ -524,6 +525,81 @@ impl Objects {
             .await
             .map(Some)
             .map_err(|e| self.err(Op::Read, key, e))
+    }
+
+    /// The whole object at `key` in memory, refusing one larger than `limit` bytes with
+    /// [`StoreError::TooLarge`] without reading it whole (the size the store declares is checked
+    /// first, then the bytes as they arrive, so a server lying about the size is cut off too);
+    /// `None` if there is none. Untrusted metadata (narinfos, listings, realisations,
+    /// `nix-cache-info`) is read through here.
+    pub async fn get_bytes_limited(
+        &self,
+        key: &str,
+        limit: u64,
+    ) -> Result<Option<Bytes>, StoreError> {
+        let path = self.path(key)?;
+        let result = match self.inner.store.get(&path).await {
+            Ok(r) => r,
+            Err(e) => return none_if_missing(self.err(Op::Read, key, e)),
+        };
+        let too_large = || StoreError::TooLarge {
+            url: self.inner.cx.url.clone(),
+            key: key.to_owned(),
+            limit,
+        };
+        if result.meta.size > limit {
+            return Err(too_large());
+        }
+        let mut stream = result.into_stream();
+        let mut data = bytes::BytesMut::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.err(Op::Read, key, e))?;
+            if (data.len() + chunk.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            data.extend_from_slice(&chunk);
+        }
+        Ok(Some(data.freeze()))
+    }
+
+    /// The root directory of a local-directory store (canonical), `None` elsewhere.
+    pub(crate) fn local_root(&self) -> Option<&std::path::Path> {
+        self.inner.local_root.as_deref()
+    }
+
+    /// Makes the object at `key` durable before anything that names it is written: on a local
+    /// directory, `fsync`s the file and the directories from it up to the root (a rename or a
+    /// new file is durable only once its directory is); elsewhere a no-op (S3, GCS and Azure
+    /// acknowledge a write only once it is stored).
+    pub async fn sync(&self, key: &str) -> Result<(), StoreError> {
+        let Some(root) = self.inner.local_root.clone() else {
+            return Ok(());
+        };
+        self.path(key)?;
+        let file = root.join(key);
+        let result = tokio::task::spawn_blocking(move || -> io::Result<()> {
+            std::fs::File::open(&file)?.sync_all()?;
+            let mut dir = file.parent();
+            while let Some(d) = dir {
+                std::fs::File::open(d)?.sync_all()?;
+                if d == root {
+                    break;
+                }
+                dir = d.parent();
+            }
+            Ok(())
+        })
+        .await;
+        let e = match result {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(join) => io::Error::other(join.to_string()),
+        };
+        Err(StoreError::Durability {
+            url: self.inner.cx.url.clone(),
+            key: key.to_owned(),
+            source: e,
+        })
     }
 
     /// The metadata of the object at `key`, or `None` if there is none.

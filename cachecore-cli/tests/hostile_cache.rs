@@ -1,0 +1,1042 @@
+//! Hostile caches: a generator of hand-made caches an attacker with write access (or a man in
+//! the middle of an HTTP cache) could serve, each run through `pull`, `copy`, `verify`, `cat`,
+//! `ls` and `info` over a local directory, over `http://` and over Garage (S3). Every command
+//! must fail with the precise error, a non-zero exit and no panic, and leave the destination,
+//! DEST and the local disk as they were. Where real Nix has an opinion, it is asked too.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+#[path = "../../cachecore/tests/common/http_server.rs"]
+mod http_server;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use cachecore::compression::Compression;
+use cachecore::hash::{Hash, HashAlgo};
+use cachecore::narinfo::NarInfo;
+use cachecore::signing::SecretKey;
+use common::garage::Garage;
+use common::net::{free_port, wait_for_port};
+use common::*;
+use http_server::HttpServer;
+
+// ---------------------------------------------------------------------------------------------
+// The clean cache every hostile one starts from
+// ---------------------------------------------------------------------------------------------
+
+/// Two paths pushed with `--add` and signed: A (about 200 KiB of NAR) and B (smaller).
+struct Fixture {
+    tmp: tempfile::TempDir,
+    /// The clean cache directory.
+    base: PathBuf,
+    secret: PathBuf,
+    public: String,
+    /// Full store paths and hash parts.
+    a: String,
+    a_hash: String,
+    b: String,
+    b_hash: String,
+}
+
+fn hash_part_of(full: &str) -> String {
+    full.rsplit('/').next().unwrap()[..32].to_owned()
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempdir();
+    let secret = tmp.path().join("good.sec");
+    cachecore_ok(
+        &[
+            "key",
+            "generate",
+            "hostile-test-1",
+            "--out",
+            path_str(&secret),
+        ],
+        b"",
+    );
+    let public = String::from_utf8(cachecore_ok(&["key", "public", path_str(&secret)], b""))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let src_a = tmp.path().join("srcA");
+    fs::create_dir(&src_a).unwrap();
+    fs::write(src_a.join("hello"), b"hello from A\n").unwrap();
+    fs::write(src_a.join("data"), pseudo_random_bytes(200 << 10, 1)).unwrap();
+    let src_b = tmp.path().join("srcB");
+    fs::create_dir(&src_b).unwrap();
+    fs::write(src_b.join("hello"), b"hello from B\n").unwrap();
+    let base = tmp.path().join("base");
+    let mut pushed = Vec::new();
+    for src in [&src_a, &src_b] {
+        let out = cachecore_ok(
+            &[
+                "push",
+                path_str(&base),
+                "--add",
+                path_str(src),
+                "--key",
+                path_str(&secret),
+                "--quiet",
+            ],
+            b"",
+        );
+        pushed.push(String::from_utf8(out).unwrap().trim().to_owned());
+    }
+    let (a, b) = (pushed[0].clone(), pushed[1].clone());
+    Fixture {
+        a_hash: hash_part_of(&a),
+        b_hash: hash_part_of(&b),
+        a,
+        b,
+        tmp,
+        base,
+        secret,
+        public,
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn read_narinfo(cache: &Path, hash: &str) -> NarInfo {
+    NarInfo::parse(&fs::read_to_string(cache.join(format!("{hash}.narinfo"))).unwrap()).unwrap()
+}
+
+fn write_narinfo(cache: &Path, hash: &str, info: &NarInfo) {
+    fs::write(cache.join(format!("{hash}.narinfo")), info.to_string()).unwrap();
+}
+
+fn edit_narinfo_text(cache: &Path, hash: &str, edit: impl FnOnce(String) -> String) {
+    let file = cache.join(format!("{hash}.narinfo"));
+    let text = fs::read_to_string(&file).unwrap();
+    fs::write(&file, edit(text)).unwrap();
+}
+
+/// Every file under `dir` with its size and sha256 (symlinks by their target): what "left as it
+/// was" is checked against.
+fn snapshot(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries {
+            let p = entry.unwrap().path();
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            let meta = p.symlink_metadata().unwrap();
+            if meta.is_dir() {
+                out.insert(rel, "dir".into());
+                stack.push(p);
+            } else if meta.file_type().is_symlink() {
+                out.insert(rel, format!("-> {}", fs::read_link(&p).unwrap().display()));
+            } else {
+                let bytes = fs::read(&p).unwrap();
+                out.insert(
+                    rel,
+                    format!(
+                        "{} {}",
+                        bytes.len(),
+                        Hash::digest(HashAlgo::Sha256, &bytes)
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The hostile caches
+// ---------------------------------------------------------------------------------------------
+
+/// What a hostile cache breaks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Level {
+    /// A's narinfo: every command reading it fails, `ls` and `info` included.
+    NarInfo,
+    /// A's NAR object: commands reading the NAR fail; `ls` (from the listing) and `info` work.
+    Nar,
+}
+
+struct Case {
+    name: String,
+    level: Level,
+    /// Only on a local directory (symlinks mean nothing over HTTP or S3).
+    local_only: bool,
+    /// Run with `--trusted-key` (else `--no-check-sigs` / no key): cases about hashes that
+    /// cannot be signed are checked without signatures, to reach the check they are about.
+    signed: bool,
+    /// What every failing command's message must contain.
+    expect: String,
+    /// `info` reads every narinfo by its key alone, so a narinfo consistent with its key but
+    /// naming another path than the one asked for does not stop it.
+    info_ok: bool,
+}
+
+/// A hostile cache: `build` shapes a copy of the clean cache into it.
+type Builder = Box<dyn Fn(&Fixture, &Path) -> Case>;
+
+fn case(name: &str, level: Level, expect: String) -> Case {
+    Case {
+        name: name.to_owned(),
+        level,
+        local_only: false,
+        signed: true,
+        expect,
+        info_ok: false,
+    }
+}
+
+/// The start of a NAR of one regular file of `size` bytes (its contents follow).
+fn nar_head(size: u64) -> Vec<u8> {
+    let mut head = Vec::new();
+    for s in ["nix-archive-1", "(", "type", "regular", "contents"] {
+        head.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        head.extend_from_slice(s.as_bytes());
+        head.resize(head.len().div_ceil(8) * 8, 0);
+    }
+    head.extend_from_slice(&size.to_le_bytes());
+    head
+}
+
+/// A NAR of one regular file of `size` zero bytes compressed by the real tool for `method`
+/// (`zstd`, `xz`, `bzip2`), streamed through it without holding the NAR in memory; or, for
+/// `none`, the start of that NAR followed by `size` zeros.
+fn bomb(method: Compression, size: u64) -> Vec<u8> {
+    let tool: &[&str] = match method {
+        Compression::Zstd => &["zstd", "-c", "-q", "-1"],
+        Compression::Xz => &["xz", "-c", "-0", "-T1"],
+        Compression::Bzip2 => &["bzip2", "-c", "-1"],
+        Compression::None => {
+            let mut out = nar_head(size);
+            out.resize(out.len() + size as usize, 0);
+            return out;
+        }
+    };
+    let mut child = std::process::Command::new(tool[0])
+        .args(&tool[1..])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {} (apt-get install {}): {e}", tool[0], tool[0]));
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(&nar_head(size)).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            stdin.write_all(&zeros[..n]).unwrap();
+            left -= n as u64;
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success(), "{} failed", tool[0]);
+    out.stdout
+}
+
+/// The bombs, made once per test binary: 1 GiB of zeros (in a NAR whose narinfo says about
+/// 200 KiB) in a few KiB of zstd, xz or bzip2; 64 MiB uncompressed.
+fn bombs() -> &'static [(Compression, Vec<u8>)] {
+    static BOMBS: std::sync::OnceLock<Vec<(Compression, Vec<u8>)>> = std::sync::OnceLock::new();
+    BOMBS.get_or_init(|| {
+        [
+            (Compression::Zstd, 1u64 << 30),
+            (Compression::Xz, 1 << 30),
+            (Compression::Bzip2, 1 << 30),
+            (Compression::None, 64 << 20),
+        ]
+        .into_iter()
+        .map(|(m, size)| (m, bomb(m, size)))
+        .collect()
+    })
+}
+
+fn builders() -> Vec<Builder> {
+    let mut v: Vec<Builder> = Vec::new();
+    // 1. A narinfo copied over another path's key (the signature is valid: for B).
+    v.push(Box::new(|f, dir| {
+        fs::copy(
+            dir.join(format!("{}.narinfo", f.b_hash)),
+            dir.join(format!("{}.narinfo", f.a_hash)),
+        )
+        .unwrap();
+        case(
+            "swapped narinfo",
+            Level::NarInfo,
+            format!("describes {}, not /nix/store/{}-…", f.b, f.a_hash),
+        )
+    }));
+    // 2. StorePath in another store directory.
+    v.push(Box::new(|f, dir| {
+        let base = f.a.rsplit('/').next().unwrap().to_owned();
+        edit_narinfo_text(dir, &f.a_hash, |t| {
+            t.replace(&format!("StorePath: {}", f.a), &format!("StorePath: /evil/store/{base}"))
+        });
+        case(
+            "StorePath in another store dir",
+            Level::NarInfo,
+            format!("describes /evil/store/{base}, not /nix/store/{}-…", f.a_hash),
+        )
+    }));
+    // 3. The right hash part with another name.
+    v.push(Box::new(|f, dir| {
+        edit_narinfo_text(dir, &f.a_hash, |t| {
+            t.replace(
+                &format!("StorePath: {}", f.a),
+                &format!("StorePath: /nix/store/{}-evil", f.a_hash),
+            )
+        });
+        Case {
+            info_ok: true,
+            ..case(
+                "StorePath with another name",
+                Level::NarInfo,
+                format!("describes /nix/store/{}-evil, not {}", f.a_hash, f.a),
+            )
+        }
+    }));
+    // 4. URL outside nar/.
+    v.push(Box::new(|f, dir| {
+        let mut info = read_narinfo(dir, &f.a_hash);
+        info.url = "../outside.nar".into();
+        write_narinfo(dir, &f.a_hash, &info);
+        case(
+            "URL outside the cache",
+            Level::Nar,
+            "\"../outside.nar\" is not a valid object key".into(),
+        )
+    }));
+    // 5. URL naming another path's narinfo.
+    v.push(Box::new(|f, dir| {
+        let mut info = read_narinfo(dir, &f.a_hash);
+        info.url = format!("{}.narinfo", f.b_hash);
+        write_narinfo(dir, &f.a_hash, &info);
+        case(
+            "URL naming a narinfo",
+            Level::Nar,
+            format!("{}.narinfo", f.b_hash),
+        )
+    }));
+    // 6. A NAR object that is a symlink to a private file outside the cache.
+    v.push(Box::new(|f, dir| {
+        let secret = dir.parent().unwrap().join(format!(
+            "private-{}",
+            dir.file_name().unwrap().to_string_lossy()
+        ));
+        fs::write(&secret, b"private key material\n").unwrap();
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&secret, dir.join("nar/leak.nar")).unwrap();
+        let mut info = read_narinfo(dir, &f.a_hash);
+        info.url = "nar/leak.nar".into();
+        write_narinfo(dir, &f.a_hash, &info);
+        Case {
+            local_only: true,
+            ..case(
+                "symlinked NAR object",
+                Level::Nar,
+                "nar/leak.nar leads outside the cache directory through a symbolic link".into(),
+            )
+        }
+    }));
+    // 7. A truncated NAR object.
+    v.push(Box::new(|f, dir| {
+        let info = read_narinfo(dir, &f.a_hash);
+        let file = dir.join(&info.url);
+        let bytes = fs::read(&file).unwrap();
+        fs::write(&file, &bytes[..60]).unwrap();
+        case(
+            "truncated NAR",
+            Level::Nar,
+            format!(
+                "FileSize mismatch: the narinfo says {}, the data gives 60",
+                info.file_size.unwrap()
+            ),
+        )
+    }));
+    // 8. An extended NAR object.
+    v.push(Box::new(|f, dir| {
+        let info = read_narinfo(dir, &f.a_hash);
+        let file = dir.join(&info.url);
+        let mut bytes = fs::read(&file).unwrap();
+        bytes.extend(pseudo_random_bytes(1 << 20, 2));
+        fs::write(&file, &bytes).unwrap();
+        case(
+            "extended NAR",
+            Level::Nar,
+            format!(
+                "holds more than the {} bytes its narinfo's FileSize declares",
+                info.file_size.unwrap()
+            ),
+        )
+    }));
+    // 9. A's NAR replaced by B's, FileHash/FileSize (not signed) adjusted: a man in the middle.
+    v.push(Box::new(|f, dir| {
+        let a = read_narinfo(dir, &f.a_hash);
+        let b = read_narinfo(dir, &f.b_hash);
+        fs::copy(dir.join(&b.url), dir.join(&a.url)).unwrap();
+        let mut info = a.clone();
+        info.file_hash = b.file_hash.clone();
+        info.file_size = b.file_size;
+        write_narinfo(dir, &f.a_hash, &info);
+        case(
+            "replaced NAR",
+            Level::Nar,
+            format!(
+                "NarSize mismatch: the narinfo says {}, the data gives {}",
+                a.nar_size, b.nar_size
+            ),
+        )
+    }));
+    // 10-13. Decompression bombs in each compression, FileHash/FileSize/Compression (not
+    // signed) made to match the bomb.
+    for (method, made) in bombs() {
+        let method = *method;
+        v.push(Box::new(move |f, dir| {
+            let mut info = read_narinfo(dir, &f.a_hash);
+            let key = format!("nar/bomb.nar{}", method.extension());
+            fs::write(dir.join(&key), made).unwrap();
+            info.url = key;
+            info.compression = Some(method.name().into());
+            info.file_hash = Some(Hash::digest(HashAlgo::Sha256, made));
+            info.file_size = Some(made.len() as u64);
+            write_narinfo(dir, &f.a_hash, &info);
+            case(
+                &format!("{method} bomb"),
+                Level::Nar,
+                format!(
+                    "holds more than the {} bytes its narinfo's NarSize declares (decompressed)",
+                    info.nar_size
+                ),
+            )
+        }));
+    }
+    // 14. A NarHash in sha1 (which cannot be signed: checked without signatures).
+    v.push(Box::new(|f, dir| {
+        let mut info = read_narinfo(dir, &f.a_hash);
+        info.nar_hash = Hash::digest(HashAlgo::Sha1, b"whatever");
+        write_narinfo(dir, &f.a_hash, &info);
+        Case {
+            signed: false,
+            ..case(
+                "sha1 NarHash",
+                Level::Nar,
+                "its narinfo's NarHash is a sha1 hash".into(),
+            )
+        }
+    }));
+    // 15. A FileHash in md5 that does not match (checked with md5, not skipped).
+    v.push(Box::new(|f, dir| {
+        let mut info = read_narinfo(dir, &f.a_hash);
+        info.file_hash = Some(Hash::digest(HashAlgo::Md5, b"other bytes"));
+        write_narinfo(dir, &f.a_hash, &info);
+        case(
+            "wrong md5 FileHash",
+            Level::Nar,
+            format!(
+                "FileHash mismatch: the narinfo says {}",
+                Hash::digest(HashAlgo::Md5, b"other bytes")
+            ),
+        )
+    }));
+    // 16. A 2 MiB narinfo.
+    v.push(Box::new(|f, dir| {
+        edit_narinfo_text(dir, &f.a_hash, |mut t| {
+            let pad = format!("X-Pad: {}\n", "a".repeat(1000));
+            for _ in 0..2048 {
+                t.push_str(&pad);
+            }
+            t
+        });
+        case(
+            "huge narinfo",
+            Level::NarInfo,
+            format!(
+                "{}.narinfo is larger than 1048576 bytes, the most cachecore reads",
+                f.a_hash
+            ),
+        )
+    }));
+    // 17-18. Sizes near 2^64.
+    v.push(Box::new(|f, dir| {
+        let info = read_narinfo(dir, &f.a_hash);
+        edit_narinfo_text(dir, &f.a_hash, |t| {
+            t.replace(
+                &format!("NarSize: {}\n", info.nar_size),
+                "NarSize: 18446744073709551615\n",
+            )
+        });
+        case(
+            "NarSize near 2^64",
+            Level::NarInfo,
+            "field NarSize: 18446744073709551615 is larger than the 1125899906842624 bytes (2^50)"
+                .into(),
+        )
+    }));
+    v.push(Box::new(|f, dir| {
+        let info = read_narinfo(dir, &f.a_hash);
+        edit_narinfo_text(dir, &f.a_hash, |t| {
+            t.replace(
+                &format!("FileSize: {}\n", info.file_size.unwrap()),
+                "FileSize: 18446744073709551600\n",
+            )
+        });
+        case(
+            "FileSize near 2^64",
+            Level::NarInfo,
+            "field FileSize: 18446744073709551600 is larger than".into(),
+        )
+    }));
+    // 19. A 100 KiB line of garbage: quoted by a short prefix only.
+    v.push(Box::new(|f, dir| {
+        edit_narinfo_text(dir, &f.a_hash, |t| format!("{t}{}\n", "Z".repeat(100 << 10)));
+        case(
+            "long garbage line",
+            Level::NarInfo,
+            format!("\"{}…\" is not a `Key: value` line", "Z".repeat(64)),
+        )
+    }));
+    v
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running every command on a hostile cache
+// ---------------------------------------------------------------------------------------------
+
+/// Where a hostile cache is served from.
+enum Transport<'a> {
+    Local,
+    Http,
+    Garage(&'a Garage),
+}
+
+/// `cachecore ARGS`, with Garage's key in the environment when needed.
+fn run(transport: &Transport, args: &[&str]) -> Output {
+    let mut cmd = cachecore_command();
+    cmd.args(args);
+    if let Transport::Garage(g) = transport {
+        cmd.env_remove("AWS_PROFILE")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(g.env());
+    }
+    run_with_stdin(&mut cmd, b"")
+}
+
+/// The one error line of a failed command, which must contain `expect`; and no error line
+/// longer than a sentence (hostile text is quoted by a short prefix only).
+#[track_caller]
+fn assert_fails_with(out: &Output, what: &str, expect: &str) {
+    let line = assert_clean_error(out, what);
+    assert!(
+        line.contains(expect),
+        "`{what}`: the error should contain\n  {expect}\nbut is\n  {line}"
+    );
+    assert!(
+        line.len() < 1000,
+        "`{what}`: an error line of {} bytes quotes too much: {}…",
+        line.len(),
+        &line[..200]
+    );
+}
+
+/// Runs pull, cat, copy, verify, ls and info on the hostile cache at `url` (built from the
+/// clean one as `case` says) and checks each one's outcome.
+fn run_commands(f: &Fixture, transport: &Transport, url: &str, c: &Case, work: &Path) {
+    let what = |cmd: &str| format!("{cmd} on {} over {url}", c.name);
+    let keys: Vec<&str> = if c.signed {
+        vec!["--trusted-key", &f.public]
+    } else {
+        vec![]
+    };
+
+    // pull: fails, DEST and its directory unchanged (no staging left, nothing unpacked).
+    let pull_dir = work.join("pull");
+    fs::create_dir_all(&pull_dir).unwrap();
+    let before = snapshot(&pull_dir);
+    let dest = pull_dir.join("out");
+    let mut args = vec!["pull", url, &f.a, path_str(&dest)];
+    if c.signed {
+        args.extend(&keys);
+    } else {
+        args.push("--no-check-sigs");
+    }
+    let out = run(transport, &args);
+    assert_fails_with(&out, &what("pull"), &c.expect);
+    assert_eq!(snapshot(&pull_dir), before, "{}: pull left something", what("pull"));
+
+    // cat: fails, and nothing reaches stdout.
+    let file = format!("{}/hello", f.a);
+    let mut args = vec!["cat", url, &file];
+    args.extend(&keys);
+    let out = run(transport, &args);
+    assert_fails_with(&out, &what("cat"), &c.expect);
+    assert!(
+        out.stdout.is_empty(),
+        "{}: cat printed {} unchecked bytes",
+        what("cat"),
+        out.stdout.len()
+    );
+
+    // copy into a destination that already holds B: fails, the destination unchanged (B's
+    // objects and narinfo included).
+    let dest_cache = work.join("dest");
+    if !dest_cache.exists() {
+        cachecore_ok(
+            &["copy", path_str(&f.base), path_str(&dest_cache), &f.b, "--quiet"],
+            b"",
+        );
+    }
+    let before = snapshot(&dest_cache);
+    let mut args = vec!["copy", url, path_str(&dest_cache), &f.a, "--quiet"];
+    args.extend(&keys);
+    let out = run(transport, &args);
+    assert_fails_with(&out, &what("copy"), &c.expect);
+    assert_eq!(
+        snapshot(&dest_cache),
+        before,
+        "{}: the destination changed",
+        what("copy")
+    );
+
+    // verify (of A and its closure): exit 1, the problem named on stdout.
+    let mut args = vec!["verify", url, &f.a];
+    args.extend(&keys);
+    let out = run(transport, &args);
+    assert_no_panic(&out, &what("verify"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}: stdout {stdout} stderr {}",
+        what("verify"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // verify prints `<object>: <what is wrong>`.
+    let as_problem = c.expect.replacen(".narinfo ", ".narinfo: ", 1);
+    assert!(
+        stdout.contains(&c.expect) || stdout.contains(&as_problem),
+        "{}: stdout should contain\n  {}\nbut is\n  {stdout}",
+        what("verify"),
+        c.expect
+    );
+
+    // ls of A and info: fail on a bad narinfo; work on a bad NAR (they do not read NARs).
+    let out = run(transport, &["ls", url, &f.a]);
+    let info = match transport {
+        Transport::Http => None, // a plain HTTP cache cannot be listed
+        _ => Some(run(transport, &["info", url])),
+    };
+    match c.level {
+        Level::NarInfo => {
+            assert_fails_with(&out, &what("ls"), &c.expect);
+            match info {
+                Some(info) if c.info_ok => assert_cachecore_ok(&info, &["info", url]),
+                Some(info) => assert_fails_with(&info, &what("info"), &c.expect),
+                None => {}
+            }
+        }
+        Level::Nar => {
+            assert_cachecore_ok(&out, &["ls", url, &f.a]);
+            if let Some(info) = info {
+                assert_cachecore_ok(&info, &["info", url]);
+            }
+        }
+    }
+}
+
+/// Builds every hostile cache under `root` (one directory each) and returns them.
+fn build_all(f: &Fixture, root: &Path) -> Vec<(PathBuf, Case)> {
+    builders()
+        .iter()
+        .enumerate()
+        .map(|(i, build)| {
+            let dir = root.join(format!("case{i}"));
+            copy_dir(&f.base, &dir);
+            let c = build(f, &dir);
+            (dir, c)
+        })
+        .collect()
+}
+
+#[test]
+fn hostile_caches_in_a_local_directory() {
+    let f = fixture();
+    let root = f.tmp.path().join("local");
+    for (i, (dir, c)) in build_all(&f, &root).into_iter().enumerate() {
+        let work = f.tmp.path().join(format!("work-local-{i}"));
+        run_commands(&f, &Transport::Local, path_str(&dir), &c, &work);
+    }
+}
+
+#[test]
+fn hostile_caches_over_http() {
+    let f = fixture();
+    let root = f.tmp.path().join("served");
+    let cases = build_all(&f, &root);
+    let server = HttpServer::serve(&root);
+    for (i, (dir, c)) in cases.into_iter().enumerate() {
+        if c.local_only {
+            continue;
+        }
+        let url = format!("{}/{}", server.url(), dir.file_name().unwrap().to_string_lossy());
+        let work = f.tmp.path().join(format!("work-http-{i}"));
+        run_commands(&f, &Transport::Http, &url, &c, &work);
+    }
+}
+
+#[test]
+fn hostile_caches_in_garage() {
+    let f = fixture();
+    let garage = Garage::start();
+    let root = f.tmp.path().join("s3");
+    let cases = build_all(&f, &root);
+    let rt = cachecore::ops::runtime().unwrap();
+    for (i, (dir, c)) in cases.into_iter().enumerate() {
+        if c.local_only {
+            continue;
+        }
+        // The hostile objects go into the bucket as they are, under a prefix per case.
+        let prefix = format!("case{i}");
+        let url = garage.url(&prefix);
+        let cache = cachecore::store::BinaryCache::open_with_env(&url, &garage.env()).unwrap();
+        rt.block_on(async {
+            for (rel, kind) in snapshot(&dir) {
+                if kind == "dir" {
+                    continue;
+                }
+                let bytes = fs::read(dir.join(&rel)).unwrap();
+                cache
+                    .objects()
+                    .put(&rel, bytes.into(), cachecore::store::PutMode::Overwrite)
+                    .await
+                    .unwrap();
+            }
+        });
+        let work = f.tmp.path().join(format!("work-s3-{i}"));
+        run_commands(&f, &Transport::Garage(&garage), &url, &c, &work);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What real Nix thinks
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_swapped_narinfo_is_refused_by_nix_and_by_cachecore() {
+    let f = fixture();
+    let dir = f.tmp.path().join("swapped");
+    copy_dir(&f.base, &dir);
+    let c = builders()[0](&f, &dir);
+    assert_eq!(c.name, "swapped narinfo");
+
+    // Nix, requiring signatures by the cache's key, refuses to substitute A from it.
+    let nix = nix_copy_from_file_checking_sigs(&dir, &f.tmp.path().join("nix-store"), &f.a, &f.public);
+    assert!(
+        !nix.status.success(),
+        "Nix accepted a swapped narinfo:\n{}",
+        String::from_utf8_lossy(&nix.stderr)
+    );
+    // And so does cachecore.
+    let dest = f.tmp.path().join("out");
+    let out = cachecore_output(
+        &["pull", path_str(&dir), &f.a, path_str(&dest), "--trusted-key", &f.public],
+        b"",
+    );
+    assert_fails_with(&out, "pull of a swapped narinfo", &c.expect);
+    assert!(!dest.exists());
+
+    // The clean cache: both accept it.
+    let nix = nix_copy_from_file_checking_sigs(&f.base, &f.tmp.path().join("nix-store-2"), &f.a, &f.public);
+    assert!(nix.status.success(), "{}", String::from_utf8_lossy(&nix.stderr));
+    cachecore_ok(
+        &["pull", path_str(&f.base), &f.a, path_str(&dest), "--trusted-key", &f.public],
+        b"",
+    );
+    assert_eq!(fs::read(dest.join("hello")).unwrap(), b"hello from A\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Positive controls: what must keep working
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn other_file_hash_algorithms_are_checked_not_refused() {
+    let f = fixture();
+    for algo in [HashAlgo::Md5, HashAlgo::Sha1, HashAlgo::Sha512] {
+        let dir = f.tmp.path().join(format!("algo-{algo}"));
+        copy_dir(&f.base, &dir);
+        let mut info = read_narinfo(&dir, &f.a_hash);
+        let bytes = fs::read(dir.join(&info.url)).unwrap();
+        info.file_hash = Some(Hash::digest(algo, &bytes));
+        write_narinfo(&dir, &f.a_hash, &info);
+        let dest = f.tmp.path().join(format!("out-{algo}"));
+        cachecore_ok(
+            &["pull", path_str(&dir), &f.a, path_str(&dest), "--trusted-key", &f.public],
+            b"",
+        );
+        cachecore_ok(&["verify", path_str(&dir), "--trusted-key", &f.public], b"");
+        // copy names the object by its sha256 and writes a sha256 FileHash.
+        let to = f.tmp.path().join(format!("copy-{algo}"));
+        cachecore_ok(&["copy", path_str(&dir), path_str(&to), &f.a, "--quiet"], b"");
+        let copied = read_narinfo(&to, &f.a_hash);
+        let sha = Hash::digest(HashAlgo::Sha256, &bytes);
+        assert_eq!(copied.file_hash, Some(sha.clone()));
+        assert_eq!(copied.url, format!("nar/{}.nar.zst", sha.to_nix32()));
+        cachecore_ok(&["verify", path_str(&to), "--trusted-key", &f.public], b"");
+    }
+}
+
+#[test]
+fn copy_writes_under_its_own_keys_and_only_signed_paths_with_trusted_key() {
+    let f = fixture();
+    // A narinfo whose URL points at B's NAR key in the destination: the copy of A fails its
+    // checks and B's object in the destination is untouched; with the right object the copy
+    // lands under cachecore's key, whatever URL the source gave.
+    let dir = f.tmp.path().join("renamed");
+    copy_dir(&f.base, &dir);
+    let mut info = read_narinfo(&dir, &f.a_hash);
+    let object = fs::read(dir.join(&info.url)).unwrap();
+    fs::write(dir.join("nar/elsewhere.nar.zst"), &object).unwrap();
+    info.url = "nar/elsewhere.nar.zst".into();
+    write_narinfo(&dir, &f.a_hash, &info);
+    let to = f.tmp.path().join("to");
+    cachecore_ok(&["copy", path_str(&dir), path_str(&to), &f.a, "--quiet"], b"");
+    let copied = read_narinfo(&to, &f.a_hash);
+    assert_eq!(
+        copied.url,
+        format!(
+            "nar/{}.nar.zst",
+            Hash::digest(HashAlgo::Sha256, &object).to_nix32()
+        )
+    );
+    assert!(!to.join("nar/elsewhere.nar.zst").exists());
+
+    // --trusted-key: an unsigned path stops the copy before anything is written.
+    let unsigned = f.tmp.path().join("unsigned");
+    copy_dir(&f.base, &unsigned);
+    let mut info = read_narinfo(&unsigned, &f.b_hash);
+    info.signatures.clear();
+    write_narinfo(&unsigned, &f.b_hash, &info);
+    let to = f.tmp.path().join("to-signed");
+    cachecore_ok(&["init", path_str(&to)], b"");
+    let before = snapshot(&to);
+    let out = cachecore_output(
+        &[
+            "copy",
+            path_str(&unsigned),
+            path_str(&to),
+            "--all",
+            "--trusted-key",
+            &f.public,
+        ],
+        b"",
+    );
+    assert_fails_with(
+        &out,
+        "copy --trusted-key of an unsigned path",
+        &format!("{}: none of its signatures (none) is by a trusted key", f.b),
+    );
+    assert_eq!(snapshot(&to), before);
+    // Signed by another key only: refused the same way.
+    let other = SecretKey::generate("other-1").unwrap();
+    let mut info = read_narinfo(&unsigned, &f.b_hash);
+    info.sign(&other).unwrap();
+    write_narinfo(&unsigned, &f.b_hash, &info);
+    let out = cachecore_output(
+        &[
+            "copy",
+            path_str(&unsigned),
+            path_str(&to),
+            &f.b,
+            "--trusted-key",
+            &f.public,
+        ],
+        b"",
+    );
+    assert_fails_with(&out, "copy of a path signed by another key", "(other-1)");
+    assert_eq!(snapshot(&to), before);
+}
+
+#[test]
+fn pull_removes_only_its_own_staging() {
+    let f = fixture();
+    let work = f.tmp.path().join("pulls");
+    fs::create_dir(&work).unwrap();
+    // A directory named like an old-style staging directory, and one of a dead pull.
+    let foreign = work.join(".out.cachecore-pull-1");
+    fs::create_dir(&foreign).unwrap();
+    fs::write(foreign.join("mine"), b"keep me").unwrap();
+    let dead = work.join(".out.cachecore-pull-999999999-00000000000000aa");
+    fs::create_dir(&dead).unwrap();
+    fs::write(dead.join("cachecore-pull.pid"), "999999999").unwrap();
+    fs::write(dead.join("junk"), vec![0u8; 4096]).unwrap();
+
+    let dest = work.join("out");
+    cachecore_ok(
+        &["pull", path_str(&f.base), &f.a, path_str(&dest), "--trusted-key", &f.public],
+        b"",
+    );
+    assert_eq!(fs::read(foreign.join("mine")).unwrap(), b"keep me");
+    assert!(!dead.exists(), "a dead pull's staging directory is cleaned");
+    let mut names: Vec<String> = fs::read_dir(&work)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".out.cachecore-pull-1", "out"]);
+
+    // A DEST that exists (even an empty directory) is never replaced.
+    let empty = work.join("empty");
+    fs::create_dir(&empty).unwrap();
+    let out = cachecore_output(
+        &["pull", path_str(&f.base), &f.a, path_str(&empty), "--trusted-key", &f.public],
+        b"",
+    );
+    assert_fails_with(&out, "pull onto an empty directory", "already exists");
+    assert_eq!(fs::read_dir(&empty).unwrap().count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Debris and repair
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn debris_is_reported_and_repair_repushes_damaged_paths() {
+    let f = fixture();
+    let dir = f.tmp.path().join("damaged");
+    copy_dir(&f.base, &dir);
+    // A killed upload's staging file, and a damaged NAR.
+    fs::write(dir.join("nar/x.nar.zst#3"), vec![1u8; 1234]).unwrap();
+    let info = read_narinfo(&dir, &f.a_hash);
+    let object = dir.join(&info.url);
+    let bytes = fs::read(&object).unwrap();
+    fs::write(&object, &bytes[..bytes.len() / 2]).unwrap();
+
+    let out = cachecore_output(&["info", path_str(&dir)], b"");
+    assert_cachecore_ok(&out, &["info"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("Debris: 1 leftover objects of killed uploads, 1234 bytes"),
+        "{stdout}"
+    );
+    let out = cachecore_output(&["verify", path_str(&dir)], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nar/x.nar.zst#3 (1234 bytes)"), "{stderr}");
+
+    // A plain push skips the damaged path; --repair pushes it again.
+    let src = f.tmp.path().join("srcA");
+    cachecore_ok(&["push", path_str(&dir), "--add", path_str(&src), "--quiet"], b"");
+    assert_eq!(
+        cachecore_output(&["verify", path_str(&dir), &f.a], b"").status.code(),
+        Some(1)
+    );
+    cachecore_ok(
+        &[
+            "push",
+            path_str(&dir),
+            "--add",
+            path_str(&src),
+            "--repair",
+            "--key",
+            path_str(&f.secret),
+            "--quiet",
+        ],
+        b"",
+    );
+    cachecore_ok(&["verify", path_str(&dir), &f.a, "--trusted-key", &f.public], b"");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Racing pushes
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn racing_pushes_with_other_settings_leave_every_narinfo_matching_its_object() {
+    let f = fixture();
+    // A path large enough to be streamed (over 4 MiB), compressible so levels differ in size.
+    let src = f.tmp.path().join("large");
+    fs::create_dir(&src).unwrap();
+    let mut data = Vec::new();
+    for i in 0..(6 << 20) / 64 {
+        data.extend_from_slice(format!("{i:063}\n").as_bytes());
+    }
+    fs::write(src.join("data"), &data).unwrap();
+    let cache = f.tmp.path().join("raced");
+    for round in 0..3 {
+        // Each round races a fresh publication: the narinfo goes, the objects stay.
+        if let Ok(entries) = fs::read_dir(&cache) {
+            for e in entries {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "narinfo") {
+                    fs::remove_file(p).unwrap();
+                }
+            }
+        }
+        let mut children = Vec::new();
+        for (i, level) in ["1", "19", "3", "12"].iter().enumerate() {
+            let child = cachecore_command()
+                .args([
+                    "push",
+                    path_str(&cache),
+                    "--add",
+                    path_str(&src),
+                    "--level",
+                    level,
+                    "--quiet",
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            children.push((i, child));
+        }
+        // Kill two of the four part-way (at different moments each round).
+        std::thread::sleep(std::time::Duration::from_millis(50 * (round + 1)));
+        for (i, child) in children.iter_mut() {
+            if *i % 2 == round as usize % 2 {
+                let _ = child.kill();
+            }
+        }
+        for (_, mut child) in children {
+            let _ = child.wait();
+        }
+        // Whatever narinfo is visible matches the object it names.
+        let out = cachecore_output(&["verify", path_str(&cache)], b"");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "round {round}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // And a later push with yet another level leaves it so.
+        cachecore_ok(
+            &["push", path_str(&cache), "--add", path_str(&src), "--level", "7", "--quiet"],
+            b"",
+        );
+        cachecore_ok(&["verify", path_str(&cache)], b"");
+    }
+    // Silence the unused helpers of this file's imports in this test.
+    let _ = (free_port, wait_for_port);
+}
