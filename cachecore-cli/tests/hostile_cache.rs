@@ -8,9 +8,6 @@
 
 mod common;
 
-#[path = "../../cachecore/tests/common/http_server.rs"]
-mod http_server;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write as _;
@@ -25,7 +22,7 @@ use cachecore::signing::SecretKey;
 use common::garage::Garage;
 use common::net::{free_port, wait_for_port};
 use common::*;
-use http_server::HttpServer;
+use common::http_server::HttpServer;
 
 // ---------------------------------------------------------------------------------------------
 // The clean cache every hostile one starts from
