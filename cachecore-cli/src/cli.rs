@@ -153,11 +153,15 @@ pub enum Command {
     },
     /// Print one file of a store path in the cache.
     ///
-    /// Prints nothing that was not checked: the narinfo must describe PATH (and, with
-    /// --trusted-key, be signed by one of the keys), and the whole NAR is read and checked
-    /// against FileSize, FileHash, NarSize and the sha256 NarHash while the file is held in an
-    /// unlinked temporary file (at most NarSize bytes); it reaches stdout only once every check
-    /// passed.
+    /// By default, reads only the path's narinfo, its listing and the part of its NAR that holds
+    /// the file (ranged reads; for a NAR pushed by cachecore, a few MiB at most). Such a read
+    /// checks the narinfo against PATH and the sizes it gives, but cannot check the NarHash.
+    ///
+    /// With --verify or --trusted-key, prints nothing that was not checked: the narinfo must
+    /// describe PATH (and, with --trusted-key, be signed by one of the keys), and the whole NAR is
+    /// read and checked against FileSize, FileHash, NarSize and the sha256 NarHash while the file
+    /// is held in an unlinked temporary file (at most NarSize bytes); it reaches stdout only once
+    /// every check passed.
     Cat {
         #[arg(help = STORE_HELP)]
         store: String,
@@ -168,6 +172,10 @@ pub enum Command {
         /// (repeatable).
         #[arg(long = "trusted-key", value_name = "KEY")]
         trusted_keys: Vec<String>,
+        /// Read and check the whole NAR (FileHash, FileSize, NarHash, NarSize) before printing
+        /// the file, as a download by Nix would (implied by --trusted-key).
+        #[arg(long)]
+        verify: bool,
     },
     /// Print the cache's nix-cache-info and totals (and leftovers of killed uploads).
     ///

@@ -4,7 +4,7 @@
 //! The NAR holds a 4 GiB sparse file (cheap on disk, compresses to almost nothing) and 256 MiB of
 //! incompressible bytes, which fill the upload pipeline. What the pipeline may hold is set by
 //! configuration, not by the machine: at most `(threads + 2)` zstd frames in and out of the
-//! compressor, with `threads` capped at `PushOptions::MAX_DEFAULT_COMPRESSION_THREADS` whatever
+//! compressor, with `threads` capped at `NarCompression::MAX_DEFAULT_THREADS` whatever
 //! the core count; the bridge to the uploader (8 chunks of 1 MiB); and the multipart upload's
 //! parts in flight (`PARTS_IN_FLIGHT + 1` parts of 10 MiB). The test asserts the peak stays under
 //! the sum of those plus the process's own baseline. How full the pipeline gets depends on
@@ -20,6 +20,7 @@ use std::io::{BufWriter, Write as _};
 
 use common::*;
 
+use cachecore::compression::NarCompression;
 use cachecore::ops::PushOptions;
 use cachecore::seekable::DEFAULT_FRAME_SIZE;
 
@@ -35,13 +36,13 @@ const BASELINE: u64 = 24 * MIB;
 
 /// The most a push of one large NAR may hold, from its configuration alone.
 fn configured_bound() -> u64 {
-    let threads = PushOptions::default().compression_threads as u64;
+    let threads = PushOptions::default().compression.threads as u64;
     assert!(
-        threads <= PushOptions::MAX_DEFAULT_COMPRESSION_THREADS as u64,
+        threads <= NarCompression::MAX_DEFAULT_THREADS as u64,
         "the default compression threads ({threads}) are not capped"
     );
     let frames =
-        (PushOptions::MAX_DEFAULT_COMPRESSION_THREADS as u64 + 2) * DEFAULT_FRAME_SIZE as u64;
+        (NarCompression::MAX_DEFAULT_THREADS as u64 + 2) * DEFAULT_FRAME_SIZE as u64;
     frames + BRIDGE + MULTIPART + BASELINE
 }
 

@@ -18,6 +18,8 @@
 use std::fmt;
 use std::io::{self, BufReader, Read, Write};
 
+use crate::seekable::{Boundaries, SeekableOptions, SeekableWriter};
+
 /// A compression method, named as in the narinfo `Compression:` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Compression {
@@ -27,8 +29,8 @@ pub enum Compression {
     Zstd,
 }
 
-/// A compression method cachecore cannot handle.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A compression method cachecore cannot handle, or a compressor that cannot start.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     #[error("unknown compression {0:?} (expected none, xz, bzip2 or zstd)")]
@@ -41,6 +43,9 @@ pub enum Error {
         level: i32,
         range: &'static str,
     },
+    /// The zstd compression threads could not be started.
+    #[error("cannot start the zstd compressor")]
+    Start(#[source] io::Error),
 }
 
 impl Compression {
@@ -107,6 +112,9 @@ pub fn decompress<'a, R: Read + Send + 'a>(
 }
 
 /// A streaming compressor; call [`Compressor::finish`] to write the trailer.
+///
+/// zstd output is always seekable zstd ([`crate::seekable`]): independent frames and a seek
+/// table, an ordinary `.zst` to any decoder, a single plain frame when the input fits in one.
 pub struct Compressor<W: Write> {
     inner: Inner<W>,
 }
@@ -114,7 +122,7 @@ pub struct Compressor<W: Write> {
 enum Inner<W: Write> {
     None(W),
     Xz(xz2::write::XzEncoder<W>),
-    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Zstd(SeekableWriter<W>),
 }
 
 impl<W: Write> fmt::Debug for Compressor<W> {
@@ -128,23 +136,84 @@ impl<W: Write> fmt::Debug for Compressor<W> {
     }
 }
 
-/// Default levels, the ones Nix uses (the codecs' own defaults).
+/// Default levels, the ones Nix uses (the codecs' own defaults). The only defaults in the crate:
+/// push, copy and [`crate::seekable::SeekableOptions`] take theirs from here.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 pub const DEFAULT_XZ_LEVEL: i32 = 6;
 
-impl<W: Write> Compressor<W> {
-    /// A compressor for `method` at `level` (the codec default when `None`).
-    pub fn new(output: W, method: Compression, level: Option<i32>) -> Result<Self, Error> {
-        Self::with_threads(output, method, level, 0)
+/// How NARs are compressed: method, level and threads. [`NarCompression::compressor`] is the one
+/// constructor push, copy and anything else that writes a NAR into a cache use.
+///
+/// ```
+/// use std::io::Write as _;
+/// use cachecore::compression::{Compression, NarCompression};
+/// let config = NarCompression::new(Compression::Zstd, Some(9));
+/// let nar = vec![7u8; 100_000];
+/// let mut c = config.compressor(Vec::new(), nar.len() as u64).unwrap();
+/// c.write_all(&nar).unwrap();
+/// let file = c.finish().unwrap();
+/// assert_eq!(zstd::decode_all(&file[..]).unwrap(), nar);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NarCompression {
+    pub method: Compression,
+    /// The codec's default (Nix's) when `None`.
+    pub level: Option<i32>,
+    /// Threads compressing one NAR's zstd frames (a NAR of one frame or less always uses one:
+    /// starting a pool per tiny path would cost more than it saves).
+    pub threads: usize,
+}
+
+impl NarCompression {
+    /// The default [`threads`](Self::threads): one per core, but never more than this, so that
+    /// the memory a NAR's compression takes is set by the options and not by the machine it runs
+    /// on: a large NAR holds at most `(threads + 2)` frames of
+    /// [`DEFAULT_FRAME_SIZE`](crate::seekable::DEFAULT_FRAME_SIZE) while it is compressed
+    /// (`(4 + 2) × 4 MiB`).
+    pub const MAX_DEFAULT_THREADS: usize = 4;
+
+    /// `method` at `level`, on one thread per CPU (at most
+    /// [`MAX_DEFAULT_THREADS`](Self::MAX_DEFAULT_THREADS)).
+    pub fn new(method: Compression, level: Option<i32>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        NarCompression {
+            method,
+            level,
+            threads: cores.min(Self::MAX_DEFAULT_THREADS),
+        }
     }
 
-    /// Like [`Compressor::new`], with `threads` zstd worker threads (0: compress on the caller's
-    /// thread).
-    pub fn with_threads(
+    /// A compressor writing to `out` for a NAR of about `nar_size` bytes (a hint: it decides only
+    /// the number of threads). Fails on a level out of range or a write-only method (bzip2).
+    pub fn compressor<W: Write>(&self, out: W, nar_size: u64) -> Result<Compressor<W>, Error> {
+        let threads = if nar_size <= crate::seekable::DEFAULT_FRAME_SIZE as u64 {
+            1
+        } else {
+            self.threads.max(1)
+        };
+        Compressor::build(out, self.method, self.level, threads)
+    }
+}
+
+impl Default for NarCompression {
+    /// zstd at its default level, as Nix's `compression=zstd`.
+    fn default() -> Self {
+        NarCompression::new(Compression::Zstd, None)
+    }
+}
+
+impl<W: Write> Compressor<W> {
+    /// A compressor for `method` at `level` (the codec default when `None`), on the caller's
+    /// thread. For NARs, use [`NarCompression::compressor`].
+    pub fn new(output: W, method: Compression, level: Option<i32>) -> Result<Self, Error> {
+        Self::build(output, method, level, 1)
+    }
+
+    fn build(
         output: W,
         method: Compression,
         level: Option<i32>,
-        threads: u32,
+        threads: usize,
     ) -> Result<Self, Error> {
         let inner = match method {
             Compression::None => Inner::None(output),
@@ -161,30 +230,32 @@ impl<W: Write> Compressor<W> {
             }
             Compression::Zstd => {
                 let level = level.unwrap_or(DEFAULT_ZSTD_LEVEL);
-                let range = zstd::compression_level_range();
-                if !range.contains(&level) {
+                if !zstd::compression_level_range().contains(&level) {
                     return Err(Error::BadLevel {
                         method,
                         level,
                         range: "-7..=22",
                     });
                 }
-                let mut enc = zstd::stream::write::Encoder::new(output, level).map_err(|_| {
-                    Error::BadLevel {
-                        method,
-                        level,
-                        range: "-7..=22",
-                    }
-                })?;
-                if threads > 0 {
-                    // Multithreading is an optimisation; without zstdmt support keep one thread.
-                    let _ = enc.multithread(threads);
-                }
-                Inner::Zstd(enc)
+                let opts = SeekableOptions {
+                    level,
+                    frame_size: crate::seekable::DEFAULT_FRAME_SIZE,
+                    threads,
+                };
+                Inner::Zstd(SeekableWriter::new(output, opts).map_err(Error::Start)?)
             }
             Compression::Bzip2 => return Err(Error::ReadOnly(method)),
         };
         Ok(Compressor { inner })
+    }
+
+    /// For zstd, the handle to mark where NAR file entries start, so frames end there (see
+    /// [`SeekableWriter::boundaries`]); `None` for the other methods.
+    pub fn boundaries(&self) -> Option<Boundaries> {
+        match &self.inner {
+            Inner::Zstd(w) => Some(w.boundaries()),
+            _ => None,
+        }
     }
 
     /// Flushes the codec's trailer and returns the output.
@@ -192,7 +263,7 @@ impl<W: Write> Compressor<W> {
         match self.inner {
             Inner::None(w) => Ok(w),
             Inner::Xz(e) => e.finish(),
-            Inner::Zstd(e) => e.finish(),
+            Inner::Zstd(e) => Ok(e.finish()?.0),
         }
     }
 }

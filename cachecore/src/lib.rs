@@ -21,9 +21,15 @@
 //!    object keys.
 //! 3. **Local Nix store** (`local_store`, feature `cache`): path metadata and closures from
 //!    the Nix database, the daemon socket, or `nix path-info`.
-//! 4. **Operations** (`ops`, feature `cache`): `push`, `copy`, `pull`, `verify`, and reading a
-//!    cache (`ls`, `cat`, `info`), each keeping the cache's invariant: every visible narinfo has
-//!    its NAR and its whole closure, even after a kill at any point.
+//! 4. **Graph** ([`graph`]): closure walks, references-first and referrers-first orders (one
+//!    `Cycle` error), publishing narinfos references first.
+//! 5. **Random access** (`access`, feature `cache`): ranges of a cache's NARs by seek table and
+//!    ranged GETs of the frames that hold them.
+//! 6. **Operations** (`ops`, feature `cache`): `push`, `copy`, `pull`, `verify`, and reading a
+//!    cache (`ls`, `cat`, `info`, one file by ranged reads), each keeping the cache's invariant:
+//!    every visible narinfo has its NAR and its whole closure, even after a kill at any point.
+//! 7. **Blocking client** (`blocking`, feature `cache`): the same without async, for Python, a
+//!    FUSE mount and plain Rust callers; safe to use again in a forked child.
 //!
 //! Errors: every public error type has `kind()`, one [`error::ErrorKind`] named by meaning
 //! (`NotFound`, `Corrupt`, `Untrusted`, `Unavailable`, `Denied`, `InvalidInput`, `Conflict`,
@@ -71,10 +77,15 @@
 //! # }
 //! ```
 
+#[cfg(feature = "cache")]
+pub mod access;
+#[cfg(feature = "cache")]
+pub mod blocking;
 pub mod cache_info;
 pub mod chunks;
 pub mod compression;
 pub mod error;
+pub mod graph;
 pub mod hash;
 #[cfg(feature = "cache")]
 pub mod local_store;

@@ -85,8 +85,6 @@ pub const DEFAULT_FRAME_SIZE: usize = 4 << 20;
 /// The largest frame size the writer accepts (entries are `u32`; this leaves room for zstd's
 /// worst-case expansion).
 pub const MAX_FRAME_SIZE: usize = 1 << 30;
-/// The default zstd level (the `zstd` command's default).
-pub const DEFAULT_LEVEL: i32 = 3;
 /// The most frames one seek table can describe (its frame size field is a `u32`).
 const MAX_FRAMES: u64 = (u32::MAX as u64 - FOOTER_LEN as u64) / 8;
 
@@ -423,45 +421,77 @@ pub fn decompress_range_to(
         // Both fit in usize: end <= compressed.len().
         let bytes = &compressed[start as usize..end as usize];
         let d = frame.decompressed_range();
-        let skip = range.start.saturating_sub(d.start);
-        let take = range.end.min(d.end) - d.start.max(range.start);
-        let bad_frame = |source| SeekableError::BadFrame {
-            index,
-            compressed_offset: frame.compressed_offset,
-            source,
-        };
-        let mut decoder = zstd::stream::read::Decoder::with_buffer(bytes)
-            .map_err(bad_frame)?
-            .single_frame();
-        let mut sink = RangeSink {
-            out: &mut *out,
-            pos: 0,
-            skip,
-            take,
-            write_error: None,
-        };
-        let copied = io::copy(&mut decoder, &mut sink);
-        if let Some(e) = sink.write_error {
-            return Err(SeekableError::Write(e));
-        }
-        let actual = copied.map_err(bad_frame)?;
-        if actual != u64::from(frame.decompressed_size) {
-            return Err(SeekableError::FrameLenMismatch {
-                index,
-                expected: frame.decompressed_size,
-                actual,
-            });
-        }
-        // The frame must end where the seek table says: no trailing bytes in its slot.
-        if !decoder.finish().is_empty() {
-            return Err(bad_frame(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "the frame ends before the compressed size the seek table gives it",
-            )));
-        }
+        let wanted = range.start.max(d.start) - d.start..range.end.min(d.end) - d.start;
+        let take = wanted.end - wanted.start;
+        decode_frame_to(index, frame, bytes, wanted, out)?;
         written += take;
     }
     Ok(written)
+}
+
+/// Decodes one whole frame, number `index` of its table (`bytes`: exactly its compressed bytes,
+/// as the seek table places them) and writes the bytes `wanted` of its decompressed content (relative to the frame's
+/// start) to `out`. The frame is checked as in [`decompress_range_to`]: it must decode (with its
+/// checksum, if it has one) to exactly its decompressed size and end exactly at its end.
+pub fn decompress_frame_to(
+    index: usize,
+    frame: &FrameEntry,
+    bytes: &[u8],
+    wanted: Range<u64>,
+    out: &mut impl Write,
+) -> Result<(), SeekableError> {
+    if bytes.len() as u64 != u64::from(frame.compressed_size) {
+        return Err(SeekableError::CompressedTooShort {
+            needed: u64::from(frame.compressed_size),
+            got: bytes.len() as u64,
+        });
+    }
+    decode_frame_to(index, frame, bytes, wanted, out)
+}
+
+/// Decodes frame number `index` and writes its bytes `wanted` to `out`.
+fn decode_frame_to(
+    index: usize,
+    frame: &FrameEntry,
+    bytes: &[u8],
+    wanted: Range<u64>,
+    out: &mut impl Write,
+) -> Result<(), SeekableError> {
+    let bad_frame = |source| SeekableError::BadFrame {
+        index,
+        compressed_offset: frame.compressed_offset,
+        source,
+    };
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(bytes)
+        .map_err(bad_frame)?
+        .single_frame();
+    let mut sink = RangeSink {
+        out,
+        pos: 0,
+        skip: wanted.start,
+        take: wanted.end.saturating_sub(wanted.start),
+        write_error: None,
+    };
+    let copied = io::copy(&mut decoder, &mut sink);
+    if let Some(e) = sink.write_error {
+        return Err(SeekableError::Write(e));
+    }
+    let actual = copied.map_err(bad_frame)?;
+    if actual != u64::from(frame.decompressed_size) {
+        return Err(SeekableError::FrameLenMismatch {
+            index,
+            expected: frame.decompressed_size,
+            actual,
+        });
+    }
+    // The frame must end where the seek table says: no trailing bytes in its slot.
+    if !decoder.finish().is_empty() {
+        return Err(bad_frame(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the frame ends before the compressed size the seek table gives it",
+        )));
+    }
+    Ok(())
 }
 
 /// [`decompress_range_to`] into a new vector.
@@ -529,7 +559,7 @@ impl Default for SeekableOptions {
     /// Level 3, [`DEFAULT_FRAME_SIZE`], one thread per CPU up to 8.
     fn default() -> Self {
         SeekableOptions {
-            level: DEFAULT_LEVEL,
+            level: crate::compression::DEFAULT_ZSTD_LEVEL,
             frame_size: DEFAULT_FRAME_SIZE,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
         }

@@ -147,10 +147,10 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
         opts.signers = signers;
     }
     if let Some(method) = args.compression {
-        opts.compression = method;
+        opts.compression.method = method;
     }
     if args.level.is_some() {
-        opts.level = args.level;
+        opts.compression.level = args.level;
     }
     if args.no_listing {
         opts.write_listing = false;
@@ -261,7 +261,8 @@ pub fn copy(
     let trusted_keys = read_public_keys(keys)?;
     let opts = ops::CopyOptions {
         jobs,
-        recompress,
+        recompress: recompress
+            .map(|(method, level)| cachecore::compression::NarCompression::new(method, level)),
         trusted_keys,
     };
     let progress = TransferProgress::new("copied", quiet);
@@ -394,7 +395,7 @@ pub fn ls(url: &str, path: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn cat(url: &str, arg: &str, keys: &[String]) -> anyhow::Result<()> {
+pub fn cat(url: &str, arg: &str, keys: &[String], verify: bool) -> anyhow::Result<()> {
     let cache = open(url)?;
     let (path, sub) = parse_path(&StoreDir::default(), arg)?;
     if sub.is_empty() {
@@ -402,6 +403,9 @@ pub fn cat(url: &str, arg: &str, keys: &[String]) -> anyhow::Result<()> {
     }
     let trusted_keys = read_public_keys(keys)?;
     let sub = sub.to_owned();
+    if !verify && trusted_keys.is_empty() {
+        return block_on(async move { Ok(ops::cat_file(&cache, &path, &sub, stdout()).await?) });
+    }
     block_on(async move {
         let info = ops::browse::narinfo(&cache, &path).await?;
         if !trusted_keys.is_empty() {

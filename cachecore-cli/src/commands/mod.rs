@@ -67,7 +67,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store,
             path,
             trusted_keys,
-        } => cache::cat(&store, &path, &trusted_keys),
+            verify,
+        } => cache::cat(&store, &path, &trusted_keys, verify),
         Command::Info { store } => cache::info(&store),
         Command::Key(cmd) => key::run(cmd),
         Command::StorePath {

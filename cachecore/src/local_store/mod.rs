@@ -193,8 +193,8 @@ pub enum LocalStoreError {
     },
     #[error("cannot resolve {}: more than {MAX_SYMLINK_HOPS} symbolic links", arg.display())]
     SymlinkLoop { arg: PathBuf },
-    #[error("store paths refer to each other in a cycle: {}", paths.join(" -> "))]
-    Cycle { paths: Vec<String> },
+    #[error(transparent)]
+    Cycle(#[from] crate::graph::Cycle),
     #[error("cannot run `{command}`: {source}{}", fallback_note(fallback))]
     SpawnNix {
         command: String,
@@ -460,7 +460,9 @@ impl LocalStore {
             .map(|info| (rank.get(&info.path).copied().unwrap_or(usize::MAX), info))
             .collect();
         keyed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.path.cmp(&b.1.path)));
-        topo_sort(keyed.into_iter().map(|(_, info)| info).collect())
+        Ok(crate::graph::references_first(
+            keyed.into_iter().map(|(_, info)| info).collect(),
+        )?)
     }
 
     /// The build log Nix kept for a derivation, if any: `<log dir>/drvs/<2>/<rest>[.bz2]` (or the
@@ -625,152 +627,9 @@ fn push_components(out: &mut VecDeque<OsString>, path: &Path, cur: &mut PathBuf)
     }
 }
 
-/// Orders `infos` so that every path comes after the paths it refers to. Each path is kept
-/// once (the first record wins); references to paths not in `infos` and self-references are
-/// ignored. The order is deterministic: a depth-first walk from the paths in the order given,
-/// visiting references in store-path order. Any cycle other than a self-reference is
-/// [`LocalStoreError::Cycle`], naming the paths around it.
-pub fn topo_sort(infos: Vec<PathInfo>) -> Result<Vec<PathInfo>, LocalStoreError> {
-    let mut index: HashMap<StorePath, usize> = HashMap::with_capacity(infos.len());
-    let mut nodes: Vec<PathInfo> = Vec::with_capacity(infos.len());
-    for info in infos {
-        if !index.contains_key(&info.path) {
-            index.insert(info.path.clone(), nodes.len());
-            nodes.push(info);
-        }
-    }
-    // Edges as indices, self-references and outside paths dropped.
-    let edges: Vec<Vec<usize>> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, info)| {
-            let mut e: Vec<usize> = info
-                .references
-                .iter()
-                .filter_map(|r| index.get(r).copied())
-                .filter(|&j| j != i)
-                .collect();
-            e.sort_by(|&a, &b| nodes[a].path.cmp(&nodes[b].path));
-            e.dedup();
-            e
-        })
-        .collect();
-
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        New,
-        OnStack,
-        Done,
-    }
-    let mut mark = vec![Mark::New; nodes.len()];
-    let mut order: Vec<usize> = Vec::with_capacity(nodes.len());
-    // Iterative DFS: (node, next edge to look at); deep chains cannot overflow the stack.
-    let mut stack: Vec<(usize, usize)> = Vec::new();
-    for start in 0..nodes.len() {
-        if mark[start] != Mark::New {
-            continue;
-        }
-        mark[start] = Mark::OnStack;
-        stack.push((start, 0));
-        while let Some(top) = stack.last_mut() {
-            let (node, next) = *top;
-            if let Some(&child) = edges[node].get(next) {
-                top.1 += 1;
-                match mark[child] {
-                    Mark::Done => {}
-                    Mark::New => {
-                        mark[child] = Mark::OnStack;
-                        stack.push((child, 0));
-                    }
-                    Mark::OnStack => {
-                        let from = stack.iter().position(|&(n, _)| n == child).unwrap_or(0);
-                        let mut paths: Vec<String> = stack[from..]
-                            .iter()
-                            .map(|&(n, _)| nodes[n].path.to_string())
-                            .collect();
-                        paths.push(nodes[child].path.to_string());
-                        return Err(LocalStoreError::Cycle { paths });
-                    }
-                }
-            } else {
-                mark[node] = Mark::Done;
-                order.push(node);
-                stack.pop();
-            }
-        }
-    }
-    let mut slots: Vec<Option<PathInfo>> = nodes.into_iter().map(Some).collect();
-    Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sp(c: char, name: &str) -> StorePath {
-        let hash: String = std::iter::repeat_n(c, 32).collect();
-        StorePath::from_base_name(&format!("{hash}-{name}")).unwrap()
-    }
-
-    fn info(path: &StorePath, refs: &[&StorePath]) -> PathInfo {
-        PathInfo {
-            path: path.clone(),
-            nar_hash: Hash::sha256([0; 32]),
-            nar_size: 0,
-            references: refs.iter().map(|r| (*r).clone()).collect(),
-            deriver: None,
-            registration_time: 0,
-            signatures: vec![],
-            ca: None,
-            ultimate: false,
-        }
-    }
-
-    #[test]
-    fn topo_sort_puts_references_first_and_ignores_self_and_outside() {
-        let (a, b, c, out) = (sp('a', "a"), sp('b', "b"), sp('c', "c"), sp('d', "outside"));
-        let sorted = topo_sort(vec![
-            info(&c, &[&a, &b, &c]),
-            info(&b, &[&a, &b, &out]),
-            info(&a, &[&a]),
-            info(&a, &[]),
-        ])
-        .unwrap();
-        let names: Vec<&str> = sorted.iter().map(|i| i.path.name()).collect();
-        assert_eq!(names, ["a", "b", "c"]);
-        // The first record of a duplicate wins.
-        assert_eq!(sorted[0].references, vec![a.clone()]);
-    }
-
-    #[test]
-    fn topo_sort_names_the_cycle() {
-        let (a, b, c) = (sp('a', "a"), sp('b', "b"), sp('c', "c"));
-        let err = topo_sort(vec![info(&a, &[&b]), info(&b, &[&c]), info(&c, &[&a])]).unwrap_err();
-        let msg = err.to_string();
-        assert!(
-            matches!(err, LocalStoreError::Cycle { ref paths } if paths.len() == 4),
-            "{msg}"
-        );
-        for p in [&a, &b, &c] {
-            assert!(msg.contains(&p.to_string()), "{msg}");
-        }
-    }
-
-    #[test]
-    fn topo_sort_handles_deep_chains() {
-        let paths: Vec<StorePath> = (0..100_000)
-            .map(|i| StorePath::from_base_name(&format!("{}-p{i}", "0".repeat(32))).unwrap())
-            .collect();
-        let infos: Vec<PathInfo> = paths
-            .iter()
-            .enumerate()
-            .rev()
-            .map(|(i, p)| info(p, &paths[i.saturating_sub(1)..i].iter().collect::<Vec<_>>()))
-            .collect();
-        let sorted = topo_sort(infos).unwrap();
-        assert_eq!(sorted.len(), paths.len());
-        assert!(sorted.iter().zip(&paths).all(|(i, p)| i.path == *p));
-    }
 
     #[test]
     fn nix_remote_names_the_daemon_socket() {

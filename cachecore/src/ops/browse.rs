@@ -1,14 +1,14 @@
-//! Reading a cache: its paths, a path's listing and files, its totals; and the two helpers the
-//! other operations share — the closure of paths as the cache's narinfos describe it, and
-//! consuming a NAR through the verifying [`NarReader`].
+//! Reading a cache: its paths, a path's listing and files, its totals; and the helper the other
+//! operations share — consuming a NAR through the verifying [`NarReader`], which checks
+//! FileHash/FileSize/NarHash/NarSize. (The closure of paths as the cache's narinfos describe it
+//! is [`crate::graph::closure`].)
 //!
-//! Every narinfo read here is identity-checked by the store
-//! ([`BinaryCache::narinfo_by_hash`]): its `StorePath` is the one its key and the caller name.
+//! Every narinfo read here is identity-checked by the store ([`BinaryCache::narinfo`]): its
+//! `StorePath` is the one its key and the caller name.
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Read, Seek, Write};
 
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::TryStreamExt as _;
 
 use super::{join_error, OpError};
 use crate::nar::{self, Listing};
@@ -32,62 +32,6 @@ pub async fn narinfo(cache: &BinaryCache, path: &StorePath) -> Result<NarInfo, O
             path: path.to_string(),
             url: cache.url().to_owned(),
         })
-}
-
-/// The narinfos of the closure of `roots` in `cache`, references before referrers.
-pub async fn closure(cache: &BinaryCache, roots: &[StorePath]) -> Result<Vec<NarInfo>, OpError> {
-    let mut seen: HashSet<StorePath> = roots.iter().cloned().collect();
-    let mut queue: VecDeque<StorePath> = roots.iter().cloned().collect();
-    let mut infos: HashMap<StorePath, NarInfo> = HashMap::new();
-    while !queue.is_empty() {
-        let batch: Vec<StorePath> = queue.drain(..).collect();
-        let fetched: Vec<NarInfo> = futures::stream::iter(batch.iter().map(|p| narinfo(cache, p)))
-            .buffer_unordered(CONCURRENCY)
-            .try_collect()
-            .await?;
-        for info in fetched {
-            for r in &info.references {
-                if seen.insert(r.clone()) {
-                    queue.push_back(r.clone());
-                }
-            }
-            infos.insert(info.store_path.clone(), info);
-        }
-    }
-    Ok(topo_order(infos))
-}
-
-/// References first; self-references ignored; a cycle is broken arbitrarily (Nix forbids them).
-pub(crate) fn topo_order(mut infos: HashMap<StorePath, NarInfo>) -> Vec<NarInfo> {
-    let mut order = Vec::with_capacity(infos.len());
-    let mut done: HashSet<StorePath> = HashSet::new();
-    let mut keys: Vec<StorePath> = infos.keys().cloned().collect();
-    keys.sort();
-    for root in keys {
-        // Iterative depth-first post-order.
-        let mut stack = vec![(root, false)];
-        while let Some((p, expanded)) = stack.pop() {
-            if done.contains(&p) {
-                continue;
-            }
-            if expanded {
-                done.insert(p.clone());
-                if let Some(info) = infos.remove(&p) {
-                    order.push(info);
-                }
-                continue;
-            }
-            stack.push((p.clone(), true));
-            if let Some(info) = infos.get(&p) {
-                for r in &info.references {
-                    if r != &p && !done.contains(r) && infos.contains_key(r) {
-                        stack.push((r.clone(), false));
-                    }
-                }
-            }
-        }
-    }
-    order
 }
 
 /// Every narinfo in the cache, parsed (concurrently).
@@ -150,21 +94,30 @@ pub async fn info(
 /// files is the cache's word. Use [`listing_verified`] to build it from the checked NAR instead.
 pub async fn listing(cache: &BinaryCache, path: &StorePath) -> Result<Listing, OpError> {
     let info = narinfo(cache, path).await?;
-    if let Some(bytes) = cache.listing_bytes(path).await? {
+    listing_of(cache, &info).await
+}
+
+/// [`listing`] for a narinfo already read.
+pub(crate) async fn listing_of(cache: &BinaryCache, info: &NarInfo) -> Result<Listing, OpError> {
+    if let Some(bytes) = cache.listing_bytes(&info.store_path).await? {
         if let Ok(listing) = Listing::parse(&bytes) {
             return Ok(listing);
         }
     }
-    listing_of(cache, &info).await
+    listing_from_nar(cache, info).await
 }
 
 /// The listing of a path built from its NAR, checked against its narinfo.
 pub async fn listing_verified(cache: &BinaryCache, path: &StorePath) -> Result<Listing, OpError> {
     let info = narinfo(cache, path).await?;
-    listing_of(cache, &info).await
+    listing_from_nar(cache, &info).await
 }
 
-async fn listing_of(cache: &BinaryCache, info: &NarInfo) -> Result<Listing, OpError> {
+/// The listing of a path read from its NAR (checked whole as it is read).
+pub(crate) async fn listing_from_nar(
+    cache: &BinaryCache,
+    info: &NarInfo,
+) -> Result<Listing, OpError> {
     let name = full(info);
     with_nar(cache, info, move |nar| {
         Listing::from_nar(nar).map_err(|source| OpError::Nar { path: name, source })

@@ -17,16 +17,16 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::StreamExt as _;
 
-use super::browse::{all_narinfos, closure, consume_checked};
+use super::browse::{all_narinfos, consume_checked};
 use super::pipe::{reader_channel, sink_stream};
 use super::pull::check_trusted;
-use super::{join_error, publish_as_ready, staged, OpError, Progress, Publisher};
+use super::{join_error, staged, OpError, Progress};
 use crate::cache_info::CacheInfo;
-use crate::compression::{Compression, Compressor};
+use crate::compression::NarCompression;
+use crate::graph::{self, publish_as_ready, Publisher};
 use crate::hash::{Hash, HashAlgo, HashingWriter};
 use crate::nar::Listing;
 use crate::narinfo::NarInfo;
-use crate::seekable::{SeekableOptions, SeekableWriter};
 use crate::signing::PublicKey;
 use crate::store::{BinaryCache, IntegrityError, NarReader};
 use crate::store_path::StorePath;
@@ -36,8 +36,8 @@ use crate::store_path::StorePath;
 pub struct CopyOptions {
     /// Objects copied at once.
     pub jobs: usize,
-    /// Re-compress NARs with this method and level; `None` copies objects as they are.
-    pub recompress: Option<(Compression, Option<i32>)>,
+    /// Re-compress NARs as this says; `None` copies objects as they are.
+    pub recompress: Option<NarCompression>,
     /// When not empty, copy only paths signed by one of these keys: a path of the transfer
     /// without such a signature fails the copy before anything is written.
     pub trusted_keys: Vec<PublicKey>,
@@ -75,10 +75,11 @@ pub async fn copy(
     })
     .await?;
     let infos = if paths.is_empty() {
-        let all = all_narinfos(from).await?;
-        super::browse::topo_order(all.into_iter().map(|i| (i.store_path.clone(), i)).collect())
+        let mut all = all_narinfos(from).await?;
+        all.sort_by(|a, b| a.store_path.cmp(&b.store_path));
+        graph::references_first(all)?
     } else {
-        closure(from, paths).await?
+        graph::closure(from, paths).await?
     };
     if !opts.trusted_keys.is_empty() {
         for info in &infos {
@@ -103,11 +104,7 @@ pub async fn copy(
         summary.skipped,
     );
 
-    let refs: Vec<(StorePath, Vec<StorePath>)> = todo
-        .iter()
-        .map(|i| (i.store_path.clone(), i.references.clone()))
-        .collect();
-    let publisher = Publisher::new(refs.iter().map(|(p, r)| (p, r.as_slice())));
+    let publisher = Publisher::new(&todo)?;
     let transfers = futures::stream::iter(todo.into_iter().map(|info| {
         let progress = progress.clone();
         async move {
@@ -137,9 +134,9 @@ async fn copy_one(
     info: NarInfo,
     opts: &CopyOptions,
 ) -> Result<NarInfo, OpError> {
-    let (info, listing) = match opts.recompress {
+    let (info, listing) = match &opts.recompress {
         None => copy_as_is(from, to, info).await?,
-        Some((method, level)) => recompress(from, to, info, method, level).await?,
+        Some(config) => recompress(from, to, info, config.clone()).await?,
     };
     let json = serde_json::to_vec(&listing).map_err(|e| {
         OpError::io(
@@ -353,35 +350,21 @@ async fn recompress(
     from: &BinaryCache,
     to: &BinaryCache,
     mut info: NarInfo,
-    method: Compression,
-    level: Option<i32>,
+    config: NarCompression,
 ) -> Result<(NarInfo, Listing), OpError> {
     let hash_part = info.store_path.hash_part();
     let staging = to.staged_nar(&format!("{hash_part}-{}", std::process::id()));
     let (sink, stream) = sink_stream();
     let reader = from.nar(&info).await?;
     let name = info.store_dir.full_path(&info.store_path);
+    let nar_size = info.nar_size;
     let reading = tokio::task::spawn_blocking(move || {
         consume_checked(reader, move |nar| {
             let io_err = |e| OpError::io("cannot re-compress", e);
             let hasher = HashingWriter::new(HashAlgo::Sha256, sink);
-            let (listing, hasher) = match method {
-                Compression::Zstd => {
-                    let defaults = SeekableOptions::default();
-                    let o = SeekableOptions {
-                        level: level.unwrap_or(defaults.level),
-                        ..defaults
-                    };
-                    let mut w = SeekableWriter::new(hasher, o).map_err(io_err)?;
-                    let listing = list_through(nar, &mut w, &name)?;
-                    (listing, w.finish().map_err(io_err)?.0)
-                }
-                other => {
-                    let mut c = Compressor::new(hasher, other, level)?;
-                    let listing = list_through(nar, &mut c, &name)?;
-                    (listing, c.finish().map_err(io_err)?)
-                }
-            };
+            let mut c = config.compressor(hasher, nar_size)?;
+            let listing = list_through(nar, &mut c, &name)?;
+            let hasher = c.finish().map_err(io_err)?;
             let (file_hash, file_size, sink) = hasher.finish();
             // The end of the stream (the upload completes) only after the whole source NAR
             // was read: `list_through` reads to the reader's end, which it reports only once
@@ -395,11 +378,11 @@ async fn recompress(
         reading.await.map_err(join_error).and_then(|r| r)
     });
     let (listing, file_hash, file_size) = staged(to, &staging, put, read).await?;
-    let key = to.publish_staged_nar(staging, &file_hash, method).await?;
+    let key = to.publish_staged_nar(staging, &file_hash, config.method).await?;
     guard.disarm();
     to.sync_nar(&key).await?;
     info.url = key;
-    info.compression = Some(method.name().to_owned());
+    info.compression = Some(config.method.name().to_owned());
     info.file_hash = Some(file_hash);
     info.file_size = Some(file_size);
     Ok((info, listing))

@@ -8,22 +8,21 @@
 
 pub mod browse;
 pub mod copy;
+pub mod file;
 pub(crate) mod pipe;
 pub mod pull;
 pub mod push;
 pub mod verify;
 
-use std::collections::{HashMap, HashSet};
 use std::io;
 
 use crate::local_store::LocalStoreError;
 use crate::nar;
-use crate::narinfo::NarInfo;
 use crate::store::StoreError;
-use crate::store_path::StorePath;
 
 pub use browse::{cat, cat_checked, info, list_paths, listing, listing_verified, CacheTotals};
 pub use copy::{copy, CopyOptions, CopySummary};
+pub use file::{cat_file, open_file, NarFile};
 pub use pull::{check_trusted, pull, PullOptions};
 pub use push::{push, push_add, PushOptions, PushSummary};
 pub use verify::{verify, Problem, VerifyOptions, VerifyReport};
@@ -114,6 +113,15 @@ pub enum OpError {
     SecretKeyFile { path: String, reason: String },
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },
+    /// A ranged read of a NAR failed ([`crate::access`]).
+    #[error(transparent)]
+    Access(#[from] crate::access::AccessError),
+    /// A file asked for is not in the store path.
+    #[error("{path} does not exist in the cache's NAR")]
+    NoSuchFile { path: String },
+    /// A file asked for is a directory or a symlink.
+    #[error("{path} is {kind}, not a regular file")]
+    NotAFile { path: String, kind: &'static str },
     #[error("{0}")]
     Compression(#[from] crate::compression::Error),
     /// A narinfo names a NAR object the cache does not have.
@@ -152,13 +160,13 @@ pub enum OpError {
     /// A destination that is not a path with a file name.
     #[error("{} has no file name", path.display())]
     InvalidDestination { path: std::path::PathBuf },
-    /// A narinfo was never published because a reference of it never became visible (a
-    /// broken closure from the source; cannot happen with a consistent one).
-    #[error("{path} was not published: a reference of it never became visible")]
-    Unpublished { path: String },
     /// A background task was cancelled or failed to run.
     #[error("a background task was cancelled: {detail}")]
     Cancelled { detail: String },
+    /// A closure walk or a publication failed: a path missing from the cache, a reference
+    /// cycle ([`crate::graph::Cycle`]), a narinfo that could never be published.
+    #[error(transparent)]
+    Graph(crate::graph::GraphError),
 }
 
 impl OpError {
@@ -203,8 +211,11 @@ impl OpError {
             OpError::Sign(_) => K::InvalidInput,
             OpError::InvalidName { .. } | OpError::InvalidDestination { .. } => K::InvalidInput,
             OpError::DestinationExists { .. } => K::Conflict,
-            OpError::Unpublished { .. } => K::Corrupt,
             OpError::Cancelled { .. } => K::Internal,
+            OpError::Graph(e) => e.kind(),
+            OpError::Access(e) => e.kind(),
+            OpError::NoSuchFile { .. } => K::NotFound,
+            OpError::NotAFile { .. } => K::InvalidInput,
         }
     }
 }
@@ -226,6 +237,21 @@ fn nar_kind(e: &nar::ReadError) -> crate::error::ErrorKind {
     match &e.kind {
         nar::ReadErrorKind::Io(io) => io_kind(io, crate::error::ErrorKind::Corrupt),
         _ => crate::error::ErrorKind::Corrupt,
+    }
+}
+
+impl From<crate::graph::GraphError> for OpError {
+    fn from(e: crate::graph::GraphError) -> Self {
+        match e {
+            crate::graph::GraphError::Store(e) => OpError::Store(e),
+            e => OpError::Graph(e),
+        }
+    }
+}
+
+impl From<crate::graph::Cycle> for OpError {
+    fn from(e: crate::graph::Cycle) -> Self {
+        OpError::Graph(e.into())
     }
 }
 
@@ -274,229 +300,5 @@ pub(crate) fn join_error(e: tokio::task::JoinError) -> OpError {
     }
     OpError::Cancelled {
         detail: e.to_string(),
-    }
-}
-
-/// Decides when narinfos may become visible: a narinfo is written only once the narinfo of
-/// every reference of it that is part of the same transfer has been written. Shared by push and
-/// copy through [`publish_as_ready`].
-///
-/// Each path counts the references it still waits for; a completed write counts down its
-/// referrers, so a transfer of n paths with e references costs O(n + e) whatever the order in
-/// which their data arrives, and independent narinfos can be written concurrently.
-#[derive(Debug)]
-pub(crate) struct Publisher {
-    /// For each path of the transfer not yet written, how many of its references are not.
-    pending: HashMap<StorePath, usize>,
-    /// For each path of the transfer, the paths of the transfer that refer to it.
-    referrers: HashMap<StorePath, Vec<StorePath>>,
-    /// Narinfos whose data is in place but which still wait for references.
-    waiting: HashMap<StorePath, NarInfo>,
-}
-
-impl Publisher {
-    /// `transfer` maps each path being transferred to its references; references outside the
-    /// transfer are already visible.
-    pub(crate) fn new<'a>(
-        transfer: impl IntoIterator<Item = (&'a StorePath, &'a [StorePath])>,
-    ) -> Self {
-        let transfer: Vec<_> = transfer.into_iter().collect();
-        let members: HashSet<&StorePath> = transfer.iter().map(|(p, _)| *p).collect();
-        let mut pending = HashMap::with_capacity(transfer.len());
-        let mut referrers: HashMap<StorePath, Vec<StorePath>> = HashMap::new();
-        for (path, refs) in &transfer {
-            let mut waits: Vec<&StorePath> = refs
-                .iter()
-                .filter(|r| *r != *path && members.contains(r))
-                .collect();
-            waits.sort();
-            waits.dedup();
-            for r in &waits {
-                referrers
-                    .entry((*r).clone())
-                    .or_default()
-                    .push((*path).clone());
-            }
-            pending.insert((*path).clone(), waits.len());
-        }
-        Publisher {
-            pending,
-            referrers,
-            waiting: HashMap::new(),
-        }
-    }
-
-    /// A path's data is in place: returns its narinfo if it may be written now (every
-    /// reference written), else keeps it until [`Publisher::written`] releases it.
-    pub(crate) fn arrived(&mut self, info: NarInfo) -> Option<NarInfo> {
-        if self.pending.get(&info.store_path).copied().unwrap_or(0) > 0 {
-            self.waiting.insert(info.store_path.clone(), info);
-            None
-        } else {
-            Some(info)
-        }
-    }
-
-    /// The narinfo of `path` is written (visible): returns the narinfos that may be written now.
-    pub(crate) fn written(&mut self, path: &StorePath) -> Vec<NarInfo> {
-        self.pending.remove(path);
-        let mut out = Vec::new();
-        for referrer in self.referrers.remove(path).unwrap_or_default() {
-            let Some(count) = self.pending.get_mut(&referrer) else {
-                continue;
-            };
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                if let Some(ready) = self.waiting.remove(&referrer) {
-                    out.push(ready);
-                }
-            }
-        }
-        out
-    }
-
-    /// A path whose data arrived but whose narinfo could never be written.
-    pub(crate) fn stuck(&self) -> Option<&NarInfo> {
-        self.waiting.values().next()
-    }
-}
-
-/// Drives a transfer: takes narinfos from `arrivals` (each yielded once its NAR is in place) and
-/// writes each to `cache` as soon as every reference's narinfo in the transfer is written, up to
-/// `concurrency` writes at once, while the transfers go on. `on_arrival` sees each narinfo as its
-/// data lands, `on_written` as it becomes visible. The first error stops everything.
-pub(crate) async fn publish_as_ready<S>(
-    cache: &crate::store::BinaryCache,
-    mut publisher: Publisher,
-    mut arrivals: S,
-    concurrency: usize,
-    mut on_arrival: impl FnMut(&NarInfo),
-    mut on_written: impl FnMut(&NarInfo),
-) -> Result<(), OpError>
-where
-    S: futures::Stream<Item = Result<NarInfo, OpError>> + Unpin,
-{
-    use futures::stream::{FuturesUnordered, StreamExt as _};
-
-    let mut ready: std::collections::VecDeque<NarInfo> = Default::default();
-    let mut writes = FuturesUnordered::new();
-    let mut arrivals_done = false;
-    loop {
-        while writes.len() < concurrency.max(1) {
-            let Some(info) = ready.pop_front() else {
-                break;
-            };
-            writes.push(async move { cache.put_narinfo(&info).await.map(|()| info) });
-        }
-        if arrivals_done && writes.is_empty() {
-            break;
-        }
-        tokio::select! {
-            next = arrivals.next(), if !arrivals_done => match next {
-                Some(info) => {
-                    let info = info?;
-                    on_arrival(&info);
-                    ready.extend(publisher.arrived(info));
-                }
-                None => arrivals_done = true,
-            },
-            Some(written) = writes.next(), if !writes.is_empty() => {
-                let info = written?;
-                on_written(&info);
-                ready.extend(publisher.written(&info.store_path));
-            }
-        }
-    }
-    match publisher.stuck() {
-        // Cannot happen for a closure computed by a store; guards against a broken one.
-        Some(stuck) => Err(OpError::Unpublished {
-            path: stuck.store_dir.full_path(&stuck.store_path),
-        }),
-        None => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod publisher_tests {
-    use super::*;
-    use crate::hash::{Hash, HashAlgo};
-    use crate::narinfo::NarInfo;
-    use crate::store_path::{StoreDir, StorePath};
-
-    fn path(c: char) -> StorePath {
-        StorePath::from_base_name(&format!("{}-p{c}", c.to_string().repeat(32))).unwrap()
-    }
-
-    fn info(p: &StorePath) -> NarInfo {
-        NarInfo::new(
-            StoreDir::default(),
-            p.clone(),
-            "nar/x".into(),
-            Hash::digest(HashAlgo::Sha256, b""),
-            0,
-        )
-    }
-
-    #[test]
-    fn referrers_wait_for_their_references() {
-        let (a, b, c) = (path('a'), path('b'), path('c'));
-        // c -> b -> a, and c -> a; a refers to itself.
-        let refs = [
-            (a.clone(), vec![a.clone()]),
-            (b.clone(), vec![a.clone()]),
-            (c.clone(), vec![a.clone(), b.clone()]),
-        ];
-        let mut p = Publisher::new(refs.iter().map(|(p, r)| (p, r.as_slice())));
-        assert!(p.arrived(info(&c)).is_none());
-        assert!(p.arrived(info(&b)).is_none());
-        assert_eq!(p.arrived(info(&a)).map(|i| i.store_path), Some(a.clone()));
-        // b waits for a only; c for a and b.
-        let after_a: Vec<_> = p.written(&a).into_iter().map(|i| i.store_path).collect();
-        assert_eq!(after_a, vec![b.clone()]);
-        let after_b: Vec<_> = p.written(&b).into_iter().map(|i| i.store_path).collect();
-        assert_eq!(after_b, vec![c.clone()]);
-        assert!(p.written(&c).is_empty());
-        assert!(p.stuck().is_none());
-    }
-
-    #[test]
-    fn a_chain_arriving_backwards_is_published_in_order_at_the_end() {
-        // p0 <- p1 <- ... <- p499, each also referring to p0.
-        let paths: Vec<StorePath> = (0..500)
-            .map(|i| StorePath::from_base_name(&format!("{:0>32}-p{i}", i)).unwrap())
-            .collect();
-        let refs: Vec<(StorePath, Vec<StorePath>)> = paths
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let mut r = vec![paths[0].clone(), p.clone()];
-                if i > 0 {
-                    r.push(paths[i - 1].clone());
-                }
-                (p.clone(), r)
-            })
-            .collect();
-        let mut p = Publisher::new(refs.iter().map(|(p, r)| (p, r.as_slice())));
-        for path in paths.iter().skip(1).rev() {
-            assert!(p.arrived(info(path)).is_none());
-        }
-        assert!(p.stuck().is_some());
-        let mut order = vec![p.arrived(info(&paths[0])).unwrap().store_path];
-        let mut next = 0;
-        while next < order.len() {
-            let written = order[next].clone();
-            next += 1;
-            order.extend(p.written(&written).into_iter().map(|i| i.store_path));
-        }
-        assert_eq!(order, paths);
-        assert!(p.stuck().is_none());
-    }
-
-    #[test]
-    fn references_outside_the_transfer_are_visible() {
-        let (a, b) = (path('a'), path('b'));
-        let refs = [(b.clone(), vec![a.clone()])];
-        let mut p = Publisher::new(refs.iter().map(|(p, r)| (p, r.as_slice())));
-        assert!(p.arrived(info(&b)).is_some());
     }
 }

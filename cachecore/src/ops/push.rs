@@ -26,13 +26,13 @@ use std::sync::Arc;
 use futures::StreamExt as _;
 
 use super::pipe::sink_stream;
-use super::{join_error, publish_as_ready, OpError, Progress, Publisher};
-use crate::compression::{self, Compression, Compressor};
+use super::{join_error, OpError, Progress};
+use crate::compression::{self, Compression, NarCompression};
+use crate::graph::{publish_as_ready, Publisher};
 use crate::hash::{Hash, HashAlgo, HashingWriter};
 use crate::local_store::{LocalStore, PathInfo};
 use crate::nar;
 use crate::narinfo::{ContentAddress, NarInfo};
-use crate::seekable::{self, SeekableOptions, SeekableWriter};
 use crate::signing::Signer;
 use crate::store::{BinaryCache, StoreError};
 use crate::store_path::{StoreDir, StorePath};
@@ -45,9 +45,8 @@ pub struct PushOptions {
     pub jobs: usize,
     /// Existence checks (HEAD requests) in flight at once.
     pub check_concurrency: usize,
-    pub compression: Compression,
-    /// Compression level; the codec's default (Nix's) when `None`.
-    pub level: Option<i32>,
+    /// Method, level and threads of the NARs' compression.
+    pub compression: NarCompression,
     /// Push the whole closure (default) or only the named paths, whose references must then
     /// already be in the cache.
     pub closure: bool,
@@ -57,20 +56,9 @@ pub struct PushOptions {
     pub write_listing: bool,
     /// Upload build logs of the pushed paths' derivations.
     pub logs: bool,
-    /// Threads compressing one NAR's zstd frames. A large NAR holds at most
-    /// `(compression_threads + 2)` frames of [`seekable::DEFAULT_FRAME_SIZE`] in memory while it
-    /// is compressed, so this (with `jobs`) is what bounds a push's memory.
-    pub compression_threads: usize,
     /// Verify the paths already in the cache and push again those that fail (a missing or
     /// damaged NAR, a narinfo that does not match its object).
     pub repair: bool,
-}
-
-impl PushOptions {
-    /// The default [`compression_threads`](Self::compression_threads): one per core, but never
-    /// more than this, so that a push's memory is set by its options and not by the machine it
-    /// runs on (frames in flight per large NAR: at most `(4 + 2) × 4 MiB`).
-    pub const MAX_DEFAULT_COMPRESSION_THREADS: usize = 4;
 }
 
 impl std::fmt::Debug for PushOptions {
@@ -78,7 +66,6 @@ impl std::fmt::Debug for PushOptions {
         f.debug_struct("PushOptions")
             .field("jobs", &self.jobs)
             .field("compression", &self.compression)
-            .field("level", &self.level)
             .field("closure", &self.closure)
             .field(
                 "signers",
@@ -97,17 +84,14 @@ impl std::fmt::Debug for PushOptions {
 
 impl Default for PushOptions {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         PushOptions {
             jobs: 4,
             check_concurrency: 64,
-            compression: Compression::Zstd,
-            level: None,
+            compression: NarCompression::default(),
             closure: true,
             signers: Vec::new(),
             write_listing: true,
             logs: false,
-            compression_threads: cores.min(Self::MAX_DEFAULT_COMPRESSION_THREADS),
             repair: false,
         }
     }
@@ -121,14 +105,14 @@ impl PushOptions {
         let settings = cache.settings();
         let mut opts = PushOptions::default();
         if let Some(method) = settings.compression {
-            opts.compression = method;
+            opts.compression.method = method;
         }
-        opts.level = settings.compression_level;
+        opts.compression.level = settings.compression_level;
         if let Some(listing) = settings.write_nar_listing {
             opts.write_listing = listing;
         }
         if settings.parallel_compression == Some(false) {
-            opts.compression_threads = 1;
+            opts.compression.threads = 1;
         }
         if let Some(path) = &settings.secret_key {
             opts.signers = vec![read_secret_key_file(path)?];
@@ -237,11 +221,7 @@ pub async fn push(
         return Ok(summary);
     }
 
-    let refs: Vec<(StorePath, Vec<StorePath>)> = todo
-        .iter()
-        .map(|i| (i.path.clone(), i.references.clone()))
-        .collect();
-    let publisher = Publisher::new(refs.iter().map(|(p, r)| (p, r.as_slice())));
+    let publisher = Publisher::new(&todo)?;
 
     // Largest first: the long uploads start early and the small ones fill in around them.
     // Small paths cost mostly request (or file creation) latency, so more of them are in flight.
@@ -423,66 +403,37 @@ fn pack_compressed<W: Write>(
         )
     };
     let file_hasher = HashingWriter::new(HashAlgo::Sha256, out);
-    let with_listing = opts.write_listing;
-    // NAR hashing sits in front of the compressor: NAR → hash → progress → compressor → hash → out.
-    // With `$file_start`, the NAR is packed with the listing built (and kept if wanted).
-    macro_rules! pack_into {
-        ($compressor:expr, $file_start:expr) => {{
-            let mut nar_hasher = HashingWriter::new(
-                HashAlgo::Sha256,
-                ProgressWriter {
-                    inner: $compressor,
-                    progress: progress.clone(),
-                    unreported: 0,
-                },
-            );
-            let listing = match $file_start {
-                Some(file_start) => {
-                    let listing = nar::pack_marking_files(disk_path, &mut nar_hasher, file_start)
-                        .map_err(pack_err)?;
-                    with_listing.then_some(listing)
-                }
-                None if with_listing => {
-                    Some(nar::pack(disk_path, &mut nar_hasher).map_err(pack_err)?)
-                }
-                None => {
-                    nar::dump(disk_path, &mut nar_hasher).map_err(pack_err)?;
-                    None
-                }
-            };
-            let (nar_hash, nar_size, pw) = nar_hasher.finish();
-            (nar_hash, nar_size, listing, pw)
-        }};
-    }
-    let (nar_hash, nar_size, listing, file_hasher) = match opts.compression {
-        Compression::Zstd => {
-            // A NAR of one frame or less gains nothing from a thread pool, and starting one per
-            // tiny path dominates pushing many small paths. (Not `SeekableOptions::default()`:
-            // it asks the OS for the CPU count, which costs a few syscalls per path.)
-            let threads = if nar_size <= seekable::DEFAULT_FRAME_SIZE as u64 {
-                1
-            } else {
-                opts.compression_threads.max(1)
-            };
-            let seek_opts = SeekableOptions {
-                threads,
-                level: opts.level.unwrap_or(seekable::DEFAULT_LEVEL),
-                frame_size: seekable::DEFAULT_FRAME_SIZE,
-            };
-            let writer = SeekableWriter::new(file_hasher, seek_opts).map_err(io_err)?;
-            // Frames end where a file's entry starts when one is near (see boundary_hint).
-            let boundaries = writer.boundaries();
-            let mut file_start = |offset| boundaries.mark(offset);
-            let (h, n, l, pw) = pack_into!(writer, Some(&mut file_start as &mut dyn FnMut(u64)));
-            let (fh, _table) = pw.into_inner().finish().map_err(io_err)?;
-            (h, n, l, fh)
+    let compressor = opts.compression.compressor(file_hasher, nar_size)?;
+    // zstd frames end where a file's entry starts when one is near (see boundary_hint), so
+    // reading one file needs fewer frames.
+    let boundaries = compressor.boundaries();
+    // NAR → hash → progress → compressor → hash → out.
+    let mut nar_hasher = HashingWriter::new(
+        HashAlgo::Sha256,
+        ProgressWriter {
+            inner: compressor,
+            progress,
+            unreported: 0,
+        },
+    );
+    let listing = match boundaries {
+        Some(marks) => {
+            let listing = nar::pack_marking_files(disk_path, &mut nar_hasher, &mut |offset| {
+                marks.mark(offset)
+            })
+            .map_err(pack_err)?;
+            opts.write_listing.then_some(listing)
         }
-        method => {
-            let c = Compressor::with_threads(file_hasher, method, opts.level, 0)?;
-            let (h, n, l, pw) = pack_into!(c, None::<&mut dyn FnMut(u64)>);
-            (h, n, l, pw.into_inner().finish().map_err(io_err)?)
+        None if opts.write_listing => {
+            Some(nar::pack(disk_path, &mut nar_hasher).map_err(pack_err)?)
+        }
+        None => {
+            nar::dump(disk_path, &mut nar_hasher).map_err(pack_err)?;
+            None
         }
     };
+    let (nar_hash, nar_size, progress_writer) = nar_hasher.finish();
+    let file_hasher = progress_writer.into_inner().finish().map_err(io_err)?;
     let (file_hash, file_size, out) = file_hasher.finish();
     Ok((
         Packed {
@@ -530,7 +481,7 @@ async fn upload_path(
         // mismatch the stream ends with an error, the upload is abandoned, and nothing appears
         // under the key. So there is no staging object to copy into place, which on S3 would be
         // a server-side copy of every large NAR (and on AWS, limited to 5 GiB).
-        let key = BinaryCache::streamed_nar_url(&info.nar_hash, opts.compression);
+        let key = BinaryCache::streamed_nar_url(&info.nar_hash, opts.compression.method);
         let (sink, stream) = sink_stream();
         let pack_opts = opts.clone();
         let (expected_hash, expected_size) = (info.nar_hash.clone(), info.nar_size);
@@ -577,7 +528,7 @@ async fn upload_path(
     let (nar_key, in_memory) = match placement {
         Placement::Uploaded(key) => (key, None),
         Placement::InMemory(data) => (
-            BinaryCache::nar_url(&packed.file_hash, opts.compression),
+            BinaryCache::nar_url(&packed.file_hash, opts.compression.method),
             Some(data),
         ),
     };
@@ -619,7 +570,7 @@ async fn upload_path(
         info.nar_hash,
         info.nar_size,
     );
-    narinfo.compression = Some(opts.compression.name().to_owned());
+    narinfo.compression = Some(opts.compression.method.name().to_owned());
     narinfo.file_hash = Some(packed.file_hash);
     narinfo.file_size = Some(packed.file_size);
     let mut references = info.references;

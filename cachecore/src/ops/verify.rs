@@ -9,7 +9,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use super::browse::with_nar;
 use super::pull::check_trusted;
 use super::OpError;
-use crate::narinfo::NarInfo;
+use crate::graph::{self, Start};
 use crate::signing::PublicKey;
 use crate::store::{BinaryCache, IntegrityError, StoreError};
 use crate::store_path::StorePath;
@@ -202,83 +202,33 @@ pub async fn verify(
 ) -> Result<VerifyReport, OpError> {
     super::require_cache_info(cache).await?;
     let mut report = VerifyReport::default();
-    let mut infos: Vec<NarInfo> = Vec::new();
-    let mut queue: Vec<String> = if paths.is_empty() {
-        cache.list_narinfo_hashes().try_collect().await?
+    let start: Vec<Start> = if paths.is_empty() {
+        let hashes: Vec<String> = cache.list_narinfo_hashes().try_collect().await?;
+        hashes.into_iter().map(Start::HashPart).collect()
     } else {
-        paths.iter().map(|p| p.hash_part()).collect()
+        paths.iter().cloned().map(Start::Path).collect()
     };
-    let mut seen: HashSet<String> = queue.iter().cloned().collect();
-    // The full path each hash part was named by (a path given or a reference): a narinfo under
-    // that hash part must describe exactly it, name included.
-    let mut expected: std::collections::HashMap<String, StorePath> =
-        paths.iter().map(|p| (p.hash_part(), p.clone())).collect();
-    let mut present: HashSet<StorePath> = HashSet::new();
-    // Fetch narinfos (following references when paths were named), recording parse failures.
-    while !queue.is_empty() {
-        let batch: Vec<String> = std::mem::take(&mut queue);
-        let fetched: Vec<(String, Result<Option<NarInfo>, StoreError>)> =
-            futures::stream::iter(batch.into_iter().map(|h| async move {
-                let r = cache.narinfo_by_hash(&h).await;
-                (h, r)
-            }))
-            .buffer_unordered(32)
-            .collect()
-            .await;
-        for (hash, result) in fetched {
-            match result {
-                Ok(Some(info)) => {
-                    if let Some(named) = expected.get(&hash) {
-                        if *named != info.store_path {
-                            let key = format!("{hash}.narinfo");
-                            report.problems.push(Problem::UnusableNarInfo {
-                                error: StoreError::IdentityMismatch {
-                                    url: cache.url().to_owned(),
-                                    key: key.clone(),
-                                    found: format!(
-                                        "{}/{}",
-                                        crate::narinfo::excerpt(info.store_dir.as_str()),
-                                        info.store_path
-                                    ),
-                                    expected: info.store_dir.full_path(named),
-                                },
-                                key,
-                            });
-                            continue;
-                        }
-                    }
-                    if !paths.is_empty() {
-                        for r in &info.references {
-                            if seen.insert(r.hash_part()) {
-                                expected.insert(r.hash_part(), r.clone());
-                                queue.push(r.hash_part());
-                            }
-                        }
-                    }
-                    present.insert(info.store_path.clone());
-                    infos.push(info);
-                }
-                Ok(None) => report.problems.push(Problem::MissingNarInfo {
-                    key: format!("{hash}.narinfo"),
-                }),
-                Err(StoreError::BadNarInfo { key, source, .. }) => {
-                    report.problems.push(Problem::BadNarInfo { key, error: source })
-                }
-                // Hostile or damaged objects: a problem of this cache, not a failure to check.
-                Err(
-                    error @ (StoreError::IdentityMismatch { .. }
-                    | StoreError::TooLarge { .. }
-                    | StoreError::OutsideRoot { .. }),
-                ) => report.problems.push(Problem::UnusableNarInfo {
-                    key: error
-                        .key()
-                        .map_or_else(|| format!("{hash}.narinfo"), str::to_owned),
-                    error,
-                }),
-                Err(e) => return Err(e.into()),
+    // Named paths: their closures; the whole cache: every narinfo once, as listed.
+    let walked = graph::walk(cache, start, !paths.is_empty()).await?;
+    for absent in walked.absent {
+        report.problems.push(Problem::MissingNarInfo {
+            key: format!("{}.narinfo", absent.hash_part),
+        });
+    }
+    for error in walked.unreadable {
+        match error {
+            StoreError::BadNarInfo { key, source, .. } => {
+                report.problems.push(Problem::BadNarInfo { key, error: source })
             }
+            // Hostile or damaged objects: a problem of this cache, not a failure to check.
+            error => report.problems.push(Problem::UnusableNarInfo {
+                key: error.key().unwrap_or("a narinfo").to_owned(),
+                error,
+            }),
         }
     }
+    let infos = walked.found;
+    let present: HashSet<StorePath> = infos.iter().map(|i| i.store_path.clone()).collect();
     report.checked = infos.len();
     report.unsigned = infos.iter().filter(|i| i.signatures.is_empty()).count();
 

@@ -1,0 +1,1019 @@
+//! Random access into the NARs of a binary cache: the bytes `[offset, offset + len)` of a path's
+//! NAR, without reading what comes before them where the object allows it.
+//!
+//! [`NarAccess`] reads one NAR (a narinfo's object). What a read costs depends on how the object
+//! is stored:
+//!
+//! - **seekable zstd** (what `cachecore push` writes for NARs larger than one 4 MiB frame): the
+//!   seek table is fetched once — one ranged GET of the object's last 64 KiB, and one more when
+//!   the table is longer than that — and kept; a read then fetches only the frames covering the
+//!   range, by ranged GETs, and decompresses only those. The last frame decoded is kept, so
+//!   small reads in sequence (a FUSE mount's 128 KiB reads) fetch each frame once.
+//! - **small objects** (at most 64 KiB: most NARs of a closure): the probe above is the whole
+//!   object, so it is decoded once, checked whole (see below), and kept in memory.
+//! - **zstd without a seek table** (Nix's own `.nar.zst`, cachecore's one-frame NARs), **xz**,
+//!   **bzip2**: these cannot be entered in the middle; a read streams the object from its start
+//!   and decompresses (and discards) everything before the range. Correct, not fast.
+//! - **none**: a ranged GET of exactly the range.
+//!
+//! # Trust: what a ranged read checks, and what it cannot
+//!
+//! A cache is untrusted. The narinfo's `NarHash` is what a signature covers, and it can only be
+//! checked against a whole NAR: **a ranged read of a large NAR is not checked against the
+//! `NarHash`** (nor the `FileHash`), so it cannot prove that the bytes are the ones the signer
+//! saw. What it does check:
+//!
+//! - every read is bounded by the narinfo's sizes: a range past `NarSize` is refused; a seek table
+//!   must describe exactly `FileSize` compressed and `NarSize` decompressed bytes, or the read
+//!   fails; an object longer or shorter than `FileSize` is an error; no frame may exceed
+//!   [`MAX_FRAME_BYTES`] (so memory stays bounded whatever the object claims);
+//! - each zstd frame decoded must decode cleanly to exactly the length the seek table gives it,
+//!   with its XXH64 checksum when it carries one (cachecore's multi-frame NARs do) — which catches
+//!   accidental damage, not a forger, who can recompute checksums;
+//! - [`crate::ops::open_file`] also checks that the listing's `narOffset` and `size` land on the
+//!   `contents` field of a regular file in the NAR, so a wrong listing cannot make a read return
+//!   the middle of some other structure (it can still point at another file of the same NAR).
+//!
+//! Objects of at most 64 KiB are read whole, so for them `FileSize`, `FileHash`, `NarSize` and
+//! `NarHash` are all checked. A caller that needs the `NarHash` guarantee for a large NAR reads
+//! the whole NAR through the verifying path (`cachecore cat --verify`, [`crate::ops::cat`]).
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use cachecore::access::NarAccess;
+//! use cachecore::ops::{self, NoProgress, PushOptions};
+//! use cachecore::store::BinaryCache;
+//! use cachecore::store_path::StoreDir;
+//! let dir = tempfile::tempdir().unwrap();
+//! std::fs::write(dir.path().join("hello"), "hello, world\n").unwrap();
+//! let cache = BinaryCache::open("memory://").unwrap();
+//! let (path, _) = ops::push_add(&cache, &StoreDir::default(), dir.path(), "hello",
+//!     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+//! let nar = NarAccess::open(&cache, &path).await.unwrap();
+//! // A NAR starts with its magic string, "nix-archive-1" (after its 8-byte length).
+//! assert_eq!(&nar.read(8..21).await.unwrap()[..], b"nix-archive-1");
+//! # });
+//! ```
+
+use std::fmt;
+use std::io::{self, Read};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt as _, TryStreamExt as _};
+
+use crate::compression::{self, decompress, Compression};
+use crate::hash::Hash;
+use crate::narinfo::NarInfo;
+use crate::seekable::{self, SeekTable, SeekableError};
+use crate::store::{BinaryCache, ByteRange, StoreError};
+use crate::store_path::StorePath;
+
+/// Bytes fetched from the end of an object to find its seek table (enough for 8191 frames, a
+/// 32 GiB NAR at 4 MiB frames); a longer table costs one more request. Objects up to this size
+/// are fetched whole by that first request.
+pub const TAIL_PROBE: u64 = SeekTable::footer_len_hint() as u64;
+
+/// The largest zstd frame a ranged read accepts, compressed or decompressed. cachecore writes
+/// 4 MiB frames; a table claiming larger ones is refused, which bounds memory per read.
+pub const MAX_FRAME_BYTES: u64 = 64 << 20;
+
+/// The largest seek table read (2 million frames: an 8 TiB NAR at 4 MiB frames).
+pub const MAX_SEEK_TABLE_BYTES: u64 = 16 << 20;
+
+/// Frames are fetched in groups of about this many decompressed bytes (one ranged GET each),
+/// two groups in flight.
+const GROUP_BYTES: u64 = 8 << 20;
+
+/// Ranged GETs of an uncompressed NAR are at most this long.
+const PLAIN_CHUNK: u64 = 8 << 20;
+
+/// Decoded chunks handed over at once when streaming a NAR from its start.
+const STREAM_CHUNK: usize = 1 << 20;
+
+/// What went wrong reading part of a NAR. Every message names the object (store URL and key).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccessError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The cache has no narinfo for the path.
+    #[error("{path} is not in {url}")]
+    NotInCache { path: String, url: String },
+    /// The narinfo names a compression method cachecore cannot read.
+    #[error("{path}: {source}")]
+    Compression {
+        path: String,
+        source: compression::Error,
+    },
+    /// The range asked for reaches past the end of the NAR.
+    #[error("{path}: bytes {start}..{end} reach past the end of its NAR ({nar_size} bytes)")]
+    OutOfBounds {
+        path: String,
+        start: u64,
+        end: u64,
+        nar_size: u64,
+    },
+    /// The object's seek table, or a frame it describes, is damaged.
+    #[error("{object}: {source}")]
+    Seekable {
+        object: String,
+        source: SeekableError,
+    },
+    /// The object disagrees with the narinfo's sizes.
+    #[error("{object}: {what} is {actual} bytes, but the narinfo's {field} is {expected}")]
+    SizeMismatch {
+        object: String,
+        what: &'static str,
+        field: &'static str,
+        actual: u64,
+        expected: u64,
+    },
+    /// The object is longer than the narinfo's FileSize.
+    #[error("{object} is longer than the narinfo's FileSize ({file_size} bytes)")]
+    TooLong { object: String, file_size: u64 },
+    /// A frame (or the seek table) larger than a ranged read accepts.
+    #[error("{object}: {what} is {size} bytes, more than the {limit} bytes a ranged read accepts")]
+    TooLarge {
+        object: String,
+        what: String,
+        size: u64,
+        limit: u64,
+    },
+    /// The object does not decompress.
+    #[error("{object} does not decompress as {method}: {source}")]
+    Decode {
+        object: String,
+        method: Compression,
+        source: io::Error,
+    },
+    /// A whole (small) object read does not match the narinfo's hash.
+    #[error("{object}: its {field} is {actual}, but the narinfo says {expected}")]
+    HashMismatch {
+        object: String,
+        field: &'static str,
+        expected: String,
+        actual: String,
+    },
+    /// The listing's `narOffset`/`size` for a file do not land on that file's contents in the
+    /// NAR (the bytes before them are not a `contents` field of that size).
+    #[error(
+        "{path}: the listing puts it at NAR offset {offset} ({size} bytes), but the NAR holds no \
+         file contents of that size there"
+    )]
+    ListingMismatch {
+        path: String,
+        offset: u64,
+        size: u64,
+    },
+    /// A background task was cancelled (the runtime is shutting down).
+    #[error("{object}: the read was cancelled")]
+    Cancelled { object: String },
+}
+
+impl AccessError {
+    /// What kind of failure this is: the store's for [`AccessError::Store`]; a damaged or
+    /// inconsistent object is [`Corrupt`](crate::error::ErrorKind::Corrupt).
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind as K;
+        match self {
+            AccessError::Store(e) => e.kind(),
+            AccessError::NotInCache { .. } => K::NotFound,
+            AccessError::Compression { .. } => K::Unsupported,
+            AccessError::OutOfBounds { .. } => K::InvalidInput,
+            AccessError::TooLarge { .. } => K::Unsupported,
+            AccessError::Seekable { .. }
+            | AccessError::SizeMismatch { .. }
+            | AccessError::TooLong { .. }
+            | AccessError::Decode { .. }
+            | AccessError::HashMismatch { .. }
+            | AccessError::ListingMismatch { .. } => K::Corrupt,
+            AccessError::Cancelled { .. } => K::Internal,
+        }
+    }
+}
+
+/// How the object is read.
+#[derive(Debug)]
+enum Layout {
+    /// Uncompressed: ranged GETs.
+    Plain,
+    /// Seekable zstd with this table.
+    Seekable(SeekTable),
+    /// The whole decompressed NAR (small objects), checked.
+    InMemory(Bytes),
+    /// Decompressed from the start for every read.
+    FromStart,
+}
+
+/// Random access into one NAR of a cache (see the [module docs](self)). Cheap to clone: clones
+/// share the seek table and the last decoded frame.
+#[derive(Clone)]
+pub struct NarAccess {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cache: BinaryCache,
+    info: NarInfo,
+    method: Compression,
+    /// `<url>: <key>`, for messages.
+    object: String,
+    layout: tokio::sync::OnceCell<Layout>,
+    /// The last frame decoded: its index and bytes.
+    last_frame: Mutex<Option<(usize, Bytes)>>,
+}
+
+impl fmt::Debug for NarAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NarAccess")
+            .field("object", &self.inner.object)
+            .field("nar_size", &self.inner.info.nar_size)
+            .finish_non_exhaustive()
+    }
+}
+
+fn full(info: &NarInfo) -> String {
+    info.store_dir.full_path(&info.store_path)
+}
+
+impl NarAccess {
+    /// Random access into the NAR `info` describes. No I/O until the first read.
+    pub fn new(cache: &BinaryCache, info: NarInfo) -> Result<NarAccess, AccessError> {
+        let method = Compression::from_name(info.compression_or_default()).map_err(|source| {
+            AccessError::Compression {
+                path: full(&info),
+                source,
+            }
+        })?;
+        Ok(NarAccess {
+            inner: Arc::new(Inner {
+                object: format!("{}: {}", cache.url(), info.url),
+                cache: cache.clone(),
+                info,
+                method,
+                layout: tokio::sync::OnceCell::new(),
+                last_frame: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Random access into the NAR of `path` (fetches its narinfo).
+    pub async fn open(cache: &BinaryCache, path: &StorePath) -> Result<NarAccess, AccessError> {
+        let info = cache
+            .narinfo(path)
+            .await?
+            .ok_or_else(|| AccessError::NotInCache {
+                path: path.to_string(),
+                url: cache.url().to_owned(),
+            })?;
+        NarAccess::new(cache, info)
+    }
+
+    /// The narinfo read from.
+    pub fn info(&self) -> &NarInfo {
+        &self.inner.info
+    }
+
+    /// The NAR's length (the narinfo's `NarSize`).
+    pub fn nar_size(&self) -> u64 {
+        self.inner.info.nar_size
+    }
+
+    /// The bytes `range` of the NAR, in memory (so keep ranges to what a caller would buffer
+    /// anyway; [`NarAccess::stream`] streams a range of any length).
+    pub async fn read(&self, range: Range<u64>) -> Result<Bytes, AccessError> {
+        let chunks: Vec<Bytes> = self.stream(range).try_collect().await?;
+        Ok(match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.into_iter().next().unwrap_or_default(),
+            _ => Bytes::from(chunks.concat()),
+        })
+    }
+
+    /// The bytes `range` of the NAR, as a stream of chunks; memory stays bounded by constants
+    /// whatever the range's length.
+    pub fn stream(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes, AccessError>> {
+        let this = self.clone();
+        stream::once(async move { this.plan(range).await })
+            .try_flatten()
+            .boxed()
+    }
+
+    async fn plan(
+        self,
+        range: Range<u64>,
+    ) -> Result<BoxStream<'static, Result<Bytes, AccessError>>, AccessError> {
+        let nar_size = self.nar_size();
+        if range.start > range.end || range.end > nar_size {
+            return Err(AccessError::OutOfBounds {
+                path: full(&self.inner.info),
+                start: range.start,
+                end: range.end,
+                nar_size,
+            });
+        }
+        if range.is_empty() {
+            return Ok(stream::empty().boxed());
+        }
+        let layout = self
+            .inner
+            .layout
+            .get_or_try_init(|| self.load_layout())
+            .await?;
+        Ok(match layout {
+            Layout::Plain => self.plain(range),
+            Layout::InMemory(nar) => {
+                let (s, e) = (range.start as usize, range.end as usize);
+                stream::once(futures::future::ready(Ok(nar.slice(s..e)))).boxed()
+            }
+            Layout::Seekable(table) => self.frames(table, range),
+            Layout::FromStart => self.from_start(range).await?,
+        })
+    }
+
+    fn object(&self) -> String {
+        self.inner.object.clone()
+    }
+
+    fn key(&self) -> &str {
+        &self.inner.info.url
+    }
+
+    fn not_found(&self) -> AccessError {
+        AccessError::Store(StoreError::NotFound {
+            url: self.inner.cache.url().to_owned(),
+            key: self.key().to_owned(),
+        })
+    }
+
+    /// Bytes `range` of the object (`range` is what a caller bounded: at most a group of frames
+    /// or a probe), which must all be there.
+    async fn get_exact(&self, range: ByteRange) -> Result<(Bytes, u64), AccessError> {
+        let object = self
+            .inner
+            .cache
+            .objects()
+            .get(self.key(), range)
+            .await?
+            .ok_or_else(|| self.not_found())?;
+        let (size, got) = (object.meta.size, object.range.clone());
+        let chunks: Vec<Bytes> = object.body.try_collect().await?;
+        let bytes = Bytes::from(chunks.concat());
+        if bytes.len() as u64 != got.end - got.start {
+            return Err(AccessError::SizeMismatch {
+                object: self.object(),
+                what: "a ranged read of the object",
+                field: "FileSize",
+                actual: got.start + bytes.len() as u64,
+                expected: got.end,
+            });
+        }
+        Ok((bytes, size))
+    }
+
+    /// Bytes `range` of the object, all of which must exist.
+    async fn get_range(&self, range: Range<u64>) -> Result<Bytes, AccessError> {
+        let want = range.end - range.start;
+        let (bytes, size) = self.get_exact(ByteRange::Bounded(range.clone())).await?;
+        if (bytes.len() as u64) < want {
+            return Err(AccessError::SizeMismatch {
+                object: self.object(),
+                what: "the object",
+                field: "FileSize",
+                actual: size,
+                expected: self.inner.info.file_size.unwrap_or(range.end),
+            });
+        }
+        Ok(bytes)
+    }
+
+    async fn load_layout(&self) -> Result<Layout, AccessError> {
+        let info = &self.inner.info;
+        if self.inner.method == Compression::None {
+            if let Some(file_size) = info.file_size.filter(|&n| n != info.nar_size) {
+                return Err(AccessError::SizeMismatch {
+                    object: self.object(),
+                    what: "the uncompressed object (FileSize)",
+                    field: "NarSize",
+                    actual: file_size,
+                    expected: info.nar_size,
+                });
+            }
+            return Ok(Layout::Plain);
+        }
+        // The last bytes, and with them the object's real length.
+        let (tail, object_len) = self.get_exact(ByteRange::Last(TAIL_PROBE)).await?;
+        if let Some(file_size) = info.file_size {
+            if object_len > file_size {
+                return Err(AccessError::TooLong {
+                    object: self.object(),
+                    file_size,
+                });
+            }
+            if object_len < file_size {
+                return Err(AccessError::SizeMismatch {
+                    object: self.object(),
+                    what: "the object",
+                    field: "FileSize",
+                    actual: object_len,
+                    expected: file_size,
+                });
+            }
+        }
+        let probe_start = object_len.saturating_sub(TAIL_PROBE);
+        if probe_start == 0 && info.nar_size <= MAX_FRAME_BYTES {
+            return Ok(Layout::InMemory(self.decode_whole(tail)?));
+        }
+        if self.inner.method != Compression::Zstd {
+            return Ok(Layout::FromStart);
+        }
+        let table = match SeekTable::parse_from_tail(&tail) {
+            Ok(t) => t,
+            Err(SeekableError::BadSeekableMagic { .. }) => return Ok(Layout::FromStart),
+            Err(SeekableError::TailTooShort { needed, .. }) => {
+                if needed > MAX_SEEK_TABLE_BYTES || needed > object_len {
+                    return Err(AccessError::TooLarge {
+                        object: self.object(),
+                        what: "its seek table".into(),
+                        size: needed,
+                        limit: MAX_SEEK_TABLE_BYTES.min(object_len),
+                    });
+                }
+                let tail = self.get_range(object_len - needed..object_len).await?;
+                SeekTable::parse_from_tail(&tail).map_err(|source| AccessError::Seekable {
+                    object: self.object(),
+                    source,
+                })?
+            }
+            Err(source) => {
+                return Err(AccessError::Seekable {
+                    object: self.object(),
+                    source,
+                })
+            }
+        };
+        self.check_table(&table, object_len)?;
+        Ok(Layout::Seekable(table))
+    }
+
+    fn check_table(&self, table: &SeekTable, object_len: u64) -> Result<(), AccessError> {
+        let info = &self.inner.info;
+        if table.object_len() != object_len {
+            return Err(AccessError::SizeMismatch {
+                object: self.object(),
+                what: "the object its seek table describes",
+                field: "FileSize",
+                actual: table.object_len(),
+                expected: object_len,
+            });
+        }
+        if table.decompressed_len() != info.nar_size {
+            return Err(AccessError::SizeMismatch {
+                object: self.object(),
+                what: "the NAR its seek table describes",
+                field: "NarSize",
+                actual: table.decompressed_len(),
+                expected: info.nar_size,
+            });
+        }
+        for (index, f) in table.frames().iter().enumerate() {
+            let size = u64::from(f.compressed_size.max(f.decompressed_size));
+            if size > MAX_FRAME_BYTES {
+                return Err(AccessError::TooLarge {
+                    object: self.object(),
+                    what: format!("frame {index}"),
+                    size,
+                    limit: MAX_FRAME_BYTES,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Decompresses a whole (small) object, checking FileSize, FileHash, NarSize and NarHash.
+    fn decode_whole(&self, object: Bytes) -> Result<Bytes, AccessError> {
+        let info = &self.inner.info;
+        if let Some(h) = &info.file_hash {
+            let actual = Hash::digest(h.algo(), &object);
+            if actual != *h {
+                return Err(AccessError::HashMismatch {
+                    object: self.object(),
+                    field: "FileHash",
+                    expected: h.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+        }
+        let decode_err = |source| AccessError::Decode {
+            object: self.object(),
+            method: self.inner.method,
+            source,
+        };
+        let decoder = decompress(self.inner.method, &object[..]).map_err(decode_err)?;
+        let mut nar = Vec::with_capacity(info.nar_size as usize);
+        // One byte more than NarSize, to notice a longer NAR without decoding all of it.
+        decoder
+            .take(info.nar_size + 1)
+            .read_to_end(&mut nar)
+            .map_err(decode_err)?;
+        if nar.len() as u64 != info.nar_size {
+            return Err(AccessError::SizeMismatch {
+                object: self.object(),
+                what: "the decompressed NAR",
+                field: "NarSize",
+                actual: nar.len() as u64,
+                expected: info.nar_size,
+            });
+        }
+        let actual = Hash::digest(info.nar_hash.algo(), &nar);
+        if actual != info.nar_hash {
+            return Err(AccessError::HashMismatch {
+                object: self.object(),
+                field: "NarHash",
+                expected: info.nar_hash.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(Bytes::from(nar))
+    }
+
+    /// An uncompressed NAR: ranged GETs of at most [`PLAIN_CHUNK`] bytes, two in flight.
+    fn plain(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes, AccessError>> {
+        let this = self.clone();
+        let starts = (range.start..range.end).step_by(PLAIN_CHUNK as usize);
+        stream::iter(starts)
+            .map(move |s| {
+                let this = this.clone();
+                let end = (s + PLAIN_CHUNK).min(range.end);
+                async move { this.get_range(s..end).await }
+            })
+            .buffered(2)
+            .boxed()
+    }
+
+    /// Seekable zstd: the frames covering `range`, fetched in groups, two groups in flight.
+    fn frames(
+        &self,
+        table: &SeekTable,
+        range: Range<u64>,
+    ) -> BoxStream<'static, Result<Bytes, AccessError>> {
+        let indices = table.indices_covering(range.clone());
+        let frames = table.frames();
+        let mut groups: Vec<Vec<seekable::FrameEntry>> = Vec::new();
+        let mut current: Vec<seekable::FrameEntry> = Vec::new();
+        let mut current_len = 0u64;
+        for i in indices.clone() {
+            current.push(frames[i]);
+            current_len += u64::from(frames[i].decompressed_size);
+            if current_len >= GROUP_BYTES {
+                groups.push(std::mem::take(&mut current));
+                current_len = 0;
+            }
+        }
+        if !current.is_empty() {
+            groups.push(current);
+        }
+        let first_index = indices.start;
+        let mut index = first_index;
+        let numbered: Vec<(usize, Vec<seekable::FrameEntry>)> = groups
+            .into_iter()
+            .map(|g| {
+                let at = index;
+                index += g.len();
+                (at, g)
+            })
+            .collect();
+        let this = self.clone();
+        stream::iter(numbered)
+            .map(move |(at, group)| {
+                let this = this.clone();
+                let range = range.clone();
+                async move { this.group(at, group, range).await }
+            })
+            .buffered(2)
+            .map_ok(|pieces| stream::iter(pieces.into_iter().map(Ok)))
+            .try_flatten()
+            .boxed()
+    }
+
+    /// Fetches and decodes one group of frames (the first with index `at`); returns the parts
+    /// of `range` they hold.
+    async fn group(
+        &self,
+        at: usize,
+        group: Vec<seekable::FrameEntry>,
+        range: Range<u64>,
+    ) -> Result<Vec<Bytes>, AccessError> {
+        let slice = |index: usize, frame: &Bytes| -> Bytes {
+            let d = group[index - at].decompressed_range();
+            let s = range.start.max(d.start) - d.start;
+            let e = range.end.min(d.end) - d.start;
+            frame.slice(s as usize..e as usize)
+        };
+        if group.len() == 1 {
+            let cached = self.inner.last_frame.lock().ok().and_then(|last| {
+                last.as_ref()
+                    .filter(|(i, _)| *i == at)
+                    .map(|(_, b)| b.clone())
+            });
+            if let Some(frame) = cached {
+                return Ok(vec![slice(at, &frame)]);
+            }
+        }
+        let (first, last) = match (group.first(), group.last()) {
+            (Some(f), Some(l)) => (*f, *l),
+            _ => return Ok(Vec::new()),
+        };
+        let compressed = self
+            .get_range(first.compressed_offset..last.compressed_range().end)
+            .await?;
+        let object = self.object();
+        let decode_group = group.clone();
+        let decoded = tokio::task::spawn_blocking(move || {
+            decode_group
+                .iter()
+                .enumerate()
+                .map(|(i, f)| decode_frame(at + i, f, &compressed, first.compressed_offset))
+                .collect::<Result<Vec<Bytes>, SeekableError>>()
+        })
+        .await
+        .map_err(|e| {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic());
+            }
+            AccessError::Cancelled {
+                object: object.clone(),
+            }
+        })?
+        .map_err(|source| AccessError::Seekable { object, source })?;
+        if let (Some(frame), Ok(mut last)) = (decoded.last(), self.inner.last_frame.lock()) {
+            *last = Some((at + decoded.len() - 1, frame.clone()));
+        }
+        Ok(decoded
+            .iter()
+            .enumerate()
+            .map(|(i, frame)| slice(at + i, frame))
+            .filter(|b| !b.is_empty())
+            .collect())
+    }
+
+    /// Streams the object from its start, decompressing and dropping what comes before `range`.
+    async fn from_start(
+        &self,
+        range: Range<u64>,
+    ) -> Result<BoxStream<'static, Result<Bytes, AccessError>>, AccessError> {
+        let object = self
+            .inner
+            .cache
+            .nar_object(&self.inner.info)
+            .await?
+            .ok_or_else(|| self.not_found())?;
+        let (tx, reader) = crate::ops::pipe::reader_channel();
+        tokio::spawn(crate::ops::pipe::feed(object, tx));
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Result<Bytes, AccessError>>(4);
+        let (method, file_size, name) =
+            (self.inner.method, self.inner.info.file_size, self.object());
+        tokio::task::spawn_blocking(move || {
+            let decode_err = |source| AccessError::Decode {
+                object: name.clone(),
+                method,
+                source,
+            };
+            let result = (|| {
+                let limited = FileSizeLimit {
+                    inner: reader,
+                    left: file_size,
+                };
+                let mut decoder = decompress(method, limited).map_err(decode_err)?;
+                io::copy(&mut (&mut decoder).take(range.start), &mut io::sink())
+                    .map_err(decode_err)?;
+                let mut left = range.end - range.start;
+                let mut pos = range.start;
+                while left > 0 {
+                    let mut chunk = vec![0u8; STREAM_CHUNK.min(left as usize)];
+                    let n = read_full(&mut decoder, &mut chunk).map_err(decode_err)?;
+                    if n == 0 {
+                        return Err(AccessError::SizeMismatch {
+                            object: name.clone(),
+                            what: "the decompressed NAR",
+                            field: "NarSize",
+                            actual: pos,
+                            expected: range.end,
+                        });
+                    }
+                    chunk.truncate(n);
+                    left -= n as u64;
+                    pos += n as u64;
+                    if out_tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+                        return Ok(()); // the reader went away
+                    }
+                }
+                Ok(())
+            })();
+            if let Err(e) = result {
+                let _ = out_tx.blocking_send(Err(e));
+            }
+        });
+        Ok(stream::unfold(out_rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+        .boxed())
+    }
+}
+
+/// Decodes one whole frame out of `compressed` (which starts at object offset `base`).
+fn decode_frame(
+    index: usize,
+    frame: &seekable::FrameEntry,
+    compressed: &[u8],
+    base: u64,
+) -> Result<Bytes, SeekableError> {
+    let c = frame.compressed_range();
+    let (s, e) = ((c.start - base) as usize, (c.end - base) as usize);
+    let bytes = compressed
+        .get(s..e)
+        .ok_or(SeekableError::CompressedTooShort {
+            needed: c.end - base,
+            got: compressed.len() as u64,
+        })?;
+    let mut out = Vec::with_capacity(frame.decompressed_size as usize);
+    let all = 0..u64::from(frame.decompressed_size);
+    seekable::decompress_frame_to(index, frame, bytes, all, &mut out)?;
+    Ok(Bytes::from(out))
+}
+
+/// Reads until `buf` is full or the input ends.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Fails a read past the narinfo's FileSize (when it gives one).
+struct FileSizeLimit<R> {
+    inner: R,
+    left: Option<u64>,
+}
+
+impl<R: Read> Read for FileSizeLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(left) = &mut self.left {
+            *left = left.checked_sub(n as u64).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the object is longer than the narinfo's FileSize",
+                )
+            })?;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compression::NarCompression;
+    use crate::ops::{self, NoProgress, PushOptions};
+    use crate::store_path::StoreDir;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Text-like bytes (compressible, not trivially).
+    fn text(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed | 1;
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.extend_from_slice(format!("w{} ", x % 4099).as_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// Pushes a tree of `files` (name, length) into a fresh memory cache with `method`;
+    /// returns the cache, the path, the tree and the NAR as `nix-store --dump` would give it.
+    fn pushed(
+        rt: &tokio::runtime::Runtime,
+        method: Compression,
+        files: &[(&str, usize)],
+    ) -> (BinaryCache, StorePath, tempfile::TempDir, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, (name, len)) in files.iter().enumerate() {
+            std::fs::write(dir.path().join(name), text(i as u64 + 7, *len)).unwrap();
+        }
+        let cache = BinaryCache::open("memory://").unwrap();
+        let opts = PushOptions {
+            compression: NarCompression::new(method, None),
+            ..PushOptions::default()
+        };
+        let (path, _) = rt
+            .block_on(ops::push_add(
+                &cache,
+                &StoreDir::default(),
+                dir.path(),
+                "tree",
+                &opts,
+                std::sync::Arc::new(NoProgress),
+            ))
+            .unwrap();
+        let mut nar = Vec::new();
+        crate::nar::dump(dir.path(), &mut nar).unwrap();
+        (cache, path, dir, nar)
+    }
+
+    fn check_ranges(rt: &tokio::runtime::Runtime, access: &NarAccess, nar: &[u8]) {
+        let n = nar.len() as u64;
+        for r in [
+            0..0,
+            0..1,
+            0..n,
+            n - 1..n,
+            5..5000,
+            n / 3..n / 3 + 9_000_000,
+            n / 2..n - 3,
+        ] {
+            let r = r.start.min(n)..r.end.min(n);
+            let got = rt.block_on(access.read(r.clone())).unwrap();
+            assert!(
+                got[..] == nar[r.start as usize..r.end as usize],
+                "range {r:?} of {n}"
+            );
+        }
+        let err = rt.block_on(access.read(n - 1..n + 1)).unwrap_err();
+        assert!(matches!(err, AccessError::OutOfBounds { .. }), "{err}");
+    }
+
+    #[test]
+    fn every_layout_reads_the_same_bytes() {
+        let rt = rt();
+        for method in [Compression::Zstd, Compression::Xz, Compression::None] {
+            // Several frames for zstd; xz is read from the start for every range, so smaller.
+            let files: &[(&str, usize)] = match method {
+                Compression::Zstd => &[("a", 9 << 20), ("b", 1000), ("c", 5 << 20)],
+                _ => &[("a", 700_000), ("b", 1000), ("c", 300_000)],
+            };
+            let (cache, path, _dir, nar) = pushed(&rt, method, files);
+            let access = rt.block_on(NarAccess::open(&cache, &path)).unwrap();
+            let layout = rt.block_on(async {
+                access.read(0..1).await.unwrap();
+                match access.inner.layout.get() {
+                    Some(Layout::Seekable(t)) if t.len() >= 3 => "seekable".to_owned(),
+                    Some(Layout::FromStart) => "from start".to_owned(),
+                    Some(Layout::Plain) => "plain".to_owned(),
+                    other => format!("{other:?}"),
+                }
+            });
+            let expected = match method {
+                Compression::Zstd => "seekable",
+                Compression::None => "plain",
+                _ => "from start",
+            };
+            assert_eq!(layout, expected, "{method}");
+            check_ranges(&rt, &access, &nar);
+        }
+        // A small object is read whole (and checked whole).
+        let (cache, path, _dir, nar) = pushed(&rt, Compression::Zstd, &[("x", 3000)]);
+        let access = rt.block_on(NarAccess::open(&cache, &path)).unwrap();
+        check_ranges(&rt, &access, &nar);
+        assert!(matches!(
+            access.inner.layout.get(),
+            Some(Layout::InMemory(_))
+        ));
+    }
+
+    /// Rewrites the narinfo of `path` with `change` applied.
+    fn tamper(
+        rt: &tokio::runtime::Runtime,
+        cache: &BinaryCache,
+        path: &StorePath,
+        change: impl FnOnce(&mut NarInfo),
+    ) -> NarInfo {
+        let mut info = rt.block_on(cache.narinfo(path)).unwrap().unwrap();
+        change(&mut info);
+        rt.block_on(cache.put_narinfo(&info)).unwrap();
+        info
+    }
+
+    #[test]
+    fn sizes_that_disagree_with_the_narinfo_are_refused() {
+        let rt = rt();
+        let (cache, path, _dir, _) = pushed(&rt, Compression::Zstd, &[("a", 9 << 20)]);
+        // NarSize larger than the seek table's total: the table is refused before any frame.
+        let info = tamper(&rt, &cache, &path, |i| i.nar_size += 4096);
+        let access = NarAccess::new(&cache, info.clone()).unwrap();
+        let err = rt.block_on(access.read(0..10)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AccessError::SizeMismatch {
+                    field: "NarSize",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&info.url), "{err}");
+
+        // A FileSize smaller than the object: the object is longer than the narinfo says.
+        let mut shorter = info.clone();
+        shorter.nar_size -= 4096;
+        shorter.file_size = shorter.file_size.map(|n| n - 1);
+        let err = rt
+            .block_on(NarAccess::new(&cache, shorter).unwrap().read(0..10))
+            .unwrap_err();
+        assert!(matches!(err, AccessError::TooLong { .. }), "{err}");
+
+        // A FileSize larger than the object: it ends early.
+        let mut longer = info;
+        longer.nar_size -= 4096;
+        longer.file_size = longer.file_size.map(|n| n + 1);
+        let err = rt
+            .block_on(NarAccess::new(&cache, longer).unwrap().read(0..10))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AccessError::SizeMismatch {
+                    field: "FileSize",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_small_object_is_checked_against_its_nar_hash() {
+        let rt = rt();
+        let (cache, path, _dir, _) = pushed(&rt, Compression::Zstd, &[("a", 100)]);
+        let info = tamper(&rt, &cache, &path, |i| {
+            i.nar_hash = crate::hash::Hash::digest(crate::hash::HashAlgo::Sha256, b"other")
+        });
+        let err = rt
+            .block_on(NarAccess::new(&cache, info).unwrap().read(0..10))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AccessError::HashMismatch {
+                    field: "NarHash",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_frame_is_an_error_naming_it() {
+        let rt = rt();
+        let (cache, path, _dir, _) = pushed(&rt, Compression::Zstd, &[("a", 9 << 20)]);
+        let info = rt.block_on(cache.narinfo(&path)).unwrap().unwrap();
+        let mut object = rt
+            .block_on(cache.objects().get_bytes(&info.url))
+            .unwrap()
+            .unwrap()
+            .to_vec();
+        // Flip a byte inside the second frame.
+        let table = SeekTable::parse_from_tail(&object).unwrap();
+        let at = table.frames()[1].compressed_offset as usize + 100;
+        object[at] ^= 0x55;
+        rt.block_on(cache.put_nar(&info.url, object.into()))
+            .unwrap();
+        let access = NarAccess::new(&cache, info).unwrap();
+        // The first frame is intact and still reads.
+        rt.block_on(access.read(0..1000)).unwrap();
+        let second = table.frames()[1].decompressed_offset;
+        let err = rt.block_on(access.read(second..second + 10)).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                AccessError::Seekable {
+                    source: SeekableError::BadFrame { index: 1, .. }
+                        | SeekableError::FrameLenMismatch { index: 1, .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+}

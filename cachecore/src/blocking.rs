@@ -1,0 +1,513 @@
+//! A blocking client: the async core behind plain function calls, for Python bindings, a FUSE
+//! mount and Rust programs that are not async. The async API ([`crate::store`], [`crate::ops`],
+//! [`crate::access`]) stays the primary one; everything here is a thin call into it.
+//!
+//! The tokio runtime is created on first use and shared by every handle in the process.
+//!
+//! # After `fork`
+//!
+//! A forked child has only the thread that called `fork`: the runtime's worker threads, and the
+//! tasks that drive pooled HTTP connections, stayed in the parent. Every call here checks the
+//! process id; in a child it builds a new runtime (the parent's is abandoned, never dropped,
+//! since dropping it would wait for threads that do not exist there) and re-opens the store
+//! from its URL (new connections, none shared with the parent). A [`File`] or [`Nar`] opened
+//! before the fork is re-opened the same way. Calls from one process may come from any number of
+//! threads at once. Do not call these functions from inside an async runtime: use the async
+//! API there.
+//!
+//! A `memory://` store is not re-opened (that would give an empty store); the child keeps
+//! using the parent's copy of it.
+//!
+//! ```
+//! use std::io::Read as _;
+//! use std::sync::Arc;
+//! use cachecore::blocking::BinaryCache;
+//! use cachecore::ops::{NoProgress, PushOptions};
+//! use cachecore::store_path::StoreDir;
+//!
+//! let src = tempfile::tempdir().unwrap();
+//! std::fs::create_dir(src.path().join("bin")).unwrap();
+//! std::fs::write(src.path().join("bin/hello"), "hello, world\n").unwrap();
+//! let dir = tempfile::tempdir().unwrap();
+//! let cache = BinaryCache::open(dir.path().to_str().unwrap()).unwrap();
+//!
+//! let (path, _) = cache
+//!     .push_add(&StoreDir::default(), src.path(), "hello", &PushOptions::default(),
+//!         Arc::new(NoProgress))
+//!     .unwrap();
+//! assert_eq!(cache.cache_info().unwrap().unwrap().store_dir, "/nix/store");
+//! let info = cache.narinfo(&path).unwrap().unwrap();
+//! assert!(cache.listing(&path).unwrap().get("bin/hello").is_some());
+//!
+//! // One file, by ranged reads; `File` is `Read + Seek`.
+//! let mut file = cache.open_file(&path, "bin/hello").unwrap();
+//! assert_eq!(file.read_at(7..12).unwrap(), &b"world"[..]);
+//! let mut text = String::new();
+//! file.read_to_string(&mut text).unwrap();
+//! assert_eq!(text, "hello, world\n");
+//!
+//! // The whole NAR as a `Read`, checked against the narinfo as it ends.
+//! let mut nar = Vec::new();
+//! cache.nar_reader(&path).unwrap().read_to_end(&mut nar).unwrap();
+//! assert_eq!(nar.len() as u64, info.nar_size);
+//! assert!(cache.verify(&[path], &Default::default()).unwrap().is_ok());
+//! ```
+
+use std::future::Future;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::runtime::Runtime;
+
+use crate::access::{AccessError, NarAccess};
+use crate::cache_info::CacheInfo;
+use crate::local_store::LocalStore;
+use crate::nar::Listing;
+use crate::narinfo::NarInfo;
+use crate::ops::{
+    self, CopyOptions, CopySummary, NarFile, OpError, Progress, PullOptions, PushOptions,
+    PushSummary, VerifyOptions, VerifyReport,
+};
+use crate::store::{self, StoreError};
+use crate::store_path::{StoreDir, StorePath};
+
+/// Why a blocking call failed: the async call's own error, or no runtime to run it on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Op(#[from] OpError),
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// The async runtime could not be started (the process cannot create threads).
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] io::Error),
+}
+
+impl Error {
+    /// What kind of failure this is: the async call's own kind; no runtime is
+    /// [`Local`](crate::error::ErrorKind::Local).
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        match self {
+            Error::Store(e) => e.kind(),
+            Error::Op(e) => e.kind(),
+            Error::Access(e) => e.kind(),
+            Error::Runtime(_) => crate::error::ErrorKind::Local,
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        let kind = match &e {
+            Error::Runtime(e) => e.kind(),
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// The process's runtime, and the process it was built in.
+static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves its value whole (a pid and a handle).
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The runtime for blocking calls in this process: built on first use, and again in a forked
+/// child (see the [module docs](self)).
+pub fn runtime() -> Result<Arc<Runtime>, Error> {
+    let pid = std::process::id();
+    let mut slot = lock(&RUNTIME);
+    if let Some((owner, rt)) = slot.as_ref() {
+        if *owner == pid {
+            return Ok(rt.clone());
+        }
+    }
+    let rt = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
+            .thread_name("cachecore-blocking")
+            .enable_all()
+            .build()
+            .map_err(Error::Runtime)?,
+    );
+    if let Some((_, inherited)) = slot.replace((pid, rt.clone())) {
+        // The parent's runtime: its threads are not in this process, and dropping it would wait
+        // for them. Abandon it.
+        std::mem::forget(inherited);
+    }
+    Ok(rt)
+}
+
+/// Runs `future` to completion on the process's runtime.
+pub fn block_on<T, E>(future: impl Future<Output = Result<T, E>>) -> Result<T, Error>
+where
+    Error: From<E>,
+{
+    Ok(runtime()?.block_on(future)?)
+}
+
+/// A binary cache, with blocking methods. Cheap to clone; usable from many threads and, after
+/// `fork`, from the child (see the [module docs](self)).
+#[derive(Clone, Debug)]
+pub struct BinaryCache {
+    inner: Arc<CacheInner>,
+}
+
+#[derive(Debug)]
+struct CacheInner {
+    /// How to open the store again in a forked child; `None` to keep the handle (memory).
+    reopen: Option<(String, Vec<(String, String)>)>,
+    current: Mutex<(u32, store::BinaryCache)>,
+}
+
+impl BinaryCache {
+    /// Opens the store at `url` (see [`store::BinaryCache::open`]).
+    pub fn open(url: &str) -> Result<BinaryCache, Error> {
+        Self::open_with_env(url, &store::process_env())
+    }
+
+    /// Opens the store at `url` with configuration from `env` (see
+    /// [`store::BinaryCache::open_with_env`]).
+    pub fn open_with_env(url: &str, env: &[(String, String)]) -> Result<BinaryCache, Error> {
+        let cache = store::BinaryCache::open_with_env(url, env)?;
+        let reopen = (!url.starts_with("memory:")).then(|| (url.to_owned(), env.to_vec()));
+        Ok(BinaryCache {
+            inner: Arc::new(CacheInner {
+                reopen,
+                current: Mutex::new((std::process::id(), cache)),
+            }),
+        })
+    }
+
+    /// Wraps an async handle. It is used as it is after a fork too (it cannot be re-opened
+    /// without its URL and settings): fine for `memory://`, not for a network store.
+    pub fn from_async(cache: store::BinaryCache) -> BinaryCache {
+        BinaryCache {
+            inner: Arc::new(CacheInner {
+                reopen: None,
+                current: Mutex::new((std::process::id(), cache)),
+            }),
+        }
+    }
+
+    /// The async handle for this process (re-opened in a forked child).
+    pub fn as_async(&self) -> Result<store::BinaryCache, Error> {
+        let pid = std::process::id();
+        let mut current = lock(&self.inner.current);
+        if current.0 != pid {
+            if let Some((url, env)) = &self.inner.reopen {
+                current.1 = store::BinaryCache::open_with_env(url, env)?;
+            }
+            current.0 = pid;
+        }
+        Ok(current.1.clone())
+    }
+
+    /// The store URL (passwords replaced by `***`).
+    pub fn url(&self) -> String {
+        lock(&self.inner.current).1.url().to_owned()
+    }
+
+    /// Runs `f` on this process's async handle and runtime.
+    fn run<T, E, F>(&self, f: impl FnOnce(store::BinaryCache) -> F) -> Result<T, Error>
+    where
+        F: Future<Output = Result<T, E>>,
+        Error: From<E>,
+    {
+        let cache = self.as_async()?;
+        block_on(f(cache))
+    }
+
+    /// `nix-cache-info`, or `None` when the store has none.
+    pub fn cache_info(&self) -> Result<Option<CacheInfo>, Error> {
+        self.run(|c| async move { c.cache_info().await })
+    }
+
+    /// Writes `nix-cache-info` unless present (see [`store::BinaryCache::init`]).
+    pub fn init(&self, wanted: &CacheInfo) -> Result<CacheInfo, Error> {
+        self.run(|c| async move { c.init(wanted).await })
+    }
+
+    /// The narinfo of `path`, or `None`.
+    pub fn narinfo(&self, path: &StorePath) -> Result<Option<NarInfo>, Error> {
+        self.run(|c| async move { c.narinfo(path).await })
+    }
+
+    /// The full store paths in the cache, sorted.
+    pub fn list_paths(&self) -> Result<Vec<String>, Error> {
+        self.run(|c| async move { ops::list_paths(&c).await })
+    }
+
+    /// The listing of `path`: its `.ls`, else read from its NAR.
+    pub fn listing(&self, path: &StorePath) -> Result<Listing, Error> {
+        self.run(|c| async move { ops::listing(&c, path).await })
+    }
+
+    /// Random access into the NAR of `path` (see [`crate::access`]).
+    pub fn nar(&self, path: &StorePath) -> Result<Nar, Error> {
+        let access = self.run(|c| async move { NarAccess::open(&c, path).await })?;
+        Ok(Nar {
+            cache: self.clone(),
+            path: path.clone(),
+            current: Mutex::new((std::process::id(), access)),
+        })
+    }
+
+    /// The regular file `sub` of `path`, for ranged reads (see [`ops::open_file`]).
+    pub fn open_file(&self, path: &StorePath, sub: &str) -> Result<File, Error> {
+        let file = self.run(|c| async move { ops::open_file(&c, path, sub).await })?;
+        Ok(File {
+            cache: self.clone(),
+            path: path.clone(),
+            sub: sub.to_owned(),
+            current: Mutex::new((std::process::id(), file)),
+            pos: 0,
+        })
+    }
+
+    /// The whole NAR of `path` as a [`Read`], checked as it is read: FileSize, FileHash,
+    /// NarSize and NarHash are checked when it ends, and a mismatch makes the last read fail
+    /// (the bytes before it have been handed out by then: act on them only after the end).
+    pub fn nar_reader(&self, path: &StorePath) -> Result<NarReader, Error> {
+        let cache = self.as_async()?;
+        let rt = runtime()?;
+        let info = rt.block_on(ops::browse::narinfo(&cache, path))?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(8);
+        rt.spawn(async move {
+            let chunks = tx.clone();
+            let read = ops::browse::with_nar(&cache, &info, move |nar| {
+                loop {
+                    let mut chunk = vec![0u8; 1 << 20];
+                    let n = nar
+                        .read(&mut chunk)
+                        .map_err(|e| OpError::io("cannot read the NAR", e))?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    chunk.truncate(n);
+                    if chunks.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+                        // The reader was dropped: stop (the error goes nowhere).
+                        return Err(OpError::io(
+                            "the NAR reader",
+                            io::Error::from(io::ErrorKind::BrokenPipe),
+                        ));
+                    }
+                }
+            })
+            .await;
+            if let Err(e) = read {
+                let _ = tx.send(Err(io::Error::other(e))).await;
+            }
+        });
+        Ok(NarReader {
+            rx,
+            current: Bytes::new(),
+        })
+    }
+
+    /// Pushes `roots` (and their closures) from `local` (see [`ops::push`]).
+    pub fn push(
+        &self,
+        local: &LocalStore,
+        roots: &[StorePath],
+        opts: &PushOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<PushSummary, Error> {
+        self.run(|c| async move { ops::push(&c, local, roots, opts, progress).await })
+    }
+
+    /// Pushes a plain file or directory as the store path `nix-store --add` would give it (see
+    /// [`ops::push_add`]).
+    pub fn push_add(
+        &self,
+        store_dir: &StoreDir,
+        source: &Path,
+        name: &str,
+        opts: &PushOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<(StorePath, PushSummary), Error> {
+        self.run(
+            |c| async move { ops::push_add(&c, store_dir, source, name, opts, progress).await },
+        )
+    }
+
+    /// Downloads, checks and unpacks `path` at `dest` (see [`ops::pull`]).
+    pub fn pull(
+        &self,
+        path: &StorePath,
+        dest: &Path,
+        opts: &PullOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<(), Error> {
+        self.run(|c| async move { ops::pull(&c, path, dest, opts, progress).await })
+    }
+
+    /// Verifies `paths` and their closures, or the whole cache (see [`ops::verify`]).
+    pub fn verify(&self, paths: &[StorePath], opts: &VerifyOptions) -> Result<VerifyReport, Error> {
+        self.run(|c| async move { ops::verify(&c, paths, opts).await })
+    }
+
+    /// Copies `paths` and their closures (every path when empty) into `to` (see [`ops::copy`]).
+    pub fn copy(
+        &self,
+        to: &BinaryCache,
+        paths: &[StorePath],
+        opts: &CopyOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<CopySummary, Error> {
+        let to = to.as_async()?;
+        self.run(|c| async move { ops::copy(&c, &to, paths, opts, progress).await })
+    }
+}
+
+/// Random access into one NAR (see [`crate::access::NarAccess`]); re-opened after a fork.
+#[derive(Debug)]
+pub struct Nar {
+    cache: BinaryCache,
+    path: StorePath,
+    current: Mutex<(u32, NarAccess)>,
+}
+
+impl Nar {
+    fn access(&self) -> Result<NarAccess, Error> {
+        let pid = std::process::id();
+        let mut current = lock(&self.current);
+        if current.0 != pid {
+            let cache = self.cache.as_async()?;
+            let path = self.path.clone();
+            current.1 = block_on(async move { NarAccess::open(&cache, &path).await })?;
+            current.0 = pid;
+        }
+        Ok(current.1.clone())
+    }
+
+    /// The NAR's length (NarSize).
+    pub fn nar_size(&self) -> u64 {
+        lock(&self.current).1.nar_size()
+    }
+
+    /// The bytes `range` of the NAR.
+    pub fn read(&self, range: Range<u64>) -> Result<Bytes, Error> {
+        let access = self.access()?;
+        block_on(async move { access.read(range).await })
+    }
+}
+
+/// A regular file in a cache's NAR, read by ranges (see [`ops::NarFile`]): `Read + Seek` from a
+/// position, or [`File::read_at`]. Re-opened after a fork.
+#[derive(Debug)]
+pub struct File {
+    cache: BinaryCache,
+    path: StorePath,
+    sub: String,
+    current: Mutex<(u32, NarFile)>,
+    pos: u64,
+}
+
+impl File {
+    fn file(&self) -> Result<NarFile, Error> {
+        let pid = std::process::id();
+        let mut current = lock(&self.current);
+        if current.0 != pid {
+            let cache = self.cache.as_async()?;
+            let (path, sub) = (self.path.clone(), self.sub.clone());
+            current.1 = block_on(async move { ops::open_file(&cache, &path, &sub).await })?;
+            current.0 = pid;
+        }
+        Ok(current.1.clone())
+    }
+
+    /// The file's length.
+    pub fn size(&self) -> u64 {
+        lock(&self.current).1.size()
+    }
+
+    /// Whether the file is executable.
+    pub fn executable(&self) -> bool {
+        lock(&self.current).1.executable()
+    }
+
+    /// The bytes `range` of the file.
+    pub fn read_at(&self, range: Range<u64>) -> Result<Bytes, Error> {
+        let file = self.file()?;
+        block_on(async move { file.read(range).await })
+    }
+}
+
+/// Sequential reads are served by ranged reads of at most 1 MiB; the NAR's last decoded frame
+/// is kept, so reading a file front to back fetches each frame once.
+impl Read for File {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let size = self.size();
+        let end = size.min(self.pos.saturating_add(buf.len().min(1 << 20) as u64));
+        if self.pos >= end {
+            return Ok(0);
+        }
+        let bytes = self.read_at(self.pos..end)?;
+        buf[..bytes.len()].copy_from_slice(&bytes);
+        self.pos += bytes.len() as u64;
+        Ok(bytes.len())
+    }
+}
+
+impl Seek for File {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::End(d) => self.size().checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = target.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start of the file",
+            )
+        })?;
+        Ok(self.pos)
+    }
+}
+
+/// A whole NAR as a [`Read`], from [`BinaryCache::nar_reader`].
+#[derive(Debug)]
+pub struct NarReader {
+    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl Read for NarReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len());
+        out[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+impl Nar {
+    /// The narinfo read from.
+    pub fn info(&self) -> NarInfo {
+        lock(&self.current).1.info().clone()
+    }
+}
+
+/// Every handle can be shared between threads.
+const _: () = {
+    const fn check<T: Send + Sync>() {}
+    check::<BinaryCache>();
+    check::<Nar>();
+    check::<File>();
+};

@@ -1,0 +1,686 @@
+//! The graph of store paths and their references, in one place: orders, closure walks and
+//! references-first publishing, shared by push, copy, verify and garbage collection.
+//!
+//! - [`references_first`]: a topological order (each path after every path it refers to), for
+//!   writing; [`referrers_first`] the reverse, for deleting. A cycle (other than a path referring
+//!   to itself, which Nix allows) is the error [`Cycle`] everywhere, naming the paths around it.
+//! - [`walk`] and [`closure`]: the narinfos reachable from some paths in a cache.
+//! - [`Publisher`] and [`publish_as_ready`]: write each narinfo of a transfer as soon as its data
+//!   is in place and the narinfos of all its references are visible, concurrently.
+//!
+//! ```
+//! use cachecore::graph::{references_first, referrers_first, Cycle};
+//! use cachecore::store_path::StorePath;
+//! let p = |c: char, name: &str| {
+//!     StorePath::from_base_name(&format!("{}-{name}", c.to_string().repeat(32))).unwrap()
+//! };
+//! let (lib, app) = (p('a', "lib"), p('b', "app"));
+//! // (path, references) pairs are nodes; so are narinfos and local path infos.
+//! let nodes = vec![(app.clone(), vec![lib.clone(), app.clone()]), (lib.clone(), vec![])];
+//! let order: Vec<_> = references_first(nodes.clone()).unwrap().into_iter().map(|n| n.0).collect();
+//! assert_eq!(order, [lib.clone(), app.clone()]);
+//! let order: Vec<_> = referrers_first(nodes).unwrap().into_iter().map(|n| n.0).collect();
+//! assert_eq!(order, [app.clone(), lib.clone()]);
+//! let cycle = vec![(app.clone(), vec![lib.clone()]), (lib.clone(), vec![app.clone()])];
+//! let err: Cycle = references_first(cycle).unwrap_err();
+//! assert_eq!(err.paths.len(), 3); // app -> lib -> app
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+
+use crate::narinfo::NarInfo;
+use crate::store_path::StorePath;
+
+/// A store path with references: a node of the graph.
+pub trait Node {
+    fn path(&self) -> &StorePath;
+    /// The paths it refers to (a self-reference is allowed and ignored for ordering).
+    fn references(&self) -> &[StorePath];
+}
+
+impl Node for NarInfo {
+    fn path(&self) -> &StorePath {
+        &self.store_path
+    }
+    fn references(&self) -> &[StorePath] {
+        &self.references
+    }
+}
+
+#[cfg(feature = "cache")]
+impl Node for crate::local_store::PathInfo {
+    fn path(&self) -> &StorePath {
+        &self.path
+    }
+    fn references(&self) -> &[StorePath] {
+        &self.references
+    }
+}
+
+impl Node for (StorePath, Vec<StorePath>) {
+    fn path(&self) -> &StorePath {
+        &self.0
+    }
+    fn references(&self) -> &[StorePath] {
+        &self.1
+    }
+}
+
+impl<T: Node + ?Sized> Node for &T {
+    fn path(&self) -> &StorePath {
+        (**self).path()
+    }
+    fn references(&self) -> &[StorePath] {
+        (**self).references()
+    }
+}
+
+/// Store paths that refer to each other in a cycle (Nix never creates one: its store and caches
+/// only ever hold acyclic reference graphs, so a cycle means the metadata is corrupt or hostile).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("store paths refer to each other in a cycle: {}", Joined(paths))]
+pub struct Cycle {
+    /// The paths around the cycle, the first repeated at the end.
+    pub paths: Vec<StorePath>,
+}
+
+impl Cycle {
+    /// Always [`Corrupt`](crate::error::ErrorKind::Corrupt): metadata with a cycle is broken.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::Corrupt
+    }
+}
+
+struct Joined<'a>(&'a [StorePath]);
+
+impl fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" -> ")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `nodes` ordered so that every node comes after the nodes it refers to. A path listed twice is
+/// kept once (the first node wins); references to paths not among `nodes` and self-references
+/// are ignored. The order depends only on the input order and the graph: a depth-first walk from
+/// the nodes in the order given, visiting references in store-path order, each node emitted
+/// after its references. O(n + e) (plus sorting each node's references); deep chains cannot
+/// overflow the stack.
+pub fn references_first<N: Node>(nodes: Vec<N>) -> Result<Vec<N>, Cycle> {
+    let mut index: HashMap<StorePath, usize> = HashMap::with_capacity(nodes.len());
+    let mut kept: Vec<N> = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        if !index.contains_key(node.path()) {
+            index.insert(node.path().clone(), kept.len());
+            kept.push(node);
+        }
+    }
+    // Edges as indices, self-references and outside paths dropped.
+    let edges: Vec<Vec<usize>> = kept
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let mut e: Vec<usize> = node
+                .references()
+                .iter()
+                .filter_map(|r| index.get(r).copied())
+                .filter(|&j| j != i)
+                .collect();
+            e.sort_by(|&a, &b| kept[a].path().cmp(kept[b].path()));
+            e.dedup();
+            e
+        })
+        .collect();
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnStack,
+        Done,
+    }
+    let mut mark = vec![Mark::New; kept.len()];
+    let mut order: Vec<usize> = Vec::with_capacity(kept.len());
+    // (node, next edge to look at)
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    for start in 0..kept.len() {
+        if mark[start] != Mark::New {
+            continue;
+        }
+        mark[start] = Mark::OnStack;
+        stack.push((start, 0));
+        while let Some(top) = stack.last_mut() {
+            let (node, next) = *top;
+            if let Some(&child) = edges[node].get(next) {
+                top.1 += 1;
+                match mark[child] {
+                    Mark::Done => {}
+                    Mark::New => {
+                        mark[child] = Mark::OnStack;
+                        stack.push((child, 0));
+                    }
+                    Mark::OnStack => {
+                        let from = stack.iter().position(|&(n, _)| n == child).unwrap_or(0);
+                        let mut paths: Vec<StorePath> = stack[from..]
+                            .iter()
+                            .map(|&(n, _)| kept[n].path().clone())
+                            .collect();
+                        paths.push(kept[child].path().clone());
+                        return Err(Cycle { paths });
+                    }
+                }
+            } else {
+                mark[node] = Mark::Done;
+                order.push(node);
+                stack.pop();
+            }
+        }
+    }
+    // Move the nodes out in that order.
+    let mut slots: Vec<Option<N>> = kept.into_iter().map(Some).collect();
+    Ok(order
+        .into_iter()
+        .filter_map(|i| slots.get_mut(i).and_then(Option::take))
+        .collect())
+}
+
+/// `nodes` ordered so that every node comes before the nodes it refers to: the order in which
+/// narinfos can be deleted without ever leaving a visible narinfo whose reference is gone. The
+/// exact reverse of [`references_first`]; the same [`Cycle`] error.
+pub fn referrers_first<N: Node>(nodes: Vec<N>) -> Result<Vec<N>, Cycle> {
+    let mut order = references_first(nodes)?;
+    order.reverse();
+    Ok(order)
+}
+
+/// Decides when narinfos may become visible: a narinfo is written only once the narinfo of
+/// every reference of it that is part of the same transfer has been written. Driven by
+/// [`publish_as_ready`].
+///
+/// Each path counts the references it still waits for; a completed write counts down its
+/// referrers, so a transfer of n paths with e references costs O(n + e) whatever the order in
+/// which their data arrives, and independent narinfos can be written concurrently.
+#[derive(Debug)]
+pub struct Publisher {
+    /// For each path of the transfer not yet written, how many of its references are not.
+    pending: HashMap<StorePath, usize>,
+    /// For each path of the transfer, the paths of the transfer that refer to it.
+    referrers: HashMap<StorePath, Vec<StorePath>>,
+    /// Narinfos whose data is in place but which still wait for references.
+    waiting: HashMap<StorePath, NarInfo>,
+}
+
+impl Publisher {
+    /// `transfer` holds each path being transferred with its references; references outside the
+    /// transfer are already visible. A cycle among them is an error: none of its narinfos could
+    /// ever be written.
+    pub fn new<N: Node>(transfer: &[N]) -> Result<Self, Cycle> {
+        references_first(transfer.iter().collect())?;
+        let members: std::collections::HashSet<&StorePath> =
+            transfer.iter().map(Node::path).collect();
+        let mut pending = HashMap::with_capacity(transfer.len());
+        let mut referrers: HashMap<StorePath, Vec<StorePath>> = HashMap::new();
+        for node in transfer {
+            let path = node.path();
+            let mut waits: Vec<&StorePath> = node
+                .references()
+                .iter()
+                .filter(|r| *r != path && members.contains(r))
+                .collect();
+            waits.sort();
+            waits.dedup();
+            for r in &waits {
+                referrers
+                    .entry((*r).clone())
+                    .or_default()
+                    .push(path.clone());
+            }
+            pending.insert(path.clone(), waits.len());
+        }
+        Ok(Publisher {
+            pending,
+            referrers,
+            waiting: HashMap::new(),
+        })
+    }
+
+    /// A path's data is in place: returns its narinfo if it may be written now (every
+    /// reference written), else keeps it until [`Publisher::written`] releases it.
+    pub fn arrived(&mut self, info: NarInfo) -> Option<NarInfo> {
+        if self.pending.get(&info.store_path).copied().unwrap_or(0) > 0 {
+            self.waiting.insert(info.store_path.clone(), info);
+            None
+        } else {
+            Some(info)
+        }
+    }
+
+    /// The narinfo of `path` is written (visible): returns the narinfos that may be written now.
+    pub fn written(&mut self, path: &StorePath) -> Vec<NarInfo> {
+        self.pending.remove(path);
+        let mut out = Vec::new();
+        for referrer in self.referrers.remove(path).unwrap_or_default() {
+            let Some(count) = self.pending.get_mut(&referrer) else {
+                continue;
+            };
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                if let Some(ready) = self.waiting.remove(&referrer) {
+                    out.push(ready);
+                }
+            }
+        }
+        out
+    }
+
+    /// A path whose data arrived but whose narinfo could never be written (a reference of it
+    /// never arrived).
+    pub fn stuck(&self) -> Option<&NarInfo> {
+        self.waiting.values().next()
+    }
+}
+
+#[cfg(feature = "cache")]
+pub use in_cache::*;
+
+#[cfg(feature = "cache")]
+mod in_cache {
+    use std::collections::{HashMap, HashSet, VecDeque};
+
+    use futures::stream::{FuturesUnordered, StreamExt as _};
+
+    use super::{references_first, Cycle, Publisher};
+    use crate::narinfo::NarInfo;
+    use crate::store::{BinaryCache, StoreError};
+    use crate::store_path::StorePath;
+
+    /// Narinfo fetches in flight during a walk.
+    const CONCURRENCY: usize = 32;
+
+    /// Why a walk of a cache's graph, or a publication, failed.
+    #[derive(Debug, thiserror::Error)]
+    #[non_exhaustive]
+    pub enum GraphError {
+        #[error(transparent)]
+        Store(#[from] StoreError),
+        /// A path of the closure has no narinfo in the cache.
+        #[error("{path} is not in {url}{}", referrer_note(.referrer))]
+        NotInCache {
+            path: StorePath,
+            /// The path that refers to it, when it is not one of the roots.
+            referrer: Option<StorePath>,
+            url: String,
+        },
+        #[error(transparent)]
+        Cycle(#[from] Cycle),
+        /// A transfer ended with a narinfo still waiting for a reference that never arrived.
+        #[error("{path} was not published: its reference {reference} never became visible")]
+        NeverPublished {
+            path: StorePath,
+            reference: StorePath,
+        },
+    }
+
+    impl GraphError {
+        /// What kind of failure this is.
+        pub fn kind(&self) -> crate::error::ErrorKind {
+            match self {
+                GraphError::Store(e) => e.kind(),
+                GraphError::NotInCache { .. } => crate::error::ErrorKind::NotFound,
+                GraphError::Cycle(e) => e.kind(),
+                GraphError::NeverPublished { .. } => crate::error::ErrorKind::Corrupt,
+            }
+        }
+    }
+
+    fn referrer_note(referrer: &Option<StorePath>) -> String {
+        referrer
+            .as_ref()
+            .map(|r| format!(" (a reference of {r})"))
+            .unwrap_or_default()
+    }
+
+    /// A narinfo a walk looked for and did not find.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Absent {
+        /// The hash part of its key (`<hash>.narinfo`).
+        pub hash_part: String,
+        /// Its store path, when it was reached as a reference or named as a root.
+        pub path: Option<StorePath>,
+        /// The narinfo that refers to it (none for a starting point).
+        pub referrer: Option<StorePath>,
+    }
+
+    /// What [`walk`] found.
+    #[derive(Debug, Default)]
+    pub struct Walk {
+        /// The narinfos read, in the order they arrived.
+        pub found: Vec<NarInfo>,
+        /// Narinfos that are not in the cache.
+        pub absent: Vec<Absent>,
+        /// Narinfos that are there but cannot be used, each with its error: they do not parse
+        /// ([`StoreError::BadNarInfo`]), describe another path than their key or the path they
+        /// were reached by ([`StoreError::IdentityMismatch`]), are too large to read
+        /// ([`StoreError::TooLarge`]) or lead outside the cache ([`StoreError::OutsideRoot`]).
+        pub unreadable: Vec<StoreError>,
+    }
+
+    /// Where a walk starts: a store path, or the hash part of a narinfo key (as a listing of the
+    /// cache gives them).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Start {
+        Path(StorePath),
+        HashPart(String),
+    }
+
+    /// Reads the narinfos of `start` from `cache` (32 at a time), and with `follow_references`
+    /// those of everything they refer to, transitively; each narinfo once. Missing and
+    /// unusable narinfos are collected, not fatal; any other store error (unreachable,
+    /// denied) ends the walk.
+    pub async fn walk(
+        cache: &BinaryCache,
+        start: impl IntoIterator<Item = Start>,
+        follow_references: bool,
+    ) -> Result<Walk, StoreError> {
+        let mut out = Walk::default();
+        // (hash part, its path if known, its referrer)
+        let mut queue: VecDeque<(String, Option<StorePath>, Option<StorePath>)> = VecDeque::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        for s in start {
+            let (hash, path) = match s {
+                Start::Path(p) => (p.hash_part(), Some(p)),
+                Start::HashPart(h) => (h, None),
+            };
+            if seen.insert(hash.clone()) {
+                queue.push_back((hash, path, None));
+            }
+        }
+        let mut fetches = FuturesUnordered::new();
+        loop {
+            while fetches.len() < CONCURRENCY {
+                let Some((hash, path, referrer)) = queue.pop_front() else {
+                    break;
+                };
+                fetches.push(async move {
+                    // Reached by its path: the narinfo must describe exactly it, name included.
+                    let r = match &path {
+                        Some(p) => cache.narinfo(p).await,
+                        None => cache.narinfo_by_hash(&hash).await,
+                    };
+                    (hash, path, referrer, r)
+                });
+            }
+            let Some((hash_part, path, referrer, result)) = fetches.next().await else {
+                break;
+            };
+            match result {
+                Ok(Some(info)) => {
+                    if follow_references {
+                        for r in &info.references {
+                            if seen.insert(r.hash_part()) {
+                                queue.push_back((
+                                    r.hash_part(),
+                                    Some(r.clone()),
+                                    Some(info.store_path.clone()),
+                                ));
+                            }
+                        }
+                    }
+                    out.found.push(info);
+                }
+                Ok(None) => out.absent.push(Absent {
+                    hash_part,
+                    path,
+                    referrer,
+                }),
+                // Hostile or damaged objects: a problem of this narinfo, not a failure to read
+                // the cache.
+                Err(
+                    e @ (StoreError::BadNarInfo { .. }
+                    | StoreError::IdentityMismatch { .. }
+                    | StoreError::TooLarge { .. }
+                    | StoreError::OutsideRoot { .. }),
+                ) => out.unreadable.push(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The narinfos of the closure of `roots` in `cache`, references before referrers. Every one
+    /// must be there and parse.
+    pub async fn closure(
+        cache: &BinaryCache,
+        roots: &[StorePath],
+    ) -> Result<Vec<NarInfo>, GraphError> {
+        let walked = walk(cache, roots.iter().cloned().map(Start::Path), true).await?;
+        if let Some(e) = walked.unreadable.into_iter().next() {
+            return Err(e.into());
+        }
+        // Every start is a path, and every other narinfo is reached as a reference: each
+        // absent one has its store path.
+        if let Some((path, referrer)) = walked
+            .absent
+            .into_iter()
+            .find_map(|a| Some((a.path?, a.referrer)))
+        {
+            return Err(GraphError::NotInCache {
+                path,
+                referrer,
+                url: cache.url().to_owned(),
+            });
+        }
+        // Walk from the roots first, so the order follows them.
+        let mut by_path: HashMap<StorePath, NarInfo> = walked
+            .found
+            .into_iter()
+            .map(|i| (i.store_path.clone(), i))
+            .collect();
+        let mut ordered: Vec<NarInfo> = roots.iter().filter_map(|r| by_path.remove(r)).collect();
+        let mut rest: Vec<NarInfo> = by_path.into_values().collect();
+        rest.sort_by(|a, b| a.store_path.cmp(&b.store_path));
+        ordered.extend(rest);
+        Ok(references_first(ordered)?)
+    }
+
+    /// Drives a transfer: takes narinfos from `arrivals` (each yielded once its NAR is in place)
+    /// and writes each to `cache` as soon as every reference's narinfo in the transfer is
+    /// written, up to `concurrency` writes at once, while the transfers go on. `on_arrival` sees
+    /// each narinfo as its data lands, `on_written` as it becomes visible. The first error stops
+    /// everything.
+    pub async fn publish_as_ready<S, E>(
+        cache: &BinaryCache,
+        mut publisher: Publisher,
+        mut arrivals: S,
+        concurrency: usize,
+        mut on_arrival: impl FnMut(&NarInfo),
+        mut on_written: impl FnMut(&NarInfo),
+    ) -> Result<(), E>
+    where
+        S: futures::Stream<Item = Result<NarInfo, E>> + Unpin,
+        E: From<GraphError>,
+    {
+        let mut ready: VecDeque<NarInfo> = VecDeque::new();
+        let mut writes = FuturesUnordered::new();
+        let mut arrivals_done = false;
+        loop {
+            while writes.len() < concurrency.max(1) {
+                let Some(info) = ready.pop_front() else {
+                    break;
+                };
+                writes.push(async move { cache.put_narinfo(&info).await.map(|()| info) });
+            }
+            if arrivals_done && writes.is_empty() {
+                break;
+            }
+            tokio::select! {
+                next = arrivals.next(), if !arrivals_done => match next {
+                    Some(info) => {
+                        let info = info?;
+                        on_arrival(&info);
+                        ready.extend(publisher.arrived(info));
+                    }
+                    None => arrivals_done = true,
+                },
+                Some(written) = writes.next(), if !writes.is_empty() => {
+                    let info = written.map_err(GraphError::from)?;
+                    on_written(&info);
+                    ready.extend(publisher.written(&info.store_path));
+                }
+            }
+        }
+        match publisher.stuck() {
+            // Only when `arrivals` left out a path of the transfer.
+            Some(stuck) => {
+                let reference = stuck
+                    .references
+                    .iter()
+                    .find(|r| publisher.pending.contains_key(*r) && **r != stuck.store_path)
+                    .cloned()
+                    .unwrap_or_else(|| stuck.store_path.clone());
+                Err(GraphError::NeverPublished {
+                    path: stuck.store_path.clone(),
+                    reference,
+                }
+                .into())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::{Hash, HashAlgo};
+    use crate::store_path::StoreDir;
+
+    fn sp(c: char, name: &str) -> StorePath {
+        StorePath::from_base_name(&format!("{}-{name}", c.to_string().repeat(32))).unwrap()
+    }
+
+    fn node(p: &StorePath, refs: &[&StorePath]) -> (StorePath, Vec<StorePath>) {
+        (p.clone(), refs.iter().map(|r| (*r).clone()).collect())
+    }
+
+    fn info(p: &StorePath) -> NarInfo {
+        NarInfo::new(
+            StoreDir::default(),
+            p.clone(),
+            "nar/x".into(),
+            Hash::digest(HashAlgo::Sha256, b""),
+            0,
+        )
+    }
+
+    #[test]
+    fn references_first_ignores_self_and_outside_and_keeps_the_first_duplicate() {
+        let (a, b, c, out) = (sp('a', "a"), sp('b', "b"), sp('c', "c"), sp('d', "outside"));
+        let sorted = references_first(vec![
+            node(&c, &[&a, &b, &c]),
+            node(&b, &[&a, &b, &out]),
+            node(&a, &[&a]),
+            node(&a, &[]),
+        ])
+        .unwrap();
+        let names: Vec<&str> = sorted.iter().map(|n| n.0.name()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(sorted[0].1, vec![a.clone()]);
+        let reversed = referrers_first(sorted.clone()).unwrap();
+        let reversed: Vec<&str> = reversed.iter().map(|n| n.0.name()).collect();
+        assert_eq!(reversed, ["c", "b", "a"]);
+    }
+
+    #[test]
+    fn a_cycle_is_named_in_both_orders_and_by_the_publisher() {
+        let (a, b, c) = (sp('a', "a"), sp('b', "b"), sp('c', "c"));
+        let nodes = vec![node(&a, &[&b]), node(&b, &[&c]), node(&c, &[&a])];
+        let err = references_first(nodes.clone()).unwrap_err();
+        assert_eq!(err.paths, vec![a.clone(), b.clone(), c.clone(), a.clone()]);
+        let msg = err.to_string();
+        assert_eq!(
+            msg,
+            format!("store paths refer to each other in a cycle: {a} -> {b} -> {c} -> {a}")
+        );
+        assert_eq!(referrers_first(nodes.clone()).unwrap_err(), err);
+        assert_eq!(Publisher::new(&nodes).unwrap_err(), err);
+    }
+
+    #[test]
+    fn deep_chains_do_not_overflow_the_stack() {
+        let paths: Vec<StorePath> = (0..100_000)
+            .map(|i| StorePath::from_base_name(&format!("{}-p{i}", "0".repeat(32))).unwrap())
+            .collect();
+        let nodes: Vec<(StorePath, Vec<StorePath>)> = paths
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, p)| (p.clone(), paths[i.saturating_sub(1)..i].to_vec()))
+            .collect();
+        let sorted = references_first(nodes).unwrap();
+        assert_eq!(sorted.len(), paths.len());
+        assert!(sorted.iter().zip(&paths).all(|(n, p)| n.0 == *p));
+    }
+
+    #[test]
+    fn referrers_wait_for_their_references() {
+        let (a, b, c) = (sp('a', "pa"), sp('b', "pb"), sp('c', "pc"));
+        // c -> b -> a, and c -> a; a refers to itself.
+        let refs = [node(&a, &[&a]), node(&b, &[&a]), node(&c, &[&a, &b])];
+        let mut p = Publisher::new(&refs).unwrap();
+        assert!(p.arrived(info(&c)).is_none());
+        assert!(p.arrived(info(&b)).is_none());
+        assert_eq!(p.arrived(info(&a)).map(|i| i.store_path), Some(a.clone()));
+        let after_a: Vec<_> = p.written(&a).into_iter().map(|i| i.store_path).collect();
+        assert_eq!(after_a, vec![b.clone()]);
+        let after_b: Vec<_> = p.written(&b).into_iter().map(|i| i.store_path).collect();
+        assert_eq!(after_b, vec![c.clone()]);
+        assert!(p.written(&c).is_empty());
+        assert!(p.stuck().is_none());
+    }
+
+    #[test]
+    fn a_chain_arriving_backwards_is_published_in_order_at_the_end() {
+        // p0 <- p1 <- ... <- p499, each also referring to p0.
+        let paths: Vec<StorePath> = (0..500)
+            .map(|i| StorePath::from_base_name(&format!("{:0>32}-p{i}", i)).unwrap())
+            .collect();
+        let refs: Vec<(StorePath, Vec<StorePath>)> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let mut r = vec![paths[0].clone(), p.clone()];
+                if i > 0 {
+                    r.push(paths[i - 1].clone());
+                }
+                (p.clone(), r)
+            })
+            .collect();
+        let mut p = Publisher::new(&refs).unwrap();
+        for path in paths.iter().skip(1).rev() {
+            assert!(p.arrived(info(path)).is_none());
+        }
+        assert!(p.stuck().is_some());
+        let mut order = vec![p.arrived(info(&paths[0])).unwrap().store_path];
+        let mut next = 0;
+        while next < order.len() {
+            let written = order[next].clone();
+            next += 1;
+            order.extend(p.written(&written).into_iter().map(|i| i.store_path));
+        }
+        assert_eq!(order, paths);
+        assert!(p.stuck().is_none());
+    }
+
+    #[test]
+    fn references_outside_the_transfer_are_visible() {
+        let (a, b) = (sp('a', "pa"), sp('b', "pb"));
+        let mut p = Publisher::new(&[node(&b, &[&a])]).unwrap();
+        assert!(p.arrived(info(&b)).is_some());
+    }
+}

@@ -1,0 +1,266 @@
+//! One file of a store path, read out of a cache without fetching its whole NAR: narinfo →
+//! listing (the `.ls`, or the NAR read once when there is none) → `narOffset` → a ranged read
+//! ([`crate::access`], which says what such a read checks and what it cannot).
+
+use std::io::Write;
+use std::ops::Range;
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt as _, TryStreamExt as _};
+
+use super::browse::{listing_from_nar, listing_of, narinfo};
+use super::{join_error, OpError};
+use crate::access::{AccessError, NarAccess};
+use crate::nar::ListingNode;
+use crate::store::BinaryCache;
+use crate::store_path::StorePath;
+
+/// The bytes that precede a regular file's contents in a NAR: the string `contents` (its
+/// length, 8, then the 8 bytes) and the file's size, each a little-endian u64.
+const CONTENTS_HEADER: u64 = 24;
+
+/// A regular file inside a NAR in a cache, ready for ranged reads. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct NarFile {
+    access: NarAccess,
+    /// `/nix/store/<hash>-<name>/<sub>`, for messages.
+    name: String,
+    /// NAR offset of the first content byte.
+    offset: u64,
+    size: u64,
+    executable: bool,
+    /// Set once the NAR was seen to hold this file's `contents` header at the listed offset.
+    header_checked: std::sync::Arc<tokio::sync::OnceCell<()>>,
+}
+
+/// Opens the regular file `sub` ("bin/app") of `path` in `cache`: reads the narinfo and the
+/// listing, no NAR bytes (unless the cache has no listing with offsets: then the NAR is read
+/// once, whole and verified, to build one). Symlinks are not followed.
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use cachecore::ops::{self, NoProgress, PushOptions};
+/// use cachecore::store::BinaryCache;
+/// use cachecore::store_path::StoreDir;
+/// let dir = tempfile::tempdir().unwrap();
+/// std::fs::create_dir(dir.path().join("bin")).unwrap();
+/// std::fs::write(dir.path().join("bin/hello"), "hello, world\n").unwrap();
+/// let cache = BinaryCache::open("memory://").unwrap();
+/// let (path, _) = ops::push_add(&cache, &StoreDir::default(), dir.path(), "hello",
+///     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+/// let file = ops::open_file(&cache, &path, "bin/hello").await.unwrap();
+/// assert_eq!(file.size(), 13);
+/// assert_eq!(&file.read(7..12).await.unwrap()[..], b"world");
+/// # });
+/// ```
+pub async fn open_file(
+    cache: &BinaryCache,
+    path: &StorePath,
+    sub: &str,
+) -> Result<NarFile, OpError> {
+    let info = narinfo(cache, path).await?;
+    let name = format!(
+        "{}/{}",
+        info.store_dir.full_path(&info.store_path),
+        sub.trim_start_matches('/')
+    );
+    let mut listing = listing_of(cache, &info).await?;
+    let mut from_nar = false;
+    loop {
+        let node = listing
+            .get(sub)
+            .ok_or_else(|| OpError::NoSuchFile { path: name.clone() })?;
+        match node {
+            ListingNode::Regular {
+                size,
+                executable,
+                nar_offset: Some(offset),
+            } => {
+                return Ok(NarFile {
+                    access: NarAccess::new(cache, info)?,
+                    name,
+                    offset: *offset,
+                    size: *size,
+                    executable: *executable,
+                    header_checked: Default::default(),
+                })
+            }
+            ListingNode::Regular {
+                nar_offset: None, ..
+            } if !from_nar => {
+                // A listing without offsets (Nix before 2.0 wrote none): read them from the NAR.
+                listing = listing_from_nar(cache, &info).await?;
+                from_nar = true;
+            }
+            // Cannot happen: a listing read from a NAR has every offset.
+            ListingNode::Regular { size, .. } => {
+                return Err(AccessError::ListingMismatch {
+                    path: name,
+                    offset: 0,
+                    size: *size,
+                }
+                .into())
+            }
+            ListingNode::Directory { .. } => {
+                return Err(OpError::NotAFile {
+                    path: name,
+                    kind: "a directory",
+                })
+            }
+            ListingNode::Symlink { .. } => {
+                return Err(OpError::NotAFile {
+                    path: name,
+                    kind: "a symlink",
+                })
+            }
+        }
+    }
+}
+
+impl NarFile {
+    /// The file's length in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether the file is executable.
+    pub fn executable(&self) -> bool {
+        self.executable
+    }
+
+    /// Random access into the NAR holding the file.
+    pub fn nar(&self) -> &NarAccess {
+        &self.access
+    }
+
+    fn bad_listing(&self) -> AccessError {
+        AccessError::ListingMismatch {
+            path: self.name.clone(),
+            offset: self.offset,
+            size: self.size,
+        }
+    }
+
+    fn check_header(&self, header: &[u8]) -> Result<(), AccessError> {
+        let mut expected = Vec::with_capacity(CONTENTS_HEADER as usize);
+        expected.extend_from_slice(&8u64.to_le_bytes());
+        expected.extend_from_slice(b"contents");
+        expected.extend_from_slice(&self.size.to_le_bytes());
+        if header == expected.as_slice() {
+            Ok(())
+        } else {
+            Err(self.bad_listing())
+        }
+    }
+
+    /// The NAR range of the contents header and the contents.
+    fn nar_range(&self) -> Result<Range<u64>, AccessError> {
+        let start = self
+            .offset
+            .checked_sub(CONTENTS_HEADER)
+            .ok_or_else(|| self.bad_listing())?;
+        let end = self
+            .offset
+            .checked_add(self.size)
+            .ok_or_else(|| self.bad_listing())?;
+        Ok(start..end)
+    }
+
+    /// Checks once that the NAR holds this file's `contents` header at the listed offset.
+    async fn header(&self) -> Result<(), AccessError> {
+        self.header_checked
+            .get_or_try_init(|| async {
+                let range = self.nar_range()?;
+                let header = self
+                    .access
+                    .read(range.start..range.start + CONTENTS_HEADER)
+                    .await?;
+                self.check_header(&header)
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// The bytes `range` of the file (in memory: keep ranges to what a caller would buffer).
+    pub async fn read(&self, range: Range<u64>) -> Result<Bytes, AccessError> {
+        if range.start > range.end || range.end > self.size {
+            return Err(AccessError::OutOfBounds {
+                path: self.name.clone(),
+                start: range.start,
+                end: range.end,
+                nar_size: self.size,
+            });
+        }
+        self.header().await?;
+        self.access
+            .read(self.offset + range.start..self.offset + range.end)
+            .await
+    }
+
+    /// The whole file as a stream of chunks (memory bounded by constants, whatever its size).
+    /// The contents header is read in the same request as the first bytes.
+    pub fn stream(&self) -> BoxStream<'static, Result<Bytes, AccessError>> {
+        let range = match self.nar_range() {
+            Ok(r) => r,
+            Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
+        };
+        let this = self.clone();
+        let mut header: Vec<u8> = Vec::with_capacity(CONTENTS_HEADER as usize);
+        self.access
+            .stream(range)
+            .map(move |item| {
+                let mut chunk = item?;
+                let missing = CONTENTS_HEADER as usize - header.len();
+                if missing > 0 {
+                    let n = missing.min(chunk.len());
+                    header.extend_from_slice(&chunk[..n]);
+                    chunk = chunk.slice(n..);
+                    if header.len() == CONTENTS_HEADER as usize {
+                        this.check_header(&header)?;
+                    }
+                }
+                Ok(chunk)
+            })
+            .try_filter(|chunk| futures::future::ready(!chunk.is_empty()))
+            .boxed()
+    }
+}
+
+/// Writes the regular file `sub` of `path` to `out` by ranged reads (see [`open_file`]; what is
+/// checked is in [`crate::access`]). [`super::cat`] instead reads and verifies the whole NAR.
+pub async fn cat_file(
+    cache: &BinaryCache,
+    path: &StorePath,
+    sub: &str,
+    out: impl Write + Send + 'static,
+) -> Result<(), OpError> {
+    let file = open_file(cache, path, sub).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut out = out;
+        while let Some(chunk) = rx.blocking_recv() {
+            out.write_all(&chunk)?;
+        }
+        out.flush()
+    });
+    let mut chunks = file.stream();
+    let mut read = Ok(());
+    while let Some(item) = chunks.next().await {
+        match item {
+            Ok(chunk) => {
+                if tx.send(chunk).await.is_err() {
+                    break; // the writer failed; its error is reported below
+                }
+            }
+            Err(e) => {
+                read = Err(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = writer.await.map_err(join_error)?;
+    read?;
+    written.map_err(|e| OpError::io("cannot write the output", e))
+}
