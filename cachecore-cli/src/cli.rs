@@ -184,6 +184,8 @@ pub enum Command {
         #[arg(help = STORE_HELP)]
         store: String,
     },
+    /// Serve the cache over HTTP: reads for Nix, uploads with `nix copy --to http://…`.
+    Serve(ServeArgs),
     /// Pack, unpack, list, read and hash Nix archives (NAR).
     #[command(subcommand)]
     Nar(NarCommand),
@@ -320,4 +322,45 @@ pub struct OutputArgs {
     /// Print nothing but errors.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// `cachecore serve`.
+///
+/// Serves STORE as a Nix binary cache over HTTP: GET/HEAD of every object (ranges, ETag, 304),
+/// uploads by PUT with the token of --token-file (as `nix copy --to http://HOST:PORT` sends them,
+/// with the token as the netrc password), each checked before it becomes visible. `/` is a
+/// landing page, `/metrics` Prometheus text, `/health` a health check. Prints the address it
+/// listens on; stops on SIGINT/SIGTERM after open requests finish.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    pub store: String,
+    /// Address to listen on (repeatable; port 0 picks a free port). Default 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<String>,
+    /// File holding the token uploads need (bearer token, or basic-auth password as Nix sends
+    /// from netrc). Without it, uploads are refused.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// File holding a token that reads need too (the upload token also grants reads).
+    #[arg(long, value_name = "FILE")]
+    pub read_token_file: Option<PathBuf>,
+    /// A public key `name:base64` (or a file holding one) to show on the landing page
+    /// (repeatable).
+    #[arg(long = "public-key", value_name = "KEY")]
+    pub public_keys: Vec<String>,
+    /// Priority announced in nix-cache-info (default: the stored one).
+    #[arg(long)]
+    pub priority: Option<u64>,
+    /// Largest NAR upload, in bytes.
+    #[arg(long, default_value_t = 16 << 30, value_name = "BYTES")]
+    pub max_upload_size: u64,
+    /// Uploads processed at once (more wait).
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub upload_jobs: usize,
+    /// Seconds an upload may send nothing before it is abandoned.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub upload_timeout: u64,
+    /// Request log format on stderr (`RUST_LOG` filters it, e.g. `RUST_LOG=warn`).
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }

@@ -96,6 +96,8 @@ pub mod nixbase32;
 pub mod ops;
 pub mod realisation;
 pub mod seekable;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod signing;
 #[cfg(feature = "cache")]
 pub mod store;

@@ -4,6 +4,7 @@ mod cache;
 pub use cache::Interrupted;
 mod key;
 pub(crate) mod nar;
+mod serve;
 mod store_path;
 
 use std::fs::File;
@@ -70,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             verify,
         } => cache::cat(&store, &path, &trusted_keys, verify),
         Command::Info { store } => cache::info(&store),
+        Command::Serve(args) => serve::run(args),
         Command::Key(cmd) => key::run(cmd),
         Command::StorePath {
             path,

@@ -1,0 +1,96 @@
+//! `cachecore serve`: parse the flags, bind, and run the library's server.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cachecore::server::{self, Config, Token};
+use cachecore::store::BinaryCache;
+
+use crate::cli::ServeArgs;
+use crate::stdout::outln;
+
+fn read_token(path: &Path) -> anyhow::Result<Token> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read token file {}", path.display()))?,
+    );
+    Token::parse(&text).with_context(|| format!("token file {}", path.display()))
+}
+
+fn optional_token(path: Option<&PathBuf>) -> anyhow::Result<Option<Token>> {
+    path.map(|p| read_token(p)).transpose()
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(&args.log_format);
+    let cache = BinaryCache::open(&args.store)?;
+    let mut config = Config::default();
+    config.write_token = optional_token(args.token_file.as_ref())?;
+    config.read_token = optional_token(args.read_token_file.as_ref())?;
+    config.public_keys = cachecore::signing::PublicKey::from_args(&args.public_keys)?;
+    config.priority = args.priority;
+    config.max_nar_upload = args.max_upload_size;
+    config.max_concurrent_uploads = args.upload_jobs;
+    config.upload_idle_timeout = Duration::from_secs(args.upload_timeout);
+    let listen = if args.listen.is_empty() {
+        vec!["127.0.0.1:8080".to_owned()]
+    } else {
+        args.listen
+    };
+    cachecore::ops::runtime()
+        .context("cannot start the async runtime")?
+        .block_on(async move {
+            let app = server::router(cache, config).await?;
+            let mut tasks = Vec::new();
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            for addr in &listen {
+                let addr: SocketAddr = addr
+                    .parse()
+                    .with_context(|| format!("--listen {addr:?} is not an address like 127.0.0.1:8080 or [::1]:0"))?;
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                let bound = listener.local_addr()?;
+                outln!("cachecore serve: listening on http://{bound}")?;
+                let mut stop = stop_rx.clone();
+                tasks.push(tokio::spawn(server::serve(listener, app.clone(), async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })));
+            }
+            shutdown_signal().await;
+            tracing::info!("stopping: finishing open requests");
+            let _ = stop_tx.send(true);
+            for t in tasks {
+                t.await.context("the server task failed")??;
+            }
+            Ok::<(), anyhow::Error>(())
+        })
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the default action (exit) still stops the process.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

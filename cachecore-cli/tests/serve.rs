@@ -1,0 +1,699 @@
+//! `cachecore serve` with real clients: Nix substitutes from it (signatures required), uploads to
+//! it with `nix copy --to http://…` and a netrc file, and reads a build log from it; curl checks
+//! the HTTP semantics (content types, ranges, 304s, refusals, a mid-body store failure that
+//! must abort the transfer). Every server binds port 0 and prints its address, so tests never
+//! race for ports.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// A running `cachecore serve`, stopped (SIGTERM, then waited for) when dropped.
+struct Serve {
+    child: Child,
+    url: String,
+}
+
+impl Serve {
+    fn start(store: &str, extra: &[&str]) -> Serve {
+        let mut child = cachecore_command()
+            .arg("serve")
+            .arg(store)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start cachecore serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("cachecore serve: listening on ")
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!("cachecore serve printed {line:?} instead of its address")
+            })
+            .to_owned();
+        Serve { child, url }
+    }
+
+    fn port(&self) -> &str {
+        self.url.rsplit(':').next().unwrap()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let status = wait_with_timeout(&mut self.child, Duration::from_secs(40), "cachecore serve");
+        if !std::thread::panicking() {
+            assert!(status.success(), "cachecore serve exited with {status} after SIGTERM");
+        }
+    }
+}
+
+/// What curl saw.
+#[derive(Debug)]
+struct Reply {
+    /// curl's exit status (0, or e.g. 18 for a transfer closed short).
+    exit: i32,
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// `curl -sS URL ARGS…`, whatever its outcome.
+fn curl(url: &str, args: &[&str]) -> Reply {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body");
+    let heads = dir.path().join("headers");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "60", "-o"])
+        .arg(&body)
+        .arg("-D")
+        .arg(&heads)
+        .args(["-w", "%{http_code}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("curl must be installed");
+    let status = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    let headers = fs::read_to_string(&heads)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Reply {
+        exit: out.status.code().unwrap_or(-1),
+        status,
+        headers,
+        body: fs::read(&body).unwrap_or_default(),
+    }
+}
+
+fn hash_part(store_path: &str) -> &str {
+    &store_path.rsplit('/').next().unwrap()[..32]
+}
+
+/// A cache directory holding the test closure, pushed and signed by cachecore; returns
+/// (cache dir, closure, public key).
+fn pushed_cache(tmp: &Path) -> (PathBuf, Vec<String>, String) {
+    let closure = build_closure(tmp);
+    let (secret, public) = nix_generate_key(tmp, "serve-test-1");
+    let cache = tmp.join("cache");
+    cachecore_ok(
+        &[
+            "push",
+            path_str(&cache),
+            closure.last().unwrap(),
+            "--key",
+            path_str(&secret),
+            "--quiet",
+        ],
+        b"",
+    );
+    (cache, closure, public)
+}
+
+fn narinfo_field(text: &str, field: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}: ")))
+        .unwrap_or_else(|| panic!("no {field} in {text}"))
+        .to_owned()
+}
+
+#[test]
+fn nix_substitutes_a_closure_and_curl_sees_http_semantics() {
+    let tmp = tempdir();
+    let (cache, closure, public) = pushed_cache(tmp.path());
+    let serve = Serve::start(path_str(&cache), &["--public-key", &public]);
+    let url = &serve.url;
+
+    // Real Nix, signatures required; refused with another key trusted.
+    assert_nix_substitutes(url, tmp.path(), &closure, &public);
+
+    let info = curl(&format!("{url}/nix-cache-info"), &[]);
+    assert_eq!(info.status, 200);
+    assert_eq!(info.header("content-type"), Some("text/x-nix-cache-info"));
+    assert!(info.text().contains("StoreDir: /nix/store"), "{}", info.text());
+
+    let root = closure.last().unwrap();
+    let narinfo = curl(&format!("{url}/{}.narinfo", hash_part(root)), &[]);
+    assert_eq!(narinfo.status, 200);
+    assert_eq!(narinfo.header("content-type"), Some("text/x-nix-narinfo"));
+    assert_eq!(
+        narinfo.body,
+        fs::read(cache.join(format!("{}.narinfo", hash_part(root)))).unwrap()
+    );
+    let nar_key = narinfo_field(&narinfo.text(), "URL");
+    let nar_bytes = fs::read(cache.join(&nar_key)).unwrap();
+    assert!(nar_bytes.len() > 40, "the NAR is too small to test ranges on");
+
+    // A NAR: content type, immutable caching, validators, length.
+    let nar = curl(&format!("{url}/{nar_key}"), &[]);
+    assert_eq!(nar.status, 200);
+    assert_eq!(nar.body, nar_bytes);
+    assert_eq!(nar.header("content-type"), Some("application/x-nix-nar"));
+    assert_eq!(
+        nar.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert_eq!(nar.header("accept-ranges"), Some("bytes"));
+    assert_eq!(
+        nar.header("content-length"),
+        Some(nar_bytes.len().to_string().as_str())
+    );
+    let etag = nar.header("etag").expect("an ETag").to_owned();
+    let modified = nar.header("last-modified").expect("a Last-Modified").to_owned();
+
+    // HEAD: the same headers, no body.
+    let head = curl(&format!("{url}/{nar_key}"), &["-I"]);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), nar.header("content-length"));
+    assert_eq!(head.header("etag"), Some(etag.as_str()));
+
+    // Conditional GETs.
+    let r = curl(&format!("{url}/{nar_key}"), &["-H", &format!("If-None-Match: {etag}")]);
+    assert_eq!(r.status, 304, "{r:?}");
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("etag"), Some(etag.as_str()));
+    let r = curl(&format!("{url}/{nar_key}"), &["-H", "If-None-Match: \"other\""]);
+    assert_eq!(r.status, 200);
+    let r = curl(&format!("{url}/{nar_key}"), &["-H", &format!("If-Modified-Since: {modified}")]);
+    assert_eq!(r.status, 304);
+    let r = curl(
+        &format!("{url}/{nar_key}"),
+        &["-H", "If-Modified-Since: Thu, 01 Jan 1970 00:00:01 GMT"],
+    );
+    assert_eq!(r.status, 200);
+
+    // Ranges: one range is 206 with Content-Range; a suffix; If-Range; unsatisfiable is 416;
+    // several ranges get the whole object.
+    let n = nar_bytes.len();
+    let r = curl(&format!("{url}/{nar_key}"), &["-r", "10-29"]);
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &nar_bytes[10..30]);
+    assert_eq!(r.header("content-range"), Some(format!("bytes 10-29/{n}").as_str()));
+    assert_eq!(r.header("content-length"), Some("20"));
+    let r = curl(&format!("{url}/{nar_key}"), &["-r", "-7"]);
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &nar_bytes[n - 7..]);
+    let r = curl(&format!("{url}/{nar_key}"), &["-r", "5-", "-H", &format!("If-Range: {etag}")]);
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &nar_bytes[5..]);
+    let r = curl(&format!("{url}/{nar_key}"), &["-r", "5-", "-H", "If-Range: \"stale\""]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, nar_bytes);
+    let r = curl(&format!("{url}/{nar_key}"), &["-r", &format!("{n}-")]);
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some(format!("bytes */{n}").as_str()));
+    let r = curl(&format!("{url}/{nar_key}"), &["-r", "0-1,4-5"]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, nar_bytes);
+
+    // Absent objects and names outside the layout.
+    let absent = format!("{url}/{}.narinfo", "0".repeat(32));
+    assert_eq!(curl(&absent, &[]).status, 404);
+    assert_eq!(curl(&absent, &["-I"]).status, 404);
+    for bad in [
+        "/nar/.tmp-1",
+        "/etc/passwd",
+        "/nar/%2e%2e/nix-cache-info",
+        "/gcroots/x",
+    ] {
+        let r = curl(&format!("{url}{bad}"), &["--path-as-is"]);
+        assert_eq!(r.status, 404, "{bad}: {r:?}");
+    }
+    let r = curl(&format!("{url}/../../etc/passwd"), &["--path-as-is"]);
+    assert!(r.status == 404 || r.status == 400, "{r:?}");
+    let r = curl(&format!("{url}/nix-cache-info"), &["-X", "DELETE"]);
+    assert_eq!(r.status, 405);
+
+    // Without --token-file, uploads are refused.
+    let r = curl(
+        &format!("{url}/{}.narinfo", "1".repeat(32)),
+        &["-X", "PUT", "--data-binary", "x"],
+    );
+    assert_eq!(r.status, 403, "{r:?}");
+
+    // The landing page, metrics and health.
+    let page = curl(&format!("{url}/"), &[]);
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(page.text().contains(&format!("substituters = {url}")), "{}", page.text());
+    assert!(page.text().contains(&format!("trusted-public-keys = {public}")));
+    let metrics = curl(&format!("{url}/metrics"), &[]);
+    assert_eq!(metrics.status, 200);
+    let m = metrics.text();
+    assert!(
+        m.lines().any(|l| l.starts_with("cachecore_serve_requests_total{method=\"GET\",route=\"nar\",status=\"206\"}")),
+        "{m}"
+    );
+    assert!(m.contains("cachecore_serve_request_duration_seconds_bucket{route=\"narinfo\""));
+    let health = curl(&format!("{url}/health"), &[]);
+    assert_eq!((health.status, health.text().trim()), (200, "ok"));
+}
+
+/// (token file, netrc file) for `token`, for a server on 127.0.0.1.
+fn credentials(dir: &Path, name: &str, token: &str) -> (PathBuf, PathBuf) {
+    let token_file = dir.join(format!("{name}.token"));
+    fs::write(&token_file, format!("{token}\n")).unwrap();
+    let netrc = dir.join(format!("{name}.netrc"));
+    fs::write(&netrc, format!("machine 127.0.0.1 login nix password {token}\n")).unwrap();
+    (token_file, netrc)
+}
+
+fn nix_copy_to(url: &str, netrc: &Path, secret: &Path, path: &str, cache_home: &Path) -> std::process::Output {
+    let mut cmd = nix_command("nix");
+    cmd.env("XDG_CACHE_HOME", cache_home)
+        .args(["copy", "--to"])
+        .arg(format!("{url}?secret-key={}&compression=zstd", secret.display()))
+        .arg(path)
+        .args(["--option", "netrc-file"])
+        .arg(netrc)
+        .args(["--option", "substituters", ""]);
+    nix_output(&mut cmd, b"")
+}
+
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn nix_copy_uploads_a_closure_with_a_netrc_token_and_wrong_tokens_store_nothing() {
+    let tmp = tempdir();
+    let closure = build_closure(tmp.path());
+    let root = closure.last().unwrap();
+    let (secret, public) = nix_generate_key(tmp.path(), "serve-upload-1");
+    let (token_file, netrc) = credentials(tmp.path(), "good", "upload-token-123");
+    let (_, wrong_netrc) = credentials(tmp.path(), "wrong", "upload-token-124");
+    let cache = tmp.path().join("cache");
+    let serve = Serve::start(
+        path_str(&cache),
+        &["--token-file", path_str(&token_file)],
+    );
+
+    // A wrong token: Nix fails, nothing is stored.
+    let before = files_under(&cache);
+    let out = nix_copy_to(&serve.url, &wrong_netrc, &secret, root, &tmp.path().join("c1"));
+    assert!(!out.status.success(), "nix copy with a wrong token succeeded");
+    assert_eq!(files_under(&cache), before, "a refused upload stored something");
+    // curl: no token 401 (with a challenge), wrong 403, nothing stored.
+    let key = format!("{}/{}.narinfo", serve.url, hash_part(root));
+    let r = curl(&key, &["-X", "PUT", "--data-binary", "x"]);
+    assert_eq!(r.status, 401);
+    assert!(r.header("www-authenticate").is_some_and(|v| v.starts_with("Basic")));
+    let r = curl(&key, &["-X", "PUT", "--data-binary", "x", "-H", "Authorization: Bearer nope"]);
+    assert_eq!(r.status, 403);
+    let r = curl(&key, &["-X", "PUT", "--data-binary", "x", "-u", "nix:upload-token-12"]);
+    assert_eq!(r.status, 403);
+    assert_eq!(files_under(&cache), before);
+
+    // The right token: the closure is uploaded, and passes verify with the signing key.
+    let out = nix_copy_to(&serve.url, &netrc, &secret, root, &tmp.path().join("c2"));
+    assert!(
+        out.status.success(),
+        "nix copy --to {} failed:\n{}",
+        serve.url,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for p in &closure {
+        assert!(cache.join(format!("{}.narinfo", hash_part(p))).is_file(), "{p} missing");
+    }
+    cachecore_ok(&["verify", path_str(&cache), "--trusted-key", &public], b"");
+    // Copying again (everything present) succeeds.
+    let out = nix_copy_to(&serve.url, &netrc, &secret, root, &tmp.path().join("c3"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // And Nix substitutes what it uploaded.
+    assert_nix_substitutes(&serve.url, tmp.path(), &closure, &public);
+}
+
+#[test]
+fn uploads_are_checked_before_they_become_visible() {
+    let tmp = tempdir();
+    let (source, closure, _public) = pushed_cache(tmp.path());
+    let (token_file, _) = credentials(tmp.path(), "t", "tok-abc");
+    let cache = tmp.path().join("dest");
+    let serve = Serve::start(
+        path_str(&cache),
+        &["--token-file", path_str(&token_file), "--max-upload-size", "1000000"],
+    );
+    let url = &serve.url;
+    let auth = ["-H", "Authorization: Bearer tok-abc"];
+    let put = |key: &str, file: &Path| {
+        let data = format!("@{}", file.display());
+        let mut args = vec!["-X", "PUT", "--data-binary", data.as_str()];
+        args.extend(auth);
+        curl(&format!("{url}/{key}"), &args)
+    };
+    let liba = &closure[0];
+    let app = closure.last().unwrap();
+    let narinfo_key = |p: &str| format!("{}.narinfo", hash_part(p));
+    let text = |p: &str| fs::read_to_string(source.join(narinfo_key(p))).unwrap();
+    let nar_of = |p: &str| narinfo_field(&text(p), "URL");
+
+    // A narinfo before its NAR: 409, not stored.
+    let r = put(&narinfo_key(liba), &source.join(narinfo_key(liba)));
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("upload it first"), "{}", r.text());
+    // A NAR whose bytes do not hash to its name: 400, nothing at the key.
+    let wrong_name = format!("nar/{}.nar.zst", "1".repeat(52));
+    let r = put(&wrong_name, &source.join(nar_of(liba)));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("hash to"), "{}", r.text());
+    assert!(!cache.join(&wrong_name).exists());
+    // Too large: 413.
+    let big = tmp.path().join("big");
+    fs::write(&big, vec![0u8; 1_000_001]).unwrap();
+    let r = put(&format!("nar/{}.nar", "2".repeat(52)), &big);
+    assert_eq!(r.status, 413, "{}", r.text());
+
+    // The NAR under its name, then the narinfo: stored. (cachecore names NARs of one frame
+    // after their file hash, so the key checks.)
+    let r = put(&nar_of(liba), &source.join(nar_of(liba)));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = put(&narinfo_key(liba), &source.join(narinfo_key(liba)));
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Identical again: fine. Different: 409.
+    let r = put(&narinfo_key(liba), &source.join(narinfo_key(liba)));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let altered = tmp.path().join("altered.narinfo");
+    fs::write(&altered, text(liba).replace("Sig: ", "Sig: x")).unwrap();
+    let r = put(&narinfo_key(liba), &altered);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(fs::read_to_string(cache.join(narinfo_key(liba))).unwrap(), text(liba));
+
+    // app's narinfo under liba's... no: under another path's key: StorePath mismatch, 400.
+    let r = put(&narinfo_key(app), &source.join(narinfo_key(closure[1].as_str())));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("StorePath"), "{}", r.text());
+    // app before libb: its NAR is present but a reference is not: 409.
+    let r = put(&nar_of(app), &source.join(nar_of(app)));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = put(&narinfo_key(app), &source.join(narinfo_key(app)));
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("reference"), "{}", r.text());
+    assert!(!cache.join(narinfo_key(app)).exists());
+    // A narinfo whose NarHash lies about its NAR: 400.
+    let libb = &closure[1];
+    let r = put(&nar_of(libb), &source.join(nar_of(libb)));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let lying = tmp.path().join("lying.narinfo");
+    let nar_hash = narinfo_field(&text(libb), "NarHash");
+    let other_hash = narinfo_field(&text(liba), "NarHash");
+    fs::write(&lying, text(libb).replace(&nar_hash, &other_hash)).unwrap();
+    let r = put(&narinfo_key(libb), &lying);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("NarHash"), "{}", r.text());
+    assert!(!cache.join(narinfo_key(libb)).exists());
+    // In closure order everything goes in, and the cache verifies.
+    for p in [libb, app] {
+        let r = put(&narinfo_key(p), &source.join(narinfo_key(p)));
+        assert_eq!(r.status, 200, "{p}: {}", r.text());
+    }
+    cachecore_ok(&["verify", path_str(&cache)], b"");
+}
+
+#[test]
+fn a_read_token_makes_reads_private_and_nix_reads_with_netrc() {
+    let tmp = tempdir();
+    let (cache, closure, public) = pushed_cache(tmp.path());
+    let (read_token, netrc) = credentials(tmp.path(), "r", "read-tok-9");
+    let serve = Serve::start(
+        path_str(&cache),
+        &["--read-token-file", path_str(&read_token)],
+    );
+    let url = &serve.url;
+    let r = curl(&format!("{url}/nix-cache-info"), &[]);
+    assert_eq!(r.status, 401);
+    let r = curl(&format!("{url}/nix-cache-info"), &["-u", "x:wrong"]);
+    assert_eq!(r.status, 403);
+    let r = curl(&format!("{url}/nix-cache-info"), &["-u", "x:read-tok-9"]);
+    assert_eq!(r.status, 200);
+    let health = curl(&format!("{url}/health"), &[]);
+    assert_eq!(health.status, 200, "the health check needs no token");
+
+    let root = closure.last().unwrap();
+    let fresh = tmp.path().join("fresh");
+    let without = nix_copy_from_checking_sigs(url, &fresh, root, &public);
+    assert!(!without.status.success(), "Nix read a private cache without a token");
+    let mut cmd = nix_command("nix");
+    cmd.env("XDG_CACHE_HOME", tmp.path().join("nix-cache-2"))
+        .args(["copy", "--from", url, "--to"])
+        .arg(tmp.path().join("fresh2"))
+        .arg(root)
+        .args(["--option", "require-sigs", "true"])
+        .args(["--option", "trusted-public-keys", &public])
+        .args(["--option", "substituters", ""])
+        .args(["--option", "netrc-file"])
+        .arg(&netrc);
+    let out = nix_output(&mut cmd, b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn nix_log_reads_an_uploaded_build_log() {
+    let tmp = tempdir();
+    let (cache, closure, _) = pushed_cache(tmp.path());
+    let (token_file, _) = credentials(tmp.path(), "t", "log-tok");
+    let serve = Serve::start(path_str(&cache), &["--token-file", path_str(&token_file)]);
+    let root = closure.last().unwrap();
+    let deriver = narinfo_field(
+        &fs::read_to_string(cache.join(format!("{}.narinfo", hash_part(root)))).unwrap(),
+        "Deriver",
+    );
+    let log = tmp.path().join("log");
+    fs::write(&log, "building the app\nline two of the log\n").unwrap();
+    let r = curl(
+        &format!("{}/log/{deriver}", serve.url),
+        &[
+            "-X",
+            "PUT",
+            "--data-binary",
+            &format!("@{}", log.display()),
+            "-H",
+            "Authorization: Bearer log-tok",
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut cmd = nix_command("nix");
+    cmd.env("XDG_CACHE_HOME", tmp.path().join("nix-cache"))
+        .args(["log", "--store", &serve.url, root])
+        .args(["--option", "substituters", ""]);
+    let out = nix_output(&mut cmd, b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("line two of the log"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// An in-memory store whose reads of `nar/` objects fail after `after` bytes, and whose reads
+/// of `broken` fail at once: the failures a real backend has mid-transfer and before it.
+#[derive(Debug)]
+struct Failing {
+    inner: object_store::memory::InMemory,
+    after: usize,
+    broken: String,
+}
+
+impl std::fmt::Display for Failing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Failing")
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for Failing {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        use futures::StreamExt as _;
+        let injected = |what: &str| object_store::Error::Generic {
+            store: "Failing",
+            source: what.to_owned().into(),
+        };
+        if location.as_ref() == self.broken && !options.head {
+            return Err(injected("the disk is on fire"));
+        }
+        let mut result = self.inner.get_opts(location, options).await?;
+        if !location.as_ref().starts_with("nar/") {
+            return Ok(result);
+        }
+        let payload = std::mem::replace(
+            &mut result.payload,
+            object_store::GetResultPayload::Stream(futures::stream::empty().boxed()),
+        );
+        let object_store::GetResultPayload::Stream(stream) = payload else {
+            unreachable!("the in-memory store streams")
+        };
+        let after = self.after;
+        let mut sent = 0usize;
+        let cut = stream
+            .flat_map(move |chunk| {
+                let items: Vec<object_store::Result<bytes::Bytes>> = match chunk {
+                    Ok(c) if sent + c.len() > after => {
+                        let keep = after.saturating_sub(sent);
+                        sent = after;
+                        vec![
+                            Ok(c.slice(..keep)),
+                            Err(injected("the backend dropped the connection")),
+                        ]
+                    }
+                    Ok(c) => {
+                        sent += c.len();
+                        vec![Ok(c)]
+                    }
+                    Err(e) => vec![Err(e)],
+                };
+                futures::stream::iter(items)
+            })
+            .boxed();
+        result.payload = object_store::GetResultPayload::Stream(cut);
+        Ok(result)
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[test]
+fn a_store_failure_mid_body_aborts_the_transfer_and_one_before_it_is_an_error_status() {
+    use cachecore::server::{self, Config};
+    use cachecore::store::BinaryCache;
+
+    let nar = format!("nar/{}.nar", "3".repeat(52));
+    let broken = format!("nar/{}.nar", "4".repeat(52));
+    let size = 3 << 20;
+    let store = Failing {
+        inner: object_store::memory::InMemory::new(),
+        after: 1 << 20,
+        broken: broken.clone(),
+    };
+    let cache = BinaryCache::from_object_store(std::sync::Arc::new(store), "failing://", false);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let data = bytes::Bytes::from(pseudo_random_bytes(size, 7));
+    rt.block_on(cache.put_bytes(&nar, data.clone())).unwrap();
+    rt.block_on(cache.put_bytes(&broken, data.clone())).unwrap();
+    let app = rt.block_on(server::router(cache, Config::default())).unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    rt.spawn(server::serve(listener, app, std::future::pending()));
+
+    // The headers (200, the full length) went out before the store failed: curl must see a
+    // failed transfer (18: closed with bytes remaining), not a clean short file.
+    let r = curl(&format!("{url}/{nar}"), &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("content-length"), Some(size.to_string().as_str()));
+    assert_eq!(r.exit, 18, "curl exited {} for a transfer cut short", r.exit);
+    assert!(r.body.len() < size);
+    assert_eq!(r.body, &data[..r.body.len()]);
+    // A range that ends before the failure is whole.
+    let r = curl(&format!("{url}/{nar}"), &["-r", "0-999"]);
+    assert_eq!((r.status, r.exit), (206, 0));
+    assert_eq!(r.body, &data[..1000]);
+    // Failing before any byte: an error status, never a 200.
+    let r = curl(&format!("{url}/{broken}"), &[]);
+    assert_eq!(r.status, 500, "{r:?}");
+    assert!(!r.text().contains("fire"), "store errors stay in the server's log: {}", r.text());
+    let m = curl(&format!("{url}/metrics"), &[]).text();
+    assert!(
+        m.lines().any(|l| l == "cachecore_serve_aborted_responses_total 1"),
+        "{m}"
+    );
+    assert!(
+        m.lines().any(|l| l == "cachecore_serve_errors_total{class=\"aborted\",route=\"nar\"} 1"),
+        "{m}"
+    );
+}

@@ -1,0 +1,139 @@
+//! Tokens: a request carries one as `Authorization: Bearer TOKEN`, or as the password of HTTP
+//! basic auth (any user name), which is what Nix sends from a `netrc-file`. Compared in constant
+//! time.
+
+use std::fmt;
+
+use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderMap;
+use base64::Engine as _;
+use subtle::ConstantTimeEq as _;
+use zeroize::Zeroizing;
+
+/// A secret token. `Debug` does not show it.
+#[derive(Clone)]
+pub struct Token(Zeroizing<Vec<u8>>);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    #[error("a token is empty")]
+    Empty,
+    #[error("a token holds whitespace or control characters")]
+    BadCharacters,
+}
+
+impl Token {
+    /// A token from the text of a token file: surrounding whitespace (the final newline) is
+    /// dropped; what remains must be non-empty printable ASCII without spaces.
+    pub fn parse(text: &str) -> Result<Token, TokenError> {
+        let t = text.trim();
+        if t.is_empty() {
+            return Err(TokenError::Empty);
+        }
+        if !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(TokenError::BadCharacters);
+        }
+        Ok(Token(Zeroizing::new(t.as_bytes().to_vec())))
+    }
+
+    fn matches(&self, offered: &[u8]) -> bool {
+        bool::from(self.0.as_slice().ct_eq(offered))
+    }
+}
+
+/// What a request's credentials amount to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// No credentials were sent (answer 401 with a challenge).
+    Missing,
+    /// Credentials were sent and match none of the tokens (answer 403).
+    Wrong,
+    /// They match one of the tokens.
+    Granted,
+}
+
+/// The token a request offers, from a bearer or basic `Authorization` header.
+fn offered(headers: &HeaderMap) -> Option<Zeroizing<Vec<u8>>> {
+    let value = headers.get(AUTHORIZATION)?.as_bytes();
+    let (scheme, rest) = value.split_at(value.iter().position(|&b| b == b' ')?);
+    let rest = rest.trim_ascii();
+    if scheme.eq_ignore_ascii_case(b"bearer") {
+        return Some(Zeroizing::new(rest.to_vec()));
+    }
+    if scheme.eq_ignore_ascii_case(b"basic") {
+        let decoded = Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(rest).ok()?);
+        let colon = decoded.iter().position(|&b| b == b':')?;
+        return Some(Zeroizing::new(decoded[colon + 1..].to_vec()));
+    }
+    // Another scheme: credentials of a kind we do not take.
+    Some(Zeroizing::new(Vec::new()))
+}
+
+/// Checks the request's credentials against `tokens` (every token is compared, so the time
+/// taken does not say which one matched).
+pub(crate) fn check(headers: &HeaderMap, tokens: &[&Token]) -> Access {
+    let Some(offered) = offered(headers) else {
+        return if headers.contains_key(AUTHORIZATION) {
+            Access::Wrong
+        } else {
+            Access::Missing
+        };
+    };
+    let mut ok = false;
+    for t in tokens {
+        ok |= t.matches(&offered);
+    }
+    if ok {
+        Access::Granted
+    } else {
+        Access::Wrong
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn with(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_str(auth).unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer_and_basic() {
+        let t = Token::parse("s3cret-token\n").unwrap();
+        let basic = |user_pass: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(user_pass)
+            )
+        };
+        assert_eq!(check(&with("Bearer s3cret-token"), &[&t]), Access::Granted);
+        assert_eq!(check(&with("bearer  s3cret-token "), &[&t]), Access::Granted);
+        assert_eq!(check(&with(&basic("nix:s3cret-token")), &[&t]), Access::Granted);
+        assert_eq!(check(&with(&basic(":s3cret-token")), &[&t]), Access::Granted);
+        assert_eq!(check(&with("Bearer s3cret-toke"), &[&t]), Access::Wrong);
+        assert_eq!(check(&with("Bearer s3cret-token2"), &[&t]), Access::Wrong);
+        assert_eq!(check(&with(&basic("s3cret-token:x")), &[&t]), Access::Wrong);
+        assert_eq!(check(&with("Basic !!!"), &[&t]), Access::Wrong);
+        assert_eq!(check(&with("Digest x"), &[&t]), Access::Wrong);
+        assert_eq!(check(&with("Bearer"), &[&t]), Access::Wrong);
+        assert_eq!(check(&HeaderMap::new(), &[&t]), Access::Missing);
+        let other = Token::parse("other").unwrap();
+        assert_eq!(check(&with("Bearer other"), &[&t, &other]), Access::Granted);
+        assert_eq!(Token::parse(" \n").unwrap_err(), TokenError::Empty);
+        assert!(Token::parse("a b").is_err());
+        assert_eq!(format!("{t:?}"), "Token(***)");
+    }
+}

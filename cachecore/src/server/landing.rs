@@ -1,0 +1,169 @@
+//! `/`: what a person needs to use this cache — the `nix.conf` lines and the public keys — and
+//! what it holds. Totals come from reading every narinfo, so they are counted in the background
+//! (at most once a minute) and the page shows the last count.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST};
+use axum::http::HeaderValue;
+use axum::response::Response;
+
+use super::{AppState, Shared};
+use crate::ops::CacheTotals;
+
+/// How long a count of the totals is shown before it is counted again.
+const TOTALS_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Default)]
+pub(super) struct Totals {
+    last: Option<(Instant, Result<CacheTotals, String>)>,
+    counting: bool,
+}
+
+/// The last count, starting a new one when there is none or it is old.
+fn totals(state: &Shared) -> Option<Result<CacheTotals, String>> {
+    let Ok(mut t) = state.totals.lock() else {
+        return None;
+    };
+    let stale = t.last.as_ref().is_none_or(|(at, _)| at.elapsed() > TOTALS_TTL);
+    if stale && !t.counting {
+        t.counting = true;
+        let state = state.clone();
+        let runtime = tokio::runtime::Handle::current();
+        // On a blocking thread driving its own future: `ops::info`'s future is not provably
+        // `Send` (a rustc limitation with closures returning futures), which `spawn` needs.
+        tokio::task::spawn_blocking(move || {
+            let counted = runtime
+                .block_on(crate::ops::info(&state.cache))
+                .map(|(_, totals)| totals)
+                .map_err(|e| e.to_string());
+            if let Ok(mut t) = state.totals.lock() {
+                t.last = Some((Instant::now(), counted));
+                t.counting = false;
+            }
+        });
+    }
+    t.last.as_ref().map(|(_, r)| r.clone())
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+pub(super) async fn page(State(state): State<Shared>, req: Request) -> Response {
+    if let Err(r) = state.may_read(req.headers()) {
+        return r;
+    }
+    // The address the client used; only characters a host name or address can hold.
+    let host = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .unwrap_or("HOST:PORT");
+    let html = render(&state, &format!("http://{host}"), totals(&state));
+    let mut r = Response::new(axum::body::Body::from(html));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn render(state: &AppState, url: &str, totals: Option<Result<CacheTotals, String>>) -> String {
+    let keys: Vec<String> = state
+        .config
+        .public_keys
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let mut conf = format!("substituters = {url}\n");
+    if keys.is_empty() {
+        conf.push_str("trusted-public-keys = <the public key of the key that signs this cache>\n");
+    } else {
+        conf.push_str(&format!("trusted-public-keys = {}\n", keys.join(" ")));
+    }
+    let keys_html = if keys.is_empty() {
+        "<p>This server was not told which keys sign the cache (<code>cachecore serve --public-key KEY</code>).</p>".to_owned()
+    } else {
+        let items: String = keys
+            .iter()
+            .map(|k| format!("<li><code>{}</code></li>", escape(k)))
+            .collect();
+        format!("<ul class=\"keys\">{items}</ul>")
+    };
+    let totals_html = match totals {
+        Some(Ok(t)) => format!(
+            "<table><tr><th>Store paths</th><td id=\"paths\">{}</td></tr><tr><th>NAR size (unpacked)</th><td>{}</td></tr><tr><th>Stored (compressed)</th><td>{}</td></tr></table>",
+            t.paths,
+            mib(t.nar_bytes),
+            mib(t.file_bytes)
+        ),
+        Some(Err(e)) => format!("<p>The totals could not be counted: {}</p>", escape(&e)),
+        None => "<p>Counting the store paths&hellip; reload in a moment.</p>".to_owned(),
+    };
+    let priority = state
+        .priority
+        .map(|p| format!(" Nix gives it priority {p} (lower is preferred; cache.nixos.org is 40)."))
+        .unwrap_or_default();
+    let uploads = if state.config.write_token.is_some() {
+        format!(
+            "<h2>Uploading</h2><p>With the upload token in a netrc file (<code>machine HOST password TOKEN</code>):</p><pre>nix copy --to '{url}' --option netrc-file ./netrc ./result</pre>",
+            url = escape(url)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Nix binary cache — {url_e}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 48rem; margin: 2rem auto; padding: 0 1rem; color: #1d2330; }}
+h1 {{ font-size: 1.6rem; }} h2 {{ font-size: 1.2rem; margin-top: 2rem; }}
+pre, code {{ background: #f1f3f7; border-radius: 4px; }} pre {{ padding: .8rem; overflow-x: auto; }} code {{ padding: 0 .2rem; }}
+table {{ border-collapse: collapse; }} th, td {{ text-align: left; padding: .2rem 1rem .2rem 0; }}
+ul.keys {{ padding-left: 1.2rem; }} footer {{ margin-top: 3rem; color: #667; font-size: .85rem; }}
+</style></head>
+<body>
+<h1>Nix binary cache</h1>
+<p>Store directory <code>{store_dir}</code>.{priority}</p>
+<h2>Use it</h2>
+<p>Add to <code>/etc/nix/nix.conf</code> (or <code>~/.config/nix/nix.conf</code> for a trusted user):</p>
+<pre id="nix-conf">{conf}</pre>
+<h2>Public keys</h2>
+{keys_html}
+<h2>Contents</h2>
+{totals_html}
+{uploads}
+<footer>Served by cachecore {version}. <a href="/metrics">metrics</a> · <a href="/health">health</a></footer>
+</body></html>
+"#,
+        url_e = escape(url),
+        store_dir = escape(state.store_dir.as_str()),
+        conf = escape(&conf),
+        version = env!("CARGO_PKG_VERSION"),
+    )
+}

@@ -1,0 +1,429 @@
+//! An HTTP binary cache over any store: what `cachecore serve` runs, as an [`axum::Router`] a
+//! Rust service can mount (feature `server`).
+//!
+//! - **Reads**: `GET`/`HEAD` of `nix-cache-info`, `<hash>.narinfo`, `nar/…`, `<hash>.ls`,
+//!   `log/…`, `realisations/…`, with the content types Nix's caches send, `ETag` and
+//!   `Last-Modified` from the store, conditional requests (304), one `Range` (206/416),
+//!   `Cache-Control: immutable` for NARs. Bodies stream from the store with `Content-Length`
+//!   set; nothing holds a whole object. A missing or unreadable object is an error status; a
+//!   store failure after the headers were sent closes the connection, so a client sees a
+//!   failed transfer, never a clean short file.
+//! - **Uploads** (`PUT`, as `nix copy --to http://…` sends them) need the write token. Every
+//!   upload is checked before it becomes visible: a NAR must hash to its name; a narinfo must
+//!   name this key's store path, and its NAR must be present with the FileSize, FileHash,
+//!   NarSize and NarHash it states, and the narinfos of its references present (else 409, and
+//!   Nix, which uploads references first, never meets it); an identical re-upload succeeds, a
+//!   different object where one is present is 409.
+//! - `/` is a landing page, `/metrics` Prometheus text, `/health` a health check.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use cachecore::server::{self, Config};
+//! use cachecore::store::BinaryCache;
+//! let cache = BinaryCache::open("/srv/cache")?;
+//! let app = server::router(cache, Config::default()).await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! server::serve(listener, app, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Never require an entire object in memory: downloads stream; a NAR upload streams into the
+//! store (multipart above 10 MiB) while it is hashed; narinfos, listings, logs and
+//! realisations are bounded by [`Config`] limits.
+
+mod auth;
+mod conditional;
+mod keys;
+mod landing;
+mod metrics;
+mod read;
+mod upload;
+
+use std::future::Future;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+
+use crate::cache_info::CacheInfo;
+use crate::signing::PublicKey;
+use crate::store::{BinaryCache, StoreError};
+use crate::store_path::StoreDir;
+
+pub use auth::{Token, TokenError};
+
+use auth::Access;
+use keys::classify;
+use metrics::Metrics;
+
+/// How a server behaves. `Default` is a public read-only cache.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Token that uploads (`PUT`) need; `None` refuses every upload.
+    pub write_token: Option<Token>,
+    /// Token that reads need; `None` makes reads public. The write token grants reads too.
+    pub read_token: Option<Token>,
+    /// Public keys shown on the landing page, for `trusted-public-keys`.
+    pub public_keys: Vec<PublicKey>,
+    /// The `Priority` announced in `nix-cache-info` (else the store's, else none).
+    pub priority: Option<u64>,
+    /// Largest NAR upload in bytes.
+    pub max_nar_upload: u64,
+    /// Largest upload of a narinfo, listing, log or realisation, in bytes.
+    pub max_small_upload: u64,
+    /// Uploads processed at once; more wait their turn.
+    pub max_concurrent_uploads: usize,
+    /// An upload whose body sends nothing for this long is abandoned.
+    pub upload_idle_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            write_token: None,
+            read_token: None,
+            public_keys: Vec::new(),
+            priority: None,
+            max_nar_upload: 16 << 30,
+            max_small_upload: 64 << 20,
+            max_concurrent_uploads: 8,
+            upload_idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why a server could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot set up the metrics registry: {0}")]
+    Metrics(String),
+}
+
+/// What every handler shares.
+#[derive(Debug)]
+struct AppState {
+    cache: BinaryCache,
+    config: Config,
+    /// `nix-cache-info` as served.
+    cache_info: Bytes,
+    store_dir: StoreDir,
+    priority: Option<u64>,
+    uploads: Semaphore,
+    /// Narinfo, listing, log and realisation writes of one key are checked and written under
+    /// one of these (by key hash), so two different uploads of one path cannot both pass the
+    /// "nothing different is present" check in this process.
+    write_locks: Vec<tokio::sync::Mutex<()>>,
+    metrics: Metrics,
+    totals: Mutex<landing::Totals>,
+}
+
+type Shared = Arc<AppState>;
+
+/// The route label a handler puts on its response for the metrics and the request log.
+#[derive(Debug, Clone, Copy)]
+struct RouteLabel(&'static str);
+
+/// The router serving `cache` as configured. Reads `nix-cache-info` once; a store without one
+/// is served as a cache of `/nix/store`, and gets that file written when uploads are enabled.
+pub async fn router(cache: BinaryCache, config: Config) -> Result<Router, ServerError> {
+    let stored = cache.cache_info().await?;
+    let mut info = match stored {
+        Some(info) => info,
+        // A cache that takes uploads gets its description written, as Nix does for a new
+        // binary cache, so other readers of the store (nginx, `file://`) see a cache too.
+        None if config.write_token.is_some() && !cache.is_read_only() => {
+            cache.init(&CacheInfo::default()).await?
+        }
+        None => CacheInfo::default(),
+    };
+    if config.priority.is_some() {
+        info.priority = config.priority;
+    }
+    let metrics = Metrics::new().map_err(|e| ServerError::Metrics(e.to_string()))?;
+    let state = Arc::new(AppState {
+        store_dir: StoreDir::new(&info.store_dir),
+        priority: info.priority,
+        cache_info: Bytes::from(info.to_string()),
+        uploads: Semaphore::new(config.max_concurrent_uploads.max(1)),
+        write_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+        metrics,
+        totals: Mutex::new(landing::Totals::default()),
+        cache,
+        config,
+    });
+    Ok(Router::new()
+        .route("/", axum::routing::get(landing::page))
+        .route("/metrics", axum::routing::get(metrics_page))
+        .route("/health", axum::routing::get(health))
+        .fallback(object)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state))
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then lets open requests finish (for
+/// up to 30 s). Request headers must arrive within 30 s and fit in 64 KiB.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(64 * 1024);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment, keep serving.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("open connections did not finish within 30 s of the shutdown");
+    }
+    Ok(())
+}
+
+/// A one-line plain-text answer.
+fn text(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut body = message.into();
+    body.push('\n');
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// The status for a store failure, and the answer: the full error goes to the log, the client
+/// gets one sentence naming the object (not the store's URL).
+fn store_failure(key: &str, e: &StoreError) -> Response {
+    let status = match e {
+        StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
+        StoreError::BadKey { .. } => StatusCode::BAD_REQUEST,
+        StoreError::ReadOnly { .. } => StatusCode::METHOD_NOT_ALLOWED,
+        StoreError::Unreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        StoreError::AccessDenied { .. }
+        | StoreError::MissingCredentials { .. }
+        | StoreError::NoSuchBucket { .. } => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if status.is_server_error() {
+        tracing::error!(key, error = %e, "store failure");
+    }
+    text(
+        status,
+        match status {
+            StatusCode::NOT_FOUND => format!("{key} does not exist"),
+            StatusCode::SERVICE_UNAVAILABLE => format!("the store cannot be reached to serve {key}"),
+            StatusCode::BAD_GATEWAY => format!("the store refused this server access to {key}"),
+            StatusCode::METHOD_NOT_ALLOWED => format!("the store is read-only; cannot write {key}"),
+            _ => format!("the store failed on {key}"),
+        },
+    )
+}
+
+impl AppState {
+    /// Whether a request may read, or the answer that refuses it.
+    fn may_read(&self, headers: &axum::http::HeaderMap) -> Result<(), Response> {
+        let Some(read) = &self.config.read_token else {
+            return Ok(());
+        };
+        let tokens: Vec<&Token> = std::iter::once(read)
+            .chain(self.config.write_token.as_ref())
+            .collect();
+        refusal(auth::check(headers, &tokens), "reading this cache")
+    }
+
+    /// Whether a request may upload, or the answer that refuses it.
+    fn may_write(&self, headers: &axum::http::HeaderMap) -> Result<(), Response> {
+        let Some(write) = &self.config.write_token else {
+            return Err(text(
+                StatusCode::FORBIDDEN,
+                "uploads are disabled on this server (it was started without --token-file)",
+            ));
+        };
+        refusal(auth::check(headers, &[write]), "uploading")
+    }
+
+    fn write_lock(&self, key: &str) -> &tokio::sync::Mutex<()> {
+        let h = key
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        // The modulo keeps the index in range.
+        &self.write_locks[(h % self.write_locks.len() as u64) as usize]
+    }
+}
+
+fn refusal(access: Access, what: &str) -> Result<(), Response> {
+    match access {
+        Access::Granted => Ok(()),
+        Access::Missing => {
+            let mut r = text(
+                StatusCode::UNAUTHORIZED,
+                format!("{what} needs a token (Authorization: Bearer TOKEN, or basic auth with the token as password)"),
+            );
+            r.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"cachecore\""),
+            );
+            Err(r)
+        }
+        Access::Wrong => Err(text(
+            StatusCode::FORBIDDEN,
+            format!("the token offered for {what} is wrong"),
+        )),
+    }
+}
+
+/// Every path that is not `/`, `/metrics` or `/health`: objects of the cache.
+async fn object(State(state): State<Shared>, req: Request) -> Response {
+    let key = match classify(req.uri().path()) {
+        Ok(k) => k,
+        Err(why) => {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("not an object of this cache: {why}"),
+            )
+        }
+    };
+    let label = RouteLabel(key.kind.label());
+    let method = req.method().clone();
+    let mut response = if method == Method::GET || method == Method::HEAD {
+        match state.may_read(req.headers()) {
+            Err(r) => r,
+            Ok(()) => read::get_or_head(&state, &key, req.headers(), method == Method::HEAD).await,
+        }
+    } else if method == Method::PUT {
+        match state.may_write(req.headers()) {
+            Err(r) => r,
+            Ok(()) => upload::put(&state, &key, req).await,
+        }
+    } else {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not supported; use GET, HEAD or PUT"),
+        );
+        r.headers_mut().insert(
+            axum::http::header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, PUT"),
+        );
+        r
+    };
+    response.extensions_mut().insert(label);
+    response
+}
+
+/// Records every request in the metrics and the log.
+async fn observe(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut response = next.run(req).await;
+    let route = match path.as_str() {
+        "/" => "landing",
+        "/metrics" => "metrics",
+        "/health" => "health",
+        _ => response
+            .extensions()
+            .get::<RouteLabel>()
+            .map_or("other", |l| l.0),
+    };
+    let elapsed = start.elapsed();
+    let status = response.status().as_u16();
+    state
+        .metrics
+        .record(route, method.as_str(), status, elapsed.as_secs_f64());
+    tracing::info!(
+        target: "cachecore::serve::request",
+        method = %method,
+        path = %path,
+        route,
+        status,
+        micros = elapsed.as_micros() as u64,
+        length = response
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-"),
+    );
+    if response.status().is_server_error() {
+        response
+            .headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+async fn metrics_page(State(state): State<Shared>, req: Request) -> Response {
+    if let Err(r) = state.may_read(req.headers()) {
+        return r;
+    }
+    let mut r = Response::new(Body::from(state.metrics.render()));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+/// `200 ok` when the store answers (a HEAD of `nix-cache-info`), else 503.
+async fn health(State(state): State<Shared>) -> Response {
+    match state.cache.objects().head(crate::store::layout::CACHE_INFO).await {
+        Ok(_) => text(StatusCode::OK, "ok"),
+        Err(e) => {
+            tracing::error!(error = %e, "health check: the store does not answer");
+            text(StatusCode::SERVICE_UNAVAILABLE, "the store does not answer")
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! `GET` and `HEAD` of cache objects.
+
+use std::ops::Range;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::http::header::{
+    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
+    LAST_MODIFIED,
+};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::Stream;
+use prometheus::IntCounter;
+
+use super::conditional::{
+    etag, is_conditional, last_modified, not_modified, range_applies, requested_range, resolve,
+};
+use super::keys::{CacheKey, Kind};
+use super::{store_failure, text, AppState};
+use crate::store::layout;
+use crate::store::objects::{ByteRange, Object, ObjectMeta};
+use crate::store::StoreError;
+
+/// NARs never change under their name (it is their hash).
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// Narinfos, listings, logs and realisations are written once, but `push --repair` may fix a
+/// broken one: cached for a while, not forever.
+const SHORT: &str = "public, max-age=300";
+
+fn cache_control(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Nar => IMMUTABLE,
+        _ => SHORT,
+    }
+}
+
+pub(super) async fn get_or_head(
+    state: &AppState,
+    key: &CacheKey,
+    headers: &HeaderMap,
+    head: bool,
+) -> Response {
+    if key.kind == Kind::CacheInfo {
+        return cache_info(state, head);
+    }
+    let range = if head { None } else { requested_range(headers) };
+    let conditional = is_conditional(headers);
+    if !(head || conditional || range.is_some()) {
+        // The common case: one request to the store, metadata from its answer.
+        return match state.cache.objects().get(&key.key, ByteRange::All).await {
+            Ok(Some(obj)) => body(state, key, obj, false),
+            Ok(None) => not_found(key),
+            Err(e) => store_failure(&key.key, &e),
+        };
+    }
+    let meta = match state.cache.objects().head(&key.key).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return not_found(key),
+        Err(e) => return store_failure(&key.key, &e),
+    };
+    if conditional && not_modified(headers, &meta) {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        validators(r.headers_mut(), key, &meta);
+        return r;
+    }
+    let slice: Option<Range<u64>> = match range.filter(|_| range_applies(headers, &meta)) {
+        None => None,
+        Some(r) => match resolve(r, meta.size) {
+            Ok(r) => Some(r),
+            Err(()) => {
+                let mut resp = text(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    format!("{} is {} bytes long; the range asked for lies outside it", key.key, meta.size),
+                );
+                let h = resp.headers_mut();
+                insert(h, CONTENT_RANGE, format!("bytes */{}", meta.size));
+                h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+                return resp;
+            }
+        },
+    };
+    if head {
+        let mut r = Response::new(Body::empty());
+        let h = r.headers_mut();
+        entity_headers(h, key, &meta);
+        insert(h, CONTENT_LENGTH, meta.size.to_string());
+        return r;
+    }
+    let partial = slice.is_some();
+    let wanted = slice.map_or(ByteRange::All, ByteRange::Bounded);
+    match state.cache.objects().get(&key.key, wanted).await {
+        Ok(Some(obj)) if obj.meta.size == meta.size && obj.meta.e_tag == meta.e_tag => {
+            body(state, key, obj, partial)
+        }
+        Ok(Some(_)) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{} changed while it was being read; try again", key.key),
+        ),
+        Ok(None) => not_found(key),
+        Err(e) => store_failure(&key.key, &e),
+    }
+}
+
+fn not_found(key: &CacheKey) -> Response {
+    let mut r = text(StatusCode::NOT_FOUND, format!("{} does not exist", key.key));
+    // Nix keeps its own negative cache; proxies should not.
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn insert(h: &mut HeaderMap, name: axum::http::HeaderName, value: String) {
+    if let Ok(v) = HeaderValue::try_from(value) {
+        h.insert(name, v);
+    }
+}
+
+fn validators(h: &mut HeaderMap, key: &CacheKey, meta: &ObjectMeta) {
+    if let Some(tag) = etag(meta) {
+        insert(h, ETAG, tag);
+    }
+    insert(h, LAST_MODIFIED, last_modified(meta));
+    h.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static(cache_control(key.kind)),
+    );
+}
+
+fn entity_headers(h: &mut HeaderMap, key: &CacheKey, meta: &ObjectMeta) {
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(layout::content_type(&key.key)),
+    );
+    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    validators(h, key, meta);
+}
+
+fn cache_info(state: &AppState, head: bool) -> Response {
+    let len = state.cache_info.len();
+    let mut r = Response::new(if head {
+        Body::empty()
+    } else {
+        Body::from(state.cache_info.clone())
+    });
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(layout::content_type(layout::CACHE_INFO)),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static(SHORT));
+    insert(h, CONTENT_LENGTH, len.to_string());
+    r
+}
+
+/// The answer streaming `obj`: 200, or 206 for a range.
+fn body(state: &AppState, key: &CacheKey, obj: Object, partial: bool) -> Response {
+    let Object {
+        meta, range, body, ..
+    } = obj;
+    let stream = body;
+    let len = range.end.saturating_sub(range.start);
+    let counted = Checked {
+        inner: stream,
+        remaining: len,
+        key: key.key.clone(),
+        route: key.kind.label(),
+        sent: state.metrics.sent_bytes.with_label_values(&[key.kind.label()]),
+        metrics: state.metrics.clone(),
+        failed: false,
+    };
+    let mut r = Response::new(Body::from_stream(counted));
+    let h = r.headers_mut();
+    entity_headers(h, key, &meta);
+    insert(h, CONTENT_LENGTH, len.to_string());
+    if partial {
+        *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+        insert(
+            r.headers_mut(),
+            CONTENT_RANGE,
+            format!("bytes {}-{}/{}", range.start, range.end.saturating_sub(1), meta.size),
+        );
+    }
+    r
+}
+
+/// The store's stream, checked to yield exactly the announced length. A store failure, or a
+/// length that does not add up, ends the body with an error: hyper then closes the connection
+/// without finishing the response, so the client sees a failed transfer.
+struct Checked {
+    inner: BoxStream<'static, Result<Bytes, StoreError>>,
+    remaining: u64,
+    key: String,
+    route: &'static str,
+    sent: IntCounter,
+    metrics: super::metrics::Metrics,
+    failed: bool,
+}
+
+impl Checked {
+    fn fail(&mut self, why: String) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        self.failed = true;
+        self.metrics.record_abort(self.route);
+        tracing::error!(key = %self.key, error = %why, "response aborted mid-body");
+        Poll::Ready(Some(Err(std::io::Error::other(why))))
+    }
+}
+
+impl Stream for Checked {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        match this.inner.as_mut().poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                let n = chunk.len() as u64;
+                if n > this.remaining {
+                    let why = format!("{} yields more bytes than its size", this.key);
+                    return this.fail(why);
+                }
+                this.remaining -= n;
+                this.sent.inc_by(n);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => this.fail(e.to_string()),
+            Poll::Ready(None) if this.remaining > 0 => {
+                let why = format!("{} ended {} bytes short of its size", this.key, this.remaining);
+                this.fail(why)
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! `PUT` of cache objects, as `nix copy --to http://…` sends them: NARs first, then listings,
+//! then the narinfo (Nix uploads a path only after its references). Nothing is visible before
+//! it was checked, and nothing present is ever replaced by something different.
+
+use std::io;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::header::CONTENT_LENGTH;
+use axum::http::StatusCode;
+use axum::response::Response;
+use bytes::Bytes;
+use futures::{Stream, StreamExt as _};
+
+use super::keys::{classify, CacheKey, Kind};
+use super::{store_failure, text, AppState};
+use crate::compression::Compression;
+use crate::hash::{Hash, HashAlgo, Hasher};
+use crate::nar::Listing;
+use crate::narinfo::NarInfo;
+use crate::realisation::Realisation;
+use crate::store::layout;
+use crate::store::objects::PutMode;
+use crate::store::StoreError;
+use crate::store_path::StorePath;
+
+/// Largest narinfo accepted (a path with thousands of references stays far below).
+const MAX_NARINFO: u64 = 1 << 20;
+
+/// Why reading an upload's body stopped.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("the upload is larger than the limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("the client sent nothing for {0} s")]
+    Idle(u64),
+    #[error("reading the upload failed: {0}")]
+    Client(String),
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+impl BodyError {
+    fn response(&self, key: &str) -> Response {
+        let status = match self {
+            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Idle(_) => StatusCode::REQUEST_TIMEOUT,
+            BodyError::Client(_) | BodyError::Corrupt(_) => StatusCode::BAD_REQUEST,
+        };
+        text(status, format!("{key} was not stored: {self}"))
+    }
+}
+
+/// The request body as a stream, ending with an error when it exceeds `limit` bytes, when the
+/// client is silent for `idle`, or — when `expected` is given — instead of its end when the
+/// bytes do not hash to it.
+fn body_stream(
+    req: Request,
+    limit: u64,
+    idle: Duration,
+    expected: Option<Hash>,
+) -> impl Stream<Item = io::Result<Bytes>> + Send {
+    let state = (
+        req.into_body().into_data_stream(),
+        0u64,
+        expected.map(|h| (Hasher::new(h.algo()), h)),
+        false,
+    );
+    futures::stream::unfold(state, move |(mut body, size, check, done)| async move {
+        if done {
+            return None;
+        }
+        let fail = |e: BodyError| Some((Err(io::Error::other(e)), (body_end(), 0, None, true)));
+        let next = match tokio::time::timeout(idle, body.next()).await {
+            Err(_) => return fail(BodyError::Idle(idle.as_secs())),
+            Ok(next) => next,
+        };
+        match next {
+            Some(Ok(chunk)) => {
+                let size = size + chunk.len() as u64;
+                if size > limit {
+                    return fail(BodyError::TooLarge(limit));
+                }
+                let check = check.map(|(mut hasher, h)| {
+                    hasher.update(&chunk);
+                    (hasher, h)
+                });
+                Some((Ok(chunk), (body, size, check, false)))
+            }
+            Some(Err(e)) => fail(BodyError::Client(e.to_string())),
+            None => {
+                let (hasher, expected) = check?;
+                let actual = hasher.finish();
+                if actual == expected {
+                    return None;
+                }
+                fail(BodyError::Corrupt(format!(
+                    "its {size} bytes hash to {}, but its name says {}",
+                    actual.to_nix32(),
+                    expected.to_nix32()
+                )))
+            }
+        }
+    })
+}
+
+/// An empty body stream to put in place of a finished one.
+fn body_end() -> axum::body::BodyDataStream {
+    axum::body::Body::empty().into_data_stream()
+}
+
+/// The [`BodyError`] behind a failed upload, if that is why it failed.
+fn body_error(e: &StoreError) -> Option<&BodyError> {
+    match e {
+        StoreError::Source { source, .. } => source.get_ref()?.downcast_ref::<BodyError>(),
+        _ => None,
+    }
+}
+
+fn stored(key: &str, what: &str) -> Response {
+    text(StatusCode::OK, format!("{key}: {what}"))
+}
+
+fn conflict(message: String) -> Response {
+    text(StatusCode::CONFLICT, message)
+}
+
+fn bad(key: &str, why: impl std::fmt::Display) -> Response {
+    text(StatusCode::BAD_REQUEST, format!("{key} was not stored: {why}"))
+}
+
+pub(super) async fn put(state: &AppState, key: &CacheKey, req: Request) -> Response {
+    let limit = if key.kind == Kind::Nar {
+        state.config.max_nar_upload
+    } else if key.kind == Kind::NarInfo {
+        MAX_NARINFO.min(state.config.max_small_upload)
+    } else {
+        state.config.max_small_upload
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return BodyError::TooLarge(limit).response(&key.key);
+    }
+    let Ok(_permit) = state.uploads.acquire().await else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down");
+    };
+    let idle = state.config.upload_idle_timeout;
+    if key.kind == Kind::Nar {
+        return put_nar(state, key, req, limit, idle).await;
+    }
+    let body = match read_small(body_stream(req, limit, idle, None)).await {
+        Ok(b) => b,
+        Err(e) => return e.response(&key.key),
+    };
+    let _write = state.write_lock(&key.key).lock().await;
+    // Present already: the same bytes are a harmless repeat (Nix re-uploads when copies run in
+    // parallel); anything else would replace what clients may already have read.
+    match state.cache.objects().get_bytes(&key.key).await {
+        Ok(Some(existing)) if existing == body => return stored(&key.key, "identical to the stored object"),
+        Ok(Some(_)) => {
+            return conflict(format!(
+                "{} is present with other contents; objects of a cache are never replaced",
+                key.key
+            ))
+        }
+        Ok(None) => {}
+        Err(e) => return store_failure(&key.key, &e),
+    }
+    let checked = match key.kind {
+        Kind::NarInfo => check_narinfo(state, key, &body).await,
+        Kind::Listing => Listing::parse(&body)
+            .map(drop)
+            .map_err(|e| bad(&key.key, format_args!("not a valid listing: {e}"))),
+        Kind::Realisation => check_realisation(state, key, &body).await,
+        Kind::Log => Ok(()),
+        Kind::CacheInfo => Err(conflict(
+            "nix-cache-info is the server's own and differs from the one sent".to_owned(),
+        )),
+        Kind::Nar => Ok(()),
+    };
+    if let Err(r) = checked {
+        return r;
+    }
+    let n = body.len() as u64;
+    match state.cache.objects().put(&key.key, body, PutMode::Overwrite).await {
+        Ok(_) => {
+            state
+                .metrics
+                .received_bytes
+                .with_label_values(&[key.kind.label()])
+                .inc_by(n);
+            stored(&key.key, "stored")
+        }
+        Err(e) => store_failure(&key.key, &e),
+    }
+}
+
+async fn read_small(body: impl Stream<Item = io::Result<Bytes>>) -> Result<Bytes, BodyError> {
+    let mut body = std::pin::pin!(body);
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(c) => out.extend_from_slice(&c),
+            Err(e) => {
+                return Err(match e.into_inner().map(|b| b.downcast::<BodyError>()) {
+                    Some(Ok(b)) => *b,
+                    Some(Err(other)) => BodyError::Client(other.to_string()),
+                    None => BodyError::Client("the body failed".to_owned()),
+                })
+            }
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+/// A NAR: named after the sha256 of its bytes (Nix's `nar/<FileHash>.nar<ext>`), so the name
+/// says what the bytes must be. It streams into the store while it is hashed, and the upload
+/// completes only when the hash matches; a present NAR is not written again.
+async fn put_nar(
+    state: &AppState,
+    key: &CacheKey,
+    req: Request,
+    limit: u64,
+    idle: Duration,
+) -> Response {
+    let Some(expected) = key.nar_name_hash() else {
+        return bad(&key.key, "its name is not a sha256 hash");
+    };
+    match state.cache.objects().head(&key.key).await {
+        Ok(Some(_)) => return stored(&key.key, "already present (its name is its hash)"),
+        Ok(None) => {}
+        Err(e) => return store_failure(&key.key, &e),
+    }
+    let body = body_stream(req, limit, idle, Some(expected));
+    match state.cache.objects().put_stream(&key.key, body, PutMode::Overwrite).await {
+        Ok(written) => {
+            let n = written.size;
+            state
+                .metrics
+                .received_bytes
+                .with_label_values(&[key.kind.label()])
+                .inc_by(n);
+            stored(&key.key, "stored")
+        }
+        Err(e) => match body_error(&e) {
+            Some(b) => b.response(&key.key),
+            None => store_failure(&key.key, &e),
+        },
+    }
+}
+
+/// A narinfo is checked as a hostile cache's would be, before it becomes visible: it names the
+/// path of its key; its NAR is in the cache and matches FileSize, FileHash, NarSize and NarHash;
+/// the narinfos of its references are present.
+async fn check_narinfo(state: &AppState, key: &CacheKey, body: &[u8]) -> Result<(), Response> {
+    let k = &key.key;
+    let info = NarInfo::parse_bytes(body).map_err(|e| bad(k, format_args!("not a valid narinfo: {e}")))?;
+    let hash = key.hash_part().unwrap_or_default();
+    if info.store_path.hash_part() != hash {
+        return Err(bad(
+            k,
+            format_args!("its StorePath {} is not the path of the key", info.store_dir.full_path(&info.store_path)),
+        ));
+    }
+    if info.store_dir != state.store_dir {
+        return Err(bad(
+            k,
+            format_args!("its store directory is {}, this cache's is {}", info.store_dir.as_str(), state.store_dir.as_str()),
+        ));
+    }
+    let nar = classify(&format!("/{}", info.url))
+        .ok()
+        .filter(|n| n.kind == Kind::Nar && n.key == info.url)
+        .ok_or_else(|| bad(k, format_args!("its URL {:?} is not a NAR of this cache (nar/<hash>.nar<ext>)", info.url)))?;
+    let method = Compression::from_name(info.compression_or_default()).map_err(|e| bad(k, e))?;
+    if nar.nar_extension() != Some(method.extension()) {
+        return Err(bad(
+            k,
+            format_args!("its URL {} does not end in .nar{} as Compression: {method} says", info.url, method.extension()),
+        ));
+    }
+    let (Some(file_hash), Some(file_size)) = (&info.file_hash, info.file_size) else {
+        return Err(bad(k, "it has no FileHash or no FileSize"));
+    };
+    if file_hash.algo() != HashAlgo::Sha256 || info.nar_hash.algo() != HashAlgo::Sha256 {
+        return Err(bad(k, "its FileHash and NarHash must be sha256"));
+    }
+    match state.cache.objects().head(&info.url).await {
+        Ok(Some(meta)) if meta.size == file_size => {}
+        Ok(Some(meta)) => {
+            return Err(bad(
+                k,
+                format_args!("its FileSize is {file_size}, but {} is {} bytes", info.url, meta.size),
+            ))
+        }
+        Ok(None) => {
+            return Err(conflict(format!(
+                "{k} was not stored: its NAR {} is not in the cache (upload it first)",
+                info.url
+            )))
+        }
+        Err(e) => return Err(store_failure(&info.url, &e)),
+    }
+    for r in info.references.iter().filter(|r| **r != info.store_path) {
+        match state.cache.objects().head(&layout::narinfo(&r.hash_part())).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(conflict(format!(
+                    "{k} was not stored: its reference {} is not in the cache (upload references first)",
+                    info.store_dir.full_path(r)
+                )))
+            }
+            Err(e) => return Err(store_failure(&layout::narinfo(&r.hash_part()), &e)),
+        }
+    }
+    // The whole NAR, decompressed and hashed: FileHash, FileSize, NarHash, NarSize.
+    crate::ops::browse::read_nar(&state.cache, &info, |_| Ok(()))
+        .await
+        .map_err(|e| bad(k, format_args!("it does not match its NAR: {e}")))
+}
+
+async fn check_realisation(state: &AppState, key: &CacheKey, body: &[u8]) -> Result<(), Response> {
+    let k = &key.key;
+    let text_body = std::str::from_utf8(body).map_err(|_| bad(k, "not UTF-8"))?;
+    let r = Realisation::parse(text_body).map_err(|e| bad(k, format_args!("not a valid realisation: {e}")))?;
+    if Some(&r.id) != key.drv_output().as_ref() {
+        return Err(bad(k, format_args!("its id {} is not the one of the key", r.id)));
+    }
+    let out: &StorePath = &r.out_path;
+    match state.cache.objects().head(&layout::narinfo(&out.hash_part())).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(conflict(format!(
+            "{k} was not stored: its output {} is not in the cache (upload it first)",
+            state.store_dir.full_path(out)
+        ))),
+        Err(e) => Err(store_failure(k, &e)),
+    }
+}
