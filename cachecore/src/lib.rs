@@ -85,6 +85,9 @@ pub mod cache_info;
 pub mod chunks;
 pub mod compression;
 pub mod error;
+#[cfg(all(fuzzing, feature = "cache"))]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod graph;
 pub mod hash;
 #[cfg(feature = "cache")]

@@ -695,6 +695,53 @@ fn connect(socket: &Path) -> Result<Connection<UnixStream>, LocalStoreError> {
     })
 }
 
+/// The fuzz target `daemon`'s entry: a whole conversation with a peer that says `peer` — the
+/// handshake, then `IsValidPath` twice, `QueryPathInfo`, and a batch of two path-info queries,
+/// each going on after the one before failed. Panics (a fuzz finding) if an error's message is
+/// not one line.
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_conversation(peer: &[u8]) {
+    struct Peer<'a>(&'a [u8]);
+    impl Read for Peer<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+    impl Write for Peer<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    fn one_line<T>(r: Result<T, DaemonProblem>) -> Option<T> {
+        r.map_err(|e| {
+            let text = e.to_string();
+            assert!(
+                !text.contains('\n'),
+                "a daemon error of more than one line: {text:?}"
+            );
+        })
+        .ok()
+    }
+    const PATH: &str = "/nix/store/fs8bajs33aqk7cqm4lcxbnzlzdnyhwic-app";
+    let Some(mut conn) = one_line(Connection::handshake(Peer(peer))) else {
+        return;
+    };
+    let _ = conn.info();
+    one_line(conn.is_valid_path(PATH));
+    one_line(conn.is_valid_path(PATH));
+    one_line(conn.query_path_info(PATH));
+    let mut batch = Vec::new();
+    put_query_path_info(&mut batch, PATH);
+    put_query_path_info(&mut batch, PATH);
+    if one_line(conn.send_requests(&batch)).is_some() {
+        one_line(conn.read_path_info_reply());
+        one_line(conn.read_path_info_reply());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,9 @@ mod database;
 mod nix_command;
 mod wire;
 
+#[cfg(fuzzing)]
+pub(crate) use daemon::fuzz_conversation as fuzz_daemon_conversation;
+
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::fmt;

@@ -47,6 +47,8 @@
 //! object stores (which have no rename).
 
 mod aws_profile;
+#[cfg(fuzzing)]
+pub(crate) use aws_profile::fuzz_load as fuzz_aws_profile;
 mod backend;
 mod cache;
 mod debris;

@@ -1,0 +1,62 @@
+//! Invariants of the store URL parser, for any string: it never panics; it is deterministic;
+//! and what it understood, written back as a canonical URL (every part percent-encoded where
+//! needed, the location's parameters and the settings in the query), parses to the same
+//! location and settings — the parser reads each part the same way however it is spelled.
+#![no_main]
+
+use cachecore::store::{StoreLocation, StoreUrl};
+use libfuzzer_sys::fuzz_target;
+
+/// `scheme://name/prefix?params&settings`, built with the `url` crate (which encodes).
+fn canonical(url: &StoreUrl) -> Option<String> {
+    let settings = &url.settings;
+    let with_query = |mut u: url::Url, params: &[(&str, &Option<String>)]| {
+        {
+            let mut q = u.query_pairs_mut();
+            for (k, v) in params {
+                if let Some(v) = v {
+                    q.append_pair(k, v);
+                }
+            }
+            for (k, v) in settings {
+                q.append_pair(k, v);
+            }
+        }
+        if u.query() == Some("") {
+            u.set_query(None);
+        }
+        u.to_string()
+    };
+    let bucket_url = |scheme: &str, bucket: &str, prefix: &str| {
+        let mut u = url::Url::parse(&format!("{scheme}://{bucket}")).ok()?;
+        u.set_path(prefix);
+        Some(u)
+    };
+    Some(match &url.location {
+        StoreLocation::Local { dir } => with_query(url::Url::from_file_path(dir).ok()?, &[]),
+        StoreLocation::S3 { bucket, prefix, endpoint, region, profile } => with_query(
+            bucket_url("s3", bucket, prefix)?,
+            &[("endpoint", endpoint), ("region", region), ("profile", profile)],
+        ),
+        StoreLocation::Gcs { bucket, prefix } => with_query(bucket_url("gs", bucket, prefix)?, &[]),
+        StoreLocation::Azure { container, prefix } => {
+            with_query(bucket_url("az", container, prefix)?, &[])
+        }
+        StoreLocation::Memory => with_query(url::Url::parse("memory://").ok()?, &[]),
+        StoreLocation::Http { base } => with_query(base.clone(), &[]),
+        _ => return None,
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(url) = StoreUrl::parse(text) else { return };
+    let twice = StoreUrl::parse(text).expect("parsed once, parses twice");
+    assert!(twice == url, "not deterministic: {text:?}");
+    let Some(written) = canonical(&url) else { return };
+    let again = StoreUrl::parse(&written).unwrap_or_else(|e| {
+        panic!("{text:?} parsed as {:?}, but its canonical form {written:?} does not: {e}", url.location)
+    });
+    assert_eq!(again.location, url.location, "{text:?} → {written:?}");
+    assert_eq!(again.settings, url.settings, "{text:?} → {written:?}");
+});
