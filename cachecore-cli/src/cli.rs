@@ -360,6 +360,18 @@ pub struct ServeArgs {
     /// Seconds an upload may send nothing before it is abandoned.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub upload_timeout: u64,
+    /// A cache to fill this one from when a client asks for a path it lacks (pull-through
+    /// proxy; repeatable, asked in order). The path is copied with its whole closure, every
+    /// signature and NAR checked, before it is served. Needs --upstream-key.
+    #[arg(long = "upstream", value_name = "URL")]
+    pub upstreams: Vec<String>,
+    /// A public key `name:base64`, or a file of them, that paths from the upstreams must be
+    /// signed by (repeatable; applies to every upstream).
+    #[arg(long = "upstream-key", value_name = "KEY", requires = "upstreams")]
+    pub upstream_keys: Vec<String>,
+    /// Seconds an upstream may take to answer a narinfo lookup before it counts as a miss.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub upstream_timeout: u64,
     /// Request log format on stderr (`RUST_LOG` filters it, e.g. `RUST_LOG=warn`).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

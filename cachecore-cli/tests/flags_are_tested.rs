@@ -12,6 +12,10 @@
 #[allow(dead_code)]
 #[path = "../src/cli.rs"]
 mod cli;
+// `cli.rs` names the exit statuses' help text.
+#[allow(dead_code)]
+#[path = "../src/exit.rs"]
+mod exit;
 
 use std::collections::BTreeSet;
 use std::fs;

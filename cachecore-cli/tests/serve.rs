@@ -24,11 +24,17 @@ struct Serve {
 
 impl Serve {
     fn start(store: &str, extra: &[&str]) -> Serve {
+        Serve::start_with_env(store, extra, &[])
+    }
+
+    /// [`start`](Self::start) with `env` added to the environment (a store's credentials).
+    fn start_with_env(store: &str, extra: &[&str], env: &[(String, String)]) -> Serve {
         let mut child = cachecore_command()
             .arg("serve")
             .arg(store)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
+            .envs(env.iter().cloned())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -47,10 +53,6 @@ impl Serve {
             })
             .to_owned();
         Serve { child, url }
-    }
-
-    fn port(&self) -> &str {
-        self.url.rsplit(':').next().unwrap()
     }
 }
 
@@ -649,7 +651,7 @@ impl object_store::ObjectStore for Failing {
 #[test]
 fn a_store_failure_mid_body_aborts_the_transfer_and_one_before_it_is_an_error_status() {
     use cachecore::server::{self, Config};
-    use cachecore::store::BinaryCache;
+    use cachecore::store::{BinaryCache, PutMode};
 
     let nar = format!("nar/{}.nar", "3".repeat(52));
     let broken = format!("nar/{}.nar", "4".repeat(52));
@@ -662,8 +664,8 @@ fn a_store_failure_mid_body_aborts_the_transfer_and_one_before_it_is_an_error_st
     let cache = BinaryCache::from_object_store(std::sync::Arc::new(store), "failing://", false);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let data = bytes::Bytes::from(pseudo_random_bytes(size, 7));
-    rt.block_on(cache.put_bytes(&nar, data.clone())).unwrap();
-    rt.block_on(cache.put_bytes(&broken, data.clone())).unwrap();
+    rt.block_on(cache.objects().put(&nar, data.clone(), PutMode::Overwrite)).unwrap();
+    rt.block_on(cache.objects().put(&broken, data.clone(), PutMode::Overwrite)).unwrap();
     let app = rt.block_on(server::router(cache, Config::default())).unwrap();
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -696,4 +698,227 @@ fn a_store_failure_mid_body_aborts_the_transfer_and_one_before_it_is_an_error_st
         m.lines().any(|l| l == "cachecore_serve_errors_total{class=\"aborted\",route=\"nar\"} 1"),
         "{m}"
     );
+}
+
+/// A tree of `files` text-like files of 2 MiB (zstd packs them about 3:1) under `a/`, and
+/// `m/needle.txt` (1 KiB) after them in NAR order; returns the needle.
+fn big_tree(root: &Path, files: usize) -> Vec<u8> {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut text = |len: usize| {
+        let mut out = Vec::with_capacity(len + 16);
+        while out.len() < len {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            out.extend_from_slice(format!("word_{:x}", (seed >> 8) & 0xfff).as_bytes());
+            out.push(if seed & 0x300 == 0 { b'\n' } else { b' ' });
+        }
+        out.truncate(len);
+        out
+    };
+    fs::create_dir_all(root.join("a")).unwrap();
+    for i in 0..files {
+        fs::write(root.join("a").join(format!("lib{i:03}.py")), text(2 << 20)).unwrap();
+    }
+    fs::create_dir_all(root.join("m/sub")).unwrap();
+    let needle = text(1024);
+    fs::write(root.join("m/needle.txt"), &needle).unwrap();
+    fs::write(root.join("m/page.html"), "<script>alert(1)</script>").unwrap();
+    std::os::unix::fs::symlink("needle.txt", root.join("m/link")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", root.join("m/outside")).unwrap();
+    needle
+}
+
+#[test]
+fn serve_reads_one_file_out_of_a_large_nar_without_fetching_the_nar() {
+    let tmp = tempdir();
+    let (tree, cache) = (tmp.path().join("big-tree"), tmp.path().join("cache"));
+    let needle = big_tree(&tree, 40);
+    let out = cachecore_ok(
+        &["push", path_str(&cache), "--add", path_str(&tree), "--quiet"],
+        b"",
+    );
+    let store_path = String::from_utf8(out).unwrap();
+    let base = store_path
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("/nix/store/"))
+        .unwrap_or_else(|| panic!("push --add printed no store path: {store_path}"))
+        .to_owned();
+    let nar_object = files_under(&cache)
+        .into_iter()
+        .find(|k| k.starts_with("nar/"))
+        .unwrap();
+    let nar_bytes = fs::metadata(cache.join(&nar_object)).unwrap().len();
+
+    // The server reads the cache over plain HTTP, from a server that counts what it sends.
+    let origin = common::http_server::HttpServer::serve(&cache);
+    let serve = Serve::start(&origin.url(), &[]);
+    origin.reset_counts();
+
+    let file = curl(&format!("{}/serve/{base}/m/needle.txt", serve.url), &[]);
+    assert_eq!(file.status, 200, "{}", file.text());
+    assert_eq!(file.body, needle);
+    assert_eq!(file.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(file.header("content-length"), Some("1024"));
+    let served = origin.served();
+    let fetched: u64 = served
+        .iter()
+        .filter(|(k, _)| k.starts_with("nar/"))
+        .map(|(_, (_, bytes))| bytes)
+        .sum();
+    assert!(
+        fetched * 10 < nar_bytes,
+        "the server fetched {fetched} of the NAR's {nar_bytes} bytes to serve a 1 KiB file: {served:?}"
+    );
+
+    // A directory: a redirect to its URL with a slash, then an index linking its entries.
+    let dir = curl(&format!("{}/serve/{base}/m", serve.url), &[]);
+    assert_eq!(dir.status, 302);
+    assert_eq!(dir.header("location"), Some(&*format!("/serve/{base}/m/")));
+    let index = curl(&format!("{}/serve/{base}/m/", serve.url), &[]);
+    assert_eq!(index.status, 200);
+    assert_eq!(index.header("content-type"), Some("text/html; charset=utf-8"));
+    for entry in ["href=\"needle.txt\"", "href=\"sub/\"", "1024 bytes", "→ /etc/passwd"] {
+        assert!(index.text().contains(entry), "no {entry} in the index:\n{}", index.text());
+    }
+
+    // Symlinks: inside the path a redirect, outside the store a 404.
+    let link = curl(&format!("{}/serve/{base}/m/link", serve.url), &[]);
+    assert_eq!((link.status, link.header("location")), (302, Some(&*format!("/serve/{base}/m/needle.txt"))));
+    assert_eq!(curl(&format!("{}/serve/{base}/m/outside", serve.url), &[]).status, 404);
+
+    // HTML out of a store path is sandboxed: no script runs with the server's origin.
+    let page = curl(&format!("{}/serve/{base}/m/page.html", serve.url), &[]);
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-security-policy"), Some("sandbox"));
+
+    // Absent files and paths, and names that are no store path, are 404s with a reason.
+    for (what, status) in [
+        (format!("/serve/{base}/m/absent"), 404),
+        (format!("/serve/{base}/m/../../etc/passwd"), 404),
+        ("/serve/00000000000000000000000000000000-absent/x".to_owned(), 404),
+        ("/serve/not-a-store-path".to_owned(), 404),
+    ] {
+        let r = curl(&format!("{}{what}", serve.url), &["--path-as-is"]);
+        assert_eq!(r.status, status, "{what}: {}", r.text());
+        assert!(!r.text().trim().is_empty(), "{what}: no reason given");
+    }
+}
+
+/// The value of the Prometheus sample `name{labels}` on a server's /metrics (0 when absent).
+fn metric(url: &str, sample: &str) -> u64 {
+    let page = curl(&format!("{url}/metrics"), &[]);
+    page.text()
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[test]
+fn a_pull_through_proxy_fills_from_its_upstream_checks_it_and_outlives_it() {
+    let tmp = tempdir();
+    let (cache, closure, public) = pushed_cache(tmp.path());
+    let root = closure.last().unwrap();
+    let upstream = Serve::start(path_str(&cache), &[]);
+    let local = tmp.path().join("proxy-store");
+    let proxy = Serve::start(
+        path_str(&local),
+        &["--upstream", &upstream.url, "--upstream-key", &public],
+    );
+
+    // Eight clients ask for the root's narinfo at once: one fill, from the upstream.
+    let url = format!("{}/{}.narinfo", proxy.url, hash_part(root));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || curl(&url, &[]))
+        })
+        .collect();
+    for c in clients {
+        let r = c.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let hits = r#"cachecore_serve_upstream_lookups_total{result="hit",upstream="0"}"#;
+    assert_eq!(metric(&proxy.url, hits), 1, "one fill for eight requests");
+
+    // What was stored is the whole closure, checked: cachecore verify agrees.
+    cachecore_ok(&["verify", path_str(&local), "--trusted-key", &public], b"");
+
+    // Real Nix substitutes through the proxy, signatures required.
+    let first = tmp.path().join("first");
+    fs::create_dir_all(&first).unwrap();
+    assert_nix_substitutes(&proxy.url, &first, &closure, &public);
+
+    // A path the upstream lacks is a 404, and a miss in the metrics.
+    let absent = curl(&format!("{}/00000000000000000000000000000000.narinfo", proxy.url), &[]);
+    assert_eq!(absent.status, 404);
+    let misses = r#"cachecore_serve_upstream_lookups_total{result="miss",upstream="0"}"#;
+    assert!(metric(&proxy.url, misses) >= 1);
+
+    // The upstream stops: what the proxy holds is still served, to Nix too.
+    drop(upstream);
+    let second = tmp.path().join("second");
+    fs::create_dir_all(&second).unwrap();
+    assert_nix_substitutes(&proxy.url, &second, &closure, &public);
+    let down = curl(&format!("{}/11111111111111111111111111111111.narinfo", proxy.url), &[]);
+    assert_eq!(down.status, 404, "an upstream that is down is a miss: {}", down.text());
+}
+
+#[test]
+fn a_proxy_stores_nothing_from_an_upstream_signed_by_a_key_it_does_not_trust() {
+    let tmp = tempdir();
+    let (cache, closure, _public) = pushed_cache(tmp.path());
+    let (_, other) = nix_generate_key(tmp.path(), "not-the-signer-1");
+    let upstream = Serve::start(path_str(&cache), &[]);
+    let local = tmp.path().join("proxy-store");
+    let proxy = Serve::start(
+        path_str(&local),
+        &["--upstream", &upstream.url, "--upstream-key", &other],
+    );
+    let r = curl(&format!("{}/{}.narinfo", proxy.url, hash_part(closure.last().unwrap())), &[]);
+    assert_eq!(r.status, 404, "{}", r.text());
+    let errors = r#"cachecore_serve_upstream_lookups_total{result="error",upstream="0"}"#;
+    assert_eq!(metric(&proxy.url, errors), 1);
+    let stored: Vec<String> = files_under(&local)
+        .into_iter()
+        .filter(|f| f != "nix-cache-info")
+        .collect();
+    assert!(stored.is_empty(), "the proxy stored {stored:?}");
+
+    // Without any upstream key, serve refuses to start, saying why.
+    let out = cachecore_output(&["serve", path_str(&local), "--upstream", &upstream.url], b"");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no trusted key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn two_servers_on_one_garage_bucket_behave_as_one_cache() {
+    let garage = common::garage::Garage::start();
+    let store = garage.url("replicas");
+    let tmp = tempdir();
+    let closure = build_closure(tmp.path());
+    let root = closure.last().unwrap();
+    let (secret, public) = nix_generate_key(tmp.path(), "serve-replicas-1");
+    let (token_file, netrc) = credentials(tmp.path(), "good", "replica-token-1");
+    let token = ["--token-file", path_str(&token_file)];
+    let a = Serve::start_with_env(&store, &token, &garage.env());
+    let b = Serve::start_with_env(&store, &token, &garage.env());
+
+    // Uploaded through one, read through the other, by real Nix.
+    let out = nix_copy_to(&a.url, &netrc, &secret, root, &tmp.path().join("c1"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_nix_substitutes(&b.url, tmp.path(), &closure, &public);
+    // Uploading again through the other one is accepted (identical objects) and changes nothing.
+    let out = nix_copy_to(&b.url, &netrc, &secret, root, &tmp.path().join("c2"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let verify = cachecore_command()
+        .args(["verify", &store, "--trusted-key", &public])
+        .envs(garage.env())
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
 }

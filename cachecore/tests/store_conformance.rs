@@ -198,7 +198,12 @@ async fn conformance(cache: &BinaryCache, expect: Expect) {
     // `now` without stepping past the destination's newest version (garage_api_s3 2.5
     // copy.rs), so a copy landing in the same millisecond as the put above may lose to it.
     // cachecore only ever renames over keys that hold the same bytes (content-addressed NARs).
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    // The put is stamped before it returns: wait until the (shared) clock has left that
+    // millisecond.
+    let put_done = unix_millis();
+    while unix_millis() <= put_done {
+        tokio::task::yield_now().await;
+    }
     o.rename("log/b.drv", "log/c.drv").await.unwrap();
     assert_eq!(
         o.get_bytes("log/c.drv").await.unwrap().unwrap(),
@@ -946,4 +951,11 @@ fn http_cache_is_readable_and_read_only() {
             other => panic!("init on http: {other:?}"),
         }
     });
+}
+
+/// Milliseconds since the Unix epoch, by the clock this machine's servers share.
+fn unix_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }

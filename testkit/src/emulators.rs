@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::net::{free_port, wait_for_port};
+use crate::net::free_port;
 
 /// Azurite's well-known development account and key (published by Microsoft for the emulator).
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
@@ -55,7 +55,15 @@ struct Server {
 }
 
 impl Server {
-    fn start(mut cmd: Command, dir: tempfile::TempDir, port: u16, what: &str) -> Server {
+    /// Starts `cmd`, which listens on `port`, and waits until it does. `Err` with its log when
+    /// it exits first (another process took the port between choosing and binding: the caller
+    /// tries another).
+    fn start(
+        mut cmd: Command,
+        dir: tempfile::TempDir,
+        port: u16,
+        what: &str,
+    ) -> Result<Server, String> {
         let log = dir.path().join("server.log");
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("dup log");
@@ -65,9 +73,26 @@ impl Server {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        let server = Server { child, dir, log };
-        wait_for_port(port, Duration::from_secs(60), what);
-        server
+        let mut server = Server { child, dir, log };
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!("{what} exited ({status}) before it listened:\n{}", server.log()));
+            }
+            // Ours only while it runs: checked again after the connection.
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                && server.child.try_wait().ok().flatten().is_none()
+            {
+                return Ok(server);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{what} did not listen on {addr} within 60 s:\n{}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn log(&self) -> String {
@@ -98,14 +123,23 @@ impl Azurite {
             &[tools.join("azurite/node_modules/.bin/azurite-blob")],
             "Azure (Azurite)",
         );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let mut cmd = Command::new(&bin);
-        cmd.args(["--silent", "--skipApiVersionCheck", "--disableTelemetry"])
-            .arg("--location")
-            .arg(dir.path().join("data"))
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()]);
-        let server = Server::start(cmd, dir, port, "azurite-blob");
+        // A port chosen free may be taken before Azurite binds it: then it exits, and another
+        // port is tried.
+        let mut failures = Vec::new();
+        let (server, port) = loop {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let port = free_port();
+            let mut cmd = Command::new(&bin);
+            cmd.args(["--silent", "--skipApiVersionCheck", "--disableTelemetry"])
+                .arg("--location")
+                .arg(dir.path().join("data"))
+                .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()]);
+            match Server::start(cmd, dir, port, "azurite-blob") {
+                Ok(server) => break (server, port),
+                Err(why) if failures.len() < 4 => failures.push(why),
+                Err(why) => panic!("Azurite did not start in 5 tries: {failures:?}\n{why}"),
+            }
+        };
         let az = Azurite {
             server,
             endpoint: format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"),

@@ -258,7 +258,7 @@ pub fn copy(
         .iter()
         .map(|p| parse_path(&store_dir, p).map(|(p, _)| p))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let trusted_keys = read_public_keys(keys)?;
+    let trusted_keys = PublicKey::from_args(keys)?;
     let opts = ops::CopyOptions {
         jobs,
         recompress: recompress
@@ -401,7 +401,7 @@ pub fn cat(url: &str, arg: &str, keys: &[String], verify: bool) -> anyhow::Resul
     if sub.is_empty() {
         bail!("{arg} names a whole store path; name a file inside it, e.g. {arg}/bin/…");
     }
-    let trusted_keys = read_public_keys(keys)?;
+    let trusted_keys = PublicKey::from_args(keys)?;
     let sub = sub.to_owned();
     if !verify && trusted_keys.is_empty() {
         return block_on(async move { Ok(ops::cat_file(&cache, &path, &sub, stdout()).await?) });
@@ -413,11 +413,6 @@ pub fn cat(url: &str, arg: &str, keys: &[String], verify: bool) -> anyhow::Resul
         }
         Ok(ops::cat_checked(&cache, &info, &sub, stdout()).await?)
     })
-}
-
-/// Each of `keys` read as by [`read_public_key`].
-fn read_public_keys(keys: &[String]) -> anyhow::Result<Vec<PublicKey>> {
-    keys.iter().map(|k| read_public_key(k)).collect()
 }
 
 pub fn info(url: &str) -> anyhow::Result<()> {

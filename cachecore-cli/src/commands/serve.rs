@@ -34,6 +34,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.max_nar_upload = args.max_upload_size;
     config.max_concurrent_uploads = args.upload_jobs;
     config.upload_idle_timeout = Duration::from_secs(args.upload_timeout);
+    let upstream_keys = cachecore::signing::PublicKey::from_args(&args.upstream_keys)?;
+    for url in &args.upstreams {
+        let mut up = server::Upstream::new(BinaryCache::open(url)?, upstream_keys.clone());
+        up.lookup_timeout = Duration::from_secs(args.upstream_timeout);
+        config.upstreams.push(up);
+    }
     let listen = if args.listen.is_empty() {
         vec!["127.0.0.1:8080".to_owned()]
     } else {

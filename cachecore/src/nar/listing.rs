@@ -342,6 +342,25 @@ mod tests {
     use super::super::reader::tests::{nar, sample};
     use super::*;
 
+    /// The listing built from the NAR Nix 2.8 dumped is the `.ls` Nix wrote for it, offsets
+    /// included, and the NAR is the one its narinfo (written by the same `nix copy`) describes.
+    #[test]
+    fn a_nar_and_the_listing_nix_wrote_for_it_agree() {
+        let nar_bytes = include_bytes!("../../testdata/nix-2.8.nar");
+        let ours = Listing::from_nar(&nar_bytes[..]).unwrap();
+        let nix = Listing::parse(include_bytes!("../../testdata/nix-2.8.ls")).unwrap();
+        assert_eq!(ours, nix);
+        let narinfo = crate::narinfo::NarInfo::parse(include_str!(
+            "../../testdata/nix-2.8-signed.narinfo"
+        ))
+        .unwrap();
+        assert_eq!(narinfo.nar_size, nar_bytes.len() as u64);
+        assert_eq!(
+            narinfo.nar_hash,
+            crate::hash::Hash::digest(crate::hash::HashAlgo::Sha256, nar_bytes)
+        );
+    }
+
     #[test]
     fn from_nar_and_json_shape() {
         let listing = Listing::from_nar(&sample()[..]).unwrap();

@@ -22,7 +22,7 @@ use super::pipe::{reader_channel, sink_stream};
 use super::pull::check_trusted;
 use super::{join_error, staged, OpError, Progress};
 use crate::cache_info::CacheInfo;
-use crate::compression::NarCompression;
+use crate::compression::{Compression, NarCompression};
 use crate::graph::{self, publish_as_ready, Publisher};
 use crate::hash::{Hash, HashAlgo, HashingWriter};
 use crate::nar::Listing;
@@ -408,6 +408,7 @@ fn list_through(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compression::Compressor;
     use crate::store_path::StoreDir;
 
     /// A NAR of one small file, stored in `cache` under its narinfo's URL; returns the narinfo.

@@ -137,7 +137,7 @@ pub(crate) fn classify(path: &str) -> Result<CacheKey, &'static str> {
 }
 
 /// `%XX` escapes decoded; `None` for a bad escape or bytes that are not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
+pub(super) fn percent_decode(s: &str) -> Option<String> {
     if !s.contains('%') {
         return Some(s.to_owned());
     }
@@ -158,10 +158,32 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// `path` with every byte but unreserved characters and `/` as a `%XX` escape (for `Location`
+/// headers and links).
+pub(super) fn percent_encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/' | b'+') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn paths_are_encoded_and_decoded_back() {
+        let p = "/serve/x-a b/ü?#%";
+        let e = percent_encode_path(p);
+        assert_eq!(e, "/serve/x-a%20b/%C3%BC%3F%23%25");
+        assert_eq!(percent_decode(&e).as_deref(), Some(p));
+    }
 
     const H: &str = "7h7qgvs4kgzsn8a6rb273saxyqh4jxlz";
     const NAR: &str = "1w1fff338fvdw53sqgamddn1b2xgds473pv6y13gizdbqjv4i5p3";

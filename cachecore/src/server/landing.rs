@@ -47,7 +47,7 @@ fn totals(state: &Shared) -> Option<Result<CacheTotals, String>> {
     t.last.as_ref().map(|(_, r)| r.clone())
 }
 
-fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -16,6 +16,7 @@ pub(crate) const ROUTES: &[&str] = &[
     "landing",
     "metrics",
     "health",
+    "serve_file",
     "other",
 ];
 
@@ -28,6 +29,9 @@ pub(crate) struct Metrics {
     pub received_bytes: IntCounterVec,
     pub errors: IntCounterVec,
     pub aborted: IntCounter,
+    /// Narinfos looked for in the upstreams, by upstream and outcome: `hit` (filled from it),
+    /// `miss` (it has none), `error` (unreachable, timed out, or what it sent did not check out).
+    pub upstream: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -73,6 +77,14 @@ impl Metrics {
             "aborted_responses_total",
             "Responses whose connection was closed mid-body because the store failed",
         )?;
+        let upstream = IntCounterVec::new(
+            Opts::new(
+                "upstream_lookups_total",
+                "Narinfos missing here looked for in an upstream, by upstream and result (hit, miss, error)",
+            ),
+            &["upstream", "result"],
+        )?;
+        registry.register(Box::new(upstream.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(sent_bytes.clone()))?;
@@ -91,6 +103,7 @@ impl Metrics {
             received_bytes,
             errors,
             aborted,
+            upstream,
         })
     }
 

@@ -14,6 +14,11 @@
 //!   NarSize and NarHash it states, and the narinfos of its references present (else 409, and
 //!   Nix, which uploads references first, never meets it); an identical re-upload succeeds, a
 //!   different object where one is present is 409.
+//! - `/serve/<hash>-<name>/<path>` is one file from inside a store path, read by ranged reads of
+//!   its NAR (a directory is an HTML index), for browsers ([`files`]).
+//! - With [`Config::upstreams`], a **pull-through proxy**: a narinfo this cache lacks is copied
+//!   with its closure from the first upstream that has it, signatures and NARs checked, before
+//!   it is served ([`Upstream`]).
 //! - `/` is a landing page, `/metrics` Prometheus text, `/health` a health check.
 //!
 //! ```no_run
@@ -33,9 +38,11 @@
 
 mod auth;
 mod conditional;
+mod files;
 mod keys;
 mod landing;
 mod metrics;
+mod proxy;
 mod read;
 mod upload;
 
@@ -60,6 +67,7 @@ use crate::store::{BinaryCache, StoreError};
 use crate::store_path::StoreDir;
 
 pub use auth::{Token, TokenError};
+pub use proxy::Upstream;
 
 use auth::Access;
 use keys::classify;
@@ -85,6 +93,9 @@ pub struct Config {
     pub max_concurrent_uploads: usize,
     /// An upload whose body sends nothing for this long is abandoned.
     pub upload_idle_timeout: Duration,
+    /// Caches to fill this one from when a narinfo is asked for that it lacks (pull-through
+    /// proxy, see [`Upstream`]); in order. Needs a writable store.
+    pub upstreams: Vec<Upstream>,
 }
 
 impl Default for Config {
@@ -98,6 +109,7 @@ impl Default for Config {
             max_small_upload: 64 << 20,
             max_concurrent_uploads: 8,
             upload_idle_timeout: Duration::from_secs(60),
+            upstreams: Vec::new(),
         }
     }
 }
@@ -110,6 +122,9 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("cannot set up the metrics registry: {0}")]
     Metrics(String),
+    /// The configuration cannot work, and says why.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// What every handler shares.
@@ -128,6 +143,8 @@ struct AppState {
     write_locks: Vec<tokio::sync::Mutex<()>>,
     metrics: Metrics,
     totals: Mutex<landing::Totals>,
+    /// The upstreams, when this server is a pull-through proxy.
+    proxy: Option<Arc<proxy::Proxy>>,
 }
 
 type Shared = Arc<AppState>;
@@ -139,6 +156,18 @@ struct RouteLabel(&'static str);
 /// The router serving `cache` as configured. Reads `nix-cache-info` once; a store without one
 /// is served as a cache of `/nix/store`, and gets that file written when uploads are enabled.
 pub async fn router(cache: BinaryCache, config: Config) -> Result<Router, ServerError> {
+    if !config.upstreams.is_empty() && cache.is_read_only() {
+        return Err(ServerError::Config(format!(
+            "{} is read-only: a pull-through proxy stores what it fetches, so it needs a writable store",
+            cache.url()
+        )));
+    }
+    if let Some(up) = config.upstreams.iter().find(|u| u.trusted_keys.is_empty()) {
+        return Err(ServerError::Config(format!(
+            "the upstream {} has no trusted key: paths copied from it must be signed by one (--upstream-key)",
+            up.cache.url()
+        )));
+    }
     let stored = cache.cache_info().await?;
     let mut info = match stored {
         Some(info) => info,
@@ -153,8 +182,18 @@ pub async fn router(cache: BinaryCache, config: Config) -> Result<Router, Server
         info.priority = config.priority;
     }
     let metrics = Metrics::new().map_err(|e| ServerError::Metrics(e.to_string()))?;
+    let store_dir = StoreDir::new(&info.store_dir);
+    let proxy = (!config.upstreams.is_empty()).then(|| {
+        proxy::Proxy::new(
+            config.upstreams.clone(),
+            cache.clone(),
+            store_dir.clone(),
+            metrics.clone(),
+        )
+    });
     let state = Arc::new(AppState {
-        store_dir: StoreDir::new(&info.store_dir),
+        store_dir,
+        proxy,
         priority: info.priority,
         cache_info: Bytes::from(info.to_string()),
         uploads: Semaphore::new(config.max_concurrent_uploads.max(1)),
@@ -168,6 +207,7 @@ pub async fn router(cache: BinaryCache, config: Config) -> Result<Router, Server
         .route("/", axum::routing::get(landing::page))
         .route("/metrics", axum::routing::get(metrics_page))
         .route("/health", axum::routing::get(health))
+        .route("/serve/{*rest}", axum::routing::get(serve_file))
         .fallback(object)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state))
@@ -361,6 +401,19 @@ async fn object(State(state): State<Shared>, req: Request) -> Response {
         r
     };
     response.extensions_mut().insert(label);
+    response
+}
+
+/// `GET`/`HEAD /serve/<hash>-<name>/<path>`: a file from inside a store path ([`files`]).
+async fn serve_file(State(state): State<Shared>, req: Request) -> Response {
+    let mut response = match state.may_read(req.headers()) {
+        Err(r) => r,
+        Ok(()) => {
+            let rest = req.uri().path().strip_prefix("/serve/").unwrap_or_default();
+            files::serve(&state, rest, req.method() == Method::HEAD).await
+        }
+    };
+    response.extensions_mut().insert(RouteLabel("serve_file"));
     response
 }
 

@@ -47,6 +47,12 @@ pub(super) async fn get_or_head(
     if key.kind == Kind::CacheInfo {
         return cache_info(state, head);
     }
+    if let (Kind::NarInfo, Some(proxy), Some(hash)) = (key.kind, &state.proxy, key.hash_part()) {
+        // Missing here: filled from an upstream first, if one has it.
+        if let Ok(None) = state.cache.objects().head(&key.key).await {
+            proxy.fill(hash).await;
+        }
+    }
     let range = if head { None } else { requested_range(headers) };
     let conditional = is_conditional(headers);
     if !(head || conditional || range.is_some()) {

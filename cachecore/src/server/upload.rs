@@ -318,7 +318,7 @@ async fn check_narinfo(state: &AppState, key: &CacheKey, body: &[u8]) -> Result<
         }
     }
     // The whole NAR, decompressed and hashed: FileHash, FileSize, NarHash, NarSize.
-    crate::ops::browse::read_nar(&state.cache, &info, |_| Ok(()))
+    crate::ops::browse::with_nar(&state.cache, &info, |_| Ok(()))
         .await
         .map_err(|e| bad(k, format_args!("it does not match its NAR: {e}")))
 }

@@ -219,6 +219,25 @@ pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Object
     }))
 }
 
+/// The objects of a store the caller built (see [`BinaryCache::from_object_store`]).
+///
+/// [`BinaryCache::from_object_store`]: super::BinaryCache::from_object_store
+pub(crate) fn custom(store: Arc<dyn ObjectStore>, url: &str, read_only: bool) -> Objects {
+    Objects::new(Inner {
+        store,
+        cx: ErrorContext {
+            url: url.to_owned(),
+            ..ErrorContext::default()
+        },
+        read_only,
+        content_types: false,
+        lister: None,
+        listable: true,
+        support: OnceCell::new(),
+        local_root: None,
+        cleanups: Default::default(),
+    })
+}
 
 fn dir_prefix(prefix: &str) -> String {
     if prefix.is_empty() {

@@ -133,6 +133,30 @@ impl BinaryCache {
         })
     }
 
+    /// A cache in an object store the caller built: a backend or a configuration cachecore
+    /// does not build from a URL itself (a custom credential provider, a wrapper adding metrics,
+    /// caching or fault injection). `url` names the cache in messages; with `read_only`, every
+    /// write fails with [`StoreError::ReadOnly`]. Nix's default settings apply.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use cachecore::store::BinaryCache;
+    /// let store = Arc::new(object_store::memory::InMemory::new());
+    /// let cache = BinaryCache::from_object_store(store, "my-store://", false);
+    /// assert_eq!(cache.url(), "my-store://");
+    /// ```
+    pub fn from_object_store(
+        store: std::sync::Arc<dyn object_store::ObjectStore>,
+        url: &str,
+        read_only: bool,
+    ) -> BinaryCache {
+        BinaryCache {
+            objects: backend::custom(store, url, read_only),
+            settings: StoreSettings::default(),
+            store_dir: Default::default(),
+        }
+    }
+
     /// The object layer underneath: raw objects by key, for frontends that serve them as they
     /// are (an HTTP server). Everything that knows what an object *is* goes through the
     /// methods of [`BinaryCache`].

@@ -1,0 +1,180 @@
+//! The pull-through proxy: a narinfo missing from the store is looked for in the upstream
+//! caches, in order; the first that has it is copied from — the path and its whole closure,
+//! every narinfo signed by one of that upstream's keys and every NAR checked (FileSize,
+//! FileHash, NarSize, NarHash) before its narinfo is written, references first ([`ops::copy`]).
+//! So the store never shows a narinfo without its NAR and closure, and what is served after a
+//! fill is what any later request gets from the store itself.
+//!
+//! Concurrent requests for one narinfo wait for one fill. An upstream that does not answer
+//! within its timeout, or whose objects do not check out, is a miss for that request (the next
+//! upstream is asked); when every upstream is down, what the store holds is still served.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt as _, Shared};
+
+
+use super::metrics::Metrics;
+use crate::ops::{self, CopyOptions, NoProgress};
+use crate::signing::PublicKey;
+use crate::store::BinaryCache;
+use crate::store_path::StoreDir;
+
+/// A cache a server fills itself from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Upstream {
+    pub cache: BinaryCache,
+    /// Every path copied from it must be signed by one of these (at least one is needed).
+    pub trusted_keys: Vec<PublicKey>,
+    /// How long a narinfo lookup may take before the upstream counts as a miss.
+    pub lookup_timeout: Duration,
+    /// How long copying a closure from it may take.
+    pub copy_timeout: Duration,
+}
+
+impl Upstream {
+    /// `cache`, trusting `trusted_keys`, with a 10 s lookup and a 10 min copy timeout.
+    pub fn new(cache: BinaryCache, trusted_keys: Vec<PublicKey>) -> Upstream {
+        Upstream {
+            cache,
+            trusted_keys,
+            lookup_timeout: Duration::from_secs(10),
+            copy_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+type Fill = Shared<BoxFuture<'static, bool>>;
+
+/// The upstreams of one server, and the fills in flight.
+#[derive(Debug)]
+pub(super) struct Proxy {
+    upstreams: Vec<Upstream>,
+    store: BinaryCache,
+    store_dir: StoreDir,
+    metrics: Metrics,
+    in_flight: Mutex<HashMap<String, Fill>>,
+}
+
+impl Proxy {
+    pub(super) fn new(
+        upstreams: Vec<Upstream>,
+        store: BinaryCache,
+        store_dir: StoreDir,
+        metrics: Metrics,
+    ) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            upstreams,
+            store,
+            store_dir,
+            metrics,
+            in_flight: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Fills the store with the path whose narinfo is `<hash_part>.narinfo` from the first
+    /// upstream that has it; whether one did. Concurrent calls for one hash part share a fill.
+    pub(super) async fn fill(self: &Arc<Self>, hash_part: &str) -> bool {
+        let fill = {
+            let Ok(mut in_flight) = self.in_flight.lock() else {
+                return false;
+            };
+            match in_flight.get(hash_part) {
+                Some(f) => f.clone(),
+                None => {
+                    let this = self.clone();
+                    let hash = hash_part.to_owned();
+                    let f = async move {
+                        let filled = this.fill_from_upstreams(&hash).await;
+                        if let Ok(mut in_flight) = this.in_flight.lock() {
+                            in_flight.remove(&hash);
+                        }
+                        filled
+                    }
+                    .boxed()
+                    .shared();
+                    in_flight.insert(hash_part.to_owned(), f.clone());
+                    f
+                }
+            }
+        };
+        // Run on a task of its own: a client hanging up does not cancel a fill others wait on.
+        tokio::spawn(fill).await.unwrap_or(false)
+    }
+
+    async fn fill_from_upstreams(&self, hash_part: &str) -> bool {
+        for (i, up) in self.upstreams.iter().enumerate() {
+            let label = i.to_string();
+            let result = self.fill_from(up, hash_part).await;
+            let outcome = match &result {
+                Ok(true) => "hit",
+                Ok(false) => "miss",
+                Err(_) => "error",
+            };
+            self.metrics
+                .upstream
+                .with_label_values(&[label.as_str(), outcome])
+                .inc();
+            match result {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(why) => tracing::warn!(
+                    upstream = up.cache.url(),
+                    narinfo = %format!("{hash_part}.narinfo"),
+                    "upstream counted as a miss: {why}"
+                ),
+            }
+        }
+        false
+    }
+
+    async fn fill_from(&self, up: &Upstream, hash_part: &str) -> Result<bool, String> {
+        let info = match tokio::time::timeout(
+            up.lookup_timeout,
+            up.cache.narinfo_by_hash(hash_part),
+        )
+        .await
+        {
+            Err(_) => return Err(format!("no answer within {:?}", up.lookup_timeout)),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Ok(Ok(None)) => return Ok(false),
+            Ok(Ok(Some(info))) => info,
+        };
+        if info.store_dir != self.store_dir {
+            return Err(format!(
+                "its paths are in {}, this cache's in {}",
+                info.store_dir.as_str(),
+                self.store_dir.as_str()
+            ));
+        }
+        let opts = CopyOptions {
+            trusted_keys: up.trusted_keys.clone(),
+            ..CopyOptions::default()
+        };
+        let copy = copy_on_own_thread(up.cache.clone(), self.store.clone(), info.store_path, opts);
+        match tokio::time::timeout(up.copy_timeout, copy).await {
+            Err(_) => Err(format!("the copy took longer than {:?}", up.copy_timeout)),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(_)) => Ok(true),
+        }
+    }
+}
+
+/// [`ops::copy`] driven on a blocking thread of the runtime: its future is not provably `Send`
+/// (closures over borrowed caches inside), and a fill must run on a task of its own.
+async fn copy_on_own_thread(
+    from: BinaryCache,
+    to: BinaryCache,
+    path: crate::store_path::StorePath,
+    opts: CopyOptions,
+) -> Result<ops::CopySummary, ops::OpError> {
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        handle.block_on(ops::copy(&from, &to, &[path], &opts, Arc::new(NoProgress)))
+    })
+    .await
+    .map_err(crate::ops::join_error)?
+}
