@@ -285,11 +285,13 @@ fn s3_mistakes_get_one_sentence_with_the_fix() {
         "{line}"
     );
     assert!(!line.contains("<?xml") && !line.contains("retries"), "{line}");
-    // -v adds the server's answer.
-    let out = cachecore_s3(&garage, &["-v", "init", &url]);
-    let verbose = stderr(&out);
-    assert!(verbose.contains("expects region `garage`"), "{verbose}");
-    assert!(verbose.len() > line.len(), "{verbose}");
+    // -v (`cachecore --verbose`) adds the server's answer.
+    for flag in ["-v", "--verbose"] {
+        let out = cachecore_s3(&garage, &[flag, "init", &url]);
+        let verbose = stderr(&out);
+        assert!(verbose.contains("expects region `garage`"), "{flag}: {verbose}");
+        assert!(verbose.len() > line.len(), "{flag}: {verbose}");
+    }
 
     // An endpoint without a scheme: refused before any request.
     let url = format!("s3://nixcache?endpoint=127.0.0.1:{s3_port}&region=garage");

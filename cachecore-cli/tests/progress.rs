@@ -61,8 +61,10 @@ fn plain_lines_off_a_terminal_and_a_bar_on_one() {
             "no line `pushed {p}`:\n{stderr}"
         );
     }
+    // The summary, then (nothing was signed) the warning saying so.
+    let n = lines.len();
     assert!(
-        lines.last().unwrap().starts_with("3 paths pushed"),
+        n >= 2 && lines[n - 2].starts_with("3 paths pushed") && lines[n - 1].starts_with("warning: 3 paths were pushed unsigned"),
         "{stderr}"
     );
     assert!(

@@ -29,15 +29,24 @@ impl Serve {
 
     /// [`start`](Self::start) with `env` added to the environment (a store's credentials).
     fn start_with_env(store: &str, extra: &[&str], env: &[(String, String)]) -> Serve {
+        let mut args = vec!["serve", store, "--listen", "127.0.0.1:0"];
+        args.extend(extra);
+        Serve::spawn(&args, env)
+    }
+
+    /// `cachecore ARGS` (`serve …`), which must print the address it listens on.
+    fn spawn(args: &[&str], env: &[(String, String)]) -> Serve {
+        Serve::spawn_logging_to(args, env, Stdio::inherit())
+    }
+
+    /// [`spawn`](Self::spawn) with the server's stderr (its log) sent to `log`.
+    fn spawn_logging_to(args: &[&str], env: &[(String, String)], log: Stdio) -> Serve {
         let mut child = cachecore_command()
-            .arg("serve")
-            .arg(store)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .envs(env.iter().cloned())
+            .args(args)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().cloned())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("cannot start cachecore serve");
         let mut line = String::new();
@@ -921,4 +930,101 @@ fn two_servers_on_one_garage_bucket_behave_as_one_cache() {
         .output()
         .unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+}
+
+#[test]
+fn serve_flags_set_what_they_name() {
+    let tmp = tempdir();
+    let (cache, closure, public) = pushed_cache(tmp.path());
+    let (_, reader_netrc) = credentials(tmp.path(), "reader", "read-token-1");
+    let read_token = tmp.path().join("reader.token");
+    let (write_token, _) = credentials(tmp.path(), "writer", "write-token-1");
+    let log = tmp.path().join("serve.log");
+    let upstream = Serve::start(path_str(&cache), &[]);
+    let serve = Serve::spawn_logging_to(
+        &[
+            "serve",
+            path_str(&tmp.path().join("proxy")),
+            "--listen",
+            "127.0.0.1:0",
+            "--priority",
+            "7",
+            "--public-key",
+            &public,
+            "--read-token-file",
+            path_str(&read_token),
+            "--token-file",
+            path_str(&write_token),
+            "--max-upload-size",
+            "1000",
+            "--upload-jobs",
+            "1",
+            "--upload-timeout",
+            "5",
+            "--log-format",
+            "json",
+            "--upstream",
+            &upstream.url,
+            "--upstream-key",
+            &public,
+            "--upstream-timeout",
+            "3",
+        ],
+        &[("RUST_LOG".to_owned(), "info".to_owned())],
+        Stdio::from(fs::File::create(&log).unwrap()),
+    );
+    let url = &serve.url;
+    let auth = ["-u", "nix:read-token-1"];
+    // --read-token-file: reads need the token.
+    assert_eq!(curl(&format!("{url}/nix-cache-info"), &[]).status, 401);
+    // --priority: announced in nix-cache-info.
+    let info = curl(&format!("{url}/nix-cache-info"), &auth);
+    assert!(info.text().contains("Priority: 7"), "{}", info.text());
+    // --public-key: on the landing page, as the nix.conf line.
+    let page = curl(&format!("{url}/"), &auth);
+    assert!(page.text().contains(&public), "{}", page.text());
+    // --upstream/--upstream-key: the proxy fills from it; Nix reads through it with netrc.
+    let root = closure.last().unwrap();
+    let r = curl(&format!("{url}/{}.narinfo", hash_part(root)), &auth);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let out = nix_output(
+        nix_command("nix")
+            .args(["path-info", "--store"])
+            .arg(url)
+            .arg(root)
+            .args(["--option", "netrc-file"])
+            .arg(&reader_netrc),
+        b"",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // --max-upload-size: a larger NAR upload is refused before it is stored.
+    let big = format!("{url}/nar/{}.nar", "1".repeat(52));
+    let r = curl(&big, &["-X", "PUT", "--data-binary", &"x".repeat(2000), "-u", "nix:write-token-1"]);
+    assert_eq!(r.status, 413, "{}", r.text());
+    // --upload-timeout: an upload that sends no body is given up (408), not waited for.
+    let addr = url.strip_prefix("http://").unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    use std::io::{Read as _, Write as _};
+    write!(
+        s,
+        "PUT /nar/{}.nar HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer write-token-1\r\nContent-Length: 100\r\n\r\n",
+        "0".repeat(52)
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    // --upload-jobs 1 is accepted (the 413 and the 408 above each held its one slot in
+    // turn); that a second upload queues behind a first is not asserted here.
+    // --log-format json: one JSON object per request on stderr.
+    drop(serve);
+    let text = fs::read_to_string(&log).unwrap();
+    let requests: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.contains("cachecore::serve::request"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(requests.len() >= 6, "{text}");
+    assert!(requests.iter().any(|r| r["fields"]["status"] == 413), "{text}");
 }

@@ -164,7 +164,38 @@ pub struct NarCompression {
     pub threads: usize,
 }
 
+/// `level` (or the method's default) when the method can write and the level is in its range.
+fn checked_level(method: Compression, level: Option<i32>) -> Result<i32, Error> {
+    let (level, range, ok) = match method {
+        Compression::None => return Ok(0),
+        Compression::Xz => {
+            let l = level.unwrap_or(DEFAULT_XZ_LEVEL);
+            (l, "0..=9", (0..=9).contains(&l))
+        }
+        Compression::Zstd => {
+            let l = level.unwrap_or(DEFAULT_ZSTD_LEVEL);
+            (l, "-7..=22", zstd::compression_level_range().contains(&l))
+        }
+        Compression::Bzip2 => return Err(Error::ReadOnly(method)),
+    };
+    if ok {
+        Ok(level)
+    } else {
+        Err(Error::BadLevel {
+            method,
+            level,
+            range,
+        })
+    }
+}
+
 impl NarCompression {
+    /// Whether NARs can be compressed as configured (a writable method, a level in its range):
+    /// what [`compressor`](Self::compressor) would refuse, found before any work starts.
+    pub fn check(&self) -> Result<(), Error> {
+        checked_level(self.method, self.level).map(drop)
+    }
+
     /// The default [`threads`](Self::threads): one per core, but never more than this, so that
     /// the memory a NAR's compression takes is set by the options and not by the machine it runs
     /// on: a large NAR holds at most `(threads + 2)` frames of
@@ -215,28 +246,11 @@ impl<W: Write> Compressor<W> {
         level: Option<i32>,
         threads: usize,
     ) -> Result<Self, Error> {
+        let level = checked_level(method, level)?;
         let inner = match method {
             Compression::None => Inner::None(output),
-            Compression::Xz => {
-                let level = level.unwrap_or(DEFAULT_XZ_LEVEL);
-                if !(0..=9).contains(&level) {
-                    return Err(Error::BadLevel {
-                        method,
-                        level,
-                        range: "0..=9",
-                    });
-                }
-                Inner::Xz(xz2::write::XzEncoder::new(output, level as u32))
-            }
+            Compression::Xz => Inner::Xz(xz2::write::XzEncoder::new(output, level as u32)),
             Compression::Zstd => {
-                let level = level.unwrap_or(DEFAULT_ZSTD_LEVEL);
-                if !zstd::compression_level_range().contains(&level) {
-                    return Err(Error::BadLevel {
-                        method,
-                        level,
-                        range: "-7..=22",
-                    });
-                }
                 let opts = SeekableOptions {
                     level,
                     frame_size: crate::seekable::DEFAULT_FRAME_SIZE,

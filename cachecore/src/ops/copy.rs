@@ -68,6 +68,10 @@ pub async fn copy(
     opts: &CopyOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<CopySummary, OpError> {
+    if let Some(config) = &opts.recompress {
+        config.check()?;
+    }
+    super::require_writable(to)?;
     let source_info = from.cache_info().await?.unwrap_or_default();
     to.init(&CacheInfo {
         store_dir: source_info.store_dir.clone(),
@@ -127,17 +131,22 @@ pub async fn copy(
     Ok(summary)
 }
 
-/// Copies one path's NAR object and listing; returns the narinfo to publish.
+/// Copies one path's NAR object, and its listing when the source has one (rebuilt from the
+/// checked NAR: the source's `.ls` is not covered by any hash); returns the narinfo to publish.
 async fn copy_one(
     from: &BinaryCache,
     to: &BinaryCache,
     info: NarInfo,
     opts: &CopyOptions,
 ) -> Result<NarInfo, OpError> {
+    let with_listing = from.has_listing(&info.store_path).await?;
     let (info, listing) = match &opts.recompress {
         None => copy_as_is(from, to, info).await?,
         Some(config) => recompress(from, to, info, config.clone()).await?,
     };
+    if !with_listing {
+        return Ok(info);
+    }
     let json = serde_json::to_vec(&listing).map_err(|e| {
         OpError::io(
             format!(

@@ -284,6 +284,18 @@ pub(crate) async fn staged<T>(
 
 /// Fails with [`OpError::NotACache`] when `cache` has no `nix-cache-info`: a mistyped
 /// directory, bucket or prefix, which would otherwise read as an empty cache.
+/// [`StoreError::ReadOnly`] before any work, for an operation that writes to `cache`.
+pub(crate) fn require_writable(cache: &crate::store::BinaryCache) -> Result<(), OpError> {
+    if cache.is_read_only() {
+        return Err(StoreError::ReadOnly {
+            url: cache.url().to_owned(),
+            key: "NARs and narinfos into it".to_owned(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 pub(crate) async fn require_cache_info(cache: &crate::store::BinaryCache) -> Result<(), OpError> {
     match cache.cache_info().await? {
         Some(_) => Ok(()),

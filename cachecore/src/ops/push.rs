@@ -156,6 +156,8 @@ pub async fn push(
     opts: &PushOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<PushSummary, OpError> {
+    opts.compression.check()?;
+    super::require_writable(cache)?;
     let store_dir = local.store_dir().clone();
     cache
         .init(&cache.settings().cache_info(store_dir.as_str()))
@@ -626,6 +628,8 @@ pub async fn push_add(
     opts: &PushOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<(StorePath, PushSummary), OpError> {
+    opts.compression.check()?;
+    super::require_writable(cache)?;
     cache
         .init(&cache.settings().cache_info(store_dir.as_str()))
         .await?;

@@ -348,6 +348,15 @@ impl BinaryCache {
             .is_some())
     }
 
+    /// Whether the cache has a `.ls` listing for `path` (one HEAD request).
+    pub async fn has_listing(&self, path: &StorePath) -> Result<bool, StoreError> {
+        Ok(self
+            .objects
+            .head(&layout::listing(&path.hash_part()))
+            .await?
+            .is_some())
+    }
+
     /// Of `paths`, those without a narinfo, in the order given; `concurrency` HEADs in flight.
     pub async fn missing(
         &self,

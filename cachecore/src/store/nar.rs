@@ -41,9 +41,11 @@ pub enum IntegrityError {
         url: String,
     },
     /// A hash or size of the data differs from what the narinfo says.
-    #[error("{path}: {field} mismatch: the narinfo says {expected}, the data gives {actual}")]
+    #[error("{path}: its NAR {key} is corrupt: {field} mismatch: the narinfo says {expected}, the data gives {actual}")]
     Mismatch {
         path: String,
+        /// The NAR object's key.
+        key: String,
         field: &'static str,
         expected: String,
         actual: String,
@@ -110,9 +112,16 @@ impl IntegrityError {
         }
     }
 
-    fn mismatch(path: &str, field: &'static str, expected: String, actual: String) -> Self {
+    fn mismatch(
+        path: &str,
+        key: &str,
+        field: &'static str,
+        expected: String,
+        actual: String,
+    ) -> Self {
         IntegrityError::Mismatch {
             path: path.to_owned(),
+            key: key.to_owned(),
             field,
             expected,
             actual,
@@ -215,7 +224,7 @@ impl<R: Read> Read for FileSide<R> {
         // The end: check it before reporting it.
         let actual = self.hasher.take().map(Hasher::finish);
         let mismatch = |field, expected: String, actual: String| {
-            IntegrityError::mismatch(&self.path, field, expected, actual)
+            IntegrityError::mismatch(&self.path, &self.key, field, expected, actual)
         };
         if let Some(size) = self.expected_size {
             if size != self.read {
@@ -432,7 +441,7 @@ impl Read for NarReader {
         // reads its input to the end). Check the NAR's own.
         let actual = self.hasher.take().map(Hasher::finish);
         let mismatch = |field, expected: String, actual: String| {
-            IntegrityError::mismatch(&self.path, field, expected, actual)
+            IntegrityError::mismatch(&self.path, &self.key, field, expected, actual)
         };
         if self.file.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
             return Err(self.fail(IntegrityError::Read {
