@@ -313,7 +313,7 @@ impl BinaryCache {
         })
     }
 
-    /// Pushes `roots` (and their closures) from `local` (see [`ops::push`]).
+    /// Pushes `roots` (and their closures) from `local` (see [`ops::push()`]).
     pub fn push(
         &self,
         local: &LocalStore,
@@ -339,7 +339,7 @@ impl BinaryCache {
         )
     }
 
-    /// Downloads, checks and unpacks `path` at `dest` (see [`ops::pull`]).
+    /// Downloads, checks and unpacks `path` at `dest` (see [`ops::pull()`]).
     pub fn pull(
         &self,
         path: &StorePath,
@@ -350,12 +350,12 @@ impl BinaryCache {
         self.run(|c| async move { ops::pull(&c, path, dest, opts, progress).await })
     }
 
-    /// Verifies `paths` and their closures, or the whole cache (see [`ops::verify`]).
+    /// Verifies `paths` and their closures, or the whole cache (see [`ops::verify()`]).
     pub fn verify(&self, paths: &[StorePath], opts: &VerifyOptions) -> Result<VerifyReport, Error> {
         self.run(|c| async move { ops::verify(&c, paths, opts).await })
     }
 
-    /// Copies `paths` and their closures (every path when empty) into `to` (see [`ops::copy`]).
+    /// Copies `paths` and their closures (every path when empty) into `to` (see [`ops::copy()`]).
     pub fn copy(
         &self,
         to: &BinaryCache,

@@ -40,7 +40,7 @@ const MAX_FIELD_LEN: usize = 4096;
 /// Hostile text is quoted in messages by its first this many characters at most.
 const EXCERPT_CHARS: usize = 64;
 
-/// At most the first [`EXCERPT_CHARS`] characters of `s`, marked with `…` when cut: what an
+/// At most the first 64 characters of `s`, marked with `…` when cut: what an
 /// error message may quote of untrusted input.
 pub fn excerpt(s: &str) -> String {
     match s.char_indices().nth(EXCERPT_CHARS) {

@@ -15,7 +15,7 @@
 //!   Nix, which uploads references first, never meets it); an identical re-upload succeeds, a
 //!   different object where one is present is 409.
 //! - `/serve/<hash>-<name>/<path>` is one file from inside a store path, read by ranged reads of
-//!   its NAR (a directory is an HTML index), for browsers ([`files`]).
+//!   its NAR (a directory is an HTML index), for browsers (`files`).
 //! - With [`Config::upstreams`], a **pull-through proxy**: a narinfo this cache lacks is copied
 //!   with its closure from the first upstream that has it, signatures and NARs checked, before
 //!   it is served ([`Upstream`]).

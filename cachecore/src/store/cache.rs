@@ -539,7 +539,7 @@ impl BinaryCache {
     }
 
     /// A streamed NAR object's `URL:`: `nar/<nix32 NarHash>-<unique>.nar<ext>`, new for every
-    /// upload (see [`layout::nar_streamed`]).
+    /// upload (see `layout::nar_streamed`).
     pub fn streamed_nar_url(nar_hash: &Hash, compression: Compression) -> String {
         use rand_core::RngCore as _;
         let unique = format!("{:016x}", rand_core::OsRng.next_u64());

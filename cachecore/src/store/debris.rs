@@ -37,8 +37,9 @@ impl Debris {
 }
 
 impl BinaryCache {
-    /// The debris in the cache (see the [module docs](self)), sorted by key. Plain HTTP caches
-    /// cannot be listed and have none to report.
+    /// The debris in the cache, sorted by key: staging files of killed uploads (`<key>#<n>` in
+    /// a local directory) and staged re-compressed NARs (`nar/.tmp-*`), which no narinfo names.
+    /// Plain HTTP caches cannot be listed and have none to report.
     pub async fn debris(&self) -> Result<Vec<Debris>, StoreError> {
         let mut found = match self.objects().local_root() {
             Some(root) => {
