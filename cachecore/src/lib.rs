@@ -30,6 +30,9 @@
 //!    every visible narinfo has its NAR and its whole closure, even after a kill at any point.
 //! 7. **Blocking client** (`blocking`, feature `cache`): the same without async, for Python, a
 //!    FUSE mount and plain Rust callers; safe to use again in a forked child.
+//! 8. **HTTP server** (`server`, feature `server`): a binary cache over any store as an
+//!    `axum::Router` — reads with ranges and conditional requests, checked uploads from
+//!    `nix copy`, a pull-through proxy, files out of store paths — which `cachecore serve` runs.
 //!
 //! Errors: every public error type has `kind()`, one [`error::ErrorKind`] named by meaning
 //! (`NotFound`, `Corrupt`, `Untrusted`, `Unavailable`, `Denied`, `InvalidInput`, `Conflict`,
