@@ -481,7 +481,7 @@ fn database_reads_while_nix_writes() {
         .stderr(Stdio::null())
         .spawn()
         .expect("these tests need real Nix (nix-instantiate)");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(300);
     let mut reads = 0;
     while child.try_wait().unwrap().is_none() {
         assert_eq!(store.closure(&[store_path(&fx.app)]).unwrap().len(), 3);
