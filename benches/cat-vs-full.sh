@@ -15,8 +15,12 @@ cd "$(dirname "$0")/.."
 runs="${RUNS:-5}"
 work="${BENCH_DIR:-/tmp/cachecore-bench-cat}"
 mkdir -p "$work"
-cargo build --release -p cachecore-cli --quiet
-cc="$PWD/target/release/cachecore"
+# CACHECORE_BIN: a release binary already built (else it is built here).
+cc="${CACHECORE_BIN:-}"
+if [ -z "$cc" ]; then
+  cargo build --release -p cachecore-cli --quiet
+  cc="$PWD/target/release/cachecore"
+fi
 garage="${GARAGE_BIN:-$(command -v garage || echo "$HOME/.cargo/bin/garage")}"
 [ -x "$garage" ] || { echo "garage is not installed: run .ci/garage" >&2; exit 1; }
 

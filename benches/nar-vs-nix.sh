@@ -21,8 +21,12 @@ if [ -z "$tree" ]; then
   [ -d "$tree" ] || cp -a "$py_prefix" "$tree"
 fi
 
-cargo build --release -p cachecore-cli --quiet
-cc="$PWD/target/release/cachecore"
+# CACHECORE_BIN: a release binary already built (else it is built here).
+cc="${CACHECORE_BIN:-}"
+if [ -z "$cc" ]; then
+  cargo build --release -p cachecore-cli --quiet
+  cc="$PWD/target/release/cachecore"
+fi
 
 size=$(du -sb "$tree" | cut -f1)
 entries=$(find "$tree" | wc -l)

@@ -13,8 +13,12 @@ export NIX_REMOTE=local
 runs="${RUNS:-3}"
 work="${BENCH_DIR:-/tmp/cachecore-bench}"
 mkdir -p "$work"
-cargo build --release -p cachecore-cli --quiet
-cc="$PWD/target/release/cachecore"
+# CACHECORE_BIN: a release binary already built (else it is built here).
+cc="${CACHECORE_BIN:-}"
+if [ -z "$cc" ]; then
+  cargo build --release -p cachecore-cli --quiet
+  cc="$PWD/target/release/cachecore"
+fi
 nixc=(nix --extra-experimental-features nix-command)
 
 # 1. One large path: a copy of the Python installation, added to the store.

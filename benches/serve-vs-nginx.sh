@@ -17,8 +17,12 @@ runs="${RUNS:-3}"
 duration="${DURATION:-10s}"
 work="${BENCH_DIR:-/tmp/cachecore-serve-bench}"
 mkdir -p "$work"
-cargo build --release -p cachecore-cli --quiet
-cc="$PWD/target/release/cachecore"
+# CACHECORE_BIN: a release binary already built (else it is built here).
+cc="${CACHECORE_BIN:-}"
+if [ -z "$cc" ]; then
+  cargo build --release -p cachecore-cli --quiet
+  cc="$PWD/target/release/cachecore"
+fi
 
 cache="$work/cache"
 if [ ! -f "$cache/.complete" ]; then

@@ -4,12 +4,40 @@
 //! location and settings — the parser reads each part the same way however it is spelled.
 #![no_main]
 
-use cachecore::store::{StoreLocation, StoreUrl};
+use cachecore::store::{StoreLocation, StoreSettings, StoreUrl};
 use libfuzzer_sys::fuzz_target;
+
+/// The settings as query parameters, in Nix's spelling.
+fn setting_pairs(s: &StoreSettings) -> Option<Vec<(&'static str, String)>> {
+    let flag = |b: bool| if b { "true" } else { "false" }.to_owned();
+    let mut out = Vec::new();
+    if let Some(p) = &s.secret_key {
+        out.push(("secret-key", p.to_str()?.to_owned()));
+    }
+    if let Some(c) = s.compression {
+        out.push(("compression", c.name().to_owned()));
+    }
+    if let Some(l) = s.compression_level {
+        out.push(("compression-level", l.to_string()));
+    }
+    if let Some(b) = s.write_nar_listing {
+        out.push(("write-nar-listing", flag(b)));
+    }
+    if let Some(b) = s.parallel_compression {
+        out.push(("parallel-compression", flag(b)));
+    }
+    if let Some(b) = s.want_mass_query {
+        out.push(("want-mass-query", flag(b)));
+    }
+    if let Some(p) = s.priority {
+        out.push(("priority", p.to_string()));
+    }
+    Some(out)
+}
 
 /// `scheme://name/prefix?params&settings`, built with the `url` crate (which encodes).
 fn canonical(url: &StoreUrl) -> Option<String> {
-    let settings = &url.settings;
+    let settings = setting_pairs(&url.settings)?;
     let with_query = |mut u: url::Url, params: &[(&str, &Option<String>)]| {
         {
             let mut q = u.query_pairs_mut();
@@ -18,7 +46,7 @@ fn canonical(url: &StoreUrl) -> Option<String> {
                     q.append_pair(k, v);
                 }
             }
-            for (k, v) in settings {
+            for (k, v) in &settings {
                 q.append_pair(k, v);
             }
         }
@@ -33,6 +61,15 @@ fn canonical(url: &StoreUrl) -> Option<String> {
         Some(u)
     };
     Some(match &url.location {
+        // A plain path keeps `..` as the OS resolves it (through symlinks); a file:// URL drops
+        // dot segments as RFC 3986 says. The two spellings agree only without them.
+        StoreLocation::Local { dir }
+            if dir.components().any(|c| {
+                matches!(c, std::path::Component::ParentDir | std::path::Component::CurDir)
+            }) =>
+        {
+            return None
+        }
         StoreLocation::Local { dir } => with_query(url::Url::from_file_path(dir).ok()?, &[]),
         StoreLocation::S3 { bucket, prefix, endpoint, region, profile } => with_query(
             bucket_url("s3", bucket, prefix)?,

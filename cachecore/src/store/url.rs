@@ -376,6 +376,9 @@ impl StoreUrl {
                 "a plain directory takes no ?parameters; write file:///abs/dir?... for settings",
             ));
         }
+        if path.contains('\0') {
+            return Err(bad(url, "the directory's path holds a NUL byte"));
+        }
         let dir = std::path::absolute(path)
             .map_err(|e| bad(url, format!("cannot make {path:?} absolute: {e}")))?;
         Ok(StoreUrl {
@@ -478,8 +481,7 @@ fn bucket_and_prefix(
             format!("the {what} name cannot carry a user, password or port; give credentials through the environment or a profile"),
         ));
     }
-    let raw = parsed.path().trim_matches('/');
-    let prefix = percent_decode(raw);
+    let prefix = percent_decode(parsed.path()).trim_matches('/').to_owned();
     if !prefix.is_empty() {
         object_store::path::Path::parse(&prefix)
             .map_err(|e| bad(url, format!("bad prefix {prefix:?}: {e}")))?;
@@ -487,11 +489,27 @@ fn bucket_and_prefix(
     Ok((bucket, prefix))
 }
 
+/// `%XX` escapes of a URL's path decoded (`+` and `&` are themselves there; a `%` not followed
+/// by two hex digits is kept as it is); bytes that are not UTF-8 become U+FFFD.
 fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| char::from(c).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                // Two hex digits make one byte.
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `endpoint=http://h:p` is kept; `endpoint=h:p` (Nix's spelling) needs `scheme=http|https`:
@@ -534,7 +552,9 @@ fn normalize_endpoint(url: &str, e: &str, scheme: Option<&str>) -> Result<String
     if parsed.query().is_some() {
         return Err(bad(url, format!("endpoint {e:?} cannot carry a query")));
     }
-    Ok(full.trim_end_matches('/').to_owned())
+    // As the URL parser understood it (a lenient spelling such as `http:/host` written out in
+    // full), so that the endpoint used is the endpoint shown, and reads back the same.
+    Ok(parsed.as_str().trim_end_matches('/').to_owned())
 }
 
 #[cfg(test)]
@@ -608,6 +628,21 @@ mod tests {
         assert!(err("file:///srv/cache?endpoint=x").contains("unknown parameter \"endpoint\""));
         assert!(err("").contains("empty"));
         assert!(err("./cache?compression=zstd").contains("no ?parameters"));
+        // A NUL byte cannot be in a path the OS opens (found by the store_url fuzz target).
+        assert!(err("cache\0x").contains("NUL byte"));
+        assert!(err("file:///srv/a%00b").contains("NUL byte"));
+    }
+
+    #[test]
+    fn prefixes_decode_every_escape_and_keep_what_is_not_one() {
+        // Found by the store_url fuzz target: `&` once cut the prefix short.
+        let prefix = |u: &str| match ok(u).location {
+            StoreLocation::S3 { prefix, .. } => prefix,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(prefix("s3://b/a&b/c/"), "a&b/c");
+        assert_eq!(prefix("s3://b/a+b%20c"), "a+b c");
+        assert_eq!(prefix("s3://b/x%2F"), "x");
     }
 
     #[test]
