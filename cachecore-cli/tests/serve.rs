@@ -780,6 +780,15 @@ fn serve_reads_one_file_out_of_a_large_nar_without_fetching_the_nar() {
         "the server fetched {fetched} of the NAR's {nar_bytes} bytes to serve a 1 KiB file: {served:?}"
     );
 
+    // The large NAR itself (streamed by push, so named nar/<NarHash>-<unique>.nar.zst) is
+    // served whole, as the narinfo names it.
+    let narinfo = curl(&format!("{}/{}.narinfo", serve.url, &base[..32]), &[]);
+    assert_eq!(narinfo.status, 200, "{}", narinfo.text());
+    let url = narinfo_field(&narinfo.text(), "URL");
+    assert_eq!(url, nar_object);
+    let nar = curl(&format!("{}/{url}", serve.url), &[]);
+    assert_eq!((nar.status, nar.body.len() as u64), (200, nar_bytes), "{}", nar.text());
+
     // A directory: a redirect to its URL with a slash, then an index linking its entries.
     let dir = curl(&format!("{}/serve/{base}/m", serve.url), &[]);
     assert_eq!(dir.status, 302);

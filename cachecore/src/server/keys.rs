@@ -57,7 +57,8 @@ impl CacheKey {
         }
     }
 
-    /// The file hash a `nar/<nix32>.nar<ext>` key is named after.
+    /// The file hash a `nar/<nix32>.nar<ext>` key is named after (`None` for a NAR streamed by
+    /// `cachecore push`, `nar/<NarHash>-<unique>.nar<ext>`: its name is not its file's hash).
     pub(crate) fn nar_name_hash(&self) -> Option<Hash> {
         let name = self.key.strip_prefix("nar/")?;
         let (hash, _) = name.split_once('.')?;
@@ -101,11 +102,25 @@ pub(crate) fn classify(path: &str) -> Result<CacheKey, &'static str> {
     } else if key.strip_suffix(".ls").is_some_and(is_hash_part) {
         Kind::Listing
     } else if let Some(name) = key.strip_prefix("nar/") {
-        let (hash, ext) = name.split_at_checked(52).ok_or("not a NAR name")?;
+        let (hash, rest) = name.split_at_checked(52).ok_or("not a NAR name")?;
+        // `-<hex>`: a large NAR streamed by `cachecore push`, named after its NarHash and its
+        // upload (`nar/<NarHash>-<unique>.nar.zst`).
+        let ext = match rest.strip_prefix('-') {
+            Some(tail) => {
+                let (unique, ext) = tail.split_at(tail.find('.').unwrap_or(tail.len()));
+                let hex = (1..=32).contains(&unique.len())
+                    && unique.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                if !hex {
+                    return Err("a NAR is named nar/<52 nix32 characters>[-<hex>].nar[.xz|.zst|…]");
+                }
+                ext
+            }
+            None => rest,
+        };
         let valid = hash.bytes().all(|b| crate::nixbase32::ALPHABET.contains(&b))
             && NAR_EXTENSIONS.contains(&ext);
         if !valid {
-            return Err("a NAR is named nar/<52 nix32 characters>.nar[.xz|.zst|.bz2|…]");
+            return Err("a NAR is named nar/<52 nix32 characters>[-<hex>].nar[.xz|.zst|…]");
         }
         Kind::Nar
     } else if let Some(name) = key.strip_prefix("log/") {
@@ -208,6 +223,14 @@ mod tests {
         let nar = classify(&format!("/nar/{NAR}.nar.xz")).unwrap();
         assert_eq!(nar.nar_name_hash().unwrap().to_nix32(), NAR);
         assert_eq!(nar.nar_extension(), Some(".xz"));
+        // Large NARs streamed by push: named after the NarHash and the upload.
+        let streamed = classify(&format!("/nar/{NAR}-6f00800131e612ea.nar.zst")).unwrap();
+        assert_eq!(streamed.kind, Kind::Nar);
+        assert_eq!(streamed.nar_name_hash(), None);
+        assert_eq!(streamed.nar_extension(), Some(".zst"));
+        for bad in ["-", "-XYZ", "-0123456789abcdef0123456789abcdef0", "-ab/x"] {
+            assert!(classify(&format!("/nar/{NAR}{bad}.nar.zst")).is_err(), "{bad}");
+        }
         assert_eq!(
             classify(&format!("/{H}.narinfo")).unwrap().hash_part(),
             Some(H)
