@@ -179,6 +179,44 @@ pub struct WriteSupport {
     pub if_unchanged: bool,
 }
 
+/// Bytes read from a local file per chunk of a GET's body.
+const FILE_CHUNK: u64 = 256 * 1024;
+
+/// The bytes `range` of a local file as a stream of [`FILE_CHUNK`]-sized chunks, each read with
+/// `pread` on the blocking pool. A file that ends early is an error, never a short body.
+fn file_chunks(
+    file: std::fs::File,
+    range: std::ops::Range<u64>,
+) -> BoxStream<'static, object_store::Result<Bytes>> {
+    let file = Arc::new(file);
+    stream::try_unfold(range.start, move |pos| {
+        let file = file.clone();
+        let end = range.end;
+        async move {
+            if pos >= end {
+                return Ok(None);
+            }
+            let len = (end - pos).min(FILE_CHUNK) as usize;
+            let chunk = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt as _;
+                let mut buf = vec![0u8; len];
+                file.read_exact_at(&mut buf, pos).map(|()| buf)
+            })
+            .await
+            .map_err(|e| object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(e),
+            })?
+            .map_err(|e| object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(e),
+            })?;
+            Ok(Some((Bytes::from(chunk), pos + len as u64)))
+        }
+    })
+    .boxed()
+}
+
 /// What a write left at its key.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -372,6 +410,13 @@ impl Objects {
     }
 
     fn path(&self, key: &str) -> Result<Path, StoreError> {
+        let path = self.key_path(key)?;
+        self.confine(key)?;
+        Ok(path)
+    }
+
+    /// `key` as an object_store path, if it is a well-formed key (not yet confined).
+    fn key_path(&self, key: &str) -> Result<Path, StoreError> {
         // A key may come from a cache (a narinfo's URL): quoted by a short prefix only.
         let bad = |reason: String| StoreError::BadKey {
             url: self.inner.cx.url.clone(),
@@ -383,9 +428,7 @@ impl Objects {
                 "keys are non-empty and have no leading or trailing /".to_owned()
             ));
         }
-        let path = Path::parse(key).map_err(|e| bad(e.to_string()))?;
-        self.confine(key)?;
-        Ok(path)
+        Path::parse(key).map_err(|e| bad(e.to_string()))
     }
 
     /// On a local directory, refuses a key that resolves outside the directory through a
@@ -448,6 +491,13 @@ impl Objects {
     /// [`StoreError::RangeNotSatisfiable`]; an empty [`ByteRange::Bounded`] range reads
     /// nothing (one HEAD request for the metadata).
     pub async fn get(&self, key: &str, range: ByteRange) -> Result<Option<Object>, StoreError> {
+        if let Some(root) = &self.inner.local_root {
+            let empty = matches!(&range, ByteRange::Bounded(r) if r.start >= r.end);
+            if !empty {
+                self.key_path(key)?;
+                return self.local_get(root.join(key), key, range).await;
+            }
+        }
         let path = self.path(key)?;
         if let ByteRange::Bounded(r) = &range {
             if r.start >= r.end {
@@ -481,10 +531,107 @@ impl Objects {
         let owned_key = key.to_owned();
         let range = result.range.clone();
         let meta = meta_of(result.meta.clone(), key.to_owned());
-        let body = result
-            .into_stream()
+        let raw = match result.payload {
+            // A local file: read in large chunks (object_store's own stream reads 8 KiB at a
+            // time, a system call and a tiny body frame per 8 KiB served).
+            object_store::GetResultPayload::File(file, _) => file_chunks(file, range.clone()),
+            object_store::GetResultPayload::Stream(s) => s,
+        };
+        let body = raw
             .map_err(move |e| convert(&cx, Op::Read, &owned_key, e))
             .boxed();
+        Ok(Some(Object { meta, range, body }))
+    }
+
+    /// [`get`](Self::get) on a local directory, in one trip to the blocking pool: the key
+    /// confined to the directory, the file opened, its metadata read (the same ETag as
+    /// object_store's local backend gives, so HEADs and GETs agree) and, for a range of at most
+    /// [`FILE_CHUNK`] bytes, read. object_store's own local GET takes two trips and reads 8 KiB
+    /// at a time, which made `serve` a third as fast as nginx on NARs.
+    async fn local_get(
+        &self,
+        file_path: std::path::PathBuf,
+        key: &str,
+        range: ByteRange,
+    ) -> Result<Option<Object>, StoreError> {
+        let this = self.clone();
+        let owned_key = key.to_owned();
+        let opened = tokio::task::spawn_blocking(move || {
+            this.confine(&owned_key)?;
+            let read_err = |e: io::Error| this.err(Op::Read, &owned_key, object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(e),
+            });
+            let file = match std::fs::File::open(&file_path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(read_err(e)),
+            };
+            let md = file.metadata().map_err(read_err)?;
+            if !md.is_file() {
+                return Ok(None);
+            }
+            let size = md.len();
+            let unsatisfiable = || StoreError::RangeNotSatisfiable {
+                url: this.inner.cx.url.clone(),
+                key: owned_key.clone(),
+                range: format!("{range:?}"),
+            };
+            let bytes = match &range {
+                ByteRange::All => 0..size,
+                ByteRange::Bounded(r) if r.start < size => r.start..r.end.min(size),
+                ByteRange::From(o) if *o < size => *o..size,
+                ByteRange::Last(n) => size.saturating_sub(*n)..size,
+                _ => return Err(unsatisfiable()),
+            };
+            let modified = md.modified().map_err(read_err)?;
+            let micros = modified
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_micros();
+            let inode = std::os::unix::fs::MetadataExt::ino(&md);
+            let meta = ObjectMeta {
+                key: owned_key.clone(),
+                size,
+                last_modified: modified,
+                e_tag: Some(format!("\"{inode:x}-{micros:x}-{size:x}\"")),
+                version: None,
+            };
+            let len = bytes.end - bytes.start;
+            let first = if len <= FILE_CHUNK {
+                use std::os::unix::fs::FileExt as _;
+                let mut buf = vec![0u8; len as usize];
+                file.read_exact_at(&mut buf, bytes.start).map_err(read_err)?;
+                Some(Bytes::from(buf))
+            } else {
+                None
+            };
+            Ok(Some((meta, bytes, file, first)))
+        })
+        .await
+        .map_err(|e| {
+            self.err(
+                Op::Read,
+                key,
+                object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: Box::new(e),
+                },
+            )
+        })??;
+        let Some((meta, range, file, first)) = opened else {
+            return Ok(None);
+        };
+        let body = match first {
+            Some(bytes) => stream::once(async move { Ok(bytes) }).boxed(),
+            None => {
+                let cx = self.inner.cx.clone();
+                let owned_key = key.to_owned();
+                file_chunks(file, range.clone())
+                    .map_err(move |e| convert(&cx, Op::Read, &owned_key, e))
+                    .boxed()
+            }
+        };
         Ok(Some(Object { meta, range, body }))
     }
 
