@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cachecore::cache_info::CacheInfo;
 use cachecore::compression::Compression;
+use cachecore::error::ErrorKind;
 use cachecore::hash::{Hash, HashAlgo};
 use cachecore::narinfo::NarInfo;
-use cachecore::error::ErrorKind;
 use cachecore::store::{
     BinaryCache, ByteRange, Objects, PutMode, StoreError, VersionTag, MULTIPART_THRESHOLD,
 };
@@ -55,7 +55,11 @@ fn gen_stream(
 
 /// Reads the object at `key` as a stream and checks it equals the generated data.
 async fn assert_generated(o: &Objects, key: &str, total: u64) {
-    let object = o.get(key, ByteRange::All).await.unwrap().expect("object present");
+    let object = o
+        .get(key, ByteRange::All)
+        .await
+        .unwrap()
+        .expect("object present");
     assert_eq!(object.meta.size, total, "{key}: size in the metadata");
     assert_eq!(object.range, 0..total, "{key}: range of a whole GET");
     let mut s = object.body;
@@ -110,12 +114,26 @@ struct Expect {
     large_create_only: bool,
 }
 
-/// Everything a backend must do. `cache` must be empty and writable.
+/// The large object of the stream and failing-source parts (over two multipart thresholds).
+const BIG: u64 = 30 * 1024 * 1024;
+
+/// Everything a backend must do. `cache` must be empty and writable. Each part is a function,
+/// so a failure's backtrace names the part that broke; they run in order (later parts use
+/// what earlier ones wrote).
 async fn conformance(cache: &BinaryCache, expect: Expect) {
     let url = cache.url().to_owned();
     eprintln!("conformance: {url}");
+    let o = cache.objects();
+    cache_info_init(cache, &url).await;
+    small_objects(o, &url).await;
+    conditional_writes(o, &url, expect).await;
+    streams_ranges_listing(o, &url).await;
+    failing_source(o, &url).await;
+    narinfos(cache, &url).await;
+}
 
-    // --- nix-cache-info: absent, init, idempotent init, StoreDir mismatch.
+/// Nix-cache-info: absent, init, idempotent init, StoreDir mismatch.
+async fn cache_info_init(cache: &BinaryCache, url: &str) {
     assert!(
         cache.cache_info().await.unwrap().is_none(),
         "{url}: fresh store has no nix-cache-info"
@@ -147,15 +165,24 @@ async fn conformance(cache: &BinaryCache, expect: Expect) {
         other => panic!("{url}: expected StoreDirMismatch, got {other:?}"),
     }
     assert_eq!(cache.cache_info().await.unwrap(), Some(wanted.clone()));
+}
 
-    // --- small objects: put, get, head, rename, delete.
-    let o = cache.objects();
-    assert!(o.get("log/missing.drv", ByteRange::All).await.unwrap().is_none());
+/// Small objects: put, get, head, rename, delete.
+async fn small_objects(o: &Objects, url: &str) {
+    assert!(o
+        .get("log/missing.drv", ByteRange::All)
+        .await
+        .unwrap()
+        .is_none());
     assert!(o.get_bytes("log/missing.drv").await.unwrap().is_none());
     assert_eq!(o.head("log/missing.drv").await.unwrap(), None);
     let before = std::time::SystemTime::now() - Duration::from_secs(120);
     let written = o
-        .put("log/a.drv", Bytes::from_static(b"build log\n"), PutMode::Overwrite)
+        .put(
+            "log/a.drv",
+            Bytes::from_static(b"build log\n"),
+            PutMode::Overwrite,
+        )
         .await
         .unwrap();
     assert_eq!(written.size, 10);
@@ -170,7 +197,10 @@ async fn conformance(cache: &BinaryCache, expect: Expect) {
     assert!(meta.e_tag.is_some(), "{url}: no ETag: {meta:?}");
     let got = o.get("log/a.drv", ByteRange::All).await.unwrap().unwrap();
     assert_eq!(got.meta.size, meta.size);
-    assert_eq!(got.meta.e_tag, meta.e_tag, "{url}: GET and HEAD ETags differ");
+    assert_eq!(
+        got.meta.e_tag, meta.e_tag,
+        "{url}: GET and HEAD ETags differ"
+    );
     let streamed: Vec<Bytes> = got.body.try_collect().await.unwrap();
     assert_eq!(streamed.concat(), b"build log\n");
     // Overwrite: a new ETag.
@@ -183,7 +213,10 @@ async fn conformance(cache: &BinaryCache, expect: Expect) {
     );
     let meta2 = o.head("log/a.drv").await.unwrap().unwrap();
     assert_eq!(meta2.size, 2);
-    assert_ne!(meta2.e_tag, meta.e_tag, "{url}: ETag unchanged by a rewrite");
+    assert_ne!(
+        meta2.e_tag, meta.e_tag,
+        "{url}: ETag unchanged by a rewrite"
+    );
     // Rename (onto a fresh key, and over an existing one).
     o.rename("log/a.drv", "log/b.drv").await.unwrap();
     assert_eq!(o.head("log/a.drv").await.unwrap(), None);
@@ -219,15 +252,17 @@ async fn conformance(cache: &BinaryCache, expect: Expect) {
     o.delete("log/c.drv").await.unwrap();
     assert_eq!(o.head("log/c.drv").await.unwrap(), None);
     o.delete("log/c.drv").await.unwrap(); // deleting a missing key is fine
-    // Keys no backend accepts.
+                                          // Keys no backend accepts.
     for bad in ["", "/abs", "a//b", "dir/", "a/../b"] {
         match o.put(bad, Bytes::new(), PutMode::Overwrite).await {
             Err(e @ StoreError::BadKey { .. }) => assert_eq!(e.kind(), ErrorKind::InvalidInput),
             other => panic!("{url}: key {bad:?}: {other:?}"),
         }
     }
+}
 
-    // --- conditional writes: what the store honours (probed), and what a caller then gets.
+/// Conditional writes: what the store honours (probed), and what a caller then gets.
+async fn conditional_writes(o: &Objects, url: &str, expect: Expect) {
     let support = o.write_support().await.unwrap();
     eprintln!("  write support: {support:?}");
     assert!(support.writable);
@@ -244,13 +279,19 @@ async fn conformance(cache: &BinaryCache, expect: Expect) {
         .try_collect()
         .await
         .unwrap();
-    assert!(leftovers.is_empty(), "{url}: probe objects left: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "{url}: probe objects left: {leftovers:?}"
+    );
     let created = o
         .put("roots/a", Bytes::from_static(b"first"), PutMode::Create)
         .await;
     if support.create_only {
         created.unwrap();
-        match o.put("roots/a", Bytes::from_static(b"second"), PutMode::Create).await {
+        match o
+            .put("roots/a", Bytes::from_static(b"second"), PutMode::Create)
+            .await
+        {
             Err(e @ StoreError::AlreadyExists { .. }) => {
                 assert_eq!(e.kind(), ErrorKind::Conflict);
                 assert!(e.to_string().contains("roots/a"), "{e}");
@@ -267,7 +308,10 @@ async fn conformance(cache: &BinaryCache, expect: Expect) {
         let w = o
             .put_stream("roots/a", gen_stream(1000, 100), PutMode::Create)
             .await;
-        assert!(matches!(w, Err(StoreError::AlreadyExists { .. })), "{url}: {w:?}");
+        assert!(
+            matches!(w, Err(StoreError::AlreadyExists { .. })),
+            "{url}: {w:?}"
+        );
         let big = (MULTIPART_THRESHOLD + 1_000_000) as u64;
         match o
             .put_stream("roots/big", gen_stream(big, 65_536), PutMode::Create)
@@ -279,11 +323,20 @@ async fn conformance(cache: &BinaryCache, expect: Expect) {
                 let again = o
                     .put_stream("roots/big", gen_stream(big, 65_536), PutMode::Create)
                     .await;
-                assert!(matches!(again, Err(StoreError::AlreadyExists { .. })), "{url}: {again:?}");
-                assert!(expect.large_create_only, "{url}: large create-only writes worked");
+                assert!(
+                    matches!(again, Err(StoreError::AlreadyExists { .. })),
+                    "{url}: {again:?}"
+                );
+                assert!(
+                    expect.large_create_only,
+                    "{url}: large create-only writes worked"
+                );
             }
             Err(e) => {
-                assert!(!expect.large_create_only, "{url}: large create-only write: {e}");
+                assert!(
+                    !expect.large_create_only,
+                    "{url}: large create-only write: {e}"
+                );
                 assert_eq!(e.kind(), ErrorKind::Unsupported, "{e:?}");
                 assert_eq!(o.head("roots/big").await.unwrap(), None);
             }
@@ -308,19 +361,32 @@ async fn conformance(cache: &BinaryCache, expect: Expect) {
         version: current.version.as_ref().map(|_| "1".to_owned()),
     };
     let swapped = o
-        .put("roots/a", Bytes::from_static(b"swapped"), PutMode::IfUnchanged(current.clone()))
+        .put(
+            "roots/a",
+            Bytes::from_static(b"swapped"),
+            PutMode::IfUnchanged(current.clone()),
+        )
         .await;
     if support.if_unchanged {
         swapped.unwrap();
         match o
-            .put("roots/a", Bytes::from_static(b"lost"), PutMode::IfUnchanged(current))
+            .put(
+                "roots/a",
+                Bytes::from_static(b"lost"),
+                PutMode::IfUnchanged(current),
+            )
             .await
         {
             Err(e @ StoreError::Changed { .. }) => assert_eq!(e.kind(), ErrorKind::Conflict),
             other => panic!("{url}: replace with an old version: {other:?}"),
         }
         assert!(matches!(
-            o.put("roots/a", Bytes::from_static(b"lost"), PutMode::IfUnchanged(stale)).await,
+            o.put(
+                "roots/a",
+                Bytes::from_static(b"lost"),
+                PutMode::IfUnchanged(stale)
+            )
+            .await,
             Err(StoreError::Changed { .. })
         ));
         assert_eq!(
@@ -341,7 +407,10 @@ async fn conformance(cache: &BinaryCache, expect: Expect) {
     }
     o.delete("roots/a").await.unwrap();
     o.delete("roots/big").await.unwrap();
+}
 
+/// Streams (empty, small, multipart), ranges of a large object, listing a prefix.
+async fn streams_ranges_listing(o: &Objects, url: &str) {
     // --- streams: empty, small (single put), large (multipart).
     assert_eq!(
         o.put_stream("nar/empty.nar", stream::empty(), PutMode::Overwrite)
@@ -352,14 +421,17 @@ async fn conformance(cache: &BinaryCache, expect: Expect) {
     );
     assert_eq!(o.head("nar/empty.nar").await.unwrap().unwrap().size, 0);
     assert_eq!(
-        o.put_stream("nar/small.nar", gen_stream(100_000, 7_000), PutMode::Overwrite)
-            .await
-            .unwrap()
-            .size,
+        o.put_stream(
+            "nar/small.nar",
+            gen_stream(100_000, 7_000),
+            PutMode::Overwrite
+        )
+        .await
+        .unwrap()
+        .size,
         100_000
     );
     assert_generated(o, "nar/small.nar", 100_000).await;
-    const BIG: u64 = 30 * 1024 * 1024;
     assert!(BIG as usize > 2 * MULTIPART_THRESHOLD);
     let t = Instant::now();
     let key = "nar/.tmp-big";
@@ -437,10 +509,21 @@ async fn conformance(cache: &BinaryCache, expect: Expect) {
         ],
         "{url}: list(nar)"
     );
-    let root: Vec<String> = o.list_dir("").map_ok(|m| m.key).try_collect().await.unwrap();
-    assert_eq!(root, vec!["nix-cache-info".to_owned()], "{url}: list_dir(root)");
+    let root: Vec<String> = o
+        .list_dir("")
+        .map_ok(|m| m.key)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        root,
+        vec!["nix-cache-info".to_owned()],
+        "{url}: list_dir(root)"
+    );
+}
 
-    // --- a failing source: nothing appears at the key, small or multipart.
+/// A failing source: nothing appears at the key, small or multipart.
+async fn failing_source(o: &Objects, url: &str) {
     for (size, fail_after) in [(1000u64, 500usize), (BIG, 15 * 1024 * 1024)] {
         let key = format!("nar/failing-{size}.nar");
         let mut sent = 0usize;
@@ -466,7 +549,11 @@ async fn conformance(cache: &BinaryCache, expect: Expect) {
             "{url}: {key} must not exist"
         );
     }
+}
 
+/// Narinfos: writes, missing, listing, a bad one naming its key.
+async fn narinfos(cache: &BinaryCache, url: &str) {
+    let o = cache.objects();
     // --- narinfos.
     let paths: Vec<StorePath> = (0..6).map(|i| store_path(i, &format!("pkg-{i}"))).collect();
     let present = [0usize, 2, 3];
@@ -623,7 +710,12 @@ fn conformance_local_directory() {
         // The file:// spelling reaches the same store.
         let again = BinaryCache::open(&format!("file://{}", root.display())).unwrap();
         assert_eq!(
-            again.objects().head("nar/big.nar.zst").await.unwrap().map(|m| m.size),
+            again
+                .objects()
+                .head("nar/big.nar.zst")
+                .await
+                .unwrap()
+                .map(|m| m.size),
             Some(30 * 1024 * 1024)
         );
     });
