@@ -280,7 +280,7 @@ impl BinaryCache {
         let cache = self.as_async()?;
         let rt = runtime()?;
         let info = rt.block_on(ops::browse::narinfo(&cache, path))?;
-        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(8);
+        let (tx, reader) = crate::ops::pipe::reader_channel();
         rt.spawn(async move {
             let chunks = tx.clone();
             let read = ops::browse::with_nar(&cache, &info, move |nar| {
@@ -307,10 +307,7 @@ impl BinaryCache {
                 let _ = tx.send(Err(io::Error::other(e))).await;
             }
         });
-        Ok(NarReader {
-            rx,
-            current: Bytes::new(),
-        })
+        Ok(NarReader { inner: reader })
     }
 
     /// Pushes `roots` (and their closures) from `local` (see [`ops::push()`]).
@@ -478,22 +475,12 @@ impl Seek for File {
 /// A whole NAR as a [`Read`], from [`BinaryCache::nar_reader`].
 #[derive(Debug)]
 pub struct NarReader {
-    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
-    current: Bytes,
+    inner: crate::ops::pipe::ChannelReader,
 }
 
 impl Read for NarReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.current.len());
-        out[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
+        self.inner.read(out)
     }
 }
 
