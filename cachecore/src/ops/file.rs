@@ -11,7 +11,8 @@ use futures::stream::{BoxStream, StreamExt as _, TryStreamExt as _};
 use super::browse::{listing_from_nar, listing_of, narinfo};
 use super::{join_error, OpError};
 use crate::access::{AccessError, NarAccess};
-use crate::nar::ListingNode;
+use crate::nar::{Listing, ListingNode};
+use crate::narinfo::NarInfo;
 use crate::store::BinaryCache;
 use crate::store_path::StorePath;
 
@@ -60,12 +61,23 @@ pub async fn open_file(
     sub: &str,
 ) -> Result<NarFile, OpError> {
     let info = narinfo(cache, path).await?;
+    let listing = listing_of(cache, &info).await?;
+    open_listed(cache, info, listing, sub).await
+}
+
+/// [`open_file`] for a narinfo and a listing already read (the server's `/serve/` route reads
+/// them to tell a file from a directory first).
+pub(crate) async fn open_listed(
+    cache: &BinaryCache,
+    info: NarInfo,
+    mut listing: Listing,
+    sub: &str,
+) -> Result<NarFile, OpError> {
     let name = format!(
         "{}/{}",
         info.store_dir.full_path(&info.store_path),
         sub.trim_start_matches('/')
     );
-    let mut listing = listing_of(cache, &info).await?;
     let mut from_nar = false;
     loop {
         let node = listing

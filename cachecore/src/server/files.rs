@@ -1,5 +1,5 @@
 //! `GET /serve/<hash>-<name>/<path>`: one file from inside a store path, for a browser, read
-//! with the core's random-access reader ([`ops::open_file`]): the narinfo, the listing and the
+//! with the core's random-access reader ([`ops::open_file`]'s): the narinfo, the listing and the
 //! frames of the NAR that hold the file — never the whole NAR. A directory is an HTML index; a
 //! symlink is a redirect to its target.
 //!
@@ -56,8 +56,14 @@ pub(super) async fn serve(state: &AppState, rest: &str, head: bool) -> Response 
         Err(e) => return op_failure(&path, &e),
     };
     let shown = format!("{path}/{sub}");
+    if matches!(listing.get(sub), Some(ListingNode::Regular { .. })) {
+        // The narinfo and listing read above serve the ranged read too.
+        return match ops::file::open_listed(cache, info, listing, sub).await {
+            Ok(f) => file(f, sub, &shown, head),
+            Err(e) => op_failure(&path, &e),
+        };
+    }
     match listing.get(sub) {
-        None => text(StatusCode::NOT_FOUND, format!("{shown} does not exist")),
         Some(ListingNode::Directory { .. }) if !(sub.is_empty() || sub.ends_with('/')) => {
             // Relative links in the index resolve against a URL ending in `/`.
             redirect(&format!("/serve/{rest}/"))
@@ -74,15 +80,13 @@ pub(super) async fn serve(state: &AppState, rest: &str, head: bool) -> Response 
                 ),
             }
         }
-        Some(ListingNode::Regular { .. }) => file(state, &path, sub, &shown, head).await,
+        None | Some(ListingNode::Regular { .. }) => {
+            text(StatusCode::NOT_FOUND, format!("{shown} does not exist"))
+        }
     }
 }
 
-async fn file(state: &AppState, path: &StorePath, sub: &str, shown: &str, head: bool) -> Response {
-    let file = match ops::open_file(&state.cache, path, sub).await {
-        Ok(f) => f,
-        Err(e) => return op_failure(path, &e),
-    };
+fn file(file: ops::NarFile, sub: &str, shown: &str, head: bool) -> Response {
     let size = file.size();
     let body = if head {
         Body::empty()
