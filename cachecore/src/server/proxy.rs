@@ -106,6 +106,12 @@ impl Proxy {
     }
 
     async fn fill_from_upstreams(&self, hash_part: &str) -> bool {
+        // Filled meanwhile, by a fill that ended between the request's look and this one's
+        // start: nothing to fetch.
+        let key = crate::store::layout::narinfo(hash_part);
+        if let Ok(Some(_)) = self.store.objects().head(&key).await {
+            return true;
+        }
         for (i, up) in self.upstreams.iter().enumerate() {
             let label = i.to_string();
             let result = self.fill_from(up, hash_part).await;
