@@ -712,19 +712,8 @@ fn a_store_failure_mid_body_aborts_the_transfer_and_one_before_it_is_an_error_st
 /// A tree of `files` text-like files of 2 MiB (zstd packs them about 3:1) under `a/`, and
 /// `m/needle.txt` (1 KiB) after them in NAR order; returns the needle.
 fn big_tree(root: &Path, files: usize) -> Vec<u8> {
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut text = |len: usize| {
-        let mut out = Vec::with_capacity(len + 16);
-        while out.len() < len {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            out.extend_from_slice(format!("word_{:x}", (seed >> 8) & 0xfff).as_bytes());
-            out.push(if seed & 0x300 == 0 { b'\n' } else { b' ' });
-        }
-        out.truncate(len);
-        out
-    };
+    let mut rng = Xorshift::new(0);
+    let mut text = |len: usize| text_bytes(&mut rng, len);
     fs::create_dir_all(root.join("a")).unwrap();
     for i in 0..files {
         fs::write(root.join("a").join(format!("lib{i:03}.py")), text(2 << 20)).unwrap();

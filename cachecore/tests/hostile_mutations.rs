@@ -17,20 +17,12 @@ use cachecore::ops::{self, CopyOptions, NoProgress, PushOptions, VerifyOptions};
 use cachecore::signing::{SecretKey, Signer};
 use cachecore::store::{BinaryCache, PutMode};
 use cachecore::store_path::StoreDir;
+use cachecore_testkit::Xorshift;
 use futures::TryStreamExt as _;
 
-/// A xorshift generator: reproducible mutations without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
+/// A value in `0..n` (0 when `n` is 0: mutations may have deleted every narinfo).
+fn below(rng: &mut Xorshift, n: usize) -> usize {
+    rng.below(n.max(1) as u64) as usize
 }
 
 async fn objects(cache: &BinaryCache) -> BTreeMap<String, Bytes> {
@@ -57,28 +49,28 @@ async fn load(objects: &BTreeMap<String, Bytes>) -> BinaryCache {
 }
 
 /// One mutation of the clean cache, described for the failure message.
-fn mutate(objects: &mut BTreeMap<String, Bytes>, rng: &mut Rng) -> String {
+fn mutate(objects: &mut BTreeMap<String, Bytes>, rng: &mut Xorshift) -> String {
     let keys: Vec<String> = objects.keys().cloned().collect();
     let narinfos: Vec<String> = keys
         .iter()
         .filter(|k| k.ends_with(".narinfo"))
         .cloned()
         .collect();
-    let key = keys[rng.below(keys.len())].clone();
+    let key = keys[below(rng, keys.len())].clone();
     let mut bytes = objects[&key].to_vec();
-    let what = match rng.below(8) {
+    let what = match below(rng, 8) {
         0 if !bytes.is_empty() => {
-            let i = rng.below(bytes.len());
-            bytes[i] ^= 1 << rng.below(8);
+            let i = below(rng, bytes.len());
+            bytes[i] ^= 1 << below(rng, 8);
             format!("flip a bit of {key} at {i}")
         }
         1 => {
-            let n = rng.below(bytes.len() + 1);
+            let n = below(rng, bytes.len() + 1);
             bytes.truncate(n);
             format!("cut {key} to {n} bytes")
         }
         2 => {
-            let n = 1 + rng.below(5000);
+            let n = 1 + below(rng, 5000);
             bytes.extend((0..n).map(|i| (i * 31) as u8));
             format!("append {n} bytes to {key}")
         }
@@ -95,13 +87,13 @@ fn mutate(objects: &mut BTreeMap<String, Bytes>, rng: &mut Rng) -> String {
         }
         _ => {
             // Replace one field of a narinfo.
-            let key = narinfos[rng.below(narinfos.len())].clone();
+            let key = narinfos[below(rng, narinfos.len())].clone();
             let text = String::from_utf8_lossy(&objects[&key]).into_owned();
             let fields = [
                 "StorePath", "URL", "Compression", "FileHash", "FileSize", "NarHash", "NarSize",
                 "References",
             ];
-            let field = fields[rng.below(fields.len())];
+            let field = fields[below(rng, fields.len())];
             let values = [
                 "18446744073709551615".to_owned(),
                 "1125899906842625".to_owned(),
@@ -117,7 +109,7 @@ fn mutate(objects: &mut BTreeMap<String, Bytes>, rng: &mut Rng) -> String {
                 "x".repeat(5000),
                 String::new(),
             ];
-            let value = values[rng.below(values.len())].clone();
+            let value = values[below(rng, values.len())].clone();
             let new: String = text
                 .lines()
                 .map(|l| {
@@ -174,10 +166,10 @@ fn whatever_copy_writes_from_a_mutated_cache_verify_accepts() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
     for seed in 1..=seeds {
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut rng = Xorshift::new(seed);
         let mut mutated = clean.clone();
         let mut applied = Vec::new();
-        for _ in 0..1 + rng.below(3) {
+        for _ in 0..1 + below(&mut rng, 3) {
             applied.push(mutate(&mut mutated, &mut rng));
         }
         rt.block_on(async {

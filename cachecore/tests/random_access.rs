@@ -12,51 +12,23 @@ use cachecore::ops::{self, NoProgress, PushOptions};
 use cachecore::store::BinaryCache;
 use cachecore::store_path::StoreDir;
 use common::http_server::HttpServer;
-
-/// A small deterministic generator (xorshift), so the tree is the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-/// Text-like bytes that zstd compresses about 3:1, like source and libraries in a real path.
-fn text(rng: &mut Rng, len: usize) -> Vec<u8> {
-    const WORDS: [&str; 16] = [
-        "import", "def", "return", "self", "lambda", "class", "yield", "None", "async", "for",
-        "while", "with", "except", "raise", "from", "pass",
-    ];
-    let mut out = Vec::with_capacity(len + 16);
-    while out.len() < len {
-        let r = rng.next();
-        out.extend_from_slice(WORDS[(r & 15) as usize].as_bytes());
-        // Some entropy, so it does not compress to nothing.
-        out.extend_from_slice(format!("_{:x}", (r >> 8) & 0xfff).as_bytes());
-        out.push(if r & 0x300 == 0 { b'\n' } else { b' ' });
-    }
-    out.truncate(len);
-    out
-}
+use common::{text_bytes, Xorshift};
 
 /// ~600 MiB in 300 files of 2 MiB under a/ and z/, and `m/needle.txt` (1 KiB) between them in
 /// NAR order. Returns the needle's contents.
 fn generate_tree(root: &Path) -> Vec<u8> {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Seed 0: the same tree on every run.
+    let mut rng = Xorshift::new(0);
     for dir in ["a", "z"] {
         std::fs::create_dir_all(root.join(dir)).unwrap();
         for i in 0..150 {
             let mut f =
                 std::fs::File::create(root.join(dir).join(format!("lib{i:03}.py"))).unwrap();
-            f.write_all(&text(&mut rng, 2 << 20)).unwrap();
+            f.write_all(&text_bytes(&mut rng, 2 << 20)).unwrap();
         }
     }
     std::fs::create_dir_all(root.join("m")).unwrap();
-    let needle = text(&mut rng, 1024);
+    let needle = text_bytes(&mut rng, 1024);
     std::fs::write(root.join("m/needle.txt"), &needle).unwrap();
     needle
 }

@@ -36,6 +36,25 @@ impl Xorshift {
     }
 }
 
+/// Text-like bytes that zstd compresses about 3:1 (words of Python with some entropy), like
+/// the sources and libraries of a real store path.
+pub fn text_bytes(rng: &mut Xorshift, len: usize) -> Vec<u8> {
+    const WORDS: [&str; 16] = [
+        "import", "def", "return", "self", "lambda", "class", "yield", "None", "async", "for",
+        "while", "with", "except", "raise", "from", "pass",
+    ];
+    let mut out = Vec::with_capacity(len + 16);
+    while out.len() < len {
+        let r = rng.next_u64();
+        out.extend_from_slice(WORDS[(r & 15) as usize].as_bytes());
+        // Some entropy, so it does not compress to nothing.
+        out.extend_from_slice(format!("_{:x}", (r >> 8) & 0xfff).as_bytes());
+        out.push(if r & 0x300 == 0 { b'\n' } else { b' ' });
+    }
+    out.truncate(len);
+    out
+}
+
 /// SplitMix64's output function: a good 64-bit mix of `x`.
 pub fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
