@@ -475,7 +475,18 @@ fn bucket_and_prefix(
             ),
         ));
     }
-    if parsed.username() != "" || parsed.password().is_some() || parsed.port().is_some() {
+    // S3, GCS and Azure names are letters, digits, `.`, `-` and `_` (S3's legacy names keep
+    // upper case and `_`); anything else — an escape, a `:` of an empty port — is a typo.
+    if let Some(c) = bucket
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+    {
+        return Err(bad(
+            url,
+            format!("{what} name {bucket:?} has {c:?}; a {what} name is letters, digits, '.', '-' and '_'"),
+        ));
+    }
+    if parsed.username() != "" || parsed.password().is_some() || parsed.port().is_some() || authority_has_colon(url) {
         return Err(bad(
             url,
             format!("the {what} name cannot carry a user, password or port; give credentials through the environment or a profile"),
@@ -487,6 +498,13 @@ fn bucket_and_prefix(
             .map_err(|e| bad(url, format!("bad prefix {prefix:?}: {e}")))?;
     }
     Ok((bucket, prefix))
+}
+
+/// `s3://b:/p` as typed — a port separator with no port, which `url` drops silently.
+fn authority_has_colon(url: &str) -> bool {
+    let after_scheme = url.split_once("://").map_or("", |(_, rest)| rest);
+    let authority = after_scheme.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.rsplit('@').next().unwrap_or_default().contains(':')
 }
 
 /// `%XX` escapes of a URL's path decoded (`+` and `&` are themselves there; a `%` not followed
@@ -714,6 +732,10 @@ mod tests {
             }
         );
         assert!(err("gs://").contains("no bucket"));
+        // Found by the store_url fuzzer: an escape in the name and an empty port were kept.
+        assert!(err("Gs://%Gs://%23x").contains("bucket name \"%Gs\" has '%'"));
+        assert!(err("s3://b:/p").contains("cannot carry a user, password or port"));
+        assert!(err("az://ctr%21").contains("container name \"ctr%21\" has '%'"));
         assert!(err("gs://b?region=x").contains("unknown parameter \"region\" for gs://"));
         assert_eq!(ok("memory://").location, StoreLocation::Memory);
         assert!(err("memory://x").contains("no name"));
