@@ -12,7 +12,8 @@ compression=, compression-level=, write-nar-listing=, parallel-compression=, wan
 priority= (options given here override them)";
 
 /// What a store path argument is.
-const PATH_HELP: &str = "A store path (/nix/store/<hash>-<name>), a symlink to one such as ./result, \
+const PATH_HELP: &str =
+    "A store path (/nix/store/<hash>-<name>), a symlink to one such as ./result, \
 a path inside one, or a base name <hash>-<name>";
 
 /// Nix binary caches on any object store: push closures, copy, pull, verify; NAR archives,

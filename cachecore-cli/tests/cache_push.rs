@@ -789,8 +789,7 @@ fn killed_mid_push_every_visible_narinfo_has_its_nar_and_closure() {
         stderr.contains(&match CHAIN_LEN - left {
             1 => "1 path pushed".to_owned(),
             n => format!("{n} paths pushed"),
-        })
-            && stderr.contains(&format!("{left} already")),
+        }) && stderr.contains(&format!("{left} already")),
         "expected {} pushed and {left} already there:\n{stderr}",
         CHAIN_LEN - left
     );

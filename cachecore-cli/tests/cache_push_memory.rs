@@ -41,8 +41,7 @@ fn configured_bound() -> u64 {
         threads <= NarCompression::MAX_DEFAULT_THREADS as u64,
         "the default compression threads ({threads}) are not capped"
     );
-    let frames =
-        (NarCompression::MAX_DEFAULT_THREADS as u64 + 2) * DEFAULT_FRAME_SIZE as u64;
+    let frames = (NarCompression::MAX_DEFAULT_THREADS as u64 + 2) * DEFAULT_FRAME_SIZE as u64;
     frames + BRIDGE + MULTIPART + BASELINE
 }
 

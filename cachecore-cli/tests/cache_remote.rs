@@ -100,7 +100,12 @@ fn assert_reads_like_local(
         let out = run(&remote_refs);
         if whole_cache && !listable {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(5), "{label}: `{}`: {stderr}", check.join(" "));
+            assert_eq!(
+                out.status.code(),
+                Some(5),
+                "{label}: `{}`: {stderr}",
+                check.join(" ")
+            );
             assert!(
                 stderr.contains("has no listing") && stderr.lines().count() == 1,
                 "{label}: `{}`: {stderr}",
@@ -160,7 +165,10 @@ fn read_commands_over_http() {
         &cachecore_output(&["push", &server.url(), "--add", path_str(&src)], b""),
         "push over http",
     );
-    assert!(err.contains(&server.url()) && err.contains("read-only"), "{err}");
+    assert!(
+        err.contains(&server.url()) && err.contains("read-only"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -93,10 +93,7 @@ fn each_kind_of_failure_has_its_status() {
     failing(&["verify", &cache, "--trusted-key", "no-colon-here"], 2);
 
     // 4: the path asked for is not in the cache.
-    let absent = format!(
-        "/nix/store/{}-absent",
-        "0".repeat(32)
-    );
+    let absent = format!("/nix/store/{}-absent", "0".repeat(32));
     let dest = dir.path().join("pulled");
     failing(
         &["pull", &cache, &absent, path_str(&dest), "--no-check-sigs"],
@@ -107,7 +104,14 @@ fn each_kind_of_failure_has_its_status() {
     let other = cachecore_output(&["key", "generate", "other-1"], b"");
     let other_public = String::from_utf8(other.stderr).unwrap().trim().to_owned();
     let e = failing(
-        &["pull", &cache, &path, path_str(&dest), "--trusted-key", &other_public],
+        &[
+            "pull",
+            &cache,
+            &path,
+            path_str(&dest),
+            "--trusted-key",
+            &other_public,
+        ],
         1,
     );
     assert!(e.contains("trusted"), "{e}");
@@ -117,7 +121,14 @@ fn each_kind_of_failure_has_its_status() {
     // 5: refused — the pull destination exists.
     fs::create_dir(&dest).unwrap();
     failing(
-        &["pull", &cache, &path, path_str(&dest), "--trusted-key", &public],
+        &[
+            "pull",
+            &cache,
+            &path,
+            path_str(&dest),
+            "--trusted-key",
+            &public,
+        ],
         5,
     );
     fs::remove_dir(&dest).unwrap();
@@ -132,7 +143,14 @@ fn each_kind_of_failure_has_its_status() {
     let out = cachecore_output(&["verify", &cache], b"");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     failing(
-        &["pull", &cache, &path, path_str(&dest), "--trusted-key", &public],
+        &[
+            "pull",
+            &cache,
+            &path,
+            path_str(&dest),
+            "--trusted-key",
+            &public,
+        ],
         1,
     );
     assert!(!dest.exists());
@@ -143,7 +161,10 @@ fn each_kind_of_failure_has_its_status() {
     assert!(e.contains("cannot reach"), "{e}");
 
     // 6: a local failure — the output cannot be written.
-    let full = fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
     let out = cachecore_command()
         .args(["nar", "pack", path_str(dir.path())])
         .stdout(full)

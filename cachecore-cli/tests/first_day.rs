@@ -67,7 +67,11 @@ fn assert_signed_xz_without_listings(cache: &Path, n: usize, key_name: &str) {
         assert!(info.contains("Compression: xz\n"), "{info}");
         assert!(info.contains(".nar.xz\n"), "{info}");
     }
-    assert_eq!(count_with_suffix(cache, ".ls"), 0, "write-nar-listing=false");
+    assert_eq!(
+        count_with_suffix(cache, ".ls"),
+        0,
+        "write-nar-listing=false"
+    );
 }
 
 #[test]
@@ -88,7 +92,10 @@ fn url_settings_sign_compress_and_skip_listings_in_a_directory_and_nix_accepts_t
     assert_signed_xz_without_listings(&cache, 3, "team-1");
     // The first push creates nix-cache-info with the URL's priority and want-mass-query.
     let info = fs::read_to_string(cache.join("nix-cache-info")).unwrap();
-    assert!(info.contains("Priority: 30\n") && info.contains("WantMassQuery: 0\n"), "{info}");
+    assert!(
+        info.contains("Priority: 30\n") && info.contains("WantMassQuery: 0\n"),
+        "{info}"
+    );
     // Nix substitutes the closure requiring the signature made from secret-key=.
     assert_nix_substitutes(
         &format!("file://{}", cache.display()),
@@ -96,12 +103,13 @@ fn url_settings_sign_compress_and_skip_listings_in_a_directory_and_nix_accepts_t
         &closure,
         &public,
     );
-    let verified = cachecore_output(
-        &["verify", path_str(&cache), "--trusted-key", &public],
-        b"",
-    );
+    let verified = cachecore_output(&["verify", path_str(&cache), "--trusted-key", &public], b"");
     assert_cachecore_ok(&verified, &["verify"]);
-    assert!(!stderr(&verified).contains("not checked"), "{}", stderr(&verified));
+    assert!(
+        !stderr(&verified).contains("not checked"),
+        "{}",
+        stderr(&verified)
+    );
 
     // Options given on the command line override the URL's settings.
     let cache2 = tmp.path().join("cache2");
@@ -128,10 +136,7 @@ fn unsigned_push_and_unchecked_verify_say_so() {
     let src = tmp.path().join("src");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("hello"), "hello\n").unwrap();
-    let out = cachecore_output(
-        &["push", path_str(&cache), "--add", path_str(&src)],
-        b"",
-    );
+    let out = cachecore_output(&["push", path_str(&cache), "--add", path_str(&src)], b"");
     assert_cachecore_ok(&out, &["push"]);
     let err = stderr(&out);
     let warnings: Vec<&str> = err.lines().filter(|l| l.contains("unsigned")).collect();
@@ -142,7 +147,13 @@ fn unsigned_push_and_unchecked_verify_say_so() {
     );
     // --quiet prints nothing, the warning included.
     let quiet = cachecore_output(
-        &["push", "--quiet", path_str(&tmp.path().join("c2")), "--add", path_str(&src)],
+        &[
+            "push",
+            "--quiet",
+            path_str(&tmp.path().join("c2")),
+            "--add",
+            path_str(&src),
+        ],
         b"",
     );
     assert_cachecore_ok(&quiet, &["push", "--quiet"]);
@@ -152,7 +163,8 @@ fn unsigned_push_and_unchecked_verify_say_so() {
     assert_cachecore_ok(&verified, &["verify"]);
     let err = stderr(&verified);
     assert!(
-        err.contains("signatures were not checked") && err.contains("1 of the 1 path has no signature"),
+        err.contains("signatures were not checked")
+            && err.contains("1 of the 1 path has no signature"),
         "{err}"
     );
 }
@@ -161,9 +173,18 @@ fn unsigned_push_and_unchecked_verify_say_so() {
 fn nix_settings_cachecore_cannot_honour_are_refused_by_name() {
     let tmp = tempdir();
     for (setting, url) in [
-        ("narinfo-compression", format!("file://{}/c?narinfo-compression=xz", tmp.path().display())),
-        ("secret-keys", format!("file://{}/c?secret-keys=a,b", tmp.path().display())),
-        ("compression=lz4", format!("file://{}/c?compression=lz4", tmp.path().display())),
+        (
+            "narinfo-compression",
+            format!("file://{}/c?narinfo-compression=xz", tmp.path().display()),
+        ),
+        (
+            "secret-keys",
+            format!("file://{}/c?secret-keys=a,b", tmp.path().display()),
+        ),
+        (
+            "compression=lz4",
+            format!("file://{}/c?compression=lz4", tmp.path().display()),
+        ),
     ] {
         let out = cachecore_output(&["push", &url, "--add", path_str(tmp.path())], b"");
         let line = assert_clean_error(&out, &url);
@@ -174,10 +195,17 @@ fn nix_settings_cachecore_cannot_honour_are_refused_by_name() {
     fs::write(&bogus, "not-a-key-SECRETBYTES").unwrap();
     let src = tmp.path().join("src");
     fs::create_dir_all(&src).unwrap();
-    let url = format!("file://{}/c?secret-key={}", tmp.path().display(), bogus.display());
+    let url = format!(
+        "file://{}/c?secret-key={}",
+        tmp.path().display(),
+        bogus.display()
+    );
     let out = cachecore_output(&["push", &url, "--add", path_str(&src)], b"");
     let line = assert_clean_error(&out, &url);
-    assert!(line.contains(path_str(&bogus)) && line.contains("secret-key="), "{line}");
+    assert!(
+        line.contains(path_str(&bogus)) && line.contains("secret-key="),
+        "{line}"
+    );
     assert!(!line.contains("SECRETBYTES"), "{line}");
 }
 
@@ -185,9 +213,15 @@ fn nix_settings_cachecore_cannot_honour_are_refused_by_name() {
 fn init_takes_url_settings_and_says_what_an_existing_cache_holds() {
     let tmp = tempdir();
     let cache = tmp.path().join("cache");
-    let url = format!("file://{}?priority=30&want-mass-query=false", cache.display());
+    let url = format!(
+        "file://{}?priority=30&want-mass-query=false",
+        cache.display()
+    );
     let out = cachecore_str(&["init", &url]);
-    assert!(out.contains("Priority: 30") && out.contains("WantMassQuery: 0"), "{out}");
+    assert!(
+        out.contains("Priority: 30") && out.contains("WantMassQuery: 0"),
+        "{out}"
+    );
     // The command line overrides the URL.
     let other = tmp.path().join("other");
     let out = cachecore_str(&[
@@ -202,7 +236,10 @@ fn init_takes_url_settings_and_says_what_an_existing_cache_holds() {
     let again = cachecore_output(&["init", path_str(&cache), "--priority", "10"], b"");
     assert_cachecore_ok(&again, &["init"]);
     let err = stderr(&again);
-    assert!(err.contains("already has a nix-cache-info") && err.contains("--update"), "{err}");
+    assert!(
+        err.contains("already has a nix-cache-info") && err.contains("--update"),
+        "{err}"
+    );
     assert!(String::from_utf8_lossy(&again.stdout).contains("Priority: 30"));
     let info = fs::read_to_string(cache.join("nix-cache-info")).unwrap();
     assert!(info.contains("Priority: 30"), "{info}");
@@ -212,7 +249,10 @@ fn init_takes_url_settings_and_says_what_an_existing_cache_holds() {
     assert_eq!(stderr(&same), "");
     // --update replaces them.
     let updated = cachecore_str(&["init", path_str(&cache), "--priority", "10", "--update"]);
-    assert!(updated.contains("Priority: 10") && updated.contains("WantMassQuery: 1"), "{updated}");
+    assert!(
+        updated.contains("Priority: 10") && updated.contains("WantMassQuery: 1"),
+        "{updated}"
+    );
     let info = fs::read_to_string(cache.join("nix-cache-info")).unwrap();
     assert!(info.contains("Priority: 10\n"), "{info}");
 }
@@ -260,7 +300,14 @@ fn url_settings_sign_and_compress_pushes_to_garage() {
         stderr(&out)
     );
     // A refused setting fails before any request.
-    let out = cachecore_s3(&garage, &["push", &format!("{plain}&local-nar-cache=/tmp/x"), path_str(&result)]);
+    let out = cachecore_s3(
+        &garage,
+        &[
+            "push",
+            &format!("{plain}&local-nar-cache=/tmp/x"),
+            path_str(&result),
+        ],
+    );
     let line = assert_clean_error(&out, "push local-nar-cache");
     assert!(line.contains("local-nar-cache"), "{line}");
 }
@@ -284,12 +331,18 @@ fn s3_mistakes_get_one_sentence_with_the_fix() {
         line.contains("the server expects region `garage`; add `&region=garage`"),
         "{line}"
     );
-    assert!(!line.contains("<?xml") && !line.contains("retries"), "{line}");
+    assert!(
+        !line.contains("<?xml") && !line.contains("retries"),
+        "{line}"
+    );
     // -v (`cachecore --verbose`) adds the server's answer.
     for flag in ["-v", "--verbose"] {
         let out = cachecore_s3(&garage, &[flag, "init", &url]);
         let verbose = stderr(&out);
-        assert!(verbose.contains("expects region `garage`"), "{flag}: {verbose}");
+        assert!(
+            verbose.contains("expects region `garage`"),
+            "{flag}: {verbose}"
+        );
         assert!(verbose.len() > line.len(), "{flag}: {verbose}");
     }
 
@@ -309,14 +362,20 @@ fn s3_mistakes_get_one_sentence_with_the_fix() {
     let src = garage.dir().join("src");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("f"), "f").unwrap();
-    for args in [vec!["init", url.as_str()], vec!["push", url.as_str(), "--add", path_str(&src)]] {
+    for args in [
+        vec!["init", url.as_str()],
+        vec!["push", url.as_str(), "--add", path_str(&src)],
+    ] {
         let out = cachecore_s3(&garage, &args);
         let line = assert_clean_error(&out, &args.join(" "));
         assert!(
             line.contains(&format!("http://127.0.0.1:{web_port} is not an S3 API")),
             "{line}"
         );
-        assert!(!line.contains("<html") && !line.contains("does not exist"), "{line}");
+        assert!(
+            !line.contains("<html") && !line.contains("does not exist"),
+            "{line}"
+        );
     }
 }
 
@@ -334,10 +393,17 @@ fn result_works_everywhere(store: &str, run: &dyn Fn(&[&str]) -> Output, tmp: &P
     };
     let result = tmp.join("result");
     let result = path_str(&result);
-    assert_eq!(ok(&["cat", store, &format!("{result}/bin/cachecore-e2e-app")]), "cachecore-e2e-app\n");
+    assert_eq!(
+        ok(&["cat", store, &format!("{result}/bin/cachecore-e2e-app")]),
+        "cachecore-e2e-app\n"
+    );
     // A path inside, with `..` inside the store path, and a link inside it taken as named.
     assert_eq!(
-        ok(&["cat", store, &format!("{result}/bin/../bin/cachecore-e2e-app")]),
+        ok(&[
+            "cat",
+            store,
+            &format!("{result}/bin/../bin/cachecore-e2e-app")
+        ]),
         "cachecore-e2e-app\n"
     );
     let listed = ok(&["ls", store, result]);
@@ -346,7 +412,14 @@ fn result_works_everywhere(store: &str, run: &dyn Fn(&[&str]) -> Output, tmp: &P
     assert!(listed.contains("link"), "{listed}");
     ok(&["verify", store, result, "--trusted-key", public]);
     let dest = tmp.join(format!("pulled-{}", store.len()));
-    ok(&["pull", store, result, path_str(&dest), "--trusted-key", public]);
+    ok(&[
+        "pull",
+        store,
+        result,
+        path_str(&dest),
+        "--trusted-key",
+        public,
+    ]);
     assert_same_tree(&fs::read_link(tmp.join("result")).unwrap(), &dest);
     let copy = tmp.join(format!("copy-{}", store.len()));
     ok(&["copy", store, path_str(&copy), result]);
@@ -364,7 +437,16 @@ fn result_links_work_for_every_command_on_a_directory_and_on_garage() {
     let result = tmp.path().join("result");
     let (secret, public) = nix_generate_key(tmp.path(), "result-1");
     let cache = tmp.path().join("cache");
-    cachecore_ok(&["push", path_str(&cache), path_str(&result), "--key", path_str(&secret)], b"");
+    cachecore_ok(
+        &[
+            "push",
+            path_str(&cache),
+            path_str(&result),
+            "--key",
+            path_str(&secret),
+        ],
+        b"",
+    );
     result_works_everywhere(
         path_str(&cache),
         &|args| cachecore_output(args, b""),
@@ -374,8 +456,16 @@ fn result_links_work_for_every_command_on_a_directory_and_on_garage() {
 
     let garage = Garage::start();
     let url = garage.url("");
-    cachecore_s3_ok(&garage, &["push", &url, path_str(&result), "--key", path_str(&secret)]);
-    result_works_everywhere(&url, &|args| cachecore_s3(&garage, args), tmp.path(), &public);
+    cachecore_s3_ok(
+        &garage,
+        &["push", &url, path_str(&result), "--key", path_str(&secret)],
+    );
+    result_works_everywhere(
+        &url,
+        &|args| cachecore_s3(&garage, args),
+        tmp.path(),
+        &public,
+    );
 
     // A dangling link (the path is in the cache, not on this machine) works too.
     let app = fs::read_link(&result).unwrap().display().to_string();
@@ -384,7 +474,10 @@ fn result_links_work_for_every_command_on_a_directory_and_on_garage() {
     std::os::unix::fs::symlink(&fake, &dangling).unwrap();
     let out = cachecore_output(&["ls", path_str(&cache), path_str(&dangling)], b"");
     let line = assert_clean_error(&out, "ls dangling");
-    assert!(line.contains(&fake) || line.contains("0000000000"), "{line}");
+    assert!(
+        line.contains(&fake) || line.contains("0000000000"),
+        "{line}"
+    );
     let real = tmp.path().join("real-link");
     std::os::unix::fs::symlink(&app, &real).unwrap();
     cachecore_ok(&["ls", path_str(&cache), path_str(&real)], b"");
@@ -403,7 +496,10 @@ fn usual_mistakes_are_explained() {
 
     // Arguments the wrong way round.
     for (store, path) in [
-        (path_str(&result).to_owned(), "s3://bucket?endpoint=http://127.0.0.1:1&region=x".to_owned()),
+        (
+            path_str(&result).to_owned(),
+            "s3://bucket?endpoint=http://127.0.0.1:1&region=x".to_owned(),
+        ),
         (path_str(&result).to_owned(), path_str(&cache).to_owned()),
     ] {
         let out = cachecore_output(&["push", &store, &path], b"");
@@ -417,7 +513,10 @@ fn usual_mistakes_are_explained() {
     fs::create_dir_all(&plain).unwrap();
     let out = cachecore_output(&["push", path_str(&cache), path_str(&plain)], b"");
     let line = assert_clean_error(&out, "push plain dir");
-    assert!(line.contains(&format!("--add {}", plain.display())), "{line}");
+    assert!(
+        line.contains(&format!("--add {}", plain.display())),
+        "{line}"
+    );
 
     // ls and verify on a location that is not a cache (a mistyped prefix).
     let typo = tmp.path().join("cahce");
@@ -425,15 +524,24 @@ fn usual_mistakes_are_explained() {
     for cmd in ["ls", "verify"] {
         let out = cachecore_output(&[cmd, path_str(&typo)], b"");
         let line = assert_clean_error(&out, cmd);
-        assert!(line.contains("is not a binary cache: it has no nix-cache-info"), "{line}");
+        assert!(
+            line.contains("is not a binary cache: it has no nix-cache-info"),
+            "{line}"
+        );
     }
 
     // Summaries in human sizes, the same shape with --add.
     let out = cachecore_output(&["push", path_str(&cache), path_str(&result)], b"");
     assert_cachecore_ok(&out, &["push"]);
     let err = stderr(&out);
-    let summary = err.lines().find(|l| l.contains("pushed (")).unwrap_or_else(|| panic!("{err}"));
-    assert!(summary.contains(" B of NAR") || summary.contains("KiB of NAR"), "{summary}");
+    let summary = err
+        .lines()
+        .find(|l| l.contains("pushed ("))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        summary.contains(" B of NAR") || summary.contains("KiB of NAR"),
+        "{summary}"
+    );
     assert!(!summary.contains("NAR bytes"), "{summary}");
     let src = tmp.path().join("src");
     fs::create_dir_all(&src).unwrap();
@@ -441,18 +549,30 @@ fn usual_mistakes_are_explained() {
     let out = cachecore_output(&["push", path_str(&cache), "--add", path_str(&src)], b"");
     assert_cachecore_ok(&out, &["push --add"]);
     let err = stderr(&out);
-    let summary = err.lines().find(|l| l.contains("pushed (")).unwrap_or_else(|| panic!("{err}"));
-    assert!(summary.contains("3.0 MiB of NAR") && summary.contains("already in"), "{summary}");
+    let summary = err
+        .lines()
+        .find(|l| l.contains("pushed ("))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        summary.contains("3.0 MiB of NAR") && summary.contains("already in"),
+        "{summary}"
+    );
 
     // Every subcommand that takes a STORE describes it.
     for cmd in ["init", "push", "pull", "verify", "ls", "cat", "info"] {
         let help = cachecore_str(&[cmd, "--help"]);
-        assert!(help.contains("s3://bucket") && help.contains("secret-key=FILE"), "{cmd}:\n{help}");
+        assert!(
+            help.contains("s3://bucket") && help.contains("secret-key=FILE"),
+            "{cmd}:\n{help}"
+        );
     }
     let help = cachecore_str(&["copy", "--help"]);
     assert!(help.contains("./result"), "{help}");
     let help = cachecore_str(&["push", "--help"]);
-    assert!(help.contains("Overrides the store URL's compression="), "{help}");
+    assert!(
+        help.contains("Overrides the store URL's compression="),
+        "{help}"
+    );
 }
 
 #[test]
@@ -469,8 +589,19 @@ fn localhost_names_reach_garage_as_curl_does() {
     cachecore_s3_ok(&garage, &["push", &url, path_str(&result)]);
     // The website endpoint names the bucket by the first label of a *.localhost host.
     let web = format!("http://nixcache.web.garage.localhost:{web_port}");
-    let out = cachecore_s3_ok(&garage, &["cat", &web, &format!("{}/bin/cachecore-e2e-app", path_str(&result))]);
+    let out = cachecore_s3_ok(
+        &garage,
+        &[
+            "cat",
+            &web,
+            &format!("{}/bin/cachecore-e2e-app", path_str(&result)),
+        ],
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "cachecore-e2e-app\n");
     let out = cachecore_s3_ok(&garage, &["verify", &web, path_str(&result)]);
-    assert!(stderr(&out).contains("3 paths verified"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("3 paths verified"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -99,8 +99,16 @@ fn cachecore_in_pty(args: &[&str], trigger: (&str, &str), env: &[(String, String
 /// panic.
 #[track_caller]
 fn assert_interrupted(run: &PtyRun, what: &str) {
-    assert!(run.sent, "{what}: finished before Ctrl-C could be typed:\n{}", run.output);
-    assert_eq!(run.code, 130, "{what}: exit status; output:\n{}", run.output);
+    assert!(
+        run.sent,
+        "{what}: finished before Ctrl-C could be typed:\n{}",
+        run.output
+    );
+    assert_eq!(
+        run.code, 130,
+        "{what}: exit status; output:\n{}",
+        run.output
+    );
     assert_eq!(
         run.output.matches(INTERRUPTED).count(),
         1,
@@ -148,7 +156,11 @@ fn assert_no_staging_files(cache: &Path) {
         .into_iter()
         .filter(|f| f.contains('#'))
         .collect();
-    assert!(debris.is_empty(), "staging files left in {}: {debris:?}", cache.display());
+    assert!(
+        debris.is_empty(),
+        "staging files left in {}: {debris:?}",
+        cache.display()
+    );
 }
 
 fn link(dir: &Path, target: &str) -> PathBuf {
@@ -188,14 +200,26 @@ fn ctrl_c_stops_a_push_into_a_directory_and_a_pull_cleanly() {
     fs::create_dir_all(&dests).unwrap();
     let dest = dests.join("big");
     let run = cachecore_in_pty(
-        &["pull", path_str(&cache), path_str(&result), path_str(&dest), "--no-check-sigs"],
+        &[
+            "pull",
+            path_str(&cache),
+            path_str(&result),
+            path_str(&dest),
+            "--no-check-sigs",
+        ],
         ("text", "MiB/"),
         &[],
     );
     assert_interrupted(&run, "pull");
     assert_eq!(all_files(&dests), Vec::<String>::new(), "pull left debris");
     let again = cachecore_output(
-        &["pull", path_str(&cache), path_str(&result), path_str(&dest), "--no-check-sigs"],
+        &[
+            "pull",
+            path_str(&cache),
+            path_str(&result),
+            path_str(&dest),
+            "--no-check-sigs",
+        ],
         b"",
     );
     assert_cachecore_ok(&again, &["pull again"]);
@@ -221,7 +245,10 @@ fn incomplete_uploads(garage: &Garage) -> u64 {
     let out = Command::new("curl")
         .args(["-sS", "--fail", "-H"])
         .arg(format!("Authorization: Bearer {token}"))
-        .arg(format!("http://{addr}/v2/GetBucketInfo?globalAlias={}", garage.bucket))
+        .arg(format!(
+            "http://{addr}/v2/GetBucketInfo?globalAlias={}",
+            garage.bucket
+        ))
         .output()
         .expect("curl is needed");
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -246,9 +273,17 @@ fn ctrl_c_and_sigterm_stop_a_push_and_a_copy_into_garage_cleanly() {
     assert_eq!(incomplete_uploads(&garage), 0);
 
     // Ctrl-C once 100 MiB are packed: the multipart upload has begun.
-    let run = cachecore_in_pty(&["push", &url, path_str(&result)], ("regex", MULTIPART_BEGUN), &garage.env());
+    let run = cachecore_in_pty(
+        &["push", &url, path_str(&result)],
+        ("regex", MULTIPART_BEGUN),
+        &garage.env(),
+    );
     assert_interrupted(&run, "push into Garage");
-    assert_eq!(incomplete_uploads(&garage), 0, "an upload was left unfinished");
+    assert_eq!(
+        incomplete_uploads(&garage),
+        0,
+        "an upload was left unfinished"
+    );
     let mut cmd = cachecore_command();
     cmd.args(["push", &url, path_str(&result)])
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -260,7 +295,12 @@ fn ctrl_c_and_sigterm_stop_a_push_and_a_copy_into_garage_cleanly() {
     // stages the NAR under a temporary key).
     let copy_dest = tmp.path().join("copy");
     let args = [
-        "copy", url.as_str(), path_str(&copy_dest), "--all", "--recompress", "zstd",
+        "copy",
+        url.as_str(),
+        path_str(&copy_dest),
+        "--all",
+        "--recompress",
+        "zstd",
     ];
     let mut child = cachecore_command()
         .args(args)
@@ -274,25 +314,42 @@ fn ctrl_c_and_sigterm_stop_a_push_and_a_copy_into_garage_cleanly() {
     // Wait until the copy's upload has begun, then SIGTERM.
     let start = std::time::Instant::now();
     while !all_files(&copy_dest).iter().any(|f| f.contains('#')) {
-        assert!(child.try_wait().unwrap().is_none(), "copy finished before SIGTERM");
-        assert!(start.elapsed() < Duration::from_secs(120), "copy never started writing");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "copy finished before SIGTERM"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "copy never started writing"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let out = collect_with_timeout(&mut child, b"", "copy", Duration::from_secs(120));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(143), "copy after SIGTERM:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "copy after SIGTERM:\n{stderr}"
+    );
     assert_eq!(stderr.matches(INTERRUPTED).count(), 1, "{stderr}");
     assert_no_staging_files(&copy_dest);
-    assert!(!all_files(&copy_dest).iter().any(|f| f.ends_with(".narinfo")));
+    assert!(!all_files(&copy_dest)
+        .iter()
+        .any(|f| f.ends_with(".narinfo")));
     let again: Output = {
         let mut cmd = cachecore_command();
-        cmd.args(args).env("AWS_EC2_METADATA_DISABLED", "true").envs(garage.env());
+        cmd.args(args)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(garage.env());
         run_with_stdin(&mut cmd, b"")
     };
     assert_cachecore_ok(&again, &["copy again"]);
     assert_no_staging_files(&copy_dest);
     cachecore_ok(&["verify", path_str(&copy_dest)], b"");
-
 }

@@ -20,9 +20,9 @@ use cachecore::hash::{Hash, HashAlgo};
 use cachecore::narinfo::NarInfo;
 use cachecore::signing::SecretKey;
 use common::garage::Garage;
+use common::http_server::HttpServer;
 use common::net::{free_port, wait_for_port};
 use common::*;
-use common::http_server::HttpServer;
 
 // ---------------------------------------------------------------------------------------------
 // The clean cache every hostile one starts from
@@ -149,11 +149,7 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
                 let bytes = fs::read(&p).unwrap();
                 out.insert(
                     rel,
-                    format!(
-                        "{} {}",
-                        bytes.len(),
-                        Hash::digest(HashAlgo::Sha256, &bytes)
-                    ),
+                    format!("{} {}", bytes.len(), Hash::digest(HashAlgo::Sha256, &bytes)),
                 );
             }
         }
@@ -288,12 +284,18 @@ fn builders() -> Vec<Builder> {
     v.push(Box::new(|f, dir| {
         let base = f.a.rsplit('/').next().unwrap().to_owned();
         edit_narinfo_text(dir, &f.a_hash, |t| {
-            t.replace(&format!("StorePath: {}", f.a), &format!("StorePath: /evil/store/{base}"))
+            t.replace(
+                &format!("StorePath: {}", f.a),
+                &format!("StorePath: /evil/store/{base}"),
+            )
         });
         case(
             "StorePath in another store dir",
             Level::NarInfo,
-            format!("describes /evil/store/{base}, not /nix/store/{}-…", f.a_hash),
+            format!(
+                "describes /evil/store/{base}, not /nix/store/{}-…",
+                f.a_hash
+            ),
         )
     }));
     // 3. The right hash part with another name.
@@ -506,7 +508,9 @@ fn builders() -> Vec<Builder> {
     }));
     // 19. A 100 KiB line of garbage: quoted by a short prefix only.
     v.push(Box::new(|f, dir| {
-        edit_narinfo_text(dir, &f.a_hash, |t| format!("{t}{}\n", "Z".repeat(100 << 10)));
+        edit_narinfo_text(dir, &f.a_hash, |t| {
+            format!("{t}{}\n", "Z".repeat(100 << 10))
+        });
         case(
             "long garbage line",
             Level::NarInfo,
@@ -579,7 +583,12 @@ fn run_commands(f: &Fixture, transport: &Transport, url: &str, c: &Case, work: &
     }
     let out = run(transport, &args);
     assert_fails_with(&out, &what("pull"), &c.expect);
-    assert_eq!(snapshot(&pull_dir), before, "{}: pull left something", what("pull"));
+    assert_eq!(
+        snapshot(&pull_dir),
+        before,
+        "{}: pull left something",
+        what("pull")
+    );
 
     // cat by ranged reads (no flag) cannot check the NarHash, but never panics, and prints
     // at most what the narinfo's sizes allow.
@@ -609,7 +618,13 @@ fn run_commands(f: &Fixture, transport: &Transport, url: &str, c: &Case, work: &
     let dest_cache = work.join("dest");
     if !dest_cache.exists() {
         cachecore_ok(
-            &["copy", path_str(&f.base), path_str(&dest_cache), &f.b, "--quiet"],
+            &[
+                "copy",
+                path_str(&f.base),
+                path_str(&dest_cache),
+                &f.b,
+                "--quiet",
+            ],
             b"",
         );
     }
@@ -705,7 +720,11 @@ fn hostile_caches_over_http() {
         if c.local_only {
             continue;
         }
-        let url = format!("{}/{}", server.url(), dir.file_name().unwrap().to_string_lossy());
+        let url = format!(
+            "{}/{}",
+            server.url(),
+            dir.file_name().unwrap().to_string_lossy()
+        );
         let work = f.tmp.path().join(format!("work-http-{i}"));
         run_commands(&f, &Transport::Http, &url, &c, &work);
     }
@@ -757,7 +776,8 @@ fn a_swapped_narinfo_is_refused_by_nix_and_by_cachecore() {
     assert_eq!(c.name, "swapped narinfo");
 
     // Nix, requiring signatures by the cache's key, refuses to substitute A from it.
-    let nix = nix_copy_from_file_checking_sigs(&dir, &f.tmp.path().join("nix-store"), &f.a, &f.public);
+    let nix =
+        nix_copy_from_file_checking_sigs(&dir, &f.tmp.path().join("nix-store"), &f.a, &f.public);
     assert!(
         !nix.status.success(),
         "Nix accepted a swapped narinfo:\n{}",
@@ -766,17 +786,40 @@ fn a_swapped_narinfo_is_refused_by_nix_and_by_cachecore() {
     // And so does cachecore.
     let dest = f.tmp.path().join("out");
     let out = cachecore_output(
-        &["pull", path_str(&dir), &f.a, path_str(&dest), "--trusted-key", &f.public],
+        &[
+            "pull",
+            path_str(&dir),
+            &f.a,
+            path_str(&dest),
+            "--trusted-key",
+            &f.public,
+        ],
         b"",
     );
     assert_fails_with(&out, "pull of a swapped narinfo", &c.expect);
     assert!(!dest.exists());
 
     // The clean cache: both accept it.
-    let nix = nix_copy_from_file_checking_sigs(&f.base, &f.tmp.path().join("nix-store-2"), &f.a, &f.public);
-    assert!(nix.status.success(), "{}", String::from_utf8_lossy(&nix.stderr));
+    let nix = nix_copy_from_file_checking_sigs(
+        &f.base,
+        &f.tmp.path().join("nix-store-2"),
+        &f.a,
+        &f.public,
+    );
+    assert!(
+        nix.status.success(),
+        "{}",
+        String::from_utf8_lossy(&nix.stderr)
+    );
     cachecore_ok(
-        &["pull", path_str(&f.base), &f.a, path_str(&dest), "--trusted-key", &f.public],
+        &[
+            "pull",
+            path_str(&f.base),
+            &f.a,
+            path_str(&dest),
+            "--trusted-key",
+            &f.public,
+        ],
         b"",
     );
     assert_eq!(fs::read(dest.join("hello")).unwrap(), b"hello from A\n");
@@ -798,13 +841,23 @@ fn other_file_hash_algorithms_are_checked_not_refused() {
         write_narinfo(&dir, &f.a_hash, &info);
         let dest = f.tmp.path().join(format!("out-{algo}"));
         cachecore_ok(
-            &["pull", path_str(&dir), &f.a, path_str(&dest), "--trusted-key", &f.public],
+            &[
+                "pull",
+                path_str(&dir),
+                &f.a,
+                path_str(&dest),
+                "--trusted-key",
+                &f.public,
+            ],
             b"",
         );
         cachecore_ok(&["verify", path_str(&dir), "--trusted-key", &f.public], b"");
         // copy names the object by its sha256 and writes a sha256 FileHash.
         let to = f.tmp.path().join(format!("copy-{algo}"));
-        cachecore_ok(&["copy", path_str(&dir), path_str(&to), &f.a, "--quiet"], b"");
+        cachecore_ok(
+            &["copy", path_str(&dir), path_str(&to), &f.a, "--quiet"],
+            b"",
+        );
         let copied = read_narinfo(&to, &f.a_hash);
         let sha = Hash::digest(HashAlgo::Sha256, &bytes);
         assert_eq!(copied.file_hash, Some(sha.clone()));
@@ -827,7 +880,10 @@ fn copy_writes_under_its_own_keys_and_only_signed_paths_with_trusted_key() {
     info.url = "nar/elsewhere.nar.zst".into();
     write_narinfo(&dir, &f.a_hash, &info);
     let to = f.tmp.path().join("to");
-    cachecore_ok(&["copy", path_str(&dir), path_str(&to), &f.a, "--quiet"], b"");
+    cachecore_ok(
+        &["copy", path_str(&dir), path_str(&to), &f.a, "--quiet"],
+        b"",
+    );
     let copied = read_narinfo(&to, &f.a_hash);
     assert_eq!(
         copied.url,
@@ -900,7 +956,14 @@ fn pull_removes_only_its_own_staging() {
 
     let dest = work.join("out");
     cachecore_ok(
-        &["pull", path_str(&f.base), &f.a, path_str(&dest), "--trusted-key", &f.public],
+        &[
+            "pull",
+            path_str(&f.base),
+            &f.a,
+            path_str(&dest),
+            "--trusted-key",
+            &f.public,
+        ],
         b"",
     );
     assert_eq!(fs::read(foreign.join("mine")).unwrap(), b"keep me");
@@ -916,7 +979,14 @@ fn pull_removes_only_its_own_staging() {
     let empty = work.join("empty");
     fs::create_dir(&empty).unwrap();
     let out = cachecore_output(
-        &["pull", path_str(&f.base), &f.a, path_str(&empty), "--trusted-key", &f.public],
+        &[
+            "pull",
+            path_str(&f.base),
+            &f.a,
+            path_str(&empty),
+            "--trusted-key",
+            &f.public,
+        ],
         b"",
     );
     assert_fails_with(&out, "pull onto an empty directory", "already exists");
@@ -953,9 +1023,14 @@ fn debris_is_reported_and_repair_repushes_damaged_paths() {
 
     // A plain push skips the damaged path; --repair pushes it again.
     let src = f.tmp.path().join("srcA");
-    cachecore_ok(&["push", path_str(&dir), "--add", path_str(&src), "--quiet"], b"");
+    cachecore_ok(
+        &["push", path_str(&dir), "--add", path_str(&src), "--quiet"],
+        b"",
+    );
     assert_eq!(
-        cachecore_output(&["verify", path_str(&dir), &f.a], b"").status.code(),
+        cachecore_output(&["verify", path_str(&dir), &f.a], b"")
+            .status
+            .code(),
         Some(1)
     );
     cachecore_ok(
@@ -971,7 +1046,10 @@ fn debris_is_reported_and_repair_repushes_damaged_paths() {
         ],
         b"",
     );
-    cachecore_ok(&["verify", path_str(&dir), &f.a, "--trusted-key", &f.public], b"");
+    cachecore_ok(
+        &["verify", path_str(&dir), &f.a, "--trusted-key", &f.public],
+        b"",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1039,7 +1117,15 @@ fn racing_pushes_with_other_settings_leave_every_narinfo_matching_its_object() {
         );
         // And a later push with yet another level leaves it so.
         cachecore_ok(
-            &["push", path_str(&cache), "--add", path_str(&src), "--level", "7", "--quiet"],
+            &[
+                "push",
+                path_str(&cache),
+                "--add",
+                path_str(&src),
+                "--level",
+                "7",
+                "--quiet",
+            ],
             b"",
         );
         cachecore_ok(&["verify", path_str(&cache)], b"");

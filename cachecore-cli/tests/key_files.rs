@@ -194,7 +194,11 @@ fn secret_and_public_keys_mixed_up_say_which_is_which_and_never_print_the_secret
     // The secret key file given as a trusted key.
     let out = verify(&cache, path_str(&secret));
     let line = assert_clean_error(&out, "verify --trusted-key SECRET_FILE");
-    assert_eq!(out.status.code(), Some(2), "a wrong key is bad input: {line}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a wrong key is bad input: {line}"
+    );
     assert!(
         line.contains("the secret key `team-1` was given where a public key is needed"),
         "{line}"

@@ -64,7 +64,9 @@ fn plain_lines_off_a_terminal_and_a_bar_on_one() {
     // The summary, then (nothing was signed) the warning saying so.
     let n = lines.len();
     assert!(
-        n >= 2 && lines[n - 2].starts_with("3 paths pushed") && lines[n - 1].starts_with("warning: 3 paths were pushed unsigned"),
+        n >= 2
+            && lines[n - 2].starts_with("3 paths pushed")
+            && lines[n - 1].starts_with("warning: 3 paths were pushed unsigned"),
         "{stderr}"
     );
     assert!(

@@ -72,7 +72,10 @@ impl Drop for Serve {
             .status();
         let status = wait_with_timeout(&mut self.child, Duration::from_secs(40), "cachecore serve");
         if !std::thread::panicking() {
-            assert!(status.success(), "cachecore serve exited with {status} after SIGTERM");
+            assert!(
+                status.success(),
+                "cachecore serve exited with {status} after SIGTERM"
+            );
         }
     }
 }
@@ -116,7 +119,10 @@ fn curl(url: &str, args: &[&str]) -> Reply {
         .arg(url)
         .output()
         .expect("curl must be installed");
-    let status = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    let status = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     let headers = fs::read_to_string(&heads)
         .unwrap_or_default()
         .lines()
@@ -175,7 +181,11 @@ fn nix_substitutes_a_closure_and_curl_sees_http_semantics() {
     let info = curl(&format!("{url}/nix-cache-info"), &[]);
     assert_eq!(info.status, 200);
     assert_eq!(info.header("content-type"), Some("text/x-nix-cache-info"));
-    assert!(info.text().contains("StoreDir: /nix/store"), "{}", info.text());
+    assert!(
+        info.text().contains("StoreDir: /nix/store"),
+        "{}",
+        info.text()
+    );
 
     let root = closure.last().unwrap();
     let narinfo = curl(&format!("{url}/{}.narinfo", hash_part(root)), &[]);
@@ -187,7 +197,10 @@ fn nix_substitutes_a_closure_and_curl_sees_http_semantics() {
     );
     let nar_key = narinfo_field(&narinfo.text(), "URL");
     let nar_bytes = fs::read(cache.join(&nar_key)).unwrap();
-    assert!(nar_bytes.len() > 40, "the NAR is too small to test ranges on");
+    assert!(
+        nar_bytes.len() > 40,
+        "the NAR is too small to test ranges on"
+    );
 
     // A NAR: content type, immutable caching, validators, length.
     let nar = curl(&format!("{url}/{nar_key}"), &[]);
@@ -204,7 +217,10 @@ fn nix_substitutes_a_closure_and_curl_sees_http_semantics() {
         Some(nar_bytes.len().to_string().as_str())
     );
     let etag = nar.header("etag").expect("an ETag").to_owned();
-    let modified = nar.header("last-modified").expect("a Last-Modified").to_owned();
+    let modified = nar
+        .header("last-modified")
+        .expect("a Last-Modified")
+        .to_owned();
 
     // HEAD: the same headers, no body.
     let head = curl(&format!("{url}/{nar_key}"), &["-I"]);
@@ -213,13 +229,22 @@ fn nix_substitutes_a_closure_and_curl_sees_http_semantics() {
     assert_eq!(head.header("etag"), Some(etag.as_str()));
 
     // Conditional GETs.
-    let r = curl(&format!("{url}/{nar_key}"), &["-H", &format!("If-None-Match: {etag}")]);
+    let r = curl(
+        &format!("{url}/{nar_key}"),
+        &["-H", &format!("If-None-Match: {etag}")],
+    );
     assert_eq!(r.status, 304, "{r:?}");
     assert!(r.body.is_empty());
     assert_eq!(r.header("etag"), Some(etag.as_str()));
-    let r = curl(&format!("{url}/{nar_key}"), &["-H", "If-None-Match: \"other\""]);
+    let r = curl(
+        &format!("{url}/{nar_key}"),
+        &["-H", "If-None-Match: \"other\""],
+    );
     assert_eq!(r.status, 200);
-    let r = curl(&format!("{url}/{nar_key}"), &["-H", &format!("If-Modified-Since: {modified}")]);
+    let r = curl(
+        &format!("{url}/{nar_key}"),
+        &["-H", &format!("If-Modified-Since: {modified}")],
+    );
     assert_eq!(r.status, 304);
     let r = curl(
         &format!("{url}/{nar_key}"),
@@ -233,20 +258,32 @@ fn nix_substitutes_a_closure_and_curl_sees_http_semantics() {
     let r = curl(&format!("{url}/{nar_key}"), &["-r", "10-29"]);
     assert_eq!(r.status, 206);
     assert_eq!(r.body, &nar_bytes[10..30]);
-    assert_eq!(r.header("content-range"), Some(format!("bytes 10-29/{n}").as_str()));
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes 10-29/{n}").as_str())
+    );
     assert_eq!(r.header("content-length"), Some("20"));
     let r = curl(&format!("{url}/{nar_key}"), &["-r", "-7"]);
     assert_eq!(r.status, 206);
     assert_eq!(r.body, &nar_bytes[n - 7..]);
-    let r = curl(&format!("{url}/{nar_key}"), &["-r", "5-", "-H", &format!("If-Range: {etag}")]);
+    let r = curl(
+        &format!("{url}/{nar_key}"),
+        &["-r", "5-", "-H", &format!("If-Range: {etag}")],
+    );
     assert_eq!(r.status, 206);
     assert_eq!(r.body, &nar_bytes[5..]);
-    let r = curl(&format!("{url}/{nar_key}"), &["-r", "5-", "-H", "If-Range: \"stale\""]);
+    let r = curl(
+        &format!("{url}/{nar_key}"),
+        &["-r", "5-", "-H", "If-Range: \"stale\""],
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.body, nar_bytes);
     let r = curl(&format!("{url}/{nar_key}"), &["-r", &format!("{n}-")]);
     assert_eq!(r.status, 416);
-    assert_eq!(r.header("content-range"), Some(format!("bytes */{n}").as_str()));
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes */{n}").as_str())
+    );
     let r = curl(&format!("{url}/{nar_key}"), &["-r", "0-1,4-5"]);
     assert_eq!(r.status, 200);
     assert_eq!(r.body, nar_bytes);
@@ -279,14 +316,25 @@ fn nix_substitutes_a_closure_and_curl_sees_http_semantics() {
     // The landing page, metrics and health.
     let page = curl(&format!("{url}/"), &[]);
     assert_eq!(page.status, 200);
-    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
-    assert!(page.text().contains(&format!("substituters = {url}")), "{}", page.text());
-    assert!(page.text().contains(&format!("trusted-public-keys = {public}")));
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(
+        page.text().contains(&format!("substituters = {url}")),
+        "{}",
+        page.text()
+    );
+    assert!(page
+        .text()
+        .contains(&format!("trusted-public-keys = {public}")));
     let metrics = curl(&format!("{url}/metrics"), &[]);
     assert_eq!(metrics.status, 200);
     let m = metrics.text();
     assert!(
-        m.lines().any(|l| l.starts_with("cachecore_serve_requests_total{method=\"GET\",route=\"nar\",status=\"206\"}")),
+        m.lines().any(|l| l.starts_with(
+            "cachecore_serve_requests_total{method=\"GET\",route=\"nar\",status=\"206\"}"
+        )),
         "{m}"
     );
     assert!(m.contains("cachecore_serve_request_duration_seconds_bucket{route=\"narinfo\""));
@@ -299,15 +347,28 @@ fn credentials(dir: &Path, name: &str, token: &str) -> (PathBuf, PathBuf) {
     let token_file = dir.join(format!("{name}.token"));
     fs::write(&token_file, format!("{token}\n")).unwrap();
     let netrc = dir.join(format!("{name}.netrc"));
-    fs::write(&netrc, format!("machine 127.0.0.1 login nix password {token}\n")).unwrap();
+    fs::write(
+        &netrc,
+        format!("machine 127.0.0.1 login nix password {token}\n"),
+    )
+    .unwrap();
     (token_file, netrc)
 }
 
-fn nix_copy_to(url: &str, netrc: &Path, secret: &Path, path: &str, cache_home: &Path) -> std::process::Output {
+fn nix_copy_to(
+    url: &str,
+    netrc: &Path,
+    secret: &Path,
+    path: &str,
+    cache_home: &Path,
+) -> std::process::Output {
     let mut cmd = nix_command("nix");
     cmd.env("XDG_CACHE_HOME", cache_home)
         .args(["copy", "--to"])
-        .arg(format!("{url}?secret-key={}&compression=zstd", secret.display()))
+        .arg(format!(
+            "{url}?secret-key={}&compression=zstd",
+            secret.display()
+        ))
         .arg(path)
         .args(["--option", "netrc-file"])
         .arg(netrc)
@@ -341,24 +402,56 @@ fn nix_copy_uploads_a_closure_with_a_netrc_token_and_wrong_tokens_store_nothing(
     let (token_file, netrc) = credentials(tmp.path(), "good", "upload-token-123");
     let (_, wrong_netrc) = credentials(tmp.path(), "wrong", "upload-token-124");
     let cache = tmp.path().join("cache");
-    let serve = Serve::start(
-        path_str(&cache),
-        &["--token-file", path_str(&token_file)],
-    );
+    let serve = Serve::start(path_str(&cache), &["--token-file", path_str(&token_file)]);
 
     // A wrong token: Nix fails, nothing is stored.
     let before = files_under(&cache);
-    let out = nix_copy_to(&serve.url, &wrong_netrc, &secret, root, &tmp.path().join("c1"));
-    assert!(!out.status.success(), "nix copy with a wrong token succeeded");
-    assert_eq!(files_under(&cache), before, "a refused upload stored something");
+    let out = nix_copy_to(
+        &serve.url,
+        &wrong_netrc,
+        &secret,
+        root,
+        &tmp.path().join("c1"),
+    );
+    assert!(
+        !out.status.success(),
+        "nix copy with a wrong token succeeded"
+    );
+    assert_eq!(
+        files_under(&cache),
+        before,
+        "a refused upload stored something"
+    );
     // curl: no token 401 (with a challenge), wrong 403, nothing stored.
     let key = format!("{}/{}.narinfo", serve.url, hash_part(root));
     let r = curl(&key, &["-X", "PUT", "--data-binary", "x"]);
     assert_eq!(r.status, 401);
-    assert!(r.header("www-authenticate").is_some_and(|v| v.starts_with("Basic")));
-    let r = curl(&key, &["-X", "PUT", "--data-binary", "x", "-H", "Authorization: Bearer nope"]);
+    assert!(r
+        .header("www-authenticate")
+        .is_some_and(|v| v.starts_with("Basic")));
+    let r = curl(
+        &key,
+        &[
+            "-X",
+            "PUT",
+            "--data-binary",
+            "x",
+            "-H",
+            "Authorization: Bearer nope",
+        ],
+    );
     assert_eq!(r.status, 403);
-    let r = curl(&key, &["-X", "PUT", "--data-binary", "x", "-u", "nix:upload-token-12"]);
+    let r = curl(
+        &key,
+        &[
+            "-X",
+            "PUT",
+            "--data-binary",
+            "x",
+            "-u",
+            "nix:upload-token-12",
+        ],
+    );
     assert_eq!(r.status, 403);
     assert_eq!(files_under(&cache), before);
 
@@ -371,12 +464,19 @@ fn nix_copy_uploads_a_closure_with_a_netrc_token_and_wrong_tokens_store_nothing(
         String::from_utf8_lossy(&out.stderr)
     );
     for p in &closure {
-        assert!(cache.join(format!("{}.narinfo", hash_part(p))).is_file(), "{p} missing");
+        assert!(
+            cache.join(format!("{}.narinfo", hash_part(p))).is_file(),
+            "{p} missing"
+        );
     }
     cachecore_ok(&["verify", path_str(&cache), "--trusted-key", &public], b"");
     // Copying again (everything present) succeeds.
     let out = nix_copy_to(&serve.url, &netrc, &secret, root, &tmp.path().join("c3"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // And Nix substitutes what it uploaded.
     assert_nix_substitutes(&serve.url, tmp.path(), &closure, &public);
 }
@@ -389,7 +489,12 @@ fn uploads_are_checked_before_they_become_visible() {
     let cache = tmp.path().join("dest");
     let serve = Serve::start(
         path_str(&cache),
-        &["--token-file", path_str(&token_file), "--max-upload-size", "1000000"],
+        &[
+            "--token-file",
+            path_str(&token_file),
+            "--max-upload-size",
+            "1000000",
+        ],
     );
     let url = &serve.url;
     let auth = ["-H", "Authorization: Bearer tok-abc"];
@@ -434,10 +539,16 @@ fn uploads_are_checked_before_they_become_visible() {
     fs::write(&altered, text(liba).replace("Sig: ", "Sig: x")).unwrap();
     let r = put(&narinfo_key(liba), &altered);
     assert_eq!(r.status, 409, "{}", r.text());
-    assert_eq!(fs::read_to_string(cache.join(narinfo_key(liba))).unwrap(), text(liba));
+    assert_eq!(
+        fs::read_to_string(cache.join(narinfo_key(liba))).unwrap(),
+        text(liba)
+    );
 
     // app's narinfo under liba's... no: under another path's key: StorePath mismatch, 400.
-    let r = put(&narinfo_key(app), &source.join(narinfo_key(closure[1].as_str())));
+    let r = put(
+        &narinfo_key(app),
+        &source.join(narinfo_key(closure[1].as_str())),
+    );
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("StorePath"), "{}", r.text());
     // app before libb: its NAR is present but a reference is not: 409.
@@ -489,7 +600,10 @@ fn a_read_token_makes_reads_private_and_nix_reads_with_netrc() {
     let root = closure.last().unwrap();
     let fresh = tmp.path().join("fresh");
     let without = nix_copy_from_checking_sigs(url, &fresh, root, &public);
-    assert!(!without.status.success(), "Nix read a private cache without a token");
+    assert!(
+        !without.status.success(),
+        "Nix read a private cache without a token"
+    );
     let mut cmd = nix_command("nix");
     cmd.env("XDG_CACHE_HOME", tmp.path().join("nix-cache-2"))
         .args(["copy", "--from", url, "--to"])
@@ -501,7 +615,11 @@ fn a_read_token_makes_reads_private_and_nix_reads_with_netrc() {
         .args(["--option", "netrc-file"])
         .arg(&netrc);
     let out = nix_output(&mut cmd, b"");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -534,7 +652,11 @@ fn nix_log_reads_an_uploaded_build_log() {
         .args(["log", "--store", &serve.url, root])
         .args(["--option", "substituters", ""]);
     let out = nix_output(&mut cmd, b"");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("line two of the log"),
         "{}",
@@ -628,7 +750,10 @@ impl object_store::ObjectStore for Failing {
 
     fn delete_stream(
         &self,
-        locations: futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
     ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
         self.inner.delete_stream(locations)
     }
@@ -673,9 +798,17 @@ fn a_store_failure_mid_body_aborts_the_transfer_and_one_before_it_is_an_error_st
     let cache = BinaryCache::from_object_store(std::sync::Arc::new(store), "failing://", false);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let data = bytes::Bytes::from(pseudo_random_bytes(size, 7));
-    rt.block_on(cache.objects().put(&nar, data.clone(), PutMode::Overwrite)).unwrap();
-    rt.block_on(cache.objects().put(&broken, data.clone(), PutMode::Overwrite)).unwrap();
-    let app = rt.block_on(server::router(cache, Config::default())).unwrap();
+    rt.block_on(cache.objects().put(&nar, data.clone(), PutMode::Overwrite))
+        .unwrap();
+    rt.block_on(
+        cache
+            .objects()
+            .put(&broken, data.clone(), PutMode::Overwrite),
+    )
+    .unwrap();
+    let app = rt
+        .block_on(server::router(cache, Config::default()))
+        .unwrap();
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
@@ -687,7 +820,11 @@ fn a_store_failure_mid_body_aborts_the_transfer_and_one_before_it_is_an_error_st
     let r = curl(&format!("{url}/{nar}"), &[]);
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.header("content-length"), Some(size.to_string().as_str()));
-    assert_eq!(r.exit, 18, "curl exited {} for a transfer cut short", r.exit);
+    assert_eq!(
+        r.exit, 18,
+        "curl exited {} for a transfer cut short",
+        r.exit
+    );
     assert!(r.body.len() < size);
     assert_eq!(r.body, &data[..r.body.len()]);
     // A range that ends before the failure is whole.
@@ -697,14 +834,20 @@ fn a_store_failure_mid_body_aborts_the_transfer_and_one_before_it_is_an_error_st
     // Failing before any byte: an error status, never a 200.
     let r = curl(&format!("{url}/{broken}"), &[]);
     assert_eq!(r.status, 500, "{r:?}");
-    assert!(!r.text().contains("fire"), "store errors stay in the server's log: {}", r.text());
+    assert!(
+        !r.text().contains("fire"),
+        "store errors stay in the server's log: {}",
+        r.text()
+    );
     let m = curl(&format!("{url}/metrics"), &[]).text();
     assert!(
-        m.lines().any(|l| l == "cachecore_serve_aborted_responses_total 1"),
+        m.lines()
+            .any(|l| l == "cachecore_serve_aborted_responses_total 1"),
         "{m}"
     );
     assert!(
-        m.lines().any(|l| l == "cachecore_serve_errors_total{class=\"aborted\",route=\"nar\"} 1"),
+        m.lines()
+            .any(|l| l == "cachecore_serve_errors_total{class=\"aborted\",route=\"nar\"} 1"),
         "{m}"
     );
 }
@@ -733,7 +876,13 @@ fn serve_reads_one_file_out_of_a_large_nar_without_fetching_the_nar() {
     let (tree, cache) = (tmp.path().join("big-tree"), tmp.path().join("cache"));
     let needle = big_tree(&tree, 40);
     let out = cachecore_ok(
-        &["push", path_str(&cache), "--add", path_str(&tree), "--quiet"],
+        &[
+            "push",
+            path_str(&cache),
+            "--add",
+            path_str(&tree),
+            "--quiet",
+        ],
         b"",
     );
     let store_path = String::from_utf8(out).unwrap();
@@ -756,7 +905,10 @@ fn serve_reads_one_file_out_of_a_large_nar_without_fetching_the_nar() {
     let file = curl(&format!("{}/serve/{base}/m/needle.txt", serve.url), &[]);
     assert_eq!(file.status, 200, "{}", file.text());
     assert_eq!(file.body, needle);
-    assert_eq!(file.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(
+        file.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
     assert_eq!(file.header("content-length"), Some("1024"));
     let served = origin.served();
     let fetched: u64 = served
@@ -776,7 +928,12 @@ fn serve_reads_one_file_out_of_a_large_nar_without_fetching_the_nar() {
     let url = narinfo_field(&narinfo.text(), "URL");
     assert_eq!(url, nar_object);
     let nar = curl(&format!("{}/{url}", serve.url), &[]);
-    assert_eq!((nar.status, nar.body.len() as u64), (200, nar_bytes), "{}", nar.text());
+    assert_eq!(
+        (nar.status, nar.body.len() as u64),
+        (200, nar_bytes),
+        "{}",
+        nar.text()
+    );
 
     // A directory: a redirect to its URL with a slash, then an index linking its entries.
     let dir = curl(&format!("{}/serve/{base}/m", serve.url), &[]);
@@ -784,15 +941,33 @@ fn serve_reads_one_file_out_of_a_large_nar_without_fetching_the_nar() {
     assert_eq!(dir.header("location"), Some(&*format!("/serve/{base}/m/")));
     let index = curl(&format!("{}/serve/{base}/m/", serve.url), &[]);
     assert_eq!(index.status, 200);
-    assert_eq!(index.header("content-type"), Some("text/html; charset=utf-8"));
-    for entry in ["href=\"needle.txt\"", "href=\"sub/\"", "1024 bytes", "→ /etc/passwd"] {
-        assert!(index.text().contains(entry), "no {entry} in the index:\n{}", index.text());
+    assert_eq!(
+        index.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    for entry in [
+        "href=\"needle.txt\"",
+        "href=\"sub/\"",
+        "1024 bytes",
+        "→ /etc/passwd",
+    ] {
+        assert!(
+            index.text().contains(entry),
+            "no {entry} in the index:\n{}",
+            index.text()
+        );
     }
 
     // Symlinks: inside the path a redirect, outside the store a 404.
     let link = curl(&format!("{}/serve/{base}/m/link", serve.url), &[]);
-    assert_eq!((link.status, link.header("location")), (302, Some(&*format!("/serve/{base}/m/needle.txt"))));
-    assert_eq!(curl(&format!("{}/serve/{base}/m/outside", serve.url), &[]).status, 404);
+    assert_eq!(
+        (link.status, link.header("location")),
+        (302, Some(&*format!("/serve/{base}/m/needle.txt")))
+    );
+    assert_eq!(
+        curl(&format!("{}/serve/{base}/m/outside", serve.url), &[]).status,
+        404
+    );
 
     // HTML out of a store path is sandboxed: no script runs with the server's origin.
     let page = curl(&format!("{}/serve/{base}/m/page.html", serve.url), &[]);
@@ -803,7 +978,10 @@ fn serve_reads_one_file_out_of_a_large_nar_without_fetching_the_nar() {
     for (what, status) in [
         (format!("/serve/{base}/m/absent"), 404),
         (format!("/serve/{base}/m/../../etc/passwd"), 404),
-        ("/serve/00000000000000000000000000000000-absent/x".to_owned(), 404),
+        (
+            "/serve/00000000000000000000000000000000-absent/x".to_owned(),
+            404,
+        ),
         ("/serve/not-a-store-path".to_owned(), 404),
     ] {
         let r = curl(&format!("{}{what}", serve.url), &["--path-as-is"]);
@@ -857,7 +1035,10 @@ fn a_pull_through_proxy_fills_from_its_upstream_checks_it_and_outlives_it() {
     assert_nix_substitutes(&proxy.url, &first, &closure, &public);
 
     // A path the upstream lacks is a 404, and a miss in the metrics.
-    let absent = curl(&format!("{}/00000000000000000000000000000000.narinfo", proxy.url), &[]);
+    let absent = curl(
+        &format!("{}/00000000000000000000000000000000.narinfo", proxy.url),
+        &[],
+    );
     assert_eq!(absent.status, 404);
     let misses = r#"cachecore_serve_upstream_lookups_total{result="miss",upstream="0"}"#;
     assert!(metric(&proxy.url, misses) >= 1);
@@ -867,8 +1048,16 @@ fn a_pull_through_proxy_fills_from_its_upstream_checks_it_and_outlives_it() {
     let second = tmp.path().join("second");
     fs::create_dir_all(&second).unwrap();
     assert_nix_substitutes(&proxy.url, &second, &closure, &public);
-    let down = curl(&format!("{}/11111111111111111111111111111111.narinfo", proxy.url), &[]);
-    assert_eq!(down.status, 404, "an upstream that is down is a miss: {}", down.text());
+    let down = curl(
+        &format!("{}/11111111111111111111111111111111.narinfo", proxy.url),
+        &[],
+    );
+    assert_eq!(
+        down.status,
+        404,
+        "an upstream that is down is a miss: {}",
+        down.text()
+    );
 }
 
 #[test]
@@ -882,7 +1071,14 @@ fn a_proxy_stores_nothing_from_an_upstream_signed_by_a_key_it_does_not_trust() {
         path_str(&local),
         &["--upstream", &upstream.url, "--upstream-key", &other],
     );
-    let r = curl(&format!("{}/{}.narinfo", proxy.url, hash_part(closure.last().unwrap())), &[]);
+    let r = curl(
+        &format!(
+            "{}/{}.narinfo",
+            proxy.url,
+            hash_part(closure.last().unwrap())
+        ),
+        &[],
+    );
     assert_eq!(r.status, 404, "{}", r.text());
     let errors = r#"cachecore_serve_upstream_lookups_total{result="error",upstream="0"}"#;
     assert_eq!(metric(&proxy.url, errors), 1);
@@ -893,7 +1089,10 @@ fn a_proxy_stores_nothing_from_an_upstream_signed_by_a_key_it_does_not_trust() {
     assert!(stored.is_empty(), "the proxy stored {stored:?}");
 
     // Without any upstream key, serve refuses to start, saying why.
-    let out = cachecore_output(&["serve", path_str(&local), "--upstream", &upstream.url], b"");
+    let out = cachecore_output(
+        &["serve", path_str(&local), "--upstream", &upstream.url],
+        b"",
+    );
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("no trusted key"),
@@ -917,17 +1116,29 @@ fn two_servers_on_one_garage_bucket_behave_as_one_cache() {
 
     // Uploaded through one, read through the other, by real Nix.
     let out = nix_copy_to(&a.url, &netrc, &secret, root, &tmp.path().join("c1"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_nix_substitutes(&b.url, tmp.path(), &closure, &public);
     // Uploading again through the other one is accepted (identical objects) and changes nothing.
     let out = nix_copy_to(&b.url, &netrc, &secret, root, &tmp.path().join("c2"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let verify = cachecore_command()
         .args(["verify", &store, "--trusted-key", &public])
         .envs(garage.env())
         .output()
         .unwrap();
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
 }
 
 #[test]
@@ -994,10 +1205,24 @@ fn serve_flags_set_what_they_name() {
             .arg(&reader_netrc),
         b"",
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // --max-upload-size: a larger NAR upload is refused before it is stored.
     let big = format!("{url}/nar/{}.nar", "1".repeat(52));
-    let r = curl(&big, &["-X", "PUT", "--data-binary", &"x".repeat(2000), "-u", "nix:write-token-1"]);
+    let r = curl(
+        &big,
+        &[
+            "-X",
+            "PUT",
+            "--data-binary",
+            &"x".repeat(2000),
+            "-u",
+            "nix:write-token-1",
+        ],
+    );
     assert_eq!(r.status, 413, "{}", r.text());
     // --upload-timeout: an upload that sends no body is given up (408), not waited for.
     let addr = url.strip_prefix("http://").unwrap();
@@ -1024,5 +1249,8 @@ fn serve_flags_set_what_they_name() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     assert!(requests.len() >= 6, "{text}");
-    assert!(requests.iter().any(|r| r["fields"]["status"] == 413), "{text}");
+    assert!(
+        requests.iter().any(|r| r["fields"]["status"] == 413),
+        "{text}"
+    );
 }

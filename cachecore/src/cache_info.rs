@@ -83,16 +83,12 @@ impl CacheInfo {
                     })
                 }
                 "Priority" => {
-                    info.priority = Some(
-                        value
-                            .parse()
-                            .map_err(|_| {
-                                bad(format!(
-                                    "Priority {:?} is not a number",
-                                    crate::narinfo::excerpt(value)
-                                ))
-                            })?,
-                    )
+                    info.priority = Some(value.parse().map_err(|_| {
+                        bad(format!(
+                            "Priority {:?} is not a number",
+                            crate::narinfo::excerpt(value)
+                        ))
+                    })?)
                 }
                 _ => info.extra.push((key.to_owned(), value.to_owned())),
             }

@@ -345,9 +345,8 @@ impl NarInfo {
                 "System" => set(&mut system, line, "System", value.to_owned())?,
                 "Sig" => signatures.push(value.to_owned()),
                 "CA" => {
-                    let parsed = ContentAddress::parse(value).ok_or_else(|| {
-                        err(line, ParseErrorKind::ContentAddress(excerpt(value)))
-                    })?;
+                    let parsed = ContentAddress::parse(value)
+                        .ok_or_else(|| err(line, ParseErrorKind::ContentAddress(excerpt(value))))?;
                     set(&mut ca, line, "CA", parsed)?;
                 }
                 _ => extra.push((key.to_owned(), value.to_owned())),
@@ -657,7 +656,13 @@ mod tests {
             );
             let e = NarInfo::parse(&text).unwrap_err();
             assert!(
-                matches!(e.kind, ParseErrorKind::TooLarge { value: u64::MAX, .. }),
+                matches!(
+                    e.kind,
+                    ParseErrorKind::TooLarge {
+                        value: u64::MAX,
+                        ..
+                    }
+                ),
                 "{e}"
             );
         }

@@ -90,7 +90,13 @@ fn mutate(objects: &mut BTreeMap<String, Bytes>, rng: &mut Xorshift) -> String {
             let key = narinfos[below(rng, narinfos.len())].clone();
             let text = String::from_utf8_lossy(&objects[&key]).into_owned();
             let fields = [
-                "StorePath", "URL", "Compression", "FileHash", "FileSize", "NarHash", "NarSize",
+                "StorePath",
+                "URL",
+                "Compression",
+                "FileHash",
+                "FileSize",
+                "NarHash",
+                "NarSize",
                 "References",
             ];
             let field = fields[below(rng, fields.len())];
@@ -121,7 +127,10 @@ fn mutate(objects: &mut BTreeMap<String, Bytes>, rng: &mut Xorshift) -> String {
                 })
                 .collect();
             objects.insert(key.clone(), Bytes::from(new));
-            return format!("set {field} of {key} to {:?}", &value[..value.len().min(40)]);
+            return format!(
+                "set {field} of {key} to {:?}",
+                &value[..value.len().min(40)]
+            );
         }
     };
     objects.insert(key, Bytes::from(bytes));

@@ -78,7 +78,10 @@ impl Server {
         let start = std::time::Instant::now();
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(format!("{what} exited ({status}) before it listened:\n{}", server.log()));
+                return Err(format!(
+                    "{what} exited ({status}) before it listened:\n{}",
+                    server.log()
+                ));
             }
             // Ours only while it runs: checked again after the connection.
             if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
@@ -200,8 +203,14 @@ urllib.request.urlopen(req).read()
     /// account and key, the endpoint, plain HTTP.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
-            ("AZURE_STORAGE_ACCOUNT_NAME".to_owned(), AZURITE_ACCOUNT.to_owned()),
-            ("AZURE_STORAGE_ACCOUNT_KEY".to_owned(), AZURITE_KEY.to_owned()),
+            (
+                "AZURE_STORAGE_ACCOUNT_NAME".to_owned(),
+                AZURITE_ACCOUNT.to_owned(),
+            ),
+            (
+                "AZURE_STORAGE_ACCOUNT_KEY".to_owned(),
+                AZURITE_KEY.to_owned(),
+            ),
             ("AZURE_STORAGE_ENDPOINT".to_owned(), self.endpoint.clone()),
             ("AZURE_ALLOW_HTTP".to_owned(), "true".to_owned()),
             (

@@ -37,10 +37,8 @@ fn block_on_interruptible<T>(
     use tokio::signal::unix::{signal, SignalKind};
     let runtime = ops::runtime().context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
-        let mut interrupt =
-            signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-        let mut terminate =
-            signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let signal = tokio::select! {
             result = future => return result,
             _ = interrupt.recv() => Interrupted::SIGINT,
@@ -171,10 +169,9 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("{} has no name to use; pass --name", dir.display()))?,
         };
         let p: Arc<dyn Progress> = progress.clone();
-        let (path, summary) =
-            block_on_interruptible(&[&cache], async {
-                Ok(ops::push_add(&cache, &store_dir, dir, &name, &opts, p).await?)
-            })?;
+        let (path, summary) = block_on_interruptible(&[&cache], async {
+            Ok(ops::push_add(&cache, &store_dir, dir, &name, &opts, p).await?)
+        })?;
         progress.finish(&push_summary(&summary, cache.url()));
         warn_unsigned(&summary, quiet);
         outln!("{}", store_dir.full_path(&path))?;

@@ -52,18 +52,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             let mut tasks = Vec::new();
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             for addr in &listen {
-                let addr: SocketAddr = addr
-                    .parse()
-                    .with_context(|| format!("--listen {addr:?} is not an address like 127.0.0.1:8080 or [::1]:0"))?;
+                let addr: SocketAddr = addr.parse().with_context(|| {
+                    format!("--listen {addr:?} is not an address like 127.0.0.1:8080 or [::1]:0")
+                })?;
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr}"))?;
                 let bound = listener.local_addr()?;
                 outln!("cachecore serve: listening on http://{bound}")?;
                 let mut stop = stop_rx.clone();
-                tasks.push(tokio::spawn(server::serve(listener, app.clone(), async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })));
+                tasks.push(tokio::spawn(server::serve(
+                    listener,
+                    app.clone(),
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    },
+                )));
             }
             shutdown_signal().await;
             tracing::info!("stopping: finishing open requests");
@@ -78,7 +82,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// SIGINT or SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the default action (exit) still stops the process.
         return std::future::pending().await;
     };

@@ -494,7 +494,6 @@ impl LocalStore {
             })
             .find(|p| p.is_file())
     }
-
 }
 
 /// The store path a command-line argument names, and the part of it below the store path
@@ -723,7 +722,10 @@ mod tests {
         assert_eq!(ok("result/bin/app"), "bin/app");
         assert_eq!(ok("result/bin/../README"), "README");
         assert_eq!(ok("./result/./bin"), "bin");
-        assert!(matches!(r("result/.."), Err(LocalStoreError::NotInStore { .. })));
+        assert!(matches!(
+            r("result/.."),
+            Err(LocalStoreError::NotInStore { .. })
+        ));
         let full = format!("{}/{sp}/share/doc", store_dir.as_str());
         let (p, sub) = resolve_path_arg(&store_dir, full.as_ref()).unwrap();
         assert_eq!((p.to_string(), sub.as_str()), (sp.clone(), "share/doc"));

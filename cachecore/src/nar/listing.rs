@@ -350,10 +350,9 @@ mod tests {
         let ours = Listing::from_nar(&nar_bytes[..]).unwrap();
         let nix = Listing::parse(include_bytes!("../../testdata/nix-2.8.ls")).unwrap();
         assert_eq!(ours, nix);
-        let narinfo = crate::narinfo::NarInfo::parse(include_str!(
-            "../../testdata/nix-2.8-signed.narinfo"
-        ))
-        .unwrap();
+        let narinfo =
+            crate::narinfo::NarInfo::parse(include_str!("../../testdata/nix-2.8-signed.narinfo"))
+                .unwrap();
         assert_eq!(narinfo.nar_size, nar_bytes.len() as u64);
         assert_eq!(
             narinfo.nar_hash,

@@ -151,10 +151,8 @@ pub async fn cat_checked(
     let held = with_nar(cache, info, move |nar| {
         let mut held = anonymous_temp_file()
             .map_err(|e| OpError::io("cannot create a temporary file to hold the output", e))?;
-        nar::cat_verified(nar, &sub, &mut held).map_err(|source| OpError::Extract {
-            path: name,
-            source,
-        })?;
+        nar::cat_verified(nar, &sub, &mut held)
+            .map_err(|source| OpError::Extract { path: name, source })?;
         Ok(held)
     })
     .await?;

@@ -104,7 +104,8 @@ pub async fn copy(
     // Each NarSize is at most 2^50 (checked at parse time): saturating is only a guard.
     progress.planned(
         todo.len(),
-        todo.iter().fold(0u64, |sum, i| sum.saturating_add(i.nar_size)),
+        todo.iter()
+            .fold(0u64, |sum, i| sum.saturating_add(i.nar_size)),
         summary.skipped,
     );
 
@@ -253,10 +254,7 @@ async fn copy_as_is(
     };
     let key = match final_key {
         Some(key) => key,
-        None => {
-            to.publish_staged_nar(staging, &file_sha256, method)
-                .await?
-        }
+        None => to.publish_staged_nar(staging, &file_sha256, method).await?,
     };
     if let Some(guard) = guard {
         guard.disarm();
@@ -387,7 +385,9 @@ async fn recompress(
         reading.await.map_err(join_error).and_then(|r| r)
     });
     let (listing, file_hash, file_size) = staged(to, &staging, put, read).await?;
-    let key = to.publish_staged_nar(staging, &file_hash, config.method).await?;
+    let key = to
+        .publish_staged_nar(staging, &file_hash, config.method)
+        .await?;
     guard.disarm();
     to.sync_nar(&key).await?;
     info.url = key;
@@ -460,8 +460,16 @@ mod tests {
             BinaryCache::nar_url(&Hash::digest(HashAlgo::Sha256, &file), Compression::Xz)
         );
         assert!(listing.get("").is_some());
-        assert_eq!(to.objects().get_bytes(&copied.url).await.unwrap().unwrap(), file);
-        assert!(to.objects().get_bytes("nar/whatever.nar").await.unwrap().is_none());
+        assert_eq!(
+            to.objects().get_bytes(&copied.url).await.unwrap().unwrap(),
+            file
+        );
+        assert!(to
+            .objects()
+            .get_bytes("nar/whatever.nar")
+            .await
+            .unwrap()
+            .is_none());
 
         // A wrong NarHash: nothing lands in the destination.
         let to = BinaryCache::open("memory://").unwrap();
@@ -488,6 +496,9 @@ mod tests {
             copied.file_hash,
             Some(Hash::digest(HashAlgo::Sha256, &file))
         );
-        assert_eq!(to.objects().get_bytes(&copied.url).await.unwrap().unwrap(), file);
+        assert_eq!(
+            to.objects().get_bytes(&copied.url).await.unwrap().unwrap(),
+            file
+        );
     }
 }

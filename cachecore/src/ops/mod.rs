@@ -109,7 +109,9 @@ pub enum OpError {
         path: String,
         source: nar::UnpackError,
     },
-    #[error("cannot use the secret key file {path} named by secret-key= in the store URL: {reason}")]
+    #[error(
+        "cannot use the secret key file {path} named by secret-key= in the store URL: {reason}"
+    )]
     SecretKeyFile { path: String, reason: String },
     #[error("{context}: {source}")]
     Io { context: String, source: io::Error },

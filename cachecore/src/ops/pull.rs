@@ -39,10 +39,7 @@ pub struct PullOptions {
 }
 
 /// Checks that `info` carries a signature by one of `keys` ([`OpError::Untrusted`] if not).
-pub fn check_trusted(
-    info: &crate::narinfo::NarInfo,
-    keys: &[PublicKey],
-) -> Result<(), OpError> {
+pub fn check_trusted(info: &crate::narinfo::NarInfo, keys: &[PublicKey]) -> Result<(), OpError> {
     if info.valid_signatures(keys).next().is_some() {
         return Ok(());
     }
@@ -188,7 +185,6 @@ impl Drop for StagingGuard {
     }
 }
 
-
 /// The marker file inside a staging directory: the pid of the pull that owns it.
 const MARKER: &str = "cachecore-pull.pid";
 /// What follows `.<name>` in a staging directory's name.
@@ -204,9 +200,11 @@ impl Staging {
     /// an existing directory), after removing the staging directories of dead pulls there.
     fn create(dest: &Path) -> Result<Staging, OpError> {
         use rand_core::RngCore as _;
-        let name = dest.file_name().ok_or_else(|| OpError::InvalidDestination {
-            path: dest.to_path_buf(),
-        })?;
+        let name = dest
+            .file_name()
+            .ok_or_else(|| OpError::InvalidDestination {
+                path: dest.to_path_buf(),
+            })?;
         let parent = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -365,7 +363,9 @@ mod tests {
         std::fs::create_dir(&foreign).unwrap();
         std::fs::write(foreign.join("keep"), b"mine").unwrap();
         // A leftover of a dead pull (pid 0 is never a user process) and one of a live process.
-        let dead = dir.path().join(".out.cachecore-pull-999999999-0000000000000000");
+        let dead = dir
+            .path()
+            .join(".out.cachecore-pull-999999999-0000000000000000");
         std::fs::create_dir(&dead).unwrap();
         std::fs::write(dead.join(MARKER), "999999999").unwrap();
         let live = dir.path().join(".out.cachecore-pull-1-0000000000000001");
@@ -377,7 +377,10 @@ mod tests {
         assert_ne!(a.dir, b.dir);
         assert!(!dead.exists(), "a dead pull's staging directory is removed");
         assert!(live.exists(), "a live process's is kept");
-        assert!(foreign.join("keep").exists(), "a directory without a marker is kept");
+        assert!(
+            foreign.join("keep").exists(),
+            "a directory without a marker is kept"
+        );
         a.remove();
         b.remove();
         assert!(foreign.join("keep").exists());

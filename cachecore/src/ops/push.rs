@@ -583,9 +583,7 @@ async fn upload_path(
     narinfo.ca = info.ca.as_deref().and_then(ContentAddress::parse);
     narinfo.signatures = info.signatures;
     for signer in &opts.signers {
-        narinfo
-            .sign(signer.as_ref())
-            .map_err(OpError::Sign)?;
+        narinfo.sign(signer.as_ref()).map_err(OpError::Sign)?;
     }
     Ok(narinfo)
 }

@@ -217,9 +217,9 @@ pub async fn verify(
     }
     for error in walked.unreadable {
         match error {
-            StoreError::BadNarInfo { key, source, .. } => {
-                report.problems.push(Problem::BadNarInfo { key, error: source })
-            }
+            StoreError::BadNarInfo { key, source, .. } => report
+                .problems
+                .push(Problem::BadNarInfo { key, error: source }),
             // Hostile or damaged objects: a problem of this cache, not a failure to check.
             error => report.problems.push(Problem::UnusableNarInfo {
                 key: error.key().unwrap_or("a narinfo").to_owned(),

@@ -69,7 +69,11 @@ fn offered(headers: &HeaderMap) -> Option<Zeroizing<Vec<u8>>> {
         return Some(Zeroizing::new(rest.to_vec()));
     }
     if scheme.eq_ignore_ascii_case(b"basic") {
-        let decoded = Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(rest).ok()?);
+        let decoded = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .ok()?,
+        );
         let colon = decoded.iter().position(|&b| b == b':')?;
         return Some(Zeroizing::new(decoded[colon + 1..].to_vec()));
     }
@@ -120,9 +124,18 @@ mod tests {
             )
         };
         assert_eq!(check(&with("Bearer s3cret-token"), &[&t]), Access::Granted);
-        assert_eq!(check(&with("bearer  s3cret-token "), &[&t]), Access::Granted);
-        assert_eq!(check(&with(&basic("nix:s3cret-token")), &[&t]), Access::Granted);
-        assert_eq!(check(&with(&basic(":s3cret-token")), &[&t]), Access::Granted);
+        assert_eq!(
+            check(&with("bearer  s3cret-token "), &[&t]),
+            Access::Granted
+        );
+        assert_eq!(
+            check(&with(&basic("nix:s3cret-token")), &[&t]),
+            Access::Granted
+        );
+        assert_eq!(
+            check(&with(&basic(":s3cret-token")), &[&t]),
+            Access::Granted
+        );
         assert_eq!(check(&with("Bearer s3cret-toke"), &[&t]), Access::Wrong);
         assert_eq!(check(&with("Bearer s3cret-token2"), &[&t]), Access::Wrong);
         assert_eq!(check(&with(&basic("s3cret-token:x")), &[&t]), Access::Wrong);

@@ -14,10 +14,7 @@ use crate::store::objects::ObjectMeta;
 /// do not; anything that cannot be a valid entity tag is left out.
 pub(crate) fn etag(meta: &ObjectMeta) -> Option<String> {
     let raw = meta.e_tag.as_deref()?;
-    let inner = raw
-        .strip_prefix("W/")
-        .unwrap_or(raw)
-        .trim_matches('"');
+    let inner = raw.strip_prefix("W/").unwrap_or(raw).trim_matches('"');
     let valid = !inner.is_empty()
         && inner
             .bytes()
@@ -56,9 +53,10 @@ pub(crate) fn not_modified(headers: &HeaderMap, meta: &ObjectMeta) -> bool {
     if let Some(list) = header(headers, &IF_NONE_MATCH) {
         // If-None-Match wins over If-Modified-Since when both are sent.
         let ours = etag(meta);
-        return list.split(',').map(str::trim).any(|tag| {
-            tag == "*" || ours.as_deref().is_some_and(|ours| weak_eq(tag, ours))
-        });
+        return list
+            .split(',')
+            .map(str::trim)
+            .any(|tag| tag == "*" || ours.as_deref().is_some_and(|ours| weak_eq(tag, ours)));
     }
     if let Some(since) = header(headers, &IF_MODIFIED_SINCE) {
         if let Ok(since) = httpdate::parse_http_date(since) {
@@ -124,8 +122,7 @@ pub(crate) fn range_applies(headers: &HeaderMap, meta: &ObjectMeta) -> bool {
     if cond.starts_with("W/") {
         return false;
     }
-    httpdate::parse_http_date(cond)
-        .is_ok_and(|date| seconds(date) == seconds(meta.last_modified))
+    httpdate::parse_http_date(cond).is_ok_and(|date| seconds(date) == seconds(meta.last_modified))
 }
 
 /// The byte range of an object of `size` bytes the request asks for, or `Err(())` when it is
@@ -178,7 +175,10 @@ mod tests {
         let lm = last_modified(&m);
         assert_eq!(lm, "Tue, 14 Nov 2023 22:13:20 GMT");
         assert!(not_modified(&headers(&[("if-none-match", "\"abc\"")]), &m));
-        assert!(not_modified(&headers(&[("if-none-match", "\"x\", W/\"abc\"")]), &m));
+        assert!(not_modified(
+            &headers(&[("if-none-match", "\"x\", W/\"abc\"")]),
+            &m
+        ));
         assert!(not_modified(&headers(&[("if-none-match", "*")]), &m));
         assert!(!not_modified(&headers(&[("if-none-match", "\"x\"")]), &m));
         // If-None-Match wins over a matching date.
@@ -191,7 +191,10 @@ mod tests {
             &headers(&[("if-modified-since", "Tue, 14 Nov 2023 22:13:19 GMT")]),
             &m
         ));
-        assert!(!not_modified(&headers(&[("if-modified-since", "garbage")]), &m));
+        assert!(!not_modified(
+            &headers(&[("if-modified-since", "garbage")]),
+            &m
+        ));
         assert!(!not_modified(&HeaderMap::new(), &m));
 
         assert!(range_applies(&HeaderMap::new(), &m));
@@ -211,7 +214,14 @@ mod tests {
         assert_eq!(r("bytes=0-9"), Some(ByteRange::Bounded(0, 9)));
         assert_eq!(r("bytes=10-"), Some(ByteRange::From(10)));
         assert_eq!(r("bytes=-5"), Some(ByteRange::Suffix(5)));
-        for ignored in ["bytes=0-1,3-4", "bytes=5-1", "bytes=-", "items=0-1", "bytes=a-b", "bytes=+1-2"] {
+        for ignored in [
+            "bytes=0-1,3-4",
+            "bytes=5-1",
+            "bytes=-",
+            "items=0-1",
+            "bytes=a-b",
+            "bytes=+1-2",
+        ] {
             assert_eq!(r(ignored), None, "{ignored}");
         }
         assert_eq!(resolve(ByteRange::Bounded(0, 9), 100), Ok(0..10));

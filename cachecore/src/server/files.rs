@@ -68,9 +68,11 @@ pub(super) async fn serve(state: &AppState, rest: &str, head: bool) -> Response 
             // Relative links in the index resolve against a URL ending in `/`.
             redirect(&format!("/serve/{rest}/"))
         }
-        Some(ListingNode::Directory { entries }) => {
-            index(&shown, entries.iter().map(|(n, node)| (n.as_str(), node)), head)
-        }
+        Some(ListingNode::Directory { entries }) => index(
+            &shown,
+            entries.iter().map(|(n, node)| (n.as_str(), node)),
+            head,
+        ),
         Some(ListingNode::Symlink { target }) => {
             match symlink_location(state.store_dir.as_str(), base, sub, target) {
                 Some(location) => redirect(&location),
@@ -134,7 +136,9 @@ fn op_failure(path: &StorePath, e: &OpError) -> Response {
         status,
         match status {
             StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => e.to_string(),
-            StatusCode::SERVICE_UNAVAILABLE => format!("the store cannot be reached to serve {path}"),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                format!("the store cannot be reached to serve {path}")
+            }
             _ => format!("{path} cannot be read from this cache (its objects do not check out)"),
         },
     )
@@ -164,7 +168,10 @@ fn symlink_location(store_dir: &str, base: &str, sub: &str, target: &str) -> Opt
     } else if target.starts_with('/') {
         return None;
     } else {
-        let parent = sub.trim_end_matches('/').rsplit_once('/').map_or("", |(d, _)| d);
+        let parent = sub
+            .trim_end_matches('/')
+            .rsplit_once('/')
+            .map_or("", |(d, _)| d);
         joined = format!("{base}/{parent}/{target}");
         &joined
     };
@@ -203,7 +210,10 @@ fn index<'a>(
                 size, executable, ..
             } => (
                 "",
-                format!(" ({size} bytes{})", if *executable { ", executable" } else { "" }),
+                format!(
+                    " ({size} bytes{})",
+                    if *executable { ", executable" } else { "" }
+                ),
             ),
         };
         let href = super::keys::percent_encode_path(name);
@@ -214,9 +224,16 @@ fn index<'a>(
     }
     html.push_str("</ul></body></html>\n");
     let len = html.len();
-    let mut r = Response::new(if head { Body::empty() } else { Body::from(html) });
+    let mut r = Response::new(if head {
+        Body::empty()
+    } else {
+        Body::from(html)
+    });
     let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     if let Ok(v) = HeaderValue::try_from(len.to_string()) {
         h.insert(CONTENT_LENGTH, v);
     }
@@ -230,10 +247,10 @@ fn content_type(sub: &str) -> &'static str {
     let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
     match ext.as_deref() {
         Some("html" | "htm") => "text/html; charset=utf-8",
-        Some("txt" | "md" | "nix" | "sh" | "py" | "rs" | "c" | "h" | "cc" | "hpp" | "conf"
-            | "cfg" | "ini" | "toml" | "yaml" | "yml" | "log" | "pc" | "la") => {
-            "text/plain; charset=utf-8"
-        }
+        Some(
+            "txt" | "md" | "nix" | "sh" | "py" | "rs" | "c" | "h" | "cc" | "hpp" | "conf" | "cfg"
+            | "ini" | "toml" | "yaml" | "yml" | "log" | "pc" | "la",
+        ) => "text/plain; charset=utf-8",
         Some("css") => "text/css; charset=utf-8",
         Some("js") => "text/javascript; charset=utf-8",
         Some("json") => "application/json",
@@ -264,7 +281,8 @@ mod tests {
             Some("/serve/00000000000000000000000000000000-a/lib/z")
         );
         assert_eq!(
-            symlink_location(d, b, "x", "/nix/store/11111111111111111111111111111111-b/c").as_deref(),
+            symlink_location(d, b, "x", "/nix/store/11111111111111111111111111111111-b/c")
+                .as_deref(),
             Some("/serve/11111111111111111111111111111111-b/c")
         );
         assert_eq!(
@@ -277,7 +295,10 @@ mod tests {
 
     #[test]
     fn types_by_extension() {
-        assert_eq!(content_type("share/doc/README.md"), "text/plain; charset=utf-8");
+        assert_eq!(
+            content_type("share/doc/README.md"),
+            "text/plain; charset=utf-8"
+        );
         assert_eq!(content_type("bin/app"), "application/octet-stream");
         assert_eq!(content_type("a/INDEX.HTML"), "text/html; charset=utf-8");
     }

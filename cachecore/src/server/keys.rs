@@ -74,7 +74,10 @@ impl CacheKey {
 
     /// The output a `realisations/<id>.doi` key names.
     pub(crate) fn drv_output(&self) -> Option<DrvOutput> {
-        let id = self.key.strip_prefix("realisations/")?.strip_suffix(".doi")?;
+        let id = self
+            .key
+            .strip_prefix("realisations/")?
+            .strip_suffix(".doi")?;
         DrvOutput::parse(id).ok()
     }
 }
@@ -109,7 +112,9 @@ pub(crate) fn classify(path: &str) -> Result<CacheKey, &'static str> {
             Some(tail) => {
                 let (unique, ext) = tail.split_at(tail.find('.').unwrap_or(tail.len()));
                 let hex = (1..=32).contains(&unique.len())
-                    && unique.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                    && unique
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
                 if !hex {
                     return Err("a NAR is named nar/<52 nix32 characters>[-<hex>].nar[.xz|.zst|…]");
                 }
@@ -117,7 +122,9 @@ pub(crate) fn classify(path: &str) -> Result<CacheKey, &'static str> {
             }
             None => rest,
         };
-        let valid = hash.bytes().all(|b| crate::nixbase32::ALPHABET.contains(&b))
+        let valid = hash
+            .bytes()
+            .all(|b| crate::nixbase32::ALPHABET.contains(&b))
             && NAR_EXTENSIONS.contains(&ext);
         if !valid {
             return Err("a NAR is named nar/<52 nix32 characters>[-<hex>].nar[.xz|.zst|…]");
@@ -145,10 +152,7 @@ pub(crate) fn classify(path: &str) -> Result<CacheKey, &'static str> {
     } else {
         return Err("no object of a binary cache has this name");
     };
-    Ok(CacheKey {
-        kind,
-        key: decoded,
-    })
+    Ok(CacheKey { kind, key: decoded })
 }
 
 /// `%XX` escapes decoded; `None` for a bad escape or bytes that are not UTF-8.
@@ -229,7 +233,10 @@ mod tests {
         assert_eq!(streamed.nar_name_hash(), None);
         assert_eq!(streamed.nar_extension(), Some(".zst"));
         for bad in ["-", "-XYZ", "-0123456789abcdef0123456789abcdef0", "-ab/x"] {
-            assert!(classify(&format!("/nar/{NAR}{bad}.nar.zst")).is_err(), "{bad}");
+            assert!(
+                classify(&format!("/nar/{NAR}{bad}.nar.zst")).is_err(),
+                "{bad}"
+            );
         }
         assert_eq!(
             classify(&format!("/{H}.narinfo")).unwrap().hash_part(),

@@ -26,7 +26,10 @@ fn totals(state: &Shared) -> Option<Result<CacheTotals, String>> {
     let Ok(mut t) = state.totals.lock() else {
         return None;
     };
-    let stale = t.last.as_ref().is_none_or(|(at, _)| at.elapsed() > TOTALS_TTL);
+    let stale = t
+        .last
+        .as_ref()
+        .is_none_or(|(at, _)| at.elapsed() > TOTALS_TTL);
     if stale && !t.counting {
         t.counting = true;
         let state = state.clone();

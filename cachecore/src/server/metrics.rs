@@ -44,7 +44,10 @@ impl Metrics {
     pub(crate) fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new_custom(Some("cachecore_serve".into()), None)?;
         let requests = IntCounterVec::new(
-            Opts::new("requests_total", "HTTP requests answered, by route, method and status"),
+            Opts::new(
+                "requests_total",
+                "HTTP requests answered, by route, method and status",
+            ),
             &["route", "method", "status"],
         )?;
         let duration = HistogramVec::new(
@@ -63,7 +66,10 @@ impl Metrics {
             &["route"],
         )?;
         let received_bytes = IntCounterVec::new(
-            Opts::new("upload_body_bytes_total", "Body bytes of uploads stored, by route"),
+            Opts::new(
+                "upload_body_bytes_total",
+                "Body bytes of uploads stored, by route",
+            ),
             &["route"],
         )?;
         let errors = IntCounterVec::new(

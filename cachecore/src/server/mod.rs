@@ -305,7 +305,9 @@ fn store_failure(key: &str, e: &StoreError) -> Response {
         status,
         match status {
             StatusCode::NOT_FOUND => format!("{key} does not exist"),
-            StatusCode::SERVICE_UNAVAILABLE => format!("the store cannot be reached to serve {key}"),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                format!("the store cannot be reached to serve {key}")
+            }
             StatusCode::BAD_GATEWAY => format!("the store refused this server access to {key}"),
             StatusCode::METHOD_NOT_ALLOWED => format!("the store is read-only; cannot write {key}"),
             _ => format!("the store failed on {key}"),
@@ -472,7 +474,12 @@ async fn metrics_page(State(state): State<Shared>, req: Request) -> Response {
 
 /// `200 ok` when the store answers (a HEAD of `nix-cache-info`), else 503.
 async fn health(State(state): State<Shared>) -> Response {
-    match state.cache.objects().head(crate::store::layout::CACHE_INFO).await {
+    match state
+        .cache
+        .objects()
+        .head(crate::store::layout::CACHE_INFO)
+        .await
+    {
         Ok(_) => text(StatusCode::OK, "ok"),
         Err(e) => {
             tracing::error!(error = %e, "health check: the store does not answer");

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt as _, Shared};
 
-
 use super::metrics::Metrics;
 use crate::ops::{self, CopyOptions, NoProgress};
 use crate::signing::PublicKey;

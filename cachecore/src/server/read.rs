@@ -6,8 +6,7 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::http::header::{
-    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
-    LAST_MODIFIED,
+    ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, LAST_MODIFIED,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
@@ -81,7 +80,10 @@ pub(super) async fn get_or_head(
             Err(()) => {
                 let mut resp = text(
                     StatusCode::RANGE_NOT_SATISFIABLE,
-                    format!("{} is {} bytes long; the range asked for lies outside it", key.key, meta.size),
+                    format!(
+                        "{} is {} bytes long; the range asked for lies outside it",
+                        key.key, meta.size
+                    ),
                 );
                 let h = resp.headers_mut();
                 insert(h, CONTENT_RANGE, format!("bytes */{}", meta.size));
@@ -175,7 +177,10 @@ fn body(state: &AppState, key: &CacheKey, obj: Object, partial: bool) -> Respons
         remaining: len,
         key: key.key.clone(),
         route: key.kind.label(),
-        sent: state.metrics.sent_bytes.with_label_values(&[key.kind.label()]),
+        sent: state
+            .metrics
+            .sent_bytes
+            .with_label_values(&[key.kind.label()]),
         metrics: state.metrics.clone(),
         failed: false,
     };
@@ -188,7 +193,12 @@ fn body(state: &AppState, key: &CacheKey, obj: Object, partial: bool) -> Respons
         insert(
             r.headers_mut(),
             CONTENT_RANGE,
-            format!("bytes {}-{}/{}", range.start, range.end.saturating_sub(1), meta.size),
+            format!(
+                "bytes {}-{}/{}",
+                range.start,
+                range.end.saturating_sub(1),
+                meta.size
+            ),
         );
     }
     r
@@ -238,7 +248,10 @@ impl Stream for Checked {
             }
             Poll::Ready(Some(Err(e))) => this.fail(e.to_string()),
             Poll::Ready(None) if this.remaining > 0 => {
-                let why = format!("{} ended {} bytes short of its size", this.key, this.remaining);
+                let why = format!(
+                    "{} ended {} bytes short of its size",
+                    this.key, this.remaining
+                );
                 this.fail(why)
             }
             Poll::Ready(None) => Poll::Ready(None),

@@ -126,7 +126,10 @@ fn conflict(message: String) -> Response {
 }
 
 fn bad(key: &str, why: impl std::fmt::Display) -> Response {
-    text(StatusCode::BAD_REQUEST, format!("{key} was not stored: {why}"))
+    text(
+        StatusCode::BAD_REQUEST,
+        format!("{key} was not stored: {why}"),
+    )
 }
 
 pub(super) async fn put(state: &AppState, key: &CacheKey, req: Request) -> Response {
@@ -146,7 +149,10 @@ pub(super) async fn put(state: &AppState, key: &CacheKey, req: Request) -> Respo
         return BodyError::TooLarge(limit).response(&key.key);
     }
     let Ok(_permit) = state.uploads.acquire().await else {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down",
+        );
     };
     let idle = state.config.upload_idle_timeout;
     if key.kind == Kind::Nar {
@@ -160,7 +166,9 @@ pub(super) async fn put(state: &AppState, key: &CacheKey, req: Request) -> Respo
     // Present already: the same bytes are a harmless repeat (Nix re-uploads when copies run in
     // parallel); anything else would replace what clients may already have read.
     match state.cache.objects().get_bytes(&key.key).await {
-        Ok(Some(existing)) if existing == body => return stored(&key.key, "identical to the stored object"),
+        Ok(Some(existing)) if existing == body => {
+            return stored(&key.key, "identical to the stored object")
+        }
         Ok(Some(_)) => {
             return conflict(format!(
                 "{} is present with other contents; objects of a cache are never replaced",
@@ -186,7 +194,12 @@ pub(super) async fn put(state: &AppState, key: &CacheKey, req: Request) -> Respo
         return r;
     }
     let n = body.len() as u64;
-    match state.cache.objects().put(&key.key, body, PutMode::Overwrite).await {
+    match state
+        .cache
+        .objects()
+        .put(&key.key, body, PutMode::Overwrite)
+        .await
+    {
         Ok(_) => {
             state
                 .metrics
@@ -236,7 +249,12 @@ async fn put_nar(
         Err(e) => return store_failure(&key.key, &e),
     }
     let body = body_stream(req, limit, idle, Some(expected));
-    match state.cache.objects().put_stream(&key.key, body, PutMode::Overwrite).await {
+    match state
+        .cache
+        .objects()
+        .put_stream(&key.key, body, PutMode::Overwrite)
+        .await
+    {
         Ok(written) => {
             let n = written.size;
             state
@@ -258,29 +276,49 @@ async fn put_nar(
 /// the narinfos of its references are present.
 async fn check_narinfo(state: &AppState, key: &CacheKey, body: &[u8]) -> Result<(), Response> {
     let k = &key.key;
-    let info = NarInfo::parse_bytes(body).map_err(|e| bad(k, format_args!("not a valid narinfo: {e}")))?;
+    let info =
+        NarInfo::parse_bytes(body).map_err(|e| bad(k, format_args!("not a valid narinfo: {e}")))?;
     let hash = key.hash_part().unwrap_or_default();
     if info.store_path.hash_part() != hash {
         return Err(bad(
             k,
-            format_args!("its StorePath {} is not the path of the key", info.store_dir.full_path(&info.store_path)),
+            format_args!(
+                "its StorePath {} is not the path of the key",
+                info.store_dir.full_path(&info.store_path)
+            ),
         ));
     }
     if info.store_dir != state.store_dir {
         return Err(bad(
             k,
-            format_args!("its store directory is {}, this cache's is {}", info.store_dir.as_str(), state.store_dir.as_str()),
+            format_args!(
+                "its store directory is {}, this cache's is {}",
+                info.store_dir.as_str(),
+                state.store_dir.as_str()
+            ),
         ));
     }
     let nar = classify(&format!("/{}", info.url))
         .ok()
         .filter(|n| n.kind == Kind::Nar && n.key == info.url)
-        .ok_or_else(|| bad(k, format_args!("its URL {:?} is not a NAR of this cache (nar/<hash>.nar<ext>)", info.url)))?;
+        .ok_or_else(|| {
+            bad(
+                k,
+                format_args!(
+                    "its URL {:?} is not a NAR of this cache (nar/<hash>.nar<ext>)",
+                    info.url
+                ),
+            )
+        })?;
     let method = Compression::from_name(info.compression_or_default()).map_err(|e| bad(k, e))?;
     if nar.nar_extension() != Some(method.extension()) {
         return Err(bad(
             k,
-            format_args!("its URL {} does not end in .nar{} as Compression: {method} says", info.url, method.extension()),
+            format_args!(
+                "its URL {} does not end in .nar{} as Compression: {method} says",
+                info.url,
+                method.extension()
+            ),
         ));
     }
     let (Some(file_hash), Some(file_size)) = (&info.file_hash, info.file_size) else {
@@ -294,7 +332,10 @@ async fn check_narinfo(state: &AppState, key: &CacheKey, body: &[u8]) -> Result<
         Ok(Some(meta)) => {
             return Err(bad(
                 k,
-                format_args!("its FileSize is {file_size}, but {} is {} bytes", info.url, meta.size),
+                format_args!(
+                    "its FileSize is {file_size}, but {} is {} bytes",
+                    info.url, meta.size
+                ),
             ))
         }
         Ok(None) => {
@@ -326,12 +367,21 @@ async fn check_narinfo(state: &AppState, key: &CacheKey, body: &[u8]) -> Result<
 async fn check_realisation(state: &AppState, key: &CacheKey, body: &[u8]) -> Result<(), Response> {
     let k = &key.key;
     let text_body = std::str::from_utf8(body).map_err(|_| bad(k, "not UTF-8"))?;
-    let r = Realisation::parse(text_body).map_err(|e| bad(k, format_args!("not a valid realisation: {e}")))?;
+    let r = Realisation::parse(text_body)
+        .map_err(|e| bad(k, format_args!("not a valid realisation: {e}")))?;
     if Some(&r.id) != key.drv_output().as_ref() {
-        return Err(bad(k, format_args!("its id {} is not the one of the key", r.id)));
+        return Err(bad(
+            k,
+            format_args!("its id {} is not the one of the key", r.id),
+        ));
     }
     let out: &StorePath = &r.out_path;
-    match state.cache.objects().head(&layout::narinfo(&out.hash_part())).await {
+    match state
+        .cache
+        .objects()
+        .head(&layout::narinfo(&out.hash_part()))
+        .await
+    {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(conflict(format!(
             "{k} was not stored: its output {} is not in the cache (upload it first)",

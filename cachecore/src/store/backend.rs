@@ -117,7 +117,8 @@ pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Object
                 url: url.clone(),
                 reason: format!("cannot resolve directory {}: {e}", dir.display()),
             })?;
-            let store = object_store::local::LocalFileSystem::new_with_prefix(&root).map_err(setup)?;
+            let store =
+                object_store::local::LocalFileSystem::new_with_prefix(&root).map_err(setup)?;
             local_root = Some(root);
             Arc::new(store)
         }
@@ -402,4 +403,3 @@ fn build_s3(
     });
     Ok((s3, advice, effective_endpoint))
 }
-

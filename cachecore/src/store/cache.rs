@@ -533,9 +533,7 @@ impl BinaryCache {
 
     /// Makes the listing of `path` durable before its narinfo is written.
     pub async fn sync_listing(&self, path: &StorePath) -> Result<(), StoreError> {
-        self.objects
-            .sync(&layout::listing(&path.hash_part()))
-            .await
+        self.objects.sync(&layout::listing(&path.hash_part())).await
     }
 
     /// A streamed NAR object's `URL:`: `nar/<nix32 NarHash>-<unique>.nar<ext>`, new for every
@@ -584,7 +582,11 @@ impl BinaryCache {
     }
 
     /// Writes the realisation `id` (JSON, as [`crate::realisation`] prints it).
-    pub async fn put_realisation_bytes(&self, id: &DrvOutput, json: Bytes) -> Result<(), StoreError> {
+    pub async fn put_realisation_bytes(
+        &self,
+        id: &DrvOutput,
+        json: Bytes,
+    ) -> Result<(), StoreError> {
         self.objects
             .put(&layout::realisation(id), json, PutMode::Overwrite)
             .await

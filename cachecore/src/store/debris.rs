@@ -147,7 +147,13 @@ mod tests {
         std::fs::write(dir.path().join("nar/.tmp-x-1"), b"staged").unwrap();
         std::fs::write(dir.path().join("nar/abc.nar.zst"), b"real").unwrap();
         std::fs::write(dir.path().join("x.narinfo#12"), b"half").unwrap();
-        let found: Vec<String> = cache.debris().await.unwrap().into_iter().map(|d| d.key).collect();
+        let found: Vec<String> = cache
+            .debris()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.key)
+            .collect();
         assert_eq!(found, ["nar/.tmp-x-1", "nar/abc.nar.zst#1", "x.narinfo#12"]);
         // Fresh debris stays; aged debris goes; real objects always stay.
         assert_eq!(cache.remove_stale_debris().await.unwrap(), 0);

@@ -96,7 +96,11 @@ pub enum StoreError {
     /// An object is larger than cachecore reads for its kind (a narinfo, listing,
     /// `nix-cache-info`): refused without reading it whole.
     #[error("{url}: {key} is larger than {limit} bytes, the most cachecore reads for such an object; refused without reading it")]
-    TooLarge { url: String, key: String, limit: u64 },
+    TooLarge {
+        url: String,
+        key: String,
+        limit: u64,
+    },
 
     /// Syncing a written object to disk failed (local directories).
     #[error("{url}: cannot sync {key} to disk: {source}")]
@@ -295,7 +299,10 @@ impl StoreError {
             // The data being uploaded failed: its own kind when it says one (a corrupt source
             // cache in a copy), else the local side failed.
             StoreError::Source { source, .. } => {
-                if let Some(inner) = source.get_ref().and_then(|e| e.downcast_ref::<StoreError>()) {
+                if let Some(inner) = source
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<StoreError>())
+                {
                     inner.kind()
                 } else if source.kind() == std::io::ErrorKind::InvalidData {
                     ErrorKind::Corrupt

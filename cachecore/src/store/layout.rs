@@ -217,7 +217,10 @@ mod tests {
         assert_eq!(content_type("x.narinfo"), "text/x-nix-narinfo");
         assert_eq!(content_type(CACHE_INFO), "text/x-nix-cache-info");
         assert_eq!(gcroot("builder-1", "release"), "gcroots/builder-1/release");
-        assert_eq!(gcroot_parts("gcroots/builder-1/release"), Some(("builder-1", "release")));
+        assert_eq!(
+            gcroot_parts("gcroots/builder-1/release"),
+            Some(("builder-1", "release"))
+        );
         assert_eq!(gcroot_parts("gcroots/builder-1"), None);
         assert_eq!(gcroot_parts("gctrash/h/n"), None);
         assert_eq!(gctrash("h", "n"), "gctrash/h/n");

@@ -67,7 +67,7 @@ pub use debris::{Debris, DEBRIS_AGE};
 pub use error::{is_backend_detail, StoreError};
 pub use nar::{IntegrityError, NarReader};
 pub use objects::{
-    ByteRange, ByteStream, Object, ObjectMeta, Objects, PutMode, VersionTag, WriteSupport,
-    Written, MULTIPART_THRESHOLD, PARTS_IN_FLIGHT, PART_SIZE,
+    ByteRange, ByteStream, Object, ObjectMeta, Objects, PutMode, VersionTag, WriteSupport, Written,
+    MULTIPART_THRESHOLD, PARTS_IN_FLIGHT, PART_SIZE,
 };
 pub use url::{StoreLocation, StoreSettings, StoreUrl};

@@ -98,7 +98,10 @@ impl IntegrityError {
             IntegrityError::Store(StoreError::BadKey { .. }) => K::Corrupt,
             IntegrityError::Store(e) => e.kind(),
             IntegrityError::Read { source, .. } => {
-                match source.get_ref().and_then(|i| i.downcast_ref::<StoreError>()) {
+                match source
+                    .get_ref()
+                    .and_then(|i| i.downcast_ref::<StoreError>())
+                {
                     Some(inner) => inner.kind(),
                     None => K::Corrupt,
                 }
@@ -305,10 +308,7 @@ impl NarReader {
         };
         let verdict: Verdict = Arc::default();
         let file: Arc<Mutex<Option<(u64, Hash)>>> = Arc::default();
-        let algo = info
-            .file_hash
-            .as_ref()
-            .map_or(HashAlgo::Sha256, Hash::algo);
+        let algo = info.file_hash.as_ref().map_or(HashAlgo::Sha256, Hash::algo);
         let side = FileSide {
             inner: object,
             hasher: Some(Hasher::new(algo)),
@@ -385,7 +385,10 @@ impl NarReader {
     }
 
     fn take_verdict(&self) -> Option<IntegrityError> {
-        self.verdict.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.verdict
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 }
 
@@ -443,7 +446,12 @@ impl Read for NarReader {
         let mismatch = |field, expected: String, actual: String| {
             IntegrityError::mismatch(&self.path, &self.key, field, expected, actual)
         };
-        if self.file.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+        if self
+            .file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+        {
             return Err(self.fail(IntegrityError::Read {
                 path: self.path.clone(),
                 key: self.key.clone(),

@@ -515,7 +515,9 @@ impl Objects {
         let result = match self.inner.store.get_opts(&path, opts).await {
             Ok(r) => r,
             // Azure has no suffix ranges: ask for the size, then for the bytes from an offset.
-            Err(object_store::Error::NotSupported { .. }) if matches!(range, ByteRange::Last(_)) => {
+            Err(object_store::Error::NotSupported { .. })
+                if matches!(range, ByteRange::Last(_)) =>
+            {
                 let ByteRange::Last(n) = range else {
                     return Ok(None);
                 };
@@ -558,10 +560,16 @@ impl Objects {
         let owned_key = key.to_owned();
         let opened = tokio::task::spawn_blocking(move || {
             this.confine(&owned_key)?;
-            let read_err = |e: io::Error| this.err(Op::Read, &owned_key, object_store::Error::Generic {
-                store: "LocalFileSystem",
-                source: Box::new(e),
-            });
+            let read_err = |e: io::Error| {
+                this.err(
+                    Op::Read,
+                    &owned_key,
+                    object_store::Error::Generic {
+                        store: "LocalFileSystem",
+                        source: Box::new(e),
+                    },
+                )
+            };
             let file = match std::fs::File::open(&file_path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -601,7 +609,8 @@ impl Objects {
             let first = if len <= FILE_CHUNK {
                 use std::os::unix::fs::FileExt as _;
                 let mut buf = vec![0u8; len as usize];
-                file.read_exact_at(&mut buf, bytes.start).map_err(read_err)?;
+                file.read_exact_at(&mut buf, bytes.start)
+                    .map_err(read_err)?;
                 Some(Bytes::from(buf))
             } else {
                 None
@@ -774,7 +783,11 @@ impl Objects {
     /// the stream is read: memory does not grow with the number of objects. Staging files of
     /// uploads in progress on a local directory are not listed.
     pub fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta, StoreError>> {
-        let what = if prefix.is_empty() { "the store" } else { prefix };
+        let what = if prefix.is_empty() {
+            "the store"
+        } else {
+            prefix
+        };
         if let Some(e) = self.unlistable(what) {
             return stream::once(async move { Err(e) }).boxed();
         }

@@ -54,18 +54,39 @@ pub const HONOURED_SETTINGS: &[&str] = &[
 /// for cachecore (or name a feature it lacks), so a URL with one is refused rather than having
 /// the setting silently ignored.
 const REFUSED_SETTINGS: &[(&str, &str)] = &[
-    ("secret-keys", "give one key file with secret-key=FILE, or several --key FILE options"),
+    (
+        "secret-keys",
+        "give one key file with secret-key=FILE, or several --key FILE options",
+    ),
     ("index-debug-info", "cachecore does not index debug info"),
     ("local-nar-cache", "cachecore keeps no local NAR cache"),
-    ("trusted", "trust is decided by the reader's trusted-public-keys"),
-    ("store", "cachecore caches always use their nix-cache-info's StoreDir"),
-    ("narinfo-compression", "cachecore writes narinfos uncompressed"),
+    (
+        "trusted",
+        "trust is decided by the reader's trusted-public-keys",
+    ),
+    (
+        "store",
+        "cachecore caches always use their nix-cache-info's StoreDir",
+    ),
+    (
+        "narinfo-compression",
+        "cachecore writes narinfos uncompressed",
+    ),
     ("ls-compression", "cachecore writes listings uncompressed"),
-    ("log-compression", "cachecore writes build logs uncompressed"),
-    ("multipart-upload", "cachecore always uploads large objects in parts"),
+    (
+        "log-compression",
+        "cachecore writes build logs uncompressed",
+    ),
+    (
+        "multipart-upload",
+        "cachecore always uploads large objects in parts",
+    ),
     ("buffer-size", "cachecore's part size is fixed"),
     ("path-info-cache-size", "cachecore keeps no path-info cache"),
-    ("system-features", "it applies to Nix's builders, not to binary caches"),
+    (
+        "system-features",
+        "it applies to Nix's builders, not to binary caches",
+    ),
 ];
 
 /// Nix's binary-cache settings given in a store URL, typed. Each is `None` when the URL does not
@@ -123,13 +144,17 @@ impl StoreSettings {
         match key {
             "secret-key" => {
                 if value.is_empty() {
-                    return Err("secret-key= is empty (expected the path of a secret key file)".into());
+                    return Err(
+                        "secret-key= is empty (expected the path of a secret key file)".into(),
+                    );
                 }
                 self.secret_key = Some(PathBuf::from(value));
             }
             "compression" => {
-                self.compression =
-                    Some(Compression::from_name(value).map_err(|e| format!("compression={value}: {e}"))?);
+                self.compression = Some(
+                    Compression::from_name(value)
+                        .map_err(|e| format!("compression={value}: {e}"))?,
+                );
             }
             "compression-level" => self.compression_level = Some(number(key, value)?),
             "write-nar-listing" => self.write_nar_listing = Some(boolean(key, value)?),
@@ -365,11 +390,7 @@ impl StoreUrl {
         })
     }
 
-    fn parse_dir(
-        url: &str,
-        path: &str,
-        settings: StoreSettings,
-    ) -> Result<StoreUrl, StoreError> {
+    fn parse_dir(url: &str, path: &str, settings: StoreSettings) -> Result<StoreUrl, StoreError> {
         if path.contains('?') && !std::path::Path::new(path).exists() {
             return Err(bad(
                 url,
@@ -486,7 +507,11 @@ fn bucket_and_prefix(
             format!("{what} name {bucket:?} has {c:?}; a {what} name is letters, digits, '.', '-' and '_'"),
         ));
     }
-    if parsed.username() != "" || parsed.password().is_some() || parsed.port().is_some() || authority_has_colon(url) {
+    if parsed.username() != ""
+        || parsed.password().is_some()
+        || parsed.port().is_some()
+        || authority_has_colon(url)
+    {
         return Err(bad(
             url,
             format!("the {what} name cannot carry a user, password or port; give credentials through the environment or a profile"),
@@ -503,8 +528,15 @@ fn bucket_and_prefix(
 /// `s3://b:/p` as typed — a port separator with no port, which `url` drops silently.
 fn authority_has_colon(url: &str) -> bool {
     let after_scheme = url.split_once("://").map_or("", |(_, rest)| rest);
-    let authority = after_scheme.split(['/', '?', '#']).next().unwrap_or_default();
-    authority.rsplit('@').next().unwrap_or_default().contains(':')
+    let authority = after_scheme
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    authority
+        .rsplit('@')
+        .next()
+        .unwrap_or_default()
+        .contains(':')
 }
 
 /// `%XX` escapes of a URL's path decoded (`+` and `&` are themselves there; a `%` not followed
@@ -515,7 +547,11 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         let hex = |c: u8| char::from(c).to_digit(16);
-        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
             (b'%', Some(h), Some(l)) => {
                 // Two hex digits make one byte.
                 out.push((h * 16 + l) as u8);
@@ -699,7 +735,9 @@ mod tests {
         );
         let e = err("s3://b?endpoint=127.0.0.1:3970&region=garage");
         assert!(
-            e.contains("endpoint=127.0.0.1:3970 has no scheme: write endpoint=http://127.0.0.1:3970"),
+            e.contains(
+                "endpoint=127.0.0.1:3970 has no scheme: write endpoint=http://127.0.0.1:3970"
+            ),
             "{e}"
         );
         assert!(err("s3://").contains("no bucket name"));
@@ -762,9 +800,11 @@ mod tests {
 
     #[test]
     fn nix_settings_are_typed_or_refused() {
-        let u = ok("s3://b?endpoint=http://x:1&region=garage&secret-key=team.sec&compression=xz\
+        let u = ok(
+            "s3://b?endpoint=http://x:1&region=garage&secret-key=team.sec&compression=xz\
                     &compression-level=9&write-nar-listing=false&parallel-compression=0\
-                    &want-mass-query=no&priority=30");
+                    &want-mass-query=no&priority=30",
+        );
         assert_eq!(
             u.settings,
             StoreSettings {
@@ -778,10 +818,16 @@ mod tests {
             }
         );
         let info = u.settings.cache_info("/nix/store");
-        assert_eq!((info.priority, info.want_mass_query), (Some(30), Some(false)));
+        assert_eq!(
+            (info.priority, info.want_mass_query),
+            (Some(30), Some(false))
+        );
         assert_eq!(ok("file:///c").settings, StoreSettings::default());
         let info = StoreSettings::default().cache_info("/x");
-        assert_eq!((info.priority, info.want_mass_query), (Some(40), Some(true)));
+        assert_eq!(
+            (info.priority, info.want_mass_query),
+            (Some(40), Some(true))
+        );
         // Refused Nix settings name themselves and what is honoured.
         let e = err("file:///c?narinfo-compression=xz");
         assert!(e.contains("narinfo-compression= is not supported"), "{e}");
