@@ -291,6 +291,11 @@ pub struct PushArgs {
     /// secret-key=FILE.
     #[arg(long = "key", value_name = "SECRET_FILE")]
     pub keys: Vec<PathBuf>,
+    /// File holding the upload token of a `cachecore serve` STORE (`http(s)://HOST:PORT`), as
+    /// its --token-file: the push goes through the server, which holds the bucket credentials
+    /// (and may sign, with `serve --key`). The same as CACHECORE_TOKEN in the environment.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Large NARs (over 4 MiB) uploaded at once; up to 4 × JOBS small ones go alongside.
     #[arg(long, short, default_value_t = 4)]
     pub jobs: usize,
@@ -349,6 +354,10 @@ pub struct ServeArgs {
     /// (repeatable).
     #[arg(long = "public-key", value_name = "KEY")]
     pub public_keys: Vec<String>,
+    /// Secret key file to sign every uploaded narinfo with (as `push --key` takes it), so that
+    /// machines that push hold no signing key. Its public key is shown on the landing page.
+    #[arg(long, value_name = "SECRET_FILE")]
+    pub key: Option<PathBuf>,
     /// Priority announced in nix-cache-info (default: the stored one).
     #[arg(long)]
     pub priority: Option<u64>,

@@ -1254,3 +1254,95 @@ fn serve_flags_set_what_they_name() {
         "{text}"
     );
 }
+
+#[test]
+fn cachecore_push_through_serve_needs_no_bucket_credentials_and_the_server_signs() {
+    let garage = common::garage::Garage::start();
+    let store = garage.url("through-serve");
+    let tmp = tempdir();
+    let closure = build_closure(tmp.path());
+    // A path whose NAR (random bytes, 24 MiB) streams in one chunked PUT of several parts.
+    let big_dir = tmp.path().join("push-through-serve-big");
+    fs::create_dir(&big_dir).unwrap();
+    fs::write(big_dir.join("blob"), pseudo_random_bytes(24 << 20, 0x5e12e)).unwrap();
+    let big = nix_store_add(&big_dir);
+    let (secret, public) = nix_generate_key(tmp.path(), "serve-signs-1");
+    let (token_file, _) = credentials(tmp.path(), "good", "push-token-1");
+    let (wrong_token, _) = credentials(tmp.path(), "wrong", "push-token-2");
+    // Only the server holds the bucket's credentials and the signing key.
+    let serve = Serve::start_with_env(
+        &store,
+        &[
+            "--token-file",
+            path_str(&token_file),
+            "--key",
+            path_str(&secret),
+        ],
+        &garage.env(),
+    );
+    let landing = curl(&format!("{}/", serve.url), &[]);
+    assert!(
+        landing.text().contains(&public),
+        "the landing page does not show the server's public key"
+    );
+
+    // `cachecore push SERVER PATHS --token-file TOKEN`: its stderr, and whether it succeeded.
+    let push = |paths: &[&str], token: &Path| {
+        let mut args = vec!["push", serve.url.as_str()];
+        args.extend(paths);
+        args.extend(["--token-file", path_str(token)]);
+        let out = cachecore_output(&args, b"");
+        (
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            out.status.success(),
+        )
+    };
+    let app = closure.last().unwrap().as_str();
+
+    // A wrong token: one sentence that says so, and nothing in the bucket.
+    let (stderr, ok) = push(&[&big], &wrong_token);
+    assert!(!ok, "a push with a wrong token succeeded");
+    assert!(
+        stderr.contains("HTTP 403: the token offered for uploading is wrong"),
+        "{stderr}"
+    );
+    let narinfo = curl(&format!("{}/{}.narinfo", serve.url, hash_part(&big)), &[]);
+    assert_eq!(narinfo.status, 404, "a refused push published {big}");
+
+    // The right token: unsigned by the client, signed by the server, substituted by Nix.
+    let (stderr, ok) = push(&[app, &big], &token_file);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("sent unsigned; the server signs them"),
+        "{stderr}"
+    );
+    assert_nix_substitutes(&serve.url, tmp.path(), &closure, &public);
+    // The big path is content-addressed (nix-store --add), which Nix takes without a
+    // signature: it is substituted, and its narinfo carries the server's signature.
+    let res = nix_copy_from_checking_sigs(&serve.url, &tmp.path().join("big-store"), &big, &public);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let narinfo = curl(&format!("{}/{}.narinfo", serve.url, hash_part(&big)), &[]);
+    assert!(
+        narinfo.text().contains("Sig: serve-signs-1:"),
+        "{}",
+        narinfo.text()
+    );
+    let verify = cachecore_command()
+        .args(["verify", &store, "--trusted-key", &public])
+        .envs(garage.env())
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    // Pushing again finds everything there.
+    let (stderr, ok) = push(&[app, &big], &token_file);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("0 paths to transfer"), "{stderr}");
+}

@@ -20,6 +20,29 @@ fn open(url: &str) -> anyhow::Result<BinaryCache> {
     Ok(BinaryCache::open(url)?)
 }
 
+/// [`open`], with the upload token of a `cachecore serve` read from `token_file`.
+fn open_with_token(url: &str, token_file: Option<&Path>) -> anyhow::Result<BinaryCache> {
+    let Some(file) = token_file else {
+        return open(url);
+    };
+    if !url.starts_with("http://") && !url.starts_with("https://") {
+        bail!("--token-file is for an http(s):// cache (a `cachecore serve`), not {url}");
+    }
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read token file {}", file.display()))?,
+    );
+    // The same rules as the server's token file.
+    cachecore::server::Token::parse(&text)
+        .with_context(|| format!("token file {}", file.display()))?;
+    let mut env = cachecore::store::process_env();
+    env.push((
+        cachecore::store::TOKEN_VAR.to_owned(),
+        text.trim().to_owned(),
+    ));
+    Ok(BinaryCache::open_with_env(url, &env)?)
+}
+
 fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     ops::runtime()
         .context("cannot start the async runtime")?
@@ -138,7 +161,7 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
         .iter()
         .map(|k| Ok(Arc::new(SecretKey::read_file(k)?) as Arc<dyn Signer>))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let cache = open(&args.store)?;
+    let cache = open_with_token(&args.store, args.token_file.as_deref())?;
     // The store URL's settings, then the options given here on top.
     let mut opts = ops::PushOptions::for_cache(&cache)?;
     if !signers.is_empty() {
@@ -173,7 +196,7 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
             Ok(ops::push_add(&cache, &store_dir, dir, &name, &opts, p).await?)
         })?;
         progress.finish(&push_summary(&summary, cache.url()));
-        warn_unsigned(&summary, quiet);
+        warn_unsigned(&summary, &cache, quiet);
         outln!("{}", store_dir.full_path(&path))?;
         return Ok(());
     }
@@ -197,7 +220,7 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
         Ok(ops::push(&cache, &local, &roots, &opts, p).await?)
     })?;
     progress.finish(&push_summary(&summary, cache.url()));
-    warn_unsigned(&summary, quiet);
+    warn_unsigned(&summary, &cache, quiet);
     Ok(())
 }
 
@@ -213,10 +236,17 @@ fn push_summary(summary: &ops::PushSummary, url: &str) -> String {
 }
 
 /// One line when a push wrote narinfos without any signature, with the fix.
-fn warn_unsigned(summary: &ops::PushSummary, quiet: bool) {
+fn warn_unsigned(summary: &ops::PushSummary, cache: &BinaryCache, quiet: bool) {
     if summary.unsigned > 0 && !quiet {
         let n = summary.unsigned;
         let paths = if n == 1 { "path was" } else { "paths were" };
+        if cache.url().starts_with("http://") || cache.url().starts_with("https://") {
+            eprintln!(
+                "note: {n} {paths} sent unsigned; the server signs them if it runs with \
+                 `cachecore serve --key SECRET_FILE`, else Nix refuses them (sign here with --key)"
+            );
+            return;
+        }
         eprintln!(
             "warning: {n} {paths} pushed unsigned, and Nix refuses unsigned paths by default; \
              sign with --key SECRET_FILE or secret-key=SECRET_FILE in the store URL \

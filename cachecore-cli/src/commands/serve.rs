@@ -30,6 +30,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.write_token = optional_token(args.token_file.as_ref())?;
     config.read_token = optional_token(args.read_token_file.as_ref())?;
     config.public_keys = cachecore::signing::PublicKey::from_args(&args.public_keys)?;
+    if let Some(file) = &args.key {
+        let secret = cachecore::signing::SecretKey::read_file(file)?;
+        let public = secret.public_key();
+        if !config.public_keys.contains(&public) {
+            config.public_keys.insert(0, public);
+        }
+        config.signing_key = Some(std::sync::Arc::new(secret));
+    }
     config.priority = args.priority;
     config.max_nar_upload = args.max_upload_size;
     config.max_concurrent_uploads = args.upload_jobs;

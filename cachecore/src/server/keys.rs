@@ -65,6 +65,23 @@ impl CacheKey {
         Hash::parse_digest(HashAlgo::Sha256, hash).ok()
     }
 
+    /// Whether this is a NAR streamed by `cachecore push`: `nar/<nix32 NarHash>-<16 hex>.nar<ext>`,
+    /// whose bytes are checked against the narinfo that names it, when that narinfo arrives.
+    pub(crate) fn is_streamed_nar(&self) -> bool {
+        let Some((stem, _)) = self
+            .key
+            .strip_prefix("nar/")
+            .and_then(|n| n.split_once('.'))
+        else {
+            return false;
+        };
+        stem.split_once('-').is_some_and(|(hash, unique)| {
+            Hash::parse_digest(HashAlgo::Sha256, hash).is_ok()
+                && unique.len() == 16
+                && unique.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+    }
+
     /// The NAR key's extension after `.nar` (`""`, `".xz"`, `".zst"`, …).
     pub(crate) fn nar_extension(&self) -> Option<&str> {
         let name = self.key.strip_prefix("nar/")?;

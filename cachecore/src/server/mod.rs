@@ -62,7 +62,7 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 
 use crate::cache_info::CacheInfo;
-use crate::signing::PublicKey;
+use crate::signing::{PublicKey, SecretKey};
 use crate::store::{BinaryCache, StoreError};
 use crate::store_path::StoreDir;
 
@@ -83,6 +83,9 @@ pub struct Config {
     pub read_token: Option<Token>,
     /// Public keys shown on the landing page, for `trusted-public-keys`.
     pub public_keys: Vec<PublicKey>,
+    /// A key to sign every uploaded narinfo with, so that uploaders need no signing key (list
+    /// its public key in `public_keys` too, for the landing page).
+    pub signing_key: Option<Arc<SecretKey>>,
     /// The `Priority` announced in `nix-cache-info` (else the store's, else none).
     pub priority: Option<u64>,
     /// Largest NAR upload in bytes.
@@ -104,6 +107,7 @@ impl Default for Config {
             write_token: None,
             read_token: None,
             public_keys: Vec::new(),
+            signing_key: None,
             priority: None,
             max_nar_upload: 16 << 30,
             max_small_upload: 64 << 20,

@@ -158,10 +158,18 @@ pub(super) async fn put(state: &AppState, key: &CacheKey, req: Request) -> Respo
     if key.kind == Kind::Nar {
         return put_nar(state, key, req, limit, idle).await;
     }
-    let body = match read_small(body_stream(req, limit, idle, None)).await {
+    let mut body = match read_small(body_stream(req, limit, idle, None)).await {
         Ok(b) => b,
         Err(e) => return e.response(&key.key),
     };
+    // With the server's key, the narinfo is stored signed by it (replacing a signature under
+    // its name), so uploaders never hold the signing key.
+    if let (Kind::NarInfo, Some(secret)) = (key.kind, &state.config.signing_key) {
+        body = match sign_narinfo(&body, secret) {
+            Ok(signed) => signed,
+            Err(why) => return bad(&key.key, why),
+        };
+    }
     let _write = state.write_lock(&key.key).lock().await;
     // Present already: the same bytes are a harmless repeat (Nix re-uploads when copies run in
     // parallel); anything else would replace what clients may already have read.
@@ -212,6 +220,13 @@ pub(super) async fn put(state: &AppState, key: &CacheKey, req: Request) -> Respo
     }
 }
 
+fn sign_narinfo(body: &[u8], secret: &crate::signing::SecretKey) -> Result<Bytes, String> {
+    let mut info = NarInfo::parse_bytes(body).map_err(|e| format!("not a valid narinfo: {e}"))?;
+    info.sign(secret)
+        .map_err(|e| format!("it cannot be signed: {e}"))?;
+    Ok(Bytes::from(info.to_string()))
+}
+
 async fn read_small(body: impl Stream<Item = io::Result<Bytes>>) -> Result<Bytes, BodyError> {
     let mut body = std::pin::pin!(body);
     let mut out = Vec::new();
@@ -240,15 +255,20 @@ async fn put_nar(
     limit: u64,
     idle: Duration,
 ) -> Response {
-    let Some(expected) = key.nar_name_hash() else {
-        return bad(&key.key, "its name is not a sha256 hash");
+    // A NAR named after its file's hash is checked as it arrives; one streamed by `cachecore
+    // push` (named after its NarHash) when the narinfo naming it arrives, which decompresses
+    // and hashes it whole before anything refers to it.
+    let expected = match key.nar_name_hash() {
+        Some(hash) => Some(hash),
+        None if key.is_streamed_nar() => None,
+        None => return bad(&key.key, "its name is not a sha256 hash"),
     };
     match state.cache.objects().head(&key.key).await {
         Ok(Some(_)) => return stored(&key.key, "already present (its name is its hash)"),
         Ok(None) => {}
         Err(e) => return store_failure(&key.key, &e),
     }
-    let body = body_stream(req, limit, idle, Some(expected));
+    let body = body_stream(req, limit, idle, expected);
     match state
         .cache
         .objects()

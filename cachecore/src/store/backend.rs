@@ -69,6 +69,10 @@ impl object_store::client::DnsResolver for LoopbackLocalhost {
     }
 }
 
+/// The variable holding the token of an `http(s)://` cache (`cachecore serve --token-file`):
+/// sent as `Authorization: Bearer`, and with it the cache takes uploads.
+pub const TOKEN_VAR: &str = "CACHECORE_TOKEN";
+
 /// The process environment (variables that are not UTF-8 are skipped).
 pub fn process_env() -> Vec<(String, String)> {
     std::env::vars_os()
@@ -124,12 +128,45 @@ pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Object
         }
         StoreLocation::Memory => Arc::new(object_store::memory::InMemory::new()),
         StoreLocation::Http { base } => {
-            read_only = true;
-            let b = object_store::http::HttpBuilder::new()
-                .with_url(base.as_str())
-                .with_client_options(client_options().with_allow_http(base.scheme() == "http"))
-                .with_retry(retry_config());
-            Arc::new(b.build().map_err(setup)?)
+            let token = env_var(env, TOKEN_VAR)
+                .map(str::trim)
+                .filter(|t| !t.is_empty());
+            let mut options = client_options().with_allow_http(base.scheme() == "http");
+            if let Some(t) = token {
+                let mut headers = reqwest::header::HeaderMap::new();
+                let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+                    .map_err(|_| StoreError::BadUrl {
+                        url: url.clone(),
+                        reason: format!("{TOKEN_VAR} holds characters an HTTP header cannot carry"),
+                    })?;
+                value.set_sensitive(true);
+                headers.insert(reqwest::header::AUTHORIZATION, value);
+                options = options.with_default_headers(headers);
+            }
+            let reads: Arc<dyn ObjectStore> = Arc::new(
+                object_store::http::HttpBuilder::new()
+                    .with_url(base.as_str())
+                    .with_client_options(options)
+                    .with_retry(retry_config())
+                    .build()
+                    .map_err(setup)?,
+            );
+            match token {
+                // Without a token a server takes no upload: the cache is read-only.
+                None => {
+                    read_only = true;
+                    reads
+                }
+                Some(t) => Arc::new(
+                    super::http_upload::HttpUploads::new(
+                        reads,
+                        base.clone(),
+                        t,
+                        Duration::from_secs(5),
+                    )
+                    .map_err(setup)?,
+                ),
+            }
         }
         StoreLocation::S3 {
             bucket,
@@ -213,7 +250,7 @@ pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Object
         read_only,
         content_types,
         lister,
-        listable: !read_only,
+        listable: !read_only && !matches!(parsed.location, StoreLocation::Http { .. }),
         support: OnceCell::new(),
         local_root,
         cleanups: Default::default(),

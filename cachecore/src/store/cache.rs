@@ -102,7 +102,11 @@ impl BinaryCache {
     /// - `gs://`, `az://`: configured from the `GOOGLE_*` / `AZURE_*` environment.
     /// - `memory://`: a **fresh, empty** in-memory store each time it is opened; two `open`s
     ///   do not share data (clone the [`BinaryCache`] instead).
-    /// - `http(s)://`: read-only; writes fail with [`StoreError::ReadOnly`].
+    /// - `http(s)://`: read-only (writes fail with [`StoreError::ReadOnly`]), unless
+    ///   `CACHECORE_TOKEN` ([`TOKEN_VAR`](super::TOKEN_VAR)) holds a token: it is sent as
+    ///   `Authorization: Bearer` with every request, and writes are `PUT`s, as
+    ///   `cachecore serve --token-file` takes them (a large object streams in one chunked
+    ///   request). Such a cache cannot be listed.
     ///
     /// ```
     /// use cachecore::store::BinaryCache;
@@ -115,7 +119,8 @@ impl BinaryCache {
     }
 
     /// [`open`](Self::open), reading configuration (`AWS_*`, `GOOGLE_*`, `AZURE_*`, `HOME`,
-    /// `SERVICE_ACCOUNT`, `MSI_ENDPOINT`) from `env` instead of the process environment.
+    /// `SERVICE_ACCOUNT`, `MSI_ENDPOINT`, `CACHECORE_TOKEN`) from `env` instead of the process
+    /// environment.
     pub fn open_with_env(url: &str, env: &[(String, String)]) -> Result<BinaryCache, StoreError> {
         let parsed = StoreUrl::parse(url)?;
         Self::open_parsed(&parsed, env)

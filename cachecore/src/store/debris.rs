@@ -72,7 +72,9 @@ impl BinaryCache {
 
     /// Deletes the debris untouched for [`DEBRIS_AGE`]; returns how many objects went.
     pub async fn remove_stale_debris(&self) -> Result<usize, StoreError> {
-        if self.is_read_only() {
+        // An HTTP cache that takes uploads cleans up after itself (the server aborts what a
+        // client abandoned); it cannot be listed anyway.
+        if self.is_read_only() || !self.objects().is_listable() {
             return Ok(0);
         }
         let now = SystemTime::now();

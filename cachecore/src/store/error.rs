@@ -151,12 +151,15 @@ pub enum StoreError {
     },
 
     /// The server refused the credentials, or they do not allow this operation.
-    #[error("{url}: access denied to {op} {key} ({detail}); check the access key, secret and the bucket's permissions")]
+    #[error("{url}: access denied to {op} {key} ({detail}); {advice}")]
     AccessDenied {
         url: String,
         op: &'static str,
         key: String,
         detail: String,
+        /// What to check: the access key, secret and bucket permissions, or the token of an
+        /// HTTP cache.
+        advice: &'static str,
         #[source]
         source: Box<object_store::Error>,
     },
@@ -431,13 +434,25 @@ pub(crate) fn convert(
         }
         object_store::Error::PermissionDenied { .. }
         | object_store::Error::Unauthenticated { .. } => {
+            let refused = match source.as_ref() {
+                object_store::Error::PermissionDenied { source: s, .. }
+                | object_store::Error::Unauthenticated { source: s, .. } => {
+                    s.downcast_ref::<super::http_upload::Refused>()
+                }
+                _ => None,
+            };
             return StoreError::AccessDenied {
                 url,
                 op: op_verb,
                 key,
-                detail: server_detail(&text),
+                detail: refused.map_or_else(|| server_detail(&text), ToString::to_string),
+                advice: if refused.is_some() {
+                    "check the token (--token-file, or CACHECORE_TOKEN) against the server's --token-file"
+                } else {
+                    "check the access key, secret and the bucket's permissions"
+                },
                 source,
-            }
+            };
         }
         _ => {}
     }

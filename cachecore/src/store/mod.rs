@@ -53,12 +53,13 @@ mod backend;
 mod cache;
 mod debris;
 mod error;
+mod http_upload;
 pub(crate) mod layout;
 pub mod nar;
 pub mod objects;
 pub mod url;
 
-pub use backend::process_env;
+pub use backend::{process_env, TOKEN_VAR};
 pub use cache::{
     BinaryCache, GcRootEntry, StagedNar, MAX_CACHE_INFO_BYTES, MAX_LISTING_BYTES,
     MAX_REALISATION_BYTES,

@@ -770,6 +770,11 @@ impl Objects {
         }
     }
 
+    /// Whether the store can be listed (plain HTTP caches cannot).
+    pub fn is_listable(&self) -> bool {
+        self.inner.listable
+    }
+
     fn unlistable(&self, what: &str) -> Option<StoreError> {
         (!self.inner.listable).then(|| StoreError::Unsupported {
             url: self.inner.cx.url.clone(),

@@ -1,0 +1,402 @@
+//! Writing to an HTTP binary cache that takes uploads — `cachecore serve --token-file`, or any
+//! server that takes `PUT` as Nix's `http://` store sends it — with a bearer token.
+//!
+//! Reads go through object_store's HTTP client. Writes are one `PUT` each, written here:
+//! object_store's HTTP store has no multipart upload and answers a `409` with WebDAV `MKCOL`
+//! requests. A large object streams in one chunked `PUT` whose body is fed part by part, so a
+//! multi-GiB NAR never sits in memory; aborting the upload aborts the request, and the server
+//! stores nothing. The server's one-line answer to a refused upload is kept in the error.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{FutureExt as _, StreamExt as _};
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
+};
+use tokio::sync::{mpsc, oneshot};
+
+const STORE: &str = "HTTP upload";
+
+/// An HTTP cache: reads by `reads`, writes by `PUT` with `Authorization: Bearer <token>`.
+#[derive(Debug)]
+pub(crate) struct HttpUploads {
+    reads: Arc<dyn ObjectStore>,
+    client: reqwest::Client,
+    base: url::Url,
+    token: Arc<str>,
+}
+
+impl fmt::Display for HttpUploads {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HttpUploads({})", self.base)
+    }
+}
+
+impl HttpUploads {
+    pub(crate) fn new(
+        reads: Arc<dyn ObjectStore>,
+        base: url::Url,
+        token: &str,
+        connect_timeout: std::time::Duration,
+    ) -> Result<HttpUploads, object_store::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .build()
+            .map_err(generic)?;
+        Ok(HttpUploads {
+            reads,
+            client,
+            base,
+            token: token.into(),
+        })
+    }
+
+    /// `base/key`, each segment of the key percent-encoded as object_store's HTTP client does.
+    fn url(&self, location: &Path) -> url::Url {
+        let mut u = self.base.clone();
+        if let Ok(mut segments) = u.path_segments_mut() {
+            segments.pop_if_empty();
+            segments.extend(location.parts().map(|p| p.as_ref().to_owned()));
+        }
+        u
+    }
+
+    /// The request that says why an upload failed to send (see [`diagnosed`]).
+    fn diagnosis(&self) -> reqwest::RequestBuilder {
+        self.put_request(&Path::from("nix-cache-info"))
+            .body(Bytes::new())
+    }
+
+    fn put_request(&self, location: &Path) -> reqwest::RequestBuilder {
+        self.client
+            .put(self.url(location))
+            .bearer_auth(&*self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+    }
+}
+
+fn generic(e: impl std::error::Error + Send + Sync + 'static) -> object_store::Error {
+    object_store::Error::Generic {
+        store: STORE,
+        source: Box::new(e),
+    }
+}
+
+/// The error for a refused upload: the status and the server's own one-line reason.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("HTTP {}: {reason}", status.as_u16())]
+pub(crate) struct Refused {
+    status: reqwest::StatusCode,
+    reason: String,
+}
+
+/// Why an upload failed, kept cloneable: every part of a chunked upload waits on the one
+/// request, and each reports its failure.
+#[derive(Debug, Clone)]
+enum Failure {
+    Refused(Refused),
+    /// The request could not be sent or its answer not read.
+    Transport(Arc<reqwest::Error>),
+    Other(String),
+}
+
+impl Failure {
+    fn into_error(self, location: &Path) -> object_store::Error {
+        let path = location.to_string();
+        match self {
+            Failure::Refused(r) if r.status == reqwest::StatusCode::UNAUTHORIZED => {
+                object_store::Error::Unauthenticated {
+                    path,
+                    source: Box::new(r),
+                }
+            }
+            Failure::Refused(r) if r.status == reqwest::StatusCode::FORBIDDEN => {
+                object_store::Error::PermissionDenied {
+                    path,
+                    source: Box::new(r),
+                }
+            }
+            Failure::Refused(r) => generic(r),
+            Failure::Transport(e) => generic(ArcError(e)),
+            Failure::Other(m) => generic(std::io::Error::other(m)),
+        }
+    }
+}
+
+/// A shared transport error, as an error of its own (its text and its causes).
+#[derive(Debug)]
+struct ArcError(Arc<reqwest::Error>);
+
+impl fmt::Display for ArcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ArcError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.0)
+    }
+}
+
+/// What a successful upload answered: its ETag.
+type Sent = Result<Option<String>, Failure>;
+
+fn put_result(e_tag: Option<String>) -> PutResult {
+    PutResult {
+        e_tag,
+        version: None,
+        extensions: Default::default(),
+    }
+}
+
+/// Sends a request, and turns anything but a 2xx into a failure carrying the server's reason.
+async fn send(req: reqwest::RequestBuilder) -> Sent {
+    let response = req
+        .send()
+        .await
+        .map_err(|e| Failure::Transport(Arc::new(e)))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned));
+    }
+    // The server's reason is one line; a hostile or confused server gets 200 bytes.
+    let body = response.bytes().await.unwrap_or_default();
+    let reason = crate::narinfo::excerpt(String::from_utf8_lossy(&body).trim());
+    Err(Failure::Refused(Refused { status, reason }))
+}
+
+/// [`send`], and when sending failed: a server that refuses the token answers before reading
+/// the body and closes the connection, which the client sees as a failed send. Then an empty
+/// `PUT` of `nix-cache-info` (never stored: a server refuses a different one) asks why, and a
+/// refused token is the failure.
+async fn diagnosed(request: reqwest::RequestBuilder, diagnosis: reqwest::RequestBuilder) -> Sent {
+    match send(request).await {
+        Err(transport @ Failure::Transport(_)) => match send(diagnosis).await {
+            Err(Failure::Refused(r))
+                if matches!(
+                    r.status,
+                    reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN
+                ) =>
+            {
+                Err(Failure::Refused(r))
+            }
+            _ => Err(transport),
+        },
+        other => other,
+    }
+}
+
+#[async_trait]
+impl ObjectStore for HttpUploads {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        if !matches!(opts.mode, object_store::PutMode::Overwrite) {
+            return Err(object_store::Error::NotImplemented {
+                operation: "conditional PUT".into(),
+                implementer: self.to_string(),
+            });
+        }
+        let len = payload.content_length();
+        let body: Bytes = if payload.iter().count() == 1 {
+            payload.iter().next().cloned().unwrap_or_default()
+        } else {
+            let mut all = Vec::with_capacity(len);
+            for chunk in payload.iter() {
+                all.extend_from_slice(chunk);
+            }
+            all.into()
+        };
+        let request = self.put_request(location).body(body);
+        diagnosed(request, self.diagnosis())
+            .await
+            .map(put_result)
+            .map_err(|f| f.into_error(location))
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        _opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        let (parts, rx) = mpsc::unbounded_channel::<Part>();
+        let body = futures::stream::unfold(rx, |mut rx| async move {
+            let part = rx.recv().await?;
+            let item = match part {
+                Part::Data(data, taken) => {
+                    // The request has the bytes: the part's future may complete.
+                    let _ = taken.send(());
+                    Ok(data)
+                }
+                Part::Abort => Err(std::io::Error::other("the upload was aborted")),
+            };
+            Some((item, rx))
+        });
+        let request = self
+            .put_request(location)
+            .body(reqwest::Body::wrap_stream(body));
+        let diagnosis = self.diagnosis();
+        let task = tokio::spawn(diagnosed(request, diagnosis));
+        let response = async move {
+            task.await
+                .unwrap_or_else(|e| Err(Failure::Other(format!("the upload task failed: {e}"))))
+        }
+        .boxed()
+        .shared();
+        Ok(Box::new(ChunkedPut {
+            location: location.clone(),
+            parts: Some(parts),
+            response,
+        }))
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.reads.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        let implementer = self.to_string();
+        locations
+            .map(move |_| {
+                Err(object_store::Error::NotImplemented {
+                    operation: "delete".into(),
+                    implementer: implementer.clone(),
+                })
+            })
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.reads.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.reads.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, _: &Path, _: &Path, _: CopyOptions) -> object_store::Result<()> {
+        Err(object_store::Error::NotImplemented {
+            operation: "copy".into(),
+            implementer: self.to_string(),
+        })
+    }
+}
+
+/// What the request body receives: a part, with the signal that the request took it, or the
+/// order to fail (which aborts the request mid-body).
+enum Part {
+    Data(Bytes, oneshot::Sender<()>),
+    Abort,
+}
+
+/// One chunked `PUT` fed part by part. A part's future completes once the request has taken
+/// its bytes, so object_store's `WriteMultipart` bounds the parts held in memory; when the
+/// request ends early, every waiting part fails with the request's own failure.
+#[derive(Debug)]
+struct ChunkedPut {
+    location: Path,
+    parts: Option<mpsc::UnboundedSender<Part>>,
+    response: futures::future::Shared<futures::future::BoxFuture<'static, Sent>>,
+}
+
+impl fmt::Debug for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Part::Data(b, _) => write!(f, "Data({} bytes)", b.len()),
+            Part::Abort => f.write_str("Abort"),
+        }
+    }
+}
+
+/// The failure of a request that ended before it took every part.
+async fn ended_early(
+    response: futures::future::Shared<futures::future::BoxFuture<'static, Sent>>,
+    location: Path,
+) -> object_store::Error {
+    match response.await {
+        Err(f) => f.into_error(&location),
+        Ok(_) => generic(std::io::Error::other(
+            "the server answered before the whole object was sent",
+        )),
+    }
+}
+
+#[async_trait]
+impl MultipartUpload for ChunkedPut {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let mut taken = Vec::new();
+        let mut sent = self.parts.is_some();
+        for chunk in data.iter() {
+            let (tx, rx) = oneshot::channel();
+            sent = sent
+                && self
+                    .parts
+                    .as_ref()
+                    .is_some_and(|p| p.send(Part::Data(chunk.clone(), tx)).is_ok());
+            taken.push(rx);
+        }
+        let response = self.response.clone();
+        let location = self.location.clone();
+        async move {
+            let mut all_taken = sent;
+            for rx in taken {
+                all_taken = all_taken && rx.await.is_ok();
+            }
+            if all_taken {
+                Ok(())
+            } else {
+                Err(ended_early(response, location).await)
+            }
+        }
+        .boxed()
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        // Closing the channel ends the body.
+        self.parts = None;
+        self.response
+            .clone()
+            .await
+            .map(put_result)
+            .map_err(|f| f.into_error(&self.location))
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        if let Some(parts) = self.parts.take() {
+            let _ = parts.send(Part::Abort);
+        }
+        // The request fails on the aborted body; that failure is the expected outcome.
+        let _ = self.response.clone().await;
+        Ok(())
+    }
+}
+
+impl Drop for ChunkedPut {
+    fn drop(&mut self) {
+        // Dropped without complete(): the body must fail, not end cleanly as a shorter object.
+        if let Some(parts) = self.parts.take() {
+            let _ = parts.send(Part::Abort);
+        }
+    }
+}
