@@ -375,14 +375,41 @@ pub struct ServeArgs {
     /// signature and NAR checked, before it is served. Needs --upstream-key.
     #[arg(long = "upstream", value_name = "URL")]
     pub upstreams: Vec<String>,
-    /// A public key `name:base64`, or a file of them, that paths from the upstreams must be
-    /// signed by (repeatable; applies to every upstream).
+    /// A public key `name:base64`, or a file of them, that paths from an upstream must be
+    /// signed by (repeatable). It applies to the --upstream before it; given before every
+    /// --upstream, to all of them.
     #[arg(long = "upstream-key", value_name = "KEY", requires = "upstreams")]
     pub upstream_keys: Vec<String>,
+    /// For each of `upstream_keys`, the index of the upstream it belongs to (`None`: all),
+    /// from the order of the arguments ([`pair_upstream_keys`]).
+    #[arg(skip)]
+    pub upstream_key_owners: Vec<Option<usize>>,
     /// Seconds an upstream may take to answer a narinfo lookup before it counts as a miss.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub upstream_timeout: u64,
     /// Request log format on stderr (`RUST_LOG` filters it, e.g. `RUST_LOG=warn`).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+}
+
+/// Fills [`ServeArgs::upstream_key_owners`] from where each `--upstream-key` stands among the
+/// `--upstream`s on the command line (clap's derive keeps values, not their order).
+pub fn pair_upstream_keys(cli: &mut Cli, matches: &clap::ArgMatches) {
+    let Command::Serve(serve) = &mut cli.command else {
+        return;
+    };
+    let Some(m) = matches.subcommand_matches("serve") else {
+        return;
+    };
+    let upstreams: Vec<usize> = m
+        .indices_of("upstreams")
+        .map(Iterator::collect)
+        .unwrap_or_default();
+    serve.upstream_key_owners = m
+        .indices_of("upstream_keys")
+        .map(|keys| {
+            keys.map(|k| upstreams.iter().filter(|&&u| u < k).count().checked_sub(1))
+                .collect()
+        })
+        .unwrap_or_default();
 }

@@ -9,10 +9,11 @@ mod stdout;
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let matches = <cli::Cli as clap::CommandFactory>::command().get_matches();
+    let mut args =
+        <cli::Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    cli::pair_upstream_keys(&mut args, &matches);
     let verbose = args.verbose;
     match commands::run(args) {
         Ok(code) => code,

@@ -1102,6 +1102,60 @@ fn a_proxy_stores_nothing_from_an_upstream_signed_by_a_key_it_does_not_trust() {
 }
 
 #[test]
+fn each_upstream_is_checked_against_the_keys_given_after_it() {
+    let tmp = tempdir();
+    let (cache, closure, public) = pushed_cache(tmp.path());
+    let (_, other) = nix_generate_key(tmp.path(), "not-the-signer-2");
+    let first = Serve::start(path_str(&cache), &[]);
+    let second = Serve::start(path_str(&cache), &[]);
+    let local = tmp.path().join("proxy-store");
+    // The same cache twice: through the first with a key that did not sign it, through the
+    // second with the one that did.
+    let proxy = Serve::start(
+        path_str(&local),
+        &[
+            "--upstream",
+            &first.url,
+            "--upstream-key",
+            &other,
+            "--upstream",
+            &second.url,
+            "--upstream-key",
+            &public,
+        ],
+    );
+    let root = closure.last().unwrap();
+    let r = curl(&format!("{}/{}.narinfo", proxy.url, hash_part(root)), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let refused = r#"cachecore_serve_upstream_lookups_total{result="error",upstream="0"}"#;
+    let filled = r#"cachecore_serve_upstream_lookups_total{result="hit",upstream="1"}"#;
+    assert_eq!(metric(&proxy.url, refused), 1, "the first upstream's key");
+    assert_eq!(metric(&proxy.url, filled), 1, "the second upstream's key");
+    cachecore_ok(&["verify", path_str(&local), "--trusted-key", &public], b"");
+
+    // An upstream with no key of its own (a key before every --upstream is everyone's).
+    let out = cachecore_output(
+        &[
+            "serve",
+            path_str(&local),
+            "--upstream",
+            &first.url,
+            "--upstream-key",
+            &public,
+            "--upstream",
+            &second.url,
+        ],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("--upstream {} has no trusted key", second.url)),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn two_servers_on_one_garage_bucket_behave_as_one_cache() {
     let garage = common::garage::Garage::start();
     let store = garage.url("replicas");
@@ -1345,4 +1399,123 @@ fn cachecore_push_through_serve_needs_no_bucket_credentials_and_the_server_signs
     let (stderr, ok) = push(&[app, &big], &token_file);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("0 paths to transfer"), "{stderr}");
+}
+
+/// `chromium --headless ARGS URL` (Debian's Chromium, as root: no sandbox); its stdout.
+fn chromium(args: &[&str], url: &str, profile: &Path) -> String {
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("these tests need Chromium (apt-get install -y chromium): {e}"));
+    assert!(
+        out.status.success(),
+        "chromium {args:?} {url} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The text of `<pre id="nix-conf">…</pre>` in a DOM, with its entities decoded.
+fn nix_conf_block(dom: &str) -> String {
+    let start = dom
+        .find("<pre id=\"nix-conf\">")
+        .unwrap_or_else(|| panic!("no nix.conf block in the page:\n{dom}"))
+        + "<pre id=\"nix-conf\">".len();
+    let len = dom[start..].find("</pre>").unwrap();
+    dom[start..start + len]
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+#[test]
+fn the_landing_page_renders_in_chromium_and_its_nix_conf_lines_work() {
+    let tmp = tempdir();
+    let (cache, closure, public) = pushed_cache(tmp.path());
+    let serve = Serve::start(path_str(&cache), &["--public-key", &public]);
+    let page = format!("{}/", serve.url);
+    // The totals are counted in the background: wait until the page shows them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !curl(&page, &[]).text().contains("id=\"paths\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the landing page never showed its totals"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // What a browser renders: the nix.conf lines, the key, the totals.
+    let profile = tmp.path().join("chromium-profile");
+    let dom = chromium(&["--dump-dom"], &page, &profile);
+    let conf = nix_conf_block(&dom);
+    assert_eq!(
+        conf,
+        format!(
+            "substituters = {}\ntrusted-public-keys = {public}\n",
+            serve.url
+        ),
+        "the nix.conf lines the page shows"
+    );
+    assert!(
+        dom.contains(&format!("<td id=\"paths\">{}</td>", closure.len())),
+        "{dom}"
+    );
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("landing-page.png");
+    let _ = fs::remove_file(&shot);
+    chromium(
+        &[
+            "--window-size=1024,900",
+            &format!("--screenshot={}", shot.display()),
+        ],
+        &page,
+        &profile,
+    );
+    let png = fs::read(&shot).expect("chromium wrote no screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000,
+        "the screenshot is not a rendered page ({} bytes)",
+        png.len()
+    );
+    println!("landing page screenshot: {}", shot.display());
+
+    // The lines, pasted into a nix.conf, make Nix substitute the closure (signatures
+    // required) into a fresh store.
+    let conf_dir = tmp.path().join("nix-conf");
+    fs::create_dir(&conf_dir).unwrap();
+    let system_conf = fs::read_to_string("/etc/nix/nix.conf").unwrap_or_default();
+    fs::write(
+        conf_dir.join("nix.conf"),
+        format!("{system_conf}\n{conf}require-sigs = true\n"),
+    )
+    .unwrap();
+    let fresh = tmp.path().join("pasted-store");
+    let mut build = nix_command("nix");
+    build
+        .env("NIX_CONF_DIR", &conf_dir)
+        .env("XDG_CACHE_HOME", tmp.path().join("pasted-cache"))
+        .args(["build", "--no-link", "--store"])
+        .arg(&fresh)
+        .arg(closure.last().unwrap());
+    let out = nix_output(&mut build, b"");
+    assert!(
+        out.status.success(),
+        "nix build with the pasted lines failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for p in &closure {
+        let info = nix_path_info(Some(&fresh), p);
+        assert!(info["narHash"].is_string(), "{p} was not substituted");
+    }
 }

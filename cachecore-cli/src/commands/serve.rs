@@ -42,9 +42,26 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.max_nar_upload = args.max_upload_size;
     config.max_concurrent_uploads = args.upload_jobs;
     config.upload_idle_timeout = Duration::from_secs(args.upload_timeout);
-    let upstream_keys = cachecore::signing::PublicKey::from_args(&args.upstream_keys)?;
-    for url in &args.upstreams {
-        let mut up = server::Upstream::new(BinaryCache::open(url)?, upstream_keys.clone());
+    for (i, url) in args.upstreams.iter().enumerate() {
+        // Its own keys (after it on the command line) and those given before every upstream.
+        let keys: Vec<&String> = args
+            .upstream_keys
+            .iter()
+            .zip(
+                args.upstream_key_owners
+                    .iter()
+                    .chain(std::iter::repeat(&None)),
+            )
+            .filter(|(_, owner)| owner.is_none_or(|o| o == i))
+            .map(|(k, _)| k)
+            .collect();
+        if keys.is_empty() {
+            anyhow::bail!(
+                "--upstream {url} has no trusted key: give the public key its paths must be signed by with --upstream-key after it"
+            );
+        }
+        let keys = cachecore::signing::PublicKey::from_args(&keys)?;
+        let mut up = server::Upstream::new(BinaryCache::open(url)?, keys);
         up.lookup_timeout = Duration::from_secs(args.upstream_timeout);
         config.upstreams.push(up);
     }

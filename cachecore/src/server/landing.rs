@@ -65,8 +65,19 @@ pub(super) fn escape(s: &str) -> String {
     out
 }
 
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+/// `812 bytes`, `3.4 KiB`, `1.2 GiB`.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
 }
 
 pub(super) async fn page(State(state): State<Shared>, req: Request) -> Response {
@@ -121,8 +132,8 @@ fn render(state: &AppState, url: &str, totals: Option<Result<CacheTotals, String
         Some(Ok(t)) => format!(
             "<table><tr><th>Store paths</th><td id=\"paths\">{}</td></tr><tr><th>NAR size (unpacked)</th><td>{}</td></tr><tr><th>Stored (compressed)</th><td>{}</td></tr></table>",
             t.paths,
-            mib(t.nar_bytes),
-            mib(t.file_bytes)
+            human(t.nar_bytes),
+            human(t.file_bytes)
         ),
         Some(Err(e)) => format!("<p>The totals could not be counted: {}</p>", escape(&e)),
         None => "<p>Counting the store paths&hellip; reload in a moment.</p>".to_owned(),
@@ -133,7 +144,7 @@ fn render(state: &AppState, url: &str, totals: Option<Result<CacheTotals, String
         .unwrap_or_default();
     let uploads = if state.config.write_token.is_some() {
         format!(
-            "<h2>Uploading</h2><p>With the upload token in a netrc file (<code>machine HOST password TOKEN</code>):</p><pre>nix copy --to '{url}' --option netrc-file ./netrc ./result</pre>",
+            "<h2>Uploading</h2><p>With the upload token in a netrc file (<code>machine HOST password TOKEN</code>):</p><pre>nix copy --to '{url}' --option netrc-file ./netrc ./result</pre><p>Or with cachecore, the token in a file (no bucket credentials needed; the NARs are compressed on the pushing machine):</p><pre>cachecore push '{url}' ./result --token-file ./token</pre>",
             url = escape(url)
         )
     } else {
@@ -169,4 +180,19 @@ ul.keys {{ padding-left: 1.2rem; }} footer {{ margin-top: 3rem; color: #667; fon
         conf = escape(&conf),
         version = env!("CARGO_PKG_VERSION"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human(0), "0 bytes");
+        assert_eq!(human(1023), "1023 bytes");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(5 << 20), "5.0 MiB");
+        assert_eq!(human(3 << 30), "3.0 GiB");
+        assert_eq!(human(u64::MAX), "16777216.0 TiB");
+    }
 }
