@@ -367,6 +367,11 @@ pub struct ServeArgs {
     /// Uploads processed at once (more wait).
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub upload_jobs: usize,
+    /// Take every upload's bytes here, even on an S3 store (by default `cachecore push` is
+    /// given presigned URLs and sends large NARs straight to the bucket, falling back to this
+    /// server when it cannot connect to the bucket).
+    #[arg(long)]
+    pub no_direct_uploads: bool,
     /// Seconds an upload may send nothing before it is abandoned.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub upload_timeout: u64,

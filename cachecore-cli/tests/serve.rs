@@ -1324,9 +1324,12 @@ fn cachecore_push_through_serve_needs_no_bucket_credentials_and_the_server_signs
     let (token_file, _) = credentials(tmp.path(), "good", "push-token-1");
     let (wrong_token, _) = credentials(tmp.path(), "wrong", "push-token-2");
     // Only the server holds the bucket's credentials and the signing key.
-    let serve = Serve::start_with_env(
-        &store,
+    let serve = Serve::spawn(
         &[
+            "serve",
+            &store,
+            "--listen",
+            "127.0.0.1:0",
             "--token-file",
             path_str(&token_file),
             "--key",
@@ -1395,10 +1398,65 @@ fn cachecore_push_through_serve_needs_no_bucket_credentials_and_the_server_signs
         "{}",
         String::from_utf8_lossy(&verify.stderr)
     );
+    // The big NAR went straight to the bucket by a presigned URL: the server took only the
+    // small ones' bytes.
+    let nar_bytes = r#"cachecore_serve_upload_body_bytes_total{route="nar"}"#;
+    let through_server = metric(&serve.url, nar_bytes);
+    assert!(
+        through_server < 1 << 20,
+        "{through_server} NAR bytes went through the server"
+    );
     // Pushing again finds everything there.
     let (stderr, ok) = push(&[app, &big], &token_file);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("0 paths to transfer"), "{stderr}");
+
+    // --no-direct-uploads: a large NAR's bytes go through the server (one chunked PUT).
+    let other_dir = tmp.path().join("push-through-serve-big-2");
+    fs::create_dir(&other_dir).unwrap();
+    fs::write(
+        other_dir.join("blob"),
+        pseudo_random_bytes(16 << 20, 0x5e12f),
+    )
+    .unwrap();
+    let other = nix_store_add(&other_dir);
+    let relay = Serve::spawn(
+        &[
+            "serve",
+            &store,
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            path_str(&token_file),
+            "--key",
+            path_str(&secret),
+            "--no-direct-uploads",
+        ],
+        &garage.env(),
+    );
+    let out = cachecore_output(
+        &[
+            "push",
+            &relay.url,
+            &other,
+            "--token-file",
+            path_str(&token_file),
+        ],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(metric(&relay.url, nar_bytes) >= 16 << 20);
+    let res =
+        nix_copy_from_checking_sigs(&serve.url, &tmp.path().join("other-store"), &other, &public);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
 }
 
 /// `chromium --headless ARGS URL` (Debian's Chromium, as root: no sandbox); its stdout.

@@ -42,6 +42,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.max_nar_upload = args.max_upload_size;
     config.max_concurrent_uploads = args.upload_jobs;
     config.upload_idle_timeout = Duration::from_secs(args.upload_timeout);
+    config.direct_uploads = !args.no_direct_uploads;
     for (i, url) in args.upstreams.iter().enumerate() {
         // Its own keys (after it on the command line) and those given before every upstream.
         let keys: Vec<&String> = args

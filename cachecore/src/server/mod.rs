@@ -96,6 +96,10 @@ pub struct Config {
     pub max_concurrent_uploads: usize,
     /// An upload whose body sends nothing for this long is abandoned.
     pub upload_idle_timeout: Duration,
+    /// Hand out presigned URLs so that large NARs pushed by `cachecore push` go straight to
+    /// the bucket (S3 stores; clients must reach the bucket's endpoint, and fall back to
+    /// uploading here when they cannot connect to it).
+    pub direct_uploads: bool,
     /// Caches to fill this one from when a narinfo is asked for that it lacks (pull-through
     /// proxy, see [`Upstream`]); in order. Needs a writable store.
     pub upstreams: Vec<Upstream>,
@@ -113,6 +117,7 @@ impl Default for Config {
             max_small_upload: 64 << 20,
             max_concurrent_uploads: 8,
             upload_idle_timeout: Duration::from_secs(60),
+            direct_uploads: true,
             upstreams: Vec::new(),
         }
     }
@@ -394,6 +399,11 @@ async fn object(State(state): State<Shared>, req: Request) -> Response {
         match state.may_write(req.headers()) {
             Err(r) => r,
             Ok(()) => upload::put(&state, &key, req).await,
+        }
+    } else if method == Method::POST && req.uri().query() == Some("upload-url") {
+        match state.may_write(req.headers()) {
+            Err(r) => r,
+            Ok(()) => upload::upload_url(&state, &key).await,
         }
     } else {
         let mut r = text(

@@ -24,6 +24,9 @@ use crate::store::objects::PutMode;
 use crate::store::StoreError;
 use crate::store_path::StorePath;
 
+/// How long a URL for a direct upload to the bucket stays valid.
+const UPLOAD_URL_TTL: Duration = Duration::from_secs(3600);
+
 /// Largest narinfo accepted (a path with thousands of references stays far below).
 const MAX_NARINFO: u64 = 1 << 20;
 
@@ -225,6 +228,41 @@ fn sign_narinfo(body: &[u8], secret: &crate::signing::SecretKey) -> Result<Bytes
     info.sign(secret)
         .map_err(|e| format!("it cannot be signed: {e}"))?;
     Ok(Bytes::from(info.to_string()))
+}
+
+/// `POST <key>?upload-url`: a presigned URL to `PUT` a large NAR straight into the bucket, so
+/// its bytes never pass through this server (`cachecore push` asks for one per NAR it
+/// streams). Only NARs named by a streaming push (`nar/<NarHash>-<unique>.nar<ext>`): their
+/// name is new for each upload, so no one else's NAR can be overwritten, and the narinfo that
+/// names one is taken only after its bytes were decompressed and hashed here. Answers 501 where
+/// the store cannot sign URLs (or `direct_uploads` is off): the client then `PUT`s here.
+pub(super) async fn upload_url(state: &AppState, key: &CacheKey) -> Response {
+    if key.kind != Kind::Nar || !key.is_streamed_nar() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{}: only a NAR streamed by cachecore push (nar/<NarHash>-<unique>.nar<ext>) is uploaded straight to the bucket",
+                key.key
+            ),
+        );
+    }
+    let signed = if state.config.direct_uploads {
+        state
+            .cache
+            .objects()
+            .presigned_put(&key.key, UPLOAD_URL_TTL)
+            .await
+    } else {
+        Ok(None)
+    };
+    match signed {
+        Ok(Some(url)) => text(StatusCode::OK, url.to_string()),
+        Ok(None) => text(
+            StatusCode::NOT_IMPLEMENTED,
+            "this server takes the bytes of uploads itself: PUT them here",
+        ),
+        Err(e) => store_failure(&key.key, &e),
+    }
 }
 
 async fn read_small(body: impl Stream<Item = io::Result<Bytes>>) -> Result<Bytes, BodyError> {

@@ -111,6 +111,7 @@ pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Object
     let mut content_types = false;
     let mut lister = None;
     let mut local_root = None;
+    let mut presigner = None;
     let store: Arc<dyn ObjectStore> = match &parsed.location {
         StoreLocation::Local { dir } => {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::BadUrl {
@@ -191,6 +192,10 @@ pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Object
                 store: Arc::new(s3.clone()),
                 prefix: dir_prefix(prefix),
             });
+            presigner = Some(super::objects::Presigner {
+                signer: Arc::new(s3.clone()),
+                prefix: dir_prefix(prefix),
+            });
             with_prefix(Arc::new(s3), prefix)
         }
         StoreLocation::Gcs { bucket, prefix } => {
@@ -254,6 +259,7 @@ pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Object
         support: OnceCell::new(),
         local_root,
         cleanups: Default::default(),
+        presigner,
     }))
 }
 
@@ -274,6 +280,7 @@ pub(crate) fn custom(store: Arc<dyn ObjectStore>, url: &str, read_only: bool) ->
         support: OnceCell::new(),
         local_root: None,
         cleanups: Default::default(),
+        presigner: None,
     })
 }
 

@@ -6,6 +6,11 @@
 //! requests. A large object streams in one chunked `PUT` whose body is fed part by part, so a
 //! multi-GiB NAR never sits in memory; aborting the upload aborts the request, and the server
 //! stores nothing. The server's one-line answer to a refused upload is kept in the error.
+//!
+//! A server whose store is a bucket hands out presigned URLs (`POST <key>?upload-url`): then a
+//! large object is spooled to an unlinked temporary file (its length must be known to the
+//! bucket) and `PUT` straight to the bucket, its bytes never passing through the server; when
+//! the bucket cannot be reached from here, it is sent to the server instead.
 
 use std::fmt;
 use std::sync::Arc;
@@ -57,14 +62,23 @@ impl HttpUploads {
         })
     }
 
-    /// `base/key`, each segment of the key percent-encoded as object_store's HTTP client does.
     fn url(&self, location: &Path) -> url::Url {
-        let mut u = self.base.clone();
-        if let Ok(mut segments) = u.path_segments_mut() {
-            segments.pop_if_empty();
-            segments.extend(location.parts().map(|p| p.as_ref().to_owned()));
+        object_url(&self.base, location)
+    }
+
+    /// `POST <key>?upload-url`: asks the server for a presigned URL to the bucket.
+    fn upload_url_request(&self, location: &Path) -> reqwest::RequestBuilder {
+        let mut url = self.url(location);
+        url.set_query(Some("upload-url"));
+        self.client.post(url).bearer_auth(&*self.token)
+    }
+
+    fn clone_handles(&self) -> Handles {
+        Handles {
+            client: self.client.clone(),
+            base: self.base.clone(),
+            token: self.token.clone(),
         }
-        u
     }
 
     /// The request that says why an upload failed to send (see [`diagnosed`]).
@@ -79,6 +93,16 @@ impl HttpUploads {
             .bearer_auth(&*self.token)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
     }
+}
+
+/// `base/key`, each segment of the key percent-encoded as object_store's HTTP client does.
+fn object_url(base: &url::Url, location: &Path) -> url::Url {
+    let mut u = base.clone();
+    if let Ok(mut segments) = u.path_segments_mut() {
+        segments.pop_if_empty();
+        segments.extend(location.parts().map(|p| p.as_ref().to_owned()));
+    }
+    u
 }
 
 fn generic(e: impl std::error::Error + Send + Sync + 'static) -> object_store::Error {
@@ -154,6 +178,21 @@ fn put_result(e_tag: Option<String>) -> PutResult {
         version: None,
         extensions: Default::default(),
     }
+}
+
+/// Sends a request, and returns the body of a 2xx answer (at most 64 KiB) as text.
+async fn send_for_text(req: reqwest::RequestBuilder) -> Result<String, Failure> {
+    let response = req
+        .send()
+        .await
+        .map_err(|e| Failure::Transport(Arc::new(e)))?;
+    let status = response.status();
+    let body = response.bytes().await.unwrap_or_default();
+    if status.is_success() && body.len() <= 64 << 10 {
+        return Ok(String::from_utf8_lossy(&body).trim().to_owned());
+    }
+    let reason = crate::narinfo::excerpt(String::from_utf8_lossy(&body).trim());
+    Err(Failure::Refused(Refused { status, reason }))
 }
 
 /// Sends a request, and turns anything but a 2xx into a failure carrying the server's reason.
@@ -233,6 +272,28 @@ impl ObjectStore for HttpUploads {
         location: &Path,
         _opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        match send_for_text(self.upload_url_request(location)).await {
+            Ok(_) => {
+                let file = spool_file().map_err(generic)?;
+                return Ok(Box::new(SpooledPut {
+                    location: location.clone(),
+                    uploads: self.clone_handles(),
+                    file: Arc::new(file),
+                    len: 0,
+                }));
+            }
+            // A refused token: say so now, before anything is compressed.
+            Err(Failure::Refused(r))
+                if matches!(
+                    r.status,
+                    reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN
+                ) =>
+            {
+                return Err(Failure::Refused(r).into_error(location))
+            }
+            // 501 (the server takes the bytes), or a server that knows no such request.
+            Err(_) => {}
+        }
         let (parts, rx) = mpsc::unbounded_channel::<Part>();
         let body = futures::stream::unfold(rx, |mut rx| async move {
             let part = rx.recv().await?;
@@ -398,5 +459,147 @@ impl Drop for ChunkedPut {
         if let Some(parts) = self.parts.take() {
             let _ = parts.send(Part::Abort);
         }
+    }
+}
+
+/// What a spooled upload needs of its [`HttpUploads`] to send the file at the end.
+#[derive(Debug, Clone)]
+struct Handles {
+    client: reqwest::Client,
+    base: url::Url,
+    token: Arc<str>,
+}
+
+/// A temporary file, unlinked at once: nothing is left behind whatever happens to the process.
+fn spool_file() -> std::io::Result<std::fs::File> {
+    use rand_core::RngCore as _;
+    let dir = std::env::temp_dir();
+    loop {
+        let path = dir.join(format!(
+            "cachecore-upload-{:016x}",
+            rand_core::OsRng.next_u64()
+        ));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(file) => {
+                std::fs::remove_file(&path)?;
+                return Ok(file);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The first `len` bytes of `file`, read 1 MiB at a time, as a request body.
+fn file_body(file: Arc<std::fs::File>, len: u64) -> reqwest::Body {
+    const CHUNK: u64 = 1 << 20;
+    let chunks = futures::stream::unfold(0u64, move |offset| {
+        let file = file.clone();
+        async move {
+            if offset >= len {
+                return None;
+            }
+            let n = (len - offset).min(CHUNK);
+            let read = tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt as _;
+                let mut buf = vec![0u8; n as usize];
+                file.read_exact_at(&mut buf, offset)
+                    .map(|()| Bytes::from(buf))
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            Some(match read {
+                Ok(b) => (Ok(b), offset + n),
+                Err(e) => (Err(e), len),
+            })
+        }
+    });
+    reqwest::Body::wrap_stream(chunks)
+}
+
+/// A large object spooled to a temporary file, then sent in one `PUT` of known length: to the
+/// bucket by a presigned URL, or to the server when the bucket cannot be reached.
+#[derive(Debug)]
+struct SpooledPut {
+    location: Path,
+    uploads: Handles,
+    file: Arc<std::fs::File>,
+    len: u64,
+}
+
+impl SpooledPut {
+    fn put_file(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        request
+            .header(reqwest::header::CONTENT_LENGTH, self.len)
+            .body(file_body(self.file.clone(), self.len))
+    }
+
+    fn server_put(&self) -> reqwest::RequestBuilder {
+        let h = &self.uploads;
+        self.put_file(
+            h.client
+                .put(object_url(&h.base, &self.location))
+                .bearer_auth(&*h.token)
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream"),
+        )
+    }
+}
+
+#[async_trait]
+impl MultipartUpload for SpooledPut {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let offset = self.len;
+        self.len += data.content_length() as u64;
+        let file = self.file.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt as _;
+                let mut at = offset;
+                for chunk in data.iter() {
+                    file.write_all_at(chunk, at)?;
+                    at += chunk.len() as u64;
+                }
+                Ok::<(), std::io::Error>(())
+            })
+            .await
+            .map_err(generic)?
+            .map_err(generic)
+        }
+        .boxed()
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        // A fresh URL: compressing a large NAR may have taken longer than an old one lasts.
+        let h = &self.uploads;
+        let mut ask = object_url(&h.base, &self.location);
+        ask.set_query(Some("upload-url"));
+        let asked = send_for_text(h.client.post(ask).bearer_auth(&*h.token)).await;
+        let direct = match asked.ok().and_then(|u| url::Url::parse(&u).ok()) {
+            // No Authorization header: the signature is in the URL, and the token is the
+            // server's, not the bucket's.
+            Some(url) => send(self.put_file(h.client.put(url))).await,
+            None => Err(Failure::Other("no upload URL".to_owned())),
+        };
+        let sent = match direct {
+            Ok(e_tag) => Ok(e_tag),
+            // The bucket cannot be reached from here (or no URL): through the server.
+            Err(Failure::Transport(_) | Failure::Other(_)) => send(self.server_put()).await,
+            // The bucket's refusal is not about this client's token.
+            Err(Failure::Refused(r)) => Err(Failure::Other(format!(
+                "the bucket refused the upload by the server's presigned URL: {r}"
+            ))),
+        };
+        sent.map(put_result)
+            .map_err(|f| f.into_error(&self.location))
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        // Nothing was sent; the spool file is unlinked and goes with its handle.
+        Ok(())
     }
 }

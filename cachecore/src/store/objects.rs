@@ -250,6 +250,15 @@ pub(crate) struct Inner {
     pub(crate) local_root: Option<std::path::PathBuf>,
     /// Aborts of uploads whose future was dropped, still running.
     pub(crate) cleanups: Cleanups,
+    /// What signs URLs for direct uploads (S3), and the prefix keys live under.
+    pub(crate) presigner: Option<Presigner>,
+}
+
+/// Signs URLs that let a client write one object without credentials of its own.
+pub(crate) struct Presigner {
+    pub(crate) signer: Arc<dyn object_store::signer::Signer>,
+    /// The cache's prefix in the bucket (`""`, or `dir/`).
+    pub(crate) prefix: String,
 }
 
 /// Tasks that clean up after an upload dropped mid-way (aborting a multipart upload, which
@@ -1171,6 +1180,27 @@ impl Objects {
             }),
             Err(e) => Err(self.err(Op::Write, key, e)),
         }
+    }
+
+    /// A URL that lets whoever holds it `PUT` the object at `key` for `expires_in`, without
+    /// credentials (an S3 presigned URL); `None` for a store that cannot sign URLs.
+    pub async fn presigned_put(
+        &self,
+        key: &str,
+        expires_in: std::time::Duration,
+    ) -> Result<Option<url::Url>, StoreError> {
+        self.writable(key)?;
+        let Some(p) = &self.inner.presigner else {
+            return Ok(None);
+        };
+        let full = Path::parse(format!("{}{key}", p.prefix)).map_err(|source| {
+            self.err(Op::Write, key, object_store::Error::InvalidPath { source })
+        })?;
+        p.signer
+            .signed_url(object_store::signer::Method::PUT, &full, expires_in)
+            .await
+            .map(Some)
+            .map_err(|e| self.err(Op::Write, key, e))
     }
 
     /// Moves the object at `from` to `to`, replacing any object there: a file-system rename on
