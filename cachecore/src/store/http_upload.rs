@@ -52,6 +52,8 @@ impl HttpUploads {
     ) -> Result<HttpUploads, object_store::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
+            // A server (or bucket) that stalls fails the upload after a minute of silence.
+            .read_timeout(std::time::Duration::from_secs(60))
             .build()
             .map_err(generic)?;
         Ok(HttpUploads {
@@ -180,6 +182,23 @@ fn put_result(e_tag: Option<String>) -> PutResult {
     }
 }
 
+/// At most `limit` bytes of an answer's body (a server is not trusted to send a short one),
+/// and whether that was all of it. A body that fails midway is what arrived.
+async fn read_bounded(mut response: reqwest::Response, limit: usize) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() <= limit => body.extend_from_slice(&chunk),
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk[..limit - body.len()]);
+                return (body, false);
+            }
+            Ok(None) => return (body, true),
+            Err(_) => return (body, false),
+        }
+    }
+}
+
 /// Sends a request, and returns the body of a 2xx answer (at most 64 KiB) as text.
 async fn send_for_text(req: reqwest::RequestBuilder) -> Result<String, Failure> {
     let response = req
@@ -187,8 +206,8 @@ async fn send_for_text(req: reqwest::RequestBuilder) -> Result<String, Failure> 
         .await
         .map_err(|e| Failure::Transport(Arc::new(e)))?;
     let status = response.status();
-    let body = response.bytes().await.unwrap_or_default();
-    if status.is_success() && body.len() <= 64 << 10 {
+    let (body, whole) = read_bounded(response, 64 << 10).await;
+    if status.is_success() && whole {
         return Ok(String::from_utf8_lossy(&body).trim().to_owned());
     }
     let reason = crate::narinfo::excerpt(String::from_utf8_lossy(&body).trim());
@@ -210,7 +229,7 @@ async fn send(req: reqwest::RequestBuilder) -> Sent {
             .map(str::to_owned));
     }
     // The server's reason is one line; a hostile or confused server gets 200 bytes.
-    let body = response.bytes().await.unwrap_or_default();
+    let (body, _) = read_bounded(response, 64 << 10).await;
     let reason = crate::narinfo::excerpt(String::from_utf8_lossy(&body).trim());
     Err(Failure::Refused(Refused { status, reason }))
 }
@@ -422,7 +441,15 @@ impl MultipartUpload for ChunkedPut {
         async move {
             let mut all_taken = sent;
             for rx in taken {
-                all_taken = all_taken && rx.await.is_ok();
+                if !all_taken {
+                    break;
+                }
+                // A server that answers without reading the body (a refusal) may never take
+                // the rest: its answer ends the wait.
+                all_taken = match futures::future::select(rx, response.clone()).await {
+                    futures::future::Either::Left((taken, _)) => taken.is_ok(),
+                    futures::future::Either::Right(_) => false,
+                };
             }
             if all_taken {
                 Ok(())
