@@ -295,6 +295,25 @@ impl NarAccess {
 
     /// The bytes `range` of the NAR, as a stream of chunks; memory stays bounded by constants
     /// whatever the range's length.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// # use std::sync::Arc;
+    /// # use cachecore::{ops::{self, NoProgress, PushOptions}, store_path::StoreDir};
+    /// use cachecore::{access::NarAccess, store::BinaryCache};
+    /// use futures::TryStreamExt;
+    /// # let src = tempfile::tempdir().unwrap();
+    /// # std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "hello",
+    /// #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+    /// let nar = NarAccess::open(&cache, &path).await.unwrap();
+    /// let whole: Vec<bytes::Bytes> = nar.stream(0..nar.nar_size()).try_collect().await.unwrap();
+    /// assert_eq!(whole.concat().len() as u64, nar.info().nar_size);
+    /// // A range past NarSize is refused.
+    /// assert!(nar.read(0..nar.nar_size() + 1).await.is_err());
+    /// # });
+    /// ```
     pub fn stream(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes, AccessError>> {
         let this = self.clone();
         stream::once(async move { this.plan(range).await })

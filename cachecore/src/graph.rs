@@ -382,6 +382,26 @@ mod in_cache {
     /// those of everything they refer to, transitively; each narinfo once. Missing and
     /// unusable narinfos are collected, not fatal; any other store error (unreachable,
     /// denied) ends the walk.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachecore::graph::{self, Start};
+    /// use cachecore::{store::BinaryCache, store_path::StorePath};
+    /// # use cachecore::{hash::{Hash, HashAlgo}, narinfo::NarInfo, store_path::StoreDir};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let app = StorePath::from_base_name("cccccccccccccccccccccccccccccccc-app").unwrap();
+    /// let lib = StorePath::from_base_name("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-lib").unwrap();
+    /// # let mut info = NarInfo::new(StoreDir::default(), app.clone(), "nar/x.nar".into(),
+    /// #     Hash::digest(HashAlgo::Sha256, b""), 0);
+    /// # info.references = vec![lib.clone()];
+    /// # cache.put_narinfo(&info).await.unwrap();
+    /// // Only app's narinfo is in the cache (written above); it refers to lib.
+    /// let walked = graph::walk(&cache, [Start::Path(app.clone())], true).await.unwrap();
+    /// assert_eq!(walked.found.len(), 1);
+    /// assert_eq!(walked.absent[0].path.as_ref(), Some(&lib));
+    /// assert_eq!(walked.absent[0].referrer.as_ref(), Some(&app));
+    /// # });
+    /// ```
     pub async fn walk(
         cache: &BinaryCache,
         start: impl IntoIterator<Item = Start>,
@@ -454,6 +474,28 @@ mod in_cache {
 
     /// The narinfos of the closure of `roots` in `cache`, references before referrers. Every one
     /// must be there and parse.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachecore::{graph, store::BinaryCache, store_path::StorePath};
+    /// # use cachecore::{hash::{Hash, HashAlgo}, narinfo::NarInfo, store_path::StoreDir};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let p = |c: char, name: &str| {
+    ///     StorePath::from_base_name(&format!("{}-{name}", c.to_string().repeat(32))).unwrap()
+    /// };
+    /// let (libc, lib, app) = (p('a', "libc"), p('b', "lib"), p('c', "app"));
+    /// # for (path, refs) in [(&libc, vec![]), (&lib, vec![libc.clone()]), (&app, vec![lib.clone()])] {
+    /// #     let mut info = NarInfo::new(StoreDir::default(), path.clone(), "nar/x.nar".into(),
+    /// #         Hash::digest(HashAlgo::Sha256, b""), 0);
+    /// #     info.references = refs;
+    /// #     cache.put_narinfo(&info).await.unwrap();
+    /// # }
+    /// // app -> lib -> libc, as their narinfos (written above) say.
+    /// let closure = graph::closure(&cache, &[app.clone()]).await.unwrap();
+    /// let order: Vec<StorePath> = closure.into_iter().map(|i| i.store_path).collect();
+    /// assert_eq!(order, [libc, lib, app]); // references first
+    /// # });
+    /// ```
     pub async fn closure(
         cache: &BinaryCache,
         roots: &[StorePath],

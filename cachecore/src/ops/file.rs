@@ -212,6 +212,24 @@ impl NarFile {
 
     /// The whole file as a stream of chunks (memory bounded by constants, whatever its size).
     /// The contents header is read in the same request as the first bytes.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// # use std::sync::Arc;
+    /// # use cachecore::{ops::{NoProgress, PushOptions}, store_path::StoreDir};
+    /// use cachecore::{ops, store::BinaryCache};
+    /// use futures::TryStreamExt;
+    /// # let src = tempfile::tempdir().unwrap();
+    /// # std::fs::write(src.path().join("data"), vec![7u8; 100_000]).unwrap();
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "data",
+    /// #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+    /// let file = ops::open_file(&cache, &path, "data").await.unwrap();
+    /// let chunks: Vec<bytes::Bytes> = file.stream().try_collect().await.unwrap();
+    /// assert_eq!(chunks.concat(), vec![7u8; 100_000]);
+    /// assert!(!file.executable());
+    /// # });
+    /// ```
     pub fn stream(&self) -> BoxStream<'static, Result<Bytes, AccessError>> {
         let range = match self.nar_range() {
             Ok(r) => r,
@@ -241,6 +259,25 @@ impl NarFile {
 
 /// Writes the regular file `sub` of `path` to `out` by ranged reads (see [`open_file`]; what is
 /// checked is in [`crate::access`]). [`super::cat`] instead reads and verifies the whole NAR.
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// # use std::sync::Arc;
+/// # use cachecore::{ops::{NoProgress, PushOptions}, store_path::StoreDir};
+/// use cachecore::{ops, store::BinaryCache};
+/// # let src = tempfile::tempdir().unwrap();
+/// # std::fs::create_dir(src.path().join("bin")).unwrap();
+/// # std::fs::write(src.path().join("bin/hello"), "hello, world\n").unwrap();
+/// let cache = BinaryCache::open("memory://").unwrap();
+/// # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "hello",
+/// #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+/// let out = tempfile::NamedTempFile::new().unwrap();
+/// ops::cat_file(&cache, &path, "bin/hello", out.reopen().unwrap()).await.unwrap();
+/// assert_eq!(std::fs::read_to_string(out.path()).unwrap(), "hello, world\n");
+/// let e = ops::cat_file(&cache, &path, "bin/nope", std::io::sink()).await.unwrap_err();
+/// assert!(matches!(e, ops::OpError::NoSuchFile { .. }));
+/// # });
+/// ```
 pub async fn cat_file(
     cache: &BinaryCache,
     path: &StorePath,

@@ -39,6 +39,22 @@ pub struct PullOptions {
 }
 
 /// Checks that `info` carries a signature by one of `keys` ([`OpError::Untrusted`] if not).
+///
+/// ```
+/// use cachecore::{error::ErrorKind, ops, signing::SecretKey};
+/// use cachecore::hash::{Hash, HashAlgo};
+/// use cachecore::narinfo::NarInfo;
+/// use cachecore::store_path::{StoreDir, StorePath};
+/// let path = StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12").unwrap();
+/// let mut info = NarInfo::new(StoreDir::default(), path, "nar/x.nar".into(),
+///     Hash::digest(HashAlgo::Sha256, b"nar"), 3);
+/// let ours = SecretKey::generate("cache.example.org-1").unwrap();
+/// info.sign(&ours).unwrap();
+/// assert!(ops::check_trusted(&info, &[ours.public_key()]).is_ok());
+/// let theirs = SecretKey::generate("elsewhere-1").unwrap().public_key();
+/// let e = ops::check_trusted(&info, &[theirs]).unwrap_err();
+/// assert_eq!(e.kind(), ErrorKind::Untrusted);
+/// ```
 pub fn check_trusted(info: &crate::narinfo::NarInfo, keys: &[PublicKey]) -> Result<(), OpError> {
     if info.valid_signatures(keys).next().is_some() {
         return Ok(());
@@ -73,6 +89,27 @@ pub fn check_trusted(info: &crate::narinfo::NarInfo, keys: &[PublicKey]) -> Resu
 /// Downloads `path` from `cache` and unpacks it at `dest`, which must not exist. Nothing is left
 /// at `dest` unless every check passed (see the [module docs](self)). `progress` hears of the
 /// one path, its NAR bytes as they are unpacked, and its end.
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use cachecore::ops::{self, NoProgress, PullOptions, PushOptions};
+/// use cachecore::{signing::SecretKey, store::BinaryCache, store_path::StoreDir};
+/// # let src = tempfile::tempdir().unwrap();
+/// # std::fs::create_dir(src.path().join("bin")).unwrap();
+/// # std::fs::write(src.path().join("bin/hello"), "hello, world\n").unwrap();
+/// let cache = BinaryCache::open("memory://").unwrap();
+/// let key = SecretKey::generate("cache.example.org-1").unwrap();
+/// let pull_opts = PullOptions { trusted_keys: vec![key.public_key()], check_signatures: true };
+/// let push_opts = PushOptions { signers: vec![Arc::new(key)], ..PushOptions::default() };
+/// let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "hello", &push_opts,
+///     Arc::new(NoProgress)).await.unwrap();
+/// let tmp = tempfile::tempdir().unwrap();
+/// let dest = tmp.path().join("hello"); // must not exist yet
+/// ops::pull(&cache, &path, &dest, &pull_opts, Arc::new(NoProgress)).await.unwrap();
+/// assert_eq!(std::fs::read_to_string(dest.join("bin/hello")).unwrap(), "hello, world\n");
+/// # });
+/// ```
 pub async fn pull(
     cache: &BinaryCache,
     path: &StorePath,

@@ -101,6 +101,17 @@ impl PushOptions {
     /// The defaults with the store URL's Nix settings applied (`compression`,
     /// `compression-level`, `write-nar-listing`, `parallel-compression`, and `secret-key`, whose
     /// file is read now). A frontend then overrides what its own options say.
+    ///
+    /// ```
+    /// use cachecore::{compression::Compression, ops::PushOptions, store::BinaryCache};
+    /// let cache = BinaryCache::open("memory://?compression=xz&write-nar-listing=false").unwrap();
+    /// let opts = PushOptions::for_cache(&cache).unwrap();
+    /// assert_eq!(opts.compression.method, Compression::Xz);
+    /// assert!(!opts.write_listing);
+    /// // A frontend's own options come on top.
+    /// let opts = PushOptions { jobs: 16, ..opts };
+    /// assert_eq!(opts.jobs, 16);
+    /// ```
     pub fn for_cache(cache: &BinaryCache) -> Result<PushOptions, OpError> {
         let settings = cache.settings();
         let mut opts = PushOptions::default();
@@ -149,6 +160,21 @@ pub struct PushSummary {
 }
 
 /// Pushes `roots` (and their closure, unless `opts.closure` is false) from `local` into `cache`.
+///
+/// ```no_run
+/// // Needs a Nix store on this machine (its database or daemon), so it is not run here.
+/// use std::sync::Arc;
+/// use cachecore::{local_store::LocalStore, ops, store::BinaryCache, store_path::StoreDir};
+/// # ops::runtime().unwrap().block_on(async {
+/// let cache = BinaryCache::open("s3://my-cache?region=eu-west-1&compression=zstd").unwrap();
+/// let local = LocalStore::open(StoreDir::default()).unwrap();
+/// let root = local.resolve("./result".as_ref()).unwrap();
+/// let opts = ops::PushOptions::for_cache(&cache).unwrap();
+/// let summary = ops::push(&cache, &local, &[root], &opts, Arc::new(ops::NoProgress))
+///     .await.unwrap();
+/// println!("{} pushed, {} already there", summary.pushed, summary.skipped);
+/// # });
+/// ```
 pub async fn push(
     cache: &BinaryCache,
     local: &LocalStore,
@@ -618,6 +644,25 @@ async fn upload_log(
 
 /// Pushes a plain directory (or file) as the content-addressed store path `nix-store --add`
 /// would give it, without any Nix installed. Returns the store path.
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use cachecore::ops::{self, NoProgress, PushOptions};
+/// use cachecore::{store::BinaryCache, store_path::StoreDir};
+/// # let src = tempfile::tempdir().unwrap();
+/// # std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+/// let cache = BinaryCache::open("memory://").unwrap();
+/// let (dir, opts) = (StoreDir::default(), PushOptions::default());
+/// let (path, summary) = ops::push_add(&cache, &dir, src.path(), "hello", &opts,
+///     Arc::new(NoProgress)).await.unwrap();
+/// assert_eq!((path.name(), summary.pushed, summary.skipped), ("hello", 1, 0));
+/// // The same tree again: the same path, already there, nothing uploaded.
+/// let (again, summary) = ops::push_add(&cache, &dir, src.path(), "hello", &opts,
+///     Arc::new(NoProgress)).await.unwrap();
+/// assert_eq!((again, summary.pushed, summary.skipped), (path, 0, 1));
+/// # });
+/// ```
 pub async fn push_add(
     cache: &BinaryCache,
     store_dir: &StoreDir,

@@ -195,6 +195,27 @@ impl VerifyReport {
 }
 
 /// Verifies `paths` and their closures, or the whole cache when `paths` is empty.
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// # use std::sync::Arc;
+/// # use cachecore::{ops::{NoProgress, PushOptions}, store_path::StoreDir};
+/// use cachecore::{error::ErrorKind, ops, store::BinaryCache};
+/// # let src = tempfile::tempdir().unwrap();
+/// # std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+/// let cache = BinaryCache::open("memory://").unwrap();
+/// # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "hello",
+/// #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+/// let opts = ops::VerifyOptions::default();
+/// assert!(ops::verify(&cache, &[], &opts).await.unwrap().is_ok());
+/// // Lose the NAR of `path` (pushed above): the whole-cache check finds it.
+/// let info = cache.narinfo(&path).await.unwrap().unwrap();
+/// cache.objects().delete(&info.url).await.unwrap();
+/// let report = ops::verify(&cache, &[], &opts).await.unwrap();
+/// assert_eq!((report.checked, report.problems.len()), (1, 1));
+/// assert_eq!(report.problems[0].kind(), ErrorKind::Corrupt);
+/// # });
+/// ```
 pub async fn verify(
     cache: &BinaryCache,
     paths: &[StorePath],

@@ -279,6 +279,26 @@ impl BinaryCache {
     /// The narinfo of `path`, or `None` if the cache does not have it. Checked as
     /// [`narinfo_by_hash`](Self::narinfo_by_hash) does, and its `StorePath` must be `path`
     /// itself (name included), or it is [`StoreError::IdentityMismatch`].
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// # use std::sync::Arc;
+    /// # use cachecore::ops::{self, NoProgress, PushOptions};
+    /// use cachecore::store::BinaryCache;
+    /// use cachecore::store_path::{StoreDir, StorePath};
+    /// # let src = tempfile::tempdir().unwrap();
+    /// # std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "hello",
+    /// #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+    /// // `path` was pushed (hidden above): its narinfo describes exactly it.
+    /// let info = cache.narinfo(&path).await.unwrap().unwrap();
+    /// assert_eq!(info.store_path, path);
+    /// assert_eq!(info.compression.as_deref(), Some("zstd"));
+    /// let absent = StorePath::from_base_name("00000000000000000000000000000000-absent").unwrap();
+    /// assert_eq!(cache.narinfo(&absent).await.unwrap(), None);
+    /// # });
+    /// ```
     pub async fn narinfo(&self, path: &StorePath) -> Result<Option<NarInfo>, StoreError> {
         let Some(info) = self.narinfo_by_hash(&path.hash_part()).await? else {
             return Ok(None);
@@ -318,6 +338,26 @@ impl BinaryCache {
     ///
     /// Every reader of narinfos (pull, copy, verify, ls, cat, info, closure walks) gets them
     /// from here.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachecore::{error::ErrorKind, store::{BinaryCache, PutMode}};
+    /// # use cachecore::{hash::{Hash, HashAlgo}, narinfo::NarInfo, store_path::{StoreDir, StorePath}};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// # let path = StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12").unwrap();
+    /// # let info = NarInfo::new(StoreDir::default(), path, "nar/x.nar".into(),
+    /// #     Hash::digest(HashAlgo::Sha256, b"nar"), 3);
+    /// # cache.put_narinfo(&info).await.unwrap();
+    /// let info = cache.narinfo_by_hash("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz").await.unwrap().unwrap();
+    /// assert_eq!(info.store_path.name(), "hello-2.12");
+    /// // The same narinfo copied under another path's key describes another path: refused.
+    /// let text = cache.objects().get_bytes("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz.narinfo").await.unwrap();
+    /// let other = "00000000000000000000000000000000.narinfo";
+    /// cache.objects().put(other, text.unwrap(), PutMode::Overwrite).await.unwrap();
+    /// let e = cache.narinfo_by_hash("00000000000000000000000000000000").await.unwrap_err();
+    /// assert_eq!(e.kind(), ErrorKind::Corrupt);
+    /// # });
+    /// ```
     pub async fn narinfo_by_hash(&self, hash_part: &str) -> Result<Option<NarInfo>, StoreError> {
         let key = layout::narinfo(hash_part);
         let Some(bytes) = self
@@ -363,6 +403,22 @@ impl BinaryCache {
     }
 
     /// Of `paths`, those without a narinfo, in the order given; `concurrency` HEADs in flight.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachecore::store::BinaryCache;
+    /// use cachecore::store_path::StorePath;
+    /// # use cachecore::{hash::{Hash, HashAlgo}, narinfo::NarInfo, store_path::StoreDir};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let present = StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12").unwrap();
+    /// # cache.put_narinfo(&NarInfo::new(StoreDir::default(), present.clone(), "nar/x.nar".into(),
+    /// #     Hash::digest(HashAlgo::Sha256, b"nar"), 3)).await.unwrap();
+    /// let absent = StorePath::from_base_name("00000000000000000000000000000000-absent").unwrap();
+    /// // What a push still has to upload.
+    /// let todo = cache.missing(&[present, absent.clone()], 16).await.unwrap();
+    /// assert_eq!(todo, [absent]);
+    /// # });
+    /// ```
     pub async fn missing(
         &self,
         paths: &[StorePath],
@@ -377,6 +433,25 @@ impl BinaryCache {
     }
 
     /// Writes `<hash>.narinfo` for `info.store_path`, replacing any.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachecore::compression::Compression;
+    /// use cachecore::hash::{Hash, HashAlgo};
+    /// use cachecore::narinfo::NarInfo;
+    /// use cachecore::store::BinaryCache;
+    /// use cachecore::store_path::{StoreDir, StorePath};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let path = StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12").unwrap();
+    /// let nar_hash = Hash::digest(HashAlgo::Sha256, b"the NAR");
+    /// // (A real writer puts the NAR object at `url` first, then the narinfo that names it.)
+    /// let url = BinaryCache::nar_url(&nar_hash, Compression::None);
+    /// let info = NarInfo::new(StoreDir::default(), path.clone(), url, nar_hash, 7);
+    /// cache.put_narinfo(&info).await.unwrap();
+    /// assert!(cache.has_narinfo(&path).await.unwrap());
+    /// assert_eq!(cache.narinfo(&path).await.unwrap(), Some(info));
+    /// # });
+    /// ```
     pub async fn put_narinfo(&self, info: &NarInfo) -> Result<(), StoreError> {
         self.put_narinfo_with(info, PutMode::Overwrite)
             .await
@@ -400,6 +475,21 @@ impl BinaryCache {
     /// page (about 1000 keys) at a time on S3, GCS and Azure. Other backends read the root
     /// listing in one go (about 100 bytes of memory per object at the root). Plain HTTP caches
     /// cannot be listed ([`StoreError::Unsupported`]).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachecore::store::BinaryCache;
+    /// use futures::TryStreamExt;
+    /// # use cachecore::{hash::{Hash, HashAlgo}, narinfo::NarInfo, store_path::{StoreDir, StorePath}};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// # let path = StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12").unwrap();
+    /// # cache.put_narinfo(&NarInfo::new(StoreDir::default(), path, "nar/x.nar".into(),
+    /// #     Hash::digest(HashAlgo::Sha256, b"nar"), 3)).await.unwrap();
+    /// cache.init(&Default::default()).await.unwrap(); // `nix-cache-info`: not a narinfo
+    /// let hashes: Vec<String> = cache.list_narinfo_hashes().try_collect().await.unwrap();
+    /// assert_eq!(hashes, ["7h7qgvs4kgzsn8a6rb273saxyqh4jxlz"]);
+    /// # });
+    /// ```
     pub fn list_narinfo_hashes(&self) -> BoxStream<'_, Result<String, StoreError>> {
         self.objects
             .list_dir("")
@@ -431,6 +521,15 @@ impl BinaryCache {
 
     /// The `URL:` a narinfo gives a NAR named after `hash` and compressed with `compression`:
     /// `nar/<nix32 hash>.nar<ext>`.
+    ///
+    /// ```
+    /// use cachecore::compression::Compression;
+    /// use cachecore::hash::{Hash, HashAlgo};
+    /// use cachecore::store::BinaryCache;
+    /// let file_hash = Hash::digest(HashAlgo::Sha256, b"the compressed NAR");
+    /// let url = BinaryCache::nar_url(&file_hash, Compression::Xz);
+    /// assert_eq!(url, format!("nar/{}.nar.xz", file_hash.to_nix32()));
+    /// ```
     pub fn nar_url(hash: &Hash, compression: Compression) -> String {
         layout::nar(hash, compression)
     }
@@ -448,6 +547,26 @@ impl BinaryCache {
 
     /// Streams the NAR object `info` names (its `URL:`), as stored (compressed); `None` when
     /// it is missing. Nothing is checked here: see `ops::browse` for the verifying read.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// # use std::sync::Arc;
+    /// # use cachecore::ops::{self, NoProgress, PushOptions};
+    /// # use cachecore::store_path::StoreDir;
+    /// use cachecore::store::BinaryCache;
+    /// use futures::TryStreamExt;
+    /// # let src = tempfile::tempdir().unwrap();
+    /// # std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "hello",
+    /// #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+    /// let info = cache.narinfo(&path).await.unwrap().unwrap();
+    /// let object = cache.nar_object(&info).await.unwrap().unwrap();
+    /// let chunks: Vec<bytes::Bytes> = object.try_collect().await.unwrap();
+    /// // The object as stored: compressed, `FileSize` bytes long.
+    /// assert_eq!(chunks.concat().len() as u64, info.file_size.unwrap());
+    /// # });
+    /// ```
     pub async fn nar_object(&self, info: &NarInfo) -> Result<Option<ByteStream>, StoreError> {
         Ok(self
             .objects
@@ -459,6 +578,20 @@ impl BinaryCache {
     /// Writes a NAR object at `url` (a `nar/…` key, as [`nar_url`](Self::nar_url) gives or a
     /// narinfo's `URL:` holds) from a stream; returns its size. See
     /// [`Objects::put_stream`] for what a failing stream leaves (nothing).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use bytes::Bytes;
+    /// use cachecore::store::BinaryCache;
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let chunks = [Bytes::from_static(b"nix-"), Bytes::from_static(b"archive")];
+    /// let data = futures::stream::iter(chunks.map(Ok::<_, std::io::Error>));
+    /// assert_eq!(cache.put_nar_stream("nar/example.nar", data).await.unwrap(), 11);
+    /// // Only `nar/…` keys take NAR objects.
+    /// let data = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::new())]);
+    /// assert!(cache.put_nar_stream("example.narinfo", data).await.is_err());
+    /// # });
+    /// ```
     pub async fn put_nar_stream(
         &self,
         url: &str,
@@ -485,6 +618,22 @@ impl BinaryCache {
     /// once known ([`publish_staged_nar`](Self::publish_staged_nar)) or dropped
     /// ([`discard_staged_nar`](Self::discard_staged_nar)). `unique` must differ between
     /// concurrent writers.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use bytes::Bytes;
+    /// use cachecore::{compression::Compression, hash::{Hash, HashAlgo}, store::BinaryCache};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let staged = cache.staged_nar("upload-1");
+    /// let data = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"NAR bytes"))]);
+    /// assert_eq!(cache.put_staged_nar(&staged, data).await.unwrap(), 9);
+    /// // Its hash is known once it is written: name it after it.
+    /// let file_hash = Hash::digest(HashAlgo::Sha256, b"NAR bytes");
+    /// let url = cache.publish_staged_nar(staged, &file_hash, Compression::None).await.unwrap();
+    /// assert_eq!(url, BinaryCache::nar_url(&file_hash, Compression::None));
+    /// assert_eq!(cache.objects().get_bytes(&url).await.unwrap().unwrap(), &b"NAR bytes"[..]);
+    /// # });
+    /// ```
     pub fn staged_nar(&self, unique: &str) -> StagedNar {
         StagedNar {
             key: layout::temp_nar(unique),
@@ -524,6 +673,25 @@ impl BinaryCache {
 
     /// The `.ls` listing of `path` as stored (JSON), or `None`; one larger than
     /// [`MAX_LISTING_BYTES`] is refused ([`StoreError::TooLarge`]).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// # use std::sync::Arc;
+    /// # use cachecore::ops::{self, NoProgress, PushOptions};
+    /// # use cachecore::store_path::StoreDir;
+    /// use cachecore::nar::{Listing, ListingNode};
+    /// use cachecore::store::BinaryCache;
+    /// # let src = tempfile::tempdir().unwrap();
+    /// # std::fs::create_dir(src.path().join("bin")).unwrap();
+    /// # std::fs::write(src.path().join("bin/hello"), "hello, world\n").unwrap();
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "hello",
+    /// #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+    /// let json = cache.listing_bytes(&path).await.unwrap().unwrap();
+    /// let listing = Listing::parse(&json).unwrap();
+    /// assert!(matches!(listing.get("bin/hello"), Some(ListingNode::Regular { size: 13, .. })));
+    /// # });
+    /// ```
     pub async fn listing_bytes(&self, path: &StorePath) -> Result<Option<Bytes>, StoreError> {
         self.objects
             .get_bytes_limited(&layout::listing(&path.hash_part()), MAX_LISTING_BYTES)
@@ -567,6 +735,18 @@ impl BinaryCache {
     }
 
     /// Streams the build log of the derivation `drv` in (plain text, as `nix log` reads it).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use bytes::Bytes;
+    /// use cachecore::{store::BinaryCache, store_path::StorePath};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let drv = StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12.drv").unwrap();
+    /// let lines = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"building\n"))]);
+    /// assert_eq!(cache.put_log_stream(&drv, lines).await.unwrap(), 9);
+    /// assert_eq!(cache.log(&drv).await.unwrap().unwrap(), &b"building\n"[..]);
+    /// # });
+    /// ```
     pub async fn put_log_stream(
         &self,
         drv: &StorePath,
@@ -624,6 +804,20 @@ impl BinaryCache {
     }
 
     /// Every GC root (of `host`, or of all hosts), streamed.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use bytes::Bytes;
+    /// use cachecore::store::{BinaryCache, GcRootEntry, PutMode};
+    /// use futures::TryStreamExt;
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let target = Bytes::from_static(b"/nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12");
+    /// cache.put_gc_root("laptop", "hello", target.clone(), PutMode::Create).await.unwrap();
+    /// let roots: Vec<GcRootEntry> = cache.list_gc_roots(Some("laptop")).try_collect().await.unwrap();
+    /// assert_eq!((roots.len(), roots[0].name.as_str()), (1, "hello"));
+    /// assert_eq!(cache.gc_root("laptop", "hello").await.unwrap(), Some(target));
+    /// # });
+    /// ```
     pub fn list_gc_roots(
         &self,
         host: Option<&str>,

@@ -290,6 +290,25 @@ impl std::fmt::Debug for NarReader {
 impl NarReader {
     /// Checks `object` (the NAR object of `info`, as stored: compressed as `info` says) as it
     /// is read. Fails at once when the narinfo's hashes or compression cannot be checked.
+    ///
+    /// ```
+    /// use cachecore::hash::{Hash, HashAlgo};
+    /// use cachecore::{nar, narinfo::NarInfo, store::NarReader};
+    /// use cachecore::store_path::{StoreDir, StorePath};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # std::fs::write(dir.path().join("hello"), "hi\n").unwrap();
+    /// let mut bytes = Vec::new();
+    /// nar::pack(&dir.path().join("hello"), &mut bytes).unwrap();
+    /// let path = StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello").unwrap();
+    /// let mut info = NarInfo::new(StoreDir::default(), path, "nar/hello.nar".into(),
+    ///     Hash::digest(HashAlgo::Sha256, &bytes), bytes.len() as u64);
+    /// info.compression = Some("none".into());
+    /// let reader = NarReader::new(&info, std::io::Cursor::new(bytes.clone())).unwrap();
+    /// assert!(reader.finish().is_ok());
+    /// bytes[40] ^= 1; // one bit of damage
+    /// let reader = NarReader::new(&info, std::io::Cursor::new(bytes)).unwrap();
+    /// assert!(reader.finish().is_err());
+    /// ```
     pub fn new(info: &NarInfo, object: impl Read + Send + 'static) -> Result<Self, IntegrityError> {
         let path = info.store_dir.full_path(&info.store_path);
         check_algorithms(info)?;
@@ -487,6 +506,29 @@ impl BinaryCache {
     /// as it is read (see the [module docs](self)). The object is streamed by a task spawned on
     /// the current tokio runtime, a bounded number of chunks ahead of the reader; dropping the
     /// reader stops it.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// # use std::sync::Arc;
+    /// # use cachecore::ops::{self, NoProgress, PushOptions};
+    /// # use cachecore::store_path::StoreDir;
+    /// use std::io::Read as _;
+    /// use cachecore::store::BinaryCache;
+    /// # let src = tempfile::tempdir().unwrap();
+    /// # std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "hello",
+    /// #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+    /// let info = cache.narinfo(&path).await.unwrap().unwrap();
+    /// let mut reader = cache.nar(&info).await.unwrap();
+    /// // A blocking `Read`: consume it off the async worker threads.
+    /// let nar = tokio::task::spawn_blocking(move || {
+    ///     let mut nar = Vec::new();
+    ///     reader.read_to_end(&mut nar).map(|_| nar)
+    /// }).await.unwrap().unwrap();
+    /// assert_eq!(nar.len() as u64, info.nar_size);
+    /// # });
+    /// ```
     pub async fn nar(&self, info: &NarInfo) -> Result<NarReader, IntegrityError> {
         check_algorithms(info)?;
         let stream = self

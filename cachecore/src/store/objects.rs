@@ -499,6 +499,22 @@ impl Objects {
     /// for one chunk at a time. A range that starts at or past the object's end is
     /// [`StoreError::RangeNotSatisfiable`]; an empty [`ByteRange::Bounded`] range reads
     /// nothing (one HEAD request for the metadata).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use bytes::Bytes;
+    /// use cachecore::store::{BinaryCache, ByteRange, PutMode};
+    /// use futures::TryStreamExt;
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let objects = cache.objects();
+    /// objects.put("log/a.drv", Bytes::from_static(b"hello world"), PutMode::Overwrite).await.unwrap();
+    /// let object = objects.get("log/a.drv", ByteRange::Last(5)).await.unwrap().unwrap();
+    /// assert_eq!((object.range.clone(), object.meta.size), (6..11, 11));
+    /// let body: Vec<Bytes> = object.body.try_collect().await.unwrap();
+    /// assert_eq!(body.concat(), b"world");
+    /// assert!(objects.get("log/b.drv", ByteRange::All).await.unwrap().is_none());
+    /// # });
+    /// ```
     pub async fn get(&self, key: &str, range: ByteRange) -> Result<Option<Object>, StoreError> {
         if let Some(root) = &self.inner.local_root {
             let empty = matches!(&range, ByteRange::Bounded(r) if r.start >= r.end);
@@ -697,6 +713,19 @@ impl Objects {
     /// first, then the bytes as they arrive, so a server lying about the size is cut off too);
     /// `None` if there is none. Untrusted metadata (narinfos, listings, realisations,
     /// `nix-cache-info`) is read through here.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use bytes::Bytes;
+    /// use cachecore::{error::ErrorKind, store::{BinaryCache, PutMode}};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let objects = cache.objects();
+    /// objects.put("big.ls", Bytes::from(vec![b' '; 4096]), PutMode::Overwrite).await.unwrap();
+    /// assert_eq!(objects.get_bytes_limited("big.ls", 4096).await.unwrap().unwrap().len(), 4096);
+    /// let e = objects.get_bytes_limited("big.ls", 1024).await.unwrap_err();
+    /// assert_eq!(e.kind(), ErrorKind::Corrupt); // StoreError::TooLarge
+    /// # });
+    /// ```
     pub async fn get_bytes_limited(
         &self,
         key: &str,
@@ -771,6 +800,21 @@ impl Objects {
     ///
     /// A HEAD response has no body, so on S3 a missing *bucket* also reads as `None` here; the
     /// first GET or PUT reports [`StoreError::NoSuchBucket`].
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use bytes::Bytes;
+    /// use cachecore::store::{BinaryCache, PutMode};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let objects = cache.objects();
+    /// let written = objects.put("nix-cache-info", Bytes::from_static(b"StoreDir: /nix/store\n"),
+    ///     PutMode::Overwrite).await.unwrap();
+    /// let meta = objects.head("nix-cache-info").await.unwrap().unwrap();
+    /// assert_eq!((meta.key.as_str(), meta.size), ("nix-cache-info", 21));
+    /// assert_eq!(meta.version_tag(), written.version);
+    /// assert_eq!(objects.head("missing").await.unwrap(), None);
+    /// # });
+    /// ```
     pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
         let path = self.path(key)?;
         match self.inner.store.head(&path).await {
@@ -796,6 +840,23 @@ impl Objects {
     /// `""` for all), recursively, as a stream, in no particular order. Pages are fetched as
     /// the stream is read: memory does not grow with the number of objects. Staging files of
     /// uploads in progress on a local directory are not listed.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use bytes::Bytes;
+    /// use cachecore::store::{BinaryCache, ObjectMeta, PutMode};
+    /// use futures::TryStreamExt;
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let objects = cache.objects();
+    /// for key in ["nar/a.nar", "nar/b.nar", "a.narinfo"] {
+    ///     objects.put(key, Bytes::from_static(b"x"), PutMode::Overwrite).await.unwrap();
+    /// }
+    /// let listed: Vec<ObjectMeta> = objects.list("nar").try_collect().await.unwrap();
+    /// let mut keys: Vec<String> = listed.into_iter().map(|m| m.key).collect();
+    /// keys.sort(); // in no particular order
+    /// assert_eq!(keys, ["nar/a.nar", "nar/b.nar"]);
+    /// # });
+    /// ```
     pub fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta, StoreError>> {
         let what = if prefix.is_empty() {
             "the store"
@@ -831,6 +892,22 @@ impl Objects {
     /// The objects directly in the directory `prefix` (`""` for the root), not recursing into
     /// subdirectories, streamed a page (about 1000 keys) at a time on S3, GCS and Azure; other
     /// backends read the directory in one go (about 100 bytes of memory per object in it).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use bytes::Bytes;
+    /// use cachecore::store::{BinaryCache, ObjectMeta, PutMode};
+    /// use futures::TryStreamExt;
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let objects = cache.objects();
+    /// for key in ["nar/a.nar", "a.narinfo"] {
+    ///     objects.put(key, Bytes::from_static(b"x"), PutMode::Overwrite).await.unwrap();
+    /// }
+    /// let root: Vec<ObjectMeta> = objects.list_dir("").try_collect().await.unwrap();
+    /// assert_eq!(root.len(), 1);
+    /// assert_eq!(root[0].key, "a.narinfo"); // `nar/a.nar` is in a subdirectory
+    /// # });
+    /// ```
     pub fn list_dir(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StoreError>> {
         let what = if prefix.is_empty() {
             "the cache root"
@@ -912,6 +989,20 @@ impl Objects {
     /// probe object (a key of its own, deleted afterwards), then remembered. A read-only store
     /// is not probed. A probe that cannot complete (server unreachable, access denied) is an
     /// error and is tried again on the next call.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use cachecore::store::BinaryCache;
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let support = cache.objects().write_support().await.unwrap();
+    /// assert!(support.writable && support.create_only && support.if_unchanged);
+    /// // A read-only store is not probed.
+    /// let store = Arc::new(object_store::memory::InMemory::new());
+    /// let read_only = BinaryCache::from_object_store(store, "mirror://", true);
+    /// assert!(!read_only.objects().write_support().await.unwrap().writable);
+    /// # });
+    /// ```
     pub async fn write_support(&self) -> Result<WriteSupport, StoreError> {
         if self.inner.read_only {
             return Ok(WriteSupport::default());
@@ -1025,6 +1116,23 @@ impl Objects {
     /// Writes an object in one request. With [`PutMode::Create`] or
     /// [`PutMode::IfUnchanged`] on a store that does not honour it (see
     /// [`write_support`](Self::write_support)): [`StoreError::Unsupported`], nothing written.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use bytes::Bytes;
+    /// use cachecore::{error::ErrorKind, store::{BinaryCache, PutMode}};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let objects = cache.objects();
+    /// let first = objects.put("index/main", Bytes::from_static(b"1"), PutMode::Create).await.unwrap();
+    /// // Compare-and-swap: replace it only if no one else did in between.
+    /// let swap = PutMode::IfUnchanged(first.version.clone());
+    /// objects.put("index/main", Bytes::from_static(b"2"), swap).await.unwrap();
+    /// let stale = PutMode::IfUnchanged(first.version);
+    /// let e = objects.put("index/main", Bytes::from_static(b"3"), stale).await.unwrap_err();
+    /// assert_eq!(e.kind(), ErrorKind::Conflict);
+    /// assert_eq!(objects.get_bytes("index/main").await.unwrap().unwrap(), &b"2"[..]);
+    /// # });
+    /// ```
     pub async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<Written, StoreError> {
         let path = self.writable(key)?;
         self.check_mode(key, &mode).await?;
@@ -1060,6 +1168,23 @@ impl Objects {
     /// staging key and copied into place only if the key is still free (a hard link on a local
     /// directory); stores without a create-only copy (S3) refuse it with
     /// [`StoreError::Unsupported`], as they refuse replace-if-unchanged above the threshold.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use bytes::Bytes;
+    /// use cachecore::store::{BinaryCache, PutMode};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let objects = cache.objects();
+    /// let chunks = (0..4).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 1000])));
+    /// let written = objects.put_stream("nar/x.nar", futures::stream::iter(chunks), PutMode::Overwrite)
+    ///     .await.unwrap();
+    /// assert_eq!(written.size, 4000);
+    /// // A stream that fails leaves nothing behind.
+    /// let broken = futures::stream::iter([Err(std::io::Error::other("disk gone"))]);
+    /// assert!(objects.put_stream("nar/y.nar", broken, PutMode::Overwrite).await.is_err());
+    /// assert!(objects.head("nar/y.nar").await.unwrap().is_none());
+    /// # });
+    /// ```
     pub async fn put_stream(
         &self,
         key: &str,
@@ -1184,6 +1309,17 @@ impl Objects {
 
     /// A URL that lets whoever holds it `PUT` the object at `key` for `expires_in`, without
     /// credentials (an S3 presigned URL); `None` for a store that cannot sign URLs.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use cachecore::store::BinaryCache;
+    /// // Only S3 stores sign URLs; elsewhere uploads go through the caller.
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let url = cache.objects().presigned_put("nar/x.nar", Duration::from_secs(600)).await.unwrap();
+    /// assert_eq!(url, None);
+    /// # });
+    /// ```
     pub async fn presigned_put(
         &self,
         key: &str,
@@ -1213,6 +1349,19 @@ impl Objects {
     /// newest version, so a rename over an object written in the same millisecond may leave
     /// the older bytes; cachecore renames only onto fresh keys or keys already holding the same
     /// bytes (content-addressed NARs), where this cannot matter.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use bytes::Bytes;
+    /// use cachecore::store::{BinaryCache, PutMode};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let objects = cache.objects();
+    /// objects.put("tmp/upload-1", Bytes::from_static(b"data"), PutMode::Overwrite).await.unwrap();
+    /// objects.rename("tmp/upload-1", "nar/final.nar").await.unwrap();
+    /// assert!(objects.head("tmp/upload-1").await.unwrap().is_none());
+    /// assert_eq!(objects.get_bytes("nar/final.nar").await.unwrap().unwrap(), &b"data"[..]);
+    /// # });
+    /// ```
     pub async fn rename(&self, from: &str, to: &str) -> Result<(), StoreError> {
         let from_path = self.writable(from)?;
         let to_path = self.writable(to)?;
