@@ -21,8 +21,6 @@ if [ -z "$cc" ]; then
   cargo build --release -p cachecore-cli --quiet
   cc="$PWD/target/release/cachecore"
 fi
-garage="${GARAGE_BIN:-$(command -v garage || echo "$HOME/.cargo/bin/garage")}"
-[ -x "$garage" ] || { echo "garage is not installed: run .ci/garage" >&2; exit 1; }
 
 # 1. The tree: 11 copies of the Python library (~600 MiB), and a ~1 KiB file to read.
 py=$(ls -d /usr/lib/python3.* | head -n1)
@@ -36,43 +34,9 @@ needle="copy06/${needle#./}"
 echo "tree: $(du -sh "$tree" | cut -f1) in $(find "$tree" -type f | wc -l) files; reading $needle ($(stat -c %s "$tree/$needle") bytes)"
 
 # 2. A private Garage on free ports.
-g="$work/garage"
-rm -rf "$g" && mkdir -p "$g"
-read -r rpc s3 admin < <(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(3)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in ss])')
-cat > "$g/garage.toml" <<EOF
-metadata_dir = "$g/meta"
-data_dir = "$g/data"
-db_engine = "sqlite"
-replication_factor = 1
-rpc_bind_addr = "127.0.0.1:$rpc"
-rpc_public_addr = "127.0.0.1:$rpc"
-rpc_secret = "$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:$s3"
-root_domain = ".s3.garage.localhost"
-[admin]
-api_bind_addr = "127.0.0.1:$admin"
-admin_token = "$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
-EOF
-G=("$garage" -c "$g/garage.toml")
-RUST_LOG=garage=warn "${G[@]}" server >"$g/log" 2>&1 &
-gpid=$!
-trap 'kill $gpid 2>/dev/null || true; wait $gpid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do "${G[@]}" status >/dev/null 2>&1 && break; sleep 0.2; done
-node=$("${G[@]}" node id -q | cut -d@ -f1)
-"${G[@]}" layout assign -z dc1 -c 10G "$node" >/dev/null
-"${G[@]}" layout apply --version 1 >/dev/null
-for _ in $(seq 50); do "${G[@]}" bucket create nixcache >/dev/null 2>&1 && break; sleep 0.2; done
-keyinfo=$("${G[@]}" key create bench-key)
-export AWS_ACCESS_KEY_ID=$(awk -F': *' 'tolower($1) ~ /key id/ {print $2; exit}' <<<"$keyinfo")
-export AWS_SECRET_ACCESS_KEY=$(awk -F': *' 'tolower($1) ~ /secret key/ {print $2; exit}' <<<"$keyinfo")
-"${G[@]}" bucket allow --read --write --owner nixcache --key bench-key >/dev/null
-store="s3://nixcache?endpoint=http://127.0.0.1:$s3&region=garage"
+. benches/garage.sh
+start_garage "$work/garage"
+trap stop_garage EXIT
 
 # 3. Push the tree as one store path.
 path=$("$cc" push "$store" --add "$tree" --name python-copies --quiet)

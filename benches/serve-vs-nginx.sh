@@ -24,42 +24,7 @@ if [ -z "$cc" ]; then
   cc="$PWD/target/release/cachecore"
 fi
 
-cache="$work/cache"
-if [ ! -f "$cache/.complete" ]; then
-  rm -rf "$cache"
-  # 1,000 small paths (a binary tree of text files) for the narinfo load.
-  cat > "$work/tree.nix" <<'NIX'
-let
-  mk = i: builtins.toFile "cachecore-serve-tree-${toString i}"
-    (if i == 0 then "root" else "${toString i} ${node ((i - 1) / 2)} ${node 0}");
-  nodes = builtins.genList mk 1000;
-  node = i: builtins.elemAt nodes i;
-in builtins.toFile "cachecore-serve-tree-top" (builtins.concatStringsSep "\n" nodes)
-NIX
-  tree=$(nix-instantiate --eval --read-write-mode "$work/tree.nix" | tr -d '"')
-  "$cc" push "$cache" "$tree" --quiet
-  # 16 paths of 8 MiB of random bytes for the NAR load.
-  for i in $(seq 1 16); do
-    d="$work/blob-$i"
-    mkdir -p "$d"
-    head -c $((8 << 20)) /dev/urandom > "$d/data"
-    "$cc" push "$cache" "$(nix-store --add "$d")" --quiet
-  done
-  touch "$cache/.complete"
-fi
-ls "$cache" | grep '\.narinfo$' | sed 's|^|/|' > "$work/narinfo-paths"
-find "$cache/nar" -type f -size +1M -printf '/nar/%f\n' > "$work/nar-paths"
-echo "cache: $(wc -l < "$work/narinfo-paths") narinfos, $(wc -l < "$work/nar-paths") NARs over 1 MiB ($(du -sh "$cache/nar" | cut -f1) of NARs)"
-
-cat > "$work/paths.lua" <<'LUA'
-local paths = {}
-for line in io.lines(os.getenv("WRK_PATHS")) do paths[#paths + 1] = line end
-local i = math.random(#paths)
-request = function()
-  i = i % #paths + 1
-  return wrk.format("GET", paths[i])
-end
-LUA
+. benches/serve-cache.sh
 
 nginx_port=18481
 serve_port=18482
@@ -93,12 +58,6 @@ curl -sf "http://127.0.0.1:$serve_port/nix-cache-info" > /dev/null
 first=$(head -1 "$work/nar-paths")
 cmp <(curl -s "http://127.0.0.1:$nginx_port$first") <(curl -s "http://127.0.0.1:$serve_port$first")
 
-load() { # name port paths-file -> wrk output file
-  local name=$1 port=$2 paths=$3 out=$4
-  WRK_PATHS="$paths" wrk -t 2 -c 16 -d "$duration" --latency -s "$work/paths.lua" \
-    "http://127.0.0.1:$port" > "$out"
-}
-
 for run in $(seq 1 "$runs"); do
   for kind in narinfo nar; do
     load "$kind" "$nginx_port" "$work/$kind-paths" "$work/wrk-nginx-$kind-$run.txt"
@@ -108,25 +67,12 @@ done
 rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$serve_pid/status")
 
 python3 - "$work" "$runs" "$rss_kib" <<'PY'
-import re, statistics, sys
+import sys
+sys.path.insert(0, "benches")
+from wrk_results import medians
 work, runs, rss = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-SIZE = {"B": 1 / 2**20, "KB": 1 / 2**10, "MB": 1, "GB": 2**10}
-def parse(path):
-    text = open(path).read()
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-    v, u = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", text, re.M).groups()
-    v2, u2 = re.search(r"Transfer/sec:\s+([\d.]+)(B|KB|MB|GB)", text).groups()
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    socket = re.search(r"Socket errors: (.*)", text)
-    if errors or socket:
-        print(f"warning: {path}: {errors.group(0) if errors else ''} {socket.group(0) if socket else ''}")
-    return rps, float(v) * UNITS[u], float(v2) * SIZE[u2]
-res = {}
-for server in ("nginx", "serve"):
-    for kind in ("narinfo", "nar"):
-        rows = [parse(f"{work}/wrk-{server}-{kind}-{r}.txt") for r in range(1, runs + 1)]
-        res[server, kind] = [statistics.median(c) for c in zip(*rows)]
+res = {(server, kind): medians(work, runs, server, kind)
+       for server in ("nginx", "serve") for kind in ("narinfo", "nar")}
 n, s = res["nginx", "narinfo"], res["serve", "narinfo"]
 print(f"narinfo  nginx {n[0]:9.0f} req/s p99 {n[1]:6.2f} ms | cachecore serve {s[0]:9.0f} req/s p99 {s[1]:6.2f} ms"
       f" | req/s ratio {s[0]/n[0]:.2f}x (target >= 0.8) | p99 ratio {s[1]/n[1]:.2f}x (target <= 2)")

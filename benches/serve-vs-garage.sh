@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# `cachecore serve` in front of Garage (S3) against reading Garage directly (its website
+# endpoint, static objects), side by side in one run, loaded by wrk on loopback:
+#   narinfo: GETs cycling over 1,000 narinfos, 16 keep-alive connections — req/s and p99 latency;
+#   nar:     GETs cycling over 16 NARs of 8 MiB, 16 connections — MiB/s;
+# then the ratios (serve / Garage; target >= 0.9) and the peak RSS of `cachecore serve`.
+#
+#   RUNS=3 benches/serve-vs-garage.sh
+#
+# Needs nix-bin, wrk and garage (see .ci/garage). RUNS (default 3) alternating runs, DURATION
+# (default 10s) per wrk run; medians are reported. The same cache as benches/serve-vs-nginx.sh,
+# copied into a private Garage bucket with `cachecore copy`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export NIX_REMOTE=local
+runs="${RUNS:-3}"
+duration="${DURATION:-10s}"
+work="${BENCH_DIR:-/tmp/cachecore-serve-bench}"
+mkdir -p "$work"
+cc="${CACHECORE_BIN:-}"
+if [ -z "$cc" ]; then
+  cargo build --release -p cachecore-cli --quiet
+  cc="$PWD/target/release/cachecore"
+fi
+. benches/serve-cache.sh
+. benches/garage.sh
+
+start_garage "$work/garage"
+"$cc" copy "$cache" "$store" --all --quiet
+serve_port=18483
+RUST_LOG=warn "$cc" serve "$store" --listen "127.0.0.1:$serve_port" > "$work/serve-g.out" 2> "$work/serve-g.err" &
+serve_pid=$!
+cleanup() { kill "$serve_pid" 2>/dev/null || true; stop_garage; }
+trap cleanup EXIT
+for _ in $(seq 1 100); do grep -q listening "$work/serve-g.out" 2>/dev/null && break; sleep 0.1; done
+host="nixcache.web.garage.localhost"
+first=$(head -1 "$work/nar-paths")
+cmp <(curl -sf -H "Host: $host" "http://127.0.0.1:$garage_web$first") \
+    <(curl -sf "http://127.0.0.1:$serve_port$first")
+
+for run in $(seq 1 "$runs"); do
+  for kind in narinfo nar; do
+    load "$kind" "$garage_web" "$work/$kind-paths" "$work/wrk-garage-$kind-$run.txt" -H "Host: $host"
+    load "$kind" "$serve_port" "$work/$kind-paths" "$work/wrk-serveg-$kind-$run.txt"
+  done
+done
+rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$serve_pid/status")
+
+python3 - "$work" "$runs" "$rss_kib" <<'PY'
+import sys
+sys.path.insert(0, "benches")
+from wrk_results import medians
+work, runs, rss = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+res = {(server, kind): medians(work, runs, server, kind)
+       for server in ("garage", "serveg") for kind in ("narinfo", "nar")}
+g, s = res["garage", "narinfo"], res["serveg", "narinfo"]
+print(f"narinfo  garage {g[0]:9.0f} req/s p99 {g[1]:6.2f} ms | serve s3:// {s[0]:9.0f} req/s p99 {s[1]:6.2f} ms"
+      f" | req/s ratio {s[0]/g[0]:.2f}x (target >= 0.9)")
+g, s = res["garage", "nar"], res["serveg", "nar"]
+print(f"nar      garage {g[2]:9.0f} MiB/s           | serve s3:// {s[2]:9.0f} MiB/s"
+      f"           | MiB/s ratio {s[2]/g[2]:.2f}x (target >= 0.9)")
+print(f"peak RSS of cachecore serve: {rss/1024:.1f} MiB (target < 64)")
+PY
