@@ -170,6 +170,16 @@ struct CacheInner {
 
 impl BinaryCache {
     /// Opens the store at `url` (see [`store::BinaryCache::open`]).
+    ///
+    /// ```
+    /// use cachecore::{blocking::BinaryCache, cache_info::CacheInfo};
+    /// // No async runtime needed: one is started on first use.
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// assert_eq!(cache.cache_info().unwrap(), None);
+    /// cache.init(&CacheInfo::default()).unwrap();
+    /// assert_eq!(cache.cache_info().unwrap().unwrap().store_dir, "/nix/store");
+    /// assert_eq!(cache.list_paths().unwrap(), Vec::<String>::new());
+    /// ```
     pub fn open(url: &str) -> Result<BinaryCache, Error> {
         Self::open_with_env(url, &store::process_env())
     }
@@ -189,6 +199,18 @@ impl BinaryCache {
 
     /// Wraps an async handle. It is used as it is after a fork too (it cannot be re-opened
     /// without its URL and settings): fine for `memory://`, not for a network store.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachecore::{blocking, cache_info::CacheInfo, store};
+    /// let cache = store::BinaryCache::open("memory://").unwrap();
+    /// cache.init(&CacheInfo::default()).await.unwrap();
+    /// // Hand the same store to blocking code (on a thread of its own, never inside the runtime).
+    /// let handle = blocking::BinaryCache::from_async(cache.clone());
+    /// let info = std::thread::spawn(move || handle.cache_info()).join().unwrap().unwrap();
+    /// assert_eq!(info, cache.cache_info().await.unwrap());
+    /// # });
+    /// ```
     pub fn from_async(cache: store::BinaryCache) -> BinaryCache {
         BinaryCache {
             inner: Arc::new(CacheInner {
@@ -252,6 +274,21 @@ impl BinaryCache {
     }
 
     /// Random access into the NAR of `path` (see [`crate::access`]).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cachecore::{ops::{NoProgress, PushOptions}, store_path::StoreDir};
+    /// use cachecore::blocking::BinaryCache;
+    /// # let src = tempfile::tempdir().unwrap();
+    /// # std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// # let (path, _) = cache.push_add(&StoreDir::default(), src.path(), "hello",
+    /// #     &PushOptions::default(), Arc::new(NoProgress)).unwrap();
+    /// let nar = cache.nar(&path).unwrap();
+    /// assert_eq!(nar.nar_size(), nar.info().nar_size);
+    /// // A NAR starts with its magic string (after the string's 8-byte length).
+    /// assert_eq!(nar.read(8..21).unwrap(), &b"nix-archive-1"[..]);
+    /// ```
     pub fn nar(&self, path: &StorePath) -> Result<Nar, Error> {
         let access = self.run(|c| async move { NarAccess::open(&c, path).await })?;
         Ok(Nar {
@@ -337,6 +374,24 @@ impl BinaryCache {
     }
 
     /// Downloads, checks and unpacks `path` at `dest` (see [`ops::pull()`]).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use cachecore::blocking::BinaryCache;
+    /// use cachecore::ops::{NoProgress, PullOptions, PushOptions};
+    /// use cachecore::{signing::SecretKey, store_path::StoreDir};
+    /// # let src = tempfile::tempdir().unwrap();
+    /// # std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let key = SecretKey::generate("cache.example.org-1").unwrap();
+    /// let pull_opts = PullOptions { trusted_keys: vec![key.public_key()], check_signatures: true };
+    /// let push_opts = PushOptions { signers: vec![Arc::new(key)], ..PushOptions::default() };
+    /// let (path, _) = cache.push_add(&StoreDir::default(), src.path(), "hello", &push_opts,
+    ///     Arc::new(NoProgress)).unwrap();
+    /// let tmp = tempfile::tempdir().unwrap();
+    /// cache.pull(&path, &tmp.path().join("hello"), &pull_opts, Arc::new(NoProgress)).unwrap();
+    /// assert_eq!(std::fs::read_to_string(tmp.path().join("hello/hello")).unwrap(), "hello, world\n");
+    /// ```
     pub fn pull(
         &self,
         path: &StorePath,
@@ -353,6 +408,22 @@ impl BinaryCache {
     }
 
     /// Copies `paths` and their closures (every path when empty) into `to` (see [`ops::copy()`]).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use cachecore::{blocking::BinaryCache, ops::NoProgress};
+    /// # use cachecore::{ops::PushOptions, store_path::StoreDir};
+    /// # let src = tempfile::tempdir().unwrap();
+    /// # std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+    /// let from = BinaryCache::open("memory://").unwrap();
+    /// # let (path, _) = from.push_add(&StoreDir::default(), src.path(), "hello",
+    /// #     &PushOptions::default(), Arc::new(NoProgress)).unwrap();
+    /// let to = BinaryCache::open("memory://").unwrap();
+    /// let summary = from.copy(&to, &[path.clone()], &Default::default(), Arc::new(NoProgress)).unwrap();
+    /// assert_eq!(summary.copied, 1);
+    /// assert_eq!(to.narinfo(&path).unwrap(), from.narinfo(&path).unwrap());
+    /// assert!(to.verify(&[], &Default::default()).unwrap().is_ok());
+    /// ```
     pub fn copy(
         &self,
         to: &BinaryCache,

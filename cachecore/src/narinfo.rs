@@ -179,6 +179,20 @@ fn err(line: usize, kind: ParseErrorKind) -> ParseError {
 
 impl NarInfo {
     /// A narinfo with the required fields and nothing else.
+    ///
+    /// ```
+    /// use cachecore::hash::{Hash, HashAlgo};
+    /// use cachecore::narinfo::NarInfo;
+    /// use cachecore::store_path::{StoreDir, StorePath};
+    /// let path = StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12").unwrap();
+    /// let nar_hash = Hash::digest(HashAlgo::Sha256, b"the NAR");
+    /// let mut info = NarInfo::new(StoreDir::default(), path, "nar/hello.nar".into(), nar_hash, 7);
+    /// info.compression = Some("none".into());
+    /// let text = info.to_string();
+    /// assert!(text.starts_with("StorePath: /nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12\n"));
+    /// assert!(text.contains("\nNarSize: 7\n"));
+    /// assert_eq!(NarInfo::parse(&text).unwrap(), info);
+    /// ```
     pub fn new(
         store_dir: StoreDir,
         store_path: StorePath,
@@ -206,6 +220,14 @@ impl NarInfo {
     }
 
     /// Parses raw bytes (must be UTF-8).
+    ///
+    /// ```
+    /// use cachecore::narinfo::{NarInfo, ParseErrorKind};
+    /// let e = NarInfo::parse_bytes(b"StorePath: /nix/store/\xff\n").unwrap_err();
+    /// assert_eq!(e.kind, ParseErrorKind::NotUtf8);
+    /// let e = NarInfo::parse_bytes(b"URL: nar/x.nar\n").unwrap_err();
+    /// assert_eq!((e.line, e.kind), (0, ParseErrorKind::Missing("StorePath")));
+    /// ```
     pub fn parse_bytes(bytes: &[u8]) -> Result<Self, ParseError> {
         std::str::from_utf8(bytes)
             .map_err(|_| err(0, ParseErrorKind::NotUtf8))
@@ -382,6 +404,19 @@ impl NarInfo {
     /// The text Nix signs: `1;<store path>;<NarHash>;<NarSize>;<references, comma-separated>`.
     ///
     /// References are full paths in Nix's set order (sorted by base name).
+    ///
+    /// ```
+    /// use cachecore::narinfo::NarInfo;
+    /// let info = NarInfo::parse("StorePath: /nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12\n\
+    /// URL: nar/0a6hxwr0wv6xr8ak1nczcbvrzrz1m7mwd5r4c4yqbl4vpnn2sshx.nar.zst\n\
+    /// NarHash: sha256:1sj0vx2bq4q6c3dh8s1lk2whbp5gqxf7q1ri2k8b6fcmh0rbz5ap\n\
+    /// NarSize: 226552\n\
+    /// References: 7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12\n").unwrap();
+    /// assert_eq!(info.fingerprint().unwrap(),
+    ///     "1;/nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12;\
+    ///      sha256:1sj0vx2bq4q6c3dh8s1lk2whbp5gqxf7q1ri2k8b6fcmh0rbz5ap;226552;\
+    ///      /nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12");
+    /// ```
     pub fn fingerprint(&self) -> Result<String, FingerprintError> {
         fingerprint(
             &self.store_dir,
@@ -393,6 +428,21 @@ impl NarInfo {
     }
 
     /// Signs with `signer`, replacing an earlier signature under the same key name.
+    ///
+    /// ```
+    /// use cachecore::hash::{Hash, HashAlgo};
+    /// use cachecore::{narinfo::NarInfo, signing::SecretKey};
+    /// use cachecore::store_path::{StoreDir, StorePath};
+    /// let path = StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12").unwrap();
+    /// let mut info = NarInfo::new(StoreDir::default(), path, "nar/x.nar".into(),
+    ///     Hash::digest(HashAlgo::Sha256, b"nar"), 3);
+    /// let key = SecretKey::generate("cache.example.org-1").unwrap();
+    /// info.sign(&key).unwrap();
+    /// info.sign(&key).unwrap(); // signing again replaces the signature
+    /// assert_eq!(info.signatures.len(), 1);
+    /// assert!(info.signatures[0].starts_with("cache.example.org-1:"));
+    /// assert_eq!(info.valid_signatures(&[key.public_key()]).count(), 1);
+    /// ```
     pub fn sign(&mut self, signer: &dyn Signer) -> Result<(), FingerprintError> {
         let sig = signer.sign(self.fingerprint()?.as_bytes());
         self.signatures
@@ -402,6 +452,25 @@ impl NarInfo {
     }
 
     /// The signatures that one of `keys` verifies (malformed `Sig` lines verify nothing).
+    ///
+    /// ```
+    /// use cachecore::narinfo::NarInfo;
+    /// use cachecore::signing::{PublicKey, SecretKey};
+    /// # let text = "StorePath: /nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12\n\
+    /// # URL: nar/x.nar\nNarHash: sha256:1sj0vx2bq4q6c3dh8s1lk2whbp5gqxf7q1ri2k8b6fcmh0rbz5ap\n\
+    /// # NarSize: 226552\n";
+    /// let mut info = NarInfo::parse(text).unwrap();
+    /// let key = SecretKey::generate("cache.example.org-1").unwrap();
+    /// info.sign(&key).unwrap();
+    /// info.signatures.push("garbage".into()); // kept as written, verifies nothing
+    /// let trusted: Vec<PublicKey> = vec![key.public_key()];
+    /// let valid: Vec<_> = info.valid_signatures(&trusted).collect();
+    /// assert_eq!(valid.len(), 1);
+    /// assert_eq!(valid[0].key_name(), "cache.example.org-1");
+    /// // Tampering with what the signature covers voids it.
+    /// info.nar_size += 1;
+    /// assert_eq!(info.valid_signatures(&trusted).count(), 0);
+    /// ```
     pub fn valid_signatures<'a>(
         &'a self,
         keys: &'a [PublicKey],

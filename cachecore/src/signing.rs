@@ -219,6 +219,16 @@ impl Signature {
     }
 
     /// Parses `name:base64(64 bytes)`.
+    ///
+    /// ```
+    /// use cachecore::signing::{SecretKey, Signature, Signer as _};
+    /// let key = SecretKey::generate("cache.example.org-1").unwrap();
+    /// let line = key.sign(b"fingerprint").to_string(); // as on a narinfo `Sig:` line
+    /// let sig = Signature::parse(&line).unwrap();
+    /// assert_eq!(sig.key_name(), "cache.example.org-1");
+    /// assert!(key.public_key().verify(b"fingerprint", &sig));
+    /// assert!(Signature::parse("cache.example.org-1:dG9vIHNob3J0").is_err()); // not 64 bytes
+    /// ```
     pub fn parse(s: &str) -> Result<Self, KeyError> {
         let (key_name, bytes) = split_key::<64>("signature", s)?;
         Ok(Signature { key_name, bytes })
@@ -276,6 +286,18 @@ impl SecretKey {
 
     /// Parses `name:base64(64 bytes)`; surrounding whitespace (a trailing newline) is ignored.
     /// A public key is a [`KeyError::WrongKind`].
+    ///
+    /// ```
+    /// use cachecore::signing::{KeyError, SecretKey};
+    /// let key = SecretKey::generate("cache.example.org-1").unwrap();
+    /// // Round trip through Nix's file format (as `nix key generate-secret` writes it).
+    /// let text = key.to_nix_string();
+    /// let again = SecretKey::parse(&format!("{}\n", *text)).unwrap();
+    /// assert_eq!(again.public_key(), key.public_key());
+    /// // A public key where a secret key is needed is refused, saying which is which.
+    /// let public = key.public_key().to_string();
+    /// assert!(matches!(SecretKey::parse(&public), Err(KeyError::WrongKind { .. })));
+    /// ```
     pub fn parse(s: &str) -> Result<Self, KeyError> {
         let (name, bytes) = decode_key_of(KeyKind::Secret, s)?;
         let key = SigningKey::from_keypair_bytes(&bytes)
@@ -335,6 +357,15 @@ pub struct PublicKey {
 impl PublicKey {
     /// Parses `name:base64(32 bytes)`; surrounding whitespace is ignored. A secret key is a
     /// [`KeyError::WrongKind`].
+    ///
+    /// ```
+    /// use cachecore::signing::PublicKey;
+    /// let key = PublicKey::parse("cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=")
+    ///     .unwrap();
+    /// assert_eq!(key.name(), "cache.nixos.org-1");
+    /// assert_eq!(key.to_string(), "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=");
+    /// assert!(PublicKey::parse("cache.nixos.org-1:not base64").is_err());
+    /// ```
     pub fn parse(s: &str) -> Result<Self, KeyError> {
         let (name, bytes) = decode_key_of(KeyKind::Public, s)?;
         let mut public = [0u8; 32];
@@ -349,6 +380,19 @@ impl PublicKey {
     }
 
     /// True when `sig` is this key's valid signature of `message` (the key names must match too).
+    ///
+    /// ```
+    /// use cachecore::signing::{PublicKey, SecretKey, Signer as _};
+    /// let key = SecretKey::generate("cache.example.org-1").unwrap();
+    /// let sig = key.sign(b"1;/nix/store/...;sha256:...;42;");
+    /// let public = key.public_key();
+    /// assert!(public.verify(b"1;/nix/store/...;sha256:...;42;", &sig));
+    /// assert!(!public.verify(b"1;/nix/store/...;sha256:...;43;", &sig));
+    /// // The same key under another name verifies nothing.
+    /// let text = public.to_string().replacen("cache.example.org-1", "other-1", 1);
+    /// let renamed: PublicKey = text.parse().unwrap();
+    /// assert!(!renamed.verify(b"1;/nix/store/...;sha256:...;42;", &sig));
+    /// ```
     pub fn verify(&self, message: &[u8], sig: &Signature) -> bool {
         sig.key_name == self.name
             && self
@@ -581,6 +625,18 @@ impl PublicKey {
     /// [module documentation](self)); `file` names it in errors.
     /// A line that is not a key is quoted in the error (at most 60 characters, with anything
     /// that looks like key material left out).
+    ///
+    /// ```
+    /// use cachecore::signing::{KeyFileError, PublicKey};
+    /// let text = b"# keys we trust\n\
+    /// cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=\n\
+    /// \n";
+    /// let keys = PublicKey::parse_file_text("trusted.pub", text).unwrap();
+    /// assert_eq!(keys.len(), 1);
+    /// assert_eq!(keys[0].name(), "cache.nixos.org-1");
+    /// let e = PublicKey::parse_file_text("trusted.pub", b"# nothing\n").unwrap_err();
+    /// assert!(matches!(e, KeyFileError::NoKey { .. }));
+    /// ```
     pub fn parse_file_text(file: &str, text: &[u8]) -> Result<Vec<PublicKey>, KeyFileError> {
         let mut keys = Vec::new();
         for (line, kind) in key_lines(text) {
@@ -633,6 +689,18 @@ impl PublicKey {
     /// `trusted-public-keys`), or the name of a public key file (one or more keys, see
     /// [`PublicKey::parse_file_text`]). A secret key, given either way, is refused without
     /// being repeated.
+    ///
+    /// ```
+    /// use cachecore::signing::{PublicKey, SecretKey};
+    /// let key = SecretKey::generate("cache.example.org-1").unwrap().public_key();
+    /// // The key itself ...
+    /// assert_eq!(PublicKey::from_arg(&key.to_string()).unwrap(), [key.clone()]);
+    /// // ... or a file holding it.
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let file = dir.path().join("cache.pub");
+    /// std::fs::write(&file, format!("{key}\n")).unwrap();
+    /// assert_eq!(PublicKey::from_arg(file.to_str().unwrap()).unwrap(), [key]);
+    /// ```
     pub fn from_arg(arg: &str) -> Result<Vec<PublicKey>, KeyFileError> {
         let word = arg.trim();
         if !word.contains(char::is_whitespace) && word.contains(':') && key_like(word).is_some() {
@@ -711,6 +779,19 @@ impl SecretKey {
     /// Reads a secret key file (see [`SecretKey::parse_file_text`]). When `path` cannot be
     /// opened and is itself a key (`--key "$(cat team.sec)"`), the error says so without
     /// repeating it.
+    ///
+    /// ```
+    /// use cachecore::signing::SecretKey;
+    /// let key = SecretKey::generate("cache.example.org-1").unwrap();
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let file = dir.path().join("cache.sec");
+    /// std::fs::write(&file, format!("{}\n", *key.to_nix_string())).unwrap();
+    /// let read = SecretKey::read_file(&file).unwrap();
+    /// assert_eq!(read.public_key(), key.public_key());
+    /// // The message names the file, never the key.
+    /// let e = SecretKey::read_file(&dir.path().join("missing.sec")).unwrap_err();
+    /// assert!(e.to_string().contains("missing.sec"));
+    /// ```
     pub fn read_file(path: &std::path::Path) -> Result<SecretKey, KeyFileError> {
         let reader = match std::fs::File::open(path) {
             Ok(reader) => reader,

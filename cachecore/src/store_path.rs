@@ -150,6 +150,16 @@ impl<'a> StorePathRef<'a> {
 
 impl StorePath {
     /// Parses a base name, `<hash>-<name>`.
+    ///
+    /// ```
+    /// use cachecore::store_path::StorePath;
+    /// // As in a narinfo's `References:` line.
+    /// let p = StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12").unwrap();
+    /// assert_eq!((p.hash_part().as_str(), p.name()), ("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz", "hello-2.12"));
+    /// assert_eq!(p.to_string(), "7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12");
+    /// assert!(StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello world").is_err());
+    /// assert!(StorePath::from_base_name("eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-x").is_err()); // `e` is not nix32
+    /// ```
     pub fn from_base_name(s: &str) -> Result<Self, ParseError> {
         StorePathRef::from_base_name(s).map(|p| p.to_owned())
     }
@@ -266,6 +276,15 @@ impl StoreDir {
 
     /// Parses a path inside the store, returning the store path and what follows it
     /// (`/nix/store/<hash>-x/bin/y` gives the path and `bin/y`).
+    ///
+    /// ```
+    /// use cachecore::store_path::StoreDir;
+    /// let dir = StoreDir::default();
+    /// let full = "/nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12/bin/hello";
+    /// let (path, sub) = dir.parse_path_with_subpath(full).unwrap();
+    /// assert_eq!((path.name(), sub), ("hello-2.12", "bin/hello"));
+    /// assert!(dir.parse_path_with_subpath("/usr/bin/hello").is_err());
+    /// ```
     pub fn parse_path_with_subpath<'a>(
         &self,
         path: &'a str,
@@ -312,6 +331,15 @@ impl StoreDir {
 
     /// The path `nix-store --add` gives a tree whose NAR has sha256 `nar_hash` (content-addressed,
     /// recursive, no references).
+    ///
+    /// ```
+    /// use cachecore::{hash::Hash, store_path::StoreDir};
+    /// // An empty regular file named `empty`: its NAR hash, as `nix-hash --type sha256 --base32` prints it.
+    /// let nar_hash = Hash::parse("sha256:0ip26j2h11n1kgkz36rl4akv694yz65hr72q4kv4b3lxcbi65b3p").unwrap();
+    /// let path = StoreDir::default().make_source_path(&nar_hash, "empty").unwrap();
+    /// // What `nix-store --add empty` prints.
+    /// assert_eq!(StoreDir::default().full_path(&path), "/nix/store/lx5i78a4izwk2qj1nq8rdc07y8zrwy90-empty");
+    /// ```
     pub fn make_source_path(&self, nar_hash: &Hash, name: &str) -> Result<StorePath, ParseError> {
         self.make_store_path("source", nar_hash, name)
     }

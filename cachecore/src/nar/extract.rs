@@ -67,6 +67,23 @@ fn cat_from<R: Read>(
 /// archive is an error even if the wanted file comes before the damage (its contents are then
 /// already written), and the damage is reported in preference to "not found", "is a
 /// directory" and the like.
+///
+/// ```
+/// use cachecore::nar::{self, ExtractError};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # std::fs::create_dir(dir.path().join("pkg")).unwrap();
+/// # std::fs::write(dir.path().join("pkg/a"), "first\n").unwrap();
+/// # std::fs::write(dir.path().join("pkg/b"), "second\n").unwrap();
+/// let mut bytes = Vec::new();
+/// nar::pack(&dir.path().join("pkg"), &mut bytes).unwrap();
+/// let mut out = Vec::new();
+/// nar::cat_verified(&bytes[..], "a", &mut out).unwrap();
+/// assert_eq!(out, b"first\n");
+/// // Damage after `a`: plain `cat` stops before it, `cat_verified` reads on and sees it.
+/// let cut = &bytes[..bytes.len() - 8];
+/// assert!(nar::cat(cut, "a", std::io::sink()).is_ok());
+/// assert!(matches!(nar::cat_verified(cut, "a", std::io::sink()), Err(ExtractError::Nar(_))));
+/// ```
 pub fn cat_verified(input: impl Read, subpath: &str, out: impl Write) -> Result<(), ExtractError> {
     let mut reader = Reader::new(input);
     let result = cat_from(&mut reader, subpath, out);

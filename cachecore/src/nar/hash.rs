@@ -11,6 +11,17 @@ const CHUNK: usize = 1 << 20;
 const DEPTH: usize = 4;
 
 /// The sha256 NAR hash and NAR size of the tree at `path` (a symlink there is not followed).
+///
+/// ```
+/// use cachecore::{hash::{Hash, HashAlgo}, nar};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # std::fs::write(dir.path().join("hello"), "hi\n").unwrap();
+/// let (nar_hash, nar_size) = nar::hash_path(&dir.path().join("hello")).unwrap();
+/// // The same as hashing the NAR `nar::dump` writes (`nix-hash --type sha256 --base32`).
+/// let mut bytes = Vec::new();
+/// assert_eq!(nar::dump(&dir.path().join("hello"), &mut bytes).unwrap(), nar_size);
+/// assert_eq!(nar_hash, Hash::digest(HashAlgo::Sha256, &bytes));
+/// ```
 pub fn hash_path(path: &Path) -> Result<(Hash, u64), PackError> {
     hash_path_with(path, HashAlgo::Sha256)
 }

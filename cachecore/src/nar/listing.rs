@@ -91,12 +91,36 @@ fn or_top(path: &str) -> &str {
 
 impl Listing {
     /// Parses a listing from JSON.
+    ///
+    /// ```
+    /// use cachecore::nar::{Listing, ListingNode};
+    /// let json = br#"{"version":1,"root":{"type":"directory","entries":{
+    ///     "bin":{"type":"directory","entries":{"hello":{"type":"regular","size":13,"executable":true,"narOffset":400}}},
+    ///     "lib":{"type":"symlink","target":"bin"}}}}"#;
+    /// let listing = Listing::parse(json).unwrap();
+    /// let hello = listing.get("/bin/hello").unwrap();
+    /// assert_eq!(*hello, ListingNode::Regular { size: 13, executable: true, nar_offset: Some(400) });
+    /// assert!(matches!(listing.get("lib"), Some(ListingNode::Symlink { target }) if target == "bin"));
+    /// assert!(Listing::parse(br#"{"version":2,"root":{}}"#).is_err());
+    /// ```
     pub fn parse(json: &[u8]) -> Result<Listing, ListingError> {
         let value: Value = serde_json::from_slice(json).map_err(ListingError::Json)?;
         Listing::from_value(&value)
     }
 
     /// Builds the listing of a NAR, validating all of it (see [`Reader`]).
+    ///
+    /// ```
+    /// use cachecore::nar::{self, Listing};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # std::fs::create_dir(dir.path().join("pkg")).unwrap();
+    /// # std::fs::write(dir.path().join("pkg/hello"), "hi\n").unwrap();
+    /// let mut bytes = Vec::new();
+    /// let packed = nar::pack(&dir.path().join("pkg"), &mut bytes).unwrap();
+    /// // Reading the NAR back gives the listing `pack` made, offsets included.
+    /// assert_eq!(Listing::from_nar(&bytes[..]).unwrap(), packed);
+    /// assert!(Listing::from_nar(&bytes[..bytes.len() - 8]).is_err()); // truncated
+    /// ```
     pub fn from_nar(nar: impl Read) -> Result<Listing, ReadError> {
         let mut reader = Reader::new(nar);
         // Open directories' entries, and the names of the entries whose node is being read.

@@ -46,6 +46,20 @@ pub enum UnpackError {
 }
 
 /// Unpacks the NAR read from `input` to `dest`, which must not exist (its parent must).
+///
+/// ```
+/// use cachecore::nar;
+/// # let src = tempfile::tempdir().unwrap();
+/// # std::fs::create_dir(src.path().join("bin")).unwrap();
+/// # std::fs::write(src.path().join("bin/hello"), "hi\n").unwrap();
+/// let mut bytes = Vec::new();
+/// nar::pack(src.path(), &mut bytes).unwrap();
+/// let out = tempfile::tempdir().unwrap();
+/// nar::unpack(&bytes[..], &out.path().join("copy")).unwrap();
+/// assert_eq!(std::fs::read_to_string(out.path().join("copy/bin/hello")).unwrap(), "hi\n");
+/// // `dest` must not exist: nothing is ever overwritten.
+/// assert!(nar::unpack(&bytes[..], &out.path().join("copy")).is_err());
+/// ```
 pub fn unpack(input: impl Read, dest: &Path) -> Result<(), UnpackError> {
     match fs::symlink_metadata(dest) {
         Ok(_) => {

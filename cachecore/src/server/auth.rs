@@ -33,6 +33,16 @@ pub enum TokenError {
 impl Token {
     /// A token from the text of a token file: surrounding whitespace (the final newline) is
     /// dropped; what remains must be non-empty printable ASCII without spaces.
+    ///
+    /// ```
+    /// use cachecore::server::{Token, TokenError};
+    /// // As read from a token file: the final newline is dropped.
+    /// assert!(Token::parse("s3cret\n").is_ok());
+    /// assert_eq!(Token::parse("  \n").unwrap_err(), TokenError::Empty);
+    /// assert_eq!(Token::parse("two words").unwrap_err(), TokenError::BadCharacters);
+    /// // `Debug` never shows it.
+    /// assert_eq!(format!("{:?}", Token::parse("s3cret").unwrap()), "Token(***)");
+    /// ```
     pub fn parse(text: &str) -> Result<Token, TokenError> {
         let t = text.trim();
         if t.is_empty() {

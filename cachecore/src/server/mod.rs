@@ -74,6 +74,26 @@ use keys::classify;
 use metrics::Metrics;
 
 /// How a server behaves. `Default` is a public read-only cache.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use axum::{body::Body, http::{Request, StatusCode}};
+/// use cachecore::server::{self, Config, Token};
+/// use cachecore::store::BinaryCache;
+/// use tower::ServiceExt as _;
+/// let mut config = Config::default(); // a public, read-only cache
+/// config.write_token = Some(Token::parse("s3cret\n").unwrap()); // now uploads need this
+/// let app = server::router(BinaryCache::open("memory://").unwrap(), config).await.unwrap();
+/// let log = "/log/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12.drv";
+/// let put = |auth| Request::put(log).header("authorization", auth).body(Body::from("ok\n"));
+/// let refused = app.clone().oneshot(put("Bearer wrong").unwrap()).await.unwrap();
+/// assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+/// let taken = app.clone().oneshot(put("Bearer s3cret").unwrap()).await.unwrap();
+/// assert!(taken.status().is_success());
+/// let get = Request::get(log).body(Body::empty()).unwrap();
+/// assert_eq!(app.oneshot(get).await.unwrap().status(), StatusCode::OK); // reads stay public
+/// # });
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
@@ -164,6 +184,22 @@ struct RouteLabel(&'static str);
 
 /// The router serving `cache` as configured. Reads `nix-cache-info` once; a store without one
 /// is served as a cache of `/nix/store`, and gets that file written when uploads are enabled.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use axum::{body::Body, http::{Request, StatusCode}};
+/// use cachecore::{server::{self, Config}, store::BinaryCache};
+/// use tower::ServiceExt as _;
+/// let cache = BinaryCache::open("memory://").unwrap();
+/// let app = server::router(cache, Config::default()).await.unwrap();
+/// // One request, without a socket (as a test of a service mounting the router would do).
+/// let request = Request::get("/nix-cache-info").body(Body::empty()).unwrap();
+/// let response = app.oneshot(request).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::OK);
+/// let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+/// assert!(body.starts_with(b"StoreDir: /nix/store\n"));
+/// # });
+/// ```
 pub async fn router(cache: BinaryCache, config: Config) -> Result<Router, ServerError> {
     if !config.upstreams.is_empty() && cache.is_read_only() {
         return Err(ServerError::Config(format!(

@@ -36,6 +36,21 @@ pub struct Upstream {
 
 impl Upstream {
     /// `cache`, trusting `trusted_keys`, with a 10 s lookup and a 10 min copy timeout.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachecore::server::{self, Config, Upstream};
+    /// use cachecore::{signing::PublicKey, store::BinaryCache};
+    /// let key: PublicKey = "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=".parse().unwrap();
+    /// let upstream = Upstream::new(BinaryCache::open("https://cache.nixos.org").unwrap(), vec![key]);
+    /// assert_eq!(upstream.lookup_timeout.as_secs(), 10);
+    /// let mut config = Config::default();
+    /// config.upstreams.push(upstream);
+    /// // A pull-through proxy stores what it fetches: its own store must be writable.
+    /// let app = server::router(BinaryCache::open("memory://").unwrap(), config).await;
+    /// assert!(app.is_ok());
+    /// # });
+    /// ```
     pub fn new(cache: BinaryCache, trusted_keys: Vec<PublicKey>) -> Upstream {
         Upstream {
             cache,
