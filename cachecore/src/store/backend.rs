@@ -111,6 +111,7 @@ pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Object
     let mut content_types = false;
     let mut lister = None;
     let mut local_root = None;
+    let mut local_root_fd = None;
     let mut presigner = None;
     let store: Arc<dyn ObjectStore> = match &parsed.location {
         StoreLocation::Local { dir } => {
@@ -124,6 +125,14 @@ pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Object
             })?;
             let store =
                 object_store::local::LocalFileSystem::new_with_prefix(&root).map_err(setup)?;
+            local_root_fd = rustix::fs::open(
+                &root,
+                rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .ok();
             local_root = Some(root);
             Arc::new(store)
         }
@@ -258,6 +267,7 @@ pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Object
         listable: !read_only && !matches!(parsed.location, StoreLocation::Http { .. }),
         support: OnceCell::new(),
         local_root,
+        local_root_fd,
         cleanups: Default::default(),
         presigner,
     }))
@@ -279,6 +289,7 @@ pub(crate) fn custom(store: Arc<dyn ObjectStore>, url: &str, read_only: bool) ->
         listable: true,
         support: OnceCell::new(),
         local_root: None,
+        local_root_fd: None,
         cleanups: Default::default(),
         presigner: None,
     })

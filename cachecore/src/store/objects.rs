@@ -248,6 +248,8 @@ pub(crate) struct Inner {
     pub(crate) support: OnceCell<WriteSupport>,
     /// For a local directory, its canonical path: no key may reach outside it.
     pub(crate) local_root: Option<std::path::PathBuf>,
+    /// For a local directory, the directory itself, open: reads open files beneath it.
+    pub(crate) local_root_fd: Option<std::os::fd::OwnedFd>,
     /// Aborts of uploads whose future was dropped, still running.
     pub(crate) cleanups: Cleanups,
     /// What signs URLs for direct uploads (S3), and the prefix keys live under.
@@ -475,6 +477,25 @@ impl Objects {
         }
     }
 
+    /// Opens `key` for reading under a local directory's root by `openat2` with
+    /// `RESOLVE_BENEATH`: the kernel refuses any resolution that leaves the directory, symbolic
+    /// links included, which is what [`confine`](Self::confine) checks in several calls. `None`
+    /// when it cannot say yes (no such file, a link out of the directory, a kernel without
+    /// `openat2`): then the caller confines and opens the slow way, which says why.
+    fn open_beneath(&self, key: &str) -> Option<std::fs::File> {
+        use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+        let root = self.inner.local_root_fd.as_ref()?;
+        let fd = openat2(
+            root,
+            key,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        )
+        .ok()?;
+        Some(std::fs::File::from(fd))
+    }
+
     fn writable(&self, key: &str) -> Result<Path, StoreError> {
         if self.inner.read_only {
             return Err(StoreError::ReadOnly {
@@ -584,7 +605,6 @@ impl Objects {
         let this = self.clone();
         let owned_key = key.to_owned();
         let opened = tokio::task::spawn_blocking(move || {
-            this.confine(&owned_key)?;
             let read_err = |e: io::Error| {
                 this.err(
                     Op::Read,
@@ -595,10 +615,18 @@ impl Objects {
                     },
                 )
             };
-            let file = match std::fs::File::open(&file_path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(read_err(e)),
+            // One system call opens the file confined to the directory; anything else it
+            // answers (absent, a symlink out, an old kernel) takes the path that says why.
+            let file = match this.open_beneath(&owned_key) {
+                Some(f) => f,
+                None => {
+                    this.confine(&owned_key)?;
+                    match std::fs::File::open(&file_path) {
+                        Ok(f) => f,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                        Err(e) => return Err(read_err(e)),
+                    }
+                }
             };
             let md = file.metadata().map_err(read_err)?;
             if !md.is_file() {
