@@ -180,6 +180,32 @@ impl Listing {
         Some(node)
     }
 
+    /// The node at `path` (as [`get`](Self::get) finds it) read straight out of a listing's
+    /// JSON without building the rest: entries off the way are skipped (their JSON syntax is
+    /// still checked, nothing else), so reading one file's node out of a listing of thousands
+    /// costs a scan of the text and no allocation per entry. What is on the way is checked as
+    /// [`parse`](Self::parse) checks it: the version, each directory's entry named on the way,
+    /// and the node found. `Ok(None)` when there is no such node.
+    ///
+    /// ```
+    /// use cachecore::nar::{Listing, ListingNode};
+    /// let json = br#"{"version":1,"root":{"type":"directory","entries":{
+    ///     "bin":{"type":"directory","entries":{"app":{"type":"regular","size":5,"narOffset":400}}},
+    ///     "lib":{"type":"symlink","target":"bin"}}}}"#;
+    /// let node = Listing::parse_node(json, "bin/app").unwrap();
+    /// assert_eq!(node, Some(ListingNode::Regular { size: 5, executable: false, nar_offset: Some(400) }));
+    /// assert_eq!(Listing::parse_node(json, "bin/none").unwrap(), None);
+    /// assert_eq!(Listing::parse_node(json, "lib/app").unwrap(), None);
+    /// ```
+    pub fn parse_node(json: &[u8], path: &str) -> Result<Option<ListingNode>, ListingError> {
+        let names: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        let mut de = serde_json::Deserializer::from_slice(json);
+        let found = serde::de::DeserializeSeed::deserialize(TopSeed { names: &names }, &mut de)
+            .map_err(ListingError::Json)?;
+        de.end().map_err(ListingError::Json)?;
+        found
+    }
+
     /// Every node with its path ("" for the root, then "bin", "bin/app", ...), depth first in
     /// NAR order (entries sorted).
     pub fn walk(&self) -> Walk<'_> {
@@ -203,6 +229,184 @@ impl Listing {
         Ok(Listing {
             root: node_from_value(root, &mut path)?,
         })
+    }
+}
+
+/// `{"version":1,"root":…}`, looking for the node at `names` under the root.
+struct TopSeed<'a> {
+    names: &'a [&'a str],
+}
+
+/// What a seed found: the node (or `None`), or a listing error found on the way (kept apart
+/// from JSON errors, which serde reports with their position).
+type Found = Result<Option<ListingNode>, ListingError>;
+
+impl<'de> serde::de::DeserializeSeed<'de> for TopSeed<'_> {
+    type Value = Found;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Found, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TopSeed<'_> {
+    type Value = Found;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a listing object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
+        let mut version = None;
+        let mut found = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "version" => version = Some(map.next_value::<Value>()?),
+                "root" => {
+                    found = Some(map.next_value_seed(NodeSeed {
+                        names: self.names,
+                        path: "/root".to_owned(),
+                    })?)
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        let Some(version) = version else {
+            return Ok(Err(ListingError::MissingField {
+                path: String::new(),
+                field: "version",
+            }));
+        };
+        if version.as_u64() != Some(1) {
+            return Ok(Err(ListingError::UnsupportedVersion {
+                path: "/version".into(),
+                found: version.to_string(),
+            }));
+        }
+        Ok(found.unwrap_or(Err(ListingError::MissingField {
+            path: String::new(),
+            field: "root",
+        })))
+    }
+}
+
+/// A node, looking for `names` under it; with no names left, the node itself (parsed whole).
+struct NodeSeed<'a> {
+    names: &'a [&'a str],
+    /// JSON Pointer of the node, for errors.
+    path: String,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for NodeSeed<'_> {
+    type Value = Found;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Found, D::Error> {
+        let Some((first, rest)) = self.names.split_first() else {
+            let value = Value::deserialize(d)?;
+            let mut path = self.path;
+            return Ok(node_from_value(&value, &mut path).map(Some));
+        };
+        d.deserialize_map(DirSeed {
+            name: first,
+            rest,
+            path: self.path,
+        })
+    }
+}
+
+/// A node that must be a directory with an entry `name`, under which `rest` is looked for.
+struct DirSeed<'a> {
+    name: &'a str,
+    rest: &'a [&'a str],
+    path: String,
+}
+
+impl<'de> serde::de::Visitor<'de> for DirSeed<'_> {
+    type Value = Found;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a listing node object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
+        let mut kind = None;
+        let mut found = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "type" => kind = Some(map.next_value::<Value>()?),
+                "entries" => {
+                    let mut path = self.path.clone();
+                    path.push_str("/entries");
+                    found = Some(map.next_value_seed(EntriesSeed {
+                        name: self.name,
+                        rest: self.rest,
+                        path,
+                    })?)
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        match kind.as_ref().map(Value::as_str) {
+            // Not a directory (or not a node): nothing is under it, as `Listing::get` says.
+            Some(Some("directory")) => Ok(found.unwrap_or(Err(ListingError::MissingField {
+                path: self.path,
+                field: "entries",
+            }))),
+            Some(Some("regular" | "symlink")) => Ok(Ok(None)),
+            Some(other) => Ok(Err(ListingError::UnknownNodeType {
+                path: format!("{}/type", self.path),
+                found: other.map_or_else(|| "a non-string".to_owned(), str::to_owned),
+            })),
+            None => Ok(Err(ListingError::MissingField {
+                path: self.path,
+                field: "type",
+            })),
+        }
+    }
+}
+
+/// A directory's `entries`, looking for `name`.
+struct EntriesSeed<'a> {
+    name: &'a str,
+    rest: &'a [&'a str],
+    path: String,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for EntriesSeed<'_> {
+    type Value = Found;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Found, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for EntriesSeed<'_> {
+    type Value = Found;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a directory's entries object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
+        let mut found = Ok(None);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key.as_ref() != self.name {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            if let Some(reason) = wire::name_problem(key.as_bytes()) {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                found = Err(ListingError::InvalidName {
+                    path: self.path.clone(),
+                    name: key.into_owned(),
+                    reason,
+                });
+                continue;
+            }
+            let mut path = self.path.clone();
+            push_segment(&mut path, &key);
+            // Of two equal names, the last one counts, as in `Listing::parse`.
+            found = map.next_value_seed(NodeSeed {
+                names: self.rest,
+                path,
+            })?;
+        }
+        Ok(found)
     }
 }
 
@@ -419,6 +623,54 @@ mod tests {
         assert_eq!(listing.get("a/x"), None);
         assert_eq!(listing.get("b/c/x"), None);
         assert_eq!(listing.get("zzz"), None);
+    }
+
+    #[test]
+    fn parse_node_finds_what_get_finds() {
+        let listing = Listing::from_nar(&sample()[..]).unwrap();
+        let json = serde_json::to_vec(&listing).unwrap();
+        for (path, node) in listing.walk() {
+            assert_eq!(
+                Listing::parse_node(&json, &path).unwrap().as_ref(),
+                Some(node),
+                "{path}"
+            );
+        }
+        for absent in ["a/x", "b/c/x", "zzz", "b/zzz", "d/x"] {
+            assert_eq!(
+                Listing::parse_node(&json, absent).unwrap(),
+                None,
+                "{absent}"
+            );
+        }
+        // Keys in any order, and the last of two equal names.
+        let reordered = br#"{"root":{"entries":{"f":{"type":"regular","size":1},"f":{"size":2,"type":"regular","narOffset":9}},"type":"directory"},"version":1}"#;
+        assert_eq!(
+            Listing::parse_node(reordered, "f").unwrap(),
+            Some(ListingNode::Regular {
+                size: 2,
+                executable: false,
+                nar_offset: Some(9)
+            })
+        );
+        // What is on the way is checked; what is off the way is only scanned.
+        let bad =
+            |json: &[u8], path: &str| Listing::parse_node(json, path).unwrap_err().to_string();
+        assert!(bad(
+            br#"{"version":2,"root":{"type":"directory","entries":{}}}"#,
+            "a"
+        )
+        .contains("version"));
+        assert!(bad(br#"{"version":1,"root":{"type":"pipe"}}"#, "a").contains("pipe"));
+        assert!(bad(br#"{"version":1,"root":{"type":"directory","entries":{"..":{"type":"regular","size":1}}}}"#, "..").contains(".."));
+        assert!(bad(br#"{"version":1,"root":{"type":"directory","entries":{"f":{"type":"regular","size":-1}}}}"#, "f").contains("size"));
+        assert!(bad(
+            br#"{"version":1,"root":{"type":"directory","entries":{"f":{"type":"regular"}}}"#,
+            "f"
+        )
+        .contains("line"));
+        let off_the_way = br#"{"version":1,"root":{"type":"directory","entries":{"g":{"type":"weird"},"f":{"type":"regular","size":3}}}}"#;
+        assert!(Listing::parse_node(off_the_way, "f").unwrap().is_some());
     }
 
     #[test]

@@ -61,8 +61,31 @@ pub async fn open_file(
     sub: &str,
 ) -> Result<NarFile, OpError> {
     let info = narinfo(cache, path).await?;
+    // The one node asked for, read out of the stored listing without building the rest (a
+    // listing of thousands of files takes longer to parse whole than the rest of a read).
+    // Anything else — no listing, no such file, a damaged listing — takes the whole listing,
+    // which says why.
+    if let Some(bytes) = cache.listing_bytes(&info.store_path).await? {
+        if let Ok(Some(node @ ListingNode::Regular { nar_offset: Some(_), .. })) =
+            Listing::parse_node(&bytes, sub)
+        {
+            return open_listed(cache, info, listing_of_one(sub, node), sub).await;
+        }
+    }
     let listing = listing_of(cache, &info).await?;
     open_listed(cache, info, listing, sub).await
+}
+
+/// A listing holding only `node` at `sub` (and the directories on the way).
+fn listing_of_one(sub: &str, node: ListingNode) -> Listing {
+    let root = sub
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .rev()
+        .fold(node, |child, name| ListingNode::Directory {
+            entries: [(name.to_owned(), child)].into_iter().collect(),
+        });
+    Listing { root }
 }
 
 /// [`open_file`] for a narinfo and a listing already read (the server's `/serve/` route reads
