@@ -182,6 +182,10 @@ pub struct WriteSupport {
 /// Bytes read from a local file per chunk of a GET's body.
 const FILE_CHUNK: u64 = 256 * 1024;
 
+/// A local object (or range) up to this size is read on the calling task, not in the blocking
+/// pool (see `Objects::local_get`): narinfos, listings of small paths, seek tables.
+const INLINE_READ: u64 = 64 * 1024;
+
 /// The bytes `range` of a local file as a stream of [`FILE_CHUNK`]-sized chunks, each read with
 /// `pread` on the blocking pool. A file that ends early is an error, never a short body.
 fn file_chunks(
@@ -591,9 +595,13 @@ impl Objects {
         Ok(Some(Object { meta, range, body }))
     }
 
-    /// [`get`](Self::get) on a local directory, in one trip to the blocking pool: the key
-    /// confined to the directory, the file opened, its metadata read (the same ETag as
-    /// object_store's local backend gives, so HEADs and GETs agree) and, for a range of at most
+    /// [`get`](Self::get) on a local directory. A file the kernel opens beneath the root in one
+    /// call (`openat2`, see [`open_beneath`](Self::open_beneath)) is opened, described and —
+    /// up to [`INLINE_READ`] bytes, a narinfo's size — read right here: a few system calls on
+    /// the page cache cost less than the trip to the blocking pool and back, which was most of
+    /// what `serve` spent on a narinfo. Anything else takes one trip to the blocking pool: the
+    /// key confined the slow way, the file opened, described (the same ETag as object_store's
+    /// local backend gives, so HEADs and GETs agree) and, for a range of at most
     /// [`FILE_CHUNK`] bytes, read. object_store's own local GET takes two trips and reads 8 KiB
     /// at a time, which made `serve` a third as fast as nginx on NARs.
     async fn local_get(
@@ -602,85 +610,33 @@ impl Objects {
         key: &str,
         range: ByteRange,
     ) -> Result<Option<Object>, StoreError> {
-        let this = self.clone();
-        let owned_key = key.to_owned();
-        let opened = tokio::task::spawn_blocking(move || {
-            let read_err = |e: io::Error| {
-                this.err(
-                    Op::Read,
-                    &owned_key,
-                    object_store::Error::Generic {
-                        store: "LocalFileSystem",
-                        source: Box::new(e),
-                    },
-                )
-            };
-            // One system call opens the file confined to the directory; anything else it
-            // answers (absent, a symlink out, an old kernel) takes the path that says why.
-            let file = match this.open_beneath(&owned_key) {
-                Some(f) => f,
-                None => {
+        let opened = match self.open_beneath(key) {
+            Some(file) => self.describe_local(file, key, &range, INLINE_READ)?,
+            None => {
+                let this = self.clone();
+                let owned_key = key.to_owned();
+                tokio::task::spawn_blocking(move || {
                     this.confine(&owned_key)?;
-                    match std::fs::File::open(&file_path) {
+                    let file = match std::fs::File::open(&file_path) {
                         Ok(f) => f,
                         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                        Err(e) => return Err(read_err(e)),
-                    }
-                }
-            };
-            let md = file.metadata().map_err(read_err)?;
-            if !md.is_file() {
-                return Ok(None);
+                        Err(e) => return Err(this.local_read_err(&owned_key, e)),
+                    };
+                    this.describe_local(file, &owned_key, &range, FILE_CHUNK)
+                })
+                .await
+                .map_err(|e| {
+                    self.err(
+                        Op::Read,
+                        key,
+                        object_store::Error::Generic {
+                            store: "LocalFileSystem",
+                            source: Box::new(e),
+                        },
+                    )
+                })??
             }
-            let size = md.len();
-            let unsatisfiable = || StoreError::RangeNotSatisfiable {
-                url: this.inner.cx.url.clone(),
-                key: owned_key.clone(),
-                range: format!("{range:?}"),
-            };
-            let bytes = match &range {
-                ByteRange::All => 0..size,
-                ByteRange::Bounded(r) if r.start < size => r.start..r.end.min(size),
-                ByteRange::From(o) if *o < size => *o..size,
-                ByteRange::Last(n) => size.saturating_sub(*n)..size,
-                _ => return Err(unsatisfiable()),
-            };
-            let modified = md.modified().map_err(read_err)?;
-            let micros = modified
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_micros();
-            let inode = std::os::unix::fs::MetadataExt::ino(&md);
-            let meta = ObjectMeta {
-                key: owned_key.clone(),
-                size,
-                last_modified: modified,
-                e_tag: Some(format!("\"{inode:x}-{micros:x}-{size:x}\"")),
-                version: None,
-            };
-            let len = bytes.end - bytes.start;
-            let first = if len <= FILE_CHUNK {
-                use std::os::unix::fs::FileExt as _;
-                let mut buf = vec![0u8; len as usize];
-                file.read_exact_at(&mut buf, bytes.start)
-                    .map_err(read_err)?;
-                Some(Bytes::from(buf))
-            } else {
-                None
-            };
-            Ok(Some((meta, bytes, file, first)))
-        })
-        .await
-        .map_err(|e| {
-            self.err(
-                Op::Read,
-                key,
-                object_store::Error::Generic {
-                    store: "LocalFileSystem",
-                    source: Box::new(e),
-                },
-            )
-        })??;
+        };
         let Some((meta, range, file, first)) = opened else {
             return Ok(None);
         };
@@ -695,6 +651,72 @@ impl Objects {
             }
         };
         Ok(Some(Object { meta, range, body }))
+    }
+
+    fn local_read_err(&self, key: &str, e: io::Error) -> StoreError {
+        self.err(
+            Op::Read,
+            key,
+            object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(e),
+            },
+        )
+    }
+
+    /// An open local file's metadata and the bytes of `range` it covers, and those bytes
+    /// themselves when they are at most `read_up_to`; `None` when it is not a regular file.
+    #[allow(clippy::type_complexity)]
+    fn describe_local(
+        &self,
+        file: std::fs::File,
+        key: &str,
+        range: &ByteRange,
+        read_up_to: u64,
+    ) -> Result<Option<(ObjectMeta, Range<u64>, std::fs::File, Option<Bytes>)>, StoreError> {
+        let read_err = |e: io::Error| self.local_read_err(key, e);
+        let md = file.metadata().map_err(read_err)?;
+        if !md.is_file() {
+            return Ok(None);
+        }
+        let size = md.len();
+        let bytes = match range {
+            ByteRange::All => 0..size,
+            ByteRange::Bounded(r) if r.start < size => r.start..r.end.min(size),
+            ByteRange::From(o) if *o < size => *o..size,
+            ByteRange::Last(n) => size.saturating_sub(*n)..size,
+            _ => {
+                return Err(StoreError::RangeNotSatisfiable {
+                    url: self.inner.cx.url.clone(),
+                    key: key.to_owned(),
+                    range: format!("{range:?}"),
+                })
+            }
+        };
+        let modified = md.modified().map_err(read_err)?;
+        let micros = modified
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros();
+        let inode = std::os::unix::fs::MetadataExt::ino(&md);
+        let meta = ObjectMeta {
+            key: key.to_owned(),
+            size,
+            last_modified: modified,
+            e_tag: Some(format!("\"{inode:x}-{micros:x}-{size:x}\"")),
+            version: None,
+        };
+        let len = bytes.end - bytes.start;
+        let first = if len <= read_up_to {
+            use std::os::unix::fs::FileExt as _;
+            let mut buf = vec![0u8; len as usize];
+            file.read_exact_at(&mut buf, bytes.start)
+                .map_err(read_err)?;
+            Some(Bytes::from(buf))
+        } else {
+            None
+        };
+        Ok(Some((meta, bytes, file, first)))
     }
 
     /// A failed ranged GET: a range past the end is said as such, whatever the backend's words.
