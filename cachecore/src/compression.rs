@@ -21,6 +21,16 @@ use std::io::{self, BufReader, Read, Write};
 use crate::seekable::{Boundaries, SeekableOptions, SeekableWriter};
 
 /// A compression method, named as in the narinfo `Compression:` field.
+///
+/// ```
+/// use cachecore::compression::Compression;
+/// assert_eq!(Compression::from_name("xz").unwrap(), Compression::Xz);
+/// assert_eq!(Compression::from_name("").unwrap(), Compression::None); // no `Compression:` line
+/// assert!(Compression::from_name("gzip").is_err());
+/// assert_eq!("zstd".parse::<Compression>().unwrap().extension(), ".zst");
+/// assert_eq!(Compression::Bzip2.name(), "bzip2");
+/// assert_eq!(format!("nar/x.nar{}", Compression::None.extension()), "nar/x.nar");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Compression {
     None,
@@ -50,6 +60,8 @@ pub enum Error {
 
 impl Compression {
     /// Parses the narinfo name (`none`, `xz`, `bzip2`, `zstd`).
+    ///
+    /// See [`Compression`] for an example.
     pub fn from_name(name: &str) -> Result<Self, Error> {
         Ok(match name {
             "none" | "" => Compression::None,
@@ -60,6 +72,8 @@ impl Compression {
         })
     }
 
+    /// Nix's name for the method, as in a narinfo's `Compression:` field (also what `Display` prints).
+    /// See [`Compression`] for an example.
     pub const fn name(self) -> &'static str {
         match self {
             Compression::None => "none",
@@ -70,6 +84,8 @@ impl Compression {
     }
 
     /// The file extension Nix appends to `.nar` (`""`, `.xz`, `.bz2`, `.zst`).
+    ///
+    /// See [`Compression`] for an example.
     pub const fn extension(self) -> &'static str {
         match self {
             Compression::None => "",
@@ -94,6 +110,8 @@ impl std::str::FromStr for Compression {
 }
 
 /// Wraps `input` in a streaming decompressor.
+///
+/// See the [module docs](self) for an example.
 pub fn decompress<'a, R: Read + Send + 'a>(
     method: Compression,
     input: R,
@@ -192,6 +210,13 @@ fn checked_level(method: Compression, level: Option<i32>) -> Result<i32, Error> 
 impl NarCompression {
     /// Whether NARs can be compressed as configured (a writable method, a level in its range):
     /// what [`compressor`](Self::compressor) would refuse, found before any work starts.
+    ///
+    /// ```
+    /// use cachecore::compression::{Compression, NarCompression};
+    /// assert!(NarCompression::new(Compression::Xz, Some(6)).check().is_ok());
+    /// assert!(NarCompression::new(Compression::Xz, Some(12)).check().is_err()); // xz: 0..=9
+    /// assert!(NarCompression::new(Compression::Bzip2, None).check().is_err()); // read-only
+    /// ```
     pub fn check(&self) -> Result<(), Error> {
         checked_level(self.method, self.level).map(drop)
     }
@@ -205,6 +230,13 @@ impl NarCompression {
 
     /// `method` at `level`, on one thread per CPU (at most
     /// [`MAX_DEFAULT_THREADS`](Self::MAX_DEFAULT_THREADS)).
+    ///
+    /// ```
+    /// use cachecore::compression::{Compression, NarCompression};
+    /// let c = NarCompression::new(Compression::Zstd, Some(19));
+    /// assert!(c.threads >= 1 && c.threads <= NarCompression::MAX_DEFAULT_THREADS);
+    /// assert_eq!(NarCompression::default(), NarCompression::new(Compression::Zstd, None));
+    /// ```
     pub fn new(method: Compression, level: Option<i32>) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         NarCompression {
@@ -216,6 +248,8 @@ impl NarCompression {
 
     /// A compressor writing to `out` for a NAR of about `nar_size` bytes (a hint: it decides only
     /// the number of threads). Fails on a level out of range or a write-only method (bzip2).
+    ///
+    /// See [`NarCompression`] for an example.
     pub fn compressor<W: Write>(&self, out: W, nar_size: u64) -> Result<Compressor<W>, Error> {
         let threads = if nar_size <= crate::seekable::DEFAULT_FRAME_SIZE as u64 {
             1
@@ -236,6 +270,8 @@ impl Default for NarCompression {
 impl<W: Write> Compressor<W> {
     /// A compressor for `method` at `level` (the codec default when `None`), on the caller's
     /// thread. For NARs, use [`NarCompression::compressor`].
+    ///
+    /// See the [module docs](self) for an example.
     pub fn new(output: W, method: Compression, level: Option<i32>) -> Result<Self, Error> {
         Self::build(output, method, level, 1)
     }
@@ -265,6 +301,12 @@ impl<W: Write> Compressor<W> {
 
     /// For zstd, the handle to mark where NAR file entries start, so frames end there (see
     /// [`SeekableWriter::boundaries`]); `None` for the other methods.
+    ///
+    /// ```
+    /// use cachecore::compression::{Compression, Compressor};
+    /// assert!(Compressor::new(Vec::new(), Compression::Zstd, None).unwrap().boundaries().is_some());
+    /// assert!(Compressor::new(Vec::new(), Compression::Xz, None).unwrap().boundaries().is_none());
+    /// ```
     pub fn boundaries(&self) -> Option<Boundaries> {
         match &self.inner {
             Inner::Zstd(w) => Some(w.boundaries()),
@@ -273,6 +315,15 @@ impl<W: Write> Compressor<W> {
     }
 
     /// Flushes the codec's trailer and returns the output.
+    ///
+    /// ```
+    /// use std::io::Write as _;
+    /// use cachecore::compression::{Compression, Compressor};
+    /// let mut c = Compressor::new(Vec::new(), Compression::Xz, Some(6)).unwrap();
+    /// c.write_all(b"hello").unwrap();
+    /// let file = c.finish().unwrap();
+    /// assert!(file.starts_with(b"\xfd7zXZ\0")); // the xz magic
+    /// ```
     pub fn finish(self) -> io::Result<W> {
         match self.inner {
             Inner::None(w) => Ok(w),

@@ -16,6 +16,19 @@
 use std::fmt;
 
 /// What kind of failure an error is.
+///
+/// ```
+/// use cachecore::error::ErrorKind;
+/// use cachecore::store_path::StorePath;
+/// let e = StorePath::from_base_name("not-a-store-path").unwrap_err();
+/// // Map the kind, not the message, to an exit status (or an HTTP status, an exception).
+/// let status = match e.kind() {
+///     ErrorKind::NotFound => 2,
+///     ErrorKind::InvalidInput => 64,
+///     _ => 1,
+/// };
+/// assert_eq!(status, 64);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -48,6 +61,12 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// A few words naming the kind, for messages and logs.
+    ///
+    /// ```
+    /// use cachecore::error::ErrorKind;
+    /// assert_eq!(ErrorKind::NotFound.as_str(), "not found");
+    /// assert_eq!(ErrorKind::Local.to_string(), "local failure");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::NotFound => "not found",
@@ -78,6 +97,12 @@ macro_rules! input_errors {
     ($($t:ty),* $(,)?) => {
         $(impl $t {
             /// What kind of failure this is: always [`ErrorKind::InvalidInput`].
+            ///
+            /// ```
+            /// use cachecore::error::ErrorKind;
+            /// let e = cachecore::hash::Hash::parse("sha256:not-a-hash").unwrap_err();
+            /// assert_eq!(e.kind(), ErrorKind::InvalidInput);
+            /// ```
             pub fn kind(&self) -> ErrorKind {
                 ErrorKind::InvalidInput
             }

@@ -19,6 +19,15 @@ use sha2::Digest as _;
 use crate::nixbase32;
 
 /// A hash algorithm Nix knows.
+///
+/// ```
+/// use cachecore::hash::HashAlgo;
+/// assert_eq!(HashAlgo::Sha256.name(), "sha256");
+/// assert_eq!(HashAlgo::Sha512.to_string(), "sha512");
+/// assert_eq!(HashAlgo::Sha1.digest_len(), 20);
+/// assert_eq!(HashAlgo::from_name("md5"), Some(HashAlgo::Md5));
+/// assert_eq!(HashAlgo::from_name("SHA256"), None); // names are lowercase
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HashAlgo {
     Md5,
@@ -29,6 +38,8 @@ pub enum HashAlgo {
 
 impl HashAlgo {
     /// Nix's name for the algorithm (`sha256`).
+    ///
+    /// See [`HashAlgo`] for an example.
     pub const fn name(self) -> &'static str {
         match self {
             HashAlgo::Md5 => "md5",
@@ -39,6 +50,8 @@ impl HashAlgo {
     }
 
     /// Length of the digest in bytes.
+    ///
+    /// See [`HashAlgo`] for an example.
     pub const fn digest_len(self) -> usize {
         match self {
             HashAlgo::Md5 => 16,
@@ -49,6 +62,8 @@ impl HashAlgo {
     }
 
     /// Parses Nix's name for an algorithm.
+    ///
+    /// See [`HashAlgo`] for an example.
     pub fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "md5" => HashAlgo::Md5,
@@ -67,6 +82,21 @@ impl fmt::Display for HashAlgo {
 }
 
 /// A digest together with its algorithm.
+///
+/// ```
+/// use cachecore::hash::{Hash, HashAlgo};
+/// let h = Hash::sha256([0xab; 32]);
+/// assert_eq!(h.algo(), HashAlgo::Sha256);
+/// assert_eq!(h.digest_bytes(), [0xab; 32]);
+/// assert_eq!(Hash::from_digest(HashAlgo::Sha256, &[0xab; 32]), Some(h.clone()));
+/// assert_eq!(Hash::from_digest(HashAlgo::Sha256, &[0xab; 20]), None); // wrong length
+/// // One digest, four spellings.
+/// assert_eq!(h.to_hex(), "ab".repeat(32));
+/// assert_eq!(h.to_nix32().len(), 52);
+/// assert_eq!(h.to_nix32_string(), format!("sha256:{}", h.to_nix32()));
+/// assert_eq!(h.to_string(), h.to_nix32_string());
+/// assert!(h.to_sri().starts_with("sha256-q6ur"));
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Hash {
     algo: HashAlgo,
@@ -103,6 +133,8 @@ pub enum ParseError {
 
 impl Hash {
     /// Wraps a digest; `None` when its length does not fit `algo`.
+    ///
+    /// See [`Hash`](struct@Hash) for an example.
     pub fn from_digest(algo: HashAlgo, digest: &[u8]) -> Option<Self> {
         if digest.len() != algo.digest_len() {
             return None;
@@ -113,6 +145,8 @@ impl Hash {
     }
 
     /// A sha256 hash from its 32 bytes.
+    ///
+    /// See [`Hash`](struct@Hash) for an example.
     pub fn sha256(digest: [u8; 32]) -> Self {
         let mut bytes = [0u8; 64];
         bytes[..32].copy_from_slice(&digest);
@@ -123,43 +157,75 @@ impl Hash {
     }
 
     /// Hashes `data` in one go.
+    ///
+    /// ```
+    /// use cachecore::hash::{Hash, HashAlgo};
+    /// let h = Hash::digest(HashAlgo::Sha256, b"");
+    /// assert_eq!(h.to_hex(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    /// ```
     pub fn digest(algo: HashAlgo, data: &[u8]) -> Self {
         let mut h = Hasher::new(algo);
         h.update(data);
         h.finish()
     }
 
+    /// The algorithm. See [`Hash`](struct@Hash) for an example.
     pub fn algo(&self) -> HashAlgo {
         self.algo
     }
 
     /// The raw digest bytes.
+    ///
+    /// See [`Hash`](struct@Hash) for an example.
     pub fn digest_bytes(&self) -> &[u8] {
         &self.bytes[..self.algo.digest_len()]
     }
 
     /// `<algo>:<nix32>`, the spelling Nix uses in narinfo files (also what `Display` prints).
+    ///
+    /// See [`Hash`](struct@Hash) for an example.
     pub fn to_nix32_string(&self) -> String {
         format!("{}:{}", self.algo, nixbase32::encode(self.digest_bytes()))
     }
 
     /// The digest in lowercase hex, without the algorithm.
+    ///
+    /// See [`Hash`](struct@Hash) for an example.
     pub fn to_hex(&self) -> String {
         hex::encode(self.digest_bytes())
     }
 
     /// The digest in nix32, without the algorithm.
+    ///
+    /// See [`Hash`](struct@Hash) for an example.
     pub fn to_nix32(&self) -> String {
         nixbase32::encode(self.digest_bytes())
     }
 
     /// SRI spelling: `sha256-<base64>`.
+    ///
+    /// See [`Hash`](struct@Hash) for an example.
     pub fn to_sri(&self) -> String {
         format!("{}-{}", self.algo, BASE64.encode(self.digest_bytes()))
     }
 
     /// Parses `algo:digest` (digest in nix32, hex or base64, told apart by length) or SRI
     /// `algo-base64`.
+    ///
+    /// ```
+    /// use cachecore::hash::{Hash, HashAlgo};
+    /// let h = Hash::digest(HashAlgo::Sha256, b"");
+    /// for spelling in [
+    ///     "sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73", // nix32, as in narinfos
+    ///     "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", // base16
+    ///     "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=", // SRI
+    /// ] {
+    ///     assert_eq!(Hash::parse(spelling).unwrap(), h);
+    /// }
+    /// assert_eq!("sha256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=".parse::<Hash>().unwrap(), h);
+    /// assert!(Hash::parse("0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73").is_err()); // no algorithm
+    /// assert!(Hash::parse("sha256:0mdq").is_err()); // too short
+    /// ```
     pub fn parse(s: &str) -> Result<Self, ParseError> {
         let (algo_name, digest, sri) = match (s.split_once(':'), s.split_once('-')) {
             (Some((a, d)), _) => (a, d, false),
@@ -178,6 +244,13 @@ impl Hash {
     }
 
     /// Parses a hash that must use `algo`.
+    ///
+    /// ```
+    /// use cachecore::hash::{Hash, HashAlgo};
+    /// let sri = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+    /// assert!(Hash::parse_expecting(sri, HashAlgo::Sha256).is_ok());
+    /// assert!(Hash::parse_expecting(sri, HashAlgo::Sha512).is_err());
+    /// ```
     pub fn parse_expecting(s: &str, algo: HashAlgo) -> Result<Self, ParseError> {
         let hash = Self::parse(s)?;
         if hash.algo != algo {
@@ -191,6 +264,14 @@ impl Hash {
     }
 
     /// Parses a bare digest (nix32, hex or base64) of a known algorithm.
+    ///
+    /// ```
+    /// use cachecore::hash::{Hash, HashAlgo};
+    /// let nix32 = "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73";
+    /// let h = Hash::parse_digest(HashAlgo::Sha256, nix32).unwrap();
+    /// assert_eq!(h, Hash::digest(HashAlgo::Sha256, b""));
+    /// assert_eq!(Hash::parse_digest(HashAlgo::Sha256, &h.to_hex()).unwrap(), h);
+    /// ```
     pub fn parse_digest(algo: HashAlgo, digest: &str) -> Result<Self, ParseError> {
         Self::parse_digest_in(digest, algo, digest)
     }
@@ -262,6 +343,14 @@ impl std::str::FromStr for Hash {
 }
 
 /// An incremental hasher for any [`HashAlgo`].
+///
+/// ```
+/// use cachecore::hash::{Hash, HashAlgo, Hasher};
+/// let mut hasher = Hasher::new(HashAlgo::Sha512);
+/// hasher.update(b"hello, ");
+/// hasher.update(b"world");
+/// assert_eq!(hasher.finish(), Hash::digest(HashAlgo::Sha512, b"hello, world"));
+/// ```
 #[derive(Clone)]
 pub enum Hasher {
     Md5(md5::Md5),
@@ -277,6 +366,7 @@ impl fmt::Debug for Hasher {
 }
 
 impl Hasher {
+    /// A hasher for `algo`. See [`Hasher`] for an example.
     pub fn new(algo: HashAlgo) -> Self {
         match algo {
             HashAlgo::Md5 => Hasher::Md5(md5::Md5::new()),
@@ -286,6 +376,7 @@ impl Hasher {
         }
     }
 
+    /// Hashes `data`, after whatever came before. See [`Hasher`] for an example.
     pub fn update(&mut self, data: &[u8]) {
         match self {
             Hasher::Md5(h) => h.update(data),
@@ -295,6 +386,7 @@ impl Hasher {
         }
     }
 
+    /// The hash of everything given. See [`Hasher`] for an example.
     pub fn finish(self) -> Hash {
         let (algo, digest): (HashAlgo, Vec<u8>) = match self {
             Hasher::Md5(h) => (HashAlgo::Md5, h.finalize().to_vec()),
@@ -317,6 +409,17 @@ pub struct HashingWriter<W> {
 }
 
 impl<W: Write> HashingWriter<W> {
+    /// A writer hashing with `algo` on its way to `inner`.
+    ///
+    /// ```
+    /// use std::io::Write as _;
+    /// use cachecore::hash::{Hash, HashAlgo, HashingWriter};
+    /// let mut w = HashingWriter::new(HashAlgo::Sha256, Vec::new());
+    /// w.write_all(b"hello").unwrap();
+    /// assert_eq!(w.written(), 5);
+    /// let (hash, len, inner) = w.finish();
+    /// assert_eq!((hash, len, inner), (Hash::digest(HashAlgo::Sha256, b"hello"), 5, b"hello".to_vec()));
+    /// ```
     pub fn new(algo: HashAlgo, inner: W) -> Self {
         HashingWriter {
             inner,
@@ -326,11 +429,15 @@ impl<W: Write> HashingWriter<W> {
     }
 
     /// Bytes written so far.
+    ///
+    /// See [`HashingWriter::new`] for an example.
     pub fn written(&self) -> u64 {
         self.written
     }
 
     /// Returns the hash, the byte count and the inner writer.
+    ///
+    /// See [`HashingWriter::new`] for an example.
     pub fn finish(self) -> (Hash, u64, W) {
         (self.hasher.finish(), self.written, self.inner)
     }
@@ -358,6 +465,18 @@ pub struct HashingReader<R> {
 }
 
 impl<R: io::Read> HashingReader<R> {
+    /// A reader hashing with `algo` what it reads from `inner`.
+    ///
+    /// ```
+    /// use std::io::Read as _;
+    /// use cachecore::hash::{Hash, HashAlgo, HashingReader};
+    /// let mut r = HashingReader::new(HashAlgo::Sha256, &b"hello"[..]);
+    /// let mut text = String::new();
+    /// r.read_to_string(&mut text).unwrap();
+    /// assert_eq!(r.bytes_read(), 5);
+    /// let (hash, len, _) = r.finish();
+    /// assert_eq!((hash, len), (Hash::digest(HashAlgo::Sha256, b"hello"), 5));
+    /// ```
     pub fn new(algo: HashAlgo, inner: R) -> Self {
         HashingReader {
             inner,
@@ -367,11 +486,15 @@ impl<R: io::Read> HashingReader<R> {
     }
 
     /// Bytes read so far.
+    ///
+    /// See [`HashingReader::new`] for an example.
     pub fn bytes_read(&self) -> u64 {
         self.read
     }
 
     /// Returns the hash, the byte count and the inner reader.
+    ///
+    /// See [`HashingReader::new`] for an example.
     pub fn finish(self) -> (Hash, u64, R) {
         (self.hasher.finish(), self.read, self.inner)
     }

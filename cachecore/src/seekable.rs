@@ -150,6 +150,8 @@ pub enum SeekableError {
 }
 
 /// One frame of a seekable object: where its bytes are, and which decompressed bytes it holds.
+///
+/// See [`SeekTable`] for an example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameEntry {
     /// Offset of the frame in the object.
@@ -162,17 +164,39 @@ pub struct FrameEntry {
 
 impl FrameEntry {
     /// The frame's bytes in the object.
+    ///
+    /// See [`SeekTable`] for an example.
     pub fn compressed_range(&self) -> Range<u64> {
         self.compressed_offset..self.compressed_offset + u64::from(self.compressed_size)
     }
 
     /// The decompressed bytes the frame holds.
+    ///
+    /// See [`SeekTable`] for an example.
     pub fn decompressed_range(&self) -> Range<u64> {
         self.decompressed_offset..self.decompressed_offset + u64::from(self.decompressed_size)
     }
 }
 
 /// The seek table of a seekable zstd object: its frames, in order.
+///
+/// ```
+/// use std::io::Write as _;
+/// use cachecore::seekable::{SeekableOptions, SeekableWriter};
+/// let opts = SeekableOptions { frame_size: 1000, threads: 1, ..SeekableOptions::default() };
+/// let mut w = SeekableWriter::new(Vec::new(), opts).unwrap();
+/// w.write_all(&[7u8; 2500]).unwrap();
+/// let (object, table) = w.finish().unwrap();
+/// assert_eq!((table.len(), table.is_empty()), (3, false));
+/// assert_eq!(table.decompressed_len(), 2500);
+/// assert_eq!(table.object_len(), object.len() as u64);
+/// assert_eq!(table.compressed_len() + table.seek_table_len(), table.object_len());
+/// table.check_object_len(object.len() as u64).unwrap();
+/// assert!(table.check_object_len(object.len() as u64 + 1).is_err());
+/// let last = &table.frames()[2];
+/// assert_eq!(last.decompressed_range(), 2000..2500);
+/// assert_eq!(last.compressed_range().end, table.compressed_len());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeekTable {
     frames: Vec<FrameEntry>,
@@ -191,12 +215,34 @@ impl SeekTable {
     /// object of up to 8191 frames (16 GiB of NAR at the default frame size). Clamp it to the
     /// object's length; if the table is larger, [`SeekTable::parse_from_tail`] says how much to
     /// fetch.
+    ///
+    /// See [`parse_from_tail`](Self::parse_from_tail) for an example.
     pub const fn footer_len_hint() -> usize {
         64 * 1024
     }
 
     /// Parses the seek table from `tail`, the last bytes of an object (any number of them; the
     /// whole object is fine). When `tail` is too short the error says how many bytes are needed.
+    ///
+    /// ```
+    /// # use std::io::Write as _;
+    /// use cachecore::seekable::{SeekTable, SeekableError};
+    /// # use cachecore::seekable::{SeekableOptions, SeekableWriter};
+    /// # let opts = SeekableOptions { frame_size: 1000, threads: 1, ..SeekableOptions::default() };
+    /// # let mut w = SeekableWriter::new(Vec::new(), opts).unwrap();
+    /// # w.write_all(&[7u8; 2500]).unwrap();
+    /// # let (object, _) = w.finish().unwrap();
+    /// // `object`: a seekable zstd object of 3 frames. Its tail holds the seek table.
+    /// let tail = &object[object.len().saturating_sub(SeekTable::footer_len_hint())..];
+    /// let table = SeekTable::parse_from_tail(tail).unwrap();
+    /// assert_eq!(table.len(), 3);
+    /// assert!(object.ends_with(&table.to_bytes()));
+    /// // A tail too short says how much to fetch.
+    /// match SeekTable::parse_from_tail(&object[object.len() - 10..]) {
+    ///     Err(SeekableError::TailTooShort { needed, .. }) => assert_eq!(needed, table.seek_table_len()),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// ```
     pub fn parse_from_tail(tail: &[u8]) -> Result<SeekTable, SeekableError> {
         if tail.len() < FOOTER_LEN {
             return Err(SeekableError::TailTooShort {
@@ -265,6 +311,8 @@ impl SeekTable {
     }
 
     /// Checks that an object of `object_len` bytes is exactly the frames plus the seek table.
+    ///
+    /// See [`SeekTable`] for an example.
     pub fn check_object_len(&self, object_len: u64) -> Result<(), SeekableError> {
         let expected = self.object_len();
         if object_len == expected {
@@ -278,36 +326,50 @@ impl SeekTable {
     }
 
     /// The frames, in order.
+    ///
+    /// See [`SeekTable`] for an example.
     pub fn frames(&self) -> &[FrameEntry] {
         &self.frames
     }
 
     /// Number of frames.
+    ///
+    /// See [`SeekTable`] for an example.
     pub fn len(&self) -> usize {
         self.frames.len()
     }
 
     /// Whether there are no frames.
+    ///
+    /// See [`SeekTable`] for an example.
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
 
     /// Total decompressed length.
+    ///
+    /// See [`SeekTable`] for an example.
     pub fn decompressed_len(&self) -> u64 {
         self.frames.last().map_or(0, |f| f.decompressed_range().end)
     }
 
     /// Total length of the frames (the object without its seek table).
+    ///
+    /// See [`SeekTable`] for an example.
     pub fn compressed_len(&self) -> u64 {
         self.frames.last().map_or(0, |f| f.compressed_range().end)
     }
 
     /// Length of the seek table's skippable frame.
+    ///
+    /// See [`SeekTable`] for an example.
     pub fn seek_table_len(&self) -> u64 {
         self.table_len
     }
 
     /// Length of the whole object: frames plus seek table.
+    ///
+    /// See [`SeekTable`] for an example.
     pub fn object_len(&self) -> u64 {
         self.compressed_len() + self.table_len
     }
@@ -326,11 +388,28 @@ impl SeekTable {
 
     /// The frames holding any byte of the decompressed `range` (none for an empty range; the part
     /// of `range` past the end is ignored).
+    ///
+    /// ```
+    /// # use std::io::Write as _;
+    /// # use cachecore::seekable::{SeekableOptions, SeekableWriter};
+    /// # let opts = SeekableOptions { frame_size: 1000, threads: 1, ..SeekableOptions::default() };
+    /// # let mut w = SeekableWriter::new(Vec::new(), opts).unwrap();
+    /// # w.write_all(&[7u8; 2500]).unwrap();
+    /// # let (_, table) = w.finish().unwrap();
+    /// // `table`: three frames of 1000, 1000 and 500 bytes.
+    /// let covering = table.frames_covering(900..1100);
+    /// assert_eq!(covering, &table.frames()[0..2]);
+    /// assert_eq!(table.indices_covering(900..1100), 0..2);
+    /// assert_eq!(table.indices_covering(2000..9999), 2..3); // past the end: ignored
+    /// assert!(table.frames_covering(5..5).is_empty());
+    /// ```
     pub fn frames_covering(&self, range: Range<u64>) -> &[FrameEntry] {
         &self.frames[self.indices_covering(range)]
     }
 
     /// The indices of [`SeekTable::frames_covering`].
+    ///
+    /// See [`frames_covering`](Self::frames_covering) for an example.
     pub fn indices_covering(&self, range: Range<u64>) -> Range<usize> {
         if range.start >= range.end {
             return 0..0;
@@ -349,6 +428,21 @@ impl SeekTable {
 
     /// The bytes of the object to fetch to decode the decompressed `range`: those of
     /// [`SeekTable::frames_covering`]. Empty for an empty range.
+    ///
+    /// ```
+    /// # use std::io::Write as _;
+    /// # use cachecore::seekable::{SeekableOptions, SeekableWriter};
+    /// # let opts = SeekableOptions { frame_size: 1000, threads: 1, ..SeekableOptions::default() };
+    /// # let mut w = SeekableWriter::new(Vec::new(), opts).unwrap();
+    /// # w.write_all(&[7u8; 2500]).unwrap();
+    /// # let (_, table) = w.finish().unwrap();
+    /// // `table`: three frames of 1000, 1000 and 500 bytes.
+    /// let [first, second, _] = table.frames() else { unreachable!() };
+    /// let fetch = table.compressed_range(900..1100).unwrap();
+    /// assert_eq!(fetch, first.compressed_offset..second.compressed_range().end);
+    /// assert_eq!(table.compressed_range(7..7).unwrap(), 0..0);
+    /// assert!(table.compressed_range(0..2501).is_err()); // past the end
+    /// ```
     pub fn compressed_range(&self, range: Range<u64>) -> Result<Range<u64>, SeekableError> {
         self.check_range(&range)?;
         Ok(match self.frames_covering(range) {
@@ -359,6 +453,8 @@ impl SeekTable {
     }
 
     /// The seek table as it is written at the end of an object (without entry checksums).
+    ///
+    /// See [`parse_from_tail`](Self::parse_from_tail) for an example.
     pub fn to_bytes(&self) -> Vec<u8> {
         let content_len = self.frames.len() * 8 + FOOTER_LEN;
         let mut out = Vec::with_capacity(SKIPPABLE_HEADER_LEN + content_len);
@@ -391,6 +487,23 @@ impl SeekTable {
 /// start of the first frame covering `range` (see [`SeekTable::compressed_range`]) and at least to
 /// the end of the last one. Each frame needed is decoded whole, so its length and checksum are
 /// checked. Returns the number of bytes written (the range's length).
+///
+/// ```
+/// # use std::io::Write as _;
+/// use cachecore::seekable::decompress_range_to;
+/// # use cachecore::seekable::{SeekableOptions, SeekableWriter};
+/// # let data: Vec<u8> = (0..2500u32).map(|i| (i * 7919 % 251) as u8).collect();
+/// # let opts = SeekableOptions { frame_size: 1000, threads: 1, ..SeekableOptions::default() };
+/// # let mut w = SeekableWriter::new(Vec::new(), opts).unwrap();
+/// # w.write_all(&data).unwrap();
+/// # let (object, table) = w.finish().unwrap();
+/// // `object` holds `data` in frames of 1000 bytes; fetch only the frames needed.
+/// let fetch = table.compressed_range(900..1100).unwrap();
+/// let bytes = &object[fetch.start as usize..fetch.end as usize];
+/// let mut out = Vec::new();
+/// assert_eq!(decompress_range_to(&table, bytes, 900..1100, &mut out).unwrap(), 200);
+/// assert_eq!(out, &data[900..1100]);
+/// ```
 pub fn decompress_range_to(
     table: &SeekTable,
     compressed: &[u8],
@@ -433,6 +546,25 @@ pub fn decompress_range_to(
 /// as the seek table places them) and writes the bytes `wanted` of its decompressed content (relative to the frame's
 /// start) to `out`. The frame is checked as in [`decompress_range_to`]: it must decode (with its
 /// checksum, if it has one) to exactly its decompressed size and end exactly at its end.
+///
+/// ```
+/// # use std::io::Write as _;
+/// use cachecore::seekable::decompress_frame_to;
+/// # use cachecore::seekable::{SeekableOptions, SeekableWriter};
+/// # let data: Vec<u8> = (0..2500u32).map(|i| (i * 7919 % 251) as u8).collect();
+/// # let opts = SeekableOptions { frame_size: 1000, threads: 1, ..SeekableOptions::default() };
+/// # let mut w = SeekableWriter::new(Vec::new(), opts).unwrap();
+/// # w.write_all(&data).unwrap();
+/// # let (object, table) = w.finish().unwrap();
+/// // `object` holds `data` in frames of 1000 bytes: read bytes 10..20 of frame 1.
+/// let frame = &table.frames()[1];
+/// let r = frame.compressed_range();
+/// let mut out = Vec::new();
+/// decompress_frame_to(1, frame, &object[r.start as usize..r.end as usize], 10..20, &mut out).unwrap();
+/// assert_eq!(out, &data[1010..1020]);
+/// // Anything but the frame's exact bytes is refused.
+/// assert!(decompress_frame_to(1, frame, &object[..r.end as usize], 0..1, &mut out).is_err());
+/// ```
 pub fn decompress_frame_to(
     index: usize,
     frame: &FrameEntry,
@@ -495,6 +627,8 @@ fn decode_frame_to(
 }
 
 /// [`decompress_range_to`] into a new vector.
+///
+/// See the [module docs](self) for an example.
 pub fn decompress_range(
     table: &SeekTable,
     compressed: &[u8],
@@ -686,6 +820,8 @@ impl fmt::Debug for Engine {
 ///
 /// Call [`SeekableWriter::finish`] to write the last frame and the seek table; dropping the
 /// writer instead leaves `out` truncated (the worker threads are stopped and joined either way).
+///
+/// See [`SeekableWriter::new`] and the [module docs](self) for examples.
 #[derive(Debug)]
 pub struct SeekableWriter<W: Write> {
     out: W,
@@ -716,11 +852,15 @@ pub struct SeekableWriter<W: Write> {
 /// [`SeekableWriter::boundaries`], so a producer further up a chain of writers can mark offsets
 /// before its bytes reach the compressor. Marks must come in increasing order; a mark the
 /// writer has already passed is ignored.
+///
+/// See [`SeekableWriter::boundaries`] for an example.
 #[derive(Debug, Clone, Default)]
 pub struct Boundaries(Arc<Mutex<std::collections::VecDeque<u64>>>);
 
 impl Boundaries {
     /// Marks `offset` (in decompressed bytes from the start of the stream).
+    ///
+    /// See [`SeekableWriter::boundaries`] for an example.
     pub fn mark(&self, offset: u64) {
         if let Ok(mut q) = self.0.lock() {
             q.push_back(offset);
@@ -746,6 +886,19 @@ impl Boundaries {
 impl<W: Write> SeekableWriter<W> {
     /// A writer compressing into `out`. Fails on options out of range, or if the worker threads
     /// cannot be started.
+    ///
+    /// ```
+    /// use std::io::Write as _;
+    /// use cachecore::seekable::{SeekableOptions, SeekableWriter};
+    /// let opts = SeekableOptions { frame_size: 1000, threads: 1, ..SeekableOptions::default() };
+    /// let mut w = SeekableWriter::new(Vec::new(), opts.clone()).unwrap();
+    /// w.write_all(&[1u8; 2500]).unwrap();
+    /// assert_eq!(w.table().len(), 2); // the frames written so far
+    /// let (object, table) = w.finish().unwrap();
+    /// assert_eq!(zstd::decode_all(&object[..]).unwrap(), [1u8; 2500]);
+    /// assert_eq!(table.len(), 3);
+    /// assert!(SeekableWriter::new(Vec::new(), SeekableOptions { frame_size: 0, ..opts }).is_err());
+    /// ```
     pub fn new(out: W, opts: SeekableOptions) -> io::Result<Self> {
         if opts.frame_size == 0 || opts.frame_size > MAX_FRAME_SIZE {
             return Err(io::Error::new(
@@ -797,6 +950,19 @@ impl<W: Write> SeekableWriter<W> {
 
     /// A handle to mark, ahead of the data, offsets where [`SeekableWriter::boundary_hint`]
     /// should be applied once the input reaches them.
+    ///
+    /// ```
+    /// use std::io::Write as _;
+    /// use cachecore::seekable::{SeekableOptions, SeekableWriter};
+    /// let opts = SeekableOptions { frame_size: 1000, threads: 1, ..SeekableOptions::default() };
+    /// let mut w = SeekableWriter::new(Vec::new(), opts).unwrap();
+    /// let marks = w.boundaries(); // for a producer further up the chain
+    /// marks.mark(900); // ahead of the data: a file starts there
+    /// w.write_all(&[0u8; 2000]).unwrap();
+    /// let (_, table) = w.finish().unwrap();
+    /// let sizes: Vec<u32> = table.frames().iter().map(|f| f.decompressed_size).collect();
+    /// assert_eq!(sizes, [900, 1000, 100]);
+    /// ```
     pub fn boundaries(&self) -> Boundaries {
         self.marks.clone()
     }
@@ -807,6 +973,21 @@ impl<W: Write> SeekableWriter<W> {
     ///
     /// (3/4 rather than 1/2: on CPython's library NAR, hints at every file cost +2.1% in size
     /// with 4 MiB frames ended past 1/2, +1.5% past 3/4.)
+    ///
+    /// ```
+    /// use std::io::Write as _;
+    /// use cachecore::seekable::{SeekableOptions, SeekableWriter};
+    /// let opts = SeekableOptions { frame_size: 1000, threads: 1, ..SeekableOptions::default() };
+    /// let mut w = SeekableWriter::new(Vec::new(), opts).unwrap();
+    /// w.write_all(&[0u8; 800]).unwrap();
+    /// w.boundary_hint().unwrap(); // 800 ≥ 3/4 of the frame size: the frame ends here
+    /// w.write_all(&[1u8; 100]).unwrap();
+    /// w.boundary_hint().unwrap(); // 100 bytes: too early, ignored
+    /// w.write_all(&[2u8; 100]).unwrap();
+    /// let (_, table) = w.finish().unwrap();
+    /// let sizes: Vec<u32> = table.frames().iter().map(|f| f.decompressed_size).collect();
+    /// assert_eq!(sizes, [800, 200]);
+    /// ```
     pub fn boundary_hint(&mut self) -> io::Result<()> {
         self.check_usable()?;
         // frame_size <= 2^30, so this does not overflow.
@@ -817,6 +998,8 @@ impl<W: Write> SeekableWriter<W> {
     }
 
     /// The seek table of the frames written to `out` so far.
+    ///
+    /// See [`SeekableWriter::new`] for an example.
     pub fn table(&self) -> &SeekTable {
         &self.table
     }
@@ -824,6 +1007,17 @@ impl<W: Write> SeekableWriter<W> {
     /// Compresses what is buffered, writes every frame and then the seek table, flushes `out`
     /// and returns it with the seek table. An input that fit in one frame gets no seek table
     /// (its [`SeekTable::seek_table_len`] is 0): the object is a plain zstd frame.
+    ///
+    /// ```
+    /// use std::io::Write as _;
+    /// use cachecore::seekable::{SeekableOptions, SeekableWriter};
+    /// let mut w = SeekableWriter::new(Vec::new(), SeekableOptions::default()).unwrap();
+    /// w.write_all(b"a small NAR").unwrap();
+    /// // One frame: a plain zstd frame, without a seek table.
+    /// let (object, table) = w.finish().unwrap();
+    /// assert_eq!((table.len(), table.seek_table_len()), (1, 0));
+    /// assert_eq!(zstd::decode_all(&object[..]).unwrap(), b"a small NAR");
+    /// ```
     pub fn finish(mut self) -> io::Result<(W, SeekTable)> {
         self.check_usable()?;
         if self.next_seq == 0 {

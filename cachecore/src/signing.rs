@@ -34,6 +34,12 @@ use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use zeroize::Zeroizing;
 
 /// The two kinds of key, for messages that say which one was given and which one is needed.
+///
+/// ```
+/// use cachecore::signing::KeyKind;
+/// assert_eq!(KeyKind::Secret.byte_len(), 64); // seed, then public key
+/// assert_eq!(KeyKind::Public.byte_len(), 32);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
     Secret,
@@ -42,6 +48,8 @@ pub enum KeyKind {
 
 impl KeyKind {
     /// The length of the key's bytes after base64 decoding.
+    ///
+    /// See [`KeyKind`] for an example.
     pub fn byte_len(self) -> usize {
         match self {
             KeyKind::Secret => 64,
@@ -120,6 +128,14 @@ fn wrong_kind_message(given: KeyKind, wanted: KeyKind, name: &str, file: Option<
 /// Checks a name for a new key: not empty, no `:` (it ends the name), no whitespace or control
 /// characters (they separate keys in `nix.conf`'s `trusted-public-keys` and in key files), and
 /// not starting with `#` (a comment line in a key file).
+///
+/// ```
+/// use cachecore::signing::check_key_name;
+/// assert!(check_key_name("cache.example.org-1").is_ok());
+/// for bad in ["", "a:b", "two words", "#comment"] {
+///     assert!(check_key_name(bad).is_err(), "{bad:?}");
+/// }
+/// ```
 pub fn check_key_name(name: &str) -> Result<(), KeyError> {
     let reason = if name.is_empty() {
         "it is empty; use e.g. `cache.example.org-1`"
@@ -204,6 +220,15 @@ fn split_key<const N: usize>(what: &'static str, s: &str) -> Result<(String, [u8
 }
 
 /// A signature as it appears on a narinfo `Sig:` line.
+///
+/// ```
+/// use cachecore::signing::Signature;
+/// let sig = Signature::new("cache.example.org-1", [7; 64]);
+/// assert_eq!((sig.key_name(), sig.bytes()), ("cache.example.org-1", &[7; 64]));
+/// // `Display` is the narinfo `Sig:` spelling, which `parse` reads back.
+/// assert!(sig.to_string().starts_with("cache.example.org-1:BwcH"));
+/// assert_eq!(Signature::parse(&sig.to_string()).unwrap(), sig);
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Signature {
     key_name: String,
@@ -211,6 +236,7 @@ pub struct Signature {
 }
 
 impl Signature {
+    /// A signature from its key name and its 64 bytes. See [`Signature`] for an example.
     pub fn new(key_name: impl Into<String>, bytes: [u8; 64]) -> Self {
         Signature {
             key_name: key_name.into(),
@@ -234,10 +260,12 @@ impl Signature {
         Ok(Signature { key_name, bytes })
     }
 
+    /// The name of the key that made it. See [`Signature`] for an example.
     pub fn key_name(&self) -> &str {
         &self.key_name
     }
 
+    /// The 64 bytes of the ed25519 signature. See [`Signature`] for an example.
     pub fn bytes(&self) -> &[u8; 64] {
         &self.bytes
     }
@@ -256,6 +284,20 @@ impl fmt::Debug for Signature {
 }
 
 /// Anything that can sign a narinfo fingerprint under a key name.
+///
+/// ```
+/// use cachecore::signing::{SecretKey, Signature, Signer};
+/// // A signer whose key lives elsewhere (here: a wrapped SecretKey; in real life, a KMS).
+/// struct Remote(SecretKey);
+/// impl Signer for Remote {
+///     fn key_name(&self) -> &str { self.0.name() }
+///     fn sign(&self, message: &[u8]) -> Signature { self.0.sign(message) }
+/// }
+/// let remote = Remote(SecretKey::generate("kms-1").unwrap());
+/// let public = remote.0.public_key();
+/// let signer: &dyn Signer = &remote;
+/// assert!(public.verify(b"fingerprint", &signer.sign(b"fingerprint")));
+/// ```
 pub trait Signer: Send + Sync {
     /// The key name written before the `:` of the signature.
     fn key_name(&self) -> &str;
@@ -271,6 +313,15 @@ pub struct SecretKey {
 
 impl SecretKey {
     /// Generates a new key from the operating system's randomness.
+    ///
+    /// ```
+    /// use cachecore::signing::{SecretKey, Signer as _};
+    /// let key = SecretKey::generate("cache.example.org-1").unwrap();
+    /// assert_eq!((key.name(), key.key_name()), ("cache.example.org-1", "cache.example.org-1"));
+    /// assert_eq!(key.public_key().name(), key.name());
+    /// assert!(key.to_nix_string().starts_with("cache.example.org-1:"));
+    /// assert!(SecretKey::generate("bad name").is_err()); // see `check_key_name`
+    /// ```
     pub fn generate(name: impl Into<String>) -> Result<Self, KeyError> {
         let name = name.into();
         check_key_name(&name)?;
@@ -305,11 +356,14 @@ impl SecretKey {
         Ok(SecretKey { name, key })
     }
 
+    /// The key's name. See [`SecretKey::generate`] for an example.
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// The matching public key.
+    ///
+    /// See [`SecretKey::generate`] for an example.
     pub fn public_key(&self) -> PublicKey {
         PublicKey {
             name: self.name.clone(),
@@ -318,6 +372,8 @@ impl SecretKey {
     }
 
     /// The key in Nix's file format, `name:base64(64 bytes)`; the buffer is zeroized on drop.
+    ///
+    /// See [`SecretKey::generate`] and [`SecretKey::parse`] for examples.
     pub fn to_nix_string(&self) -> Zeroizing<String> {
         let bytes = Zeroizing::new(self.key.to_keypair_bytes());
         Zeroizing::new(format!("{}:{}", self.name, BASE64.encode(bytes.as_ref())))
@@ -375,6 +431,7 @@ impl PublicKey {
         Ok(PublicKey { name, key })
     }
 
+    /// The key's name. See [`SecretKey::generate`] for an example.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -674,6 +731,16 @@ impl PublicKey {
     }
 
     /// Reads a public key file: one or more keys (see [`PublicKey::parse_file_text`]).
+    ///
+    /// ```
+    /// use cachecore::signing::{PublicKey, SecretKey};
+    /// let a = SecretKey::generate("a-1").unwrap().public_key();
+    /// let b = SecretKey::generate("b-1").unwrap().public_key();
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let file = dir.path().join("trusted.pub");
+    /// std::fs::write(&file, format!("# our caches\n{a}\n\n{b}\n")).unwrap();
+    /// assert_eq!(PublicKey::read_file(&file).unwrap(), [a, b]);
+    /// ```
     pub fn read_file(path: &std::path::Path) -> Result<Vec<PublicKey>, KeyFileError> {
         let file = path.display().to_string();
         let reader = std::fs::File::open(path).map_err(|source| KeyFileError::Read {
@@ -719,6 +786,15 @@ impl PublicKey {
     }
 
     /// [`PublicKey::from_arg`] for each argument (each `--trusted-key`), all keys together.
+    ///
+    /// ```
+    /// use cachecore::signing::{PublicKey, SecretKey};
+    /// let a = SecretKey::generate("a-1").unwrap().public_key();
+    /// let b = SecretKey::generate("b-1").unwrap().public_key();
+    /// let keys = PublicKey::from_args([a.to_string(), b.to_string()]).unwrap();
+    /// assert_eq!(keys, [a, b]);
+    /// assert!(PublicKey::from_args(["/no/such/file"]).is_err());
+    /// ```
     pub fn from_args<S: AsRef<str>>(
         args: impl IntoIterator<Item = S>,
     ) -> Result<Vec<PublicKey>, KeyFileError> {
@@ -733,6 +809,18 @@ impl PublicKey {
 impl SecretKey {
     /// Parses the text of a secret key file: exactly one secret key line, blank lines and `#`
     /// comments allowed (the grammar is in the [module documentation](self)). No line of it is ever quoted in an error.
+    ///
+    /// ```
+    /// use cachecore::signing::SecretKey;
+    /// let key = SecretKey::generate("cache.example.org-1").unwrap();
+    /// let text = format!("# made by `cachecore key generate`\n{}\r\n", *key.to_nix_string());
+    /// let read = SecretKey::parse_file_text("cache.sec", text.as_bytes()).unwrap();
+    /// assert_eq!(read.public_key(), key.public_key());
+    /// // Two secret keys in one file: refused, naming the file.
+    /// let two = format!("{0}\n{0}\n", *key.to_nix_string());
+    /// let e = SecretKey::parse_file_text("cache.sec", two.as_bytes()).unwrap_err();
+    /// assert!(e.to_string().contains("cache.sec"));
+    /// ```
     pub fn parse_file_text(file: &str, text: &[u8]) -> Result<SecretKey, KeyFileError> {
         let mut found: Option<(usize, SecretKey)> = None;
         for (line, kind) in key_lines(text) {
@@ -771,6 +859,15 @@ impl SecretKey {
     }
 
     /// Reads a secret key file from `reader` (stdin, say), named `file` in errors.
+    ///
+    /// ```
+    /// use cachecore::signing::SecretKey;
+    /// let key = SecretKey::generate("cache.example.org-1").unwrap();
+    /// let text = format!("{}\n", *key.to_nix_string());
+    /// let read = SecretKey::read_from(text.as_bytes(), "<stdin>").unwrap();
+    /// assert_eq!(read.public_key(), key.public_key());
+    /// assert!(SecretKey::read_from(&b""[..], "<stdin>").is_err()); // no key
+    /// ```
     pub fn read_from(reader: impl std::io::Read, file: &str) -> Result<SecretKey, KeyFileError> {
         let text = read_key_text(reader, file, KeyKind::Secret)?;
         SecretKey::parse_file_text(file, &text)

@@ -60,6 +60,14 @@ pub enum ParseError {
 
 /// Checks a store path name with Nix's rules: 1–211 characters from `[A-Za-z0-9+-._?=]`, and
 /// not `.` or `..`.
+///
+/// ```
+/// use cachecore::store_path::{validate_name, ParseError};
+/// assert!(validate_name("x", "hello-2.12").is_ok());
+/// assert!(matches!(validate_name("x", "hello world"), Err(ParseError::BadNameChar { position: 5, .. })));
+/// assert!(matches!(validate_name("x", ".."), Err(ParseError::DotName(_))));
+/// assert!(validate_name("x", &"a".repeat(212)).is_err());
+/// ```
 pub fn validate_name(path_for_errors: &str, name: &str) -> Result<(), ParseError> {
     if name.is_empty() {
         return Err(ParseError::EmptyName(path_for_errors.to_owned()));
@@ -86,6 +94,17 @@ pub fn validate_name(path_for_errors: &str, name: &str) -> Result<(), ParseError
 }
 
 /// A store path whose name borrows from the text it was parsed from.
+///
+/// ```
+/// use cachecore::store_path::{StorePath, StorePathRef};
+/// let text = "7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12";
+/// let p = StorePathRef::from_base_name(text).unwrap();
+/// assert_eq!((p.hash_part().as_str(), p.name()), ("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz", "hello-2.12"));
+/// assert_eq!(StorePathRef::from_parts(*p.digest(), "hello-2.12").unwrap(), p);
+/// let owned: StorePath = p.to_owned();
+/// assert_eq!(owned.as_ref(), p);
+/// assert_eq!(p.to_string(), text);
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StorePathRef<'a> {
     digest: [u8; DIGEST_LEN],
@@ -93,6 +112,16 @@ pub struct StorePathRef<'a> {
 }
 
 /// A store path that owns its name.
+///
+/// ```
+/// use cachecore::store_path::StorePath;
+/// let p = StorePath::from_parts([0; 20], "hello").unwrap();
+/// assert_eq!(p.to_string(), "00000000000000000000000000000000-hello");
+/// assert_eq!((p.digest(), p.name()), (&[0; 20], "hello"));
+/// assert_eq!(p.hash_part(), "00000000000000000000000000000000");
+/// assert_eq!(p.as_ref().to_owned(), p);
+/// assert!(StorePath::from_parts([0; 20], "").is_err());
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct StorePath {
     digest: [u8; DIGEST_LEN],
@@ -101,6 +130,8 @@ pub struct StorePath {
 
 impl<'a> StorePathRef<'a> {
     /// Parses a base name, `<hash>-<name>`, as found in narinfo `References:`.
+    ///
+    /// See [`StorePathRef`] for an example.
     pub fn from_base_name(s: &'a str) -> Result<Self, ParseError> {
         if s.len() < HASH_PART_LEN + 2 {
             return Err(ParseError::TooShort(s.to_owned()));
@@ -122,24 +153,31 @@ impl<'a> StorePathRef<'a> {
     }
 
     /// Builds a store path from a digest and a name, validating the name.
+    ///
+    /// See [`StorePathRef`] for an example.
     pub fn from_parts(digest: [u8; DIGEST_LEN], name: &'a str) -> Result<Self, ParseError> {
         validate_name(name, name)?;
         Ok(StorePathRef { digest, name })
     }
 
+    /// The 20-byte digest the hash part spells. See [`StorePathRef`] for an example.
     pub fn digest(&self) -> &[u8; DIGEST_LEN] {
         &self.digest
     }
 
+    /// The name, after the hash part and its dash. See [`StorePathRef`] for an example.
     pub fn name(&self) -> &'a str {
         self.name
     }
 
     /// The 32-character nix32 hash part, which names the path's narinfo.
+    ///
+    /// See [`StorePathRef`] for an example.
     pub fn hash_part(&self) -> String {
         nixbase32::encode(&self.digest)
     }
 
+    /// The owned form. See [`StorePathRef`] for an example.
     pub fn to_owned(&self) -> StorePath {
         StorePath {
             digest: self.digest,
@@ -165,10 +203,13 @@ impl StorePath {
     }
 
     /// Builds a store path from a digest and a name, validating the name.
+    ///
+    /// See [`StorePath`] for an example.
     pub fn from_parts(digest: [u8; DIGEST_LEN], name: &str) -> Result<Self, ParseError> {
         StorePathRef::from_parts(digest, name).map(|p| p.to_owned())
     }
 
+    /// The borrowed form. See [`StorePath`] for an example.
     pub fn as_ref(&self) -> StorePathRef<'_> {
         StorePathRef {
             digest: self.digest,
@@ -176,14 +217,18 @@ impl StorePath {
         }
     }
 
+    /// The 20-byte digest the hash part spells. See [`StorePath`] for an example.
     pub fn digest(&self) -> &[u8; DIGEST_LEN] {
         &self.digest
     }
 
+    /// The name, after the hash part and its dash. See [`StorePath`] for an example.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The 32-character nix32 hash part, which names the path's narinfo. See [`StorePath`] for an
+    /// example.
     pub fn hash_part(&self) -> String {
         nixbase32::encode(&self.digest)
     }
@@ -237,6 +282,18 @@ impl std::str::FromStr for StorePath {
 }
 
 /// A store directory such as `/nix/store`.
+///
+/// ```
+/// use cachecore::store_path::StoreDir;
+/// let dir = StoreDir::new("/gnu/store/");
+/// assert_eq!(dir.as_str(), "/gnu/store"); // trailing slash dropped
+/// let p = dir.parse_path("/gnu/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12").unwrap();
+/// assert_eq!(dir.display(&p).to_string(), "/gnu/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12");
+/// assert_eq!(dir.full_path(&p.to_owned()), dir.display(&p).to_string());
+/// // A path of another store directory, or below a store path, is refused.
+/// assert!(dir.parse_path("/nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12").is_err());
+/// assert!(dir.parse_path("/gnu/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12/bin").is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StoreDir(String);
 
@@ -248,6 +305,8 @@ impl Default for StoreDir {
 
 impl StoreDir {
     /// A store directory; trailing slashes are dropped.
+    ///
+    /// See [`StoreDir`] for an example.
     pub fn new(dir: &str) -> Self {
         let trimmed = dir.trim_end_matches('/');
         StoreDir(if trimmed.is_empty() {
@@ -257,11 +316,14 @@ impl StoreDir {
         })
     }
 
+    /// The directory, without a trailing slash. See [`StoreDir`] for an example.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
     /// Parses a full store path, `<store dir>/<hash>-<name>`.
+    ///
+    /// See [`StoreDir`] for an example.
     pub fn parse_path<'a>(&self, path: &'a str) -> Result<StorePathRef<'a>, ParseError> {
         let base = path
             .strip_prefix(self.0.as_str())
@@ -301,6 +363,8 @@ impl StoreDir {
     }
 
     /// Displays a store path with this directory in front.
+    ///
+    /// See [`StoreDir`] for an example.
     pub fn display<'a>(&'a self, path: &'a StorePathRef<'_>) -> impl fmt::Display + 'a {
         struct Full<'a, 'b>(&'a str, &'a StorePathRef<'b>);
         impl fmt::Display for Full<'_, '_> {
@@ -312,12 +376,25 @@ impl StoreDir {
     }
 
     /// The full path as a string.
+    ///
+    /// See [`StoreDir`] for an example.
     pub fn full_path(&self, path: &StorePath) -> String {
         format!("{}/{}", self.0, path)
     }
 
     /// Nix's `makeStorePath`: the path for an object of `kind` (`source`, `output:out`, `text:…`)
     /// whose inner hash is `hash`.
+    ///
+    /// ```
+    /// use cachecore::{hash::Hash, store_path::StoreDir};
+    /// let nar_hash = Hash::parse("sha256:0ip26j2h11n1kgkz36rl4akv694yz65hr72q4kv4b3lxcbi65b3p").unwrap();
+    /// // `nix-store --add`'s path is a `source` path of the NAR hash.
+    /// let path = StoreDir::default().make_store_path("source", &nar_hash, "empty").unwrap();
+    /// assert_eq!(path.to_string(), "lx5i78a4izwk2qj1nq8rdc07y8zrwy90-empty");
+    /// // The store directory is part of what is hashed.
+    /// let other = StoreDir::new("/gnu/store").make_store_path("source", &nar_hash, "empty").unwrap();
+    /// assert_ne!(other, path);
+    /// ```
     pub fn make_store_path(
         &self,
         kind: &str,
@@ -345,6 +422,18 @@ impl StoreDir {
     }
 
     /// Nix's `makeFixedOutputPath` for a fixed-output path without references.
+    ///
+    /// ```
+    /// use cachecore::{hash::{Hash, HashAlgo}, store_path::StoreDir};
+    /// let dir = StoreDir::default();
+    /// let nar_hash = Hash::parse("sha256:0ip26j2h11n1kgkz36rl4akv694yz65hr72q4kv4b3lxcbi65b3p").unwrap();
+    /// // Recursive sha256 is a source path, as `nix-store --add` makes.
+    /// let path = dir.make_fixed_output_path(true, &nar_hash, "empty").unwrap();
+    /// assert_eq!(path, dir.make_source_path(&nar_hash, "empty").unwrap());
+    /// // A flat hash of the file's contents (as `fetchurl` has) names another path.
+    /// let flat = Hash::digest(HashAlgo::Sha256, b"");
+    /// assert_ne!(dir.make_fixed_output_path(false, &flat, "empty").unwrap(), path);
+    /// ```
     pub fn make_fixed_output_path(
         &self,
         recursive: bool,
@@ -362,6 +451,15 @@ impl StoreDir {
 }
 
 /// Folds a digest into 20 bytes by XOR, as Nix's `compressHash` does.
+///
+/// ```
+/// use cachecore::store_path::compress_hash;
+/// let mut digest = [0u8; 32];
+/// digest[0] = 0b1010;
+/// digest[20] = 0b0110; // folds onto byte 0
+/// assert_eq!(compress_hash(&digest)[0], 0b1100);
+/// assert_eq!(compress_hash(&digest)[1..], [0; 19]);
+/// ```
 pub fn compress_hash(digest: &[u8]) -> [u8; DIGEST_LEN] {
     let mut out = [0u8; DIGEST_LEN];
     for (i, b) in digest.iter().enumerate() {

@@ -57,6 +57,8 @@ pub const DEFAULT_LOG_DIR: &str = "/nix/var/log/nix";
 const MAX_SYMLINK_HOPS: usize = 40;
 
 /// What Nix knows about one valid store path (a row of `ValidPaths` with its references).
+///
+/// See [`LocalStore`] for an example.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathInfo {
     pub path: StorePath,
@@ -78,12 +80,26 @@ pub struct PathInfo {
 
 impl PathInfo {
     /// References other than the path itself.
+    ///
+    /// See [`LocalStore`] for an example.
     pub fn references_without_self(&self) -> impl Iterator<Item = &StorePath> {
         self.references.iter().filter(move |r| **r != self.path)
     }
 }
 
 /// Where a [`LocalStore`] reads its metadata from.
+///
+/// ```
+/// use std::path::Path;
+/// use cachecore::local_store::Source;
+/// # std::env::remove_var("NIX_STATE_DIR");
+/// # std::env::remove_var("NIX_DAEMON_SOCKET_PATH");
+/// assert_eq!(Source::default_database(), Path::new("/nix/var/nix/db/db.sqlite"));
+/// assert_eq!(Source::default_daemon_socket(), Path::new("/nix/var/nix/daemon-socket/socket"));
+/// std::env::set_var("NIX_STATE_DIR", "/tmp/nix-state");
+/// assert_eq!(Source::default_database(), Path::new("/tmp/nix-state/db/db.sqlite"));
+/// assert_eq!(Source::NixCommand.to_string(), "`nix path-info`");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Source {
@@ -98,12 +114,16 @@ pub enum Source {
 impl Source {
     /// The database Nix uses: `$NIX_STATE_DIR/db/db.sqlite`, by default
     /// `/nix/var/nix/db/db.sqlite`.
+    ///
+    /// See [`Source`] for an example.
     pub fn default_database() -> PathBuf {
         state_dir().join("db").join("db.sqlite")
     }
 
     /// The socket Nix's clients connect to: `$NIX_DAEMON_SOCKET_PATH`, else
     /// `$NIX_STATE_DIR/daemon-socket/socket`, by default `/nix/var/nix/daemon-socket/socket`.
+    ///
+    /// See [`Source`] for an example.
     pub fn default_daemon_socket() -> PathBuf {
         match std::env::var_os("NIX_DAEMON_SOCKET_PATH").filter(|s| !s.is_empty()) {
             Some(socket) => PathBuf::from(socket),
@@ -222,6 +242,8 @@ impl LocalStoreError {
     /// [`InvalidInput`](crate::error::ErrorKind::InvalidInput); a bad record or a cycle in the
     /// store's own data is [`Corrupt`](crate::error::ErrorKind::Corrupt); the database, daemon
     /// or `nix` failing is [`Local`](crate::error::ErrorKind::Local).
+    ///
+    /// See [`LocalStore::resolve`] for an example.
     pub fn kind(&self) -> crate::error::ErrorKind {
         use crate::error::ErrorKind as K;
         match self {
@@ -270,6 +292,33 @@ enum Backend {
 }
 
 /// Read-only access to the metadata of the machine's Nix store.
+///
+/// ```
+/// use cachecore::local_store::{LocalStore, Source};
+/// use cachecore::store_path::{StoreDir, StorePath};
+/// # let tmp = tempfile::tempdir().unwrap();
+/// # let db = tmp.path().join("db.sqlite");
+/// # rusqlite::Connection::open(&db).unwrap().execute_batch("
+/// #   CREATE TABLE ValidPaths (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, hash TEXT NOT NULL,
+/// #     registrationTime INTEGER NOT NULL, deriver TEXT, narSize INTEGER, ultimate INTEGER, sigs TEXT, ca TEXT);
+/// #   CREATE TABLE Refs (referrer INTEGER NOT NULL, reference INTEGER NOT NULL);
+/// #   INSERT INTO ValidPaths VALUES
+/// #     (1, '/nix/store/00000000000000000000000000000000-glibc', 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', 0, NULL, 120, 0, NULL, NULL),
+/// #     (2, '/nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12', 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', 0, '/nix/store/11111111111111111111111111111111-hello-2.12.drv', 200, 1, 'cache.nixos.org-1:abc', NULL);
+/// #   INSERT INTO Refs VALUES (2, 1), (2, 2);
+/// # ").unwrap();
+/// // `db`: a small Nix database (hidden), standing in for /nix/var/nix/db/db.sqlite.
+/// let store = LocalStore::open_with(StoreDir::default(), Source::Database(db)).unwrap();
+/// assert!(matches!(store.source(), Source::Database(_)));
+/// assert_eq!(store.store_dir(), &StoreDir::default());
+/// assert!(store.daemon_info().is_none()); // not a daemon
+/// let hello = StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12").unwrap();
+/// assert!(store.is_valid(&hello).unwrap());
+/// let info = store.path_info(&hello).unwrap().unwrap();
+/// assert_eq!((info.nar_size, info.references.len()), (200, 2)); // itself and glibc
+/// assert_eq!(info.references_without_self().count(), 1);
+/// assert_eq!(info.deriver.unwrap().name(), "hello-2.12.drv");
+/// ```
 pub struct LocalStore {
     store_dir: StoreDir,
     backend: Backend,
@@ -312,6 +361,16 @@ impl LocalStore {
     ///
     /// The database is skipped when `NIX_REMOTE` names a store other than the local one
     /// (a chroot store, `ssh://`…), since its contents are then not what `nix` sees.
+    ///
+    /// ```no_run
+    /// // `no_run`: it needs this machine's Nix (its database, its daemon or the `nix` command);
+    /// // the examples on `LocalStore` read a stand-in database instead.
+    /// use cachecore::{local_store::LocalStore, store_path::StoreDir};
+    /// let store = LocalStore::open(StoreDir::default()).unwrap();
+    /// println!("reading {}", store.source());
+    /// let system = store.resolve("/run/current-system".as_ref()).unwrap();
+    /// println!("{} paths", store.closure(&[system]).unwrap().len());
+    /// ```
     pub fn open(store_dir: StoreDir) -> Result<LocalStore, LocalStoreError> {
         let remote = std::env::var("NIX_REMOTE").unwrap_or_default();
         let socket = daemon_socket_for(&remote);
@@ -350,6 +409,8 @@ impl LocalStore {
 
     /// Opens the store with the given source; a database that cannot be opened and queried,
     /// or a daemon that cannot be connected to and greeted, is an error here (no fallback).
+    ///
+    /// See [`LocalStore`] for an example.
     pub fn open_with(store_dir: StoreDir, source: Source) -> Result<LocalStore, LocalStoreError> {
         let backend = match source {
             Source::Database(db) => Backend::Database(Database::open(db)?),
@@ -363,11 +424,14 @@ impl LocalStore {
         LocalStore { store_dir, backend }
     }
 
+    /// The store directory the paths are in. See [`LocalStore`] for an example.
     pub fn store_dir(&self) -> &StoreDir {
         &self.store_dir
     }
 
     /// Where the metadata comes from.
+    ///
+    /// See [`LocalStore`] for an example.
     pub fn source(&self) -> Source {
         match &self.backend {
             Backend::Database(db) => Source::Database(db.path().to_owned()),
@@ -378,6 +442,8 @@ impl LocalStore {
 
     /// What the daemon said of itself when greeted (protocol version, Nix version, trust);
     /// `None` unless the source is [`Source::Daemon`].
+    ///
+    /// See [`LocalStore`] for an example.
     pub fn daemon_info(&self) -> Option<Result<DaemonInfo, LocalStoreError>> {
         match &self.backend {
             Backend::Daemon(client) => Some(client.info()),
@@ -399,6 +465,28 @@ impl LocalStore {
     /// path, following symbolic links (chains included) until the path is inside the store
     /// directory; links inside a store path are not followed. The path must be valid
     /// (registered) in the local store.
+    ///
+    /// ```
+    /// use cachecore::{error::ErrorKind, local_store::{LocalStore, Source}, store_path::StoreDir};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let db = tmp.path().join("db.sqlite");
+    /// # rusqlite::Connection::open(&db).unwrap().execute_batch("
+    /// #   CREATE TABLE ValidPaths (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, hash TEXT NOT NULL,
+    /// #     registrationTime INTEGER NOT NULL, deriver TEXT, narSize INTEGER, ultimate INTEGER, sigs TEXT, ca TEXT);
+    /// #   CREATE TABLE Refs (referrer INTEGER NOT NULL, reference INTEGER NOT NULL);
+    /// #   INSERT INTO ValidPaths VALUES
+    /// #     (1, '/nix/store/00000000000000000000000000000000-glibc', 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', 0, NULL, 120, 0, NULL, NULL),
+    /// #     (2, '/nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12', 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', 0, '/nix/store/11111111111111111111111111111111-hello-2.12.drv', 200, 1, 'cache.nixos.org-1:abc', NULL);
+    /// #   INSERT INTO Refs VALUES (2, 1), (2, 2);
+    /// # ").unwrap();
+    /// // `db`: a small Nix database (hidden), standing in for /nix/var/nix/db/db.sqlite.
+    /// let store = LocalStore::open_with(StoreDir::default(), Source::Database(db)).unwrap();
+    /// let full = "/nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12/bin/hello";
+    /// assert_eq!(store.resolve(full.as_ref()).unwrap().name(), "hello-2.12");
+    /// // Not registered in this store:
+    /// let e = store.resolve("/nix/store/22222222222222222222222222222222-gone".as_ref()).unwrap_err();
+    /// assert_eq!(e.kind(), ErrorKind::NotFound);
+    /// ```
     pub fn resolve(&self, arg: &Path) -> Result<StorePath, LocalStoreError> {
         let (path, _) = resolve_path_arg(&self.store_dir, arg)?;
         if self.is_valid(&path)? {
@@ -412,6 +500,8 @@ impl LocalStore {
     }
 
     /// Whether `path` is valid (registered) in the local store.
+    ///
+    /// See [`LocalStore`] for an example.
     pub fn is_valid(&self, path: &StorePath) -> Result<bool, LocalStoreError> {
         match &self.backend {
             Backend::Database(db) => db.is_valid(&self.store_dir, path),
@@ -421,6 +511,8 @@ impl LocalStore {
     }
 
     /// The metadata of one path; `None` when it is not valid in the local store.
+    ///
+    /// See [`LocalStore`] for an example.
     pub fn path_info(&self, path: &StorePath) -> Result<Option<PathInfo>, LocalStoreError> {
         match &self.backend {
             Backend::Database(db) => db.path_info(&self.store_dir, path),
@@ -444,6 +536,27 @@ impl LocalStore {
     /// With the database, the whole walk is one read transaction, so it sees one consistent
     /// snapshot even while Nix registers or collects paths. The daemon answers each path
     /// from its own database as it is asked.
+    ///
+    /// ```
+    /// use cachecore::{local_store::{LocalStore, Source}, store_path::{StoreDir, StorePath}};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let db = tmp.path().join("db.sqlite");
+    /// # rusqlite::Connection::open(&db).unwrap().execute_batch("
+    /// #   CREATE TABLE ValidPaths (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, hash TEXT NOT NULL,
+    /// #     registrationTime INTEGER NOT NULL, deriver TEXT, narSize INTEGER, ultimate INTEGER, sigs TEXT, ca TEXT);
+    /// #   CREATE TABLE Refs (referrer INTEGER NOT NULL, reference INTEGER NOT NULL);
+    /// #   INSERT INTO ValidPaths VALUES
+    /// #     (1, '/nix/store/00000000000000000000000000000000-glibc', 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', 0, NULL, 120, 0, NULL, NULL),
+    /// #     (2, '/nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12', 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', 0, '/nix/store/11111111111111111111111111111111-hello-2.12.drv', 200, 1, 'cache.nixos.org-1:abc', NULL);
+    /// #   INSERT INTO Refs VALUES (2, 1), (2, 2);
+    /// # ").unwrap();
+    /// // `db`: a small Nix database (hidden), standing in for /nix/var/nix/db/db.sqlite.
+    /// let store = LocalStore::open_with(StoreDir::default(), Source::Database(db)).unwrap();
+    /// let hello = StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12").unwrap();
+    /// let closure = store.closure(&[hello]).unwrap();
+    /// let names: Vec<&str> = closure.iter().map(|info| info.path.name()).collect();
+    /// assert_eq!(names, ["glibc", "hello-2.12"]); // references first
+    /// ```
     pub fn closure(&self, roots: &[StorePath]) -> Result<Vec<PathInfo>, LocalStoreError> {
         let infos = match &self.backend {
             Backend::Database(db) => db.closure(&self.store_dir, roots)?,
@@ -473,6 +586,33 @@ impl LocalStore {
     /// `/nix/var/log/nix`. A `.bz2` extension means the file is bzip2-compressed.
     ///
     /// Given an output path rather than a `.drv`, looks up its deriver first.
+    ///
+    /// ```
+    /// use cachecore::{local_store::{LocalStore, Source}, store_path::{StoreDir, StorePath}};
+    /// # let tmp = tempfile::tempdir().unwrap();
+    /// # let db = tmp.path().join("db.sqlite");
+    /// # rusqlite::Connection::open(&db).unwrap().execute_batch("
+    /// #   CREATE TABLE ValidPaths (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, hash TEXT NOT NULL,
+    /// #     registrationTime INTEGER NOT NULL, deriver TEXT, narSize INTEGER, ultimate INTEGER, sigs TEXT, ca TEXT);
+    /// #   CREATE TABLE Refs (referrer INTEGER NOT NULL, reference INTEGER NOT NULL);
+    /// #   INSERT INTO ValidPaths VALUES
+    /// #     (1, '/nix/store/00000000000000000000000000000000-glibc', 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', 0, NULL, 120, 0, NULL, NULL),
+    /// #     (2, '/nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12', 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', 0, '/nix/store/11111111111111111111111111111111-hello-2.12.drv', 200, 1, 'cache.nixos.org-1:abc', NULL);
+    /// #   INSERT INTO Refs VALUES (2, 1), (2, 2);
+    /// # ").unwrap();
+    /// // `db`: a small Nix database (hidden), standing in for /nix/var/nix/db/db.sqlite.
+    /// let store = LocalStore::open_with(StoreDir::default(), Source::Database(db)).unwrap();
+    /// std::env::set_var("NIX_LOG_DIR", tmp.path());
+    /// let drv = StorePath::from_base_name("11111111111111111111111111111111-hello-2.12.drv").unwrap();
+    /// assert_eq!(store.build_log_path(&drv), None);
+    /// let log = tmp.path().join("drvs/11/111111111111111111111111111111-hello-2.12.drv.bz2");
+    /// std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    /// std::fs::write(&log, b"").unwrap();
+    /// assert_eq!(store.build_log_path(&drv), Some(log.clone()));
+    /// // Given an output path, the log of its deriver.
+    /// let hello = StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12").unwrap();
+    /// assert_eq!(store.build_log_path(&hello), Some(log));
+    /// ```
     pub fn build_log_path(&self, drv: &StorePath) -> Option<PathBuf> {
         let drv = if drv.name().ends_with(".drv") {
             drv.clone()

@@ -66,8 +66,12 @@ pub async fn open_file(
     // Anything else — no listing, no such file, a damaged listing — takes the whole listing,
     // which says why.
     if let Some(bytes) = cache.listing_bytes(&info.store_path).await? {
-        if let Ok(Some(node @ ListingNode::Regular { nar_offset: Some(_), .. })) =
-            Listing::parse_node(&bytes, sub)
+        if let Ok(Some(
+            node @ ListingNode::Regular {
+                nar_offset: Some(_),
+                ..
+            },
+        )) = Listing::parse_node(&bytes, sub)
         {
             return open_listed(cache, info, listing_of_one(sub, node), sub).await;
         }

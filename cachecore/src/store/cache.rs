@@ -121,12 +121,30 @@ impl BinaryCache {
     /// [`open`](Self::open), reading configuration (`AWS_*`, `GOOGLE_*`, `AZURE_*`, `HOME`,
     /// `SERVICE_ACCOUNT`, `MSI_ENDPOINT`, `CACHECORE_TOKEN`) from `env` instead of the process
     /// environment.
+    ///
+    /// ```
+    /// use cachecore::store::BinaryCache;
+    /// // Without a token in `env`, an HTTP cache is read-only; with one, it takes `PUT`s.
+    /// let cache = BinaryCache::open_with_env("https://cache.example.org", &[]).unwrap();
+    /// assert!(cache.is_read_only());
+    /// let env = [("CACHECORE_TOKEN".to_owned(), "secret".to_owned())];
+    /// let cache = BinaryCache::open_with_env("https://cache.example.org", &env).unwrap();
+    /// assert!(!cache.is_read_only());
+    /// ```
     pub fn open_with_env(url: &str, env: &[(String, String)]) -> Result<BinaryCache, StoreError> {
         let parsed = StoreUrl::parse(url)?;
         Self::open_parsed(&parsed, env)
     }
 
     /// [`open_with_env`](Self::open_with_env) for an already parsed URL.
+    ///
+    /// ```
+    /// use cachecore::{compression::Compression, store::{BinaryCache, StoreUrl}};
+    /// let url = StoreUrl::parse("memory://?compression=xz&priority=30").unwrap();
+    /// let cache = BinaryCache::open_parsed(&url, &[]).unwrap();
+    /// assert_eq!(cache.settings().compression, Some(Compression::Xz));
+    /// assert_eq!(cache.settings().priority, Some(30));
+    /// ```
     pub fn open_parsed(
         parsed: &StoreUrl,
         env: &[(String, String)],
@@ -165,22 +183,50 @@ impl BinaryCache {
     /// The object layer underneath: raw objects by key, for frontends that serve them as they
     /// are (an HTTP server). Everything that knows what an object *is* goes through the
     /// methods of [`BinaryCache`].
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachecore::store::BinaryCache;
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// cache.init(&Default::default()).await.unwrap();
+    /// // The same file, raw, by its key.
+    /// let raw = cache.objects().get_bytes("nix-cache-info").await.unwrap().unwrap();
+    /// assert!(raw.starts_with(b"StoreDir: /nix/store\n"));
+    /// # });
+    /// ```
     pub fn objects(&self) -> &Objects {
         &self.objects
     }
 
     /// The store URL as given (passwords replaced by `***`).
+    ///
+    /// ```
+    /// use cachecore::store::BinaryCache;
+    /// let cache = BinaryCache::open("https://user:hunter2@cache.example.org").unwrap();
+    /// assert!(!cache.url().contains("hunter2"));
+    /// assert_eq!(cache.to_string(), cache.url());
+    /// ```
     pub fn url(&self) -> &str {
         self.objects.url()
     }
 
     /// Whether the store refuses writes (plain HTTP caches).
+    ///
+    /// ```
+    /// use cachecore::store::BinaryCache;
+    /// assert!(!BinaryCache::open("memory://").unwrap().is_read_only());
+    /// # if std::env::var_os("CACHECORE_TOKEN").is_none() {
+    /// assert!(BinaryCache::open("https://cache.nixos.org").unwrap().is_read_only());
+    /// # }
+    /// ```
     pub fn is_read_only(&self) -> bool {
         self.objects.is_read_only()
     }
 
     /// Nix's binary-cache settings given in the URL's query (`compression=zstd`, ...), for the
     /// operations to apply; this module does not use them itself.
+    ///
+    /// See [`open_parsed`](Self::open_parsed) for an example.
     pub fn settings(&self) -> &StoreSettings {
         &self.settings
     }
@@ -188,6 +234,15 @@ impl BinaryCache {
     /// Waits until uploads and staging objects dropped before they finished are cleaned up.
     /// A frontend that stops an operation by dropping it (on Ctrl-C) calls this before
     /// exiting, so nothing is left half-uploaded.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachecore::store::BinaryCache;
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// // … an operation dropped half-way (Ctrl-C) …
+    /// cache.finish_cleanups().await; // then exit
+    /// # });
+    /// ```
     pub async fn finish_cleanups(&self) {
         self.objects.finish_cleanups().await;
     }
@@ -204,6 +259,16 @@ impl BinaryCache {
 
     /// `nix-cache-info`, or `None` if the store has none (not initialised). One larger than
     /// [`MAX_CACHE_INFO_BYTES`] is refused.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachecore::{cache_info::CacheInfo, store::BinaryCache};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// assert_eq!(cache.cache_info().await.unwrap(), None); // not initialised
+    /// cache.init(&CacheInfo::default()).await.unwrap();
+    /// assert_eq!(cache.cache_info().await.unwrap(), Some(CacheInfo::default()));
+    /// # });
+    /// ```
     pub async fn cache_info(&self) -> Result<Option<CacheInfo>, StoreError> {
         let Some(bytes) = self
             .objects
@@ -228,12 +293,29 @@ impl BinaryCache {
 
     /// Writes `nix-cache-info` unless present; refuses a present one with another `StoreDir`;
     /// returns what is there now. Running it twice is harmless.
+    ///
+    /// See [`init_or_update`](Self::init_or_update) for an example.
     pub async fn init(&self, wanted: &CacheInfo) -> Result<CacheInfo, StoreError> {
         self.init_or_update(wanted, false).await
     }
 
     /// [`init`](Self::init); with `update`, an existing `nix-cache-info` of the same `StoreDir`
     /// gets `wanted`'s `WantMassQuery` and `Priority` (its other fields are kept).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachecore::{cache_info::CacheInfo, store::BinaryCache};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// cache.init(&CacheInfo::default()).await.unwrap();
+    /// let wanted = CacheInfo { priority: Some(10), ..CacheInfo::default() };
+    /// // `init` keeps what is there; an update takes `wanted`'s priority.
+    /// assert_eq!(cache.init(&wanted).await.unwrap().priority, Some(40));
+    /// assert_eq!(cache.init_or_update(&wanted, true).await.unwrap().priority, Some(10));
+    /// // Another store directory is refused either way.
+    /// let other = CacheInfo { store_dir: "/gnu/store".into(), ..CacheInfo::default() };
+    /// assert!(cache.init_or_update(&other, true).await.is_err());
+    /// # });
+    /// ```
     pub async fn init_or_update(
         &self,
         wanted: &CacheInfo,
@@ -316,6 +398,17 @@ impl BinaryCache {
 
     /// The store directory of the cache's paths: its `nix-cache-info`'s `StoreDir`, or Nix's
     /// default `/nix/store` when it has none (as Nix reads such a cache). Read once.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachecore::{cache_info::CacheInfo, store::BinaryCache, store_path::StoreDir};
+    /// let fresh = BinaryCache::open("memory://").unwrap();
+    /// assert_eq!(fresh.store_dir().await.unwrap(), StoreDir::default()); // no nix-cache-info
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// cache.init(&CacheInfo { store_dir: "/gnu/store".into(), ..CacheInfo::default() }).await.unwrap();
+    /// assert_eq!(cache.store_dir().await.unwrap().as_str(), "/gnu/store");
+    /// # });
+    /// ```
     pub async fn store_dir(&self) -> Result<StoreDir, StoreError> {
         if let Some(dir) = self.store_dir.get() {
             return Ok(dir.clone());
@@ -385,6 +478,8 @@ impl BinaryCache {
     }
 
     /// Whether the cache has a narinfo for `path` (one HEAD request).
+    ///
+    /// See [`put_narinfo`](Self::put_narinfo) for an example.
     pub async fn has_narinfo(&self, path: &StorePath) -> Result<bool, StoreError> {
         Ok(self
             .objects
@@ -394,6 +489,8 @@ impl BinaryCache {
     }
 
     /// Whether the cache has a `.ls` listing for `path` (one HEAD request).
+    ///
+    /// See [`put_listing_bytes`](Self::put_listing_bytes) for an example.
     pub async fn has_listing(&self, path: &StorePath) -> Result<bool, StoreError> {
         Ok(self
             .objects
@@ -460,6 +557,22 @@ impl BinaryCache {
 
     /// Writes `<hash>.narinfo` for `info.store_path` with a [`PutMode`] (create-only for a
     /// writer that must not replace another's narinfo, where the store honours it).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachecore::{error::ErrorKind, store::{BinaryCache, PutMode}};
+    /// # use cachecore::{hash::{Hash, HashAlgo}, narinfo::NarInfo, store_path::{StoreDir, StorePath}};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// # let path = StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12").unwrap();
+    /// # let info = NarInfo::new(StoreDir::default(), path, "nar/x.nar".into(),
+    /// #     Hash::digest(HashAlgo::Sha256, b"nar"), 3);
+    /// let written = cache.put_narinfo_with(&info, PutMode::Create).await.unwrap();
+    /// assert_eq!(written.size, info.to_string().len() as u64);
+    /// // Create-only: a second writer does not replace the first one's narinfo.
+    /// let e = cache.put_narinfo_with(&info, PutMode::Create).await.unwrap_err();
+    /// assert_eq!(e.kind(), ErrorKind::Conflict);
+    /// # });
+    /// ```
     pub async fn put_narinfo_with(
         &self,
         info: &NarInfo,
@@ -606,6 +719,19 @@ impl BinaryCache {
     }
 
     /// Writes a small NAR object at `url` (a `nar/…` key) in one request.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use bytes::Bytes;
+    /// use cachecore::{compression::Compression, hash::{Hash, HashAlgo}, store::BinaryCache};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let url = BinaryCache::nar_url(&Hash::digest(HashAlgo::Sha256, b"NAR"), Compression::None);
+    /// cache.put_nar(&url, Bytes::from_static(b"NAR")).await.unwrap();
+    /// cache.sync_nar(&url).await.unwrap(); // durable before a narinfo names it
+    /// assert_eq!(cache.objects().get_bytes(&url).await.unwrap().unwrap(), &b"NAR"[..]);
+    /// assert!(cache.put_nar("nix-cache-info", Bytes::new()).await.is_err()); // not a `nar/…` key
+    /// # });
+    /// ```
     pub async fn put_nar(&self, url: &str, data: Bytes) -> Result<(), StoreError> {
         let key = self.nar_key(url)?;
         self.objects
@@ -641,6 +767,8 @@ impl BinaryCache {
     }
 
     /// Streams the data of a staged NAR in; returns its size.
+    ///
+    /// See [`staged_nar`](Self::staged_nar) for an example.
     pub async fn put_staged_nar(
         &self,
         staged: &StagedNar,
@@ -655,6 +783,8 @@ impl BinaryCache {
 
     /// Moves a staged NAR to its content-addressed key and returns that key (the narinfo's
     /// `URL:`).
+    ///
+    /// See [`staged_nar`](Self::staged_nar) for an example.
     pub async fn publish_staged_nar(
         &self,
         staged: StagedNar,
@@ -667,6 +797,20 @@ impl BinaryCache {
     }
 
     /// Deletes a staged NAR (best effort on failure paths).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use bytes::Bytes;
+    /// use cachecore::store::BinaryCache;
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let staged = cache.staged_nar("upload-1");
+    /// let data = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"NAR"))]);
+    /// cache.put_staged_nar(&staged, data).await.unwrap();
+    /// // The upload failed after all: nothing may stay behind.
+    /// cache.discard_staged_nar(&staged).await.unwrap();
+    /// assert!(cache.debris().await.unwrap().is_empty());
+    /// # });
+    /// ```
     pub async fn discard_staged_nar(&self, staged: &StagedNar) -> Result<(), StoreError> {
         self.objects.delete(&staged.key).await
     }
@@ -700,17 +844,31 @@ impl BinaryCache {
 
     /// Makes the NAR object at `url` (a narinfo's `URL:`) durable before a narinfo names it
     /// (see [`Objects::sync`]).
+    ///
+    /// See [`put_nar`](Self::put_nar) for an example.
     pub async fn sync_nar(&self, url: &str) -> Result<(), StoreError> {
         self.objects.sync(self.nar_key(url)?).await
     }
 
     /// Makes the listing of `path` durable before its narinfo is written.
+    ///
+    /// See [`put_listing_bytes`](Self::put_listing_bytes) for an example.
     pub async fn sync_listing(&self, path: &StorePath) -> Result<(), StoreError> {
         self.objects.sync(&layout::listing(&path.hash_part())).await
     }
 
     /// A streamed NAR object's `URL:`: `nar/<nix32 NarHash>-<unique>.nar<ext>`, new for every
     /// upload (see `layout::nar_streamed`).
+    ///
+    /// ```
+    /// use cachecore::{compression::Compression, hash::{Hash, HashAlgo}, store::BinaryCache};
+    /// let nar_hash = Hash::digest(HashAlgo::Sha256, b"the NAR");
+    /// let a = BinaryCache::streamed_nar_url(&nar_hash, Compression::Zstd);
+    /// let b = BinaryCache::streamed_nar_url(&nar_hash, Compression::Zstd);
+    /// assert_ne!(a, b); // a new key for every upload
+    /// assert!(a.starts_with(&format!("nar/{}-", nar_hash.to_nix32())));
+    /// assert!(a.ends_with(".nar.zst"));
+    /// ```
     pub fn streamed_nar_url(nar_hash: &Hash, compression: Compression) -> String {
         use rand_core::RngCore as _;
         let unique = format!("{:016x}", rand_core::OsRng.next_u64());
@@ -718,6 +876,21 @@ impl BinaryCache {
     }
 
     /// Writes the `.ls` listing of `path` (JSON, as [`crate::nar::Listing`] serializes).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use bytes::Bytes;
+    /// use cachecore::{store::BinaryCache, store_path::StorePath};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let path = StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12").unwrap();
+    /// assert!(!cache.has_listing(&path).await.unwrap());
+    /// let json = Bytes::from_static(br#"{"version":1,"root":{"type":"regular","size":0}}"#);
+    /// cache.put_listing_bytes(&path, json.clone()).await.unwrap();
+    /// cache.sync_listing(&path).await.unwrap(); // durable before the narinfo is written
+    /// assert!(cache.has_listing(&path).await.unwrap());
+    /// assert_eq!(cache.listing_bytes(&path).await.unwrap(), Some(json));
+    /// # });
+    /// ```
     pub async fn put_listing_bytes(&self, path: &StorePath, json: Bytes) -> Result<(), StoreError> {
         self.objects
             .put(
@@ -730,6 +903,8 @@ impl BinaryCache {
     }
 
     /// The build log of the derivation `drv` (`log/<drv base name>`), or `None`.
+    ///
+    /// See [`put_log_stream`](Self::put_log_stream) for an example.
     pub async fn log(&self, drv: &StorePath) -> Result<Option<Bytes>, StoreError> {
         self.objects.get_bytes(&layout::log(&drv.to_string())).await
     }
@@ -760,6 +935,8 @@ impl BinaryCache {
     }
 
     /// The realisation `id` (`realisations/<drv hash>!<output>.doi`, JSON), or `None`.
+    ///
+    /// See [`put_realisation_bytes`](Self::put_realisation_bytes) for an example.
     pub async fn realisation_bytes(&self, id: &DrvOutput) -> Result<Option<Bytes>, StoreError> {
         self.objects
             .get_bytes_limited(&layout::realisation(id), MAX_REALISATION_BYTES)
@@ -767,6 +944,18 @@ impl BinaryCache {
     }
 
     /// Writes the realisation `id` (JSON, as [`crate::realisation`] prints it).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachecore::{realisation::Realisation, store::BinaryCache};
+    /// # let json = r#"{"dependentRealisations":{},"id":"sha256:6b9206b68e3d12a3cc840a6e022b5394a2297822e0c61f99383ed9e99661c2cf!out","outPath":"aghv8shzw76p3aakd1zl1scsx4l5xf6l-ca-thing","signatures":[]}"#;
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let r = Realisation::parse(json).unwrap();
+    /// cache.put_realisation_bytes(&r.id, r.to_json().into()).await.unwrap();
+    /// let back = cache.realisation_bytes(&r.id).await.unwrap().unwrap();
+    /// assert_eq!(Realisation::parse(std::str::from_utf8(&back).unwrap()).unwrap(), r);
+    /// # });
+    /// ```
     pub async fn put_realisation_bytes(
         &self,
         id: &DrvOutput,
@@ -779,11 +968,15 @@ impl BinaryCache {
     }
 
     /// The GC root `name` of `host`, or `None`.
+    ///
+    /// See [`list_gc_roots`](Self::list_gc_roots) for an example.
     pub async fn gc_root(&self, host: &str, name: &str) -> Result<Option<Bytes>, StoreError> {
         self.objects.get_bytes(&layout::gcroot(host, name)).await
     }
 
     /// Writes the GC root `name` of `host` with a [`PutMode`].
+    ///
+    /// See [`list_gc_roots`](Self::list_gc_roots) for an example.
     pub async fn put_gc_root(
         &self,
         host: &str,
@@ -797,6 +990,21 @@ impl BinaryCache {
     }
 
     /// Moves the GC root `name` of `host` to the trash (`gctrash/`), where it stays restorable.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use bytes::Bytes;
+    /// use cachecore::store::{BinaryCache, PutMode};
+    /// use futures::TryStreamExt;
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let target = Bytes::from_static(b"/nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12");
+    /// cache.put_gc_root("laptop", "hello", target, PutMode::Create).await.unwrap();
+    /// cache.trash_gc_root("laptop", "hello").await.unwrap();
+    /// assert_eq!(cache.gc_root("laptop", "hello").await.unwrap(), None);
+    /// let roots: Vec<_> = cache.list_gc_roots(None).try_collect().await.unwrap();
+    /// assert!(roots.is_empty());
+    /// # });
+    /// ```
     pub async fn trash_gc_root(&self, host: &str, name: &str) -> Result<(), StoreError> {
         self.objects
             .rename(&layout::gcroot(host, name), &layout::gctrash(host, name))
@@ -839,11 +1047,25 @@ impl BinaryCache {
     }
 
     /// The push index entry `name`, or `None`.
+    ///
+    /// See [`put_index_entry`](Self::put_index_entry) for an example.
     pub async fn index_entry(&self, name: &str) -> Result<Option<Bytes>, StoreError> {
         self.objects.get_bytes(&layout::index(name)).await
     }
 
     /// Writes the push index entry `name` with a [`PutMode`].
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use bytes::Bytes;
+    /// use cachecore::store::{BinaryCache, PutMode};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let written = cache.put_index_entry("laptop", Bytes::from_static(b"entry"), PutMode::Create);
+    /// assert_eq!(written.await.unwrap().size, 5);
+    /// assert_eq!(cache.index_entry("laptop").await.unwrap().unwrap(), &b"entry"[..]);
+    /// assert_eq!(cache.index_entry("desktop").await.unwrap(), None);
+    /// # });
+    /// ```
     pub async fn put_index_entry(
         &self,
         name: &str,

@@ -20,6 +20,8 @@ use super::{layout, BinaryCache, StoreError};
 pub const DEBRIS_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// One leftover object of a killed upload.
+///
+/// Listed by [`BinaryCache::debris`], which has an example.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Debris {
     /// The key (for a local staging file, its path relative to the cache root).
@@ -40,6 +42,21 @@ impl BinaryCache {
     /// The debris in the cache, sorted by key: staging files of killed uploads (`<key>#<n>` in
     /// a local directory) and staged re-compressed NARs (`nar/.tmp-*`), which no narinfo names.
     /// Plain HTTP caches cannot be listed and have none to report.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use bytes::Bytes;
+    /// use cachecore::store::BinaryCache;
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let staged = cache.staged_nar("killed-copy");
+    /// let data = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"NAR bytes"))]);
+    /// cache.put_staged_nar(&staged, data).await.unwrap();
+    /// // Never published nor discarded: debris, but too fresh to be removed.
+    /// let debris = cache.debris().await.unwrap();
+    /// assert_eq!((debris.len(), debris[0].size), (1, 9));
+    /// assert_eq!(cache.remove_stale_debris().await.unwrap(), 0);
+    /// # });
+    /// ```
     pub async fn debris(&self) -> Result<Vec<Debris>, StoreError> {
         let mut found = match self.objects().local_root() {
             Some(root) => {
@@ -71,6 +88,8 @@ impl BinaryCache {
     }
 
     /// Deletes the debris untouched for [`DEBRIS_AGE`]; returns how many objects went.
+    ///
+    /// See [`debris`](Self::debris) for an example.
     pub async fn remove_stale_debris(&self) -> Result<usize, StoreError> {
         // An HTTP cache that takes uploads cleans up after itself (the server aborts what a
         // client abandoned); it cannot be listed anyway.
