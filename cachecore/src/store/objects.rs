@@ -186,8 +186,31 @@ const FILE_CHUNK: u64 = 256 * 1024;
 /// pool (see `Objects::local_get`): narinfos, listings of small paths, seek tables.
 const INLINE_READ: u64 = 64 * 1024;
 
-/// The bytes `range` of a local file as a stream of [`FILE_CHUNK`]-sized chunks, each read with
-/// `pread` on the blocking pool. A file that ends early is an error, never a short body.
+/// Fills `buf` from `file` at `pos` only if the page cache holds all of it (`preadv2` with
+/// `RWF_NOWAIT`, which fails rather than wait for the disk): `true` when it did. Reading cached
+/// bytes on the calling task is what nginx does with `sendfile`, and costs less than a trip to
+/// the blocking pool; a read that would wait for the disk is left to the pool.
+fn read_cached(file: &std::fs::File, buf: &mut [u8], pos: u64) -> bool {
+    let mut done = 0;
+    while done < buf.len() {
+        let read = rustix::io::preadv2(
+            file,
+            &mut [io::IoSliceMut::new(&mut buf[done..])],
+            pos + done as u64,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        );
+        match read {
+            Ok(n) if n > 0 => done += n,
+            // The end of the file (the pool's read says so), not cached, or unsupported.
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// The bytes `range` of a local file as a stream of [`FILE_CHUNK`]-sized chunks, each read on
+/// the calling task when the page cache holds it ([`read_cached`]), else with `pread` on the
+/// blocking pool. A file that ends early is an error, never a short body.
 fn file_chunks(
     file: std::fs::File,
     range: std::ops::Range<u64>,
@@ -201,6 +224,10 @@ fn file_chunks(
                 return Ok(None);
             }
             let len = (end - pos).min(FILE_CHUNK) as usize;
+            let mut buf = vec![0u8; len];
+            if read_cached(&file, &mut buf, pos) {
+                return Ok(Some((Bytes::from(buf), pos + len as u64)));
+            }
             let chunk = tokio::task::spawn_blocking(move || {
                 use std::os::unix::fs::FileExt as _;
                 let mut buf = vec![0u8; len];
@@ -611,7 +638,7 @@ impl Objects {
         range: ByteRange,
     ) -> Result<Option<Object>, StoreError> {
         let opened = match self.open_beneath(key) {
-            Some(file) => self.describe_local(file, key, &range, INLINE_READ)?,
+            Some(file) => self.describe_local(file, key, &range, true)?,
             None => {
                 let this = self.clone();
                 let owned_key = key.to_owned();
@@ -622,7 +649,7 @@ impl Objects {
                         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                         Err(e) => return Err(this.local_read_err(&owned_key, e)),
                     };
-                    this.describe_local(file, &owned_key, &range, FILE_CHUNK)
+                    this.describe_local(file, &owned_key, &range, false)
                 })
                 .await
                 .map_err(|e| {
@@ -665,15 +692,18 @@ impl Objects {
     }
 
     /// An open local file's metadata and the bytes of `range` it covers, and those bytes
-    /// themselves when they are at most `read_up_to`; `None` when it is not a regular file.
+    /// themselves when they are few: on the calling task (`on_task`), at most [`INLINE_READ`]
+    /// bytes and only from the page cache; on the blocking pool, at most [`FILE_CHUNK`].
+    /// `None` when it is not a regular file.
     #[allow(clippy::type_complexity)]
     fn describe_local(
         &self,
         file: std::fs::File,
         key: &str,
         range: &ByteRange,
-        read_up_to: u64,
+        on_task: bool,
     ) -> Result<Option<(ObjectMeta, Range<u64>, std::fs::File, Option<Bytes>)>, StoreError> {
+        let read_up_to = if on_task { INLINE_READ } else { FILE_CHUNK };
         let read_err = |e: io::Error| self.local_read_err(key, e);
         let md = file.metadata().map_err(read_err)?;
         if !md.is_file() {
@@ -708,11 +738,16 @@ impl Objects {
         };
         let len = bytes.end - bytes.start;
         let first = if len <= read_up_to {
-            use std::os::unix::fs::FileExt as _;
             let mut buf = vec![0u8; len as usize];
-            file.read_exact_at(&mut buf, bytes.start)
-                .map_err(read_err)?;
-            Some(Bytes::from(buf))
+            if on_task {
+                // Only what the page cache holds.
+                read_cached(&file, &mut buf, bytes.start).then(|| Bytes::from(buf))
+            } else {
+                use std::os::unix::fs::FileExt as _;
+                file.read_exact_at(&mut buf, bytes.start)
+                    .map_err(read_err)?;
+                Some(Bytes::from(buf))
+            }
         } else {
             None
         };
