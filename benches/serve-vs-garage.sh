@@ -34,14 +34,20 @@ cleanup() { kill "$serve_pid" 2>/dev/null || true; stop_garage; }
 trap cleanup EXIT
 for _ in $(seq 1 100); do grep -q listening "$work/serve-g.out" 2>/dev/null && break; sleep 0.1; done
 host="nixcache.web.garage.localhost"
-first=$(head -1 "$work/nar-paths")
+# `copy` names NARs after their file hash: the NARs over 1 MiB, as the bucket's narinfos name them.
+while read -r p; do
+  curl -sf "http://127.0.0.1:$serve_port$p" |
+    awk -F': ' '$1 == "URL" {u = $2} $1 == "FileSize" {s = $2} END {if (s > 1048576) print "/" u}'
+done < "$work/narinfo-paths" > "$work/nar-paths-garage"
+cp "$work/narinfo-paths" "$work/narinfo-paths-garage"
+first=$(head -1 "$work/nar-paths-garage")
 cmp <(curl -sf -H "Host: $host" "http://127.0.0.1:$garage_web$first") \
     <(curl -sf "http://127.0.0.1:$serve_port$first")
 
 for run in $(seq 1 "$runs"); do
   for kind in narinfo nar; do
-    load "$kind" "$garage_web" "$work/$kind-paths" "$work/wrk-garage-$kind-$run.txt" -H "Host: $host"
-    load "$kind" "$serve_port" "$work/$kind-paths" "$work/wrk-serveg-$kind-$run.txt"
+    load "$kind" "$garage_web" "$work/$kind-paths-garage" "$work/wrk-garage-$kind-$run.txt" -H "Host: $host"
+    load "$kind" "$serve_port" "$work/$kind-paths-garage" "$work/wrk-serveg-$kind-$run.txt"
   done
 done
 rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$serve_pid/status")
