@@ -272,6 +272,17 @@ impl NarAccess {
         NarAccess::new(cache, info)
     }
 
+    /// Fetches now what random access needs before the first read — the object's tail and
+    /// with it the seek table of a seekable NAR — so that a caller can overlap it with other
+    /// requests. Reads do it themselves when it was not done.
+    pub async fn prepare(&self) -> Result<(), AccessError> {
+        self.inner
+            .layout
+            .get_or_try_init(|| self.load_layout())
+            .await
+            .map(drop)
+    }
+
     /// The narinfo read from.
     pub fn info(&self) -> &NarInfo {
         &self.inner.info

@@ -12,7 +12,6 @@ use super::browse::{listing_from_nar, listing_of, narinfo};
 use super::{join_error, OpError};
 use crate::access::{AccessError, NarAccess};
 use crate::nar::{Listing, ListingNode};
-use crate::narinfo::NarInfo;
 use crate::store::BinaryCache;
 use crate::store_path::StorePath;
 
@@ -61,11 +60,16 @@ pub async fn open_file(
     sub: &str,
 ) -> Result<NarFile, OpError> {
     let info = narinfo(cache, path).await?;
+    let access = NarAccess::new(cache, info.clone())?;
+    // The listing and what random access into the NAR needs (its seek table) both follow from
+    // the narinfo alone: fetched at once, one round trip instead of two. A failure to prepare
+    // the NAR is met again, and reported, by the first read.
+    let (listing_bytes, _) = tokio::join!(cache.listing_bytes(&info.store_path), access.prepare());
     // The one node asked for, read out of the stored listing without building the rest (a
     // listing of thousands of files takes longer to parse whole than the rest of a read).
     // Anything else — no listing, no such file, a damaged listing — takes the whole listing,
     // which says why.
-    if let Some(bytes) = cache.listing_bytes(&info.store_path).await? {
+    if let Some(bytes) = listing_bytes? {
         if let Ok(Some(
             node @ ListingNode::Regular {
                 nar_offset: Some(_),
@@ -73,11 +77,11 @@ pub async fn open_file(
             },
         )) = Listing::parse_node(&bytes, sub)
         {
-            return open_listed(cache, info, listing_of_one(sub, node), sub).await;
+            return open_in(cache, access, listing_of_one(sub, node), sub).await;
         }
     }
     let listing = listing_of(cache, &info).await?;
-    open_listed(cache, info, listing, sub).await
+    open_in(cache, access, listing, sub).await
 }
 
 /// A listing holding only `node` at `sub` (and the directories on the way).
@@ -94,12 +98,24 @@ fn listing_of_one(sub: &str, node: ListingNode) -> Listing {
 
 /// [`open_file`] for a narinfo and a listing already read (the server's `/serve/` route reads
 /// them to tell a file from a directory first).
+#[cfg(feature = "server")]
 pub(crate) async fn open_listed(
     cache: &BinaryCache,
-    info: NarInfo,
+    info: crate::narinfo::NarInfo,
+    listing: Listing,
+    sub: &str,
+) -> Result<NarFile, OpError> {
+    open_in(cache, NarAccess::new(cache, info)?, listing, sub).await
+}
+
+/// [`open_listed`] for random access already set up.
+async fn open_in(
+    cache: &BinaryCache,
+    access: NarAccess,
     mut listing: Listing,
     sub: &str,
 ) -> Result<NarFile, OpError> {
+    let info = access.info().clone();
     let name = format!(
         "{}/{}",
         info.store_dir.full_path(&info.store_path),
@@ -117,7 +133,7 @@ pub(crate) async fn open_listed(
                 nar_offset: Some(offset),
             } => {
                 return Ok(NarFile {
-                    access: NarAccess::new(cache, info)?,
+                    access,
                     name,
                     offset: *offset,
                     size: *size,
