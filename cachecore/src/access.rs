@@ -241,6 +241,31 @@ fn full(info: &NarInfo) -> String {
 
 impl NarAccess {
     /// Random access into the NAR `info` describes. No I/O until the first read.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// # use std::sync::Arc;
+    /// # use cachecore::{ops::{self, NoProgress, PushOptions}, store_path::StoreDir};
+    /// use cachecore::{access::NarAccess, store::BinaryCache};
+    /// # let src = tempfile::tempdir().unwrap();
+    /// # std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "hello",
+    /// #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+    /// // A narinfo already in hand (from a walk of the cache, say) is not fetched again.
+    /// let info = cache.narinfo(&path).await.unwrap().unwrap();
+    /// let nar = NarAccess::new(&cache, info.clone()).unwrap();
+    /// assert_eq!(nar.info(), &info);
+    /// assert_eq!(nar.nar_size(), info.nar_size);
+    /// nar.prepare().await.unwrap(); // optional: fetch what reads need, ahead of the first
+    /// // A NAR starts with its magic string (after the string's 8-byte length).
+    /// assert_eq!(nar.read(8..21).await.unwrap(), &b"nix-archive-1"[..]);
+    /// // A compression no reader knows is refused at once.
+    /// let mut odd = info.clone();
+    /// odd.compression = Some("rot13".into());
+    /// assert!(NarAccess::new(&cache, odd).is_err());
+    /// # });
+    /// ```
     pub fn new(cache: &BinaryCache, info: NarInfo) -> Result<NarAccess, AccessError> {
         let method = Compression::from_name(info.compression_or_default()).map_err(|source| {
             AccessError::Compression {
@@ -261,6 +286,24 @@ impl NarAccess {
     }
 
     /// Random access into the NAR of `path` (fetches its narinfo).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// # use std::sync::Arc;
+    /// # use cachecore::{ops::{self, NoProgress, PushOptions}, store_path::StoreDir};
+    /// use cachecore::{access::NarAccess, store::BinaryCache};
+    /// # let src = tempfile::tempdir().unwrap();
+    /// # std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "hello",
+    /// #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+    /// use cachecore::store_path::StorePath;
+    /// let nar = NarAccess::open(&cache, &path).await.unwrap();
+    /// assert_eq!(nar.read(0..8).await.unwrap(), &13u64.to_le_bytes()[..]); // "nix-archive-1".len()
+    /// let absent = StorePath::from_base_name("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-absent").unwrap();
+    /// assert!(NarAccess::open(&cache, &absent).await.is_err());
+    /// # });
+    /// ```
     pub async fn open(cache: &BinaryCache, path: &StorePath) -> Result<NarAccess, AccessError> {
         let info = cache
             .narinfo(path)
@@ -275,6 +318,8 @@ impl NarAccess {
     /// Fetches now what random access needs before the first read — the object's tail and
     /// with it the seek table of a seekable NAR — so that a caller can overlap it with other
     /// requests. Reads do it themselves when it was not done.
+    ///
+    /// See [`NarAccess::new`] for an example.
     pub async fn prepare(&self) -> Result<(), AccessError> {
         self.inner
             .layout
@@ -284,17 +329,23 @@ impl NarAccess {
     }
 
     /// The narinfo read from.
+    ///
+    /// See [`NarAccess::new`] for an example.
     pub fn info(&self) -> &NarInfo {
         &self.inner.info
     }
 
     /// The NAR's length (the narinfo's `NarSize`).
+    ///
+    /// See [`NarAccess::new`] for an example.
     pub fn nar_size(&self) -> u64 {
         self.inner.info.nar_size
     }
 
     /// The bytes `range` of the NAR, in memory (so keep ranges to what a caller would buffer
     /// anyway; [`NarAccess::stream`] streams a range of any length).
+    ///
+    /// See [`NarAccess::new`] for an example.
     pub async fn read(&self, range: Range<u64>) -> Result<Bytes, AccessError> {
         let chunks: Vec<Bytes> = self.stream(range).try_collect().await?;
         Ok(match chunks.len() {

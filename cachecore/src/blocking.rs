@@ -92,6 +92,12 @@ pub enum Error {
 impl Error {
     /// What kind of failure this is: the async call's own kind; no runtime is
     /// [`Local`](crate::error::ErrorKind::Local).
+    ///
+    /// ```
+    /// use cachecore::{blocking::BinaryCache, error::ErrorKind};
+    /// let e = BinaryCache::open("ssh://builder").unwrap_err();
+    /// assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    /// ```
     pub fn kind(&self) -> crate::error::ErrorKind {
         match self {
             Error::Store(e) => e.kind(),
@@ -122,6 +128,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The runtime for blocking calls in this process: built on first use, and again in a forked
 /// child (see the [module docs](self)).
+///
+/// ```
+/// let rt = cachecore::blocking::runtime().unwrap();
+/// assert_eq!(rt.block_on(async { 1 + 1 }), 2);
+/// // One runtime per process, shared by every call.
+/// assert!(std::sync::Arc::ptr_eq(&rt, &cachecore::blocking::runtime().unwrap()));
+/// ```
 pub fn runtime() -> Result<Arc<Runtime>, Error> {
     let pid = std::process::id();
     let mut slot = lock(&RUNTIME);
@@ -147,6 +160,14 @@ pub fn runtime() -> Result<Arc<Runtime>, Error> {
 }
 
 /// Runs `future` to completion on the process's runtime.
+///
+/// ```
+/// use cachecore::{blocking, store::BinaryCache};
+/// let cache = BinaryCache::open("memory://").unwrap();
+/// // Any async call whose error converts into `blocking::Error`.
+/// let info = blocking::block_on(async { cache.cache_info().await }).unwrap();
+/// assert_eq!(info, None);
+/// ```
 pub fn block_on<T, E>(future: impl Future<Output = Result<T, E>>) -> Result<T, Error>
 where
     Error: From<E>,
@@ -186,6 +207,16 @@ impl BinaryCache {
 
     /// Opens the store at `url` with configuration from `env` (see
     /// [`store::BinaryCache::open_with_env`]).
+    ///
+    /// ```
+    /// use cachecore::{blocking::BinaryCache, cache_info::CacheInfo};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// // Settings come from `env`, not from the process environment (a directory needs none).
+    /// let cache = BinaryCache::open_with_env(dir.path().to_str().unwrap(), &[]).unwrap();
+    /// cache.init(&CacheInfo::default()).unwrap();
+    /// assert!(cache.list_paths().unwrap().is_empty());
+    /// assert!(BinaryCache::open_with_env("ssh://builder", &[]).is_err());
+    /// ```
     pub fn open_with_env(url: &str, env: &[(String, String)]) -> Result<BinaryCache, Error> {
         let cache = store::BinaryCache::open_with_env(url, env)?;
         let reopen = (!url.starts_with("memory:")).then(|| (url.to_owned(), env.to_vec()));
@@ -221,6 +252,16 @@ impl BinaryCache {
     }
 
     /// The async handle for this process (re-opened in a forked child).
+    ///
+    /// ```
+    /// use cachecore::{blocking::BinaryCache, cache_info::CacheInfo};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// cache.init(&CacheInfo::default()).unwrap();
+    /// // The same store, for async code (here on a runtime of its own).
+    /// let handle = cache.as_async().unwrap();
+    /// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// assert_eq!(rt.block_on(handle.cache_info()).unwrap(), cache.cache_info().unwrap());
+    /// ```
     pub fn as_async(&self) -> Result<store::BinaryCache, Error> {
         let pid = std::process::id();
         let mut current = lock(&self.inner.current);
@@ -234,6 +275,13 @@ impl BinaryCache {
     }
 
     /// The store URL (passwords replaced by `***`).
+    ///
+    /// ```
+    /// use cachecore::blocking::BinaryCache;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let cache = BinaryCache::open(dir.path().to_str().unwrap()).unwrap();
+    /// assert_eq!(cache.url(), dir.path().to_str().unwrap());
+    /// ```
     pub fn url(&self) -> String {
         lock(&self.inner.current).1.url().to_owned()
     }
@@ -249,26 +297,46 @@ impl BinaryCache {
     }
 
     /// `nix-cache-info`, or `None` when the store has none.
+    ///
+    /// ```
+    /// use cachecore::{blocking::BinaryCache, cache_info::CacheInfo};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// assert_eq!(cache.cache_info().unwrap(), None);
+    /// let wanted = CacheInfo { priority: Some(30), ..CacheInfo::default() };
+    /// assert_eq!(cache.init(&wanted).unwrap(), wanted);
+    /// // Present now: `init` keeps what is there.
+    /// let other = CacheInfo { priority: Some(50), ..CacheInfo::default() };
+    /// assert_eq!(cache.init(&other).unwrap().priority, Some(30));
+    /// assert_eq!(cache.cache_info().unwrap(), Some(wanted));
+    /// ```
     pub fn cache_info(&self) -> Result<Option<CacheInfo>, Error> {
         self.run(|c| async move { c.cache_info().await })
     }
 
     /// Writes `nix-cache-info` unless present (see [`store::BinaryCache::init`]).
+    ///
+    /// See [`BinaryCache::cache_info`] for an example.
     pub fn init(&self, wanted: &CacheInfo) -> Result<CacheInfo, Error> {
         self.run(|c| async move { c.init(wanted).await })
     }
 
     /// The narinfo of `path`, or `None`.
+    ///
+    /// See [`BinaryCache::push_add`] for an example.
     pub fn narinfo(&self, path: &StorePath) -> Result<Option<NarInfo>, Error> {
         self.run(|c| async move { c.narinfo(path).await })
     }
 
     /// The full store paths in the cache, sorted.
+    ///
+    /// See [`BinaryCache::push_add`] for an example.
     pub fn list_paths(&self) -> Result<Vec<String>, Error> {
         self.run(|c| async move { ops::list_paths(&c).await })
     }
 
     /// The listing of `path`: its `.ls`, else read from its NAR.
+    ///
+    /// See [`BinaryCache::push_add`] for an example.
     pub fn listing(&self, path: &StorePath) -> Result<Listing, Error> {
         self.run(|c| async move { ops::listing(&c, path).await })
     }
@@ -299,6 +367,25 @@ impl BinaryCache {
     }
 
     /// The regular file `sub` of `path`, for ranged reads (see [`ops::open_file`]).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cachecore::{ops::{NoProgress, PushOptions}, store_path::StoreDir};
+    /// # use std::os::unix::fs::PermissionsExt as _;
+    /// use cachecore::blocking::BinaryCache;
+    /// # let src = tempfile::tempdir().unwrap();
+    /// # std::fs::write(src.path().join("run"), "#!/bin/sh\necho hi\n").unwrap();
+    /// # std::fs::set_permissions(src.path().join("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// # let (path, _) = cache.push_add(&StoreDir::default(), src.path(), "script",
+    /// #     &PushOptions::default(), Arc::new(NoProgress)).unwrap();
+    /// // `run` (pushed above) is an executable script: "#!/bin/sh\necho hi\n".
+    /// let file = cache.open_file(&path, "run").unwrap();
+    /// assert_eq!(file.size(), 18);
+    /// assert!(file.executable());
+    /// assert_eq!(file.read_at(10..17).unwrap(), &b"echo hi"[..]);
+    /// assert!(cache.open_file(&path, "missing").is_err());
+    /// ```
     pub fn open_file(&self, path: &StorePath, sub: &str) -> Result<File, Error> {
         let file = self.run(|c| async move { ops::open_file(&c, path, sub).await })?;
         Ok(File {
@@ -313,6 +400,24 @@ impl BinaryCache {
     /// The whole NAR of `path` as a [`Read`], checked as it is read: FileSize, FileHash,
     /// NarSize and NarHash are checked when it ends, and a mismatch makes the last read fail
     /// (the bytes before it have been handed out by then: act on them only after the end).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cachecore::{ops::{NoProgress, PushOptions}, store_path::StoreDir};
+    /// # let src = tempfile::tempdir().unwrap();
+    /// # std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+    /// use std::io::Read as _;
+    /// use cachecore::{blocking::BinaryCache, hash::{Hash, HashAlgo}, nar::Listing};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// # let (path, _) = cache.push_add(&StoreDir::default(), src.path(), "hello",
+    /// #     &PushOptions::default(), Arc::new(NoProgress)).unwrap();
+    /// let info = cache.narinfo(&path).unwrap().unwrap();
+    /// let mut nar = Vec::new();
+    /// cache.nar_reader(&path).unwrap().read_to_end(&mut nar).unwrap();
+    /// assert_eq!(nar.len() as u64, info.nar_size);
+    /// assert_eq!(Hash::digest(HashAlgo::Sha256, &nar), info.nar_hash);
+    /// assert!(Listing::from_nar(&nar[..]).unwrap().get("hello").is_some());
+    /// ```
     pub fn nar_reader(&self, path: &StorePath) -> Result<NarReader, Error> {
         let cache = self.as_async()?;
         let rt = runtime()?;
@@ -348,6 +453,20 @@ impl BinaryCache {
     }
 
     /// Pushes `roots` (and their closures) from `local` (see [`ops::push()`]).
+    ///
+    /// ```no_run
+    /// // Not run: it reads a real Nix store (its database and /nix/store), which tests lack.
+    /// use std::sync::Arc;
+    /// use cachecore::{blocking::BinaryCache, local_store::LocalStore};
+    /// use cachecore::{ops::{NoProgress, PushOptions}, store_path::StoreDir};
+    /// let dir = StoreDir::default();
+    /// let local = LocalStore::open(dir.clone()).unwrap();
+    /// let root = dir.parse_path("/nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12").unwrap().to_owned();
+    /// let cache = BinaryCache::open("/srv/cache").unwrap();
+    /// let summary = cache.push(&local, &[root.clone()], &PushOptions::default(), Arc::new(NoProgress)).unwrap();
+    /// assert!(cache.narinfo(&root).unwrap().is_some());
+    /// # let _ = summary;
+    /// ```
     pub fn push(
         &self,
         local: &LocalStore,
@@ -360,6 +479,26 @@ impl BinaryCache {
 
     /// Pushes a plain file or directory as the store path `nix-store --add` would give it (see
     /// [`ops::push_add`]).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use cachecore::blocking::BinaryCache;
+    /// use cachecore::nar::ListingNode;
+    /// use cachecore::ops::{NoProgress, PushOptions};
+    /// use cachecore::store_path::StoreDir;
+    /// let src = tempfile::tempdir().unwrap();
+    /// std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let (path, _) = cache.push_add(&StoreDir::default(), src.path(), "hello",
+    ///     &PushOptions::default(), Arc::new(NoProgress)).unwrap();
+    /// assert_eq!(path.name(), "hello");
+    /// assert_eq!(cache.list_paths().unwrap(), [StoreDir::default().full_path(&path)]);
+    /// let info = cache.narinfo(&path).unwrap().unwrap();
+    /// assert_eq!(info.store_path, path);
+    /// assert!(matches!(cache.listing(&path).unwrap().get("hello"),
+    ///     Some(ListingNode::Regular { size: 13, .. })));
+    /// assert!(cache.verify(&[path], &Default::default()).unwrap().is_ok());
+    /// ```
     pub fn push_add(
         &self,
         store_dir: &StoreDir,
@@ -403,6 +542,8 @@ impl BinaryCache {
     }
 
     /// Verifies `paths` and their closures, or the whole cache (see [`ops::verify()`]).
+    ///
+    /// See [`BinaryCache::push_add`] for an example.
     pub fn verify(&self, paths: &[StorePath], opts: &VerifyOptions) -> Result<VerifyReport, Error> {
         self.run(|c| async move { ops::verify(&c, paths, opts).await })
     }
@@ -458,11 +599,15 @@ impl Nar {
     }
 
     /// The NAR's length (NarSize).
+    ///
+    /// See [`BinaryCache::nar`] for an example.
     pub fn nar_size(&self) -> u64 {
         lock(&self.current).1.nar_size()
     }
 
     /// The bytes `range` of the NAR.
+    ///
+    /// See [`BinaryCache::nar`] for an example.
     pub fn read(&self, range: Range<u64>) -> Result<Bytes, Error> {
         let access = self.access()?;
         block_on(async move { access.read(range).await })
@@ -494,16 +639,22 @@ impl File {
     }
 
     /// The file's length.
+    ///
+    /// See [`BinaryCache::open_file`] for an example.
     pub fn size(&self) -> u64 {
         lock(&self.current).1.size()
     }
 
     /// Whether the file is executable.
+    ///
+    /// See [`BinaryCache::open_file`] for an example.
     pub fn executable(&self) -> bool {
         lock(&self.current).1.executable()
     }
 
     /// The bytes `range` of the file.
+    ///
+    /// See [`BinaryCache::open_file`] for an example.
     pub fn read_at(&self, range: Range<u64>) -> Result<Bytes, Error> {
         let file = self.file()?;
         block_on(async move { file.read(range).await })
@@ -557,6 +708,8 @@ impl Read for NarReader {
 
 impl Nar {
     /// The narinfo read from.
+    ///
+    /// See [`BinaryCache::nar`] for an example.
     pub fn info(&self) -> NarInfo {
         lock(&self.current).1.info().clone()
     }

@@ -42,6 +42,20 @@ impl Default for CacheInfo {
 }
 
 impl CacheInfo {
+    /// Parses the text of `nix-cache-info`; without a `StoreDir` the store is `/nix/store`, as Nix
+    /// assumes.
+    ///
+    /// ```
+    /// use cachecore::cache_info::CacheInfo;
+    /// let info = CacheInfo::parse("StoreDir: /gnu/store\nWantMassQuery: 0\nFoo: bar\n").unwrap();
+    /// assert_eq!(info.store_dir, "/gnu/store");
+    /// assert_eq!(info.want_mass_query, Some(false));
+    /// assert_eq!(info.priority, None);
+    /// assert_eq!(info.extra, [("Foo".to_string(), "bar".to_string())]);
+    /// assert_eq!(CacheInfo::parse("Priority: 10\n").unwrap().store_dir, "/nix/store");
+    /// let e = CacheInfo::parse("StoreDir: /nix/store\nWantMassQuery: yes\n").unwrap_err();
+    /// assert_eq!(e.line, 2);
+    /// ```
     pub fn parse(text: &str) -> Result<Self, ParseError> {
         let mut info = CacheInfo {
             store_dir: String::new(),

@@ -112,6 +112,23 @@ impl fmt::Display for Joined<'_> {
 /// the nodes in the order given, visiting references in store-path order, each node emitted
 /// after its references. O(n + e) (plus sorting each node's references); deep chains cannot
 /// overflow the stack.
+///
+/// ```
+/// use cachecore::graph::references_first;
+/// use cachecore::store_path::StorePath;
+/// let p = |c: char, name: &str| {
+///     StorePath::from_base_name(&format!("{}-{name}", c.to_string().repeat(32))).unwrap()
+/// };
+/// let (libc, lib, app) = (p('a', "libc"), p('b', "lib"), p('c', "app"));
+/// let nodes = vec![
+///     (app.clone(), vec![lib.clone(), libc.clone()]),
+///     (lib.clone(), vec![libc.clone(), p('d', "elsewhere")]), // not among the nodes: ignored
+///     (libc.clone(), vec![]),
+///     (app.clone(), vec![]), // listed twice: the first wins
+/// ];
+/// let order: Vec<_> = references_first(nodes).unwrap().into_iter().map(|(p, _)| p).collect();
+/// assert_eq!(order, [libc, lib, app]);
+/// ```
 pub fn references_first<N: Node>(nodes: Vec<N>) -> Result<Vec<N>, Cycle> {
     let mut index: HashMap<StorePath, usize> = HashMap::with_capacity(nodes.len());
     let mut kept: Vec<N> = Vec::with_capacity(nodes.len());
@@ -192,6 +209,19 @@ pub fn references_first<N: Node>(nodes: Vec<N>) -> Result<Vec<N>, Cycle> {
 /// `nodes` ordered so that every node comes before the nodes it refers to: the order in which
 /// narinfos can be deleted without ever leaving a visible narinfo whose reference is gone. The
 /// exact reverse of [`references_first`]; the same [`Cycle`] error.
+///
+/// ```
+/// use cachecore::graph::referrers_first;
+/// use cachecore::store_path::StorePath;
+/// let p = |c: char, name: &str| {
+///     StorePath::from_base_name(&format!("{}-{name}", c.to_string().repeat(32))).unwrap()
+/// };
+/// let (lib, app) = (p('a', "lib"), p('b', "app"));
+/// let nodes = vec![(lib.clone(), vec![]), (app.clone(), vec![lib.clone()])];
+/// // app's narinfo goes before lib's, which app refers to.
+/// let order: Vec<_> = referrers_first(nodes).unwrap().into_iter().map(|(p, _)| p).collect();
+/// assert_eq!(order, [app, lib]);
+/// ```
 pub fn referrers_first<N: Node>(nodes: Vec<N>) -> Result<Vec<N>, Cycle> {
     let mut order = references_first(nodes)?;
     order.reverse();
@@ -205,6 +235,34 @@ pub fn referrers_first<N: Node>(nodes: Vec<N>) -> Result<Vec<N>, Cycle> {
 /// Each path counts the references it still waits for; a completed write counts down its
 /// referrers, so a transfer of n paths with e references costs O(n + e) whatever the order in
 /// which their data arrives, and independent narinfos can be written concurrently.
+///
+/// ```
+/// use cachecore::graph::Publisher;
+/// use cachecore::hash::{Hash, HashAlgo};
+/// use cachecore::narinfo::NarInfo;
+/// use cachecore::store_path::{StoreDir, StorePath};
+/// let p = |c: char, name: &str| {
+///     StorePath::from_base_name(&format!("{}-{name}", c.to_string().repeat(32))).unwrap()
+/// };
+/// let info = |path: &StorePath, refs: Vec<StorePath>| {
+///     let mut info = NarInfo::new(StoreDir::default(), path.clone(), "nar/x.nar".into(),
+///         Hash::digest(HashAlgo::Sha256, b""), 0);
+///     info.references = refs;
+///     info
+/// };
+/// let (lib, app) = (p('a', "lib"), p('b', "app"));
+/// let (lib_info, app_info) = (info(&lib, vec![]), info(&app, vec![lib.clone()]));
+/// let mut publisher = Publisher::new(&[lib_info.clone(), app_info.clone()]).unwrap();
+/// // app's data lands first: its narinfo waits for lib's.
+/// assert_eq!(publisher.arrived(app_info.clone()), None);
+/// assert_eq!(publisher.stuck(), Some(&app_info));
+/// // lib's may be written at once; once it is, app's is released.
+/// assert_eq!(publisher.arrived(lib_info.clone()), Some(lib_info));
+/// assert_eq!(publisher.written(&lib), [app_info]);
+/// assert_eq!(publisher.stuck(), None);
+/// // A cycle could never be published.
+/// assert!(Publisher::new(&[(lib.clone(), vec![app.clone()]), (app, vec![lib])]).is_err());
+/// ```
 #[derive(Debug)]
 pub struct Publisher {
     /// For each path of the transfer not yet written, how many of its references are not.
@@ -219,6 +277,8 @@ impl Publisher {
     /// `transfer` holds each path being transferred with its references; references outside the
     /// transfer are already visible. A cycle among them is an error: none of its narinfos could
     /// ever be written.
+    ///
+    /// See [`Publisher`] for an example.
     pub fn new<N: Node>(transfer: &[N]) -> Result<Self, Cycle> {
         references_first(transfer.iter().collect())?;
         let members: std::collections::HashSet<&StorePath> =
@@ -251,6 +311,8 @@ impl Publisher {
 
     /// A path's data is in place: returns its narinfo if it may be written now (every
     /// reference written), else keeps it until [`Publisher::written`] releases it.
+    ///
+    /// See [`Publisher`] for an example.
     pub fn arrived(&mut self, info: NarInfo) -> Option<NarInfo> {
         if self.pending.get(&info.store_path).copied().unwrap_or(0) > 0 {
             self.waiting.insert(info.store_path.clone(), info);
@@ -261,6 +323,8 @@ impl Publisher {
     }
 
     /// The narinfo of `path` is written (visible): returns the narinfos that may be written now.
+    ///
+    /// See [`Publisher`] for an example.
     pub fn written(&mut self, path: &StorePath) -> Vec<NarInfo> {
         self.pending.remove(path);
         let mut out = Vec::new();
@@ -280,6 +344,8 @@ impl Publisher {
 
     /// A path whose data arrived but whose narinfo could never be written (a reference of it
     /// never arrived).
+    ///
+    /// See [`Publisher`] for an example.
     pub fn stuck(&self) -> Option<&NarInfo> {
         self.waiting.values().next()
     }
@@ -535,6 +601,34 @@ mod in_cache {
     /// written, up to `concurrency` writes at once, while the transfers go on. `on_arrival` sees
     /// each narinfo as its data lands, `on_written` as it becomes visible. The first error stops
     /// everything.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachecore::graph::{self, GraphError, Publisher};
+    /// use cachecore::{store::BinaryCache, store_path::StorePath};
+    /// # use cachecore::{hash::{Hash, HashAlgo}, narinfo::NarInfo, store_path::StoreDir};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let p = |c: char, name: &str| {
+    ///     StorePath::from_base_name(&format!("{}-{name}", c.to_string().repeat(32))).unwrap()
+    /// };
+    /// let (lib, app) = (p('a', "lib"), p('b', "app"));
+    /// # let info = |path: &StorePath, refs: Vec<StorePath>| {
+    /// #     let mut info = NarInfo::new(StoreDir::default(), path.clone(), "nar/x.nar".into(),
+    /// #         Hash::digest(HashAlgo::Sha256, b""), 0);
+    /// #     info.references = refs;
+    /// #     info
+    /// # };
+    /// // app refers to lib; their data lands app first.
+    /// let transfer = vec![info(&app, vec![lib.clone()]), info(&lib, vec![])];
+    /// let publisher = Publisher::new(&transfer).unwrap();
+    /// let arrivals = futures::stream::iter(transfer.into_iter().map(Ok::<_, GraphError>));
+    /// let mut written = Vec::new();
+    /// graph::publish_as_ready(&cache, publisher, arrivals, 4, |_| {},
+    ///     |i| written.push(i.store_path.clone())).await.unwrap();
+    /// assert_eq!(written, [lib, app.clone()]); // references first
+    /// assert!(cache.narinfo(&app).await.unwrap().is_some());
+    /// # });
+    /// ```
     pub async fn publish_as_ready<S, E>(
         cache: &BinaryCache,
         mut publisher: Publisher,

@@ -42,6 +42,13 @@ const EXCERPT_CHARS: usize = 64;
 
 /// At most the first 64 characters of `s`, marked with `…` when cut: what an
 /// error message may quote of untrusted input.
+///
+/// ```
+/// use cachecore::narinfo::excerpt;
+/// assert_eq!(excerpt("short"), "short");
+/// let long = "x".repeat(100);
+/// assert_eq!(excerpt(&long), format!("{}…", "x".repeat(64)));
+/// ```
 pub fn excerpt(s: &str) -> String {
     match s.char_indices().nth(EXCERPT_CHARS) {
         Some((cut, _)) => format!("{}…", &s[..cut]),
@@ -235,6 +242,26 @@ impl NarInfo {
     }
 
     /// Parses the text of a narinfo file.
+    ///
+    /// ```
+    /// use cachecore::narinfo::{NarInfo, ParseErrorKind};
+    /// let text = "StorePath: /nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12\n\
+    /// URL: nar/0a6hxwr0wv6xr8ak1nczcbvrzrz1m7mwd5r4c4yqbl4vpnn2sshx.nar.zst\n\
+    /// Compression: zstd\n\
+    /// NarHash: sha256:1sj0vx2bq4q6c3dh8s1lk2whbp5gqxf7q1ri2k8b6fcmh0rbz5ap\n\
+    /// NarSize: 226552\n\
+    /// References: 7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12\n";
+    /// let info = NarInfo::parse(text).unwrap();
+    /// assert_eq!(info.store_path.name(), "hello-2.12");
+    /// assert_eq!(info.compression.as_deref(), Some("zstd"));
+    /// assert_eq!(info.nar_size, 226552);
+    /// assert_eq!(info.references, [info.store_path.clone()]);
+    /// assert_eq!(info.to_string(), text); // written back as Nix writes it
+    /// // Every required field must be there.
+    /// let e = NarInfo::parse("StorePath: /nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12\n")
+    ///     .unwrap_err();
+    /// assert!(matches!(e.kind, ParseErrorKind::Missing(_)));
+    /// ```
     pub fn parse(text: &str) -> Result<Self, ParseError> {
         let mut store_path: Option<(StoreDir, StorePath)> = None;
         let mut url = None;
@@ -397,6 +424,19 @@ impl NarInfo {
     }
 
     /// The compression of the NAR file, defaulting to `bzip2` as Nix does.
+    ///
+    /// ```
+    /// use cachecore::hash::{Hash, HashAlgo};
+    /// use cachecore::narinfo::NarInfo;
+    /// use cachecore::store_path::{StoreDir, StorePath};
+    /// let path = StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12").unwrap();
+    /// let mut info = NarInfo::new(StoreDir::default(), path, "nar/x.nar.bz2".into(),
+    ///     Hash::digest(HashAlgo::Sha256, b"nar"), 3);
+    /// assert_eq!(info.compression, None);
+    /// assert_eq!(info.compression_or_default(), "bzip2");
+    /// info.compression = Some("zstd".into());
+    /// assert_eq!(info.compression_or_default(), "zstd");
+    /// ```
     pub fn compression_or_default(&self) -> &str {
         self.compression.as_deref().unwrap_or("bzip2")
     }
@@ -495,6 +535,24 @@ pub struct FingerprintError {
 }
 
 /// The one place the signature fingerprint is computed.
+///
+/// ```
+/// use cachecore::hash::{Hash, HashAlgo};
+/// use cachecore::narinfo::fingerprint;
+/// use cachecore::store_path::{StoreDir, StorePath};
+/// let lib = StorePath::from_base_name("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-lib").unwrap();
+/// let app = StorePath::from_base_name("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-app").unwrap();
+/// let nar_hash = Hash::parse("sha256:1sj0vx2bq4q6c3dh8s1lk2whbp5gqxf7q1ri2k8b6fcmh0rbz5ap").unwrap();
+/// // References are sorted and deduplicated.
+/// let refs = [app.clone(), lib.clone(), app.clone()];
+/// let fp = fingerprint(&StoreDir::default(), &app, &nar_hash, 42, &refs).unwrap();
+/// assert_eq!(fp, "1;/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-app;\
+///     sha256:1sj0vx2bq4q6c3dh8s1lk2whbp5gqxf7q1ri2k8b6fcmh0rbz5ap;42;\
+///     /nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-lib,/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-app");
+/// // Only a sha256 NarHash can be signed.
+/// let sha1 = Hash::digest(HashAlgo::Sha1, b"");
+/// assert!(fingerprint(&StoreDir::default(), &app, &sha1, 42, &[]).is_err());
+/// ```
 pub fn fingerprint(
     store_dir: &StoreDir,
     store_path: &StorePath,

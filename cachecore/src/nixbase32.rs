@@ -40,16 +40,39 @@ pub enum DecodeError {
 }
 
 /// Length of the nix32 encoding of `len` bytes.
+///
+/// ```
+/// use cachecore::nixbase32::encoded_len;
+/// assert_eq!(encoded_len(20), 32); // a store path's hash part
+/// assert_eq!(encoded_len(32), 52); // a sha256 digest
+/// assert_eq!(encoded_len(1), 2);
+/// ```
 pub const fn encoded_len(len: usize) -> usize {
     (len * 8).div_ceil(5)
 }
 
 /// Number of bytes a nix32 string of `len` characters decodes to (rounded down).
+///
+/// ```
+/// use cachecore::nixbase32::decoded_len;
+/// assert_eq!(decoded_len(32), 20);
+/// assert_eq!(decoded_len(52), 32);
+/// assert_eq!(decoded_len(3), 1); // rounded down
+/// ```
 pub const fn decoded_len(len: usize) -> usize {
     len * 5 / 8
 }
 
 /// Encodes `input` as nix32.
+///
+/// ```
+/// use cachecore::{hash::{Hash, HashAlgo}, nixbase32::encode};
+/// assert_eq!(encode(&[]), "");
+/// assert_eq!(encode(&[0x1f]), "0z");
+/// // sha256("") as Nix prints it.
+/// let digest = Hash::digest(HashAlgo::Sha256, b"");
+/// assert_eq!(encode(digest.digest_bytes()), "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73");
+/// ```
 pub fn encode(input: &[u8]) -> String {
     let len = encoded_len(input.len());
     let mut out = String::with_capacity(len);
@@ -70,6 +93,14 @@ pub fn encode(input: &[u8]) -> String {
 }
 
 /// Decodes a nix32 string.
+///
+/// ```
+/// use cachecore::nixbase32::{decode, DecodeError};
+/// assert_eq!(decode(b"0z").unwrap(), [0x1f]);
+/// // `e`, `o`, `u` and `t` are not in the alphabet.
+/// assert_eq!(decode(b"0e"), Err(DecodeError::InvalidCharacter { position: 1, character: 'e' }));
+/// assert_eq!(decode(b"abc"), Err(DecodeError::InvalidLength(3)));
+/// ```
 pub fn decode(input: &[u8]) -> Result<Vec<u8>, DecodeError> {
     let out_len = decoded_len(input.len());
     if encoded_len(out_len) != input.len() {
@@ -81,6 +112,16 @@ pub fn decode(input: &[u8]) -> Result<Vec<u8>, DecodeError> {
 }
 
 /// Decodes a nix32 string into a fixed-size array.
+///
+/// ```
+/// use cachecore::nixbase32::{decode_fixed, encode, DecodeError};
+/// let digest: [u8; 20] = decode_fixed(encode(&[7u8; 20]).as_bytes()).unwrap();
+/// assert_eq!(digest, [7u8; 20]);
+/// // Exactly the length of N bytes.
+/// assert_eq!(decode_fixed::<20>(b"0z"), Err(DecodeError::InvalidLength(2)));
+/// // "zz" sets bits past the end of one byte.
+/// assert_eq!(decode_fixed::<1>(b"zz"), Err(DecodeError::NonZeroPadding));
+/// ```
 pub fn decode_fixed<const N: usize>(input: &[u8]) -> Result<[u8; N], DecodeError> {
     if input.len() != encoded_len(N) {
         return Err(DecodeError::InvalidLength(input.len()));

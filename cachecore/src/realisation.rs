@@ -38,6 +38,16 @@ pub struct DrvOutput {
 }
 
 impl DrvOutput {
+    /// Parses `<hash>!<output>`, the hash in any spelling [`Hash::parse`] reads.
+    ///
+    /// ```
+    /// use cachecore::realisation::DrvOutput;
+    /// let id = DrvOutput::parse("sha256:6b9206b68e3d12a3cc840a6e022b5394a2297822e0c61f99383ed9e99661c2cf!out").unwrap();
+    /// assert_eq!(id.output, "out");
+    /// assert_eq!(id.to_string(), "sha256:6b9206b68e3d12a3cc840a6e022b5394a2297822e0c61f99383ed9e99661c2cf!out");
+    /// assert!(DrvOutput::parse("sha256:6b9206b68e3d12a3cc840a6e022b5394a2297822e0c61f99383ed9e99661c2cf").is_err()); // no output name
+    /// assert!(DrvOutput::parse("sha256:6b9206b68e3d12a3cc840a6e022b5394a2297822e0c61f99383ed9e99661c2cf!").is_err());
+    /// ```
     pub fn parse(s: &str) -> Result<Self, String> {
         let (hash, output) = s
             .split_once('!')
@@ -107,6 +117,17 @@ pub struct Realisation {
 }
 
 impl Realisation {
+    /// Parses a realisation from Nix's JSON.
+    ///
+    /// ```
+    /// use cachecore::realisation::Realisation;
+    /// let json = r#"{"dependentRealisations":{},"id":"sha256:6b9206b68e3d12a3cc840a6e022b5394a2297822e0c61f99383ed9e99661c2cf!out","outPath":"aghv8shzw76p3aakd1zl1scsx4l5xf6l-ca-thing","signatures":[]}"#;
+    /// let r = Realisation::parse(json).unwrap();
+    /// assert_eq!(r.out_path.name(), "ca-thing");
+    /// assert_eq!(r.id.output, "out");
+    /// assert!(r.signatures.is_empty());
+    /// assert!(Realisation::parse("{").is_err());
+    /// ```
     pub fn parse(json: &str) -> Result<Self, ParseError> {
         serde_json::from_str(json).map_err(|e| ParseError::Json {
             line: e.line(),
@@ -116,6 +137,15 @@ impl Realisation {
     }
 
     /// Compact JSON, as Nix writes it.
+    ///
+    /// ```
+    /// use cachecore::realisation::Realisation;
+    /// let json = r#"{"dependentRealisations":{},"id":"sha256:6b9206b68e3d12a3cc840a6e022b5394a2297822e0c61f99383ed9e99661c2cf!out","outPath":"aghv8shzw76p3aakd1zl1scsx4l5xf6l-ca-thing","signatures":[]}"#;
+    /// let mut r = Realisation::parse(json).unwrap();
+    /// assert_eq!(r.to_json(), json);
+    /// r.signatures.push("cache.example.org-1:c2ln".into());
+    /// assert!(r.to_json().ends_with(r#""signatures":["cache.example.org-1:c2ln"]}"#));
+    /// ```
     pub fn to_json(&self) -> String {
         // Serializing plain strings and maps cannot fail.
         serde_json::to_string(self).unwrap_or_default()

@@ -31,6 +31,20 @@ pub enum ExtractError {
 }
 
 /// Writes the contents of the regular file at `subpath` to `out`.
+///
+/// ```
+/// use cachecore::nar::{self, ExtractError};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # std::fs::create_dir_all(dir.path().join("pkg/bin")).unwrap();
+/// # std::fs::write(dir.path().join("pkg/bin/hello"), "hi\n").unwrap();
+/// let mut bytes = Vec::new();
+/// nar::pack(&dir.path().join("pkg"), &mut bytes).unwrap();
+/// let mut out = Vec::new();
+/// nar::cat(&bytes[..], "bin/hello", &mut out).unwrap();
+/// assert_eq!(out, b"hi\n");
+/// assert!(matches!(nar::cat(&bytes[..], "bin", std::io::sink()), Err(ExtractError::IsDirectory { .. })));
+/// assert!(matches!(nar::cat(&bytes[..], "nope", std::io::sink()), Err(ExtractError::NotFound { .. })));
+/// ```
 pub fn cat(input: impl Read, subpath: &str, out: impl Write) -> Result<(), ExtractError> {
     cat_from(&mut Reader::new(input), subpath, out)
 }
@@ -96,6 +110,22 @@ pub fn cat_verified(input: impl Read, subpath: &str, out: impl Write) -> Result<
 }
 
 /// Writes the node at `subpath` (file, symlink or directory tree) to `out` as a standalone NAR.
+///
+/// ```
+/// use cachecore::nar::{self, Listing};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # std::fs::create_dir_all(dir.path().join("pkg/bin")).unwrap();
+/// # std::fs::write(dir.path().join("pkg/bin/hello"), "hi\n").unwrap();
+/// let mut bytes = Vec::new();
+/// nar::pack(&dir.path().join("pkg"), &mut bytes).unwrap();
+/// let mut sub = Vec::new();
+/// nar::extract_nar(&bytes[..], "bin", &mut sub).unwrap();
+/// // A NAR of its own, `bin` its root: the NAR of that directory.
+/// assert!(Listing::from_nar(&sub[..]).unwrap().get("hello").is_some());
+/// let mut direct = Vec::new();
+/// nar::pack(&dir.path().join("pkg/bin"), &mut direct).unwrap();
+/// assert_eq!(sub, direct);
+/// ```
 pub fn extract_nar(input: impl Read, subpath: &str, out: impl Write) -> Result<(), ExtractError> {
     let mut reader = Reader::new(input);
     let path = Components::new(subpath);

@@ -27,6 +27,16 @@ pub fn hash_path(path: &Path) -> Result<(Hash, u64), PackError> {
 }
 
 /// Like [`hash_path`] with any algorithm.
+///
+/// ```
+/// use cachecore::{hash::{Hash, HashAlgo}, nar};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # std::fs::write(dir.path().join("hello"), "hi\n").unwrap();
+/// let (sha512, size) = nar::hash_path_with(&dir.path().join("hello"), HashAlgo::Sha512).unwrap();
+/// let mut bytes = Vec::new();
+/// nar::dump(&dir.path().join("hello"), &mut bytes).unwrap();
+/// assert_eq!((sha512, size), (Hash::digest(HashAlgo::Sha512, &bytes), bytes.len() as u64));
+/// ```
 pub fn hash_path_with(path: &Path, algo: HashAlgo) -> Result<(Hash, u64), PackError> {
     let (writer, chunks) = chunk_channel(CHUNK, DEPTH);
     std::thread::scope(|scope| {

@@ -42,12 +42,40 @@ pub enum PackError {
 
 /// Packs the tree at `path` (not following a symlink there) as a NAR into `out`, and returns
 /// its listing. `out` is buffered internally and flushed at the end.
+///
+/// ```
+/// use cachecore::nar::{self, ListingNode};
+/// let dir = tempfile::tempdir().unwrap();
+/// std::fs::create_dir(dir.path().join("pkg")).unwrap();
+/// std::fs::write(dir.path().join("pkg/hello"), "hi\n").unwrap();
+/// std::os::unix::fs::symlink("hello", dir.path().join("pkg/greeting")).unwrap();
+/// let mut bytes = Vec::new();
+/// let listing = nar::pack(&dir.path().join("pkg"), &mut bytes).unwrap();
+/// let Some(ListingNode::Regular { size: 3, nar_offset: Some(at), .. }) = listing.get("hello") else {
+///     panic!("{listing:?}");
+/// };
+/// assert_eq!(&bytes[*at as usize..][..3], b"hi\n");
+/// assert!(matches!(listing.get("greeting"), Some(ListingNode::Symlink { target }) if target == "hello"));
+/// ```
 pub fn pack(path: &Path, out: impl Write) -> Result<Listing, PackError> {
     let (root, _) = pack_tree::<WithListing, _>(path, out, None)?;
     Ok(Listing { root })
 }
 
 /// Like [`pack`] without building the listing; returns the NAR's size in bytes.
+///
+/// ```
+/// use cachecore::nar;
+/// # let dir = tempfile::tempdir().unwrap();
+/// # std::fs::write(dir.path().join("hello"), "hi\n").unwrap();
+/// let mut bytes = Vec::new();
+/// let size = nar::dump(&dir.path().join("hello"), &mut bytes).unwrap();
+/// assert_eq!(size, bytes.len() as u64);
+/// // The same bytes as `pack` writes.
+/// let mut packed = Vec::new();
+/// nar::pack(&dir.path().join("hello"), &mut packed).unwrap();
+/// assert_eq!(bytes, packed);
+/// ```
 pub fn dump(path: &Path, out: impl Write) -> Result<u64, PackError> {
     let ((), size) = pack_tree::<NoListing, _>(path, out, None)?;
     Ok(size)
@@ -56,6 +84,23 @@ pub fn dump(path: &Path, out: impl Write) -> Result<u64, PackError> {
 /// Like [`pack`], and calls `file_start` with the NAR offset at which each regular file's
 /// entry begins, before any byte of that entry reaches `out`, so a compressor further down can
 /// end a frame there (see [`crate::seekable::Boundaries`]). Offsets come in increasing order.
+///
+/// ```
+/// use cachecore::nar::{self, ListingNode};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # std::fs::create_dir(dir.path().join("pkg")).unwrap();
+/// # std::fs::write(dir.path().join("pkg/a"), "first\n").unwrap();
+/// # std::fs::write(dir.path().join("pkg/b"), "second\n").unwrap();
+/// let mut bytes = Vec::new();
+/// let mut starts = Vec::new();
+/// let listing = nar::pack_marking_files(&dir.path().join("pkg"), &mut bytes,
+///     &mut |at: u64| starts.push(at)).unwrap();
+/// assert_eq!(starts.len(), 2); // one mark per regular file, in order
+/// assert!(starts[0] < starts[1]);
+/// // Each file's entry begins before its contents.
+/// let Some(ListingNode::Regular { nar_offset: Some(a), .. }) = listing.get("a") else { panic!() };
+/// assert!(starts[0] < *a);
+/// ```
 pub fn pack_marking_files(
     path: &Path,
     out: impl Write,

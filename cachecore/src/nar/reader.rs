@@ -149,6 +149,36 @@ pub struct Reader<R> {
 }
 
 impl<R: Read> Reader<R> {
+    /// A reader of the NAR `inner`.
+    ///
+    /// ```
+    /// use std::io::Read as _;
+    /// use cachecore::nar::{writer, Event, Reader};
+    /// let mut nar = Vec::new();
+    /// let mut root = writer::open(&mut nar).unwrap().directory().unwrap();
+    /// root.entry(b"a").unwrap().file(false, 5, &mut &b"hello"[..]).unwrap();
+    /// root.entry(b"b").unwrap().symlink(b"a").unwrap();
+    /// root.close().unwrap();
+    ///
+    /// let mut reader = Reader::new(&nar[..]);
+    /// assert_eq!((reader.offset(), reader.depth()), (0, 0));
+    /// assert_eq!(reader.next().unwrap(), Some(Event::DirectoryStart));
+    /// assert_eq!(reader.depth(), 1);
+    /// assert_eq!(reader.next().unwrap(), Some(Event::Entry { name: b"a" }));
+    /// assert!(matches!(reader.next().unwrap(), Some(Event::File { executable: false, size: 5, .. })));
+    /// let mut first = [0u8; 2];
+    /// assert_eq!(reader.read_contents(&mut first).unwrap(), 2);
+    /// let mut rest = String::new();
+    /// reader.contents().read_to_string(&mut rest).unwrap();
+    /// assert_eq!((&first, rest.as_str()), (b"he", "llo"));
+    /// assert_eq!(reader.next().unwrap(), Some(Event::EntryEnd));
+    /// assert_eq!(reader.next().unwrap(), Some(Event::Entry { name: b"b" }));
+    /// assert_eq!(reader.next().unwrap(), Some(Event::Symlink { target: b"a" }));
+    /// assert_eq!(reader.next().unwrap(), Some(Event::EntryEnd));
+    /// assert_eq!(reader.next().unwrap(), Some(Event::DirectoryEnd));
+    /// assert_eq!(reader.next().unwrap(), None);
+    /// assert_eq!((reader.offset(), reader.depth()), (nar.len() as u64, 0));
+    /// ```
     pub fn new(inner: R) -> Self {
         Reader {
             inner,
@@ -171,6 +201,8 @@ impl<R: Read> Reader<R> {
     /// Unread file contents are skipped (and their padding checked). Returning `None` reads
     /// until end of input, to reject trailing data; a caller that needs only part of the NAR
     /// may stop calling `next` early.
+    ///
+    /// See [`Reader::new`] for an example.
     #[allow(clippy::should_implement_trait)] // a lending iterator: events borrow the reader
     pub fn next(&mut self) -> Result<Option<Event<'_>>, ReadError> {
         if self.poisoned {
@@ -203,6 +235,8 @@ impl<R: Read> Reader<R> {
 
     /// Reads contents of the file announced by the last [`Event::File`]; `Ok(0)` at its end
     /// (or when the last event was not a file).
+    ///
+    /// See [`Reader::new`] for an example.
     pub fn read_contents(&mut self, out: &mut [u8]) -> Result<usize, ReadError> {
         if self.poisoned {
             return Err(self.error(self.pos, ReadErrorKind::Poisoned));
@@ -218,6 +252,8 @@ impl<R: Read> Reader<R> {
 
     /// The current file's remaining contents as a [`Read`]; its errors wrap a [`ReadError`]
     /// (see `From<ReadError> for io::Error`).
+    ///
+    /// See [`Reader::new`] for an example.
     pub fn contents(&mut self) -> Contents<'_, R> {
         Contents { reader: self }
     }
@@ -232,11 +268,15 @@ impl<R: Read> Reader<R> {
     }
 
     /// NAR bytes consumed so far.
+    ///
+    /// See [`Reader::new`] for an example.
     pub fn offset(&self) -> u64 {
         self.pos
     }
 
     /// Number of directories currently open.
+    ///
+    /// See [`Reader::new`] for an example.
     pub fn depth(&self) -> usize {
         self.parser.depth()
     }

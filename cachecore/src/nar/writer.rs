@@ -43,6 +43,21 @@ const DEFAULT_CAPACITY: usize = 64 * 1024;
 const MIN_CAPACITY: usize = 8 * 1024;
 
 /// Starts a NAR: writes the magic and returns the root node. Buffers 64 KiB.
+///
+/// ```
+/// use cachecore::nar::{writer, Listing, ListingNode};
+/// let mut nar = Vec::new();
+/// let mut root = writer::open(&mut nar).unwrap().directory().unwrap();
+/// let mut bin = root.entry(b"bin").unwrap().directory().unwrap();
+/// bin.entry(b"hello").unwrap().file(true, 3, &mut &b"hi\n"[..]).unwrap();
+/// bin.close().unwrap();
+/// root.entry(b"lib").unwrap().symlink(b"bin").unwrap();
+/// root.close().unwrap();
+/// let listing = Listing::from_nar(&nar[..]).unwrap();
+/// assert!(matches!(listing.get("bin/hello"),
+///     Some(ListingNode::Regular { size: 3, executable: true, .. })));
+/// assert!(matches!(listing.get("lib"), Some(ListingNode::Symlink { target }) if target == "bin"));
+/// ```
 pub fn open<'a, W: Write + 'a>(w: W) -> io::Result<Node<'a, W>> {
     open_with_capacity(w, DEFAULT_CAPACITY)
 }
@@ -133,6 +148,15 @@ impl<'a, W: Write> Node<'a, W> {
     /// Writes a regular file of exactly `size` bytes read from `contents`; fails (leaving the
     /// NAR unfinished) if `contents` yields fewer or more bytes. Returns the NAR offset of the
     /// first content byte (the listing's `narOffset`).
+    ///
+    /// ```
+    /// use cachecore::nar::writer;
+    /// let mut nar = Vec::new();
+    /// let at = writer::open(&mut nar).unwrap().file(false, 5, &mut &b"hello"[..]).unwrap();
+    /// assert_eq!(&nar[at as usize..][..5], b"hello");
+    /// // Fewer bytes than announced.
+    /// assert!(writer::open(Vec::new()).unwrap().file(false, 5, &mut &b"hi"[..]).is_err());
+    /// ```
     pub fn file(self, executable: bool, size: u64, contents: &mut impl Read) -> io::Result<u64> {
         Ok(self.file_from(executable, size, contents, Source::Stream)?)
     }
@@ -163,6 +187,8 @@ impl<'a, W: Write> Node<'a, W> {
 
     /// Writes a symlink. The target is stored as-is; it must be non-empty, without NUL, and at
     /// most [`MAX_TARGET_LEN`](super::MAX_TARGET_LEN) bytes.
+    ///
+    /// See [`open`] for an example.
     pub fn symlink(mut self, target: &[u8]) -> io::Result<()> {
         if let Some(reason) = wire::target_problem(target) {
             return Err(invalid(format!(
@@ -178,6 +204,8 @@ impl<'a, W: Write> Node<'a, W> {
     }
 
     /// Starts a directory. Fails if it would nest deeper than [`MAX_DEPTH`](super::MAX_DEPTH).
+    ///
+    /// See [`open`] for an example.
     pub fn directory(mut self) -> io::Result<Directory<'a, W>> {
         if self.depth >= wire::MAX_DEPTH {
             return Err(invalid(format!(
@@ -212,6 +240,15 @@ impl<W: Write> Directory<'_, W> {
     /// Starts the entry `name`, which must be valid (non-empty, no `/` or NUL, not `.` or `..`,
     /// at most [`MAX_NAME_LEN`](super::MAX_NAME_LEN) bytes) and greater, bytewise, than the
     /// previous entry's name. Nothing is written until the returned node is.
+    ///
+    /// ```
+    /// use cachecore::nar::writer;
+    /// let mut root = writer::open(Vec::new()).unwrap().directory().unwrap();
+    /// root.entry(b"b").unwrap().symlink(b"x").unwrap();
+    /// assert!(root.entry(b"a").is_err()); // not after "b"
+    /// ```
+    ///
+    /// See [`open`] for a whole NAR.
     pub fn entry(&mut self, name: &[u8]) -> io::Result<Node<'_, W>> {
         self.sink.get().check()?;
         if let Some(reason) = wire::name_problem(name) {
@@ -238,6 +275,8 @@ impl<W: Write> Directory<'_, W> {
     }
 
     /// Ends the directory.
+    ///
+    /// See [`open`] for an example.
     pub fn close(mut self) -> io::Result<()> {
         close(self.sink.get(), self.is_entry)
     }

@@ -233,6 +233,14 @@ pub enum StoreError {
 
 impl StoreError {
     /// The object key the error concerns, if any.
+    ///
+    /// ```
+    /// use cachecore::store::StoreError;
+    /// let e = StoreError::NotFound { url: "memory://".into(), key: "nix-cache-info".into() };
+    /// assert_eq!(e.key(), Some("nix-cache-info"));
+    /// let e = StoreError::BadUrl { url: "ssh://builder".into(), reason: "not a binary cache".into() };
+    /// assert_eq!(e.key(), None);
+    /// ```
     pub fn key(&self) -> Option<&str> {
         match self {
             StoreError::BadUrl { .. }
@@ -264,6 +272,14 @@ impl StoreError {
     }
 
     /// Whether this is [`StoreError::NotFound`].
+    ///
+    /// ```
+    /// use cachecore::store::StoreError;
+    /// let e = StoreError::NotFound { url: "memory://".into(), key: "nix-cache-info".into() };
+    /// assert!(e.is_not_found());
+    /// let e = StoreError::AlreadyExists { url: "memory://".into(), key: "nix-cache-info".into() };
+    /// assert!(!e.is_not_found());
+    /// ```
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
     }
@@ -364,6 +380,14 @@ pub(crate) struct ErrorContext {
 /// Whether `e` is a backend's own error (an `object_store` error with its retries, request
 /// URL and response body): the [`StoreError`] wrapping it already says what went wrong in
 /// short, so a frontend shows these only when asked to be verbose.
+///
+/// ```
+/// use cachecore::store::{is_backend_detail, StoreError};
+/// let backend = object_store::Error::Generic { store: "S3", source: "connection reset".into() };
+/// assert!(is_backend_detail(&backend));
+/// let ours = StoreError::NotFound { url: "memory://".into(), key: "x.narinfo".into() };
+/// assert!(!is_backend_detail(&ours));
+/// ```
 pub fn is_backend_detail(e: &(dyn StdError + 'static)) -> bool {
     // Our variants hold it boxed, and a `Box<E>` is the error a `source()` hands out.
     e.is::<object_store::Error>() || e.is::<Box<object_store::Error>>()

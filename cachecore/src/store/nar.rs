@@ -135,6 +135,12 @@ impl IntegrityError {
 /// The most a NAR of `nar_size` bytes may take compressed when the narinfo gives no `FileSize`:
 /// every codec cachecore reads stores incompressible data with less than 1/16 of overhead (zstd
 /// and xz under 1%, bzip2 about 1%), plus 1 MiB for headers of small objects.
+///
+/// ```
+/// use cachecore::{compression::Compression, store::nar::max_file_size};
+/// assert_eq!(max_file_size(1600, Compression::None), 1600);
+/// assert_eq!(max_file_size(1600, Compression::Zstd), 1600 + 100 + (1 << 20));
+/// ```
 pub fn max_file_size(nar_size: u64, method: Compression) -> u64 {
     match method {
         Compression::None => nar_size,
@@ -147,6 +153,19 @@ pub fn max_file_size(nar_size: u64, method: Compression) -> u64 {
 /// The one check of a narinfo's hash algorithms, shared by every reader of NARs (pull, cat,
 /// ls, verify, copy): `NarHash` must be sha256; `FileHash` may be any algorithm Nix names (it is
 /// checked with its own).
+///
+/// ```
+/// use cachecore::hash::{Hash, HashAlgo};
+/// use cachecore::{narinfo::NarInfo, store::nar::check_algorithms};
+/// use cachecore::store_path::{StoreDir, StorePath};
+/// let path = StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello").unwrap();
+/// let mut info = NarInfo::new(StoreDir::default(), path, "nar/x.nar".into(),
+///     Hash::digest(HashAlgo::Sha256, b"nar"), 3);
+/// info.file_hash = Some(Hash::digest(HashAlgo::Sha512, b"object")); // any algorithm Nix names
+/// assert!(check_algorithms(&info).is_ok());
+/// info.nar_hash = Hash::digest(HashAlgo::Sha1, b"nar");
+/// assert!(check_algorithms(&info).is_err());
+/// ```
 pub fn check_algorithms(info: &NarInfo) -> Result<(), IntegrityError> {
     if info.nar_hash.algo() != HashAlgo::Sha256 {
         return Err(IntegrityError::UnsupportedHash {
@@ -362,12 +381,38 @@ impl NarReader {
     }
 
     /// NAR bytes read so far.
+    ///
+    /// ```
+    /// use std::io::Read as _;
+    /// use cachecore::hash::{Hash, HashAlgo};
+    /// use cachecore::{nar, narinfo::NarInfo, store::NarReader};
+    /// use cachecore::store_path::{StoreDir, StorePath};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # std::fs::write(dir.path().join("hello"), "hi\n").unwrap();
+    /// let mut bytes = Vec::new();
+    /// nar::pack(&dir.path().join("hello"), &mut bytes).unwrap();
+    /// let path = StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello").unwrap();
+    /// let mut info = NarInfo::new(StoreDir::default(), path, "nar/hello.nar".into(),
+    ///     Hash::digest(HashAlgo::Sha256, &bytes), bytes.len() as u64);
+    /// info.compression = Some("none".into());
+    /// let mut reader = NarReader::new(&info, std::io::Cursor::new(bytes.clone())).unwrap();
+    /// reader.read_exact(&mut [0u8; 16]).unwrap();
+    /// assert_eq!(reader.bytes_read(), 16);
+    /// assert_eq!(reader.file_sha256(), None); // not at the end yet
+    /// std::io::copy(&mut reader, &mut std::io::sink()).unwrap();
+    /// assert_eq!(reader.bytes_read(), bytes.len() as u64);
+    /// // Uncompressed, the object is the NAR itself.
+    /// let object = (bytes.len() as u64, Hash::digest(HashAlgo::Sha256, &bytes));
+    /// assert_eq!(reader.file_sha256(), Some(object));
+    /// ```
     pub fn bytes_read(&self) -> u64 {
         self.read
     }
 
     /// The size and sha256 of the compressed object, once the end was reached and checked
     /// (what a copy names the object after).
+    ///
+    /// See [`NarReader::bytes_read`] for an example.
     pub fn file_sha256(&self) -> Option<(u64, Hash)> {
         if !self.checked {
             return None;
@@ -383,6 +428,30 @@ impl NarReader {
     /// when every check passed; else the first failure, typed. Call it after a consumer stopped
     /// early or failed: a damaged object explains a consumer's failure better than its own
     /// error does.
+    ///
+    /// ```
+    /// use std::io::Read as _;
+    /// use cachecore::store::IntegrityError;
+    /// use cachecore::hash::{Hash, HashAlgo};
+    /// use cachecore::{nar, narinfo::NarInfo, store::NarReader};
+    /// use cachecore::store_path::{StoreDir, StorePath};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # std::fs::write(dir.path().join("hello"), "hi\n").unwrap();
+    /// let mut bytes = Vec::new();
+    /// nar::pack(&dir.path().join("hello"), &mut bytes).unwrap();
+    /// let path = StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello").unwrap();
+    /// let mut info = NarInfo::new(StoreDir::default(), path, "nar/hello.nar".into(),
+    ///     Hash::digest(HashAlgo::Sha256, &bytes), bytes.len() as u64);
+    /// info.compression = Some("none".into());
+    /// // A consumer stopped early: `finish` reads the rest and checks all of it.
+    /// let mut reader = NarReader::new(&info, std::io::Cursor::new(bytes.clone())).unwrap();
+    /// reader.read_exact(&mut [0u8; 8]).unwrap();
+    /// assert!(reader.finish().is_ok());
+    /// // Not the NAR the narinfo names.
+    /// info.nar_hash = Hash::digest(HashAlgo::Sha256, b"another NAR");
+    /// let reader = NarReader::new(&info, std::io::Cursor::new(bytes)).unwrap();
+    /// assert!(matches!(reader.finish(), Err(IntegrityError::Mismatch { field: "NarHash", .. })));
+    /// ```
     pub fn finish(mut self) -> Result<(), IntegrityError> {
         if let Some(e) = self.take_verdict() {
             return Err(e);

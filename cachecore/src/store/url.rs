@@ -116,6 +116,17 @@ pub struct StoreSettings {
 
 impl StoreSettings {
     /// The `nix-cache-info` to create for a cache of `store_dir` with these settings.
+    ///
+    /// ```
+    /// use cachecore::store::StoreUrl;
+    /// let u = StoreUrl::parse("file:///srv/cache?priority=30&want-mass-query=false").unwrap();
+    /// let info = u.settings.cache_info("/nix/store");
+    /// assert_eq!((info.priority, info.want_mass_query), (Some(30), Some(false)));
+    /// // Unset: the defaults (those of cache.nixos.org).
+    /// let info = StoreUrl::parse("/srv/cache").unwrap().settings.cache_info("/gnu/store");
+    /// assert_eq!(info.store_dir, "/gnu/store");
+    /// assert_eq!((info.priority, info.want_mass_query), (Some(40), Some(true)));
+    /// ```
     pub fn cache_info(&self, store_dir: &str) -> CacheInfo {
         let default = CacheInfo::default();
         CacheInfo {
@@ -280,6 +291,32 @@ pub(crate) fn redact(url: &str) -> String {
 impl StoreUrl {
     /// Parses a store URL; see the [module docs](self). Only relative directory paths touch the
     /// environment (the current directory); nothing else does I/O.
+    ///
+    /// ```
+    /// use std::path::PathBuf;
+    /// use cachecore::store::{StoreLocation, StoreUrl};
+    /// // A directory, bare or as file:// (settings only in the file:// form).
+    /// let u = StoreUrl::parse("/srv/cache").unwrap();
+    /// assert_eq!(u.location, StoreLocation::Local { dir: PathBuf::from("/srv/cache") });
+    /// let u = StoreUrl::parse("file:///srv/cache?compression=xz&priority=30").unwrap();
+    /// assert_eq!(u.location, StoreLocation::Local { dir: PathBuf::from("/srv/cache") });
+    /// assert_eq!(u.settings.priority, Some(30));
+    /// // S3 or an S3-compatible server.
+    /// let u = StoreUrl::parse("s3://cache/team?endpoint=http://127.0.0.1:3900&region=garage").unwrap();
+    /// assert!(matches!(&u.location,
+    ///     StoreLocation::S3 { bucket, prefix, endpoint: Some(e), region: Some(r), .. }
+    ///     if bucket == "cache" && prefix == "team" && e == "http://127.0.0.1:3900" && r == "garage"));
+    /// let u = StoreUrl::parse("gs://bucket/prefix").unwrap();
+    /// assert_eq!(u.location, StoreLocation::Gcs { bucket: "bucket".into(), prefix: "prefix".into() });
+    /// let u = StoreUrl::parse("az://container").unwrap();
+    /// assert_eq!(u.location, StoreLocation::Azure { container: "container".into(), prefix: "".into() });
+    /// let u = StoreUrl::parse("http://cache.example.org/nix/").unwrap();
+    /// assert!(matches!(&u.location,
+    ///     StoreLocation::Http { base } if base.as_str() == "http://cache.example.org/nix"));
+    /// // A Nix store is not a binary cache.
+    /// let e = StoreUrl::parse("ssh://builder").unwrap_err();
+    /// assert!(e.to_string().contains("not a binary cache"));
+    /// ```
     pub fn parse(url: &str) -> Result<StoreUrl, StoreError> {
         let trimmed = url.trim();
         if trimmed.is_empty() {
@@ -410,6 +447,16 @@ impl StoreUrl {
     }
 
     /// The URL as shown to users (passwords replaced by `***`).
+    ///
+    /// ```
+    /// use cachecore::store::StoreUrl;
+    /// let u = StoreUrl::parse("s3://cache?region=eu-west-1").unwrap();
+    /// assert_eq!(u.as_str(), "s3://cache?region=eu-west-1");
+    /// let u = StoreUrl::parse("https://alice:s3cret@cache.example.org").unwrap();
+    /// assert!(!u.as_str().contains("s3cret"));
+    /// assert!(u.as_str().contains("***"));
+    /// assert_eq!(u.as_str(), u.to_string());
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.display
     }
@@ -417,6 +464,14 @@ impl StoreUrl {
     /// The URL Nix reads this cache by, for `nix.conf`'s `substituters`: `file:///abs/dir` for
     /// a local directory, the address itself for `http(s)://`; `None` for object stores, which
     /// Nix reads through an HTTP endpoint in front of them (an S3 website endpoint, a CDN).
+    ///
+    /// ```
+    /// use cachecore::store::StoreUrl;
+    /// let substituter = |u: &str| StoreUrl::parse(u).unwrap().nix_substituter();
+    /// assert_eq!(substituter("/srv/cache").as_deref(), Some("file:///srv/cache"));
+    /// assert_eq!(substituter("https://cache.example.org/").as_deref(), Some("https://cache.example.org"));
+    /// assert_eq!(substituter("s3://cache"), None);
+    /// ```
     pub fn nix_substituter(&self) -> Option<String> {
         match &self.location {
             StoreLocation::Local { dir } => url::Url::from_directory_path(dir)
@@ -428,6 +483,13 @@ impl StoreUrl {
     }
 
     /// Whether the store can be written (everything but `http(s)://`).
+    ///
+    /// ```
+    /// use cachecore::store::StoreUrl;
+    /// assert!(StoreUrl::parse("s3://cache").unwrap().is_writable());
+    /// assert!(StoreUrl::parse("memory://").unwrap().is_writable());
+    /// assert!(!StoreUrl::parse("https://cache.example.org").unwrap().is_writable());
+    /// ```
     pub fn is_writable(&self) -> bool {
         !matches!(self.location, StoreLocation::Http { .. })
     }
