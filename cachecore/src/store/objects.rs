@@ -179,6 +179,14 @@ pub struct WriteSupport {
     pub if_unchanged: bool,
 }
 
+/// A local file's I/O failure as object_store reports its own.
+fn local_error(e: impl std::error::Error + Send + Sync + 'static) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: Box::new(e),
+    }
+}
+
 /// Bytes read from a local file per chunk of a GET's body.
 const FILE_CHUNK: u64 = 256 * 1024;
 
@@ -234,14 +242,8 @@ fn file_chunks(
                 file.read_exact_at(&mut buf, pos).map(|()| buf)
             })
             .await
-            .map_err(|e| object_store::Error::Generic {
-                store: "LocalFileSystem",
-                source: Box::new(e),
-            })?
-            .map_err(|e| object_store::Error::Generic {
-                store: "LocalFileSystem",
-                source: Box::new(e),
-            })?;
+            .map_err(local_error)?
+            .map_err(local_error)?;
             Ok(Some((Bytes::from(chunk), pos + len as u64)))
         }
     })
@@ -652,16 +654,7 @@ impl Objects {
                     this.describe_local(file, &owned_key, &range, false)
                 })
                 .await
-                .map_err(|e| {
-                    self.err(
-                        Op::Read,
-                        key,
-                        object_store::Error::Generic {
-                            store: "LocalFileSystem",
-                            source: Box::new(e),
-                        },
-                    )
-                })??
+                .map_err(|e| self.err(Op::Read, key, local_error(e)))??
             }
         };
         let Some((meta, range, file, first)) = opened else {
@@ -681,14 +674,7 @@ impl Objects {
     }
 
     fn local_read_err(&self, key: &str, e: io::Error) -> StoreError {
-        self.err(
-            Op::Read,
-            key,
-            object_store::Error::Generic {
-                store: "LocalFileSystem",
-                source: Box::new(e),
-            },
-        )
+        self.err(Op::Read, key, local_error(e))
     }
 
     /// An open local file's metadata and the bytes of `range` it covers, and those bytes
