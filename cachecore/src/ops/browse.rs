@@ -153,10 +153,19 @@ pub async fn listing(cache: &BinaryCache, path: &StorePath) -> Result<Listing, O
 
 /// [`listing`] for a narinfo already read.
 pub(crate) async fn listing_of(cache: &BinaryCache, info: &NarInfo) -> Result<Listing, OpError> {
-    if let Some(bytes) = cache.listing_bytes(&info.store_path).await? {
-        if let Ok(listing) = Listing::parse(&bytes) {
-            return Ok(listing);
-        }
+    let stored = cache.listing_bytes(&info.store_path).await?;
+    listing_from(cache, info, stored.as_deref()).await
+}
+
+/// The listing parsed from the stored `.ls` bytes, or read from the NAR when there are none or
+/// they do not parse.
+pub(crate) async fn listing_from(
+    cache: &BinaryCache,
+    info: &NarInfo,
+    stored: Option<&[u8]>,
+) -> Result<Listing, OpError> {
+    if let Some(listing) = stored.and_then(|bytes| Listing::parse(bytes).ok()) {
+        return Ok(listing);
     }
     listing_from_nar(cache, info).await
 }

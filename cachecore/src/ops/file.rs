@@ -8,7 +8,7 @@ use std::ops::Range;
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt as _, TryStreamExt as _};
 
-use super::browse::{listing_from_nar, listing_of, narinfo};
+use super::browse::{listing_from, listing_from_nar, narinfo};
 use super::{join_error, OpError};
 use crate::access::{AccessError, NarAccess};
 use crate::nar::{Listing, ListingNode};
@@ -69,7 +69,8 @@ pub async fn open_file(
     // listing of thousands of files takes longer to parse whole than the rest of a read).
     // Anything else — no listing, no such file, a damaged listing — takes the whole listing,
     // which says why.
-    if let Some(bytes) = listing_bytes? {
+    let listing_bytes = listing_bytes?;
+    if let Some(bytes) = &listing_bytes {
         if let Ok(Some(
             node @ ListingNode::Regular {
                 nar_offset: Some(_),
@@ -80,7 +81,8 @@ pub async fn open_file(
             return open_in(cache, access, listing_of_one(sub, node), sub).await;
         }
     }
-    let listing = listing_of(cache, &info).await?;
+    // The bytes already read, not fetched again.
+    let listing = listing_from(cache, &info, listing_bytes.as_deref()).await?;
     open_in(cache, access, listing, sub).await
 }
 
