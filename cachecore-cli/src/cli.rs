@@ -392,6 +392,13 @@ pub struct ServeArgs {
     /// Seconds an upstream may take to answer a narinfo lookup before it counts as a miss.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub upstream_timeout: u64,
+    /// Seconds a narinfo (any object of at most 64 KiB) read from a remote store is answered
+    /// from memory before the store is asked again, as a CDN would (narinfos are served with
+    /// max-age=300). Uploads through this server and new paths are seen at once; a narinfo
+    /// changed or deleted through another replica, after at most this long. 0: always ask the
+    /// store. A local directory's files are checked on every read instead.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub remote_read_ttl: u64,
     /// Request log format on stderr (`RUST_LOG` filters it, e.g. `RUST_LOG=warn`).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -1193,6 +1193,40 @@ fn two_servers_on_one_garage_bucket_behave_as_one_cache() {
         "{}",
         String::from_utf8_lossy(&verify.stderr)
     );
+
+    // A narinfo deleted behind the servers' backs: one that read it lately answers it from
+    // memory for --remote-read-ttl seconds, one started with 0 asks the bucket every time.
+    let listen = ["--listen", "127.0.0.1:0"];
+    let c = Serve::spawn(
+        &[
+            "serve",
+            &store,
+            listen[0],
+            listen[1],
+            "--remote-read-ttl",
+            "0",
+        ],
+        &garage.env(),
+    );
+    let d = Serve::spawn(
+        &[
+            "serve",
+            &store,
+            listen[0],
+            listen[1],
+            "--remote-read-ttl",
+            "600",
+        ],
+        &garage.env(),
+    );
+    let narinfo = format!("{}.narinfo", hash_part(root));
+    let kept = curl(&format!("{}/{narinfo}", d.url), &[]);
+    assert_eq!(kept.status, 200);
+    assert_eq!(curl(&format!("{}/{narinfo}", c.url), &[]).status, 200);
+    garage.delete_object(&format!("replicas/{narinfo}"));
+    let again = curl(&format!("{}/{narinfo}", d.url), &[]);
+    assert_eq!((again.status, again.body), (200, kept.body));
+    assert_eq!(curl(&format!("{}/{narinfo}", c.url), &[]).status, 404);
 }
 
 #[test]

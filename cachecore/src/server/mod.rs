@@ -123,6 +123,14 @@ pub struct Config {
     /// Caches to fill this one from when a narinfo is asked for that it lacks (pull-through
     /// proxy, see [`Upstream`]); in order. Needs a writable store.
     pub upstreams: Vec<Upstream>,
+    /// How long a narinfo (any object of at most 64 KiB) read from a remote store is answered
+    /// from memory before the store is asked again, as a CDN would for the `max-age` narinfos
+    /// are served with ([`Objects::set_remote_ttl`](crate::store::Objects::set_remote_ttl)).
+    /// Objects this server writes are seen at once, and misses are never kept, so a path
+    /// uploaded through another replica is seen at once too; a narinfo changed or deleted
+    /// through another replica is seen after at most this long. Zero: always ask the store. A
+    /// local directory's files are checked on every read instead.
+    pub remote_read_ttl: Duration,
 }
 
 impl Default for Config {
@@ -139,6 +147,7 @@ impl Default for Config {
             upload_idle_timeout: Duration::from_secs(60),
             direct_uploads: true,
             upstreams: Vec::new(),
+            remote_read_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -213,6 +222,7 @@ pub async fn router(cache: BinaryCache, config: Config) -> Result<Router, Server
             up.cache.url()
         )));
     }
+    cache.objects().set_remote_ttl(config.remote_read_ttl);
     let stored = cache.cache_info().await?;
     let mut info = match stored {
         Some(info) => info,

@@ -270,6 +270,8 @@ pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Object
         local_root_fd,
         cleanups: Default::default(),
         presigner,
+        hot: Default::default(),
+        remote_ttl_ms: Default::default(),
     }))
 }
 
@@ -292,6 +294,8 @@ pub(crate) fn custom(store: Arc<dyn ObjectStore>, url: &str, read_only: bool) ->
         local_root_fd: None,
         cleanups: Default::default(),
         presigner: None,
+        hot: Default::default(),
+        remote_ttl_ms: Default::default(),
     })
 }
 

@@ -53,6 +53,7 @@ mod backend;
 mod cache;
 mod debris;
 mod error;
+mod hot;
 mod http_upload;
 pub(crate) mod layout;
 pub mod nar;

@@ -60,6 +60,7 @@ use object_store::{
 use tokio::sync::OnceCell;
 
 use super::error::{convert, ErrorContext, Op, StoreError};
+use super::hot::{self, FileId, HotObjects, Validity};
 use super::layout;
 
 /// Objects at least this large are uploaded by [`Objects::put_stream`] in parts; smaller ones
@@ -250,6 +251,26 @@ fn file_chunks(
     .boxed()
 }
 
+/// A local file opened for a GET (`Objects::describe_local`).
+struct LocalFile {
+    meta: ObjectMeta,
+    /// The bytes of the file asked for.
+    range: Range<u64>,
+    file: std::fs::File,
+    /// Those bytes, when they were read already.
+    first: Option<Bytes>,
+    id: FileId,
+}
+
+/// The whole object `meta` describes, whose bytes are at hand.
+fn whole(meta: ObjectMeta, bytes: Bytes) -> Object {
+    Object {
+        range: 0..meta.size,
+        meta,
+        body: stream::once(async move { Ok(bytes) }).boxed(),
+    }
+}
+
 /// What a write left at its key.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -287,6 +308,11 @@ pub(crate) struct Inner {
     pub(crate) cleanups: Cleanups,
     /// What signs URLs for direct uploads (S3), and the prefix keys live under.
     pub(crate) presigner: Option<Presigner>,
+    /// Small objects read lately (see [`hot`](super::hot)).
+    pub(crate) hot: HotObjects,
+    /// How long a small object read from a remote store is used again without asking the
+    /// store, in milliseconds; 0 (the default) never.
+    pub(crate) remote_ttl_ms: std::sync::atomic::AtomicU64,
 }
 
 /// Signs URLs that let a client write one object without credentials of its own.
@@ -574,10 +600,23 @@ impl Objects {
             let empty = matches!(&range, ByteRange::Bounded(r) if r.start >= r.end);
             if !empty {
                 self.key_path(key)?;
+                if let (ByteRange::All, Some(hit)) = (&range, self.hot_local(key)) {
+                    return Ok(Some(hit));
+                }
                 return self.local_get(root.join(key), key, range).await;
             }
         }
         let path = self.path(key)?;
+        let keep_for = self
+            .remote_ttl()
+            .filter(|_| matches!(range, ByteRange::All));
+        if keep_for.is_some() {
+            let now = std::time::Instant::now();
+            let valid = |v: &Validity| matches!(v, Validity::Until(t) if now < *t);
+            if let Some((meta, bytes)) = self.inner.hot.get(key, valid) {
+                return Ok(Some(whole(meta, bytes)));
+            }
+        }
         if let ByteRange::Bounded(r) = &range {
             if r.start >= r.end {
                 return Ok(self.head(key).await?.map(|meta| Object {
@@ -621,7 +660,69 @@ impl Objects {
         let body = raw
             .map_err(move |e| convert(&cx, Op::Read, &owned_key, e))
             .boxed();
-        Ok(Some(Object { meta, range, body }))
+        let object = Object { meta, range, body };
+        match keep_for {
+            Some(ttl) if object.meta.size <= hot::MAX_ENTRY => self.keep(object, ttl).await,
+            _ => Ok(Some(object)),
+        }
+    }
+
+    /// How long a small object read from a remote store is used again without asking the store
+    /// ([`set_remote_ttl`](Self::set_remote_ttl)).
+    fn remote_ttl(&self) -> Option<std::time::Duration> {
+        let ms = self
+            .inner
+            .remote_ttl_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (ms > 0).then(|| std::time::Duration::from_millis(ms))
+    }
+
+    /// Lets whole objects of at most 64 KiB read from a remote store (narinfos, most listings)
+    /// be answered from memory for `ttl` after they were read, instead of asking the store
+    /// again — what a CDN in front of the bucket does for the `Cache-Control: max-age` a
+    /// narinfo is served with. A change made through another handle or process is seen after
+    /// at most `ttl`; one made through this handle is seen at once. Only objects found are
+    /// kept, so a new object is seen at once too. Zero (the default) turns it off; local
+    /// directories always check their files instead (see [`hot`](super::hot)).
+    pub fn set_remote_ttl(&self, ttl: std::time::Duration) {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.inner
+            .remote_ttl_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Reads the small `object` whole and keeps it for `ttl`. Bytes that do not add up to its
+    /// size are passed on, not kept: the reader's length check says what is wrong.
+    async fn keep(
+        &self,
+        object: Object,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Object>, StoreError> {
+        let Object {
+            meta,
+            range,
+            mut body,
+        } = object;
+        let mut chunks = Vec::new();
+        let mut len = 0u64;
+        while let Some(chunk) = body.try_next().await? {
+            len += chunk.len() as u64;
+            chunks.push(chunk);
+            if len > meta.size {
+                break;
+            }
+        }
+        if len != meta.size {
+            let body = stream::iter(chunks.into_iter().map(Ok)).chain(body).boxed();
+            return Ok(Some(Object { meta, range, body }));
+        }
+        let bytes = match <[Bytes; 1]>::try_from(chunks) {
+            Ok([one]) => one,
+            Err(chunks) => Bytes::from(chunks.concat()),
+        };
+        let until = Validity::Until(std::time::Instant::now() + ttl);
+        self.inner.hot.insert(until, meta.clone(), bytes.clone());
+        Ok(Some(whole(meta, bytes)))
     }
 
     /// [`get`](Self::get) on a local directory. A file the kernel opens beneath the root in one
@@ -657,11 +758,25 @@ impl Objects {
                 .map_err(|e| self.err(Op::Read, key, local_error(e)))??
             }
         };
-        let Some((meta, range, file, first)) = opened else {
+        let Some(LocalFile {
+            meta,
+            range,
+            file,
+            first,
+            id,
+        }) = opened
+        else {
             return Ok(None);
         };
         let body = match first {
-            Some(bytes) => stream::once(async move { Ok(bytes) }).boxed(),
+            Some(bytes) => {
+                if range.start == 0 && range.end == meta.size && id.settled() {
+                    self.inner
+                        .hot
+                        .insert(Validity::File(id), meta.clone(), bytes.clone());
+                }
+                stream::once(async move { Ok(bytes) }).boxed()
+            }
             None => {
                 let cx = self.inner.cx.clone();
                 let owned_key = key.to_owned();
@@ -677,25 +792,38 @@ impl Objects {
         self.err(Op::Read, key, local_error(e))
     }
 
+    /// An object of a local directory answered from [`HotObjects`]: the file at `key` is still
+    /// the one its bytes were read from (one `stat`, not following a final symbolic link).
+    fn hot_local(&self, key: &str) -> Option<Object> {
+        let root = self.inner.local_root_fd.as_ref()?;
+        let (meta, bytes) = self.inner.hot.get(key, |validity| match validity {
+            Validity::File(id) => {
+                rustix::fs::statat(root, key, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| FileId::of(&st) == *id)
+            }
+            Validity::Until(_) => false,
+        })?;
+        Some(whole(meta, bytes))
+    }
+
     /// An open local file's metadata and the bytes of `range` it covers, and those bytes
     /// themselves when they are few: on the calling task (`on_task`), at most [`INLINE_READ`]
     /// bytes and only from the page cache; on the blocking pool, at most [`FILE_CHUNK`].
     /// `None` when it is not a regular file.
-    #[allow(clippy::type_complexity)]
     fn describe_local(
         &self,
         file: std::fs::File,
         key: &str,
         range: &ByteRange,
         on_task: bool,
-    ) -> Result<Option<(ObjectMeta, Range<u64>, std::fs::File, Option<Bytes>)>, StoreError> {
+    ) -> Result<Option<LocalFile>, StoreError> {
         let read_up_to = if on_task { INLINE_READ } else { FILE_CHUNK };
         let read_err = |e: io::Error| self.local_read_err(key, e);
-        let md = file.metadata().map_err(read_err)?;
-        if !md.is_file() {
+        let st = rustix::fs::fstat(&file).map_err(|e| read_err(e.into()))?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
             return Ok(None);
         }
-        let size = md.len();
+        let size = st.st_size as u64;
         let bytes = match range {
             ByteRange::All => 0..size,
             ByteRange::Bounded(r) if r.start < size => r.start..r.end.min(size),
@@ -709,12 +837,17 @@ impl Objects {
                 })
             }
         };
-        let modified = md.modified().map_err(read_err)?;
+        let modified = SystemTime::UNIX_EPOCH
+            .checked_add(std::time::Duration::new(
+                st.st_mtime.max(0) as u64,
+                st.st_mtime_nsec as u32,
+            ))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         let micros = modified
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_micros();
-        let inode = std::os::unix::fs::MetadataExt::ino(&md);
+        let inode = st.st_ino;
         let meta = ObjectMeta {
             key: key.to_owned(),
             size,
@@ -737,7 +870,13 @@ impl Objects {
         } else {
             None
         };
-        Ok(Some((meta, bytes, file, first)))
+        Ok(Some(LocalFile {
+            meta,
+            range: bytes,
+            file,
+            first,
+            id: FileId::of(&st),
+        }))
     }
 
     /// A failed ranged GET: a range past the end is said as such, whatever the backend's words.
@@ -1221,7 +1360,9 @@ impl Objects {
         mode: &PutMode,
     ) -> Result<VersionTag, StoreError> {
         let opts = self.put_options(key, mode);
-        match self.inner.store.put_opts(path, payload, opts).await {
+        let result = self.inner.store.put_opts(path, payload, opts).await;
+        self.inner.hot.remove(key);
+        match result {
             Ok(r) => Ok(VersionTag {
                 e_tag: r.e_tag,
                 version: r.version,
@@ -1264,6 +1405,9 @@ impl Objects {
     ) -> Result<Written, StoreError> {
         let path = self.writable(key)?;
         self.check_mode(key, &mode).await?;
+        // Small objects are forgotten once written (`put_payload`); a large one is never kept,
+        // but the small one it replaces may have been.
+        self.inner.hot.remove(key);
         let source_err = |source: io::Error| StoreError::Source {
             url: self.inner.cx.url.clone(),
             key: key.to_owned(),
@@ -1436,17 +1580,18 @@ impl Objects {
     pub async fn rename(&self, from: &str, to: &str) -> Result<(), StoreError> {
         let from_path = self.writable(from)?;
         let to_path = self.writable(to)?;
-        self.inner
-            .store
-            .rename(&from_path, &to_path)
-            .await
-            .map_err(|e| self.err(Op::Rename, from, e))
+        let result = self.inner.store.rename(&from_path, &to_path).await;
+        self.inner.hot.remove(from);
+        self.inner.hot.remove(to);
+        result.map_err(|e| self.err(Op::Rename, from, e))
     }
 
     /// Deletes the object at `key`; deleting a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let path = self.writable(key)?;
-        match self.inner.store.delete(&path).await {
+        let result = self.inner.store.delete(&path).await;
+        self.inner.hot.remove(key);
+        match result {
             Ok(()) => Ok(()),
             Err(e) => match self.err(Op::Delete, key, e) {
                 StoreError::NotFound { .. } => Ok(()),
@@ -1468,4 +1613,106 @@ fn unique_suffix() -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::BinaryCache;
+
+    async fn read(o: &Objects, key: &str) -> Option<Vec<u8>> {
+        let object = o.get(key, ByteRange::All).await.ok()??;
+        let chunks: Vec<Bytes> = object.body.try_collect().await.ok()?;
+        Some(chunks.concat())
+    }
+
+    fn kept(o: &Objects, key: &str) -> bool {
+        o.inner.hot.get(key, |_| true).is_some()
+    }
+
+    /// A small local object is kept once read, and every change to the file behind it is seen on
+    /// the next read: bytes written in place (same size), a file renamed over it, a link out of
+    /// the directory put in its place, its removal.
+    #[tokio::test]
+    async fn kept_local_objects_follow_their_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cache");
+        let cache = BinaryCache::open(root.to_str().unwrap()).unwrap();
+        let o = cache.objects();
+        let key = "abc.narinfo";
+        let file = root.join(key);
+        o.put(key, Bytes::from_static(b"first"), PutMode::Overwrite)
+            .await
+            .unwrap();
+        // Just written: not kept until it has settled.
+        assert_eq!(read(o, key).await.as_deref(), Some(&b"first"[..]));
+        assert!(!kept(o, key));
+        let settle = || tokio::time::sleep(std::time::Duration::from_millis(120));
+        settle().await;
+        assert_eq!(read(o, key).await.as_deref(), Some(&b"first"[..]));
+        assert!(kept(o, key));
+        assert_eq!(read(o, key).await.as_deref(), Some(&b"first"[..]));
+
+        std::fs::write(&file, b"secnd").unwrap();
+        assert_eq!(read(o, key).await.as_deref(), Some(&b"secnd"[..]));
+        settle().await;
+        assert_eq!(read(o, key).await.as_deref(), Some(&b"secnd"[..]));
+        assert!(kept(o, key));
+
+        std::fs::write(root.join("new"), b"third").unwrap();
+        std::fs::rename(root.join("new"), &file).unwrap();
+        assert_eq!(read(o, key).await.as_deref(), Some(&b"third"[..]));
+        settle().await;
+        assert_eq!(read(o, key).await.as_deref(), Some(&b"third"[..]));
+        assert!(kept(o, key));
+
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, b"third").unwrap();
+        std::fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink(&outside, &file).unwrap();
+        assert!(o.get(key, ByteRange::All).await.is_err());
+        assert!(!kept(o, key));
+
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(read(o, key).await, None);
+    }
+
+    /// With a remote TTL, a small object is answered from memory until it expires; a write
+    /// through the same handle is seen at once, and missing objects are never kept.
+    #[tokio::test]
+    async fn remote_reads_are_kept_for_their_ttl_only() {
+        let cache = BinaryCache::open("memory://").unwrap();
+        let o = cache.objects();
+        o.set_remote_ttl(std::time::Duration::from_millis(300));
+        assert_eq!(read(o, "a.narinfo").await, None);
+        assert!(!kept(o, "a.narinfo"));
+        o.put("a.narinfo", Bytes::from_static(b"one"), PutMode::Overwrite)
+            .await
+            .unwrap();
+        assert_eq!(read(o, "a.narinfo").await.as_deref(), Some(&b"one"[..]));
+        assert!(kept(o, "a.narinfo"));
+        o.put("a.narinfo", Bytes::from_static(b"two"), PutMode::Overwrite)
+            .await
+            .unwrap();
+        assert!(!kept(o, "a.narinfo"), "a write forgets what was kept");
+        assert_eq!(read(o, "a.narinfo").await.as_deref(), Some(&b"two"[..]));
+        tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+        assert!(o
+            .inner
+            .hot
+            .get(
+                "a.narinfo",
+                |v| matches!(v, Validity::Until(t) if std::time::Instant::now() < *t)
+            )
+            .is_none());
+        o.delete("a.narinfo").await.unwrap();
+        assert_eq!(read(o, "a.narinfo").await, None);
+        // Large objects are read as streams, never kept.
+        let big = Bytes::from(vec![7u8; hot::MAX_ENTRY as usize + 1]);
+        o.put("nar/big", big.clone(), PutMode::Overwrite)
+            .await
+            .unwrap();
+        assert_eq!(read(o, "nar/big").await.unwrap(), big);
+        assert!(!kept(o, "nar/big"));
+    }
 }
