@@ -4,6 +4,9 @@
 #   narinfo: GETs cycling over 1,000 narinfos, 16 keep-alive connections — req/s and p99 latency;
 #   nar:     GETs cycling over 16 NARs of 8 MiB, 16 connections — MiB/s;
 # then the ratios (serve / Garage; target >= 0.9) and the peak RSS of `cachecore serve`.
+# Then the NAR load again with a client that follows redirects (benches/src/bin/fetch-load.rs,
+# 16 connections), against Garage directly and against `serve --redirect-nars`, which answers
+# each NAR with a redirect to a presigned URL in the bucket.
 #
 #   RUNS=3 benches/serve-vs-garage.sh
 #
@@ -22,6 +25,8 @@ if [ -z "$cc" ]; then
   cargo build --release -p cachecore-cli --quiet
   cc="$PWD/target/release/cachecore"
 fi
+cargo build --release -p cachecore-benches --bin fetch-load --quiet
+fetch_load="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/fetch-load"
 . benches/serve-cache.sh
 . benches/garage.sh
 
@@ -30,9 +35,18 @@ start_garage "$work/garage"
 serve_port=18483
 RUST_LOG=warn "$cc" serve "$store" --listen "127.0.0.1:$serve_port" > "$work/serve-g.out" 2> "$work/serve-g.err" &
 serve_pid=$!
-cleanup() { kill "$serve_pid" 2>/dev/null || true; stop_garage; }
+redirect_port=18484
+RUST_LOG=warn "$cc" serve "$store" --listen "127.0.0.1:$redirect_port" --redirect-nars > "$work/serve-r.out" 2> "$work/serve-r.err" &
+redirect_pid=$!
+# Narinfos read from the bucket on every request (no --remote-read-ttl memory).
+nottl_port=18485
+RUST_LOG=warn "$cc" serve "$store" --listen "127.0.0.1:$nottl_port" --remote-read-ttl 0 > "$work/serve-n.out" 2> "$work/serve-n.err" &
+nottl_pid=$!
+cleanup() { kill "$serve_pid" "$redirect_pid" "$nottl_pid" 2>/dev/null || true; stop_garage; }
 trap cleanup EXIT
-for _ in $(seq 1 100); do grep -q listening "$work/serve-g.out" 2>/dev/null && break; sleep 0.1; done
+for out in serve-g serve-r serve-n; do
+  for _ in $(seq 1 100); do grep -q listening "$work/$out.out" 2>/dev/null && break; sleep 0.1; done
+done
 host="nixcache.web.garage.localhost"
 # `copy` names NARs after their file hash: the NARs over 1 MiB, as the bucket's narinfos name them.
 while read -r p; do
@@ -49,8 +63,14 @@ for run in $(seq 1 "$runs"); do
     load "$kind" "$garage_web" "$work/$kind-paths-garage" "$work/wrk-garage-$kind-$run.txt" -H "Host: $host"
     load "$kind" "$serve_port" "$work/$kind-paths-garage" "$work/wrk-serveg-$kind-$run.txt"
   done
+  load narinfo "$nottl_port" "$work/narinfo-paths-garage" "$work/wrk-serven-narinfo-$run.txt"
 done
 rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$serve_pid/status")
+seconds=${duration%s}
+for run in $(seq 1 "$runs"); do
+  "$fetch_load" "http://127.0.0.1:$garage_web" "$work/nar-paths-garage" 16 "$seconds" "$host" > "$work/fl-garage-$run.txt"
+  "$fetch_load" "http://127.0.0.1:$redirect_port" "$work/nar-paths-garage" 16 "$seconds" > "$work/fl-redirect-$run.txt"
+done
 
 python3 - "$work" "$runs" "$rss_kib" <<'PY'
 import sys
@@ -62,8 +82,17 @@ res = {(server, kind): medians(work, runs, server, kind)
 g, s = res["garage", "narinfo"], res["serveg", "narinfo"]
 print(f"narinfo  garage {g[0]:9.0f} req/s p99 {g[1]:6.2f} ms | serve s3:// {s[0]:9.0f} req/s p99 {s[1]:6.2f} ms"
       f" | req/s ratio {s[0]/g[0]:.2f}x (target >= 0.9)")
+s = medians(work, runs, "serven", "narinfo")
+print(f"narinfo, --remote-read-ttl 0 (every read asks the bucket): serve s3:// {s[0]:9.0f} req/s p99 {s[1]:6.2f} ms"
+      f" | req/s ratio {s[0]/g[0]:.2f}x")
 g, s = res["garage", "nar"], res["serveg", "nar"]
 print(f"nar      garage {g[2]:9.0f} MiB/s           | serve s3:// {s[2]:9.0f} MiB/s"
       f"           | MiB/s ratio {s[2]/g[2]:.2f}x (target >= 0.9)")
 print(f"peak RSS of cachecore serve: {rss/1024:.1f} MiB (target < 64)")
+from statistics import median
+def mibs(name):
+    return median(float(open(f"{work}/fl-{name}-{r}.txt").read().split()[-1]) for r in range(1, runs + 1))
+g, r = mibs("garage"), mibs("redirect")
+print(f"nar, client following redirects: garage {g:6.0f} MiB/s | serve --redirect-nars {r:6.0f} MiB/s"
+      f" | MiB/s ratio {r/g:.2f}x (target >= 0.9)")
 PY

@@ -399,6 +399,11 @@ pub struct ServeArgs {
     /// store. A local directory's files are checked on every read instead.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub remote_read_ttl: u64,
+    /// Answer NAR downloads with a redirect to a presigned URL of the NAR in the bucket (valid
+    /// for an hour) instead of streaming it, so NAR bytes never pass through this server. S3
+    /// stores only; clients must reach the bucket's endpoint. Nix follows redirects.
+    #[arg(long)]
+    pub redirect_nars: bool,
     /// Request log format on stderr (`RUST_LOG` filters it, e.g. `RUST_LOG=warn`).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

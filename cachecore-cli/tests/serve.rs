@@ -1611,3 +1611,79 @@ fn the_landing_page_renders_in_chromium_and_its_nix_conf_lines_work() {
         assert!(info["narHash"].is_string(), "{p} was not substituted");
     }
 }
+
+#[test]
+fn with_redirect_nars_nix_downloads_the_nars_from_the_bucket_itself() {
+    let garage = common::garage::Garage::start();
+    let store = garage.url("redirects");
+    let tmp = tempdir();
+    let (cache, closure, public) = pushed_cache(tmp.path());
+    let copy = cachecore_command()
+        .args(["copy", path_str(&cache), &store, "--all", "--quiet"])
+        .envs(garage.env())
+        .output()
+        .unwrap();
+    assert!(
+        copy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+    let serve = Serve::spawn(
+        &[
+            "serve",
+            &store,
+            "--listen",
+            "127.0.0.1:0",
+            "--redirect-nars",
+        ],
+        &garage.env(),
+    );
+    assert_nix_substitutes(&serve.url, tmp.path(), &closure, &public);
+    // Nix read the narinfos from the server and every NAR from the bucket.
+    let sent = |route: &str| {
+        let sample = format!("cachecore_serve_response_body_bytes_total{{route=\"{route}\"}}");
+        metric(&serve.url, &sample)
+    };
+    assert!(sent("narinfo") > 0);
+    assert_eq!(sent("nar"), 0, "NAR bytes went through the server");
+
+    // What curl sees: an uncacheable 307 to a presigned URL of the NAR; followed, it gives the
+    // NAR, and ranges of it.
+    let root = closure.last().unwrap();
+    let info = curl(&format!("{}/{}.narinfo", serve.url, hash_part(root)), &[]).text();
+    let nar = format!("{}/{}", serve.url, narinfo_field(&info, "URL"));
+    let r = curl(&nar, &[]);
+    assert_eq!(r.status, 307, "{}", r.text());
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let location = r.header("location").unwrap();
+    assert!(
+        location.contains("/nixcache/redirects/nar/") && location.contains("X-Amz-Signature="),
+        "{location}"
+    );
+    let whole = curl(&nar, &["-L"]);
+    assert_eq!(whole.status, 200);
+    assert_eq!(
+        whole.body.len().to_string(),
+        narinfo_field(&info, "FileSize")
+    );
+    let part = curl(&nar, &["-L", "-r", "2-9"]);
+    assert_eq!((part.status, &part.body[..]), (206, &whole.body[2..10]));
+
+    // A store that cannot sign URLs cannot redirect: refused at startup, in one sentence.
+    let out = cachecore_output(
+        &[
+            "serve",
+            path_str(&cache),
+            "--listen",
+            "127.0.0.1:0",
+            "--redirect-nars",
+        ],
+        b"",
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot sign URLs"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

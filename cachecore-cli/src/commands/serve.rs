@@ -44,6 +44,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.upload_idle_timeout = Duration::from_secs(args.upload_timeout);
     config.direct_uploads = !args.no_direct_uploads;
     config.remote_read_ttl = Duration::from_secs(args.remote_read_ttl);
+    config.redirect_nars = args.redirect_nars;
     for (i, url) in args.upstreams.iter().enumerate() {
         // Its own keys (after it on the command line) and those given before every upstream.
         let keys: Vec<&String> = args

@@ -131,6 +131,11 @@ pub struct Config {
     /// through another replica is seen after at most this long. Zero: always ask the store. A
     /// local directory's files are checked on every read instead.
     pub remote_read_ttl: Duration,
+    /// Answer `GET nar/…` with a redirect (307) to a presigned URL of the NAR in the bucket,
+    /// valid for an hour, instead of streaming it: NAR bytes then never pass through this
+    /// server (S3 stores only; clients must reach the bucket's endpoint, and anyone holding a
+    /// URL may read that one NAR until it expires). Nix follows redirects.
+    pub redirect_nars: bool,
 }
 
 impl Default for Config {
@@ -148,6 +153,7 @@ impl Default for Config {
             direct_uploads: true,
             upstreams: Vec::new(),
             remote_read_ttl: Duration::from_secs(10),
+            redirect_nars: false,
         }
     }
 }
@@ -223,6 +229,18 @@ pub async fn router(cache: BinaryCache, config: Config) -> Result<Router, Server
         )));
     }
     cache.objects().set_remote_ttl(config.remote_read_ttl);
+    if config.redirect_nars
+        && cache
+            .objects()
+            .presigned_get(crate::store::layout::CACHE_INFO, Duration::from_secs(60))
+            .await?
+            .is_none()
+    {
+        return Err(ServerError::Config(format!(
+            "{} cannot sign URLs (only s3:// stores can), so it cannot redirect NAR downloads to itself",
+            cache.url()
+        )));
+    }
     let stored = cache.cache_info().await?;
     let mut info = match stored {
         Some(info) => info,

@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::http::header::{
     ACCEPT_RANGES, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, LAST_MODIFIED,
+    LOCATION,
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
@@ -45,6 +46,9 @@ pub(super) async fn get_or_head(
 ) -> Response {
     if key.kind == Kind::CacheInfo {
         return cache_info(state, head);
+    }
+    if key.kind == Kind::Nar && !head && state.config.redirect_nars {
+        return redirect(state, key).await;
     }
     if let (Kind::NarInfo, Some(proxy), Some(hash)) = (key.kind, &state.proxy, key.hash_part()) {
         // Missing here: filled from an upstream first, if one has it.
@@ -112,6 +116,40 @@ pub(super) async fn get_or_head(
         Ok(None) => not_found(key),
         Err(e) => store_failure(&key.key, &e),
     }
+}
+
+/// How long a redirect to a NAR in the bucket may be followed: long enough for any download to
+/// start (a presigned URL is checked when a request starts, not while the bytes flow).
+const REDIRECT_EXPIRY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `307` to a presigned URL of the NAR at `key` ([`Config::redirect_nars`]): the client
+/// fetches it from the bucket, ranges and conditions included. The bucket says whether it
+/// exists.
+///
+/// [`Config::redirect_nars`]: super::Config::redirect_nars
+async fn redirect(state: &AppState, key: &CacheKey) -> Response {
+    let url = match state
+        .cache
+        .objects()
+        .presigned_get(&key.key, REDIRECT_EXPIRY)
+        .await
+    {
+        Ok(Some(url)) => url,
+        Ok(None) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{} cannot sign a URL for {}", state.cache.url(), key.key),
+            )
+        }
+        Err(e) => return store_failure(&key.key, &e),
+    };
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    let h = r.headers_mut();
+    insert(h, LOCATION, url.to_string());
+    // The URL expires: no cache may keep the redirect.
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 fn not_found(key: &CacheKey) -> Response {

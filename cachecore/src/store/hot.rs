@@ -62,6 +62,8 @@ impl FileId {
             .is_ok_and(|age| age >= SETTLE)
     }
 
+    // The nanosecond fields are `u64` here and `i64` on some targets.
+    #[allow(clippy::unnecessary_cast)]
     pub(crate) fn of(st: &rustix::fs::Stat) -> FileId {
         FileId {
             dev: st.st_dev,

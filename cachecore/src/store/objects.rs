@@ -1541,17 +1541,55 @@ impl Objects {
         expires_in: std::time::Duration,
     ) -> Result<Option<url::Url>, StoreError> {
         self.writable(key)?;
+        self.presigned(
+            object_store::signer::Method::PUT,
+            Op::Write,
+            key,
+            expires_in,
+        )
+        .await
+    }
+
+    /// A URL that lets anyone holding it read the object at `key` (or ranges of it) for
+    /// `expires_in` without credentials of their own (an S3 presigned URL); `None` for a store
+    /// that cannot sign URLs. Signing is local: the store is not asked whether `key` exists.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use cachecore::store::BinaryCache;
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let url = cache.objects().presigned_get("nar/x.nar", Duration::from_secs(600)).await.unwrap();
+    /// assert_eq!(url, None);
+    /// # });
+    /// ```
+    pub async fn presigned_get(
+        &self,
+        key: &str,
+        expires_in: std::time::Duration,
+    ) -> Result<Option<url::Url>, StoreError> {
+        self.path(key)?;
+        self.presigned(object_store::signer::Method::GET, Op::Read, key, expires_in)
+            .await
+    }
+
+    async fn presigned(
+        &self,
+        method: object_store::signer::Method,
+        op: Op,
+        key: &str,
+        expires_in: std::time::Duration,
+    ) -> Result<Option<url::Url>, StoreError> {
         let Some(p) = &self.inner.presigner else {
             return Ok(None);
         };
-        let full = Path::parse(format!("{}{key}", p.prefix)).map_err(|source| {
-            self.err(Op::Write, key, object_store::Error::InvalidPath { source })
-        })?;
+        let full = Path::parse(format!("{}{key}", p.prefix))
+            .map_err(|source| self.err(op, key, object_store::Error::InvalidPath { source }))?;
         p.signer
-            .signed_url(object_store::signer::Method::PUT, &full, expires_in)
+            .signed_url(method, &full, expires_in)
             .await
             .map(Some)
-            .map_err(|e| self.err(Op::Write, key, e))
+            .map_err(|e| self.err(op, key, e))
     }
 
     /// Moves the object at `from` to `to`, replacing any object there: a file-system rename on
