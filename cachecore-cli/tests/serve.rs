@@ -1155,6 +1155,16 @@ fn each_upstream_is_checked_against_the_keys_given_after_it() {
     );
 }
 
+/// `cachecore ARGS` with `garage`'s credentials, which must succeed.
+fn on_garage_ok(garage: &common::garage::Garage, args: &[&str]) {
+    let out = cachecore_command()
+        .args(args)
+        .envs(garage.env())
+        .output()
+        .unwrap();
+    assert_cachecore_ok(&out, args);
+}
+
 #[test]
 fn two_servers_on_one_garage_bucket_behave_as_one_cache() {
     let garage = common::garage::Garage::start();
@@ -1183,16 +1193,7 @@ fn two_servers_on_one_garage_bucket_behave_as_one_cache() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let verify = cachecore_command()
-        .args(["verify", &store, "--trusted-key", &public])
-        .envs(garage.env())
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    on_garage_ok(&garage, &["verify", &store, "--trusted-key", &public]);
 
     // A narinfo deleted behind the servers' backs: one that read it lately answers it from
     // memory for --remote-read-ttl seconds, one started with 0 asks the bucket every time.
@@ -1422,16 +1423,7 @@ fn cachecore_push_through_serve_needs_no_bucket_credentials_and_the_server_signs
         "{}",
         narinfo.text()
     );
-    let verify = cachecore_command()
-        .args(["verify", &store, "--trusted-key", &public])
-        .envs(garage.env())
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    on_garage_ok(&garage, &["verify", &store, "--trusted-key", &public]);
     // The big NAR went straight to the bucket by a presigned URL: the server took only the
     // small ones' bytes.
     let nar_bytes = r#"cachecore_serve_upload_body_bytes_total{route="nar"}"#;
@@ -1618,15 +1610,9 @@ fn with_redirect_nars_nix_downloads_the_nars_from_the_bucket_itself() {
     let store = garage.url("redirects");
     let tmp = tempdir();
     let (cache, closure, public) = pushed_cache(tmp.path());
-    let copy = cachecore_command()
-        .args(["copy", path_str(&cache), &store, "--all", "--quiet"])
-        .envs(garage.env())
-        .output()
-        .unwrap();
-    assert!(
-        copy.status.success(),
-        "{}",
-        String::from_utf8_lossy(&copy.stderr)
+    on_garage_ok(
+        &garage,
+        &["copy", path_str(&cache), &store, "--all", "--quiet"],
     );
     let serve = Serve::spawn(
         &[
