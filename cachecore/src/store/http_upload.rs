@@ -549,8 +549,13 @@ fn file_body(file: Arc<std::fs::File>, len: u64) -> reqwest::Body {
     reqwest::Body::wrap_stream(chunks)
 }
 
+/// The largest object one `PUT` may write on AWS S3. A larger one is sent to the server, which
+/// uploads it to the bucket in parts.
+const MAX_PRESIGNED_PUT: u64 = 5 << 30;
+
 /// A large object spooled to a temporary file, then sent in one `PUT` of known length: to the
-/// bucket by a presigned URL, or to the server when the bucket cannot be reached.
+/// bucket by a presigned URL, or to the server when the bucket cannot be reached (or the object
+/// is over [`MAX_PRESIGNED_PUT`]).
 #[derive(Debug)]
 struct SpooledPut {
     location: Path,
@@ -605,7 +610,11 @@ impl MultipartUpload for SpooledPut {
         let h = &self.uploads;
         let mut ask = object_url(&h.base, &self.location);
         ask.set_query(Some("upload-url"));
-        let asked = send_for_text(h.client.post(ask).bearer_auth(&*h.token)).await;
+        let asked = if self.len <= MAX_PRESIGNED_PUT {
+            send_for_text(h.client.post(ask).bearer_auth(&*h.token)).await
+        } else {
+            Err(Failure::Other("too large for one PUT".to_owned()))
+        };
         let direct = match asked.ok().and_then(|u| url::Url::parse(&u).ok()) {
             // No Authorization header: the signature is in the URL, and the token is the
             // server's, not the bucket's.
