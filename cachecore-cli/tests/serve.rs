@@ -1226,7 +1226,14 @@ fn two_servers_on_one_garage_bucket_behave_as_one_cache() {
     assert_eq!(curl(&format!("{}/{narinfo}", c.url), &[]).status, 200);
     garage.delete_object(&format!("replicas/{narinfo}"));
     let again = curl(&format!("{}/{narinfo}", d.url), &[]);
-    assert_eq!((again.status, again.body), (200, kept.body));
+    assert_eq!((again.status, &again.body), (200, &kept.body));
+    // A conditional GET or a HEAD sees the same kept object, not the bucket's answer.
+    let etag = kept.header("etag").unwrap();
+    let if_none = format!("If-None-Match: {etag}");
+    let conditional = curl(&format!("{}/{narinfo}", d.url), &["-H", &if_none]);
+    assert_eq!(conditional.status, 304, "{}", conditional.text());
+    let head = curl(&format!("{}/{narinfo}", d.url), &["-I"]);
+    assert_eq!((head.status, head.header("etag")), (200, Some(etag)));
     assert_eq!(curl(&format!("{}/{narinfo}", c.url), &[]).status, 404);
 }
 

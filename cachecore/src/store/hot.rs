@@ -6,10 +6,15 @@
 //! find the very file the bytes were read from, unchanged — same device, inode, size,
 //! modification and change times (nginx's `open_file_cache` checks less). From a remote store,
 //! where even a `HEAD` is a round trip, an entry is instead used for a fixed time after it was
-//! read ([`Objects::with_remote_ttl`](super::Objects::with_remote_ttl), off unless asked for).
+//! read ([`Objects::set_remote_ttl`](super::Objects::set_remote_ttl); off for a handle unless
+//! set, as `serve` does).
 //!
-//! Only whole objects of at most [`MAX_ENTRY`] bytes are kept, [`MAX_BYTES`] in all: when an
-//! insert would exceed that, arbitrary entries are dropped first.
+//! On a network file system a `stat` may answer from the client's attribute cache (NFS: up to
+//! `acregmax`), so a change made on another machine is seen as late as that cache allows.
+//!
+//! Only whole objects of at most [`MAX_ENTRY`] bytes are kept, [`MAX_BYTES`] in all (each
+//! counted with its key and [`ENTRY_OVERHEAD`]): when an insert would exceed that, arbitrary
+//! entries are dropped first.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,8 +27,11 @@ use super::objects::ObjectMeta;
 /// The largest object kept: a narinfo, a listing of a small path, a seek table.
 pub(crate) const MAX_ENTRY: u64 = 64 * 1024;
 
-/// Bytes kept in all (the objects' bytes; keys and metadata add a little).
+/// Bytes kept in all.
 pub(crate) const MAX_BYTES: usize = 16 << 20;
+
+/// What an entry costs besides its object's bytes and its key: metadata, map slot.
+const ENTRY_OVERHEAD: usize = 256;
 
 /// What an entry must still match to be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,15 +59,24 @@ pub(crate) struct FileId {
 /// next version.
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// [`SETTLE`] on a file system that keeps whole seconds only (ext4 with small inodes, FAT, some
+/// network file systems): both times of the file are whole seconds.
+const SETTLE_COARSE: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl FileId {
     /// Whether the file was last changed long enough ago ([`SETTLE`]) for its next change to
-    /// show in its change time.
+    /// show in its change time. Asked when the file was described, before its bytes are read.
     pub(crate) fn settled(&self) -> bool {
-        let changed = std::time::UNIX_EPOCH
-            + std::time::Duration::new(self.ctime.0.max(0) as u64, self.ctime.1 as u32);
+        let coarse = self.ctime.1 == 0 && self.mtime.1 == 0;
+        let settle = if coarse { SETTLE_COARSE } else { SETTLE };
+        let since_epoch = std::time::Duration::new(self.ctime.0.max(0) as u64, 0)
+            .checked_add(std::time::Duration::from_nanos(self.ctime.1));
+        let Some(changed) = since_epoch.and_then(|d| std::time::UNIX_EPOCH.checked_add(d)) else {
+            return false;
+        };
         std::time::SystemTime::now()
             .duration_since(changed)
-            .is_ok_and(|age| age >= SETTLE)
+            .is_ok_and(|age| age >= settle)
     }
 
     // The nanosecond fields are `u64` here and `i64` on some targets.
@@ -85,6 +102,13 @@ struct Entry {
 struct Entries {
     map: HashMap<String, Entry>,
     bytes: usize,
+    /// Bumped by every [`HotObjects::remove`]: a read that began before a write through the
+    /// handle ended must not keep what it read ([`HotObjects::generation`]).
+    generation: u64,
+}
+
+fn cost(key: &str, bytes: &Bytes) -> usize {
+    bytes.len() + key.len() + ENTRY_OVERHEAD
 }
 
 /// The kept objects of one [`Objects`](super::Objects) handle.
@@ -94,6 +118,12 @@ pub(crate) struct HotObjects {
 }
 
 impl HotObjects {
+    /// Taken before a read whose bytes may be kept, and given to [`insert`](Self::insert):
+    /// if anything was written or deleted in between, nothing is kept.
+    pub(crate) fn generation(&self) -> u64 {
+        self.entries.lock().map_or(u64::MAX, |e| e.generation)
+    }
+
     /// The object at `key` if it is kept and `still_valid` says its validity holds; an entry
     /// that no longer holds is dropped.
     pub(crate) fn get(
@@ -113,8 +143,17 @@ impl HotObjects {
         None
     }
 
-    /// Keeps `bytes`, the whole object at `meta.key`, if it is small enough.
-    pub(crate) fn insert(&self, validity: Validity, meta: ObjectMeta, bytes: Bytes) {
+    /// Keeps `bytes`, the whole object at `meta.key` read since [`generation`](Self::generation)
+    /// said `read_since`, if it is small enough and nothing was written through the handle
+    /// meanwhile. The bytes are copied: a chunk from an HTTP client may be a slice of its
+    /// connection's whole read buffer.
+    pub(crate) fn insert(
+        &self,
+        read_since: u64,
+        validity: Validity,
+        meta: ObjectMeta,
+        bytes: &Bytes,
+    ) {
         if bytes.len() as u64 > MAX_ENTRY || bytes.len() as u64 != meta.size {
             return;
         }
@@ -122,31 +161,38 @@ impl HotObjects {
             return;
         };
         let entries = &mut *entries;
-        while entries.bytes + bytes.len() > MAX_BYTES {
+        if entries.generation != read_since {
+            return;
+        }
+        let bytes = Bytes::copy_from_slice(bytes);
+        let key = meta.key.clone();
+        let needed = cost(&key, &bytes);
+        while entries.bytes + needed > MAX_BYTES {
             let Some(victim) = entries.map.keys().next().cloned() else {
                 break;
             };
             if let Some(old) = entries.map.remove(&victim) {
-                entries.bytes -= old.bytes.len();
+                entries.bytes -= cost(&victim, &old.bytes);
             }
         }
-        entries.bytes += bytes.len();
-        let key = meta.key.clone();
         let entry = Entry {
             validity,
             meta,
             bytes,
         };
-        if let Some(old) = entries.map.insert(key, entry) {
-            entries.bytes -= old.bytes.len();
+        entries.bytes += needed;
+        if let Some(old) = entries.map.insert(key.clone(), entry) {
+            entries.bytes -= cost(&key, &old.bytes);
         }
     }
 
-    /// Forgets `key` (written or deleted through this handle).
+    /// Forgets `key` (being written or deleted through this handle, or just written or
+    /// deleted), and keeps no read that began before.
     pub(crate) fn remove(&self, key: &str) {
         if let Ok(mut entries) = self.entries.lock() {
+            entries.generation += 1;
             if let Some(old) = entries.map.remove(key) {
-                entries.bytes -= old.bytes.len();
+                entries.bytes -= cost(key, &old.bytes);
             }
         }
     }
@@ -177,7 +223,8 @@ mod tests {
     fn an_entry_is_used_only_while_valid_and_dropped_after() {
         let hot = HotObjects::default();
         let until = Validity::Until(Instant::now() + Duration::from_secs(60));
-        hot.insert(until, meta("a.narinfo", 3), Bytes::from_static(b"abc"));
+        let g = hot.generation();
+        hot.insert(g, until, meta("a.narinfo", 3), &Bytes::from_static(b"abc"));
         assert_eq!(hot.get("a.narinfo", |_| true).unwrap().1, &b"abc"[..]);
         assert!(hot.get("a.narinfo", |_| false).is_none());
         assert_eq!(hot.len(), (0, 0), "an invalid entry is dropped");
@@ -188,20 +235,38 @@ mod tests {
     fn large_objects_and_partial_bytes_are_not_kept_and_the_total_is_bounded() {
         let hot = HotObjects::default();
         let v = Validity::Until(Instant::now());
+        let g = hot.generation();
         let big = Bytes::from(vec![0u8; MAX_ENTRY as usize + 1]);
-        hot.insert(v, meta("big", big.len() as u64), big);
-        hot.insert(v, meta("part", 10), Bytes::from_static(b"abc"));
+        hot.insert(g, v, meta("big", big.len() as u64), &big);
+        hot.insert(g, v, meta("part", 10), &Bytes::from_static(b"abc"));
         assert_eq!(hot.len(), (0, 0));
         let entry = Bytes::from(vec![1u8; MAX_ENTRY as usize]);
         for i in 0..(2 * MAX_BYTES / MAX_ENTRY as usize) {
-            hot.insert(v, meta(&format!("k{i}"), MAX_ENTRY), entry.clone());
+            hot.insert(g, v, meta(&format!("k{i}"), MAX_ENTRY), &entry);
         }
         let (n, bytes) = hot.len();
-        assert_eq!(bytes, n * MAX_ENTRY as usize);
-        assert!(bytes <= MAX_BYTES && n == MAX_BYTES / MAX_ENTRY as usize);
-        // Replacing an entry counts its bytes once.
-        hot.insert(v, meta("k0", 3), Bytes::from_static(b"xyz"));
-        hot.insert(v, meta("k0", 3), Bytes::from_static(b"xyz"));
-        assert!(hot.len().1 <= MAX_BYTES);
+        assert!(n > 0 && bytes <= MAX_BYTES, "{n} entries, {bytes} bytes");
+        assert!(n >= MAX_BYTES / (MAX_ENTRY as usize + 300));
+        // Replacing an entry counts it once; empty objects still cost their keys.
+        hot.insert(g, v, meta("k0", 3), &Bytes::from_static(b"xyz"));
+        hot.insert(g, v, meta("k0", 3), &Bytes::from_static(b"xyz"));
+        for i in 0..100_000 {
+            hot.insert(g, v, meta(&format!("empty{i}"), 0), &Bytes::new());
+        }
+        let (n, bytes) = hot.len();
+        assert!(bytes <= MAX_BYTES && n < MAX_BYTES / ENTRY_OVERHEAD);
+    }
+
+    #[test]
+    fn a_read_that_began_before_a_write_is_not_kept() {
+        let hot = HotObjects::default();
+        let v = Validity::Until(Instant::now() + Duration::from_secs(60));
+        let before = hot.generation();
+        hot.remove("a.narinfo"); // a write through the handle, while the read was under way
+        hot.insert(before, v, meta("a.narinfo", 3), &Bytes::from_static(b"old"));
+        assert!(hot.get("a.narinfo", |_| true).is_none());
+        let after = hot.generation();
+        hot.insert(after, v, meta("a.narinfo", 3), &Bytes::from_static(b"new"));
+        assert_eq!(hot.get("a.narinfo", |_| true).unwrap().1, &b"new"[..]);
     }
 }

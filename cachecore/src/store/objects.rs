@@ -260,6 +260,8 @@ struct LocalFile {
     /// Those bytes, when they were read already.
     first: Option<Bytes>,
     id: FileId,
+    /// Whether the file was old enough to keep its bytes, when it was described.
+    settled: bool,
 }
 
 /// The whole object `meta` describes, whose bytes are at hand.
@@ -308,7 +310,7 @@ pub(crate) struct Inner {
     pub(crate) cleanups: Cleanups,
     /// What signs URLs for direct uploads (S3), and the prefix keys live under.
     pub(crate) presigner: Option<Presigner>,
-    /// Small objects read lately (see [`hot`](super::hot)).
+    /// Small objects read lately (see the `hot` module).
     pub(crate) hot: HotObjects,
     /// How long a small object read from a remote store is used again without asking the
     /// store, in milliseconds; 0 (the default) never.
@@ -610,10 +612,9 @@ impl Objects {
         let keep_for = self
             .remote_ttl()
             .filter(|_| matches!(range, ByteRange::All));
+        let read_since = self.inner.hot.generation();
         if keep_for.is_some() {
-            let now = std::time::Instant::now();
-            let valid = |v: &Validity| matches!(v, Validity::Until(t) if now < *t);
-            if let Some((meta, bytes)) = self.inner.hot.get(key, valid) {
+            if let Some((meta, bytes)) = self.kept_remote(key) {
                 return Ok(Some(whole(meta, bytes)));
             }
         }
@@ -662,7 +663,9 @@ impl Objects {
             .boxed();
         let object = Object { meta, range, body };
         match keep_for {
-            Some(ttl) if object.meta.size <= hot::MAX_ENTRY => self.keep(object, ttl).await,
+            Some(ttl) if object.meta.size <= hot::MAX_ENTRY => {
+                self.keep(object, ttl, read_since).await
+            }
             _ => Ok(Some(object)),
         }
     }
@@ -683,7 +686,8 @@ impl Objects {
     /// narinfo is served with. A change made through another handle or process is seen after
     /// at most `ttl`; one made through this handle is seen at once. Only objects found are
     /// kept, so a new object is seen at once too. Zero (the default) turns it off; local
-    /// directories always check their files instead (see [`hot`](super::hot)).
+    /// directories always check their files instead: a kept file's bytes are used again only
+    /// while a `stat` finds the very file they were read from, unchanged.
     pub fn set_remote_ttl(&self, ttl: std::time::Duration) {
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         self.inner
@@ -697,6 +701,7 @@ impl Objects {
         &self,
         object: Object,
         ttl: std::time::Duration,
+        read_since: u64,
     ) -> Result<Option<Object>, StoreError> {
         let Object {
             meta,
@@ -716,13 +721,19 @@ impl Objects {
             let body = stream::iter(chunks.into_iter().map(Ok)).chain(body).boxed();
             return Ok(Some(Object { meta, range, body }));
         }
-        let bytes = match <[Bytes; 1]>::try_from(chunks) {
-            Ok([one]) => one,
-            Err(chunks) => Bytes::from(chunks.concat()),
-        };
-        let until = Validity::Until(std::time::Instant::now() + ttl);
-        self.inner.hot.insert(until, meta.clone(), bytes.clone());
+        let bytes = Bytes::from(chunks.concat());
+        if let Some(until) = std::time::Instant::now().checked_add(ttl) {
+            let hot = &self.inner.hot;
+            hot.insert(read_since, Validity::Until(until), meta.clone(), &bytes);
+        }
         Ok(Some(whole(meta, bytes)))
+    }
+
+    /// A remote object kept by [`keep`](Self::keep) and not expired.
+    fn kept_remote(&self, key: &str) -> Option<(ObjectMeta, Bytes)> {
+        let now = std::time::Instant::now();
+        let valid = |v: &Validity| matches!(v, Validity::Until(t) if now < *t);
+        self.inner.hot.get(key, valid)
     }
 
     /// [`get`](Self::get) on a local directory. A file the kernel opens beneath the root in one
@@ -740,6 +751,7 @@ impl Objects {
         key: &str,
         range: ByteRange,
     ) -> Result<Option<Object>, StoreError> {
+        let read_since = self.inner.hot.generation();
         let opened = match self.open_beneath(key) {
             Some(file) => self.describe_local(file, key, &range, true)?,
             None => {
@@ -764,16 +776,17 @@ impl Objects {
             file,
             first,
             id,
+            settled,
         }) = opened
         else {
             return Ok(None);
         };
         let body = match first {
             Some(bytes) => {
-                if range.start == 0 && range.end == meta.size && id.settled() {
-                    self.inner
-                        .hot
-                        .insert(Validity::File(id), meta.clone(), bytes.clone());
+                if range.start == 0 && range.end == meta.size && settled {
+                    let validity = Validity::File(id);
+                    let hot = &self.inner.hot;
+                    hot.insert(read_since, validity, meta.clone(), &bytes);
                 }
                 stream::once(async move { Ok(bytes) }).boxed()
             }
@@ -823,6 +836,9 @@ impl Objects {
         if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
             return Ok(None);
         }
+        let id = FileId::of(&st);
+        // Before the bytes are read: a change after this shows in the file's times.
+        let settled = id.settled();
         let size = st.st_size as u64;
         let bytes = match range {
             ByteRange::All => 0..size,
@@ -837,12 +853,17 @@ impl Objects {
                 })
             }
         };
-        let modified = SystemTime::UNIX_EPOCH
-            .checked_add(std::time::Duration::new(
-                st.st_mtime.max(0) as u64,
-                st.st_mtime_nsec as u32,
-            ))
-            .unwrap_or(SystemTime::UNIX_EPOCH);
+        // As std's `Metadata::modified` (which object_store's HEAD uses for the ETag), with a
+        // time before 1970 read as 1970.
+        let modified = if st.st_mtime < 0 {
+            SystemTime::UNIX_EPOCH
+        } else {
+            let nanos = std::time::Duration::from_nanos(st.st_mtime_nsec as u64);
+            std::time::Duration::from_secs(st.st_mtime as u64)
+                .checked_add(nanos)
+                .and_then(|d| SystemTime::UNIX_EPOCH.checked_add(d))
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        };
         let micros = modified
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
@@ -875,7 +896,8 @@ impl Objects {
             range: bytes,
             file,
             first,
-            id: FileId::of(&st),
+            id,
+            settled,
         }))
     }
 
@@ -1027,6 +1049,12 @@ impl Objects {
     /// ```
     pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
         let path = self.path(key)?;
+        // What a GET would answer from memory, a HEAD answers too (the same ETag).
+        if self.inner.local_root.is_none() && self.remote_ttl().is_some() {
+            if let Some((meta, _)) = self.kept_remote(key) {
+                return Ok(Some(meta));
+            }
+        }
         match self.inner.store.head(&path).await {
             Ok(meta) => Ok(Some(meta_of(meta, key.to_owned()))),
             Err(e) => none_if_missing(self.err(Op::Stat, key, e)),
@@ -1403,10 +1431,22 @@ impl Objects {
         data: impl Stream<Item = Result<Bytes, io::Error>> + Send,
         mode: PutMode,
     ) -> Result<Written, StoreError> {
+        let written = self.stream_in(key, data, mode).await;
+        // Read while the upload was under way, the old bytes must not stay.
+        self.inner.hot.remove(key);
+        written
+    }
+
+    async fn stream_in(
+        &self,
+        key: &str,
+        data: impl Stream<Item = Result<Bytes, io::Error>> + Send,
+        mode: PutMode,
+    ) -> Result<Written, StoreError> {
         let path = self.writable(key)?;
         self.check_mode(key, &mode).await?;
-        // Small objects are forgotten once written (`put_payload`); a large one is never kept,
-        // but the small one it replaces may have been.
+        // A large object is never kept, but the small one it replaces may have been: forgotten
+        // now, and again once written (`put_stream`).
         self.inner.hot.remove(key);
         let source_err = |source: io::Error| StoreError::Source {
             url: self.inner.cx.url.clone(),
