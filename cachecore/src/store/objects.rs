@@ -609,10 +609,11 @@ impl Objects {
             }
         }
         let path = self.path(key)?;
+        // For how long the object may be kept, and the memory's generation before the read.
         let keep_for = self
             .remote_ttl()
-            .filter(|_| matches!(range, ByteRange::All));
-        let read_since = self.inner.hot.generation();
+            .filter(|_| matches!(range, ByteRange::All))
+            .map(|ttl| (ttl, self.inner.hot.generation()));
         if keep_for.is_some() {
             if let Some((meta, bytes)) = self.kept_remote(key) {
                 return Ok(Some(whole(meta, bytes)));
@@ -663,7 +664,7 @@ impl Objects {
             .boxed();
         let object = Object { meta, range, body };
         match keep_for {
-            Some(ttl) if object.meta.size <= hot::MAX_ENTRY => {
+            Some((ttl, read_since)) if object.meta.size <= hot::MAX_ENTRY => {
                 self.keep(object, ttl, read_since).await
             }
             _ => Ok(Some(object)),
