@@ -489,6 +489,23 @@ pub(crate) mod tests {
         assert!(e.to_string().contains("missing"), "{e}");
     }
 
+    /// Runs `f` on a thread of its own whose effective capabilities lack `CAP_DAC_OVERRIDE` and
+    /// `CAP_DAC_READ_SEARCH` (capabilities are per thread on Linux), so file modes bind even when
+    /// the tests run as root, as they do in CI.
+    fn without_dac_override<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+        use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut sets = capabilities(None).unwrap();
+                sets.effective -= CapabilitySet::DAC_OVERRIDE | CapabilitySet::DAC_READ_SEARCH;
+                set_capabilities(None, sets).unwrap();
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
     #[test]
     fn unreadable_file() {
         let tmp = tempfile::tempdir().unwrap();
@@ -496,14 +513,15 @@ pub(crate) mod tests {
         fs::create_dir(&root).unwrap();
         fs::write(root.join("secret"), b"x").unwrap();
         fs::set_permissions(root.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
-        // root can read anything; only meaningful for other users.
-        if File::open(root.join("secret")).is_err() {
-            let e = pack(&root, io::sink()).unwrap_err();
-            assert!(
-                matches!(&e, PackError::Read { path, .. } if path.ends_with("secret")),
-                "{e}"
-            );
-        }
+        let e = without_dac_override(|| {
+            assert!(File::open(root.join("secret")).is_err(), "mode 000 still readable");
+            pack(&root, io::sink()).unwrap_err()
+        });
+        assert!(
+            matches!(&e, PackError::Read { path, .. } if path.ends_with("secret")),
+            "{e}"
+        );
+        assert!(e.to_string().contains("secret"), "{e}");
     }
 
     #[test]
