@@ -323,7 +323,7 @@ fn builders() -> Vec<Builder> {
         case(
             "URL outside the cache",
             Level::Nar,
-            "\"../outside.nar\" is not a valid object key".into(),
+            "../outside.nar is not a NAR key (NARs are written under nar/)".into(),
         )
     }));
     // 5. URL naming another path's narinfo.

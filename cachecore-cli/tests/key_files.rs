@@ -273,14 +273,29 @@ fn nix_generated_keys_sign_and_verify() {
     fs::write(&public_file, &public).unwrap();
     let out = verify(&cache, path_str(&public_file));
     assert!(out.status.success(), "{}", stderr(&out));
-    // Nix reads what cachecore signed with Nix's key.
-    let sig = fs::read_dir(&cache)
+    let narinfo = fs::read_dir(&cache)
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "narinfo"))
         .map(|p| fs::read_to_string(p).unwrap())
         .unwrap();
-    assert!(sig.contains("Sig: nix-made-1:"), "{sig}");
+    assert!(narinfo.contains("Sig: nix-made-1:"), "{narinfo}");
+    // Nix reads what cachecore signed with Nix's key. A tree added by `--add` is
+    // content-addressed, which Nix takes without any signature, so the signature is put to the
+    // test on a built (input-addressed) closure: Nix substitutes it requiring the key, and
+    // refuses it trusting another.
+    let closure = build_closure(dir.path());
+    let built = dir.path().join("built-cache");
+    let mut args = vec!["push", path_str(&built), "--key", path_str(&secret)];
+    args.extend(closure.iter().map(String::as_str));
+    let out = cachecore_output(&args, b"");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_nix_substitutes(
+        &format!("file://{}", built.display()),
+        dir.path(),
+        &closure,
+        &public,
+    );
 }
 
 #[test]

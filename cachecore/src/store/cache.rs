@@ -659,7 +659,8 @@ impl BinaryCache {
     }
 
     /// Streams the NAR object `info` names (its `URL:`), as stored (compressed); `None` when
-    /// it is missing. Nothing is checked here: see `ops::browse` for the verifying read.
+    /// it is missing. Only the key is checked here (a URL outside `nar/` is
+    /// [`StoreError::NotANarKey`], a corrupt narinfo); see `ops::browse` for the verifying read.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
@@ -681,9 +682,10 @@ impl BinaryCache {
     /// # });
     /// ```
     pub async fn nar_object(&self, info: &NarInfo) -> Result<Option<ByteStream>, StoreError> {
+        let key = self.nar_key(&info.url)?;
         Ok(self
             .objects
-            .get(&info.url, ByteRange::All)
+            .get(key, ByteRange::All)
             .await?
             .map(|o| o.body))
     }
