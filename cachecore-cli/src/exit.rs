@@ -37,42 +37,22 @@ pub fn status(kind: ErrorKind) -> u8 {
     }
 }
 
-/// The kind of the first error in the chain that has one.
+/// The kind of the first error in the chain that has one ([`ErrorKind::of`]). An `io::Error`
+/// of the CLI's own (not one of the core's) is about a local file the user named: a missing,
+/// unreadable or malformed one is bad input.
 fn kind_of(err: &anyhow::Error) -> Option<ErrorKind> {
-    macro_rules! try_kinds {
-        ($cause:expr, $($t:ty),*) => {
-            $(if let Some(e) = $cause.downcast_ref::<$t>() { return Some(e.kind()); })*
-        };
-    }
-    for cause in err.chain() {
-        try_kinds!(
-            cause,
-            cachecore::ops::OpError,
-            cachecore::store::StoreError,
-            cachecore::local_store::LocalStoreError,
-            cachecore::nar::ReadError,
-            cachecore::nar::PackError,
-            cachecore::nar::UnpackError,
-            cachecore::nar::ExtractError,
-            cachecore::nar::ListingError,
-            cachecore::narinfo::ParseError,
-            cachecore::store_path::ParseError,
-            cachecore::hash::ParseError,
-            cachecore::signing::KeyError,
-            cachecore::signing::KeyFileError,
-            cachecore::compression::Error
-        );
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+    err.chain().find_map(|cause| {
+        ErrorKind::of(cause).or_else(|| {
             use std::io::ErrorKind as K;
-            return Some(match io.kind() {
+            let io = cause.downcast_ref::<std::io::Error>()?;
+            Some(match io.kind() {
                 K::NotFound | K::PermissionDenied | K::InvalidInput | K::InvalidData => {
                     ErrorKind::InvalidInput
                 }
                 _ => ErrorKind::Local,
-            });
-        }
-    }
-    None
+            })
+        })
+    })
 }
 
 /// The exit code for an error that ended the command. An error the CLI made itself (a bad

@@ -5,6 +5,17 @@
 //! sentence); `kind()` on each says what a caller can do about it: a frontend maps it to an exit
 //! status, an HTTP status, a Python exception or an errno without matching on messages.
 //!
+//! Finding the kind of an error that reached a frontend through wrappers (an `anyhow` chain, an
+//! `io::Error` carrying one of ours) is [`ErrorKind::of_chain`]; each frontend then maps the
+//! kind once, with every kind decided:
+//!
+//! - the command line: kind → exit status (`cachecore-cli`'s `exit.rs`, listed in
+//!   `cachecore --help`);
+//! - the HTTP server: kind → HTTP status (`server`'s `status_of`, feature `server`);
+//! - the FUSE mount: kind → errno (`NotFound` → `ENOENT`, `Denied` → `EACCES`, `Unsupported` →
+//!   `EOPNOTSUPP`, the rest `EIO`);
+//! - Python: kind → exception class, under one base class.
+//!
 //! ```
 //! use cachecore::error::ErrorKind;
 //! use cachecore::store::BinaryCache;
@@ -80,6 +91,95 @@ impl ErrorKind {
             ErrorKind::Local => "local failure",
             ErrorKind::Internal => "internal error",
         }
+    }
+}
+
+impl ErrorKind {
+    /// The kind of `err` when it is one of this crate's public error types (each has `kind()`),
+    /// or an `io::Error` carrying one, else `None`. Its sources are not looked at: see
+    /// [`of_chain`](Self::of_chain).
+    ///
+    /// ```
+    /// use cachecore::error::ErrorKind;
+    /// let e = cachecore::hash::Hash::parse("sha256:nope").unwrap_err();
+    /// assert_eq!(ErrorKind::of(&e), Some(ErrorKind::InvalidInput));
+    /// assert_eq!(ErrorKind::of(&std::fmt::Error), None);
+    /// ```
+    pub fn of(err: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+        macro_rules! kinds {
+            ($($(#[$cfg:meta])* $t:ty),* $(,)?) => {
+                $($(#[$cfg])* if let Some(e) = err.downcast_ref::<$t>() {
+                    return Some(e.kind());
+                })*
+            };
+        }
+        kinds!(
+            #[cfg(feature = "cache")]
+            crate::ops::OpError,
+            #[cfg(feature = "cache")]
+            crate::store::StoreError,
+            #[cfg(feature = "cache")]
+            crate::store::IntegrityError,
+            #[cfg(feature = "cache")]
+            crate::local_store::LocalStoreError,
+            #[cfg(feature = "cache")]
+            crate::access::AccessError,
+            #[cfg(feature = "cache")]
+            crate::blocking::Error,
+            #[cfg(feature = "cache")]
+            crate::graph::GraphError,
+            crate::graph::Cycle,
+            crate::nar::ReadError,
+            crate::nar::PackError,
+            crate::nar::UnpackError,
+            crate::nar::ExtractError,
+            crate::nar::ListingError,
+            crate::narinfo::ParseError,
+            crate::narinfo::FingerprintError,
+            crate::store_path::ParseError,
+            crate::hash::ParseError,
+            crate::nixbase32::DecodeError,
+            crate::cache_info::ParseError,
+            crate::realisation::ParseError,
+            crate::signing::KeyError,
+            crate::signing::KeyFileError,
+            crate::compression::Error,
+            crate::seekable::SeekableError,
+        );
+        // `io::Error::source` skips the error it carries (it answers that error's source).
+        let carried = err.downcast_ref::<std::io::Error>().and_then(|e| e.get_ref());
+        carried.and_then(|inner| ErrorKind::of(inner))
+    }
+
+    /// The kind of the first error in `err`'s chain (`err`, then its
+    /// [`source`](std::error::Error::source)s) that is one of this crate's, else `None` (an error
+    /// the caller made itself). For an `anyhow::Error`, pass `&*err` (or walk `err.chain()`
+    /// with [`of`](Self::of), to decide about foreign errors on the way).
+    ///
+    /// ```
+    /// use cachecore::error::ErrorKind;
+    /// use cachecore::store_path::StorePath;
+    /// let parse = StorePath::from_base_name("not-a-store-path").unwrap_err();
+    /// // Wrapped, as a stream or a frontend would carry it.
+    /// // A frontend's own error, with ours as its source.
+    /// #[derive(Debug)]
+    /// struct ReadingList(cachecore::store_path::ParseError);
+    /// impl std::fmt::Display for ReadingList {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    ///         f.write_str("reading the list of paths failed")
+    ///     }
+    /// }
+    /// impl std::error::Error for ReadingList {
+    ///     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+    ///         Some(&self.0)
+    ///     }
+    /// }
+    /// let wrapped = ReadingList(parse);
+    /// assert_eq!(ErrorKind::of(&wrapped), None);
+    /// assert_eq!(ErrorKind::of_chain(&wrapped), Some(ErrorKind::InvalidInput));
+    /// ```
+    pub fn of_chain(err: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+        std::iter::successors(Some(err), |e| e.source()).find_map(ErrorKind::of)
     }
 }
 

@@ -122,24 +122,21 @@ fn file(file: ops::NarFile, sub: &str, shown: &str, head: bool) -> Response {
 /// An operation's failure as an answer: the full error to the log, one sentence to the client.
 fn op_failure(path: &StorePath, e: &OpError) -> Response {
     use crate::error::ErrorKind as K;
-    let status = match e.kind() {
-        K::NotFound => StatusCode::NOT_FOUND,
-        K::InvalidInput => StatusCode::BAD_REQUEST,
-        K::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        K::Denied => StatusCode::BAD_GATEWAY,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
+    let kind = e.kind();
+    let status = super::status_of(kind);
     if status.is_server_error() {
         tracing::error!(%path, error = %e, "cannot serve a file of a store path");
     }
     text(
         status,
-        match status {
-            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => e.to_string(),
-            StatusCode::SERVICE_UNAVAILABLE => {
-                format!("the store cannot be reached to serve {path}")
+        match kind {
+            K::NotFound | K::InvalidInput => e.to_string(),
+            K::Unavailable => format!("the store cannot be reached to serve {path}"),
+            K::Denied => format!("the store refused this server access to {path}"),
+            K::Conflict | K::Unsupported => format!("{path} cannot be served: {kind}"),
+            K::Corrupt | K::Untrusted | K::Local | K::Internal => {
+                format!("{path} cannot be read from this cache (its objects do not check out)")
             }
-            _ => format!("{path} cannot be read from this cache (its objects do not check out)"),
         },
     )
 }

@@ -1,175 +1,43 @@
-//! Which request paths name objects of the cache layout. Everything else — `..`, absolute or
-//! empty segments, unknown prefixes, staging objects, oversize keys — is refused before the store
-//! is asked, so a request can only ever reach an object a Nix binary cache has.
+//! Request paths as object keys: a path is percent-decoded and read by the store's one key
+//! grammar ([`ObjectKey::parse`]), and only the kinds a binary cache serves are answered.
+//! Everything else — `..`, absolute or empty segments, unknown prefixes, staging objects,
+//! oversize keys — is refused before the store is asked, so a request can only ever reach an
+//! object a Nix binary cache has.
 
-use crate::hash::{Hash, HashAlgo};
-use crate::realisation::DrvOutput;
-use crate::store::layout;
-use crate::store_path::{StorePathRef, HASH_PART_LEN};
+use crate::store::layout::{ObjectKey, ObjectKind, NO_OBJECT};
 
 /// Longest key served (a log key is `log/` + a 211-character name + hash and `.drv`).
 pub(crate) const MAX_KEY_LEN: usize = 512;
 
-/// NAR file extensions Nix writes (`.nar` + the compression's extension).
-const NAR_EXTENSIONS: &[&str] = &[
-    ".nar", ".nar.xz", ".nar.zst", ".nar.bz2", ".nar.br", ".nar.lz", ".nar.lz4", ".nar.gz",
-];
-
-/// The kind of a cache object; also the `route` label of the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    CacheInfo,
-    NarInfo,
-    Nar,
-    Listing,
-    Log,
-    Realisation,
-}
-
-impl Kind {
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Kind::CacheInfo => "cache_info",
-            Kind::NarInfo => "narinfo",
-            Kind::Nar => "nar",
-            Kind::Listing => "listing",
-            Kind::Log => "log",
-            Kind::Realisation => "realisation",
-        }
+/// Whether requests may name objects of `kind` (read them, upload them). cachecore's own
+/// objects are not part of a binary cache's interface.
+pub(crate) fn is_served(kind: ObjectKind) -> bool {
+    match kind {
+        ObjectKind::CacheInfo
+        | ObjectKind::NarInfo
+        | ObjectKind::Listing
+        | ObjectKind::Nar
+        | ObjectKind::Log
+        | ObjectKind::Realisation => true,
+        ObjectKind::GcRoot | ObjectKind::GcTrash | ObjectKind::Index | ObjectKind::Scratch => false,
     }
 }
 
-/// A request path that names an object of the layout.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CacheKey {
-    pub kind: Kind,
-    /// The object key (no leading `/`, percent-decoded).
-    pub key: String,
-}
-
-impl CacheKey {
-    /// The hash part of a `<hash>.narinfo` or `<hash>.ls` key.
-    pub(crate) fn hash_part(&self) -> Option<&str> {
-        match self.kind {
-            Kind::NarInfo => self.key.strip_suffix(".narinfo"),
-            Kind::Listing => self.key.strip_suffix(".ls"),
-            _ => None,
-        }
-    }
-
-    /// The file hash a `nar/<nix32>.nar<ext>` key is named after (`None` for a NAR streamed by
-    /// `cachecore push`, `nar/<NarHash>-<unique>.nar<ext>`: its name is not its file's hash).
-    pub(crate) fn nar_name_hash(&self) -> Option<Hash> {
-        let name = self.key.strip_prefix("nar/")?;
-        let (hash, _) = name.split_once('.')?;
-        Hash::parse_digest(HashAlgo::Sha256, hash).ok()
-    }
-
-    /// Whether this is a NAR streamed by `cachecore push`: `nar/<nix32 NarHash>-<16 hex>.nar<ext>`,
-    /// whose bytes are checked against the narinfo that names it, when that narinfo arrives.
-    pub(crate) fn is_streamed_nar(&self) -> bool {
-        let Some((stem, _)) = self
-            .key
-            .strip_prefix("nar/")
-            .and_then(|n| n.split_once('.'))
-        else {
-            return false;
-        };
-        stem.split_once('-').is_some_and(|(hash, unique)| {
-            Hash::parse_digest(HashAlgo::Sha256, hash).is_ok()
-                && unique.len() == 16
-                && unique.bytes().all(|b| b.is_ascii_hexdigit())
-        })
-    }
-
-    /// The NAR key's extension after `.nar` (`""`, `".xz"`, `".zst"`, …).
-    pub(crate) fn nar_extension(&self) -> Option<&str> {
-        let name = self.key.strip_prefix("nar/")?;
-        let (_, ext) = name.split_once(".nar")?;
-        Some(ext)
-    }
-
-    /// The output a `realisations/<id>.doi` key names.
-    pub(crate) fn drv_output(&self) -> Option<DrvOutput> {
-        let id = self
-            .key
-            .strip_prefix("realisations/")?
-            .strip_suffix(".doi")?;
-        DrvOutput::parse(id).ok()
-    }
-}
-
-fn is_hash_part(s: &str) -> bool {
-    s.len() == HASH_PART_LEN && s.bytes().all(|b| crate::nixbase32::ALPHABET.contains(&b))
-}
-
-/// Classifies a request path (`/…`, still percent-encoded) as an object key, or says in a few
-/// words why it is none.
-pub(crate) fn classify(path: &str) -> Result<CacheKey, &'static str> {
+/// Reads a request path (`/…`, still percent-encoded) as the key of an object this server
+/// serves, or says in a few words why it names none.
+pub(crate) fn classify(path: &str) -> Result<ObjectKey, &'static str> {
     if path.len() > 3 * MAX_KEY_LEN {
         return Err("the path is too long");
     }
     let decoded = percent_decode(path.strip_prefix('/').unwrap_or(path))
         .ok_or("the path has a bad percent-escape or is not UTF-8")?;
-    let key = decoded.as_str();
-    if key.len() > MAX_KEY_LEN {
+    if decoded.len() > MAX_KEY_LEN {
         return Err("the path is too long");
     }
-    let kind = if key == layout::CACHE_INFO {
-        Kind::CacheInfo
-    } else if layout::narinfo_hash(key).is_some() {
-        Kind::NarInfo
-    } else if key.strip_suffix(".ls").is_some_and(is_hash_part) {
-        Kind::Listing
-    } else if let Some(name) = key.strip_prefix("nar/") {
-        let (hash, rest) = name.split_at_checked(52).ok_or("not a NAR name")?;
-        // `-<hex>`: a large NAR streamed by `cachecore push`, named after its NarHash and its
-        // upload (`nar/<NarHash>-<unique>.nar.zst`).
-        let ext = match rest.strip_prefix('-') {
-            Some(tail) => {
-                let (unique, ext) = tail.split_at(tail.find('.').unwrap_or(tail.len()));
-                let hex = (1..=32).contains(&unique.len())
-                    && unique
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-                if !hex {
-                    return Err("a NAR is named nar/<52 nix32 characters>[-<hex>].nar[.xz|.zst|…]");
-                }
-                ext
-            }
-            None => rest,
-        };
-        let valid = hash
-            .bytes()
-            .all(|b| crate::nixbase32::ALPHABET.contains(&b))
-            && NAR_EXTENSIONS.contains(&ext);
-        if !valid {
-            return Err("a NAR is named nar/<52 nix32 characters>[-<hex>].nar[.xz|.zst|…]");
-        }
-        Kind::Nar
-    } else if let Some(name) = key.strip_prefix("log/") {
-        // `log/<hash>-<name>.drv`, as Nix writes build logs.
-        if !name.ends_with(".drv") || StorePathRef::from_base_name(name).is_err() {
-            return Err("a log is named log/<hash>-<name>.drv");
-        }
-        Kind::Log
-    } else if let Some(id) = key
-        .strip_prefix("realisations/")
-        .and_then(|k| k.strip_suffix(".doi"))
-    {
-        let valid = DrvOutput::parse(id).is_ok_and(|o| {
-            o.output
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b))
-        });
-        if !valid {
-            return Err("a realisation is named realisations/<algo>:<hex>!<output>.doi");
-        }
-        Kind::Realisation
-    } else {
-        return Err("no object of a binary cache has this name");
-    };
-    Ok(CacheKey { kind, key: decoded })
+    if !ObjectKind::of(&decoded).is_some_and(is_served) {
+        return Err(NO_OBJECT);
+    }
+    ObjectKey::parse(decoded)
 }
 
 /// `%XX` escapes decoded; `None` for a bad escape or bytes that are not UTF-8.
@@ -212,6 +80,7 @@ pub(super) fn percent_encode_path(path: &str) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::store::layout::NAR_EXTENSIONS;
 
     #[test]
     fn paths_are_encoded_and_decoded_back() {
@@ -227,15 +96,18 @@ mod tests {
     #[test]
     fn layout_keys_are_classified() {
         let k = |p: &str| classify(p).map(|c| c.kind);
-        assert_eq!(k("/nix-cache-info"), Ok(Kind::CacheInfo));
-        assert_eq!(k(&format!("/{H}.narinfo")), Ok(Kind::NarInfo));
-        assert_eq!(k(&format!("/{H}.ls")), Ok(Kind::Listing));
+        assert_eq!(k("/nix-cache-info"), Ok(ObjectKind::CacheInfo));
+        assert_eq!(k(&format!("/{H}.narinfo")), Ok(ObjectKind::NarInfo));
+        assert_eq!(k(&format!("/{H}.ls")), Ok(ObjectKind::Listing));
         for ext in NAR_EXTENSIONS {
-            assert_eq!(k(&format!("/nar/{NAR}{ext}")), Ok(Kind::Nar), "{ext}");
+            assert_eq!(k(&format!("/nar/{NAR}{ext}")), Ok(ObjectKind::Nar), "{ext}");
         }
-        assert_eq!(k(&format!("/log/{H}-hello.drv")), Ok(Kind::Log));
+        assert_eq!(k(&format!("/log/{H}-hello.drv")), Ok(ObjectKind::Log));
         let id = "sha256:6b9206b68e3d12a3cc840a6e022b5394a2297822e0c61f99383ed9e99661c2cf!out";
-        assert_eq!(k(&format!("/realisations/{id}.doi")), Ok(Kind::Realisation));
+        assert_eq!(
+            k(&format!("/realisations/{id}.doi")),
+            Ok(ObjectKind::Realisation)
+        );
         // Percent-encoded `!` and `:` as some clients send them.
         let enc = id.replace('!', "%21").replace(':', "%3A");
         let c = classify(&format!("/realisations/{enc}.doi")).unwrap();
@@ -246,7 +118,7 @@ mod tests {
         assert_eq!(nar.nar_extension(), Some(".xz"));
         // Large NARs streamed by push: named after the NarHash and the upload.
         let streamed = classify(&format!("/nar/{NAR}-6f00800131e612ea.nar.zst")).unwrap();
-        assert_eq!(streamed.kind, Kind::Nar);
+        assert_eq!(streamed.kind, ObjectKind::Nar);
         assert_eq!(streamed.nar_name_hash(), None);
         assert_eq!(streamed.nar_extension(), Some(".zst"));
         for bad in ["-", "-XYZ", "-0123456789abcdef0123456789abcdef0", "-ab/x"] {

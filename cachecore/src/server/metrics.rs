@@ -20,6 +20,26 @@ pub(crate) const ROUTES: &[&str] = &[
     "other",
 ];
 
+impl crate::store::layout::ObjectKind {
+    /// The `route` label of requests for objects of this kind.
+    pub(crate) fn label(self) -> &'static str {
+        use crate::store::layout::ObjectKind as K;
+        match self {
+            K::CacheInfo => "cache_info",
+            K::NarInfo => "narinfo",
+            K::Nar => "nar",
+            K::Listing => "listing",
+            K::Log => "log",
+            K::Realisation => "realisation",
+            // Never served (`keys::is_served`); what requests for them would be called.
+            K::GcRoot => "gcroot",
+            K::GcTrash => "gctrash",
+            K::Index => "index",
+            K::Scratch => "scratch",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct Metrics {
     registry: Registry,

@@ -358,34 +358,50 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response {
     r
 }
 
-/// The status for a store failure, and the answer: the full error goes to the log, the client
-/// gets one sentence naming the object (not the store's URL).
+/// The HTTP status for each kind of failure: the server's one map from
+/// [`ErrorKind`](crate::error::ErrorKind), beside the command line's exit statuses and the
+/// mount's errnos (see [`crate::error`]). Every kind is decided here, with no fallback arm.
+///
+/// - A failure that is the request's (an object that does not exist, a key the store refuses,
+///   a write that would replace something) is a 4xx.
+/// - The store refusing this server access is 502: the client can do nothing about it, and the
+///   server works.
+/// - Everything else failed in the store or here: 500 (the full error goes to the log).
+fn status_of(kind: crate::error::ErrorKind) -> StatusCode {
+    use crate::error::ErrorKind as K;
+    match kind {
+        K::NotFound => StatusCode::NOT_FOUND,
+        K::InvalidInput => StatusCode::BAD_REQUEST,
+        K::Conflict => StatusCode::CONFLICT,
+        K::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
+        K::Denied => StatusCode::BAD_GATEWAY,
+        K::Unavailable | K::Corrupt | K::Untrusted | K::Local | K::Internal => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+/// The answer to a store failure on `key`: the status of its kind, and one sentence naming the
+/// object (not the store's URL) for the client; the full error goes to the log.
 fn store_failure(key: &str, e: &StoreError) -> Response {
-    let status = match e {
-        StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
-        StoreError::BadKey { .. } => StatusCode::BAD_REQUEST,
-        StoreError::ReadOnly { .. } => StatusCode::METHOD_NOT_ALLOWED,
-        StoreError::Unreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        StoreError::AccessDenied { .. }
-        | StoreError::MissingCredentials { .. }
-        | StoreError::NoSuchBucket { .. } => StatusCode::BAD_GATEWAY,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
+    use crate::error::ErrorKind as K;
+    let kind = e.kind();
+    let status = status_of(kind);
     if status.is_server_error() {
         tracing::error!(key, error = %e, "store failure");
     }
-    text(
-        status,
-        match status {
-            StatusCode::NOT_FOUND => format!("{key} does not exist"),
-            StatusCode::SERVICE_UNAVAILABLE => {
-                format!("the store cannot be reached to serve {key}")
-            }
-            StatusCode::BAD_GATEWAY => format!("the store refused this server access to {key}"),
-            StatusCode::METHOD_NOT_ALLOWED => format!("the store is read-only; cannot write {key}"),
-            _ => format!("the store failed on {key}"),
-        },
-    )
+    let message = match kind {
+        K::NotFound => format!("{key} does not exist"),
+        K::Denied => format!("the store refused this server access to {key}"),
+        K::Unsupported => format!("the store is read-only or cannot do this; cannot write {key}"),
+        K::Conflict => format!("{key} conflicts with what the store holds; nothing was replaced"),
+        K::InvalidInput => format!("the store refused the request for {key} as invalid"),
+        K::Unavailable => format!("the store could not be reached or failed to answer for {key}"),
+        K::Corrupt | K::Untrusted | K::Local | K::Internal => {
+            format!("the store failed on {key}")
+        }
+    };
+    text(status, message)
 }
 
 impl AppState {

@@ -19,9 +19,8 @@ use prometheus::IntCounter;
 use super::conditional::{
     etag, is_conditional, last_modified, not_modified, range_applies, requested_range, resolve,
 };
-use super::keys::{CacheKey, Kind};
 use super::{store_failure, text, AppState};
-use crate::store::layout;
+use crate::store::layout::{ObjectKey, ObjectKind};
 use crate::store::objects::{ByteRange, Object, ObjectMeta};
 use crate::store::StoreError;
 
@@ -31,26 +30,39 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// broken one: cached for a while, not forever.
 const SHORT: &str = "public, max-age=300";
 
-fn cache_control(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Nar => IMMUTABLE,
-        _ => SHORT,
+impl ObjectKind {
+    /// How long a client or proxy may keep an object of this kind (`Cache-Control`).
+    fn cache_control(self) -> &'static str {
+        match self {
+            ObjectKind::Nar => IMMUTABLE,
+            ObjectKind::CacheInfo
+            | ObjectKind::NarInfo
+            | ObjectKind::Listing
+            | ObjectKind::Log
+            | ObjectKind::Realisation => SHORT,
+            // Never served (`keys::is_served`).
+            ObjectKind::GcRoot | ObjectKind::GcTrash | ObjectKind::Index | ObjectKind::Scratch => {
+                "no-store"
+            }
+        }
     }
 }
 
 pub(super) async fn get_or_head(
     state: &AppState,
-    key: &CacheKey,
+    key: &ObjectKey,
     headers: &HeaderMap,
     head: bool,
 ) -> Response {
-    if key.kind == Kind::CacheInfo {
+    if key.kind == ObjectKind::CacheInfo {
         return cache_info(state, head);
     }
-    if key.kind == Kind::Nar && !head && state.config.redirect_nars {
+    if key.kind == ObjectKind::Nar && !head && state.config.redirect_nars {
         return redirect(state, key).await;
     }
-    if let (Kind::NarInfo, Some(proxy), Some(hash)) = (key.kind, &state.proxy, key.hash_part()) {
+    if let (ObjectKind::NarInfo, Some(proxy), Some(hash)) =
+        (key.kind, &state.proxy, key.hash_part())
+    {
         // Missing here: filled from an upstream first, if one has it.
         if let Ok(None) = state.cache.objects().head(&key.key).await {
             proxy.fill(hash).await;
@@ -127,7 +139,7 @@ const REDIRECT_EXPIRY: std::time::Duration = std::time::Duration::from_secs(3600
 /// exists.
 ///
 /// [`Config::redirect_nars`]: super::Config::redirect_nars
-async fn redirect(state: &AppState, key: &CacheKey) -> Response {
+async fn redirect(state: &AppState, key: &ObjectKey) -> Response {
     let url = match state
         .cache
         .objects()
@@ -152,7 +164,7 @@ async fn redirect(state: &AppState, key: &CacheKey) -> Response {
     r
 }
 
-fn not_found(key: &CacheKey) -> Response {
+fn not_found(key: &ObjectKey) -> Response {
     let mut r = text(StatusCode::NOT_FOUND, format!("{} does not exist", key.key));
     // Nix keeps its own negative cache; proxies should not.
     r.headers_mut()
@@ -166,21 +178,21 @@ fn insert(h: &mut HeaderMap, name: axum::http::HeaderName, value: String) {
     }
 }
 
-fn validators(h: &mut HeaderMap, key: &CacheKey, meta: &ObjectMeta) {
+fn validators(h: &mut HeaderMap, key: &ObjectKey, meta: &ObjectMeta) {
     if let Some(tag) = etag(meta) {
         insert(h, ETAG, tag);
     }
     insert(h, LAST_MODIFIED, last_modified(meta));
     h.insert(
         CACHE_CONTROL,
-        HeaderValue::from_static(cache_control(key.kind)),
+        HeaderValue::from_static(key.kind.cache_control()),
     );
 }
 
-fn entity_headers(h: &mut HeaderMap, key: &CacheKey, meta: &ObjectMeta) {
+fn entity_headers(h: &mut HeaderMap, key: &ObjectKey, meta: &ObjectMeta) {
     h.insert(
         CONTENT_TYPE,
-        HeaderValue::from_static(layout::content_type(&key.key)),
+        HeaderValue::from_static(key.kind.content_type()),
     );
     h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     validators(h, key, meta);
@@ -196,15 +208,18 @@ fn cache_info(state: &AppState, head: bool) -> Response {
     let h = r.headers_mut();
     h.insert(
         CONTENT_TYPE,
-        HeaderValue::from_static(layout::content_type(layout::CACHE_INFO)),
+        HeaderValue::from_static(ObjectKind::CacheInfo.content_type()),
     );
-    h.insert(CACHE_CONTROL, HeaderValue::from_static(SHORT));
+    h.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static(ObjectKind::CacheInfo.cache_control()),
+    );
     insert(h, CONTENT_LENGTH, len.to_string());
     r
 }
 
 /// The answer streaming `obj`: 200, or 206 for a range.
-fn body(state: &AppState, key: &CacheKey, obj: Object, partial: bool) -> Response {
+fn body(state: &AppState, key: &ObjectKey, obj: Object, partial: bool) -> Response {
     let Object {
         meta, range, body, ..
     } = obj;

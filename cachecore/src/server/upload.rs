@@ -12,14 +12,13 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 
-use super::keys::{classify, CacheKey, Kind};
-use super::{store_failure, text, AppState};
+use super::{store_failure, text, AppState, Config};
 use crate::compression::Compression;
 use crate::hash::{Hash, HashAlgo, Hasher};
 use crate::nar::Listing;
 use crate::narinfo::NarInfo;
 use crate::realisation::Realisation;
-use crate::store::layout;
+use crate::store::layout::{self, ObjectKey, ObjectKind};
 use crate::store::objects::PutMode;
 use crate::store::StoreError;
 use crate::store_path::StorePath;
@@ -135,13 +134,27 @@ fn bad(key: &str, why: impl std::fmt::Display) -> Response {
     )
 }
 
-pub(super) async fn put(state: &AppState, key: &CacheKey, req: Request) -> Response {
-    let limit = if key.kind == Kind::Nar {
-        state.config.max_nar_upload
-    } else if key.kind == Kind::NarInfo {
-        MAX_NARINFO.min(state.config.max_small_upload)
-    } else {
-        state.config.max_small_upload
+impl ObjectKind {
+    /// The largest upload of this kind, or `None` where no upload is taken.
+    fn upload_limit(self, config: &Config) -> Option<u64> {
+        match self {
+            ObjectKind::Nar => Some(config.max_nar_upload),
+            ObjectKind::NarInfo => Some(MAX_NARINFO.min(config.max_small_upload)),
+            ObjectKind::CacheInfo
+            | ObjectKind::Listing
+            | ObjectKind::Log
+            | ObjectKind::Realisation => Some(config.max_small_upload),
+            // Never served (`keys::is_served`), never taken.
+            ObjectKind::GcRoot | ObjectKind::GcTrash | ObjectKind::Index | ObjectKind::Scratch => {
+                None
+            }
+        }
+    }
+}
+
+pub(super) async fn put(state: &AppState, key: &ObjectKey, req: Request) -> Response {
+    let Some(limit) = key.kind.upload_limit(&state.config) else {
+        return bad(&key.key, "objects of this kind are not taken");
     };
     let declared = req
         .headers()
@@ -158,7 +171,7 @@ pub(super) async fn put(state: &AppState, key: &CacheKey, req: Request) -> Respo
         );
     };
     let idle = state.config.upload_idle_timeout;
-    if key.kind == Kind::Nar {
+    if key.kind == ObjectKind::Nar {
         return put_nar(state, key, req, limit, idle).await;
     }
     let mut body = match read_small(body_stream(req, limit, idle, None)).await {
@@ -167,7 +180,7 @@ pub(super) async fn put(state: &AppState, key: &CacheKey, req: Request) -> Respo
     };
     // With the server's key, the narinfo is stored signed by it (replacing a signature under
     // its name), so uploaders never hold the signing key.
-    if let (Kind::NarInfo, Some(secret)) = (key.kind, &state.config.signing_key) {
+    if let (ObjectKind::NarInfo, Some(secret)) = (key.kind, &state.config.signing_key) {
         body = match sign_narinfo(&body, secret) {
             Ok(signed) => signed,
             Err(why) => return bad(&key.key, why),
@@ -190,16 +203,20 @@ pub(super) async fn put(state: &AppState, key: &CacheKey, req: Request) -> Respo
         Err(e) => return store_failure(&key.key, &e),
     }
     let checked = match key.kind {
-        Kind::NarInfo => check_narinfo(state, key, &body).await,
-        Kind::Listing => Listing::parse(&body)
+        ObjectKind::NarInfo => check_narinfo(state, key, &body).await,
+        ObjectKind::Listing => Listing::parse(&body)
             .map(drop)
             .map_err(|e| bad(&key.key, format_args!("not a valid listing: {e}"))),
-        Kind::Realisation => check_realisation(state, key, &body).await,
-        Kind::Log => Ok(()),
-        Kind::CacheInfo => Err(conflict(
+        ObjectKind::Realisation => check_realisation(state, key, &body).await,
+        ObjectKind::Log => Ok(()),
+        ObjectKind::CacheInfo => Err(conflict(
             "nix-cache-info is the server's own and differs from the one sent".to_owned(),
         )),
-        Kind::Nar => Ok(()),
+        ObjectKind::Nar => Ok(()),
+        // Refused above (`upload_limit`).
+        ObjectKind::GcRoot | ObjectKind::GcTrash | ObjectKind::Index | ObjectKind::Scratch => {
+            Err(bad(&key.key, "objects of this kind are not taken"))
+        }
     };
     if let Err(r) = checked {
         return r;
@@ -236,8 +253,8 @@ fn sign_narinfo(body: &[u8], secret: &crate::signing::SecretKey) -> Result<Bytes
 /// name is new for each upload, so no one else's NAR can be overwritten, and the narinfo that
 /// names one is taken only after its bytes were decompressed and hashed here. Answers 501 where
 /// the store cannot sign URLs (or `direct_uploads` is off): the client then `PUT`s here.
-pub(super) async fn upload_url(state: &AppState, key: &CacheKey) -> Response {
-    if key.kind != Kind::Nar || !key.is_streamed_nar() {
+pub(super) async fn upload_url(state: &AppState, key: &ObjectKey) -> Response {
+    if !key.is_streamed_nar() {
         return text(
             StatusCode::BAD_REQUEST,
             format!(
@@ -288,7 +305,7 @@ async fn read_small(body: impl Stream<Item = io::Result<Bytes>>) -> Result<Bytes
 /// completes only when the hash matches; a present NAR is not written again.
 async fn put_nar(
     state: &AppState,
-    key: &CacheKey,
+    key: &ObjectKey,
     req: Request,
     limit: u64,
     idle: Duration,
@@ -332,7 +349,7 @@ async fn put_nar(
 /// A narinfo is checked as a hostile cache's would be, before it becomes visible: it names the
 /// path of its key; its NAR is in the cache and matches FileSize, FileHash, NarSize and NarHash;
 /// the narinfos of its references are present.
-async fn check_narinfo(state: &AppState, key: &CacheKey, body: &[u8]) -> Result<(), Response> {
+async fn check_narinfo(state: &AppState, key: &ObjectKey, body: &[u8]) -> Result<(), Response> {
     let k = &key.key;
     let info =
         NarInfo::parse_bytes(body).map_err(|e| bad(k, format_args!("not a valid narinfo: {e}")))?;
@@ -356,9 +373,9 @@ async fn check_narinfo(state: &AppState, key: &CacheKey, body: &[u8]) -> Result<
             ),
         ));
     }
-    let nar = classify(&format!("/{}", info.url))
+    let nar = ObjectKey::parse(info.url.clone())
         .ok()
-        .filter(|n| n.kind == Kind::Nar && n.key == info.url)
+        .filter(|n| n.kind == ObjectKind::Nar)
         .ok_or_else(|| {
             bad(
                 k,
@@ -422,7 +439,11 @@ async fn check_narinfo(state: &AppState, key: &CacheKey, body: &[u8]) -> Result<
         .map_err(|e| bad(k, format_args!("it does not match its NAR: {e}")))
 }
 
-async fn check_realisation(state: &AppState, key: &CacheKey, body: &[u8]) -> Result<(), Response> {
+async fn check_realisation(
+    state: &AppState,
+    key: &ObjectKey,
+    body: &[u8],
+) -> Result<(), Response> {
     let k = &key.key;
     let text_body = std::str::from_utf8(body).map_err(|_| bad(k, "not UTF-8"))?;
     let r = Realisation::parse(text_body)

@@ -873,8 +873,7 @@ impl BinaryCache {
     /// ```
     pub fn streamed_nar_url(nar_hash: &Hash, compression: Compression) -> String {
         use rand_core::RngCore as _;
-        let unique = format!("{:016x}", rand_core::OsRng.next_u64());
-        layout::nar_streamed(nar_hash, &unique, compression)
+        layout::nar_streamed(nar_hash, rand_core::OsRng.next_u64(), compression)
     }
 
     /// Writes the `.ls` listing of `path` (JSON, as [`crate::nar::Listing`] serializes).

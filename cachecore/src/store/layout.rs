@@ -16,19 +16,291 @@
 //! .cachecore/                     cachecore: probe and staging objects of writes in progress
 //! ```
 //!
+//! Both directions live here: the functions below build keys, and [`ObjectKey::parse`] reads a
+//! key back into its [`ObjectKind`] and the parts it names, by the same grammar (a streamed
+//! NAR's unique suffix, the NAR extensions, the hash parts). What each kind *is* for a reader
+//! or a writer is a method of [`ObjectKind`] matched on every kind (its content type here; its
+//! HTTP cache lifetime, upload rules, route and metrics label in `server`), so a new kind of
+//! object is one variant and the compiler lists every place that must decide about it.
+//!
 //! Crate-private: nothing outside `store` builds keys; callers ask
-//! [`BinaryCache`](super::BinaryCache) for objects by what they are.
+//! [`BinaryCache`](super::BinaryCache) for objects by what they are, and the server reads
+//! request paths as keys only through [`ObjectKey`].
 
 use crate::compression::Compression;
-use crate::hash::Hash;
+use crate::hash::{Hash, HashAlgo};
 use crate::realisation::DrvOutput;
-use crate::store_path::HASH_PART_LEN;
+use crate::store_path::{StorePathRef, HASH_PART_LEN};
+
+/// The kinds of object a cache holds, by the shape of their keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ObjectKind {
+    /// `nix-cache-info`.
+    CacheInfo,
+    /// `<hash>.narinfo`.
+    NarInfo,
+    /// `<hash>.ls`.
+    Listing,
+    /// `nar/…`: a NAR, or a NAR being staged (`nar/.tmp-*`).
+    Nar,
+    /// `log/<drv base name>`.
+    Log,
+    /// `realisations/<id>.doi`.
+    Realisation,
+    /// `gcroots/<host>/<name>`.
+    GcRoot,
+    /// `gctrash/<host>/<name>`.
+    GcTrash,
+    /// `index/<name>`.
+    Index,
+    /// `.cachecore/…`: probes and staging objects of writes in progress.
+    Scratch,
+}
+
+impl ObjectKind {
+    /// The kind a key's shape (its directory, or its suffix at the top level) says, without
+    /// checking the name; `None` for a key of no kind of this layout.
+    pub(crate) fn of(key: &str) -> Option<ObjectKind> {
+        let Some((dir, _)) = key.split_once('/') else {
+            return if key == CACHE_INFO {
+                Some(ObjectKind::CacheInfo)
+            } else if key.ends_with(".narinfo") {
+                Some(ObjectKind::NarInfo)
+            } else if key.ends_with(".ls") {
+                Some(ObjectKind::Listing)
+            } else {
+                None
+            };
+        };
+        Some(match dir {
+            NAR_DIR => ObjectKind::Nar,
+            LOG_DIR => ObjectKind::Log,
+            REALISATIONS_DIR => ObjectKind::Realisation,
+            GCROOTS_DIR => ObjectKind::GcRoot,
+            GCTRASH_DIR => ObjectKind::GcTrash,
+            INDEX_DIR => ObjectKind::Index,
+            CACHECORE_DIR => ObjectKind::Scratch,
+            _ => return None,
+        })
+    }
+
+    /// The `Content-Type` Nix gives each kind of object when it uploads to S3.
+    pub(crate) fn content_type(self) -> &'static str {
+        match self {
+            ObjectKind::CacheInfo => "text/x-nix-cache-info",
+            ObjectKind::NarInfo => "text/x-nix-narinfo",
+            ObjectKind::Nar => "application/x-nix-nar",
+            ObjectKind::Listing | ObjectKind::Realisation => "application/json",
+            ObjectKind::Log => "text/plain; charset=utf-8",
+            ObjectKind::GcRoot | ObjectKind::GcTrash | ObjectKind::Index | ObjectKind::Scratch => {
+                "application/octet-stream"
+            }
+        }
+    }
+}
+
+/// A key checked against the grammar of its kind: what [`ObjectKey::parse`] accepts is exactly
+/// what the builders of this module write for the kinds a binary cache serves (and what Nix
+/// writes: `nix copy --to file://…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ObjectKey {
+    pub(crate) kind: ObjectKind,
+    /// The key (no leading `/`).
+    pub(crate) key: String,
+    /// Only [`ObjectKey::parse`] makes one.
+    parsed: (),
+}
+
+/// What a NAR's key is named after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NarName {
+    /// `nar/<nix32 FileHash>.nar<ext>`, as Nix names NARs: the name says what the bytes hash to.
+    FileHash(Hash),
+    /// `nar/<nix32 NarHash>-<unique>.nar<ext>`: streamed by `cachecore push` before its file hash
+    /// was known ([`nar_streamed`]); checked against the narinfo that names it.
+    Streamed(Hash),
+}
+
+/// The refusal of a key that names no object of a binary cache.
+pub(crate) const NO_OBJECT: &str = "no object of a binary cache has this name";
+const BAD_NAR_NAME: &str = "a NAR is named nar/<52 nix32 characters>[-<hex>].nar[.xz|.zst|…]";
+
+impl ObjectKey {
+    /// `key` if it names an object of a binary cache by the grammar of its kind, or a few words
+    /// saying why not. Staging objects (`nar/.tmp-*`, `.cachecore/…`), `.`/`..` and empty
+    /// segments, and keys of no kind are refused. The keys of cachecore's own objects (GC
+    /// roots, the index) are accepted when well formed; whether to serve them is the caller's
+    /// decision.
+    pub(crate) fn parse(key: String) -> Result<ObjectKey, &'static str> {
+        let kind = ObjectKind::of(&key).ok_or(NO_OBJECT)?;
+        let valid = match kind {
+            ObjectKind::CacheInfo => true,
+            ObjectKind::NarInfo => narinfo_hash(&key).is_some(),
+            ObjectKind::Listing => key.strip_suffix(".ls").is_some_and(is_hash_part),
+            ObjectKind::Nar => {
+                nar_parts(&key)?;
+                true
+            }
+            ObjectKind::Log => {
+                // `log/<hash>-<name>.drv`, as Nix writes build logs.
+                let name = &key[LOG_DIR.len() + 1..];
+                if !name.ends_with(".drv") || StorePathRef::from_base_name(name).is_err() {
+                    return Err("a log is named log/<hash>-<name>.drv");
+                }
+                true
+            }
+            ObjectKind::Realisation => {
+                let Some(id) = realisation_id(&key) else {
+                    return Err(NO_OBJECT);
+                };
+                let valid = DrvOutput::parse(id).is_ok_and(|o| {
+                    o.output
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b))
+                });
+                if !valid {
+                    return Err("a realisation is named realisations/<algo>:<hex>!<output>.doi");
+                }
+                true
+            }
+            ObjectKind::GcRoot | ObjectKind::GcTrash => key
+                .split_once('/')
+                .and_then(|(_, rest)| rest.split_once('/'))
+                .is_some_and(|(host, name)| is_name(host) && is_name(name)),
+            ObjectKind::Index => is_name(&key[INDEX_DIR.len() + 1..]),
+            ObjectKind::Scratch => false,
+        };
+        if !valid {
+            return Err(NO_OBJECT);
+        }
+        Ok(ObjectKey {
+            kind,
+            key,
+            parsed: (),
+        })
+    }
+
+    /// The hash part of a `<hash>.narinfo` or `<hash>.ls` key.
+    pub(crate) fn hash_part(&self) -> Option<&str> {
+        match self.kind {
+            ObjectKind::NarInfo => self.key.strip_suffix(".narinfo"),
+            ObjectKind::Listing => self.key.strip_suffix(".ls"),
+            _ => None,
+        }
+    }
+
+    /// What a NAR key is named after (`None` for 52 nix32 characters that are no sha256).
+    pub(crate) fn nar_name(&self) -> Option<NarName> {
+        if self.kind != ObjectKind::Nar {
+            return None;
+        }
+        let (hash, streamed, _) = nar_parts(&self.key).ok()?;
+        let hash = Hash::parse_digest(HashAlgo::Sha256, hash).ok()?;
+        Some(if streamed {
+            NarName::Streamed(hash)
+        } else {
+            NarName::FileHash(hash)
+        })
+    }
+
+    /// The file hash a `nar/<nix32>.nar<ext>` key is named after (`None` for a NAR streamed by
+    /// `cachecore push`: its name is not its file's hash).
+    pub(crate) fn nar_name_hash(&self) -> Option<Hash> {
+        match self.nar_name()? {
+            NarName::FileHash(h) => Some(h),
+            NarName::Streamed(_) => None,
+        }
+    }
+
+    /// Whether this is a NAR streamed by `cachecore push` ([`NarName::Streamed`]).
+    pub(crate) fn is_streamed_nar(&self) -> bool {
+        matches!(self.nar_name(), Some(NarName::Streamed(_)))
+    }
+
+    /// The NAR key's extension after `.nar` (`""`, `".xz"`, `".zst"`, …).
+    pub(crate) fn nar_extension(&self) -> Option<&str> {
+        match self.kind {
+            ObjectKind::Nar => nar_parts(&self.key).ok().map(|(_, _, ext)| ext),
+            _ => None,
+        }
+    }
+
+    /// The output a `realisations/<id>.doi` key names.
+    pub(crate) fn drv_output(&self) -> Option<DrvOutput> {
+        match self.kind {
+            ObjectKind::Realisation => DrvOutput::parse(realisation_id(&self.key)?).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Length of the unique part of a streamed NAR's name: 16 lowercase hex digits.
+const STREAMED_UNIQUE_LEN: usize = 16;
+
+/// NAR file extensions Nix writes (`.nar` + the compression's extension).
+pub(crate) const NAR_EXTENSIONS: &[&str] = &[
+    ".nar", ".nar.xz", ".nar.zst", ".nar.bz2", ".nar.br", ".nar.lz", ".nar.lz4", ".nar.gz",
+];
+
+/// The parts of a NAR key, by the grammar of [`nar`] and [`nar_streamed`]: the 52 nix32
+/// characters of its hash, whether it was streamed, and its extension after `.nar`.
+fn nar_parts(key: &str) -> Result<(&str, bool, &str), &'static str> {
+    let name = key
+        .strip_prefix(NAR_DIR)
+        .and_then(|k| k.strip_prefix('/'))
+        .ok_or(BAD_NAR_NAME)?;
+    let (hash, rest) = name.split_at_checked(52).ok_or("not a NAR name")?;
+    let (streamed, ext) = match rest.strip_prefix('-') {
+        Some(tail) => {
+            let (unique, ext) = tail.split_at(tail.find('.').unwrap_or(tail.len()));
+            let hex = unique.len() == STREAMED_UNIQUE_LEN
+                && unique
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !hex {
+                return Err(BAD_NAR_NAME);
+            }
+            (true, ext)
+        }
+        None => (false, rest),
+    };
+    let valid = hash
+        .bytes()
+        .all(|b| crate::nixbase32::ALPHABET.contains(&b))
+        && NAR_EXTENSIONS.contains(&ext);
+    if !valid {
+        return Err(BAD_NAR_NAME);
+    }
+    Ok((hash, streamed, &ext[".nar".len()..]))
+}
+
+/// The `<id>` of a `realisations/<id>.doi` key.
+fn realisation_id(key: &str) -> Option<&str> {
+    key.strip_prefix(REALISATIONS_DIR)?
+        .strip_prefix('/')?
+        .strip_suffix(".doi")
+}
+
+fn is_hash_part(s: &str) -> bool {
+    s.len() == HASH_PART_LEN && s.bytes().all(|b| crate::nixbase32::ALPHABET.contains(&b))
+}
+
+/// One segment of a key that is neither empty, `.` nor `..`.
+fn is_name(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && !s.contains('/')
+}
 
 /// The cache's description file.
 pub const CACHE_INFO: &str = "nix-cache-info";
 
 /// Directory of NAR files.
 pub const NAR_DIR: &str = "nar";
+
+/// Directory of build logs.
+const LOG_DIR: &str = "log";
+
+/// Directory of realisations.
+const REALISATIONS_DIR: &str = "realisations";
 
 /// `<hash>.narinfo`.
 pub fn narinfo(hash_part: &str) -> String {
@@ -48,14 +320,15 @@ pub fn nar(hash: &Hash, c: Compression) -> String {
 }
 
 /// `nar/<nix32 NarHash>-<unique>.nar<ext>`: a large NAR streamed to its key before its file
-/// hash is known. `unique` is new for every upload, so two pushes of the same path (with other
-/// compression settings, or one killed half-way) never write the same key: a narinfo always
-/// names an object written by the push that wrote the narinfo.
-pub fn nar_streamed(nar_hash: &Hash, unique: &str, c: Compression) -> String {
+/// hash is known. `unique` (16 hex digits) is new for every upload, so two pushes of the same
+/// path (with other compression settings, or one killed half-way) never write the same key: a
+/// narinfo always names an object written by the push that wrote the narinfo.
+pub fn nar_streamed(nar_hash: &Hash, unique: u64, c: Compression) -> String {
     format!(
-        "{NAR_DIR}/{}-{unique}.nar{}",
+        "{NAR_DIR}/{}-{unique:0width$x}.nar{}",
         nar_hash.to_nix32(),
-        c.extension()
+        c.extension(),
+        width = STREAMED_UNIQUE_LEN
     )
 }
 
@@ -77,12 +350,12 @@ pub fn is_debris(key: &str) -> bool {
 
 /// `log/<drv base name>`, e.g. `log/abc…-hello.drv`.
 pub fn log(drv_base_name: &str) -> String {
-    format!("log/{drv_base_name}")
+    format!("{LOG_DIR}/{drv_base_name}")
 }
 
 /// `realisations/<drv hash>!<output>.doi`.
 pub fn realisation(id: &DrvOutput) -> String {
-    format!("realisations/{id}.doi")
+    format!("{REALISATIONS_DIR}/{id}.doi")
 }
 
 /// `nar/.tmp-<unique>`: where an upload is staged before it is renamed to its content-addressed
@@ -161,21 +434,10 @@ pub fn narinfo_hash(key: &str) -> Option<&str> {
     valid.then_some(hash)
 }
 
-/// The `Content-Type` Nix gives each kind of object when it uploads to S3.
+/// The `Content-Type` Nix gives each kind of object when it uploads to S3
+/// ([`ObjectKind::content_type`]; `application/octet-stream` for a key of no kind).
 pub fn content_type(key: &str) -> &'static str {
-    if key == CACHE_INFO {
-        "text/x-nix-cache-info"
-    } else if key.ends_with(".narinfo") {
-        "text/x-nix-narinfo"
-    } else if key.starts_with("nar/") {
-        "application/x-nix-nar"
-    } else if key.ends_with(".ls") || key.ends_with(".doi") {
-        "application/json"
-    } else if key.starts_with("log/") {
-        "text/plain; charset=utf-8"
-    } else {
-        "application/octet-stream"
-    }
+    ObjectKind::of(key).map_or("application/octet-stream", ObjectKind::content_type)
 }
 
 #[cfg(test)]
@@ -232,5 +494,58 @@ mod tests {
             narinfo("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz"),
             "7h7qgvs4kgzsn8a6rb273saxyqh4jxlz.narinfo"
         );
+    }
+
+    /// What the builders write, the parser reads back as the same kind and parts.
+    #[test]
+    fn built_keys_parse_back() {
+        let h = Hash::digest(HashAlgo::Sha256, b"x");
+        let part = "7h7qgvs4kgzsn8a6rb273saxyqh4jxlz";
+        let parse = |k: String| ObjectKey::parse(k.clone()).unwrap_or_else(|e| panic!("{k}: {e}"));
+        for c in [Compression::None, Compression::Xz, Compression::Zstd] {
+            let k = parse(nar(&h, c));
+            assert_eq!(k.nar_name(), Some(NarName::FileHash(h.clone())));
+            assert_eq!(k.nar_extension(), Some(c.extension()));
+            let k = parse(nar_streamed(&h, 0x6f00_8001_31e6_12ea, c));
+            assert_eq!(k.nar_name(), Some(NarName::Streamed(h.clone())));
+            assert!(k.is_streamed_nar() && k.nar_name_hash().is_none());
+            assert_eq!(k.nar_extension(), Some(c.extension()));
+        }
+        // A small unique number is still 16 digits, as the parser wants.
+        assert!(nar_streamed(&h, 1, Compression::Zstd).contains("-0000000000000001.nar"));
+        assert_eq!(parse(narinfo(part)).hash_part(), Some(part));
+        assert_eq!(parse(listing(part)).kind, ObjectKind::Listing);
+        assert_eq!(parse(CACHE_INFO.to_owned()).kind, ObjectKind::CacheInfo);
+        assert_eq!(parse(log(&format!("{part}-hello.drv"))).kind, ObjectKind::Log);
+        let id = DrvOutput::parse(
+            "sha256:6b9206b68e3d12a3cc840a6e022b5394a2297822e0c61f99383ed9e99661c2cf!out",
+        )
+        .unwrap();
+        assert_eq!(parse(realisation(&id)).drv_output(), Some(id));
+        assert_eq!(parse(gcroot("h", "n")).kind, ObjectKind::GcRoot);
+        assert_eq!(parse(gctrash("h", "n")).kind, ObjectKind::GcTrash);
+        assert_eq!(parse(index("paths")).kind, ObjectKind::Index);
+        // Staging and probe objects are no objects of the cache.
+        for scratch in [temp_nar("u"), probe("u"), staging("nar/x.nar", "u")] {
+            assert!(ObjectKey::parse(scratch.clone()).is_err(), "{scratch}");
+        }
+        for bad in ["gcroots/../x", "gcroots/h/", "index/..", "/nix-cache-info", "x/y.narinfo"] {
+            assert!(ObjectKey::parse(bad.to_owned()).is_err(), "{bad}");
+        }
+        // One definition of a streamed NAR's name: exactly the 16 hex digits push writes.
+        let n = h.to_nix32();
+        for unique in ["6f00800131e612e", "6f00800131e612ea0", "6F00800131E612EA"] {
+            assert!(ObjectKey::parse(format!("nar/{n}-{unique}.nar.zst")).is_err(), "{unique}");
+        }
+    }
+
+    #[test]
+    fn content_types_follow_the_kind() {
+        assert_eq!(content_type("nar/.tmp-1"), "application/x-nix-nar");
+        assert_eq!(content_type("log/x"), "text/plain; charset=utf-8");
+        assert_eq!(content_type("realisations/x.doi"), "application/json");
+        assert_eq!(content_type("x.ls"), "application/json");
+        assert_eq!(content_type(".cachecore/staging/x.narinfo-1"), "application/octet-stream");
+        assert_eq!(content_type("gcroots/h/n"), "application/octet-stream");
     }
 }
