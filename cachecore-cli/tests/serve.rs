@@ -1676,3 +1676,78 @@ fn with_redirect_nars_nix_downloads_the_nars_from_the_bucket_itself() {
     let error = assert_clean_error(&out, "serve --redirect-nars on a directory");
     assert!(error.contains("cannot sign URLs"), "{error}");
 }
+
+/// `cachecore push DIR --add TREE ARGS…`; the base name (`<hash>-<name>`) of the path pushed.
+fn push_tree(cache: &Path, tree: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["push", path_str(cache), "--add", path_str(tree), "--quiet"];
+    args.extend(extra);
+    let out = String::from_utf8(cachecore_ok(&args, b"")).unwrap();
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("/nix/store/"))
+        .unwrap_or_else(|| panic!("push --add printed no store path: {out}"))
+        .to_owned()
+}
+
+/// `name` with every byte but unreserved characters as `%XX`, as a browser sends a path segment.
+fn url_segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn directory_redirects_and_index_links_encode_names_once() {
+    let tmp = tempdir();
+    let (tree, cache) = (tmp.path().join("tree"), tmp.path().join("cache"));
+    // Names a URL must escape: a space, `%` (which must not become `%25` twice), `#` and `?`
+    // (which would end the path), non-ASCII.
+    let names = ["my dir", "100% #1?x=y", "ünï cödé", "a%20b"];
+    for (i, name) in names.iter().enumerate() {
+        fs::create_dir_all(tree.join(name).join("in side")).unwrap();
+        fs::write(tree.join(name).join("f #1.txt"), format!("file {i}\n")).unwrap();
+    }
+    let base = push_tree(&cache, &tree, &[]);
+    let serve = Serve::start(path_str(&cache), &[]);
+    for (i, name) in names.iter().enumerate() {
+        let dir_url = format!("{}/serve/{base}/{}", serve.url, url_segment(name));
+        // The redirect names the same directory, with a slash.
+        let r = curl(&dir_url, &[]);
+        assert_eq!(r.status, 302, "{name:?}: {}", r.text());
+        let location = r.header("location").unwrap().to_owned();
+        assert_eq!(
+            location,
+            format!("/serve/{base}/{}/", url_segment(name)),
+            "{name:?}"
+        );
+        // Followed by curl, it lands on the index.
+        let index = curl(&dir_url, &["-L"]);
+        assert_eq!(index.status, 200, "{name:?} → {location}: {}", index.text());
+        assert!(
+            index.text().contains("f #1.txt"),
+            "{name:?}: {}",
+            index.text()
+        );
+        // Every link of the index resolves, relative to the index's URL, to what it names.
+        let file = curl(&format!("{dir_url}/f%20%231.txt"), &[]);
+        assert_eq!(
+            (file.status, file.text()),
+            (200, format!("file {i}\n")),
+            "{name:?}"
+        );
+        for href in ["f%20%231.txt", "in%20side/"] {
+            assert!(
+                index.text().contains(&format!("href=\"{href}\"")),
+                "{name:?}: no link {href}: {}",
+                index.text()
+            );
+            let linked = curl(&format!("{}{location}{href}", serve.url), &["-L"]);
+            assert_eq!(linked.status, 200, "{name:?}/{href}: {}", linked.text());
+        }
+    }
+}
