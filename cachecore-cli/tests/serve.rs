@@ -1751,3 +1751,56 @@ fn directory_redirects_and_index_links_encode_names_once() {
         }
     }
 }
+
+#[test]
+fn serve_reads_a_path_without_a_listing_once_not_once_a_request() {
+    let tmp = tempdir();
+    let (tree, cache) = (tmp.path().join("big-tree"), tmp.path().join("cache"));
+    let needle = big_tree(&tree, 20);
+    // As `nix copy` leaves a path: no `.ls`, so the listing must come from the NAR.
+    let base = push_tree(&cache, &tree, &["--no-listing"]);
+    assert!(
+        !files_under(&cache).iter().any(|k| k.ends_with(".ls")),
+        "{:?}",
+        files_under(&cache)
+    );
+    let nar_object = files_under(&cache)
+        .into_iter()
+        .find(|k| k.starts_with("nar/"))
+        .unwrap();
+    let nar_bytes = fs::metadata(cache.join(&nar_object)).unwrap().len();
+
+    let origin = common::http_server::HttpServer::serve(&cache);
+    let serve = Serve::start(&origin.url(), &[]);
+    origin.reset_counts();
+    let needle_url = format!("{}/serve/{base}/m/needle.txt", serve.url);
+    // Four requests at once (one read of the NAR serves them all), then more, one by one.
+    let at_once: Vec<_> = (0..4)
+        .map(|_| {
+            let url = needle_url.clone();
+            std::thread::spawn(move || curl(&url, &[]))
+        })
+        .collect();
+    for r in at_once {
+        let r = r.join().unwrap();
+        assert_eq!((r.status, &r.body), (200, &needle), "{}", r.text());
+    }
+    let r = curl(&needle_url, &[]);
+    assert_eq!((r.status, &r.body), (200, &needle), "{}", r.text());
+    let index = curl(&format!("{}/serve/{base}/m/", serve.url), &[]);
+    assert_eq!(index.status, 200, "{}", index.text());
+    assert!(index.text().contains("needle.txt"), "{}", index.text());
+
+    // The NAR read whole once (for its listing), plus the frames holding the file each time:
+    // each frame is about a tenth of the object.
+    let served = origin.served();
+    let fetched: u64 = served
+        .iter()
+        .filter(|(k, _)| k.starts_with("nar/"))
+        .map(|(_, (_, bytes))| bytes)
+        .sum();
+    assert!(
+        fetched >= nar_bytes && fetched < 2 * nar_bytes,
+        "six requests fetched {fetched} bytes of a {nar_bytes}-byte NAR: {served:?}"
+    );
+}
