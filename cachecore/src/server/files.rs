@@ -239,6 +239,7 @@ fn index<'a>(
         h.insert(CONTENT_LENGTH, v);
     }
     h.insert(CACHE_CONTROL, HeaderValue::from_static(SHORT));
+    super::landing::protect_page(h, &[]);
     r
 }
 
