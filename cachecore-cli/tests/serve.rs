@@ -1676,3 +1676,315 @@ fn with_redirect_nars_nix_downloads_the_nars_from_the_bucket_itself() {
     let error = assert_clean_error(&out, "serve --redirect-nars on a directory");
     assert!(error.contains("cannot sign URLs"), "{error}");
 }
+
+/// `cachecore push DIR --add TREE ARGS…`; the base name (`<hash>-<name>`) of the path pushed.
+fn push_tree(cache: &Path, tree: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["push", path_str(cache), "--add", path_str(tree), "--quiet"];
+    args.extend(extra);
+    let out = String::from_utf8(cachecore_ok(&args, b"")).unwrap();
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("/nix/store/"))
+        .unwrap_or_else(|| panic!("push --add printed no store path: {out}"))
+        .to_owned()
+}
+
+/// `name` with every byte but unreserved characters as `%XX`, as a browser sends a path segment.
+fn url_segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn directory_redirects_and_index_links_encode_names_once() {
+    let tmp = tempdir();
+    let (tree, cache) = (tmp.path().join("tree"), tmp.path().join("cache"));
+    // Names a URL must escape: a space, `%` (which must not become `%25` twice), `#` and `?`
+    // (which would end the path), non-ASCII.
+    let names = ["my dir", "100% #1?x=y", "ünï cödé", "a%20b"];
+    for (i, name) in names.iter().enumerate() {
+        fs::create_dir_all(tree.join(name).join("in side")).unwrap();
+        fs::write(tree.join(name).join("f #1.txt"), format!("file {i}\n")).unwrap();
+    }
+    let base = push_tree(&cache, &tree, &[]);
+    let serve = Serve::start(path_str(&cache), &[]);
+    for (i, name) in names.iter().enumerate() {
+        let dir_url = format!("{}/serve/{base}/{}", serve.url, url_segment(name));
+        // The redirect names the same directory, with a slash.
+        let r = curl(&dir_url, &[]);
+        assert_eq!(r.status, 302, "{name:?}: {}", r.text());
+        let location = r.header("location").unwrap().to_owned();
+        assert_eq!(
+            location,
+            format!("/serve/{base}/{}/", url_segment(name)),
+            "{name:?}"
+        );
+        // Followed by curl, it lands on the index.
+        let index = curl(&dir_url, &["-L"]);
+        assert_eq!(index.status, 200, "{name:?} → {location}: {}", index.text());
+        assert!(
+            index.text().contains("f #1.txt"),
+            "{name:?}: {}",
+            index.text()
+        );
+        // Every link of the index resolves, relative to the index's URL, to what it names.
+        let file = curl(&format!("{dir_url}/f%20%231.txt"), &[]);
+        assert_eq!(
+            (file.status, file.text()),
+            (200, format!("file {i}\n")),
+            "{name:?}"
+        );
+        for href in ["f%20%231.txt", "in%20side/"] {
+            assert!(
+                index.text().contains(&format!("href=\"{href}\"")),
+                "{name:?}: no link {href}: {}",
+                index.text()
+            );
+            let linked = curl(&format!("{}{location}{href}", serve.url), &["-L"]);
+            assert_eq!(linked.status, 200, "{name:?}/{href}: {}", linked.text());
+        }
+    }
+}
+
+#[test]
+fn serve_reads_a_path_without_a_listing_once_not_once_a_request() {
+    let tmp = tempdir();
+    let (tree, cache) = (tmp.path().join("big-tree"), tmp.path().join("cache"));
+    let needle = big_tree(&tree, 20);
+    // As `nix copy` leaves a path: no `.ls`, so the listing must come from the NAR.
+    let base = push_tree(&cache, &tree, &["--no-listing"]);
+    assert!(
+        !files_under(&cache).iter().any(|k| k.ends_with(".ls")),
+        "{:?}",
+        files_under(&cache)
+    );
+    let nar_object = files_under(&cache)
+        .into_iter()
+        .find(|k| k.starts_with("nar/"))
+        .unwrap();
+    let nar_bytes = fs::metadata(cache.join(&nar_object)).unwrap().len();
+
+    let origin = common::http_server::HttpServer::serve(&cache);
+    let serve = Serve::start(&origin.url(), &[]);
+    origin.reset_counts();
+    let needle_url = format!("{}/serve/{base}/m/needle.txt", serve.url);
+    // Four requests at once (one read of the NAR serves them all), then more, one by one.
+    let at_once: Vec<_> = (0..4)
+        .map(|_| {
+            let url = needle_url.clone();
+            std::thread::spawn(move || curl(&url, &[]))
+        })
+        .collect();
+    for r in at_once {
+        let r = r.join().unwrap();
+        assert_eq!((r.status, &r.body), (200, &needle), "{}", r.text());
+    }
+    let r = curl(&needle_url, &[]);
+    assert_eq!((r.status, &r.body), (200, &needle), "{}", r.text());
+    let index = curl(&format!("{}/serve/{base}/m/", serve.url), &[]);
+    assert_eq!(index.status, 200, "{}", index.text());
+    assert!(index.text().contains("needle.txt"), "{}", index.text());
+
+    // The NAR read whole once (for its listing), plus the frames holding the file each time:
+    // each frame is about a tenth of the object.
+    let served = origin.served();
+    let fetched: u64 = served
+        .iter()
+        .filter(|(k, _)| k.starts_with("nar/"))
+        .map(|(_, (_, bytes))| bytes)
+        .sum();
+    assert!(
+        fetched >= nar_bytes && fetched < 2 * nar_bytes,
+        "six requests fetched {fetched} bytes of a {nar_bytes}-byte NAR: {served:?}"
+    );
+}
+
+/// [`chromium`] with the page's console (CSP violations included) logged: (DOM, log).
+fn chromium_dom_and_console(url: &str, profile: &Path) -> (String, String) {
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| panic!("these tests need Chromium (apt-get install -y chromium): {e}"));
+    let console = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "chromium {url} failed:\n{console}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), console)
+}
+
+#[test]
+fn pages_load_nothing_frame_nowhere_and_no_body_is_sniffed() {
+    let tmp = tempdir();
+    let (tree, cache) = (tmp.path().join("tree"), tmp.path().join("cache"));
+    fs::create_dir_all(tree.join("share")).unwrap();
+    fs::write(tree.join("share/a.txt"), "a\n").unwrap();
+    let base = push_tree(&cache, &tree, &[]);
+    // A build log that looks like HTML: served as text, and said to be text only.
+    let drv = format!("{}-x.drv", &base[..32]);
+    fs::create_dir_all(cache.join("log")).unwrap();
+    fs::write(
+        cache.join("log").join(&drv),
+        "<html><script>alert(document.domain)</script>\n",
+    )
+    .unwrap();
+    let serve = Serve::start(path_str(&cache), &[]);
+
+    // The pages the server writes: nothing loads or runs, no one frames them.
+    for page in [format!("{}/", serve.url), format!("{}/serve/{base}/", serve.url)] {
+        let r = curl(&page, &[]);
+        assert_eq!(r.status, 200, "{page}: {}", r.text());
+        let csp = r.header("content-security-policy").unwrap_or_default();
+        for directive in [
+            "default-src 'none'",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+            "form-action 'none'",
+        ] {
+            assert!(csp.contains(directive), "{page}: CSP {csp:?}");
+        }
+        assert!(!csp.contains("unsafe"), "{page}: CSP {csp:?}");
+        assert_eq!(r.header("x-frame-options"), Some("DENY"), "{page}");
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{page}");
+        // Chromium renders them with the policy, and reports nothing it refused.
+        let (dom, console) = chromium_dom_and_console(&page, &tmp.path().join("chromium"));
+        assert!(dom.contains("</h1>"), "{page}: {dom}");
+        assert!(
+            !console.contains("Content Security Policy") && !console.contains("Refused"),
+            "{page}: Chromium refused part of the page:\n{console}"
+        );
+    }
+
+    // Logs and answers that echo the path asked for: text, and to be taken as text.
+    for (what, status) in [
+        (format!("/log/{drv}"), 200),
+        ("/%3Cscript%3Ealert(1)%3C/script%3E".to_owned(), 404),
+        (format!("/serve/{base}/%3Cscript%3Ealert(1)%3C/script%3E"), 404),
+        ("/serve/%3Cimg%20src=x%20onerror=alert(1)%3E".to_owned(), 404),
+        (format!("/{}.narinfo%3Cb%3E", &base[..32]), 404),
+    ] {
+        let r = curl(&format!("{}{what}", serve.url), &[]);
+        assert_eq!(r.status, status, "{what}: {}", r.text());
+        assert_eq!(
+            r.header("content-type"),
+            Some("text/plain; charset=utf-8"),
+            "{what}"
+        );
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{what}");
+    }
+}
+
+#[test]
+fn credentials_in_store_urls_never_reach_a_message() {
+    let tmp = tempdir();
+    let port = common::net::free_port(); // nothing listens there
+    let aws = [
+        ("AWS_ACCESS_KEY_ID", "GKtest"),
+        ("AWS_SECRET_ACCESS_KEY", "not-the-secret-we-look-for"),
+    ];
+    // Every spelling the URL parser takes: a password, a user name alone (a token), both
+    // inside endpoint=, with or without its scheme, a parameter no store URL has, a fragment.
+    let urls = [
+        format!("http://user:SEKRET1@127.0.0.1:{port}/"),
+        format!("https://SEKRET2@127.0.0.1:{port}/nix"),
+        format!("s3://bucket?endpoint=http://key:SEKRET3@127.0.0.1:{port}&region=garage"),
+        format!("s3://bucket?endpoint=http://SEKRET4@127.0.0.1:{port}&region=garage"),
+        format!("s3://bucket?endpoint=key:SEKRET5@127.0.0.1:{port}&region=garage"),
+        "s3://bucket?aws_secret_access_key=SEKRET6&region=garage".to_owned(),
+        format!("http://127.0.0.1:{port}/?token=SEKRET7"),
+        format!("http://u:SEKRET8@127.0.0.1:{port}/#x"),
+        format!("s3://bucket?endpoint=http%3A%2F%2Fk%3ASEKRET9%40127.0.0.1%3A{port}&region=garage"),
+    ];
+    for url in &urls {
+        for args in [
+            vec!["ls", url.as_str()],
+            vec!["info", url.as_str(), "--verbose"],
+        ] {
+            let out = cachecore_command()
+                .args(&args)
+                .envs(aws)
+                .env("RUST_LOG", "debug")
+                .output()
+                .unwrap();
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!out.status.success(), "{args:?}: {all}");
+            assert_no_panic(&out, &args.join(" "));
+            assert!(!all.contains("SEKRET"), "{args:?} shows a credential:\n{all}");
+        }
+    }
+
+    // Credentials in an http(s):// URL are sent as basic auth (as Nix's netrc does): a cache
+    // that needs a read token reads with it in the URL, and refuses a wrong one unshown.
+    let cache = tmp.path().join("private");
+    let tree = tmp.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("a"), "a\n").unwrap();
+    let base = push_tree(&cache, &tree, &[]);
+    let (token_file, _) = credentials(tmp.path(), "reader", "SEKRET-READ");
+    let private = Serve::start(
+        path_str(&cache),
+        &["--read-token-file", path_str(&token_file)],
+    );
+    let with = |user_pass: &str| private.url.replacen("://", &format!("://{user_pass}@"), 1);
+    let file = format!("{base}/a");
+    assert_eq!(cachecore_str(&["cat", &with("nix:SEKRET-READ"), &file]), "a");
+    let out = cachecore_output(&["cat", &with("nix:SEKRET-WRONG"), &file, "--verbose"], b"");
+    let shown = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && shown.contains("nix:***@"), "{shown}");
+    assert!(!shown.contains("SEKRET"), "{shown}");
+
+    // A server whose upstream URL carries credentials: not in its log, its answers, its pages.
+    let log_path = tmp.path().join("serve.log");
+    let log = fs::File::create(&log_path).unwrap();
+    let (_, public) = nix_generate_key(tmp.path(), "upstream-1");
+    let upstream = format!("http://proxy-user:SEKRET10@127.0.0.1:{port}/");
+    let serve = Serve::spawn_logging_to(
+        &[
+            "serve",
+            path_str(&tmp.path().join("proxy")),
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream,
+            "--upstream-key",
+            &public,
+        ],
+        &[("RUST_LOG".to_owned(), "debug".to_owned())],
+        Stdio::from(log),
+    );
+    let mut seen = String::new();
+    for what in [
+        "/".to_owned(),
+        "/00000000000000000000000000000000.narinfo".to_owned(),
+        "/serve/00000000000000000000000000000000-x/y".to_owned(),
+        "/metrics".to_owned(),
+    ] {
+        let r = curl(&format!("{}{what}", serve.url), &[]);
+        seen.push_str(&format!("{what}: {} {:?}\n{}\n", r.status, r.headers, r.text()));
+    }
+    drop(serve);
+    seen.push_str(&fs::read_to_string(&log_path).unwrap());
+    assert!(
+        seen.contains(&format!("proxy-user:***@127.0.0.1:{port}")),
+        "the upstream was never asked:\n{seen}"
+    );
+    assert!(!seen.contains("SEKRET"), "the server shows a credential:\n{seen}");
+}

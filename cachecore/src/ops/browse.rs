@@ -170,17 +170,31 @@ pub(crate) async fn listing_from(
     listing_from_nar(cache, info).await
 }
 
-/// The listing of a path built from its NAR, checked against its narinfo.
+/// The listing of a path built from its NAR, checked against its narinfo (the NAR is read
+/// every time).
 pub async fn listing_verified(cache: &BinaryCache, path: &StorePath) -> Result<Listing, OpError> {
     let info = narinfo(cache, path).await?;
-    listing_from_nar(cache, &info).await
+    read_listing_from_nar(cache, &info).await
 }
 
-/// The listing of a path read from its NAR (checked whole as it is read).
+/// The listing of a path read from its NAR (checked whole as it is read), once per NarHash for
+/// the cache handle: later calls, and calls while it is read, get the listing kept in memory
+/// (within a bound; see `store::listings`).
 pub(crate) async fn listing_from_nar(
     cache: &BinaryCache,
     info: &NarInfo,
 ) -> Result<Listing, OpError> {
+    let listing = cache
+        .nar_listings()
+        .get_or_build(&info.nar_hash.to_string(), || {
+            read_listing_from_nar(cache, info)
+        })
+        .await?;
+    Ok(Listing::clone(&listing))
+}
+
+/// The listing of a path read from its NAR (checked whole as it is read).
+async fn read_listing_from_nar(cache: &BinaryCache, info: &NarInfo) -> Result<Listing, OpError> {
     let name = full(info);
     with_nar(cache, info, move |nar| {
         Listing::from_nar(nar).map_err(|source| OpError::Nar { path: name, source })

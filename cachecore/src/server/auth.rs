@@ -1,6 +1,7 @@
 //! Tokens: a request carries one as `Authorization: Bearer TOKEN`, or as the password of HTTP
 //! basic auth (any user name), which is what Nix sends from a `netrc-file`. Compared in constant
-//! time.
+//! time, as SHA-256 digests: the time a comparison takes says nothing about the token, not even
+//! its length (two byte strings of different lengths compare in no time).
 
 use std::fmt;
 
@@ -10,9 +11,9 @@ use base64::Engine as _;
 use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
-/// A secret token. `Debug` does not show it.
+/// A secret token, kept as its SHA-256 digest. `Debug` does not show it.
 #[derive(Clone)]
-pub struct Token(Zeroizing<Vec<u8>>);
+pub struct Token(Zeroizing<[u8; 32]>);
 
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -51,12 +52,19 @@ impl Token {
         if !t.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(TokenError::BadCharacters);
         }
-        Ok(Token(Zeroizing::new(t.as_bytes().to_vec())))
+        Ok(Token(digest(t.as_bytes())))
     }
 
+    /// Whether `offered` is the token: their digests compared in constant time (digests of one
+    /// length, so no early exit on a length mismatch).
     fn matches(&self, offered: &[u8]) -> bool {
-        bool::from(self.0.as_slice().ct_eq(offered))
+        bool::from(self.0.as_slice().ct_eq(digest(offered).as_slice()))
     }
+}
+
+fn digest(bytes: &[u8]) -> Zeroizing<[u8; 32]> {
+    use sha2::Digest as _;
+    Zeroizing::new(sha2::Sha256::digest(bytes).into())
 }
 
 /// What a request's credentials amount to.
@@ -158,5 +166,47 @@ mod tests {
         assert_eq!(Token::parse(" \n").unwrap_err(), TokenError::Empty);
         assert!(Token::parse("a b").is_err());
         assert_eq!(format!("{t:?}"), "Token(***)");
+    }
+
+    /// The median time of `f` over interleaved runs.
+    fn median_nanos(runs: usize, mut f: impl FnMut()) -> u128 {
+        let mut times: Vec<u128> = (0..runs)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                f();
+                start.elapsed().as_nanos()
+            })
+            .collect();
+        times.sort_unstable();
+        times[runs / 2]
+    }
+
+    #[test]
+    fn comparing_a_token_takes_as_long_whatever_the_length_offered() {
+        // A long token makes a comparison of its own length measurable; an offer one byte
+        // longer must take as long (once, an early exit on the length answered at once and
+        // told an attacker the token's length).
+        let secret = "k".repeat(256 << 10);
+        let t = Token::parse(&secret).unwrap();
+        let same_length = format!("{}x", &secret[1..]);
+        let longer = format!("{secret}x");
+        assert!(!t.matches(same_length.as_bytes()) && !t.matches(longer.as_bytes()));
+        assert!(t.matches(secret.as_bytes()));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            a.push(median_nanos(21, || {
+                std::hint::black_box(t.matches(std::hint::black_box(same_length.as_bytes())));
+            }));
+            b.push(median_nanos(21, || {
+                std::hint::black_box(t.matches(std::hint::black_box(longer.as_bytes())));
+            }));
+        }
+        a.sort_unstable();
+        b.sort_unstable();
+        let (a, b) = (a[2] as f64, b[2] as f64);
+        assert!(
+            a < 3.0 * b && b < 3.0 * a,
+            "an offer of the token's length took {a} ns, one a byte longer {b} ns"
+        );
     }
 }

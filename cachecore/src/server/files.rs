@@ -65,8 +65,9 @@ pub(super) async fn serve(state: &AppState, rest: &str, head: bool) -> Response 
     }
     match listing.get(sub) {
         Some(ListingNode::Directory { .. }) if !(sub.is_empty() || sub.ends_with('/')) => {
-            // Relative links in the index resolve against a URL ending in `/`.
-            redirect(&format!("/serve/{rest}/"))
+            // Relative links in the index resolve against a URL ending in `/`. The decoded
+            // path: `redirect` encodes it (once).
+            redirect(&format!("/serve/{decoded}/"))
         }
         Some(ListingNode::Directory { entries }) => index(
             &shown,
@@ -235,6 +236,7 @@ fn index<'a>(
         h.insert(CONTENT_LENGTH, v);
     }
     h.insert(CACHE_CONTROL, HeaderValue::from_static(SHORT));
+    super::landing::protect_page(h, &[]);
     r
 }
 

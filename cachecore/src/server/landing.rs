@@ -5,8 +5,10 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST};
-use axum::http::HeaderValue;
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, HOST, X_FRAME_OPTIONS,
+};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
 
 use super::{AppState, Shared};
@@ -48,6 +50,36 @@ fn totals(state: &Shared) -> Option<Result<CacheTotals, String>> {
         });
     }
     t.last.as_ref().map(|(_, r)| r.clone())
+}
+
+/// The landing page's style sheet, inline: its `Content-Security-Policy` allows it by hash.
+const STYLE: &str = "
+body { font-family: system-ui, sans-serif; max-width: 48rem; margin: 2rem auto; padding: 0 1rem; color: #1d2330; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; }
+pre, code { background: #f1f3f7; border-radius: 4px; } pre { padding: .8rem; overflow-x: auto; } code { padding: 0 .2rem; }
+table { border-collapse: collapse; } th, td { text-align: left; padding: .2rem 1rem .2rem 0; }
+ul.keys { padding-left: 1.2rem; } footer { margin-top: 3rem; color: #667; font-size: .85rem; }
+";
+
+/// What the pages this server writes (this one, `/serve/` directory indexes) may do: load
+/// nothing, run nothing, submit nothing, be framed by no one — only apply `styles` (inline
+/// style sheets, allowed by their SHA-256).
+pub(super) fn protect_page(headers: &mut HeaderMap, styles: &[&str]) {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let mut csp =
+        "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'".to_owned();
+    if !styles.is_empty() {
+        csp.push_str("; style-src");
+        for s in styles {
+            let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(s));
+            csp.push_str(&format!(" 'sha256-{hash}'"));
+        }
+    }
+    if let Ok(v) = HeaderValue::try_from(csp) {
+        headers.insert(CONTENT_SECURITY_POLICY, v);
+    }
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
 
 pub(super) fn escape(s: &str) -> String {
@@ -103,6 +135,7 @@ pub(super) async fn page(State(state): State<Shared>, req: Request) -> Response 
     );
     r.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    protect_page(r.headers_mut(), &[STYLE]);
     r
 }
 
@@ -154,13 +187,7 @@ fn render(state: &AppState, url: &str, totals: Option<Result<CacheTotals, String
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Nix binary cache — {url_e}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 48rem; margin: 2rem auto; padding: 0 1rem; color: #1d2330; }}
-h1 {{ font-size: 1.6rem; }} h2 {{ font-size: 1.2rem; margin-top: 2rem; }}
-pre, code {{ background: #f1f3f7; border-radius: 4px; }} pre {{ padding: .8rem; overflow-x: auto; }} code {{ padding: 0 .2rem; }}
-table {{ border-collapse: collapse; }} th, td {{ text-align: left; padding: .2rem 1rem .2rem 0; }}
-ul.keys {{ padding-left: 1.2rem; }} footer {{ margin-top: 3rem; color: #667; font-size: .85rem; }}
-</style></head>
+<style>{STYLE}</style></head>
 <body>
 <h1>Nix binary cache</h1>
 <p>Store directory <code>{store_dir}</code>.{priority}</p>

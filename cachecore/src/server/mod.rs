@@ -551,6 +551,12 @@ async fn observe(State(state): State<Shared>, req: Request, next: Next) -> Respo
             .headers_mut()
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+    // No body is ever to be taken for something else than its type says: a build log, or an
+    // error echoing the path asked for, is text, never HTML a browser would guess.
+    response
+        .headers_mut()
+        .entry(axum::http::header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
     response
 }
 

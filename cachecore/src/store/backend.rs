@@ -141,10 +141,28 @@ pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Object
             let token = env_var(env, TOKEN_VAR)
                 .map(str::trim)
                 .filter(|t| !t.is_empty());
+            // A user and password in the URL are sent as basic auth, and kept out of the URL
+            // the HTTP client sees (whose errors quote it).
+            let (base, basic) = split_userinfo(base);
             let mut options = client_options().with_allow_http(base.scheme() == "http");
-            if let Some(t) = token {
+            let authorization = match (token, &basic) {
+                (Some(_), Some(_)) => {
+                    return Err(StoreError::BadUrl {
+                        url: url.clone(),
+                        reason: format!("give a token either in {TOKEN_VAR} or in the URL, not both"),
+                    })
+                }
+                (Some(t), None) => Some(format!("Bearer {t}")),
+                (None, Some(user_pass)) => {
+                    use base64::Engine as _;
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(user_pass);
+                    Some(format!("Basic {encoded}"))
+                }
+                (None, None) => None,
+            };
+            if let Some(a) = authorization {
                 let mut headers = reqwest::header::HeaderMap::new();
-                let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+                let mut value = reqwest::header::HeaderValue::from_str(&a)
                     .map_err(|_| StoreError::BadUrl {
                         url: url.clone(),
                         reason: format!("{TOKEN_VAR} holds characters an HTTP header cannot carry"),
@@ -273,6 +291,23 @@ pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Object
         hot: Default::default(),
         remote_ttl_ms: Default::default(),
     }))
+}
+
+/// `base` without its user and password, and them as `user:password` (percent-decoded).
+fn split_userinfo(base: &url::Url) -> (url::Url, Option<zeroize::Zeroizing<String>>) {
+    use super::url::percent_decode;
+    let mut bare = base.clone();
+    if base.username().is_empty() && base.password().is_none() {
+        return (bare, None);
+    }
+    let user_pass = zeroize::Zeroizing::new(format!(
+        "{}:{}",
+        percent_decode(base.username()),
+        percent_decode(base.password().unwrap_or_default())
+    ));
+    let _ = bare.set_username("");
+    let _ = bare.set_password(None);
+    (bare, Some(user_pass))
 }
 
 /// The objects of a store the caller built (see [`BinaryCache::from_object_store`]).
@@ -436,7 +471,8 @@ fn build_s3(
         ];
         if source.is_empty() && !provider_env.iter().any(|k| env_has(k)) {
             return Err(cred_err(format!(
-                "no keys for endpoint {e}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add aws_access_key_id and aws_secret_access_key for profile {name:?} to {} (or pick a profile with ?profile=NAME or AWS_PROFILE)",
+                "no keys for endpoint {}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add aws_access_key_id and aws_secret_access_key for profile {name:?} to {} (or pick a profile with ?profile=NAME or AWS_PROFILE)",
+                super::url::redact(e),
                 files.credentials.display()
             )));
         }
@@ -460,5 +496,7 @@ fn build_s3(
             files.describe("or")
         )
     });
+    // For messages: without the credentials an endpoint URL may carry.
+    let effective_endpoint = effective_endpoint.map(|e| super::url::redact(&e));
     Ok((s3, advice, effective_endpoint))
 }

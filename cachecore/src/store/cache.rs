@@ -12,6 +12,7 @@ use futures::Stream;
 use super::backend;
 use super::error::StoreError;
 use super::layout;
+use super::listings::NarListings;
 use super::objects::{ByteRange, ByteStream, ObjectMeta, Objects, PutMode, Written};
 use super::url::{StoreSettings, StoreUrl};
 use crate::cache_info::CacheInfo;
@@ -42,6 +43,8 @@ pub struct BinaryCache {
     settings: StoreSettings,
     /// The cache's store directory, once read ([`BinaryCache::store_dir`]).
     store_dir: std::sync::Arc<std::sync::OnceLock<StoreDir>>,
+    /// Listings built from NARs ([`super::listings`]).
+    nar_listings: std::sync::Arc<NarListings>,
 }
 
 /// The largest `nix-cache-info` read (real ones are under 100 bytes).
@@ -153,6 +156,7 @@ impl BinaryCache {
             objects: backend::open(parsed, env)?,
             settings: parsed.settings.clone(),
             store_dir: Default::default(),
+            nar_listings: Default::default(),
         })
     }
 
@@ -177,6 +181,7 @@ impl BinaryCache {
             objects: backend::custom(store, url, read_only),
             settings: StoreSettings::default(),
             store_dir: Default::default(),
+            nar_listings: Default::default(),
         }
     }
 
@@ -208,6 +213,11 @@ impl BinaryCache {
     /// ```
     pub fn url(&self) -> &str {
         self.objects.url()
+    }
+
+    /// Listings built from NARs, kept by NarHash (see [`super::listings`]).
+    pub(crate) fn nar_listings(&self) -> &NarListings {
+        &self.nar_listings
     }
 
     /// Whether the store refuses writes (plain HTTP caches).

@@ -56,6 +56,7 @@ mod error;
 mod hot;
 mod http_upload;
 pub(crate) mod layout;
+mod listings;
 pub mod nar;
 pub mod objects;
 pub mod url;

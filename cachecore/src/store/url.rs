@@ -181,7 +181,7 @@ impl StoreSettings {
 /// The S3 parameters that say where the bucket is.
 const S3_PARAMS: &[&str] = &["endpoint", "region", "profile", "scheme"];
 
-/// Where a store is. `Debug` hides a password in an HTTP URL.
+/// Where a store is. `Debug` hides credentials in an HTTP URL or an S3 endpoint ([`redact`]).
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StoreLocation {
@@ -223,7 +223,7 @@ impl std::fmt::Debug for StoreLocation {
                 .debug_struct("S3")
                 .field("bucket", bucket)
                 .field("prefix", prefix)
-                .field("endpoint", endpoint)
+                .field("endpoint", &endpoint.as_deref().map(redact))
                 .field("region", region)
                 .field("profile", profile)
                 .finish(),
@@ -277,14 +277,95 @@ fn bad(url: &str, reason: impl Into<String>) -> StoreError {
     }
 }
 
-/// The URL as shown to users: a password in `https://user:pass@host` is replaced by `***`.
-pub(crate) fn redact(url: &str) -> String {
+/// The URL as shown to users, with every credential it may carry replaced by `***`: the
+/// password of `https://user:pass@host`, a user name given alone (`http://TOKEN@host`, a token
+/// as user), the same inside a parameter (`endpoint=http://key:secret@host`), the value of any
+/// parameter a store URL does not take (`?aws_secret_access_key=…`, refused anyway) and a
+/// fragment.
+///
+/// ```
+/// # use cachecore::store::url::redact;
+/// assert_eq!(redact("https://alice:pw@cache.example/"), "https://alice:***@cache.example/");
+/// assert_eq!(redact("http://tok3n@cache.example/nix"), "http://***@cache.example/nix");
+/// assert_eq!(
+///     redact("s3://b?endpoint=http://key:secret@127.0.0.1:3900&region=garage&token=t"),
+///     "s3://b?endpoint=http://key:***@127.0.0.1:3900/&region=garage&token=***"
+/// );
+/// assert_eq!(redact("s3://cache/team?region=eu-west-1"), "s3://cache/team?region=eu-west-1");
+/// ```
+pub fn redact(url: &str) -> String {
+    let (rest, fragment) = match url.split_once('#') {
+        Some((r, f)) if !f.is_empty() => (r, Some("***")),
+        Some((r, _)) => (r, Some("")),
+        None => (url, None),
+    };
+    let (head, query) = match rest.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (rest, None),
+    };
+    let mut out = redact_userinfo(head);
+    if let Some(q) = query {
+        out.push('?');
+        let pieces: Vec<String> = q.split('&').map(redact_parameter).collect();
+        out.push_str(&pieces.join("&"));
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    out
+}
+
+/// `key=value` of a query, its value redacted when it may be a credential.
+fn redact_parameter(piece: &str) -> String {
+    let Some((key, value)) = piece.split_once('=') else {
+        return piece.to_owned();
+    };
+    let name = percent_decode(&key.replace('+', " "));
+    let known = S3_PARAMS.contains(&name.as_str())
+        || HONOURED_SETTINGS.contains(&name.as_str())
+        || REFUSED_SETTINGS.iter().any(|(k, _)| *k == name);
+    if !known {
+        return format!("{key}=***");
+    }
+    let decoded = percent_decode(&value.replace('+', " "));
+    let redacted = redact_userinfo(&decoded);
+    if redacted == decoded {
+        piece.to_owned()
+    } else {
+        format!("{key}={redacted}")
+    }
+}
+
+/// `url` (without query or fragment) with its user and password replaced: `user:***@` when
+/// both are given, `***@` for a user name alone (which may be a token). What the URL parser
+/// does not take as a URL with a host (`key:secret@host`, a scheme missing) loses everything
+/// up to its last `@`.
+fn redact_userinfo(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            } else {
+                let _ = u.set_username("***");
+            }
             u.to_string()
         }
-        _ => url.to_owned(),
+        Ok(u) if u.host().is_some() => url.to_owned(),
+        _ => redact_before_at(url),
+    }
+}
+
+/// `url` with everything between its scheme (if any) and its last `@` replaced by `***`.
+fn redact_before_at(url: &str) -> String {
+    let Some(at) = url.rfind('@') else {
+        return url.to_owned();
+    };
+    let start = url.find("://").map_or(0, |i| i + 3);
+    if start <= at {
+        format!("{}***{}", &url[..start], &url[at..])
+    } else {
+        format!("***{}", &url[at..])
     }
 }
 
@@ -603,7 +684,7 @@ fn authority_has_colon(url: &str) -> bool {
 
 /// `%XX` escapes of a URL's path decoded (`+` and `&` are themselves there; a `%` not followed
 /// by two hex digits is kept as it is); bytes that are not UTF-8 become U+FFFD.
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -632,6 +713,8 @@ fn percent_decode(s: &str) -> String {
 /// without one, Nix would take https, and an https client talking to a plain-HTTP port (the
 /// usual local Garage or MinIO) fails with a TLS error that says nothing about the cause.
 fn normalize_endpoint(url: &str, e: &str, scheme: Option<&str>) -> Result<String, StoreError> {
+    // As messages show it: a user or password in it (however spelt) replaced.
+    let shown = redact_before_at(e);
     if e.is_empty() {
         return Err(bad(url, "endpoint= is empty"));
     }
@@ -648,25 +731,31 @@ fn normalize_endpoint(url: &str, e: &str, scheme: Option<&str>) -> Result<String
             return Err(bad(
                 url,
                 format!(
-                    "endpoint={e} has no scheme: write endpoint=http://{e} (or https://{e}), or add scheme=http"
+                    "endpoint={shown} has no scheme: write endpoint=http://{shown} (or https://{shown}), or add scheme=http"
                 ),
             ));
         };
         format!("{scheme}://{e}")
     };
     let parsed =
-        url::Url::parse(&full).map_err(|err| bad(url, format!("endpoint {e:?}: {err}")))?;
+        url::Url::parse(&full).map_err(|err| bad(url, format!("endpoint {shown:?}: {err}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(bad(
             url,
-            format!("endpoint {e:?} must be an http:// or https:// URL"),
+            format!("endpoint {shown:?} must be an http:// or https:// URL"),
         ));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(bad(url, format!("endpoint {e:?} has no host")));
+        return Err(bad(url, format!("endpoint {shown:?} has no host")));
     }
     if parsed.query().is_some() {
-        return Err(bad(url, format!("endpoint {e:?} cannot carry a query")));
+        return Err(bad(url, format!("endpoint {shown:?} cannot carry a query")));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad(
+            url,
+            format!("endpoint {shown:?} cannot carry a user or password; give the keys through AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile"),
+        ));
     }
     // As the URL parser understood it (a lenient spelling such as `http:/host` written out in
     // full), so that the endpoint used is the endpoint shown, and reads back the same.
@@ -811,6 +900,26 @@ mod tests {
         assert!(err("s3://b?scheme=ftp&endpoint=x").contains("http or https"));
         assert!(err("s3://b?region=a&region=b").contains("twice"));
         assert!(err("s3://key:secret@b").contains("cannot carry a user"));
+        // Keys inside endpoint=, in any spelling, are refused and never shown.
+        for e in [
+            "s3://b?endpoint=http://key:secret@127.0.0.1:3900",
+            "s3://b?endpoint=http://secret@127.0.0.1:3900",
+            "s3://b?endpoint=http%3A%2F%2Fkey%3Asecret%40h",
+            "s3://b?endpoint=key:secret@h:1&scheme=http",
+            "s3://b?endpoint=key:secret@h:1",
+        ] {
+            let m = err(e);
+            assert!(!m.contains("secret"), "{e}: {m}");
+            assert!(m.contains("***"), "{e}: {m}");
+        }
+        let u = StoreLocation::S3 {
+            bucket: "b".into(),
+            prefix: String::new(),
+            endpoint: Some("http://k:secret@h".into()),
+            region: None,
+            profile: None,
+        };
+        assert!(!format!("{u:?}").contains("secret"));
         assert!(!err("s3://key:secret@b").contains("secret@"));
         assert!(err("s3://b/a//c").contains("bad prefix"));
     }
@@ -856,6 +965,14 @@ mod tests {
         let u = ok("https://user:hunter2@cache.example/");
         assert!(!u.as_str().contains("hunter2"));
         assert!(!format!("{u:?}").contains("hunter2"));
+        // A user name alone is a token as often as not.
+        let u = ok("https://t0ken@cache.example/nix");
+        assert_eq!(u.as_str(), "https://***@cache.example/nix");
+        assert!(!format!("{u:?}").contains("t0ken"));
+        // Parameters no store URL takes are refused without their values.
+        let e = err("https://cache.example/?access_token=hunter2&priority=1");
+        assert!(e.contains("access_token=***&priority=1") && !e.contains("hunter2"), "{e}");
+        assert!(!err("https://u:hunter2@cache.example/#x").contains("hunter2"));
         assert!(err("https://user:hunter2@cache.example/?foo=1").contains("***"));
         assert!(!err("https://user:hunter2@cache.example/?foo=1").contains("hunter2"));
     }
