@@ -232,7 +232,7 @@ impl Listing {
     ///     "hello":{"type":"symlink","target":"/etc/shadow"}}}}"#).unwrap();
     /// let wrong = forged.check_nar(&bytes[..]).unwrap().unwrap_err();
     /// assert_eq!(wrong.to_string(), "the listing has \"hello\": a symlink to \"/etc/shadow\" \
-    ///     where the NAR has \"hello\": a regular file of 3 bytes at NAR offset 200");
+    ///     where the NAR has \"hello\": a regular file of 3 bytes at NAR offset 232");
     /// ```
     pub fn check_nar(&self, nar: impl Read) -> Result<Result<(), ListingMismatch>, ReadError> {
         let mut listed = self.walk();
