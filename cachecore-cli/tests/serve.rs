@@ -649,7 +649,7 @@ impl SlowPut {
         let mut conn = std::net::TcpStream::connect(addr).unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let head = format!(
-            "PUT /{key} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            "PUT /{key} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
             body.len()
         );
         conn.write_all(head.as_bytes()).unwrap();
@@ -668,8 +668,8 @@ impl SlowPut {
     /// (status, body) of the answer once the last byte is sent.
     fn finish(mut self) -> (u16, String) {
         use std::io::{Read as _, Write as _};
+        // (No half-close: the server would take it for a client gone mid-request.)
         self.conn.write_all(&[self.last]).unwrap();
-        self.conn.shutdown(std::net::Shutdown::Write).unwrap();
         let mut answer = String::new();
         self.conn.read_to_string(&mut answer).unwrap();
         let status = answer
