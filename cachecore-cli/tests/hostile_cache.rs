@@ -1063,7 +1063,9 @@ fn verify_finds_listings_that_do_not_describe_their_nar() {
     let ls = |hash: &str| format!("{hash}.ls");
     let a_listing = fs::read_to_string(f.base.join(ls(&f.a_hash))).unwrap();
     assert!(a_listing.contains(r#""size":13,"#), "{a_listing}");
-    let cases: [(&str, Box<dyn Fn(&Path)>, &str, &str); 4] = [
+    /// (what, how the copy of the cache is forged, the path, what verify says of it)
+    type Forgery<'a> = (&'a str, Box<dyn Fn(&Path) + 'a>, &'a str, &'a str);
+    let cases: [Forgery; 4] = [
         (
             "an invented symlink",
             Box::new(|dir| {
