@@ -1052,6 +1052,83 @@ fn debris_is_reported_and_repair_repushes_damaged_paths() {
     );
 }
 
+/// A listing is no part of what a narinfo signs: one forged by whoever can write the cache
+/// (invented files, a symlink to /etc/shadow, another path's listing) makes `ls`, `cat` and
+/// `/serve/` show what the NAR does not hold. `verify` reads every listing against its NAR and
+/// reports each forged one as a problem of its path (exit 1), with where it first differs; a
+/// path without a listing is no problem.
+#[test]
+fn verify_finds_listings_that_do_not_describe_their_nar() {
+    let f = fixture();
+    let ls = |hash: &str| format!("{hash}.ls");
+    let a_listing = fs::read_to_string(f.base.join(ls(&f.a_hash))).unwrap();
+    assert!(a_listing.contains(r#""size":13,"#), "{a_listing}");
+    /// (what, how the copy of the cache is forged, the path, what verify says of it)
+    type Forgery<'a> = (&'a str, Box<dyn Fn(&Path) + 'a>, &'a str, &'a str);
+    let cases: [Forgery; 4] = [
+        (
+            "an invented symlink",
+            Box::new(|dir| {
+                let forged = a_listing.replacen(
+                    r#""entries":{"#,
+                    r#""entries":{"sudo":{"type":"symlink","target":"/etc/shadow"},"#,
+                    1,
+                );
+                fs::write(dir.join(ls(&f.a_hash)), forged).unwrap();
+            }),
+            &f.a,
+            r#"its listing does not describe its NAR: the listing has "sudo": a symlink to "/etc/shadow" where the NAR has nothing more"#,
+        ),
+        (
+            "a file's size",
+            Box::new(|dir| {
+                let forged = a_listing.replace(r#""size":13,"#, r#""size":99,"#);
+                fs::write(dir.join(ls(&f.a_hash)), forged).unwrap();
+            }),
+            &f.a,
+            r#"its listing does not describe its NAR: the listing has "hello": a regular file of 99 bytes"#,
+        ),
+        (
+            "another path's listing, where there was none",
+            Box::new(|dir| {
+                fs::remove_file(dir.join(ls(&f.b_hash))).unwrap();
+                fs::write(dir.join(ls(&f.b_hash)), &a_listing).unwrap();
+            }),
+            &f.b,
+            r#"its listing does not describe its NAR: the listing has "data": a regular file"#,
+        ),
+        (
+            "not a listing",
+            Box::new(|dir| fs::write(dir.join(ls(&f.a_hash)), "{\"version\":1}").unwrap()),
+            &f.a,
+            r#"its listing does not parse: listing at top level: missing "root""#,
+        ),
+    ];
+    for (name, forge, path, expect) in cases {
+        let dir = f.tmp.path().join(name.replace(' ', "-"));
+        copy_dir(&f.base, &dir);
+        forge(&dir);
+        let out = cachecore_output(&["verify", path_str(&dir), "--trusted-key", &f.public], b"");
+        assert_no_panic(&out, "verify");
+        assert_eq!(out.status.code(), Some(1), "{name}: {out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout.lines().count(), 1, "{name}: {stdout}");
+        assert!(
+            stdout.starts_with(&format!("{path}: {expect}")),
+            "{name}: {stdout}"
+        );
+        // Asked for the path alone, too.
+        let out = cachecore_output(&["verify", path_str(&dir), path], b"");
+        assert_eq!(out.status.code(), Some(1), "{name}: {out:?}");
+    }
+    // No listing is no problem.
+    let dir = f.tmp.path().join("no-listing");
+    copy_dir(&f.base, &dir);
+    fs::remove_file(dir.join(ls(&f.a_hash))).unwrap();
+    cachecore_ok(&["verify", path_str(&dir), "--trusted-key", &f.public], b"");
+    cachecore_ok(&["verify", path_str(&f.base), "--trusted-key", &f.public], b"");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Racing pushes
 // ---------------------------------------------------------------------------------------------

@@ -481,6 +481,61 @@ fn nix_copy_uploads_a_closure_with_a_netrc_token_and_wrong_tokens_store_nothing(
     assert_nix_substitutes(&serve.url, tmp.path(), &closure, &public);
 }
 
+/// `nix copy --to 'http://…?write-nar-listing=1'` sends each path's listing before its NAR and
+/// narinfo: the server holds it until the narinfo arrives, checks it against the NAR then, and
+/// stores it — every path ends up with the very listing Nix wrote, and the cache verifies,
+/// listings included.
+#[test]
+fn nix_copy_with_listings_stores_the_listings_nix_wrote() {
+    let tmp = tempdir();
+    let closure = build_closure(tmp.path());
+    let root = closure.last().unwrap();
+    let (secret, public) = nix_generate_key(tmp.path(), "serve-listing-1");
+    let (token_file, netrc) = credentials(tmp.path(), "t", "listing-token-1");
+    let cache = tmp.path().join("cache");
+    let serve = Serve::start(path_str(&cache), &["--token-file", path_str(&token_file)]);
+    let mut cmd = nix_command("nix");
+    cmd.env("XDG_CACHE_HOME", tmp.path().join("nix-cache"))
+        .args(["copy", "--to"])
+        .arg(format!(
+            "{}?secret-key={}&compression=xz&write-nar-listing=1",
+            serve.url,
+            secret.display()
+        ))
+        .arg(root)
+        .args(["--option", "netrc-file"])
+        .arg(&netrc)
+        .args(["--option", "substituters", ""]);
+    let out = nix_output(&mut cmd, b"");
+    assert!(
+        out.status.success(),
+        "nix copy failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What Nix would have written to a directory cache, for comparison.
+    let direct = tmp.path().join("direct");
+    let mut cmd = nix_command("nix");
+    cmd.env("XDG_CACHE_HOME", tmp.path().join("nix-cache-2"))
+        .args(["copy", "--to"])
+        .arg(format!(
+            "file://{}?compression=xz&write-nar-listing=1",
+            direct.display()
+        ))
+        .arg(root)
+        .args(["--option", "substituters", ""]);
+    let out = nix_output(&mut cmd, b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for p in &closure {
+        let ls = format!("{}.ls", hash_part(p));
+        assert_eq!(
+            fs::read(cache.join(&ls)).ok(),
+            Some(fs::read(direct.join(&ls)).unwrap()),
+            "{p}: the listing Nix sent was not stored as sent"
+        );
+    }
+    cachecore_ok(&["verify", path_str(&cache), "--trusted-key", &public], b"");
+}
+
 #[test]
 fn uploads_are_checked_before_they_become_visible() {
     let tmp = tempdir();
@@ -576,6 +631,176 @@ fn uploads_are_checked_before_they_become_visible() {
         assert_eq!(r.status, 200, "{p}: {}", r.text());
     }
     cachecore_ok(&["verify", path_str(&cache)], b"");
+}
+
+/// A `PUT` sent by hand over a socket, stopped one byte short of its body: the server has
+/// read the headers, answered `100 Continue` (so its handler has run up to reading the body)
+/// and holds all but the last byte. [`finish`](Self::finish) sends that byte and reads the
+/// answer.
+struct SlowPut {
+    conn: std::net::TcpStream,
+    last: u8,
+}
+
+impl SlowPut {
+    fn start(url: &str, key: &str, token: &str, body: &[u8]) -> SlowPut {
+        use std::io::{Read as _, Write as _};
+        let addr = url.strip_prefix("http://").unwrap();
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let head = format!(
+            "PUT /{key} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        conn.write_all(head.as_bytes()).unwrap();
+        let mut continued = [0u8; 25];
+        conn.read_exact(&mut continued).unwrap();
+        assert_eq!(&continued, b"HTTP/1.1 100 Continue\r\n\r\n");
+        let (most, last) = body.split_at(body.len() - 1);
+        conn.write_all(most).unwrap();
+        conn.flush().unwrap();
+        SlowPut {
+            conn,
+            last: last[0],
+        }
+    }
+
+    /// (status, body) of the answer once the last byte is sent.
+    fn finish(mut self) -> (u16, String) {
+        use std::io::{Read as _, Write as _};
+        // (No half-close: the server would take it for a client gone mid-request.)
+        self.conn.write_all(&[self.last]).unwrap();
+        let mut answer = String::new();
+        self.conn.read_to_string(&mut answer).unwrap();
+        let status = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (status, body.to_owned())
+    }
+}
+
+/// A leaked upload token must not change what others published. Each way of trying is refused
+/// with its status, and the published bytes stay as they were: a listing that does not
+/// describe the NAR of a published path without one; a listing planted before the path is
+/// pushed (held, never stored, and no obstacle to the push or to the real listing); another
+/// NAR under a published NAR's name; a streamed NAR's `PUT` that started before the narinfo
+/// naming its key was taken and ends after it (made deterministic by `100 Continue` and a
+/// withheld last byte); a different narinfo.
+#[test]
+fn a_token_holder_cannot_change_what_others_published() {
+    let tmp = tempdir();
+    let (source, closure, public) = pushed_cache(tmp.path());
+    let (token_file, _) = credentials(tmp.path(), "t", "tok-forge");
+    let cache = tmp.path().join("dest");
+    let serve = Serve::start(path_str(&cache), &["--token-file", path_str(&token_file)]);
+    let url = &serve.url;
+    let put_bytes = |key: &str, bytes: &[u8]| {
+        let file = tempfile::NamedTempFile::new_in(tmp.path()).unwrap();
+        fs::write(file.path(), bytes).unwrap();
+        let data = format!("@{}", file.path().display());
+        curl(
+            &format!("{url}/{key}"),
+            &["-X", "PUT", "--data-binary", &data, "-H", "Authorization: Bearer tok-forge"],
+        )
+    };
+    let (liba, libb, app) = (&closure[0], &closure[1], &closure[2]);
+    let narinfo_key = |p: &str| format!("{}.narinfo", hash_part(p));
+    let ls_key = |p: &str| format!("{}.ls", hash_part(p));
+    let text = |p: &str| fs::read_to_string(source.join(narinfo_key(p))).unwrap();
+    let nar_of = |p: &str| narinfo_field(&text(p), "URL");
+    let listing = |p: &str| fs::read(source.join(ls_key(p))).unwrap();
+    let forged = |p: &str| {
+        String::from_utf8(listing(p))
+            .unwrap()
+            .replacen(
+                r#""entries":{"#,
+                r#""entries":{"sudo":{"type":"symlink","target":"/etc/shadow"},"#,
+                1,
+            )
+            .into_bytes()
+    };
+    let ok = |r: Reply, what: &str| assert_eq!(r.status, 200, "{what}: {}", r.text());
+    // liba is published without a listing (as `nix copy` and `push --no-listing` leave it).
+    ok(put_bytes(&nar_of(liba), &fs::read(source.join(nar_of(liba))).unwrap()), "liba's NAR");
+    ok(put_bytes(&narinfo_key(liba), text(liba).as_bytes()), "liba's narinfo");
+
+    // libb's NAR under a streamed key (`cachecore push`'s nar/<NarHash>-<unique>.nar.zst,
+    // checked only when the narinfo naming it arrives), named by its narinfo (URL is not
+    // signed). Before anything of libb is up, a listing is planted for it, and a slow PUT of
+    // other bytes under that key gets as far as its last byte.
+    let streamed = format!(
+        "nar/{}-0123456789abcdef.nar.zst",
+        narinfo_field(&text(libb), "NarHash").trim_start_matches("sha256:")
+    );
+    let libb_narinfo = text(libb).replace(&nar_of(libb), &streamed);
+    let planted = put_bytes(&ls_key(libb), &forged(libb));
+    assert_eq!(planted.status, 200, "{}", planted.text());
+    assert!(planted.text().contains("held until its narinfo arrives"), "{}", planted.text());
+    let libb_nar = fs::read(source.join(nar_of(libb))).unwrap();
+    let other_nar = fs::read(source.join(nar_of(liba))).unwrap();
+    let slow = SlowPut::start(url, &streamed, "tok-forge", &other_nar);
+    ok(put_bytes(&streamed, &libb_nar), "libb's streamed NAR");
+    ok(put_bytes(&narinfo_key(libb), libb_narinfo.as_bytes()), "libb's narinfo");
+    let (status, answer) = slow.finish();
+
+    // The slow PUT ended second: refused, libb's NAR unchanged.
+    assert_eq!(status, 409, "the slow PUT replaced a published NAR: {answer}");
+    assert!(answer.contains("written once"), "{answer}");
+    assert_eq!(fs::read(cache.join(&streamed)).unwrap(), libb_nar);
+    // The planted listing was never stored, and the real one is taken now.
+    assert!(!cache.join(ls_key(libb)).exists(), "a planted listing was stored");
+    ok(put_bytes(&ls_key(libb), &listing(libb)), "libb's real listing after its narinfo");
+    assert_eq!(fs::read(cache.join(ls_key(libb))).unwrap(), listing(libb));
+
+    // app: a forged and the real listing before its narinfo; the real one is stored with it.
+    assert_eq!(put_bytes(&ls_key(app), &forged(app)).status, 200);
+    assert_eq!(put_bytes(&ls_key(app), &listing(app)).status, 200);
+    assert!(!cache.join(ls_key(app)).exists(), "a listing was stored before its narinfo");
+    ok(put_bytes(&nar_of(app), &fs::read(source.join(nar_of(app))).unwrap()), "app's NAR");
+    ok(put_bytes(&narinfo_key(app), text(app).as_bytes()), "app's narinfo");
+    assert_eq!(fs::read(cache.join(ls_key(app))).unwrap(), listing(app));
+
+    let published = files_under(&cache)
+        .into_iter()
+        .map(|f| {
+            let bytes = fs::read(cache.join(&f)).unwrap();
+            (f, bytes)
+        })
+        .collect::<Vec<_>>();
+    let mut other_narinfo = text(liba).replace("Sig: ", "Sig: x");
+    other_narinfo.push_str("Deriver: x\n");
+    // (what, key, body, status, what the answer says)
+    let attempts: [(&str, String, Vec<u8>, u16, &str); 8] = [
+        ("a forged listing for a published path without one", ls_key(liba), forged(liba), 400,
+            r#"does not describe the NAR of"#),
+        ("another path's listing for it", ls_key(liba), listing(app), 400, "does not describe the NAR of"),
+        ("a listing that is not one", ls_key(liba), b"{}".to_vec(), 400, "not a valid listing"),
+        ("a different listing for a path that has one", ls_key(app), forged(app), 409, "never replaced"),
+        // (Its name is its hash: the bytes that are there are the ones named; not even read.)
+        ("other bytes under a published NAR's hash name", nar_of(liba), libb_nar.clone(), 200,
+            "already present"),
+        ("other bytes under a published streamed NAR's name", streamed.clone(), other_nar.clone(), 409,
+            "written once"),
+        ("a different narinfo", narinfo_key(liba), other_narinfo.into_bytes(), 409, "never replaced"),
+        ("the same NAR again", nar_of(liba), fs::read(source.join(nar_of(liba))).unwrap(), 200,
+            "already present"),
+    ];
+    for (what, key, body, status, says) in attempts {
+        let r = put_bytes(&key, &body);
+        assert_eq!(r.status, status, "{what}: {}", r.text());
+        assert!(r.text().contains(says), "{what}: {}", r.text());
+    }
+    // Nothing changed, nothing was added.
+    for (f, bytes) in &published {
+        assert_eq!(&fs::read(cache.join(f)).unwrap(), bytes, "{f} changed");
+    }
+    assert_eq!(files_under(&cache).len(), published.len(), "{:?}", files_under(&cache));
+    // The real listing of liba is still taken, and the cache verifies, listings included.
+    ok(put_bytes(&ls_key(liba), &listing(liba)), "liba's real listing");
+    cachecore_ok(&["verify", path_str(&cache), "--trusted-key", &public], b"");
 }
 
 #[test]

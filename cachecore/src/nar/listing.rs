@@ -214,6 +214,78 @@ impl Listing {
         }
     }
 
+    /// Checks that this listing describes `nar`: the same nodes at the same paths, in NAR
+    /// order, with the same types, sizes, executable bits, symlink targets and — where the
+    /// listing gives one — `narOffset`s. Streams: reads the NAR only as far as the first
+    /// difference and builds nothing of it, so memory is this listing's plus the reader's.
+    /// `Ok(Err(_))` names the first difference; `Err(_)` is a NAR that does not read.
+    ///
+    /// ```
+    /// use cachecore::nar::{self, Listing};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # std::fs::create_dir(dir.path().join("pkg")).unwrap();
+    /// # std::fs::write(dir.path().join("pkg/hello"), "hi\n").unwrap();
+    /// let mut bytes = Vec::new();
+    /// let listing = nar::pack(&dir.path().join("pkg"), &mut bytes).unwrap();
+    /// assert_eq!(listing.check_nar(&bytes[..]).unwrap(), Ok(()));
+    /// let forged = Listing::parse(br#"{"version":1,"root":{"type":"directory","entries":{
+    ///     "hello":{"type":"symlink","target":"/etc/shadow"}}}}"#).unwrap();
+    /// let wrong = forged.check_nar(&bytes[..]).unwrap().unwrap_err();
+    /// assert_eq!(wrong.to_string(), "the listing has \"hello\": a symlink to \"/etc/shadow\" \
+    ///     where the NAR has \"hello\": a regular file of 3 bytes at NAR offset 232");
+    /// ```
+    pub fn check_nar(&self, nar: impl Read) -> Result<Result<(), ListingMismatch>, ReadError> {
+        let mut listed = self.walk();
+        let mut reader = Reader::new(nar);
+        let mut names: Vec<String> = Vec::new();
+        while let Some(event) = reader.next()? {
+            let actual = match event {
+                Event::File {
+                    executable,
+                    size,
+                    nar_offset,
+                } => ListingNode::Regular {
+                    size,
+                    executable,
+                    nar_offset: Some(nar_offset),
+                },
+                Event::Symlink { target } => ListingNode::Symlink {
+                    target: String::from_utf8_lossy(target).into_owned(),
+                },
+                Event::DirectoryStart => ListingNode::Directory {
+                    entries: BTreeMap::new(),
+                },
+                Event::Entry { name } => {
+                    names.push(String::from_utf8_lossy(name).into_owned());
+                    continue;
+                }
+                Event::EntryEnd => {
+                    names.pop();
+                    continue;
+                }
+                Event::DirectoryEnd => continue,
+            };
+            let path = names.join("/");
+            let next = listed.next();
+            if !next
+                .as_ref()
+                .is_some_and(|(p, node)| *p == path && describes(node, &actual))
+            {
+                return Ok(Err(ListingMismatch {
+                    listed: next.map_or_else(nothing_more, |(p, n)| describe(&p, n)),
+                    actual: describe(&path, &actual),
+                }));
+            }
+        }
+        Ok(match listed.next() {
+            None => Ok(()),
+            Some((p, node)) => Err(ListingMismatch {
+                listed: describe(&p, node),
+                actual: nothing_more(),
+            }),
+        })
+    }
+
     fn from_value(value: &Value) -> Result<Listing, ListingError> {
         let mut path = String::new();
         let obj = as_object(value, &path)?;
@@ -230,6 +302,68 @@ impl Listing {
             root: node_from_value(root, &mut path)?,
         })
     }
+}
+
+/// Where a [`Listing`] says something other than its NAR (see [`Listing::check_nar`]): the
+/// first node, in NAR order, that differs, as each side has it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the listing has {listed} where the NAR has {actual}")]
+pub struct ListingMismatch {
+    /// The listing's node there (`"bin/app": a regular file of …`), or "nothing more".
+    pub listed: String,
+    /// The NAR's node there, or "nothing more".
+    pub actual: String,
+}
+
+/// Whether the listed node is the NAR's `actual` one, entries aside (the walk compares them
+/// one by one); a `narOffset` the listing leaves out is not compared.
+fn describes(listed: &ListingNode, actual: &ListingNode) -> bool {
+    match (listed, actual) {
+        (
+            ListingNode::Regular {
+                size,
+                executable,
+                nar_offset,
+            },
+            ListingNode::Regular {
+                size: s,
+                executable: x,
+                nar_offset: o,
+            },
+        ) => size == s && executable == x && (nar_offset.is_none() || nar_offset == o),
+        (ListingNode::Symlink { target }, ListingNode::Symlink { target: t }) => target == t,
+        (ListingNode::Directory { .. }, ListingNode::Directory { .. }) => true,
+        _ => false,
+    }
+}
+
+/// One node for a [`ListingMismatch`]; names and targets quoted and escaped (they are a
+/// cache's text), long ones cut short.
+fn describe(path: &str, node: &ListingNode) -> String {
+    let at = if path.is_empty() {
+        "the root".to_owned()
+    } else {
+        format!("{:?}", crate::narinfo::excerpt(path))
+    };
+    match node {
+        ListingNode::Regular {
+            size,
+            executable,
+            nar_offset,
+        } => {
+            let x = if *executable { "an executable" } else { "a regular" };
+            let offset = nar_offset.map_or(String::new(), |o| format!(" at NAR offset {o}"));
+            format!("{at}: {x} file of {size} bytes{offset}")
+        }
+        ListingNode::Symlink { target } => {
+            format!("{at}: a symlink to {:?}", crate::narinfo::excerpt(target))
+        }
+        ListingNode::Directory { .. } => format!("{at}: a directory"),
+    }
+}
+
+fn nothing_more() -> String {
+    "nothing more".to_owned()
 }
 
 /// `{"version":1,"root":…}`, looking for the node at `names` under the root.
@@ -586,6 +720,51 @@ mod tests {
             narinfo.nar_hash,
             crate::hash::Hash::digest(crate::hash::HashAlgo::Sha256, nar_bytes)
         );
+    }
+
+    /// Every way a listing can differ from its NAR is found, as the first difference in NAR
+    /// order; a listing without offsets still matches.
+    #[test]
+    fn check_nar_finds_each_difference() {
+        let nar = sample();
+        let json = |root: &str| Listing::parse(format!(r#"{{"version":1,"root":{root}}}"#).as_bytes()).unwrap();
+        let a = r#""a":{"type":"regular","size":10,"executable":true,"narOffset":264}"#;
+        let b = r#""b":{"type":"directory","entries":{"c":{"type":"symlink","target":"../a"}}}"#;
+        let d = r#""d":{"type":"regular","size":0,"narOffset":824}"#;
+        let dir = |entries: &[&str]| format!(r#"{{"type":"directory","entries":{{{}}}}}"#, entries.join(","));
+        assert_eq!(json(&dir(&[a, b, d])).check_nar(&nar[..]).unwrap(), Ok(()));
+        let no_offsets = dir(&[a, b, d]).replace(r#","narOffset":264"#, "").replace(r#","narOffset":824"#, "");
+        assert_eq!(json(&no_offsets).check_nar(&nar[..]).unwrap(), Ok(()));
+        let a264 = "at NAR offset 264";
+        let d824 = r#""d": a regular file of 0 bytes at NAR offset 824"#;
+        let cases = [
+            // An invented entry among the real ones, and after them.
+            (dir(&[a, r#""aa":{"type":"symlink","target":"/etc/shadow"}"#, b, d]),
+                r#""aa": a symlink to "/etc/shadow""#.to_owned(), r#""b": a directory"#.to_owned()),
+            (dir(&[a, b, d, r#""e":{"type":"regular","size":1}"#]),
+                r#""e": a regular file of 1 bytes"#.to_owned(), "nothing more".to_owned()),
+            // An entry left out.
+            (dir(&[a, d]), d824.to_owned(), r#""b": a directory"#.to_owned()),
+            (dir(&[a, b]), "nothing more".to_owned(), d824.to_owned()),
+            // Size, executable bit, offset, symlink target.
+            (dir(&[&a.replace("10", "11"), b, d]),
+                format!(r#""a": an executable file of 11 bytes {a264}"#),
+                format!(r#""a": an executable file of 10 bytes {a264}"#)),
+            (dir(&[&a.replace(r#""executable":true,"#, ""), b, d]),
+                format!(r#""a": a regular file of 10 bytes {a264}"#),
+                format!(r#""a": an executable file of 10 bytes {a264}"#)),
+            (dir(&[a, b, &d.replace("824", "8")]), d824.replace("824", "8"), d824.to_owned()),
+            (dir(&[a, &b.replace("../a", "/etc/shadow"), d]),
+                r#""b/c": a symlink to "/etc/shadow""#.to_owned(), r#""b/c": a symlink to "../a""#.to_owned()),
+        ];
+        for (root, listed, actual) in cases {
+            let wrong = json(&root).check_nar(&nar[..]).unwrap().unwrap_err();
+            assert_eq!((wrong.listed, wrong.actual), (listed, actual), "{root}");
+        }
+        // Another type at the root; a NAR that does not read is an error, not a mismatch.
+        let file = json(r#"{"type":"regular","size":10}"#).check_nar(&nar[..]).unwrap().unwrap_err();
+        assert_eq!(file.actual, "the root: a directory");
+        assert!(json(&dir(&[a, b, d])).check_nar(&nar[..nar.len() - 8]).is_err());
     }
 
     #[test]

@@ -202,6 +202,22 @@ async fn read_listing_from_nar(cache: &BinaryCache, info: &NarInfo) -> Result<Li
     .await
 }
 
+/// Checks `listing` against the NAR of `info`, read whole and checked against the narinfo as
+/// it streams by (see [`Listing::check_nar`]): `Ok(Err(_))` says where they first differ.
+pub(crate) async fn check_listing(
+    cache: &BinaryCache,
+    info: &NarInfo,
+    listing: Listing,
+) -> Result<Result<(), nar::ListingMismatch>, OpError> {
+    let name = full(info);
+    with_nar(cache, info, move |nar| {
+        listing
+            .check_nar(nar)
+            .map_err(|source| OpError::Nar { path: name, source })
+    })
+    .await
+}
+
 /// Writes the regular file `sub` of `path` to `out`, and nothing that was not checked: the
 /// whole NAR is read and checked against the narinfo (FileSize, FileHash, NarSize, NarHash) while
 /// the file is kept in an unlinked temporary file (at most NarSize bytes), which is copied to

@@ -1,15 +1,19 @@
 //! `verify`: check that a cache is whole — every narinfo parses, is signed by a trusted key (when
-//! keys are given), has its NAR with the right sizes and hashes, and has its whole closure.
+//! keys are given), has its NAR with the right sizes and hashes, and has its whole closure; and
+//! that every `.ls` listing describes its NAR (a listing is not covered by any signature, so a
+//! forged one would otherwise pass).
 
 use std::collections::HashSet;
 use std::fmt;
 
 use futures::{StreamExt as _, TryStreamExt as _};
 
-use super::browse::with_nar;
+use super::browse::{check_listing, with_nar};
 use super::pull::check_trusted;
 use super::OpError;
 use crate::graph::{self, Start};
+use crate::nar::{Listing, ListingMismatch};
+use crate::narinfo::NarInfo;
 use crate::signing::PublicKey;
 use crate::store::{BinaryCache, IntegrityError, StoreError};
 use crate::store_path::StorePath;
@@ -69,6 +73,9 @@ pub enum Problem {
     },
     /// The NAR object cannot be read as a NAR (it does not decompress, or does not parse).
     BadNar { path: String, error: OpError },
+    /// The `.ls` listing of `path` cannot be read, does not parse, or does not describe its
+    /// NAR (`why`, a sentence).
+    BadListing { path: String, why: String },
 }
 
 impl Problem {
@@ -82,7 +89,8 @@ impl Problem {
             | Problem::Untrusted { path, .. }
             | Problem::MissingNar { path, .. }
             | Problem::Mismatch { path, .. }
-            | Problem::BadNar { path, .. } => path,
+            | Problem::BadNar { path, .. }
+            | Problem::BadListing { path, .. } => path,
         }
     }
 
@@ -164,6 +172,7 @@ impl fmt::Display for Problem {
                 f,
                 "{field} mismatch: the narinfo says {expected}, the data gives {actual}"
             ),
+            Problem::BadListing { why, .. } => write!(f, "its listing {why}"),
             Problem::BadNar { error, .. } => {
                 // The error names the path itself; say only the rest.
                 let text = error.to_string();
@@ -278,24 +287,24 @@ pub async fn verify(
         }
     }
 
-    // NAR objects: sizes and hashes.
-    let checks: Vec<(String, Result<(), OpError>)> =
-        futures::stream::iter(infos.iter().map(|info| async move {
-            let subject = info.store_dir.full_path(&info.store_path);
-            let drained = with_nar(cache, info, |nar| {
-                std::io::copy(nar, &mut std::io::sink())
-                    .map(drop)
-                    .map_err(|e| OpError::io("cannot read the NAR", e))
-            })
-            .await;
-            (subject, drained)
-        }))
+    // NAR objects: sizes and hashes; listings against them.
+    let checks: Vec<NarCheck> = futures::stream::iter(infos.iter().map(|info| check_nar(cache, info)))
         .buffer_unordered(opts.jobs.max(1))
         .collect()
         .await;
-    for (subject, result) in checks {
-        if let Err(e) = result {
-            report.problems.push(Problem::from_nar_check(subject, e)?);
+    for check in checks {
+        let path = check.subject;
+        match check.nar {
+            Ok(Some(m)) => report.problems.push(Problem::BadListing {
+                path,
+                why: format!("does not describe its NAR: {m}"),
+            }),
+            Ok(None) => {
+                if let Some(why) = check.listing {
+                    report.problems.push(Problem::BadListing { path, why });
+                }
+            }
+            Err(e) => report.problems.push(Problem::from_nar_check(path, e)?),
         }
     }
     report.problems.sort_by(|a, b| a.subject().cmp(b.subject()));
@@ -303,4 +312,50 @@ pub async fn verify(
         report.debris = cache.debris().await?;
     }
     Ok(report)
+}
+
+/// What [`check_nar`] found for one path.
+struct NarCheck {
+    subject: String,
+    /// The NAR's failure, or where the listing (when there is one) differs from it.
+    nar: Result<Option<ListingMismatch>, OpError>,
+    /// Why the listing could not be checked (it cannot be read, or does not parse).
+    listing: Option<String>,
+}
+
+/// Reads the NAR of `info` whole, checking it against the narinfo, and the path's listing
+/// against it on the way when the cache has one.
+async fn check_nar(cache: &BinaryCache, info: &NarInfo) -> NarCheck {
+    let subject = info.store_dir.full_path(&info.store_path);
+    let (listing, unusable) = match cache.listing_bytes(&info.store_path).await {
+        Ok(None) => (None, None),
+        Ok(Some(json)) => match Listing::parse(&json) {
+            Ok(listing) => (Some(listing), None),
+            Err(e) => (None, Some(format!("does not parse: {e}"))),
+        },
+        Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => {
+            (None, Some(format!("cannot be read: {e}")))
+        }
+        Err(e) => {
+            return NarCheck {
+                subject,
+                nar: Err(e.into()),
+                listing: None,
+            }
+        }
+    };
+    let nar = match listing {
+        Some(listing) => check_listing(cache, info, listing).await.map(Result::err),
+        None => with_nar(cache, info, |nar| {
+            std::io::copy(nar, &mut std::io::sink())
+                .map(|_| None)
+                .map_err(|e| OpError::io("cannot read the NAR", e))
+        })
+        .await,
+    };
+    NarCheck {
+        subject,
+        nar,
+        listing: unusable,
+    }
 }

@@ -185,6 +185,8 @@ struct AppState {
     /// one of these (by key hash), so two different uploads of one path cannot both pass the
     /// "nothing different is present" check in this process.
     write_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Listings uploaded before their narinfo, until it arrives.
+    held_listings: upload::HeldListings,
     metrics: Metrics,
     totals: Mutex<landing::Totals>,
     /// The upstreams, when this server is a pull-through proxy.
@@ -271,6 +273,7 @@ pub async fn router(cache: BinaryCache, config: Config) -> Result<Router, Server
         cache_info: Bytes::from(info.to_string()),
         uploads: Semaphore::new(config.max_concurrent_uploads.max(1)),
         write_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+        held_listings: upload::HeldListings::default(),
         metrics,
         totals: Mutex::new(landing::Totals::default()),
         cache,

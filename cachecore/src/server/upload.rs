@@ -1,9 +1,21 @@
-//! `PUT` of cache objects, as `nix copy --to http://…` sends them: NARs first, then listings,
-//! then the narinfo (Nix uploads a path only after its references). Nothing is visible before
-//! it was checked, and nothing present is ever replaced by something different.
+//! `PUT` of cache objects, as `nix copy --to http://…` sends them: the listing, the NAR, then
+//! the narinfo (Nix uploads a path only after its references; `cachecore push` sends the
+//! listing beside the NAR). Nothing is visible before it was checked, and nothing present is
+//! ever replaced by something different:
+//!
+//! - a narinfo is taken only when its NAR is present and hashes to what it says;
+//! - a NAR is written only if its key is still free when its last byte has arrived, checked
+//!   under the lock the narinfo naming it is checked under, so an upload that started before
+//!   the narinfo and ends after it loses;
+//! - a listing is taken only when it describes the path's NAR. One that arrives before its
+//!   narinfo is held in memory ([`HeldListings`]), not stored, and stored when the narinfo
+//!   arrives if it matches the NAR then — so a listing planted for a path that is not there
+//!   yet never blocks the path's upload.
 
+use std::collections::VecDeque;
 use std::io;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::http::header::CONTENT_LENGTH;
@@ -11,16 +23,18 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
+use tokio::sync::MutexGuard;
 
 use super::{store_failure, text, AppState, Config};
 use crate::compression::Compression;
 use crate::hash::{Hash, HashAlgo, Hasher};
 use crate::nar::Listing;
 use crate::narinfo::NarInfo;
+use crate::ops::OpError;
 use crate::realisation::Realisation;
 use crate::store::layout::{self, ObjectKey, ObjectKind};
 use crate::store::objects::PutMode;
-use crate::store::StoreError;
+use crate::store::{StoreError, MAX_LISTING_BYTES};
 use crate::store_path::StorePath;
 
 /// How long a URL for a direct upload to the bucket stays valid.
@@ -28,6 +42,12 @@ const UPLOAD_URL_TTL: Duration = Duration::from_secs(3600);
 
 /// Largest narinfo accepted (a path with thousands of references stays far below).
 const MAX_NARINFO: u64 = 1 << 20;
+
+/// Listings held for paths whose narinfo has not arrived: how many per path (a hostile
+/// uploader's guesses cannot crowd out the real one), bytes in all, and for how long.
+const HELD_PER_PATH: usize = 4;
+const HELD_BYTES: usize = 128 << 20;
+const HELD_FOR: Duration = Duration::from_secs(3600);
 
 /// Why reading an upload's body stopped.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +60,9 @@ enum BodyError {
     Client(String),
     #[error("{0}")]
     Corrupt(String),
+    /// The key was taken while the body arrived.
+    #[error("an upload of it finished first, and a NAR is never written twice")]
+    Present,
 }
 
 impl BodyError {
@@ -48,6 +71,7 @@ impl BodyError {
             BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             BodyError::Idle(_) => StatusCode::REQUEST_TIMEOUT,
             BodyError::Client(_) | BodyError::Corrupt(_) => StatusCode::BAD_REQUEST,
+            BodyError::Present => StatusCode::CONFLICT,
         };
         text(status, format!("{key} was not stored: {self}"))
     }
@@ -140,8 +164,9 @@ impl ObjectKind {
         match self {
             ObjectKind::Nar => Some(config.max_nar_upload),
             ObjectKind::NarInfo => Some(MAX_NARINFO.min(config.max_small_upload)),
+            // Readers refuse larger listings.
+            ObjectKind::Listing => Some(MAX_LISTING_BYTES.min(config.max_small_upload)),
             ObjectKind::CacheInfo
-            | ObjectKind::Listing
             | ObjectKind::Log
             | ObjectKind::Realisation => Some(config.max_small_upload),
             // Never served (`keys::is_served`), never taken.
@@ -186,7 +211,18 @@ pub(super) async fn put(state: &AppState, key: &ObjectKey, req: Request) -> Resp
             Err(why) => return bad(&key.key, why),
         };
     }
-    let _write = state.write_lock(&key.key).lock().await;
+    // A listing is checked under its narinfo's lock (the narinfo takes held listings under
+    // it); a narinfo under its NAR's too (a NAR upload ending meanwhile waits, then finds its
+    // key taken).
+    let (lock, nar_lock) = match key.kind {
+        ObjectKind::Listing => (layout::narinfo(key.hash_part().unwrap_or_default()), None),
+        ObjectKind::NarInfo => (
+            key.key.clone(),
+            NarInfo::parse_bytes(&body).ok().map(|info| info.url),
+        ),
+        _ => (key.key.clone(), None),
+    };
+    let _write = write_locks(state, &lock, nar_lock.as_deref()).await;
     // Present already: the same bytes are a harmless repeat (Nix re-uploads when copies run in
     // parallel); anything else would replace what clients may already have read.
     match state.cache.objects().get_bytes(&key.key).await {
@@ -202,11 +238,21 @@ pub(super) async fn put(state: &AppState, key: &ObjectKey, req: Request) -> Resp
         Ok(None) => {}
         Err(e) => return store_failure(&key.key, &e),
     }
+    let mut listing = None;
     let checked = match key.kind {
-        ObjectKind::NarInfo => check_narinfo(state, key, &body).await,
-        ObjectKind::Listing => Listing::parse(&body)
-            .map(drop)
-            .map_err(|e| bad(&key.key, format_args!("not a valid listing: {e}"))),
+        ObjectKind::NarInfo => check_narinfo(state, key, &body)
+            .await
+            .map(|matched| listing = matched),
+        ObjectKind::Listing => match check_listing(state, key, &body).await {
+            Ok(Taken::Now) => Ok(()),
+            Ok(Taken::Held) => {
+                return stored(
+                    &key.key,
+                    "held until its narinfo arrives; stored then if it describes the NAR",
+                )
+            }
+            Err(r) => Err(r),
+        },
         ObjectKind::Realisation => check_realisation(state, key, &body).await,
         ObjectKind::Log => Ok(()),
         ObjectKind::CacheInfo => Err(conflict(
@@ -234,10 +280,36 @@ pub(super) async fn put(state: &AppState, key: &ObjectKey, req: Request) -> Resp
                 .received_bytes
                 .with_label_values(&[key.kind.label()])
                 .inc_by(n);
+            if key.kind == ObjectKind::NarInfo {
+                publish_held_listing(state, key, listing).await;
+            }
             stored(&key.key, "stored")
         }
         Err(e) => store_failure(&key.key, &e),
     }
+}
+
+/// The write locks of `a` and of `b` (one lock when both keys fall on it), always taken in the
+/// same order, so two uploads never each hold the lock the other waits for.
+async fn write_locks<'s>(
+    state: &'s AppState,
+    a: &str,
+    b: Option<&str>,
+) -> (MutexGuard<'s, ()>, Option<MutexGuard<'s, ()>>) {
+    let first = state.write_lock(a);
+    let Some(second) = b
+        .map(|b| state.write_lock(b))
+        .filter(|l| !std::ptr::eq(*l, first))
+    else {
+        return (first.lock().await, None);
+    };
+    let (x, y) = if std::ptr::from_ref(first) < std::ptr::from_ref(second) {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let x = x.lock().await;
+    (x, Some(y.lock().await))
 }
 
 fn sign_narinfo(body: &[u8], secret: &crate::signing::SecretKey) -> Result<Bytes, String> {
@@ -262,6 +334,11 @@ pub(super) async fn upload_url(state: &AppState, key: &ObjectKey) -> Response {
                 key.key
             ),
         );
+    }
+    match state.cache.objects().head(&key.key).await {
+        Ok(Some(_)) => return nar_present(key),
+        Ok(None) => {}
+        Err(e) => return store_failure(&key.key, &e),
     }
     let signed = if state.config.direct_uploads {
         state
@@ -319,17 +396,34 @@ async fn put_nar(
         None => return bad(&key.key, "its name is not a sha256 hash"),
     };
     match state.cache.objects().head(&key.key).await {
-        Ok(Some(_)) => return stored(&key.key, "already present (its name is its hash)"),
+        Ok(Some(_)) => return nar_present(key),
         Ok(None) => {}
         Err(e) => return store_failure(&key.key, &e),
     }
-    let body = body_stream(req, limit, idle, expected);
-    match state
+    // The key is checked again once the last byte has arrived, under its write lock, and the
+    // lock is held until the object is written: a narinfo naming this key is checked under the
+    // same lock, so either it sees these bytes or this upload sees its key taken and writes
+    // nothing (a create-only write that every store can do, bucket or not).
+    let held_lock: Mutex<Option<MutexGuard<'_, ()>>> = Mutex::new(None);
+    let last_check = futures::stream::once(async {
+        let guard = state.write_lock(&key.key).lock().await;
+        let present = state.cache.objects().head(&key.key).await;
+        *held_lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
+        match present {
+            Ok(None) => None,
+            Ok(Some(_)) => Some(Err(io::Error::other(BodyError::Present))),
+            Err(e) => Some(Err(io::Error::other(e))),
+        }
+    })
+    .filter_map(std::future::ready);
+    let body = body_stream(req, limit, idle, expected).chain(last_check);
+    let written = state
         .cache
         .objects()
         .put_stream(&key.key, body, PutMode::Overwrite)
-        .await
-    {
+        .await;
+    drop(held_lock);
+    match written {
         Ok(written) => {
             let n = written.size;
             state
@@ -340,16 +434,40 @@ async fn put_nar(
             stored(&key.key, "stored")
         }
         Err(e) => match body_error(&e) {
+            Some(BodyError::Present) => nar_present(key),
             Some(b) => b.response(&key.key),
             None => store_failure(&key.key, &e),
         },
     }
 }
 
+/// The answer to an upload of a NAR that is present: for one named after its file's hash the
+/// bytes are the same (or their hash would not match), a harmless repeat; one streamed by
+/// `cachecore push` has a new name for each upload, so another upload wrote it, and the key
+/// may be named by a narinfo already.
+fn nar_present(key: &ObjectKey) -> Response {
+    if key.nar_name_hash().is_some() {
+        stored(&key.key, "already present (its name is its hash)")
+    } else {
+        conflict(format!(
+            "{} was not stored: it is present, and a NAR streamed under its own name is written once",
+            key.key
+        ))
+    }
+}
+
 /// A narinfo is checked as a hostile cache's would be, before it becomes visible: it names the
 /// path of its key; its NAR is in the cache and matches FileSize, FileHash, NarSize and NarHash;
 /// the narinfos of its references are present.
-async fn check_narinfo(state: &AppState, key: &ObjectKey, body: &[u8]) -> Result<(), Response> {
+///
+/// Returns the first listing held for the path ([`HeldListings`]) that describes its NAR: the
+/// first is checked while the NAR is read for the narinfo, others (a hostile uploader's
+/// guesses) each in a read of their own.
+async fn check_narinfo(
+    state: &AppState,
+    key: &ObjectKey,
+    body: &[u8],
+) -> Result<Option<Bytes>, Response> {
     let k = &key.key;
     let info =
         NarInfo::parse_bytes(body).map_err(|e| bad(k, format_args!("not a valid narinfo: {e}")))?;
@@ -433,10 +551,200 @@ async fn check_narinfo(state: &AppState, key: &ObjectKey, body: &[u8]) -> Result
             Err(e) => return Err(store_failure(&layout::narinfo(&r.hash_part()), &e)),
         }
     }
-    // The whole NAR, decompressed and hashed: FileHash, FileSize, NarHash, NarSize.
-    crate::ops::browse::with_nar(&state.cache, &info, |_| Ok(()))
-        .await
-        .map_err(|e| bad(k, format_args!("it does not match its NAR: {e}")))
+    // The whole NAR, decompressed and hashed: FileHash, FileSize, NarHash, NarSize; and the
+    // first held listing checked against it on the way.
+    let mut held = state
+        .held_listings
+        .held(hash)
+        .into_iter()
+        .filter_map(|json| Listing::parse(&json).ok().map(|listing| (json, listing)));
+    let first = held.next();
+    let full = state.store_dir.full_path(&info.store_path);
+    let name = full.clone();
+    let first_matched = crate::ops::browse::with_nar(&state.cache, &info, move |nar| {
+        let Some((json, listing)) = first else {
+            return Ok(None);
+        };
+        let matched = listing
+            .check_nar(nar)
+            .map_err(|source| OpError::Nar { path: name, source })?;
+        Ok(Some((json, matched)))
+    })
+    .await
+    .map_err(|e| bad(k, format_args!("it does not match its NAR: {e}")))?;
+    let Some((json, matched)) = first_matched else {
+        return Ok(None);
+    };
+    let dropped = |m: &dyn std::fmt::Display| {
+        tracing::warn!(
+            key = %layout::listing(hash),
+            "a listing held for {full} is dropped: {m}"
+        );
+    };
+    match matched {
+        Ok(()) => return Ok(Some(json)),
+        Err(m) => dropped(&m),
+    }
+    for (json, listing) in held {
+        match crate::ops::browse::check_listing(&state.cache, &info, listing).await {
+            Ok(Ok(())) => return Ok(Some(json)),
+            Ok(Err(m)) => dropped(&m),
+            // The NAR checked out a moment ago: this failure is the store's, and costs only
+            // the listing.
+            Err(e) => {
+                dropped(&e);
+                return Ok(None);
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// What became of a listing that describes its NAR, or may.
+enum Taken {
+    /// Its path's narinfo is present and it describes the NAR: store it.
+    Now,
+    /// Its path has no narinfo yet: held until it arrives ([`HeldListings`]).
+    Held,
+}
+
+/// A listing is taken only if it describes its path's NAR, read whole (streaming) and checked
+/// against the narinfo as it goes. Without a narinfo there is no NAR to check it against: it is
+/// held, stored nowhere, so a listing planted for a path before it is pushed neither shows nor
+/// blocks the push.
+async fn check_listing(state: &AppState, key: &ObjectKey, body: &Bytes) -> Result<Taken, Response> {
+    let k = &key.key;
+    let listing =
+        Listing::parse(body).map_err(|e| bad(k, format_args!("not a valid listing: {e}")))?;
+    let hash = key.hash_part().unwrap_or_default();
+    let info = match state.cache.narinfo_by_hash(hash).await {
+        Ok(Some(info)) => info,
+        Ok(None) => {
+            state.held_listings.hold(hash, body.clone());
+            return Ok(Taken::Held);
+        }
+        Err(e) => return Err(store_failure(&layout::narinfo(hash), &e)),
+    };
+    let full = state.store_dir.full_path(&info.store_path);
+    match crate::ops::browse::check_listing(&state.cache, &info, listing).await {
+        Ok(Ok(())) => Ok(Taken::Now),
+        Ok(Err(m)) => Err(bad(
+            k,
+            format_args!("it does not describe the NAR of {full}: {m}"),
+        )),
+        Err(e) => {
+            use crate::error::ErrorKind as K;
+            let status = match e.kind() {
+                K::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                K::Corrupt => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            if status.is_server_error() {
+                tracing::error!(key = k, error = %e, "cannot check a listing against its NAR");
+            }
+            Err(text(
+                status,
+                format!("{k} was not stored: the NAR of {full} cannot be checked: {e}"),
+            ))
+        }
+    }
+}
+
+/// Stores the listing held for a path whose narinfo was just stored, if one describes its NAR
+/// (`json`), and forgets the others. A failure costs only the listing: the narinfo is stored.
+async fn publish_held_listing(state: &AppState, key: &ObjectKey, json: Option<Bytes>) {
+    let hash = key.hash_part().unwrap_or_default();
+    state.held_listings.forget(hash);
+    let Some(json) = json else { return };
+    let ls = layout::listing(hash);
+    // Only a listing written into the store by other means can be there: it stays.
+    let written = match state.cache.objects().head(&ls).await {
+        Ok(Some(_)) => return,
+        Ok(None) => state.cache.objects().put(&ls, json, PutMode::Overwrite).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = written {
+        tracing::error!(key = ls, error = %e, "cannot store a listing held for its narinfo");
+    }
+}
+
+/// Listings uploaded before their path's narinfo — as `nix copy` (listing, NAR, narinfo) and
+/// `cachecore push` (listing beside the NAR) send them — kept in memory, not in the store,
+/// until the narinfo arrives and one can be checked against the NAR. Bounded: at most
+/// [`HELD_PER_PATH`] per path, [`HELD_BYTES`] in all, each for [`HELD_FOR`]; past a bound the
+/// oldest go (a listing lost costs `ls` and `/serve/` a read of the NAR, nothing more).
+#[derive(Debug, Default)]
+pub(super) struct HeldListings {
+    inner: Mutex<Held>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    /// (hash part, when, JSON), oldest first.
+    queue: VecDeque<(String, Instant, Bytes)>,
+    bytes: usize,
+}
+
+impl Held {
+    fn remove(&mut self, i: usize) {
+        if let Some((_, _, json)) = self.queue.remove(i) {
+            self.bytes -= json.len();
+        }
+    }
+}
+
+impl HeldListings {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn hold(&self, hash: &str, json: Bytes) {
+        let mut held = self.lock();
+        let now = Instant::now();
+        if let Some(i) = held.queue.iter().position(|(h, _, j)| h == hash && *j == json) {
+            held.remove(i);
+        } else {
+            let same = held.queue.iter().filter(|(h, ..)| h == hash).count();
+            if same >= HELD_PER_PATH {
+                if let Some(i) = held.queue.iter().position(|(h, ..)| h == hash) {
+                    held.remove(i);
+                }
+            }
+        }
+        held.bytes += json.len();
+        held.queue.push_back((hash.to_owned(), now, json));
+        while let Some((h, since, _)) = held.queue.front() {
+            let expired = now.duration_since(*since) > HELD_FOR;
+            if !expired && held.bytes <= HELD_BYTES {
+                break;
+            }
+            if !expired {
+                tracing::warn!(
+                    key = %layout::listing(h),
+                    "a listing held for its narinfo is dropped: listings held exceed {HELD_BYTES} bytes"
+                );
+            }
+            held.remove(0);
+        }
+    }
+
+    /// The listings held for `hash`, newest first.
+    fn held(&self, hash: &str) -> Vec<Bytes> {
+        let held = self.lock();
+        held.queue
+            .iter()
+            .rev()
+            .filter(|(h, since, _)| h == hash && since.elapsed() <= HELD_FOR)
+            .map(|(_, _, json)| json.clone())
+            .collect()
+    }
+
+    fn forget(&self, hash: &str) {
+        let mut held = self.lock();
+        while let Some(i) = held.queue.iter().position(|(h, ..)| h == hash) {
+            held.remove(i);
+        }
+    }
 }
 
 async fn check_realisation(
