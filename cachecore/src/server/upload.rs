@@ -633,12 +633,7 @@ async fn check_listing(state: &AppState, key: &ObjectKey, body: &Bytes) -> Resul
             format_args!("it does not describe the NAR of {full}: {m}"),
         )),
         Err(e) => {
-            use crate::error::ErrorKind as K;
-            let status = match e.kind() {
-                K::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                K::Corrupt => StatusCode::CONFLICT,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
+            let status = super::status_of(e.kind());
             if status.is_server_error() {
                 tracing::error!(key = k, error = %e, "cannot check a listing against its NAR");
             }
