@@ -9,6 +9,8 @@ mod stdout;
 
 use std::process::ExitCode;
 
+use cachecore::untrusted::Untrusted;
+
 fn main() -> ExitCode {
     let matches = <cli::Cli as clap::CommandFactory>::command().get_matches();
     let mut args =
@@ -27,8 +29,13 @@ fn main() -> ExitCode {
                 .map_or(1, |i| i.exit_status);
             ExitCode::from(status)
         }
+        // Errors quote what a cache sent (key names, narinfo fields, a server's reason): the
+        // line is escaped whole, whichever layer forgot to.
         Err(err) => {
-            eprintln!("cachecore: error: {}", one_sentence(&err, verbose));
+            eprintln!(
+                "cachecore: error: {}",
+                Untrusted(&one_sentence(&err, verbose))
+            );
             exit::code(&err)
         }
     }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use cachecore::ops::Progress;
+use cachecore::untrusted::{escape_control, Untrusted};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// `1 path`, `2 paths`, `0 paths`: a count and its noun, plural unless the count is 1. Every
@@ -112,18 +113,18 @@ impl Progress for TransferProgress {
     fn path_done(&self, path: &str) {
         match &self.bar {
             Some(bar) => {
-                bar.println(format!("{} {path}", self.verb));
+                bar.println(format!("{} {}", self.verb, Untrusted(path)));
                 self.count_one(bar);
             }
-            None if !self.quiet => eprintln!("{} {path}", self.verb),
+            None if !self.quiet => eprintln!("{} {}", self.verb, Untrusted(path)),
             None => {}
         }
     }
 
     fn message(&self, text: &str) {
         match &self.bar {
-            Some(bar) => bar.println(text),
-            None if !self.quiet => eprintln!("{text}"),
+            Some(bar) => bar.println(escape_control(text)),
+            None if !self.quiet => eprintln!("{}", Untrusted(text)),
             None => {}
         }
     }

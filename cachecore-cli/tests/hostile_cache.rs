@@ -1210,3 +1210,161 @@ fn racing_pushes_with_other_settings_leave_every_narinfo_matching_its_object() {
     // Silence the unused helpers of this file's imports in this test.
     let _ = (free_port, wait_for_port);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Terminal hygiene: a cache's text never reaches the terminal raw
+// ---------------------------------------------------------------------------------------------
+
+/// Terminal controls a cache can plant: clear the screen, set the window title (ESC ] … BEL),
+/// go back to the start of the line (CR) to overwrite it, a newline to forge a line, the
+/// one-character CSI of C1 (U+009B), and a right-to-left override.
+const CONTROLS: &str = "\x1b[2J\x1b]0;pwned\x07\rall good\n\u{9b}31m\u{202e}";
+
+/// The first raw terminal control in `bytes` (tab and newline allowed: they separate lines
+/// and columns), as (offset, character).
+fn raw_control(bytes: &[u8]) -> Option<(usize, char)> {
+    String::from_utf8_lossy(bytes)
+        .char_indices()
+        .find(|&(_, c)| {
+            (c.is_control() && c != '\n' && c != '\t')
+                || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        })
+}
+
+#[track_caller]
+fn assert_no_raw_control(out: &Output, what: &str) {
+    assert_no_panic(out, what);
+    for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        if let Some((at, c)) = raw_control(bytes) {
+            panic!(
+                "`{what}`: {stream} holds the raw control {c:?} at byte {at}:\n{}",
+                String::from_utf8_lossy(bytes).escape_debug()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_caches_text_reaches_the_terminal_escaped() {
+    let tmp = tempdir();
+    // A path whose file names and symlink target carry terminal controls, next to a name in
+    // other scripts that must stay readable; signed, then its signature's key name replaced
+    // by one carrying the same controls.
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join(format!("evil{CONTROLS}file")), b"x\n").unwrap();
+    fs::write(src.join("Überblick-日本.txt"), b"y\n").unwrap();
+    std::os::unix::fs::symlink(format!("target{CONTROLS}"), src.join("link")).unwrap();
+    let secret = tmp.path().join("k.sec");
+    cachecore_ok(
+        &["key", "generate", "honest-1", "--out", path_str(&secret)],
+        b"",
+    );
+    let other = tmp.path().join("other.sec");
+    cachecore_ok(
+        &["key", "generate", "other-1", "--out", path_str(&other)],
+        b"",
+    );
+    let trusted = String::from_utf8(cachecore_ok(&["key", "public", path_str(&other)], b""))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let root = tmp.path().join("served");
+    let cache = root.join("cache");
+    let path = String::from_utf8(cachecore_ok(
+        &[
+            "push",
+            path_str(&cache),
+            "--add",
+            path_str(&src),
+            "--key",
+            path_str(&secret),
+            "--quiet",
+        ],
+        b"",
+    ))
+    .unwrap()
+    .trim()
+    .to_owned();
+    let hash = hash_part_of(&path);
+    let key_name = format!("evil{}-1", CONTROLS.replace('\n', ""));
+    edit_narinfo_text(&cache, &hash, |t| {
+        t.replace("Sig: honest-1:", &format!("Sig: {key_name}:"))
+    });
+    assert!(fs::read_to_string(cache.join(format!("{hash}.narinfo")))
+        .unwrap()
+        .contains(&key_name));
+    let info_file = cache.join("nix-cache-info");
+    let mut info = fs::read_to_string(&info_file).unwrap();
+    info.push_str(&format!("X-Note: {}\n", CONTROLS.replace('\n', "")));
+    fs::write(&info_file, info).unwrap();
+
+    let server = HttpServer::serve(&root);
+    let http = format!("{}/cache", server.url());
+    for url in [path_str(&cache), http.as_str()] {
+        let what = |cmd: &str| format!("{cmd} over {url}");
+        // ls: every name shown, escaped; other scripts as they are.
+        let out = cachecore_output(&["ls", url, &path], b"");
+        assert_cachecore_ok(&out, &["ls", url, &path]);
+        assert_no_raw_control(&out, &what("ls"));
+        let shown = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            shown.contains(r"evil\x1b[2J\x1b]0;pwned\x07\rall good\n\u{9b}31m\u{202e}file")
+                && shown.contains(r"link -> target\x1b[2J")
+                && shown.contains("Überblick-日本.txt"),
+            "ls over {url} shows:\n{shown}"
+        );
+        // pull, copy and verify refuse the signature, naming its key escaped.
+        let dest = tmp.path().join("pulled");
+        let out = cachecore_output(
+            &[
+                "pull",
+                url,
+                &path,
+                path_str(&dest),
+                "--trusted-key",
+                &trusted,
+            ],
+            b"",
+        );
+        assert_no_raw_control(&out, &what("pull"));
+        let line = assert_clean_error(&out, &what("pull"));
+        assert!(
+            line.contains(r"evil\x1b[2J\x1b]0;pwned\x07\rall good"),
+            "{line}"
+        );
+        let out = cachecore_output(
+            &[
+                "copy",
+                url,
+                path_str(&tmp.path().join("copied")),
+                &path,
+                "--trusted-key",
+                &trusted,
+            ],
+            b"",
+        );
+        assert_no_raw_control(&out, &what("copy"));
+        let line = assert_clean_error(&out, &what("copy"));
+        assert!(line.contains(r"evil\x1b[2J"), "{line}");
+        let out = cachecore_output(&["verify", url, &path, "--trusted-key", &trusted], b"");
+        assert_no_raw_control(&out, &what("verify"));
+        assert_eq!(out.status.code(), Some(1), "{}", what("verify"));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(r"evil\x1b[2J"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // info (a directory can be listed; plain HTTP cannot).
+    let out = cachecore_output(&["info", path_str(&cache)], b"");
+    assert_cachecore_ok(&out, &["info", path_str(&cache)]);
+    assert_no_raw_control(&out, "info");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r"X-Note: \x1b[2J"));
+    // nar ls of the same tree packed locally: a NAR file is untrusted too.
+    let nar = tmp.path().join("evil.nar");
+    fs::write(&nar, cachecore_ok(&["nar", "pack", path_str(&src)], b"")).unwrap();
+    let out = cachecore_output(&["nar", "ls", path_str(&nar)], b"");
+    assert_cachecore_ok(&out, &["nar", "ls", path_str(&nar)]);
+    assert_no_raw_control(&out, "nar ls");
+}

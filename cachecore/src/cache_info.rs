@@ -75,8 +75,8 @@ impl CacheInfo {
                 .map(|(k, v)| (k.trim(), v.trim()))
                 .ok_or_else(|| {
                     bad(format!(
-                        "{:?} is not a `Key: value` line",
-                        crate::narinfo::excerpt(raw)
+                        "\"{}\" is not a `Key: value` line",
+                        crate::untrusted::excerpt(raw)
                     ))
                 })?;
             match key {
@@ -90,8 +90,8 @@ impl CacheInfo {
                         "0" => false,
                         _ => {
                             return Err(bad(format!(
-                                "WantMassQuery must be 0 or 1, found {:?}",
-                                crate::narinfo::excerpt(value)
+                                "WantMassQuery must be 0 or 1, found \"{}\"",
+                                crate::untrusted::excerpt(value)
                             )))
                         }
                     })
@@ -99,8 +99,8 @@ impl CacheInfo {
                 "Priority" => {
                     info.priority = Some(value.parse().map_err(|_| {
                         bad(format!(
-                            "Priority {:?} is not a number",
-                            crate::narinfo::excerpt(value)
+                            "Priority \"{}\" is not a number",
+                            crate::untrusted::excerpt(value)
                         ))
                     })?)
                 }

@@ -108,3 +108,4 @@ pub mod signing;
 #[cfg(feature = "cache")]
 pub mod store;
 pub mod store_path;
+pub mod untrusted;

@@ -37,24 +37,8 @@ pub const MAX_NARINFO_BYTES: u64 = 1 << 20;
 /// values are refused without being quoted.
 const MAX_FIELD_LEN: usize = 4096;
 
-/// Hostile text is quoted in messages by its first this many characters at most.
-const EXCERPT_CHARS: usize = 64;
-
-/// At most the first 64 characters of `s`, marked with `…` when cut: what an
-/// error message may quote of untrusted input.
-///
-/// ```
-/// use cachecore::narinfo::excerpt;
-/// assert_eq!(excerpt("short"), "short");
-/// let long = "x".repeat(100);
-/// assert_eq!(excerpt(&long), format!("{}…", "x".repeat(64)));
-/// ```
-pub fn excerpt(s: &str) -> String {
-    match s.char_indices().nth(EXCERPT_CHARS) {
-        Some((cut, _)) => format!("{}…", &s[..cut]),
-        None => s.to_owned(),
-    }
-}
+/// Quotes a cache's text in a message (kept here, where it was first needed).
+pub use crate::untrusted::excerpt;
 
 /// What went wrong, and on which line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,7 +52,7 @@ pub struct ParseError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParseErrorKind {
-    #[error("{0:?} is not a `Key: value` line")]
+    #[error("\"{0}\" is not a `Key: value` line")]
     NotKeyValue(String),
     #[error("field {0} appears twice")]
     Duplicate(&'static str),
@@ -84,7 +68,7 @@ pub enum ParseErrorKind {
         field: &'static str,
         source: hash::ParseError,
     },
-    #[error("field {field}: {value:?} is not a non-negative integer")]
+    #[error("field {field}: \"{value}\" is not a non-negative integer")]
     Integer { field: &'static str, value: String },
     #[error("field {field}: {value} is larger than the {MAX_SIZE} bytes (2^50) cachecore accepts")]
     TooLarge { field: &'static str, value: u64 },
@@ -94,7 +78,7 @@ pub enum ParseErrorKind {
         len: usize,
         max: usize,
     },
-    #[error("field CA: {0:?} is not `text:<hash>` or `fixed:[r:]<hash>`")]
+    #[error("field CA: \"{0}\" is not `text:<hash>` or `fixed:[r:]<hash>`")]
     ContentAddress(String),
     #[error("the file is not valid UTF-8")]
     NotUtf8,
@@ -803,7 +787,5 @@ mod tests {
             let e = NarInfo::parse(&text).unwrap_err().to_string();
             assert!(e.len() < 200, "{} bytes: {}", e.len(), &e[..200]);
         }
-        assert_eq!(excerpt("short"), "short");
-        assert_eq!(excerpt(&"é".repeat(100)).chars().count(), 65);
     }
 }

@@ -11,6 +11,7 @@ use cachecore::ops::{self, Progress};
 use cachecore::signing::{PublicKey, SecretKey, Signer};
 use cachecore::store::{BinaryCache, StoreUrl};
 use cachecore::store_path::{StoreDir, StorePath};
+use cachecore::untrusted::Untrusted;
 
 use crate::cli::PushArgs;
 use crate::progress::{count, human_size, TransferProgress};
@@ -122,7 +123,7 @@ pub fn init(
         wanted.want_mass_query = Some(false);
     }
     let now = block_on(async { Ok(cache.init_or_update(&wanted, update).await?) })?;
-    write!(stdout(), "{now}")?;
+    print_cache_info(&mut stdout(), &now)?;
     if now.priority != wanted.priority || now.want_mass_query != wanted.want_mass_query {
         eprintln!(
             "{} already has a nix-cache-info with other settings (shown above), left as it is; \
@@ -350,7 +351,7 @@ pub fn verify(
     let report = block_on(async { Ok(ops::verify(&cache, &paths, &opts).await?) })?;
     let mut out = io::BufWriter::new(stdout());
     for problem in &report.problems {
-        writeln!(out, "{problem}")?;
+        writeln!(out, "{}", Untrusted(&problem.to_string()))?;
     }
     out.flush()?;
     if !report.debris.is_empty() {
@@ -363,7 +364,7 @@ pub fn verify(
             report.debris.len()
         );
         for d in &report.debris {
-            eprintln!("  {} ({} bytes)", d.key, d.size);
+            eprintln!("  {} ({} bytes)", Untrusted(&d.key), d.size);
         }
     }
     if signatures_unchecked {
@@ -442,12 +443,24 @@ pub fn cat(url: &str, arg: &str, keys: &[String], verify: bool) -> anyhow::Resul
     })
 }
 
+/// A cache's `nix-cache-info` as it reads, each line escaped (its `StoreDir` and unknown
+/// fields are the cache's text).
+fn print_cache_info(
+    out: &mut impl io::Write,
+    info: &cachecore::cache_info::CacheInfo,
+) -> io::Result<()> {
+    for line in info.to_string().lines() {
+        writeln!(out, "{}", Untrusted(line))?;
+    }
+    Ok(())
+}
+
 pub fn info(url: &str) -> anyhow::Result<()> {
     let cache = open(url)?;
     let (info, totals) = block_on(async { Ok(ops::info(&cache).await?) })?;
     let mut out = io::BufWriter::new(stdout());
     match info {
-        Some(i) => write!(out, "{i}")?,
+        Some(i) => print_cache_info(&mut out, &i)?,
         None => writeln!(out, "(no nix-cache-info: not initialised)")?,
     }
     writeln!(out, "Paths: {}", totals.paths)?;

@@ -4,6 +4,7 @@ use std::io::{self, BufWriter, Write as _};
 
 use anyhow::Context as _;
 use cachecore::nar;
+use cachecore::untrusted::Untrusted;
 
 use super::open_input;
 use crate::cli::NarCommand;
@@ -74,8 +75,9 @@ pub(crate) fn print_tree(
     Ok(())
 }
 
+/// `ls -l`-like; names and symlink targets (a cache's or a NAR file's text) escaped.
 fn describe(path: &str, node: &nar::ListingNode) -> String {
-    let shown = if path.is_empty() { "." } else { path };
+    let shown = Untrusted(if path.is_empty() { "." } else { path });
     match node {
         nar::ListingNode::Directory { .. } => format!("dr-xr-xr-x {:>12} {shown}/", 0),
         nar::ListingNode::Regular {
@@ -88,6 +90,8 @@ fn describe(path: &str, node: &nar::ListingNode) -> String {
             };
             format!("{mode} {size:>12} {shown}")
         }
-        nar::ListingNode::Symlink { target } => format!("lrwxrwxrwx {:>12} {shown} -> {target}", 0),
+        nar::ListingNode::Symlink { target } => {
+            format!("lrwxrwxrwx {:>12} {shown} -> {}", 0, Untrusted(target))
+        }
     }
 }

@@ -25,6 +25,7 @@ use serde_json::{Map, Value};
 
 use super::reader::{Event, ReadError, Reader};
 use super::wire;
+use crate::untrusted::Untrusted;
 
 /// A NAR listing (`{"version":1,"root":...}`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,18 +63,18 @@ fn is_false(b: &bool) -> bool {
 pub enum ListingError {
     #[error("listing is not valid JSON: {0}")]
     Json(serde_json::Error),
-    #[error("listing at {path}: unsupported version {found} (expected 1)")]
+    #[error("listing at {}: unsupported version {} (expected 1)", Untrusted(.path), Untrusted(.found))]
     UnsupportedVersion { path: String, found: String },
-    #[error("listing at {path}: unknown node type {found}")]
+    #[error("listing at {}: unknown node type {}", Untrusted(.path), Untrusted(.found))]
     UnknownNodeType { path: String, found: String },
-    #[error("listing at {}: missing {field:?}", or_top(.path))]
+    #[error("listing at {}: missing {field:?}", Untrusted(or_top(.path)))]
     MissingField { path: String, field: &'static str },
-    #[error("listing at {}: expected {expected}", or_top(.path))]
+    #[error("listing at {}: expected {expected}", Untrusted(or_top(.path)))]
     WrongType {
         path: String,
         expected: &'static str,
     },
-    #[error("listing at {path}: invalid entry name {name:?} ({reason})")]
+    #[error("listing at {}: invalid entry name {name:?} ({reason})", Untrusted(.path))]
     InvalidName {
         path: String,
         name: String,

@@ -75,7 +75,7 @@ pub fn check_trusted(info: &crate::narinfo::NarInfo, keys: &[PublicKey]) -> Resu
                 .signatures
                 .iter()
                 .take(SHOWN)
-                .map(|s| crate::narinfo::excerpt(s.split(':').next().unwrap_or("")))
+                .map(|s| crate::untrusted::excerpt(s.split(':').next().unwrap_or("")))
                 .collect();
             if info.signatures.len() > SHOWN {
                 shown.push(format!("and {} more", info.signatures.len() - SHOWN));

@@ -281,7 +281,7 @@ pub async fn verify(
                     .signatures
                     .iter()
                     .take(5)
-                    .map(|s| crate::narinfo::excerpt(s.split(':').next().unwrap_or("")))
+                    .map(|s| crate::untrusted::excerpt(s.split(':').next().unwrap_or("")))
                     .collect(),
             });
         }

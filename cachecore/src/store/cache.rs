@@ -76,7 +76,7 @@ impl fmt::Display for BinaryCache {
 fn shown_path(info: &NarInfo) -> String {
     format!(
         "{}/{}",
-        crate::narinfo::excerpt(info.store_dir.as_str()),
+        crate::untrusted::excerpt(info.store_dir.as_str()),
         info.store_path
     )
 }

@@ -25,7 +25,7 @@ pub enum StoreError {
     BadUrl { url: String, reason: String },
 
     /// An object key that no backend accepts (empty segment, `.`/`..`, control characters).
-    #[error("{url}: {key:?} is not a valid object key: {reason}")]
+    #[error("{url}: \"{key}\" is not a valid object key: {reason}")]
     BadKey {
         url: String,
         key: String,

@@ -210,7 +210,7 @@ async fn send_for_text(req: reqwest::RequestBuilder) -> Result<String, Failure> 
     if status.is_success() && whole {
         return Ok(String::from_utf8_lossy(&body).trim().to_owned());
     }
-    let reason = crate::narinfo::excerpt(String::from_utf8_lossy(&body).trim());
+    let reason = crate::untrusted::excerpt(String::from_utf8_lossy(&body).trim());
     Err(Failure::Refused(Refused { status, reason }))
 }
 
@@ -230,7 +230,7 @@ async fn send(req: reqwest::RequestBuilder) -> Sent {
     }
     // The server's reason is one line; a hostile or confused server gets 200 bytes.
     let (body, _) = read_bounded(response, 64 << 10).await;
-    let reason = crate::narinfo::excerpt(String::from_utf8_lossy(&body).trim());
+    let reason = crate::untrusted::excerpt(String::from_utf8_lossy(&body).trim());
     Err(Failure::Refused(Refused { status, reason }))
 }
 

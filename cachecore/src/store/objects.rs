@@ -492,8 +492,8 @@ impl Objects {
         // A key may come from a cache (a narinfo's URL): quoted by a short prefix only.
         let bad = |reason: String| StoreError::BadKey {
             url: self.inner.cx.url.clone(),
-            key: crate::narinfo::excerpt(key),
-            reason: crate::narinfo::excerpt(&reason),
+            key: crate::untrusted::excerpt(key),
+            reason: crate::untrusted::excerpt(&reason),
         };
         if key.is_empty() || key.starts_with('/') || key.ends_with('/') {
             return Err(bad(
