@@ -408,6 +408,31 @@ pub fn index(name: &str) -> String {
     format!("{INDEX_DIR}/{name}")
 }
 
+/// `.cachecore/gc/<name>`: a tombstone of a GC run (what it unpublished, and when).
+pub fn gc_tombstone(name: &str) -> String {
+    format!("{GC_TOMBSTONE_DIR}/{name}")
+}
+
+/// Directory of the GC runs' tombstones.
+pub const GC_TOMBSTONE_DIR: &str = ".cachecore/gc";
+
+/// The `(host, name)` of a `gctrash/<host>/<name>` key.
+pub fn gctrash_parts(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix(GCTRASH_DIR)?.strip_prefix('/')?;
+    let (host, name) = rest.split_once('/')?;
+    (!host.is_empty() && !name.is_empty() && !name.contains('/')).then_some((host, name))
+}
+
+/// The hash part named by a root-level `<hash>.ls` key, if `key` is one.
+pub fn listing_hash(key: &str) -> Option<&str> {
+    let hash = key.strip_suffix(".ls")?;
+    let valid = hash.len() == HASH_PART_LEN
+        && hash
+            .bytes()
+            .all(|b| crate::nixbase32::ALPHABET.contains(&b));
+    valid.then_some(hash)
+}
+
 /// The `(host, name)` of a `gcroots/<host>/<name>` key.
 pub fn gcroot_parts(key: &str) -> Option<(&str, &str)> {
     let rest = key.strip_prefix(GCROOTS_DIR)?.strip_prefix('/')?;
@@ -486,6 +511,17 @@ mod tests {
         assert_eq!(gcroot_parts("gcroots/builder-1"), None);
         assert_eq!(gcroot_parts("gctrash/h/n"), None);
         assert_eq!(gctrash("h", "n"), "gctrash/h/n");
+        assert_eq!(gctrash_parts("gctrash/h/n"), Some(("h", "n")));
+        assert_eq!(gctrash_parts("gcroots/h/n"), None);
+        assert_eq!(gc_tombstone("t1"), ".cachecore/gc/t1");
+        assert_eq!(
+            listing_hash("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.ls"),
+            Some("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
+        );
+        assert_eq!(
+            listing_hash("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.narinfo"),
+            None
+        );
         assert_eq!(index("paths"), "index/paths");
         assert!(is_nar(&k) && !is_nar("nar/") && !is_nar("nar/a/b") && !is_nar("x.narinfo"));
         assert!(probe("1").starts_with(".cachecore/"));
