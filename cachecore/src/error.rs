@@ -128,6 +128,12 @@ impl ErrorKind {
             crate::blocking::Error,
             #[cfg(feature = "cache")]
             crate::graph::GraphError,
+            #[cfg(feature = "cache")]
+            crate::gc::GcError,
+            #[cfg(feature = "cache")]
+            crate::gc::RootError,
+            #[cfg(feature = "cache")]
+            crate::gc::PlanError,
             crate::graph::Cycle,
             crate::nar::ReadError,
             crate::nar::PackError,

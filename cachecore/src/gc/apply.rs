@@ -73,6 +73,39 @@ fn render_tombstone(snapshot: &Snapshot, plan: &Plan, written: u64) -> String {
     out
 }
 
+/// The hash parts of the narinfos every GC tombstone in the cache unpublishes (or is about to):
+/// what a push must not reference without uploading it again. A tombstone that does not parse
+/// is an error.
+pub async fn condemned_narinfos(cache: &BinaryCache) -> Result<HashSet<String>, GcError> {
+    let mut names = Vec::new();
+    let mut listed = cache.list_cache_objects();
+    while let Some(object) = listed.try_next().await? {
+        if let CacheObject::GcTombstone { name, .. } = object {
+            names.push(name);
+        }
+    }
+    drop(listed);
+    let mut condemned = HashSet::new();
+    for name in names {
+        let Some(bytes) = cache.gc_tombstone(&name).await? else {
+            continue;
+        };
+        let mut scratch = Snapshot::new();
+        parse_tombstone(&mut scratch, &name, &bytes).map_err(|reason| GcError::Tombstone {
+            url: cache.url().to_owned(),
+            name: layout::gc_tombstone(&name),
+            reason,
+        })?;
+        let text = String::from_utf8_lossy(&bytes);
+        condemned.extend(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("narinfo "))
+                .map(str::to_owned),
+        );
+    }
+    Ok(condemned)
+}
+
 /// Parses a tombstone into `snapshot`'s ids.
 fn parse_tombstone(
     snapshot: &mut Snapshot,
@@ -101,7 +134,7 @@ fn parse_tombstone(
         };
         let (kind, value) = line.split_once(' ').ok_or_else(bad)?;
         match kind {
-            "narinfo" => {}
+            "narinfo" if snapshot.intern_path(value).is_some() => {}
             "nar" if layout::is_nar(value) => {
                 objects.push(ObjectRef::Nar(snapshot.intern_key(value)))
             }
@@ -177,22 +210,31 @@ pub async fn scan(
         trashed: roots::read_all(cache, store_dir, true).await?,
         ..Scan::default()
     };
-    let mut narinfo_keys: Vec<(String, u64)> = Vec::new();
+    let mut narinfo_keys: Vec<(String, u64, u64)> = Vec::new();
     let mut tombstones: Vec<String> = Vec::new();
     let mut listed = cache.list_cache_objects();
     while let Some(object) = listed.try_next().await? {
         match object {
             CacheObject::NarInfo { hash_part, meta } => {
-                narinfo_keys.push((hash_part, unix_secs(meta.last_modified)));
+                narinfo_keys.push((
+                    hash_part,
+                    unix_secs(meta.last_modified),
+                    plan::fingerprint(&meta),
+                ));
             }
             CacheObject::Listing { hash_part, meta } => {
                 scan.snapshot
                     .add_listing(&hash_part, meta.size, unix_secs(meta.last_modified));
             }
             CacheObject::Nar { meta } => {
-                scan.snapshot
-                    .add_nar_object(&meta.key, meta.size, unix_secs(meta.last_modified));
+                scan.snapshot.add_nar_object(
+                    &meta.key,
+                    meta.size,
+                    unix_secs(meta.last_modified),
+                    plan::fingerprint(&meta),
+                );
             }
+            CacheObject::Log { drv, meta } => scan.snapshot.add_log(&drv, meta.size),
             CacheObject::GcTombstone { name, .. } => tombstones.push(name),
             _ => {}
         }
@@ -200,14 +242,14 @@ pub async fn scan(
     drop(listed);
     narinfo_keys.sort();
     let mut read = futures::stream::iter(narinfo_keys)
-        .map(|(hash, pushed)| async move {
+        .map(|(hash, pushed, version)| async move {
             let result = cache.narinfo_by_hash(&hash).await;
-            (hash, pushed, result)
+            (hash, pushed, version, result)
         })
         .buffered(concurrency.max(1));
-    while let Some((hash, pushed, result)) = read.next().await {
+    while let Some((hash, pushed, version, result)) = read.next().await {
         match result {
-            Ok(Some(info)) => scan.snapshot.add_narinfo(&hash, &info, pushed),
+            Ok(Some(info)) => scan.snapshot.add_narinfo(&hash, &info, pushed, version),
             // Deleted since the listing: nothing to keep or delete.
             Ok(None) => {}
             Err(
@@ -245,8 +287,13 @@ pub struct GcOptions {
     pub plan: PlanOptions,
     /// Plan and report, delete nothing.
     pub dry_run: bool,
-    /// Narinfos read at once, deletes at once.
+    /// Narinfos read at once.
     pub concurrency: usize,
+    /// How long to wait between writing the tombstone and listing the narinfos again before
+    /// the first delete: longer than a push takes between checking its references against
+    /// the tombstones and writing its narinfo. Zero until pushes do that check (see the
+    /// [module docs](super)).
+    pub settle: std::time::Duration,
 }
 
 /// What a run did (or, with `dry_run`, would do).
@@ -366,177 +413,318 @@ pub async fn apply(
     options: &GcOptions,
     report: &mut GcReport,
 ) {
-    let now_secs = unix_secs(now);
-    report.dry_run = options.dry_run;
-    report.live_paths = plan.live;
-    report.missing_root_paths = plan.missing_roots;
-    report.in_cycles = plan.in_cycles;
-    report.orphans_kept_for_unparseable = plan.orphans_kept_for_unparseable;
-    let grace_now = options.plan.grace.is_zero();
-    let size = |o: &ObjectRef| snapshot.object_size(*o);
-    if !grace_now {
-        report.tombstoned = plan
-            .tombstone
-            .iter()
-            .map(|&o| object_key(snapshot, o))
-            .collect();
-        report.bytes_after_grace = plan.tombstone.iter().map(size).fold(0, u64::saturating_add);
-    }
-    let narinfo_keys: Vec<String> = plan
-        .narinfos
-        .iter()
-        .map(|&id| layout::narinfo(snapshot.hash_part(id)))
-        .collect();
-    if options.dry_run {
-        report.narinfos_deleted = narinfo_keys;
-        report.objects_deleted = plan
-            .delete
-            .iter()
-            .map(|&o| object_key(snapshot, o))
-            .collect();
-        report.orphans_deleted = plan.orphans;
-        report.bytes_freed = plan.delete.iter().map(size).fold(0, u64::saturating_add);
-        return;
+    let mut applier = Applier::new(snapshot, plan, now, options, report);
+    while applier.step(cache, report).await {}
+}
+
+/// Where an [`Applier`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Tombstone,
+    Relist,
+    Narinfo(usize),
+    Recheck,
+    Object(usize),
+    FinishTombstones,
+    Done,
+}
+
+/// [`apply`] one request at a time: each [`step`](Applier::step) does one delete (with the
+/// re-check before it) or one write, so a test can interleave other writers between any two.
+#[derive(Debug)]
+pub struct Applier<'a> {
+    snapshot: &'a Snapshot,
+    plan: &'a Plan,
+    now: u64,
+    grace_now: bool,
+    phase: Phase,
+    /// Narinfos found rewritten just before their delete, and everything they reference: kept.
+    kept: HashSet<plan::PathId>,
+    /// Object keys named by narinfos written during the run ([`Phase::Relist`],
+    /// [`Phase::Recheck`]).
+    renamed: HashSet<String>,
+    failed: bool,
+    /// This run's tombstone, once written.
+    own_tombstone: Option<String>,
+    settle: std::time::Duration,
+}
+
+impl<'a> Applier<'a> {
+    /// Ready to apply `plan`; fills the parts of `report` known before any request (with
+    /// `dry_run`, all of it, and no step does anything).
+    pub fn new(
+        snapshot: &'a Snapshot,
+        plan: &'a Plan,
+        now: SystemTime,
+        options: &GcOptions,
+        report: &mut GcReport,
+    ) -> Self {
+        let grace_now = options.plan.grace.is_zero();
+        report.dry_run = options.dry_run;
+        report.live_paths = plan.live;
+        report.missing_root_paths = plan.missing_roots;
+        report.in_cycles = plan.in_cycles;
+        report.orphans_kept_for_unparseable = plan.orphans_kept_for_unparseable;
+        let size = |o: &ObjectRef| snapshot.object_size(*o);
+        if !grace_now {
+            report.tombstoned = plan
+                .tombstone
+                .iter()
+                .map(|&o| object_key(snapshot, o))
+                .collect();
+            report.bytes_after_grace = plan.tombstone.iter().map(size).fold(0, u64::saturating_add);
+        }
+        let mut phase = Phase::Tombstone;
+        if options.dry_run {
+            report.narinfos_deleted = plan
+                .narinfos
+                .iter()
+                .map(|&id| layout::narinfo(snapshot.hash_part(id)))
+                .collect();
+            report.objects_deleted = plan
+                .delete
+                .iter()
+                .map(|&o| object_key(snapshot, o))
+                .collect();
+            report.orphans_deleted = plan.orphans;
+            report.bytes_freed = plan.delete.iter().map(size).fold(0, u64::saturating_add);
+            phase = Phase::Done;
+        }
+        Applier {
+            snapshot,
+            plan,
+            now: unix_secs(now),
+            grace_now,
+            phase,
+            kept: HashSet::new(),
+            renamed: HashSet::new(),
+            failed: false,
+            own_tombstone: None,
+            settle: options.settle,
+        }
     }
 
-    // 1. The tombstone, before any narinfo goes.
-    if !grace_now && !plan.tombstone.is_empty() {
-        let name = format!(
-            "{now_secs}-{:016x}",
-            rand_core::RngCore::next_u64(&mut rand_core::OsRng)
-        );
-        let body = render_tombstone(snapshot, plan, now_secs);
-        match cache.put_gc_tombstone(&name, body.into()).await {
-            Ok(_) => report.tombstone = Some(layout::gc_tombstone(&name)),
-            Err(e) => {
-                report.failures.push(format!(
-                    "{}: {e}; nothing was deleted",
-                    layout::gc_tombstone(&name)
-                ));
-                report.tombstoned.clear();
-                report.bytes_after_grace = 0;
-                return;
-            }
-        }
-    }
-
-    // 2. Narinfos, referrers first; the first failure stops the run.
-    for (&id, key) in plan.narinfos.iter().zip(&narinfo_keys) {
-        if let Err(e) = cache.delete_narinfo(snapshot.hash_part(id)).await {
-            report.failures.push(format!(
-                "{key}: {e}; stopped: {} narinfos and every object left undeleted",
-                plan.narinfos.len() - report.narinfos_deleted.len()
-            ));
-            return;
-        }
-        report.narinfos_deleted.push(key.clone());
-    }
-
-    // 3. Objects, each re-checked just before its delete.
-    let renamed = match named_since(cache, snapshot, &plan.narinfos).await {
-        Ok(n) => n,
-        Err(e) => {
-            report.failures.push(format!(
-                "cannot re-check the narinfos written during the run: {e}; no object was deleted"
-            ));
-            return;
-        }
-    };
-    let mut failed = false;
-    for &o in &plan.delete {
-        let key = object_key(snapshot, o);
-        if renamed.contains(&key) {
-            report.objects_kept_on_recheck.push(key);
-            continue;
-        }
-        let result = match o {
-            ObjectRef::Nar(k) => match cache.nar_meta(snapshot.key(k)).await {
-                Ok(None) => continue,
-                Ok(Some(meta)) => {
-                    let listed = snapshot.object_modified(o).unwrap_or(0);
-                    if unix_secs(meta.last_modified) > listed {
-                        // Rewritten since the listing: a push uploaded it again.
-                        report.objects_kept_on_recheck.push(key);
-                        continue;
+    /// Does the next request; `false` once there is nothing left to do.
+    pub async fn step(&mut self, cache: &BinaryCache, report: &mut GcReport) -> bool {
+        let (snapshot, plan) = (self.snapshot, self.plan);
+        match self.phase {
+            Phase::Done => return false,
+            // 1. The tombstone, before any narinfo goes.
+            Phase::Tombstone => {
+                self.phase = Phase::Relist;
+                if !plan.narinfos.is_empty() || !plan.tombstone.is_empty() {
+                    let unique = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
+                    let name = format!("{}-{unique:016x}", self.now);
+                    let body = render_tombstone(snapshot, plan, self.now);
+                    match cache.put_gc_tombstone(&name, body.into()).await {
+                        Ok(_) => {
+                            report.tombstone = Some(layout::gc_tombstone(&name));
+                            self.own_tombstone = Some(name);
+                        }
+                        Err(e) => {
+                            report.failures.push(format!(
+                                "{}: {e}; nothing was deleted",
+                                layout::gc_tombstone(&name)
+                            ));
+                            report.tombstoned.clear();
+                            report.bytes_after_grace = 0;
+                            self.phase = Phase::Done;
+                        }
                     }
-                    cache.delete_nar(snapshot.key(k)).await
-                }
-                Err(e) => Err(e),
-            },
-            ObjectRef::Listing(p) => cache.delete_listing(snapshot.hash_part(p)).await,
-            ObjectRef::Log(k) => cache.delete_log(snapshot.key(k)).await,
-        };
-        match result {
-            Ok(()) => {
-                report.bytes_freed = report.bytes_freed.saturating_add(size(&o));
-                report.objects_deleted.push(key);
-            }
-            Err(e) => {
-                failed = true;
-                report.failures.push(format!("{key}: {e}"));
-            }
-        }
-    }
-    let orphan_start = plan.delete.len() - plan.orphans;
-    report.orphans_deleted = plan.delete[orphan_start..]
-        .iter()
-        .filter(|&&o| report.objects_deleted.contains(&object_key(snapshot, o)))
-        .count();
-
-    // 4. Tombstones whose objects are all handled (a failure keeps them for the next run).
-    if !failed {
-        for name in &plan.finished_tombstones {
-            if let Err(e) = cache.delete_gc_tombstone(name).await {
-                report
-                    .failures
-                    .push(format!("{}: {e}", layout::gc_tombstone(name)));
-            }
-        }
-    }
-}
-
-/// The object keys (NARs, listings, logs) named by narinfos written since `snapshot` was read:
-/// narinfo keys are listed again and those the snapshot has no narinfo for, or whose narinfo
-/// this run deleted, are read.
-async fn named_since(
-    cache: &BinaryCache,
-    snapshot: &Snapshot,
-    unpublished: &[plan::PathId],
-) -> Result<HashSet<String>, StoreError> {
-    let unpublished: HashSet<plan::PathId> = unpublished.iter().copied().collect();
-    let mut named = HashSet::new();
-    let mut hashes = cache.list_narinfo_hashes();
-    while let Some(hash) = hashes.try_next().await? {
-        // Kept narinfos of the snapshot are known; a deleted one listed again was pushed again.
-        let known = snapshot
-            .path_id(&hash)
-            .filter(|id| snapshot.summary(*id).is_some() && !unpublished.contains(id));
-        if known.is_some() {
-            continue;
-        }
-        named.insert(layout::listing(&hash));
-        // A new narinfo that does not parse may name anything: keep every NAR.
-        match cache.narinfo_by_hash(&hash).await {
-            Ok(Some(info)) => {
-                named.insert(info.url.clone());
-                if let Some(d) = &info.deriver {
-                    named.insert(layout::log(&d.to_string()));
                 }
             }
-            Ok(None) => {}
-            Err(
-                StoreError::BadNarInfo { .. }
-                | StoreError::IdentityMismatch { .. }
-                | StoreError::TooLarge { .. },
-            ) => {
-                named.extend(snapshot_nar_keys(snapshot));
+            // Pushes that checked their references before the tombstone was visible have
+            // published by now (given `settle`); narinfos written or rewritten since the scan
+            // keep their closures.
+            Phase::Relist => {
+                self.phase = Phase::Narinfo(0);
+                if !self.settle.is_zero() {
+                    tokio::time::sleep(self.settle).await;
+                }
+                if let Err(e) = self.relist(cache).await {
+                    report.failures.push(format!(
+                        "cannot list the narinfos written during the run: {e}; nothing was deleted"
+                    ));
+                    self.phase = Phase::Done;
+                }
             }
-            Err(e) => return Err(e),
+            // 2. Narinfos, referrers first, each unless rewritten since the scan; the first
+            //    failure stops the run.
+            Phase::Narinfo(i) => {
+                let Some(&id) = plan.narinfos.get(i) else {
+                    self.phase = Phase::Recheck;
+                    return true;
+                };
+                self.phase = Phase::Narinfo(i + 1);
+                if self.kept.contains(&id) {
+                    return true;
+                }
+                let hash = snapshot.hash_part(id);
+                let key = layout::narinfo(hash);
+                let listed = snapshot.summary(id).map(|s| s.version);
+                let result = match cache.narinfo_meta(hash).await {
+                    Ok(None) => Ok(false),
+                    Ok(Some(meta)) if Some(plan::fingerprint(&meta)) != listed => {
+                        // Written again (a push): it stays, and so does its closure.
+                        self.keep_closure(id);
+                        return true;
+                    }
+                    Ok(Some(_)) => cache.delete_narinfo(hash).await.map(|()| true),
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(_) => report.narinfos_deleted.push(key),
+                    Err(e) => {
+                        report.failures.push(format!(
+                            "{key}: {e}; stopped: {} narinfos and every object left undeleted",
+                            plan.narinfos.len() - i
+                        ));
+                        self.phase = Phase::Done;
+                    }
+                }
+            }
+            // 3. Objects: first, what narinfos written during the run name.
+            Phase::Recheck => {
+                self.phase = Phase::Object(0);
+                if let Err(e) = self.relist(cache).await {
+                    report.failures.push(format!(
+                        "cannot re-check the narinfos written during the run: {e}; no object was deleted"
+                    ));
+                    self.phase = Phase::Done;
+                }
+            }
+            Phase::Object(i) => {
+                let Some(&o) = plan.delete.get(i) else {
+                    self.phase = Phase::FinishTombstones;
+                    return true;
+                };
+                self.phase = Phase::Object(i + 1);
+                let key = object_key(snapshot, o);
+                if self.renamed.contains(&key) || self.kept_names(o) {
+                    report.objects_kept_on_recheck.push(key);
+                    return true;
+                }
+                let result = match o {
+                    ObjectRef::Nar(k) => match cache.nar_meta(snapshot.key(k)).await {
+                        Ok(None) => return true,
+                        Ok(Some(meta)) => {
+                            if Some(plan::fingerprint(&meta)) != snapshot.nar_version(k) {
+                                // Rewritten since the listing: a push uploaded it again.
+                                report.objects_kept_on_recheck.push(key);
+                                return true;
+                            }
+                            cache.delete_nar(snapshot.key(k)).await
+                        }
+                        Err(e) => Err(e),
+                    },
+                    ObjectRef::Listing(p) => cache.delete_listing(snapshot.hash_part(p)).await,
+                    ObjectRef::Log(k) => cache.delete_log(snapshot.key(k)).await,
+                };
+                match result {
+                    Ok(()) => {
+                        report.bytes_freed =
+                            report.bytes_freed.saturating_add(snapshot.object_size(o));
+                        if i >= plan.delete.len() - plan.orphans {
+                            report.orphans_deleted += 1;
+                        }
+                        report.objects_deleted.push(key);
+                    }
+                    Err(e) => {
+                        self.failed = true;
+                        report.failures.push(format!("{key}: {e}"));
+                    }
+                }
+            }
+            // 4. Tombstones whose objects are all handled (a failure keeps them for the next
+            //    run).
+            Phase::FinishTombstones => {
+                self.phase = Phase::Done;
+                if !self.failed {
+                    // With grace 0 this run's own tombstone is done too.
+                    let own = self.own_tombstone.iter().filter(|_| self.grace_now);
+                    for name in plan.finished_tombstones.iter().chain(own) {
+                        if let Err(e) = cache.delete_gc_tombstone(name).await {
+                            report
+                                .failures
+                                .push(format!("{}: {e}", layout::gc_tombstone(name)));
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Lists the narinfo keys again and reads those written or rewritten since the scan (and
+    /// those this run deleted, found again): their closures are kept, and what they name.
+    async fn relist(&mut self, cache: &BinaryCache) -> Result<(), StoreError> {
+        let snapshot = self.snapshot;
+        let mut listed = cache.list_cache_objects();
+        let mut changed: Vec<String> = Vec::new();
+        while let Some(object) = listed.try_next().await? {
+            if let CacheObject::NarInfo { hash_part, meta } = object {
+                let known = snapshot
+                    .path_id(&hash_part)
+                    .and_then(|id| snapshot.summary(id))
+                    .is_some_and(|s| s.version == plan::fingerprint(&meta));
+                if !known {
+                    changed.push(hash_part);
+                }
+            }
+        }
+        drop(listed);
+        for hash in changed {
+            self.renamed.insert(layout::listing(&hash));
+            if let Some(id) = snapshot.path_id(&hash) {
+                self.keep_closure(id);
+            }
+            match cache.narinfo_by_hash(&hash).await {
+                Ok(Some(info)) => {
+                    self.renamed.insert(info.url.clone());
+                    if let Some(d) = &info.deriver {
+                        self.renamed.insert(layout::log(&d.to_string()));
+                    }
+                    for r in &info.references {
+                        if let Some(id) = snapshot.path_id(&r.hash_part()) {
+                            self.keep_closure(id);
+                        }
+                    }
+                }
+                Ok(None) => {}
+                // A new narinfo that does not parse may name anything: keep every NAR.
+                Err(
+                    StoreError::BadNarInfo { .. }
+                    | StoreError::IdentityMismatch { .. }
+                    | StoreError::TooLarge { .. },
+                ) => {
+                    self.renamed.extend(snapshot.nar_keys().map(str::to_owned));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps `id` and every path of its closure.
+    fn keep_closure(&mut self, id: plan::PathId) {
+        let mut stack = vec![id];
+        while let Some(p) = stack.pop() {
+            if self.kept.insert(p) {
+                if let Some(s) = self.snapshot.summary(p) {
+                    stack.extend(s.references.iter().copied());
+                }
+            }
         }
     }
-    Ok(named)
-}
 
-fn snapshot_nar_keys(snapshot: &Snapshot) -> Vec<String> {
-    snapshot.nar_keys().map(str::to_owned).collect()
+    /// Whether a narinfo kept on re-check names `o`.
+    fn kept_names(&self, o: ObjectRef) -> bool {
+        self.kept.iter().any(|&p| {
+            self.snapshot.summary(p).is_some_and(|s| {
+                o == ObjectRef::Nar(s.nar)
+                    || o == ObjectRef::Listing(p)
+                    || s.deriver.map(ObjectRef::Log) == Some(o)
+            })
+        })
+    }
 }

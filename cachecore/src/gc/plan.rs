@@ -32,6 +32,20 @@ pub struct PathSummary {
     pub pushed: u64,
     /// The base name of the `Deriver`, interned (its build log is `log/<deriver>`).
     pub deriver: Option<KeyId>,
+    /// The narinfo object's version as listed ([`fingerprint`]): a rewrite changes it.
+    pub version: u64,
+}
+
+/// A number that changes when an object is rewritten: its ETag, backend version and
+/// last-modified time (to the nanosecond), hashed. Two listings of one unchanged object agree.
+pub fn fingerprint(meta: &crate::store::ObjectMeta) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.e_tag.hash(&mut h);
+    meta.version.hash(&mut h);
+    meta.last_modified.hash(&mut h);
+    meta.size.hash(&mut h);
+    h.finish()
 }
 
 /// An object GC may delete besides narinfos.
@@ -68,10 +82,12 @@ pub struct Snapshot {
     unparseable: HashSet<PathId>,
     keys: Vec<Box<str>>,
     key_ids: HashMap<Box<str>, KeyId>,
-    /// Listed `nar/…` objects: size and last-modified (Unix seconds).
-    nar_objects: HashMap<KeyId, (u64, u64)>,
+    /// Listed `nar/…` objects: size, last-modified (Unix seconds), [`fingerprint`].
+    nar_objects: HashMap<KeyId, (u64, u64, u64)>,
     /// Listed `<hash>.ls` objects.
     listings: HashMap<PathId, (u64, u64)>,
+    /// Listed build logs, by derivation base name.
+    logs: HashMap<KeyId, u64>,
     tombstones: Vec<TombstoneSummary>,
     /// References to hash parts with no narinfo (a closure already broken), counted.
     pub dangling_references: u64,
@@ -143,7 +159,8 @@ impl Snapshot {
     }
 
     /// Adds the narinfo stored at `hash`'s key, written at `pushed` (Unix seconds).
-    pub fn add_narinfo(&mut self, hash: &str, info: &NarInfo, pushed: u64) {
+    /// `version` is its [`fingerprint`].
+    pub fn add_narinfo(&mut self, hash: &str, info: &NarInfo, pushed: u64, version: u64) {
         let Some(id) = self.intern_path(hash) else {
             return;
         };
@@ -166,6 +183,7 @@ impl Snapshot {
                 nar_size: info.nar_size,
                 pushed,
                 deriver,
+                version,
             });
         }
     }
@@ -178,15 +196,49 @@ impl Snapshot {
     }
 
     /// Adds a listed NAR object.
-    pub fn add_nar_object(&mut self, key: &str, size: u64, modified: u64) {
+    pub fn add_nar_object(&mut self, key: &str, size: u64, modified: u64, version: u64) {
         let id = self.intern_key(key);
-        self.nar_objects.insert(id, (size, modified));
+        self.nar_objects.insert(id, (size, modified, version));
+    }
+
+    /// The [`fingerprint`] of a listed NAR object.
+    pub fn nar_version(&self, key: KeyId) -> Option<u64> {
+        self.nar_objects.get(&key).map(|s| s.2)
     }
 
     /// Adds a listed `<hash>.ls`.
     pub fn add_listing(&mut self, hash: &str, size: u64, modified: u64) {
         if let Some(id) = self.intern_path(hash) {
             self.listings.insert(id, (size, modified));
+        }
+    }
+
+    /// Adds a listed build log `log/<drv>`.
+    pub fn add_log(&mut self, drv: &str, size: u64) {
+        let id = self.intern_key(drv);
+        self.logs.insert(id, size);
+    }
+
+    /// Sets the listed times of objects from `time_of(key)` (Unix seconds), for the model
+    /// test, whose clock runs ahead of the in-memory store's.
+    #[cfg(test)]
+    pub(crate) fn set_times(&mut self, time_of: impl Fn(&str) -> Option<u64>) {
+        for (k, v) in self.nar_objects.iter_mut() {
+            if let Some(t) = time_of(&self.keys[*k as usize]) {
+                v.1 = t;
+            }
+        }
+        for (p, v) in self.listings.iter_mut() {
+            let hash = std::str::from_utf8(&self.hashes[*p as usize]).unwrap_or("");
+            if let Some(t) = time_of(&format!("{hash}.ls")) {
+                v.1 = t;
+            }
+        }
+        for (i, s) in self.paths.iter_mut().enumerate() {
+            let hash = std::str::from_utf8(&self.hashes[i]).unwrap_or("");
+            if let (Some(s), Some(t)) = (s.as_mut(), time_of(&format!("{hash}.narinfo"))) {
+                s.pushed = t;
+            }
         }
     }
 
@@ -205,7 +257,7 @@ impl Snapshot {
         match object {
             ObjectRef::Nar(k) => self.nar_objects.get(&k).map_or(0, |s| s.0),
             ObjectRef::Listing(p) => self.listings.get(&p).map_or(0, |s| s.0),
-            ObjectRef::Log(_) => 0,
+            ObjectRef::Log(k) => self.logs.get(&k).copied().unwrap_or(0),
         }
     }
 
@@ -424,7 +476,11 @@ pub fn plan(
         if snapshot.listings.contains_key(&id) {
             objects.push(ObjectRef::Listing(id));
         }
-        objects.extend(s.deriver.map(ObjectRef::Log));
+        objects.extend(
+            s.deriver
+                .filter(|d| snapshot.logs.contains_key(d))
+                .map(ObjectRef::Log),
+        );
         for o in objects {
             if !named_live.contains(&o) && seen.insert(o) {
                 tombstone.push(o);
@@ -444,7 +500,7 @@ pub fn plan(
     let mut orphans: Vec<ObjectRef> = snapshot
         .nar_objects
         .iter()
-        .map(|(&k, &(_, m))| (ObjectRef::Nar(k), m))
+        .map(|(&k, &(_, m, _))| (ObjectRef::Nar(k), m))
         .chain(
             snapshot
                 .listings

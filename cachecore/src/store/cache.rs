@@ -95,6 +95,8 @@ pub enum CacheObject {
     Listing { hash_part: String, meta: ObjectMeta },
     /// `nar/<name>`.
     Nar { meta: ObjectMeta },
+    /// `log/<drv>`: a build log.
+    Log { drv: String, meta: ObjectMeta },
     /// A GC run's tombstone.
     GcTombstone { name: String, meta: ObjectMeta },
     /// Anything else (`nix-cache-info`, logs, realisations, roots, index, staging).
@@ -1160,6 +1162,11 @@ impl BinaryCache {
                     }
                 } else if layout::is_nar(&meta.key) {
                     CacheObject::Nar { meta }
+                } else if let Some(drv) = layout::log_drv(&meta.key) {
+                    CacheObject::Log {
+                        drv: drv.to_owned(),
+                        meta,
+                    }
                 } else if let Some(t) = meta.key.strip_prefix(layout::GC_TOMBSTONE_DIR) {
                     match t.strip_prefix('/') {
                         Some(name) if !name.is_empty() && !name.contains('/') => {
@@ -1181,6 +1188,11 @@ impl BinaryCache {
     pub async fn nar_meta(&self, url: &str) -> Result<Option<ObjectMeta>, StoreError> {
         let key = self.nar_key(url)?;
         self.objects.head(key).await
+    }
+
+    /// The metadata of the narinfo of hash part `hash_part`, or `None` when it is missing.
+    pub async fn narinfo_meta(&self, hash_part: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        self.objects.head(&layout::narinfo(hash_part)).await
     }
 
     /// Deletes the narinfo of the store path with hash part `hash_part` (missing is not an

@@ -353,6 +353,12 @@ pub fn log(drv_base_name: &str) -> String {
     format!("{LOG_DIR}/{drv_base_name}")
 }
 
+/// The derivation base name of a `log/<drv base name>` key.
+pub fn log_drv(key: &str) -> Option<&str> {
+    key.strip_prefix("log/")
+        .filter(|d| !d.is_empty() && !d.contains('/'))
+}
+
 /// `realisations/<drv hash>!<output>.doi`.
 pub fn realisation(id: &DrvOutput) -> String {
     format!("{REALISATIONS_DIR}/{id}.doi")
@@ -482,6 +488,8 @@ mod tests {
         );
         assert_eq!(listing("abc"), "abc.ls");
         assert_eq!(log("abc-x.drv"), "log/abc-x.drv");
+        assert_eq!(log_drv("log/abc-x.drv"), Some("abc-x.drv"));
+        assert_eq!(log_drv("log/a/b"), None);
         let id = DrvOutput::parse(
             "sha256:6b9206b68e3d12a3cc840a6e022b5394a2297822e0c61f99383ed9e99661c2cf!out",
         )
