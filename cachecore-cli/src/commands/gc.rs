@@ -58,7 +58,7 @@ pub fn roots(cmd: RootsCommand) -> anyhow::Result<()> {
                 let mut missing = Vec::new();
                 for p in &paths {
                     if !cache.has_narinfo(p).await? {
-                        missing.push(p.to_string());
+                        missing.push(format!("{}/{p}", store_dir.as_str()));
                     }
                 }
                 let body = roots::add(
@@ -114,12 +114,13 @@ pub fn roots(cmd: RootsCommand) -> anyhow::Result<()> {
         }
         RootsCommand::List { store, json } => {
             let cache = open(&store)?;
-            let (live, trashed) = block_on(async {
+            let (live, trashed, store_dir) = block_on(async {
                 let store_dir = cache.store_dir().await?;
                 let live = roots::read_all(&cache, &store_dir, false).await?;
                 let trashed = roots::read_all(&cache, &store_dir, true).await?;
-                Ok((live, trashed))
+                Ok((live, trashed, store_dir))
             })?;
+            let full = |p: &cachecore::store_path::StorePath| format!("{}/{p}", store_dir.as_str());
             let mut out = io::BufWriter::new(stdout());
             if json {
                 let all: Vec<serde_json::Value> = live
@@ -133,7 +134,7 @@ pub fn roots(cmd: RootsCommand) -> anyhow::Result<()> {
                             "trashed": r.body.trashed,
                             "revisions": r.body.revisions.iter().map(|v| serde_json::json!({
                                 "added": v.added,
-                                "paths": v.paths.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                                "paths": v.paths.iter().map(full).collect::<Vec<_>>(),
                             })).collect::<Vec<_>>(),
                         })
                     })
@@ -147,7 +148,7 @@ pub fn roots(cmd: RootsCommand) -> anyhow::Result<()> {
                     } else {
                         ""
                     };
-                    let paths: Vec<String> = r.body.paths().map(|p| p.to_string()).collect();
+                    let paths: Vec<String> = r.body.paths().map(full).collect();
                     writeln!(out, "{} {}{trashed} {}", r.host, r.name, paths.join(" "))?;
                 }
             }
