@@ -424,24 +424,22 @@ pub const GC_TOMBSTONE_DIR: &str = ".cachecore/gc";
 
 /// The `(host, name)` of a `gctrash/<host>/<name>` key.
 pub fn gctrash_parts(key: &str) -> Option<(&str, &str)> {
-    let rest = key.strip_prefix(GCTRASH_DIR)?.strip_prefix('/')?;
-    let (host, name) = rest.split_once('/')?;
-    (!host.is_empty() && !name.is_empty() && !name.contains('/')).then_some((host, name))
+    host_and_name(GCTRASH_DIR, key)
 }
 
 /// The hash part named by a root-level `<hash>.ls` key, if `key` is one.
 pub fn listing_hash(key: &str) -> Option<&str> {
-    let hash = key.strip_suffix(".ls")?;
-    let valid = hash.len() == HASH_PART_LEN
-        && hash
-            .bytes()
-            .all(|b| crate::nixbase32::ALPHABET.contains(&b));
-    valid.then_some(hash)
+    key.strip_suffix(".ls").filter(|h| is_hash_part(h))
 }
 
 /// The `(host, name)` of a `gcroots/<host>/<name>` key.
 pub fn gcroot_parts(key: &str) -> Option<(&str, &str)> {
-    let rest = key.strip_prefix(GCROOTS_DIR)?.strip_prefix('/')?;
+    host_and_name(GCROOTS_DIR, key)
+}
+
+/// The `(host, name)` of a `<dir>/<host>/<name>` key.
+fn host_and_name<'a>(dir: &str, key: &'a str) -> Option<(&'a str, &'a str)> {
+    let rest = key.strip_prefix(dir)?.strip_prefix('/')?;
     let (host, name) = rest.split_once('/')?;
     (!host.is_empty() && !name.is_empty() && !name.contains('/')).then_some((host, name))
 }
