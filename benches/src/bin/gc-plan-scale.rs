@@ -4,6 +4,9 @@
 //!
 //!   cargo run --release -p cachecore-benches --bin gc-plan-scale -- 1000000
 
+// A benchmark binary: a broken invariant here is a bug to see at once.
+#![allow(clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use cachecore::gc::{plan, PlanOptions, RootIds, Snapshot};
