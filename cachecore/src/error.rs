@@ -153,7 +153,9 @@ impl ErrorKind {
             crate::seekable::SeekableError,
         );
         // `io::Error::source` skips the error it carries (it answers that error's source).
-        let carried = err.downcast_ref::<std::io::Error>().and_then(|e| e.get_ref());
+        let carried = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|e| e.get_ref());
         carried.and_then(|inner| ErrorKind::of(inner))
     }
 

@@ -34,7 +34,7 @@
 //!    this run unpublishes and the objects (NARs, listings, logs) that no remaining narinfo
 //!    will name.
 //! 2. The narinfo keys are listed again: a narinfo written or rewritten since the scan (its
-//!    listed version — ETag, backend version, mtime to the nanosecond — changed) keeps itself
+//!    listed version — ETag, size, mtime to the second ([`fingerprint`]) — changed) keeps itself
 //!    and its closure.
 //! 3. Narinfos are deleted referrers before references, each after a HEAD showing it is still
 //!    the version the scan read (else it and its closure are kept). At every moment a narinfo

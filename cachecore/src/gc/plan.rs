@@ -36,15 +36,17 @@ pub struct PathSummary {
     pub version: u64,
 }
 
-/// A number that changes when an object is rewritten: its ETag, backend version and
-/// last-modified time (to the nanosecond), hashed. Two listings of one unchanged object agree.
+/// A number that changes when an object is rewritten: its ETag, size and last-modified time
+/// to the second, hashed, so that a listing and a HEAD of one unchanged object agree on every
+/// backend (S3 lists times to the millisecond but HEAD answers them to the second; the ETag of
+/// a local file holds its mtime to the nanosecond). An S3 object rewritten with the same bytes
+/// within the same second is not seen as rewritten.
 pub fn fingerprint(meta: &crate::store::ObjectMeta) -> u64 {
     use std::hash::{Hash as _, Hasher as _};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     meta.e_tag.hash(&mut h);
-    meta.version.hash(&mut h);
-    meta.last_modified.hash(&mut h);
     meta.size.hash(&mut h);
+    super::roots::unix_secs(meta.last_modified).hash(&mut h);
     h.finish()
 }
 

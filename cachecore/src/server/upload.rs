@@ -439,11 +439,7 @@ async fn check_narinfo(state: &AppState, key: &ObjectKey, body: &[u8]) -> Result
         .map_err(|e| bad(k, format_args!("it does not match its NAR: {e}")))
 }
 
-async fn check_realisation(
-    state: &AppState,
-    key: &ObjectKey,
-    body: &[u8],
-) -> Result<(), Response> {
+async fn check_realisation(state: &AppState, key: &ObjectKey, body: &[u8]) -> Result<(), Response> {
     let k = &key.key;
     let text_body = std::str::from_utf8(body).map_err(|_| bad(k, "not UTF-8"))?;
     let r = Realisation::parse(text_body)

@@ -715,11 +715,7 @@ impl BinaryCache {
     /// ```
     pub async fn nar_object(&self, info: &NarInfo) -> Result<Option<ByteStream>, StoreError> {
         let key = self.nar_key(&info.url)?;
-        Ok(self
-            .objects
-            .get(key, ByteRange::All)
-            .await?
-            .map(|o| o.body))
+        Ok(self.objects.get(key, ByteRange::All).await?.map(|o| o.body))
     }
 
     /// Writes a NAR object at `url` (a `nar/…` key, as [`nar_url`](Self::nar_url) gives or a

@@ -558,7 +558,10 @@ mod tests {
         assert_eq!(parse(narinfo(part)).hash_part(), Some(part));
         assert_eq!(parse(listing(part)).kind, ObjectKind::Listing);
         assert_eq!(parse(CACHE_INFO.to_owned()).kind, ObjectKind::CacheInfo);
-        assert_eq!(parse(log(&format!("{part}-hello.drv"))).kind, ObjectKind::Log);
+        assert_eq!(
+            parse(log(&format!("{part}-hello.drv"))).kind,
+            ObjectKind::Log
+        );
         let id = DrvOutput::parse(
             "sha256:6b9206b68e3d12a3cc840a6e022b5394a2297822e0c61f99383ed9e99661c2cf!out",
         )
@@ -571,13 +574,22 @@ mod tests {
         for scratch in [temp_nar("u"), probe("u"), staging("nar/x.nar", "u")] {
             assert!(ObjectKey::parse(scratch.clone()).is_err(), "{scratch}");
         }
-        for bad in ["gcroots/../x", "gcroots/h/", "index/..", "/nix-cache-info", "x/y.narinfo"] {
+        for bad in [
+            "gcroots/../x",
+            "gcroots/h/",
+            "index/..",
+            "/nix-cache-info",
+            "x/y.narinfo",
+        ] {
             assert!(ObjectKey::parse(bad.to_owned()).is_err(), "{bad}");
         }
         // One definition of a streamed NAR's name: exactly the 16 hex digits push writes.
         let n = h.to_nix32();
         for unique in ["6f00800131e612e", "6f00800131e612ea0", "6F00800131E612EA"] {
-            assert!(ObjectKey::parse(format!("nar/{n}-{unique}.nar.zst")).is_err(), "{unique}");
+            assert!(
+                ObjectKey::parse(format!("nar/{n}-{unique}.nar.zst")).is_err(),
+                "{unique}"
+            );
         }
     }
 
@@ -587,7 +599,10 @@ mod tests {
         assert_eq!(content_type("log/x"), "text/plain; charset=utf-8");
         assert_eq!(content_type("realisations/x.doi"), "application/json");
         assert_eq!(content_type("x.ls"), "application/json");
-        assert_eq!(content_type(".cachecore/staging/x.narinfo-1"), "application/octet-stream");
+        assert_eq!(
+            content_type(".cachecore/staging/x.narinfo-1"),
+            "application/octet-stream"
+        );
         assert_eq!(content_type("gcroots/h/n"), "application/octet-stream");
     }
 }
