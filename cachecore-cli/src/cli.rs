@@ -187,6 +187,27 @@ pub enum Command {
     },
     /// Serve the cache over HTTP: reads for Nix, uploads with `nix copy --to http://…`.
     Serve(ServeArgs),
+    /// Add, remove, list and restore GC roots: objects in the cache (`gcroots/<host>/<name>`)
+    /// naming store paths that `cachecore gc` keeps, with their closures.
+    #[command(subcommand)]
+    Roots(RootsCommand),
+    /// Delete what no GC root keeps, never breaking a closure.
+    ///
+    /// Live: the closures of the paths the roots name (`cachecore roots list`), and with
+    /// --older-than, of the paths pushed more recently. The rest is garbage: its narinfos are
+    /// deleted first, referrers before what they reference, so every narinfo still visible has
+    /// its NAR and its whole closure at every moment, even if gc is killed. Their NARs, listings
+    /// and logs (unless a remaining narinfo names them: NARs can be shared) are recorded in a
+    /// tombstone (`.cachecore/gc/…`) and deleted by a gc run after --grace, so clients that read
+    /// a narinfo just before still get its NAR. NARs and listings no narinfo names (killed
+    /// pushes) go once older than --failed-uploads-older-than. A narinfo that does not parse is
+    /// reported and kept; a root that does not parse stops gc before anything is deleted.
+    ///
+    /// Reads every narinfo once (one GET per path). Realisations are never deleted. Abandoned
+    /// multipart uploads cannot be listed: set the bucket lifecycle rule
+    /// AbortIncompleteMultipartUpload (S3 and Garage). Prints one summary line (--json: every
+    /// object); exits 1 if a delete failed.
+    Gc(GcArgs),
     /// Pack, unpack, list, read and hash Nix archives (NAR).
     #[command(subcommand)]
     Nar(NarCommand),
@@ -247,6 +268,103 @@ pub enum NarCommand {
         #[arg(long)]
         size: bool,
     },
+}
+
+/// What --host means, for every roots subcommand.
+const HOST_HELP: &str = "The machine the root belongs to (default: this machine's host name)";
+
+#[derive(Debug, Subcommand)]
+pub enum RootsCommand {
+    /// Root store paths under NAME: `cachecore gc` keeps them and their closures.
+    ///
+    /// NAME may hold `/` (`per-user/alice/profile`); it is escaped into one key segment. Without
+    /// --keep the root is replaced; with --keep N, NAME is a series: the paths become its newest
+    /// revision and its last N revisions stay rooted.
+    Add {
+        #[arg(help = STORE_HELP)]
+        store: String,
+        /// The root's name.
+        name: String,
+        /// Store paths to keep (store paths, symlinks to them such as ./result, or base names).
+        #[arg(required = true)]
+        paths: Vec<String>,
+        #[arg(long, help = HOST_HELP)]
+        host: Option<String>,
+        /// Keep the last N revisions of NAME (a series).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        keep: Option<u64>,
+        /// The cache's store directory.
+        #[arg(long, default_value = cachecore::store_path::DEFAULT_STORE_DIR, value_name = "DIR")]
+        store_dir: String,
+    },
+    /// Move a root to the trash (`gctrash/<host>/<name>`), with the time it left; `roots
+    /// restore` brings it back. `gc --only-trashed` deletes only what trashed roots reach.
+    Remove {
+        #[arg(help = STORE_HELP)]
+        store: String,
+        /// The root's name.
+        name: String,
+        #[arg(long, help = HOST_HELP)]
+        host: Option<String>,
+    },
+    /// Bring a trashed root back.
+    Restore {
+        #[arg(help = STORE_HELP)]
+        store: String,
+        /// The root's name.
+        name: String,
+        #[arg(long, help = HOST_HELP)]
+        host: Option<String>,
+    },
+    /// List the roots of every host (and the trashed ones): `host name path…` per line.
+    List {
+        #[arg(help = STORE_HELP)]
+        store: String,
+        /// Print JSON: one object per root, with its revisions.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GcArgs {
+    #[arg(help = STORE_HELP)]
+    pub store: String,
+    /// Also keep paths pushed within this long (e.g. 30d, 6h; units s m h d w), with their
+    /// closures.
+    #[arg(long, value_name = "DURATION", value_parser = cachecore::gc::parse_duration)]
+    pub older_than: Option<std::time::Duration>,
+    /// How long the NARs, listings and logs of deleted narinfos stay before a later gc run
+    /// deletes them.
+    #[arg(long, value_name = "DURATION", default_value = "2d", value_parser = cachecore::gc::parse_duration)]
+    pub grace: std::time::Duration,
+    /// No grace: delete NARs in this run, right after their narinfos. Only for caches with no
+    /// readers or writers at the time.
+    #[arg(long)]
+    pub force: bool,
+    /// Delete only what trashed roots (`roots remove`) reach and nothing else keeps; paths no
+    /// root ever named are left alone.
+    #[arg(long)]
+    pub only_trashed: bool,
+    /// Delete NARs and listings that no narinfo names (left by killed pushes) once older than
+    /// this.
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = cachecore::gc::parse_duration)]
+    pub failed_uploads_older_than: std::time::Duration,
+    /// Print what would be deleted (counts and bytes; with --json every object); delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON (every object) instead of one line.
+    #[arg(long)]
+    pub json: bool,
+    /// Run even with no root and no --older-than, when everything is garbage.
+    #[arg(long)]
+    pub allow_empty_roots: bool,
+    /// The store directory the cache must be for (its nix-cache-info's StoreDir).
+    #[arg(long, default_value = cachecore::store_path::DEFAULT_STORE_DIR, value_name = "DIR")]
+    pub store_dir: String,
+    /// Narinfos read at once.
+    #[arg(long, short, default_value_t = 16)]
+    pub jobs: usize,
 }
 
 #[derive(Debug, Subcommand)]

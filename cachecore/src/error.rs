@@ -128,6 +128,12 @@ impl ErrorKind {
             crate::blocking::Error,
             #[cfg(feature = "cache")]
             crate::graph::GraphError,
+            #[cfg(feature = "cache")]
+            crate::gc::GcError,
+            #[cfg(feature = "cache")]
+            crate::gc::RootError,
+            #[cfg(feature = "cache")]
+            crate::gc::PlanError,
             crate::graph::Cycle,
             crate::nar::ReadError,
             crate::nar::PackError,
@@ -147,7 +153,9 @@ impl ErrorKind {
             crate::seekable::SeekableError,
         );
         // `io::Error::source` skips the error it carries (it answers that error's source).
-        let carried = err.downcast_ref::<std::io::Error>().and_then(|e| e.get_ref());
+        let carried = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|e| e.get_ref());
         carried.and_then(|inner| ErrorKind::of(inner))
     }
 

@@ -91,6 +91,8 @@ pub mod error;
 #[cfg(all(fuzzing, feature = "cache"))]
 #[doc(hidden)]
 pub mod fuzz;
+#[cfg(feature = "cache")]
+pub mod gc;
 pub mod graph;
 pub mod hash;
 #[cfg(feature = "cache")]

@@ -341,7 +341,10 @@ fn each_class_of_mutation_is_refused_with_its_kind_and_reported_by_verify() {
             let e = copied.expect_err(what);
             assert_eq!(e.kind(), *kind, "{what}: copy refused it as {e}");
             let written = verify_report(&to, std::slice::from_ref(&public)).await;
-            assert!(written.is_ok(), "{what}: copy wrote what verify refuses: {written:?}");
+            assert!(
+                written.is_ok(),
+                "{what}: copy wrote what verify refuses: {written:?}"
+            );
         });
     }
 }

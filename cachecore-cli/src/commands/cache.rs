@@ -17,7 +17,7 @@ use crate::cli::PushArgs;
 use crate::progress::{count, human_size, TransferProgress};
 use crate::stdout::{outln, stdout};
 
-fn open(url: &str) -> anyhow::Result<BinaryCache> {
+pub(super) fn open(url: &str) -> anyhow::Result<BinaryCache> {
     Ok(BinaryCache::open(url)?)
 }
 
@@ -44,7 +44,9 @@ fn open_with_token(url: &str, token_file: Option<&Path>) -> anyhow::Result<Binar
     Ok(BinaryCache::open_with_env(url, &env)?)
 }
 
-fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+pub(super) fn block_on<T>(
+    future: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     ops::runtime()
         .context("cannot start the async runtime")?
         .block_on(future)
@@ -99,7 +101,7 @@ impl std::error::Error for Interrupted {}
 
 /// A store path as every command takes it (what `push` takes): a store path, a symlink to one
 /// such as `./result`, a path inside one, or a base name; returns the path and the sub-path.
-fn parse_path(store_dir: &StoreDir, arg: &str) -> anyhow::Result<(StorePath, String)> {
+pub(super) fn parse_path(store_dir: &StoreDir, arg: &str) -> anyhow::Result<(StorePath, String)> {
     Ok(cachecore::local_store::resolve_path_arg(
         store_dir,
         Path::new(arg),

@@ -1,6 +1,7 @@
 //! One module per command group; each converts arguments, calls the library, prints the result.
 
 mod cache;
+mod gc;
 pub use cache::Interrupted;
 mod key;
 pub(crate) mod nar;
@@ -72,6 +73,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => cache::cat(&store, &path, &trusted_keys, verify),
         Command::Info { store } => cache::info(&store),
         Command::Serve(args) => serve::run(args),
+        Command::Roots(cmd) => gc::roots(cmd),
+        Command::Gc(args) => return gc::gc(args),
         Command::Key(cmd) => key::run(cmd),
         Command::StorePath {
             path,

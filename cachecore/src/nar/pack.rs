@@ -514,7 +514,10 @@ pub(crate) mod tests {
         fs::write(root.join("secret"), b"x").unwrap();
         fs::set_permissions(root.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
         let e = without_dac_override(|| {
-            assert!(File::open(root.join("secret")).is_err(), "mode 000 still readable");
+            assert!(
+                File::open(root.join("secret")).is_err(),
+                "mode 000 still readable"
+            );
             pack(&root, io::sink()).unwrap_err()
         });
         assert!(

@@ -67,8 +67,8 @@ ul.keys { padding-left: 1.2rem; } footer { margin-top: 3rem; color: #667; font-s
 pub(super) fn protect_page(headers: &mut HeaderMap, styles: &[&str]) {
     use base64::Engine as _;
     use sha2::Digest as _;
-    let mut csp =
-        "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'".to_owned();
+    let mut csp = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        .to_owned();
     if !styles.is_empty() {
         csp.push_str("; style-src");
         for s in styles {

@@ -742,11 +742,7 @@ impl HeldListings {
     }
 }
 
-async fn check_realisation(
-    state: &AppState,
-    key: &ObjectKey,
-    body: &[u8],
-) -> Result<(), Response> {
+async fn check_realisation(state: &AppState, key: &ObjectKey, body: &[u8]) -> Result<(), Response> {
     let k = &key.key;
     let text_body = std::str::from_utf8(body).map_err(|_| bad(k, "not UTF-8"))?;
     let r = Realisation::parse(text_body)

@@ -149,7 +149,9 @@ pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Object
                 (Some(_), Some(_)) => {
                     return Err(StoreError::BadUrl {
                         url: url.clone(),
-                        reason: format!("give a token either in {TOKEN_VAR} or in the URL, not both"),
+                        reason: format!(
+                            "give a token either in {TOKEN_VAR} or in the URL, not both"
+                        ),
                     })
                 }
                 (Some(t), None) => Some(format!("Bearer {t}")),
@@ -162,8 +164,8 @@ pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Object
             };
             if let Some(a) = authorization {
                 let mut headers = reqwest::header::HeaderMap::new();
-                let mut value = reqwest::header::HeaderValue::from_str(&a)
-                    .map_err(|_| StoreError::BadUrl {
+                let mut value =
+                    reqwest::header::HeaderValue::from_str(&a).map_err(|_| StoreError::BadUrl {
                         url: url.clone(),
                         reason: format!("{TOKEN_VAR} holds characters an HTTP header cannot carry"),
                     })?;

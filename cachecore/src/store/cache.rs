@@ -81,6 +81,28 @@ fn shown_path(info: &NarInfo) -> String {
     )
 }
 
+/// The largest GC root, trashed root or GC tombstone read: 64 MiB (about half a million
+/// store paths).
+pub const MAX_GC_OBJECT_BYTES: u64 = 64 << 20;
+
+/// An object of a cache as [`BinaryCache::list_cache_objects`] lists it: what it is, by its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CacheObject {
+    /// `<hash>.narinfo`.
+    NarInfo { hash_part: String, meta: ObjectMeta },
+    /// `<hash>.ls`.
+    Listing { hash_part: String, meta: ObjectMeta },
+    /// `nar/<name>`.
+    Nar { meta: ObjectMeta },
+    /// `log/<drv>`: a build log.
+    Log { drv: String, meta: ObjectMeta },
+    /// A GC run's tombstone.
+    GcTombstone { name: String, meta: ObjectMeta },
+    /// Anything else (`nix-cache-info`, logs, realisations, roots, index, staging).
+    Other { meta: ObjectMeta },
+}
+
 /// A GC root as listed by [`BinaryCache::list_gc_roots`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -693,11 +715,7 @@ impl BinaryCache {
     /// ```
     pub async fn nar_object(&self, info: &NarInfo) -> Result<Option<ByteStream>, StoreError> {
         let key = self.nar_key(&info.url)?;
-        Ok(self
-            .objects
-            .get(key, ByteRange::All)
-            .await?
-            .map(|o| o.body))
+        Ok(self.objects.get(key, ByteRange::All).await?.map(|o| o.body))
     }
 
     /// Writes a NAR object at `url` (a `nar/…` key, as [`nar_url`](Self::nar_url) gives or a
@@ -982,7 +1000,9 @@ impl BinaryCache {
     ///
     /// See [`list_gc_roots`](Self::list_gc_roots) for an example.
     pub async fn gc_root(&self, host: &str, name: &str) -> Result<Option<Bytes>, StoreError> {
-        self.objects.get_bytes(&layout::gcroot(host, name)).await
+        self.objects
+            .get_bytes_limited(&layout::gcroot(host, name), MAX_GC_OBJECT_BYTES)
+            .await
     }
 
     /// Writes the GC root `name` of `host` with a [`PutMode`].
@@ -1022,7 +1042,9 @@ impl BinaryCache {
             .await
     }
 
-    /// Every GC root (of `host`, or of all hosts), streamed.
+    /// Every GC root (of `host`, or of all hosts), streamed. A key under `gcroots/` that is
+    /// not `gcroots/<host>/<name>` is a [`StoreError::BadKey`]: a root that cannot be read must
+    /// stop a GC, never be skipped.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -1045,16 +1067,169 @@ impl BinaryCache {
             Some(h) => layout::gcroots_of(h),
             None => layout::GCROOTS_DIR.to_owned(),
         };
+        self.list_root_objects(prefix, layout::gcroot_parts)
+    }
+
+    /// Every trashed GC root (`gctrash/`, of `host` or of all hosts), streamed; a key there
+    /// that is not `gctrash/<host>/<name>` is an error, as for
+    /// [`list_gc_roots`](Self::list_gc_roots).
+    pub fn list_gc_trash(
+        &self,
+        host: Option<&str>,
+    ) -> BoxStream<'static, Result<GcRootEntry, StoreError>> {
+        let prefix = match host {
+            Some(h) => format!("{}/{h}", layout::GCTRASH_DIR),
+            None => layout::GCTRASH_DIR.to_owned(),
+        };
+        self.list_root_objects(prefix, layout::gctrash_parts)
+    }
+
+    fn list_root_objects(
+        &self,
+        prefix: String,
+        parts: fn(&str) -> Option<(&str, &str)>,
+    ) -> BoxStream<'static, Result<GcRootEntry, StoreError>> {
+        let url = self.url().to_owned();
         self.objects
             .list(&prefix)
-            .try_filter_map(|meta| async move {
-                Ok(layout::gcroot_parts(&meta.key).map(|(h, n)| GcRootEntry {
+            .and_then(move |meta| {
+                let parsed = parts(&meta.key).map(|(h, n)| GcRootEntry {
                     host: h.to_owned(),
                     name: n.to_owned(),
                     meta: meta.clone(),
-                }))
+                });
+                // A key that does not parse is an error, never skipped: GC must not run with
+                // a root it cannot read (that root's paths would be collected).
+                let result = parsed.ok_or_else(|| StoreError::BadKey {
+                    url: url.clone(),
+                    key: meta.key.clone(),
+                    reason: format!("not {prefix}/<host>/<name>"),
+                });
+                async move { result }
             })
             .boxed()
+    }
+
+    /// The trashed GC root `name` of `host`, or `None`.
+    pub async fn gc_trash(&self, host: &str, name: &str) -> Result<Option<Bytes>, StoreError> {
+        self.objects
+            .get_bytes_limited(&layout::gctrash(host, name), MAX_GC_OBJECT_BYTES)
+            .await
+    }
+
+    /// Writes the trashed GC root `name` of `host`.
+    pub async fn put_gc_trash(
+        &self,
+        host: &str,
+        name: &str,
+        data: Bytes,
+        mode: PutMode,
+    ) -> Result<Written, StoreError> {
+        self.objects
+            .put(&layout::gctrash(host, name), data, mode)
+            .await
+    }
+
+    /// Deletes the GC root `name` of `host` (missing is not an error).
+    pub async fn delete_gc_root(&self, host: &str, name: &str) -> Result<(), StoreError> {
+        self.objects.delete(&layout::gcroot(host, name)).await
+    }
+
+    /// Deletes the trashed GC root `name` of `host` (missing is not an error).
+    pub async fn delete_gc_trash(&self, host: &str, name: &str) -> Result<(), StoreError> {
+        self.objects.delete(&layout::gctrash(host, name)).await
+    }
+
+    /// Every object of the cache, recursively, each with what it is ([`CacheObject`]), as a
+    /// stream (one listing pass; memory bounded by a listing page).
+    pub fn list_cache_objects(&self) -> BoxStream<'static, Result<CacheObject, StoreError>> {
+        self.objects
+            .list("")
+            .map_ok(|meta| {
+                if let Some(h) = layout::narinfo_hash(&meta.key) {
+                    CacheObject::NarInfo {
+                        hash_part: h.to_owned(),
+                        meta,
+                    }
+                } else if let Some(h) = layout::listing_hash(&meta.key) {
+                    CacheObject::Listing {
+                        hash_part: h.to_owned(),
+                        meta,
+                    }
+                } else if layout::is_nar(&meta.key) {
+                    CacheObject::Nar { meta }
+                } else if let Some(drv) = layout::log_drv(&meta.key) {
+                    CacheObject::Log {
+                        drv: drv.to_owned(),
+                        meta,
+                    }
+                } else if let Some(t) = meta.key.strip_prefix(layout::GC_TOMBSTONE_DIR) {
+                    match t.strip_prefix('/') {
+                        Some(name) if !name.is_empty() && !name.contains('/') => {
+                            CacheObject::GcTombstone {
+                                name: name.to_owned(),
+                                meta,
+                            }
+                        }
+                        _ => CacheObject::Other { meta },
+                    }
+                } else {
+                    CacheObject::Other { meta }
+                }
+            })
+            .boxed()
+    }
+
+    /// The metadata of the NAR object at `url` (a `nar/…` key), or `None` when it is missing.
+    pub async fn nar_meta(&self, url: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        let key = self.nar_key(url)?;
+        self.objects.head(key).await
+    }
+
+    /// The metadata of the narinfo of hash part `hash_part`, or `None` when it is missing.
+    pub async fn narinfo_meta(&self, hash_part: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        self.objects.head(&layout::narinfo(hash_part)).await
+    }
+
+    /// Deletes the narinfo of the store path with hash part `hash_part` (missing is not an
+    /// error).
+    pub async fn delete_narinfo(&self, hash_part: &str) -> Result<(), StoreError> {
+        self.objects.delete(&layout::narinfo(hash_part)).await
+    }
+
+    /// Deletes the listing of the store path with hash part `hash_part`.
+    pub async fn delete_listing(&self, hash_part: &str) -> Result<(), StoreError> {
+        self.objects.delete(&layout::listing(hash_part)).await
+    }
+
+    /// Deletes the NAR object at `url` (only `nar/…` keys).
+    pub async fn delete_nar(&self, url: &str) -> Result<(), StoreError> {
+        let key = self.nar_key(url)?;
+        self.objects.delete(key).await
+    }
+
+    /// Deletes the build log of the derivation with base name `drv` (`log/<drv>`).
+    pub async fn delete_log(&self, drv: &str) -> Result<(), StoreError> {
+        self.objects.delete(&layout::log(drv)).await
+    }
+
+    /// The GC tombstone `name`, or `None`.
+    pub async fn gc_tombstone(&self, name: &str) -> Result<Option<Bytes>, StoreError> {
+        self.objects
+            .get_bytes_limited(&layout::gc_tombstone(name), MAX_GC_OBJECT_BYTES)
+            .await
+    }
+
+    /// Writes the GC tombstone `name` (create-only: each run writes its own).
+    pub async fn put_gc_tombstone(&self, name: &str, data: Bytes) -> Result<Written, StoreError> {
+        self.objects
+            .put(&layout::gc_tombstone(name), data, PutMode::Create)
+            .await
+    }
+
+    /// Deletes the GC tombstone `name`.
+    pub async fn delete_gc_tombstone(&self, name: &str) -> Result<(), StoreError> {
+        self.objects.delete(&layout::gc_tombstone(name)).await
     }
 
     /// The push index entry `name`, or `None`.

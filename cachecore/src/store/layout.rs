@@ -353,6 +353,12 @@ pub fn log(drv_base_name: &str) -> String {
     format!("{LOG_DIR}/{drv_base_name}")
 }
 
+/// The derivation base name of a `log/<drv base name>` key.
+pub fn log_drv(key: &str) -> Option<&str> {
+    key.strip_prefix("log/")
+        .filter(|d| !d.is_empty() && !d.contains('/'))
+}
+
 /// `realisations/<drv hash>!<output>.doi`.
 pub fn realisation(id: &DrvOutput) -> String {
     format!("{REALISATIONS_DIR}/{id}.doi")
@@ -408,9 +414,32 @@ pub fn index(name: &str) -> String {
     format!("{INDEX_DIR}/{name}")
 }
 
+/// `.cachecore/gc/<name>`: a tombstone of a GC run (what it unpublished, and when).
+pub fn gc_tombstone(name: &str) -> String {
+    format!("{GC_TOMBSTONE_DIR}/{name}")
+}
+
+/// Directory of the GC runs' tombstones.
+pub const GC_TOMBSTONE_DIR: &str = ".cachecore/gc";
+
+/// The `(host, name)` of a `gctrash/<host>/<name>` key.
+pub fn gctrash_parts(key: &str) -> Option<(&str, &str)> {
+    host_and_name(GCTRASH_DIR, key)
+}
+
+/// The hash part named by a root-level `<hash>.ls` key, if `key` is one.
+pub fn listing_hash(key: &str) -> Option<&str> {
+    key.strip_suffix(".ls").filter(|h| is_hash_part(h))
+}
+
 /// The `(host, name)` of a `gcroots/<host>/<name>` key.
 pub fn gcroot_parts(key: &str) -> Option<(&str, &str)> {
-    let rest = key.strip_prefix(GCROOTS_DIR)?.strip_prefix('/')?;
+    host_and_name(GCROOTS_DIR, key)
+}
+
+/// The `(host, name)` of a `<dir>/<host>/<name>` key.
+fn host_and_name<'a>(dir: &str, key: &'a str) -> Option<(&'a str, &'a str)> {
+    let rest = key.strip_prefix(dir)?.strip_prefix('/')?;
     let (host, name) = rest.split_once('/')?;
     (!host.is_empty() && !name.is_empty() && !name.contains('/')).then_some((host, name))
 }
@@ -457,6 +486,8 @@ mod tests {
         );
         assert_eq!(listing("abc"), "abc.ls");
         assert_eq!(log("abc-x.drv"), "log/abc-x.drv");
+        assert_eq!(log_drv("log/abc-x.drv"), Some("abc-x.drv"));
+        assert_eq!(log_drv("log/a/b"), None);
         let id = DrvOutput::parse(
             "sha256:6b9206b68e3d12a3cc840a6e022b5394a2297822e0c61f99383ed9e99661c2cf!out",
         )
@@ -486,6 +517,17 @@ mod tests {
         assert_eq!(gcroot_parts("gcroots/builder-1"), None);
         assert_eq!(gcroot_parts("gctrash/h/n"), None);
         assert_eq!(gctrash("h", "n"), "gctrash/h/n");
+        assert_eq!(gctrash_parts("gctrash/h/n"), Some(("h", "n")));
+        assert_eq!(gctrash_parts("gcroots/h/n"), None);
+        assert_eq!(gc_tombstone("t1"), ".cachecore/gc/t1");
+        assert_eq!(
+            listing_hash("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.ls"),
+            Some("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")
+        );
+        assert_eq!(
+            listing_hash("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.narinfo"),
+            None
+        );
         assert_eq!(index("paths"), "index/paths");
         assert!(is_nar(&k) && !is_nar("nar/") && !is_nar("nar/a/b") && !is_nar("x.narinfo"));
         assert!(probe("1").starts_with(".cachecore/"));
@@ -516,7 +558,10 @@ mod tests {
         assert_eq!(parse(narinfo(part)).hash_part(), Some(part));
         assert_eq!(parse(listing(part)).kind, ObjectKind::Listing);
         assert_eq!(parse(CACHE_INFO.to_owned()).kind, ObjectKind::CacheInfo);
-        assert_eq!(parse(log(&format!("{part}-hello.drv"))).kind, ObjectKind::Log);
+        assert_eq!(
+            parse(log(&format!("{part}-hello.drv"))).kind,
+            ObjectKind::Log
+        );
         let id = DrvOutput::parse(
             "sha256:6b9206b68e3d12a3cc840a6e022b5394a2297822e0c61f99383ed9e99661c2cf!out",
         )
@@ -529,13 +574,22 @@ mod tests {
         for scratch in [temp_nar("u"), probe("u"), staging("nar/x.nar", "u")] {
             assert!(ObjectKey::parse(scratch.clone()).is_err(), "{scratch}");
         }
-        for bad in ["gcroots/../x", "gcroots/h/", "index/..", "/nix-cache-info", "x/y.narinfo"] {
+        for bad in [
+            "gcroots/../x",
+            "gcroots/h/",
+            "index/..",
+            "/nix-cache-info",
+            "x/y.narinfo",
+        ] {
             assert!(ObjectKey::parse(bad.to_owned()).is_err(), "{bad}");
         }
         // One definition of a streamed NAR's name: exactly the 16 hex digits push writes.
         let n = h.to_nix32();
         for unique in ["6f00800131e612e", "6f00800131e612ea0", "6F00800131E612EA"] {
-            assert!(ObjectKey::parse(format!("nar/{n}-{unique}.nar.zst")).is_err(), "{unique}");
+            assert!(
+                ObjectKey::parse(format!("nar/{n}-{unique}.nar.zst")).is_err(),
+                "{unique}"
+            );
         }
     }
 
@@ -545,7 +599,10 @@ mod tests {
         assert_eq!(content_type("log/x"), "text/plain; charset=utf-8");
         assert_eq!(content_type("realisations/x.doi"), "application/json");
         assert_eq!(content_type("x.ls"), "application/json");
-        assert_eq!(content_type(".cachecore/staging/x.narinfo-1"), "application/octet-stream");
+        assert_eq!(
+            content_type(".cachecore/staging/x.narinfo-1"),
+            "application/octet-stream"
+        );
         assert_eq!(content_type("gcroots/h/n"), "application/octet-stream");
     }
 }

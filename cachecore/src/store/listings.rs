@@ -87,8 +87,7 @@ struct Done<'a> {
 impl Drop for Done<'_> {
     fn drop(&mut self) {
         if let Ok(mut e) = self.listings.entries.lock() {
-            if e
-                .building
+            if e.building
                 .get(self.nar_hash)
                 .is_some_and(|c| Arc::ptr_eq(c, self.cell))
             {

@@ -63,8 +63,8 @@ pub mod url;
 
 pub use backend::{process_env, TOKEN_VAR};
 pub use cache::{
-    BinaryCache, GcRootEntry, StagedNar, MAX_CACHE_INFO_BYTES, MAX_LISTING_BYTES,
-    MAX_REALISATION_BYTES,
+    BinaryCache, CacheObject, GcRootEntry, StagedNar, MAX_CACHE_INFO_BYTES, MAX_GC_OBJECT_BYTES,
+    MAX_LISTING_BYTES, MAX_REALISATION_BYTES,
 };
 pub use debris::{Debris, DEBRIS_AGE};
 pub use error::{is_backend_detail, StoreError};

@@ -971,7 +971,10 @@ mod tests {
         assert!(!format!("{u:?}").contains("t0ken"));
         // Parameters no store URL takes are refused without their values.
         let e = err("https://cache.example/?access_token=hunter2&priority=1");
-        assert!(e.contains("access_token=***&priority=1") && !e.contains("hunter2"), "{e}");
+        assert!(
+            e.contains("access_token=***&priority=1") && !e.contains("hunter2"),
+            "{e}"
+        );
         assert!(!err("https://u:hunter2@cache.example/#x").contains("hunter2"));
         assert!(err("https://user:hunter2@cache.example/?foo=1").contains("***"));
         assert!(!err("https://user:hunter2@cache.example/?foo=1").contains("hunter2"));

@@ -1,0 +1,201 @@
+//! `cachecore roots …` and `cachecore gc`: parse, one core call, print.
+
+use std::io::{self, Write as _};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use cachecore::gc::{self, roots, GcOptions, PlanOptions};
+use cachecore::store_path::StoreDir;
+
+use super::cache::{block_on, open, parse_path};
+use crate::cli::{GcArgs, RootsCommand};
+use crate::stdout::stdout;
+
+/// `--host`, or this machine's host name.
+fn host(arg: Option<String>) -> anyhow::Result<String> {
+    if let Some(h) = arg {
+        return Ok(h);
+    }
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .context("cannot tell this machine's host name; pass --host")?;
+    let name = name.trim();
+    anyhow::ensure!(
+        !name.is_empty(),
+        "this machine's host name is empty; pass --host"
+    );
+    Ok(name.to_owned())
+}
+
+pub fn roots(cmd: RootsCommand) -> anyhow::Result<()> {
+    match cmd {
+        RootsCommand::Add {
+            store,
+            name,
+            paths,
+            host: h,
+            keep,
+            store_dir,
+        } => {
+            let cache = open(&store)?;
+            let store_dir = StoreDir::new(&store_dir);
+            let host = host(h)?;
+            let paths = paths
+                .iter()
+                .map(|p| parse_path(&store_dir, p).map(|(p, _)| p))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let keep = keep.map(|k| usize::try_from(k).unwrap_or(usize::MAX));
+            block_on(async {
+                let theirs = cache.store_dir().await?;
+                anyhow::ensure!(
+                    theirs == store_dir,
+                    "{} is a cache for store directory {}, not {}",
+                    cache.url(),
+                    theirs.as_str(),
+                    store_dir.as_str()
+                );
+                let mut missing = Vec::new();
+                for p in &paths {
+                    if !cache.has_narinfo(p).await? {
+                        missing.push(format!("{}/{p}", store_dir.as_str()));
+                    }
+                }
+                let body = roots::add(
+                    &cache,
+                    &store_dir,
+                    &host,
+                    &name,
+                    paths,
+                    keep,
+                    SystemTime::now(),
+                )
+                .await?;
+                for m in missing {
+                    eprintln!("warning: {m} is not in {} (rooted anyway)", cache.url());
+                }
+                eprintln!(
+                    "rooted {host}/{name}: {} store paths in {} revisions",
+                    body.paths().count(),
+                    body.revisions.len()
+                );
+                Ok(())
+            })
+        }
+        RootsCommand::Remove {
+            store,
+            name,
+            host: h,
+        } => {
+            let cache = open(&store)?;
+            let host = host(h)?;
+            block_on(async {
+                let store_dir = cache.store_dir().await?;
+                roots::remove(&cache, &store_dir, &host, &name, SystemTime::now()).await?;
+                eprintln!(
+                    "moved {host}/{name} to the trash (`cachecore roots restore` brings it back)"
+                );
+                Ok(())
+            })
+        }
+        RootsCommand::Restore {
+            store,
+            name,
+            host: h,
+        } => {
+            let cache = open(&store)?;
+            let host = host(h)?;
+            block_on(async {
+                let store_dir = cache.store_dir().await?;
+                roots::restore(&cache, &store_dir, &host, &name).await?;
+                eprintln!("restored {host}/{name}");
+                Ok(())
+            })
+        }
+        RootsCommand::List { store, json } => {
+            let cache = open(&store)?;
+            let (live, trashed, store_dir) = block_on(async {
+                let store_dir = cache.store_dir().await?;
+                let live = roots::read_all(&cache, &store_dir, false).await?;
+                let trashed = roots::read_all(&cache, &store_dir, true).await?;
+                Ok((live, trashed, store_dir))
+            })?;
+            let full = |p: &cachecore::store_path::StorePath| format!("{}/{p}", store_dir.as_str());
+            let mut out = io::BufWriter::new(stdout());
+            if json {
+                let all: Vec<serde_json::Value> = live
+                    .iter()
+                    .chain(&trashed)
+                    .map(|r| {
+                        serde_json::json!({
+                            "host": r.host,
+                            "name": r.name,
+                            "keep": r.body.keep,
+                            "trashed": r.body.trashed,
+                            "revisions": r.body.revisions.iter().map(|v| serde_json::json!({
+                                "added": v.added,
+                                "paths": v.paths.iter().map(full).collect::<Vec<_>>(),
+                            })).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                serde_json::to_writer_pretty(&mut out, &all)?;
+                writeln!(out)?;
+            } else {
+                for r in live.iter().chain(&trashed) {
+                    let trashed = if r.body.trashed.is_some() {
+                        " (trashed)"
+                    } else {
+                        ""
+                    };
+                    let paths: Vec<String> = r.body.paths().map(full).collect();
+                    writeln!(out, "{} {}{trashed} {}", r.host, r.name, paths.join(" "))?;
+                }
+            }
+            out.flush()?;
+            Ok(())
+        }
+    }
+}
+
+pub fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
+    let cache = open(&args.store)?;
+    let options = GcOptions {
+        plan: PlanOptions {
+            older_than: args.older_than,
+            grace: if args.force {
+                std::time::Duration::ZERO
+            } else {
+                args.grace
+            },
+            failed_uploads_older_than: args.failed_uploads_older_than,
+            only_trashed: args.only_trashed,
+            allow_empty_roots: args.allow_empty_roots,
+        },
+        dry_run: args.dry_run,
+        concurrency: args.jobs,
+        settle: std::time::Duration::ZERO,
+    };
+    let store_dir = StoreDir::new(&args.store_dir);
+    let report = block_on(async {
+        Ok(gc::collect(&cache, &store_dir, SystemTime::now(), &options).await?)
+    })?;
+    if args.json {
+        let mut out = io::BufWriter::new(stdout());
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+        out.flush()?;
+    }
+    for u in &report.unparseable {
+        eprintln!("kept, does not parse: {u}");
+    }
+    for f in &report.failures {
+        eprintln!("failed: {f}");
+    }
+    eprintln!("{}: {}", cache.url(), report.summary());
+    Ok(if report.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::exit::CACHE_BAD)
+    })
+}

@@ -1,0 +1,730 @@
+//! Reading a cache into a [`Snapshot`] ([`scan`]), and carrying a [`Plan`] out ([`apply`]), in
+//! the order the [module docs](super) argue is safe; [`collect`] does both.
+
+use std::collections::HashSet;
+use std::time::SystemTime;
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use super::plan::{
+    self, ObjectRef, Plan, PlanError, PlanOptions, RootIds, Snapshot, TombstoneSummary,
+};
+use super::roots::{self, unix_secs, Root, RootError};
+use crate::store::{layout, BinaryCache, CacheObject, StoreError};
+use crate::store_path::StoreDir;
+
+/// Why a GC run stopped (before deleting anything, unless said otherwise).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GcError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("GC root {0}; nothing was deleted (a root that cannot be read must not let its paths be collected)")]
+    Root(#[from] RootError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("{url}: GC tombstone {name} is not valid: {reason}; nothing was deleted")]
+    Tombstone {
+        url: String,
+        name: String,
+        reason: String,
+    },
+    #[error("{url}: no GC root {host}/{name}{trash}")]
+    NoSuchRoot {
+        url: String,
+        host: String,
+        name: String,
+        trash: &'static str,
+    },
+}
+
+impl GcError {
+    /// The [`ErrorKind`](crate::error::ErrorKind) of the error.
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            GcError::Store(e) => e.kind(),
+            GcError::Root(e) => e.kind(),
+            GcError::Plan(e) => e.kind(),
+            GcError::Tombstone { .. } => ErrorKind::Corrupt,
+            GcError::NoSuchRoot { .. } => ErrorKind::NotFound,
+        }
+    }
+}
+
+/// The first line of a tombstone.
+pub const TOMBSTONE_HEADER: &str = "cachecore-gc-tombstone 1";
+
+/// A tombstone's body: header, `written <unix secs>`, then `narinfo <hash>` (what was
+/// unpublished, for people), `nar <key>`, `listing <hash>`, `log <drv>` lines.
+fn render_tombstone(snapshot: &Snapshot, plan: &Plan, written: u64) -> String {
+    let mut out = format!("{TOMBSTONE_HEADER}\nwritten {written}\n");
+    for &id in &plan.narinfos {
+        out.push_str(&format!("narinfo {}\n", snapshot.hash_part(id)));
+    }
+    for &o in &plan.tombstone {
+        match o {
+            ObjectRef::Nar(k) => out.push_str(&format!("nar {}\n", snapshot.key(k))),
+            ObjectRef::Listing(p) => out.push_str(&format!("listing {}\n", snapshot.hash_part(p))),
+            ObjectRef::Log(k) => out.push_str(&format!("log {}\n", snapshot.key(k))),
+        }
+    }
+    out
+}
+
+/// The hash parts of the narinfos every GC tombstone in the cache unpublishes (or is about to):
+/// what a push must not reference without uploading it again. A tombstone that does not parse
+/// is an error.
+pub async fn condemned_narinfos(cache: &BinaryCache) -> Result<HashSet<String>, GcError> {
+    let mut names = Vec::new();
+    let mut listed = cache.list_cache_objects();
+    while let Some(object) = listed.try_next().await? {
+        if let CacheObject::GcTombstone { name, .. } = object {
+            names.push(name);
+        }
+    }
+    drop(listed);
+    let mut condemned = HashSet::new();
+    for name in names {
+        let Some(bytes) = cache.gc_tombstone(&name).await? else {
+            continue;
+        };
+        let mut scratch = Snapshot::new();
+        parse_tombstone(&mut scratch, &name, &bytes).map_err(|reason| GcError::Tombstone {
+            url: cache.url().to_owned(),
+            name: layout::gc_tombstone(&name),
+            reason,
+        })?;
+        let text = String::from_utf8_lossy(&bytes);
+        condemned.extend(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("narinfo "))
+                .map(str::to_owned),
+        );
+    }
+    Ok(condemned)
+}
+
+/// Parses a tombstone into `snapshot`'s ids.
+fn parse_tombstone(
+    snapshot: &mut Snapshot,
+    name: &str,
+    bytes: &[u8],
+) -> Result<TombstoneSummary, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
+    if lines.next().map(|(_, l)| l) != Some(TOMBSTONE_HEADER) {
+        return Err(format!("line 1 is not `{TOMBSTONE_HEADER}`"));
+    }
+    let written = match lines.next() {
+        Some((_, l)) => l
+            .strip_prefix("written ")
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| "line 2 is not `written <unix seconds>`".to_owned())?,
+        None => return Err("line 2 is missing".to_owned()),
+    };
+    let mut objects = Vec::new();
+    for (n, line) in lines {
+        let bad = || {
+            format!(
+                "line {n}: {:?} is not a tombstone entry",
+                crate::narinfo::excerpt(line)
+            )
+        };
+        let (kind, value) = line.split_once(' ').ok_or_else(bad)?;
+        match kind {
+            "narinfo" if snapshot.intern_path(value).is_some() => {}
+            "nar" if layout::is_nar(value) => {
+                objects.push(ObjectRef::Nar(snapshot.intern_key(value)))
+            }
+            "listing" => objects.push(ObjectRef::Listing(
+                snapshot
+                    .intern_path(value)
+                    .filter(|_| layout::listing_hash(&layout::listing(value)).is_some())
+                    .ok_or_else(bad)?,
+            )),
+            "log" if !value.is_empty() && !value.contains('/') => {
+                objects.push(ObjectRef::Log(snapshot.intern_key(value)));
+            }
+            _ => return Err(bad()),
+        }
+    }
+    Ok(TombstoneSummary {
+        name: name.to_owned(),
+        written,
+        objects,
+    })
+}
+
+/// A cache, read: its snapshot, roots, and what could not be read.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub snapshot: Snapshot,
+    /// Live roots (of every host).
+    pub roots: Vec<Root>,
+    /// Trashed roots.
+    pub trashed: Vec<Root>,
+    /// Narinfos that do not parse (or describe another path): `(key, why)`. Never deleted.
+    pub unparseable: Vec<(String, String)>,
+}
+
+impl Scan {
+    /// The roots as ids: paths the snapshot has not seen get fresh ids (and count as missing).
+    pub fn root_ids(&mut self) -> RootIds {
+        let mut ids = RootIds::default();
+        for r in &self.roots {
+            for p in r.body.paths() {
+                ids.live.extend(self.snapshot.intern_path(&p.hash_part()));
+            }
+        }
+        for r in &self.trashed {
+            for p in r.body.paths() {
+                ids.trashed
+                    .extend(self.snapshot.intern_path(&p.hash_part()));
+            }
+        }
+        ids
+    }
+}
+
+/// Reads every root and trashed root (any that does not parse is an error), lists the cache
+/// once and reads every narinfo once (`concurrency` at a time). The cache's store directory
+/// must be `store_dir`.
+pub async fn scan(
+    cache: &BinaryCache,
+    store_dir: &StoreDir,
+    concurrency: usize,
+) -> Result<Scan, GcError> {
+    let theirs = cache.store_dir().await?;
+    if &theirs != store_dir {
+        return Err(StoreError::StoreDirMismatch {
+            url: cache.url().to_owned(),
+            ours: store_dir.as_str().to_owned(),
+            theirs: theirs.as_str().to_owned(),
+        }
+        .into());
+    }
+    let mut scan = Scan {
+        roots: roots::read_all(cache, store_dir, false).await?,
+        trashed: roots::read_all(cache, store_dir, true).await?,
+        ..Scan::default()
+    };
+    let mut narinfo_keys: Vec<(String, u64, u64)> = Vec::new();
+    let mut tombstones: Vec<String> = Vec::new();
+    let mut listed = cache.list_cache_objects();
+    while let Some(object) = listed.try_next().await? {
+        match object {
+            CacheObject::NarInfo { hash_part, meta } => {
+                narinfo_keys.push((
+                    hash_part,
+                    unix_secs(meta.last_modified),
+                    plan::fingerprint(&meta),
+                ));
+            }
+            CacheObject::Listing { hash_part, meta } => {
+                scan.snapshot
+                    .add_listing(&hash_part, meta.size, unix_secs(meta.last_modified));
+            }
+            CacheObject::Nar { meta } => {
+                scan.snapshot.add_nar_object(
+                    &meta.key,
+                    meta.size,
+                    unix_secs(meta.last_modified),
+                    plan::fingerprint(&meta),
+                );
+            }
+            CacheObject::Log { drv, meta } => scan.snapshot.add_log(&drv, meta.size),
+            CacheObject::GcTombstone { name, .. } => tombstones.push(name),
+            _ => {}
+        }
+    }
+    drop(listed);
+    narinfo_keys.sort();
+    let mut read = futures::stream::iter(narinfo_keys)
+        .map(|(hash, pushed, version)| async move {
+            let result = cache.narinfo_by_hash(&hash).await;
+            (hash, pushed, version, result)
+        })
+        .buffered(concurrency.max(1));
+    while let Some((hash, pushed, version, result)) = read.next().await {
+        match result {
+            Ok(Some(info)) => scan.snapshot.add_narinfo(&hash, &info, pushed, version),
+            // Deleted since the listing: nothing to keep or delete.
+            Ok(None) => {}
+            Err(
+                e @ (StoreError::BadNarInfo { .. }
+                | StoreError::IdentityMismatch { .. }
+                | StoreError::TooLarge { .. }),
+            ) => {
+                scan.snapshot.add_unparseable(&hash);
+                scan.unparseable
+                    .push((layout::narinfo(&hash), e.to_string()));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    tombstones.sort();
+    for name in tombstones {
+        let Some(bytes) = cache.gc_tombstone(&name).await? else {
+            continue;
+        };
+        let t = parse_tombstone(&mut scan.snapshot, &name, &bytes).map_err(|reason| {
+            GcError::Tombstone {
+                url: cache.url().to_owned(),
+                name: layout::gc_tombstone(&name),
+                reason,
+            }
+        })?;
+        scan.snapshot.add_tombstone(t);
+    }
+    Ok(scan)
+}
+
+/// How a run goes.
+#[derive(Debug, Clone, Default)]
+pub struct GcOptions {
+    pub plan: PlanOptions,
+    /// Plan and report, delete nothing.
+    pub dry_run: bool,
+    /// Narinfos read at once.
+    pub concurrency: usize,
+    /// How long to wait between writing the tombstone and listing the narinfos again before
+    /// the first delete: longer than a push takes between checking its references against
+    /// the tombstones and writing its narinfo. Zero until pushes do that check (see the
+    /// [module docs](super)).
+    pub settle: std::time::Duration,
+}
+
+/// What a run did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct GcReport {
+    pub dry_run: bool,
+    /// Root objects read (live, trashed).
+    pub roots: usize,
+    pub trashed_roots: usize,
+    /// Root paths the cache has no narinfo for.
+    pub missing_root_paths: usize,
+    /// Paths with a narinfo that stay.
+    pub live_paths: usize,
+    /// Narinfo keys deleted (`<hash>.narinfo`), in order.
+    pub narinfos_deleted: Vec<String>,
+    /// Object keys recorded in this run's tombstone, deleted after the grace.
+    pub tombstoned: Vec<String>,
+    /// The tombstone written, if any.
+    pub tombstone: Option<String>,
+    /// NARs, listings and logs deleted (of due tombstones, of this run with grace 0, orphans).
+    pub objects_deleted: Vec<String>,
+    /// Of `objects_deleted`, how many were orphans.
+    pub orphans_deleted: usize,
+    /// Objects left because something names them again or they were rewritten since.
+    pub objects_kept_on_recheck: Vec<String>,
+    /// Bytes of NARs and listings deleted (or, dry run, to be deleted, the grace included).
+    pub bytes_freed: u64,
+    /// Bytes recorded in the tombstone, freed by a later run.
+    pub bytes_after_grace: u64,
+    /// Narinfos that do not parse: reported, never deleted.
+    pub unparseable: Vec<String>,
+    /// Orphan NARs kept because a narinfo does not parse.
+    pub orphans_kept_for_unparseable: usize,
+    /// Dead paths in reference cycles (a corrupt cache).
+    pub in_cycles: usize,
+    /// Deletes that failed (`key: error`), and what was not attempted after them.
+    pub failures: Vec<String>,
+}
+
+impl GcReport {
+    /// The one-line summary printed at the end of a run.
+    pub fn summary(&self) -> String {
+        let verb = if self.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
+        let mut s = format!(
+            "{} roots ({} trashed), {} live paths; {verb} {} narinfos, {} objects ({} orphans), {} bytes; {} objects ({} bytes) wait for the grace",
+            self.roots,
+            self.trashed_roots,
+            self.live_paths,
+            self.narinfos_deleted.len(),
+            self.objects_deleted.len(),
+            self.orphans_deleted,
+            self.bytes_freed,
+            self.tombstoned.len(),
+            self.bytes_after_grace,
+        );
+        if self.missing_root_paths > 0 {
+            s.push_str(&format!(
+                "; {} root paths not in the cache",
+                self.missing_root_paths
+            ));
+        }
+        if !self.unparseable.is_empty() {
+            s.push_str(&format!(
+                "; {} narinfos do not parse (kept)",
+                self.unparseable.len()
+            ));
+        }
+        s.push_str(&format!("; {} failures", self.failures.len()));
+        s
+    }
+}
+
+/// The key of `object`, for reports.
+pub fn object_key(snapshot: &Snapshot, object: ObjectRef) -> String {
+    match object {
+        ObjectRef::Nar(k) => snapshot.key(k).to_owned(),
+        ObjectRef::Listing(p) => layout::listing(snapshot.hash_part(p)),
+        ObjectRef::Log(k) => layout::log(snapshot.key(k)),
+    }
+}
+
+/// Scans, plans and applies: one GC run at time `now`.
+pub async fn collect(
+    cache: &BinaryCache,
+    store_dir: &StoreDir,
+    now: SystemTime,
+    options: &GcOptions,
+) -> Result<GcReport, GcError> {
+    let mut scan = scan(cache, store_dir, options.concurrency).await?;
+    let root_ids = scan.root_ids();
+    let plan = plan::plan(&scan.snapshot, &root_ids, unix_secs(now), &options.plan)?;
+    let mut report = GcReport {
+        roots: scan.roots.len(),
+        trashed_roots: scan.trashed.len(),
+        unparseable: scan
+            .unparseable
+            .iter()
+            .map(|(k, why)| format!("{k}: {why}"))
+            .collect(),
+        ..GcReport::default()
+    };
+    apply(cache, &scan.snapshot, &plan, now, options, &mut report).await;
+    Ok(report)
+}
+
+/// Carries `plan` out (see the [module docs](super) for the order), filling `report`. Failures
+/// are recorded in the report; a failed narinfo delete stops everything after it.
+pub async fn apply(
+    cache: &BinaryCache,
+    snapshot: &Snapshot,
+    plan: &Plan,
+    now: SystemTime,
+    options: &GcOptions,
+    report: &mut GcReport,
+) {
+    let mut applier = Applier::new(snapshot, plan, now, options, report);
+    while applier.step(cache, report).await {}
+}
+
+/// Where an [`Applier`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Tombstone,
+    Relist,
+    Narinfo(usize),
+    Recheck,
+    Object(usize),
+    FinishTombstones,
+    Done,
+}
+
+/// [`apply`] one request at a time: each [`step`](Applier::step) does one delete (with the
+/// re-check before it) or one write, so a test can interleave other writers between any two.
+#[derive(Debug)]
+pub struct Applier<'a> {
+    snapshot: &'a Snapshot,
+    plan: &'a Plan,
+    now: u64,
+    grace_now: bool,
+    phase: Phase,
+    /// Narinfos found rewritten just before their delete, and everything they reference: kept.
+    kept: HashSet<plan::PathId>,
+    /// Object keys named by narinfos written during the run ([`Phase::Relist`],
+    /// [`Phase::Recheck`]).
+    renamed: HashSet<String>,
+    failed: bool,
+    /// This run's tombstone, once written.
+    own_tombstone: Option<String>,
+    settle: std::time::Duration,
+}
+
+impl<'a> Applier<'a> {
+    /// Ready to apply `plan`; fills the parts of `report` known before any request (with
+    /// `dry_run`, all of it, and no step does anything).
+    pub fn new(
+        snapshot: &'a Snapshot,
+        plan: &'a Plan,
+        now: SystemTime,
+        options: &GcOptions,
+        report: &mut GcReport,
+    ) -> Self {
+        let grace_now = options.plan.grace.is_zero();
+        report.dry_run = options.dry_run;
+        report.live_paths = plan.live;
+        report.missing_root_paths = plan.missing_roots;
+        report.in_cycles = plan.in_cycles;
+        report.orphans_kept_for_unparseable = plan.orphans_kept_for_unparseable;
+        let size = |o: &ObjectRef| snapshot.object_size(*o);
+        if !grace_now {
+            report.tombstoned = plan
+                .tombstone
+                .iter()
+                .map(|&o| object_key(snapshot, o))
+                .collect();
+            report.bytes_after_grace = plan.tombstone.iter().map(size).fold(0, u64::saturating_add);
+        }
+        let mut phase = Phase::Tombstone;
+        if options.dry_run {
+            report.narinfos_deleted = plan
+                .narinfos
+                .iter()
+                .map(|&id| layout::narinfo(snapshot.hash_part(id)))
+                .collect();
+            report.objects_deleted = plan
+                .delete
+                .iter()
+                .map(|&o| object_key(snapshot, o))
+                .collect();
+            report.orphans_deleted = plan.orphans;
+            report.bytes_freed = plan.delete.iter().map(size).fold(0, u64::saturating_add);
+            phase = Phase::Done;
+        }
+        Applier {
+            snapshot,
+            plan,
+            now: unix_secs(now),
+            grace_now,
+            phase,
+            kept: HashSet::new(),
+            renamed: HashSet::new(),
+            failed: false,
+            own_tombstone: None,
+            settle: options.settle,
+        }
+    }
+
+    /// Does the next request; `false` once there is nothing left to do.
+    pub async fn step(&mut self, cache: &BinaryCache, report: &mut GcReport) -> bool {
+        let (snapshot, plan) = (self.snapshot, self.plan);
+        match self.phase {
+            Phase::Done => return false,
+            // 1. The tombstone, before any narinfo goes.
+            Phase::Tombstone => {
+                self.phase = Phase::Relist;
+                if !plan.narinfos.is_empty() || !plan.tombstone.is_empty() {
+                    let unique = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
+                    let name = format!("{}-{unique:016x}", self.now);
+                    let body = render_tombstone(snapshot, plan, self.now);
+                    match cache.put_gc_tombstone(&name, body.into()).await {
+                        Ok(_) => {
+                            report.tombstone = Some(layout::gc_tombstone(&name));
+                            self.own_tombstone = Some(name);
+                        }
+                        Err(e) => {
+                            report.failures.push(format!(
+                                "{}: {e}; nothing was deleted",
+                                layout::gc_tombstone(&name)
+                            ));
+                            report.tombstoned.clear();
+                            report.bytes_after_grace = 0;
+                            self.phase = Phase::Done;
+                        }
+                    }
+                }
+            }
+            // Pushes that checked their references before the tombstone was visible have
+            // published by now (given `settle`); narinfos written or rewritten since the scan
+            // keep their closures.
+            Phase::Relist => {
+                self.phase = Phase::Narinfo(0);
+                if !self.settle.is_zero() {
+                    tokio::time::sleep(self.settle).await;
+                }
+                if let Err(e) = self.relist(cache).await {
+                    report.failures.push(format!(
+                        "cannot list the narinfos written during the run: {e}; nothing was deleted"
+                    ));
+                    self.phase = Phase::Done;
+                }
+            }
+            // 2. Narinfos, referrers first, each unless rewritten since the scan; the first
+            //    failure stops the run.
+            Phase::Narinfo(i) => {
+                let Some(&id) = plan.narinfos.get(i) else {
+                    self.phase = Phase::Recheck;
+                    return true;
+                };
+                self.phase = Phase::Narinfo(i + 1);
+                if self.kept.contains(&id) {
+                    return true;
+                }
+                let hash = snapshot.hash_part(id);
+                let key = layout::narinfo(hash);
+                let listed = snapshot.summary(id).map(|s| s.version);
+                let result = match cache.narinfo_meta(hash).await {
+                    Ok(None) => Ok(false),
+                    Ok(Some(meta)) if Some(plan::fingerprint(&meta)) != listed => {
+                        // Written again (a push): it stays, and so does its closure.
+                        self.keep_closure(id);
+                        return true;
+                    }
+                    Ok(Some(_)) => cache.delete_narinfo(hash).await.map(|()| true),
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(_) => report.narinfos_deleted.push(key),
+                    Err(e) => {
+                        report.failures.push(format!(
+                            "{key}: {e}; stopped: {} narinfos and every object left undeleted",
+                            plan.narinfos.len() - i
+                        ));
+                        self.phase = Phase::Done;
+                    }
+                }
+            }
+            // 3. Objects: first, what narinfos written during the run name.
+            Phase::Recheck => {
+                self.phase = Phase::Object(0);
+                if let Err(e) = self.relist(cache).await {
+                    report.failures.push(format!(
+                        "cannot re-check the narinfos written during the run: {e}; no object was deleted"
+                    ));
+                    self.phase = Phase::Done;
+                }
+            }
+            Phase::Object(i) => {
+                let Some(&o) = plan.delete.get(i) else {
+                    self.phase = Phase::FinishTombstones;
+                    return true;
+                };
+                self.phase = Phase::Object(i + 1);
+                let key = object_key(snapshot, o);
+                if self.renamed.contains(&key) || self.kept_names(o) {
+                    report.objects_kept_on_recheck.push(key);
+                    return true;
+                }
+                let result = match o {
+                    ObjectRef::Nar(k) => match cache.nar_meta(snapshot.key(k)).await {
+                        Ok(None) => return true,
+                        Ok(Some(meta)) => {
+                            if Some(plan::fingerprint(&meta)) != snapshot.nar_version(k) {
+                                // Rewritten since the listing: a push uploaded it again.
+                                report.objects_kept_on_recheck.push(key);
+                                return true;
+                            }
+                            cache.delete_nar(snapshot.key(k)).await
+                        }
+                        Err(e) => Err(e),
+                    },
+                    ObjectRef::Listing(p) => cache.delete_listing(snapshot.hash_part(p)).await,
+                    ObjectRef::Log(k) => cache.delete_log(snapshot.key(k)).await,
+                };
+                match result {
+                    Ok(()) => {
+                        report.bytes_freed =
+                            report.bytes_freed.saturating_add(snapshot.object_size(o));
+                        if i >= plan.delete.len() - plan.orphans {
+                            report.orphans_deleted += 1;
+                        }
+                        report.objects_deleted.push(key);
+                    }
+                    Err(e) => {
+                        self.failed = true;
+                        report.failures.push(format!("{key}: {e}"));
+                    }
+                }
+            }
+            // 4. Tombstones whose objects are all handled (a failure keeps them for the next
+            //    run).
+            Phase::FinishTombstones => {
+                self.phase = Phase::Done;
+                if !self.failed {
+                    // With grace 0 this run's own tombstone is done too.
+                    let own = self.own_tombstone.iter().filter(|_| self.grace_now);
+                    for name in plan.finished_tombstones.iter().chain(own) {
+                        if let Err(e) = cache.delete_gc_tombstone(name).await {
+                            report
+                                .failures
+                                .push(format!("{}: {e}", layout::gc_tombstone(name)));
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Lists the narinfo keys again and reads those written or rewritten since the scan (and
+    /// those this run deleted, found again): their closures are kept, and what they name.
+    async fn relist(&mut self, cache: &BinaryCache) -> Result<(), StoreError> {
+        let snapshot = self.snapshot;
+        let mut listed = cache.list_cache_objects();
+        let mut changed: Vec<String> = Vec::new();
+        while let Some(object) = listed.try_next().await? {
+            if let CacheObject::NarInfo { hash_part, meta } = object {
+                let known = snapshot
+                    .path_id(&hash_part)
+                    .and_then(|id| snapshot.summary(id))
+                    .is_some_and(|s| s.version == plan::fingerprint(&meta));
+                if !known {
+                    changed.push(hash_part);
+                }
+            }
+        }
+        drop(listed);
+        for hash in changed {
+            self.renamed.insert(layout::listing(&hash));
+            if let Some(id) = snapshot.path_id(&hash) {
+                self.keep_closure(id);
+            }
+            match cache.narinfo_by_hash(&hash).await {
+                Ok(Some(info)) => {
+                    self.renamed.insert(info.url.clone());
+                    if let Some(d) = &info.deriver {
+                        self.renamed.insert(layout::log(&d.to_string()));
+                    }
+                    for r in &info.references {
+                        if let Some(id) = snapshot.path_id(&r.hash_part()) {
+                            self.keep_closure(id);
+                        }
+                    }
+                }
+                Ok(None) => {}
+                // A new narinfo that does not parse may name anything: keep every NAR.
+                Err(
+                    StoreError::BadNarInfo { .. }
+                    | StoreError::IdentityMismatch { .. }
+                    | StoreError::TooLarge { .. },
+                ) => {
+                    self.renamed.extend(snapshot.nar_keys().map(str::to_owned));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps `id` and every path of its closure.
+    fn keep_closure(&mut self, id: plan::PathId) {
+        let mut stack = vec![id];
+        while let Some(p) = stack.pop() {
+            if self.kept.insert(p) {
+                if let Some(s) = self.snapshot.summary(p) {
+                    stack.extend(s.references.iter().copied());
+                }
+            }
+        }
+    }
+
+    /// Whether a narinfo kept on re-check names `o`.
+    fn kept_names(&self, o: ObjectRef) -> bool {
+        self.kept.iter().any(|&p| {
+            self.snapshot.summary(p).is_some_and(|s| {
+                o == ObjectRef::Nar(s.nar)
+                    || o == ObjectRef::Listing(p)
+                    || s.deriver.map(ObjectRef::Log) == Some(o)
+            })
+        })
+    }
+}

@@ -1,0 +1,521 @@
+//! The planner's unit tests, and the model test: seeded random schedules interleaving the
+//! steps of pushes and GC runs (some killed half-way) over an in-memory cache, checking after
+//! every step that every visible narinfo has its NAR and the narinfos of all its references.
+//!
+//! The pushes follow the protocol of the [module docs](super): a push uploads the paths of its
+//! closure that are not there (or all of them again), references first, and just before each narinfo checks that its
+//! NAR and its references' narinfos are there and that no GC tombstone condemns them, and
+//! gives up once older than half the grace and the orphan limit. That
+//! check and the write are one model step (what `settle` stands for in a real run), as are the
+//! GC's HEAD and its delete (a one-request window). One GC runs at a time.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use super::apply::{scan, Applier, GcOptions, GcReport};
+use super::plan::{plan, ObjectRef, PlanError, PlanOptions, RootIds, Snapshot};
+use super::roots;
+use crate::compression::Compression;
+use crate::hash::{Hash, HashAlgo};
+use crate::narinfo::NarInfo;
+use crate::store::BinaryCache;
+use crate::store_path::{StoreDir, StorePath};
+
+/// xorshift64*: reproducible from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+fn store_path(i: usize) -> StorePath {
+    let mut digest = [0u8; 20];
+    digest[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+    digest[19] = 0x5a;
+    StorePath::from_parts(digest, &format!("p{i}")).unwrap()
+}
+
+/// A universe of paths: references only to lower indices; some share NAR contents.
+struct World {
+    paths: Vec<StorePath>,
+    references: Vec<Vec<usize>>,
+    content: Vec<Bytes>,
+}
+
+impl World {
+    fn new(rng: &mut Rng, n: usize) -> Self {
+        let paths = (0..n).map(store_path).collect();
+        let references = (0..n)
+            .map(|i| (0..i).filter(|_| rng.chance(25)).collect())
+            .collect();
+        // Paths i and i + n/2 may have the same NAR (a NAR is named by its content).
+        let content = (0..n)
+            .map(|i| {
+                let c = if i >= n / 2 && rng.chance(50) {
+                    i - n / 2
+                } else {
+                    i
+                };
+                Bytes::from(format!("nar of {c}"))
+            })
+            .collect();
+        World {
+            paths,
+            references,
+            content,
+        }
+    }
+
+    fn closure(&self, top: usize) -> Vec<usize> {
+        let mut seen = vec![false; self.paths.len()];
+        let mut stack = vec![top];
+        while let Some(i) = stack.pop() {
+            if !std::mem::replace(&mut seen[i], true) {
+                stack.extend(&self.references[i]);
+            }
+        }
+        // References only point down: ascending is references first.
+        (0..self.paths.len()).filter(|&i| seen[i]).collect()
+    }
+
+    fn narinfo(&self, i: usize, url: &str) -> NarInfo {
+        let nar_hash = Hash::digest(HashAlgo::Sha256, &self.content[i]);
+        let mut info = NarInfo::new(
+            StoreDir::default(),
+            self.paths[i].clone(),
+            url.to_owned(),
+            nar_hash,
+            self.content[i].len() as u64,
+        );
+        info.references = self.references[i]
+            .iter()
+            .map(|&r| self.paths[r].clone())
+            .collect();
+        info.references.push(self.paths[i].clone());
+        info.compression = Some("none".into());
+        info
+    }
+}
+
+enum PushState {
+    Start,
+    Upload(usize),
+    Publish(usize),
+}
+
+struct Push {
+    /// The model clock when it started.
+    started: Duration,
+    top: usize,
+    todo: Vec<usize>,
+    urls: Vec<String>,
+    state: PushState,
+}
+
+impl Push {
+    /// One step; `false` when the push is over (done, or given up).
+    async fn step(
+        &mut self,
+        cache: &BinaryCache,
+        world: &World,
+        rooted: &[bool],
+        rng: &mut Rng,
+        clock: Duration,
+        written: &mut HashMap<String, Duration>,
+    ) -> bool {
+        match self.state {
+            PushState::Start => {
+                // Like `cachecore push`, skip paths already there (half the time; the other
+                // half uploads the closure again, as `nix copy` of a changed cache might).
+                let skip_present = rng.chance(50);
+                self.todo.clear();
+                for i in world.closure(self.top) {
+                    if rooted[i]
+                        || (skip_present && cache.has_narinfo(&world.paths[i]).await.unwrap())
+                    {
+                        continue;
+                    }
+                    self.todo.push(i);
+                }
+                if self.todo.is_empty() {
+                    return false;
+                }
+                self.urls = self
+                    .todo
+                    .iter()
+                    .map(|&i| {
+                        if rng.chance(30) {
+                            let nar_hash = Hash::digest(HashAlgo::Sha256, &world.content[i]);
+                            BinaryCache::streamed_nar_url(&nar_hash, Compression::None)
+                        } else {
+                            let file_hash = Hash::digest(HashAlgo::Sha256, &world.content[i]);
+                            BinaryCache::nar_url(&file_hash, Compression::None)
+                        }
+                    })
+                    .collect();
+                self.state = PushState::Upload(0);
+                true
+            }
+            PushState::Upload(k) => {
+                let i = self.todo[k];
+                cache
+                    .put_nar(&self.urls[k], world.content[i].clone())
+                    .await
+                    .unwrap();
+                written.insert(self.urls[k].clone(), clock);
+                if rng.chance(50) {
+                    written.insert(format!("{}.ls", world.paths[i].hash_part()), clock);
+                    cache
+                        .put_listing_bytes(&world.paths[i], Bytes::from_static(b"{}"))
+                        .await
+                        .unwrap();
+                }
+                self.state = PushState::Publish(k);
+                true
+            }
+            PushState::Publish(k) => {
+                let i = self.todo[k];
+                // A push older than half the grace and the orphan limit (12 h here) stops: what
+                // it uploaded may be collected by now.
+                if clock.saturating_sub(self.started) > Duration::from_secs(12 * 3600) {
+                    return false;
+                }
+                // The re-check just before the narinfo: its NAR is there, its references'
+                // narinfos are there and no GC tombstone condemns them.
+                let nar_there = cache.nar_meta(&self.urls[k]).await.unwrap().is_some();
+                let condemned = super::apply::condemned_narinfos(cache).await.unwrap();
+                let mut refs_there = true;
+                for &r in &world.references[i] {
+                    refs_there &= cache.has_narinfo(&world.paths[r]).await.unwrap()
+                        && !condemned.contains(&world.paths[r].hash_part());
+                }
+                if !(nar_there && refs_there) {
+                    return false; // given up: run again
+                }
+                cache
+                    .put_narinfo(&world.narinfo(i, &self.urls[k]))
+                    .await
+                    .unwrap();
+                written.insert(format!("{}.narinfo", world.paths[i].hash_part()), clock);
+                if k + 1 == self.todo.len() {
+                    return false;
+                }
+                self.state = PushState::Upload(k + 1);
+                true
+            }
+        }
+    }
+}
+
+/// Every visible narinfo has its NAR and its references' narinfos.
+async fn check_invariant(cache: &BinaryCache, seed: u64, step: usize) {
+    use futures::TryStreamExt;
+    let infos: Vec<NarInfo> = cache.narinfos(8).try_collect().await.unwrap();
+    for info in &infos {
+        assert!(
+            cache.nar_meta(&info.url).await.unwrap().is_some(),
+            "seed {seed} step {step}: {} has no NAR {}",
+            info.store_path,
+            info.url
+        );
+        for r in &info.references {
+            assert!(
+                cache.has_narinfo(r).await.unwrap(),
+                "seed {seed} step {step}: {} references {r}, which has no narinfo",
+                info.store_path
+            );
+        }
+    }
+}
+
+struct GcRun {
+    applier: Applier<'static>,
+    report: GcReport,
+}
+
+async fn run_schedule(seed: u64) -> (usize, usize) {
+    let mut rng = Rng::new(seed);
+    let cache = BinaryCache::open("memory://").unwrap();
+    let dir = StoreDir::default();
+    let n = 6 + rng.below(8);
+    let world = World::new(&mut rng, n);
+    let rooted: Vec<bool> = (0..n).map(|_| rng.chance(15)).collect();
+    // The rooted paths (and their closures, so a root is complete) are in place first.
+    let rooted_tops: Vec<usize> = (0..n).filter(|&i| rooted[i]).collect();
+    let mut rooted = vec![false; n];
+    for &t in &rooted_tops {
+        for i in world.closure(t) {
+            if !rooted[i] {
+                rooted[i] = true;
+                let file_hash = Hash::digest(HashAlgo::Sha256, &world.content[i]);
+                let url = BinaryCache::nar_url(&file_hash, Compression::None);
+                cache.put_nar(&url, world.content[i].clone()).await.unwrap();
+                cache.put_narinfo(&world.narinfo(i, &url)).await.unwrap();
+            }
+        }
+        roots::add(
+            &cache,
+            &dir,
+            "h",
+            &format!("r{t}"),
+            vec![world.paths[t].clone()],
+            None,
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    }
+    // The model's clock: objects are dated by it (the in-memory store dates them by the real
+    // one, which does not jump), through `Snapshot::set_times`.
+    let base = SystemTime::now();
+    let mut clock = Duration::ZERO;
+    let mut written: HashMap<String, Duration> = HashMap::new();
+    let mut pushes: Vec<Push> = Vec::new();
+    let mut gc: Option<GcRun> = None;
+    let (mut deleted, mut gc_runs) = (0, 0);
+    for step in 0..80 {
+        let choice = rng.below(10);
+        if choice < 2 && pushes.len() < 3 {
+            pushes.push(Push {
+                started: clock,
+                top: rng.below(n),
+                todo: Vec::new(),
+                urls: Vec::new(),
+                state: PushState::Start,
+            });
+        } else if choice < 6 && !pushes.is_empty() {
+            let k = rng.below(pushes.len());
+            if !pushes[k]
+                .step(&cache, &world, &rooted, &mut rng, clock, &mut written)
+                .await
+            {
+                pushes.swap_remove(k);
+            }
+        } else if choice < 7 {
+            // Time passes: sometimes past the grace and the orphan limit.
+            clock += Duration::from_secs([1, 3600, 3 * 24 * 3600][rng.below(3)]);
+        } else if let Some(run) = gc.as_mut() {
+            if rng.chance(3) {
+                gc = None; // killed
+            } else if !run.applier.step(&cache, &mut run.report).await {
+                deleted += run.report.narinfos_deleted.len();
+                gc = None;
+            }
+        } else {
+            gc_runs += 1;
+            let now = base + clock;
+            let options = GcOptions {
+                plan: PlanOptions {
+                    older_than: rng.chance(30).then(|| Duration::from_secs(3600)),
+                    grace: if rng.chance(30) {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_secs(24 * 3600)
+                    },
+                    allow_empty_roots: true,
+                    ..PlanOptions::default()
+                },
+                dry_run: false,
+                concurrency: 4,
+                settle: Duration::ZERO,
+            };
+            let mut s = scan(&cache, &dir, 4).await.unwrap();
+            s.snapshot
+                .set_times(|key| written.get(key).map(|&c| roots::unix_secs(base + c)));
+            let ids = s.root_ids();
+            let snapshot: &'static Snapshot = Box::leak(Box::new(s.snapshot));
+            let p = plan(snapshot, &ids, roots::unix_secs(now), &options.plan).unwrap();
+            let p = Box::leak(Box::new(p));
+            let mut report = GcReport::default();
+            let applier = Applier::new(snapshot, p, now, &options, &mut report);
+            gc = Some(GcRun { applier, report });
+        }
+        check_invariant(&cache, seed, step).await;
+    }
+    (deleted, gc_runs)
+}
+
+#[tokio::test]
+async fn model_schedules_keep_every_closure() {
+    let schedules: u64 = std::env::var("CACHECORE_GC_MODEL_SCHEDULES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1500);
+    let (mut deleted, mut runs) = (0, 0);
+    for seed in 0..schedules {
+        let (d, r) = run_schedule(seed).await;
+        deleted += d;
+        runs += r;
+    }
+    // The schedules really collect (a model where GC never deletes proves nothing).
+    assert!(
+        runs > schedules as usize && deleted > schedules as usize / 2,
+        "{runs} runs, {deleted} deleted"
+    );
+}
+
+// ---- The planner on hand-made snapshots ----
+
+fn hash(i: usize) -> String {
+    store_path(i).hash_part()
+}
+
+/// Adds path `i` with `refs`, NAR `nar`, pushed at `pushed`.
+fn add(s: &mut Snapshot, i: usize, refs: &[usize], nar: &str, pushed: u64) {
+    let mut info = NarInfo::new(
+        StoreDir::default(),
+        store_path(i),
+        nar.to_owned(),
+        Hash::digest(HashAlgo::Sha256, nar.as_bytes()),
+        10,
+    );
+    info.references = refs.iter().map(|&r| store_path(r)).collect();
+    s.add_narinfo(&hash(i), &info, pushed, i as u64);
+    s.add_nar_object(nar, 100, pushed, 0);
+}
+
+fn ids(s: &Snapshot, is: &[usize]) -> Vec<u32> {
+    is.iter().map(|&i| s.path_id(&hash(i)).unwrap()).collect()
+}
+
+fn keys(s: &Snapshot, objects: &[ObjectRef]) -> Vec<String> {
+    let mut k: Vec<String> = objects
+        .iter()
+        .map(|&o| super::apply::object_key(s, o))
+        .collect();
+    k.sort();
+    k
+}
+
+#[test]
+fn plan_keeps_closures_orders_referrers_first_and_shares_nars() {
+    // 0 <- 1 <- 2 (app), 3 -> 0 ; 2 rooted. 3 is garbage; 0 stays (2 needs it).
+    // 4 shares its NAR with 1 (live): the NAR stays. 5 -> 4: both garbage, 5 first.
+    let mut s = Snapshot::new();
+    add(&mut s, 0, &[], "nar/a.nar", 10);
+    add(&mut s, 1, &[0], "nar/b.nar", 10);
+    add(&mut s, 2, &[1, 0, 2], "nar/c.nar", 10);
+    add(&mut s, 3, &[0], "nar/d.nar", 10);
+    add(&mut s, 4, &[], "nar/b.nar", 10);
+    add(&mut s, 5, &[4], "nar/e.nar", 10);
+    s.add_listing(&hash(5), 7, 10);
+    s.add_nar_object("nar/orphan.nar", 50, 10, 0);
+    s.add_nar_object("nar/young-orphan.nar", 50, 1_000_000 - 60, 0);
+    let roots = RootIds {
+        live: ids(&s, &[2]),
+        trashed: vec![],
+    };
+    let opts = PlanOptions::default();
+    let p = plan(&s, &roots, 1_000_000, &opts).unwrap();
+    assert_eq!(p.live, 3);
+    let order: Vec<u32> = p.narinfos.clone();
+    assert_eq!(order.len(), 3);
+    let pos = |i: usize| order.iter().position(|&x| x == ids(&s, &[i])[0]).unwrap();
+    assert!(pos(5) < pos(4));
+    assert_eq!(
+        keys(&s, &p.tombstone),
+        [
+            format!("{}.ls", hash(5)),
+            "nar/d.nar".into(),
+            "nar/e.nar".into()
+        ]
+    );
+    assert_eq!(keys(&s, &p.delete), ["nar/orphan.nar"]);
+    assert_eq!(p.orphans, 1);
+    // Deterministic.
+    assert_eq!(plan(&s, &roots, 1_000_000, &opts).unwrap(), p);
+
+    // Grace 0: the tombstone's objects go in the same run, after the due and before orphans.
+    let force = PlanOptions {
+        grace: Duration::ZERO,
+        ..PlanOptions::default()
+    };
+    let p0 = plan(&s, &roots, 1_000_000, &force).unwrap();
+    assert_eq!(keys(&s, &p0.delete).len(), 4);
+
+    // Recently pushed paths stay with their closures.
+    let recent = PlanOptions {
+        older_than: Some(Duration::from_secs(100)),
+        ..PlanOptions::default()
+    };
+    add(&mut s, 6, &[3], "nar/f.nar", 1_000_000 - 10);
+    let p = plan(&s, &roots, 1_000_000, &recent).unwrap();
+    assert_eq!(
+        keys(&s, &p.tombstone),
+        [format!("{}.ls", hash(5)), "nar/e.nar".into()]
+    );
+
+    // No roots, no --older-than: refused unless allowed.
+    let none = RootIds::default();
+    assert_eq!(plan(&s, &none, 1, &opts), Err(PlanError::EmptyRoots));
+    let all = PlanOptions {
+        allow_empty_roots: true,
+        ..PlanOptions::default()
+    };
+    assert_eq!(plan(&s, &none, 1, &all).unwrap().live, 0);
+}
+
+#[test]
+fn plan_due_tombstones_unparseable_and_only_trashed() {
+    let mut s = Snapshot::new();
+    add(&mut s, 0, &[], "nar/a.nar", 10);
+    add(&mut s, 1, &[0], "nar/b.nar", 10);
+    add(&mut s, 2, &[], "nar/c.nar", 10);
+    let gone = s.intern_key("nar/gone.nar");
+    s.add_nar_object("nar/gone.nar", 9, 5, 0);
+    let named = s.intern_key("nar/a.nar");
+    s.add_tombstone(super::plan::TombstoneSummary {
+        name: "t-old".into(),
+        written: 100,
+        objects: vec![ObjectRef::Nar(gone), ObjectRef::Nar(named)],
+    });
+    s.add_tombstone(super::plan::TombstoneSummary {
+        name: "t-new".into(),
+        written: 1_000_000 - 5,
+        objects: vec![],
+    });
+    let opts = PlanOptions::default();
+    // only_trashed: what trashed roots reach (1, and 0 through it) goes, unless kept.
+    let roots = RootIds {
+        live: vec![],
+        trashed: ids(&s, &[1]),
+    };
+    let only = PlanOptions {
+        only_trashed: true,
+        ..PlanOptions::default()
+    };
+    let p = plan(&s, &roots, 1_000_000, &only).unwrap();
+    assert_eq!(p.narinfos, ids(&s, &[1, 0]));
+    assert_eq!(p.live, 1);
+    // The old tombstone is due: its unnamed NAR goes, the one a narinfo names stays.
+    assert_eq!(keys(&s, &p.delete), ["nar/gone.nar"]);
+    assert_eq!(p.finished_tombstones, ["t-old"]);
+    // A narinfo that does not parse keeps every orphan NAR and is never deleted.
+    s.add_unparseable(&hash(7));
+    s.add_nar_object("nar/orphan.nar", 50, 10, 0);
+    let roots = RootIds {
+        live: ids(&s, &[1]),
+        trashed: vec![],
+    };
+    let p = plan(&s, &roots, 1_000_000, &opts).unwrap();
+    assert_eq!(p.orphans, 0);
+    assert_eq!(p.orphans_kept_for_unparseable, 1);
+    assert_eq!(p.narinfos, ids(&s, &[2]));
+}

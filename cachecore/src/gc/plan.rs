@@ -1,0 +1,604 @@
+//! The pure, deterministic planner: a [`Snapshot`] of the cache (narinfo summaries on compact
+//! integer ids, the objects listed, the tombstones of earlier runs), the roots, the time and
+//! the [`PlanOptions`] in; a [`Plan`] out. No I/O, no clock, no randomness: the same input gives
+//! the same plan, which is what the model test and `--dry-run` rely on.
+//!
+//! Memory: one [`PathSummary`] per narinfo (references as `u32` ids, the NAR key interned once
+//! however many narinfos share it), never a whole narinfo.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use crate::narinfo::NarInfo;
+use crate::store_path::HASH_PART_LEN;
+
+/// A store path's id (its hash part, interned).
+pub type PathId = u32;
+/// An object key's id (a NAR key or a log's derivation name, interned).
+pub type KeyId = u32;
+
+/// What the planner keeps of one narinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathSummary {
+    /// `References`, as ids, without the path itself.
+    pub references: Box<[PathId]>,
+    /// The `URL:` (the NAR's key), interned.
+    pub nar: KeyId,
+    /// `FileSize` (0 when absent).
+    pub file_size: u64,
+    /// `NarSize`.
+    pub nar_size: u64,
+    /// When the narinfo was written (its object's last-modified), Unix seconds.
+    pub pushed: u64,
+    /// The base name of the `Deriver`, interned (its build log is `log/<deriver>`).
+    pub deriver: Option<KeyId>,
+    /// The narinfo object's version as listed ([`fingerprint`]): a rewrite changes it.
+    pub version: u64,
+}
+
+/// A number that changes when an object is rewritten: its ETag, size and last-modified time
+/// to the second, hashed, so that a listing and a HEAD of one unchanged object agree on every
+/// backend (S3 lists times to the millisecond but HEAD answers them to the second; the ETag of
+/// a local file holds its mtime to the nanosecond). An S3 object rewritten with the same bytes
+/// within the same second is not seen as rewritten.
+pub fn fingerprint(meta: &crate::store::ObjectMeta) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.e_tag.hash(&mut h);
+    meta.size.hash(&mut h);
+    super::roots::unix_secs(meta.last_modified).hash(&mut h);
+    h.finish()
+}
+
+/// An object GC may delete besides narinfos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectRef {
+    /// A NAR object (its key).
+    Nar(KeyId),
+    /// A path's `<hash>.ls`.
+    Listing(PathId),
+    /// A build log `log/<drv>`.
+    Log(KeyId),
+}
+
+/// A tombstone written by an earlier run: what it unpublished and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TombstoneSummary {
+    /// Its object name (`.cachecore/gc/<name>`).
+    pub name: String,
+    /// When it was written, Unix seconds.
+    pub written: u64,
+    /// The objects whose narinfos it unpublished.
+    pub objects: Vec<ObjectRef>,
+}
+
+/// Everything the planner reads, on integer ids.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    hashes: Vec<[u8; HASH_PART_LEN]>,
+    by_hash: HashMap<[u8; HASH_PART_LEN], PathId>,
+    /// By [`PathId`]: the narinfo's summary, when the cache has a (parseable) narinfo.
+    paths: Vec<Option<PathSummary>>,
+    /// Hash parts whose narinfo exists but does not parse: never deleted, and while any
+    /// exists no orphan NAR is deleted (what they name is unknown).
+    unparseable: HashSet<PathId>,
+    keys: Vec<Box<str>>,
+    key_ids: HashMap<Box<str>, KeyId>,
+    /// Listed `nar/…` objects: size, last-modified (Unix seconds), [`fingerprint`].
+    nar_objects: HashMap<KeyId, (u64, u64, u64)>,
+    /// Listed `<hash>.ls` objects.
+    listings: HashMap<PathId, (u64, u64)>,
+    /// Listed build logs, by derivation base name.
+    logs: HashMap<KeyId, u64>,
+    tombstones: Vec<TombstoneSummary>,
+    /// References to hash parts with no narinfo (a closure already broken), counted.
+    pub dangling_references: u64,
+}
+
+/// A hash part as a fixed array, when `s` is one (32 ASCII bytes).
+fn hash_key(s: &str) -> Option<[u8; HASH_PART_LEN]> {
+    s.as_bytes().try_into().ok()
+}
+
+impl Snapshot {
+    /// An empty snapshot.
+    pub fn new() -> Self {
+        Snapshot::default()
+    }
+
+    /// The id of hash part `hash`, interned on first sight. A string that is not 32 bytes has
+    /// none (callers pass hash parts taken from keys and parsed store paths).
+    pub fn intern_path(&mut self, hash: &str) -> Option<PathId> {
+        let key = hash_key(hash)?;
+        if let Some(&id) = self.by_hash.get(&key) {
+            return Some(id);
+        }
+        let id = PathId::try_from(self.hashes.len()).ok()?;
+        self.hashes.push(key);
+        self.paths.push(None);
+        self.by_hash.insert(key, id);
+        Some(id)
+    }
+
+    /// The id of hash part `hash`, if seen.
+    pub fn path_id(&self, hash: &str) -> Option<PathId> {
+        self.by_hash.get(&hash_key(hash)?).copied()
+    }
+
+    /// The hash part of `id`.
+    pub fn hash_part(&self, id: PathId) -> &str {
+        self.hashes
+            .get(id as usize)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .unwrap_or("")
+    }
+
+    /// The id of object key `key`, interned.
+    pub fn intern_key(&mut self, key: &str) -> KeyId {
+        if let Some(&id) = self.key_ids.get(key) {
+            return id;
+        }
+        let id = KeyId::try_from(self.keys.len()).unwrap_or(KeyId::MAX);
+        let boxed: Box<str> = key.into();
+        self.keys.push(boxed.clone());
+        self.key_ids.insert(boxed, id);
+        id
+    }
+
+    /// The key of `id`.
+    pub fn key(&self, id: KeyId) -> &str {
+        self.keys.get(id as usize).map_or("", |k| k)
+    }
+
+    /// Every listed NAR object's key.
+    pub fn nar_keys(&self) -> impl Iterator<Item = &str> {
+        self.nar_objects.keys().map(|&k| self.key(k))
+    }
+
+    /// The summary of path `id`, when it has a parseable narinfo.
+    pub fn summary(&self, id: PathId) -> Option<&PathSummary> {
+        self.paths.get(id as usize).and_then(Option::as_ref)
+    }
+
+    /// Adds the narinfo stored at `hash`'s key, written at `pushed` (Unix seconds).
+    /// `version` is its [`fingerprint`].
+    pub fn add_narinfo(&mut self, hash: &str, info: &NarInfo, pushed: u64, version: u64) {
+        let Some(id) = self.intern_path(hash) else {
+            return;
+        };
+        let mut references: Vec<PathId> = info
+            .references
+            .iter()
+            .filter_map(|r| self.intern_path(&r.hash_part()))
+            .filter(|&r| r != id)
+            .collect();
+        references.sort_unstable();
+        references.dedup();
+        let nar = self.intern_key(&info.url);
+        let deriver = info.deriver.as_ref().map(|d| d.to_string());
+        let deriver = deriver.map(|d| self.intern_key(&d));
+        if let Some(slot) = self.paths.get_mut(id as usize) {
+            *slot = Some(PathSummary {
+                references: references.into(),
+                nar,
+                file_size: info.file_size.unwrap_or(0),
+                nar_size: info.nar_size,
+                pushed,
+                deriver,
+                version,
+            });
+        }
+    }
+
+    /// Adds a narinfo key whose object does not parse.
+    pub fn add_unparseable(&mut self, hash: &str) {
+        if let Some(id) = self.intern_path(hash) {
+            self.unparseable.insert(id);
+        }
+    }
+
+    /// Adds a listed NAR object.
+    pub fn add_nar_object(&mut self, key: &str, size: u64, modified: u64, version: u64) {
+        let id = self.intern_key(key);
+        self.nar_objects.insert(id, (size, modified, version));
+    }
+
+    /// The [`fingerprint`] of a listed NAR object.
+    pub fn nar_version(&self, key: KeyId) -> Option<u64> {
+        self.nar_objects.get(&key).map(|s| s.2)
+    }
+
+    /// Adds a listed `<hash>.ls`.
+    pub fn add_listing(&mut self, hash: &str, size: u64, modified: u64) {
+        if let Some(id) = self.intern_path(hash) {
+            self.listings.insert(id, (size, modified));
+        }
+    }
+
+    /// Adds a listed build log `log/<drv>`.
+    pub fn add_log(&mut self, drv: &str, size: u64) {
+        let id = self.intern_key(drv);
+        self.logs.insert(id, size);
+    }
+
+    /// Sets the listed times of objects from `time_of(key)` (Unix seconds), for the model
+    /// test, whose clock runs ahead of the in-memory store's.
+    #[cfg(test)]
+    pub(crate) fn set_times(&mut self, time_of: impl Fn(&str) -> Option<u64>) {
+        for (k, v) in self.nar_objects.iter_mut() {
+            if let Some(t) = time_of(&self.keys[*k as usize]) {
+                v.1 = t;
+            }
+        }
+        for (p, v) in self.listings.iter_mut() {
+            let hash = std::str::from_utf8(&self.hashes[*p as usize]).unwrap_or("");
+            if let Some(t) = time_of(&format!("{hash}.ls")) {
+                v.1 = t;
+            }
+        }
+        for (i, s) in self.paths.iter_mut().enumerate() {
+            let hash = std::str::from_utf8(&self.hashes[i]).unwrap_or("");
+            if let (Some(s), Some(t)) = (s.as_mut(), time_of(&format!("{hash}.narinfo"))) {
+                s.pushed = t;
+            }
+        }
+    }
+
+    /// Adds an earlier run's tombstone.
+    pub fn add_tombstone(&mut self, tombstone: TombstoneSummary) {
+        self.tombstones.push(tombstone);
+    }
+
+    /// How many paths have a (parseable) narinfo.
+    pub fn narinfo_count(&self) -> usize {
+        self.paths.iter().filter(|p| p.is_some()).count()
+    }
+
+    /// The size of the object, as listed (0 when not listed).
+    pub fn object_size(&self, object: ObjectRef) -> u64 {
+        match object {
+            ObjectRef::Nar(k) => self.nar_objects.get(&k).map_or(0, |s| s.0),
+            ObjectRef::Listing(p) => self.listings.get(&p).map_or(0, |s| s.0),
+            ObjectRef::Log(k) => self.logs.get(&k).copied().unwrap_or(0),
+        }
+    }
+
+    /// When the object was last written, as listed.
+    pub fn object_modified(&self, object: ObjectRef) -> Option<u64> {
+        match object {
+            ObjectRef::Nar(k) => self.nar_objects.get(&k).map(|s| s.1),
+            ObjectRef::Listing(p) => self.listings.get(&p).map(|s| s.1),
+            ObjectRef::Log(_) => None,
+        }
+    }
+}
+
+/// What a run may delete, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Paths whose narinfo was written within this long before `now` are live (with their
+    /// closures). `None`: only roots keep paths.
+    pub older_than: Option<Duration>,
+    /// How long the objects of unpublished narinfos stay, recorded in a tombstone, before a
+    /// later run deletes them. Zero (`--force`): deleted in the same run.
+    pub grace: Duration,
+    /// NARs and listings that no narinfo names are deleted once older than this (killed
+    /// pushes).
+    pub failed_uploads_older_than: Duration,
+    /// Delete only what trashed roots reach and nothing else keeps.
+    pub only_trashed: bool,
+    /// Plan even with no root and no `older_than` (everything unrooted is garbage).
+    pub allow_empty_roots: bool,
+}
+
+/// The default grace: two days, longer than any presigned upload URL `serve` hands out (at
+/// most an hour) and any narinfo disk cache of Nix (`narinfo-cache-positive-ttl`, 30 days, is
+/// longer: a client that cached a narinfo for longer than the grace gets a 404 for its NAR and
+/// falls back to building or another substituter).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(2 * 24 * 3600);
+
+/// The default age after which objects no narinfo names are deleted: one day, as push's
+/// clean-up of its own leftovers.
+pub const DEFAULT_FAILED_UPLOADS_OLDER_THAN: Duration = Duration::from_secs(24 * 3600);
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            older_than: None,
+            grace: DEFAULT_GRACE,
+            failed_uploads_older_than: DEFAULT_FAILED_UPLOADS_OLDER_THAN,
+            only_trashed: false,
+            allow_empty_roots: false,
+        }
+    }
+}
+
+/// The roots a plan starts from, as ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RootIds {
+    /// Paths kept by live roots (and leases).
+    pub live: Vec<PathId>,
+    /// Paths named by trashed roots (used by `only_trashed`).
+    pub trashed: Vec<PathId>,
+}
+
+/// Why no plan was made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    #[error("no GC root and no --older-than: everything in the cache would be garbage; add roots (`cachecore roots add`), give --older-than, or pass --allow-empty-roots if that is really meant")]
+    EmptyRoots,
+}
+
+impl PlanError {
+    /// Always [`InvalidInput`](crate::error::ErrorKind::InvalidInput).
+    pub fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::InvalidInput
+    }
+}
+
+/// What a run does, in the order it must be done.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Paths with a narinfo that stay.
+    pub live: usize,
+    /// Narinfos to delete, referrers before what they reference.
+    pub narinfos: Vec<PathId>,
+    /// Paths of `narinfos` in a reference cycle (a corrupt cache), deleted last, in id order.
+    pub in_cycles: usize,
+    /// Objects of those narinfos that no remaining narinfo names: recorded in this run's
+    /// tombstone, deleted by a run after the grace (or right after the narinfos with grace 0).
+    pub tombstone: Vec<ObjectRef>,
+    /// Objects to delete after the narinfos: those of due tombstones, orphans, and (grace 0)
+    /// `tombstone`'s.
+    pub delete: Vec<ObjectRef>,
+    /// Of `delete`: the orphans (named by no narinfo, older than the limit).
+    pub orphans: usize,
+    /// Tombstones whose objects were all handled (deleted, or kept because something names
+    /// them again): deleted after `delete` succeeded.
+    pub finished_tombstones: Vec<String>,
+    /// Orphan NARs kept because some narinfo does not parse (what it names is unknown).
+    pub orphans_kept_for_unparseable: usize,
+    /// Root paths the cache has no narinfo for.
+    pub missing_roots: usize,
+}
+
+impl Plan {
+    /// Bytes of NARs and listings (as listed) the run deletes now or after the grace.
+    pub fn bytes(&self, snapshot: &Snapshot) -> u64 {
+        let all: HashSet<ObjectRef> = self.tombstone.iter().chain(&self.delete).copied().collect();
+        all.iter()
+            .map(|o| snapshot.object_size(*o))
+            .fold(0, u64::saturating_add)
+    }
+}
+
+/// Plans a run: see the [module docs](super) for what is garbage.
+pub fn plan(
+    snapshot: &Snapshot,
+    roots: &RootIds,
+    now: u64,
+    options: &PlanOptions,
+) -> Result<Plan, PlanError> {
+    let has_narinfo = |id: PathId| snapshot.summary(id).is_some();
+    if roots.live.is_empty()
+        && options.older_than.is_none()
+        && !options.only_trashed
+        && !options.allow_empty_roots
+    {
+        return Err(PlanError::EmptyRoots);
+    }
+    let n = snapshot.paths.len();
+    let mut plan = Plan {
+        missing_roots: roots.live.iter().filter(|&&r| !has_narinfo(r)).count(),
+        ..Plan::default()
+    };
+
+    // Live: the closure of the roots, of paths pushed within `older_than`, of unparseable
+    // narinfos (never deleted; their references are unknown, so they keep nothing), and with
+    // `only_trashed`, of every path trashed roots do not reach.
+    let mut seeds: Vec<PathId> = roots.live.clone();
+    if let Some(age) = options.older_than {
+        let cutoff = now.saturating_sub(age.as_secs());
+        seeds.extend(
+            (0..n as PathId).filter(|&id| snapshot.summary(id).is_some_and(|s| s.pushed >= cutoff)),
+        );
+    }
+    if options.only_trashed {
+        let trashed = closure(snapshot, &roots.trashed);
+        seeds.extend((0..n as PathId).filter(|&id| !trashed[id as usize]));
+    }
+    let live = closure(snapshot, &seeds);
+    plan.live = (0..n)
+        .filter(|&i| live[i] && snapshot.paths[i].is_some())
+        .count();
+
+    let dead: Vec<PathId> = (0..n as PathId)
+        .filter(|&id| !live[id as usize] && has_narinfo(id))
+        .collect();
+    let (order, in_cycles) = referrers_first(snapshot, &dead, &live);
+    plan.narinfos = order;
+    plan.in_cycles = in_cycles;
+
+    // What remaining narinfos name; and what any narinfo of the snapshot names.
+    let mut named_live: HashSet<ObjectRef> = HashSet::new();
+    let mut named_any: HashSet<ObjectRef> = HashSet::new();
+    for id in 0..n as PathId {
+        let Some(s) = snapshot.summary(id) else {
+            if snapshot.unparseable.contains(&id) {
+                named_live.insert(ObjectRef::Listing(id));
+                named_any.insert(ObjectRef::Listing(id));
+            }
+            continue;
+        };
+        let objects = [
+            Some(ObjectRef::Nar(s.nar)),
+            Some(ObjectRef::Listing(id)),
+            s.deriver.map(ObjectRef::Log),
+        ];
+        for o in objects.into_iter().flatten() {
+            named_any.insert(o);
+            if live[id as usize] {
+                named_live.insert(o);
+            }
+        }
+    }
+
+    // Objects already waiting in a tombstone.
+    let mut waiting: HashSet<ObjectRef> = HashSet::new();
+    let mut delete: Vec<ObjectRef> = Vec::new();
+    let mut queued: HashSet<ObjectRef> = HashSet::new();
+    let mut tombstones: Vec<&TombstoneSummary> = snapshot.tombstones.iter().collect();
+    tombstones.sort_by(|a, b| a.name.cmp(&b.name));
+    for t in tombstones {
+        let due = now.saturating_sub(t.written) >= options.grace.as_secs();
+        if !due {
+            waiting.extend(t.objects.iter().copied());
+            continue;
+        }
+        for &o in &t.objects {
+            // Named again by a narinfo (live, or unpublished by this run, which tombstones it
+            // anew), or rewritten since the tombstone (a push uploaded it again): kept.
+            let rewritten = snapshot.object_modified(o).is_some_and(|m| m > t.written);
+            if !named_any.contains(&o) && !rewritten && queued.insert(o) {
+                delete.push(o);
+            }
+        }
+        plan.finished_tombstones.push(t.name.clone());
+    }
+
+    // This run's unpublished objects.
+    let mut tombstone: Vec<ObjectRef> = Vec::new();
+    let mut seen: HashSet<ObjectRef> = HashSet::new();
+    for &id in &plan.narinfos {
+        let Some(s) = snapshot.summary(id) else {
+            continue;
+        };
+        let mut objects = vec![ObjectRef::Nar(s.nar)];
+        if snapshot.listings.contains_key(&id) {
+            objects.push(ObjectRef::Listing(id));
+        }
+        objects.extend(
+            s.deriver
+                .filter(|d| snapshot.logs.contains_key(d))
+                .map(ObjectRef::Log),
+        );
+        for o in objects {
+            if !named_live.contains(&o) && seen.insert(o) {
+                tombstone.push(o);
+            }
+        }
+    }
+    if options.grace.is_zero() {
+        for &o in &tombstone {
+            if queued.insert(o) {
+                delete.push(o);
+            }
+        }
+    }
+
+    // Orphans: objects no narinfo names, old enough, not waiting in a tombstone.
+    let limit = now.saturating_sub(options.failed_uploads_older_than.as_secs());
+    let mut orphans: Vec<ObjectRef> = snapshot
+        .nar_objects
+        .iter()
+        .map(|(&k, &(_, m, _))| (ObjectRef::Nar(k), m))
+        .chain(
+            snapshot
+                .listings
+                .iter()
+                .map(|(&p, &(_, m))| (ObjectRef::Listing(p), m)),
+        )
+        .filter(|&(o, m)| {
+            m <= limit && !named_any.contains(&o) && !waiting.contains(&o) && !queued.contains(&o)
+        })
+        .map(|(o, _)| o)
+        .collect();
+    orphans.sort_unstable();
+    if !snapshot.unparseable.is_empty() {
+        let before = orphans.len();
+        orphans.retain(|o| !matches!(o, ObjectRef::Nar(_)));
+        plan.orphans_kept_for_unparseable = before - orphans.len();
+    }
+    plan.orphans = orphans.len();
+    delete.extend(orphans);
+
+    plan.tombstone = tombstone;
+    plan.delete = delete;
+    Ok(plan)
+}
+
+/// The closure of `seeds` (those with a narinfo, and what their narinfos reference), as a
+/// bitmap by [`PathId`].
+fn closure(snapshot: &Snapshot, seeds: &[PathId]) -> Vec<bool> {
+    let mut seen = vec![false; snapshot.paths.len()];
+    let mut stack: Vec<PathId> = Vec::new();
+    for &s in seeds {
+        if let Some(slot) = seen.get_mut(s as usize) {
+            if !*slot {
+                *slot = true;
+                stack.push(s);
+            }
+        }
+    }
+    while let Some(id) = stack.pop() {
+        let Some(s) = snapshot.summary(id) else {
+            continue;
+        };
+        for &r in s.references.iter() {
+            if let Some(slot) = seen.get_mut(r as usize) {
+                if !*slot {
+                    *slot = true;
+                    stack.push(r);
+                }
+            }
+        }
+    }
+    seen
+}
+
+/// `dead` ordered referrers first (Kahn's algorithm on the dead subgraph, smallest id first
+/// among the ready ones, so the order is deterministic); paths in a cycle follow, by id.
+/// A live path never references a dead one (live is closed under references), so only dead
+/// referrers count.
+fn referrers_first(snapshot: &Snapshot, dead: &[PathId], live: &[bool]) -> (Vec<PathId>, usize) {
+    let mut referrers: HashMap<PathId, u32> = dead.iter().map(|&d| (d, 0)).collect();
+    for &d in dead {
+        if let Some(s) = snapshot.summary(d) {
+            for r in s.references.iter() {
+                if let Some(count) = referrers.get_mut(r) {
+                    *count += 1;
+                }
+            }
+        }
+    }
+    let mut ready: std::collections::BTreeSet<PathId> = referrers
+        .iter()
+        .filter(|(_, &c)| c == 0)
+        .map(|(&id, _)| id)
+        .collect();
+    let mut order = Vec::with_capacity(dead.len());
+    while let Some(id) = ready.pop_first() {
+        order.push(id);
+        if let Some(s) = snapshot.summary(id) {
+            for r in s.references.iter() {
+                if let Some(count) = referrers.get_mut(r) {
+                    *count -= 1;
+                    if *count == 0 {
+                        ready.insert(*r);
+                    }
+                }
+            }
+        }
+    }
+    let placed: HashSet<PathId> = order.iter().copied().collect();
+    let mut rest: Vec<PathId> = dead
+        .iter()
+        .copied()
+        .filter(|d| !placed.contains(d) && !live[*d as usize])
+        .collect();
+    rest.sort_unstable();
+    let in_cycles = rest.len();
+    order.extend(rest);
+    (order, in_cycles)
+}
