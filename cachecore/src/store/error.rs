@@ -69,6 +69,20 @@ pub enum StoreError {
     #[error("{url}: {key} leads outside the cache directory through a symbolic link (refused)")]
     OutsideRoot { url: String, key: String },
 
+    /// On a local directory, something other than a regular file at an object's key (a FIFO,
+    /// a socket, a device): refused without reading it, since a FIFO would make a reader wait
+    /// for a writer forever. (A directory is not an object at all: it reads as absent, as a
+    /// prefix does on every other backend.)
+    #[error(
+        "{url}: {key} is a {what}, not a regular file; refused (cache objects are regular files)"
+    )]
+    NotRegularFile {
+        url: String,
+        key: String,
+        /// What is there instead: `FIFO`, `socket`, `character device`, ...
+        what: &'static str,
+    },
+
     /// A narinfo names a NAR at a key outside `nar/`, where cachecore does not write NARs.
     #[error("{url}: {key} is not a NAR key (NARs are written under nar/)")]
     NotANarKey { url: String, key: String },
@@ -255,6 +269,7 @@ impl StoreError {
             | StoreError::RangeNotSatisfiable { key, .. }
             | StoreError::NotANarKey { key, .. }
             | StoreError::OutsideRoot { key, .. }
+            | StoreError::NotRegularFile { key, .. }
             | StoreError::BadNarInfo { key, .. }
             | StoreError::IdentityMismatch { key, .. }
             | StoreError::TooLarge { key, .. }
@@ -307,7 +322,8 @@ impl StoreError {
             | StoreError::NotANarKey { .. }
             | StoreError::IdentityMismatch { .. }
             | StoreError::TooLarge { .. }
-            | StoreError::OutsideRoot { .. } => ErrorKind::Corrupt,
+            | StoreError::OutsideRoot { .. }
+            | StoreError::NotRegularFile { .. } => ErrorKind::Corrupt,
             StoreError::Durability { .. } => ErrorKind::Local,
             StoreError::Unreachable { .. } | StoreError::Backend { .. } => ErrorKind::Unavailable,
             // The store URL is wrong: the region, or a port that is not the S3 API.

@@ -188,6 +188,16 @@ fn local_error(e: impl std::error::Error + Send + Sync + 'static) -> object_stor
     }
 }
 
+/// How an object of a local directory is opened. `NONBLOCK`: a FIFO put at an object's key
+/// would otherwise make the open wait for a writer, forever, on whatever thread made it (on a
+/// regular file the flag changes nothing); the file is then `fstat`ed and refused unless it is
+/// a regular file (`Objects::check_regular`), so no read waits on it either. `NOCTTY`: a terminal at a
+/// key does not become the process's.
+const OPEN_OBJECT: rustix::fs::OFlags = rustix::fs::OFlags::RDONLY
+    .union(rustix::fs::OFlags::CLOEXEC)
+    .union(rustix::fs::OFlags::NOCTTY)
+    .union(rustix::fs::OFlags::NONBLOCK);
+
 /// Bytes read from a local file per chunk of a GET's body.
 const FILE_CHUNK: u64 = 256 * 1024;
 
@@ -262,6 +272,37 @@ struct LocalFile {
     id: FileId,
     /// Whether the file was old enough to keep its bytes, when it was described.
     settled: bool,
+}
+
+/// What a local file's `stat` says as object metadata, with the ETag object_store's local
+/// backend gives the same file (so listings, HEADs and GETs agree).
+// The nanosecond fields are `u64` here and `i64` on some targets.
+#[allow(clippy::unnecessary_cast)]
+fn local_meta(key: &str, st: &rustix::fs::Stat) -> ObjectMeta {
+    let size = st.st_size as u64;
+    // As std's `Metadata::modified` (which object_store's HEAD uses for the ETag), with a
+    // time before 1970 read as 1970.
+    let modified = if st.st_mtime < 0 {
+        SystemTime::UNIX_EPOCH
+    } else {
+        let nanos = std::time::Duration::from_nanos(st.st_mtime_nsec as u64);
+        std::time::Duration::from_secs(st.st_mtime as u64)
+            .checked_add(nanos)
+            .and_then(|d| SystemTime::UNIX_EPOCH.checked_add(d))
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    };
+    let micros = modified
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros();
+    let inode = st.st_ino;
+    ObjectMeta {
+        key: key.to_owned(),
+        size,
+        last_modified: modified,
+        e_tag: Some(format!("\"{inode:x}-{micros:x}-{size:x}\"")),
+        version: None,
+    }
 }
 
 /// The whole object `meta` describes, whose bytes are at hand.
@@ -544,12 +585,12 @@ impl Objects {
     /// when it cannot say yes (no such file, a link out of the directory, a kernel without
     /// `openat2`): then the caller confines and opens the slow way, which says why.
     fn open_beneath(&self, key: &str) -> Option<std::fs::File> {
-        use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+        use rustix::fs::{openat2, Mode, ResolveFlags};
         let root = self.inner.local_root_fd.as_ref()?;
         let fd = openat2(
             root,
             key,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
+            OPEN_OBJECT,
             Mode::empty(),
             ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
         )
@@ -760,10 +801,20 @@ impl Objects {
                 let owned_key = key.to_owned();
                 tokio::task::spawn_blocking(move || {
                     this.confine(&owned_key)?;
-                    let file = match std::fs::File::open(&file_path) {
-                        Ok(f) => f,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                        Err(e) => return Err(this.local_read_err(&owned_key, e)),
+                    let file = match rustix::fs::open(
+                        &file_path,
+                        OPEN_OBJECT,
+                        rustix::fs::Mode::empty(),
+                    ) {
+                        Ok(fd) => std::fs::File::from(fd),
+                        Err(rustix::io::Errno::NOENT) => return Ok(None),
+                        Err(e) => {
+                            // A socket cannot be opened at all (ENXIO): say what is there.
+                            if let Ok(st) = rustix::fs::stat(&file_path) {
+                                this.check_regular(&owned_key, &st)?;
+                            }
+                            return Err(this.local_read_err(&owned_key, e.into()));
+                        }
                     };
                     this.describe_local(file, &owned_key, &range, false)
                 })
@@ -802,6 +853,28 @@ impl Objects {
         Ok(Some(Object { meta, range, body }))
     }
 
+    /// Whether the file `st` describes, at `key`, is an object: `true` for a regular file,
+    /// `false` for a directory (a prefix, absent as an object on every backend), and
+    /// [`StoreError::NotRegularFile`] for anything else.
+    fn check_regular(&self, key: &str, st: &rustix::fs::Stat) -> Result<bool, StoreError> {
+        use rustix::fs::FileType;
+        let what = match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => return Ok(true),
+            FileType::Directory => return Ok(false),
+            FileType::Fifo => "FIFO",
+            FileType::Socket => "socket",
+            FileType::CharacterDevice => "character device",
+            FileType::BlockDevice => "block device",
+            FileType::Symlink => "symbolic link",
+            FileType::Unknown => "file of unknown type",
+        };
+        Err(StoreError::NotRegularFile {
+            url: self.inner.cx.url.clone(),
+            key: key.to_owned(),
+            what,
+        })
+    }
+
     fn local_read_err(&self, key: &str, e: io::Error) -> StoreError {
         self.err(Op::Read, key, local_error(e))
     }
@@ -834,7 +907,7 @@ impl Objects {
         let read_up_to = if on_task { INLINE_READ } else { FILE_CHUNK };
         let read_err = |e: io::Error| self.local_read_err(key, e);
         let st = rustix::fs::fstat(&file).map_err(|e| read_err(e.into()))?;
-        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        if !self.check_regular(key, &st)? {
             return Ok(None);
         }
         let id = FileId::of(&st);
@@ -854,29 +927,7 @@ impl Objects {
                 })
             }
         };
-        // As std's `Metadata::modified` (which object_store's HEAD uses for the ETag), with a
-        // time before 1970 read as 1970.
-        let modified = if st.st_mtime < 0 {
-            SystemTime::UNIX_EPOCH
-        } else {
-            let nanos = std::time::Duration::from_nanos(st.st_mtime_nsec as u64);
-            std::time::Duration::from_secs(st.st_mtime as u64)
-                .checked_add(nanos)
-                .and_then(|d| SystemTime::UNIX_EPOCH.checked_add(d))
-                .unwrap_or(SystemTime::UNIX_EPOCH)
-        };
-        let micros = modified
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_micros();
-        let inode = st.st_ino;
-        let meta = ObjectMeta {
-            key: key.to_owned(),
-            size,
-            last_modified: modified,
-            e_tag: Some(format!("\"{inode:x}-{micros:x}-{size:x}\"")),
-            version: None,
-        };
+        let meta = local_meta(key, &st);
         let len = bytes.end - bytes.start;
         let first = if len <= read_up_to {
             let mut buf = vec![0u8; len as usize];
@@ -929,6 +980,9 @@ impl Objects {
     /// The whole object at `key` in memory (for small objects: narinfos, listings, logs);
     /// `None` if there is none.
     pub async fn get_bytes(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        if self.inner.local_root.is_some() {
+            return self.local_bytes(key, u64::MAX).await;
+        }
         let path = self.path(key)?;
         let result = match self.inner.store.get(&path).await {
             Ok(r) => r,
@@ -964,29 +1018,61 @@ impl Objects {
         key: &str,
         limit: u64,
     ) -> Result<Option<Bytes>, StoreError> {
+        if self.inner.local_root.is_some() {
+            return self.local_bytes(key, limit).await;
+        }
         let path = self.path(key)?;
         let result = match self.inner.store.get(&path).await {
             Ok(r) => r,
             Err(e) => return none_if_missing(self.err(Op::Read, key, e)),
         };
+        let size = result.meta.size;
+        let cx = self.inner.cx.clone();
+        let owned_key = key.to_owned();
+        let body = result
+            .into_stream()
+            .map_err(move |e| convert(&cx, Op::Read, &owned_key, e));
+        self.collect_limited(key, size, body, limit).await.map(Some)
+    }
+
+    /// [`get_bytes_limited`](Self::get_bytes_limited) on a local directory: through
+    /// [`get`](Self::get), which opens files without blocking and refuses what is not a regular
+    /// file, and answers kept objects from memory.
+    async fn local_bytes(&self, key: &str, limit: u64) -> Result<Option<Bytes>, StoreError> {
+        let Some(object) = self.get(key, ByteRange::All).await? else {
+            return Ok(None);
+        };
+        self.collect_limited(key, object.meta.size, object.body, limit)
+            .await
+            .map(Some)
+    }
+
+    /// The bytes of `body`, an object of `size` bytes as its store declares it, refused with
+    /// [`StoreError::TooLarge`] as soon as the size or the bytes arrived exceed `limit`.
+    async fn collect_limited(
+        &self,
+        key: &str,
+        size: u64,
+        body: impl Stream<Item = Result<Bytes, StoreError>>,
+        limit: u64,
+    ) -> Result<Bytes, StoreError> {
         let too_large = || StoreError::TooLarge {
             url: self.inner.cx.url.clone(),
             key: key.to_owned(),
             limit,
         };
-        if result.meta.size > limit {
+        if size > limit {
             return Err(too_large());
         }
-        let mut stream = result.into_stream();
+        let mut body = std::pin::pin!(body);
         let mut data = bytes::BytesMut::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.err(Op::Read, key, e))?;
+        while let Some(chunk) = body.try_next().await? {
             if (data.len() + chunk.len()) as u64 > limit {
                 return Err(too_large());
             }
             data.extend_from_slice(&chunk);
         }
-        Ok(Some(data.freeze()))
+        Ok(data.freeze())
     }
 
     /// The root directory of a local-directory store (canonical), `None` elsewhere.
@@ -1005,7 +1091,9 @@ impl Objects {
         self.path(key)?;
         let file = root.join(key);
         let result = tokio::task::spawn_blocking(move || -> io::Result<()> {
-            std::fs::File::open(&file)?.sync_all()?;
+            // Not blocking on a FIFO put in the object's place since it was written.
+            let fd = rustix::fs::open(&file, OPEN_OBJECT, rustix::fs::Mode::empty())?;
+            std::fs::File::from(fd).sync_all()?;
             let mut dir = file.parent();
             while let Some(d) = dir {
                 std::fs::File::open(d)?.sync_all()?;
@@ -1049,6 +1137,9 @@ impl Objects {
     /// # });
     /// ```
     pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        if let Some(root) = &self.inner.local_root {
+            return self.local_head(root.join(key), key).await;
+        }
         let path = self.path(key)?;
         // What a GET would answer from memory, a HEAD answers too (the same ETag).
         if self.inner.local_root.is_none() && self.remote_ttl().is_some() {
@@ -1060,6 +1151,51 @@ impl Objects {
             Ok(meta) => Ok(Some(meta_of(meta, key.to_owned()))),
             Err(e) => none_if_missing(self.err(Op::Stat, key, e)),
         }
+    }
+
+    /// [`head`](Self::head) on a local directory: a `stat` of the file beneath the root (one
+    /// `openat2` with `O_PATH`, which opens nothing and so never waits on a FIFO), else the key
+    /// confined the slow way and the file `stat`ed on the blocking pool. What is not a regular
+    /// file is refused as [`get`](Self::get) refuses it.
+    async fn local_head(
+        &self,
+        file_path: std::path::PathBuf,
+        key: &str,
+    ) -> Result<Option<ObjectMeta>, StoreError> {
+        self.key_path(key)?;
+        if let Some(st) = self.stat_beneath(key) {
+            return Ok(self.check_regular(key, &st)?.then(|| local_meta(key, &st)));
+        }
+        let this = self.clone();
+        let owned_key = key.to_owned();
+        tokio::task::spawn_blocking(move || {
+            this.confine(&owned_key)?;
+            match rustix::fs::stat(&file_path) {
+                Ok(st) => Ok(this
+                    .check_regular(&owned_key, &st)?
+                    .then(|| local_meta(&owned_key, &st))),
+                Err(rustix::io::Errno::NOENT) => Ok(None),
+                Err(e) => Err(this.err(Op::Stat, &owned_key, local_error(io::Error::from(e)))),
+            }
+        })
+        .await
+        .map_err(|e| self.err(Op::Stat, key, local_error(e)))?
+    }
+
+    /// The `stat` of `key` beneath a local directory's root, resolved as
+    /// [`open_beneath`](Self::open_beneath) resolves it; `None` when it cannot say.
+    fn stat_beneath(&self, key: &str) -> Option<rustix::fs::Stat> {
+        use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+        let root = self.inner.local_root_fd.as_ref()?;
+        let fd = openat2(
+            root,
+            key,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        )
+        .ok()?;
+        rustix::fs::fstat(&fd).ok()
     }
 
     /// Whether the store can be listed (plain HTTP caches cannot).
@@ -1754,6 +1890,75 @@ mod tests {
 
         std::fs::remove_file(&file).unwrap();
         assert_eq!(read(o, key).await, None);
+    }
+
+    /// A FIFO or a socket at a key of a local directory is refused at once by every read, in a
+    /// sentence naming the key and what is there (opening a FIFO to read it waits for a writer:
+    /// the reads run on a thread of their own, so a hang fails the test instead of hanging it);
+    /// a directory is no object.
+    #[test]
+    fn files_that_are_not_regular_are_refused_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cache");
+        std::fs::create_dir(&root).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(root.join("fifo.narinfo"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        std::os::unix::net::UnixListener::bind(root.join("socket.narinfo")).unwrap();
+        std::fs::create_dir(root.join("dir.narinfo")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let cache = BinaryCache::open(root.to_str().unwrap()).unwrap();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let o = cache.objects();
+            let text = |r: Result<Option<_>, StoreError>| match r {
+                Ok(None) => "absent".to_owned(),
+                Ok(Some(_)) => "present".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            for key in ["fifo.narinfo", "socket.narinfo", "dir.narinfo"] {
+                let got = rt.block_on(async {
+                    [
+                        text(o.get(key, ByteRange::All).await.map(|o| o.map(drop))),
+                        text(
+                            o.get(key, ByteRange::Bounded(1..2))
+                                .await
+                                .map(|o| o.map(drop)),
+                        ),
+                        text(o.head(key).await.map(|m| m.map(drop))),
+                        text(o.get_bytes(key).await.map(|b| b.map(drop))),
+                        text(o.get_bytes_limited(key, 1024).await.map(|b| b.map(drop))),
+                    ]
+                });
+                tx.send((key, got)).unwrap();
+            }
+        });
+        for (key, what) in [
+            ("fifo.narinfo", "FIFO"),
+            ("socket.narinfo", "socket"),
+            ("dir.narinfo", ""),
+        ] {
+            let (got_key, got) = rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("reading {key} hangs"));
+            assert_eq!(got_key, key);
+            for text in got {
+                if what.is_empty() {
+                    assert_eq!(text, "absent");
+                } else {
+                    let url = root.to_str().unwrap();
+                    assert_eq!(
+                        text,
+                        format!("{url}: {key} is a {what}, not a regular file; refused (cache objects are regular files)")
+                    );
+                }
+            }
+        }
     }
 
     /// With a remote TTL, a small object is answered from memory until it expires; a write
