@@ -525,6 +525,55 @@ pub(crate) fn convert(
     }
 }
 
+/// What a failed GET means, once the backend's words are read ([`convert_get`]).
+pub(crate) enum GetFailure {
+    /// There is no object at the key.
+    Missing,
+    /// The backend has no suffix ranges (Azure): the last `n` bytes must be asked for from an
+    /// offset, once the size is known.
+    NoSuffixRanges(u64),
+    /// Anything else, converted ([`convert`]); a range past the end is
+    /// [`StoreError::RangeNotSatisfiable`] whatever words the backend said it in.
+    Failed(StoreError),
+}
+
+/// Converts the failure of a GET of `key` (of the bytes `range`, `None` for the whole object)
+/// into what it means, backend quirks included: Azure refuses suffix ranges as "not
+/// supported", and each backend words "range past the end" its own way (S3's `416` and
+/// `InvalidRange`, object_store's local and memory stores' messages).
+pub(crate) fn convert_get(
+    cx: &ErrorContext,
+    key: &str,
+    range: Option<&object_store::GetRange>,
+    source: object_store::Error,
+) -> GetFailure {
+    use object_store::GetRange;
+    if let (object_store::Error::NotSupported { .. }, Some(GetRange::Suffix(n))) = (&source, range)
+    {
+        return GetFailure::NoSuffixRanges(*n);
+    }
+    let past_the_end = |text: &str| {
+        ["416", "InvalidRange", "out of bounds", "Range started at"]
+            .into_iter()
+            .chain(["Wanted range starting at"])
+            .any(|words| text.contains(words))
+    };
+    if let Some(range) = range {
+        let missing = matches!(source, object_store::Error::NotFound { .. });
+        if !missing && past_the_end(&chain_text(&source)) {
+            return GetFailure::Failed(StoreError::RangeNotSatisfiable {
+                url: cx.url.clone(),
+                key: key.to_owned(),
+                range: range.to_string(),
+            });
+        }
+    }
+    match convert(cx, Op::Read, key, source) {
+        StoreError::NotFound { .. } => GetFailure::Missing,
+        e => GetFailure::Failed(e),
+    }
+}
+
 /// The region an S3 server said it expects, from an `AuthorizationHeaderMalformed` answer
 /// such as Garage's `... expected: '20261129/garage/s3/aws4_request'` (the credential scope
 /// is `<date>/<region>/s3/aws4_request`).
