@@ -1130,6 +1130,81 @@ fn verify_finds_listings_that_do_not_describe_their_nar() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Files that are not regular files
+// ---------------------------------------------------------------------------------------------
+
+/// Replaces the object at `file` with a FIFO (`mkfifo`), or a socket when `socket`.
+fn replace_with_special(file: &Path, socket: bool) {
+    fs::remove_file(file).unwrap();
+    if socket {
+        // Bound where its path is short enough for a socket address, then moved into place;
+        // the listener is dropped at once: the socket file stays, nothing answers on it.
+        let short = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
+        std::os::unix::net::UnixListener::bind(short.path().join("s")).unwrap();
+        fs::rename(short.path().join("s"), file).unwrap();
+    } else {
+        nix_ok(std::process::Command::new("mkfifo").arg(file), b"");
+    }
+}
+
+/// Anyone who can write into a shared cache directory can put a FIFO (or a socket) where an
+/// object belongs. Opening a FIFO waits for a writer, forever: every command reading the cache
+/// must refuse it at once, in one sentence naming the object, never hang. A time limit turns a
+/// hang into a failure.
+#[test]
+fn fifos_and_sockets_at_object_keys_are_refused_not_waited_on() {
+    let f = fixture();
+    let limit = std::time::Duration::from_secs(30);
+    let info = read_narinfo(&f.base, &f.a_hash);
+    let narinfo = format!("{}.narinfo", f.a_hash);
+    let listing = format!("{}.ls", f.a_hash);
+    let file = format!("{}/hello", f.a);
+    for socket in [false, true] {
+        let what = if socket { "socket" } else { "FIFO" };
+        let refused = format!("is a {what}, not a regular file");
+        // `cachecore ARGS` fails at once, in one line naming `key` and what is there.
+        let fails = |args: &[&str], key: &str| {
+            let out = cachecore_output_within(args, b"", limit);
+            let line = assert_clean_error(&out, &args.join(" "));
+            assert!(line.contains(key) && line.contains(&refused), "{line}");
+        };
+        // `verify DIR` reports `key` as a problem of the cache (exit status 1).
+        let reported = |dir: &Path, key: &str| {
+            let out = cachecore_output_within(&["verify", path_str(dir)], b"", limit);
+            assert_no_panic(&out, "verify");
+            assert_eq!(out.status.code(), Some(1), "{out:?}");
+            let report = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
+            let report = String::from_utf8_lossy(&report);
+            assert!(
+                report.contains(key) && report.contains(&refused),
+                "{report}"
+            );
+        };
+
+        // A's narinfo: `ls` of the cache and of A fail naming it; `verify` reports it.
+        let dir = f.tmp.path().join(format!("special-narinfo-{what}"));
+        copy_dir(&f.base, &dir);
+        replace_with_special(&dir.join(&narinfo), socket);
+        fails(&["ls", path_str(&dir)], &narinfo);
+        fails(&["ls", path_str(&dir), &f.a], &narinfo);
+        reported(&dir, &narinfo);
+
+        // A's listing: `ls` of A fails naming it.
+        let dir = f.tmp.path().join(format!("special-listing-{what}"));
+        copy_dir(&f.base, &dir);
+        replace_with_special(&dir.join(&listing), socket);
+        fails(&["ls", path_str(&dir), &f.a], &listing);
+
+        // A's NAR: `cat` of a file in it fails naming it; `verify` reports it.
+        let dir = f.tmp.path().join(format!("special-nar-{what}"));
+        copy_dir(&f.base, &dir);
+        replace_with_special(&dir.join(&info.url), socket);
+        fails(&["cat", path_str(&dir), &file], &info.url);
+        reported(&dir, &info.url);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Racing pushes
 // ---------------------------------------------------------------------------------------------
 

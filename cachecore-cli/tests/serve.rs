@@ -1077,6 +1077,78 @@ fn a_store_failure_mid_body_aborts_the_transfer_and_one_before_it_is_an_error_st
     );
 }
 
+/// A FIFO at an object's key (anyone who can write into a shared cache directory can put one
+/// there) must not freeze the server: opening it for reading would wait for a writer, forever,
+/// on the thread that opened it. Every read of it (GET, HEAD, a range, a file under `/serve/`)
+/// is answered with an error at once, and `/health` keeps answering between them. curl's time
+/// limit turns a hang into a failure.
+#[test]
+fn a_fifo_at_an_object_key_is_refused_at_once_and_the_server_keeps_answering() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("hello"), b"hello\n").unwrap();
+    let cache = tmp.path().join("cache");
+    let path = String::from_utf8(cachecore_ok(
+        &["push", path_str(&cache), "--add", path_str(&src), "--quiet"],
+        b"",
+    ))
+    .unwrap()
+    .trim()
+    .to_owned();
+    let hash = hash_part(&path).to_owned();
+    let narinfo = format!("{hash}.narinfo");
+    let listing = format!("{hash}.ls");
+    let nar = narinfo_field(&fs::read_to_string(cache.join(&narinfo)).unwrap(), "URL");
+    let base = path.rsplit('/').next().unwrap().to_owned();
+    let server = Serve::start(path_str(&cache), &[]);
+    let limit = ["--max-time", "10"];
+    let healthy = |after: &str| {
+        let r = curl(&format!("{}/health", server.url), &limit);
+        assert_eq!((r.exit, r.status), (0, 200), "/health after {after}: {r:?}");
+    };
+    // Before: the path is served.
+    let r = curl(&format!("{}/serve/{base}/hello", server.url), &limit);
+    assert_eq!((r.exit, r.status), (0, 200), "{r:?}");
+
+    let fifo = |key: &str| {
+        fs::remove_file(cache.join(key)).unwrap();
+        nix_ok(Command::new("mkfifo").arg(cache.join(key)), b"");
+    };
+    let refused = |what: &str, r: &Reply| {
+        assert_eq!(r.exit, 0, "{what}: curl got no answer in time: {r:?}");
+        assert!(r.status >= 500, "{what}: {r:?}");
+        healthy(what);
+    };
+    fifo(&listing);
+    let r = curl(&format!("{}/{listing}", server.url), &limit);
+    refused("GET of a FIFO listing", &r);
+    let r = curl(&format!("{}/serve/{base}/hello", server.url), &limit);
+    refused("/serve/ with a FIFO listing", &r);
+
+    fifo(&nar);
+    let r = curl(&format!("{}/{nar}", server.url), &limit);
+    refused("GET of a FIFO NAR", &r);
+    let r = curl(
+        &format!("{}/{nar}", server.url),
+        &[&limit[..], &["-r", "0-9"]].concat(),
+    );
+    refused("ranged GET of a FIFO NAR", &r);
+
+    fifo(&narinfo);
+    for _ in 0..3 {
+        let r = curl(&format!("{}/{narinfo}", server.url), &limit);
+        refused("GET of a FIFO narinfo", &r);
+    }
+    let r = curl(
+        &format!("{}/{narinfo}", server.url),
+        &[&limit[..], &["-I"]].concat(),
+    );
+    refused("HEAD of a FIFO narinfo", &r);
+    let r = curl(&format!("{}/serve/{base}/hello", server.url), &limit);
+    refused("/serve/ with a FIFO narinfo", &r);
+}
+
 /// A tree of `files` text-like files of 2 MiB (zstd packs them about 3:1) under `a/`, and
 /// `m/needle.txt` (1 KiB) after them in NAR order; returns the needle.
 fn big_tree(root: &Path, files: usize) -> Vec<u8> {

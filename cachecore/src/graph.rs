@@ -432,7 +432,8 @@ mod in_cache {
         /// Narinfos that are there but cannot be used, each with its error: they do not parse
         /// ([`StoreError::BadNarInfo`]), describe another path than their key or the path they
         /// were reached by ([`StoreError::IdentityMismatch`]), are too large to read
-        /// ([`StoreError::TooLarge`]) or lead outside the cache ([`StoreError::OutsideRoot`]).
+        /// ([`StoreError::TooLarge`]), lead outside the cache ([`StoreError::OutsideRoot`]) or
+        /// are not regular files ([`StoreError::NotRegularFile`]).
         pub unreadable: Vec<StoreError>,
     }
 
@@ -530,7 +531,8 @@ mod in_cache {
                     e @ (StoreError::BadNarInfo { .. }
                     | StoreError::IdentityMismatch { .. }
                     | StoreError::TooLarge { .. }
-                    | StoreError::OutsideRoot { .. }),
+                    | StoreError::OutsideRoot { .. }
+                    | StoreError::NotRegularFile { .. }),
                 ) => out.unreadable.push(e),
                 Err(e) => return Err(e),
             }

@@ -5,13 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use object_store::list::PaginatedListStore;
+use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ClientOptions, ObjectStore, RetryConfig};
-use tokio::sync::OnceCell;
 
 use super::aws_profile;
 use super::error::{ErrorContext, StoreError};
-use super::objects::{Inner, Lister, Objects};
+use super::local::LocalDir;
+use super::objects::Objects;
 use super::url::{StoreLocation, StoreUrl};
 
 /// Retries of a failed request (connection refused, 5xx, throttling), with exponential backoff;
@@ -97,107 +99,93 @@ fn env_var<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// An opened store: its object_store client, what it can do (known when it is opened; what
+/// writes it honours is probed later, see [`Objects::write_support`]), and what its errors
+/// need to say.
+pub(crate) struct Backend {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) cx: ErrorContext,
+    /// Refuses every write (a plain HTTP cache without a token, or a caller's choice).
+    pub(crate) read_only: bool,
+    /// Send `Content-Type` with uploads (backends that keep attributes).
+    pub(crate) content_types: bool,
+    pub(crate) listing: Listing,
+    /// A local directory's own reader, which every read of an object goes through.
+    pub(crate) local: Option<Arc<LocalDir>>,
+    /// What signs URLs for direct uploads and redirects (S3).
+    pub(crate) presigner: Option<Presigner>,
+}
+
+/// How a store lists a directory.
+pub(crate) enum Listing {
+    /// Not at all (plain HTTP).
+    Unsupported,
+    /// `list_with_delimiter`, the whole directory at once (local directories, memory, stores a
+    /// caller built).
+    Whole,
+    /// Delimited and paginated (S3, GCS, Azure).
+    Paginated(Lister),
+}
+
+/// A delimited, paginated lister, and the URL's prefix in the bucket.
+pub(crate) struct Lister {
+    pub(crate) store: Arc<dyn PaginatedListStore>,
+    /// The URL's prefix with a trailing `/`, or empty.
+    pub(crate) prefix: String,
+}
+
+/// Signs URLs that let a client write one object without credentials of its own.
+pub(crate) struct Presigner {
+    pub(crate) signer: Arc<dyn object_store::signer::Signer>,
+    /// The cache's prefix in the bucket (`""`, or `dir/`).
+    pub(crate) prefix: String,
+}
+
+impl Backend {
+    /// A store with nothing of its own to add: listed whole, no content types, no signing.
+    fn plain(url: &str, store: Arc<dyn ObjectStore>, read_only: bool) -> Backend {
+        Backend {
+            store,
+            cx: ErrorContext {
+                url: url.to_owned(),
+                ..ErrorContext::default()
+            },
+            read_only,
+            content_types: false,
+            listing: Listing::Whole,
+            local: None,
+            presigner: None,
+        }
+    }
+
+    /// A bucket of a cloud store (S3, GCS, Azure), the cache under `prefix` in it.
+    fn bucket<S>(url: &str, bucket: &str, prefix: &str, store: S, advice: Option<String>) -> Backend
+    where
+        S: ObjectStore + PaginatedListStore + Clone,
+    {
+        let mut b = Backend::plain(url, with_prefix(Arc::new(store.clone()), prefix), false);
+        b.cx.bucket = Some(bucket.to_owned());
+        b.cx.credential_advice = advice;
+        b.content_types = true;
+        b.listing = Listing::Paginated(Lister {
+            store: Arc::new(store),
+            prefix: dir_prefix(prefix),
+        });
+        b
+    }
+}
+
 pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Objects, StoreError> {
-    let url = parsed.as_str().to_owned();
-    let setup = |source: object_store::Error| StoreError::Setup {
-        url: url.clone(),
-        source: Box::new(source),
-    };
-    let mut cx = ErrorContext {
-        url: url.clone(),
-        ..ErrorContext::default()
-    };
-    let mut read_only = false;
-    let mut content_types = false;
-    let mut lister = None;
-    let mut local_root = None;
-    let mut local_root_fd = None;
-    let mut presigner = None;
-    let store: Arc<dyn ObjectStore> = match &parsed.location {
+    let url = parsed.as_str();
+    let backend = match &parsed.location {
         StoreLocation::Local { dir } => {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::BadUrl {
-                url: url.clone(),
-                reason: format!("cannot create directory {}: {e}", dir.display()),
-            })?;
-            let root = std::fs::canonicalize(dir).map_err(|e| StoreError::BadUrl {
-                url: url.clone(),
-                reason: format!("cannot resolve directory {}: {e}", dir.display()),
-            })?;
-            let store =
-                object_store::local::LocalFileSystem::new_with_prefix(&root).map_err(setup)?;
-            local_root_fd = rustix::fs::open(
-                &root,
-                rustix::fs::OFlags::PATH
-                    | rustix::fs::OFlags::DIRECTORY
-                    | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )
-            .ok();
-            local_root = Some(root);
-            Arc::new(store)
+            let (local, store) = LocalDir::open(url, dir)?;
+            let mut b = Backend::plain(url, Arc::new(store), false);
+            b.local = Some(Arc::new(local));
+            b
         }
-        StoreLocation::Memory => Arc::new(object_store::memory::InMemory::new()),
-        StoreLocation::Http { base } => {
-            let token = env_var(env, TOKEN_VAR)
-                .map(str::trim)
-                .filter(|t| !t.is_empty());
-            // A user and password in the URL are sent as basic auth, and kept out of the URL
-            // the HTTP client sees (whose errors quote it).
-            let (base, basic) = split_userinfo(base);
-            let mut options = client_options().with_allow_http(base.scheme() == "http");
-            let authorization = match (token, &basic) {
-                (Some(_), Some(_)) => {
-                    return Err(StoreError::BadUrl {
-                        url: url.clone(),
-                        reason: format!(
-                            "give a token either in {TOKEN_VAR} or in the URL, not both"
-                        ),
-                    })
-                }
-                (Some(t), None) => Some(format!("Bearer {t}")),
-                (None, Some(user_pass)) => {
-                    use base64::Engine as _;
-                    let encoded = base64::engine::general_purpose::STANDARD.encode(user_pass);
-                    Some(format!("Basic {encoded}"))
-                }
-                (None, None) => None,
-            };
-            if let Some(a) = authorization {
-                let mut headers = reqwest::header::HeaderMap::new();
-                let mut value =
-                    reqwest::header::HeaderValue::from_str(&a).map_err(|_| StoreError::BadUrl {
-                        url: url.clone(),
-                        reason: format!("{TOKEN_VAR} holds characters an HTTP header cannot carry"),
-                    })?;
-                value.set_sensitive(true);
-                headers.insert(reqwest::header::AUTHORIZATION, value);
-                options = options.with_default_headers(headers);
-            }
-            let reads: Arc<dyn ObjectStore> = Arc::new(
-                object_store::http::HttpBuilder::new()
-                    .with_url(base.as_str())
-                    .with_client_options(options)
-                    .with_retry(retry_config())
-                    .build()
-                    .map_err(setup)?,
-            );
-            match token {
-                // Without a token a server takes no upload: the cache is read-only.
-                None => {
-                    read_only = true;
-                    reads
-                }
-                Some(t) => Arc::new(
-                    super::http_upload::HttpUploads::new(
-                        reads,
-                        base.clone(),
-                        t,
-                        Duration::from_secs(5),
-                    )
-                    .map_err(setup)?,
-                ),
-            }
-        }
+        StoreLocation::Memory => Backend::plain(url, Arc::new(InMemory::new()), false),
+        StoreLocation::Http { base } => http(url, base, env)?,
         StoreLocation::S3 {
             bucket,
             prefix,
@@ -205,94 +193,144 @@ pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Object
             region,
             profile,
         } => {
-            cx.bucket = Some(bucket.clone());
-            content_types = true;
-            let (s3, advice, effective_endpoint) = build_s3(
-                &url,
+            let (store, advice, effective_endpoint) = build_s3(
+                url,
                 bucket,
                 endpoint.as_deref(),
                 region.as_deref(),
                 profile.as_deref(),
                 env,
             )?;
-            cx.credential_advice = advice;
-            cx.endpoint = effective_endpoint;
-            lister = Some(Lister {
-                store: Arc::new(s3.clone()),
+            let mut b = Backend::bucket(url, bucket, prefix, store.clone(), advice);
+            b.cx.endpoint = effective_endpoint;
+            b.presigner = Some(Presigner {
+                signer: Arc::new(store),
                 prefix: dir_prefix(prefix),
             });
-            presigner = Some(super::objects::Presigner {
-                signer: Arc::new(s3.clone()),
-                prefix: dir_prefix(prefix),
-            });
-            with_prefix(Arc::new(s3), prefix)
+            b
         }
         StoreLocation::Gcs { bucket, prefix } => {
-            cx.bucket = Some(bucket.clone());
-            content_types = true;
-            let mut b = object_store::gcp::GoogleCloudStorageBuilder::new()
-                .with_client_options(client_options())
-                .with_retry(retry_config());
-            if let Some(path) = env_var(env, "SERVICE_ACCOUNT") {
-                b = b.with_service_account_path(path);
-            }
-            for (k, v) in env_pairs(env, "GOOGLE_") {
-                if let Ok(key) = k.parse() {
-                    b = b.with_config(key, v);
-                }
-            }
-            let gcs = b.with_bucket_name(bucket).build().map_err(setup)?;
-            cx.credential_advice = Some(
-                "set GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT to a service account key file"
-                    .to_owned(),
-            );
-            lister = Some(Lister {
-                store: Arc::new(gcs.clone()),
-                prefix: dir_prefix(prefix),
-            });
-            with_prefix(Arc::new(gcs), prefix)
+            let store = build_gcs(url, bucket, env)?;
+            let advice = "set GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT to a service account key file";
+            Backend::bucket(url, bucket, prefix, store, Some(advice.to_owned()))
         }
         StoreLocation::Azure { container, prefix } => {
-            cx.bucket = Some(container.clone());
-            content_types = true;
-            let mut b = object_store::azure::MicrosoftAzureBuilder::new()
-                .with_client_options(client_options())
-                .with_retry(retry_config());
-            for (k, v) in env_pairs(env, "AZURE_") {
-                if let Ok(key) = k.parse() {
-                    b = b.with_config(key, v);
-                }
-            }
-            if let Some(msi) = env_var(env, "MSI_ENDPOINT") {
-                b = b.with_msi_endpoint(msi);
-            }
-            let az = b.with_container_name(container).build().map_err(setup)?;
-            cx.credential_advice = Some(
-                "set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY, or a SAS token"
-                    .to_owned(),
-            );
-            lister = Some(Lister {
-                store: Arc::new(az.clone()),
-                prefix: dir_prefix(prefix),
-            });
-            with_prefix(Arc::new(az), prefix)
+            let store = build_azure(url, container, env)?;
+            let advice =
+                "set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY, or a SAS token";
+            Backend::bucket(url, container, prefix, store, Some(advice.to_owned()))
         }
     };
-    Ok(Objects::new(Inner {
-        store,
-        cx,
-        read_only,
-        content_types,
-        lister,
-        listable: !read_only && !matches!(parsed.location, StoreLocation::Http { .. }),
-        support: OnceCell::new(),
-        local_root,
-        local_root_fd,
-        cleanups: Default::default(),
-        presigner,
-        hot: Default::default(),
-        remote_ttl_ms: Default::default(),
-    }))
+    Ok(Objects::new(backend))
+}
+
+fn setup(url: &str) -> impl Fn(object_store::Error) -> StoreError + '_ {
+    move |source| StoreError::Setup {
+        url: url.to_owned(),
+        source: Box::new(source),
+    }
+}
+
+/// A plain HTTP(S) cache: read-only, unlisted, unless a token lets it take uploads
+/// (`cachecore serve`).
+fn http(url: &str, base: &url::Url, env: &[(String, String)]) -> Result<Backend, StoreError> {
+    let token = env_var(env, TOKEN_VAR)
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    // A user and password in the URL are sent as basic auth, and kept out of the URL the HTTP
+    // client sees (whose errors quote it).
+    let (base, basic) = split_userinfo(base);
+    let base = &base;
+    let mut options = client_options().with_allow_http(base.scheme() == "http");
+    let authorization = match (token, &basic) {
+        (Some(_), Some(_)) => {
+            return Err(StoreError::BadUrl {
+                url: url.to_owned(),
+                reason: format!("give a token either in {TOKEN_VAR} or in the URL, not both"),
+            })
+        }
+        (Some(t), None) => Some(format!("Bearer {t}")),
+        (None, Some(user_pass)) => {
+            use base64::Engine as _;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(user_pass);
+            Some(format!("Basic {encoded}"))
+        }
+        (None, None) => None,
+    };
+    if let Some(a) = authorization {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let mut value = reqwest::header::HeaderValue::from_str(&a).map_err(|_| {
+            StoreError::BadUrl {
+                url: url.to_owned(),
+                reason: format!("{TOKEN_VAR} holds characters an HTTP header cannot carry"),
+            }
+        })?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        options = options.with_default_headers(headers);
+    }
+    let reads: Arc<dyn ObjectStore> = Arc::new(
+        object_store::http::HttpBuilder::new()
+            .with_url(base.as_str())
+            .with_client_options(options)
+            .with_retry(retry_config())
+            .build()
+            .map_err(setup(url))?,
+    );
+    let mut b = match token {
+        // Without a token a server takes no upload: the cache is read-only.
+        None => Backend::plain(url, reads, true),
+        Some(t) => {
+            let uploads = super::http_upload::HttpUploads::new(
+                reads,
+                base.clone(),
+                t,
+                Duration::from_secs(5),
+            )
+            .map_err(setup(url))?;
+            Backend::plain(url, Arc::new(uploads), false)
+        }
+    };
+    b.listing = Listing::Unsupported;
+    Ok(b)
+}
+
+fn build_gcs(
+    url: &str,
+    bucket: &str,
+    env: &[(String, String)],
+) -> Result<object_store::gcp::GoogleCloudStorage, StoreError> {
+    let mut b = object_store::gcp::GoogleCloudStorageBuilder::new()
+        .with_client_options(client_options())
+        .with_retry(retry_config());
+    if let Some(path) = env_var(env, "SERVICE_ACCOUNT") {
+        b = b.with_service_account_path(path);
+    }
+    for (k, v) in env_pairs(env, "GOOGLE_") {
+        if let Ok(key) = k.parse() {
+            b = b.with_config(key, v);
+        }
+    }
+    b.with_bucket_name(bucket).build().map_err(setup(url))
+}
+
+fn build_azure(
+    url: &str,
+    container: &str,
+    env: &[(String, String)],
+) -> Result<object_store::azure::MicrosoftAzure, StoreError> {
+    let mut b = object_store::azure::MicrosoftAzureBuilder::new()
+        .with_client_options(client_options())
+        .with_retry(retry_config());
+    for (k, v) in env_pairs(env, "AZURE_") {
+        if let Ok(key) = k.parse() {
+            b = b.with_config(key, v);
+        }
+    }
+    if let Some(msi) = env_var(env, "MSI_ENDPOINT") {
+        b = b.with_msi_endpoint(msi);
+    }
+    b.with_container_name(container).build().map_err(setup(url))
 }
 
 /// `base` without its user and password, and them as `user:password` (percent-decoded).
@@ -316,24 +354,7 @@ fn split_userinfo(base: &url::Url) -> (url::Url, Option<zeroize::Zeroizing<Strin
 ///
 /// [`BinaryCache::from_object_store`]: super::BinaryCache::from_object_store
 pub(crate) fn custom(store: Arc<dyn ObjectStore>, url: &str, read_only: bool) -> Objects {
-    Objects::new(Inner {
-        store,
-        cx: ErrorContext {
-            url: url.to_owned(),
-            ..ErrorContext::default()
-        },
-        read_only,
-        content_types: false,
-        lister: None,
-        listable: true,
-        support: OnceCell::new(),
-        local_root: None,
-        local_root_fd: None,
-        cleanups: Default::default(),
-        presigner: None,
-        hot: Default::default(),
-        remote_ttl_ms: Default::default(),
-    })
+    Objects::new(Backend::plain(url, store, read_only))
 }
 
 fn dir_prefix(prefix: &str) -> String {

@@ -69,6 +69,20 @@ pub enum StoreError {
     #[error("{url}: {key} leads outside the cache directory through a symbolic link (refused)")]
     OutsideRoot { url: String, key: String },
 
+    /// On a local directory, something other than a regular file at an object's key (a FIFO,
+    /// a socket, a device): refused without reading it, since a FIFO would make a reader wait
+    /// for a writer forever. (A directory is not an object at all: it reads as absent, as a
+    /// prefix does on every other backend.)
+    #[error(
+        "{url}: {key} is a {what}, not a regular file; refused (cache objects are regular files)"
+    )]
+    NotRegularFile {
+        url: String,
+        key: String,
+        /// What is there instead: `FIFO`, `socket`, `character device`, ...
+        what: &'static str,
+    },
+
     /// A narinfo names a NAR at a key outside `nar/`, where cachecore does not write NARs.
     #[error("{url}: {key} is not a NAR key (NARs are written under nar/)")]
     NotANarKey { url: String, key: String },
@@ -255,6 +269,7 @@ impl StoreError {
             | StoreError::RangeNotSatisfiable { key, .. }
             | StoreError::NotANarKey { key, .. }
             | StoreError::OutsideRoot { key, .. }
+            | StoreError::NotRegularFile { key, .. }
             | StoreError::BadNarInfo { key, .. }
             | StoreError::IdentityMismatch { key, .. }
             | StoreError::TooLarge { key, .. }
@@ -307,7 +322,8 @@ impl StoreError {
             | StoreError::NotANarKey { .. }
             | StoreError::IdentityMismatch { .. }
             | StoreError::TooLarge { .. }
-            | StoreError::OutsideRoot { .. } => ErrorKind::Corrupt,
+            | StoreError::OutsideRoot { .. }
+            | StoreError::NotRegularFile { .. } => ErrorKind::Corrupt,
             StoreError::Durability { .. } => ErrorKind::Local,
             StoreError::Unreachable { .. } | StoreError::Backend { .. } => ErrorKind::Unavailable,
             // The store URL is wrong: the region, or a port that is not the S3 API.
@@ -506,6 +522,55 @@ pub(crate) fn convert(
         key,
         detail: backend_detail(&source, &text),
         source,
+    }
+}
+
+/// What a failed GET means, once the backend's words are read ([`convert_get`]).
+pub(crate) enum GetFailure {
+    /// There is no object at the key.
+    Missing,
+    /// The backend has no suffix ranges (Azure): the last `n` bytes must be asked for from an
+    /// offset, once the size is known.
+    NoSuffixRanges(u64),
+    /// Anything else, converted ([`convert`]); a range past the end is
+    /// [`StoreError::RangeNotSatisfiable`] whatever words the backend said it in.
+    Failed(StoreError),
+}
+
+/// Converts the failure of a GET of `key` (of the bytes `range`, `None` for the whole object)
+/// into what it means, backend quirks included: Azure refuses suffix ranges as "not
+/// supported", and each backend words "range past the end" its own way (S3's `416` and
+/// `InvalidRange`, object_store's local and memory stores' messages).
+pub(crate) fn convert_get(
+    cx: &ErrorContext,
+    key: &str,
+    range: Option<&object_store::GetRange>,
+    source: object_store::Error,
+) -> GetFailure {
+    use object_store::GetRange;
+    if let (object_store::Error::NotSupported { .. }, Some(GetRange::Suffix(n))) = (&source, range)
+    {
+        return GetFailure::NoSuffixRanges(*n);
+    }
+    let past_the_end = |text: &str| {
+        ["416", "InvalidRange", "out of bounds", "Range started at"]
+            .into_iter()
+            .chain(["Wanted range starting at"])
+            .any(|words| text.contains(words))
+    };
+    if let Some(range) = range {
+        let missing = matches!(source, object_store::Error::NotFound { .. });
+        if !missing && past_the_end(&chain_text(&source)) {
+            return GetFailure::Failed(StoreError::RangeNotSatisfiable {
+                url: cx.url.clone(),
+                key: key.to_owned(),
+                range: range.to_string(),
+            });
+        }
+    }
+    match convert(cx, Op::Read, key, source) {
+        StoreError::NotFound { .. } => GetFailure::Missing,
+        e => GetFailure::Failed(e),
     }
 }
 

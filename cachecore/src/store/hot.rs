@@ -21,8 +21,10 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
 
-use super::objects::ObjectMeta;
+use super::error::StoreError;
+use super::object::{Object, ObjectInfo};
 
 /// The largest object kept: a narinfo, a listing of a small path, a seek table.
 pub(crate) const MAX_ENTRY: u64 = 64 * 1024;
@@ -94,7 +96,7 @@ impl FileId {
 
 struct Entry {
     validity: Validity,
-    meta: ObjectMeta,
+    meta: ObjectInfo,
     bytes: Bytes,
 }
 
@@ -130,7 +132,7 @@ impl HotObjects {
         &self,
         key: &str,
         still_valid: impl FnOnce(&Validity) -> bool,
-    ) -> Option<(ObjectMeta, Bytes)> {
+    ) -> Option<(ObjectInfo, Bytes)> {
         let (validity, meta, bytes) = {
             let entries = self.entries.lock().ok()?;
             let e = entries.map.get(key)?;
@@ -151,7 +153,7 @@ impl HotObjects {
         &self,
         read_since: u64,
         validity: Validity,
-        meta: ObjectMeta,
+        meta: ObjectInfo,
         bytes: &Bytes,
     ) {
         if bytes.len() as u64 > MAX_ENTRY || bytes.len() as u64 != meta.size {
@@ -197,6 +199,46 @@ impl HotObjects {
         }
     }
 
+    /// Reads the small remote `object` whole and keeps it for `ttl`
+    /// ([`Objects::set_remote_ttl`](super::Objects::set_remote_ttl)). Bytes that do not add up
+    /// to its size are passed on, not kept: the reader's length check says what is wrong.
+    pub(crate) async fn keep_for(
+        &self,
+        object: Object,
+        ttl: std::time::Duration,
+        read_since: u64,
+    ) -> Result<Object, StoreError> {
+        let Object {
+            meta,
+            range,
+            mut body,
+        } = object;
+        let mut chunks = Vec::new();
+        let mut len = 0u64;
+        while let Some(chunk) = body.try_next().await? {
+            len += chunk.len() as u64;
+            chunks.push(chunk);
+            if len > meta.size {
+                break;
+            }
+        }
+        if len != meta.size {
+            let body = stream::iter(chunks.into_iter().map(Ok)).chain(body).boxed();
+            return Ok(Object { meta, range, body });
+        }
+        let bytes = Bytes::from(chunks.concat());
+        if let Some(until) = Instant::now().checked_add(ttl) {
+            self.insert(read_since, Validity::Until(until), meta.clone(), &bytes);
+        }
+        Ok(Object::whole(meta, bytes))
+    }
+
+    /// A remote object kept by [`keep_for`](Self::keep_for) and not expired.
+    pub(crate) fn kept_for_now(&self, key: &str) -> Option<(ObjectInfo, Bytes)> {
+        let now = Instant::now();
+        self.get(key, |v| matches!(v, Validity::Until(t) if now < *t))
+    }
+
     #[cfg(test)]
     fn len(&self) -> (usize, usize) {
         let e = self.entries.lock().unwrap();
@@ -209,8 +251,8 @@ mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
 
-    fn meta(key: &str, size: u64) -> ObjectMeta {
-        ObjectMeta {
+    fn meta(key: &str, size: u64) -> ObjectInfo {
+        ObjectInfo {
             key: key.into(),
             size,
             last_modified: SystemTime::UNIX_EPOCH,

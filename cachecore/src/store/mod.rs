@@ -57,7 +57,9 @@ mod hot;
 mod http_upload;
 pub(crate) mod layout;
 mod listings;
+mod local;
 pub mod nar;
+mod object;
 pub mod objects;
 pub mod url;
 
@@ -70,7 +72,7 @@ pub use debris::{Debris, DEBRIS_AGE};
 pub use error::{is_backend_detail, StoreError};
 pub use nar::{IntegrityError, NarReader};
 pub use objects::{
-    ByteRange, ByteStream, Object, ObjectMeta, Objects, PutMode, VersionTag, WriteSupport, Written,
-    MULTIPART_THRESHOLD, PARTS_IN_FLIGHT, PART_SIZE,
+    ByteRange, ByteStream, Object, ObjectInfo, ObjectMeta, Objects, PutMode, ReadRange, VersionTag,
+    WriteMode, WriteSupport, Written, MULTIPART_THRESHOLD, PARTS_IN_FLIGHT, PART_SIZE,
 };
 pub use url::{StoreLocation, StoreSettings, StoreUrl};

@@ -3,12 +3,12 @@
 //! [`Objects`] is a handle on one store (a local directory, S3, GCS, Azure, memory, or a
 //! read-only HTTP cache) that knows nothing of Nix. It offers
 //!
-//! - [`get`](Objects::get): a streaming GET of a whole object or of a [`ByteRange`], never
-//!   buffering the range, with the object's [`ObjectMeta`] (size, last-modified, ETag);
+//! - [`get`](Objects::get): a streaming GET of a whole object or of a [`ReadRange`], never
+//!   buffering the range, with the object's [`ObjectInfo`] (size, last-modified, ETag);
 //! - [`head`](Objects::head): the same metadata without the body;
 //! - [`list`](Objects::list) and [`list_dir`](Objects::list_dir): a prefix as a stream of
-//!   [`ObjectMeta`];
-//! - [`put`](Objects::put) and [`put_stream`](Objects::put_stream) with a [`PutMode`]:
+//!   [`ObjectInfo`];
+//! - [`put`](Objects::put) and [`put_stream`](Objects::put_stream) with a [`WriteMode`]:
 //!   overwrite, create-only, or replace-if-unchanged;
 //! - [`delete`](Objects::delete) and [`rename`](Objects::rename).
 //!
@@ -20,22 +20,22 @@
 //! and overwriting. So the first conditional write to a store [probes](Objects::write_support)
 //! it: a probe object is written twice create-only (the second must be refused), then replaced
 //! with a wrong ETag (which must be refused). The answer is kept for the life of the handle. A
-//! write whose [`PutMode`] the store does not honour fails with [`StoreError::Unsupported`]
+//! write whose [`WriteMode`] the store does not honour fails with [`StoreError::Unsupported`]
 //! before anything is sent — never a silent overwrite.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! use bytes::Bytes;
-//! use cachecore::store::{BinaryCache, ByteRange, PutMode};
+//! use cachecore::store::{BinaryCache, ReadRange, WriteMode};
 //! use futures::TryStreamExt;
 //! let cache = BinaryCache::open("memory://").unwrap();
 //! let objects = cache.objects();
-//! objects.put("log/a.drv", Bytes::from_static(b"hello world"), PutMode::Create).await.unwrap();
+//! objects.put("log/a.drv", Bytes::from_static(b"hello world"), WriteMode::Create).await.unwrap();
 //! // A second create-only write is refused, as a conflict.
-//! let e = objects.put("log/a.drv", Bytes::new(), PutMode::Create).await.unwrap_err();
+//! let e = objects.put("log/a.drv", Bytes::new(), WriteMode::Create).await.unwrap_err();
 //! assert_eq!(e.kind(), cachecore::error::ErrorKind::Conflict);
 //! // A ranged GET streams bytes 6..11 and says how large the whole object is.
-//! let object = objects.get("log/a.drv", ByteRange::Bounded(6..11)).await.unwrap().unwrap();
+//! let object = objects.get("log/a.drv", ReadRange::Bounded(6..11)).await.unwrap().unwrap();
 //! assert_eq!(object.meta.size, 11);
 //! let body: Vec<Bytes> = object.body.try_collect().await.unwrap();
 //! assert_eq!(body.concat(), b"world");
@@ -44,24 +44,29 @@
 
 use std::fmt;
 use std::io;
-use std::ops::Range;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use futures::Stream;
-use object_store::list::{PaginatedListOptions, PaginatedListStore};
+use object_store::list::PaginatedListOptions;
 use object_store::path::Path;
 use object_store::{
-    Attribute, Attributes, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMultipartOptions,
+    Attribute, Attributes, GetOptions, ObjectStore, ObjectStoreExt, PutMultipartOptions,
     PutOptions, PutPayload, UpdateVersion, WriteMultipart,
 };
 use tokio::sync::OnceCell;
 
-use super::error::{convert, ErrorContext, Op, StoreError};
-use super::hot::{self, FileId, HotObjects, Validity};
+use super::backend::{Backend, Listing};
+use super::error::{convert, convert_get, GetFailure, Op, StoreError};
+use super::hot::{self, HotObjects};
 use super::layout;
+use super::local::file_chunks;
+pub use super::object::{
+    ByteRange, ByteStream, Object, ObjectInfo, ObjectMeta, PutMode, ReadRange, VersionTag,
+    WriteMode, WriteSupport, Written,
+};
 
 /// Objects at least this large are uploaded by [`Objects::put_stream`] in parts; smaller ones
 /// in a single request.
@@ -75,253 +80,27 @@ pub const PART_SIZE: usize = 10 * 1024 * 1024;
 /// `(PARTS_IN_FLIGHT + 1) * PART_SIZE` plus one chunk of the input.
 pub const PARTS_IN_FLIGHT: usize = 4;
 
-/// A stream of an object's bytes.
-pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
-
-/// What a store says about one object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ObjectMeta {
-    /// The key, relative to the cache root.
-    pub key: String,
-    /// The size of the whole object in bytes.
-    pub size: u64,
-    /// When the object was last written.
-    pub last_modified: SystemTime,
-    /// The entity tag, when the backend has one (as the server sent it, quotes included).
-    pub e_tag: Option<String>,
-    /// The backend's version of the object, when it keeps versions (GCS generation, ...).
-    pub version: Option<String>,
-}
-
-impl ObjectMeta {
-    /// The version a [`PutMode::IfUnchanged`] write must find for this object.
-    pub fn version_tag(&self) -> VersionTag {
-        VersionTag {
-            e_tag: self.e_tag.clone(),
-            version: self.version.clone(),
-        }
-    }
-}
-
-/// Which bytes of an object to read.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum ByteRange {
-    /// The whole object.
-    #[default]
-    All,
-    /// Bytes `start..end`; an `end` past the object's end is clamped to it.
-    Bounded(Range<u64>),
-    /// From this offset to the end.
-    From(u64),
-    /// The last `n` bytes (all of them if the object is shorter).
-    Last(u64),
-}
-
-impl ByteRange {
-    fn to_get_range(&self) -> Option<GetRange> {
-        match self {
-            ByteRange::All => None,
-            ByteRange::Bounded(r) => Some(GetRange::Bounded(r.clone())),
-            ByteRange::From(o) => Some(GetRange::Offset(*o)),
-            ByteRange::Last(n) => Some(GetRange::Suffix(*n)),
-        }
-    }
-}
-
-/// An object as read by [`Objects::get`]: its metadata, which bytes `body` carries, and the
-/// body itself, streamed from the backend as it arrives.
-pub struct Object {
-    pub meta: ObjectMeta,
-    /// The bytes of the object that `body` holds (`0..meta.size` for the whole object).
-    pub range: Range<u64>,
-    pub body: ByteStream,
-}
-
-impl fmt::Debug for Object {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Object")
-            .field("meta", &self.meta)
-            .field("range", &self.range)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The version of an object a [`PutMode::IfUnchanged`] write expects to replace.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct VersionTag {
-    pub e_tag: Option<String>,
-    pub version: Option<String>,
-}
-
-/// How a write treats an object already at its key.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum PutMode {
-    /// Replace whatever is there.
-    #[default]
-    Overwrite,
-    /// Write only if there is no object at the key; otherwise [`StoreError::AlreadyExists`].
-    Create,
-    /// Replace the object only if it is still the version given (compare-and-swap); otherwise
-    /// [`StoreError::Changed`].
-    IfUnchanged(VersionTag),
-}
-
-/// What a store really honours, as [probed](Objects::write_support).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct WriteSupport {
-    /// Whether the store can be written at all.
-    pub writable: bool,
-    /// Whether [`PutMode::Create`] refuses to replace an existing object.
-    pub create_only: bool,
-    /// Whether [`PutMode::IfUnchanged`] refuses to replace a changed object.
-    pub if_unchanged: bool,
-}
-
-/// A local file's I/O failure as object_store reports its own.
-fn local_error(e: impl std::error::Error + Send + Sync + 'static) -> object_store::Error {
-    object_store::Error::Generic {
-        store: "LocalFileSystem",
-        source: Box::new(e),
-    }
-}
-
-/// Bytes read from a local file per chunk of a GET's body.
-const FILE_CHUNK: u64 = 256 * 1024;
-
-/// A local object (or range) up to this size is read on the calling task, not in the blocking
-/// pool (see `Objects::local_get`): narinfos, listings of small paths, seek tables.
-const INLINE_READ: u64 = 64 * 1024;
-
-/// Fills `buf` from `file` at `pos` only if the page cache holds all of it (`preadv2` with
-/// `RWF_NOWAIT`, which fails rather than wait for the disk): `true` when it did. Reading cached
-/// bytes on the calling task is what nginx does with `sendfile`, and costs less than a trip to
-/// the blocking pool; a read that would wait for the disk is left to the pool.
-fn read_cached(file: &std::fs::File, buf: &mut [u8], pos: u64) -> bool {
-    let mut done = 0;
-    while done < buf.len() {
-        let read = rustix::io::preadv2(
-            file,
-            &mut [io::IoSliceMut::new(&mut buf[done..])],
-            pos + done as u64,
-            rustix::io::ReadWriteFlags::NOWAIT,
-        );
-        match read {
-            Ok(n) if n > 0 => done += n,
-            // The end of the file (the pool's read says so), not cached, or unsupported.
-            _ => return false,
-        }
-    }
-    true
-}
-
-/// The bytes `range` of a local file as a stream of [`FILE_CHUNK`]-sized chunks, each read on
-/// the calling task when the page cache holds it ([`read_cached`]), else with `pread` on the
-/// blocking pool. A file that ends early is an error, never a short body.
-fn file_chunks(
-    file: std::fs::File,
-    range: std::ops::Range<u64>,
-) -> BoxStream<'static, object_store::Result<Bytes>> {
-    let file = Arc::new(file);
-    stream::try_unfold(range.start, move |pos| {
-        let file = file.clone();
-        let end = range.end;
-        async move {
-            if pos >= end {
-                return Ok(None);
-            }
-            let len = (end - pos).min(FILE_CHUNK) as usize;
-            let mut buf = vec![0u8; len];
-            if read_cached(&file, &mut buf, pos) {
-                return Ok(Some((Bytes::from(buf), pos + len as u64)));
-            }
-            let chunk = tokio::task::spawn_blocking(move || {
-                use std::os::unix::fs::FileExt as _;
-                let mut buf = vec![0u8; len];
-                file.read_exact_at(&mut buf, pos).map(|()| buf)
-            })
-            .await
-            .map_err(local_error)?
-            .map_err(local_error)?;
-            Ok(Some((Bytes::from(chunk), pos + len as u64)))
-        }
-    })
-    .boxed()
-}
-
-/// A local file opened for a GET (`Objects::describe_local`).
-struct LocalFile {
-    meta: ObjectMeta,
-    /// The bytes of the file asked for.
-    range: Range<u64>,
-    file: std::fs::File,
-    /// Those bytes, when they were read already.
-    first: Option<Bytes>,
-    id: FileId,
-    /// Whether the file was old enough to keep its bytes, when it was described.
-    settled: bool,
-}
-
-/// The whole object `meta` describes, whose bytes are at hand.
-fn whole(meta: ObjectMeta, bytes: Bytes) -> Object {
-    Object {
-        range: 0..meta.size,
-        meta,
-        body: stream::once(async move { Ok(bytes) }).boxed(),
-    }
-}
-
-/// What a write left at its key.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct Written {
-    /// Bytes written.
-    pub size: u64,
-    /// The new object's version, when the backend reports one.
-    pub version: VersionTag,
-}
-
 /// A handle on one object store, with keys relative to the cache root. Cheap to clone.
 ///
 /// Obtained from [`BinaryCache::objects`](super::BinaryCache::objects).
 #[derive(Clone)]
 pub struct Objects {
-    inner: Arc<Inner>,
+    inner: Arc<Shared>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) store: Arc<dyn ObjectStore>,
-    pub(crate) cx: ErrorContext,
-    pub(crate) read_only: bool,
-    /// Send `Content-Type` with uploads (backends that support attributes).
-    pub(crate) content_types: bool,
-    /// Delimited, paginated listing (S3, GCS, Azure); other backends use `list_with_delimiter`.
-    pub(crate) lister: Option<Lister>,
-    /// `false` for plain HTTP, which has no listing.
-    pub(crate) listable: bool,
+/// What the clones of one [`Objects`] share: the backend, and what the handle learns and keeps
+/// while it is used.
+pub(crate) struct Shared {
+    pub(crate) backend: Backend,
+    /// What writes the store honours, once probed.
     pub(crate) support: OnceCell<WriteSupport>,
-    /// For a local directory, its canonical path: no key may reach outside it.
-    pub(crate) local_root: Option<std::path::PathBuf>,
-    /// For a local directory, the directory itself, open: reads open files beneath it.
-    pub(crate) local_root_fd: Option<std::os::fd::OwnedFd>,
     /// Aborts of uploads whose future was dropped, still running.
     pub(crate) cleanups: Cleanups,
-    /// What signs URLs for direct uploads (S3), and the prefix keys live under.
-    pub(crate) presigner: Option<Presigner>,
     /// Small objects read lately (see the `hot` module).
     pub(crate) hot: HotObjects,
     /// How long a small object read from a remote store is used again without asking the
     /// store, in milliseconds; 0 (the default) never.
     pub(crate) remote_ttl_ms: std::sync::atomic::AtomicU64,
-}
-
-/// Signs URLs that let a client write one object without credentials of its own.
-pub(crate) struct Presigner {
-    pub(crate) signer: Arc<dyn object_store::signer::Signer>,
-    /// The cache's prefix in the bucket (`""`, or `dir/`).
-    pub(crate) prefix: String,
 }
 
 /// Tasks that clean up after an upload dropped mid-way (aborting a multipart upload, which
@@ -362,7 +141,7 @@ impl Cleanups {
 struct ActiveUpload {
     writer: Option<WriteMultipart>,
     runtime: tokio::runtime::Handle,
-    store: Arc<Inner>,
+    store: Arc<Shared>,
 }
 
 impl ActiveUpload {
@@ -411,17 +190,11 @@ impl Drop for ActiveUpload {
     }
 }
 
-pub(crate) struct Lister {
-    pub(crate) store: Arc<dyn PaginatedListStore>,
-    /// The URL's prefix with a trailing `/`, or empty.
-    pub(crate) prefix: String,
-}
-
 impl fmt::Debug for Objects {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Objects")
-            .field("url", &self.inner.cx.url)
-            .field("read_only", &self.inner.read_only)
+            .field("url", &self.inner.backend.cx.url)
+            .field("read_only", &self.inner.backend.read_only)
             .finish_non_exhaustive()
     }
 }
@@ -433,8 +206,8 @@ fn none_if_missing<T>(e: StoreError) -> Result<Option<T>, StoreError> {
     }
 }
 
-fn meta_of(m: object_store::ObjectMeta, key: String) -> ObjectMeta {
-    ObjectMeta {
+fn meta_of(m: object_store::ObjectMeta, key: String) -> ObjectInfo {
+    ObjectInfo {
         key,
         size: m.size,
         last_modified: SystemTime::from(m.last_modified),
@@ -461,29 +234,39 @@ impl Objects {
         self.inner.cleanups.finish().await;
     }
 
-    pub(crate) fn new(inner: Inner) -> Objects {
+    pub(crate) fn new(backend: Backend) -> Objects {
         Objects {
-            inner: Arc::new(inner),
+            inner: Arc::new(Shared {
+                backend,
+                support: OnceCell::new(),
+                cleanups: Cleanups::default(),
+                hot: HotObjects::default(),
+                remote_ttl_ms: Default::default(),
+            }),
         }
     }
 
     /// The store URL as given (passwords replaced by `***`).
     pub fn url(&self) -> &str {
-        &self.inner.cx.url
+        &self.inner.backend.cx.url
     }
 
     /// Whether the store refuses every write (plain HTTP caches).
     pub fn is_read_only(&self) -> bool {
-        self.inner.read_only
+        self.inner.backend.read_only
     }
 
     fn err(&self, op: Op, key: &str, e: object_store::Error) -> StoreError {
-        convert(&self.inner.cx, op, key, e)
+        convert(&self.inner.backend.cx, op, key, e)
     }
 
+    /// `key` as an object_store path, if it is a well-formed key that (on a local directory)
+    /// leads nowhere outside the directory.
     fn path(&self, key: &str) -> Result<Path, StoreError> {
         let path = self.key_path(key)?;
-        self.confine(key)?;
+        if let Some(local) = &self.inner.backend.local {
+            local.confine(key)?;
+        }
         Ok(path)
     }
 
@@ -491,7 +274,7 @@ impl Objects {
     fn key_path(&self, key: &str) -> Result<Path, StoreError> {
         // A key may come from a cache (a narinfo's URL): quoted by a short prefix only.
         let bad = |reason: String| StoreError::BadKey {
-            url: self.inner.cx.url.clone(),
+            url: self.inner.backend.cx.url.clone(),
             key: crate::untrusted::excerpt(key),
             reason: crate::untrusted::excerpt(&reason),
         };
@@ -503,64 +286,10 @@ impl Objects {
         Path::parse(key).map_err(|e| bad(e.to_string()))
     }
 
-    /// On a local directory, refuses a key that resolves outside the directory through a
-    /// symbolic link (an object, or a directory on the way to it): a cache is untrusted input,
-    /// and reading `nar/x -> /etc/shadow` or writing through `nar -> /` must not happen. The
-    /// deepest part of the key that exists is resolved, so writes are checked as well as reads.
-    fn confine(&self, key: &str) -> Result<(), StoreError> {
-        let Some(root) = &self.inner.local_root else {
-            return Ok(());
-        };
-        let mut probe = root.join(key);
-        let resolved = loop {
-            match std::fs::canonicalize(&probe) {
-                Ok(p) => break Some(p),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    // A dangling symlink is refused too: it points somewhere we cannot check.
-                    if probe.symlink_metadata().is_ok() {
-                        break None;
-                    }
-                    if !probe.pop() || !probe.starts_with(root) {
-                        return Ok(());
-                    }
-                }
-                // Not a directory on the way, permission denied, ...: the operation itself
-                // reports it.
-                Err(_) => return Ok(()),
-            }
-        };
-        match resolved {
-            Some(p) if p.starts_with(root) => Ok(()),
-            _ => Err(StoreError::OutsideRoot {
-                url: self.inner.cx.url.clone(),
-                key: key.to_owned(),
-            }),
-        }
-    }
-
-    /// Opens `key` for reading under a local directory's root by `openat2` with
-    /// `RESOLVE_BENEATH`: the kernel refuses any resolution that leaves the directory, symbolic
-    /// links included, which is what [`confine`](Self::confine) checks in several calls. `None`
-    /// when it cannot say yes (no such file, a link out of the directory, a kernel without
-    /// `openat2`): then the caller confines and opens the slow way, which says why.
-    fn open_beneath(&self, key: &str) -> Option<std::fs::File> {
-        use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
-        let root = self.inner.local_root_fd.as_ref()?;
-        let fd = openat2(
-            root,
-            key,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-        )
-        .ok()?;
-        Some(std::fs::File::from(fd))
-    }
-
     fn writable(&self, key: &str) -> Result<Path, StoreError> {
-        if self.inner.read_only {
+        if self.inner.backend.read_only {
             return Err(StoreError::ReadOnly {
-                url: self.inner.cx.url.clone(),
+                url: self.inner.backend.cx.url.clone(),
                 key: key.to_owned(),
             });
         }
@@ -569,7 +298,7 @@ impl Objects {
 
     fn attributes(&self, key: &str) -> Attributes {
         let mut a = Attributes::new();
-        if self.inner.content_types {
+        if self.inner.backend.content_types {
             a.insert(Attribute::ContentType, layout::content_type(key).into());
         }
         a
@@ -579,82 +308,118 @@ impl Objects {
     ///
     /// The body is streamed from the backend as it arrives: a range of any size costs memory
     /// for one chunk at a time. A range that starts at or past the object's end is
-    /// [`StoreError::RangeNotSatisfiable`]; an empty [`ByteRange::Bounded`] range reads
+    /// [`StoreError::RangeNotSatisfiable`]; an empty [`ReadRange::Bounded`] range reads
     /// nothing (one HEAD request for the metadata).
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use bytes::Bytes;
-    /// use cachecore::store::{BinaryCache, ByteRange, PutMode};
+    /// use cachecore::store::{BinaryCache, ReadRange, WriteMode};
     /// use futures::TryStreamExt;
     /// let cache = BinaryCache::open("memory://").unwrap();
     /// let objects = cache.objects();
-    /// objects.put("log/a.drv", Bytes::from_static(b"hello world"), PutMode::Overwrite).await.unwrap();
-    /// let object = objects.get("log/a.drv", ByteRange::Last(5)).await.unwrap().unwrap();
+    /// objects.put("log/a.drv", Bytes::from_static(b"hello world"), WriteMode::Overwrite).await.unwrap();
+    /// let object = objects.get("log/a.drv", ReadRange::Last(5)).await.unwrap().unwrap();
     /// assert_eq!((object.range.clone(), object.meta.size), (6..11, 11));
     /// let body: Vec<Bytes> = object.body.try_collect().await.unwrap();
     /// assert_eq!(body.concat(), b"world");
-    /// assert!(objects.get("log/b.drv", ByteRange::All).await.unwrap().is_none());
+    /// assert!(objects.get("log/b.drv", ReadRange::All).await.unwrap().is_none());
     /// # });
     /// ```
-    pub async fn get(&self, key: &str, range: ByteRange) -> Result<Option<Object>, StoreError> {
-        if let Some(root) = &self.inner.local_root {
-            let empty = matches!(&range, ByteRange::Bounded(r) if r.start >= r.end);
-            if !empty {
-                self.key_path(key)?;
-                if let (ByteRange::All, Some(hit)) = (&range, self.hot_local(key)) {
-                    return Ok(Some(hit));
-                }
-                return self.local_get(root.join(key), key, range).await;
+    pub async fn get(&self, key: &str, range: ReadRange) -> Result<Option<Object>, StoreError> {
+        if let ReadRange::Bounded(r) = &range {
+            if r.start >= r.end {
+                return self.get_nothing(key, r.start).await;
             }
+        }
+        if let Some(local) = &self.inner.backend.local {
+            self.key_path(key)?;
+            return local.get(key, range, &self.inner.hot).await;
         }
         let path = self.path(key)?;
-        // For how long the object may be kept, and the memory's generation before the read.
-        let keep_for = self
-            .remote_ttl()
-            .filter(|_| matches!(range, ByteRange::All))
-            .map(|ttl| (ttl, self.inner.hot.generation()));
-        if keep_for.is_some() {
-            if let Some((meta, bytes)) = self.kept_remote(key) {
-                return Ok(Some(whole(meta, bytes)));
-            }
+        match self.remote_ttl().filter(|_| range == ReadRange::All) {
+            Some(ttl) => self.get_kept(key, &path, ttl).await,
+            None => self.fetch(key, &path, range).await,
         }
-        if let ByteRange::Bounded(r) = &range {
-            if r.start >= r.end {
-                return Ok(self.head(key).await?.map(|meta| Object {
-                    range: r.start.min(meta.size)..r.start.min(meta.size),
-                    meta,
-                    body: stream::empty().boxed(),
-                }));
-            }
+    }
+
+    /// An empty range of `key` (from `at`): nothing to read, the metadata from a HEAD.
+    async fn get_nothing(&self, key: &str, at: u64) -> Result<Option<Object>, StoreError> {
+        Ok(self.head(key).await?.map(|meta| Object {
+            range: at.min(meta.size)..at.min(meta.size),
+            meta,
+            body: stream::empty().boxed(),
+        }))
+    }
+
+    /// The whole object at `key` of a remote store that keeps small objects for `ttl`
+    /// ([`set_remote_ttl`](Self::set_remote_ttl)): from memory if it is kept, else fetched and,
+    /// if small, kept.
+    async fn get_kept(
+        &self,
+        key: &str,
+        path: &Path,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Object>, StoreError> {
+        let hot = &self.inner.hot;
+        // Before the read: a write through the handle meanwhile keeps it from being kept.
+        let read_since = hot.generation();
+        if let Some((meta, bytes)) = hot.kept_for_now(key) {
+            return Ok(Some(Object::whole(meta, bytes)));
         }
+        match self.fetch(key, path, ReadRange::All).await? {
+            Some(object) if object.meta.size <= hot::MAX_ENTRY => {
+                hot.keep_for(object, ttl, read_since).await.map(Some)
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// A GET of a remote store (or one a caller built), its failure converted at the edge
+    /// ([`convert_get`]), its body streamed.
+    async fn fetch(
+        &self,
+        key: &str,
+        path: &Path,
+        range: ReadRange,
+    ) -> Result<Option<Object>, StoreError> {
+        let asked = range.to_get_range();
         let opts = GetOptions {
-            range: range.to_get_range(),
+            range: asked.clone(),
             ..GetOptions::default()
         };
-        let result = match self.inner.store.get_opts(&path, opts).await {
+        let result = match self.inner.backend.store.get_opts(path, opts).await {
             Ok(r) => r,
-            // Azure has no suffix ranges: ask for the size, then for the bytes from an offset.
-            Err(object_store::Error::NotSupported { .. })
-                if matches!(range, ByteRange::Last(_)) =>
-            {
-                let ByteRange::Last(n) = range else {
-                    return Ok(None);
-                };
-                let Some(meta) = self.head(key).await? else {
-                    return Ok(None);
-                };
-                let from = meta.size.saturating_sub(n);
-                return Box::pin(self.get(key, ByteRange::Bounded(from..meta.size))).await;
+            Err(e) => {
+                return match convert_get(&self.inner.backend.cx, key, asked.as_ref(), e) {
+                    GetFailure::Missing => Ok(None),
+                    GetFailure::NoSuffixRanges(n) => self.get_last_by_offset(key, n).await,
+                    GetFailure::Failed(e) => Err(e),
+                }
             }
-            Err(e) => return none_if_missing(self.range_err(key, &range, e)),
         };
-        let cx = self.inner.cx.clone();
+        Ok(Some(self.object_of(key, result)))
+    }
+
+    /// The last `n` bytes of `key` on a store without suffix ranges (Azure): its size, then
+    /// the bytes from an offset.
+    async fn get_last_by_offset(&self, key: &str, n: u64) -> Result<Option<Object>, StoreError> {
+        let Some(meta) = self.head(key).await? else {
+            return Ok(None);
+        };
+        let from = meta.size.saturating_sub(n);
+        Box::pin(self.get(key, ReadRange::Bounded(from..meta.size))).await
+    }
+
+    /// An object_store GET's answer as an [`Object`], its body's errors converted.
+    fn object_of(&self, key: &str, result: object_store::GetResult) -> Object {
+        let cx = self.inner.backend.cx.clone();
         let owned_key = key.to_owned();
         let range = result.range.clone();
         let meta = meta_of(result.meta.clone(), key.to_owned());
         let raw = match result.payload {
-            // A local file: read in large chunks (object_store's own stream reads 8 KiB at a
+            // A file of a `LocalFileSystem` a caller built (our own directories are read by
+            // `LocalDir`): read in large chunks (object_store's own stream reads 8 KiB at a
             // time, a system call and a tiny body frame per 8 KiB served).
             object_store::GetResultPayload::File(file, _) => file_chunks(file, range.clone()),
             object_store::GetResultPayload::Stream(s) => s,
@@ -662,13 +427,7 @@ impl Objects {
         let body = raw
             .map_err(move |e| convert(&cx, Op::Read, &owned_key, e))
             .boxed();
-        let object = Object { meta, range, body };
-        match keep_for {
-            Some((ttl, read_since)) if object.meta.size <= hot::MAX_ENTRY => {
-                self.keep(object, ttl, read_since).await
-            }
-            _ => Ok(Some(object)),
-        }
+        Object { meta, range, body }
     }
 
     /// How long a small object read from a remote store is used again without asking the store
@@ -696,241 +455,14 @@ impl Objects {
             .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Reads the small `object` whole and keeps it for `ttl`. Bytes that do not add up to its
-    /// size are passed on, not kept: the reader's length check says what is wrong.
-    async fn keep(
-        &self,
-        object: Object,
-        ttl: std::time::Duration,
-        read_since: u64,
-    ) -> Result<Option<Object>, StoreError> {
-        let Object {
-            meta,
-            range,
-            mut body,
-        } = object;
-        let mut chunks = Vec::new();
-        let mut len = 0u64;
-        while let Some(chunk) = body.try_next().await? {
-            len += chunk.len() as u64;
-            chunks.push(chunk);
-            if len > meta.size {
-                break;
-            }
-        }
-        if len != meta.size {
-            let body = stream::iter(chunks.into_iter().map(Ok)).chain(body).boxed();
-            return Ok(Some(Object { meta, range, body }));
-        }
-        let bytes = Bytes::from(chunks.concat());
-        if let Some(until) = std::time::Instant::now().checked_add(ttl) {
-            let hot = &self.inner.hot;
-            hot.insert(read_since, Validity::Until(until), meta.clone(), &bytes);
-        }
-        Ok(Some(whole(meta, bytes)))
-    }
-
-    /// A remote object kept by [`keep`](Self::keep) and not expired.
-    fn kept_remote(&self, key: &str) -> Option<(ObjectMeta, Bytes)> {
-        let now = std::time::Instant::now();
-        let valid = |v: &Validity| matches!(v, Validity::Until(t) if now < *t);
-        self.inner.hot.get(key, valid)
-    }
-
-    /// [`get`](Self::get) on a local directory. A file the kernel opens beneath the root in one
-    /// call (`openat2`, see [`open_beneath`](Self::open_beneath)) is opened, described and —
-    /// up to [`INLINE_READ`] bytes, a narinfo's size — read right here: a few system calls on
-    /// the page cache cost less than the trip to the blocking pool and back, which was most of
-    /// what `serve` spent on a narinfo. Anything else takes one trip to the blocking pool: the
-    /// key confined the slow way, the file opened, described (the same ETag as object_store's
-    /// local backend gives, so HEADs and GETs agree) and, for a range of at most
-    /// [`FILE_CHUNK`] bytes, read. object_store's own local GET takes two trips and reads 8 KiB
-    /// at a time, which made `serve` a third as fast as nginx on NARs.
-    async fn local_get(
-        &self,
-        file_path: std::path::PathBuf,
-        key: &str,
-        range: ByteRange,
-    ) -> Result<Option<Object>, StoreError> {
-        let read_since = self.inner.hot.generation();
-        let opened = match self.open_beneath(key) {
-            Some(file) => self.describe_local(file, key, &range, true)?,
-            None => {
-                let this = self.clone();
-                let owned_key = key.to_owned();
-                tokio::task::spawn_blocking(move || {
-                    this.confine(&owned_key)?;
-                    let file = match std::fs::File::open(&file_path) {
-                        Ok(f) => f,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                        Err(e) => return Err(this.local_read_err(&owned_key, e)),
-                    };
-                    this.describe_local(file, &owned_key, &range, false)
-                })
-                .await
-                .map_err(|e| self.err(Op::Read, key, local_error(e)))??
-            }
-        };
-        let Some(LocalFile {
-            meta,
-            range,
-            file,
-            first,
-            id,
-            settled,
-        }) = opened
-        else {
-            return Ok(None);
-        };
-        let body = match first {
-            Some(bytes) => {
-                if range.start == 0 && range.end == meta.size && settled {
-                    let validity = Validity::File(id);
-                    let hot = &self.inner.hot;
-                    hot.insert(read_since, validity, meta.clone(), &bytes);
-                }
-                stream::once(async move { Ok(bytes) }).boxed()
-            }
-            None => {
-                let cx = self.inner.cx.clone();
-                let owned_key = key.to_owned();
-                file_chunks(file, range.clone())
-                    .map_err(move |e| convert(&cx, Op::Read, &owned_key, e))
-                    .boxed()
-            }
-        };
-        Ok(Some(Object { meta, range, body }))
-    }
-
-    fn local_read_err(&self, key: &str, e: io::Error) -> StoreError {
-        self.err(Op::Read, key, local_error(e))
-    }
-
-    /// An object of a local directory answered from [`HotObjects`]: the file at `key` is still
-    /// the one its bytes were read from (one `stat`, not following a final symbolic link).
-    fn hot_local(&self, key: &str) -> Option<Object> {
-        let root = self.inner.local_root_fd.as_ref()?;
-        let (meta, bytes) = self.inner.hot.get(key, |validity| match validity {
-            Validity::File(id) => {
-                rustix::fs::statat(root, key, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                    .is_ok_and(|st| FileId::of(&st) == *id)
-            }
-            Validity::Until(_) => false,
-        })?;
-        Some(whole(meta, bytes))
-    }
-
-    /// An open local file's metadata and the bytes of `range` it covers, and those bytes
-    /// themselves when they are few: on the calling task (`on_task`), at most [`INLINE_READ`]
-    /// bytes and only from the page cache; on the blocking pool, at most [`FILE_CHUNK`].
-    /// `None` when it is not a regular file.
-    fn describe_local(
-        &self,
-        file: std::fs::File,
-        key: &str,
-        range: &ByteRange,
-        on_task: bool,
-    ) -> Result<Option<LocalFile>, StoreError> {
-        let read_up_to = if on_task { INLINE_READ } else { FILE_CHUNK };
-        let read_err = |e: io::Error| self.local_read_err(key, e);
-        let st = rustix::fs::fstat(&file).map_err(|e| read_err(e.into()))?;
-        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
-            return Ok(None);
-        }
-        let id = FileId::of(&st);
-        // Before the bytes are read: a change after this shows in the file's times.
-        let settled = id.settled();
-        let size = st.st_size as u64;
-        let bytes = match range {
-            ByteRange::All => 0..size,
-            ByteRange::Bounded(r) if r.start < size => r.start..r.end.min(size),
-            ByteRange::From(o) if *o < size => *o..size,
-            ByteRange::Last(n) => size.saturating_sub(*n)..size,
-            _ => {
-                return Err(StoreError::RangeNotSatisfiable {
-                    url: self.inner.cx.url.clone(),
-                    key: key.to_owned(),
-                    range: format!("{range:?}"),
-                })
-            }
-        };
-        // As std's `Metadata::modified` (which object_store's HEAD uses for the ETag), with a
-        // time before 1970 read as 1970.
-        let modified = if st.st_mtime < 0 {
-            SystemTime::UNIX_EPOCH
-        } else {
-            let nanos = std::time::Duration::from_nanos(st.st_mtime_nsec as u64);
-            std::time::Duration::from_secs(st.st_mtime as u64)
-                .checked_add(nanos)
-                .and_then(|d| SystemTime::UNIX_EPOCH.checked_add(d))
-                .unwrap_or(SystemTime::UNIX_EPOCH)
-        };
-        let micros = modified
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_micros();
-        let inode = st.st_ino;
-        let meta = ObjectMeta {
-            key: key.to_owned(),
-            size,
-            last_modified: modified,
-            e_tag: Some(format!("\"{inode:x}-{micros:x}-{size:x}\"")),
-            version: None,
-        };
-        let len = bytes.end - bytes.start;
-        let first = if len <= read_up_to {
-            let mut buf = vec![0u8; len as usize];
-            if on_task {
-                // Only what the page cache holds.
-                read_cached(&file, &mut buf, bytes.start).then(|| Bytes::from(buf))
-            } else {
-                use std::os::unix::fs::FileExt as _;
-                file.read_exact_at(&mut buf, bytes.start)
-                    .map_err(read_err)?;
-                Some(Bytes::from(buf))
-            }
-        } else {
-            None
-        };
-        Ok(Some(LocalFile {
-            meta,
-            range: bytes,
-            file,
-            first,
-            id,
-            settled,
-        }))
-    }
-
-    /// A failed ranged GET: a range past the end is said as such, whatever the backend's words.
-    fn range_err(&self, key: &str, range: &ByteRange, e: object_store::Error) -> StoreError {
-        let unsatisfiable = match (&e, range) {
-            (_, ByteRange::All) => false,
-            (object_store::Error::NotFound { .. }, _) => false,
-            _ => {
-                let text = super::error::chain_text(&e);
-                text.contains("416")
-                    || text.contains("InvalidRange")
-                    || text.contains("out of bounds")
-                    || text.contains("Range started at")
-                    || text.contains("Wanted range starting at")
-            }
-        };
-        if unsatisfiable {
-            return StoreError::RangeNotSatisfiable {
-                url: self.inner.cx.url.clone(),
-                key: key.to_owned(),
-                range: format!("{range:?}"),
-            };
-        }
-        self.err(Op::Read, key, e)
-    }
-
     /// The whole object at `key` in memory (for small objects: narinfos, listings, logs);
     /// `None` if there is none.
     pub async fn get_bytes(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        if self.inner.backend.local.is_some() {
+            return self.local_bytes(key, u64::MAX).await;
+        }
         let path = self.path(key)?;
-        let result = match self.inner.store.get(&path).await {
+        let result = match self.inner.backend.store.get(&path).await {
             Ok(r) => r,
             Err(e) => return none_if_missing(self.err(Op::Read, key, e)),
         };
@@ -950,10 +482,10 @@ impl Objects {
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use bytes::Bytes;
-    /// use cachecore::{error::ErrorKind, store::{BinaryCache, PutMode}};
+    /// use cachecore::{error::ErrorKind, store::{BinaryCache, WriteMode}};
     /// let cache = BinaryCache::open("memory://").unwrap();
     /// let objects = cache.objects();
-    /// objects.put("big.ls", Bytes::from(vec![b' '; 4096]), PutMode::Overwrite).await.unwrap();
+    /// objects.put("big.ls", Bytes::from(vec![b' '; 4096]), WriteMode::Overwrite).await.unwrap();
     /// assert_eq!(objects.get_bytes_limited("big.ls", 4096).await.unwrap().unwrap().len(), 4096);
     /// let e = objects.get_bytes_limited("big.ls", 1024).await.unwrap_err();
     /// assert_eq!(e.kind(), ErrorKind::Corrupt); // StoreError::TooLarge
@@ -964,34 +496,66 @@ impl Objects {
         key: &str,
         limit: u64,
     ) -> Result<Option<Bytes>, StoreError> {
+        if self.inner.backend.local.is_some() {
+            return self.local_bytes(key, limit).await;
+        }
         let path = self.path(key)?;
-        let result = match self.inner.store.get(&path).await {
+        let result = match self.inner.backend.store.get(&path).await {
             Ok(r) => r,
             Err(e) => return none_if_missing(self.err(Op::Read, key, e)),
         };
+        let size = result.meta.size;
+        let cx = self.inner.backend.cx.clone();
+        let owned_key = key.to_owned();
+        let body = result
+            .into_stream()
+            .map_err(move |e| convert(&cx, Op::Read, &owned_key, e));
+        self.collect_limited(key, size, body, limit).await.map(Some)
+    }
+
+    /// [`get_bytes_limited`](Self::get_bytes_limited) on a local directory: through
+    /// [`get`](Self::get), which opens files without blocking and refuses what is not a regular
+    /// file, and answers kept objects from memory.
+    async fn local_bytes(&self, key: &str, limit: u64) -> Result<Option<Bytes>, StoreError> {
+        let Some(object) = self.get(key, ReadRange::All).await? else {
+            return Ok(None);
+        };
+        self.collect_limited(key, object.meta.size, object.body, limit)
+            .await
+            .map(Some)
+    }
+
+    /// The bytes of `body`, an object of `size` bytes as its store declares it, refused with
+    /// [`StoreError::TooLarge`] as soon as the size or the bytes arrived exceed `limit`.
+    async fn collect_limited(
+        &self,
+        key: &str,
+        size: u64,
+        body: impl Stream<Item = Result<Bytes, StoreError>>,
+        limit: u64,
+    ) -> Result<Bytes, StoreError> {
         let too_large = || StoreError::TooLarge {
-            url: self.inner.cx.url.clone(),
+            url: self.inner.backend.cx.url.clone(),
             key: key.to_owned(),
             limit,
         };
-        if result.meta.size > limit {
+        if size > limit {
             return Err(too_large());
         }
-        let mut stream = result.into_stream();
+        let mut body = std::pin::pin!(body);
         let mut data = bytes::BytesMut::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.err(Op::Read, key, e))?;
+        while let Some(chunk) = body.try_next().await? {
             if (data.len() + chunk.len()) as u64 > limit {
                 return Err(too_large());
             }
             data.extend_from_slice(&chunk);
         }
-        Ok(Some(data.freeze()))
+        Ok(data.freeze())
     }
 
     /// The root directory of a local-directory store (canonical), `None` elsewhere.
     pub(crate) fn local_root(&self) -> Option<&std::path::Path> {
-        self.inner.local_root.as_deref()
+        self.inner.backend.local.as_ref().map(|local| local.root())
     }
 
     /// Makes the object at `key` durable before anything that names it is written: on a local
@@ -999,34 +563,11 @@ impl Objects {
     /// new file is durable only once its directory is); elsewhere a no-op (S3, GCS and Azure
     /// acknowledge a write only once it is stored).
     pub async fn sync(&self, key: &str) -> Result<(), StoreError> {
-        let Some(root) = self.inner.local_root.clone() else {
+        let Some(local) = &self.inner.backend.local else {
             return Ok(());
         };
         self.path(key)?;
-        let file = root.join(key);
-        let result = tokio::task::spawn_blocking(move || -> io::Result<()> {
-            std::fs::File::open(&file)?.sync_all()?;
-            let mut dir = file.parent();
-            while let Some(d) = dir {
-                std::fs::File::open(d)?.sync_all()?;
-                if d == root {
-                    break;
-                }
-                dir = d.parent();
-            }
-            Ok(())
-        })
-        .await;
-        let e = match result {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => e,
-            Err(join) => io::Error::other(join.to_string()),
-        };
-        Err(StoreError::Durability {
-            url: self.inner.cx.url.clone(),
-            key: key.to_owned(),
-            source: e,
-        })
+        local.sync(key).await
     }
 
     /// The metadata of the object at `key`, or `None` if there is none.
@@ -1037,26 +578,30 @@ impl Objects {
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use bytes::Bytes;
-    /// use cachecore::store::{BinaryCache, PutMode};
+    /// use cachecore::store::{BinaryCache, WriteMode};
     /// let cache = BinaryCache::open("memory://").unwrap();
     /// let objects = cache.objects();
     /// let written = objects.put("nix-cache-info", Bytes::from_static(b"StoreDir: /nix/store\n"),
-    ///     PutMode::Overwrite).await.unwrap();
+    ///     WriteMode::Overwrite).await.unwrap();
     /// let meta = objects.head("nix-cache-info").await.unwrap().unwrap();
     /// assert_eq!((meta.key.as_str(), meta.size), ("nix-cache-info", 21));
     /// assert_eq!(meta.version_tag(), written.version);
     /// assert_eq!(objects.head("missing").await.unwrap(), None);
     /// # });
     /// ```
-    pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        if let Some(local) = &self.inner.backend.local {
+            self.key_path(key)?;
+            return local.head(key).await;
+        }
         let path = self.path(key)?;
         // What a GET would answer from memory, a HEAD answers too (the same ETag).
-        if self.inner.local_root.is_none() && self.remote_ttl().is_some() {
-            if let Some((meta, _)) = self.kept_remote(key) {
+        if self.remote_ttl().is_some() {
+            if let Some((meta, _)) = self.inner.hot.kept_for_now(key) {
                 return Ok(Some(meta));
             }
         }
-        match self.inner.store.head(&path).await {
+        match self.inner.backend.store.head(&path).await {
             Ok(meta) => Ok(Some(meta_of(meta, key.to_owned()))),
             Err(e) => none_if_missing(self.err(Op::Stat, key, e)),
         }
@@ -1064,12 +609,12 @@ impl Objects {
 
     /// Whether the store can be listed (plain HTTP caches cannot).
     pub fn is_listable(&self) -> bool {
-        self.inner.listable
+        !matches!(self.inner.backend.listing, Listing::Unsupported)
     }
 
     fn unlistable(&self, what: &str) -> Option<StoreError> {
-        (!self.inner.listable).then(|| StoreError::Unsupported {
-            url: self.inner.cx.url.clone(),
+        (!self.is_listable()).then(|| StoreError::Unsupported {
+            url: self.inner.backend.cx.url.clone(),
             operation: format!("list {what}"),
             reason: "a plain HTTP binary cache has no listing (list the directory or bucket it serves instead)".to_owned(),
         })
@@ -1083,20 +628,20 @@ impl Objects {
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use bytes::Bytes;
-    /// use cachecore::store::{BinaryCache, ObjectMeta, PutMode};
+    /// use cachecore::store::{BinaryCache, ObjectInfo, WriteMode};
     /// use futures::TryStreamExt;
     /// let cache = BinaryCache::open("memory://").unwrap();
     /// let objects = cache.objects();
     /// for key in ["nar/a.nar", "nar/b.nar", "a.narinfo"] {
-    ///     objects.put(key, Bytes::from_static(b"x"), PutMode::Overwrite).await.unwrap();
+    ///     objects.put(key, Bytes::from_static(b"x"), WriteMode::Overwrite).await.unwrap();
     /// }
-    /// let listed: Vec<ObjectMeta> = objects.list("nar").try_collect().await.unwrap();
+    /// let listed: Vec<ObjectInfo> = objects.list("nar").try_collect().await.unwrap();
     /// let mut keys: Vec<String> = listed.into_iter().map(|m| m.key).collect();
     /// keys.sort(); // in no particular order
     /// assert_eq!(keys, ["nar/a.nar", "nar/b.nar"]);
     /// # });
     /// ```
-    pub fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectMeta, StoreError>> {
+    pub fn list(&self, prefix: &str) -> BoxStream<'static, Result<ObjectInfo, StoreError>> {
         let what = if prefix.is_empty() {
             "the store"
         } else {
@@ -1116,6 +661,7 @@ impl Objects {
         let this = self.clone();
         let key = format!("{what} (listing)");
         self.inner
+            .backend
             .store
             .list(path.as_ref())
             .map(move |r| match r {
@@ -1135,19 +681,19 @@ impl Objects {
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use bytes::Bytes;
-    /// use cachecore::store::{BinaryCache, ObjectMeta, PutMode};
+    /// use cachecore::store::{BinaryCache, ObjectInfo, WriteMode};
     /// use futures::TryStreamExt;
     /// let cache = BinaryCache::open("memory://").unwrap();
     /// let objects = cache.objects();
     /// for key in ["nar/a.nar", "a.narinfo"] {
-    ///     objects.put(key, Bytes::from_static(b"x"), PutMode::Overwrite).await.unwrap();
+    ///     objects.put(key, Bytes::from_static(b"x"), WriteMode::Overwrite).await.unwrap();
     /// }
-    /// let root: Vec<ObjectMeta> = objects.list_dir("").try_collect().await.unwrap();
+    /// let root: Vec<ObjectInfo> = objects.list_dir("").try_collect().await.unwrap();
     /// assert_eq!(root.len(), 1);
     /// assert_eq!(root[0].key, "a.narinfo"); // `nar/a.nar` is in a subdirectory
     /// # });
     /// ```
-    pub fn list_dir(&self, prefix: &str) -> BoxStream<'_, Result<ObjectMeta, StoreError>> {
+    pub fn list_dir(&self, prefix: &str) -> BoxStream<'_, Result<ObjectInfo, StoreError>> {
         let what = if prefix.is_empty() {
             "the cache root"
         } else {
@@ -1162,7 +708,7 @@ impl Objects {
         } else {
             format!("{prefix}/")
         };
-        if let Some(lister) = &self.inner.lister {
+        if let Listing::Paginated(lister) = &self.inner.backend.listing {
             let full = format!("{}{dir}", lister.prefix);
             // Pages: None = finished, Some(None) = not started, Some(Some(token)) = more.
             let pages = stream::try_unfold(Some(None::<String>), move |state| {
@@ -1182,7 +728,7 @@ impl Objects {
                         .list_paginated(prefix, opts)
                         .await
                         .map_err(|e| self.err(Op::List, &key, e))?;
-                    let metas: Vec<Result<ObjectMeta, StoreError>> = page
+                    let metas: Vec<Result<ObjectInfo, StoreError>> = page
                         .result
                         .objects
                         .into_iter()
@@ -1208,6 +754,7 @@ impl Objects {
             };
             stream::once(async move {
                 self.inner
+                    .backend
                     .store
                     .list_with_delimiter(path.as_ref())
                     .await
@@ -1243,7 +790,7 @@ impl Objects {
     /// # });
     /// ```
     pub async fn write_support(&self) -> Result<WriteSupport, StoreError> {
-        if self.inner.read_only {
+        if self.inner.backend.read_only {
             return Ok(WriteSupport::default());
         }
         self.inner
@@ -1256,7 +803,7 @@ impl Objects {
     async fn probe(&self) -> Result<WriteSupport, StoreError> {
         let key = layout::probe(&unique_suffix());
         let path = self.writable(&key)?;
-        let store = &self.inner.store;
+        let store = &self.inner.backend.store;
         let put = |mode: object_store::PutMode, data: &'static [u8]| {
             let opts = PutOptions {
                 mode,
@@ -1314,14 +861,14 @@ impl Objects {
     }
 
     /// Refuses a mode this store does not honour, before anything is written.
-    async fn check_mode(&self, key: &str, mode: &PutMode) -> Result<(), StoreError> {
+    async fn check_mode(&self, key: &str, mode: &WriteMode) -> Result<(), StoreError> {
         let (needed, what) = match mode {
-            PutMode::Overwrite => return Ok(()),
-            PutMode::Create => (
+            WriteMode::Overwrite => return Ok(()),
+            WriteMode::Create => (
                 self.write_support().await?.create_only,
                 "create-only writes",
             ),
-            PutMode::IfUnchanged(_) => (
+            WriteMode::IfUnchanged(_) => (
                 self.write_support().await?.if_unchanged,
                 "replace-if-unchanged writes",
             ),
@@ -1330,19 +877,19 @@ impl Objects {
             Ok(())
         } else {
             Err(StoreError::Unsupported {
-                url: self.inner.cx.url.clone(),
+                url: self.inner.backend.cx.url.clone(),
                 operation: format!("write {key} with {what}"),
                 reason: format!("the store does not honour {what} (probed)"),
             })
         }
     }
 
-    fn put_options(&self, key: &str, mode: &PutMode) -> PutOptions {
+    fn put_options(&self, key: &str, mode: &WriteMode) -> PutOptions {
         PutOptions {
             mode: match mode {
-                PutMode::Overwrite => object_store::PutMode::Overwrite,
-                PutMode::Create => object_store::PutMode::Create,
-                PutMode::IfUnchanged(v) => object_store::PutMode::Update(UpdateVersion {
+                WriteMode::Overwrite => object_store::PutMode::Overwrite,
+                WriteMode::Create => object_store::PutMode::Create,
+                WriteMode::IfUnchanged(v) => object_store::PutMode::Update(UpdateVersion {
                     e_tag: v.e_tag.clone(),
                     version: v.version.clone(),
                 }),
@@ -1352,27 +899,32 @@ impl Objects {
         }
     }
 
-    /// Writes an object in one request. With [`PutMode::Create`] or
-    /// [`PutMode::IfUnchanged`] on a store that does not honour it (see
+    /// Writes an object in one request. With [`WriteMode::Create`] or
+    /// [`WriteMode::IfUnchanged`] on a store that does not honour it (see
     /// [`write_support`](Self::write_support)): [`StoreError::Unsupported`], nothing written.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use bytes::Bytes;
-    /// use cachecore::{error::ErrorKind, store::{BinaryCache, PutMode}};
+    /// use cachecore::{error::ErrorKind, store::{BinaryCache, WriteMode}};
     /// let cache = BinaryCache::open("memory://").unwrap();
     /// let objects = cache.objects();
-    /// let first = objects.put("index/main", Bytes::from_static(b"1"), PutMode::Create).await.unwrap();
+    /// let first = objects.put("index/main", Bytes::from_static(b"1"), WriteMode::Create).await.unwrap();
     /// // Compare-and-swap: replace it only if no one else did in between.
-    /// let swap = PutMode::IfUnchanged(first.version.clone());
+    /// let swap = WriteMode::IfUnchanged(first.version.clone());
     /// objects.put("index/main", Bytes::from_static(b"2"), swap).await.unwrap();
-    /// let stale = PutMode::IfUnchanged(first.version);
+    /// let stale = WriteMode::IfUnchanged(first.version);
     /// let e = objects.put("index/main", Bytes::from_static(b"3"), stale).await.unwrap_err();
     /// assert_eq!(e.kind(), ErrorKind::Conflict);
     /// assert_eq!(objects.get_bytes("index/main").await.unwrap().unwrap(), &b"2"[..]);
     /// # });
     /// ```
-    pub async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<Written, StoreError> {
+    pub async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        mode: WriteMode,
+    ) -> Result<Written, StoreError> {
         let path = self.writable(key)?;
         self.check_mode(key, &mode).await?;
         let size = data.len() as u64;
@@ -1386,10 +938,10 @@ impl Objects {
         key: &str,
         path: &Path,
         payload: PutPayload,
-        mode: &PutMode,
+        mode: &WriteMode,
     ) -> Result<VersionTag, StoreError> {
         let opts = self.put_options(key, mode);
-        let result = self.inner.store.put_opts(path, payload, opts).await;
+        let result = self.inner.backend.store.put_opts(path, payload, opts).await;
         self.inner.hot.remove(key);
         match result {
             Ok(r) => Ok(VersionTag {
@@ -1413,16 +965,16 @@ impl Objects {
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use bytes::Bytes;
-    /// use cachecore::store::{BinaryCache, PutMode};
+    /// use cachecore::store::{BinaryCache, WriteMode};
     /// let cache = BinaryCache::open("memory://").unwrap();
     /// let objects = cache.objects();
     /// let chunks = (0..4).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 1000])));
-    /// let written = objects.put_stream("nar/x.nar", futures::stream::iter(chunks), PutMode::Overwrite)
+    /// let written = objects.put_stream("nar/x.nar", futures::stream::iter(chunks), WriteMode::Overwrite)
     ///     .await.unwrap();
     /// assert_eq!(written.size, 4000);
     /// // A stream that fails leaves nothing behind.
     /// let broken = futures::stream::iter([Err(std::io::Error::other("disk gone"))]);
-    /// assert!(objects.put_stream("nar/y.nar", broken, PutMode::Overwrite).await.is_err());
+    /// assert!(objects.put_stream("nar/y.nar", broken, WriteMode::Overwrite).await.is_err());
     /// assert!(objects.head("nar/y.nar").await.unwrap().is_none());
     /// # });
     /// ```
@@ -1430,7 +982,7 @@ impl Objects {
         &self,
         key: &str,
         data: impl Stream<Item = Result<Bytes, io::Error>> + Send,
-        mode: PutMode,
+        mode: WriteMode,
     ) -> Result<Written, StoreError> {
         let written = self.stream_in(key, data, mode).await;
         // Read while the upload was under way, the old bytes must not stay.
@@ -1442,7 +994,7 @@ impl Objects {
         &self,
         key: &str,
         data: impl Stream<Item = Result<Bytes, io::Error>> + Send,
-        mode: PutMode,
+        mode: WriteMode,
     ) -> Result<Written, StoreError> {
         let path = self.writable(key)?;
         self.check_mode(key, &mode).await?;
@@ -1450,7 +1002,7 @@ impl Objects {
         // now, and again once written (`put_stream`).
         self.inner.hot.remove(key);
         let source_err = |source: io::Error| StoreError::Source {
-            url: self.inner.cx.url.clone(),
+            url: self.inner.backend.cx.url.clone(),
             key: key.to_owned(),
             source,
         };
@@ -1477,11 +1029,11 @@ impl Objects {
             }
         }
         let staging = match &mode {
-            PutMode::Overwrite => None,
-            PutMode::Create => Some(layout::staging(key, &unique_suffix())),
-            PutMode::IfUnchanged(_) => {
+            WriteMode::Overwrite => None,
+            WriteMode::Create => Some(layout::staging(key, &unique_suffix())),
+            WriteMode::IfUnchanged(_) => {
                 return Err(StoreError::Unsupported {
-                    url: self.inner.cx.url.clone(),
+                    url: self.inner.backend.cx.url.clone(),
                     operation: format!("write {key} with replace-if-unchanged"),
                     reason: format!(
                         "replace-if-unchanged is only possible in one request, for objects under {MULTIPART_THRESHOLD} bytes"
@@ -1497,6 +1049,7 @@ impl Objects {
         let opts = PutMultipartOptions::from(self.attributes(key));
         let upload = self
             .inner
+            .backend
             .store
             .put_multipart_opts(&upload_path, opts)
             .await
@@ -1541,10 +1094,11 @@ impl Objects {
         };
         let copied = self
             .inner
+            .backend
             .store
             .copy_if_not_exists(&upload_path, &path)
             .await;
-        let _ = self.inner.store.delete(&upload_path).await;
+        let _ = self.inner.backend.store.delete(&upload_path).await;
         match copied {
             Ok(()) => Ok(Written {
                 size: total,
@@ -1553,7 +1107,7 @@ impl Objects {
             Err(
                 object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. },
             ) => Err(StoreError::Unsupported {
-                url: self.inner.cx.url.clone(),
+                url: self.inner.backend.cx.url.clone(),
                 operation: format!("write {key} create-only"),
                 reason: format!(
                     "the store has no create-only copy, so create-only writes are limited to objects under {MULTIPART_THRESHOLD} bytes (staging object {staging} removed)"
@@ -1621,7 +1175,7 @@ impl Objects {
         key: &str,
         expires_in: std::time::Duration,
     ) -> Result<Option<url::Url>, StoreError> {
-        let Some(p) = &self.inner.presigner else {
+        let Some(p) = &self.inner.backend.presigner else {
             return Ok(None);
         };
         let full = Path::parse(format!("{}{key}", p.prefix))
@@ -1647,10 +1201,10 @@ impl Objects {
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use bytes::Bytes;
-    /// use cachecore::store::{BinaryCache, PutMode};
+    /// use cachecore::store::{BinaryCache, WriteMode};
     /// let cache = BinaryCache::open("memory://").unwrap();
     /// let objects = cache.objects();
-    /// objects.put("tmp/upload-1", Bytes::from_static(b"data"), PutMode::Overwrite).await.unwrap();
+    /// objects.put("tmp/upload-1", Bytes::from_static(b"data"), WriteMode::Overwrite).await.unwrap();
     /// objects.rename("tmp/upload-1", "nar/final.nar").await.unwrap();
     /// assert!(objects.head("tmp/upload-1").await.unwrap().is_none());
     /// assert_eq!(objects.get_bytes("nar/final.nar").await.unwrap().unwrap(), &b"data"[..]);
@@ -1659,7 +1213,7 @@ impl Objects {
     pub async fn rename(&self, from: &str, to: &str) -> Result<(), StoreError> {
         let from_path = self.writable(from)?;
         let to_path = self.writable(to)?;
-        let result = self.inner.store.rename(&from_path, &to_path).await;
+        let result = self.inner.backend.store.rename(&from_path, &to_path).await;
         self.inner.hot.remove(from);
         self.inner.hot.remove(to);
         result.map_err(|e| self.err(Op::Rename, from, e))
@@ -1668,7 +1222,7 @@ impl Objects {
     /// Deletes the object at `key`; deleting a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let path = self.writable(key)?;
-        let result = self.inner.store.delete(&path).await;
+        let result = self.inner.backend.store.delete(&path).await;
         self.inner.hot.remove(key);
         match result {
             Ok(()) => Ok(()),
@@ -1697,10 +1251,11 @@ fn unique_suffix() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::hot::Validity;
     use crate::store::BinaryCache;
 
     async fn read(o: &Objects, key: &str) -> Option<Vec<u8>> {
-        let object = o.get(key, ByteRange::All).await.ok()??;
+        let object = o.get(key, ReadRange::All).await.ok()??;
         let chunks: Vec<Bytes> = object.body.try_collect().await.ok()?;
         Some(chunks.concat())
     }
@@ -1720,7 +1275,7 @@ mod tests {
         let o = cache.objects();
         let key = "abc.narinfo";
         let file = root.join(key);
-        o.put(key, Bytes::from_static(b"first"), PutMode::Overwrite)
+        o.put(key, Bytes::from_static(b"first"), WriteMode::Overwrite)
             .await
             .unwrap();
         // Just written: not kept until it has settled.
@@ -1749,11 +1304,80 @@ mod tests {
         std::fs::write(&outside, b"third").unwrap();
         std::fs::remove_file(&file).unwrap();
         std::os::unix::fs::symlink(&outside, &file).unwrap();
-        assert!(o.get(key, ByteRange::All).await.is_err());
+        assert!(o.get(key, ReadRange::All).await.is_err());
         assert!(!kept(o, key));
 
         std::fs::remove_file(&file).unwrap();
         assert_eq!(read(o, key).await, None);
+    }
+
+    /// A FIFO or a socket at a key of a local directory is refused at once by every read, in a
+    /// sentence naming the key and what is there (opening a FIFO to read it waits for a writer:
+    /// the reads run on a thread of their own, so a hang fails the test instead of hanging it);
+    /// a directory is no object.
+    #[test]
+    fn files_that_are_not_regular_are_refused_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cache");
+        std::fs::create_dir(&root).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(root.join("fifo.narinfo"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        std::os::unix::net::UnixListener::bind(root.join("socket.narinfo")).unwrap();
+        std::fs::create_dir(root.join("dir.narinfo")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let cache = BinaryCache::open(root.to_str().unwrap()).unwrap();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let o = cache.objects();
+            let text = |r: Result<Option<_>, StoreError>| match r {
+                Ok(None) => "absent".to_owned(),
+                Ok(Some(_)) => "present".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            for key in ["fifo.narinfo", "socket.narinfo", "dir.narinfo"] {
+                let got = rt.block_on(async {
+                    [
+                        text(o.get(key, ReadRange::All).await.map(|o| o.map(drop))),
+                        text(
+                            o.get(key, ReadRange::Bounded(1..2))
+                                .await
+                                .map(|o| o.map(drop)),
+                        ),
+                        text(o.head(key).await.map(|m| m.map(drop))),
+                        text(o.get_bytes(key).await.map(|b| b.map(drop))),
+                        text(o.get_bytes_limited(key, 1024).await.map(|b| b.map(drop))),
+                    ]
+                });
+                tx.send((key, got)).unwrap();
+            }
+        });
+        for (key, what) in [
+            ("fifo.narinfo", "FIFO"),
+            ("socket.narinfo", "socket"),
+            ("dir.narinfo", ""),
+        ] {
+            let (got_key, got) = rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("reading {key} hangs"));
+            assert_eq!(got_key, key);
+            for text in got {
+                if what.is_empty() {
+                    assert_eq!(text, "absent");
+                } else {
+                    let url = root.to_str().unwrap();
+                    assert_eq!(
+                        text,
+                        format!("{url}: {key} is a {what}, not a regular file; refused (cache objects are regular files)")
+                    );
+                }
+            }
+        }
     }
 
     /// With a remote TTL, a small object is answered from memory until it expires; a write
@@ -1765,14 +1389,22 @@ mod tests {
         o.set_remote_ttl(std::time::Duration::from_millis(300));
         assert_eq!(read(o, "a.narinfo").await, None);
         assert!(!kept(o, "a.narinfo"));
-        o.put("a.narinfo", Bytes::from_static(b"one"), PutMode::Overwrite)
-            .await
-            .unwrap();
+        o.put(
+            "a.narinfo",
+            Bytes::from_static(b"one"),
+            WriteMode::Overwrite,
+        )
+        .await
+        .unwrap();
         assert_eq!(read(o, "a.narinfo").await.as_deref(), Some(&b"one"[..]));
         assert!(kept(o, "a.narinfo"));
-        o.put("a.narinfo", Bytes::from_static(b"two"), PutMode::Overwrite)
-            .await
-            .unwrap();
+        o.put(
+            "a.narinfo",
+            Bytes::from_static(b"two"),
+            WriteMode::Overwrite,
+        )
+        .await
+        .unwrap();
         assert!(!kept(o, "a.narinfo"), "a write forgets what was kept");
         assert_eq!(read(o, "a.narinfo").await.as_deref(), Some(&b"two"[..]));
         tokio::time::sleep(std::time::Duration::from_millis(350)).await;
@@ -1788,7 +1420,7 @@ mod tests {
         assert_eq!(read(o, "a.narinfo").await, None);
         // Large objects are read as streams, never kept.
         let big = Bytes::from(vec![7u8; hot::MAX_ENTRY as usize + 1]);
-        o.put("nar/big", big.clone(), PutMode::Overwrite)
+        o.put("nar/big", big.clone(), WriteMode::Overwrite)
             .await
             .unwrap();
         assert_eq!(read(o, "nar/big").await.unwrap(), big);
