@@ -522,6 +522,16 @@ pub struct ServeArgs {
     /// stores only; clients must reach the bucket's endpoint. Nix follows redirects.
     #[arg(long)]
     pub redirect_nars: bool,
+    /// Seconds a connection may have no request in flight before it is closed: before its
+    /// first request (a socket that sends nothing, an HTTP/2 connection that only said hello)
+    /// and between requests, as nginx's client_header_timeout and keepalive_timeout.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
+    /// Connections served at once (default: half the open-file limit, `ulimit -n`, at most
+    /// 16384). At the cap the longest-idle connection is closed to make room; when every
+    /// connection has a request in flight, a new one is answered 503 with Retry-After.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
     /// Request log format on stderr (`RUST_LOG` filters it, e.g. `RUST_LOG=warn`).
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

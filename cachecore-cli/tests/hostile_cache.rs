@@ -940,6 +940,78 @@ fn copy_writes_under_its_own_keys_and_only_signed_paths_with_trusted_key() {
     assert_eq!(snapshot(&to), before);
 }
 
+// ---------------------------------------------------------------------------------------------
+// An upstream that invents references: walks are checked and bounded
+// ---------------------------------------------------------------------------------------------
+
+/// `cachecore copy ARGS` from an upstream that invents an unsigned narinfo naming 5,000 new
+/// references for every narinfo asked for: (its clean error line, seconds taken, peak RSS in
+/// MiB). The walk must end by itself within 60 s.
+fn copy_from_inventing_upstream(
+    evil: &scripted::ScriptedServer,
+    dest: &Path,
+    extra: &[&str],
+) -> (String, f64, u64) {
+    let root = format!("/nix/store/{}-evil", scripted::nix32_of(0));
+    let (mut cmd, peak) = PeakRss::command(env!("CARGO_BIN_EXE_cachecore"));
+    cmd.args(["copy", &evil.url(), path_str(dest), &root, "--quiet"])
+        .args(extra);
+    let start = std::time::Instant::now();
+    let out = run_within(&mut cmd, b"", std::time::Duration::from_secs(60));
+    let took = start.elapsed().as_secs_f64();
+    let line = assert_clean_error(&out, "copy from an upstream inventing references");
+    let mib = peak.kib() >> 10;
+    eprintln!("copy {extra:?}: {took:.1} s, peak RSS {mib} MiB, {line}");
+    (line, took, mib)
+}
+
+#[test]
+fn copy_checks_each_signature_before_following_references_of_an_inventing_upstream() {
+    let tmp = tempdir();
+    let public = SecretKey::generate("trusted-1").unwrap().public_key().to_string();
+    let evil = scripted::inventing_upstream(5_000);
+    let dest = tmp.path().join("dest");
+    let (line, took, mib) = copy_from_inventing_upstream(&evil, &dest, &["--trusted-key", &public]);
+    // The root's narinfo is refused for its signature before any of its references is read.
+    assert!(
+        line.contains("-evil: none of its signatures (none) is by a trusted key"),
+        "{line}"
+    );
+    let read = evil.asked_ending(".narinfo");
+    assert!(read <= 2, "{read} narinfos read past an unsigned one");
+    assert!(took < 10.0, "took {took:.1} s");
+    assert!(mib < 100, "peak RSS {mib} MiB");
+    let written: Vec<String> = snapshot(&dest)
+        .into_iter()
+        .filter(|(k, v)| k != "nix-cache-info" && v != "dir")
+        .map(|(k, _)| k)
+        .collect();
+    assert!(written.is_empty(), "copied {written:?}");
+}
+
+#[test]
+fn copy_without_trusted_keys_stops_an_inventing_upstream_at_the_walk_limit() {
+    let tmp = tempdir();
+    let evil = scripted::inventing_upstream(5_000);
+    let dest = tmp.path().join("dest");
+    let (line, took, mib) = copy_from_inventing_upstream(&evil, &dest, &[]);
+    // 500,000 paths (the default limit) are reached after 100 narinfos of 5,000 references.
+    assert!(
+        line.contains("has more than 500000 store paths, the limit of one walk (max_paths)"),
+        "{line}"
+    );
+    let read = evil.asked_ending(".narinfo");
+    assert!(read <= 100 + 32, "{read} narinfos read");
+    assert!(took < 30.0, "took {took:.1} s");
+    assert!(mib < 400, "peak RSS {mib} MiB");
+    let written: Vec<String> = snapshot(&dest)
+        .into_iter()
+        .filter(|(k, v)| k != "nix-cache-info" && v != "dir")
+        .map(|(k, _)| k)
+        .collect();
+    assert!(written.is_empty(), "copied {written:?}");
+}
+
 #[test]
 fn pull_removes_only_its_own_staging() {
     let f = fixture();

@@ -41,12 +41,20 @@ impl Serve {
 
     /// [`spawn`](Self::spawn) with the server's stderr (its log) sent to `log`.
     fn spawn_logging_to(args: &[&str], env: &[(String, String)], log: Stdio) -> Serve {
-        let mut child = cachecore_command()
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().cloned())
+        let mut cmd = cachecore_command();
+        cmd.args(args).envs(env.iter().cloned()).stderr(log);
+        Serve::spawn_command(cmd)
+    }
+
+    /// `cmd`, which runs `cachecore serve …` (perhaps through a wrapper such as `prlimit`) and
+    /// must print the address it listens on; its log filtered to warnings unless it says
+    /// otherwise.
+    fn spawn_command(mut cmd: Command) -> Serve {
+        if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "warn");
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(log)
             .spawn()
             .expect("cannot start cachecore serve");
         let mut line = String::new();
@@ -2284,4 +2292,211 @@ fn credentials_in_store_urls_never_reach_a_message() {
         "the upstream was never asked:\n{seen}"
     );
     assert!(!seen.contains("SEKRET"), "the server shows a credential:\n{seen}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections: idle ones are closed, their number is capped, descriptors never run out
+// ---------------------------------------------------------------------------------------------
+
+/// A raw TCP connection to a server started by [`Serve`].
+fn connect(serve: &Serve) -> std::net::TcpStream {
+    std::net::TcpStream::connect(serve.url.trim_start_matches("http://")).unwrap()
+}
+
+/// Reads `stream` (dropping what arrives) until the server closes it: how long that took, or
+/// `None` when it was still open after `limit`.
+fn closed_within(mut stream: &std::net::TcpStream, limit: Duration) -> Option<Duration> {
+    use std::io::Read as _;
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = limit.checked_sub(start.elapsed())?;
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(start.elapsed())
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("reading from the server: {e}"),
+        }
+    }
+}
+
+/// The HTTP/2 connection preface and an empty SETTINGS frame: all that a client that never
+/// sends a request says.
+const H2_PREFACE_AND_SETTINGS: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+#[test]
+fn idle_connections_are_closed_over_http1_and_http2() {
+    let tmp = tempdir();
+    let cache = tmp.path().join("cache");
+    let args = ["serve", path_str(&cache), "--listen", "127.0.0.1:0", "--idle-timeout", "2"];
+    let serve = Serve::spawn(&args, &[]);
+    let limit = Duration::from_secs(10);
+    // A socket that never sends anything.
+    let mut silent = connect(&serve);
+    // An HTTP/2 connection that only said hello.
+    let mut h2 = connect(&serve);
+    std::io::Write::write_all(&mut h2, H2_PREFACE_AND_SETTINGS).unwrap();
+    // A keep-alive connection after one request.
+    let mut kept = connect(&serve);
+    std::io::Write::write_all(&mut kept, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    for (what, stream) in [
+        ("a silent socket", &mut silent),
+        ("an HTTP/2 connection without a request", &mut h2),
+        ("an idle keep-alive connection", &mut kept),
+    ] {
+        let took = closed_within(stream, limit)
+            .unwrap_or_else(|| panic!("{what} was still open after {limit:?}"));
+        // Closed for idleness (2 s, plus 1 s for an HTTP/2 goodbye), not at once.
+        assert!(took < Duration::from_secs(5), "{what} closed after {took:?}");
+    }
+    let health = curl(&format!("{}/health", serve.url), &[]);
+    assert_eq!(health.status, 200);
+}
+
+#[test]
+fn at_the_connection_cap_idle_sockets_make_room_and_busy_ones_get_a_503() {
+    let tmp = tempdir();
+    let (token, _) = credentials(tmp.path(), "writer", "write-token-2");
+    let cache = tmp.path().join("cache");
+    let serve = Serve::spawn(
+        &[
+            "serve",
+            path_str(&cache),
+            "--listen",
+            "127.0.0.1:0",
+            "--max-connections",
+            "4",
+            "--idle-timeout",
+            "600",
+            "--token-file",
+            path_str(&token),
+        ],
+        &[],
+    );
+    // Fifty sockets that send nothing, far over the cap of 4: the longest-idle ones are closed
+    // to make room, and requests are still answered at once.
+    let idle: Vec<_> = (0..50).map(|_| connect(&serve)).collect();
+    let start = std::time::Instant::now();
+    let health = curl(&format!("{}/health", serve.url), &["--max-time", "10"]);
+    assert_eq!(health.status, 200, "{}", health.text());
+    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    let closed = idle
+        .iter()
+        .filter(|s| closed_within(s, Duration::from_millis(500)).is_some())
+        .count();
+    assert!(closed >= 46, "only {closed} of 50 idle sockets were closed");
+    drop(idle);
+
+    // Four uploads in flight, each stalled after 3 bytes: every connection is busy, so a fifth
+    // is answered 503 with Retry-After (rather than nothing) and closed.
+    let uploads: Vec<_> = (0..4)
+        .map(|i| {
+            let mut s = connect(&serve);
+            let put = format!(
+                "PUT /log/{}-stalled-{i}.drv HTTP/1.1\r\nHost: x\r\n\
+                 Authorization: Bearer write-token-2\r\nContent-Length: 100000\r\n\r\nabc",
+                "7h7qgvs4kgzsn8a6rb273saxyqh4jxlz"
+            );
+            std::io::Write::write_all(&mut s, put.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    // The server reads the four request heads (loopback: well within a second).
+    std::thread::sleep(Duration::from_secs(1));
+    let mut fifth = connect(&serve);
+    std::io::Write::write_all(&mut fifth, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    fifth
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::io::Read::read_to_string(&mut fifth, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("\r\nretry-after: 2\r\n"), "{answer}");
+    assert!(answer.contains("all of its 4 connections"), "{answer}");
+    let busy = curl(&format!("{}/health", serve.url), &["--max-time", "10"]);
+    assert_eq!(busy.status, 503, "{}", busy.text());
+    assert_eq!(busy.header("retry-after"), Some("2"));
+
+    // The uploads give up: their slots are free again.
+    drop(uploads);
+    wait_until("the server answers again", Duration::from_secs(10), || {
+        (curl(&format!("{}/health", serve.url), &["--max-time", "5"]).status == 200).then_some(())
+    });
+}
+
+#[test]
+fn with_a_low_open_file_limit_piled_up_idle_sockets_do_not_stop_requests() {
+    let tmp = tempdir();
+    let log = tmp.path().join("serve.log");
+    // 64 descriptors: the default cap is half of them, 32 connections.
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=64:64", "--"])
+        .arg(env!("CARGO_BIN_EXE_cachecore"))
+        .args(["serve", path_str(&tmp.path().join("cache")), "--listen", "127.0.0.1:0"])
+        .stderr(fs::File::create(&log).unwrap());
+    let serve = Serve::spawn_command(cmd);
+    let idle: Vec<_> = (0..250).map(|_| connect(&serve)).collect();
+    for _ in 0..5 {
+        let health = curl(&format!("{}/health", serve.url), &["--max-time", "10"]);
+        assert_eq!(health.status, 200, "{}", health.text());
+    }
+    let open = fs::read_dir(format!("/proc/{}/fd", serve.child.id()))
+        .unwrap()
+        .count();
+    assert!(open < 64, "the server holds {open} descriptors");
+    drop(idle);
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains("Too many open files"),
+        "the server ran out of descriptors:\n{text}"
+    );
+}
+
+#[test]
+fn a_proxy_refuses_an_upstream_inventing_references_after_one_narinfo() {
+    let tmp = tempdir();
+    let public = cachecore::signing::SecretKey::generate("trusted-2")
+        .unwrap()
+        .public_key()
+        .to_string();
+    let evil = scripted::inventing_upstream(5_000);
+    let local = tmp.path().join("proxy-store");
+    let proxy = Serve::start(
+        path_str(&local),
+        &["--upstream", &evil.url(), "--upstream-key", &public],
+    );
+    let start = std::time::Instant::now();
+    let r = curl(
+        &format!("{}/{}.narinfo", proxy.url, scripted::nix32_of(0)),
+        &["--max-time", "20"],
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    let errors = r#"cachecore_serve_upstream_lookups_total{result="error",upstream="0"}"#;
+    assert_eq!(metric(&proxy.url, errors), 1);
+    // The lookup and the copy's first read: no reference of an unsigned narinfo is followed.
+    let read = evil.asked_ending(".narinfo");
+    assert!(read <= 2, "{read} narinfos read from the upstream");
+    let status = fs::read_to_string(format!("/proc/{}/status", proxy.child.id())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(peak_kib < 100 << 10, "the proxy's peak RSS is {peak_kib} KiB");
+    let stored: Vec<String> = files_under(&local)
+        .into_iter()
+        .filter(|f| f != "nix-cache-info")
+        .collect();
+    assert!(stored.is_empty(), "the proxy stored {stored:?}");
 }

@@ -4,7 +4,9 @@
 //! - [`references_first`]: a topological order (each path after every path it refers to), for
 //!   writing; [`referrers_first`] the reverse, for deleting. A cycle (other than a path referring
 //!   to itself, which Nix allows) is the error [`Cycle`] everywhere, naming the paths around it.
-//! - [`walk`] and [`closure`]: the narinfos reachable from some paths in a cache.
+//! - [`walk`] and [`closure`]: the narinfos reachable from some paths in a cache, within
+//!   [`WalkLimits`] and, with [`walk_with`], each narinfo judged (its signature checked) before
+//!   its references are followed.
 //! - [`Publisher`] and [`publish_as_ready`]: write each narinfo of a transfer as soon as its data
 //!   is in place and the narinfos of all its references are visible, concurrently.
 //!
@@ -390,6 +392,29 @@ mod in_cache {
             path: StorePath,
             reference: StorePath,
         },
+        /// A walk reached more store paths than [`WalkLimits::max_paths`].
+        #[error(
+            "the closure walked in {url} has more than {limit} store paths, the limit of one walk \
+             (max_paths); no real closure is that large, so the cache is hostile or broken"
+        )]
+        TooManyPaths { url: String, limit: usize },
+        /// A narinfo names more references than [`WalkLimits::max_references`].
+        #[error(
+            "{path} in {url} has {count} references, more than the limit of {limit} for one path \
+             (max_references)"
+        )]
+        TooManyReferences {
+            path: StorePath,
+            url: String,
+            count: usize,
+            limit: usize,
+        },
+        /// The narinfos of a walk add up to more than [`WalkLimits::max_narinfo_bytes`].
+        #[error(
+            "the narinfos of the closure walked in {url} add up to more than {limit} bytes, the \
+             limit of one walk (max_narinfo_bytes)"
+        )]
+        TooManyNarInfoBytes { url: String, limit: u64 },
     }
 
     impl GraphError {
@@ -399,7 +424,10 @@ mod in_cache {
                 GraphError::Store(e) => e.kind(),
                 GraphError::NotInCache { .. } => crate::error::ErrorKind::NotFound,
                 GraphError::Cycle(e) => e.kind(),
-                GraphError::NeverPublished { .. } => crate::error::ErrorKind::Corrupt,
+                GraphError::NeverPublished { .. }
+                | GraphError::TooManyPaths { .. }
+                | GraphError::TooManyReferences { .. }
+                | GraphError::TooManyNarInfoBytes { .. } => crate::error::ErrorKind::Corrupt,
             }
         }
     }
@@ -445,10 +473,47 @@ mod in_cache {
         HashPart(String),
     }
 
+    /// Bounds on one walk of a cache's graph, so that a hostile cache (or anyone on a plain-http
+    /// path to it) cannot grow a walk without end by inventing references. Every default is far
+    /// above any real closure; reaching one is an error naming it ([`GraphError`]).
+    ///
+    /// ```
+    /// use cachecore::graph::WalkLimits;
+    /// let mut limits = WalkLimits::default();
+    /// assert_eq!(limits.max_paths, 500_000);
+    /// limits.max_references = 1_000;
+    /// ```
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    #[non_exhaustive]
+    pub struct WalkLimits {
+        /// Store paths one walk may reach (read or still to read). Default 500,000: five times
+        /// everything one nixpkgs release builds for a platform (about 100,000 paths), where the
+        /// largest real closures (a NixOS system: a few thousand) are far below. At the limit a
+        /// walk holds about 100 MB of paths to read.
+        pub max_paths: usize,
+        /// References one narinfo may name. Default 10,000: Nix sets no limit, but real paths
+        /// name at most a few thousand (a 1 MiB narinfo, the most a reader accepts, has room
+        /// for about 15,000).
+        pub max_references: usize,
+        /// Bytes of narinfo text one walk may read. Default 512 MiB: real narinfos are about
+        /// 1 KiB, so this is room for the 500,000 paths of `max_paths`.
+        pub max_narinfo_bytes: u64,
+    }
+
+    impl Default for WalkLimits {
+        fn default() -> Self {
+            WalkLimits {
+                max_paths: 500_000,
+                max_references: 10_000,
+                max_narinfo_bytes: 512 << 20,
+            }
+        }
+    }
+
     /// Reads the narinfos of `start` from `cache` (32 at a time), and with `follow_references`
-    /// those of everything they refer to, transitively; each narinfo once. Missing and
-    /// unusable narinfos are collected, not fatal; any other store error (unreachable,
-    /// denied) ends the walk.
+    /// those of everything they refer to, transitively; each narinfo once, within the default
+    /// [`WalkLimits`]. Missing and unusable narinfos are collected, not fatal; any other store
+    /// error (unreachable, denied) ends the walk.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -473,58 +538,140 @@ mod in_cache {
         cache: &BinaryCache,
         start: impl IntoIterator<Item = Start>,
         follow_references: bool,
-    ) -> Result<Walk, StoreError> {
+    ) -> Result<Walk, GraphError> {
+        let admit_all = |_: &NarInfo| Ok::<(), GraphError>(());
+        walk_with(
+            cache,
+            start,
+            follow_references,
+            &WalkLimits::default(),
+            admit_all,
+        )
+        .await
+    }
+
+    /// [`walk`] within `limits`, with `admit` judging each narinfo as it arrives, before any of
+    /// its references is looked at: its error ends the walk. So a copy that requires signatures
+    /// follows only the references of signed narinfos, and an unsigned narinfo naming
+    /// thousands of invented paths costs one read, not a walk of all of them.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachecore::graph::{self, GraphError, Start, WalkLimits};
+    /// use cachecore::{store::BinaryCache, store_path::StorePath};
+    /// # use cachecore::{hash::{Hash, HashAlgo}, narinfo::NarInfo, store_path::StoreDir};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let app = StorePath::from_base_name("cccccccccccccccccccccccccccccccc-app").unwrap();
+    /// # let mut info = NarInfo::new(StoreDir::default(), app.clone(), "nar/x.nar".into(),
+    /// #     Hash::digest(HashAlgo::Sha256, b""), 0);
+    /// # info.references = (0..3).map(|i| StorePath::from_base_name(
+    /// #     &format!("{:0>32}-lib{i}", i)).unwrap()).collect();
+    /// # cache.put_narinfo(&info).await.unwrap();
+    /// // app's narinfo (written above) names three references.
+    /// let mut limits = WalkLimits::default();
+    /// limits.max_references = 2;
+    /// let admit_all = |_: &NarInfo| Ok::<(), GraphError>(());
+    /// let e = graph::walk_with(&cache, [Start::Path(app)], true, &limits, admit_all)
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(matches!(e, GraphError::TooManyReferences { count: 3, limit: 2, .. }), "{e}");
+    /// # });
+    /// ```
+    pub async fn walk_with<E: From<GraphError>>(
+        cache: &BinaryCache,
+        start: impl IntoIterator<Item = Start>,
+        follow_references: bool,
+        limits: &WalkLimits,
+        mut admit: impl FnMut(&NarInfo) -> Result<(), E>,
+    ) -> Result<Walk, E> {
+        /// A narinfo to read: by its path (which it must then describe, name included), or by
+        /// the hash part of its key.
+        enum Target {
+            Path(StorePath),
+            HashPart(String),
+        }
+        let too_many_paths = || GraphError::TooManyPaths {
+            url: cache.url().to_owned(),
+            limit: limits.max_paths,
+        };
         let mut out = Walk::default();
-        // (hash part, its path if known, its referrer)
-        let mut queue: VecDeque<(String, Option<StorePath>, Option<StorePath>)> = VecDeque::new();
+        // What to read, with the index in `out.found` of the narinfo that refers to it.
+        let mut queue: VecDeque<(Target, Option<usize>)> = VecDeque::new();
         let mut seen: HashSet<String> = HashSet::new();
+        let mut bytes: u64 = 0;
         for s in start {
-            let (hash, path) = match s {
-                Start::Path(p) => (p.hash_part(), Some(p)),
-                Start::HashPart(h) => (h, None),
+            let (hash, target) = match s {
+                Start::Path(p) => (p.hash_part(), Target::Path(p)),
+                Start::HashPart(h) => (h.clone(), Target::HashPart(h)),
             };
-            if seen.insert(hash.clone()) {
-                queue.push_back((hash, path, None));
+            if seen.insert(hash) {
+                if seen.len() > limits.max_paths {
+                    return Err(too_many_paths().into());
+                }
+                queue.push_back((target, None));
             }
         }
         let mut fetches = FuturesUnordered::new();
         loop {
             while fetches.len() < CONCURRENCY {
-                let Some((hash, path, referrer)) = queue.pop_front() else {
+                let Some((target, referrer)) = queue.pop_front() else {
                     break;
                 };
                 fetches.push(async move {
-                    // Reached by its path: the narinfo must describe exactly it, name included.
-                    let r = match &path {
-                        Some(p) => cache.narinfo(p).await,
-                        None => cache.narinfo_by_hash(&hash).await,
+                    let r = match &target {
+                        Target::Path(p) => cache.narinfo_sized(p).await,
+                        Target::HashPart(h) => cache.narinfo_by_hash_sized(h).await,
                     };
-                    (hash, path, referrer, r)
+                    (target, referrer, r)
                 });
             }
-            let Some((hash_part, path, referrer, result)) = fetches.next().await else {
+            let Some((target, referrer, result)) = fetches.next().await else {
                 break;
             };
             match result {
-                Ok(Some(info)) => {
+                Ok(Some((info, size))) => {
+                    bytes = bytes.saturating_add(size);
+                    if bytes > limits.max_narinfo_bytes {
+                        return Err(GraphError::TooManyNarInfoBytes {
+                            url: cache.url().to_owned(),
+                            limit: limits.max_narinfo_bytes,
+                        }
+                        .into());
+                    }
+                    if info.references.len() > limits.max_references {
+                        return Err(GraphError::TooManyReferences {
+                            path: info.store_path.clone(),
+                            url: cache.url().to_owned(),
+                            count: info.references.len(),
+                            limit: limits.max_references,
+                        }
+                        .into());
+                    }
+                    admit(&info)?;
                     if follow_references {
+                        let index = out.found.len();
                         for r in &info.references {
                             if seen.insert(r.hash_part()) {
-                                queue.push_back((
-                                    r.hash_part(),
-                                    Some(r.clone()),
-                                    Some(info.store_path.clone()),
-                                ));
+                                if seen.len() > limits.max_paths {
+                                    return Err(too_many_paths().into());
+                                }
+                                queue.push_back((Target::Path(r.clone()), Some(index)));
                             }
                         }
                     }
                     out.found.push(info);
                 }
-                Ok(None) => out.absent.push(Absent {
-                    hash_part,
-                    path,
-                    referrer,
-                }),
+                Ok(None) => {
+                    let (hash_part, path) = match target {
+                        Target::Path(p) => (p.hash_part(), Some(p)),
+                        Target::HashPart(h) => (h, None),
+                    };
+                    out.absent.push(Absent {
+                        hash_part,
+                        path,
+                        referrer: referrer.map(|i| out.found[i].store_path.clone()),
+                    });
+                }
                 // Hostile or damaged objects: a problem of this narinfo, not a failure to read
                 // the cache.
                 Err(
@@ -534,7 +681,7 @@ mod in_cache {
                     | StoreError::OutsideRoot { .. }
                     | StoreError::NotRegularFile { .. }),
                 ) => out.unreadable.push(e),
-                Err(e) => return Err(e),
+                Err(e) => return Err(GraphError::from(e).into()),
             }
         }
         Ok(out)
@@ -568,9 +715,30 @@ mod in_cache {
         cache: &BinaryCache,
         roots: &[StorePath],
     ) -> Result<Vec<NarInfo>, GraphError> {
-        let walked = walk(cache, roots.iter().cloned().map(Start::Path), true).await?;
+        let admit_all = |_: &NarInfo| Ok::<(), GraphError>(());
+        closure_with(cache, roots, &WalkLimits::default(), admit_all).await
+    }
+
+    /// [`closure`], walked as [`walk_with`] walks: within `limits`, each narinfo judged by
+    /// `admit` before its references are followed.
+    ///
+    /// See [`walk_with`] for an example.
+    pub async fn closure_with<E: From<GraphError>>(
+        cache: &BinaryCache,
+        roots: &[StorePath],
+        limits: &WalkLimits,
+        admit: impl FnMut(&NarInfo) -> Result<(), E>,
+    ) -> Result<Vec<NarInfo>, E> {
+        let walked = walk_with(
+            cache,
+            roots.iter().cloned().map(Start::Path),
+            true,
+            limits,
+            admit,
+        )
+        .await?;
         if let Some(e) = walked.unreadable.into_iter().next() {
-            return Err(e.into());
+            return Err(GraphError::from(e).into());
         }
         // Every start is a path, and every other narinfo is reached as a reference: each
         // absent one has its store path.
@@ -583,7 +751,8 @@ mod in_cache {
                 path,
                 referrer,
                 url: cache.url().to_owned(),
-            });
+            }
+            .into());
         }
         // Walk from the roots first, so the order follows them.
         let mut by_path: HashMap<StorePath, NarInfo> = walked
@@ -595,7 +764,7 @@ mod in_cache {
         let mut rest: Vec<NarInfo> = by_path.into_values().collect();
         rest.sort_by(|a, b| a.store_path.cmp(&b.store_path));
         ordered.extend(rest);
-        Ok(references_first(ordered)?)
+        references_first(ordered).map_err(|c| GraphError::from(c).into())
     }
 
     /// Drives a transfer: takes narinfos from `arrivals` (each yielded once its NAR is in place)

@@ -11,6 +11,8 @@
 //! - [`wire`]: the Nix daemon's wire words and strings, spelled independently of the library;
 //! - [`rss`]: peak memory of a child through GNU time;
 //! - [`capture`]: an HTTP listener recording what a client sends (no server behind it);
+//! - [`scripted`]: an HTTP server whose answers a function makes (a hostile upstream inventing
+//!   objects as it is asked for them);
 //! - [`net`], [`garage`], [`emulators`], [`http_server`]: servers on loopback (a private Garage,
 //!   Azurite, a directory over HTTP with `Range:` support), on ports chosen as [`net`] says.
 //!
@@ -33,6 +35,7 @@ pub mod net;
 pub mod nix;
 pub mod process;
 pub mod rss;
+pub mod scripted;
 pub mod tree;
 pub mod wire;
 

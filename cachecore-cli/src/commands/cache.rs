@@ -294,6 +294,7 @@ pub fn copy(
         recompress: recompress
             .map(|(method, level)| cachecore::compression::NarCompression::new(method, level)),
         trusted_keys,
+        ..ops::CopyOptions::default()
     };
     let progress = TransferProgress::new("copied", quiet);
     let p: Arc<dyn Progress> = progress.clone();

@@ -68,6 +68,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         up.lookup_timeout = Duration::from_secs(args.upstream_timeout);
         config.upstreams.push(up);
     }
+    let mut connections = server::Connections::default();
+    connections.idle_timeout = Duration::from_secs(args.idle_timeout);
+    if let Some(n) = args.max_connections {
+        connections.max_connections = usize::try_from(n).unwrap_or(usize::MAX);
+    }
     let listen = if args.listen.is_empty() {
         vec!["127.0.0.1:8080".to_owned()]
     } else {
@@ -89,12 +94,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 let bound = listener.local_addr()?;
                 outln!("cachecore serve: listening on http://{bound}")?;
                 let mut stop = stop_rx.clone();
-                tasks.push(tokio::spawn(server::serve(
+                tasks.push(tokio::spawn(server::serve_with(
                     listener,
                     app.clone(),
                     async move {
                         let _ = stop.wait_for(|s| *s).await;
                     },
+                    connections.clone(),
                 )));
             }
             shutdown_signal().await;

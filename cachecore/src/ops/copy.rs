@@ -23,7 +23,7 @@ use super::pull::check_trusted;
 use super::{join_error, staged, OpError, Progress};
 use crate::cache_info::CacheInfo;
 use crate::compression::{Compression, NarCompression};
-use crate::graph::{self, publish_as_ready, Publisher};
+use crate::graph::{self, publish_as_ready, Publisher, WalkLimits};
 use crate::hash::{Hash, HashAlgo, HashingWriter};
 use crate::nar::Listing;
 use crate::narinfo::NarInfo;
@@ -39,8 +39,11 @@ pub struct CopyOptions {
     /// Re-compress NARs as this says; `None` copies objects as they are.
     pub recompress: Option<NarCompression>,
     /// When not empty, copy only paths signed by one of these keys: a path of the transfer
-    /// without such a signature fails the copy before anything is written.
+    /// without such a signature fails the copy before anything is written (and before any of
+    /// its references is looked at).
     pub trusted_keys: Vec<PublicKey>,
+    /// Bounds on the walk of the closures to copy.
+    pub walk_limits: WalkLimits,
 }
 
 impl Default for CopyOptions {
@@ -49,6 +52,7 @@ impl Default for CopyOptions {
             jobs: 4,
             recompress: None,
             trusted_keys: Vec::new(),
+            walk_limits: WalkLimits::default(),
         }
     }
 }
@@ -99,18 +103,20 @@ pub async fn copy(
         ..CacheInfo::default()
     })
     .await?;
+    let trusted = |info: &NarInfo| match opts.trusted_keys.is_empty() {
+        true => Ok(()),
+        false => check_trusted(info, &opts.trusted_keys),
+    };
     let infos = if paths.is_empty() {
         let mut all = all_narinfos(from).await?;
         all.sort_by(|a, b| a.store_path.cmp(&b.store_path));
-        graph::references_first(all)?
+        let all = graph::references_first(all)?;
+        all.iter().try_for_each(trusted)?;
+        all
     } else {
-        graph::closure(from, paths).await?
+        // Each narinfo's signature is checked before its references are followed.
+        graph::closure_with(from, paths, &opts.walk_limits, trusted).await?
     };
-    if !opts.trusted_keys.is_empty() {
-        for info in &infos {
-            check_trusted(info, &opts.trusted_keys)?;
-        }
-    }
     let all: Vec<StorePath> = infos.iter().map(|i| i.store_path.clone()).collect();
     let missing: std::collections::HashSet<StorePath> =
         to.missing(&all, 64).await?.into_iter().collect();

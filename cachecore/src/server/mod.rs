@@ -20,6 +20,8 @@
 //!   with its closure from the first upstream that has it, signatures and NARs checked, before
 //!   it is served ([`Upstream`]).
 //! - `/` is a landing page, `/metrics` Prometheus text, `/health` a health check.
+//! - [`serve`] closes idle connections and caps how many are open ([`Connections`],
+//!   `listener`), so that idle sockets cannot exhaust the server's descriptors.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -41,13 +43,12 @@ mod conditional;
 mod files;
 mod keys;
 mod landing;
+mod listener;
 mod metrics;
 mod proxy;
 mod read;
 mod upload;
 
-use std::future::Future;
-use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,7 @@ use crate::store::{BinaryCache, StoreError};
 use crate::store_path::StoreDir;
 
 pub use auth::{Token, TokenError};
+pub use listener::{default_max_connections, serve, serve_with, Connections};
 pub use proxy::Upstream;
 
 use auth::Access;
@@ -287,64 +289,6 @@ pub async fn router(cache: BinaryCache, config: Config) -> Result<Router, Server
         .fallback(object)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state))
-}
-
-/// Serves `app` on `listener` until `shutdown` completes, then lets open requests finish (for
-/// up to 30 s). Request headers must arrive within 30 s and fit in 64 KiB.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send,
-) -> io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::service::TowerToHyperService;
-
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .max_buf_size(64 * 1024);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(64 * 1024);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait a moment, keep serving.
-                    tracing::warn!(error = %e, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("open connections did not finish within 30 s of the shutdown");
-    }
-    Ok(())
 }
 
 /// A one-line plain-text answer.

@@ -414,7 +414,15 @@ impl BinaryCache {
     /// # });
     /// ```
     pub async fn narinfo(&self, path: &StorePath) -> Result<Option<NarInfo>, StoreError> {
-        let Some(info) = self.narinfo_by_hash(&path.hash_part()).await? else {
+        Ok(self.narinfo_sized(path).await?.map(|(info, _)| info))
+    }
+
+    /// [`narinfo`](Self::narinfo), with the size in bytes of the narinfo as stored.
+    pub(crate) async fn narinfo_sized(
+        &self,
+        path: &StorePath,
+    ) -> Result<Option<(NarInfo, u64)>, StoreError> {
+        let Some((info, size)) = self.narinfo_by_hash_sized(&path.hash_part()).await? else {
             return Ok(None);
         };
         if info.store_path != *path {
@@ -425,7 +433,7 @@ impl BinaryCache {
                 expected: info.store_dir.full_path(path),
             });
         }
-        Ok(Some(info))
+        Ok(Some((info, size)))
     }
 
     /// The store directory of the cache's paths: its `nix-cache-info`'s `StoreDir`, or Nix's
@@ -484,6 +492,18 @@ impl BinaryCache {
     /// # });
     /// ```
     pub async fn narinfo_by_hash(&self, hash_part: &str) -> Result<Option<NarInfo>, StoreError> {
+        Ok(self
+            .narinfo_by_hash_sized(hash_part)
+            .await?
+            .map(|(info, _)| info))
+    }
+
+    /// [`narinfo_by_hash`](Self::narinfo_by_hash), with the size in bytes of the narinfo as
+    /// stored.
+    pub(crate) async fn narinfo_by_hash_sized(
+        &self,
+        hash_part: &str,
+    ) -> Result<Option<(NarInfo, u64)>, StoreError> {
         let key = layout::narinfo(hash_part);
         let Some(bytes) = self
             .objects
@@ -506,7 +526,7 @@ impl BinaryCache {
                 expected: format!("{}/{hash_part}-…", store_dir.as_str()),
             });
         }
-        Ok(Some(info))
+        Ok(Some((info, bytes.len() as u64)))
     }
 
     /// Whether the cache has a narinfo for `path` (one HEAD request).
