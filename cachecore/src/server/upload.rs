@@ -325,6 +325,11 @@ fn sign_narinfo(body: &[u8], secret: &crate::signing::SecretKey) -> Result<Bytes
 /// name is new for each upload, so no one else's NAR can be overwritten, and the narinfo that
 /// names one is taken only after its bytes were decompressed and hashed here. Answers 501 where
 /// the store cannot sign URLs (or `direct_uploads` is off): the client then `PUT`s here.
+///
+/// A key that is present gets no URL (409). But a URL handed out stays valid for
+/// [`UPLOAD_URL_TTL`], and the bucket, not this server, takes its `PUT`: the write lock that
+/// keeps a `PUT` here from replacing a NAR a narinfo names does not cover it, so a holder of
+/// the upload token can still replace a NAR it asked a URL for, until the URL expires.
 pub(super) async fn upload_url(state: &AppState, key: &ObjectKey) -> Response {
     if !key.is_streamed_nar() {
         return text(
