@@ -145,6 +145,17 @@ fn curl(url: &str, args: &[&str]) -> Reply {
     }
 }
 
+/// `n` clients GET `url` at once.
+fn curl_at_once(url: &str, n: usize) -> Vec<Reply> {
+    let clients: Vec<_> = (0..n)
+        .map(|_| {
+            let url = url.to_owned();
+            std::thread::spawn(move || curl(&url, &[]))
+        })
+        .collect();
+    clients.into_iter().map(|c| c.join().unwrap()).collect()
+}
+
 fn hash_part(store_path: &str) -> &str {
     &store_path.rsplit('/').next().unwrap()[..32]
 }
@@ -1175,32 +1186,36 @@ fn big_tree(root: &Path, files: usize) -> Vec<u8> {
     needle
 }
 
+/// The one NAR object in the cache directory `cache`: its key and size.
+fn the_nar_object(cache: &Path) -> (String, u64) {
+    let key = files_under(cache)
+        .into_iter()
+        .find(|k| k.starts_with("nar/"))
+        .unwrap();
+    let size = fs::metadata(cache.join(&key)).unwrap().len();
+    (key, size)
+}
+
+/// The bytes of NAR objects `origin` sent since its counts were reset, and all it sent.
+fn nar_bytes_served(
+    origin: &common::http_server::HttpServer,
+) -> (u64, std::collections::BTreeMap<String, (u64, u64)>) {
+    let served = origin.served();
+    let nar = served
+        .iter()
+        .filter(|(k, _)| k.starts_with("nar/"))
+        .map(|(_, (_, bytes))| bytes)
+        .sum();
+    (nar, served)
+}
+
 #[test]
 fn serve_reads_one_file_out_of_a_large_nar_without_fetching_the_nar() {
     let tmp = tempdir();
     let (tree, cache) = (tmp.path().join("big-tree"), tmp.path().join("cache"));
     let needle = big_tree(&tree, 40);
-    let out = cachecore_ok(
-        &[
-            "push",
-            path_str(&cache),
-            "--add",
-            path_str(&tree),
-            "--quiet",
-        ],
-        b"",
-    );
-    let store_path = String::from_utf8(out).unwrap();
-    let base = store_path
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("/nix/store/"))
-        .unwrap_or_else(|| panic!("push --add printed no store path: {store_path}"))
-        .to_owned();
-    let nar_object = files_under(&cache)
-        .into_iter()
-        .find(|k| k.starts_with("nar/"))
-        .unwrap();
-    let nar_bytes = fs::metadata(cache.join(&nar_object)).unwrap().len();
+    let base = push_tree(&cache, &tree, &[]);
+    let (nar_object, nar_bytes) = the_nar_object(&cache);
 
     // The server reads the cache over plain HTTP, from a server that counts what it sends.
     let origin = common::http_server::HttpServer::serve(&cache);
@@ -1215,12 +1230,7 @@ fn serve_reads_one_file_out_of_a_large_nar_without_fetching_the_nar() {
         Some("text/plain; charset=utf-8")
     );
     assert_eq!(file.header("content-length"), Some("1024"));
-    let served = origin.served();
-    let fetched: u64 = served
-        .iter()
-        .filter(|(k, _)| k.starts_with("nar/"))
-        .map(|(_, (_, bytes))| bytes)
-        .sum();
+    let (fetched, served) = nar_bytes_served(&origin);
     assert!(
         fetched * 10 < nar_bytes,
         "the server fetched {fetched} of the NAR's {nar_bytes} bytes to serve a 1 KiB file: {served:?}"
@@ -1318,14 +1328,7 @@ fn a_pull_through_proxy_fills_from_its_upstream_checks_it_and_outlives_it() {
 
     // Eight clients ask for the root's narinfo at once: one fill, from the upstream.
     let url = format!("{}/{}.narinfo", proxy.url, hash_part(root));
-    let clients: Vec<_> = (0..8)
-        .map(|_| {
-            let url = url.clone();
-            std::thread::spawn(move || curl(&url, &[]))
-        })
-        .collect();
-    for c in clients {
-        let r = c.join().unwrap();
+    for r in curl_at_once(&url, 8) {
         assert_eq!(r.status, 200, "{}", r.text());
     }
     let hits = r#"cachecore_serve_upstream_lookups_total{result="hit",upstream="0"}"#;
@@ -1797,8 +1800,9 @@ fn cachecore_push_through_serve_needs_no_bucket_credentials_and_the_server_signs
     );
 }
 
-/// `chromium --headless ARGS URL` (Debian's Chromium, as root: no sandbox); its stdout.
-fn chromium(args: &[&str], url: &str, profile: &Path) -> String {
+/// `chromium --headless ARGS URL` (Debian's Chromium, as root: no sandbox); its stdout and
+/// stderr (where `--enable-logging=stderr` puts the page's console).
+fn chromium_output(args: &[&str], url: &str, profile: &Path) -> (String, String) {
     let out = Command::new("chromium")
         .args([
             "--headless",
@@ -1813,12 +1817,17 @@ fn chromium(args: &[&str], url: &str, profile: &Path) -> String {
         .arg(url)
         .output()
         .unwrap_or_else(|e| panic!("these tests need Chromium (apt-get install -y chromium): {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
-        "chromium {args:?} {url} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "chromium {args:?} {url} failed:\n{stderr}"
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
+/// [`chromium_output`]'s stdout.
+fn chromium(args: &[&str], url: &str, profile: &Path) -> String {
+    chromium_output(args, url, profile).0
 }
 
 /// The text of `<pre id="nix-conf">…</pre>` in a DOM, with its entities decoded.
@@ -2069,25 +2078,14 @@ fn serve_reads_a_path_without_a_listing_once_not_once_a_request() {
         "{:?}",
         files_under(&cache)
     );
-    let nar_object = files_under(&cache)
-        .into_iter()
-        .find(|k| k.starts_with("nar/"))
-        .unwrap();
-    let nar_bytes = fs::metadata(cache.join(&nar_object)).unwrap().len();
+    let (_, nar_bytes) = the_nar_object(&cache);
 
     let origin = common::http_server::HttpServer::serve(&cache);
     let serve = Serve::start(&origin.url(), &[]);
     origin.reset_counts();
     let needle_url = format!("{}/serve/{base}/m/needle.txt", serve.url);
     // Four requests at once (one read of the NAR serves them all), then more, one by one.
-    let at_once: Vec<_> = (0..4)
-        .map(|_| {
-            let url = needle_url.clone();
-            std::thread::spawn(move || curl(&url, &[]))
-        })
-        .collect();
-    for r in at_once {
-        let r = r.join().unwrap();
+    for r in curl_at_once(&needle_url, 4) {
         assert_eq!((r.status, &r.body), (200, &needle), "{}", r.text());
     }
     let r = curl(&needle_url, &[]);
@@ -2098,38 +2096,11 @@ fn serve_reads_a_path_without_a_listing_once_not_once_a_request() {
 
     // The NAR read whole once (for its listing), plus the frames holding the file each time:
     // each frame is about a tenth of the object.
-    let served = origin.served();
-    let fetched: u64 = served
-        .iter()
-        .filter(|(k, _)| k.starts_with("nar/"))
-        .map(|(_, (_, bytes))| bytes)
-        .sum();
+    let (fetched, served) = nar_bytes_served(&origin);
     assert!(
         fetched >= nar_bytes && fetched < 2 * nar_bytes,
         "six requests fetched {fetched} bytes of a {nar_bytes}-byte NAR: {served:?}"
     );
-}
-
-/// [`chromium`] with the page's console (CSP violations included) logged: (DOM, log).
-fn chromium_dom_and_console(url: &str, profile: &Path) -> (String, String) {
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(url)
-        .output()
-        .unwrap_or_else(|e| panic!("these tests need Chromium (apt-get install -y chromium): {e}"));
-    let console = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "chromium {url} failed:\n{console}");
-    (String::from_utf8_lossy(&out.stdout).into_owned(), console)
 }
 
 #[test]
@@ -2166,7 +2137,11 @@ fn pages_load_nothing_frame_nowhere_and_no_body_is_sniffed() {
         assert_eq!(r.header("x-frame-options"), Some("DENY"), "{page}");
         assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{page}");
         // Chromium renders them with the policy, and reports nothing it refused.
-        let (dom, console) = chromium_dom_and_console(&page, &tmp.path().join("chromium"));
+        let (dom, console) = chromium_output(
+            &["--enable-logging=stderr", "--v=0", "--dump-dom"],
+            &page,
+            &tmp.path().join("chromium"),
+        );
         assert!(dom.contains("</h1>"), "{page}: {dom}");
         assert!(
             !console.contains("Content Security Policy") && !console.contains("Refused"),

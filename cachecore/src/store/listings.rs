@@ -193,17 +193,9 @@ mod tests {
         }
     }
 
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
     #[test]
     fn a_listing_is_built_once_even_by_concurrent_callers() {
-        let rt = rt();
+        let rt = crate::ops::runtime().unwrap();
         let listings = Arc::new(NarListings::default());
         let builds = Arc::new(AtomicUsize::new(0));
         rt.block_on(async {
@@ -232,7 +224,7 @@ mod tests {
 
     #[test]
     fn failures_are_not_kept_and_cancelled_builds_leave_nothing_behind() {
-        let rt = rt();
+        let rt = crate::ops::runtime().unwrap();
         let listings = NarListings::default();
         rt.block_on(async {
             let err = listings
@@ -262,7 +254,7 @@ mod tests {
 
     #[test]
     fn memory_stays_within_the_bound() {
-        let rt = rt();
+        let rt = crate::ops::runtime().unwrap();
         let listings = NarListings::default();
         // Too large to keep at all: built every time.
         let huge = MAX_ENTRY / NODE_COST + 1;
