@@ -77,10 +77,12 @@ fn reading_a_small_file_of_a_600_mib_path_fetches_under_2_percent_of_its_nar() {
     assert_eq!(served.get(&narinfo_key).map(|c| c.0), Some(1), "{served:?}");
     assert_eq!(served.get(&listing_key).map(|c| c.0), Some(1), "{served:?}");
     let (nar_requests, nar_bytes) = served.get(&nar_key).copied().unwrap_or_default();
+    // (A key counted with no request is the tail of a read begun before the counts were reset.)
     assert!(
         served
-            .keys()
-            .all(|k| [&narinfo_key, &listing_key, &nar_key].contains(&k)),
+            .iter()
+            .filter(|(_, (requests, _))| *requests > 0)
+            .all(|(k, _)| [&narinfo_key, &listing_key, &nar_key].contains(&k)),
         "only the narinfo, the listing and the NAR are read: {served:?}"
     );
     // The seek table (one tail probe) and the frame holding the file.
