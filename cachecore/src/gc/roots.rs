@@ -619,7 +619,7 @@ mod tests {
             ("cachecore-gcroot 1\nkeep 0\n", "line 2"),
             ("cachecore-gcroot 1\nkeep 1\nrevision x\n", "line 3"),
             (&*format!("cachecore-gcroot 1\nkeep 1\n{p}\n"), "line 3"),
-            (&*format!("cachecore-gcroot 1\nkeep 1\nrevision 1\n/other/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello\n"), "line 4"),
+            ("cachecore-gcroot 1\nkeep 1\nrevision 1\n/other/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello\n", "line 4"),
             (&*format!("cachecore-gcroot 1\nkeep 1\nrevision 1\n{p}\nrevision 2\n{p}\n"), "2 revisions"),
             (&*format!("cachecore-gcroot 1\nkeep 1\nrevision 1\nrevision 2\n{p}\n"), "line 4"),
             (&*format!("cachecore-gcroot 1\nkeep 1\nrevision 1\n{p}\njunk\n"), "line 5"),
