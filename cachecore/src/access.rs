@@ -68,7 +68,7 @@ use crate::compression::{self, decompress, Compression};
 use crate::hash::Hash;
 use crate::narinfo::NarInfo;
 use crate::seekable::{self, SeekTable, SeekableError};
-use crate::store::{BinaryCache, ByteRange, StoreError};
+use crate::store::{BinaryCache, ReadRange, StoreError};
 use crate::store_path::StorePath;
 
 /// Bytes fetched from the end of an object to find its seek table (enough for 8191 frames, a
@@ -432,7 +432,7 @@ impl NarAccess {
 
     /// Bytes `range` of the object (`range` is what a caller bounded: at most a group of frames
     /// or a probe), which must all be there.
-    async fn get_exact(&self, range: ByteRange) -> Result<(Bytes, u64), AccessError> {
+    async fn get_exact(&self, range: ReadRange) -> Result<(Bytes, u64), AccessError> {
         let object = self
             .inner
             .cache
@@ -458,7 +458,7 @@ impl NarAccess {
     /// Bytes `range` of the object, all of which must exist.
     async fn get_range(&self, range: Range<u64>) -> Result<Bytes, AccessError> {
         let want = range.end - range.start;
-        let (bytes, size) = self.get_exact(ByteRange::Bounded(range.clone())).await?;
+        let (bytes, size) = self.get_exact(ReadRange::Bounded(range.clone())).await?;
         if (bytes.len() as u64) < want {
             return Err(AccessError::SizeMismatch {
                 object: self.object(),
@@ -486,7 +486,7 @@ impl NarAccess {
             return Ok(Layout::Plain);
         }
         // The last bytes, and with them the object's real length.
-        let (tail, object_len) = self.get_exact(ByteRange::Last(TAIL_PROBE)).await?;
+        let (tail, object_len) = self.get_exact(ReadRange::Last(TAIL_PROBE)).await?;
         if let Some(file_size) = info.file_size {
             if object_len > file_size {
                 return Err(AccessError::TooLong {

@@ -50,16 +50,6 @@ impl Node for NarInfo {
     }
 }
 
-#[cfg(feature = "cache")]
-impl Node for crate::local_store::PathInfo {
-    fn path(&self) -> &StorePath {
-        &self.path
-    }
-    fn references(&self) -> &[StorePath] {
-        &self.references
-    }
-}
-
 impl Node for (StorePath, Vec<StorePath>) {
     fn path(&self) -> &StorePath {
         &self.0

@@ -693,6 +693,8 @@ impl Default for SeekableOptions {
     /// Level 3, [`DEFAULT_FRAME_SIZE`], one thread per CPU up to 8.
     fn default() -> Self {
         SeekableOptions {
+            // The one import back from `compression` (which builds on this module's writer),
+            // kept: `compression` is the one place compression levels are chosen.
             level: crate::compression::DEFAULT_ZSTD_LEVEL,
             frame_size: DEFAULT_FRAME_SIZE,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),

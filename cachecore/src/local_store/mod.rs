@@ -78,6 +78,17 @@ pub struct PathInfo {
     pub ultimate: bool,
 }
 
+// Here rather than in `graph`, so that `graph` (which knows nodes, not where they come from)
+// does not import this module, which uses its sorts.
+impl crate::graph::Node for PathInfo {
+    fn path(&self) -> &StorePath {
+        &self.path
+    }
+    fn references(&self) -> &[StorePath] {
+        &self.references
+    }
+}
+
 impl PathInfo {
     /// References other than the path itself.
     ///

@@ -352,7 +352,11 @@ fn describe(path: &str, node: &ListingNode) -> String {
             executable,
             nar_offset,
         } => {
-            let x = if *executable { "an executable" } else { "a regular" };
+            let x = if *executable {
+                "an executable"
+            } else {
+                "a regular"
+            };
             let offset = nar_offset.map_or(String::new(), |o| format!(" at NAR offset {o}"));
             format!("{at}: {x} file of {size} bytes{offset}")
         }
@@ -728,44 +732,79 @@ mod tests {
     #[test]
     fn check_nar_finds_each_difference() {
         let nar = sample();
-        let json = |root: &str| Listing::parse(format!(r#"{{"version":1,"root":{root}}}"#).as_bytes()).unwrap();
+        let json = |root: &str| {
+            Listing::parse(format!(r#"{{"version":1,"root":{root}}}"#).as_bytes()).unwrap()
+        };
         let a = r#""a":{"type":"regular","size":10,"executable":true,"narOffset":264}"#;
         let b = r#""b":{"type":"directory","entries":{"c":{"type":"symlink","target":"../a"}}}"#;
         let d = r#""d":{"type":"regular","size":0,"narOffset":824}"#;
-        let dir = |entries: &[&str]| format!(r#"{{"type":"directory","entries":{{{}}}}}"#, entries.join(","));
+        let dir = |entries: &[&str]| {
+            format!(
+                r#"{{"type":"directory","entries":{{{}}}}}"#,
+                entries.join(",")
+            )
+        };
         assert_eq!(json(&dir(&[a, b, d])).check_nar(&nar[..]).unwrap(), Ok(()));
-        let no_offsets = dir(&[a, b, d]).replace(r#","narOffset":264"#, "").replace(r#","narOffset":824"#, "");
+        let no_offsets = dir(&[a, b, d])
+            .replace(r#","narOffset":264"#, "")
+            .replace(r#","narOffset":824"#, "");
         assert_eq!(json(&no_offsets).check_nar(&nar[..]).unwrap(), Ok(()));
         let a264 = "at NAR offset 264";
         let d824 = r#""d": a regular file of 0 bytes at NAR offset 824"#;
         let cases = [
             // An invented entry among the real ones, and after them.
-            (dir(&[a, r#""aa":{"type":"symlink","target":"/etc/shadow"}"#, b, d]),
-                r#""aa": a symlink to "/etc/shadow""#.to_owned(), r#""b": a directory"#.to_owned()),
-            (dir(&[a, b, d, r#""e":{"type":"regular","size":1}"#]),
-                r#""e": a regular file of 1 bytes"#.to_owned(), "nothing more".to_owned()),
+            (
+                dir(&[a, r#""aa":{"type":"symlink","target":"/etc/shadow"}"#, b, d]),
+                r#""aa": a symlink to "/etc/shadow""#.to_owned(),
+                r#""b": a directory"#.to_owned(),
+            ),
+            (
+                dir(&[a, b, d, r#""e":{"type":"regular","size":1}"#]),
+                r#""e": a regular file of 1 bytes"#.to_owned(),
+                "nothing more".to_owned(),
+            ),
             // An entry left out.
-            (dir(&[a, d]), d824.to_owned(), r#""b": a directory"#.to_owned()),
+            (
+                dir(&[a, d]),
+                d824.to_owned(),
+                r#""b": a directory"#.to_owned(),
+            ),
             (dir(&[a, b]), "nothing more".to_owned(), d824.to_owned()),
             // Size, executable bit, offset, symlink target.
-            (dir(&[&a.replace("10", "11"), b, d]),
+            (
+                dir(&[&a.replace("10", "11"), b, d]),
                 format!(r#""a": an executable file of 11 bytes {a264}"#),
-                format!(r#""a": an executable file of 10 bytes {a264}"#)),
-            (dir(&[&a.replace(r#""executable":true,"#, ""), b, d]),
+                format!(r#""a": an executable file of 10 bytes {a264}"#),
+            ),
+            (
+                dir(&[&a.replace(r#""executable":true,"#, ""), b, d]),
                 format!(r#""a": a regular file of 10 bytes {a264}"#),
-                format!(r#""a": an executable file of 10 bytes {a264}"#)),
-            (dir(&[a, b, &d.replace("824", "8")]), d824.replace("824", "8"), d824.to_owned()),
-            (dir(&[a, &b.replace("../a", "/etc/shadow"), d]),
-                r#""b/c": a symlink to "/etc/shadow""#.to_owned(), r#""b/c": a symlink to "../a""#.to_owned()),
+                format!(r#""a": an executable file of 10 bytes {a264}"#),
+            ),
+            (
+                dir(&[a, b, &d.replace("824", "8")]),
+                d824.replace("824", "8"),
+                d824.to_owned(),
+            ),
+            (
+                dir(&[a, &b.replace("../a", "/etc/shadow"), d]),
+                r#""b/c": a symlink to "/etc/shadow""#.to_owned(),
+                r#""b/c": a symlink to "../a""#.to_owned(),
+            ),
         ];
         for (root, listed, actual) in cases {
             let wrong = json(&root).check_nar(&nar[..]).unwrap().unwrap_err();
             assert_eq!((wrong.listed, wrong.actual), (listed, actual), "{root}");
         }
         // Another type at the root; a NAR that does not read is an error, not a mismatch.
-        let file = json(r#"{"type":"regular","size":10}"#).check_nar(&nar[..]).unwrap().unwrap_err();
+        let file = json(r#"{"type":"regular","size":10}"#)
+            .check_nar(&nar[..])
+            .unwrap()
+            .unwrap_err();
         assert_eq!(file.actual, "the root: a directory");
-        assert!(json(&dir(&[a, b, d])).check_nar(&nar[..nar.len() - 8]).is_err());
+        assert!(json(&dir(&[a, b, d]))
+            .check_nar(&nar[..nar.len() - 8])
+            .is_err());
     }
 
     #[test]

@@ -18,6 +18,10 @@
 //! strings it is fed into [`Ev`]ents. The sync [`Reader`](super::Reader) drives it over
 //! [`std::io::Read`]; an async driver can reuse it unchanged.
 
+// The one import back from the reader, kept: the grammar reports what is wrong in the reader's
+// public error vocabulary, so a reader built on it (sync or async) returns the kinds as they
+// are; moving `ReadErrorKind` here would put the public error of NAR reading apart from the
+// reader that returns it.
 use super::reader::ReadErrorKind;
 
 /// Longest directory entry name accepted, in bytes. Linux allows 255; macOS up to about 765

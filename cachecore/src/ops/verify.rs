@@ -288,10 +288,11 @@ pub async fn verify(
     }
 
     // NAR objects: sizes and hashes; listings against them.
-    let checks: Vec<NarCheck> = futures::stream::iter(infos.iter().map(|info| check_nar(cache, info)))
-        .buffer_unordered(opts.jobs.max(1))
-        .collect()
-        .await;
+    let checks: Vec<NarCheck> =
+        futures::stream::iter(infos.iter().map(|info| check_nar(cache, info)))
+            .buffer_unordered(opts.jobs.max(1))
+            .collect()
+            .await;
     for check in checks {
         let path = check.subject;
         match check.nar {
@@ -346,12 +347,14 @@ async fn check_nar(cache: &BinaryCache, info: &NarInfo) -> NarCheck {
     };
     let nar = match listing {
         Some(listing) => check_listing(cache, info, listing).await.map(Result::err),
-        None => with_nar(cache, info, |nar| {
-            std::io::copy(nar, &mut std::io::sink())
-                .map(|_| None)
-                .map_err(|e| OpError::io("cannot read the NAR", e))
-        })
-        .await,
+        None => {
+            with_nar(cache, info, |nar| {
+                std::io::copy(nar, &mut std::io::sink())
+                    .map(|_| None)
+                    .map_err(|e| OpError::io("cannot read the NAR", e))
+            })
+            .await
+        }
     };
     NarCheck {
         subject,

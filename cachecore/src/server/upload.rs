@@ -166,9 +166,9 @@ impl ObjectKind {
             ObjectKind::NarInfo => Some(MAX_NARINFO.min(config.max_small_upload)),
             // Readers refuse larger listings.
             ObjectKind::Listing => Some(MAX_LISTING_BYTES.min(config.max_small_upload)),
-            ObjectKind::CacheInfo
-            | ObjectKind::Log
-            | ObjectKind::Realisation => Some(config.max_small_upload),
+            ObjectKind::CacheInfo | ObjectKind::Log | ObjectKind::Realisation => {
+                Some(config.max_small_upload)
+            }
             // Never served (`keys::is_served`), never taken.
             ObjectKind::GcRoot | ObjectKind::GcTrash | ObjectKind::Index | ObjectKind::Scratch => {
                 None
@@ -660,7 +660,13 @@ async fn publish_held_listing(state: &AppState, key: &ObjectKey, json: Option<By
     // Only a listing written into the store by other means can be there: it stays.
     let written = match state.cache.objects().head(&ls).await {
         Ok(Some(_)) => return,
-        Ok(None) => state.cache.objects().put(&ls, json, PutMode::Overwrite).await,
+        Ok(None) => {
+            state
+                .cache
+                .objects()
+                .put(&ls, json, PutMode::Overwrite)
+                .await
+        }
         Err(e) => Err(e),
     };
     if let Err(e) = written {
@@ -701,7 +707,11 @@ impl HeldListings {
     fn hold(&self, hash: &str, json: Bytes) {
         let mut held = self.lock();
         let now = Instant::now();
-        if let Some(i) = held.queue.iter().position(|(h, _, j)| h == hash && *j == json) {
+        if let Some(i) = held
+            .queue
+            .iter()
+            .position(|(h, _, j)| h == hash && *j == json)
+        {
             held.remove(i);
         } else {
             let same = held.queue.iter().filter(|(h, ..)| h == hash).count();

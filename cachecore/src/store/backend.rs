@@ -1,5 +1,5 @@
 //! Opening an object store from a parsed store URL: the backends' builders, credentials from
-//! the environment and AWS profiles, timeouts and retries. Kept apart from the [`Objects`]
+//! the environment and AWS profiles, timeouts and retries. Kept apart from the [`Objects`](super::Objects)
 //! handle, which only talks to the store once it exists.
 
 use std::sync::Arc;
@@ -13,7 +13,6 @@ use object_store::{ClientOptions, ObjectStore, RetryConfig};
 use super::aws_profile;
 use super::error::{ErrorContext, StoreError};
 use super::local::LocalDir;
-use super::objects::Objects;
 use super::url::{StoreLocation, StoreUrl};
 
 /// Retries of a failed request (connection refused, 5xx, throttling), with exponential backoff;
@@ -100,8 +99,9 @@ fn env_var<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
 }
 
 /// An opened store: its object_store client, what it can do (known when it is opened; what
-/// writes it honours is probed later, see [`Objects::write_support`]), and what its errors
-/// need to say.
+/// writes it honours is probed later, see
+/// [`Objects::write_support`](super::Objects::write_support)), and what its errors need to
+/// say. [`Objects`](super::Objects) is the handle on one.
 pub(crate) struct Backend {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) cx: ErrorContext,
@@ -175,7 +175,7 @@ impl Backend {
     }
 }
 
-pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Objects, StoreError> {
+pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Backend, StoreError> {
     let url = parsed.as_str();
     let backend = match &parsed.location {
         StoreLocation::Local { dir } => {
@@ -221,7 +221,7 @@ pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Object
             Backend::bucket(url, container, prefix, store, Some(advice.to_owned()))
         }
     };
-    Ok(Objects::new(backend))
+    Ok(backend)
 }
 
 fn setup(url: &str) -> impl Fn(object_store::Error) -> StoreError + '_ {
@@ -259,12 +259,11 @@ fn http(url: &str, base: &url::Url, env: &[(String, String)]) -> Result<Backend,
     };
     if let Some(a) = authorization {
         let mut headers = reqwest::header::HeaderMap::new();
-        let mut value = reqwest::header::HeaderValue::from_str(&a).map_err(|_| {
-            StoreError::BadUrl {
+        let mut value =
+            reqwest::header::HeaderValue::from_str(&a).map_err(|_| StoreError::BadUrl {
                 url: url.to_owned(),
                 reason: format!("{TOKEN_VAR} holds characters an HTTP header cannot carry"),
-            }
-        })?;
+            })?;
         value.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, value);
         options = options.with_default_headers(headers);
@@ -350,11 +349,11 @@ fn split_userinfo(base: &url::Url) -> (url::Url, Option<zeroize::Zeroizing<Strin
     (bare, Some(user_pass))
 }
 
-/// The objects of a store the caller built (see [`BinaryCache::from_object_store`]).
+/// A store the caller built (see [`BinaryCache::from_object_store`]).
 ///
 /// [`BinaryCache::from_object_store`]: super::BinaryCache::from_object_store
-pub(crate) fn custom(store: Arc<dyn ObjectStore>, url: &str, read_only: bool) -> Objects {
-    Objects::new(Backend::plain(url, store, read_only))
+pub(crate) fn custom(store: Arc<dyn ObjectStore>, url: &str, read_only: bool) -> Backend {
+    Backend::plain(url, store, read_only)
 }
 
 fn dir_prefix(prefix: &str) -> String {

@@ -13,7 +13,7 @@ use super::backend;
 use super::error::StoreError;
 use super::layout;
 use super::listings::NarListings;
-use super::objects::{ByteRange, ByteStream, ObjectMeta, Objects, PutMode, Written};
+use super::objects::{ByteStream, ObjectInfo, Objects, ReadRange, WriteMode, Written};
 use super::url::{StoreSettings, StoreUrl};
 use crate::cache_info::CacheInfo;
 use crate::compression::Compression;
@@ -90,17 +90,17 @@ pub const MAX_GC_OBJECT_BYTES: u64 = 64 << 20;
 #[non_exhaustive]
 pub enum CacheObject {
     /// `<hash>.narinfo`.
-    NarInfo { hash_part: String, meta: ObjectMeta },
+    NarInfo { hash_part: String, meta: ObjectInfo },
     /// `<hash>.ls`.
-    Listing { hash_part: String, meta: ObjectMeta },
+    Listing { hash_part: String, meta: ObjectInfo },
     /// `nar/<name>`.
-    Nar { meta: ObjectMeta },
+    Nar { meta: ObjectInfo },
     /// `log/<drv>`: a build log.
-    Log { drv: String, meta: ObjectMeta },
+    Log { drv: String, meta: ObjectInfo },
     /// A GC run's tombstone.
-    GcTombstone { name: String, meta: ObjectMeta },
+    GcTombstone { name: String, meta: ObjectInfo },
     /// Anything else (`nix-cache-info`, logs, realisations, roots, index, staging).
-    Other { meta: ObjectMeta },
+    Other { meta: ObjectInfo },
 }
 
 /// A GC root as listed by [`BinaryCache::list_gc_roots`].
@@ -109,7 +109,7 @@ pub enum CacheObject {
 pub struct GcRootEntry {
     pub host: String,
     pub name: String,
-    pub meta: ObjectMeta,
+    pub meta: ObjectInfo,
 }
 
 impl BinaryCache {
@@ -175,7 +175,7 @@ impl BinaryCache {
         env: &[(String, String)],
     ) -> Result<BinaryCache, StoreError> {
         Ok(BinaryCache {
-            objects: backend::open(parsed, env)?,
+            objects: Objects::new(backend::open(parsed, env)?),
             settings: parsed.settings.clone(),
             store_dir: Default::default(),
             nar_listings: Default::default(),
@@ -200,7 +200,7 @@ impl BinaryCache {
         read_only: bool,
     ) -> BinaryCache {
         BinaryCache {
-            objects: backend::custom(store, url, read_only),
+            objects: Objects::new(backend::custom(store, url, read_only)),
             settings: StoreSettings::default(),
             store_dir: Default::default(),
             nar_listings: Default::default(),
@@ -375,7 +375,7 @@ impl BinaryCache {
                 .put(
                     layout::CACHE_INFO,
                     Bytes::from(updated.to_string()),
-                    PutMode::Overwrite,
+                    WriteMode::Overwrite,
                 )
                 .await?;
             return Ok(updated);
@@ -384,7 +384,7 @@ impl BinaryCache {
             .put(
                 layout::CACHE_INFO,
                 Bytes::from(wanted.to_string()),
-                PutMode::Overwrite,
+                WriteMode::Overwrite,
             )
             .await?;
         Ok(wanted.clone())
@@ -474,7 +474,7 @@ impl BinaryCache {
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-    /// use cachecore::{error::ErrorKind, store::{BinaryCache, PutMode}};
+    /// use cachecore::{error::ErrorKind, store::{BinaryCache, WriteMode}};
     /// # use cachecore::{hash::{Hash, HashAlgo}, narinfo::NarInfo, store_path::{StoreDir, StorePath}};
     /// let cache = BinaryCache::open("memory://").unwrap();
     /// # let path = StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12").unwrap();
@@ -486,7 +486,7 @@ impl BinaryCache {
     /// // The same narinfo copied under another path's key describes another path: refused.
     /// let text = cache.objects().get_bytes("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz.narinfo").await.unwrap();
     /// let other = "00000000000000000000000000000000.narinfo";
-    /// cache.objects().put(other, text.unwrap(), PutMode::Overwrite).await.unwrap();
+    /// cache.objects().put(other, text.unwrap(), WriteMode::Overwrite).await.unwrap();
     /// let e = cache.narinfo_by_hash("00000000000000000000000000000000").await.unwrap_err();
     /// assert_eq!(e.kind(), ErrorKind::Corrupt);
     /// # });
@@ -602,33 +602,33 @@ impl BinaryCache {
     /// # });
     /// ```
     pub async fn put_narinfo(&self, info: &NarInfo) -> Result<(), StoreError> {
-        self.put_narinfo_with(info, PutMode::Overwrite)
+        self.put_narinfo_with(info, WriteMode::Overwrite)
             .await
             .map(drop)
     }
 
-    /// Writes `<hash>.narinfo` for `info.store_path` with a [`PutMode`] (create-only for a
+    /// Writes `<hash>.narinfo` for `info.store_path` with a [`WriteMode`] (create-only for a
     /// writer that must not replace another's narinfo, where the store honours it).
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-    /// use cachecore::{error::ErrorKind, store::{BinaryCache, PutMode}};
+    /// use cachecore::{error::ErrorKind, store::{BinaryCache, WriteMode}};
     /// # use cachecore::{hash::{Hash, HashAlgo}, narinfo::NarInfo, store_path::{StoreDir, StorePath}};
     /// let cache = BinaryCache::open("memory://").unwrap();
     /// # let path = StorePath::from_base_name("7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12").unwrap();
     /// # let info = NarInfo::new(StoreDir::default(), path, "nar/x.nar".into(),
     /// #     Hash::digest(HashAlgo::Sha256, b"nar"), 3);
-    /// let written = cache.put_narinfo_with(&info, PutMode::Create).await.unwrap();
+    /// let written = cache.put_narinfo_with(&info, WriteMode::Create).await.unwrap();
     /// assert_eq!(written.size, info.to_string().len() as u64);
     /// // Create-only: a second writer does not replace the first one's narinfo.
-    /// let e = cache.put_narinfo_with(&info, PutMode::Create).await.unwrap_err();
+    /// let e = cache.put_narinfo_with(&info, WriteMode::Create).await.unwrap_err();
     /// assert_eq!(e.kind(), ErrorKind::Conflict);
     /// # });
     /// ```
     pub async fn put_narinfo_with(
         &self,
         info: &NarInfo,
-        mode: PutMode,
+        mode: WriteMode,
     ) -> Result<Written, StoreError> {
         let key = layout::narinfo(&info.store_path.hash_part());
         self.objects
@@ -735,7 +735,7 @@ impl BinaryCache {
     /// ```
     pub async fn nar_object(&self, info: &NarInfo) -> Result<Option<ByteStream>, StoreError> {
         let key = self.nar_key(&info.url)?;
-        Ok(self.objects.get(key, ByteRange::All).await?.map(|o| o.body))
+        Ok(self.objects.get(key, ReadRange::All).await?.map(|o| o.body))
     }
 
     /// Writes a NAR object at `url` (a `nar/…` key, as [`nar_url`](Self::nar_url) gives or a
@@ -763,7 +763,7 @@ impl BinaryCache {
         let key = self.nar_key(url)?;
         Ok(self
             .objects
-            .put_stream(key, data, PutMode::Overwrite)
+            .put_stream(key, data, WriteMode::Overwrite)
             .await?
             .size)
     }
@@ -785,7 +785,7 @@ impl BinaryCache {
     pub async fn put_nar(&self, url: &str, data: Bytes) -> Result<(), StoreError> {
         let key = self.nar_key(url)?;
         self.objects
-            .put(key, data, PutMode::Overwrite)
+            .put(key, data, WriteMode::Overwrite)
             .await
             .map(drop)
     }
@@ -826,7 +826,7 @@ impl BinaryCache {
     ) -> Result<u64, StoreError> {
         Ok(self
             .objects
-            .put_stream(&staged.key, data, PutMode::Overwrite)
+            .put_stream(&staged.key, data, WriteMode::Overwrite)
             .await?
             .size)
     }
@@ -945,7 +945,7 @@ impl BinaryCache {
             .put(
                 &layout::listing(&path.hash_part()),
                 json,
-                PutMode::Overwrite,
+                WriteMode::Overwrite,
             )
             .await
             .map(drop)
@@ -978,7 +978,7 @@ impl BinaryCache {
     ) -> Result<u64, StoreError> {
         Ok(self
             .objects
-            .put_stream(&layout::log(&drv.to_string()), data, PutMode::Overwrite)
+            .put_stream(&layout::log(&drv.to_string()), data, WriteMode::Overwrite)
             .await?
             .size)
     }
@@ -1011,7 +1011,7 @@ impl BinaryCache {
         json: Bytes,
     ) -> Result<(), StoreError> {
         self.objects
-            .put(&layout::realisation(id), json, PutMode::Overwrite)
+            .put(&layout::realisation(id), json, WriteMode::Overwrite)
             .await
             .map(drop)
     }
@@ -1025,7 +1025,7 @@ impl BinaryCache {
             .await
     }
 
-    /// Writes the GC root `name` of `host` with a [`PutMode`].
+    /// Writes the GC root `name` of `host` with a [`WriteMode`].
     ///
     /// See [`list_gc_roots`](Self::list_gc_roots) for an example.
     pub async fn put_gc_root(
@@ -1033,7 +1033,7 @@ impl BinaryCache {
         host: &str,
         name: &str,
         data: Bytes,
-        mode: PutMode,
+        mode: WriteMode,
     ) -> Result<Written, StoreError> {
         self.objects
             .put(&layout::gcroot(host, name), data, mode)
@@ -1045,11 +1045,11 @@ impl BinaryCache {
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use bytes::Bytes;
-    /// use cachecore::store::{BinaryCache, PutMode};
+    /// use cachecore::store::{BinaryCache, WriteMode};
     /// use futures::TryStreamExt;
     /// let cache = BinaryCache::open("memory://").unwrap();
     /// let target = Bytes::from_static(b"/nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12");
-    /// cache.put_gc_root("laptop", "hello", target, PutMode::Create).await.unwrap();
+    /// cache.put_gc_root("laptop", "hello", target, WriteMode::Create).await.unwrap();
     /// cache.trash_gc_root("laptop", "hello").await.unwrap();
     /// assert_eq!(cache.gc_root("laptop", "hello").await.unwrap(), None);
     /// let roots: Vec<_> = cache.list_gc_roots(None).try_collect().await.unwrap();
@@ -1069,11 +1069,11 @@ impl BinaryCache {
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use bytes::Bytes;
-    /// use cachecore::store::{BinaryCache, GcRootEntry, PutMode};
+    /// use cachecore::store::{BinaryCache, GcRootEntry, WriteMode};
     /// use futures::TryStreamExt;
     /// let cache = BinaryCache::open("memory://").unwrap();
     /// let target = Bytes::from_static(b"/nix/store/7h7qgvs4kgzsn8a6rb273saxyqh4jxlz-hello-2.12");
-    /// cache.put_gc_root("laptop", "hello", target.clone(), PutMode::Create).await.unwrap();
+    /// cache.put_gc_root("laptop", "hello", target.clone(), WriteMode::Create).await.unwrap();
     /// let roots: Vec<GcRootEntry> = cache.list_gc_roots(Some("laptop")).try_collect().await.unwrap();
     /// assert_eq!((roots.len(), roots[0].name.as_str()), (1, "hello"));
     /// assert_eq!(cache.gc_root("laptop", "hello").await.unwrap(), Some(target));
@@ -1143,7 +1143,7 @@ impl BinaryCache {
         host: &str,
         name: &str,
         data: Bytes,
-        mode: PutMode,
+        mode: WriteMode,
     ) -> Result<Written, StoreError> {
         self.objects
             .put(&layout::gctrash(host, name), data, mode)
@@ -1201,13 +1201,13 @@ impl BinaryCache {
     }
 
     /// The metadata of the NAR object at `url` (a `nar/…` key), or `None` when it is missing.
-    pub async fn nar_meta(&self, url: &str) -> Result<Option<ObjectMeta>, StoreError> {
+    pub async fn nar_meta(&self, url: &str) -> Result<Option<ObjectInfo>, StoreError> {
         let key = self.nar_key(url)?;
         self.objects.head(key).await
     }
 
     /// The metadata of the narinfo of hash part `hash_part`, or `None` when it is missing.
-    pub async fn narinfo_meta(&self, hash_part: &str) -> Result<Option<ObjectMeta>, StoreError> {
+    pub async fn narinfo_meta(&self, hash_part: &str) -> Result<Option<ObjectInfo>, StoreError> {
         self.objects.head(&layout::narinfo(hash_part)).await
     }
 
@@ -1243,7 +1243,7 @@ impl BinaryCache {
     /// Writes the GC tombstone `name` (create-only: each run writes its own).
     pub async fn put_gc_tombstone(&self, name: &str, data: Bytes) -> Result<Written, StoreError> {
         self.objects
-            .put(&layout::gc_tombstone(name), data, PutMode::Create)
+            .put(&layout::gc_tombstone(name), data, WriteMode::Create)
             .await
     }
 
@@ -1259,14 +1259,14 @@ impl BinaryCache {
         self.objects.get_bytes(&layout::index(name)).await
     }
 
-    /// Writes the push index entry `name` with a [`PutMode`].
+    /// Writes the push index entry `name` with a [`WriteMode`].
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use bytes::Bytes;
-    /// use cachecore::store::{BinaryCache, PutMode};
+    /// use cachecore::store::{BinaryCache, WriteMode};
     /// let cache = BinaryCache::open("memory://").unwrap();
-    /// let written = cache.put_index_entry("laptop", Bytes::from_static(b"entry"), PutMode::Create);
+    /// let written = cache.put_index_entry("laptop", Bytes::from_static(b"entry"), WriteMode::Create);
     /// assert_eq!(written.await.unwrap().size, 5);
     /// assert_eq!(cache.index_entry("laptop").await.unwrap().unwrap(), &b"entry"[..]);
     /// assert_eq!(cache.index_entry("desktop").await.unwrap(), None);
@@ -1276,7 +1276,7 @@ impl BinaryCache {
         &self,
         name: &str,
         data: Bytes,
-        mode: PutMode,
+        mode: WriteMode,
     ) -> Result<Written, StoreError> {
         self.objects.put(&layout::index(name), data, mode).await
     }

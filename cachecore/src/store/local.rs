@@ -360,7 +360,7 @@ impl LocalDir {
         tokio::task::spawn_blocking(move || {
             let key = owned_key.as_str();
             this.confine(key)?;
-            match rustix::fs::stat(&this.root.join(key)) {
+            match rustix::fs::stat(this.root.join(key)) {
                 Ok(st) => Ok(this.check_regular(key, &st)?.then(|| info_of(key, &st))),
                 Err(rustix::io::Errno::NOENT) => Ok(None),
                 Err(e) => Err(this.err(Op::Stat, key, e.into())),

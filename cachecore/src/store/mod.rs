@@ -5,10 +5,14 @@
 //!
 //! - the **object layer**, [`Objects`] (module [`objects`]): the only code that touches
 //!   `object_store`. Streaming and ranged GET with metadata (size, last-modified, ETag), HEAD,
-//!   prefix listing as a stream, put and streaming put with a [`PutMode`] (overwrite,
+//!   prefix listing as a stream, put and streaming put with a [`WriteMode`] (overwrite,
 //!   create-only, replace-if-unchanged) where the backend *really* honours it — probed, see
 //!   [`Objects::write_support`] — and delete. Opening a backend from a URL lives apart from the
-//!   handle (`backend.rs`);
+//!   handle (`backend.rs`: one short dispatch, each arm a `Backend` carrying its store and what
+//!   it can do); a local directory is read by a backend of its own (`local.rs`: `openat2`
+//!   beneath the root, non-blocking opens that refuse FIFOs and devices, reads from the page
+//!   cache on the calling task); a failed GET is converted once, at the edge (`error.rs`),
+//!   backend quirks included; the values the layer hands out are plain data (`object.rs`);
 //! - the **cache**, [`BinaryCache`]: narinfos, listings, NARs, logs, GC roots and the push
 //!   index, asked for by what they are. The private `layout` module is the only place that
 //!   knows object keys.
@@ -21,7 +25,7 @@
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! use cachecore::cache_info::CacheInfo;
-//! use cachecore::store::{BinaryCache, ByteRange};
+//! use cachecore::store::{BinaryCache, ReadRange};
 //! let dir = tempfile::tempdir().unwrap();
 //! let cache = BinaryCache::open(dir.path().to_str().unwrap()).unwrap();
 //! cache.init(&CacheInfo::default()).await.unwrap();
@@ -29,7 +33,7 @@
 //! // The object layer underneath: metadata of the file just written.
 //! let meta = cache.objects().head("nix-cache-info").await.unwrap().unwrap();
 //! assert_eq!(meta.size, CacheInfo::default().to_string().len() as u64);
-//! assert!(cache.objects().get("no-such.narinfo", ByteRange::All).await.unwrap().is_none());
+//! assert!(cache.objects().get("no-such.narinfo", ReadRange::All).await.unwrap().is_none());
 //! # });
 //! ```
 //!
