@@ -2,10 +2,24 @@
 //!
 //! `cachecore nar pack x | head` must exit quietly, as `cat` does, when `head` closes the pipe;
 //! but an error that merely mentions a broken pipe (a peer closing a socket, say) must still be
-//! reported. Commands write through [`stdout`], and `main` asks [`closed`] which one it was.
+//! reported. Commands write through [`stdout`] (or [`stream`]), and `main` asks [`closed`] which
+//! one it was.
+//!
+//! A command that writes a stream of bytes (a NAR, a file's contents) writes through
+//! [`stream`]: straight to the descriptor, and, when standard output is a pipe — where such a
+//! stream almost always goes: `| zstd`, `| ssh`, `| nix-store --import` — with the pipe grown
+//! first. A pipe holds 64 KiB by default; one 1 MiB write into it wakes the reader 16 times and
+//! keeps the writer waiting until the reader has taken nearly all of it, so neither side works
+//! while the other does (`nar pack | cat` was 0.75x `nix-store --dump | cat`). Grown to the
+//! writes' size (`F_SETPIPE_SZ`, as zstd and pv do, up to `/proc/sys/fs/pipe-max-size`), a
+//! write lands whole and returns, and the writer reads the next files while the reader drains
+//! the pipe. Where the kernel refuses (an unprivileged user past `pipe-user-pages-soft`),
+//! writes are cut to the pipe's capacity instead. Files and `/dev/null` are written as they
+//! were.
 
 use std::fmt;
 use std::io::{self, Write};
+use std::os::fd::AsFd as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static CLOSED: AtomicBool = AtomicBool::new(false);
@@ -46,6 +60,80 @@ impl Write for Stdout {
     fn flush(&mut self) -> io::Result<()> {
         self.0.flush().map_err(note)
     }
+}
+
+/// The pipe size [`stream`] asks for: the NAR writer's buffer, so one write fills the pipe.
+pub const PIPE_SIZE: usize = 1 << 20;
+
+/// Standard output for a stream of bytes, written straight to the descriptor in writes of at
+/// most the pipe's capacity (see the [module](self)); wrap it in [`Stream::buffered`] for
+/// writes smaller than that.
+pub fn stream() -> Stream {
+    let mut out = io::stdout();
+    // Anything std holds for it goes first (nothing, in practice: streams are written alone).
+    let _ = out.flush();
+    let max_write = pipe_capacity(&out).unwrap_or(usize::MAX);
+    Stream { out, max_write }
+}
+
+pub struct Stream {
+    out: io::Stdout,
+    /// The pipe's capacity, or `usize::MAX` for anything but a pipe.
+    max_write: usize,
+}
+
+impl Stream {
+    /// A buffer in front of the stream, of the pipe's capacity (128 KiB for a file).
+    pub fn buffered(self) -> io::BufWriter<Stream> {
+        let capacity = self.pipe_capacity().map_or(1 << 17, |c| c.min(PIPE_SIZE));
+        io::BufWriter::with_capacity(capacity, self)
+    }
+
+    /// The pipe's capacity after [`stream`] grew it; `None` when standard output is no pipe.
+    pub fn pipe_capacity(&self) -> Option<usize> {
+        (self.max_write != usize::MAX).then_some(self.max_write)
+    }
+}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stream")
+            .field("pipe_capacity", &self.pipe_capacity())
+            .finish()
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.max_write);
+        rustix::io::write(self.out.as_fd(), &buf[..n]).map_err(|e| note(e.into()))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// When `out` is a pipe: grows it towards [`PIPE_SIZE`] (as far as `pipe-max-size` allows and
+/// the kernel agrees), and returns its capacity then. `None` for anything else.
+fn pipe_capacity(out: &io::Stdout) -> Option<usize> {
+    use rustix::fs::{fstat, FileType};
+    use rustix::pipe::{fcntl_getpipe_size, fcntl_setpipe_size};
+    let fd = out.as_fd();
+    let st = fstat(fd).ok()?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::Fifo {
+        return None;
+    }
+    let now = fcntl_getpipe_size(fd).ok()?;
+    let most = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .unwrap_or(PIPE_SIZE);
+    let wanted = PIPE_SIZE.min(most);
+    if now >= wanted {
+        return Some(now);
+    }
+    // Refused (EPERM past the user's pipe quota, EBUSY if it holds more): keep what it has.
+    Some(fcntl_setpipe_size(fd, wanted).unwrap_or(now).max(now))
 }
 
 /// `println!` through [`stdout`], returning the error instead of panicking on a closed pipe.

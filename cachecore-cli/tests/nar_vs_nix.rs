@@ -31,6 +31,84 @@ fn pack_equals_nix_store_dump() {
     }
 }
 
+/// `nar pack` and `nar cat` into a pipe (where a NAR usually goes) and into a file: the same
+/// bytes as Nix's, and the pipe grown to take a whole 1 MiB write (the pipe is ours, so its
+/// capacity can be read back after the child is done with it).
+#[test]
+fn pack_and_cat_into_a_pipe_equal_nix_and_grow_the_pipe() {
+    let dir = tempdir();
+    let tree = make_fixture_tree(dir.path());
+    // Several MiB, so that the writes are full ones.
+    let big = pseudo_random_bytes(5 << 20, 7);
+    fs::write(tree.join("big.bin"), &big).unwrap();
+    let expected = nix_dump(&tree);
+    let nar_file = dir.path().join("tree.nar");
+    fs::write(&nar_file, &expected).unwrap();
+    let wanted = fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .unwrap()
+        .trim()
+        .parse::<usize>()
+        .unwrap()
+        .min(1 << 20);
+    let default = {
+        let (r, _w) = std::io::pipe().unwrap();
+        rustix::pipe::fcntl_getpipe_size(&r).unwrap()
+    };
+    assert!(
+        default < wanted,
+        "this machine's pipes already hold {default} bytes"
+    );
+
+    let runs: [(&[&std::ffi::OsStr], &[u8]); 2] = [
+        (
+            &["nar".as_ref(), "pack".as_ref(), tree.as_os_str()],
+            &expected,
+        ),
+        (
+            &[
+                "nar".as_ref(),
+                "cat".as_ref(),
+                nar_file.as_os_str(),
+                "big.bin".as_ref(),
+            ],
+            &big,
+        ),
+    ];
+    for (args, want) in runs {
+        let shown: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
+        let shown = format!("`cachecore {}`", shown.join(" "));
+        let mut child = cachecore_command()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut pipe = child.stdout.take().unwrap();
+        let mut got = Vec::new();
+        pipe.read_to_end(&mut got).unwrap();
+        assert!(child.wait().unwrap().success(), "{shown} failed");
+        assert_same_bytes(&format!("{shown} into a pipe"), want, &got);
+        let capacity = rustix::pipe::fcntl_getpipe_size(&pipe).unwrap();
+        assert!(
+            capacity >= wanted,
+            "{shown} left its stdout pipe at {capacity} bytes (default {default}); it should grow it to {wanted}"
+        );
+
+        let file = dir.path().join("out");
+        let status = cachecore_command()
+            .args(args)
+            .stdout(File::create(&file).unwrap())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{shown} > file failed");
+        assert_same_bytes(
+            &format!("{shown} into a file"),
+            want,
+            &fs::read(&file).unwrap(),
+        );
+    }
+}
+
 #[test]
 fn hash_equals_nix_hash() {
     let dir = tempdir();

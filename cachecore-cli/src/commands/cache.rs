@@ -15,7 +15,7 @@ use cachecore::untrusted::Untrusted;
 
 use crate::cli::PushArgs;
 use crate::progress::{count, human_size, TransferProgress};
-use crate::stdout::{outln, stdout};
+use crate::stdout::{outln, stdout, stream};
 
 pub(super) fn open(url: &str) -> anyhow::Result<BinaryCache> {
     Ok(BinaryCache::open(url)?)
@@ -435,14 +435,15 @@ pub fn cat(url: &str, arg: &str, keys: &[String], verify: bool) -> anyhow::Resul
     let trusted_keys = PublicKey::from_args(keys)?;
     let sub = sub.to_owned();
     if !verify && trusted_keys.is_empty() {
-        return block_on(async move { Ok(ops::cat_file(&cache, &path, &sub, stdout()).await?) });
+        let out = stream().buffered();
+        return block_on(async move { Ok(ops::cat_file(&cache, &path, &sub, out).await?) });
     }
     block_on(async move {
         let info = ops::browse::narinfo(&cache, &path).await?;
         if !trusted_keys.is_empty() {
             ops::check_trusted(&info, &trusted_keys)?;
         }
-        Ok(ops::cat_checked(&cache, &info, &sub, stdout()).await?)
+        Ok(ops::cat_checked(&cache, &info, &sub, stream().buffered()).await?)
     })
 }
 

@@ -8,12 +8,13 @@ use cachecore::untrusted::Untrusted;
 
 use super::open_input;
 use crate::cli::NarCommand;
-use crate::stdout::{outln, stdout};
+use crate::stdout::{outln, stdout, stream};
 
 pub fn run(cmd: NarCommand) -> anyhow::Result<()> {
     match cmd {
         NarCommand::Pack { path } => {
-            nar::pack(&path, stdout())?;
+            // The writer buffers 1 MiB itself.
+            nar::pack(&path, stream())?;
         }
         NarCommand::Unpack { dest } => {
             nar::unpack(io::stdin().lock(), &dest).with_context(|| {
@@ -33,7 +34,7 @@ pub fn run(cmd: NarCommand) -> anyhow::Result<()> {
             out.flush()?;
         }
         NarCommand::Cat { nar: file, subpath } => {
-            let mut out = BufWriter::with_capacity(1 << 17, stdout());
+            let mut out = stream().buffered();
             nar::cat_verified(open_input(&file)?, &subpath, &mut out)
                 .with_context(|| format!("cannot print {subpath:?} from {}", file.display()))?;
             out.flush()?;
