@@ -2371,9 +2371,24 @@ fn at_the_connection_cap_idle_sockets_make_room_and_busy_ones_get_a_503() {
         .count();
     assert!(closed >= 46, "only {closed} of 50 idle sockets were closed");
     drop(idle);
+    drop(serve);
 
     // Four uploads in flight, each stalled after 3 bytes: every connection is busy, so a fifth
-    // is answered 503 with Retry-After (rather than nothing) and closed.
+    // is answered 503 with Retry-After (rather than nothing) and closed. (A server of its own:
+    // no idle socket of the above is left for the fifth to take the place of.)
+    let serve = Serve::spawn(
+        &[
+            "serve",
+            path_str(&cache),
+            "--listen",
+            "127.0.0.1:0",
+            "--max-connections",
+            "4",
+            "--token-file",
+            path_str(&token),
+        ],
+        &[],
+    );
     let uploads: Vec<_> = (0..4)
         .map(|i| {
             let mut s = connect(&serve);

@@ -974,6 +974,69 @@ mod tests {
         assert!(p.stuck().is_none());
     }
 
+    /// A chain p0 -> p1 -> ... -> p9 in a `memory://` cache, each narinfo also naming
+    /// `fan_out` paths that are not in the cache.
+    #[cfg(feature = "cache")]
+    async fn chain(fan_out: usize) -> (crate::store::BinaryCache, Vec<StorePath>) {
+        let cache = crate::store::BinaryCache::open("memory://").unwrap();
+        let paths: Vec<StorePath> = (0..10)
+            .map(|i| StorePath::from_base_name(&format!("{:0>32}-p{i}", i)).unwrap())
+            .collect();
+        for (i, p) in paths.iter().enumerate() {
+            let mut info = info(p);
+            info.references = paths.get(i + 1).cloned().into_iter().collect();
+            info.references.extend((0..fan_out).map(|j| {
+                let hash = format!("{}{i:02}{j:02}", "z".repeat(28));
+                StorePath::from_base_name(&format!("{hash}-absent")).unwrap()
+            }));
+            cache.put_narinfo(&info).await.unwrap();
+        }
+        (cache, paths)
+    }
+
+    #[cfg(feature = "cache")]
+    #[tokio::test]
+    async fn a_walk_stops_at_its_limits_and_before_the_references_of_a_refused_narinfo() {
+        let (cache, paths) = chain(3).await;
+        let start = || [Start::Path(paths[0].clone())];
+        let all = |_: &NarInfo| Ok::<(), GraphError>(());
+        // Within the defaults: the whole chain, and the paths it names that are absent.
+        let walked = walk(&cache, start(), true).await.unwrap();
+        assert_eq!((walked.found.len(), walked.absent.len()), (10, 30));
+
+        // 10 paths of the chain and 30 absent ones: 39 is one too few.
+        let mut limits = WalkLimits::default();
+        limits.max_paths = 39;
+        let e = walk_with(&cache, start(), true, &limits, all).await.unwrap_err();
+        assert!(matches!(e, GraphError::TooManyPaths { limit: 39, .. }), "{e}");
+        assert!(e.to_string().contains("(max_paths)"), "{e}");
+        limits.max_paths = 40;
+        assert!(walk_with(&cache, start(), true, &limits, all).await.is_ok());
+
+        let mut limits = WalkLimits::default();
+        limits.max_narinfo_bytes = 1_000;
+        let e = walk_with(&cache, start(), true, &limits, all).await.unwrap_err();
+        assert!(matches!(e, GraphError::TooManyNarInfoBytes { limit: 1_000, .. }), "{e}");
+        assert_eq!(e.kind(), crate::error::ErrorKind::Corrupt);
+
+        // A narinfo refused by `admit` ends the walk before its references are read.
+        let mut judged = Vec::new();
+        let refuse_p3 = |i: &NarInfo| {
+            judged.push(i.store_path.clone());
+            match i.store_path == paths[3] {
+                true => Err(GraphError::NeverPublished {
+                    path: i.store_path.clone(),
+                    reference: i.store_path.clone(),
+                }),
+                false => Ok(()),
+            }
+        };
+        let limits = WalkLimits::default();
+        let e = walk_with(&cache, start(), true, &limits, refuse_p3).await.unwrap_err();
+        assert!(matches!(e, GraphError::NeverPublished { .. }), "{e}");
+        assert_eq!(judged, paths[..4]);
+    }
+
     #[test]
     fn references_outside_the_transfer_are_visible() {
         let (a, b) = (sp('a', "pa"), sp('b', "pb"));

@@ -1,17 +1,23 @@
 //! A small valid cache (two paths pushed into `memory://`, signed), with one of its objects
 //! replaced, patched, cut, deleted or swapped as the input says, run through `verify` and
-//! `copy` (with and without a trusted key) into a fresh `memory://`.
+//! `copy` (with and without a trusted key) into a fresh `memory://`, and used as the upstream of
+//! a pull-through proxy (`cachecore::server` on a loopback socket, trusting the clean key) asked
+//! over HTTP for each path's narinfo and NAR.
 //!
 //! Invariants: nothing panics; whatever `copy` writes, `verify` of the destination accepts (a
 //! hostile source never gets an object past the destination's own checks); a copy that stops
-//! before it initialised the destination wrote nothing at all.
+//! before it initialised the destination wrote nothing at all; the proxy answers every request
+//! (a hostile upstream is a miss, 404, never a server error), serves the NAR of every narinfo it
+//! serves, and what it stored `verify` with the trusted key accepts.
 #![no_main]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+use cachecore::narinfo::NarInfo;
 use cachecore::ops::{self, CopyOptions, NoProgress, PushOptions, VerifyOptions};
+use cachecore::server::{self, Config, Upstream};
 use cachecore::signing::{PublicKey, SecretKey, Signer};
 use cachecore::store::{BinaryCache, PutMode};
 use cachecore::store_path::StoreDir;
@@ -22,6 +28,8 @@ struct Clean {
     rt: tokio::runtime::Runtime,
     objects: BTreeMap<String, Bytes>,
     public: PublicKey,
+    /// The hash parts of the clean cache's narinfos.
+    hash_parts: Vec<String>,
 }
 
 fn clean() -> &'static Clean {
@@ -54,7 +62,17 @@ fn clean() -> &'static Clean {
             }
             all_objects(&cache).await
         });
-        Clean { rt, objects, public }
+        let hash_parts = objects
+            .keys()
+            .filter_map(|k| k.strip_suffix(".narinfo"))
+            .map(str::to_owned)
+            .collect();
+        Clean {
+            rt,
+            objects,
+            public,
+            hash_parts,
+        }
     })
 }
 
@@ -149,5 +167,70 @@ fuzz_target!(|data: &[u8]| {
             .unwrap();
             assert!(report.is_ok(), "copy wrote what verify refuses: {:?}", report.problems);
         }
+        through_proxy(&from, clean).await;
     });
 });
+
+/// Serves an empty `memory://` store filling itself from `from` (trusting the clean key) on a
+/// loopback socket, asks it for every path's narinfo and the NAR each served narinfo names, and
+/// checks the invariants of the module's header.
+async fn through_proxy(from: &BinaryCache, clean: &Clean) {
+    let store = BinaryCache::open("memory://").unwrap();
+    let mut config = Config::default();
+    config
+        .upstreams
+        .push(Upstream::new(from.clone(), vec![clean.public.clone()]));
+    let app = server::router(store.clone(), config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server::serve(listener, app, async {
+        let _ = stopped.await;
+    }));
+    for hash in &clean.hash_parts {
+        let (status, body) = get(addr, &format!("/{hash}.narinfo")).await;
+        assert!(status == 200 || status == 404, "narinfo: {status} {body:?}");
+        if status != 200 {
+            continue;
+        }
+        let info = NarInfo::parse_bytes(&body).expect("the proxy serves a narinfo it parsed");
+        let (status, nar) = get(addr, &format!("/{}", info.url)).await;
+        assert_eq!(status, 200, "the NAR {} of a served narinfo", info.url);
+        assert_eq!(Some(nar.len() as u64), info.file_size, "the NAR {} as served", info.url);
+    }
+    let _ = stop.send(());
+    serving.await.unwrap().unwrap();
+    let report = ops::verify(
+        &store,
+        &[],
+        &VerifyOptions {
+            trusted_keys: vec![clean.public.clone()],
+            ..VerifyOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok(), "the proxy stored what verify refuses: {:?}", report.problems);
+}
+
+/// `GET path` over HTTP/1.0 from the server at `addr`: (status, body).
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: fuzz\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    s.read_to_end(&mut response).await.unwrap();
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
+    let head = String::from_utf8_lossy(&response[..end]);
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    (status, response[end + 4..].to_vec())
+}

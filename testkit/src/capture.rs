@@ -2,7 +2,7 @@
 //! empty `404 Not Found`: what a client sends (its `Authorization` header, its `Host`, its
 //! path), seen without any real server behind it.
 
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::{BufRead, BufReader, Write as _};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
@@ -76,38 +76,16 @@ fn serve(stream: std::net::TcpStream, record: &Mutex<Vec<RequestHead>>) {
         return;
     };
     let mut reader = BufReader::new(stream);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut headers = Vec::new();
-        let mut body_len = 0usize;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                let k = k.trim().to_ascii_lowercase();
-                if k == "content-length" {
-                    body_len = v.trim().parse().unwrap_or(0);
-                }
-                headers.push((k, v.trim().to_owned()));
-            }
-        }
+    while let Some(head) = read_head(&mut reader) {
+        let body_len = head
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0usize);
         let mut body = vec![0u8; body_len];
         if std::io::Read::read_exact(&mut reader, &mut body).is_err() {
             return;
         }
-        record.lock().unwrap().push(RequestHead {
-            line: line.trim_end().to_owned(),
-            headers,
-        });
+        record.lock().unwrap().push(head);
         if out
             .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
             .is_err()
@@ -115,4 +93,30 @@ fn serve(stream: std::net::TcpStream, record: &Mutex<Vec<RequestHead>>) {
             return;
         }
     }
+}
+
+/// The next request head on a connection; `None` at its end (or a broken head).
+pub(crate) fn read_head(reader: &mut impl BufRead) -> Option<RequestHead> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+    }
+    Some(RequestHead {
+        line: line.trim_end().to_owned(),
+        headers,
+    })
 }

@@ -3,7 +3,7 @@
 //! disk could hold. HTTP/1.1 with keep-alive, `GET` and `HEAD`; it counts the requests per key.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::{BufReader, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
@@ -62,26 +62,13 @@ fn serve(stream: TcpStream, answer: &Answer, asked: &Mutex<BTreeMap<String, u64>
         return;
     };
     let mut reader = BufReader::new(stream);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut parts = line.split_whitespace();
+    // A request body is not expected.
+    while let Some(head) = crate::capture::read_head(&mut reader) {
+        let mut parts = head.line.split_whitespace();
         let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
             return;
         };
         let (method, key) = (method.to_owned(), target.trim_start_matches('/').to_owned());
-        // The headers, up to the blank line; a request body is not expected.
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            if h == "\r\n" || h == "\n" {
-                break;
-            }
-        }
         *asked.lock().unwrap().entry(key.clone()).or_default() += 1;
         let body = answer(&key);
         let (status, body) = match body {
