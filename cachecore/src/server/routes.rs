@@ -324,9 +324,11 @@ mod tests {
     /// has literal text is answered as its plain spelling, token check included.
     #[test]
     fn refusals_come_before_the_token_and_escaped_spellings_route_as_plain_ones() {
-        let mut config = Config::default();
-        config.read_token = Some(Token::parse("r").unwrap());
-        config.write_token = Some(Token::parse("w").unwrap());
+        let config = Config {
+            read_token: Some(Token::parse("r").unwrap()),
+            write_token: Some(Token::parse("w").unwrap()),
+            ..Config::default()
+        };
         let nar = format!("/nar/{NAR}.nar");
         let escaped_nar = format!("/%6Ear/{NAR}.nar");
         let answers = ask(
