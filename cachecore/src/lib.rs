@@ -18,7 +18,11 @@
 //!    only, or replace only if unchanged, where the backend *really* honours it — probed per
 //!    store; delete), and the typed `store::BinaryCache` on top (narinfos, listings, NARs,
 //!    logs, GC roots, the push index), whose private `layout` is the only place that knows
-//!    object keys.
+//!    object keys, in both directions: its functions build them, and its `ObjectKey::parse`
+//!    reads one back into its `ObjectKind` by the same grammar. What a kind of object is for a
+//!    reader or a writer (content type, HTTP cache lifetime, upload limit, metrics label) is a
+//!    method of `ObjectKind` matched on every kind, so a new kind is one variant and the compiler
+//!    lists each place that must decide about it.
 //! 3. **Local Nix store** (`local_store`, feature `cache`): path metadata and closures from
 //!    the Nix database, the daemon socket, or `nix path-info`.
 //! 4. **Graph** ([`graph`]): closure walks, references-first and referrers-first orders (one
@@ -33,10 +37,16 @@
 //! 8. **HTTP server** (`server`, feature `server`): a binary cache over any store as an
 //!    `axum::Router` — reads with ranges and conditional requests, checked uploads from
 //!    `nix copy`, a pull-through proxy, files out of store paths — which `cachecore serve` runs.
+//!    Its URL space is one route table (`server/routes.rs`): each route is added with its
+//!    group — public, read or write, each a layer checking the token before any handler — and
+//!    its metrics label; request paths become object keys only through `layout::ObjectKey`.
 //!
 //! Errors: every public error type has `kind()`, one [`error::ErrorKind`] named by meaning
 //! (`NotFound`, `Corrupt`, `Untrusted`, `Unavailable`, `Denied`, `InvalidInput`, `Conflict`,
-//! `Unsupported`, …), which frontends map to exit statuses, HTTP statuses or exceptions.
+//! `Unsupported`, …). [`error::ErrorKind::of_chain`] finds the kind of a wrapped error (an
+//! `anyhow` chain, an `io::Error` carrying one of ours), and each frontend maps kinds once,
+//! never messages: the CLI to exit statuses, the server to HTTP statuses (one match, every kind
+//! decided), the mount to errnos, Python to exception classes.
 //!
 //! Nothing holds a whole NAR in memory: every operation streams, with buffers bounded by
 //! constants, whatever the input size. The store and operations are `async` (the caller owns

@@ -47,6 +47,7 @@ mod listener;
 mod metrics;
 mod proxy;
 mod read;
+mod routes;
 mod upload;
 
 use std::sync::{Arc, Mutex};
@@ -55,7 +56,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -72,7 +73,6 @@ pub use listener::{default_max_connections, serve, serve_with, Connections};
 pub use proxy::Upstream;
 
 use auth::Access;
-use keys::classify;
 use metrics::Metrics;
 
 /// How a server behaves. `Default` is a public read-only cache.
@@ -197,7 +197,8 @@ struct AppState {
 
 type Shared = Arc<AppState>;
 
-/// The route label a handler puts on its response for the metrics and the request log.
+/// The route label a route puts on its response for the metrics and the request log
+/// (`routes`).
 #[derive(Debug, Clone, Copy)]
 struct RouteLabel(&'static str);
 
@@ -281,12 +282,7 @@ pub async fn router(cache: BinaryCache, config: Config) -> Result<Router, Server
         cache,
         config,
     });
-    Ok(Router::new()
-        .route("/", axum::routing::get(landing::page))
-        .route("/metrics", axum::routing::get(metrics_page))
-        .route("/health", axum::routing::get(health))
-        .route("/serve/{*rest}", axum::routing::get(serve_file))
-        .fallback(object)
+    Ok(routes::table(&state)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state))
 }
@@ -352,7 +348,8 @@ fn store_failure(key: &str, e: &StoreError) -> Response {
 }
 
 impl AppState {
-    /// Whether a request may read, or the answer that refuses it.
+    /// Whether a request may read, or the answer that refuses it (the `read` group's layer in
+    /// `routes`, and only there).
     fn may_read(&self, headers: &axum::http::HeaderMap) -> Result<(), Response> {
         let Some(read) = &self.config.read_token else {
             return Ok(());
@@ -363,7 +360,8 @@ impl AppState {
         refusal(auth::check(headers, &tokens), "reading this cache")
     }
 
-    /// Whether a request may upload, or the answer that refuses it.
+    /// Whether a request may upload, or the answer that refuses it (the `write` group's layer
+    /// in `routes`, and only there).
     fn may_write(&self, headers: &axum::http::HeaderMap) -> Result<(), Response> {
         let Some(write) = &self.config.write_token else {
             return Err(text(
@@ -404,77 +402,17 @@ fn refusal(access: Access, what: &str) -> Result<(), Response> {
     }
 }
 
-/// Every path that is not `/`, `/metrics` or `/health`: objects of the cache.
-async fn object(State(state): State<Shared>, req: Request) -> Response {
-    let key = match classify(req.uri().path()) {
-        Ok(k) => k,
-        Err(why) => {
-            return text(
-                StatusCode::NOT_FOUND,
-                format!("not an object of this cache: {why}"),
-            )
-        }
-    };
-    let label = RouteLabel(key.kind.label());
-    let method = req.method().clone();
-    let mut response = if method == Method::GET || method == Method::HEAD {
-        match state.may_read(req.headers()) {
-            Err(r) => r,
-            Ok(()) => read::get_or_head(&state, &key, req.headers(), method == Method::HEAD).await,
-        }
-    } else if method == Method::PUT {
-        match state.may_write(req.headers()) {
-            Err(r) => r,
-            Ok(()) => upload::put(&state, &key, req).await,
-        }
-    } else if method == Method::POST && req.uri().query() == Some("upload-url") {
-        match state.may_write(req.headers()) {
-            Err(r) => r,
-            Ok(()) => upload::upload_url(&state, &key).await,
-        }
-    } else {
-        let mut r = text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("{method} is not supported; use GET, HEAD or PUT"),
-        );
-        r.headers_mut().insert(
-            axum::http::header::ALLOW,
-            HeaderValue::from_static("GET, HEAD, PUT"),
-        );
-        r
-    };
-    response.extensions_mut().insert(label);
-    response
-}
-
-/// `GET`/`HEAD /serve/<hash>-<name>/<path>`: a file from inside a store path ([`files`]).
-async fn serve_file(State(state): State<Shared>, req: Request) -> Response {
-    let mut response = match state.may_read(req.headers()) {
-        Err(r) => r,
-        Ok(()) => {
-            let rest = req.uri().path().strip_prefix("/serve/").unwrap_or_default();
-            files::serve(&state, rest, req.method() == Method::HEAD).await
-        }
-    };
-    response.extensions_mut().insert(RouteLabel("serve_file"));
-    response
-}
-
 /// Records every request in the metrics and the log.
 async fn observe(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let mut response = next.run(req).await;
-    let route = match path.as_str() {
-        "/" => "landing",
-        "/metrics" => "metrics",
-        "/health" => "health",
-        _ => response
-            .extensions()
-            .get::<RouteLabel>()
-            .map_or("other", |l| l.0),
-    };
+    // Every route labels its answers (`routes`); only a panic's would lack one.
+    let route = response
+        .extensions()
+        .get::<RouteLabel>()
+        .map_or("other", |l| l.0);
     let elapsed = start.elapsed();
     let status = response.status().as_u16();
     state
@@ -507,10 +445,7 @@ async fn observe(State(state): State<Shared>, req: Request, next: Next) -> Respo
     response
 }
 
-async fn metrics_page(State(state): State<Shared>, req: Request) -> Response {
-    if let Err(r) = state.may_read(req.headers()) {
-        return r;
-    }
+async fn metrics_page(State(state): State<Shared>) -> Response {
     let mut r = Response::new(Body::from(state.metrics.render()));
     r.headers_mut().insert(
         CONTENT_TYPE,
