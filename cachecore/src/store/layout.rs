@@ -27,6 +27,9 @@
 //! [`BinaryCache`](super::BinaryCache) for objects by what they are, and the server reads
 //! request paths as keys only through [`ObjectKey`].
 
+// The parsing half (ObjectKey, NarName) has one user today, the server (feature `server`).
+#![cfg_attr(not(feature = "server"), allow(dead_code))]
+
 use crate::compression::Compression;
 use crate::hash::{Hash, HashAlgo};
 use crate::realisation::DrvOutput;
