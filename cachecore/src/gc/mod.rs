@@ -6,7 +6,7 @@
 //!   `gctrash/<host>/<name>` with the time they left, restorable.
 //! - [`plan`](mod@plan): ([`Snapshot`] of narinfo summaries on integer ids, roots, now,
 //!   [`PlanOptions`]) → [`Plan`]. Pure and deterministic.
-//! - [`collect`] (with [`scan`] and [`apply`]): reads the cache, plans, deletes.
+//! - [`collect`] (with [`scan`] and [`apply`](fn@apply)): reads the cache, plans, deletes.
 //!
 //! # What is garbage
 //!
