@@ -753,7 +753,7 @@ fn hostile_caches_in_garage() {
                 let bytes = fs::read(dir.join(&rel)).unwrap();
                 cache
                     .objects()
-                    .put(&rel, bytes.into(), cachecore::store::PutMode::Overwrite)
+                    .put(&rel, bytes.into(), cachecore::store::WriteMode::Overwrite)
                     .await
                     .unwrap();
             }
@@ -974,7 +974,10 @@ fn copy_from_inventing_upstream(
 #[test]
 fn copy_checks_each_signature_before_following_references_of_an_inventing_upstream() {
     let tmp = tempdir();
-    let public = SecretKey::generate("trusted-1").unwrap().public_key().to_string();
+    let public = SecretKey::generate("trusted-1")
+        .unwrap()
+        .public_key()
+        .to_string();
     let evil = scripted::inventing_upstream(5_000);
     let dest = tmp.path().join("dest");
     let (line, took, mib) = copy_from_inventing_upstream(&evil, &dest, &["--trusted-key", &public]);
@@ -1192,7 +1195,10 @@ fn verify_finds_listings_that_do_not_describe_their_nar() {
     copy_dir(&f.base, &dir);
     fs::remove_file(dir.join(ls(&f.a_hash))).unwrap();
     cachecore_ok(&["verify", path_str(&dir), "--trusted-key", &f.public], b"");
-    cachecore_ok(&["verify", path_str(&f.base), "--trusted-key", &f.public], b"");
+    cachecore_ok(
+        &["verify", path_str(&f.base), "--trusted-key", &f.public],
+        b"",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -543,7 +543,11 @@ fn nix_copy_with_listings_stores_the_listings_nix_wrote() {
         .arg(root)
         .args(["--option", "substituters", ""]);
     let out = nix_output(&mut cmd, b"");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for p in &closure {
         let ls = format!("{}.ls", hash_part(p));
         assert_eq!(
@@ -666,7 +670,8 @@ impl SlowPut {
         use std::io::{Read as _, Write as _};
         let addr = url.strip_prefix("http://").unwrap();
         let mut conn = std::net::TcpStream::connect(addr).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         let head = format!(
             "PUT /{key} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
             body.len()
@@ -722,7 +727,14 @@ fn a_token_holder_cannot_change_what_others_published() {
         let data = format!("@{}", file.path().display());
         curl(
             &format!("{url}/{key}"),
-            &["-X", "PUT", "--data-binary", &data, "-H", "Authorization: Bearer tok-forge"],
+            &[
+                "-X",
+                "PUT",
+                "--data-binary",
+                &data,
+                "-H",
+                "Authorization: Bearer tok-forge",
+            ],
         )
     };
     let (liba, libb, app) = (&closure[0], &closure[1], &closure[2]);
@@ -743,8 +755,14 @@ fn a_token_holder_cannot_change_what_others_published() {
     };
     let ok = |r: Reply, what: &str| assert_eq!(r.status, 200, "{what}: {}", r.text());
     // liba is published without a listing (as `nix copy` and `push --no-listing` leave it).
-    ok(put_bytes(&nar_of(liba), &fs::read(source.join(nar_of(liba))).unwrap()), "liba's NAR");
-    ok(put_bytes(&narinfo_key(liba), text(liba).as_bytes()), "liba's narinfo");
+    ok(
+        put_bytes(&nar_of(liba), &fs::read(source.join(nar_of(liba))).unwrap()),
+        "liba's NAR",
+    );
+    ok(
+        put_bytes(&narinfo_key(liba), text(liba).as_bytes()),
+        "liba's narinfo",
+    );
 
     // libb's NAR under a streamed key (`cachecore push`'s nar/<NarHash>-<unique>.nar.zst,
     // checked only when the narinfo naming it arrives), named by its narinfo (URL is not
@@ -757,29 +775,54 @@ fn a_token_holder_cannot_change_what_others_published() {
     let libb_narinfo = text(libb).replace(&nar_of(libb), &streamed);
     let planted = put_bytes(&ls_key(libb), &forged(libb));
     assert_eq!(planted.status, 200, "{}", planted.text());
-    assert!(planted.text().contains("held until its narinfo arrives"), "{}", planted.text());
+    assert!(
+        planted.text().contains("held until its narinfo arrives"),
+        "{}",
+        planted.text()
+    );
     let libb_nar = fs::read(source.join(nar_of(libb))).unwrap();
     let other_nar = fs::read(source.join(nar_of(liba))).unwrap();
     let slow = SlowPut::start(url, &streamed, "tok-forge", &other_nar);
     ok(put_bytes(&streamed, &libb_nar), "libb's streamed NAR");
-    ok(put_bytes(&narinfo_key(libb), libb_narinfo.as_bytes()), "libb's narinfo");
+    ok(
+        put_bytes(&narinfo_key(libb), libb_narinfo.as_bytes()),
+        "libb's narinfo",
+    );
     let (status, answer) = slow.finish();
 
     // The slow PUT ended second: refused, libb's NAR unchanged.
-    assert_eq!(status, 409, "the slow PUT replaced a published NAR: {answer}");
+    assert_eq!(
+        status, 409,
+        "the slow PUT replaced a published NAR: {answer}"
+    );
     assert!(answer.contains("written once"), "{answer}");
     assert_eq!(fs::read(cache.join(&streamed)).unwrap(), libb_nar);
     // The planted listing was never stored, and the real one is taken now.
-    assert!(!cache.join(ls_key(libb)).exists(), "a planted listing was stored");
-    ok(put_bytes(&ls_key(libb), &listing(libb)), "libb's real listing after its narinfo");
+    assert!(
+        !cache.join(ls_key(libb)).exists(),
+        "a planted listing was stored"
+    );
+    ok(
+        put_bytes(&ls_key(libb), &listing(libb)),
+        "libb's real listing after its narinfo",
+    );
     assert_eq!(fs::read(cache.join(ls_key(libb))).unwrap(), listing(libb));
 
     // app: a forged and the real listing before its narinfo; the real one is stored with it.
     assert_eq!(put_bytes(&ls_key(app), &forged(app)).status, 200);
     assert_eq!(put_bytes(&ls_key(app), &listing(app)).status, 200);
-    assert!(!cache.join(ls_key(app)).exists(), "a listing was stored before its narinfo");
-    ok(put_bytes(&nar_of(app), &fs::read(source.join(nar_of(app))).unwrap()), "app's NAR");
-    ok(put_bytes(&narinfo_key(app), text(app).as_bytes()), "app's narinfo");
+    assert!(
+        !cache.join(ls_key(app)).exists(),
+        "a listing was stored before its narinfo"
+    );
+    ok(
+        put_bytes(&nar_of(app), &fs::read(source.join(nar_of(app))).unwrap()),
+        "app's NAR",
+    );
+    ok(
+        put_bytes(&narinfo_key(app), text(app).as_bytes()),
+        "app's narinfo",
+    );
     assert_eq!(fs::read(cache.join(ls_key(app))).unwrap(), listing(app));
 
     let published = files_under(&cache)
@@ -793,19 +836,63 @@ fn a_token_holder_cannot_change_what_others_published() {
     other_narinfo.push_str("Deriver: x\n");
     // (what, key, body, status, what the answer says)
     let attempts: [(&str, String, Vec<u8>, u16, &str); 8] = [
-        ("a forged listing for a published path without one", ls_key(liba), forged(liba), 400,
-            r#"does not describe the NAR of"#),
-        ("another path's listing for it", ls_key(liba), listing(app), 400, "does not describe the NAR of"),
-        ("a listing that is not one", ls_key(liba), b"{}".to_vec(), 400, "not a valid listing"),
-        ("a different listing for a path that has one", ls_key(app), forged(app), 409, "never replaced"),
+        (
+            "a forged listing for a published path without one",
+            ls_key(liba),
+            forged(liba),
+            400,
+            r#"does not describe the NAR of"#,
+        ),
+        (
+            "another path's listing for it",
+            ls_key(liba),
+            listing(app),
+            400,
+            "does not describe the NAR of",
+        ),
+        (
+            "a listing that is not one",
+            ls_key(liba),
+            b"{}".to_vec(),
+            400,
+            "not a valid listing",
+        ),
+        (
+            "a different listing for a path that has one",
+            ls_key(app),
+            forged(app),
+            409,
+            "never replaced",
+        ),
         // (Its name is its hash: the bytes that are there are the ones named; not even read.)
-        ("other bytes under a published NAR's hash name", nar_of(liba), libb_nar.clone(), 200,
-            "already present"),
-        ("other bytes under a published streamed NAR's name", streamed.clone(), other_nar.clone(), 409,
-            "written once"),
-        ("a different narinfo", narinfo_key(liba), other_narinfo.into_bytes(), 409, "never replaced"),
-        ("the same NAR again", nar_of(liba), fs::read(source.join(nar_of(liba))).unwrap(), 200,
-            "already present"),
+        (
+            "other bytes under a published NAR's hash name",
+            nar_of(liba),
+            libb_nar.clone(),
+            200,
+            "already present",
+        ),
+        (
+            "other bytes under a published streamed NAR's name",
+            streamed.clone(),
+            other_nar.clone(),
+            409,
+            "written once",
+        ),
+        (
+            "a different narinfo",
+            narinfo_key(liba),
+            other_narinfo.into_bytes(),
+            409,
+            "never replaced",
+        ),
+        (
+            "the same NAR again",
+            nar_of(liba),
+            fs::read(source.join(nar_of(liba))).unwrap(),
+            200,
+            "already present",
+        ),
     ];
     for (what, key, body, status, says) in attempts {
         let r = put_bytes(&key, &body);
@@ -816,9 +903,17 @@ fn a_token_holder_cannot_change_what_others_published() {
     for (f, bytes) in &published {
         assert_eq!(&fs::read(cache.join(f)).unwrap(), bytes, "{f} changed");
     }
-    assert_eq!(files_under(&cache).len(), published.len(), "{:?}", files_under(&cache));
+    assert_eq!(
+        files_under(&cache).len(),
+        published.len(),
+        "{:?}",
+        files_under(&cache)
+    );
     // The real listing of liba is still taken, and the cache verifies, listings included.
-    ok(put_bytes(&ls_key(liba), &listing(liba)), "liba's real listing");
+    ok(
+        put_bytes(&ls_key(liba), &listing(liba)),
+        "liba's real listing",
+    );
     cachecore_ok(&["verify", path_str(&cache), "--trusted-key", &public], b"");
 }
 
@@ -1029,7 +1124,7 @@ impl object_store::ObjectStore for Failing {
 #[test]
 fn a_store_failure_mid_body_aborts_the_transfer_and_one_before_it_is_an_error_status() {
     use cachecore::server::{self, Config};
-    use cachecore::store::{BinaryCache, PutMode};
+    use cachecore::store::{BinaryCache, WriteMode};
 
     let nar = format!("nar/{}.nar", "3".repeat(52));
     let broken = format!("nar/{}.nar", "4".repeat(52));
@@ -1042,12 +1137,16 @@ fn a_store_failure_mid_body_aborts_the_transfer_and_one_before_it_is_an_error_st
     let cache = BinaryCache::from_object_store(std::sync::Arc::new(store), "failing://", false);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let data = bytes::Bytes::from(pseudo_random_bytes(size, 7));
-    rt.block_on(cache.objects().put(&nar, data.clone(), PutMode::Overwrite))
-        .unwrap();
     rt.block_on(
         cache
             .objects()
-            .put(&broken, data.clone(), PutMode::Overwrite),
+            .put(&nar, data.clone(), WriteMode::Overwrite),
+    )
+    .unwrap();
+    rt.block_on(
+        cache
+            .objects()
+            .put(&broken, data.clone(), WriteMode::Overwrite),
     )
     .unwrap();
     let app = rt
@@ -2121,7 +2220,10 @@ fn pages_load_nothing_frame_nowhere_and_no_body_is_sniffed() {
     let serve = Serve::start(path_str(&cache), &[]);
 
     // The pages the server writes: nothing loads or runs, no one frames them.
-    for page in [format!("{}/", serve.url), format!("{}/serve/{base}/", serve.url)] {
+    for page in [
+        format!("{}/", serve.url),
+        format!("{}/serve/{base}/", serve.url),
+    ] {
         let r = curl(&page, &[]);
         assert_eq!(r.status, 200, "{page}: {}", r.text());
         let csp = r.header("content-security-policy").unwrap_or_default();
@@ -2135,7 +2237,11 @@ fn pages_load_nothing_frame_nowhere_and_no_body_is_sniffed() {
         }
         assert!(!csp.contains("unsafe"), "{page}: CSP {csp:?}");
         assert_eq!(r.header("x-frame-options"), Some("DENY"), "{page}");
-        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{page}");
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{page}"
+        );
         // Chromium renders them with the policy, and reports nothing it refused.
         let (dom, console) = chromium_output(
             &["--enable-logging=stderr", "--v=0", "--dump-dom"],
@@ -2153,8 +2259,14 @@ fn pages_load_nothing_frame_nowhere_and_no_body_is_sniffed() {
     for (what, status) in [
         (format!("/log/{drv}"), 200),
         ("/%3Cscript%3Ealert(1)%3C/script%3E".to_owned(), 404),
-        (format!("/serve/{base}/%3Cscript%3Ealert(1)%3C/script%3E"), 404),
-        ("/serve/%3Cimg%20src=x%20onerror=alert(1)%3E".to_owned(), 404),
+        (
+            format!("/serve/{base}/%3Cscript%3Ealert(1)%3C/script%3E"),
+            404,
+        ),
+        (
+            "/serve/%3Cimg%20src=x%20onerror=alert(1)%3E".to_owned(),
+            404,
+        ),
         (format!("/{}.narinfo%3Cb%3E", &base[..32]), 404),
     ] {
         let r = curl(&format!("{}{what}", serve.url), &[]);
@@ -2164,7 +2276,11 @@ fn pages_load_nothing_frame_nowhere_and_no_body_is_sniffed() {
             Some("text/plain; charset=utf-8"),
             "{what}"
         );
-        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{what}");
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{what}"
+        );
     }
 }
 
@@ -2207,7 +2323,10 @@ fn credentials_in_store_urls_never_reach_a_message() {
             );
             assert!(!out.status.success(), "{args:?}: {all}");
             assert_no_panic(&out, &args.join(" "));
-            assert!(!all.contains("SEKRET"), "{args:?} shows a credential:\n{all}");
+            assert!(
+                !all.contains("SEKRET"),
+                "{args:?} shows a credential:\n{all}"
+            );
         }
     }
 
@@ -2225,10 +2344,16 @@ fn credentials_in_store_urls_never_reach_a_message() {
     );
     let with = |user_pass: &str| private.url.replacen("://", &format!("://{user_pass}@"), 1);
     let file = format!("{base}/a");
-    assert_eq!(cachecore_str(&["cat", &with("nix:SEKRET-READ"), &file]), "a");
+    assert_eq!(
+        cachecore_str(&["cat", &with("nix:SEKRET-READ"), &file]),
+        "a"
+    );
     let out = cachecore_output(&["cat", &with("nix:SEKRET-WRONG"), &file, "--verbose"], b"");
     let shown = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && shown.contains("nix:***@"), "{shown}");
+    assert!(
+        !out.status.success() && shown.contains("nix:***@"),
+        "{shown}"
+    );
     assert!(!shown.contains("SEKRET"), "{shown}");
 
     // A server whose upstream URL carries credentials: not in its log, its answers, its pages.
@@ -2258,7 +2383,12 @@ fn credentials_in_store_urls_never_reach_a_message() {
         "/metrics".to_owned(),
     ] {
         let r = curl(&format!("{}{what}", serve.url), &[]);
-        seen.push_str(&format!("{what}: {} {:?}\n{}\n", r.status, r.headers, r.text()));
+        seen.push_str(&format!(
+            "{what}: {} {:?}\n{}\n",
+            r.status,
+            r.headers,
+            r.text()
+        ));
     }
     drop(serve);
     seen.push_str(&fs::read_to_string(&log_path).unwrap());
@@ -2266,7 +2396,10 @@ fn credentials_in_store_urls_never_reach_a_message() {
         seen.contains(&format!("proxy-user:***@127.0.0.1:{port}")),
         "the upstream was never asked:\n{seen}"
     );
-    assert!(!seen.contains("SEKRET"), "the server shows a credential:\n{seen}");
+    assert!(
+        !seen.contains("SEKRET"),
+        "the server shows a credential:\n{seen}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2307,13 +2440,21 @@ fn closed_within(mut stream: &std::net::TcpStream, limit: Duration) -> Option<Du
 
 /// The HTTP/2 connection preface and an empty SETTINGS frame: all that a client that never
 /// sends a request says.
-const H2_PREFACE_AND_SETTINGS: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+const H2_PREFACE_AND_SETTINGS: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
 
 #[test]
 fn idle_connections_are_closed_over_http1_and_http2() {
     let tmp = tempdir();
     let cache = tmp.path().join("cache");
-    let args = ["serve", path_str(&cache), "--listen", "127.0.0.1:0", "--idle-timeout", "2"];
+    let args = [
+        "serve",
+        path_str(&cache),
+        "--listen",
+        "127.0.0.1:0",
+        "--idle-timeout",
+        "2",
+    ];
     let serve = Serve::spawn(&args, &[]);
     let limit = Duration::from_secs(10);
     // A socket that never sends anything.
@@ -2332,7 +2473,10 @@ fn idle_connections_are_closed_over_http1_and_http2() {
         let took = closed_within(stream, limit)
             .unwrap_or_else(|| panic!("{what} was still open after {limit:?}"));
         // Closed for idleness (2 s, plus 1 s for an HTTP/2 goodbye), not at once.
-        assert!(took < Duration::from_secs(5), "{what} closed after {took:?}");
+        assert!(
+            took < Duration::from_secs(5),
+            "{what} closed after {took:?}"
+        );
     }
     let health = curl(&format!("{}/health", serve.url), &[]);
     assert_eq!(health.status, 200);
@@ -2364,7 +2508,11 @@ fn at_the_connection_cap_idle_sockets_make_room_and_busy_ones_get_a_503() {
     let start = std::time::Instant::now();
     let health = curl(&format!("{}/health", serve.url), &["--max-time", "10"]);
     assert_eq!(health.status, 200, "{}", health.text());
-    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
     let closed = idle
         .iter()
         .filter(|s| closed_within(s, Duration::from_millis(500)).is_some())
@@ -2432,7 +2580,12 @@ fn with_a_low_open_file_limit_piled_up_idle_sockets_do_not_stop_requests() {
     let mut cmd = Command::new("prlimit");
     cmd.args(["--nofile=64:64", "--"])
         .arg(env!("CARGO_BIN_EXE_cachecore"))
-        .args(["serve", path_str(&tmp.path().join("cache")), "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            path_str(&tmp.path().join("cache")),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .stderr(fs::File::create(&log).unwrap());
     let serve = Serve::spawn_command(cmd);
     let idle: Vec<_> = (0..250).map(|_| connect(&serve)).collect();
@@ -2471,7 +2624,11 @@ fn a_proxy_refuses_an_upstream_inventing_references_after_one_narinfo() {
         &["--max-time", "20"],
     );
     assert_eq!(r.status, 404, "{}", r.text());
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
     let errors = r#"cachecore_serve_upstream_lookups_total{result="error",upstream="0"}"#;
     assert_eq!(metric(&proxy.url, errors), 1);
     // The lookup and the copy's first read: no reference of an unsigned narinfo is followed.
@@ -2483,7 +2640,10 @@ fn a_proxy_refuses_an_upstream_inventing_references_after_one_narinfo() {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap();
-    assert!(peak_kib < 100 << 10, "the proxy's peak RSS is {peak_kib} KiB");
+    assert!(
+        peak_kib < 100 << 10,
+        "the proxy's peak RSS is {peak_kib} KiB"
+    );
     let stored: Vec<String> = files_under(&local)
         .into_iter()
         .filter(|f| f != "nix-cache-info")

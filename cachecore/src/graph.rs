@@ -1007,16 +1007,26 @@ mod tests {
         // 10 paths of the chain and 30 absent ones: 39 is one too few.
         let mut limits = WalkLimits::default();
         limits.max_paths = 39;
-        let e = walk_with(&cache, start(), true, &limits, all).await.unwrap_err();
-        assert!(matches!(e, GraphError::TooManyPaths { limit: 39, .. }), "{e}");
+        let e = walk_with(&cache, start(), true, &limits, all)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, GraphError::TooManyPaths { limit: 39, .. }),
+            "{e}"
+        );
         assert!(e.to_string().contains("(max_paths)"), "{e}");
         limits.max_paths = 40;
         assert!(walk_with(&cache, start(), true, &limits, all).await.is_ok());
 
         let mut limits = WalkLimits::default();
         limits.max_narinfo_bytes = 1_000;
-        let e = walk_with(&cache, start(), true, &limits, all).await.unwrap_err();
-        assert!(matches!(e, GraphError::TooManyNarInfoBytes { limit: 1_000, .. }), "{e}");
+        let e = walk_with(&cache, start(), true, &limits, all)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, GraphError::TooManyNarInfoBytes { limit: 1_000, .. }),
+            "{e}"
+        );
         assert_eq!(e.kind(), crate::error::ErrorKind::Corrupt);
 
         // A narinfo refused by `admit` ends the walk before its references are read.
@@ -1032,7 +1042,9 @@ mod tests {
             }
         };
         let limits = WalkLimits::default();
-        let e = walk_with(&cache, start(), true, &limits, refuse_p3).await.unwrap_err();
+        let e = walk_with(&cache, start(), true, &limits, refuse_p3)
+            .await
+            .unwrap_err();
         assert!(matches!(e, GraphError::NeverPublished { .. }), "{e}");
         assert_eq!(judged, paths[..4]);
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cachecore::store::{BinaryCache, ByteRange, Objects};
+use cachecore::store::{BinaryCache, Objects, ReadRange};
 use futures::TryStreamExt as _;
 
 const GOOD: &[u8] = b"StorePath: good\n";
@@ -60,7 +60,7 @@ fn serve() -> (String, Arc<AtomicUsize>) {
 
 async fn read(o: &Objects, key: &str) -> Result<Bytes, String> {
     let object = o
-        .get(key, ByteRange::All)
+        .get(key, ReadRange::All)
         .await
         .map_err(|e| e.to_string())?
         .ok_or("missing")?;

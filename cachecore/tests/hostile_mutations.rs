@@ -19,7 +19,7 @@ use bytes::Bytes;
 use cachecore::error::ErrorKind;
 use cachecore::ops::{self, CopyOptions, NoProgress, PushOptions, VerifyOptions};
 use cachecore::signing::{SecretKey, Signer};
-use cachecore::store::{BinaryCache, PutMode};
+use cachecore::store::{BinaryCache, WriteMode};
 use cachecore::store_path::StoreDir;
 use cachecore_testkit::Xorshift;
 use futures::TryStreamExt as _;
@@ -45,7 +45,7 @@ async fn load(objects: &BTreeMap<String, Bytes>) -> BinaryCache {
     for (k, v) in objects {
         cache
             .objects()
-            .put(k, v.clone(), PutMode::Overwrite)
+            .put(k, v.clone(), WriteMode::Overwrite)
             .await
             .unwrap();
     }

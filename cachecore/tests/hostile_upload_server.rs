@@ -10,7 +10,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use cachecore::store::objects::PutMode;
+use cachecore::store::objects::WriteMode;
 use cachecore::store::{BinaryCache, TOKEN_VAR};
 
 /// What the server saw of one request.
@@ -155,7 +155,7 @@ fn endless_answers_are_read_only_as_far_as_a_bound() {
     let result = runtime().block_on(cache.objects().put_stream(
         &key,
         twelve_mib(),
-        PutMode::Overwrite,
+        WriteMode::Overwrite,
     ));
     let err = result.expect_err("an upload the server answered with 500 succeeded");
     assert!(err.to_string().contains(&key), "{err}");
@@ -183,7 +183,7 @@ fn an_unreachable_bucket_sends_the_object_to_the_server_with_its_length() {
         .block_on(
             cache
                 .objects()
-                .put_stream(&key, twelve_mib(), PutMode::Overwrite),
+                .put_stream(&key, twelve_mib(), WriteMode::Overwrite),
         )
         .unwrap();
     assert_eq!(written.size, 12 << 20);

@@ -19,7 +19,7 @@ use cachecore::error::ErrorKind;
 use cachecore::hash::{Hash, HashAlgo};
 use cachecore::narinfo::NarInfo;
 use cachecore::store::{
-    BinaryCache, ByteRange, Objects, PutMode, StoreError, VersionTag, MULTIPART_THRESHOLD,
+    BinaryCache, Objects, ReadRange, StoreError, VersionTag, WriteMode, MULTIPART_THRESHOLD,
 };
 use cachecore::store_path::{StoreDir, StorePath};
 use futures::{stream, StreamExt, TryStreamExt};
@@ -56,7 +56,7 @@ fn gen_stream(
 /// Reads the object at `key` as a stream and checks it equals the generated data.
 async fn assert_generated(o: &Objects, key: &str, total: u64) {
     let object = o
-        .get(key, ByteRange::All)
+        .get(key, ReadRange::All)
         .await
         .unwrap()
         .expect("object present");
@@ -170,7 +170,7 @@ async fn cache_info_init(cache: &BinaryCache, url: &str) {
 /// Small objects: put, get, head, rename, delete.
 async fn small_objects(o: &Objects, url: &str) {
     assert!(o
-        .get("log/missing.drv", ByteRange::All)
+        .get("log/missing.drv", ReadRange::All)
         .await
         .unwrap()
         .is_none());
@@ -181,7 +181,7 @@ async fn small_objects(o: &Objects, url: &str) {
         .put(
             "log/a.drv",
             Bytes::from_static(b"build log\n"),
-            PutMode::Overwrite,
+            WriteMode::Overwrite,
         )
         .await
         .unwrap();
@@ -195,7 +195,7 @@ async fn small_objects(o: &Objects, url: &str) {
     assert_eq!((meta.key.as_str(), meta.size), ("log/a.drv", 10));
     assert!(meta.last_modified > before, "{url}: last-modified {meta:?}");
     assert!(meta.e_tag.is_some(), "{url}: no ETag: {meta:?}");
-    let got = o.get("log/a.drv", ByteRange::All).await.unwrap().unwrap();
+    let got = o.get("log/a.drv", ReadRange::All).await.unwrap().unwrap();
     assert_eq!(got.meta.size, meta.size);
     assert_eq!(
         got.meta.e_tag, meta.e_tag,
@@ -204,7 +204,7 @@ async fn small_objects(o: &Objects, url: &str) {
     let streamed: Vec<Bytes> = got.body.try_collect().await.unwrap();
     assert_eq!(streamed.concat(), b"build log\n");
     // Overwrite: a new ETag.
-    o.put("log/a.drv", Bytes::from_static(b"v2"), PutMode::Overwrite)
+    o.put("log/a.drv", Bytes::from_static(b"v2"), WriteMode::Overwrite)
         .await
         .unwrap();
     assert_eq!(
@@ -224,9 +224,13 @@ async fn small_objects(o: &Objects, url: &str) {
         o.get_bytes("log/b.drv").await.unwrap().unwrap(),
         Bytes::from_static(b"v2")
     );
-    o.put("log/c.drv", Bytes::from_static(b"old"), PutMode::Overwrite)
-        .await
-        .unwrap();
+    o.put(
+        "log/c.drv",
+        Bytes::from_static(b"old"),
+        WriteMode::Overwrite,
+    )
+    .await
+    .unwrap();
     // Garage orders an object's versions by millisecond timestamps, and its CopyObject takes
     // `now` without stepping past the destination's newest version (garage_api_s3 2.5
     // copy.rs), so a copy landing in the same millisecond as the put above may lose to it.
@@ -254,7 +258,7 @@ async fn small_objects(o: &Objects, url: &str) {
     o.delete("log/c.drv").await.unwrap(); // deleting a missing key is fine
                                           // Keys no backend accepts.
     for bad in ["", "/abs", "a//b", "dir/", "a/../b"] {
-        match o.put(bad, Bytes::new(), PutMode::Overwrite).await {
+        match o.put(bad, Bytes::new(), WriteMode::Overwrite).await {
             Err(e @ StoreError::BadKey { .. }) => assert_eq!(e.kind(), ErrorKind::InvalidInput),
             other => panic!("{url}: key {bad:?}: {other:?}"),
         }
@@ -284,12 +288,12 @@ async fn conditional_writes(o: &Objects, url: &str, expect: Expect) {
         "{url}: probe objects left: {leftovers:?}"
     );
     let created = o
-        .put("roots/a", Bytes::from_static(b"first"), PutMode::Create)
+        .put("roots/a", Bytes::from_static(b"first"), WriteMode::Create)
         .await;
     if support.create_only {
         created.unwrap();
         match o
-            .put("roots/a", Bytes::from_static(b"second"), PutMode::Create)
+            .put("roots/a", Bytes::from_static(b"second"), WriteMode::Create)
             .await
         {
             Err(e @ StoreError::AlreadyExists { .. }) => {
@@ -306,7 +310,7 @@ async fn conditional_writes(o: &Objects, url: &str, expect: Expect) {
         // A streamed create-only write, small (one request) and above the multipart
         // threshold (staged, then copied into place only if the key is free).
         let w = o
-            .put_stream("roots/a", gen_stream(1000, 100), PutMode::Create)
+            .put_stream("roots/a", gen_stream(1000, 100), WriteMode::Create)
             .await;
         assert!(
             matches!(w, Err(StoreError::AlreadyExists { .. })),
@@ -314,14 +318,14 @@ async fn conditional_writes(o: &Objects, url: &str, expect: Expect) {
         );
         let big = (MULTIPART_THRESHOLD + 1_000_000) as u64;
         match o
-            .put_stream("roots/big", gen_stream(big, 65_536), PutMode::Create)
+            .put_stream("roots/big", gen_stream(big, 65_536), WriteMode::Create)
             .await
         {
             Ok(w) => {
                 assert_eq!(w.size, big);
                 assert_generated(o, "roots/big", big).await;
                 let again = o
-                    .put_stream("roots/big", gen_stream(big, 65_536), PutMode::Create)
+                    .put_stream("roots/big", gen_stream(big, 65_536), WriteMode::Create)
                     .await;
                 assert!(
                     matches!(again, Err(StoreError::AlreadyExists { .. })),
@@ -351,9 +355,13 @@ async fn conditional_writes(o: &Objects, url: &str, expect: Expect) {
             other => panic!("{url}: create-only write on a store without it: {other:?}"),
         }
         assert_eq!(o.head("roots/a").await.unwrap(), None);
-        o.put("roots/a", Bytes::from_static(b"first"), PutMode::Overwrite)
-            .await
-            .unwrap();
+        o.put(
+            "roots/a",
+            Bytes::from_static(b"first"),
+            WriteMode::Overwrite,
+        )
+        .await
+        .unwrap();
     }
     let current = o.head("roots/a").await.unwrap().unwrap().version_tag();
     let stale = VersionTag {
@@ -364,7 +372,7 @@ async fn conditional_writes(o: &Objects, url: &str, expect: Expect) {
         .put(
             "roots/a",
             Bytes::from_static(b"swapped"),
-            PutMode::IfUnchanged(current.clone()),
+            WriteMode::IfUnchanged(current.clone()),
         )
         .await;
     if support.if_unchanged {
@@ -373,7 +381,7 @@ async fn conditional_writes(o: &Objects, url: &str, expect: Expect) {
             .put(
                 "roots/a",
                 Bytes::from_static(b"lost"),
-                PutMode::IfUnchanged(current),
+                WriteMode::IfUnchanged(current),
             )
             .await
         {
@@ -384,7 +392,7 @@ async fn conditional_writes(o: &Objects, url: &str, expect: Expect) {
             o.put(
                 "roots/a",
                 Bytes::from_static(b"lost"),
-                PutMode::IfUnchanged(stale)
+                WriteMode::IfUnchanged(stale)
             )
             .await,
             Err(StoreError::Changed { .. })
@@ -413,7 +421,7 @@ async fn conditional_writes(o: &Objects, url: &str, expect: Expect) {
 async fn streams_ranges_listing(o: &Objects, url: &str) {
     // --- streams: empty, small (single put), large (multipart).
     assert_eq!(
-        o.put_stream("nar/empty.nar", stream::empty(), PutMode::Overwrite)
+        o.put_stream("nar/empty.nar", stream::empty(), WriteMode::Overwrite)
             .await
             .unwrap()
             .size,
@@ -424,7 +432,7 @@ async fn streams_ranges_listing(o: &Objects, url: &str) {
         o.put_stream(
             "nar/small.nar",
             gen_stream(100_000, 7_000),
-            PutMode::Overwrite
+            WriteMode::Overwrite
         )
         .await
         .unwrap()
@@ -436,7 +444,7 @@ async fn streams_ranges_listing(o: &Objects, url: &str) {
     let t = Instant::now();
     let key = "nar/.tmp-big";
     assert_eq!(
-        o.put_stream(key, gen_stream(BIG, 100_003), PutMode::Overwrite)
+        o.put_stream(key, gen_stream(BIG, 100_003), WriteMode::Overwrite)
             .await
             .unwrap()
             .size,
@@ -452,16 +460,16 @@ async fn streams_ranges_listing(o: &Objects, url: &str) {
     // --- ranges, streamed: inside, across a part boundary, at the end, clamped past the end,
     // from an offset, the last n bytes, empty; each says the object's whole size.
     for (range, want) in [
-        (ByteRange::Bounded(0..10), 0..10u64),
+        (ReadRange::Bounded(0..10), 0..10u64),
         (
-            ByteRange::Bounded(10 * 1024 * 1024 - 5..10 * 1024 * 1024 + 5),
+            ReadRange::Bounded(10 * 1024 * 1024 - 5..10 * 1024 * 1024 + 5),
             10 * 1024 * 1024 - 5..10 * 1024 * 1024 + 5,
         ),
-        (ByteRange::Bounded(BIG - 7..BIG), BIG - 7..BIG),
-        (ByteRange::Bounded(12_345..1_012_345), 12_345..1_012_345),
-        (ByteRange::Bounded(BIG - 5..BIG + 100), BIG - 5..BIG),
-        (ByteRange::From(BIG - 3000), BIG - 3000..BIG),
-        (ByteRange::Last(4096), BIG - 4096..BIG),
+        (ReadRange::Bounded(BIG - 7..BIG), BIG - 7..BIG),
+        (ReadRange::Bounded(12_345..1_012_345), 12_345..1_012_345),
+        (ReadRange::Bounded(BIG - 5..BIG + 100), BIG - 5..BIG),
+        (ReadRange::From(BIG - 3000), BIG - 3000..BIG),
+        (ReadRange::Last(4096), BIG - 4096..BIG),
     ] {
         let got = o.get(final_key, range.clone()).await.unwrap().unwrap();
         assert_eq!(got.meta.size, BIG, "{url}: {range:?}: size");
@@ -475,19 +483,19 @@ async fn streams_ranges_listing(o: &Objects, url: &str) {
         );
     }
     let empty = o
-        .get(final_key, ByteRange::Bounded(5..5))
+        .get(final_key, ReadRange::Bounded(5..5))
         .await
         .unwrap()
         .unwrap();
     assert_eq!((empty.meta.size, empty.range), (BIG, 5..5));
-    match o.get(final_key, ByteRange::From(BIG + 10)).await {
+    match o.get(final_key, ReadRange::From(BIG + 10)).await {
         Err(e @ StoreError::RangeNotSatisfiable { .. }) => {
             assert_eq!(e.kind(), ErrorKind::InvalidInput);
         }
         other => panic!("{url}: a range past the end: {other:?}"),
     }
     assert!(o
-        .get("nar/missing.nar", ByteRange::Bounded(0..10))
+        .get("nar/missing.nar", ReadRange::Bounded(0..10))
         .await
         .unwrap()
         .is_none());
@@ -535,7 +543,7 @@ async fn failing_source(o: &Objects, url: &str) {
             }
             Ok(c)
         });
-        match o.put_stream(&key, failing, PutMode::Overwrite).await {
+        match o.put_stream(&key, failing, WriteMode::Overwrite).await {
             Err(e @ StoreError::Source { .. }) => {
                 let msg = e.to_string();
                 assert!(msg.contains(&key) && msg.contains("disk on fire"), "{msg}");
@@ -597,7 +605,7 @@ async fn narinfos(cache: &BinaryCache, url: &str) {
         "nar/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.narinfo",
         "not-a-hash.narinfo",
     ] {
-        o.put(key, Bytes::from_static(b"x"), PutMode::Overwrite)
+        o.put(key, Bytes::from_static(b"x"), WriteMode::Overwrite)
             .await
             .unwrap();
     }
@@ -621,7 +629,7 @@ async fn narinfos(cache: &BinaryCache, url: &str) {
     o.put(
         &bad_key,
         Bytes::from_static(b"StorePath: /nix/store/nonsense\nthis is not a narinfo\n"),
-        PutMode::Overwrite,
+        WriteMode::Overwrite,
     )
     .await
     .unwrap();
@@ -639,7 +647,7 @@ async fn narinfos(cache: &BinaryCache, url: &str) {
     o.put(
         "nix-cache-info",
         Bytes::from_static(b"Priority: high\n"),
-        PutMode::Overwrite,
+        WriteMode::Overwrite,
     )
     .await
     .unwrap();
@@ -778,7 +786,7 @@ fn conformance_garage() {
         let mut env_profile = home_env.clone();
         env_profile.push(("AWS_PROFILE".to_owned(), "garage-test".to_owned()));
         let by_env_profile = BinaryCache::open_with_env(&format!("s3://{}", garage.bucket), &env_profile).unwrap();
-        by_env_profile.objects().put("log/profile.drv", Bytes::from_static(b"p"), PutMode::Overwrite).await.unwrap();
+        by_env_profile.objects().put("log/profile.drv", Bytes::from_static(b"p"), WriteMode::Overwrite).await.unwrap();
         let mut wrong_keys_env = home_env.clone();
         wrong_keys_env.push(("AWS_ACCESS_KEY_ID".to_owned(), "GKwrong".to_owned()));
         wrong_keys_env.push(("AWS_SECRET_ACCESS_KEY".to_owned(), "wrong".to_owned()));
@@ -793,7 +801,7 @@ fn conformance_garage() {
         eprintln!("wrong secret: {e}");
         assert!(matches!(e, StoreError::AccessDenied { .. }), "{e:?}");
         assert!(e.to_string().contains("nix-cache-info") && e.to_string().contains(&garage.url("")));
-        let e = c.objects().put("log/x", Bytes::from_static(b"x"), PutMode::Overwrite).await.unwrap_err();
+        let e = c.objects().put("log/x", Bytes::from_static(b"x"), WriteMode::Overwrite).await.unwrap_err();
         eprintln!("wrong secret (write): {e}");
         assert!(matches!(e, StoreError::AccessDenied { .. }), "{e:?}");
         let e = c.objects().head("x.narinfo").await.unwrap_err();
@@ -816,7 +824,7 @@ fn conformance_garage() {
         eprintln!("no such bucket (read): {e}");
         assert!(matches!(e, StoreError::NoSuchBucket { .. }), "{e:?}");
         assert!(e.to_string().contains("no-such-bucket"), "{e}");
-        let e = c.objects().put("nix-cache-info", Bytes::from_static(b"StoreDir: /nix/store\n"), PutMode::Overwrite).await.unwrap_err();
+        let e = c.objects().put("nix-cache-info", Bytes::from_static(b"StoreDir: /nix/store\n"), WriteMode::Overwrite).await.unwrap_err();
         eprintln!("no such bucket (write): {e}");
         assert!(matches!(e, StoreError::NoSuchBucket { .. }), "{e:?}");
 
@@ -883,7 +891,7 @@ fn conformance_azurite() {
 /// Bytes `range` of the object at `key`.
 async fn range_bytes(o: &Objects, key: &str, range: std::ops::Range<u64>) -> Vec<u8> {
     let object = o
-        .get(key, ByteRange::Bounded(range))
+        .get(key, ReadRange::Bounded(range))
         .await
         .unwrap()
         .unwrap();
@@ -981,7 +989,7 @@ fn gcs_reads_through_fake_gcs_server() {
         // What the emulator lacks: every write of the XML API.
         let e = cache
             .objects()
-            .put("log/x", Bytes::from_static(b"x"), PutMode::Overwrite)
+            .put("log/x", Bytes::from_static(b"x"), WriteMode::Overwrite)
             .await
             .unwrap_err();
         assert!(
@@ -1023,7 +1031,7 @@ fn unreachable_endpoint_is_said_clearly() {
 
         let e = cache
             .objects()
-            .put("x.narinfo", Bytes::from_static(b"x"), PutMode::Overwrite)
+            .put("x.narinfo", Bytes::from_static(b"x"), WriteMode::Overwrite)
             .await
             .unwrap_err();
         assert!(matches!(e, StoreError::Unreachable { .. }), "{e:?}");
@@ -1097,7 +1105,7 @@ fn http_cache_is_readable_and_read_only() {
             );
             assert_generated(o, &info.url, 200_000).await;
             assert_eq!(
-                &o.get(&info.url, ByteRange::Bounded(1000..2000))
+                &o.get(&info.url, ReadRange::Bounded(1000..2000))
                     .await
                     .unwrap()
                     .unwrap()
@@ -1110,10 +1118,10 @@ fn http_cache_is_readable_and_read_only() {
             );
 
             for result in [
-                o.put("x.narinfo", Bytes::from_static(b"x"), PutMode::Overwrite)
+                o.put("x.narinfo", Bytes::from_static(b"x"), WriteMode::Overwrite)
                     .await
                     .map(drop),
-                o.put_stream("nar/x", gen_stream(10, 10), PutMode::Create)
+                o.put_stream("nar/x", gen_stream(10, 10), WriteMode::Create)
                     .await
                     .map(drop),
                 o.delete(&info.url).await,
@@ -1128,7 +1136,7 @@ fn http_cache_is_readable_and_read_only() {
             }
             let e = cache
                 .objects()
-                .put("x.narinfo", Bytes::new(), PutMode::Overwrite)
+                .put("x.narinfo", Bytes::new(), WriteMode::Overwrite)
                 .await
                 .unwrap_err();
             eprintln!("read-only: {e}");

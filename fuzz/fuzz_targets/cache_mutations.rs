@@ -19,7 +19,7 @@ use cachecore::narinfo::NarInfo;
 use cachecore::ops::{self, CopyOptions, NoProgress, PushOptions, VerifyOptions};
 use cachecore::server::{self, Config, Upstream};
 use cachecore::signing::{PublicKey, SecretKey, Signer};
-use cachecore::store::{BinaryCache, PutMode};
+use cachecore::store::{BinaryCache, WriteMode};
 use cachecore::store_path::StoreDir;
 use futures::TryStreamExt as _;
 use libfuzzer_sys::fuzz_target;
@@ -140,7 +140,7 @@ fuzz_target!(|data: &[u8]| {
     clean.rt.block_on(async {
         let from = BinaryCache::open("memory://").unwrap();
         for (k, v) in &objects {
-            from.objects().put(k, v.clone(), PutMode::Overwrite).await.unwrap();
+            from.objects().put(k, v.clone(), WriteMode::Overwrite).await.unwrap();
         }
         let _ = ops::verify(&from, &[], &VerifyOptions::default()).await;
         for trusted in [vec![], vec![clean.public.clone()]] {

@@ -79,10 +79,12 @@ fn serve(stream: TcpStream, answer: &Answer, asked: &Mutex<BTreeMap<String, u64>
             "HTTP/1.1 {status}\r\ncontent-length: {}\r\ncontent-type: application/octet-stream\r\n\r\n",
             body.len()
         );
-        let sent = out.write_all(head.as_bytes()).and_then(|()| match method.as_str() {
-            "HEAD" => Ok(()),
-            _ => out.write_all(&body),
-        });
+        let sent = out
+            .write_all(head.as_bytes())
+            .and_then(|()| match method.as_str() {
+                "HEAD" => Ok(()),
+                _ => out.write_all(&body),
+            });
         if sent.is_err() {
             return;
         }

@@ -55,7 +55,13 @@ fn main() {
             refs.push(path(i - 1 - next() % 20.min(i - libraries)));
         }
         let nar = Hash::digest(HashAlgo::Sha256, &i.to_le_bytes());
-        let mut info = NarInfo::new(dir.clone(), path(i), format!("nar/{}.nar.zst", nar.to_nix32()), nar, 1000);
+        let mut info = NarInfo::new(
+            dir.clone(),
+            path(i),
+            format!("nar/{}.nar.zst", nar.to_nix32()),
+            nar,
+            1000,
+        );
         info.references = refs;
         info.file_size = Some(500);
         snapshot.add_narinfo(&path(i).hash_part(), &info, i, i);

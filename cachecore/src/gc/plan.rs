@@ -41,7 +41,7 @@ pub struct PathSummary {
 /// backend (S3 lists times to the millisecond but HEAD answers them to the second; the ETag of
 /// a local file holds its mtime to the nanosecond). An S3 object rewritten with the same bytes
 /// within the same second is not seen as rewritten.
-pub fn fingerprint(meta: &crate::store::ObjectMeta) -> u64 {
+pub fn fingerprint(meta: &crate::store::ObjectInfo) -> u64 {
     use std::hash::{Hash as _, Hasher as _};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     meta.e_tag.hash(&mut h);

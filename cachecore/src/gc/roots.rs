@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::TryStreamExt;
 
 use super::apply::GcError;
-use crate::store::{layout, BinaryCache, GcRootEntry, PutMode};
+use crate::store::{layout, BinaryCache, GcRootEntry, WriteMode};
 use crate::store_path::{StoreDir, StorePath};
 
 /// The first line of a root body.
@@ -421,7 +421,7 @@ pub async fn add(
         },
     };
     cache
-        .put_gc_root(&h, &n, body.render(store_dir).into(), PutMode::Overwrite)
+        .put_gc_root(&h, &n, body.render(store_dir).into(), WriteMode::Overwrite)
         .await?;
     Ok(body)
 }
@@ -446,7 +446,7 @@ pub async fn remove(
     let mut body = RootBody::parse(&layout::gcroot(&h, &n), &bytes, store_dir)?;
     body.trashed = Some(unix_secs(now));
     cache
-        .put_gc_trash(&h, &n, body.render(store_dir).into(), PutMode::Overwrite)
+        .put_gc_trash(&h, &n, body.render(store_dir).into(), WriteMode::Overwrite)
         .await?;
     cache.delete_gc_root(&h, &n).await?;
     Ok(())
@@ -471,7 +471,7 @@ pub async fn restore(
     let mut body = RootBody::parse(&layout::gctrash(&h, &n), &bytes, store_dir)?;
     body.trashed = None;
     cache
-        .put_gc_root(&h, &n, body.render(store_dir).into(), PutMode::Create)
+        .put_gc_root(&h, &n, body.render(store_dir).into(), WriteMode::Create)
         .await?;
     cache.delete_gc_trash(&h, &n).await?;
     Ok(())
@@ -539,20 +539,20 @@ mod tests {
         // A key that does not parse, or a body that does not, stops the reading.
         let objects = cache.objects();
         objects
-            .put("gcroots/laptop", "x".into(), PutMode::Overwrite)
+            .put("gcroots/laptop", "x".into(), WriteMode::Overwrite)
             .await
             .unwrap();
         let err = read_all(&cache, &dir, false).await.unwrap_err();
         assert!(err.to_string().contains("gcroots/laptop"), "{err}");
         objects.delete("gcroots/laptop").await.unwrap();
         objects
-            .put("gcroots/laptop/bad%2f", "x".into(), PutMode::Overwrite)
+            .put("gcroots/laptop/bad%2f", "x".into(), WriteMode::Overwrite)
             .await
             .unwrap();
         assert!(read_all(&cache, &dir, false).await.is_err());
         objects.delete("gcroots/laptop/bad%2f").await.unwrap();
         objects
-            .put("gcroots/laptop/x", "junk".into(), PutMode::Overwrite)
+            .put("gcroots/laptop/x", "junk".into(), WriteMode::Overwrite)
             .await
             .unwrap();
         let err = read_all(&cache, &dir, false).await.unwrap_err();

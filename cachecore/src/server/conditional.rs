@@ -8,11 +8,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::http::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, RANGE};
 use axum::http::HeaderMap;
 
-use crate::store::objects::ObjectMeta;
+use crate::store::objects::ObjectInfo;
 
 /// The `ETag` header value for the backend's entity tag: S3's come quoted, a local directory's
 /// do not; anything that cannot be a valid entity tag is left out.
-pub(crate) fn etag(meta: &ObjectMeta) -> Option<String> {
+pub(crate) fn etag(meta: &ObjectInfo) -> Option<String> {
     let raw = meta.e_tag.as_deref()?;
     let inner = raw.strip_prefix("W/").unwrap_or(raw).trim_matches('"');
     let valid = !inner.is_empty()
@@ -35,7 +35,7 @@ fn seconds(t: SystemTime) -> u64 {
 }
 
 /// The `Last-Modified` header value.
-pub(crate) fn last_modified(meta: &ObjectMeta) -> String {
+pub(crate) fn last_modified(meta: &ObjectInfo) -> String {
     httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(seconds(meta.last_modified)))
 }
 
@@ -49,7 +49,7 @@ fn weak_eq(a: &str, b: &str) -> bool {
 }
 
 /// Whether the request's validators say the client's copy is current (answer 304).
-pub(crate) fn not_modified(headers: &HeaderMap, meta: &ObjectMeta) -> bool {
+pub(crate) fn not_modified(headers: &HeaderMap, meta: &ObjectInfo) -> bool {
     if let Some(list) = header(headers, &IF_NONE_MATCH) {
         // If-None-Match wins over If-Modified-Since when both are sent.
         let ours = etag(meta);
@@ -111,7 +111,7 @@ pub(crate) fn requested_range(headers: &HeaderMap) -> Option<ByteRange> {
 
 /// Whether `If-Range` (when sent) still matches the object, so the range applies; when it does
 /// not, the client gets the whole object.
-pub(crate) fn range_applies(headers: &HeaderMap, meta: &ObjectMeta) -> bool {
+pub(crate) fn range_applies(headers: &HeaderMap, meta: &ObjectInfo) -> bool {
     let Some(cond) = header(headers, &IF_RANGE) else {
         return true;
     };
@@ -142,8 +142,8 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
-    fn meta(etag: Option<&str>, secs: u64) -> ObjectMeta {
-        ObjectMeta {
+    fn meta(etag: Option<&str>, secs: u64) -> ObjectInfo {
+        ObjectInfo {
             key: "k".to_owned(),
             size: 100,
             last_modified: UNIX_EPOCH + Duration::from_millis(secs * 1000 + 345),

@@ -21,7 +21,7 @@ use super::conditional::{
 };
 use super::{store_failure, text, AppState};
 use crate::store::layout::{ObjectKey, ObjectKind};
-use crate::store::objects::{ByteRange, Object, ObjectMeta};
+use crate::store::objects::{Object, ObjectInfo, ReadRange};
 use crate::store::StoreError;
 
 /// NARs never change under their name (it is their hash).
@@ -72,7 +72,7 @@ pub(super) async fn get_or_head(
     let conditional = is_conditional(headers);
     if !(head || conditional || range.is_some()) {
         // The common case: one request to the store, metadata from its answer.
-        return match state.cache.objects().get(&key.key, ByteRange::All).await {
+        return match state.cache.objects().get(&key.key, ReadRange::All).await {
             Ok(Some(obj)) => body(state, key, obj, false),
             Ok(None) => not_found(key),
             Err(e) => store_failure(&key.key, &e),
@@ -116,7 +116,7 @@ pub(super) async fn get_or_head(
         return r;
     }
     let partial = slice.is_some();
-    let wanted = slice.map_or(ByteRange::All, ByteRange::Bounded);
+    let wanted = slice.map_or(ReadRange::All, ReadRange::Bounded);
     match state.cache.objects().get(&key.key, wanted).await {
         Ok(Some(obj)) if obj.meta.size == meta.size && obj.meta.e_tag == meta.e_tag => {
             body(state, key, obj, partial)
@@ -178,7 +178,7 @@ fn insert(h: &mut HeaderMap, name: axum::http::HeaderName, value: String) {
     }
 }
 
-fn validators(h: &mut HeaderMap, key: &ObjectKey, meta: &ObjectMeta) {
+fn validators(h: &mut HeaderMap, key: &ObjectKey, meta: &ObjectInfo) {
     if let Some(tag) = etag(meta) {
         insert(h, ETAG, tag);
     }
@@ -189,7 +189,7 @@ fn validators(h: &mut HeaderMap, key: &ObjectKey, meta: &ObjectMeta) {
     );
 }
 
-fn entity_headers(h: &mut HeaderMap, key: &ObjectKey, meta: &ObjectMeta) {
+fn entity_headers(h: &mut HeaderMap, key: &ObjectKey, meta: &ObjectInfo) {
     h.insert(
         CONTENT_TYPE,
         HeaderValue::from_static(key.kind.content_type()),

@@ -54,10 +54,22 @@ pub(super) fn table(state: &Shared) -> Router<Shared> {
             .merge(public(any(method_not_allowed)))
     };
     let routes = Routes(Router::new())
-        .add("/", Label::Fixed("landing"), read(state, get(landing::page)))
+        .add(
+            "/",
+            Label::Fixed("landing"),
+            read(state, get(landing::page)),
+        )
         .add("/health", Label::Fixed("health"), public(get(health)))
-        .add("/metrics", Label::Fixed("metrics"), read(state, get(metrics_page)))
-        .add("/serve/{*path}", Label::Fixed("serve_file"), read(state, get(serve_file)))
+        .add(
+            "/metrics",
+            Label::Fixed("metrics"),
+            read(state, get(metrics_page)),
+        )
+        .add(
+            "/serve/{*path}",
+            Label::Fixed("serve_file"),
+            read(state, get(serve_file)),
+        )
         .add("/nix-cache-info", Label::OfObject, object())
         .add("/{file}", Label::OfObject, object())
         .add("/nar/{*file}", Label::OfObject, object())
@@ -351,8 +363,14 @@ mod tests {
         assert_eq!(s, [404, 404, 405, 405, 401, 401, 401, 200, 404, 403, 405]);
         assert!(answers[0].body.starts_with("not an object of this cache: "));
         assert_eq!(answers[2].allow.as_deref(), Some("GET, HEAD, PUT"));
-        assert_eq!(answers[2].body, "DELETE is not supported; use GET, HEAD or PUT\n");
-        assert_eq!(answers[3].body, "POST is not supported; use GET, HEAD or PUT\n");
+        assert_eq!(
+            answers[2].body,
+            "DELETE is not supported; use GET, HEAD or PUT\n"
+        );
+        assert_eq!(
+            answers[3].body,
+            "POST is not supported; use GET, HEAD or PUT\n"
+        );
         assert!(answers[7].body.starts_with("StoreDir: "));
         assert_eq!(answers[8].label, "nar");
         assert_eq!(answers[10].allow.as_deref(), Some("GET,HEAD"));

@@ -33,7 +33,7 @@ use crate::narinfo::NarInfo;
 use crate::ops::OpError;
 use crate::realisation::Realisation;
 use crate::store::layout::{self, ObjectKey, ObjectKind};
-use crate::store::objects::PutMode;
+use crate::store::objects::WriteMode;
 use crate::store::{StoreError, MAX_LISTING_BYTES};
 use crate::store_path::StorePath;
 
@@ -271,7 +271,7 @@ pub(super) async fn put(state: &AppState, key: &ObjectKey, req: Request) -> Resp
     match state
         .cache
         .objects()
-        .put(&key.key, body, PutMode::Overwrite)
+        .put(&key.key, body, WriteMode::Overwrite)
         .await
     {
         Ok(_) => {
@@ -425,7 +425,7 @@ async fn put_nar(
     let written = state
         .cache
         .objects()
-        .put_stream(&key.key, body, PutMode::Overwrite)
+        .put_stream(&key.key, body, WriteMode::Overwrite)
         .await;
     drop(held_lock);
     match written {
@@ -664,7 +664,7 @@ async fn publish_held_listing(state: &AppState, key: &ObjectKey, json: Option<By
             state
                 .cache
                 .objects()
-                .put(&ls, json, PutMode::Overwrite)
+                .put(&ls, json, WriteMode::Overwrite)
                 .await
         }
         Err(e) => Err(e),

@@ -76,7 +76,7 @@ pub use debris::{Debris, DEBRIS_AGE};
 pub use error::{is_backend_detail, StoreError};
 pub use nar::{IntegrityError, NarReader};
 pub use objects::{
-    ByteRange, ByteStream, Object, ObjectInfo, ObjectMeta, Objects, PutMode, ReadRange, VersionTag,
-    WriteMode, WriteSupport, Written, MULTIPART_THRESHOLD, PARTS_IN_FLIGHT, PART_SIZE,
+    ByteStream, Object, ObjectInfo, Objects, ReadRange, VersionTag, WriteMode, WriteSupport,
+    Written, MULTIPART_THRESHOLD, PARTS_IN_FLIGHT, PART_SIZE,
 };
 pub use url::{StoreLocation, StoreSettings, StoreUrl};

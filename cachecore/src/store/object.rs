@@ -142,10 +142,3 @@ pub struct Written {
     /// The new object's version, when the backend reports one.
     pub version: VersionTag,
 }
-
-/// The name [`ObjectInfo`] had before; kept so existing callers compile.
-pub type ObjectMeta = ObjectInfo;
-/// The name [`ReadRange`] had before; kept so existing callers compile.
-pub type ByteRange = ReadRange;
-/// The name [`WriteMode`] had before; kept so existing callers compile.
-pub type PutMode = WriteMode;

@@ -64,8 +64,7 @@ use super::hot::{self, HotObjects};
 use super::layout;
 use super::local::file_chunks;
 pub use super::object::{
-    ByteRange, ByteStream, Object, ObjectInfo, ObjectMeta, PutMode, ReadRange, VersionTag,
-    WriteMode, WriteSupport, Written,
+    ByteStream, Object, ObjectInfo, ReadRange, VersionTag, WriteMode, WriteSupport, Written,
 };
 
 /// Objects at least this large are uploaded by [`Objects::put_stream`] in parts; smaller ones
