@@ -2650,3 +2650,109 @@ fn a_proxy_refuses_an_upstream_inventing_references_after_one_narinfo() {
         .collect();
     assert!(stored.is_empty(), "the proxy stored {stored:?}");
 }
+
+#[test]
+fn a_presigned_upload_url_cannot_replace_the_nar_it_was_asked_for() {
+    let garage = common::garage::Garage::start();
+    let store = garage.url("direct-urls");
+    let tmp = tempdir();
+    let (token_file, _) = credentials(tmp.path(), "push", "direct-token-1");
+    let (secret, public) = nix_generate_key(tmp.path(), "direct-signs-1");
+    let dir = tmp.path().join("direct-url-path");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("data"), pseudo_random_bytes(1 << 20, 0xd1ec7)).unwrap();
+    let path = nix_store_add(&dir);
+    // The path's narinfo and NAR as cachecore writes them, renamed as a streaming push names
+    // its NARs (after the NarHash, with a unique suffix).
+    let local = tmp.path().join("local");
+    cachecore_ok(&["push", path_str(&local), &path, "--quiet"], b"");
+    let narinfo = fs::read_to_string(local.join(format!("{}.narinfo", hash_part(&path)))).unwrap();
+    let url = narinfo_field(&narinfo, "URL");
+    let good = fs::read(local.join(&url)).unwrap();
+    let nar_hash = narinfo_field(&narinfo, "NarHash");
+    let nar_key = format!(
+        "nar/{}-0123456789abcdef.nar.zst",
+        nar_hash.strip_prefix("sha256:").unwrap()
+    );
+    assert!(url.ends_with(".nar.zst"), "{url}");
+    let narinfo = narinfo.replace(&format!("URL: {url}"), &format!("URL: {nar_key}"));
+
+    let serve = Serve::spawn(
+        &[
+            "serve",
+            &store,
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            path_str(&token_file),
+            "--key",
+            path_str(&secret),
+        ],
+        &garage.env(),
+    );
+    let bearer = "Authorization: Bearer direct-token-1";
+    let asked = curl(
+        &format!("{}/{nar_key}?upload-url", serve.url),
+        &["-X", "POST", "-H", bearer],
+    );
+    assert_eq!(asked.status, 200, "{}", asked.text());
+    let presigned = asked.text();
+    let put_file = |file: &Path| {
+        let r = curl(
+            presigned.trim(),
+            &[
+                "-X",
+                "PUT",
+                "--data-binary",
+                &format!("@{}", path_str(file)),
+            ],
+        );
+        assert_eq!(
+            r.status,
+            200,
+            "the bucket refused a PUT by the presigned URL: {}",
+            r.text()
+        );
+    };
+    let good_file = tmp.path().join("good.nar.zst");
+    fs::write(&good_file, &good).unwrap();
+    put_file(&good_file);
+    let narinfo_file = tmp.path().join("narinfo");
+    fs::write(&narinfo_file, &narinfo).unwrap();
+    let taken = curl(
+        &format!("{}/{}.narinfo", serve.url, hash_part(&path)),
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            bearer,
+            "--data-binary",
+            &format!("@{}", path_str(&narinfo_file)),
+        ],
+    );
+    assert!(taken.status / 100 == 2, "{} {}", taken.status, taken.text());
+
+    // The URL is still valid for an hour, and the bucket takes what is sent by it: another NAR
+    // of the same size now.
+    let evil_file = tmp.path().join("evil.nar.zst");
+    let mut evil = good.clone();
+    let middle = evil.len() / 2;
+    evil[middle] ^= 0x55;
+    fs::write(&evil_file, &evil).unwrap();
+    put_file(&evil_file);
+
+    let served = curl(&format!("{}/{nar_key}", serve.url), &[]);
+    assert_eq!(served.status, 200);
+    assert!(
+        served.body == good,
+        "the presigned URL replaced the published NAR"
+    );
+    on_garage_ok(&garage, &["verify", &store, "--trusted-key", &public]);
+    let res =
+        nix_copy_from_checking_sigs(&serve.url, &tmp.path().join("nix-store"), &path, &public);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+}

@@ -326,10 +326,12 @@ fn sign_narinfo(body: &[u8], secret: &crate::signing::SecretKey) -> Result<Bytes
 /// names one is taken only after its bytes were decompressed and hashed here. Answers 501 where
 /// the store cannot sign URLs (or `direct_uploads` is off): the client then `PUT`s here.
 ///
-/// A key that is present gets no URL (409). But a URL handed out stays valid for
-/// [`UPLOAD_URL_TTL`], and the bucket, not this server, takes its `PUT`: the write lock that
-/// keeps a `PUT` here from replacing a NAR a narinfo names does not cover it, so a holder of
-/// the upload token can still replace a NAR it asked a URL for, until the URL expires.
+/// A key that is present gets no URL (409). A URL handed out stays valid for
+/// [`UPLOAD_URL_TTL`], and the bucket, not this server, takes its `PUT`s, outside the write
+/// lock that keeps a `PUT` here from replacing a NAR a narinfo names. So the URL does not name
+/// the NAR's key but [`layout::direct_upload`]'s: the narinfo naming the NAR moves it into
+/// place under that lock ([`take_direct_upload`]), and whatever the URL writes afterwards lands
+/// where nothing reads it.
 pub(super) async fn upload_url(state: &AppState, key: &ObjectKey) -> Response {
     if !key.is_streamed_nar() {
         return text(
@@ -349,7 +351,7 @@ pub(super) async fn upload_url(state: &AppState, key: &ObjectKey) -> Response {
         state
             .cache
             .objects()
-            .presigned_put(&key.key, UPLOAD_URL_TTL)
+            .presigned_put(&layout::direct_upload(&key.key), UPLOAD_URL_TTL)
             .await
     } else {
         Ok(None)
@@ -525,6 +527,9 @@ async fn check_narinfo(
     if file_hash.algo() != HashAlgo::Sha256 || info.nar_hash.algo() != HashAlgo::Sha256 {
         return Err(bad(k, "its FileHash and NarHash must be sha256"));
     }
+    if nar.is_streamed_nar() {
+        take_direct_upload(state, &info.url).await?;
+    }
     match state.cache.objects().head(&info.url).await {
         Ok(Some(meta)) if meta.size == file_size => {}
         Ok(Some(meta)) => {
@@ -603,6 +608,28 @@ async fn check_narinfo(
         }
     }
     Ok(None)
+}
+
+/// A streamed NAR sent by a presigned URL ([`upload_url`]) is moved to its key when a narinfo
+/// names it and the key is free. Called under the NAR's write lock; the narinfo's checks then
+/// read the NAR at its key, which only this server writes: what the URL writes after the move
+/// is never read.
+async fn take_direct_upload(state: &AppState, nar_key: &str) -> Result<(), Response> {
+    let objects = state.cache.objects();
+    let direct = layout::direct_upload(nar_key);
+    match objects.head(nar_key).await {
+        Ok(Some(_)) => return Ok(()),
+        Ok(None) => {}
+        Err(e) => return Err(store_failure(nar_key, &e)),
+    }
+    match objects.head(&direct).await {
+        Ok(Some(_)) => objects
+            .rename(&direct, nar_key)
+            .await
+            .map_err(|e| store_failure(nar_key, &e)),
+        Ok(None) => Ok(()),
+        Err(e) => Err(store_failure(&direct, &e)),
+    }
 }
 
 /// What became of a listing that describes its NAR, or may.

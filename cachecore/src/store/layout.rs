@@ -343,12 +343,26 @@ pub fn is_local_staging(key: &str) -> bool {
 }
 
 /// Whether `key` is the leftover of an upload: a local staging file (`<key>#<n>`), a staged
-/// NAR (`nar/.tmp-*`) or a create-only upload's staging object (`.cachecore/staging/*`). None is
-/// ever named by a narinfo.
+/// NAR (`nar/.tmp-*`), a create-only upload's staging object (`.cachecore/staging/*`) or a NAR
+/// sent by a presigned URL that no narinfo took (`.cachecore/direct/*`). None is ever named by
+/// a narinfo.
 pub fn is_debris(key: &str) -> bool {
     is_local_staging(key)
         || key.starts_with(&format!("{NAR_DIR}/.tmp-"))
         || key.starts_with(&format!("{CACHECORE_DIR}/staging/"))
+        || key.starts_with(&format!("{CACHECORE_DIR}/{DIRECT_DIR}/"))
+}
+
+/// Under [`CACHECORE_DIR`]: NARs uploaded straight to the bucket ([`direct_upload`]).
+const DIRECT_DIR: &str = "direct";
+
+/// `.cachecore/direct/<file name of nar_key>`: where `serve`'s presigned upload URL for the
+/// streamed NAR `nar_key` points. The server moves it to `nar_key` when it takes the narinfo
+/// naming it, so the URL — valid for an hour, and checked by the bucket, not the server —
+/// writes only here afterwards, never over a published NAR.
+pub fn direct_upload(nar_key: &str) -> String {
+    let name = nar_key.rsplit('/').next().unwrap_or(nar_key);
+    format!("{CACHECORE_DIR}/{DIRECT_DIR}/{name}")
 }
 
 /// `log/<drv base name>`, e.g. `log/abc…-hello.drv`.
