@@ -9,7 +9,8 @@ const STORE_HELP: &str = "The binary cache: a directory (./cache, /srv/cache, fi
 s3://bucket[/prefix]?endpoint=http://host:port&region=R[&profile=P], gs://bucket, az://container, \
 memory://, or a read-only http(s):// cache. Nix's settings go in the query: secret-key=FILE, \
 compression=, compression-level=, write-nar-listing=, parallel-compression=, want-mass-query=, \
-priority= (options given here override them)";
+priority= (options given here override them), and narinfo-compression=, ls-compression=, \
+log-compression= (zstd|xz|bzip2: stored with Content-Encoding; not on a local directory)";
 
 /// What a store path argument is.
 const PATH_HELP: &str =

@@ -149,6 +149,7 @@ mod tests {
             last_modified: UNIX_EPOCH + Duration::from_millis(secs * 1000 + 345),
             e_tag: etag.map(str::to_owned),
             version: None,
+            content_encoding: None,
         }
     }
 

@@ -48,6 +48,30 @@ impl ObjectKind {
     }
 }
 
+impl ObjectKind {
+    /// Whether objects of this kind may be stored with a `Content-Encoding`
+    /// ([`crate::store::encoding`]), and the most bytes one is decoded to for a client that
+    /// does not accept its encoding.
+    fn decoded_limit(self) -> Option<u64> {
+        match self {
+            ObjectKind::NarInfo => Some(crate::narinfo::MAX_NARINFO_BYTES),
+            ObjectKind::Listing => Some(crate::store::MAX_LISTING_BYTES),
+            ObjectKind::Realisation => Some(crate::store::MAX_REALISATION_BYTES),
+            ObjectKind::Log => Some(MAX_DECODED_LOG),
+            ObjectKind::Nar
+            | ObjectKind::CacheInfo
+            | ObjectKind::GcRoot
+            | ObjectKind::GcTrash
+            | ObjectKind::Index
+            | ObjectKind::Scratch => None,
+        }
+    }
+}
+
+/// The most bytes a stored-encoded build log is decoded to for a client that does not accept
+/// its encoding (Nix, and every HTTP client through a library, accepts it).
+const MAX_DECODED_LOG: u64 = 64 << 20;
+
 pub(super) async fn get_or_head(
     state: &AppState,
     key: &ObjectKey,
@@ -70,6 +94,24 @@ pub(super) async fn get_or_head(
     }
     let range = if head { None } else { requested_range(headers) };
     let conditional = is_conditional(headers);
+    if let (Some(limit), true) = (
+        key.kind.decoded_limit(),
+        state.cache.objects().keeps_encodings(),
+    ) {
+        // A small object that may be stored encoded: read first (a HEAD does not tell the
+        // encoding), answered here if it is.
+        match state.cache.objects().get(&key.key, ReadRange::All).await {
+            Ok(Some(obj)) if obj.meta.content_encoding.is_some() => {
+                return encoded(state, key, obj, headers, head, limit).await
+            }
+            Ok(Some(obj)) if !(head || conditional || range.is_some()) => {
+                return body(state, key, obj, false)
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return not_found(key),
+            Err(e) => return store_failure(&key.key, &e),
+        }
+    }
     if !(head || conditional || range.is_some()) {
         // The common case: one request to the store, metadata from its answer.
         return match state.cache.objects().get(&key.key, ReadRange::All).await {
@@ -128,6 +170,98 @@ pub(super) async fn get_or_head(
         Ok(None) => not_found(key),
         Err(e) => store_failure(&key.key, &e),
     }
+}
+
+/// An object stored with a `Content-Encoding`: as stored to a client that accepts the encoding
+/// (`Vary: Accept-Encoding`; a `Range` is ignored, as HTTP allows, since it would count the
+/// encoded bytes), decoded — at most `limit` bytes — to one that does not.
+async fn encoded(
+    state: &AppState,
+    key: &ObjectKey,
+    obj: Object,
+    headers: &HeaderMap,
+    head: bool,
+    limit: u64,
+) -> Response {
+    use axum::http::header::{CONTENT_ENCODING, VARY};
+    use futures::TryStreamExt as _;
+    let encoding = obj.meta.content_encoding.clone().unwrap_or_default();
+    let mut r = if accepts(headers, &encoding) {
+        let mut r = if is_conditional(headers) && not_modified(headers, &obj.meta) {
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            validators(r.headers_mut(), key, &obj.meta);
+            r
+        } else if head {
+            let mut r = Response::new(Body::empty());
+            entity_headers(r.headers_mut(), key, &obj.meta);
+            insert(r.headers_mut(), CONTENT_LENGTH, obj.meta.size.to_string());
+            r
+        } else {
+            body(state, key, obj, false)
+        };
+        insert(r.headers_mut(), CONTENT_ENCODING, encoding);
+        r
+    } else {
+        let meta = obj.meta.clone();
+        let stored = match obj.body.try_collect::<Vec<Bytes>>().await {
+            Ok(chunks) => Bytes::from(chunks.concat()),
+            Err(e) => return store_failure(&key.key, &e),
+        };
+        let url = state.cache.url();
+        let plain = match crate::store::encoding::decode(url, &key.key, &encoding, stored, limit) {
+            Ok(p) => p,
+            Err(e) => return store_failure(&key.key, &e),
+        };
+        let len = plain.len();
+        state
+            .metrics
+            .sent_bytes
+            .with_label_values(&[key.kind.label()])
+            .inc_by(if head { 0 } else { len as u64 });
+        let mut r = Response::new(if head {
+            Body::empty()
+        } else {
+            Body::from(plain)
+        });
+        let h = r.headers_mut();
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(key.kind.content_type()),
+        );
+        // Another representation than the stored one: no entity tag of its own.
+        insert(h, LAST_MODIFIED, last_modified(&meta));
+        h.insert(
+            CACHE_CONTROL,
+            HeaderValue::from_static(key.kind.cache_control()),
+        );
+        insert(h, CONTENT_LENGTH, len.to_string());
+        r
+    };
+    let h = r.headers_mut();
+    h.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+    h.insert(ACCEPT_RANGES, HeaderValue::from_static("none"));
+    r
+}
+
+/// Whether `Accept-Encoding` takes `encoding` (by name or `*`, with a weight above zero).
+fn accepts(headers: &HeaderMap, encoding: &str) -> bool {
+    headers
+        .get_all(axum::http::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            !refused && (name.eq_ignore_ascii_case(encoding) || name == "*")
+        })
 }
 
 /// How long a redirect to a NAR in the bucket may be followed: long enough for any download to

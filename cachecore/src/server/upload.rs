@@ -196,13 +196,41 @@ pub(super) async fn put(state: &AppState, key: &ObjectKey, req: Request) -> Resp
         );
     };
     let idle = state.config.upload_idle_timeout;
+    let sent_encoding = match sent_encoding(&req) {
+        Ok(e) => e,
+        Err(why) => return bad(&key.key, why),
+    };
     if key.kind == ObjectKind::Nar {
+        if let Some(method) = sent_encoding {
+            return bad(
+                &key.key,
+                format_args!("it was sent with Content-Encoding {method}, which NARs do not take (their compression is in their name)"),
+            );
+        }
         return put_nar(state, key, req, limit, idle).await;
     }
     let mut body = match read_small(body_stream(req, limit, idle, None)).await {
         Ok(b) => b,
         Err(e) => return e.response(&key.key),
     };
+    // Sent compressed (`nix copy --to 'http://…?narinfo-compression=zstd'`): checked decoded,
+    // stored encoded.
+    if let Some(method) = sent_encoding {
+        body = match crate::store::encoding::decode(
+            state.cache.url(),
+            &key.key,
+            method.name(),
+            body,
+            limit,
+        ) {
+            Ok(plain) => plain,
+            Err(e) => return bad(&key.key, e),
+        };
+    }
+    let store_encoding = sent_encoding
+        .or_else(|| key.kind.stored_encoding(state.cache.settings()))
+        .filter(|_| state.cache.objects().keeps_encodings())
+        .unwrap_or(Compression::None);
     // With the server's key, the narinfo is stored signed by it (replacing a signature under
     // its name), so uploaders never hold the signing key.
     if let (ObjectKind::NarInfo, Some(secret)) = (key.kind, &state.config.signing_key) {
@@ -243,7 +271,7 @@ pub(super) async fn put(state: &AppState, key: &ObjectKey, req: Request) -> Resp
         ObjectKind::NarInfo => check_narinfo(state, key, &body)
             .await
             .map(|matched| listing = matched),
-        ObjectKind::Listing => match check_listing(state, key, &body).await {
+        ObjectKind::Listing => match check_listing(state, key, &body, store_encoding).await {
             Ok(Taken::Now) => Ok(()),
             Ok(Taken::Held) => {
                 return stored(
@@ -271,7 +299,7 @@ pub(super) async fn put(state: &AppState, key: &ObjectKey, req: Request) -> Resp
     match state
         .cache
         .objects()
-        .put(&key.key, body, WriteMode::Overwrite)
+        .put_encoded(&key.key, body, WriteMode::Overwrite, store_encoding)
         .await
     {
         Ok(_) => {
@@ -286,6 +314,36 @@ pub(super) async fn put(state: &AppState, key: &ObjectKey, req: Request) -> Resp
             stored(&key.key, "stored")
         }
         Err(e) => store_failure(&key.key, &e),
+    }
+}
+
+/// The compression an upload's `Content-Encoding` names, `None` for a plain one.
+fn sent_encoding(req: &Request) -> Result<Option<Compression>, String> {
+    let Some(value) = req.headers().get(axum::http::header::CONTENT_ENCODING) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| "its Content-Encoding is not text".to_owned())?;
+    crate::store::encoding::method_of(value)
+}
+
+impl ObjectKind {
+    /// The encoding the store's URL asks objects of this kind to be stored with
+    /// (`narinfo-compression=`, `ls-compression=`, `log-compression=`).
+    fn stored_encoding(self, settings: &crate::store::StoreSettings) -> Option<Compression> {
+        match self {
+            ObjectKind::NarInfo => settings.narinfo_compression,
+            ObjectKind::Listing => settings.ls_compression,
+            ObjectKind::Log => settings.log_compression,
+            ObjectKind::Nar
+            | ObjectKind::CacheInfo
+            | ObjectKind::Realisation
+            | ObjectKind::GcRoot
+            | ObjectKind::GcTrash
+            | ObjectKind::Index
+            | ObjectKind::Scratch => None,
+        }
     }
 }
 
@@ -644,7 +702,12 @@ enum Taken {
 /// against the narinfo as it goes. Without a narinfo there is no NAR to check it against: it is
 /// held, stored nowhere, so a listing planted for a path before it is pushed neither shows nor
 /// blocks the push.
-async fn check_listing(state: &AppState, key: &ObjectKey, body: &Bytes) -> Result<Taken, Response> {
+async fn check_listing(
+    state: &AppState,
+    key: &ObjectKey,
+    body: &Bytes,
+    encoding: Compression,
+) -> Result<Taken, Response> {
     let k = &key.key;
     let listing =
         Listing::parse(body).map_err(|e| bad(k, format_args!("not a valid listing: {e}")))?;
@@ -652,7 +715,7 @@ async fn check_listing(state: &AppState, key: &ObjectKey, body: &Bytes) -> Resul
     let info = match state.cache.narinfo_by_hash(hash).await {
         Ok(Some(info)) => info,
         Ok(None) => {
-            state.held_listings.hold(hash, body.clone());
+            state.held_listings.hold(hash, body.clone(), encoding);
             return Ok(Taken::Held);
         }
         Err(e) => return Err(store_failure(&layout::narinfo(hash), &e)),
@@ -681,6 +744,9 @@ async fn check_listing(state: &AppState, key: &ObjectKey, body: &Bytes) -> Resul
 /// (`json`), and forgets the others. A failure costs only the listing: the narinfo is stored.
 async fn publish_held_listing(state: &AppState, key: &ObjectKey, json: Option<Bytes>) {
     let hash = key.hash_part().unwrap_or_default();
+    let encoding = json.as_ref().map_or(Compression::None, |j| {
+        state.held_listings.encoding_of(hash, j)
+    });
     state.held_listings.forget(hash);
     let Some(json) = json else { return };
     let ls = layout::listing(hash);
@@ -691,7 +757,7 @@ async fn publish_held_listing(state: &AppState, key: &ObjectKey, json: Option<By
             state
                 .cache
                 .objects()
-                .put(&ls, json, WriteMode::Overwrite)
+                .put_encoded(&ls, json, WriteMode::Overwrite, encoding)
                 .await
         }
         Err(e) => Err(e),
@@ -713,14 +779,14 @@ pub(super) struct HeldListings {
 
 #[derive(Debug, Default)]
 struct Held {
-    /// (hash part, when, JSON), oldest first.
-    queue: VecDeque<(String, Instant, Bytes)>,
+    /// (hash part, when, JSON, the encoding to store it with), oldest first.
+    queue: VecDeque<(String, Instant, Bytes, Compression)>,
     bytes: usize,
 }
 
 impl Held {
     fn remove(&mut self, i: usize) {
-        if let Some((_, _, json)) = self.queue.remove(i) {
+        if let Some((_, _, json, _)) = self.queue.remove(i) {
             self.bytes -= json.len();
         }
     }
@@ -731,13 +797,13 @@ impl HeldListings {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn hold(&self, hash: &str, json: Bytes) {
+    fn hold(&self, hash: &str, json: Bytes, encoding: Compression) {
         let mut held = self.lock();
         let now = Instant::now();
         if let Some(i) = held
             .queue
             .iter()
-            .position(|(h, _, j)| h == hash && *j == json)
+            .position(|(h, _, j, _)| h == hash && *j == json)
         {
             held.remove(i);
         } else {
@@ -749,8 +815,8 @@ impl HeldListings {
             }
         }
         held.bytes += json.len();
-        held.queue.push_back((hash.to_owned(), now, json));
-        while let Some((h, since, _)) = held.queue.front() {
+        held.queue.push_back((hash.to_owned(), now, json, encoding));
+        while let Some((h, since, ..)) = held.queue.front() {
             let expired = now.duration_since(*since) > HELD_FOR;
             if !expired && held.bytes <= HELD_BYTES {
                 break;
@@ -771,9 +837,18 @@ impl HeldListings {
         held.queue
             .iter()
             .rev()
-            .filter(|(h, since, _)| h == hash && since.elapsed() <= HELD_FOR)
-            .map(|(_, _, json)| json.clone())
+            .filter(|(h, since, ..)| h == hash && since.elapsed() <= HELD_FOR)
+            .map(|(_, _, json, _)| json.clone())
             .collect()
+    }
+
+    /// The encoding the held listing `json` of `hash` was sent with (and is stored with).
+    fn encoding_of(&self, hash: &str, json: &Bytes) -> Compression {
+        let held = self.lock();
+        held.queue
+            .iter()
+            .find(|(h, _, j, _)| h == hash && j == json)
+            .map_or(Compression::None, |(.., e)| *e)
     }
 
     fn forget(&self, hash: &str) {

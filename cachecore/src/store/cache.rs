@@ -631,8 +631,12 @@ impl BinaryCache {
         mode: WriteMode,
     ) -> Result<Written, StoreError> {
         let key = layout::narinfo(&info.store_path.hash_part());
+        let method = self
+            .settings
+            .narinfo_compression
+            .unwrap_or(Compression::None);
         self.objects
-            .put(&key, Bytes::from(info.to_string()), mode)
+            .put_encoded(&key, Bytes::from(info.to_string()), mode, method)
             .await
     }
 
@@ -941,11 +945,13 @@ impl BinaryCache {
     /// # });
     /// ```
     pub async fn put_listing_bytes(&self, path: &StorePath, json: Bytes) -> Result<(), StoreError> {
+        let method = self.settings.ls_compression.unwrap_or(Compression::None);
         self.objects
-            .put(
+            .put_encoded(
                 &layout::listing(&path.hash_part()),
                 json,
                 WriteMode::Overwrite,
+                method,
             )
             .await
             .map(drop)
@@ -976,9 +982,15 @@ impl BinaryCache {
         drv: &StorePath,
         data: impl Stream<Item = Result<Bytes, io::Error>> + Send,
     ) -> Result<u64, StoreError> {
+        let method = self.settings.log_compression.unwrap_or(Compression::None);
         Ok(self
             .objects
-            .put_stream(&layout::log(&drv.to_string()), data, WriteMode::Overwrite)
+            .put_stream_encoded(
+                &layout::log(&drv.to_string()),
+                data,
+                WriteMode::Overwrite,
+                method,
+            )
             .await?
             .size)
     }

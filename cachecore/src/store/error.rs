@@ -107,6 +107,15 @@ pub enum StoreError {
         expected: String,
     },
 
+    /// An object stored with a `Content-Encoding` that cachecore does not decode, or whose
+    /// bytes do not decode by it ([`super::encoding`]).
+    #[error("{url}: {key} cannot be read: {reason}")]
+    BadEncoding {
+        url: String,
+        key: String,
+        reason: String,
+    },
+
     /// An object is larger than cachecore reads for its kind (a narinfo, listing,
     /// `nix-cache-info`): refused without reading it whole.
     #[error("{url}: {key} is larger than {limit} bytes, the most cachecore reads for such an object; refused without reading it")]
@@ -273,6 +282,7 @@ impl StoreError {
             | StoreError::BadNarInfo { key, .. }
             | StoreError::IdentityMismatch { key, .. }
             | StoreError::TooLarge { key, .. }
+            | StoreError::BadEncoding { key, .. }
             | StoreError::Durability { key, .. }
             | StoreError::BadCacheInfo { key, .. }
             | StoreError::Unreachable { key, .. }
@@ -322,6 +332,7 @@ impl StoreError {
             | StoreError::NotANarKey { .. }
             | StoreError::IdentityMismatch { .. }
             | StoreError::TooLarge { .. }
+            | StoreError::BadEncoding { .. }
             | StoreError::OutsideRoot { .. }
             | StoreError::NotRegularFile { .. } => ErrorKind::Corrupt,
             StoreError::Durability { .. } => ErrorKind::Local,

@@ -258,6 +258,7 @@ mod tests {
             last_modified: SystemTime::UNIX_EPOCH,
             e_tag: None,
             version: None,
+            content_encoding: None,
         }
     }
 

@@ -85,15 +85,26 @@ impl HttpUploads {
 
     /// The request that says why an upload failed to send (see [`diagnosed`]).
     fn diagnosis(&self) -> reqwest::RequestBuilder {
-        self.put_request(&Path::from("nix-cache-info"))
+        self.put_request(&Path::from("nix-cache-info"), &Default::default())
             .body(Bytes::new())
     }
 
-    fn put_request(&self, location: &Path) -> reqwest::RequestBuilder {
-        self.client
+    /// A `PUT` of `location`, with the `Content-Encoding` its bytes are compressed with, if
+    /// any: the server decodes them for its checks and stores them encoded.
+    fn put_request(
+        &self,
+        location: &Path,
+        attributes: &object_store::Attributes,
+    ) -> reqwest::RequestBuilder {
+        let request = self
+            .client
             .put(self.url(location))
             .bearer_auth(&*self.token)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
+        match attributes.get(&object_store::Attribute::ContentEncoding) {
+            Some(encoding) => request.header(reqwest::header::CONTENT_ENCODING, encoding.as_ref()),
+            None => request,
+        }
     }
 }
 
@@ -279,7 +290,7 @@ impl ObjectStore for HttpUploads {
             }
             all.into()
         };
-        let request = self.put_request(location).body(body);
+        let request = self.put_request(location, &opts.attributes).body(body);
         diagnosed(request, self.diagnosis())
             .await
             .map(put_result)
@@ -289,7 +300,7 @@ impl ObjectStore for HttpUploads {
     async fn put_multipart_opts(
         &self,
         location: &Path,
-        _opts: PutMultipartOptions,
+        opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
         match send_for_text(self.upload_url_request(location)).await {
             Ok(_) => {
@@ -327,7 +338,7 @@ impl ObjectStore for HttpUploads {
             Some((item, rx))
         });
         let request = self
-            .put_request(location)
+            .put_request(location, &opts.attributes)
             .body(reqwest::Body::wrap_stream(body));
         let diagnosis = self.diagnosis();
         let task = tokio::spawn(diagnosed(request, diagnosis));

@@ -444,6 +444,7 @@ fn info_of(key: &str, st: &rustix::fs::Stat) -> ObjectInfo {
         last_modified: modified,
         e_tag: Some(format!("\"{inode:x}-{micros:x}-{size:x}\"")),
         version: None,
+        content_encoding: None,
     }
 }
 

@@ -56,6 +56,7 @@ pub(crate) use aws_profile::fuzz_load as fuzz_aws_profile;
 mod backend;
 mod cache;
 mod debris;
+pub mod encoding;
 mod error;
 mod hot;
 mod http_upload;

@@ -31,6 +31,10 @@ pub struct ObjectInfo {
     pub e_tag: Option<String>,
     /// The backend's version of the object, when it keeps versions (GCS generation, ...).
     pub version: Option<String>,
+    /// The `Content-Encoding` the object is stored with, as a GET reports it (a HEAD does not,
+    /// and a local directory keeps none): its bytes are compressed by it
+    /// ([`super::encoding`]).
+    pub content_encoding: Option<String>,
 }
 
 impl ObjectInfo {

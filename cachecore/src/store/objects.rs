@@ -66,6 +66,7 @@ use super::local::file_chunks;
 pub use super::object::{
     ByteStream, Object, ObjectInfo, ReadRange, VersionTag, WriteMode, WriteSupport, Written,
 };
+use crate::compression::Compression;
 
 /// Objects at least this large are uploaded by [`Objects::put_stream`] in parts; smaller ones
 /// in a single request.
@@ -205,6 +206,14 @@ fn none_if_missing<T>(e: StoreError) -> Result<Option<T>, StoreError> {
     }
 }
 
+/// The `Content-Encoding` a GET reported, unless plain.
+fn content_encoding(attributes: &object_store::Attributes) -> Option<String> {
+    attributes
+        .get(&Attribute::ContentEncoding)
+        .map(|v| v.as_ref().trim().to_owned())
+        .filter(|v| !v.is_empty() && v != "identity")
+}
+
 fn meta_of(m: object_store::ObjectMeta, key: String) -> ObjectInfo {
     ObjectInfo {
         key,
@@ -212,6 +221,7 @@ fn meta_of(m: object_store::ObjectMeta, key: String) -> ObjectInfo {
         last_modified: SystemTime::from(m.last_modified),
         e_tag: m.e_tag,
         version: m.version,
+        content_encoding: None,
     }
 }
 
@@ -295,10 +305,13 @@ impl Objects {
         self.path(key)
     }
 
-    fn attributes(&self, key: &str) -> Attributes {
+    fn attributes(&self, key: &str, encoding: Option<Compression>) -> Attributes {
         let mut a = Attributes::new();
         if self.inner.backend.content_types {
             a.insert(Attribute::ContentType, layout::content_type(key).into());
+        }
+        if let Some(method) = encoding.filter(|m| *m != Compression::None) {
+            a.insert(Attribute::ContentEncoding, method.name().into());
         }
         a
     }
@@ -415,7 +428,8 @@ impl Objects {
         let cx = self.inner.backend.cx.clone();
         let owned_key = key.to_owned();
         let range = result.range.clone();
-        let meta = meta_of(result.meta.clone(), key.to_owned());
+        let mut meta = meta_of(result.meta.clone(), key.to_owned());
+        meta.content_encoding = content_encoding(&result.attributes);
         let raw = match result.payload {
             // A file of a `LocalFileSystem` a caller built (our own directories are read by
             // `LocalDir`): read in large chunks (object_store's own stream reads 8 KiB at a
@@ -456,6 +470,8 @@ impl Objects {
 
     /// The whole object at `key` in memory (for small objects: narinfos, listings, logs);
     /// `None` if there is none.
+    ///
+    /// An object stored with a `Content-Encoding` comes decoded ([`super::encoding`]).
     pub async fn get_bytes(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         if self.inner.backend.local.is_some() {
             return self.local_bytes(key, u64::MAX).await;
@@ -465,18 +481,35 @@ impl Objects {
             Ok(r) => r,
             Err(e) => return none_if_missing(self.err(Op::Read, key, e)),
         };
-        result
+        let encoding = content_encoding(&result.attributes);
+        let bytes = result
             .bytes()
             .await
-            .map(Some)
-            .map_err(|e| self.err(Op::Read, key, e))
+            .map_err(|e| self.err(Op::Read, key, e))?;
+        self.decoded(key, encoding, bytes, u64::MAX).map(Some)
+    }
+
+    /// `bytes` of `key` decoded by the `Content-Encoding` it was stored with, if any, refused
+    /// past `limit` bytes decoded.
+    fn decoded(
+        &self,
+        key: &str,
+        encoding: Option<String>,
+        bytes: Bytes,
+        limit: u64,
+    ) -> Result<Bytes, StoreError> {
+        match encoding {
+            Some(e) => super::encoding::decode(&self.inner.backend.cx.url, key, &e, bytes, limit),
+            None => Ok(bytes),
+        }
     }
 
     /// The whole object at `key` in memory, refusing one larger than `limit` bytes with
     /// [`StoreError::TooLarge`] without reading it whole (the size the store declares is checked
     /// first, then the bytes as they arrive, so a server lying about the size is cut off too);
     /// `None` if there is none. Untrusted metadata (narinfos, listings, realisations,
-    /// `nix-cache-info`) is read through here.
+    /// `nix-cache-info`) is read through here. An object stored with a `Content-Encoding`
+    /// comes decoded, and is refused if it expands past `limit` ([`super::encoding`]).
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -504,12 +537,14 @@ impl Objects {
             Err(e) => return none_if_missing(self.err(Op::Read, key, e)),
         };
         let size = result.meta.size;
+        let encoding = content_encoding(&result.attributes);
         let cx = self.inner.backend.cx.clone();
         let owned_key = key.to_owned();
         let body = result
             .into_stream()
             .map_err(move |e| convert(&cx, Op::Read, &owned_key, e));
-        self.collect_limited(key, size, body, limit).await.map(Some)
+        let bytes = self.collect_limited(key, size, body, limit).await?;
+        self.decoded(key, encoding, bytes, limit).map(Some)
     }
 
     /// [`get_bytes_limited`](Self::get_bytes_limited) on a local directory: through
@@ -883,7 +918,96 @@ impl Objects {
         }
     }
 
-    fn put_options(&self, key: &str, mode: &WriteMode) -> PutOptions {
+    /// Whether objects keep a `Content-Encoding` here (everything but a local directory, whose
+    /// files Nix reads raw).
+    pub fn keeps_encodings(&self) -> bool {
+        self.inner.backend.local.is_none()
+    }
+
+    /// [`put`](Self::put) of `data` compressed with `method` and stored with
+    /// `Content-Encoding: <method>` ([`super::encoding`]): for narinfos, listings and logs.
+    /// [`Compression::None`] is a plain `put`. Refused with [`StoreError::Unsupported`] where
+    /// objects keep no encoding ([`keeps_encodings`](Self::keeps_encodings)).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use bytes::Bytes;
+    /// use cachecore::{compression::Compression, store::{BinaryCache, ReadRange, WriteMode}};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let objects = cache.objects();
+    /// let text = Bytes::from("hello ".repeat(100));
+    /// let written = objects.put_encoded("log/a.drv", text.clone(), WriteMode::Overwrite, Compression::Zstd)
+    ///     .await.unwrap();
+    /// assert!(written.size < 100);
+    /// let raw = objects.get("log/a.drv", ReadRange::All).await.unwrap().unwrap();
+    /// assert_eq!(raw.meta.content_encoding.as_deref(), Some("zstd"));
+    /// assert_eq!(objects.get_bytes("log/a.drv").await.unwrap().unwrap(), text); // decoded
+    /// # });
+    /// ```
+    pub async fn put_encoded(
+        &self,
+        key: &str,
+        data: Bytes,
+        mode: WriteMode,
+        method: Compression,
+    ) -> Result<Written, StoreError> {
+        if method == Compression::None {
+            return self.put(key, data, mode).await;
+        }
+        let path = self.writable(key)?;
+        self.check_encoding(key, method)?;
+        self.check_mode(key, &mode).await?;
+        let encoded =
+            super::encoding::encode(method, &data).map_err(|source| StoreError::Source {
+                url: self.inner.backend.cx.url.clone(),
+                key: key.to_owned(),
+                source,
+            })?;
+        let size = encoded.len() as u64;
+        let payload = PutPayload::from_bytes(encoded);
+        self.put_payload(key, &path, payload, &mode, Some(method))
+            .await
+            .map(|version| Written { size, version })
+    }
+
+    fn check_encoding(&self, key: &str, method: Compression) -> Result<(), StoreError> {
+        if self.keeps_encodings() {
+            return Ok(());
+        }
+        Err(StoreError::Unsupported {
+            url: self.inner.backend.cx.url.clone(),
+            operation: format!("write {key} with Content-Encoding {method}"),
+            reason: "a local directory keeps no Content-Encoding (Nix reads its files raw)"
+                .to_owned(),
+        })
+    }
+
+    /// [`put_stream`](Self::put_stream) of `data` compressed as it streams with `method` and
+    /// stored with `Content-Encoding: <method>`, as [`put_encoded`](Self::put_encoded) (for
+    /// build logs).
+    pub async fn put_stream_encoded(
+        &self,
+        key: &str,
+        data: impl Stream<Item = Result<Bytes, io::Error>> + Send,
+        mode: WriteMode,
+        method: Compression,
+    ) -> Result<Written, StoreError> {
+        if method == Compression::None {
+            return self.put_stream(key, data, mode).await;
+        }
+        self.check_encoding(key, method)?;
+        let encoded = super::encoding::encode_stream(method, data);
+        let written = self.stream_in(key, encoded, mode, Some(method)).await;
+        self.inner.hot.remove(key);
+        written
+    }
+
+    fn put_options(
+        &self,
+        key: &str,
+        mode: &WriteMode,
+        encoding: Option<Compression>,
+    ) -> PutOptions {
         PutOptions {
             mode: match mode {
                 WriteMode::Overwrite => object_store::PutMode::Overwrite,
@@ -893,7 +1017,7 @@ impl Objects {
                     version: v.version.clone(),
                 }),
             },
-            attributes: self.attributes(key),
+            attributes: self.attributes(key, encoding),
             ..PutOptions::default()
         }
     }
@@ -927,7 +1051,7 @@ impl Objects {
         let path = self.writable(key)?;
         self.check_mode(key, &mode).await?;
         let size = data.len() as u64;
-        self.put_payload(key, &path, PutPayload::from_bytes(data), &mode)
+        self.put_payload(key, &path, PutPayload::from_bytes(data), &mode, None)
             .await
             .map(|version| Written { size, version })
     }
@@ -938,8 +1062,9 @@ impl Objects {
         path: &Path,
         payload: PutPayload,
         mode: &WriteMode,
+        encoding: Option<Compression>,
     ) -> Result<VersionTag, StoreError> {
-        let opts = self.put_options(key, mode);
+        let opts = self.put_options(key, mode, encoding);
         let result = self.inner.backend.store.put_opts(path, payload, opts).await;
         self.inner.hot.remove(key);
         match result {
@@ -983,7 +1108,7 @@ impl Objects {
         data: impl Stream<Item = Result<Bytes, io::Error>> + Send,
         mode: WriteMode,
     ) -> Result<Written, StoreError> {
-        let written = self.stream_in(key, data, mode).await;
+        let written = self.stream_in(key, data, mode, None).await;
         // Read while the upload was under way, the old bytes must not stay.
         self.inner.hot.remove(key);
         written
@@ -994,6 +1119,7 @@ impl Objects {
         key: &str,
         data: impl Stream<Item = Result<Bytes, io::Error>> + Send,
         mode: WriteMode,
+        encoding: Option<Compression>,
     ) -> Result<Written, StoreError> {
         let path = self.writable(key)?;
         self.check_mode(key, &mode).await?;
@@ -1013,7 +1139,9 @@ impl Objects {
             match data.next().await {
                 None => {
                     let payload: PutPayload = head.into_iter().collect();
-                    let version = self.put_payload(key, &path, payload, &mode).await?;
+                    let version = self
+                        .put_payload(key, &path, payload, &mode, encoding)
+                        .await?;
                     return Ok(Written {
                         size: total,
                         version,
@@ -1045,7 +1173,7 @@ impl Objects {
             Some(s) => self.path(s)?,
             None => path.clone(),
         };
-        let opts = PutMultipartOptions::from(self.attributes(key));
+        let opts = PutMultipartOptions::from(self.attributes(key, encoding));
         let upload = self
             .inner
             .backend

@@ -30,7 +30,11 @@
 //! }
 //! assert_eq!(u.settings.compression, Some(cachecore::compression::Compression::Zstd));
 //! assert!(StoreUrl::parse("s3://cache?endpont=http://x").is_err());
-//! assert!(StoreUrl::parse("s3://cache?narinfo-compression=xz").is_err());
+//! assert!(StoreUrl::parse("s3://cache?local-nar-cache=/tmp").is_err());
+//! // Narinfos stored compressed, with `Content-Encoding` (not on a local directory).
+//! let u = StoreUrl::parse("s3://cache?narinfo-compression=zstd").unwrap();
+//! assert_eq!(u.settings.narinfo_compression, Some(cachecore::compression::Compression::Zstd));
+//! assert!(StoreUrl::parse("/srv/cache?narinfo-compression=zstd").is_err());
 //! ```
 
 use std::path::PathBuf;
@@ -48,6 +52,9 @@ pub const HONOURED_SETTINGS: &[&str] = &[
     "parallel-compression",
     "want-mass-query",
     "priority",
+    "narinfo-compression",
+    "ls-compression",
+    "log-compression",
 ];
 
 /// Nix's other binary-cache settings: they make sense for Nix's own stores but have no meaning
@@ -67,15 +74,6 @@ const REFUSED_SETTINGS: &[(&str, &str)] = &[
     (
         "store",
         "cachecore caches always use their nix-cache-info's StoreDir",
-    ),
-    (
-        "narinfo-compression",
-        "cachecore writes narinfos uncompressed",
-    ),
-    ("ls-compression", "cachecore writes listings uncompressed"),
-    (
-        "log-compression",
-        "cachecore writes build logs uncompressed",
     ),
     (
         "multipart-upload",
@@ -112,6 +110,13 @@ pub struct StoreSettings {
     /// `priority=`: the `Priority` that `init` (and the first push) write to `nix-cache-info`
     /// (default: 40, as cache.nixos.org).
     pub priority: Option<u64>,
+    /// `narinfo-compression=`: narinfos are stored compressed with `Content-Encoding`
+    /// ([`super::encoding`]; not on a local directory). Default: plain.
+    pub narinfo_compression: Option<Compression>,
+    /// `ls-compression=`: the same for `.ls` listings.
+    pub ls_compression: Option<Compression>,
+    /// `log-compression=`: the same for build logs.
+    pub log_compression: Option<Compression>,
 }
 
 impl StoreSettings {
@@ -152,6 +157,12 @@ impl StoreSettings {
                 .parse()
                 .map_err(|_| format!("{key}={value} is not a number"))
         }
+        fn method(key: &str, value: &str) -> Result<Compression, String> {
+            // What Content-Encoding can name and cachecore decodes ("br" is Nix's too).
+            Compression::from_name(value).map_err(|_| {
+                format!("{key}={value}: expected none, zstd, xz or bzip2 (stored as the objects' Content-Encoding)")
+            })
+        }
         match key {
             "secret-key" => {
                 if value.is_empty() {
@@ -168,6 +179,9 @@ impl StoreSettings {
                 );
             }
             "compression-level" => self.compression_level = Some(number(key, value)?),
+            "narinfo-compression" => self.narinfo_compression = Some(method(key, value)?),
+            "ls-compression" => self.ls_compression = Some(method(key, value)?),
+            "log-compression" => self.log_compression = Some(method(key, value)?),
             "write-nar-listing" => self.write_nar_listing = Some(boolean(key, value)?),
             "parallel-compression" => self.parallel_compression = Some(boolean(key, value)?),
             "want-mass-query" => self.want_mass_query = Some(boolean(key, value)?),
@@ -520,6 +534,20 @@ impl StoreUrl {
         }
         let dir = std::path::absolute(path)
             .map_err(|e| bad(url, format!("cannot make {path:?} absolute: {e}")))?;
+        let encoded = [
+            ("narinfo-compression", settings.narinfo_compression),
+            ("ls-compression", settings.ls_compression),
+            ("log-compression", settings.log_compression),
+        ];
+        if let Some((name, _)) = encoded
+            .iter()
+            .find(|(_, m)| m.is_some_and(|m| m != Compression::None))
+        {
+            return Err(bad(
+                url,
+                format!("{name} needs a store that keeps each object's Content-Encoding (S3, GCS, Azure, or a cachecore serve): Nix reads a local directory's files raw"),
+            ));
+        }
         Ok(StoreUrl {
             location: StoreLocation::Local { dir },
             settings,
@@ -985,7 +1013,8 @@ mod tests {
         let u = ok(
             "s3://b?endpoint=http://x:1&region=garage&secret-key=team.sec&compression=xz\
                     &compression-level=9&write-nar-listing=false&parallel-compression=0\
-                    &want-mass-query=no&priority=30",
+                    &want-mass-query=no&priority=30&narinfo-compression=zstd&ls-compression=xz\
+                    &log-compression=bzip2",
         );
         assert_eq!(
             u.settings,
@@ -997,6 +1026,9 @@ mod tests {
                 parallel_compression: Some(false),
                 want_mass_query: Some(false),
                 priority: Some(30),
+                narinfo_compression: Some(Compression::Zstd),
+                ls_compression: Some(Compression::Xz),
+                log_compression: Some(Compression::Bzip2),
             }
         );
         let info = u.settings.cache_info("/nix/store");
@@ -1011,8 +1043,8 @@ mod tests {
             (Some(40), Some(true))
         );
         // Refused Nix settings name themselves and what is honoured.
-        let e = err("file:///c?narinfo-compression=xz");
-        assert!(e.contains("narinfo-compression= is not supported"), "{e}");
+        let e = err("file:///c?local-nar-cache=/tmp");
+        assert!(e.contains("local-nar-cache= is not supported"), "{e}");
         assert!(e.contains("secret-key, compression"), "{e}");
         assert!(err("s3://b?secret-keys=a,b").contains("secret-keys= is not supported"));
         // Bad values name the setting.
