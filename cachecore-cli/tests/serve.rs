@@ -2714,29 +2714,44 @@ fn a_presigned_upload_url_cannot_replace_the_nar_it_was_asked_for() {
     };
     let good_file = tmp.path().join("good.nar.zst");
     fs::write(&good_file, &good).unwrap();
-    put_file(&good_file);
-    let narinfo_file = tmp.path().join("narinfo");
-    fs::write(&narinfo_file, &narinfo).unwrap();
-    let taken = curl(
-        &format!("{}/{}.narinfo", serve.url, hash_part(&path)),
-        &[
-            "-X",
-            "PUT",
-            "-H",
-            bearer,
-            "--data-binary",
-            &format!("@{}", path_str(&narinfo_file)),
-        ],
-    );
-    assert!(taken.status / 100 == 2, "{} {}", taken.status, taken.text());
-
-    // The URL is still valid for an hour, and the bucket takes what is sent by it: another NAR
-    // of the same size now.
+    // Another NAR of the same size: one byte flipped.
     let evil_file = tmp.path().join("evil.nar.zst");
     let mut evil = good.clone();
     let middle = evil.len() / 2;
     evil[middle] ^= 0x55;
     fs::write(&evil_file, &evil).unwrap();
+    let narinfo_file = tmp.path().join("narinfo");
+    fs::write(&narinfo_file, &narinfo).unwrap();
+    let put_narinfo = || {
+        curl(
+            &format!("{}/{}.narinfo", serve.url, hash_part(&path)),
+            &[
+                "-X",
+                "PUT",
+                "-H",
+                bearer,
+                "--data-binary",
+                &format!("@{}", path_str(&narinfo_file)),
+            ],
+        )
+    };
+
+    // Wrong bytes by the URL: the server hashes them before it takes the narinfo, refuses it,
+    // and leaves the key free for the right bytes.
+    put_file(&evil_file);
+    let refused = put_narinfo();
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(
+        refused.text().contains("does not match its NAR"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(curl(&format!("{}/{nar_key}", serve.url), &[]).status, 404);
+    put_file(&good_file);
+    let taken = put_narinfo();
+    assert!(taken.status / 100 == 2, "{} {}", taken.status, taken.text());
+
+    // The URL is still valid for an hour, and the bucket takes what is sent by it.
     put_file(&evil_file);
 
     let served = curl(&format!("{}/{nar_key}", serve.url), &[]);

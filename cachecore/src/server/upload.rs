@@ -585,9 +585,31 @@ async fn check_narinfo(
     if file_hash.algo() != HashAlgo::Sha256 || info.nar_hash.algo() != HashAlgo::Sha256 {
         return Err(bad(k, "its FileHash and NarHash must be sha256"));
     }
-    if nar.is_streamed_nar() {
-        take_direct_upload(state, &info.url).await?;
+    let moved = nar.is_streamed_nar() && take_direct_upload(state, &info.url).await?;
+    let checked = check_nar(state, k, hash, &info, file_size).await;
+    if checked.is_err() && moved {
+        // Back to where the URL wrote it: the key stays free for a NAR that checks out.
+        if let Err(e) = state
+            .cache
+            .objects()
+            .rename(&info.url, &layout::direct_upload(&info.url))
+            .await
+        {
+            tracing::error!(key = %info.url, error = %e, "cannot move back a NAR whose narinfo was refused");
+        }
     }
+    checked
+}
+
+/// The rest of [`check_narinfo`]: the NAR `info` names is present, of its FileSize, hashes to
+/// what `info` says, its references are present; and the first held listing that matches.
+async fn check_nar(
+    state: &AppState,
+    k: &str,
+    hash: &str,
+    info: &NarInfo,
+    file_size: u64,
+) -> Result<Option<Bytes>, Response> {
     match state.cache.objects().head(&info.url).await {
         Ok(Some(meta)) if meta.size == file_size => {}
         Ok(Some(meta)) => {
@@ -672,11 +694,12 @@ async fn check_narinfo(
 /// names it and the key is free. Called under the NAR's write lock; the narinfo's checks then
 /// read the NAR at its key, which only this server writes: what the URL writes after the move
 /// is never read.
-async fn take_direct_upload(state: &AppState, nar_key: &str) -> Result<(), Response> {
+/// Returns whether it moved one (the narinfo's checks, if they fail, move it back).
+async fn take_direct_upload(state: &AppState, nar_key: &str) -> Result<bool, Response> {
     let objects = state.cache.objects();
     let direct = layout::direct_upload(nar_key);
     match objects.head(nar_key).await {
-        Ok(Some(_)) => return Ok(()),
+        Ok(Some(_)) => return Ok(false),
         Ok(None) => {}
         Err(e) => return Err(store_failure(nar_key, &e)),
     }
@@ -684,8 +707,9 @@ async fn take_direct_upload(state: &AppState, nar_key: &str) -> Result<(), Respo
         Ok(Some(_)) => objects
             .rename(&direct, nar_key)
             .await
+            .map(|()| true)
             .map_err(|e| store_failure(nar_key, &e)),
-        Ok(None) => Ok(()),
+        Ok(None) => Ok(false),
         Err(e) => Err(store_failure(&direct, &e)),
     }
 }
