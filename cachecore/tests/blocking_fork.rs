@@ -131,16 +131,50 @@ fn fork_and_check(cache: &BinaryCache) {
     );
 }
 
+/// Set in the process [`alone`] starts.
+const ALONE: &str = "CACHECORE_TEST_FORK_ALONE";
+
+/// Runs `body` — the test `name` — in a process of its own: this test binary again, running
+/// that one test on one thread. A `fork` inside the harness, with other tests running on other
+/// threads, could inherit a lock one of them holds, and hang for a reason that is not ours.
+fn alone(name: &str, body: impl FnOnce()) {
+    if std::env::var_os(ALONE).is_some() {
+        body();
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--test-threads=1", "--nocapture"])
+        .env(ALONE, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{name}, run alone, failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_forked_child_uses_a_local_directory_cache_opened_by_its_parent() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = BinaryCache::open(dir.path().to_str().unwrap()).unwrap();
-    fork_and_check(&cache);
+    alone(
+        "a_forked_child_uses_a_local_directory_cache_opened_by_its_parent",
+        || {
+            let dir = tempfile::tempdir().unwrap();
+            let cache = BinaryCache::open(dir.path().to_str().unwrap()).unwrap();
+            fork_and_check(&cache);
+        },
+    );
 }
 
 #[test]
 fn a_forked_child_uses_a_garage_cache_opened_by_its_parent() {
-    let garage = common::garage::Garage::start();
-    let cache = BinaryCache::open_with_env(&garage.url("fork"), &garage.env()).unwrap();
-    fork_and_check(&cache);
+    alone(
+        "a_forked_child_uses_a_garage_cache_opened_by_its_parent",
+        || {
+            let garage = common::garage::Garage::start();
+            let cache = BinaryCache::open_with_env(&garage.url("fork"), &garage.env()).unwrap();
+            fork_and_check(&cache);
+        },
+    );
 }
