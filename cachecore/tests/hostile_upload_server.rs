@@ -36,6 +36,9 @@ enum Mode {
 
 const ENDLESS: u64 = 100 << 20;
 
+/// Endless answers being written now (each is logged when its client has hung up).
+static ANSWERING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 fn serve(mode: Mode) -> (String, Arc<Mutex<Vec<Seen>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -88,18 +91,19 @@ fn handle(conn: TcpStream, mode: Mode, log: &Mutex<Vec<Seen>>) {
         };
         match mode {
             Mode::Endless => {
+                ANSWERING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let head = format!(
                     "HTTP/1.1 {} X\r\nContent-Length: {ENDLESS}\r\n\r\n",
                     if method == "POST" { 200 } else { 500 }
                 );
-                if out.write_all(head.as_bytes()).is_err() {
-                    return;
-                }
-                let chunk = vec![b'a'; 64 << 10];
-                while seen.endless_written < ENDLESS && out.write_all(&chunk).is_ok() {
-                    seen.endless_written += chunk.len() as u64;
+                if out.write_all(head.as_bytes()).is_ok() {
+                    let chunk = vec![b'a'; 64 << 10];
+                    while seen.endless_written < ENDLESS && out.write_all(&chunk).is_ok() {
+                        seen.endless_written += chunk.len() as u64;
+                    }
                 }
                 log.lock().unwrap().push(seen);
+                ANSWERING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 return;
             }
             Mode::UnreachableBucket => {
@@ -159,8 +163,16 @@ fn endless_answers_are_read_only_as_far_as_a_bound() {
     ));
     let err = result.expect_err("an upload the server answered with 500 succeeded");
     assert!(err.to_string().contains(&key), "{err}");
-    // The client hung up on every endless answer long before its end.
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // The client hung up on every endless answer long before its end: each answer is logged
+    // once its writer sees that (a client still reading would keep one going for 100 MiB).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while ANSWERING.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an endless answer is still being read a minute after the upload failed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let seen = seen.lock().unwrap().clone();
     assert!(!seen.is_empty());
     for s in &seen {
