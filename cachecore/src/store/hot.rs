@@ -65,6 +65,23 @@ const SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
 /// network file systems): both times of the file are whole seconds.
 const SETTLE_COARSE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The clock a file's settling is measured by: the system's, or in unit tests one the test
+/// sets ([`TEST_NOW`]), so they need neither sleep nor a fast machine.
+fn now() -> std::time::SystemTime {
+    #[cfg(test)]
+    if let Some(t) = TEST_NOW.with(std::cell::Cell::get) {
+        return t;
+    }
+    std::time::SystemTime::now()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The time [`now`] answers on this thread, when set.
+    pub(crate) static TEST_NOW: std::cell::Cell<Option<std::time::SystemTime>> =
+        const { std::cell::Cell::new(None) };
+}
+
 impl FileId {
     /// Whether the file was last changed long enough ago ([`SETTLE`]) for its next change to
     /// show in its change time. Asked when the file was described, before its bytes are read.
@@ -76,9 +93,7 @@ impl FileId {
         let Some(changed) = since_epoch.and_then(|d| std::time::UNIX_EPOCH.checked_add(d)) else {
             return false;
         };
-        std::time::SystemTime::now()
-            .duration_since(changed)
-            .is_ok_and(|age| age >= settle)
+        now().duration_since(changed).is_ok_and(|age| age >= settle)
     }
 
     // The nanosecond fields are `u64` here and `i64` on some targets.

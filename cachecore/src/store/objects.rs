@@ -1405,24 +1405,39 @@ mod tests {
         o.put(key, Bytes::from_static(b"first"), WriteMode::Overwrite)
             .await
             .unwrap();
-        // Just written: not kept until it has settled.
+        // The clock settling is measured by, set to some time after the file's last change
+        // (the reads run on this thread).
+        let clock_at = |after: std::time::Duration| {
+            use std::os::unix::fs::MetadataExt as _;
+            let m = std::fs::metadata(&file).unwrap();
+            let changed = std::time::UNIX_EPOCH
+                + std::time::Duration::new(m.ctime() as u64, m.ctime_nsec() as u32);
+            super::hot::TEST_NOW.with(|now| now.set(Some(changed + after)));
+        };
+        // Just written: not kept until it has settled (long enough even where file times are
+        // whole seconds).
+        clock_at(std::time::Duration::ZERO);
         assert_eq!(read(o, key).await.as_deref(), Some(&b"first"[..]));
         assert!(!kept(o, key));
-        let settle = || tokio::time::sleep(std::time::Duration::from_millis(120));
+        let settle = || async { clock_at(std::time::Duration::from_secs(3)) };
         settle().await;
         assert_eq!(read(o, key).await.as_deref(), Some(&b"first"[..]));
         assert!(kept(o, key));
         assert_eq!(read(o, key).await.as_deref(), Some(&b"first"[..]));
 
         std::fs::write(&file, b"secnd").unwrap();
+        clock_at(std::time::Duration::ZERO);
         assert_eq!(read(o, key).await.as_deref(), Some(&b"secnd"[..]));
+        assert!(!kept(o, key));
         settle().await;
         assert_eq!(read(o, key).await.as_deref(), Some(&b"secnd"[..]));
         assert!(kept(o, key));
 
         std::fs::write(root.join("new"), b"third").unwrap();
         std::fs::rename(root.join("new"), &file).unwrap();
+        clock_at(std::time::Duration::ZERO);
         assert_eq!(read(o, key).await.as_deref(), Some(&b"third"[..]));
+        assert!(!kept(o, key));
         settle().await;
         assert_eq!(read(o, key).await.as_deref(), Some(&b"third"[..]));
         assert!(kept(o, key));
