@@ -1699,6 +1699,8 @@ fn serve_flags_set_what_they_name() {
     assert_eq!(r.status, 200, "{}", r.text());
     let out = nix_output(
         nix_command("nix")
+            // Its own narinfo cache: one shared between runs could answer without asking.
+            .env("XDG_CACHE_HOME", tmp.path().join("path-info-cache"))
             .args(["path-info", "--store"])
             .arg(url)
             .arg(root)
