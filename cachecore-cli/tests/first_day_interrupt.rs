@@ -19,18 +19,24 @@ use std::time::Duration;
 use common::garage::Garage;
 use common::*;
 
-/// The bar of a push shows at least 100 MiB packed. Packing runs at most about 60 MiB ahead
-/// of the upload (the pipe's chunks, the parts in flight, the first 10 MiB held to decide on
-/// a multipart upload), so the multipart upload has begun by then.
-const MULTIPART_BEGUN: &str = r"\b1[0-9][0-9]\.[0-9]+ MiB/";
-
 const INTERRUPTED: &str = "cachecore: interrupted — run the same command again to finish";
 
-/// Runs argv in a pseudo-terminal; once `trigger` holds (a file matching a glob exists, or the
-/// output shows a text), types Ctrl-C. Prints JSON: exit status, whether Ctrl-C was typed, the
-/// terminal's output.
+/// Runs argv in a pseudo-terminal; once `trigger` holds (a file matching a glob exists, the
+/// output shows a text or matches a regex, or a JSON field an HTTP GET answers is above zero:
+/// `("json", "URL TOKEN FIELD")`), types Ctrl-C. Prints JSON: exit status, whether Ctrl-C was
+/// typed, the terminal's output.
 const PTY_RUNNER: &str = r#"
-import glob, json, os, pty, re, select, sys, time
+import glob, json, os, pty, re, select, sys, time, urllib.request
+
+def json_above_zero(spec):
+    url, token, field = spec.split(" ")
+    req = urllib.request.Request(url, headers={"Authorization": "Bearer " + token})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return (json.load(r).get(field) or 0) > 0
+    except OSError:
+        return False
+
 kind, what = sys.argv[1], sys.argv[2]
 argv = sys.argv[3:]
 pid, fd = pty.fork()
@@ -52,6 +58,8 @@ while time.time() < deadline:
             hit = glob.glob(what)
         elif kind == "regex":
             hit = re.search(what.encode(), out)
+        elif kind == "json":
+            hit = json_above_zero(what)
         else:
             hit = what.encode() in out
         if hit:
@@ -231,24 +239,11 @@ fn ctrl_c_stops_a_push_into_a_directory_and_a_pull_cleanly() {
 /// (`GetBucketInfo`, its `unfinishedMultipartUploads`), with the admin port and token of the
 /// test server's own configuration file.
 fn incomplete_uploads(garage: &Garage) -> u64 {
-    let config = fs::read_to_string(garage.dir().join("garage.toml")).unwrap();
-    let admin = config.split("[admin]").nth(1).expect("an [admin] section");
-    let value = |key: &str| {
-        admin
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(key))
-            .and_then(|rest| rest.split('"').nth(1))
-            .unwrap_or_else(|| panic!("no {key} in [admin]:\n{admin}"))
-            .to_owned()
-    };
-    let (addr, token) = (value("api_bind_addr"), value("admin_token"));
+    let (url, token) = bucket_info_request(garage);
     let out = Command::new("curl")
         .args(["-sS", "--fail", "-H"])
         .arg(format!("Authorization: Bearer {token}"))
-        .arg(format!(
-            "http://{addr}/v2/GetBucketInfo?globalAlias={}",
-            garage.bucket
-        ))
+        .arg(url)
         .output()
         .expect("curl is needed");
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -263,6 +258,28 @@ fn incomplete_uploads(garage: &Garage) -> u64 {
         .unwrap_or_else(|| panic!("no unfinishedMultipartUploads in {info}"))
 }
 
+/// The admin API's `GetBucketInfo` URL for the test bucket, and the admin token.
+fn bucket_info_request(garage: &Garage) -> (String, String) {
+    let config = fs::read_to_string(garage.dir().join("garage.toml")).unwrap();
+    let admin = config.split("[admin]").nth(1).expect("an [admin] section");
+    let value = |key: &str| {
+        admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .and_then(|rest| rest.split('"').nth(1))
+            .unwrap_or_else(|| panic!("no {key} in [admin]:\n{admin}"))
+            .to_owned()
+    };
+    let (addr, token) = (value("api_bind_addr"), value("admin_token"));
+    (
+        format!(
+            "http://{addr}/v2/GetBucketInfo?globalAlias={}",
+            garage.bucket
+        ),
+        token,
+    )
+}
+
 #[test]
 fn ctrl_c_and_sigterm_stop_a_push_and_a_copy_into_garage_cleanly() {
     let tmp = tempdir();
@@ -272,10 +289,14 @@ fn ctrl_c_and_sigterm_stop_a_push_and_a_copy_into_garage_cleanly() {
     let url = garage.url("big");
     assert_eq!(incomplete_uploads(&garage), 0);
 
-    // Ctrl-C once 100 MiB are packed: the multipart upload has begun.
+    // Ctrl-C once the bucket reports the multipart upload begun (observed, not guessed).
+    let (info_url, admin_token) = bucket_info_request(&garage);
     let run = cachecore_in_pty(
         &["push", &url, path_str(&result)],
-        ("regex", MULTIPART_BEGUN),
+        (
+            "json",
+            &format!("{info_url} {admin_token} unfinishedMultipartUploads"),
+        ),
         &garage.env(),
     );
     assert_interrupted(&run, "push into Garage");
