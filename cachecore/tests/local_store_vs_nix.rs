@@ -447,19 +447,56 @@ fn bzip2_reader(path: &Path) -> Box<dyn io::Read + Send> {
     cachecore::compression::decompress(cachecore::compression::Compression::Bzip2, file).unwrap()
 }
 
-/// Reading works while another connection holds Nix's write lock (WAL mode: readers never wait
-/// for writers), and while Nix itself builds and registers paths.
+/// Reading works while another connection is in the middle of writing (WAL mode: readers
+/// never wait for writers), and while Nix itself builds and registers paths.
 #[test]
 fn database_reads_while_nix_writes() {
     let fx = fixture();
-    let db = Source::default_database();
-    let writer = rusqlite::Connection::open(&db).unwrap();
-    writer.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let store = db_store();
-    let infos = store.closure(&[store_path(&fx.app)]).unwrap();
-    assert_eq!(infos.len(), 3);
+    // A copy of Nix's database (never a lock on the machine's own), with a writer holding an
+    // open transaction that has written pages: with a tiny page cache they spill, which in
+    // rollback-journal mode takes the exclusive lock readers wait for. The read runs on
+    // another thread while the writer still holds it; it must end without the writer ending.
+    let copy_dir = tempdir();
+    let copy = copy_dir.path().join("db.sqlite");
+    {
+        let source = rusqlite::Connection::open_with_flags(
+            Source::default_database(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        source
+            .execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+            .unwrap();
+    }
+    let writer = rusqlite::Connection::open(&copy).unwrap();
+    let mode: String = writer
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        mode, "wal",
+        "Nix's database is in WAL mode, and so is its copy"
+    );
+    writer
+        .execute_batch(
+            "PRAGMA cache_size=2; BEGIN IMMEDIATE;
+             CREATE TABLE cachecore_scratch(x BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+             INSERT INTO cachecore_scratch SELECT randomblob(4096) FROM n;",
+        )
+        .unwrap();
+    let app = store_path(&fx.app);
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let store = LocalStore::open_with(StoreDir::default(), Source::Database(copy)).unwrap();
+        let _ = done.send(store.closure(&[app]).map(|infos| infos.len()));
+    });
+    let read = finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a read waited for a writer holding its transaction");
+    assert_eq!(read.unwrap(), 3);
     writer.execute_batch("ROLLBACK").unwrap();
     drop(writer);
+    let store = db_store();
 
     // Nix registering new paths meanwhile (each toFile is a write transaction).
     let dir = tempdir();
