@@ -56,6 +56,10 @@
 //! # });
 //! ```
 
+mod nar_cache;
+
+pub use nar_cache::{KeptNar, NarCache};
+
 use std::fmt;
 use std::io::{self, Read};
 use std::ops::Range;
@@ -171,6 +175,17 @@ pub enum AccessError {
     /// A background task was cancelled (the runtime is shutting down).
     #[error("{object}: the read was cancelled")]
     Cancelled { object: String },
+    /// The whole NAR, read to be kept in a [`NarCache`], failed a check against its narinfo
+    /// (or could not be read).
+    #[error(transparent)]
+    Integrity(#[from] crate::store::IntegrityError),
+    /// The [`NarCache`] directory could not be used.
+    #[error("NAR cache {dir}: {what}: {source}")]
+    NarCache {
+        dir: String,
+        what: String,
+        source: io::Error,
+    },
 }
 
 impl AccessError {
@@ -191,6 +206,8 @@ impl AccessError {
             | AccessError::HashMismatch { .. }
             | AccessError::ListingMismatch { .. } => K::Corrupt,
             AccessError::Cancelled { .. } => K::Internal,
+            AccessError::Integrity(e) => e.kind(),
+            AccessError::NarCache { .. } => K::Local,
         }
     }
 }
@@ -224,6 +241,14 @@ struct Inner {
     layout: tokio::sync::OnceCell<Layout>,
     /// The last frame decoded: its index and bytes.
     last_frame: Mutex<Option<(usize, Bytes)>>,
+    /// Where whole NARs are kept: used for objects that cannot be read at random, and for every
+    /// read when `whole_checked`.
+    nar_cache: Option<NarCache>,
+    /// Serve nothing that was not checked against the NarHash: read the whole NAR (through the
+    /// NAR cache when there is one).
+    whole_checked: bool,
+    /// The whole NAR, once fetched through the NAR cache.
+    kept: tokio::sync::OnceCell<KeptNar>,
 }
 
 impl fmt::Debug for NarAccess {
@@ -281,8 +306,135 @@ impl NarAccess {
                 method,
                 layout: tokio::sync::OnceCell::new(),
                 last_frame: Mutex::new(None),
+                nar_cache: None,
+                whole_checked: false,
+                kept: tokio::sync::OnceCell::new(),
             }),
         })
+    }
+
+    /// Keeps whole NARs in `cache`: an object that cannot be read at random (xz, bzip2, zstd
+    /// without a seek table) is fetched once, checked against the narinfo, and read from there,
+    /// instead of being decompressed from its start for every read. Call before the first read.
+    pub fn with_nar_cache(self, cache: NarCache) -> NarAccess {
+        self.rebuild(|inner| inner.nar_cache = Some(cache))
+    }
+
+    /// Serves nothing that was not checked against the narinfo's `NarHash`: the first read
+    /// fetches the whole NAR, checks it (FileSize, FileHash, NarSize, NarHash), and every read
+    /// comes from that checked copy — kept in the [`NarCache`] when there is one (see
+    /// [`NarAccess::with_nar_cache`]), else in an unlinked temporary file. Call before the
+    /// first read.
+    pub fn whole_nar_checked(self) -> NarAccess {
+        self.rebuild(|inner| inner.whole_checked = true)
+    }
+
+    fn rebuild(self, change: impl FnOnce(&mut Inner)) -> NarAccess {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            cache: shared.cache.clone(),
+            info: shared.info.clone(),
+            method: shared.method,
+            object: shared.object.clone(),
+            layout: tokio::sync::OnceCell::new(),
+            last_frame: Mutex::new(None),
+            nar_cache: shared.nar_cache.clone(),
+            whole_checked: shared.whole_checked,
+            kept: tokio::sync::OnceCell::new(),
+        });
+        let mut inner = inner;
+        change(&mut inner);
+        NarAccess {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The listing of the NAR, built from the whole NAR checked against the narinfo (fetched
+    /// once, as for [`NarAccess::whole_nar_checked`] reads, and kept when there is a
+    /// [`NarCache`]).
+    pub async fn listing_checked(&self) -> Result<crate::nar::Listing, AccessError> {
+        let kept = self.kept().await?;
+        let name = full(&self.inner.info);
+        tokio::task::spawn_blocking(move || {
+            crate::nar::Listing::from_nar(io::BufReader::with_capacity(
+                1 << 20,
+                KeptReader { kept, at: 0 },
+            ))
+        })
+        .await
+        .map_err(|_| AccessError::Cancelled {
+            object: self.object(),
+        })?
+        // A NAR that matched its signed NarHash and does not parse: the signer's NAR is bad.
+        .map_err(|e| AccessError::Decode {
+            object: format!("{name}: {}", self.object()),
+            method: Compression::None,
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        })
+    }
+
+    /// The whole NAR, checked, from the NAR cache (fetched into it once), or fetched into a
+    /// temporary NAR cache of its own when there is none.
+    async fn kept(&self) -> Result<KeptNar, AccessError> {
+        self.inner
+            .kept
+            .get_or_try_init(|| async {
+                match &self.inner.nar_cache {
+                    Some(c) => c.get(&self.inner.cache, &self.inner.info).await,
+                    None => {
+                        let dir = std::env::temp_dir().join(format!(
+                            "cachecore-nars-{}",
+                            std::process::id()
+                        ));
+                        let c = NarCache::open(&dir, u64::MAX).map_err(|source| {
+                            AccessError::NarCache {
+                                dir: dir.display().to_string(),
+                                what: "cannot create it".into(),
+                                source,
+                            }
+                        })?;
+                        let kept = c.get(&self.inner.cache, &self.inner.info).await?;
+                        // Open already: the name is not needed any more.
+                        let _ = std::fs::remove_file(dir.join(NarCache::file_name(&self.inner.info)));
+                        Ok(kept)
+                    }
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    /// Bytes `range` of the kept NAR, in chunks of at most [`STREAM_CHUNK`].
+    fn from_kept(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes, AccessError>> {
+        let this = self.clone();
+        let starts = (range.start..range.end).step_by(STREAM_CHUNK);
+        stream::iter(starts)
+            .then(move |s| {
+                let this = this.clone();
+                let end = (s + STREAM_CHUNK as u64).min(range.end);
+                async move {
+                    let kept = this.kept().await?;
+                    let dir = this
+                        .inner
+                        .nar_cache
+                        .as_ref()
+                        .map_or_else(String::new, |c| c.dir().display().to_string());
+                    tokio::task::spawn_blocking(move || {
+                        let mut buf = vec![0u8; (end - s) as usize];
+                        kept.read_exact_at(&mut buf, s)
+                            .map(|()| Bytes::from(buf))
+                            .map_err(|source| AccessError::NarCache {
+                                dir,
+                                what: "cannot read a kept NAR".into(),
+                                source,
+                            })
+                    })
+                    .await
+                    .map_err(|_| AccessError::Cancelled {
+                        object: this.object(),
+                    })?
+                }
+            })
+            .boxed()
     }
 
     /// Random access into the NAR of `path` (fetches its narinfo).
@@ -399,6 +551,9 @@ impl NarAccess {
         if range.is_empty() {
             return Ok(stream::empty().boxed());
         }
+        if self.inner.whole_checked {
+            return Ok(self.from_kept(range));
+        }
         let layout = self
             .inner
             .layout
@@ -411,6 +566,7 @@ impl NarAccess {
                 stream::once(futures::future::ready(Ok(nar.slice(s..e)))).boxed()
             }
             Layout::Seekable(table) => self.frames(table, range),
+            Layout::FromStart if self.inner.nar_cache.is_some() => self.from_kept(range),
             Layout::FromStart => self.from_start(range).await?,
         })
     }
@@ -824,6 +980,21 @@ fn decode_frame(
     let all = 0..u64::from(frame.decompressed_size);
     seekable::decompress_frame_to(index, frame, bytes, all, &mut out)?;
     Ok(Bytes::from(out))
+}
+
+/// A kept NAR as a `Read` from its start.
+struct KeptReader {
+    kept: KeptNar,
+    at: u64,
+}
+
+impl Read for KeptReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (buf.len() as u64).min(self.kept.len() - self.at) as usize;
+        self.kept.read_exact_at(&mut buf[..n], self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
 }
 
 /// Reads until `buf` is full or the input ends.
