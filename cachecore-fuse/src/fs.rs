@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cachecore::access::{NarAccess, NarCache};
+use cachecore::access::{FrameCache, NarAccess, NarCache};
 use cachecore::blocking;
 use cachecore::error::ErrorKind;
 use cachecore::nar::{Listing, ListingNode};
@@ -85,6 +85,9 @@ pub struct FsOptions {
     pub check: Check,
     /// Where whole NARs are kept ([`Check::Nar`], and NARs that cannot be read at random).
     pub nar_cache: Option<NarCache>,
+    /// Most bytes of decompressed frames kept in memory (shared by every path; see
+    /// [`FrameCache`]).
+    pub memory: u64,
 }
 
 /// Why a request failed.
@@ -228,6 +231,8 @@ pub struct CacheFs {
     root_complete: bool,
     /// Files being read: inode → file.
     open: Mutex<HashMap<u64, NarFile>>,
+    /// Decoded frames, shared by every path.
+    frames: FrameCache,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -259,7 +264,6 @@ impl CacheFs {
         let listed = root_paths(&cache)?;
         let mut fs = CacheFs {
             cache,
-            options,
             table: RwLock::new(Table {
                 nodes: vec![Node::Root],
                 root: BTreeMap::new(),
@@ -267,6 +271,8 @@ impl CacheFs {
             missing: Mutex::new(HashMap::new()),
             root_complete: listed.is_some(),
             open: Mutex::new(HashMap::new()),
+            frames: FrameCache::new(options.memory),
+            options,
         };
         let mut unsigned = 0usize;
         for info in listed.unwrap_or_default() {
@@ -298,7 +304,8 @@ impl CacheFs {
                 }
             })?;
         }
-        let mut access = NarAccess::new(&self.cache, info.clone())?;
+        let mut access =
+            NarAccess::new(&self.cache, info.clone())?.with_frame_cache(self.frames.clone());
         if let Some(cache) = &self.options.nar_cache {
             access = access.with_nar_cache(cache.clone());
         }

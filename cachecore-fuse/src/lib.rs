@@ -27,6 +27,7 @@
 //!     check_signatures: false,
 //!     check: Check::Ranges,
 //!     nar_cache: None,
+//!     memory: 64 << 20,
 //! }).unwrap();
 //! let top = fs.lookup(ROOT, path.to_string().as_ref()).unwrap();
 //! let bin = fs.lookup(top.ino, "bin".as_ref()).unwrap();

@@ -90,6 +90,7 @@ fn unchecked() -> FsOptions {
         check_signatures: false,
         check: Check::Ranges,
         nar_cache: None,
+        memory: 64 << 20,
     }
 }
 
@@ -269,6 +270,7 @@ fn with_check_nar_a_flipped_byte_is_an_error_never_wrong_bytes() {
                 check_signatures: true,
                 check,
                 nar_cache: None,
+        memory: 64 << 20,
             },
         )
         .unwrap();

@@ -56,8 +56,10 @@
 //! # });
 //! ```
 
+mod frame_cache;
 mod nar_cache;
 
+pub use frame_cache::FrameCache;
 pub use nar_cache::{KeptNar, NarCache};
 
 use std::fmt;
@@ -249,7 +251,27 @@ struct Inner {
     whole_checked: bool,
     /// The whole NAR, once fetched through the NAR cache.
     kept: tokio::sync::OnceCell<KeptNar>,
+    /// Decoded frames shared with other readers (and read-ahead), when given.
+    frame_cache: Option<FrameCache>,
+    /// `object`, shared, as the frame cache's key.
+    object_key: Arc<str>,
+    /// Sequential-read detection for read-ahead.
+    sequence: Mutex<Sequence>,
 }
+
+/// What the last read of a seekable NAR covered, for read-ahead.
+#[derive(Debug, Default)]
+struct Sequence {
+    /// One past the last frame the previous read covered.
+    next: usize,
+    /// Frames read ahead now (0 after a random read; doubles while reads are sequential).
+    window: usize,
+    /// Frames before this were already read ahead (or asked for).
+    ahead_until: usize,
+}
+
+/// The most frames read ahead of a sequential reader.
+const MAX_READ_AHEAD_FRAMES: usize = 4;
 
 impl fmt::Debug for NarAccess {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -298,6 +320,7 @@ impl NarAccess {
                 source,
             }
         })?;
+        let info_url = info.url.clone();
         Ok(NarAccess {
             inner: Arc::new(Inner {
                 object: format!("{}: {}", cache.url(), info.url),
@@ -309,8 +332,17 @@ impl NarAccess {
                 nar_cache: None,
                 whole_checked: false,
                 kept: tokio::sync::OnceCell::new(),
+                frame_cache: None,
+                object_key: Arc::from(format!("{}: {}", cache.url(), info_url)),
+                sequence: Mutex::new(Sequence::default()),
             }),
         })
+    }
+
+    /// Keeps decoded frames in `frames`, shared with every other reader given it, and reads
+    /// ahead of sequential readers into it (see [`FrameCache`]). Call before the first read.
+    pub fn with_frame_cache(self, frames: FrameCache) -> NarAccess {
+        self.rebuild(|inner| inner.frame_cache = Some(frames))
     }
 
     /// Keeps whole NARs in `cache`: an object that cannot be read at random (xz, bzip2, zstd
@@ -340,6 +372,9 @@ impl NarAccess {
             nar_cache: shared.nar_cache.clone(),
             whole_checked: shared.whole_checked,
             kept: tokio::sync::OnceCell::new(),
+            frame_cache: shared.frame_cache.clone(),
+            object_key: shared.object_key.clone(),
+            sequence: Mutex::new(Sequence::default()),
         });
         let mut inner = inner;
         change(&mut inner);
@@ -799,6 +834,7 @@ impl NarAccess {
     ) -> BoxStream<'static, Result<Bytes, AccessError>> {
         let indices = table.indices_covering(range.clone());
         let frames = table.frames();
+        self.read_ahead(frames, indices.clone());
         let mut groups: Vec<Vec<seekable::FrameEntry>> = Vec::new();
         let mut current: Vec<seekable::FrameEntry> = Vec::new();
         let mut current_len = 0u64;
@@ -850,16 +886,100 @@ impl NarAccess {
             let e = range.end.min(d.end) - d.start;
             frame.slice(s as usize..e as usize)
         };
-        if group.len() == 1 {
-            let cached = self.inner.last_frame.lock().ok().and_then(|last| {
+        if let Some(frames) = self.cached(at, group.len()) {
+            return Ok(frames.iter().enumerate().map(|(i, f)| slice(at + i, f)).filter(|b| !b.is_empty()).collect());
+        }
+        // One reader fetches a group; the others wait for it and take it from the cache.
+        let flight = self
+            .inner
+            .frame_cache
+            .as_ref()
+            .map(|fc| fc.flight(&self.inner.object_key, at));
+        let decoded = async {
+            let _only_one = match &flight {
+                Some(f) => Some(f.lock().await),
+                None => None,
+            };
+            if let Some(frames) = self.cached(at, group.len()) {
+                return Ok(frames);
+            }
+            self.fetch_group(at, &group).await
+        }
+        .await;
+        if let (Some(fc), Some(flight)) = (&self.inner.frame_cache, flight) {
+            fc.done(&self.inner.object_key, at, flight);
+        }
+        let decoded = decoded?;
+        Ok(decoded
+            .iter()
+            .enumerate()
+            .map(|(i, frame)| slice(at + i, frame))
+            .filter(|b| !b.is_empty())
+            .collect())
+    }
+
+    /// The decoded frames `at..at + n`, when all are held (the frame cache, else the last frame).
+    fn cached(&self, at: usize, n: usize) -> Option<Vec<Bytes>> {
+        match &self.inner.frame_cache {
+            Some(fc) => (at..at + n)
+                .map(|i| fc.get(&self.inner.object_key, i))
+                .collect(),
+            None if n == 1 => self.inner.last_frame.lock().ok().and_then(|last| {
                 last.as_ref()
                     .filter(|(i, _)| *i == at)
-                    .map(|(_, b)| b.clone())
-            });
-            if let Some(frame) = cached {
-                return Ok(vec![slice(at, &frame)]);
-            }
+                    .map(|(_, b)| vec![b.clone()])
+            }),
+            None => None,
         }
+    }
+
+    /// Starts fetching the frames after `indices` into the frame cache when reads are
+    /// sequential, a window that doubles with each sequential read (up to
+    /// [`MAX_READ_AHEAD_FRAMES`]) and closes on a random read.
+    fn read_ahead(&self, frames: &[seekable::FrameEntry], indices: Range<usize>) {
+        let Some(fc) = &self.inner.frame_cache else {
+            return;
+        };
+        let ahead = {
+            let Ok(mut seq) = self.inner.sequence.lock() else {
+                return;
+            };
+            // Within the frame read last, or the one after it.
+            let sequential = indices.start + 1 == seq.next || indices.start == seq.next;
+            seq.window = if sequential {
+                (seq.window * 2).clamp(1, MAX_READ_AHEAD_FRAMES)
+            } else {
+                0
+            };
+            seq.next = indices.end;
+            let from = indices.end.max(seq.ahead_until);
+            let to = (indices.end + seq.window).min(frames.len());
+            if from < to {
+                seq.ahead_until = to;
+            }
+            from..to
+        };
+        for index in ahead {
+            if fc.contains(&self.inner.object_key, index) {
+                continue;
+            }
+            let this = self.clone();
+            let frame = frames[index];
+            tokio::spawn(async move {
+                // A failure is met again, and reported, by the read that needs the frame.
+                let _ = this
+                    .group(index, vec![frame], frame.decompressed_range())
+                    .await;
+            });
+        }
+    }
+
+    /// Fetches and decodes the frames of `group` (the first with index `at`), and keeps them.
+    async fn fetch_group(
+        &self,
+        at: usize,
+        group: &[seekable::FrameEntry],
+    ) -> Result<Vec<Bytes>, AccessError> {
         let (first, last) = match (group.first(), group.last()) {
             (Some(f), Some(l)) => (*f, *l),
             _ => return Ok(Vec::new()),
@@ -868,7 +988,7 @@ impl NarAccess {
             .get_range(first.compressed_offset..last.compressed_range().end)
             .await?;
         let object = self.object();
-        let decode_group = group.clone();
+        let decode_group = group.to_vec();
         let decoded = tokio::task::spawn_blocking(move || {
             decode_group
                 .iter()
@@ -886,15 +1006,21 @@ impl NarAccess {
             }
         })?
         .map_err(|source| AccessError::Seekable { object, source })?;
-        if let (Some(frame), Ok(mut last)) = (decoded.last(), self.inner.last_frame.lock()) {
-            *last = Some((at + decoded.len() - 1, frame.clone()));
+        match &self.inner.frame_cache {
+            Some(fc) => {
+                for (i, frame) in decoded.iter().enumerate() {
+                    fc.insert(&self.inner.object_key, at + i, frame.clone());
+                }
+            }
+            None => {
+                if let (Some(frame), Ok(mut last)) =
+                    (decoded.last(), self.inner.last_frame.lock())
+                {
+                    *last = Some((at + decoded.len() - 1, frame.clone()));
+                }
+            }
         }
-        Ok(decoded
-            .iter()
-            .enumerate()
-            .map(|(i, frame)| slice(at + i, frame))
-            .filter(|b| !b.is_empty())
-            .collect())
+        Ok(decoded)
     }
 
     /// Streams the object from its start, decompressing and dropping what comes before `range`.
