@@ -260,7 +260,7 @@ struct Inner {
 }
 
 /// What the last read of a seekable NAR covered, for read-ahead.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Sequence {
     /// One past the last frame the previous read covered.
     next: usize,
@@ -268,6 +268,17 @@ struct Sequence {
     window: usize,
     /// Frames before this were already read ahead (or asked for).
     ahead_until: usize,
+}
+
+impl Default for Sequence {
+    fn default() -> Sequence {
+        // No read yet: the first one is not sequential.
+        Sequence {
+            next: usize::MAX,
+            window: 0,
+            ahead_until: 0,
+        }
+    }
 }
 
 /// The most frames read ahead of a sequential reader.
@@ -838,10 +849,18 @@ impl NarAccess {
         let mut groups: Vec<Vec<seekable::FrameEntry>> = Vec::new();
         let mut current: Vec<seekable::FrameEntry> = Vec::new();
         let mut current_len = 0u64;
+        // With a frame cache, each frame is fetched on its own: a group would fetch again the
+        // frames of it already held (a read straddling two frames), and concurrent readers
+        // and read-ahead meet on single frames.
+        let group_bytes = if self.inner.frame_cache.is_some() {
+            0
+        } else {
+            GROUP_BYTES
+        };
         for i in indices.clone() {
             current.push(frames[i]);
             current_len += u64::from(frames[i].decompressed_size);
-            if current_len >= GROUP_BYTES {
+            if current_len >= group_bytes {
                 groups.push(std::mem::take(&mut current));
                 current_len = 0;
             }
@@ -944,13 +963,21 @@ impl NarAccess {
             let Ok(mut seq) = self.inner.sequence.lock() else {
                 return;
             };
-            // Within the frame read last, or the one after it.
-            let sequential = indices.start + 1 == seq.next || indices.start == seq.next;
-            seq.window = if sequential {
+            if indices.start + 1 == seq.next {
+                // Within the frame read last: the window stays as it is, nothing new to fetch.
+                seq.next = seq.next.max(indices.end);
+                return;
+            }
+            // Into the frame after the last one read: sequential, the window grows; anything
+            // else (the first read, a seek) closes it.
+            seq.window = if indices.start == seq.next {
                 (seq.window * 2).clamp(1, MAX_READ_AHEAD_FRAMES)
             } else {
                 0
             };
+            if seq.window == 0 {
+                seq.ahead_until = 0;
+            }
             seq.next = indices.end;
             let from = indices.end.max(seq.ahead_until);
             let to = (indices.end + seq.window).min(frames.len());
