@@ -13,8 +13,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cachecore_testkit::http_server::HttpServer;
-use cachecore_testkit::nix::{build_closure_expr, nix, nix_copy_to_file, nix_generate_key, nix_store_add};
-use cachecore_testkit::tree::{make_fixture_tree, make_world_readable, path_str, tempdir, write_mode};
+use cachecore_testkit::nix::{
+    build_closure_expr, nix, nix_copy_to_file, nix_generate_key, nix_store_add,
+};
+use cachecore_testkit::tree::{
+    make_fixture_tree, make_world_readable, path_str, tempdir, write_mode,
+};
 use common::*;
 
 /// FUSE must be there: a missing part is a failure, not a skip.
@@ -33,9 +37,7 @@ fn require_fuse() {
 fn is_mounted(mountpoint: &Path) -> bool {
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let want = mountpoint.to_str().unwrap();
-    mounts
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(want))
+    mounts.lines().any(|l| l.split(' ').nth(4) == Some(want))
 }
 
 /// A running `cachecore mount`, unmounted (`fusermount3 -u -z`) and stopped when dropped.
@@ -46,13 +48,12 @@ struct Mount {
 }
 
 impl Mount {
-    /// `cachecore mount STORE MOUNTPOINT ARGS…`, waited for until the mount is there.
-    fn start(store: &str, mountpoint: &Path, args: &[&str]) -> Mount {
+    /// `cachecore ARGS…` (`mount STORE MOUNTPOINT …`), waited for until MOUNTPOINT is mounted.
+    fn start(mountpoint: &Path, args: &[&str]) -> Mount {
         fs::create_dir_all(mountpoint).unwrap();
         let log = mountpoint.with_extension("log");
         let mut cmd = cachecore_command();
-        cmd.args(["mount", store, path_str(mountpoint)])
-            .args(args)
+        cmd.args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap());
@@ -67,7 +68,11 @@ impl Mount {
             if let Some(status) = mount.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("cachecore mount exited with {status}: {}", mount.log());
             }
-            assert!(Instant::now() < deadline, "not mounted after 30 s: {}", mount.log());
+            assert!(
+                Instant::now() < deadline,
+                "not mounted after 30 s: {}",
+                mount.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         mount
@@ -142,7 +147,11 @@ fn assert_same_as_store(store_path: &str, mounted: &Path) {
         String::from_utf8_lossy(&diff.stdout),
         String::from_utf8_lossy(&diff.stderr)
     );
-    assert_eq!(tree_shape(Path::new(store_path)), tree_shape(mounted), "{store_path}");
+    assert_eq!(
+        tree_shape(Path::new(store_path)),
+        tree_shape(mounted),
+        "{store_path}"
+    );
 }
 
 fn base(store_path: &str) -> &str {
@@ -178,7 +187,15 @@ fn a_pushed_cache_mounts_as_the_store_over_a_directory_and_over_cachecore_serve(
     let cache_url = path_str(&cache);
     cachecore_ok(&["init", cache_url], b"");
     cachecore_ok(
-        &["push", cache_url, &built.app, &fixture, "--key", path_str(&secret), "-q"],
+        &[
+            "push",
+            cache_url,
+            &built.app,
+            &fixture,
+            "--key",
+            path_str(&secret),
+            "-q",
+        ],
         b"",
     );
     let closure: Vec<String> = nix("nix-store", &["-qR", &built.app])
@@ -189,9 +206,16 @@ fn a_pushed_cache_mounts_as_the_store_over_a_directory_and_over_cachecore_serve(
     // Over the directory: the root lists every path; each is the store path.
     let mnt = work.path().join("mnt");
     let mut mount = Mount::start(
-        cache_url,
         &mnt,
-        &["--trusted-key", &public, "--cache-dir", path_str(&work.path().join("nars"))],
+        &[
+            "mount",
+            cache_url,
+            path_str(&mnt),
+            "--trusted-key",
+            &public,
+            "--cache-dir",
+            path_str(&work.path().join("nars")),
+        ],
     );
     let mut listed: Vec<String> = fs::read_dir(&mnt)
         .unwrap()
@@ -218,7 +242,11 @@ fn a_pushed_cache_mounts_as_the_store_over_a_directory_and_over_cachecore_serve(
     assert!(!mount.path("00000000000000000000000000000000-nope").exists());
     assert!(!mount.path("nope").exists());
     // `fusermount3 -u` ends the mount and the process, cleanly.
-    let status = Command::new("fusermount3").arg("-u").arg(&mnt).status().unwrap();
+    let status = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt)
+        .status()
+        .unwrap();
     assert!(status.success());
     let status = mount.wait(Duration::from_secs(10));
     assert!(status.success(), "{status}: {}", mount.log());
@@ -244,11 +272,22 @@ fn a_pushed_cache_mounts_as_the_store_over_a_directory_and_over_cachecore_serve(
     };
     let mnt = work.path().join("mnt-http");
     let mount = Mount::start(
-        &url,
         &mnt,
-        &["--trusted-key", &public, "--cache-dir", path_str(&work.path().join("nars"))],
+        &[
+            "mount",
+            &url,
+            path_str(&mnt),
+            "--trusted-key",
+            &public,
+            "--cache-dir",
+            path_str(&work.path().join("nars")),
+        ],
     );
-    assert_eq!(fs::read_dir(&mnt).unwrap().count(), 0, "nothing looked up yet");
+    assert_eq!(
+        fs::read_dir(&mnt).unwrap().count(),
+        0,
+        "nothing looked up yet"
+    );
     assert_same_as_store(&built.app, &mount.path(base(&built.app)));
     assert_same_as_store(&fixture, &mount.path(base(&fixture)));
     let listed = fs::read_dir(&mnt).unwrap().count();
@@ -278,9 +317,16 @@ fn a_cache_written_by_nix_copy_mounts_as_the_store() {
     let nars = work.path().join("nars");
     let mnt = work.path().join("mnt");
     let mount = Mount::start(
-        path_str(&cache),
         &mnt,
-        &["--trusted-key", &public, "--cache-dir", path_str(&nars)],
+        &[
+            "mount",
+            path_str(&cache),
+            path_str(&mnt),
+            "--trusted-key",
+            &public,
+            "--cache-dir",
+            path_str(&nars),
+        ],
     );
     for path in &closure {
         assert_same_as_store(path, &mount.path(base(path)));
@@ -289,25 +335,55 @@ fn a_cache_written_by_nix_copy_mounts_as_the_store() {
     assert_eq!(fs::read_dir(&nars).unwrap().count(), closure.len());
     drop(mount);
 
-    // Nix's zstd without listings, unsigned: --no-check-sigs; the tree comes from the NAR.
+    // Nix's zstd without listings, unsigned: --no-check-sigs; the tree comes from the NAR. Two
+    // paths too large to be read whole in one request (over 64 KiB compressed).
+    let blobs: Vec<String> = (0..2u64)
+        .map(|i| {
+            let dir = work.path().join(format!("blob{i}"));
+            fs::create_dir(&dir).unwrap();
+            let data = cachecore_testkit::data::pseudo_random_bytes(200_000, 11 + i);
+            write_mode(&dir.join("data"), &data, 0o644);
+            make_world_readable(&dir);
+            nix_store_add(&dir)
+        })
+        .collect();
     let plain = work.path().join("cache-zstd");
-    nix_copy_to_file(&plain, "compression=zstd", &[&built.app]);
+    nix_copy_to_file(&plain, "compression=zstd", &[&built.app, &blobs[0], &blobs[1]]);
+    // Nix's zstd cannot be read at random: a large NAR is fetched once into the cache directory,
+    // which --cache-size bounds (here to one NAR: the one just fetched).
     let mnt = work.path().join("mnt-zstd");
+    let small_nars = work.path().join("small-nars");
     let mount = Mount::start(
-        path_str(&plain),
         &mnt,
-        &["--no-check-sigs", "--cache-dir", path_str(&nars)],
+        &[
+            "mount",
+            path_str(&plain),
+            path_str(&mnt),
+            "--no-check-sigs",
+            "--cache-dir",
+            path_str(&small_nars),
+            "--cache-size",
+            "1",
+        ],
     );
-    for path in &closure {
+    for path in closure.iter().chain(&blobs) {
         assert_same_as_store(path, &mount.path(base(path)));
     }
+    assert_eq!(fs::read_dir(&small_nars).unwrap().count(), 1);
     drop(mount);
     // Without --no-check-sigs, unsigned paths do not appear.
     let mnt = work.path().join("mnt-unsigned");
     let mount = Mount::start(
-        path_str(&plain),
         &mnt,
-        &["--trusted-key", &public, "--cache-dir", path_str(&nars)],
+        &[
+            "mount",
+            path_str(&plain),
+            path_str(&mnt),
+            "--trusted-key",
+            &public,
+            "--cache-dir",
+            path_str(&nars),
+        ],
     );
     assert_eq!(fs::read_dir(&mnt).unwrap().count(), 0);
     assert!(!mount.path(base(&built.app)).exists());
@@ -324,9 +400,11 @@ fn a_small_file_in_a_large_nar_fetches_one_frame_and_listing_fetches_no_nar_byte
     let server = HttpServer::serve(&cache);
     let mnt = work.path().join("mnt");
     let mount = Mount::start(
-        &server.url(),
         &mnt,
         &[
+            "mount",
+            &server.url(),
+            path_str(&mnt),
             "--no-check-sigs",
             "--cache-dir",
             path_str(&work.path().join("nars")),
@@ -346,7 +424,11 @@ fn a_small_file_in_a_large_nar_fetches_one_frame_and_listing_fetches_no_nar_byte
     let ls = Command::new("ls").arg("-lR").arg(&root).output().unwrap();
     assert!(ls.status.success());
     assert!(String::from_utf8_lossy(&ls.stdout).contains("z-large"));
-    assert_eq!(nar_bytes(), (0, 0), "listing a store path fetched NAR bytes");
+    assert_eq!(
+        nar_bytes(),
+        (0, 0),
+        "listing a store path fetched NAR bytes"
+    );
     // One small file: the seek table (a 64 KiB probe of the object's end) and one frame.
     let out = cat(&root.join("a-small-file"));
     assert_eq!(out.stdout, b"a small file\n");
@@ -384,11 +466,25 @@ fn a_flipped_byte_is_eio_with_check_nar_never_wrong_bytes() {
     let cache = work.path().join("cache");
     cachecore_ok(&["init", path_str(&cache)], b"");
     cachecore_ok(
-        &["push", path_str(&cache), &path, "--key", path_str(&secret), "--compression", "none", "-q"],
+        &[
+            "push",
+            path_str(&cache),
+            &path,
+            "--key",
+            path_str(&secret),
+            "--compression",
+            "none",
+            "-q",
+        ],
         b"",
     );
     // Flip one byte of the file's contents in the NAR object (uncompressed: it still reads).
-    let nar = fs::read_dir(cache.join("nar")).unwrap().next().unwrap().unwrap().path();
+    let nar = fs::read_dir(cache.join("nar"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let mut bytes = fs::read(&nar).unwrap();
     let at = bytes.windows(5).position(|w| w == b"right").unwrap();
     bytes[at] = b'w';
@@ -396,9 +492,11 @@ fn a_flipped_byte_is_eio_with_check_nar_never_wrong_bytes() {
 
     let mnt = work.path().join("mnt");
     let mount = Mount::start(
-        path_str(&cache),
         &mnt,
         &[
+            "mount",
+            path_str(&cache),
+            path_str(&mnt),
             "--trusted-key",
             &public,
             "--check",
@@ -409,7 +507,11 @@ fn a_flipped_byte_is_eio_with_check_nar_never_wrong_bytes() {
     );
     let out = cat(&mount.path(base(&path)).join("file"));
     assert!(!out.status.success());
-    assert!(out.stdout.is_empty(), "wrong bytes served: {:?}", out.stdout);
+    assert!(
+        out.stdout.is_empty(),
+        "wrong bytes served: {:?}",
+        out.stdout
+    );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
         "{out:?}"
@@ -417,7 +519,11 @@ fn a_flipped_byte_is_eio_with_check_nar_never_wrong_bytes() {
     // One log line naming what failed; the mount is still up.
     let log = mount.log();
     assert!(log.contains("is corrupt"), "{log}");
-    assert_eq!(log.lines().filter(|l| l.contains("WARN")).count(), 1, "{log}");
+    assert_eq!(
+        log.lines().filter(|l| l.contains("WARN")).count(),
+        1,
+        "{log}"
+    );
     assert!(is_mounted(&mnt));
     // Nothing unchecked was kept.
     assert_eq!(fs::read_dir(work.path().join("nars")).unwrap().count(), 0);
@@ -429,13 +535,27 @@ fn sigterm_unmounts_with_a_reader_open_and_a_remount_reuses_the_cache_dir() {
     let work = tempdir();
     let src = work.path().join("kept");
     fs::create_dir(&src).unwrap();
-    write_mode(&src.join("file"), &cachecore_testkit::data::pseudo_random_bytes(300_000, 9), 0o644);
+    write_mode(
+        &src.join("file"),
+        &cachecore_testkit::data::pseudo_random_bytes(300_000, 9),
+        0o644,
+    );
     make_world_readable(&src);
     let path = nix_store_add(&src);
     let (secret, public) = nix_generate_key(work.path(), "kept-1");
     let cache = work.path().join("cache");
     cachecore_ok(&["init", path_str(&cache)], b"");
-    cachecore_ok(&["push", path_str(&cache), &path, "--key", path_str(&secret), "-q"], b"");
+    cachecore_ok(
+        &[
+            "push",
+            path_str(&cache),
+            &path,
+            "--key",
+            path_str(&secret),
+            "-q",
+        ],
+        b"",
+    );
     let server = HttpServer::serve(&cache);
     let nars = work.path().join("nars");
     let args = ["--trusted-key", &public, "--cache-dir", path_str(&nars)];
@@ -443,9 +563,17 @@ fn sigterm_unmounts_with_a_reader_open_and_a_remount_reuses_the_cache_dir() {
     let file = mnt.join(base(&path)).join("file");
     let expected = fs::read(src.join("file")).unwrap();
 
-    let mut mount = Mount::start(&server.url(), &mnt, &args);
+    let mut mount = Mount::start(
+        &mnt,
+        &[&["mount", &server.url(), path_str(&mnt)][..], &args[..]].concat(),
+    );
     assert!(fs::read(&file).unwrap() == expected);
-    let fetched: u64 = server.served().iter().filter(|(k, _)| k.starts_with("nar/")).map(|(_, (_, b))| b).sum();
+    let fetched: u64 = server
+        .served()
+        .iter()
+        .filter(|(k, _)| k.starts_with("nar/"))
+        .map(|(_, (_, b))| b)
+        .sum();
     assert!(fetched > 0);
     // A reader holds the file open; SIGTERM detaches the mount at once and ends the process.
     let mut reader = Command::new("sh")
@@ -465,8 +593,16 @@ fn sigterm_unmounts_with_a_reader_open_and_a_remount_reuses_the_cache_dir() {
 
     // Mounted again: the NAR comes from the cache directory, not the server.
     server.reset_counts();
-    let _mount = Mount::start(&server.url(), &mnt, &args);
+    let _mount = Mount::start(
+        &mnt,
+        &[&["mount", &server.url(), path_str(&mnt)][..], &args[..]].concat(),
+    );
     assert!(fs::read(&file).unwrap() == expected);
-    let fetched: u64 = server.served().iter().filter(|(k, _)| k.starts_with("nar/")).map(|(_, (_, b))| b).sum();
+    let fetched: u64 = server
+        .served()
+        .iter()
+        .filter(|(k, _)| k.starts_with("nar/"))
+        .map(|(_, (_, b))| b)
+        .sum();
     assert_eq!(fetched, 0, "the kept NAR was fetched again");
 }

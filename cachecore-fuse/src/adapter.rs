@@ -167,7 +167,14 @@ impl Filesystem for Adapter {
         reply.ok(); // nothing is ever written
     }
 
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
         reply.error(Errno::ENODATA); // a store path has no extended attributes
     }
 
@@ -191,7 +198,10 @@ impl Filesystem for Adapter {
             Ok(entries) => entries,
             Err(e) => return reply.error(fail("readdir", &e)),
         };
-        let dots = [(ino.0, FileType::Directory, OsStr::new(".")), (ino.0, FileType::Directory, OsStr::new(".."))];
+        let dots = [
+            (ino.0, FileType::Directory, OsStr::new(".")),
+            (ino.0, FileType::Directory, OsStr::new("..")),
+        ];
         let all = dots.into_iter().chain(entries.iter().map(|e| {
             let kind = match e.kind {
                 FileKind::Directory => FileType::Directory,

@@ -72,7 +72,13 @@ fn pushed(method: Compression, sign: bool) -> Fixture {
         ..PushOptions::default()
     };
     let (path, _) = cache
-        .push_add(&StoreDir::default(), &src_path, "pkg", &opts, Arc::new(NoProgress))
+        .push_add(
+            &StoreDir::default(),
+            &src_path,
+            "pkg",
+            &opts,
+            Arc::new(NoProgress),
+        )
         .unwrap();
     Fixture {
         _src: src,
@@ -96,7 +102,12 @@ fn unchecked() -> FsOptions {
 
 /// Walks the mounted tree from `ino`, collecting path → (kind, size, executable, contents or
 /// target).
-fn walk(fs: &CacheFs, ino: u64, prefix: &str, out: &mut BTreeMap<String, (FileKind, bool, Vec<u8>)>) {
+fn walk(
+    fs: &CacheFs,
+    ino: u64,
+    prefix: &str,
+    out: &mut BTreeMap<String, (FileKind, bool, Vec<u8>)>,
+) {
     for e in fs.readdir(ino).unwrap() {
         let name = format!("{prefix}/{}", e.name.to_str().unwrap());
         let attr = fs.lookup(ino, &e.name).unwrap();
@@ -140,10 +151,18 @@ fn on_disk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, (FileKind, bool,
         } else if meta.file_type().is_symlink() {
             use std::os::unix::ffi::OsStrExt as _;
             let target = std::fs::read_link(entry.path()).unwrap();
-            (FileKind::Symlink, false, target.as_os_str().as_bytes().to_vec())
+            (
+                FileKind::Symlink,
+                false,
+                target.as_os_str().as_bytes().to_vec(),
+            )
         } else {
             let exec = meta.permissions().mode() & 0o100 != 0;
-            (FileKind::Regular, exec, std::fs::read(entry.path()).unwrap())
+            (
+                FileKind::Regular,
+                exec,
+                std::fs::read(entry.path()).unwrap(),
+            )
         };
         out.insert(name, value);
     }
@@ -180,7 +199,10 @@ fn the_tree_reads_as_it_is_on_disk_in_every_check_mode() {
             "{method} {check:?}"
         );
         for (name, value) in &expected {
-            assert!(mounted[name] == *value, "{name} differs ({method} {check:?})");
+            assert!(
+                mounted[name] == *value,
+                "{name} differs ({method} {check:?})"
+            );
         }
         // Inodes are stable: a second walk finds the same numbers.
         let again = fs.lookup(ROOT, &root[0].name).unwrap();
@@ -241,9 +263,7 @@ fn a_listing_that_points_outside_the_nar_is_refused() {
         serde_json::json!(1u64 << 40);
     std::fs::write(&ls, serde_json::to_vec(&value).unwrap()).unwrap();
     let fs = CacheFs::new(BinaryCache::open(&f.url).unwrap(), unchecked()).unwrap();
-    let e = fs
-        .lookup(ROOT, f.path.to_string().as_ref())
-        .unwrap_err();
+    let e = fs.lookup(ROOT, f.path.to_string().as_ref()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
     assert!(e.to_string().contains("outside"), "{e}");
 }
@@ -270,7 +290,7 @@ fn with_check_nar_a_flipped_byte_is_an_error_never_wrong_bytes() {
                 check_signatures: true,
                 check,
                 nar_cache: None,
-        memory: 64 << 20,
+                memory: 64 << 20,
             },
         )
         .unwrap();

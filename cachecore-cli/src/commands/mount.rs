@@ -115,7 +115,8 @@ fn default_cache_dir() -> anyhow::Result<PathBuf> {
     let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir),
         None => PathBuf::from(
-            std::env::var_os("HOME").context("pass --cache-dir (neither XDG_CACHE_HOME nor HOME is set)")?,
+            std::env::var_os("HOME")
+                .context("pass --cache-dir (neither XDG_CACHE_HOME nor HOME is set)")?,
         )
         .join(".cache"),
     };

@@ -128,7 +128,12 @@ impl FrameCache {
     }
 
     /// Forgets the lock of a group once no reader holds it.
-    pub(super) fn done(&self, object: &Arc<str>, index: usize, flight: Arc<tokio::sync::Mutex<()>>) {
+    pub(super) fn done(
+        &self,
+        object: &Arc<str>,
+        index: usize,
+        flight: Arc<tokio::sync::Mutex<()>>,
+    ) {
         let mut s = self.state();
         // Ours and the map's: nobody else waits.
         if Arc::strong_count(&flight) <= 2 {

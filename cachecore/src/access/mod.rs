@@ -427,10 +427,8 @@ impl NarAccess {
                 match &self.inner.nar_cache {
                     Some(c) => c.get(&self.inner.cache, &self.inner.info).await,
                     None => {
-                        let dir = std::env::temp_dir().join(format!(
-                            "cachecore-nars-{}",
-                            std::process::id()
-                        ));
+                        let dir = std::env::temp_dir()
+                            .join(format!("cachecore-nars-{}", std::process::id()));
                         let c = NarCache::open(&dir, u64::MAX).map_err(|source| {
                             AccessError::NarCache {
                                 dir: dir.display().to_string(),
@@ -440,7 +438,8 @@ impl NarAccess {
                         })?;
                         let kept = c.get(&self.inner.cache, &self.inner.info).await?;
                         // Open already: the name is not needed any more.
-                        let _ = std::fs::remove_file(dir.join(NarCache::file_name(&self.inner.info)));
+                        let _ =
+                            std::fs::remove_file(dir.join(NarCache::file_name(&self.inner.info)));
                         Ok(kept)
                     }
                 }
@@ -906,7 +905,12 @@ impl NarAccess {
             frame.slice(s as usize..e as usize)
         };
         if let Some(frames) = self.cached(at, group.len()) {
-            return Ok(frames.iter().enumerate().map(|(i, f)| slice(at + i, f)).filter(|b| !b.is_empty()).collect());
+            return Ok(frames
+                .iter()
+                .enumerate()
+                .map(|(i, f)| slice(at + i, f))
+                .filter(|b| !b.is_empty())
+                .collect());
         }
         // One reader fetches a group; the others wait for it and take it from the cache.
         let flight = self
@@ -1040,8 +1044,7 @@ impl NarAccess {
                 }
             }
             None => {
-                if let (Some(frame), Ok(mut last)) =
-                    (decoded.last(), self.inner.last_frame.lock())
+                if let (Some(frame), Ok(mut last)) = (decoded.last(), self.inner.last_frame.lock())
                 {
                     *last = Some((at + decoded.len() - 1, frame.clone()));
                 }

@@ -145,11 +145,7 @@ impl NarCache {
 
     pub(super) fn file_name(info: &NarInfo) -> String {
         // The NarHash names the NAR whatever object holds it; `:` is not in nix32.
-        format!(
-            "{}-{}.nar",
-            info.nar_hash.algo(),
-            info.nar_hash.to_nix32()
-        )
+        format!("{}-{}.nar", info.nar_hash.algo(), info.nar_hash.to_nix32())
     }
 
     /// The NAR of `info`: the kept one, or fetched from `cache` now (checked whole against the
