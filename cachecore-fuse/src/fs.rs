@@ -104,7 +104,7 @@ pub enum FsError {
     #[error("{path}: {source}")]
     Untrusted {
         path: String,
-        source: cachecore::ops::OpError,
+        source: Box<cachecore::ops::OpError>,
     },
     /// The asked-for operation does not apply to this kind of node.
     #[error("{what}")]
@@ -114,7 +114,7 @@ pub enum FsError {
     BadListing { path: String, reason: String },
     /// What the core said.
     #[error(transparent)]
-    Cache(#[from] blocking::Error),
+    Cache(Box<blocking::Error>),
 }
 
 impl FsError {
@@ -126,20 +126,26 @@ impl FsError {
             }
             FsError::WrongKind { .. } => ErrorKind::InvalidInput,
             FsError::BadListing { .. } => ErrorKind::Corrupt,
-            FsError::Cache(e) => ErrorKind::of_chain(e).unwrap_or(ErrorKind::Internal),
+            FsError::Cache(e) => ErrorKind::of_chain(&**e).unwrap_or(ErrorKind::Internal),
         }
+    }
+}
+
+impl From<blocking::Error> for FsError {
+    fn from(e: blocking::Error) -> FsError {
+        FsError::Cache(Box::new(e))
     }
 }
 
 impl From<cachecore::ops::OpError> for FsError {
     fn from(e: cachecore::ops::OpError) -> FsError {
-        FsError::Cache(e.into())
+        FsError::Cache(Box::new(e.into()))
     }
 }
 
 impl From<cachecore::access::AccessError> for FsError {
     fn from(e: cachecore::access::AccessError) -> FsError {
-        FsError::Cache(e.into())
+        FsError::Cache(Box::new(e.into()))
     }
 }
 
@@ -300,7 +306,7 @@ impl CacheFs {
             ops::check_trusted(&info, &self.options.trusted_keys).map_err(|source| {
                 FsError::Untrusted {
                     path: info.store_dir.full_path(&info.store_path),
-                    source,
+                    source: Box::new(source),
                 }
             })?;
         }

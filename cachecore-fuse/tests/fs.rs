@@ -1,6 +1,8 @@
 //! `CacheFs` without the kernel: a real tree pushed into a local-directory cache, walked through
 //! lookup/getattr/readdir/readlink/read and compared with the tree on disk.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt as _;

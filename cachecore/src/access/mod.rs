@@ -56,8 +56,8 @@
 //! # });
 //! ```
 
-mod frame_cache;
-mod nar_cache;
+pub mod frame_cache;
+pub mod nar_cache;
 
 pub use frame_cache::FrameCache;
 pub use nar_cache::{KeptNar, NarCache};
@@ -180,7 +180,7 @@ pub enum AccessError {
     /// The whole NAR, read to be kept in a [`NarCache`], failed a check against its narinfo
     /// (or could not be read).
     #[error(transparent)]
-    Integrity(#[from] crate::store::IntegrityError),
+    Integrity(Box<crate::store::IntegrityError>),
     /// The [`NarCache`] directory could not be used.
     #[error("NAR cache {dir}: {what}: {source}")]
     NarCache {
@@ -188,6 +188,12 @@ pub enum AccessError {
         what: String,
         source: io::Error,
     },
+}
+
+impl From<crate::store::IntegrityError> for AccessError {
+    fn from(e: crate::store::IntegrityError) -> AccessError {
+        AccessError::Integrity(Box::new(e))
+    }
 }
 
 impl AccessError {
@@ -449,7 +455,7 @@ impl NarAccess {
     }
 
     /// Bytes `range` of the kept NAR, in chunks of at most [`STREAM_CHUNK`].
-    fn from_kept(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes, AccessError>> {
+    fn read_kept(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes, AccessError>> {
         let this = self.clone();
         let starts = (range.start..range.end).step_by(STREAM_CHUNK);
         stream::iter(starts)
@@ -597,7 +603,7 @@ impl NarAccess {
             return Ok(stream::empty().boxed());
         }
         if self.inner.whole_checked {
-            return Ok(self.from_kept(range));
+            return Ok(self.read_kept(range));
         }
         let layout = self
             .inner
@@ -611,7 +617,7 @@ impl NarAccess {
                 stream::once(futures::future::ready(Ok(nar.slice(s..e)))).boxed()
             }
             Layout::Seekable(table) => self.frames(table, range),
-            Layout::FromStart if self.inner.nar_cache.is_some() => self.from_kept(range),
+            Layout::FromStart if self.inner.nar_cache.is_some() => self.read_kept(range),
             Layout::FromStart => self.from_start(range).await?,
         })
     }
