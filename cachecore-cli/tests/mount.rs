@@ -348,7 +348,11 @@ fn a_cache_written_by_nix_copy_mounts_as_the_store() {
         })
         .collect();
     let plain = work.path().join("cache-zstd");
-    nix_copy_to_file(&plain, "compression=zstd", &[&built.app, &blobs[0], &blobs[1]]);
+    nix_copy_to_file(
+        &plain,
+        "compression=zstd",
+        &[&built.app, &blobs[0], &blobs[1]],
+    );
     // Nix's zstd cannot be read at random: a large NAR is fetched once into the cache directory,
     // which --cache-size bounds (here to one NAR: the one just fetched).
     let mnt = work.path().join("mnt-zstd");
@@ -605,4 +609,77 @@ fn sigterm_unmounts_with_a_reader_open_and_a_remount_reuses_the_cache_dir() {
         .map(|(_, (_, b))| b)
         .sum();
     assert_eq!(fetched, 0, "the kept NAR was fetched again");
+}
+
+/// `cachecore serve STORE --listen 127.0.0.1:PORT`, once it listens.
+fn serve_on(store: &str, port: u16) -> Child {
+    let mut child = cachecore_command()
+        .args(["serve", store, "--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead as _;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening on"), "serve printed {line:?}");
+    child
+}
+
+#[test]
+fn a_backend_failure_is_eio_for_that_read_and_the_mount_recovers() {
+    require_fuse();
+    let work = tempdir();
+    let paths: Vec<String> = (0..2)
+        .map(|i| {
+            let dir = work.path().join(format!("part{i}"));
+            fs::create_dir(&dir).unwrap();
+            write_mode(&dir.join("file"), format!("part {i}\n").as_bytes(), 0o644);
+            make_world_readable(&dir);
+            nix_store_add(&dir)
+        })
+        .collect();
+    let cache = work.path().join("cache");
+    cachecore_ok(&["init", path_str(&cache)], b"");
+    cachecore_ok(&["push", path_str(&cache), &paths[0], &paths[1], "-q"], b"");
+    let port = cachecore_testkit::net::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = serve_on(path_str(&cache), port);
+    let mnt = work.path().join("mnt");
+    let mount = Mount::start(
+        &mnt,
+        &[
+            "mount",
+            &url,
+            path_str(&mnt),
+            "--no-check-sigs",
+            "--cache-dir",
+            path_str(&work.path().join("nars")),
+        ],
+    );
+    let first = mount.path(base(&paths[0])).join("file");
+    let second = mount.path(base(&paths[1])).join("file");
+    assert_eq!(fs::read(&first).unwrap(), b"part 0\n");
+    // The second path is looked up (narinfo and listing read), not read yet.
+    assert_eq!(fs::metadata(&second).unwrap().len(), 7);
+    // The server goes away: reading the second file fails with EIO, once, with a log line.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let out = cat(&second);
+    assert!(!out.status.success() && out.stdout.is_empty(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
+        "{out:?}"
+    );
+    assert!(mount.log().contains("WARN"), "{}", mount.log());
+    assert!(is_mounted(&mnt));
+    // What was read before is still there; the server comes back and the read succeeds.
+    assert_eq!(fs::read(&first).unwrap(), b"part 0\n");
+    let mut server = serve_on(path_str(&cache), port);
+    assert_eq!(fs::read(&second).unwrap(), b"part 1\n");
+    drop(mount);
+    let _ = server.kill();
+    let _ = server.wait();
 }
