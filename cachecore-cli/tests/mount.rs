@@ -50,10 +50,16 @@ struct Mount {
 impl Mount {
     /// `cachecore ARGS…` (`mount STORE MOUNTPOINT …`), waited for until MOUNTPOINT is mounted.
     fn start(mountpoint: &Path, args: &[&str]) -> Mount {
+        Mount::start_with_env(mountpoint, args, &[])
+    }
+
+    /// [`start`](Self::start) with `env` added (a store's credentials).
+    fn start_with_env(mountpoint: &Path, args: &[&str], env: &[(String, String)]) -> Mount {
         fs::create_dir_all(mountpoint).unwrap();
         let log = mountpoint.with_extension("log");
         let mut cmd = cachecore_command();
         cmd.args(args)
+            .envs(env.iter().cloned())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap());
@@ -682,4 +688,47 @@ fn a_backend_failure_is_eio_for_that_read_and_the_mount_recovers() {
     drop(mount);
     let _ = server.kill();
     let _ = server.wait();
+}
+
+#[test]
+fn a_cache_in_garage_mounts_as_the_store() {
+    require_fuse();
+    let work = tempdir();
+    let fixture = fixture_path(work.path());
+    let (secret, public) = nix_generate_key(work.path(), "garage-mount-1");
+    let garage = cachecore_testkit::garage::Garage::start();
+    let url = garage.url("mount");
+    let run = |args: &[&str]| {
+        let out = cachecore_command()
+            .args(args)
+            .envs(garage.env())
+            .output()
+            .unwrap();
+        assert_cachecore_ok(&out, args);
+    };
+    run(&["init", &url]);
+    run(&["push", &url, &fixture, "--key", path_str(&secret), "-q"]);
+    // Ranged reads of the frames (S3 ranged GETs), and the whole NAR checked (--check nar).
+    let nars = work.path().join("nars");
+    for (name, check) in [("ranges", "--no-check-sigs"), ("nar", "--trusted-key")] {
+        let mnt = work.path().join(format!("mnt-{name}"));
+        let mut args = vec![
+            "mount",
+            &url,
+            path_str(&mnt),
+            "--cache-dir",
+            path_str(&nars),
+            check,
+        ];
+        if check == "--trusted-key" {
+            args.push(&public);
+        }
+        let mount = Mount::start_with_env(&mnt, &args, &garage.env());
+        let listed: Vec<String> = fs::read_dir(&mnt)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(listed, [base(&fixture)]);
+        assert_same_as_store(&fixture, &mount.path(base(&fixture)));
+    }
 }
