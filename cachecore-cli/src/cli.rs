@@ -188,6 +188,17 @@ pub enum Command {
     },
     /// Serve the cache over HTTP: reads for Nix, uploads with `nix copy --to http://…`.
     Serve(ServeArgs),
+    /// Mount the cache read-only at MOUNTPOINT (FUSE): its store paths as `<hash>-<name>`
+    /// directories, fetching only the bytes a reader touches.
+    ///
+    /// Runs in the foreground until unmounted: Ctrl-C, SIGTERM or `fusermount3 -u MOUNTPOINT`.
+    /// A store path appears only when its narinfo is signed by a --trusted-key (or with
+    /// --no-check-sigs). A cache that cannot be listed (plain http://) shows the paths that were
+    /// looked up by name (`ls MOUNTPOINT/<hash>-<name>`). Listing directories reads the `.ls`
+    /// listings, never NARs. A read that fails (the store unreachable, a NAR that fails a check)
+    /// fails with EIO and one log line on stderr; the mount stays up.
+    #[cfg(all(feature = "mount", target_os = "linux"))]
+    Mount(MountArgs),
     /// Add, remove, list and restore GC roots: objects in the cache (`gcroots/<host>/<name>`)
     /// naming store paths that `cachecore gc` keeps, with their closures.
     #[command(subcommand)]
@@ -325,6 +336,51 @@ pub enum RootsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// How `mount` checks what it serves.
+#[cfg(all(feature = "mount", target_os = "linux"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MountCheck {
+    /// Read only the frames of a file, each checked against a signed frame digest; a path
+    /// without frame digests is read as with `nar`. No cache carries frame digests yet, so
+    /// today every path is read as with `nar`.
+    Frames,
+    /// Fetch a path's whole NAR once, check it against the signed NarHash, keep it in
+    /// --cache-dir and serve every read (and the directory tree) from it.
+    Nar,
+}
+
+#[cfg(all(feature = "mount", target_os = "linux"))]
+#[derive(Debug, clap::Args)]
+pub struct MountArgs {
+    #[arg(help = STORE_HELP)]
+    pub store: String,
+    /// An existing empty directory to mount the cache on.
+    pub mountpoint: PathBuf,
+    /// A trusted public key: the key `name:base64` itself, or a public key file (one key per
+    /// line; blank lines and `#` comments allowed). Repeatable. Only paths signed by one of
+    /// them appear.
+    #[arg(long = "trusted-key", value_name = "KEY")]
+    pub trusted_keys: Vec<String>,
+    /// Show every path, signed or not. Without --check, reads are then ranged reads of the
+    /// covering frames, checked only against the narinfo's sizes and the frames' checksums
+    /// (what `cachecore cat` does without --verify), not against the NarHash.
+    #[arg(long)]
+    pub no_check_sigs: bool,
+    /// How reads are checked (default: frames with --trusted-key).
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub check: Option<MountCheck>,
+    /// Where fetched NARs are kept, across mounts (default: $XDG_CACHE_HOME/cachecore/nars, or
+    /// ~/.cache/cachecore/nars).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Most bytes kept in --cache-dir; the least recently used NARs are deleted beyond it.
+    #[arg(long, default_value_t = 8 << 30, value_name = "BYTES")]
+    pub cache_size: u64,
+    /// Most bytes of decompressed frames kept in memory.
+    #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
+    pub memory: u64,
 }
 
 #[derive(Debug, clap::Args)]

@@ -4,6 +4,8 @@ mod cache;
 mod gc;
 pub use cache::Interrupted;
 mod key;
+#[cfg(all(feature = "mount", target_os = "linux"))]
+mod mount;
 pub(crate) mod nar;
 mod serve;
 mod store_path;
@@ -73,6 +75,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => cache::cat(&store, &path, &trusted_keys, verify),
         Command::Info { store } => cache::info(&store),
         Command::Serve(args) => serve::run(args),
+        #[cfg(all(feature = "mount", target_os = "linux"))]
+        Command::Mount(args) => return mount::run(args),
         Command::Roots(cmd) => gc::roots(cmd),
         Command::Gc(args) => return gc::gc(args),
         Command::Key(cmd) => key::run(cmd),

@@ -24,7 +24,7 @@ fn optional_token(path: Option<&PathBuf>) -> anyhow::Result<Option<Token>> {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(&args.log_format);
+    init_logging(&args.log_format, "info");
     let cache = BinaryCache::open(&args.store)?;
     let mut config = Config::default();
     config.write_token = optional_token(args.token_file.as_ref())?;
@@ -129,9 +129,9 @@ async fn shutdown_signal() {
     }
 }
 
-fn init_logging(format: &str) {
+pub(super) fn init_logging(format: &str, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

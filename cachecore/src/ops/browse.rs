@@ -152,7 +152,7 @@ pub async fn listing(cache: &BinaryCache, path: &StorePath) -> Result<Listing, O
 }
 
 /// [`listing`] for a narinfo already read.
-pub(crate) async fn listing_of(cache: &BinaryCache, info: &NarInfo) -> Result<Listing, OpError> {
+pub async fn listing_of(cache: &BinaryCache, info: &NarInfo) -> Result<Listing, OpError> {
     let stored = cache.listing_bytes(&info.store_path).await?;
     listing_from(cache, info, stored.as_deref()).await
 }

@@ -110,6 +110,67 @@ pub(crate) async fn open_listed(
     open_in(cache, NarAccess::new(cache, info)?, listing, sub).await
 }
 
+/// The regular file `sub` of the NAR `access` reads, from its listing node already in hand
+/// (a FUSE mount keeps the listing of a path and opens many of its files): no I/O. The node
+/// is the listing's word, checked by the first read like [`open_file`]'s (the NAR must hold
+/// a `contents` field of `size` bytes at `narOffset`). A node that is not a regular file with
+/// a `narOffset` is refused.
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// # use std::sync::Arc;
+/// # use cachecore::{ops::{NoProgress, PushOptions}, store_path::StoreDir};
+/// use cachecore::{access::NarAccess, ops, store::BinaryCache};
+/// # let src = tempfile::tempdir().unwrap();
+/// # std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+/// let cache = BinaryCache::open("memory://").unwrap();
+/// # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "hello",
+/// #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+/// let listing = ops::listing(&cache, &path).await.unwrap();
+/// let nar = NarAccess::open(&cache, &path).await.unwrap();
+/// let node = listing.get("hello").unwrap();
+/// let file = ops::file_in(nar.clone(), "hello", node).unwrap();
+/// assert_eq!(&file.read(0..5).await.unwrap()[..], b"hello");
+/// assert!(ops::file_in(nar, "", &listing.root).is_err()); // a directory
+/// # });
+/// ```
+pub fn file_in(access: NarAccess, sub: &str, node: &ListingNode) -> Result<NarFile, OpError> {
+    let info = access.info();
+    let name = format!(
+        "{}/{}",
+        info.store_dir.full_path(&info.store_path),
+        sub.trim_start_matches('/')
+    );
+    match node {
+        ListingNode::Regular {
+            size,
+            executable,
+            nar_offset: Some(offset),
+        } => Ok(NarFile {
+            access,
+            name,
+            offset: *offset,
+            size: *size,
+            executable: *executable,
+            header_checked: Default::default(),
+        }),
+        ListingNode::Regular { size, .. } => Err(AccessError::ListingMismatch {
+            path: name,
+            offset: 0,
+            size: *size,
+        }
+        .into()),
+        ListingNode::Directory { .. } => Err(OpError::NotAFile {
+            path: name,
+            kind: "a directory",
+        }),
+        ListingNode::Symlink { .. } => Err(OpError::NotAFile {
+            path: name,
+            kind: "a symlink",
+        }),
+    }
+}
+
 /// [`open_listed`] for random access already set up.
 async fn open_in(
     cache: &BinaryCache,
@@ -117,61 +178,28 @@ async fn open_in(
     mut listing: Listing,
     sub: &str,
 ) -> Result<NarFile, OpError> {
-    let info = access.info().clone();
-    let name = format!(
-        "{}/{}",
-        info.store_dir.full_path(&info.store_path),
-        sub.trim_start_matches('/')
-    );
     let mut from_nar = false;
     loop {
-        let node = listing
-            .get(sub)
-            .ok_or_else(|| OpError::NoSuchFile { path: name.clone() })?;
-        match node {
-            ListingNode::Regular {
-                size,
-                executable,
-                nar_offset: Some(offset),
-            } => {
-                return Ok(NarFile {
-                    access,
-                    name,
-                    offset: *offset,
-                    size: *size,
-                    executable: *executable,
-                    header_checked: Default::default(),
-                })
-            }
-            ListingNode::Regular {
-                nar_offset: None, ..
-            } if !from_nar => {
+        let node = listing.get(sub).ok_or_else(|| OpError::NoSuchFile {
+            path: format!(
+                "{}/{}",
+                access.info().store_dir.full_path(&access.info().store_path),
+                sub.trim_start_matches('/')
+            ),
+        })?;
+        if let ListingNode::Regular {
+            nar_offset: None, ..
+        } = node
+        {
+            if !from_nar {
                 // A listing without offsets (Nix before 2.0 wrote none): read them from the NAR.
-                listing = listing_from_nar(cache, &info).await?;
+                // (A listing read from a NAR has every offset: `file_in` refuses one without.)
+                listing = listing_from_nar(cache, access.info()).await?;
                 from_nar = true;
-            }
-            // Cannot happen: a listing read from a NAR has every offset.
-            ListingNode::Regular { size, .. } => {
-                return Err(AccessError::ListingMismatch {
-                    path: name,
-                    offset: 0,
-                    size: *size,
-                }
-                .into())
-            }
-            ListingNode::Directory { .. } => {
-                return Err(OpError::NotAFile {
-                    path: name,
-                    kind: "a directory",
-                })
-            }
-            ListingNode::Symlink { .. } => {
-                return Err(OpError::NotAFile {
-                    path: name,
-                    kind: "a symlink",
-                })
+                continue;
             }
         }
+        return file_in(access, sub, node);
     }
 }
 

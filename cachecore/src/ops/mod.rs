@@ -22,7 +22,7 @@ use crate::store::StoreError;
 
 pub use browse::{cat, cat_checked, info, list_paths, listing, listing_verified, CacheTotals};
 pub use copy::{copy, CopyOptions, CopySummary};
-pub use file::{cat_file, open_file, NarFile};
+pub use file::{cat_file, file_in, open_file, NarFile};
 pub use pull::{check_trusted, pull, PullOptions};
 pub use push::{push, push_add, PushOptions, PushSummary};
 pub use verify::{verify, Problem, VerifyOptions, VerifyReport};
@@ -298,7 +298,8 @@ pub(crate) fn require_writable(cache: &crate::store::BinaryCache) -> Result<(), 
     Ok(())
 }
 
-pub(crate) async fn require_cache_info(cache: &crate::store::BinaryCache) -> Result<(), OpError> {
+/// Fails with [`OpError::NotACache`] when `cache` has no `nix-cache-info` (see above).
+pub async fn require_cache_info(cache: &crate::store::BinaryCache) -> Result<(), OpError> {
     match cache.cache_info().await? {
         Some(_) => Ok(()),
         None => Err(OpError::NotACache {

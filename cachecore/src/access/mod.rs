@@ -56,6 +56,12 @@
 //! # });
 //! ```
 
+pub mod frame_cache;
+pub mod nar_cache;
+
+pub use frame_cache::FrameCache;
+pub use nar_cache::{KeptNar, NarCache};
+
 use std::fmt;
 use std::io::{self, Read};
 use std::ops::Range;
@@ -171,6 +177,23 @@ pub enum AccessError {
     /// A background task was cancelled (the runtime is shutting down).
     #[error("{object}: the read was cancelled")]
     Cancelled { object: String },
+    /// The whole NAR, read to be kept in a [`NarCache`], failed a check against its narinfo
+    /// (or could not be read).
+    #[error(transparent)]
+    Integrity(Box<crate::store::IntegrityError>),
+    /// The [`NarCache`] directory could not be used.
+    #[error("NAR cache {dir}: {what}: {source}")]
+    NarCache {
+        dir: String,
+        what: String,
+        source: io::Error,
+    },
+}
+
+impl From<crate::store::IntegrityError> for AccessError {
+    fn from(e: crate::store::IntegrityError) -> AccessError {
+        AccessError::Integrity(Box::new(e))
+    }
 }
 
 impl AccessError {
@@ -191,6 +214,8 @@ impl AccessError {
             | AccessError::HashMismatch { .. }
             | AccessError::ListingMismatch { .. } => K::Corrupt,
             AccessError::Cancelled { .. } => K::Internal,
+            AccessError::Integrity(e) => e.kind(),
+            AccessError::NarCache { .. } => K::Local,
         }
     }
 }
@@ -224,7 +249,46 @@ struct Inner {
     layout: tokio::sync::OnceCell<Layout>,
     /// The last frame decoded: its index and bytes.
     last_frame: Mutex<Option<(usize, Bytes)>>,
+    /// Where whole NARs are kept: used for objects that cannot be read at random, and for every
+    /// read when `whole_checked`.
+    nar_cache: Option<NarCache>,
+    /// Serve nothing that was not checked against the NarHash: read the whole NAR (through the
+    /// NAR cache when there is one).
+    whole_checked: bool,
+    /// The whole NAR, once fetched through the NAR cache.
+    kept: tokio::sync::OnceCell<KeptNar>,
+    /// Decoded frames shared with other readers (and read-ahead), when given.
+    frame_cache: Option<FrameCache>,
+    /// `object`, shared, as the frame cache's key.
+    object_key: Arc<str>,
+    /// Sequential-read detection for read-ahead.
+    sequence: Mutex<Sequence>,
 }
+
+/// What the last read of a seekable NAR covered, for read-ahead.
+#[derive(Debug)]
+struct Sequence {
+    /// One past the last frame the previous read covered.
+    next: usize,
+    /// Frames read ahead now (0 after a random read; doubles while reads are sequential).
+    window: usize,
+    /// Frames before this were already read ahead (or asked for).
+    ahead_until: usize,
+}
+
+impl Default for Sequence {
+    fn default() -> Sequence {
+        // No read yet: the first one is not sequential.
+        Sequence {
+            next: usize::MAX,
+            window: 0,
+            ahead_until: 0,
+        }
+    }
+}
+
+/// The most frames read ahead of a sequential reader.
+const MAX_READ_AHEAD_FRAMES: usize = 4;
 
 impl fmt::Debug for NarAccess {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -273,6 +337,7 @@ impl NarAccess {
                 source,
             }
         })?;
+        let info_url = info.url.clone();
         Ok(NarAccess {
             inner: Arc::new(Inner {
                 object: format!("{}: {}", cache.url(), info.url),
@@ -281,8 +346,146 @@ impl NarAccess {
                 method,
                 layout: tokio::sync::OnceCell::new(),
                 last_frame: Mutex::new(None),
+                nar_cache: None,
+                whole_checked: false,
+                kept: tokio::sync::OnceCell::new(),
+                frame_cache: None,
+                object_key: Arc::from(format!("{}: {}", cache.url(), info_url)),
+                sequence: Mutex::new(Sequence::default()),
             }),
         })
+    }
+
+    /// Keeps decoded frames in `frames`, shared with every other reader given it, and reads
+    /// ahead of sequential readers into it (see [`FrameCache`]). Call before the first read.
+    pub fn with_frame_cache(self, frames: FrameCache) -> NarAccess {
+        self.rebuild(|inner| inner.frame_cache = Some(frames))
+    }
+
+    /// Keeps whole NARs in `cache`: an object that cannot be read at random (xz, bzip2, zstd
+    /// without a seek table) is fetched once, checked against the narinfo, and read from there,
+    /// instead of being decompressed from its start for every read. Call before the first read.
+    pub fn with_nar_cache(self, cache: NarCache) -> NarAccess {
+        self.rebuild(|inner| inner.nar_cache = Some(cache))
+    }
+
+    /// Serves nothing that was not checked against the narinfo's `NarHash`: the first read
+    /// fetches the whole NAR, checks it (FileSize, FileHash, NarSize, NarHash), and every read
+    /// comes from that checked copy — kept in the [`NarCache`] when there is one (see
+    /// [`NarAccess::with_nar_cache`]), else in an unlinked temporary file. Call before the
+    /// first read.
+    pub fn whole_nar_checked(self) -> NarAccess {
+        self.rebuild(|inner| inner.whole_checked = true)
+    }
+
+    fn rebuild(self, change: impl FnOnce(&mut Inner)) -> NarAccess {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            cache: shared.cache.clone(),
+            info: shared.info.clone(),
+            method: shared.method,
+            object: shared.object.clone(),
+            layout: tokio::sync::OnceCell::new(),
+            last_frame: Mutex::new(None),
+            nar_cache: shared.nar_cache.clone(),
+            whole_checked: shared.whole_checked,
+            kept: tokio::sync::OnceCell::new(),
+            frame_cache: shared.frame_cache.clone(),
+            object_key: shared.object_key.clone(),
+            sequence: Mutex::new(Sequence::default()),
+        });
+        let mut inner = inner;
+        change(&mut inner);
+        NarAccess {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The listing of the NAR, built from the whole NAR checked against the narinfo (fetched
+    /// once, as for [`NarAccess::whole_nar_checked`] reads, and kept when there is a
+    /// [`NarCache`]).
+    pub async fn listing_checked(&self) -> Result<crate::nar::Listing, AccessError> {
+        let kept = self.kept().await?;
+        let name = full(&self.inner.info);
+        tokio::task::spawn_blocking(move || {
+            crate::nar::Listing::from_nar(io::BufReader::with_capacity(
+                1 << 20,
+                KeptReader { kept, at: 0 },
+            ))
+        })
+        .await
+        .map_err(|_| AccessError::Cancelled {
+            object: self.object(),
+        })?
+        // A NAR that matched its signed NarHash and does not parse: the signer's NAR is bad.
+        .map_err(|e| AccessError::Decode {
+            object: format!("{name}: {}", self.object()),
+            method: Compression::None,
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        })
+    }
+
+    /// The whole NAR, checked, from the NAR cache (fetched into it once), or fetched into a
+    /// temporary NAR cache of its own when there is none.
+    async fn kept(&self) -> Result<KeptNar, AccessError> {
+        self.inner
+            .kept
+            .get_or_try_init(|| async {
+                match &self.inner.nar_cache {
+                    Some(c) => c.get(&self.inner.cache, &self.inner.info).await,
+                    None => {
+                        let dir = std::env::temp_dir()
+                            .join(format!("cachecore-nars-{}", std::process::id()));
+                        let c = NarCache::open(&dir, u64::MAX).map_err(|source| {
+                            AccessError::NarCache {
+                                dir: dir.display().to_string(),
+                                what: "cannot create it".into(),
+                                source,
+                            }
+                        })?;
+                        let kept = c.get(&self.inner.cache, &self.inner.info).await?;
+                        // Open already: the name is not needed any more.
+                        let _ =
+                            std::fs::remove_file(dir.join(NarCache::file_name(&self.inner.info)));
+                        Ok(kept)
+                    }
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    /// Bytes `range` of the kept NAR, in chunks of at most [`STREAM_CHUNK`].
+    fn read_kept(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes, AccessError>> {
+        let this = self.clone();
+        let starts = (range.start..range.end).step_by(STREAM_CHUNK);
+        stream::iter(starts)
+            .then(move |s| {
+                let this = this.clone();
+                let end = (s + STREAM_CHUNK as u64).min(range.end);
+                async move {
+                    let kept = this.kept().await?;
+                    let dir = this
+                        .inner
+                        .nar_cache
+                        .as_ref()
+                        .map_or_else(String::new, |c| c.dir().display().to_string());
+                    tokio::task::spawn_blocking(move || {
+                        let mut buf = vec![0u8; (end - s) as usize];
+                        kept.read_exact_at(&mut buf, s)
+                            .map(|()| Bytes::from(buf))
+                            .map_err(|source| AccessError::NarCache {
+                                dir,
+                                what: "cannot read a kept NAR".into(),
+                                source,
+                            })
+                    })
+                    .await
+                    .map_err(|_| AccessError::Cancelled {
+                        object: this.object(),
+                    })?
+                }
+            })
+            .boxed()
     }
 
     /// Random access into the NAR of `path` (fetches its narinfo).
@@ -399,6 +602,9 @@ impl NarAccess {
         if range.is_empty() {
             return Ok(stream::empty().boxed());
         }
+        if self.inner.whole_checked {
+            return Ok(self.read_kept(range));
+        }
         let layout = self
             .inner
             .layout
@@ -411,6 +617,7 @@ impl NarAccess {
                 stream::once(futures::future::ready(Ok(nar.slice(s..e)))).boxed()
             }
             Layout::Seekable(table) => self.frames(table, range),
+            Layout::FromStart if self.inner.nar_cache.is_some() => self.read_kept(range),
             Layout::FromStart => self.from_start(range).await?,
         })
     }
@@ -643,13 +850,22 @@ impl NarAccess {
     ) -> BoxStream<'static, Result<Bytes, AccessError>> {
         let indices = table.indices_covering(range.clone());
         let frames = table.frames();
+        self.read_ahead(frames, indices.clone());
         let mut groups: Vec<Vec<seekable::FrameEntry>> = Vec::new();
         let mut current: Vec<seekable::FrameEntry> = Vec::new();
         let mut current_len = 0u64;
+        // With a frame cache, each frame is fetched on its own: a group would fetch again the
+        // frames of it already held (a read straddling two frames), and concurrent readers
+        // and read-ahead meet on single frames.
+        let group_bytes = if self.inner.frame_cache.is_some() {
+            0
+        } else {
+            GROUP_BYTES
+        };
         for i in indices.clone() {
             current.push(frames[i]);
             current_len += u64::from(frames[i].decompressed_size);
-            if current_len >= GROUP_BYTES {
+            if current_len >= group_bytes {
                 groups.push(std::mem::take(&mut current));
                 current_len = 0;
             }
@@ -694,16 +910,113 @@ impl NarAccess {
             let e = range.end.min(d.end) - d.start;
             frame.slice(s as usize..e as usize)
         };
-        if group.len() == 1 {
-            let cached = self.inner.last_frame.lock().ok().and_then(|last| {
+        if let Some(frames) = self.cached(at, group.len()) {
+            return Ok(frames
+                .iter()
+                .enumerate()
+                .map(|(i, f)| slice(at + i, f))
+                .filter(|b| !b.is_empty())
+                .collect());
+        }
+        // One reader fetches a group; the others wait for it and take it from the cache.
+        let flight = self
+            .inner
+            .frame_cache
+            .as_ref()
+            .map(|fc| fc.flight(&self.inner.object_key, at));
+        let decoded = async {
+            let _only_one = match &flight {
+                Some(f) => Some(f.lock().await),
+                None => None,
+            };
+            if let Some(frames) = self.cached(at, group.len()) {
+                return Ok(frames);
+            }
+            self.fetch_group(at, &group).await
+        }
+        .await;
+        if let (Some(fc), Some(flight)) = (&self.inner.frame_cache, flight) {
+            fc.done(&self.inner.object_key, at, flight);
+        }
+        let decoded = decoded?;
+        Ok(decoded
+            .iter()
+            .enumerate()
+            .map(|(i, frame)| slice(at + i, frame))
+            .filter(|b| !b.is_empty())
+            .collect())
+    }
+
+    /// The decoded frames `at..at + n`, when all are held (the frame cache, else the last frame).
+    fn cached(&self, at: usize, n: usize) -> Option<Vec<Bytes>> {
+        match &self.inner.frame_cache {
+            Some(fc) => (at..at + n)
+                .map(|i| fc.get(&self.inner.object_key, i))
+                .collect(),
+            None if n == 1 => self.inner.last_frame.lock().ok().and_then(|last| {
                 last.as_ref()
                     .filter(|(i, _)| *i == at)
-                    .map(|(_, b)| b.clone())
-            });
-            if let Some(frame) = cached {
-                return Ok(vec![slice(at, &frame)]);
-            }
+                    .map(|(_, b)| vec![b.clone()])
+            }),
+            None => None,
         }
+    }
+
+    /// Starts fetching the frames after `indices` into the frame cache when reads are
+    /// sequential, a window that doubles with each sequential read (up to
+    /// [`MAX_READ_AHEAD_FRAMES`]) and closes on a random read.
+    fn read_ahead(&self, frames: &[seekable::FrameEntry], indices: Range<usize>) {
+        let Some(fc) = &self.inner.frame_cache else {
+            return;
+        };
+        let ahead = {
+            let Ok(mut seq) = self.inner.sequence.lock() else {
+                return;
+            };
+            if indices.start + 1 == seq.next {
+                // Within the frame read last: the window stays as it is, nothing new to fetch.
+                seq.next = seq.next.max(indices.end);
+                return;
+            }
+            // Into the frame after the last one read: sequential, the window grows; anything
+            // else (the first read, a seek) closes it.
+            seq.window = if indices.start == seq.next {
+                (seq.window * 2).clamp(1, MAX_READ_AHEAD_FRAMES)
+            } else {
+                0
+            };
+            if seq.window == 0 {
+                seq.ahead_until = 0;
+            }
+            seq.next = indices.end;
+            let from = indices.end.max(seq.ahead_until);
+            let to = (indices.end + seq.window).min(frames.len());
+            if from < to {
+                seq.ahead_until = to;
+            }
+            from..to
+        };
+        for index in ahead {
+            if fc.contains(&self.inner.object_key, index) {
+                continue;
+            }
+            let this = self.clone();
+            let frame = frames[index];
+            tokio::spawn(async move {
+                // A failure is met again, and reported, by the read that needs the frame.
+                let _ = this
+                    .group(index, vec![frame], frame.decompressed_range())
+                    .await;
+            });
+        }
+    }
+
+    /// Fetches and decodes the frames of `group` (the first with index `at`), and keeps them.
+    async fn fetch_group(
+        &self,
+        at: usize,
+        group: &[seekable::FrameEntry],
+    ) -> Result<Vec<Bytes>, AccessError> {
         let (first, last) = match (group.first(), group.last()) {
             (Some(f), Some(l)) => (*f, *l),
             _ => return Ok(Vec::new()),
@@ -712,7 +1025,7 @@ impl NarAccess {
             .get_range(first.compressed_offset..last.compressed_range().end)
             .await?;
         let object = self.object();
-        let decode_group = group.clone();
+        let decode_group = group.to_vec();
         let decoded = tokio::task::spawn_blocking(move || {
             decode_group
                 .iter()
@@ -730,15 +1043,20 @@ impl NarAccess {
             }
         })?
         .map_err(|source| AccessError::Seekable { object, source })?;
-        if let (Some(frame), Ok(mut last)) = (decoded.last(), self.inner.last_frame.lock()) {
-            *last = Some((at + decoded.len() - 1, frame.clone()));
+        match &self.inner.frame_cache {
+            Some(fc) => {
+                for (i, frame) in decoded.iter().enumerate() {
+                    fc.insert(&self.inner.object_key, at + i, frame.clone());
+                }
+            }
+            None => {
+                if let (Some(frame), Ok(mut last)) = (decoded.last(), self.inner.last_frame.lock())
+                {
+                    *last = Some((at + decoded.len() - 1, frame.clone()));
+                }
+            }
         }
-        Ok(decoded
-            .iter()
-            .enumerate()
-            .map(|(i, frame)| slice(at + i, frame))
-            .filter(|b| !b.is_empty())
-            .collect())
+        Ok(decoded)
     }
 
     /// Streams the object from its start, decompressing and dropping what comes before `range`.
@@ -824,6 +1142,21 @@ fn decode_frame(
     let all = 0..u64::from(frame.decompressed_size);
     seekable::decompress_frame_to(index, frame, bytes, all, &mut out)?;
     Ok(Bytes::from(out))
+}
+
+/// A kept NAR as a `Read` from its start.
+struct KeptReader {
+    kept: KeptNar,
+    at: u64,
+}
+
+impl Read for KeptReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (buf.len() as u64).min(self.kept.len() - self.at) as usize;
+        self.kept.read_exact_at(&mut buf[..n], self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
 }
 
 /// Reads until `buf` is full or the input ends.

@@ -1,0 +1,734 @@
+//! `cachecore mount` for real: the kernel's FUSE (`/dev/fuse`, `fusermount3`), real Nix filling
+//! caches, real HTTP servers. Every mount is unmounted by a drop guard (`fusermount3 -u -z`),
+//! so a failed assertion never leaves a dead mount behind.
+
+#![cfg(all(feature = "mount", target_os = "linux"))]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cachecore_testkit::http_server::HttpServer;
+use cachecore_testkit::nix::{
+    build_closure_expr, nix, nix_copy_to_file, nix_generate_key, nix_store_add,
+};
+use cachecore_testkit::tree::{
+    make_fixture_tree, make_world_readable, path_str, tempdir, write_mode,
+};
+use common::*;
+
+/// FUSE must be there: a missing part is a failure, not a skip.
+fn require_fuse() {
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: these tests mount for real (a container needs --device /dev/fuse)"
+    );
+    let found = Command::new("fusermount3").arg("-V").output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "fusermount3 is missing: apt-get install -y fuse3"
+    );
+}
+
+fn is_mounted(mountpoint: &Path) -> bool {
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let want = mountpoint.to_str().unwrap();
+    mounts.lines().any(|l| l.split(' ').nth(4) == Some(want))
+}
+
+/// A running `cachecore mount`, unmounted (`fusermount3 -u -z`) and stopped when dropped.
+struct Mount {
+    child: Option<Child>,
+    mountpoint: PathBuf,
+    log: PathBuf,
+}
+
+impl Mount {
+    /// `cachecore ARGS…` (`mount STORE MOUNTPOINT …`), waited for until MOUNTPOINT is mounted.
+    fn start(mountpoint: &Path, args: &[&str]) -> Mount {
+        Mount::start_with_env(mountpoint, args, &[])
+    }
+
+    /// [`start`](Self::start) with `env` added (a store's credentials).
+    fn start_with_env(mountpoint: &Path, args: &[&str], env: &[(String, String)]) -> Mount {
+        fs::create_dir_all(mountpoint).unwrap();
+        let log = mountpoint.with_extension("log");
+        let mut cmd = cachecore_command();
+        cmd.args(args)
+            .envs(env.iter().cloned())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap());
+        let child = cmd.spawn().expect("cannot start cachecore mount");
+        let mut mount = Mount {
+            child: Some(child),
+            mountpoint: mountpoint.to_owned(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !is_mounted(mountpoint) {
+            if let Some(status) = mount.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("cachecore mount exited with {status}: {}", mount.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not mounted after 30 s: {}",
+                mount.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        mount
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.mountpoint.join(rel)
+    }
+
+    /// Waits for the process to end (after an unmount or a signal); its exit status.
+    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        cachecore_testkit::process::wait_with_timeout(&mut child, limit, "cachecore mount")
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3")
+            .args(["-u", "-z", "-q"])
+            .arg(&self.mountpoint)
+            .status();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `find DIR -printf` of what a tree holds: type, mode, size (not of directories), name, link
+/// target, sorted.
+fn tree_shape(dir: &Path) -> String {
+    let out = Command::new("find")
+        .arg(dir)
+        .args(["-mindepth", "1", "-printf", "%y %m %s %P -> %l\n"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "find {}: {out:?}", dir.display());
+    let mut lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            // A directory's size is the filesystem's business.
+            let mut parts: Vec<&str> = l.splitn(4, ' ').collect();
+            if parts[0] == "d" {
+                parts[2] = "-";
+            }
+            parts.join(" ")
+        })
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+/// The mounted store path equals the one in the Nix store: contents (`diff -r
+/// --no-dereference`), modes, sizes and symlink targets.
+fn assert_same_as_store(store_path: &str, mounted: &Path) {
+    let diff = Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(store_path)
+        .arg(mounted)
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "diff -r {store_path} {}: {}{}",
+        mounted.display(),
+        String::from_utf8_lossy(&diff.stdout),
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    assert_eq!(
+        tree_shape(Path::new(store_path)),
+        tree_shape(mounted),
+        "{store_path}"
+    );
+}
+
+fn base(store_path: &str) -> &str {
+    store_path.rsplit('/').next().unwrap()
+}
+
+/// A fixture store path with every kind of entry, an executable script and a 24 MiB file that
+/// does not compress (six 4 MiB frames in a seekable `.nar.zst`) after a small one.
+fn fixture_path(dir: &Path) -> String {
+    let tree = make_fixture_tree(dir);
+    write_mode(&tree.join("a-small-file"), b"a small file\n", 0o644);
+    write_mode(
+        &tree.join("z-large"),
+        &cachecore_testkit::data::pseudo_random_bytes(24 << 20, 5),
+        0o644,
+    );
+    make_world_readable(&tree);
+    nix_store_add(&tree)
+}
+
+fn cat(path: &Path) -> Output {
+    Command::new("cat").arg(path).output().unwrap()
+}
+
+#[test]
+fn a_pushed_cache_mounts_as_the_store_over_a_directory_and_over_cachecore_serve() {
+    require_fuse();
+    let work = tempdir();
+    let built = build_closure_expr(work.path(), "mount", None);
+    let fixture = fixture_path(work.path());
+    let (secret, public) = nix_generate_key(work.path(), "mount-test-1");
+    let cache = work.path().join("cache");
+    let cache_url = path_str(&cache);
+    cachecore_ok(&["init", cache_url], b"");
+    cachecore_ok(
+        &[
+            "push",
+            cache_url,
+            &built.app,
+            &fixture,
+            "--key",
+            path_str(&secret),
+            "-q",
+        ],
+        b"",
+    );
+    let closure: Vec<String> = nix("nix-store", &["-qR", &built.app])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+
+    // Over the directory: the root lists every path; each is the store path.
+    let mnt = work.path().join("mnt");
+    let mut mount = Mount::start(
+        &mnt,
+        &[
+            "mount",
+            cache_url,
+            path_str(&mnt),
+            "--trusted-key",
+            &public,
+            "--cache-dir",
+            path_str(&work.path().join("nars")),
+        ],
+    );
+    let mut listed: Vec<String> = fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    listed.sort();
+    let mut expected: Vec<String> = closure
+        .iter()
+        .chain([&fixture])
+        .map(|p| base(p).to_owned())
+        .collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    for path in closure.iter().chain([&fixture]) {
+        assert_same_as_store(path, &mount.path(base(path)));
+    }
+    // An executable runs from the mount.
+    let run = Command::new(mount.path(base(&fixture)).join("exec.sh"))
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(run.stdout, b"hello\n");
+    // A path that is not there, and a name that is no store path.
+    assert!(!mount.path("00000000000000000000000000000000-nope").exists());
+    assert!(!mount.path("nope").exists());
+    // `fusermount3 -u` ends the mount and the process, cleanly.
+    let status = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = mount.wait(Duration::from_secs(10));
+    assert!(status.success(), "{status}: {}", mount.log());
+    assert!(!is_mounted(&mnt));
+
+    // Over `cachecore serve` (HTTP: cannot list, paths appear when looked up by name).
+    let mut serve = cachecore_command()
+        .args(["serve", cache_url, "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = {
+        use std::io::BufRead as _;
+        let mut line = String::new();
+        std::io::BufReader::new(serve.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        line.trim()
+            .strip_prefix("cachecore serve: listening on ")
+            .unwrap_or_else(|| panic!("serve printed {line:?}"))
+            .to_owned()
+    };
+    let mnt = work.path().join("mnt-http");
+    let mount = Mount::start(
+        &mnt,
+        &[
+            "mount",
+            &url,
+            path_str(&mnt),
+            "--trusted-key",
+            &public,
+            "--cache-dir",
+            path_str(&work.path().join("nars")),
+        ],
+    );
+    assert_eq!(
+        fs::read_dir(&mnt).unwrap().count(),
+        0,
+        "nothing looked up yet"
+    );
+    assert_same_as_store(&built.app, &mount.path(base(&built.app)));
+    assert_same_as_store(&fixture, &mount.path(base(&fixture)));
+    let listed = fs::read_dir(&mnt).unwrap().count();
+    assert_eq!(listed, 2, "the root lists what was looked up");
+    drop(mount);
+    let _ = serve.kill();
+    let _ = serve.wait();
+}
+
+#[test]
+fn a_cache_written_by_nix_copy_mounts_as_the_store() {
+    require_fuse();
+    let work = tempdir();
+    let built = build_closure_expr(work.path(), "mount-nix", None);
+    let (secret, public) = nix_generate_key(work.path(), "mount-nix-1");
+    let cache = work.path().join("cache");
+    // Nix's defaults: xz, with listings; signed.
+    nix_copy_to_file(
+        &cache,
+        &format!("write-nar-listing=true&secret-key={}", secret.display()),
+        &[&built.app],
+    );
+    let closure: Vec<String> = nix("nix-store", &["-qR", &built.app])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let nars = work.path().join("nars");
+    let mnt = work.path().join("mnt");
+    let mount = Mount::start(
+        &mnt,
+        &[
+            "mount",
+            path_str(&cache),
+            path_str(&mnt),
+            "--trusted-key",
+            &public,
+            "--cache-dir",
+            path_str(&nars),
+        ],
+    );
+    for path in &closure {
+        assert_same_as_store(path, &mount.path(base(path)));
+    }
+    // Each NAR was fetched once, checked, and kept.
+    assert_eq!(fs::read_dir(&nars).unwrap().count(), closure.len());
+    drop(mount);
+
+    // Nix's zstd without listings, unsigned: --no-check-sigs; the tree comes from the NAR. Two
+    // paths too large to be read whole in one request (over 64 KiB compressed).
+    let blobs: Vec<String> = (0..2u64)
+        .map(|i| {
+            let dir = work.path().join(format!("blob{i}"));
+            fs::create_dir(&dir).unwrap();
+            let data = cachecore_testkit::data::pseudo_random_bytes(200_000, 11 + i);
+            write_mode(&dir.join("data"), &data, 0o644);
+            make_world_readable(&dir);
+            nix_store_add(&dir)
+        })
+        .collect();
+    let plain = work.path().join("cache-zstd");
+    nix_copy_to_file(
+        &plain,
+        "compression=zstd",
+        &[&built.app, &blobs[0], &blobs[1]],
+    );
+    // Nix's zstd cannot be read at random: a large NAR is fetched once into the cache directory,
+    // which --cache-size bounds (here to one NAR: the one just fetched).
+    let mnt = work.path().join("mnt-zstd");
+    let small_nars = work.path().join("small-nars");
+    let mount = Mount::start(
+        &mnt,
+        &[
+            "mount",
+            path_str(&plain),
+            path_str(&mnt),
+            "--no-check-sigs",
+            "--cache-dir",
+            path_str(&small_nars),
+            "--cache-size",
+            "1",
+        ],
+    );
+    for path in closure.iter().chain(&blobs) {
+        assert_same_as_store(path, &mount.path(base(path)));
+    }
+    assert_eq!(fs::read_dir(&small_nars).unwrap().count(), 1);
+    drop(mount);
+    // Without --no-check-sigs, unsigned paths do not appear.
+    let mnt = work.path().join("mnt-unsigned");
+    let mount = Mount::start(
+        &mnt,
+        &[
+            "mount",
+            path_str(&plain),
+            path_str(&mnt),
+            "--trusted-key",
+            &public,
+            "--cache-dir",
+            path_str(&nars),
+        ],
+    );
+    assert_eq!(fs::read_dir(&mnt).unwrap().count(), 0);
+    assert!(!mount.path(base(&built.app)).exists());
+}
+
+#[test]
+fn a_small_file_in_a_large_nar_fetches_one_frame_and_listing_fetches_no_nar_byte() {
+    require_fuse();
+    let work = tempdir();
+    let fixture = fixture_path(work.path());
+    let cache = work.path().join("cache");
+    cachecore_ok(&["init", path_str(&cache)], b"");
+    cachecore_ok(&["push", path_str(&cache), &fixture, "-q"], b"");
+    let server = HttpServer::serve(&cache);
+    let mnt = work.path().join("mnt");
+    let mount = Mount::start(
+        &mnt,
+        &[
+            "mount",
+            &server.url(),
+            path_str(&mnt),
+            "--no-check-sigs",
+            "--cache-dir",
+            path_str(&work.path().join("nars")),
+            "--memory",
+            "67108864",
+        ],
+    );
+    let nar_bytes = || -> (u64, u64) {
+        server
+            .served()
+            .iter()
+            .filter(|(k, _)| k.starts_with("nar/"))
+            .fold((0, 0), |(r, b), (_, (n, bytes))| (r + n, b + bytes))
+    };
+    let root = mount.path(base(&fixture));
+    // `ls -lR` and `find` read listings only.
+    let ls = Command::new("ls").arg("-lR").arg(&root).output().unwrap();
+    assert!(ls.status.success());
+    assert!(String::from_utf8_lossy(&ls.stdout).contains("z-large"));
+    assert_eq!(
+        nar_bytes(),
+        (0, 0),
+        "listing a store path fetched NAR bytes"
+    );
+    // One small file: the seek table (a 64 KiB probe of the object's end) and one frame.
+    let out = cat(&root.join("a-small-file"));
+    assert_eq!(out.stdout, b"a small file\n");
+    let (requests, bytes) = nar_bytes();
+    let object_size: u64 = fs::read_dir(cache.join("nar"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .max()
+        .unwrap();
+    assert!(object_size > 24 << 20);
+    assert!(
+        bytes <= (4 << 20) + (64 << 10) + 4096 && requests <= 2,
+        "{requests} requests, {bytes} bytes of a {object_size}-byte NAR for a 13-byte file"
+    );
+    // The large file reads whole and right (sequential reads, with read-ahead).
+    let large = fs::read(root.join("z-large")).unwrap();
+    assert!(large == cachecore_testkit::data::pseudo_random_bytes(24 << 20, 5));
+    let (_, bytes) = nar_bytes();
+    assert!(
+        bytes < object_size + (5 << 20),
+        "reading the large file fetched {bytes} bytes of a {object_size}-byte object"
+    );
+}
+
+#[test]
+fn a_flipped_byte_is_eio_with_check_nar_never_wrong_bytes() {
+    require_fuse();
+    let work = tempdir();
+    let src = work.path().join("flip");
+    fs::create_dir(&src).unwrap();
+    write_mode(&src.join("file"), b"the right bytes\n", 0o644);
+    make_world_readable(&src);
+    let path = nix_store_add(&src);
+    let (secret, public) = nix_generate_key(work.path(), "flip-1");
+    let cache = work.path().join("cache");
+    cachecore_ok(&["init", path_str(&cache)], b"");
+    cachecore_ok(
+        &[
+            "push",
+            path_str(&cache),
+            &path,
+            "--key",
+            path_str(&secret),
+            "--compression",
+            "none",
+            "-q",
+        ],
+        b"",
+    );
+    // Flip one byte of the file's contents in the NAR object (uncompressed: it still reads).
+    let nar = fs::read_dir(cache.join("nar"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = fs::read(&nar).unwrap();
+    let at = bytes.windows(5).position(|w| w == b"right").unwrap();
+    bytes[at] = b'w';
+    fs::write(&nar, &bytes).unwrap();
+
+    let mnt = work.path().join("mnt");
+    let mount = Mount::start(
+        &mnt,
+        &[
+            "mount",
+            path_str(&cache),
+            path_str(&mnt),
+            "--trusted-key",
+            &public,
+            "--check",
+            "nar",
+            "--cache-dir",
+            path_str(&work.path().join("nars")),
+        ],
+    );
+    let out = cat(&mount.path(base(&path)).join("file"));
+    assert!(!out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "wrong bytes served: {:?}",
+        out.stdout
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
+        "{out:?}"
+    );
+    // One log line naming what failed; the mount is still up.
+    let log = mount.log();
+    assert!(log.contains("is corrupt"), "{log}");
+    assert_eq!(
+        log.lines().filter(|l| l.contains("WARN")).count(),
+        1,
+        "{log}"
+    );
+    assert!(is_mounted(&mnt));
+    // Nothing unchecked was kept.
+    assert_eq!(fs::read_dir(work.path().join("nars")).unwrap().count(), 0);
+}
+
+#[test]
+fn sigterm_unmounts_with_a_reader_open_and_a_remount_reuses_the_cache_dir() {
+    require_fuse();
+    let work = tempdir();
+    let src = work.path().join("kept");
+    fs::create_dir(&src).unwrap();
+    write_mode(
+        &src.join("file"),
+        &cachecore_testkit::data::pseudo_random_bytes(300_000, 9),
+        0o644,
+    );
+    make_world_readable(&src);
+    let path = nix_store_add(&src);
+    let (secret, public) = nix_generate_key(work.path(), "kept-1");
+    let cache = work.path().join("cache");
+    cachecore_ok(&["init", path_str(&cache)], b"");
+    cachecore_ok(
+        &[
+            "push",
+            path_str(&cache),
+            &path,
+            "--key",
+            path_str(&secret),
+            "-q",
+        ],
+        b"",
+    );
+    let server = HttpServer::serve(&cache);
+    let nars = work.path().join("nars");
+    let args = ["--trusted-key", &public, "--cache-dir", path_str(&nars)];
+    let mnt = work.path().join("mnt");
+    let file = mnt.join(base(&path)).join("file");
+    let expected = fs::read(src.join("file")).unwrap();
+
+    let mut mount = Mount::start(
+        &mnt,
+        &[&["mount", &server.url(), path_str(&mnt)][..], &args[..]].concat(),
+    );
+    assert!(fs::read(&file).unwrap() == expected);
+    let fetched: u64 = server
+        .served()
+        .iter()
+        .filter(|(k, _)| k.starts_with("nar/"))
+        .map(|(_, (_, b))| b)
+        .sum();
+    assert!(fetched > 0);
+    // A reader holds the file open; SIGTERM detaches the mount at once and ends the process.
+    let mut reader = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec 3< '{}'; sleep 30", file.display()))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = mount.child.as_ref().unwrap().id();
+    Command::new("kill").arg(pid.to_string()).status().unwrap();
+    let status = mount.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(143), "{}", mount.log());
+    assert!(!is_mounted(&mnt));
+    let _ = reader.kill();
+    let _ = reader.wait();
+    drop(mount);
+
+    // Mounted again: the NAR comes from the cache directory, not the server.
+    server.reset_counts();
+    let _mount = Mount::start(
+        &mnt,
+        &[&["mount", &server.url(), path_str(&mnt)][..], &args[..]].concat(),
+    );
+    assert!(fs::read(&file).unwrap() == expected);
+    let fetched: u64 = server
+        .served()
+        .iter()
+        .filter(|(k, _)| k.starts_with("nar/"))
+        .map(|(_, (_, b))| b)
+        .sum();
+    assert_eq!(fetched, 0, "the kept NAR was fetched again");
+}
+
+/// `cachecore serve STORE --listen 127.0.0.1:PORT`, once it listens.
+fn serve_on(store: &str, port: u16) -> Child {
+    let mut child = cachecore_command()
+        .args(["serve", store, "--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead as _;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening on"), "serve printed {line:?}");
+    child
+}
+
+#[test]
+fn a_backend_failure_is_eio_for_that_read_and_the_mount_recovers() {
+    require_fuse();
+    let work = tempdir();
+    let paths: Vec<String> = (0..2)
+        .map(|i| {
+            let dir = work.path().join(format!("part{i}"));
+            fs::create_dir(&dir).unwrap();
+            write_mode(&dir.join("file"), format!("part {i}\n").as_bytes(), 0o644);
+            make_world_readable(&dir);
+            nix_store_add(&dir)
+        })
+        .collect();
+    let cache = work.path().join("cache");
+    cachecore_ok(&["init", path_str(&cache)], b"");
+    cachecore_ok(&["push", path_str(&cache), &paths[0], &paths[1], "-q"], b"");
+    let port = cachecore_testkit::net::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = serve_on(path_str(&cache), port);
+    let mnt = work.path().join("mnt");
+    let mount = Mount::start(
+        &mnt,
+        &[
+            "mount",
+            &url,
+            path_str(&mnt),
+            "--no-check-sigs",
+            "--cache-dir",
+            path_str(&work.path().join("nars")),
+        ],
+    );
+    let first = mount.path(base(&paths[0])).join("file");
+    let second = mount.path(base(&paths[1])).join("file");
+    assert_eq!(fs::read(&first).unwrap(), b"part 0\n");
+    // The second path is looked up (narinfo and listing read), not read yet.
+    assert_eq!(fs::metadata(&second).unwrap().len(), 7);
+    // The server goes away: reading the second file fails with EIO, once, with a log line.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let out = cat(&second);
+    assert!(!out.status.success() && out.stdout.is_empty(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
+        "{out:?}"
+    );
+    assert!(mount.log().contains("WARN"), "{}", mount.log());
+    assert!(is_mounted(&mnt));
+    // What was read before is still there; the server comes back and the read succeeds.
+    assert_eq!(fs::read(&first).unwrap(), b"part 0\n");
+    let mut server = serve_on(path_str(&cache), port);
+    assert_eq!(fs::read(&second).unwrap(), b"part 1\n");
+    drop(mount);
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn a_cache_in_garage_mounts_as_the_store() {
+    require_fuse();
+    let work = tempdir();
+    let fixture = fixture_path(work.path());
+    let (secret, public) = nix_generate_key(work.path(), "garage-mount-1");
+    let garage = cachecore_testkit::garage::Garage::start();
+    let url = garage.url("mount");
+    let run = |args: &[&str]| {
+        let out = cachecore_command()
+            .args(args)
+            .envs(garage.env())
+            .output()
+            .unwrap();
+        assert_cachecore_ok(&out, args);
+    };
+    run(&["init", &url]);
+    run(&["push", &url, &fixture, "--key", path_str(&secret), "-q"]);
+    // Ranged reads of the frames (S3 ranged GETs), and the whole NAR checked (--check nar).
+    let nars = work.path().join("nars");
+    for (name, check) in [("ranges", "--no-check-sigs"), ("nar", "--trusted-key")] {
+        let mnt = work.path().join(format!("mnt-{name}"));
+        let mut args = vec![
+            "mount",
+            &url,
+            path_str(&mnt),
+            "--cache-dir",
+            path_str(&nars),
+            check,
+        ];
+        if check == "--trusted-key" {
+            args.push(&public);
+        }
+        let mount = Mount::start_with_env(&mnt, &args, &garage.env());
+        let listed: Vec<String> = fs::read_dir(&mnt)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(listed, [base(&fixture)]);
+        assert_same_as_store(&fixture, &mount.path(base(&fixture)));
+    }
+}

@@ -1,0 +1,264 @@
+//! The kernel's side: a `fuser::Filesystem` that forwards each request to [`CacheFs`] and maps
+//! its error's [`ErrorKind`] to an errno ([`errno`]), and [`mount`], which serves a mount in
+//! the calling thread until it is unmounted.
+//!
+//! Attributes are those of a Nix store: owned by root, directories and executables `0555`,
+//! other files `0444`, symlinks `0777`, every time 1 s after the epoch. Store paths never
+//! change, so the kernel may keep entries, attributes and file pages for [`TTL`].
+
+use std::ffi::OsStr;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use cachecore::error::ErrorKind;
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request,
+};
+
+use crate::fs::{Attr, CacheFs, FileKind, FsError};
+
+/// How long the kernel may keep what it was told (store paths never change).
+pub const TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Worker threads answering the kernel.
+const THREADS: usize = 8;
+
+/// The errno for an error kind: `NotFound` → `ENOENT`, `Denied` → `EACCES`, `Unsupported` →
+/// `EOPNOTSUPP`, anything else `EIO`.
+///
+/// ```
+/// use cachecore::error::ErrorKind;
+/// use cachecore_fuse::errno;
+/// assert_eq!(errno(ErrorKind::NotFound), fuser::Errno::ENOENT);
+/// assert_eq!(errno(ErrorKind::Corrupt), fuser::Errno::EIO);
+/// ```
+pub fn errno(kind: ErrorKind) -> Errno {
+    match kind {
+        ErrorKind::NotFound => Errno::ENOENT,
+        ErrorKind::Denied => Errno::EACCES,
+        ErrorKind::Unsupported => Errno::EOPNOTSUPP,
+        _ => Errno::EIO,
+    }
+}
+
+/// [`CacheFs`] for the kernel.
+#[derive(Debug)]
+struct Adapter {
+    fs: CacheFs,
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    let (kind, perm, nlink) = match a.kind {
+        FileKind::Directory => (FileType::Directory, 0o555, 2),
+        FileKind::Regular if a.executable => (FileType::RegularFile, 0o555, 1),
+        FileKind::Regular => (FileType::RegularFile, 0o444, 1),
+        FileKind::Symlink => (FileType::Symlink, 0o777, 1),
+    };
+    let time = UNIX_EPOCH + Duration::from_secs(1);
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: time,
+        mtime: time,
+        ctime: time,
+        crtime: time,
+        kind,
+        perm,
+        nlink,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        flags: 0,
+        blksize: 4096,
+    }
+}
+
+/// The errno for `e`; logs the errors a user should hear of (not a missing name).
+fn fail(what: &str, e: &FsError) -> Errno {
+    let kind = e.kind();
+    if kind != ErrorKind::NotFound {
+        tracing::warn!("{what}: {e}");
+    }
+    errno(kind)
+}
+
+impl Filesystem for Adapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // Larger kernel read-ahead for sequential readers (the kernel caps it).
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.fs.lookup(parent.0, name) {
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(fail(&format!("lookup of {name:?}"), &e)),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(ino.0) {
+            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Err(e) => reply.error(fail("getattr", &e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        use std::os::unix::ffi::OsStrExt as _;
+        match self.fs.readlink(ino.0) {
+            Ok(target) => reply.data(target.as_bytes()),
+            Err(e) => reply.error(fail("readlink", &e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.getattr(ino.0) {
+            Ok(a) if a.kind == FileKind::Regular => {
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE)
+            }
+            Ok(_) => reply.error(Errno::EINVAL),
+            Err(e) => reply.error(fail("open", &e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.fs.read(ino.0, offset, size) {
+            Ok(bytes) => reply.data(&bytes),
+            Err(e) => reply.error(fail(&format!("read of inode {}", ino.0), &e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.release(ino.0);
+        reply.ok();
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok(); // nothing is ever written
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::ENODATA); // a store path has no extended attributes
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let entries = match self.fs.readdir(ino.0) {
+            Ok(entries) => entries,
+            Err(e) => return reply.error(fail("readdir", &e)),
+        };
+        let dots = [
+            (ino.0, FileType::Directory, OsStr::new(".")),
+            (ino.0, FileType::Directory, OsStr::new("..")),
+        ];
+        let all = dots.into_iter().chain(entries.iter().map(|e| {
+            let kind = match e.kind {
+                FileKind::Directory => FileType::Directory,
+                FileKind::Regular => FileType::RegularFile,
+                FileKind::Symlink => FileType::Symlink,
+            };
+            (e.ino, kind, e.name.as_os_str())
+        }));
+        for (i, (ino, kind, name)) in all.enumerate().skip(offset as usize) {
+            // The offset handed back is where the next call starts.
+            if reply.add(INodeNo(ino), i as u64 + 1, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+}
+
+/// Detaches a mount from the directory tree at once, even with files open in it (`umount -l`):
+/// readers holding files see them fail once the serving process exits.
+#[derive(Debug, Clone)]
+pub struct MountHandle {
+    mountpoint: PathBuf,
+}
+
+impl MountHandle {
+    /// Lazily unmounts (`MNT_DETACH`); the serving [`mount`] call returns once the kernel lets
+    /// go of the filesystem (at once when nothing in it is open).
+    pub fn unmount(&self) -> io::Result<()> {
+        rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH)
+            .map_err(io::Error::from)
+    }
+}
+
+/// Mounts `fs` read-only at `mountpoint` and serves it in the calling thread (with worker
+/// threads) until it is unmounted (`fusermount3 -u`, `umount`, or [`MountHandle::unmount`]).
+/// `mounted` is called once the mount is in place, with a handle to end it (from a signal
+/// handler, say).
+pub fn mount(
+    fs: CacheFs,
+    mountpoint: &Path,
+    source: &str,
+    mounted: impl FnOnce(MountHandle),
+) -> io::Result<()> {
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::FSName(source.to_owned()),
+        MountOption::Subtype("cachecore".to_owned()),
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::Exec,
+    ];
+    config.n_threads = Some(THREADS);
+    let session = fuser::Session::new(Adapter { fs }, mountpoint, &config)?;
+    mounted(MountHandle {
+        mountpoint: mountpoint.to_owned(),
+    });
+    session.run()
+}

@@ -1,0 +1,654 @@
+//! The filesystem itself, as a plain type: [`CacheFs`] answers `lookup`, `getattr`, `readdir`,
+//! `readlink` and `read` over a binary cache through the core's blocking client, with no kernel
+//! involved (the [`crate::adapter`] hands it the kernel's requests).
+//!
+//! # What is fetched, and when
+//!
+//! - The root (inode 1) holds the cache's store paths as `<hash>-<name>` directories. A cache
+//!   that can list its objects is listed once, when the filesystem is made ([`root_paths`]); a
+//!   cache that cannot (a plain HTTP cache) starts empty, and a lookup of a `<hash>-<name>` fetches
+//!   that narinfo. Either way a narinfo is checked against the trusted keys before its path
+//!   appears; a name found missing (or unsigned) is remembered for [`NEGATIVE_TTL`].
+//! - A store path's tree comes from its `.ls` listing (or, when it has none, from its NAR, read
+//!   once and checked whole), the first time something inside it is looked at. Its inodes are
+//!   given out then, all at once, and never change: `lookup`, `getattr` and `readdir` never read
+//!   a NAR byte afterwards.
+//! - `read` reads the file's bytes out of the NAR through [`cachecore::ops::NarFile`] (ranged
+//!   reads of the covering frames; see [`cachecore::access`] for what they check), or, with
+//!   [`Check::Nar`], out of the whole NAR, fetched once and checked against the signed
+//!   `NarHash` before a byte is served.
+//!
+//! # The listing is untrusted
+//!
+//! No signature covers a `.ls`. It is bounded (the core reads at most
+//! [`cachecore::store::MAX_LISTING_BYTES`]; at most [`MAX_NODES`] entries are taken), every
+//! regular file must lie inside the NAR (`narOffset + size <= NarSize`), symlink targets must be
+//! non-empty and hold no NUL, and each file's first read checks that the NAR really holds a
+//! file of that size at that offset. What a hostile listing can still do without
+//! [`Check::Nar`] — swap two files' places, misreport the executable bit or a symlink target — is
+//! what the signed frame digests of issue 19 are for; with [`Check::Nar`] the listing is built
+//! from the checked NAR instead, so it cannot.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt as _;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cachecore::access::{FrameCache, NarAccess, NarCache};
+use cachecore::blocking;
+use cachecore::error::ErrorKind;
+use cachecore::nar::{Listing, ListingNode};
+use cachecore::narinfo::NarInfo;
+use cachecore::ops::{self, NarFile};
+use cachecore::signing::PublicKey;
+use cachecore::store::BinaryCache;
+use cachecore::store_path::StorePath;
+
+/// The root directory's inode.
+pub const ROOT: u64 = 1;
+
+/// How long a name found missing is remembered (a lookup of it fails without asking the cache).
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(10);
+
+/// At most this many names are remembered as missing; more forget them all.
+const MAX_NEGATIVE: usize = 100_000;
+
+/// The most entries one store path's listing may have (directories, files and symlinks).
+pub const MAX_NODES: usize = 4_000_000;
+
+/// At most this many files are kept open for reads; more close them all (they reopen on the
+/// next read, at the cost of one more check of their listing entry against the NAR).
+const MAX_OPEN_FILES: usize = 65_536;
+
+/// How reads are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Ranged reads of the covering frames, checked against the narinfo's sizes and each frame's
+    /// own checksum, not against the `NarHash` (see [`cachecore::access`]). Fetches only what a
+    /// reader touches.
+    Ranges,
+    /// The whole NAR, fetched once, checked against the narinfo's `NarHash` (and the signature
+    /// over it), kept in the [`NarCache`], and read from there; the tree comes from that NAR too,
+    /// not from the unsigned `.ls`. Nothing unchecked reaches a reader.
+    Nar,
+}
+
+/// How the filesystem is set up.
+#[derive(Debug, Clone)]
+pub struct FsOptions {
+    /// A narinfo must be signed by one of these keys for its path to appear, unless
+    /// `check_signatures` is false.
+    pub trusted_keys: Vec<PublicKey>,
+    pub check_signatures: bool,
+    pub check: Check,
+    /// Where whole NARs are kept ([`Check::Nar`], and NARs that cannot be read at random).
+    pub nar_cache: Option<NarCache>,
+    /// Most bytes of decompressed frames kept in memory (shared by every path; see
+    /// [`FrameCache`]).
+    pub memory: u64,
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FsError {
+    /// No such inode, or no such name in a directory.
+    #[error("no such file or directory")]
+    NoEntry,
+    /// A name in the root that is not a `<hash>-<name>` store path base name.
+    #[error("{name:?} is not a store path base name")]
+    NotAStorePath { name: OsString },
+    /// The path's narinfo is not signed by a trusted key: it does not appear.
+    #[error("{path}: {source}")]
+    Untrusted {
+        path: String,
+        source: Box<cachecore::ops::OpError>,
+    },
+    /// The asked-for operation does not apply to this kind of node.
+    #[error("{what}")]
+    WrongKind { what: &'static str },
+    /// The listing of a path is unusable (too large, a file outside the NAR, a bad symlink).
+    #[error("{path}: the listing {reason}")]
+    BadListing { path: String, reason: String },
+    /// What the core said.
+    #[error(transparent)]
+    Cache(Box<blocking::Error>),
+}
+
+impl FsError {
+    /// What kind of failure this is (the adapter turns it into an errno).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            FsError::NoEntry | FsError::NotAStorePath { .. } | FsError::Untrusted { .. } => {
+                ErrorKind::NotFound
+            }
+            FsError::WrongKind { .. } => ErrorKind::InvalidInput,
+            FsError::BadListing { .. } => ErrorKind::Corrupt,
+            FsError::Cache(e) => ErrorKind::of_chain(&**e).unwrap_or(ErrorKind::Internal),
+        }
+    }
+}
+
+impl From<blocking::Error> for FsError {
+    fn from(e: blocking::Error) -> FsError {
+        FsError::Cache(Box::new(e))
+    }
+}
+
+impl From<cachecore::ops::OpError> for FsError {
+    fn from(e: cachecore::ops::OpError) -> FsError {
+        FsError::Cache(Box::new(e.into()))
+    }
+}
+
+impl From<cachecore::access::AccessError> for FsError {
+    fn from(e: cachecore::access::AccessError) -> FsError {
+        FsError::Cache(Box::new(e.into()))
+    }
+}
+
+/// What a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Directory,
+    Regular,
+    Symlink,
+}
+
+/// A node's attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: FileKind,
+    /// Bytes of a regular file, of a symlink's target; 0 for a directory.
+    pub size: u64,
+    pub executable: bool,
+}
+
+/// One entry of a directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub kind: FileKind,
+    pub name: OsString,
+}
+
+/// A store path that appeared in the root.
+#[derive(Debug)]
+struct PathEntry {
+    info: NarInfo,
+    access: NarAccess,
+    /// Held while its listing is read, so that concurrent first lookups read it once.
+    loading: Mutex<()>,
+}
+
+#[derive(Debug, Clone)]
+enum Node {
+    /// The root: store path base names.
+    Root,
+    /// A store path whose listing is not read yet.
+    Unloaded(Arc<PathEntry>),
+    Directory {
+        entries: Arc<BTreeMap<OsString, u64>>,
+    },
+    Regular {
+        path: Arc<PathEntry>,
+        sub: Arc<str>,
+        size: u64,
+        executable: bool,
+        nar_offset: u64,
+    },
+    Symlink {
+        target: Arc<OsStr>,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    /// Node of inode `i + 1`.
+    nodes: Vec<Node>,
+    /// The root's entries: base name → inode.
+    root: BTreeMap<OsString, u64>,
+}
+
+impl Table {
+    fn add(&mut self, node: Node) -> u64 {
+        self.nodes.push(node);
+        self.nodes.len() as u64
+    }
+
+    fn get(&self, ino: u64) -> Option<&Node> {
+        self.nodes.get(usize::try_from(ino).ok()?.checked_sub(1)?)
+    }
+}
+
+/// The filesystem: a binary cache's store paths, read-only (see the [module docs](self)).
+#[derive(Debug)]
+pub struct CacheFs {
+    cache: BinaryCache,
+    options: FsOptions,
+    table: RwLock<Table>,
+    /// Names found missing, and when.
+    missing: Mutex<HashMap<OsString, Instant>>,
+    /// Whether the root holds every path of the cache (it was listed), so a name not in it is
+    /// missing without asking.
+    root_complete: bool,
+    /// Files being read: inode → file.
+    open: Mutex<HashMap<u64, NarFile>>,
+    /// Decoded frames, shared by every path.
+    frames: FrameCache,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The store paths a cache holds, for the root: its narinfos, read concurrently, or `None` when
+/// the store cannot list (a plain HTTP cache: paths then appear as they are looked up).
+///
+/// This is the seam for the push index (the GC issue): where a cache has one, the paths will be
+/// read from it here instead of from every narinfo.
+pub fn root_paths(cache: &BinaryCache) -> Result<Option<Vec<NarInfo>>, FsError> {
+    let listed = blocking::block_on(async {
+        ops::require_cache_info(cache).await?;
+        ops::browse::all_narinfos(cache).await
+    });
+    match listed {
+        Ok(infos) => Ok(Some(infos)),
+        Err(e) if e.kind() == ErrorKind::Unsupported => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl CacheFs {
+    /// The filesystem of `cache`: lists the root now when the store can list (see
+    /// [`root_paths`]), checking each narinfo's signature; paths not signed by a trusted key are
+    /// left out (and logged once, counted).
+    pub fn new(cache: BinaryCache, options: FsOptions) -> Result<CacheFs, FsError> {
+        let listed = root_paths(&cache)?;
+        let mut fs = CacheFs {
+            cache,
+            table: RwLock::new(Table {
+                nodes: vec![Node::Root],
+                root: BTreeMap::new(),
+            }),
+            missing: Mutex::new(HashMap::new()),
+            root_complete: listed.is_some(),
+            open: Mutex::new(HashMap::new()),
+            frames: FrameCache::new(options.memory),
+            options,
+        };
+        let mut unsigned = 0usize;
+        for info in listed.unwrap_or_default() {
+            match fs.admit(info) {
+                Ok(entry) => {
+                    let table = fs.table.get_mut().unwrap_or_else(|p| p.into_inner());
+                    add_path(table, entry);
+                }
+                Err(FsError::Untrusted { .. }) => unsigned += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        if unsigned > 0 {
+            tracing::warn!(
+                "{unsigned} store paths of {} are not signed by a trusted key: left out",
+                fs.cache.url()
+            );
+        }
+        Ok(fs)
+    }
+
+    /// Checks a narinfo (signature) and makes its entry.
+    fn admit(&self, info: NarInfo) -> Result<Arc<PathEntry>, FsError> {
+        if self.options.check_signatures {
+            ops::check_trusted(&info, &self.options.trusted_keys).map_err(|source| {
+                FsError::Untrusted {
+                    path: info.store_dir.full_path(&info.store_path),
+                    source: Box::new(source),
+                }
+            })?;
+        }
+        let mut access =
+            NarAccess::new(&self.cache, info.clone())?.with_frame_cache(self.frames.clone());
+        if let Some(cache) = &self.options.nar_cache {
+            access = access.with_nar_cache(cache.clone());
+        }
+        if self.options.check == Check::Nar {
+            access = access.whole_nar_checked();
+        }
+        Ok(Arc::new(PathEntry {
+            info,
+            access,
+            loading: Mutex::new(()),
+        }))
+    }
+
+    fn table(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn table_mut(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn node(&self, ino: u64) -> Result<Node, FsError> {
+        self.table().get(ino).cloned().ok_or(FsError::NoEntry)
+    }
+
+    /// The node of `ino` with a store path's listing read if it was not yet.
+    fn loaded(&self, ino: u64) -> Result<Node, FsError> {
+        match self.node(ino)? {
+            Node::Unloaded(entry) => {
+                let _one_at_a_time = lock(&entry.loading);
+                match self.node(ino)? {
+                    Node::Unloaded(_) => {
+                        let listing = self.read_listing(&entry)?;
+                        let mut table = self.table_mut();
+                        let node = make_tree(&mut table, &entry, listing.root, "")?;
+                        table.nodes[ino as usize - 1] = node.clone();
+                        Ok(node)
+                    }
+                    node => Ok(node),
+                }
+            }
+            node => Ok(node),
+        }
+    }
+
+    /// The listing of a path, checked as far as it can be (see the [module docs](self)).
+    fn read_listing(&self, entry: &PathEntry) -> Result<Listing, FsError> {
+        let info = &entry.info;
+        let full = info.store_dir.full_path(&info.store_path);
+        let listing = if self.options.check == Check::Nar {
+            blocking::block_on(entry.access.listing_checked())?
+        } else {
+            let listing = blocking::block_on(ops::browse::listing_of(&self.cache, info))?;
+            if has_missing_offsets(&listing.root) {
+                // A listing without offsets (Nix before 2.0): read them from the NAR.
+                blocking::block_on(ops::listing_verified(&self.cache, &info.store_path))?
+            } else {
+                listing
+            }
+        };
+        check_listing(&listing.root, info.nar_size, &mut 0).map_err(|reason| {
+            FsError::BadListing {
+                path: full.clone(),
+                reason,
+            }
+        })?;
+        Ok(listing)
+    }
+
+    /// The attributes of `ino`.
+    pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
+        let node = self.loaded(ino)?;
+        Ok(attr_of(ino, &node))
+    }
+
+    /// The entry `name` of directory `parent`.
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
+        let ino = match self.loaded(parent)? {
+            Node::Root => self.lookup_root(name)?,
+            Node::Directory { entries } => *entries.get(name).ok_or(FsError::NoEntry)?,
+            _ => {
+                return Err(FsError::WrongKind {
+                    what: "not a directory",
+                })
+            }
+        };
+        self.getattr(ino)
+    }
+
+    fn lookup_root(&self, name: &OsStr) -> Result<u64, FsError> {
+        if let Some(ino) = self.table().root.get(name) {
+            return Ok(*ino);
+        }
+        let base = name
+            .to_str()
+            .and_then(|s| StorePath::from_base_name(s).ok())
+            .ok_or_else(|| FsError::NotAStorePath {
+                name: name.to_owned(),
+            })?;
+        if self.root_complete || self.recently_missing(name) {
+            return Err(FsError::NoEntry);
+        }
+        let info = blocking::block_on(self.cache.narinfo(&base))?;
+        let entry = match info.map(|info| self.admit(info)) {
+            Some(Ok(entry)) => entry,
+            Some(Err(e)) => {
+                if let FsError::Untrusted { .. } = e {
+                    tracing::warn!("{e}");
+                }
+                self.remember_missing(name);
+                return Err(e);
+            }
+            None => {
+                self.remember_missing(name);
+                return Err(FsError::NoEntry);
+            }
+        };
+        let mut table = self.table_mut();
+        if let Some(ino) = table.root.get(name) {
+            return Ok(*ino); // looked up at the same time by another reader
+        }
+        Ok(add_path(&mut table, entry))
+    }
+
+    fn recently_missing(&self, name: &OsStr) -> bool {
+        let mut missing = lock(&self.missing);
+        match missing.get(name) {
+            Some(at) if at.elapsed() < NEGATIVE_TTL => true,
+            Some(_) => {
+                missing.remove(name);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_missing(&self, name: &OsStr) {
+        let mut missing = lock(&self.missing);
+        if missing.len() >= MAX_NEGATIVE {
+            missing.clear();
+        }
+        missing.insert(name.to_owned(), Instant::now());
+    }
+
+    /// The entries of directory `ino` (without `.` and `..`).
+    pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>, FsError> {
+        let entries = match self.loaded(ino)? {
+            Node::Root => self.table().root.clone(),
+            Node::Directory { entries } => BTreeMap::clone(&entries),
+            _ => {
+                return Err(FsError::WrongKind {
+                    what: "not a directory",
+                })
+            }
+        };
+        let table = self.table();
+        Ok(entries
+            .into_iter()
+            .filter_map(|(name, ino)| {
+                let node = table.get(ino)?;
+                Some(DirEntry {
+                    ino,
+                    kind: attr_of(ino, node).kind,
+                    name,
+                })
+            })
+            .collect())
+    }
+
+    /// The target of symlink `ino`.
+    pub fn readlink(&self, ino: u64) -> Result<OsString, FsError> {
+        match self.loaded(ino)? {
+            Node::Symlink { target } => Ok(target.to_os_string()),
+            _ => Err(FsError::WrongKind {
+                what: "not a symlink",
+            }),
+        }
+    }
+
+    /// At most `size` bytes of regular file `ino` from `offset` (fewer at its end).
+    pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
+        let file = self.file(ino)?;
+        let start = offset.min(file.size());
+        let end = offset.saturating_add(u64::from(size)).min(file.size());
+        if start == end {
+            return Ok(Bytes::new());
+        }
+        Ok(blocking::block_on(file.read(start..end))?)
+    }
+
+    /// The file of `ino`, opened once and kept while read.
+    fn file(&self, ino: u64) -> Result<NarFile, FsError> {
+        if let Some(file) = lock(&self.open).get(&ino) {
+            return Ok(file.clone());
+        }
+        let file = match self.loaded(ino)? {
+            Node::Regular {
+                path,
+                sub,
+                size,
+                executable,
+                nar_offset,
+            } => ops::file_in(
+                path.access.clone(),
+                &sub,
+                &ListingNode::Regular {
+                    size,
+                    executable,
+                    nar_offset: Some(nar_offset),
+                },
+            )?,
+            _ => {
+                return Err(FsError::WrongKind {
+                    what: "not a regular file",
+                })
+            }
+        };
+        let mut open = lock(&self.open);
+        if open.len() >= MAX_OPEN_FILES {
+            open.clear();
+        }
+        open.insert(ino, file.clone());
+        Ok(file)
+    }
+
+    /// Forgets the open file of `ino` (its last reader closed it).
+    pub fn release(&self, ino: u64) {
+        lock(&self.open).remove(&ino);
+    }
+
+    /// The number of store paths in the root now.
+    pub fn paths(&self) -> usize {
+        self.table().root.len()
+    }
+}
+
+/// Adds a store path to the root; returns its inode.
+fn add_path(table: &mut Table, entry: Arc<PathEntry>) -> u64 {
+    let name = OsString::from(entry.info.store_path.to_string());
+    if let Some(ino) = table.root.get(&name) {
+        return *ino;
+    }
+    let ino = table.add(Node::Unloaded(entry));
+    table.root.insert(name, ino);
+    ino
+}
+
+fn attr_of(ino: u64, node: &Node) -> Attr {
+    let (kind, size, executable) = match node {
+        Node::Root | Node::Unloaded(_) | Node::Directory { .. } => (FileKind::Directory, 0, true),
+        Node::Regular {
+            size, executable, ..
+        } => (FileKind::Regular, *size, *executable),
+        Node::Symlink { target } => (FileKind::Symlink, target.len() as u64, false),
+    };
+    Attr {
+        ino,
+        kind,
+        size,
+        executable,
+    }
+}
+
+fn has_missing_offsets(node: &ListingNode) -> bool {
+    match node {
+        ListingNode::Regular { nar_offset, .. } => nar_offset.is_none(),
+        ListingNode::Symlink { .. } => false,
+        ListingNode::Directory { entries } => entries.values().any(has_missing_offsets),
+    }
+}
+
+/// Checks what the listing says against the NAR's size and the filesystem's limits.
+fn check_listing(node: &ListingNode, nar_size: u64, count: &mut usize) -> Result<(), String> {
+    *count += 1;
+    if *count > MAX_NODES {
+        return Err(format!("has more than {MAX_NODES} entries"));
+    }
+    match node {
+        ListingNode::Regular {
+            size, nar_offset, ..
+        } => match nar_offset.and_then(|o| o.checked_add(*size)) {
+            Some(end) if end <= nar_size => Ok(()),
+            _ => Err(format!(
+                "puts a file of {size} bytes at NAR offset {nar_offset:?}, outside the \
+                 {nar_size}-byte NAR"
+            )),
+        },
+        ListingNode::Symlink { target } => {
+            if target.is_empty() || target.contains('\0') || target.len() > 4095 {
+                Err("has a symlink with an empty, over-long or NUL-holding target".into())
+            } else {
+                Ok(())
+            }
+        }
+        ListingNode::Directory { entries } => entries
+            .values()
+            .try_for_each(|child| check_listing(child, nar_size, count)),
+    }
+}
+
+/// Gives inodes to `node` and everything under it; returns the node for `node` itself.
+fn make_tree(
+    table: &mut Table,
+    entry: &Arc<PathEntry>,
+    node: ListingNode,
+    sub: &str,
+) -> Result<Node, FsError> {
+    Ok(match node {
+        ListingNode::Regular {
+            size,
+            executable,
+            nar_offset,
+        } => Node::Regular {
+            path: entry.clone(),
+            sub: Arc::from(sub),
+            size,
+            executable,
+            // Checked by `check_listing`.
+            nar_offset: nar_offset.unwrap_or(0),
+        },
+        ListingNode::Symlink { target } => Node::Symlink {
+            target: Arc::from(OsStr::from_bytes(target.as_bytes())),
+        },
+        ListingNode::Directory { entries } => {
+            let mut inodes = BTreeMap::new();
+            for (name, child) in entries {
+                let child_sub = if sub.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{sub}/{name}")
+                };
+                let child = make_tree(table, entry, child, &child_sub)?;
+                inodes.insert(OsString::from(name), table.add(child));
+            }
+            Node::Directory {
+                entries: Arc::new(inodes),
+            }
+        }
+    })
+}

@@ -1,0 +1,313 @@
+//! `CacheFs` without the kernel: a real tree pushed into a local-directory cache, walked through
+//! lookup/getattr/readdir/readlink/read and compared with the tree on disk.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use cachecore::blocking;
+use cachecore::compression::{Compression, NarCompression};
+use cachecore::error::ErrorKind;
+use cachecore::ops::{NoProgress, PushOptions};
+use cachecore::signing::SecretKey;
+use cachecore::store::BinaryCache;
+use cachecore::store_path::{StoreDir, StorePath};
+use cachecore_fuse::{CacheFs, Check, FileKind, FsOptions, ROOT};
+
+/// Text-like bytes (compressible, not trivially).
+fn text(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(format!("w{} ", x % 4099).as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A tree with directories, an executable, a large file (several frames), an empty file and
+/// symlinks.
+fn tree(dir: &Path) {
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    std::fs::create_dir_all(dir.join("share/doc/empty")).unwrap();
+    std::fs::write(dir.join("bin/app"), b"#!/bin/sh\necho app\n").unwrap();
+    std::fs::set_permissions(dir.join("bin/app"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.join("share/big"), text(3, 5 << 20)).unwrap();
+    std::fs::write(dir.join("share/doc/README"), b"read me\n").unwrap();
+    std::fs::write(dir.join("share/empty-file"), b"").unwrap();
+    std::os::unix::fs::symlink("../share/doc/README", dir.join("bin/readme")).unwrap();
+    std::os::unix::fs::symlink("/nix/store/nowhere", dir.join("dangling")).unwrap();
+}
+
+struct Fixture {
+    _src: tempfile::TempDir,
+    src_path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    url: String,
+    path: StorePath,
+    key: Arc<SecretKey>,
+}
+
+fn pushed(method: Compression, sign: bool) -> Fixture {
+    let src = tempfile::tempdir().unwrap();
+    let src_path = src.path().join("pkg");
+    tree(&src_path);
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().to_str().unwrap().to_owned();
+    let cache = blocking::BinaryCache::open(&url).unwrap();
+    cache.init(&Default::default()).unwrap();
+    let key = Arc::new(SecretKey::generate("test-1").unwrap());
+    let opts = PushOptions {
+        compression: NarCompression::new(method, None),
+        signers: if sign {
+            vec![key.clone() as Arc<dyn cachecore::signing::Signer>]
+        } else {
+            vec![]
+        },
+        ..PushOptions::default()
+    };
+    let (path, _) = cache
+        .push_add(
+            &StoreDir::default(),
+            &src_path,
+            "pkg",
+            &opts,
+            Arc::new(NoProgress),
+        )
+        .unwrap();
+    Fixture {
+        _src: src,
+        src_path,
+        _dir: dir,
+        url,
+        path,
+        key,
+    }
+}
+
+fn unchecked() -> FsOptions {
+    FsOptions {
+        trusted_keys: vec![],
+        check_signatures: false,
+        check: Check::Ranges,
+        nar_cache: None,
+        memory: 64 << 20,
+    }
+}
+
+/// Walks the mounted tree from `ino`, collecting path → (kind, size, executable, contents or
+/// target).
+fn walk(
+    fs: &CacheFs,
+    ino: u64,
+    prefix: &str,
+    out: &mut BTreeMap<String, (FileKind, bool, Vec<u8>)>,
+) {
+    for e in fs.readdir(ino).unwrap() {
+        let name = format!("{prefix}/{}", e.name.to_str().unwrap());
+        let attr = fs.lookup(ino, &e.name).unwrap();
+        assert_eq!(attr.ino, e.ino, "{name}: lookup and readdir agree");
+        assert_eq!(fs.getattr(e.ino).unwrap(), attr, "{name}");
+        let data = match attr.kind {
+            FileKind::Directory => {
+                walk(fs, e.ino, &name, out);
+                Vec::new()
+            }
+            FileKind::Symlink => {
+                use std::os::unix::ffi::OsStrExt as _;
+                fs.readlink(e.ino).unwrap().as_bytes().to_vec()
+            }
+            FileKind::Regular => {
+                // In 128 KiB reads, as the kernel asks.
+                let mut data = Vec::new();
+                loop {
+                    let chunk = fs.read(e.ino, data.len() as u64, 128 << 10).unwrap();
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    data.extend_from_slice(&chunk);
+                }
+                assert_eq!(data.len() as u64, attr.size, "{name}");
+                data
+            }
+        };
+        out.insert(name, (attr.kind, attr.executable, data));
+    }
+}
+
+fn on_disk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, (FileKind, bool, Vec<u8>)>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = format!("{prefix}/{}", entry.file_name().to_str().unwrap());
+        let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+        let value = if meta.is_dir() {
+            on_disk(&entry.path(), &name, out);
+            (FileKind::Directory, true, Vec::new())
+        } else if meta.file_type().is_symlink() {
+            use std::os::unix::ffi::OsStrExt as _;
+            let target = std::fs::read_link(entry.path()).unwrap();
+            (
+                FileKind::Symlink,
+                false,
+                target.as_os_str().as_bytes().to_vec(),
+            )
+        } else {
+            let exec = meta.permissions().mode() & 0o100 != 0;
+            (
+                FileKind::Regular,
+                exec,
+                std::fs::read(entry.path()).unwrap(),
+            )
+        };
+        out.insert(name, value);
+    }
+}
+
+#[test]
+fn the_tree_reads_as_it_is_on_disk_in_every_check_mode() {
+    for (method, check) in [
+        (Compression::Zstd, Check::Ranges),
+        (Compression::Xz, Check::Ranges),
+        (Compression::Zstd, Check::Nar),
+    ] {
+        let f = pushed(method, false);
+        let kept = tempfile::tempdir().unwrap();
+        let options = FsOptions {
+            check,
+            nar_cache: Some(cachecore::access::NarCache::open(kept.path(), 1 << 30).unwrap()),
+            ..unchecked()
+        };
+        let fs = CacheFs::new(BinaryCache::open(&f.url).unwrap(), options).unwrap();
+        // The root lists the pushed path (a local directory can list).
+        let root = fs.readdir(ROOT).unwrap();
+        assert_eq!(root.len(), 1);
+        assert_eq!(root[0].name, OsStr::new(&f.path.to_string()));
+        let top = fs.lookup(ROOT, &root[0].name).unwrap();
+        assert_eq!(top.kind, FileKind::Directory);
+        let mut mounted = BTreeMap::new();
+        walk(&fs, top.ino, "", &mut mounted);
+        let mut expected = BTreeMap::new();
+        on_disk(&f.src_path, "", &mut expected);
+        assert_eq!(
+            mounted.keys().collect::<Vec<_>>(),
+            expected.keys().collect::<Vec<_>>(),
+            "{method} {check:?}"
+        );
+        for (name, value) in &expected {
+            assert!(
+                mounted[name] == *value,
+                "{name} differs ({method} {check:?})"
+            );
+        }
+        // Inodes are stable: a second walk finds the same numbers.
+        let again = fs.lookup(ROOT, &root[0].name).unwrap();
+        assert_eq!(again, top);
+        // Reads past the end give nothing; a read across it gives the rest.
+        let share = fs.lookup(top.ino, "share".as_ref()).unwrap();
+        let readme = fs.lookup(share.ino, "doc".as_ref()).unwrap();
+        let readme = fs.lookup(readme.ino, "README".as_ref()).unwrap();
+        assert!(fs.read(readme.ino, 100, 10).unwrap().is_empty());
+        assert_eq!(&fs.read(readme.ino, 5, 100).unwrap()[..], b"me\n");
+        // What is not there.
+        let e = fs.lookup(top.ino, "nope".as_ref()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound);
+        let e = fs.readlink(readme.ino).unwrap_err();
+        assert_ne!(e.kind(), ErrorKind::NotFound);
+        // xz cannot be read at random: the NAR was fetched once into the NAR cache; Check::Nar
+        // keeps it too; ranged reads of seekable zstd keep nothing.
+        let kept_files = std::fs::read_dir(kept.path()).unwrap().count();
+        let expected_kept = usize::from(method == Compression::Xz || check == Check::Nar);
+        assert_eq!(kept_files, expected_kept, "{method} {check:?}");
+    }
+}
+
+#[test]
+fn only_paths_signed_by_a_trusted_key_appear() {
+    let signed = pushed(Compression::Zstd, true);
+    let trusted = FsOptions {
+        trusted_keys: vec![signed.key.public_key()],
+        check_signatures: true,
+        ..unchecked()
+    };
+    let fs = CacheFs::new(BinaryCache::open(&signed.url).unwrap(), trusted.clone()).unwrap();
+    assert_eq!(fs.paths(), 1);
+    // The same cache with another trusted key: nothing appears, and a lookup by name fails.
+    let other = FsOptions {
+        trusted_keys: vec![SecretKey::generate("other-1").unwrap().public_key()],
+        ..trusted
+    };
+    let fs = CacheFs::new(BinaryCache::open(&signed.url).unwrap(), other).unwrap();
+    assert_eq!(fs.paths(), 0);
+    let e = fs
+        .lookup(ROOT, signed.path.to_string().as_ref())
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    // A name that is no store path is not looked for.
+    let e = fs.lookup(ROOT, "hello".as_ref()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+}
+
+#[test]
+fn a_listing_that_points_outside_the_nar_is_refused() {
+    let f = pushed(Compression::Zstd, false);
+    let ls = Path::new(&f.url).join(format!("{}.ls", f.path.hash_part()));
+    let json = std::fs::read_to_string(&ls).unwrap();
+    // Move the README far past the end of the NAR.
+    let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    value["root"]["entries"]["share"]["entries"]["doc"]["entries"]["README"]["narOffset"] =
+        serde_json::json!(1u64 << 40);
+    std::fs::write(&ls, serde_json::to_vec(&value).unwrap()).unwrap();
+    let fs = CacheFs::new(BinaryCache::open(&f.url).unwrap(), unchecked()).unwrap();
+    let e = fs.lookup(ROOT, f.path.to_string().as_ref()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("outside"), "{e}");
+}
+
+#[test]
+fn with_check_nar_a_flipped_byte_is_an_error_never_wrong_bytes() {
+    // Uncompressed, so that the flipped byte decodes fine and only the NarHash can tell.
+    let f = pushed(Compression::None, true);
+    let cache = BinaryCache::open(&f.url).unwrap();
+    let info = blocking::BinaryCache::from_async(cache.clone())
+        .narinfo(&f.path)
+        .unwrap()
+        .unwrap();
+    let object = Path::new(&f.url).join(&info.url);
+    let mut bytes = std::fs::read(&object).unwrap();
+    let at = bytes.windows(8).position(|w| w == b"read me\n").unwrap();
+    bytes[at] = b'R';
+    std::fs::write(&object, &bytes).unwrap();
+    let open = |check| {
+        let fs = CacheFs::new(
+            cache.clone(),
+            FsOptions {
+                trusted_keys: vec![f.key.public_key()],
+                check_signatures: true,
+                check,
+                nar_cache: None,
+                memory: 64 << 20,
+            },
+        )
+        .unwrap();
+        let top = fs.lookup(ROOT, f.path.to_string().as_ref());
+        (fs, top)
+    };
+    // Ranged reads cannot tell (this is what --check nar is for).
+    let (fs, top) = open(Check::Ranges);
+    let top = top.unwrap();
+    let share = fs.lookup(top.ino, "share".as_ref()).unwrap();
+    let doc = fs.lookup(share.ino, "doc".as_ref()).unwrap();
+    let readme = fs.lookup(doc.ino, "README".as_ref()).unwrap();
+    assert_eq!(&fs.read(readme.ino, 0, 100).unwrap()[..], b"Read me\n");
+    // Check::Nar: the tree comes from the checked NAR, so the path fails as a whole.
+    let (_, top) = open(Check::Nar);
+    let e = top.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+}
