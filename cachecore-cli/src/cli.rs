@@ -347,7 +347,8 @@ pub enum MountCheck {
     /// today every path is read as with `nar`.
     Frames,
     /// Fetch a path's whole NAR once, check it against the signed NarHash, keep it in
-    /// --cache-dir and serve every read (and the directory tree) from it.
+    /// --cache-dir and serve every read from it; the path's listing must describe that NAR
+    /// before any of its contents are served.
     Nar,
 }
 

@@ -26,8 +26,10 @@
 //! non-empty and hold no NUL, and each file's first read checks that the NAR really holds a
 //! file of that size at that offset. What a hostile listing can still do without
 //! [`Check::Nar`] — swap two files' places, misreport the executable bit or a symlink target — is
-//! what the signed frame digests of issue 19 are for; with [`Check::Nar`] the listing is built
-//! from the checked NAR instead, so it cannot.
+//! what the signed frame digests of issue 19 are for. With [`Check::Nar`], `ls` still shows what
+//! the listing says (no NAR byte is fetched to list), but before the first byte of a path's
+//! contents or a symlink target is served, the whole NAR is fetched, checked against the signed
+//! NarHash, and must hold exactly the listed tree; if it does not, every read in that path fails.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
@@ -70,8 +72,9 @@ pub enum Check {
     /// reader touches.
     Ranges,
     /// The whole NAR, fetched once, checked against the narinfo's `NarHash` (and the signature
-    /// over it), kept in the [`NarCache`], and read from there; the tree comes from that NAR too,
-    /// not from the unsigned `.ls`. Nothing unchecked reaches a reader.
+    /// over it), kept in the [`NarCache`], and read from there; the unsigned `.ls` the tree was
+    /// made from must match that NAR before any content or symlink target is served. Nothing
+    /// unchecked reaches a reader but the listing's names and attributes.
     Nar,
 }
 
@@ -182,6 +185,18 @@ struct PathEntry {
     access: NarAccess,
     /// Held while its listing is read, so that concurrent first lookups read it once.
     loading: Mutex<()>,
+    /// With [`Check::Nar`]: the listing the tree was made from, until the checked NAR has
+    /// confirmed it; then `Confirmed` (or `Refuted`: every read of the path fails).
+    confirmation: Mutex<Confirmation>,
+}
+
+#[derive(Debug)]
+enum Confirmation {
+    /// Nothing to confirm (yet, or without [`Check::Nar`]).
+    None,
+    Pending(Listing),
+    Confirmed,
+    Refuted(String),
 }
 
 #[derive(Debug, Clone)]
@@ -201,6 +216,7 @@ enum Node {
         nar_offset: u64,
     },
     Symlink {
+        path: Arc<PathEntry>,
         target: Arc<OsStr>,
     },
 }
@@ -322,6 +338,7 @@ impl CacheFs {
             info,
             access,
             loading: Mutex::new(()),
+            confirmation: Mutex::new(Confirmation::None),
         }))
     }
 
@@ -361,17 +378,16 @@ impl CacheFs {
     fn read_listing(&self, entry: &PathEntry) -> Result<Listing, FsError> {
         let info = &entry.info;
         let full = info.store_dir.full_path(&info.store_path);
-        let listing = if self.options.check == Check::Nar {
-            blocking::block_on(entry.access.listing_checked())?
+        let listing = blocking::block_on(ops::browse::listing_of(&self.cache, info))?;
+        let listing = if has_missing_offsets(&listing.root) {
+            // A listing without offsets (Nix before 2.0): read them from the NAR.
+            blocking::block_on(ops::listing_verified(&self.cache, &info.store_path))?
         } else {
-            let listing = blocking::block_on(ops::browse::listing_of(&self.cache, info))?;
-            if has_missing_offsets(&listing.root) {
-                // A listing without offsets (Nix before 2.0): read them from the NAR.
-                blocking::block_on(ops::listing_verified(&self.cache, &info.store_path))?
-            } else {
-                listing
-            }
+            listing
         };
+        if self.options.check == Check::Nar {
+            *lock(&entry.confirmation) = Confirmation::Pending(listing.clone());
+        }
         check_listing(&listing.root, info.nar_size, &mut 0).map_err(|reason| {
             FsError::BadListing {
                 path: full.clone(),
@@ -379,6 +395,51 @@ impl CacheFs {
             }
         })?;
         Ok(listing)
+    }
+
+    /// With [`Check::Nar`], before anything of a path's contents is served: its whole NAR,
+    /// fetched once and checked against the signed NarHash, must hold exactly the tree its
+    /// listing described (names, kinds, sizes, executable bits, symlink targets, offsets).
+    fn confirm(&self, entry: &PathEntry) -> Result<(), FsError> {
+        if self.options.check != Check::Nar {
+            return Ok(());
+        }
+        let mut confirmation = lock(&entry.confirmation);
+        let listed = match &*confirmation {
+            Confirmation::None | Confirmation::Confirmed => return Ok(()),
+            Confirmation::Refuted(reason) => {
+                return Err(FsError::BadListing {
+                    path: entry.info.store_dir.full_path(&entry.info.store_path),
+                    reason: reason.clone(),
+                })
+            }
+            Confirmation::Pending(listing) => listing,
+        };
+        // A failure to fetch is not remembered (the next read tries again); a NAR that fails
+        // its check is (it is not fetched again for every read).
+        let checked = match blocking::block_on(entry.access.listing_checked()) {
+            Ok(listing) => listing,
+            Err(e) => {
+                let e = FsError::from(e);
+                if e.kind() == ErrorKind::Corrupt {
+                    *confirmation =
+                        Confirmation::Refuted(format!("names a NAR that failed its check: {e}"));
+                }
+                return Err(e);
+            }
+        };
+        if checked == *listed {
+            *confirmation = Confirmation::Confirmed;
+            Ok(())
+        } else {
+            let reason =
+                "does not describe the NAR (checked against its signed NarHash)".to_owned();
+            *confirmation = Confirmation::Refuted(reason.clone());
+            Err(FsError::BadListing {
+                path: entry.info.store_dir.full_path(&entry.info.store_path),
+                reason,
+            })
+        }
     }
 
     /// The attributes of `ino`.
@@ -484,7 +545,10 @@ impl CacheFs {
     /// The target of symlink `ino`.
     pub fn readlink(&self, ino: u64) -> Result<OsString, FsError> {
         match self.loaded(ino)? {
-            Node::Symlink { target } => Ok(target.to_os_string()),
+            Node::Symlink { path, target } => {
+                self.confirm(&path)?;
+                Ok(target.to_os_string())
+            }
             _ => Err(FsError::WrongKind {
                 what: "not a symlink",
             }),
@@ -514,15 +578,18 @@ impl CacheFs {
                 size,
                 executable,
                 nar_offset,
-            } => ops::file_in(
-                path.access.clone(),
-                &sub,
-                &ListingNode::Regular {
-                    size,
-                    executable,
-                    nar_offset: Some(nar_offset),
-                },
-            )?,
+            } => {
+                self.confirm(&path)?;
+                ops::file_in(
+                    path.access.clone(),
+                    &sub,
+                    &ListingNode::Regular {
+                        size,
+                        executable,
+                        nar_offset: Some(nar_offset),
+                    },
+                )?
+            }
             _ => {
                 return Err(FsError::WrongKind {
                     what: "not a regular file",
@@ -565,7 +632,7 @@ fn attr_of(ino: u64, node: &Node) -> Attr {
         Node::Regular {
             size, executable, ..
         } => (FileKind::Regular, *size, *executable),
-        Node::Symlink { target } => (FileKind::Symlink, target.len() as u64, false),
+        Node::Symlink { target, .. } => (FileKind::Symlink, target.len() as u64, false),
     };
     Attr {
         ino,
@@ -633,6 +700,7 @@ fn make_tree(
             nar_offset: nar_offset.unwrap_or(0),
         },
         ListingNode::Symlink { target } => Node::Symlink {
+            path: entry.clone(),
             target: Arc::from(OsStr::from_bytes(target.as_bytes())),
         },
         ListingNode::Directory { entries } => {

@@ -306,8 +306,53 @@ fn with_check_nar_a_flipped_byte_is_an_error_never_wrong_bytes() {
     let doc = fs.lookup(share.ino, "doc".as_ref()).unwrap();
     let readme = fs.lookup(doc.ino, "README".as_ref()).unwrap();
     assert_eq!(&fs.read(readme.ino, 0, 100).unwrap()[..], b"Read me\n");
-    // Check::Nar: the tree comes from the checked NAR, so the path fails as a whole.
-    let (_, top) = open(Check::Nar);
-    let e = top.unwrap_err();
+    // Check::Nar: listing needs no NAR byte, but no content is served from a NAR that fails
+    // its check.
+    let (fs, top) = open(Check::Nar);
+    let top = top.unwrap();
+    let share = fs.lookup(top.ino, "share".as_ref()).unwrap();
+    let doc = fs.lookup(share.ino, "doc".as_ref()).unwrap();
+    let readme = fs.lookup(doc.ino, "README".as_ref()).unwrap();
+    let e = fs.read(readme.ino, 0, 100).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    let bin = fs.lookup(top.ino, "bin".as_ref()).unwrap();
+    let link = fs.lookup(bin.ino, "readme".as_ref()).unwrap();
+    assert_eq!(fs.readlink(link.ino).unwrap_err().kind(), ErrorKind::Corrupt);
+}
+
+#[test]
+fn with_check_nar_a_listing_that_lies_serves_nothing() {
+    let f = pushed(Compression::Zstd, true);
+    // The listing claims the script is not executable (and the NAR is intact).
+    let ls = Path::new(&f.url).join(format!("{}.ls", f.path.hash_part()));
+    let json = std::fs::read_to_string(&ls).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let app = &mut value["root"]["entries"]["bin"]["entries"]["app"];
+    app.as_object_mut().unwrap().remove("executable");
+    std::fs::write(&ls, serde_json::to_vec(&value).unwrap()).unwrap();
+    let options = |check| FsOptions {
+        trusted_keys: vec![f.key.public_key()],
+        check_signatures: true,
+        check,
+        nar_cache: None,
+        memory: 64 << 20,
+    };
+    let fs = CacheFs::new(BinaryCache::open(&f.url).unwrap(), options(Check::Nar)).unwrap();
+    let top = fs.lookup(ROOT, f.path.to_string().as_ref()).unwrap();
+    let bin = fs.lookup(top.ino, "bin".as_ref()).unwrap();
+    let app = fs.lookup(bin.ino, "app".as_ref()).unwrap();
+    assert!(!app.executable, "the listing's word, until checked");
+    let e = fs.read(app.ino, 0, 100).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("does not describe the NAR"), "{e}");
+    // Every other file of the path too.
+    let share = fs.lookup(top.ino, "share".as_ref()).unwrap();
+    let big = fs.lookup(share.ino, "big".as_ref()).unwrap();
+    assert_eq!(fs.read(big.ino, 0, 10).unwrap_err().kind(), ErrorKind::Corrupt);
+    // Ranged reads cannot tell (the contents are where the listing says).
+    let fs = CacheFs::new(BinaryCache::open(&f.url).unwrap(), options(Check::Ranges)).unwrap();
+    let top = fs.lookup(ROOT, f.path.to_string().as_ref()).unwrap();
+    let bin = fs.lookup(top.ino, "bin".as_ref()).unwrap();
+    let app = fs.lookup(bin.ino, "app".as_ref()).unwrap();
+    assert_eq!(&fs.read(app.ino, 0, 9).unwrap()[..], b"#!/bin/sh");
 }
