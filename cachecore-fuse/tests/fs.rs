@@ -254,16 +254,23 @@ fn only_paths_signed_by_a_trusted_key_appear() {
     assert_eq!(e.kind(), ErrorKind::NotFound);
 }
 
+/// Rewrites the `.ls` listing of the fixture's path with `change` applied to its JSON.
+fn tamper_listing(f: &Fixture, change: impl FnOnce(&mut serde_json::Value)) {
+    let ls = Path::new(&f.url).join(format!("{}.ls", f.path.hash_part()));
+    let json = std::fs::read_to_string(&ls).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    change(&mut value);
+    std::fs::write(&ls, serde_json::to_vec(&value).unwrap()).unwrap();
+}
+
 #[test]
 fn a_listing_that_points_outside_the_nar_is_refused() {
     let f = pushed(Compression::Zstd, false);
-    let ls = Path::new(&f.url).join(format!("{}.ls", f.path.hash_part()));
-    let json = std::fs::read_to_string(&ls).unwrap();
     // Move the README far past the end of the NAR.
-    let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
-    value["root"]["entries"]["share"]["entries"]["doc"]["entries"]["README"]["narOffset"] =
-        serde_json::json!(1u64 << 40);
-    std::fs::write(&ls, serde_json::to_vec(&value).unwrap()).unwrap();
+    tamper_listing(&f, |value| {
+        value["root"]["entries"]["share"]["entries"]["doc"]["entries"]["README"]["narOffset"] =
+            serde_json::json!(1u64 << 40);
+    });
     let fs = CacheFs::new(BinaryCache::open(&f.url).unwrap(), unchecked()).unwrap();
     let e = fs.lookup(ROOT, f.path.to_string().as_ref()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
@@ -317,19 +324,20 @@ fn with_check_nar_a_flipped_byte_is_an_error_never_wrong_bytes() {
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
     let bin = fs.lookup(top.ino, "bin".as_ref()).unwrap();
     let link = fs.lookup(bin.ino, "readme".as_ref()).unwrap();
-    assert_eq!(fs.readlink(link.ino).unwrap_err().kind(), ErrorKind::Corrupt);
+    assert_eq!(
+        fs.readlink(link.ino).unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
 }
 
 #[test]
 fn with_check_nar_a_listing_that_lies_serves_nothing() {
     let f = pushed(Compression::Zstd, true);
     // The listing claims the script is not executable (and the NAR is intact).
-    let ls = Path::new(&f.url).join(format!("{}.ls", f.path.hash_part()));
-    let json = std::fs::read_to_string(&ls).unwrap();
-    let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
-    let app = &mut value["root"]["entries"]["bin"]["entries"]["app"];
-    app.as_object_mut().unwrap().remove("executable");
-    std::fs::write(&ls, serde_json::to_vec(&value).unwrap()).unwrap();
+    tamper_listing(&f, |value| {
+        let app = &mut value["root"]["entries"]["bin"]["entries"]["app"];
+        app.as_object_mut().unwrap().remove("executable");
+    });
     let options = |check| FsOptions {
         trusted_keys: vec![f.key.public_key()],
         check_signatures: true,
@@ -348,7 +356,10 @@ fn with_check_nar_a_listing_that_lies_serves_nothing() {
     // Every other file of the path too.
     let share = fs.lookup(top.ino, "share".as_ref()).unwrap();
     let big = fs.lookup(share.ino, "big".as_ref()).unwrap();
-    assert_eq!(fs.read(big.ino, 0, 10).unwrap_err().kind(), ErrorKind::Corrupt);
+    assert_eq!(
+        fs.read(big.ino, 0, 10).unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
     // Ranged reads cannot tell (the contents are where the listing says).
     let fs = CacheFs::new(BinaryCache::open(&f.url).unwrap(), options(Check::Ranges)).unwrap();
     let top = fs.lookup(ROOT, f.path.to_string().as_ref()).unwrap();
