@@ -580,6 +580,14 @@ pub struct ServeArgs {
     /// stores only; clients must reach the bucket's endpoint. Nix follows redirects.
     #[arg(long)]
     pub redirect_nars: bool,
+    /// Where /serve/ keeps whole NARs that cannot be read at random (xz, bzip2, zstd without a
+    /// seek table), each fetched and checked once, so a file is not decompressed from the
+    /// NAR's start for every request (default: a temporary directory removed at exit).
+    #[arg(long, value_name = "DIR")]
+    pub nar_cache_dir: Option<PathBuf>,
+    /// Bytes of NARs kept in --nar-cache-dir; the least recently read go first.
+    #[arg(long, default_value_t = 1 << 30, value_name = "BYTES")]
+    pub nar_cache_size: u64,
     /// Seconds a connection may have no request in flight before it is closed: before its
     /// first request (a socket that sends nothing, an HTTP/2 connection that only said hello)
     /// and between requests, as nginx's client_header_timeout and keepalive_timeout.

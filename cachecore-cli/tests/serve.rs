@@ -2202,6 +2202,42 @@ fn serve_reads_a_path_without_a_listing_once_not_once_a_request() {
     );
 }
 
+/// An xz NAR cannot be read at random: without a kept copy, every request for a file
+/// decompresses it from its start (a 10 KB `.nar.xz` unpacking to 64 MiB cost 0.2 s of CPU a
+/// request). /serve/ fetches it once for its listing and once, checked, into its NAR cache, and
+/// reads files from there.
+#[test]
+fn serve_reads_files_of_an_xz_nar_from_one_checked_copy() {
+    let tmp = tempdir();
+    let (tree, cache) = (tmp.path().join("big-tree"), tmp.path().join("cache"));
+    let needle = big_tree(&tree, 4);
+    let base = push_tree(&cache, &tree, &["--no-listing", "--compression", "xz"]);
+    let (key, nar_bytes) = the_nar_object(&cache);
+    assert!(key.ends_with(".nar.xz"), "{key}");
+
+    let origin = common::http_server::HttpServer::serve(&cache);
+    let kept = tmp.path().join("kept-nars");
+    let serve = Serve::start(&origin.url(), &["--nar-cache-dir", path_str(&kept)]);
+    origin.reset_counts();
+    let needle_url = format!("{}/serve/{base}/m/needle.txt", serve.url);
+    for r in curl_at_once(&needle_url, 4) {
+        assert_eq!((r.status, &r.body), (200, &needle), "{}", r.text());
+    }
+    for _ in 0..4 {
+        let r = curl(&needle_url, &[]);
+        assert_eq!((r.status, &r.body), (200, &needle), "{}", r.text());
+    }
+    // Twice the NAR (listing, kept copy) and each request's look for a seek table at its end;
+    // read from its start each time, it would be eight times.
+    let (fetched, served) = nar_bytes_served(&origin);
+    assert!(
+        fetched < 3 * nar_bytes,
+        "eight requests fetched {fetched} bytes of a {nar_bytes}-byte NAR: {served:?}"
+    );
+    let kept_files: Vec<_> = fs::read_dir(&kept).unwrap().flatten().collect();
+    assert_eq!(kept_files.len(), 1, "{kept_files:?}");
+}
+
 #[test]
 fn pages_load_nothing_frame_nowhere_and_no_body_is_sniffed() {
     let tmp = tempdir();

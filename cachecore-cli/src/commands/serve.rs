@@ -45,6 +45,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.direct_uploads = !args.no_direct_uploads;
     config.remote_read_ttl = Duration::from_secs(args.remote_read_ttl);
     config.redirect_nars = args.redirect_nars;
+    // Held until the server stops: a temporary NAR cache goes with it.
+    let temporary_nars;
+    let nar_dir = match &args.nar_cache_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            temporary_nars = tempfile::Builder::new()
+                .prefix("cachecore-serve-nars-")
+                .tempdir()
+                .context("cannot create a temporary directory for --nar-cache-dir")?;
+            temporary_nars.path().to_owned()
+        }
+    };
+    config.nar_cache = Some(
+        cachecore::access::NarCache::open(&nar_dir, args.nar_cache_size)
+            .with_context(|| format!("cannot use {} as --nar-cache-dir", nar_dir.display()))?,
+    );
     for (i, url) in args.upstreams.iter().enumerate() {
         // Its own keys (after it on the command line) and those given before every upstream.
         let keys: Vec<&String> = args

@@ -106,8 +106,14 @@ pub(crate) async fn open_listed(
     info: crate::narinfo::NarInfo,
     listing: Listing,
     sub: &str,
+    nar_cache: Option<crate::access::NarCache>,
 ) -> Result<NarFile, OpError> {
-    open_in(cache, NarAccess::new(cache, info)?, listing, sub).await
+    let access = NarAccess::new(cache, info)?;
+    let access = match nar_cache {
+        Some(kept) => access.with_nar_cache(kept),
+        None => access,
+    };
+    open_in(cache, access, listing, sub).await
 }
 
 /// The regular file `sub` of the NAR `access` reads, from its listing node already in hand

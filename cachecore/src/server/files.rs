@@ -57,8 +57,17 @@ pub(super) async fn serve(state: &AppState, rest: &str, head: bool) -> Response 
     };
     let shown = format!("{path}/{sub}");
     if matches!(listing.get(sub), Some(ListingNode::Regular { .. })) {
-        // The narinfo and listing read above serve the ranged read too.
-        return match ops::file::open_listed(cache, info, listing, sub).await {
+        // The narinfo and listing read above serve the ranged read too; a NAR that cannot be
+        // read at random is kept whole, checked, where the server is told to keep them.
+        return match ops::file::open_listed(
+            cache,
+            info,
+            listing,
+            sub,
+            state.config.nar_cache.clone(),
+        )
+        .await
+        {
             Ok(f) => file(f, sub, &shown, head),
             Err(e) => op_failure(&path, &e),
         };

@@ -138,6 +138,11 @@ pub struct Config {
     /// server (S3 stores only; clients must reach the bucket's endpoint, and anyone holding a
     /// URL may read that one NAR until it expires). Nix follows redirects.
     pub redirect_nars: bool,
+    /// Where `/serve/` keeps whole NARs that cannot be read at random (xz, bzip2, zstd without
+    /// a seek table): each is fetched and checked once, and files are read from the kept copy
+    /// instead of decompressing the NAR from its start for every request. `None`: no such
+    /// NARs are kept (every request reads from the start).
+    pub nar_cache: Option<crate::access::NarCache>,
 }
 
 impl Default for Config {
@@ -156,6 +161,7 @@ impl Default for Config {
             upstreams: Vec::new(),
             remote_read_ttl: Duration::from_secs(10),
             redirect_nars: false,
+            nar_cache: None,
         }
     }
 }
