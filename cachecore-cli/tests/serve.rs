@@ -2217,7 +2217,19 @@ fn serve_reads_files_of_an_xz_nar_from_one_checked_copy() {
 
     let origin = common::http_server::HttpServer::serve(&cache);
     let kept = tmp.path().join("kept-nars");
-    let serve = Serve::start(&origin.url(), &["--nar-cache-dir", path_str(&kept)]);
+    let serve = Serve::spawn(
+        &[
+            "serve",
+            &origin.url(),
+            "--listen",
+            "127.0.0.1:0",
+            "--nar-cache-dir",
+            path_str(&kept),
+            "--nar-cache-size",
+            "64000000",
+        ],
+        &[],
+    );
     origin.reset_counts();
     let needle_url = format!("{}/serve/{base}/m/needle.txt", serve.url);
     for r in curl_at_once(&needle_url, 4) {
