@@ -30,8 +30,8 @@ impl SecretKey {
     #[staticmethod]
     fn load(py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Self> {
         let key = match key.extract::<String>() {
-            // Key text: `name:base64`, no slash (a path has one, or no colon).
-            Ok(text) if text.contains(':') && !text.trim().contains(['/', ' ']) => check(
+            // Key text (`name:base64`, or a key file's lines) unless a file has that name.
+            Ok(text) if text.contains(':') && !std::path::Path::new(&text).exists() => check(
                 py,
                 signing::SecretKey::parse_file_text("the key given", text.as_bytes()),
             )?,

@@ -73,6 +73,9 @@ def _store_url(url: str, options: Mapping[str, OptionValue]) -> Tuple[str, List[
         else:
             query.append(f"{quote(key.replace('_', '-'))}={quote(text, safe='/:')}")
     if query:
+        if "://" not in url:
+            # A plain directory takes no parameters: its file:// URL does.
+            url = "file://" + quote(os.path.abspath(url))
         url += ("&" if "?" in url else "?") + "&".join(query)
     return url, env
 
