@@ -45,13 +45,13 @@ def _path(p: PathArg) -> str:
     return str(p) if isinstance(p, StorePath) else os.fspath(p)
 
 
-def _paths(paths: Iterable[PathArg]) -> List[str]:
+def _paths(paths: Union[PathArg, Iterable[PathArg]]) -> List[str]:
     if isinstance(paths, (str, StorePath, os.PathLike)):
-        paths = [paths]
+        return [_path(paths)]
     return [_path(p) for p in paths]
 
 
-def _keys(keys: Iterable[KeyArg]) -> List[KeyArg]:
+def _keys(keys: Union[KeyArg, Iterable[KeyArg]]) -> List[KeyArg]:
     if isinstance(keys, (str, PublicKey)):
         return [keys]
     return list(keys)
@@ -197,7 +197,7 @@ class CacheFile(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        self._checkClosed()  # type: ignore[attr-defined]
+        self._checkClosed()
         view = memoryview(buffer).cast("B")
         want = min(len(view), self._MAX_READ)
         data = self._native.read_at(self._pos, self._pos + want)
@@ -206,7 +206,7 @@ class CacheFile(io.RawIOBase):
         return len(data)
 
     def readall(self) -> bytes:
-        chunks = []
+        chunks: List[bytes] = []
         while True:
             data = self._native.read_at(self._pos, self._pos + self._MAX_READ)
             if not data:
@@ -215,7 +215,7 @@ class CacheFile(io.RawIOBase):
             chunks.append(data)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self._checkClosed()  # type: ignore[attr-defined]
+        self._checkClosed()
         if whence == io.SEEK_SET:
             target = offset
         elif whence == io.SEEK_CUR:

@@ -9,20 +9,32 @@ from __future__ import annotations
 
 import json
 import os
-from typing import IO, Any, Tuple, Union
+from typing import Any, Optional, Protocol, Tuple, Union
 
 from . import _cachecore
 
 StrPath = Union[str, "os.PathLike[str]"]
 
 
-def pack(path: StrPath, file: IO[bytes]) -> None:
+class BinaryReader(Protocol):
+    """What ``unpack`` and ``listing`` read from: ``read(n)`` returning ``bytes``."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+class BinaryWriter(Protocol):
+    """What ``pack`` writes to: ``write(b)`` returning how many bytes it took (or None: all)."""
+
+    def write(self, data: bytes, /) -> Optional[int]: ...
+
+
+def pack(path: StrPath, file: BinaryWriter) -> None:
     """Writes the NAR of the file, directory or symlink at ``path`` to ``file`` (the bytes
     ``nix-store --dump`` writes)."""
     _cachecore.nar_pack(os.fspath(path), file)
 
 
-def unpack(file: IO[bytes], dest: StrPath) -> None:
+def unpack(file: BinaryReader, dest: StrPath) -> None:
     """Unpacks the NAR read from ``file`` at ``dest``, which must not exist
     (``nix-store --restore``). On failure nothing is left at ``dest``."""
     _cachecore.nar_unpack(file, os.fspath(dest))
@@ -34,7 +46,7 @@ def hash(path: StrPath, algo: str = "sha256") -> Tuple[str, int]:
     return _cachecore.nar_hash(os.fspath(path), algo)
 
 
-def listing(source: Union[StrPath, IO[bytes]]) -> dict[str, Any]:
+def listing(source: Union[StrPath, BinaryReader]) -> dict[str, Any]:
     """The listing (Nix's ``.ls`` JSON, with each file's ``narOffset``) of a NAR read from a
     binary file object, or of the tree at a path."""
     if isinstance(source, (str, os.PathLike)):
@@ -45,4 +57,4 @@ def listing(source: Union[StrPath, IO[bytes]]) -> dict[str, Any]:
     return result
 
 
-__all__ = ["pack", "unpack", "hash", "listing"]
+__all__ = ["pack", "unpack", "hash", "listing", "BinaryReader", "BinaryWriter"]
