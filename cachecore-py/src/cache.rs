@@ -20,8 +20,8 @@ use pyo3::IntoPyObjectExt;
 use crate::error::{check, exception, invalid_input, Failure};
 use crate::file::NativeFile;
 use crate::keys::{public_keys, SecretKey};
-use crate::narinfo::NarInfo;
 use crate::nar::to_json;
+use crate::narinfo::NarInfo;
 use crate::run::{spawn, wait, Cancel, Convert};
 use crate::store_path::StorePath;
 
@@ -73,7 +73,7 @@ struct PyProgress {
 }
 
 impl PyProgress {
-    fn new(callback: Option<Py<PyAny>>, cancel: &Arc<Cancel>) -> Arc<dyn Progress> {
+    fn shared(callback: Option<Py<PyAny>>, cancel: &Arc<Cancel>) -> Arc<dyn Progress> {
         Arc::new(PyProgress {
             callback,
             cancel: cancel.clone(),
@@ -195,7 +195,14 @@ impl NativeCache {
             |py, (info, totals)| {
                 let info = info.map(|i| (i.store_dir, i.want_mass_query, i.priority));
                 let t = totals;
-                (info, t.paths, t.nar_bytes, t.file_bytes, t.debris_objects, t.debris_bytes)
+                (
+                    info,
+                    t.paths,
+                    t.nar_bytes,
+                    t.file_bytes,
+                    t.debris_objects,
+                    t.debris_bytes,
+                )
                     .into_py_any(py)
             },
         )
@@ -237,7 +244,12 @@ impl NativeCache {
     }
 
     /// Whether the cache has a narinfo for `path`.
-    fn has<'py>(&self, py: Python<'py>, path: &str, asynchronous: bool) -> PyResult<Bound<'py, PyAny>> {
+    fn has<'py>(
+        &self,
+        py: Python<'py>,
+        path: &str,
+        asynchronous: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let cache = self.handle(py)?;
         let (path, _) = path_arg(py, path)?;
         call(
@@ -291,7 +303,7 @@ impl NativeCache {
             .map(|p| check(py, local.resolve(Path::new(p))))
             .collect::<PyResult<Vec<_>>>()?;
         let cancel = Cancel::new();
-        let progress = PyProgress::new(progress, &cancel);
+        let progress = PyProgress::shared(progress, &cancel);
         call(
             py,
             asynchronous,
@@ -322,7 +334,7 @@ impl NativeCache {
         let opts = push_options(py, &cache, keys, None, compression, level, listing)?;
         let name = name.to_owned();
         let cancel = Cancel::new();
-        let progress = PyProgress::new(progress, &cancel);
+        let progress = PyProgress::shared(progress, &cancel);
         call(
             py,
             asynchronous,
@@ -366,7 +378,7 @@ impl NativeCache {
             opts.recompress = Some(NarCompression::new(method, level));
         }
         let cancel = Cancel::new();
-        let progress = PyProgress::new(progress, &cancel);
+        let progress = PyProgress::shared(progress, &cancel);
         call(
             py,
             asynchronous,
@@ -404,7 +416,7 @@ impl NativeCache {
             check_signatures,
         };
         let cancel = Cancel::new();
-        let progress = PyProgress::new(progress, &cancel);
+        let progress = PyProgress::shared(progress, &cancel);
         call(
             py,
             asynchronous,
@@ -417,7 +429,12 @@ impl NativeCache {
 
     /// The listing node (JSON text, as in a `.ls` file) of `path` (a store path, or a path
     /// inside one).
-    fn ls<'py>(&self, py: Python<'py>, path: &str, asynchronous: bool) -> PyResult<Bound<'py, PyAny>> {
+    fn ls<'py>(
+        &self,
+        py: Python<'py>,
+        path: &str,
+        asynchronous: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let cache = self.handle(py)?;
         let arg = path.to_owned();
         let (path, sub) = path_arg(py, path)?;
@@ -436,13 +453,22 @@ impl NativeCache {
             },
             |py, node| match node {
                 Ok(json) => json.into_py_any(py),
-                Err(missing) => Err(exception(py, Some(cachecore::error::ErrorKind::NotFound), &missing)),
+                Err(missing) => Err(exception(
+                    py,
+                    Some(cachecore::error::ErrorKind::NotFound),
+                    &missing,
+                )),
             },
         )
     }
 
     /// The contents of the regular file `path` (a path inside a store path), read by ranges.
-    fn cat<'py>(&self, py: Python<'py>, path: &str, asynchronous: bool) -> PyResult<Bound<'py, PyAny>> {
+    fn cat<'py>(
+        &self,
+        py: Python<'py>,
+        path: &str,
+        asynchronous: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let cache = self.handle(py)?;
         let (path, sub) = path_arg(py, path)?;
         call(
@@ -498,8 +524,11 @@ impl NativeCache {
                     .iter()
                     .map(|p| (p.kind().as_str(), p.subject().to_owned(), p.to_string()))
                     .collect();
-                let debris: Vec<(String, u64)> =
-                    report.debris.iter().map(|d| (d.key.clone(), d.size)).collect();
+                let debris: Vec<(String, u64)> = report
+                    .debris
+                    .iter()
+                    .map(|d| (d.key.clone(), d.size))
+                    .collect();
                 (report.checked, report.unsigned, problems, debris).into_py_any(py)
             },
         )

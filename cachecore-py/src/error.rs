@@ -53,7 +53,9 @@ static ERRORS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 /// An instance of the class for `kind` with `message`.
 pub fn exception(py: Python<'_>, kind: Option<ErrorKind>, message: &str) -> PyErr {
     let made = ERRORS
-        .get_or_try_init(py, || PyModule::import(py, "cachecore.errors").map(Bound::unbind))
+        .get_or_try_init(py, || {
+            PyModule::import(py, "cachecore.errors").map(Bound::unbind)
+        })
         .and_then(|m| m.bind(py).getattr(class_name(kind)))
         .and_then(|class| class.call1((message,)));
     match made {
@@ -93,7 +95,11 @@ pub fn to_py(py: Python<'_>, err: &(dyn StdError + 'static)) -> PyErr {
         return raised.clone_ref(py);
     }
     let sentence = cachecore::error::sentence(err, false);
-    exception(py, ErrorKind::of_chain(err), &Untrusted(&sentence).to_string())
+    exception(
+        py,
+        ErrorKind::of_chain(err),
+        &Untrusted(&sentence).to_string(),
+    )
 }
 
 /// `result`'s error as the exception of its kind.

@@ -41,7 +41,10 @@ pub fn nar_unpack(py: Python<'_>, file: Py<PyAny>, dest: PathBuf) -> PyResult<()
 #[pyo3(signature = (path, algo = "sha256"))]
 pub fn nar_hash(py: Python<'_>, path: PathBuf, algo: &str) -> PyResult<(String, u64)> {
     let algo = HashAlgo::from_name(algo).ok_or_else(|| {
-        invalid_input(py, format!("{algo:?} is not a hash algorithm (md5, sha1, sha256, sha512)"))
+        invalid_input(
+            py,
+            format!("{algo:?} is not a hash algorithm (md5, sha1, sha256, sha512)"),
+        )
     })?;
     let cancel = Cancel::new();
     wait_blocking(py, &cancel, move || {
@@ -62,7 +65,9 @@ pub fn nar_listing_of_tree(py: Python<'_>, path: PathBuf) -> PyResult<String> {
 pub fn nar_listing_of_file(py: Python<'_>, file: Py<PyAny>) -> PyResult<String> {
     let cancel = Cancel::new();
     let input = BufReader::with_capacity(READ_CHUNK, PyReader::new(file, cancel.clone()));
-    wait_blocking(py, &cancel, move || to_json(&nar::Listing::from_nar(input)?))
+    wait_blocking(py, &cancel, move || {
+        to_json(&nar::Listing::from_nar(input)?)
+    })
 }
 
 pub fn to_json(value: &impl serde::Serialize) -> Result<String, Failure> {

@@ -137,7 +137,11 @@ impl NarInfo {
     }
 
     /// The names of the keys among `keys` whose signatures verify.
-    fn valid_signatures(&self, py: Python<'_>, keys: Vec<Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
+    fn valid_signatures(
+        &self,
+        py: Python<'_>,
+        keys: Vec<Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<String>> {
         let keys = public_keys(py, &keys)?;
         let names = self
             .inner
@@ -152,6 +156,9 @@ impl NarInfo {
     }
 
     fn __repr__(&self) -> String {
-        format!("<NarInfo {}>", self.inner.store_dir.full_path(&self.inner.store_path))
+        format!(
+            "<NarInfo {}>",
+            self.inner.store_dir.full_path(&self.inner.store_path)
+        )
     }
 }

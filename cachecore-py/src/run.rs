@@ -190,7 +190,9 @@ where
         Python::attach(|py| {
             let outcome = match cancel.take_raised() {
                 Some(raised) => Err(raised),
-                None => result.map_err(|f| f.into_py(py)).and_then(|v| convert(py, v)),
+                None => result
+                    .map_err(|f| f.into_py(py))
+                    .and_then(|v| convert(py, v)),
             };
             let (ok, value) = match outcome {
                 Ok(v) => (true, v),

@@ -20,7 +20,10 @@ impl StorePath {
     /// Parses `/nix/store/<hash>-<name>` or a base name `<hash>-<name>`.
     pub fn parse(py: Python<'_>, text: &str) -> PyResult<store_path::StorePath> {
         if text.starts_with('/') {
-            check(py, StoreDir::default().parse_path(text).map(|p| p.to_owned()))
+            check(
+                py,
+                StoreDir::default().parse_path(text).map(|p| p.to_owned()),
+            )
         } else {
             check(py, store_path::StorePath::from_base_name(text))
         }
