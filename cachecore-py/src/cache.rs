@@ -47,7 +47,7 @@ where
     T: Send + 'static,
 {
     if asynchronous {
-        spawn(py, cancel, make, convert)
+        spawn(py, cancel, cleanup, make, convert)
     } else {
         let value = wait(py, &cancel, cleanup, make)?;
         Ok(convert(py, value)?.into_bound(py))

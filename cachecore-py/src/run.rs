@@ -157,6 +157,7 @@ impl AbortOnCancel {
 pub fn spawn<'py, T, F, M>(
     py: Python<'py>,
     cancel: Arc<Cancel>,
+    cleanup: Option<cachecore::store::BinaryCache>,
     make: M,
     convert: Convert<T>,
 ) -> PyResult<Bound<'py, PyAny>>
@@ -180,10 +181,17 @@ where
     let handle = rt.handle().clone();
     rt.spawn_blocking(move || {
         let result = handle.block_on(async move {
-            tokio::select! {
+            let outcome = tokio::select! {
                 result = make() => Some(result),
                 () = cancelled.notified() => None,
+            };
+            // Cancelled: the operation is dropped by now, which started its cleanups.
+            if outcome.is_none() {
+                if let Some(cache) = cleanup {
+                    cache.finish_cleanups().await;
+                }
             }
+            outcome
         });
         // Cancelled: the operation was dropped, and nobody waits for a result.
         let Some(result) = result else { return };
