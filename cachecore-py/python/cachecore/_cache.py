@@ -457,10 +457,12 @@ class Cache:
     async def cat_async(self, path: PathArg) -> bytes:
         return cast(bytes, await self._native.cat(_path(path), True))
 
-    def open(self, path: PathArg, buffer_size: int = 1 << 20) -> io.BufferedReader:
+    def open(self, path: PathArg, buffer_size: int = 4 << 20) -> io.BufferedReader:
         """The regular file ``path`` (inside a store path) as a binary file object: ``read``,
         ``readinto``, ``seek``, ``tell``, a context manager; ``zipfile``, ``tarfile`` and
-        ``shutil.copyfileobj`` take it. Reads fetch only the frames they need."""
+        ``shutil.copyfileobj`` take it. Reads fetch only the frames they need; the buffer is
+        one frame of a seekable NAR (4 MiB, the core's default frame), as a frame is decoded
+        whole whatever part of it is read."""
         text = _path(path)
         raw = CacheFile(self._native.open(text), text)
         return io.BufferedReader(raw, buffer_size=buffer_size)
