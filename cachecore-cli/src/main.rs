@@ -34,31 +34,9 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!(
                 "cachecore: error: {}",
-                Untrusted(&one_sentence(&err, verbose))
+                Untrusted(&cachecore::error::sentence(&*err, verbose))
             );
             exit::code(&err)
         }
     }
-}
-
-/// The context chain joined, outermost first, leaving out a cause whose text the message
-/// before it already quotes (many errors print their source inside their own message). A
-/// storage backend's own error (request URL, retries, response body) is left out too unless
-/// `verbose`: the store error wrapping it says what went wrong in short.
-fn one_sentence(err: &anyhow::Error, verbose: bool) -> String {
-    let mut sentence = String::new();
-    for cause in err.chain() {
-        if !verbose && cachecore::store::is_backend_detail(cause) {
-            break;
-        }
-        let text = cause.to_string();
-        if sentence.contains(&text) {
-            continue;
-        }
-        if !sentence.is_empty() {
-            sentence.push_str(": ");
-        }
-        sentence.push_str(&text);
-    }
-    sentence
 }

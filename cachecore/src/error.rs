@@ -191,6 +191,60 @@ impl ErrorKind {
     }
 }
 
+/// The one line a frontend shows for `err` (the CLI after `cachecore: error:`, Python as the
+/// exception's message): its text, then each cause in its chain whose text the line does not
+/// already quote, joined with `": "`, outermost first. A storage backend's own error (request
+/// URL, retries, response body) ends the line unless `verbose`: the store error wrapping it
+/// says what went wrong in short. The line is returned as the errors say it; print it through
+/// [`Untrusted`](crate::untrusted::Untrusted), as what a cache sent may be quoted in it.
+///
+/// ```
+/// use cachecore::error::sentence;
+/// let inner = std::io::Error::other("disk on fire");
+/// #[derive(Debug)]
+/// struct Writing(std::io::Error);
+/// impl std::fmt::Display for Writing {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         f.write_str("cannot write the NAR")
+///     }
+/// }
+/// impl std::error::Error for Writing {
+///     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+///         Some(&self.0)
+///     }
+/// }
+/// assert_eq!(sentence(&Writing(inner), false), "cannot write the NAR: disk on fire");
+/// // A cause the message already quotes is said once.
+/// let e = cachecore::store_path::StorePath::from_base_name("x").unwrap_err();
+/// assert_eq!(sentence(&e, false), e.to_string());
+/// ```
+pub fn sentence(err: &(dyn std::error::Error + 'static), verbose: bool) -> String {
+    let mut line = String::new();
+    for cause in std::iter::successors(Some(err), |e| e.source()) {
+        if !verbose && is_backend_detail(cause) {
+            break;
+        }
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(feature = "cache")]
+use crate::store::is_backend_detail;
+
+/// Without stores, no error comes from a storage backend.
+#[cfg(not(feature = "cache"))]
+fn is_backend_detail(_: &(dyn std::error::Error + 'static)) -> bool {
+    false
+}
+
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
