@@ -57,11 +57,12 @@ use super::AccessError;
 /// Whole NARs in a local directory (see the [module docs](self)). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct NarCache {
-    inner: Arc<Inner>,
+    inner: Arc<CacheDir>,
 }
 
+/// The directory, its bound and what it holds, shared by every clone.
 #[derive(Debug)]
-struct Inner {
+struct CacheDir {
     dir: PathBuf,
     max_bytes: u64,
     state: Mutex<State>,
@@ -125,7 +126,7 @@ impl NarCache {
             }
         }
         Ok(NarCache {
-            inner: Arc::new(Inner {
+            inner: Arc::new(CacheDir {
                 dir: dir.to_owned(),
                 max_bytes,
                 state: Mutex::new(state),
