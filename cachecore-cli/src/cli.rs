@@ -215,11 +215,17 @@ pub enum Command {
     /// pushes) go once older than --failed-uploads-older-than. A narinfo that does not parse is
     /// reported and kept; a root that does not parse stops gc before anything is deleted.
     ///
-    /// Reads every narinfo once (one GET per path). Realisations are never deleted. Abandoned
+    /// Reads the push index (`cachecore index`) and the narinfos it does not cover. Realisations
+    /// are never deleted. Abandoned
     /// multipart uploads cannot be listed: set the bucket lifecycle rule
     /// AbortIncompleteMultipartUpload (S3 and Garage). Prints one summary line (--json: every
     /// object); exits 1 if a delete failed.
     Gc(GcArgs),
+    /// The push index (`index/…`): what push, copy, serve and the proxy published, so that gc,
+    /// ls and mounts need not read every narinfo. An optimisation only: deleting it loses
+    /// nothing.
+    #[command(subcommand)]
+    Index(IndexCommand),
     /// Pack, unpack, list, read and hash Nix archives (NAR).
     #[command(subcommand)]
     Nar(NarCommand),
@@ -423,6 +429,28 @@ pub struct GcArgs {
     /// Narinfos read at once.
     #[arg(long, short, default_value_t = 16)]
     pub jobs: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Rebuild the index from the narinfos (every narinfo read once): one new index object,
+    /// then the old ones deleted. For caches written by plain `nix copy`, or a damaged index.
+    Rebuild {
+        #[arg(help = STORE_HELP)]
+        store: String,
+        /// Narinfos read at once.
+        #[arg(long, short, default_value_t = 16)]
+        jobs: usize,
+    },
+    /// Merge the index objects into one (narinfos the index does not cover read once), then
+    /// delete the objects merged.
+    Compact {
+        #[arg(help = STORE_HELP)]
+        store: String,
+        /// Narinfos read at once.
+        #[arg(long, short, default_value_t = 16)]
+        jobs: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -334,6 +334,13 @@ impl BinaryCache {
         self.run(|c| async move { ops::list_paths(&c).await })
     }
 
+    /// Every path of the cache with what the push index says of it (references, NAR key,
+    /// sizes, push time), read from the index where it covers a narinfo and from the narinfo
+    /// where not ([`store::BinaryCache::paths`]).
+    pub fn paths(&self) -> Result<store::CachePaths, Error> {
+        self.run(|c| async move { c.paths(32).await })
+    }
+
     /// The listing of `path`: its `.ls`, else read from its NAR.
     ///
     /// See [`BinaryCache::push_add`] for an example.

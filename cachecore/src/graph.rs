@@ -263,6 +263,8 @@ pub struct Publisher {
     referrers: HashMap<StorePath, Vec<StorePath>>,
     /// Narinfos whose data is in place but which still wait for references.
     waiting: HashMap<StorePath, NarInfo>,
+    /// Every path of the transfer.
+    members: std::collections::HashSet<StorePath>,
 }
 
 impl Publisher {
@@ -298,6 +300,7 @@ impl Publisher {
             pending,
             referrers,
             waiting: HashMap::new(),
+            members: transfer.iter().map(|n| n.path().clone()).collect(),
         })
     }
 
@@ -376,6 +379,9 @@ mod in_cache {
         },
         #[error(transparent)]
         Cycle(#[from] Cycle),
+        /// The push rule's re-check refused a narinfo ([`crate::gc::lease`]).
+        #[error(transparent)]
+        Guard(#[from] crate::gc::GuardError),
         /// A transfer ended with a narinfo still waiting for a reference that never arrived.
         #[error("{path} was not published: its reference {reference} never became visible")]
         NeverPublished {
@@ -414,6 +420,7 @@ mod in_cache {
                 GraphError::Store(e) => e.kind(),
                 GraphError::NotInCache { .. } => crate::error::ErrorKind::NotFound,
                 GraphError::Cycle(e) => e.kind(),
+                GraphError::Guard(e) => e.kind(),
                 GraphError::NeverPublished { .. }
                 | GraphError::TooManyPaths { .. }
                 | GraphError::TooManyReferences { .. }
@@ -759,9 +766,11 @@ mod in_cache {
 
     /// Drives a transfer: takes narinfos from `arrivals` (each yielded once its NAR is in place)
     /// and writes each to `cache` as soon as every reference's narinfo in the transfer is
-    /// written, up to `concurrency` writes at once, while the transfers go on. `on_arrival` sees
-    /// each narinfo as its data lands, `on_written` as it becomes visible. The first error stops
-    /// everything.
+    /// written, up to `concurrency` writes at once, while the transfers go on. With a `guard`,
+    /// each narinfo is re-checked just before it is written (the push rule of
+    /// [`crate::gc::lease`]: its NAR and the narinfos of its references outside the transfer are
+    /// still there, and no GC is collecting them). `on_arrival` sees each narinfo as its data
+    /// lands, `on_written` as it becomes visible. The first error stops everything.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -784,7 +793,7 @@ mod in_cache {
     /// let publisher = Publisher::new(&transfer).unwrap();
     /// let arrivals = futures::stream::iter(transfer.into_iter().map(Ok::<_, GraphError>));
     /// let mut written = Vec::new();
-    /// graph::publish_as_ready(&cache, publisher, arrivals, 4, |_| {},
+    /// graph::publish_as_ready(&cache, publisher, arrivals, 4, None, |_| {},
     ///     |i| written.push(i.store_path.clone())).await.unwrap();
     /// assert_eq!(written, [lib, app.clone()]); // references first
     /// assert!(cache.narinfo(&app).await.unwrap().is_some());
@@ -795,6 +804,7 @@ mod in_cache {
         mut publisher: Publisher,
         mut arrivals: S,
         concurrency: usize,
+        guard: Option<&crate::gc::PushGuard>,
         mut on_arrival: impl FnMut(&NarInfo),
         mut on_written: impl FnMut(&NarInfo),
     ) -> Result<(), E>
@@ -802,6 +812,7 @@ mod in_cache {
         S: futures::Stream<Item = Result<NarInfo, E>> + Unpin,
         E: From<GraphError>,
     {
+        let members = std::mem::take(&mut publisher.members);
         let mut ready: VecDeque<NarInfo> = VecDeque::new();
         let mut writes = FuturesUnordered::new();
         let mut arrivals_done = false;
@@ -810,7 +821,14 @@ mod in_cache {
                 let Some(info) = ready.pop_front() else {
                     break;
                 };
-                writes.push(async move { cache.put_narinfo(&info).await.map(|()| info) });
+                let members = &members;
+                writes.push(async move {
+                    if let Some(guard) = guard {
+                        guard.recheck(&info, members).await?;
+                    }
+                    cache.put_narinfo(&info).await?;
+                    Ok::<_, GraphError>(info)
+                });
             }
             if arrivals_done && writes.is_empty() {
                 break;
@@ -825,7 +843,7 @@ mod in_cache {
                     None => arrivals_done = true,
                 },
                 Some(written) = writes.next(), if !writes.is_empty() => {
-                    let info = written.map_err(GraphError::from)?;
+                    let info = written?;
                     on_written(&info);
                     ready.extend(publisher.written(&info.store_path));
                 }

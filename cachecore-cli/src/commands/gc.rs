@@ -9,7 +9,7 @@ use cachecore::gc::{self, roots, GcOptions, PlanOptions};
 use cachecore::store_path::StoreDir;
 
 use super::cache::{block_on, open, parse_path};
-use crate::cli::{GcArgs, RootsCommand};
+use crate::cli::{GcArgs, IndexCommand, RootsCommand};
 use crate::stdout::stdout;
 
 /// `--host`, or this machine's host name.
@@ -158,6 +158,30 @@ pub fn roots(cmd: RootsCommand) -> anyhow::Result<()> {
     }
 }
 
+pub fn index(cmd: IndexCommand) -> anyhow::Result<()> {
+    let (store, jobs, rebuild) = match cmd {
+        IndexCommand::Rebuild { store, jobs } => (store, jobs, true),
+        IndexCommand::Compact { store, jobs } => (store, jobs, false),
+    };
+    let cache = open(&store)?;
+    let (paths, deleted) = block_on(async { Ok(cache.compact_index(jobs, rebuild).await?) })?;
+    for p in &paths.problems {
+        eprintln!("ignored: {p}");
+    }
+    for (key, why) in &paths.unparseable {
+        eprintln!("not indexed, does not parse: {key}: {why}");
+    }
+    eprintln!(
+        "{}: {} paths indexed ({} from the index, {} read from narinfos) in one object; {} index objects replaced",
+        cache.url(),
+        paths.entries.len(),
+        paths.from_index,
+        paths.from_narinfos,
+        deleted
+    );
+    Ok(())
+}
+
 pub fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
     let cache = open(&args.store)?;
     let options = GcOptions {
@@ -174,7 +198,6 @@ pub fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
         },
         dry_run: args.dry_run,
         concurrency: args.jobs,
-        settle: std::time::Duration::ZERO,
     };
     let store_dir = StoreDir::new(&args.store_dir);
     let report = block_on(async {
@@ -188,6 +211,9 @@ pub fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
     }
     for u in &report.unparseable {
         eprintln!("kept, does not parse: {u}");
+    }
+    for p in &report.index_problems {
+        eprintln!("push index: {p}");
     }
     for f in &report.failures {
         eprintln!("failed: {f}");

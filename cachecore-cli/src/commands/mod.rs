@@ -78,6 +78,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(all(feature = "mount", target_os = "linux"))]
         Command::Mount(args) => return mount::run(args),
         Command::Roots(cmd) => gc::roots(cmd),
+        Command::Index(cmd) => gc::index(cmd),
         Command::Gc(args) => return gc::gc(args),
         Command::Key(cmd) => key::run(cmd),
         Command::StorePath {

@@ -4,12 +4,13 @@
 use std::collections::HashSet;
 use std::time::SystemTime;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use serde::Serialize;
 
 use super::plan::{
     self, ObjectRef, Plan, PlanError, PlanOptions, RootIds, Snapshot, TombstoneSummary,
 };
+use super::lease::{self, LeaseBody};
 use super::roots::{self, unix_secs, Root, RootError};
 use crate::store::{layout, BinaryCache, CacheObject, StoreError};
 use crate::store_path::StoreDir;
@@ -26,6 +27,12 @@ pub enum GcError {
     Plan(#[from] PlanError),
     #[error("{url}: GC tombstone {name} is not valid: {reason}; nothing was deleted")]
     Tombstone {
+        url: String,
+        name: String,
+        reason: String,
+    },
+    #[error("{url}: GC lease {name} is not valid: {reason}; nothing was deleted (a lease that cannot be read must not let its paths be collected)")]
+    Lease {
         url: String,
         name: String,
         reason: String,
@@ -47,7 +54,7 @@ impl GcError {
             GcError::Store(e) => e.kind(),
             GcError::Root(e) => e.kind(),
             GcError::Plan(e) => e.kind(),
-            GcError::Tombstone { .. } => ErrorKind::Corrupt,
+            GcError::Tombstone { .. } | GcError::Lease { .. } => ErrorKind::Corrupt,
             GcError::NoSuchRoot { .. } => ErrorKind::NotFound,
         }
     }
@@ -73,37 +80,16 @@ fn render_tombstone(snapshot: &Snapshot, plan: &Plan, written: u64) -> String {
     out
 }
 
-/// The hash parts of the narinfos every GC tombstone in the cache unpublishes (or is about to):
-/// what a push must not reference without uploading it again. A tombstone that does not parse
-/// is an error.
-pub async fn condemned_narinfos(cache: &BinaryCache) -> Result<HashSet<String>, GcError> {
-    let mut names = Vec::new();
-    let mut listed = cache.list_cache_objects();
-    while let Some(object) = listed.try_next().await? {
-        if let CacheObject::GcTombstone { name, .. } = object {
-            names.push(name);
-        }
-    }
-    drop(listed);
-    let mut condemned = HashSet::new();
-    for name in names {
-        let Some(bytes) = cache.gc_tombstone(&name).await? else {
-            continue;
-        };
-        let mut scratch = Snapshot::new();
-        parse_tombstone(&mut scratch, &name, &bytes).map_err(|reason| GcError::Tombstone {
-            url: cache.url().to_owned(),
-            name: layout::gc_tombstone(&name),
-            reason,
-        })?;
-        let text = String::from_utf8_lossy(&bytes);
-        condemned.extend(
-            text.lines()
-                .filter_map(|l| l.strip_prefix("narinfo "))
-                .map(str::to_owned),
-        );
-    }
-    Ok(condemned)
+/// The hash parts of the narinfos a tombstone unpublishes (or is about to), or why it does not
+/// parse.
+pub(crate) fn tombstone_narinfos(bytes: &[u8]) -> Result<Vec<String>, String> {
+    parse_tombstone(&mut Snapshot::new(), "", bytes)?;
+    let text = String::from_utf8_lossy(bytes);
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("narinfo "))
+        .map(str::to_owned)
+        .collect())
 }
 
 /// Parses a tombstone into `snapshot`'s ids.
@@ -167,12 +153,27 @@ pub struct Scan {
     pub trashed: Vec<Root>,
     /// Narinfos that do not parse (or describe another path): `(key, why)`. Never deleted.
     pub unparseable: Vec<(String, String)>,
+    /// The leases of pushes in progress (by name), expired or not.
+    pub leases: Vec<(String, LeaseBody)>,
+    /// Push index objects and entries not used (`what: why`).
+    pub index_problems: Vec<String>,
+    /// Paths read from the push index, and from their narinfos.
+    pub from_index: usize,
+    pub from_narinfos: usize,
 }
 
 impl Scan {
-    /// The roots as ids: paths the snapshot has not seen get fresh ids (and count as missing).
-    pub fn root_ids(&mut self) -> RootIds {
+    /// The roots as ids, with the paths of the leases that hold at `now` (Unix seconds): paths
+    /// the snapshot has not seen get fresh ids (and roots' count as missing).
+    pub fn root_ids(&mut self, now: u64) -> RootIds {
         let mut ids = RootIds::default();
+        for (_, lease) in &self.leases {
+            if lease.holds_at(now) {
+                for h in &lease.paths {
+                    ids.leased.extend(self.snapshot.intern_path(h));
+                }
+            }
+        }
         for r in &self.roots {
             for p in r.body.paths() {
                 ids.live.extend(self.snapshot.intern_path(&p.hash_part()));
@@ -208,20 +209,17 @@ pub async fn scan(
     let mut scan = Scan {
         roots: roots::read_all(cache, store_dir, false).await?,
         trashed: roots::read_all(cache, store_dir, true).await?,
+        // Before the narinfos are listed: a push whose lease is not seen here began after
+        // this, and its narinfos are either not in the snapshot or kept by the relist.
+        leases: lease::read_all(cache).await?,
         ..Scan::default()
     };
-    let mut narinfo_keys: Vec<(String, u64, u64)> = Vec::new();
+    let mut narinfo_keys: Vec<crate::store::ObjectInfo> = Vec::new();
     let mut tombstones: Vec<String> = Vec::new();
     let mut listed = cache.list_cache_objects();
     while let Some(object) = listed.try_next().await? {
         match object {
-            CacheObject::NarInfo { hash_part, meta } => {
-                narinfo_keys.push((
-                    hash_part,
-                    unix_secs(meta.last_modified),
-                    plan::fingerprint(&meta),
-                ));
-            }
+            CacheObject::NarInfo { meta, .. } => narinfo_keys.push(meta),
             CacheObject::Listing { hash_part, meta } => {
                 scan.snapshot
                     .add_listing(&hash_part, meta.size, unix_secs(meta.last_modified));
@@ -240,29 +238,50 @@ pub async fn scan(
         }
     }
     drop(listed);
-    narinfo_keys.sort();
-    let mut read = futures::stream::iter(narinfo_keys)
-        .map(|(hash, pushed, version)| async move {
-            let result = cache.narinfo_by_hash(&hash).await;
-            (hash, pushed, version, result)
-        })
-        .buffered(concurrency.max(1));
-    while let Some((hash, pushed, version, result)) = read.next().await {
-        match result {
-            Ok(Some(info)) => scan.snapshot.add_narinfo(&hash, &info, pushed, version),
-            // Deleted since the listing: nothing to keep or delete.
-            Ok(None) => {}
-            Err(
-                e @ (StoreError::BadNarInfo { .. }
-                | StoreError::IdentityMismatch { .. }
-                | StoreError::TooLarge { .. }),
-            ) => {
-                scan.snapshot.add_unparseable(&hash);
-                scan.unparseable
-                    .push((layout::narinfo(&hash), e.to_string()));
-            }
-            Err(e) => return Err(e.into()),
+    // The push index where it still describes the narinfos, the narinfos themselves where not.
+    let paths = cache.paths_of(narinfo_keys, concurrency, true).await?;
+    scan.index_problems = paths.problems;
+    scan.from_index = paths.from_index;
+    scan.from_narinfos = paths.from_narinfos;
+    for (key, why) in paths.unparseable {
+        if let Some(hash) = layout::narinfo_hash(&key) {
+            scan.snapshot.add_unparseable(hash);
         }
+        scan.unparseable.push((key, why));
+    }
+    for entry in paths.entries {
+        let hash = entry.path.hash_part();
+        let pushed = entry.narinfo_mtime_ms.map_or(entry.pushed, |ms| ms / 1000);
+        let nar_listed = scan.snapshot.key_id(&entry.url).is_some_and(|k| scan.snapshot.nar_version(k).is_some());
+        if entry.indexed && !nar_listed {
+            // An entry naming a NAR the cache lacks: the narinfo decides.
+            match cache.narinfo_by_hash(&hash).await {
+                Ok(Some(info)) => {
+                    if info.url != entry.url || info.references != entry.references {
+                        scan.index_problems.push(format!(
+                            "the push index entry of {} disagrees with its narinfo (URL {} there, {} in the index); the narinfo is used",
+                            layout::narinfo(&hash),
+                            info.url,
+                            entry.url
+                        ));
+                    }
+                    scan.snapshot
+                        .add_narinfo(&hash, &info, pushed, entry.version);
+                }
+                Ok(None) => {}
+                Err(
+                    e @ (StoreError::BadNarInfo { .. }
+                    | StoreError::IdentityMismatch { .. }
+                    | StoreError::TooLarge { .. }),
+                ) => {
+                    scan.snapshot.add_unparseable(&hash);
+                    scan.unparseable.push((layout::narinfo(&hash), e.to_string()));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            continue;
+        }
+        scan.snapshot.add_index_entry(&entry, pushed, entry.version);
     }
     tombstones.sort();
     for name in tombstones {
@@ -289,11 +308,6 @@ pub struct GcOptions {
     pub dry_run: bool,
     /// Narinfos read at once.
     pub concurrency: usize,
-    /// How long to wait between writing the tombstone and listing the narinfos again before
-    /// the first delete: longer than a push takes between checking its references against
-    /// the tombstones and writing its narinfo. Zero until pushes do that check (see the
-    /// [module docs](super)).
-    pub settle: std::time::Duration,
 }
 
 /// What a run did (or, with `dry_run`, would do).
@@ -331,6 +345,11 @@ pub struct GcReport {
     pub in_cycles: usize,
     /// Deletes that failed (`key: error`), and what was not attempted after them.
     pub failures: Vec<String>,
+    /// Paths read from the push index, and from their narinfos.
+    pub from_index: usize,
+    pub from_narinfos: usize,
+    /// Push index objects and entries not used (`what: why`): the narinfos were read instead.
+    pub index_problems: Vec<String>,
 }
 
 impl GcReport {
@@ -365,6 +384,12 @@ impl GcReport {
                 self.unparseable.len()
             ));
         }
+        if !self.index_problems.is_empty() {
+            s.push_str(&format!(
+                "; {} push index problems (narinfos read instead)",
+                self.index_problems.len()
+            ));
+        }
         s.push_str(&format!("; {} failures", self.failures.len()));
         s
     }
@@ -387,7 +412,7 @@ pub async fn collect(
     options: &GcOptions,
 ) -> Result<GcReport, GcError> {
     let mut scan = scan(cache, store_dir, options.concurrency).await?;
-    let root_ids = scan.root_ids();
+    let root_ids = scan.root_ids(unix_secs(now));
     let plan = plan::plan(&scan.snapshot, &root_ids, unix_secs(now), &options.plan)?;
     let mut report = GcReport {
         roots: scan.roots.len(),
@@ -397,9 +422,12 @@ pub async fn collect(
             .iter()
             .map(|(k, why)| format!("{k}: {why}"))
             .collect(),
+        from_index: scan.from_index,
+        from_narinfos: scan.from_narinfos,
+        index_problems: scan.index_problems.clone(),
         ..GcReport::default()
     };
-    apply(cache, &scan.snapshot, &plan, now, options, &mut report).await;
+    apply(cache, &scan, &plan, now, options, &mut report).await;
     Ok(report)
 }
 
@@ -407,13 +435,13 @@ pub async fn collect(
 /// are recorded in the report; a failed narinfo delete stops everything after it.
 pub async fn apply(
     cache: &BinaryCache,
-    snapshot: &Snapshot,
+    scan: &Scan,
     plan: &Plan,
     now: SystemTime,
     options: &GcOptions,
     report: &mut GcReport,
 ) {
-    let mut applier = Applier::new(snapshot, plan, now, options, report);
+    let mut applier = Applier::new(scan, plan, now, options, report);
     while applier.step(cache, report).await {}
 }
 
@@ -446,19 +474,21 @@ pub struct Applier<'a> {
     failed: bool,
     /// This run's tombstone, once written.
     own_tombstone: Option<String>,
-    settle: std::time::Duration,
+    /// Leases already taken into account (those of the scan, and those found by a relist).
+    leases_seen: HashSet<String>,
 }
 
 impl<'a> Applier<'a> {
     /// Ready to apply `plan`; fills the parts of `report` known before any request (with
     /// `dry_run`, all of it, and no step does anything).
     pub fn new(
-        snapshot: &'a Snapshot,
+        scan: &'a Scan,
         plan: &'a Plan,
         now: SystemTime,
         options: &GcOptions,
         report: &mut GcReport,
     ) -> Self {
+        let snapshot = &scan.snapshot;
         let grace_now = options.plan.grace.is_zero();
         report.dry_run = options.dry_run;
         report.live_paths = plan.live;
@@ -500,8 +530,14 @@ impl<'a> Applier<'a> {
             renamed: HashSet::new(),
             failed: false,
             own_tombstone: None,
-            settle: options.settle,
+            leases_seen: scan.leases.iter().map(|(n, _)| n.clone()).collect(),
         }
+    }
+
+    /// Where it is, for the model test's traces.
+    #[cfg(test)]
+    pub(crate) fn phase(&self) -> impl std::fmt::Debug {
+        self.phase
     }
 
     /// Does the next request; `false` once there is nothing left to do.
@@ -533,14 +569,11 @@ impl<'a> Applier<'a> {
                     }
                 }
             }
-            // Pushes that checked their references before the tombstone was visible have
-            // published by now (given `settle`); narinfos written or rewritten since the scan
-            // keep their closures.
+            // Leases written since the scan, and narinfos written or rewritten since, keep
+            // their closures (see the module docs for why this, after the tombstone, is
+            // enough).
             Phase::Relist => {
                 self.phase = Phase::Narinfo(0);
-                if !self.settle.is_zero() {
-                    tokio::time::sleep(self.settle).await;
-                }
                 if let Err(e) = self.relist(cache).await {
                     report.failures.push(format!(
                         "cannot list the narinfos written during the run: {e}; nothing was deleted"
@@ -655,13 +688,20 @@ impl<'a> Applier<'a> {
         true
     }
 
-    /// Lists the narinfo keys again and reads those written or rewritten since the scan (and
-    /// those this run deleted, found again): their closures are kept, and what they name.
-    async fn relist(&mut self, cache: &BinaryCache) -> Result<(), StoreError> {
+    /// Lists the narinfo keys and leases again and reads those written or rewritten since the
+    /// scan (and narinfos this run deleted, found again): their closures are kept, and what
+    /// they name.
+    async fn relist(&mut self, cache: &BinaryCache) -> Result<(), GcError> {
         let snapshot = self.snapshot;
         let mut listed = cache.list_cache_objects();
         let mut changed: Vec<String> = Vec::new();
+        let mut new_leases: Vec<String> = Vec::new();
         while let Some(object) = listed.try_next().await? {
+            if let CacheObject::GcLease { name, .. } = &object {
+                if !self.leases_seen.contains(name) {
+                    new_leases.push(name.clone());
+                }
+            }
             if let CacheObject::NarInfo { hash_part, meta } = object {
                 let known = snapshot
                     .path_id(&hash_part)
@@ -673,6 +713,24 @@ impl<'a> Applier<'a> {
             }
         }
         drop(listed);
+        for name in new_leases {
+            let Some(bytes) = cache.gc_lease(&name).await? else {
+                continue; // released meanwhile
+            };
+            let body = LeaseBody::parse(&bytes).map_err(|reason| GcError::Lease {
+                url: cache.url().to_owned(),
+                name: layout::gc_lease(&name),
+                reason,
+            })?;
+            if body.holds_at(self.now) {
+                for h in &body.paths {
+                    if let Some(id) = snapshot.path_id(h) {
+                        self.keep_closure(id);
+                    }
+                }
+            }
+            self.leases_seen.insert(name);
+        }
         for hash in changed {
             self.renamed.insert(layout::listing(&hash));
             if let Some(id) = snapshot.path_id(&hash) {
@@ -699,7 +757,7 @@ impl<'a> Applier<'a> {
                 ) => {
                     self.renamed.extend(snapshot.nar_keys().map(str::to_owned));
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(())

@@ -10,8 +10,9 @@
 //!
 //! # What is garbage
 //!
-//! *Live* is the closure (by `References`) of the paths the roots name, of the paths whose
-//! narinfo was written within `older_than`, and of every narinfo that does not parse (those are
+//! *Live* is the closure (by `References`) of the paths the roots name, of the paths leases
+//! of writers in progress name ([`lease`]), of the paths whose narinfo was written within
+//! `older_than`, and of every narinfo that does not parse (those are
 //! reported and never deleted). With `only_trashed`, also of every path no trashed root reaches:
 //! only what trashed roots reach, and nothing else keeps, goes.
 //!
@@ -33,9 +34,9 @@
 //! 1. The tombstone is written first: `.cachecore/gc/<time>-<unique>`, naming the narinfos
 //!    this run unpublishes and the objects (NARs, listings, logs) that no remaining narinfo
 //!    will name.
-//! 2. The narinfo keys are listed again: a narinfo written or rewritten since the scan (its
-//!    listed version — ETag, size, mtime to the second ([`fingerprint`]) — changed) keeps itself
-//!    and its closure.
+//! 2. The narinfo keys and leases are listed again: a narinfo written or rewritten since the
+//!    scan (its listed version — ETag, size, mtime to the second ([`fingerprint`]) — changed),
+//!    and each lease written since, keep themselves and their closures.
 //! 3. Narinfos are deleted referrers before references, each after a HEAD showing it is still
 //!    the version the scan read (else it and its closure are kept). At every moment a narinfo
 //!    still visible is live (its closure untouched) or dead with its dead referrers already
@@ -54,38 +55,73 @@
 //! them); killed during 3, a cache whose visible narinfos are all complete; killed during 4,
 //! objects already unnamed and a tombstone the next run finishes.
 //!
-//! # Pushes running beside a GC: what is covered and what is not
+//! # Pushes running beside a GC
 //!
-//! No database and no compare-and-swap (Garage has none; a local directory has create-only
-//! only): safety rests on order, re-checks and one rule for pushes.
+//! No database and no compare-and-swap: Garage has none, a local directory has create-only
+//! only, S3 has conditional writes but not everywhere. What the argument below uses of a
+//! backend: a write, once acknowledged, is seen by every later read and listing (S3 since
+//! 2020; Garage, whose metadata is read and written by quorum; a local directory; memory);
+//! create-only where a name must be new (leases, tombstones) is not needed for safety, since
+//! every such name carries 64 random bits. Writers (`push`, `copy`, the proxy's fills, `serve`
+//! taking uploads) follow **the push rule** ([`lease`], [`PushGuard`]):
 //!
-//! **The push rule** (checked by this module's model test, **not yet followed by `cachecore
-//! push`, `copy` or `serve`**): just before writing each narinfo, a push checks that its NAR
-//! is there, that the narinfos of its references are there, and that no GC tombstone names them
-//! ([`apply::condemned_narinfos`]); if one is, it uploads that path again (or gives up). A push
-//! running longer than half the smaller of the grace and `failed_uploads_older_than` stops
-//! before writing another narinfo (what it uploaded first may be collected by then). With
-//! that rule, a push whose check came before the tombstone has written its narinfo by the time
-//! the GC lists again (step 2; [`GcOptions::settle`] is the wait that makes "by the time" hold
-//! for real pushes, zero today), so its references are kept; a push whose check came after sees
-//! the tombstone. What is left are one-request windows: between a push's check and its write,
-//! and between the GC's HEAD and its delete.
+//! 1. Write a **lease** `gcleases/<expires>-<unique>` naming every path the transfer may
+//!    publish or reference (its closure; `serve`: the uploaded narinfo's path and
+//!    references), *then* list the GC tombstones once. A path a tombstone names whose narinfo
+//!    is not newer than the tombstone is *condemned*.
+//! 2. Decide what to upload: paths without a narinfo, and condemned ones (uploaded again,
+//!    which writes a new version of their narinfo).
+//! 3. Just before each narinfo: **re-check** that its NAR is there and younger than
+//!    [`lease::MAX_UNPUBLISHED_NAR_AGE`], that the narinfo of each reference the transfer does
+//!    not write itself is there and not condemned (`serve`, which cannot upload it again,
+//!    writes a condemned reference's narinfo again unchanged, and checks it is still there),
+//!    and that the lease has at least half its time left (it is renewed at half). A failed
+//!    re-check fails that path ("run the push again").
+//! 4. Release the lease (a killed writer's expires).
 //!
-//! **Today**, with pushes that do not follow the rule: a push that finds a path present, and
-//! publishes a narinfo referring to it while a GC deletes it, leaves a broken closure. It cannot
-//! happen to paths that are live for the GC (rooted, or pushed within `--older-than`), nor to
-//! paths the push uploads itself (their narinfos are rewritten, and step 2 or the HEAD in step
-//! 3 keeps them). NAR deletions are covered as described in 4, except for a push that uploaded
-//! a NAR and writes its narinfo only after the grace or `failed_uploads_older_than` ran out
-//! (the model test found this one; the push rule's time limit closes it). Push leases
-//! (objects naming what a push will reference, treated as roots) are not built.
+//! A GC honours every lease that has not expired (plus [`lease::CLOCK_SKEW`]): read before
+//! the narinfos are listed, and again when it lists the cache after writing its tombstone and
+//! before its first delete; the paths leases name, and their closures, are live.
+//!
+//! **Why no published narinfo loses a reference.** Take a writer W with lease L (written at
+//! t<sub>L</sub>) that publishes narinfo N referring to X, and a GC G that deletes X's narinfo.
+//! G wrote its tombstone T (naming X) before its relist R, and deletes only after R.
+//! - *t<sub>L</sub> before R*: R sees L, which names X (X is in the closure W publishes), so G
+//!   keeps X and its closure. L does not expire while W can still publish (3).
+//! - *t<sub>L</sub> after R*: then T was written before W listed the tombstones (1), so W saw X
+//!   condemned: W uploads X again (2), writing a narinfo G's HEAD before its delete sees as
+//!   changed, so G keeps X and its closure; `serve` rescues X the same way (3). A GC that
+//!   finished before W listed the tombstones deleted X before W's missing check, which then
+//!   uploads X.
+//! - Paths W writes itself: a GC that read them read them after W wrote L, so its relist (later
+//!   still) sees L.
+//!
+//! **NARs.** A NAR a writer uploaded is named by no narinfo until the writer publishes; a GC
+//! takes it (an orphan) only once older than `failed_uploads_older_than` (a day by default),
+//! and the re-check refuses a NAR older than half that. A NAR named only by narinfos a GC
+//! unpublishes waits in the tombstone for the grace (two days by default, longer than any
+//! lease) and is deleted only if nothing names it then and it was not written again since.
+//! With `--force` (grace 0) those NARs go in the same run: a writer that uploaded the same
+//! content (shared by another path) before the GC read the cache can lose it. `--force` is for
+//! caches no one writes to.
+//!
+//! **What is left** are windows of one request, not closed without compare-and-swap: a GC's
+//! HEAD of a narinfo and its delete straddling a writer's upload of that path again and the
+//! re-check of its referrer; clocks further apart than [`lease::CLOCK_SKEW`]; a writer stopped
+//! (not killed) for longer than a lease between its re-check and its write.
+//!
+//! **Checked by the model test** (`model_tests`): thousands of seeded schedules interleave the
+//! steps of pushes, `serve` uploads and GC runs (any of them killed) over an in-memory cache,
+//! the writers using the real [`PushGuard`], and assert after every step that every visible
+//! narinfo has its NAR and its references' narinfos. Without the lease, or without the
+//! re-check, the same schedules break a closure (two tests say so).
 //!
 //! **Readers** are covered for the grace after a narinfo is deleted.
 //!
 //! # What this does not do yet
 //!
 //! The scan lists the cache's `*.narinfo` keys and reads every narinfo once: there is no push
-//! index yet (`index/…`), so a run costs one GET per path. No leases, no `roots sync`, no
+//! index yet (`index/…`), so a run costs one GET per path. No `roots sync`, no
 //! access records, no `--max-size`, no realisations (`realisations/*.doi` are never deleted).
 //! Abandoned multipart uploads cannot be listed through object_store: set a bucket lifecycle
 //! rule (S3: `AbortIncompleteMultipartUpload` with `DaysAfterInitiation: 1`; Garage:
@@ -93,6 +129,7 @@
 //! `PutBucketLifecycleConfiguration` call).
 
 pub mod apply;
+pub mod lease;
 pub mod plan;
 pub mod roots;
 
@@ -104,6 +141,7 @@ pub use plan::{
     fingerprint, plan, ObjectRef, PathId, PathSummary, Plan, PlanError, PlanOptions, RootIds,
     Snapshot, TombstoneSummary, DEFAULT_FAILED_UPLOADS_OLDER_THAN, DEFAULT_GRACE,
 };
+pub use lease::{GuardError, LeaseBody, PushGuard};
 pub use roots::{Root, RootBody, RootError};
 
 /// Parses a duration as the GC options take it: a whole number and a unit, `s`, `m`, `h`, `d`

@@ -1,21 +1,33 @@
 //! The planner's unit tests, and the model test: seeded random schedules interleaving the
-//! steps of pushes and GC runs (some killed half-way) over an in-memory cache, checking after
-//! every step that every visible narinfo has its NAR and the narinfos of all its references.
+//! steps of pushes, `serve` uploads and GC runs (some killed half-way) over an in-memory cache,
+//! checking after every step that every visible narinfo has its NAR and the narinfos of all its
+//! references.
 //!
-//! The pushes follow the protocol of the [module docs](super): a push uploads the paths of its
-//! closure that are not there (or all of them again), references first, and just before each narinfo checks that its
-//! NAR and its references' narinfos are there and that no GC tombstone condemns them, and
-//! gives up once older than half the grace and the orphan limit. That
-//! check and the write are one model step (what `settle` stands for in a real run), as are the
-//! GC's HEAD and its delete (a one-request window). One GC runs at a time.
+//! The writers follow the push rule of [`lease`](super::lease), with its real code
+//! ([`PushGuard`]):
+//! - a *push* (`push`, `copy`, the proxy's fills) writes its lease and reads the tombstones
+//!   (one step), finds what is missing or condemned (a step), then per path uploads the NAR, re-checks
+//!   (a step of its own) and writes the narinfo (another: a GC may act between the re-check
+//!   and the write);
+//! - an *upload* (a client of `serve`, as `nix copy --to http://…`): the client finds what is
+//!   missing, and per path uploads the NAR; the server writes a lease on the narinfo's path and
+//!   references, re-checks them (rescuing condemned ones), writes the narinfo and releases the
+//!   lease, each a step.
+//!
+//! Writers stop once older than their lease (12 h here: half the grace and the orphan limit).
+//! A GC's HEAD and its delete are one step (a one-request window, see the module docs). One GC
+//! runs at a time; `--force` (grace 0) runs start only while no writer is in flight, as the docs
+//! ask. [`Faults`] remove the lease or the re-check, to show the model catches what they
+//! prevent.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use super::apply::{scan, Applier, GcOptions, GcReport};
+use super::apply::{scan, Applier, GcOptions, GcReport, Scan};
+use super::lease::PushGuard;
 use super::plan::{plan, ObjectRef, PlanError, PlanOptions, RootIds, Snapshot};
 use super::roots;
 use crate::compression::Compression;
@@ -114,67 +126,152 @@ impl World {
     }
 }
 
-enum PushState {
-    Start,
-    Upload(usize),
-    Publish(usize),
+/// Parts of the push rule a schedule leaves out (each test that sets one expects a broken
+/// closure somewhere).
+#[derive(Debug, Clone, Copy, Default)]
+struct Faults {
+    no_lease: bool,
+    no_recheck: bool,
 }
 
-struct Push {
-    /// The model clock when it started.
+/// How long a writer's lease lasts in the model (and when it gives up).
+const TTL: Duration = Duration::from_secs(12 * 3600);
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// A push: lease and tombstones.
+    Begin,
+    /// The missing check (a push: missing or condemned; a client of serve: missing).
+    Missing,
+    Upload(usize),
+    /// serve: the lease on one narinfo's path and references.
+    ServeBegin(usize),
+    Recheck(usize),
+    Put(usize),
+}
+
+struct Writer {
+    /// A client of `serve` (else a push).
+    serve: bool,
+    /// The model clock when it started (a push) or uploaded the current NAR (serve).
     started: Duration,
     top: usize,
     todo: Vec<usize>,
     urls: Vec<String>,
-    state: PushState,
+    step: Step,
+    guard: Option<PushGuard>,
+    transfer: HashSet<StorePath>,
 }
 
-impl Push {
-    /// One step; `false` when the push is over (done, or given up).
+/// Writes a lease through [`PushGuard`] at model time `now`, or (fault) lets the GC never see
+/// it.
+async fn begin(
+    cache: &BinaryCache,
+    holder: &str,
+    paths: &[StorePath],
+    now: SystemTime,
+    faults: Faults,
+) -> PushGuard {
+    let before: HashSet<String> = cache.list_gc_leases().await.unwrap().into_iter().collect();
+    let guard = PushGuard::begin_at(cache, holder, paths, now, TTL)
+        .await
+        .unwrap();
+    if faults.no_lease {
+        for name in cache.list_gc_leases().await.unwrap() {
+            if !before.contains(&name) {
+                cache.delete_gc_lease(&name).await.unwrap();
+            }
+        }
+    }
+    guard
+}
+
+impl Writer {
+    fn new(serve: bool, top: usize, clock: Duration) -> Self {
+        Writer {
+            serve,
+            started: clock,
+            top,
+            todo: Vec::new(),
+            urls: Vec::new(),
+            step: if serve { Step::Missing } else { Step::Begin },
+            guard: None,
+            transfer: HashSet::new(),
+        }
+    }
+
+    /// Gives up (or finishes): releases the lease.
+    async fn end(&mut self) -> bool {
+        if let Some(g) = self.guard.take() {
+            g.end().await;
+        }
+        false
+    }
+
+    /// One step; `false` when the writer is over (done, or given up).
+    #[allow(clippy::too_many_arguments)]
     async fn step(
         &mut self,
         cache: &BinaryCache,
         world: &World,
-        rooted: &[bool],
         rng: &mut Rng,
+        base: SystemTime,
         clock: Duration,
         written: &mut HashMap<String, Duration>,
+        faults: Faults,
     ) -> bool {
-        match self.state {
-            PushState::Start => {
-                // Like `cachecore push`, skip paths already there (half the time; the other
-                // half uploads the closure again, as `nix copy` of a changed cache might).
-                let skip_present = rng.chance(50);
+        match self.step {
+            Step::Begin => {
+                let closure: Vec<StorePath> = world
+                    .closure(self.top)
+                    .into_iter()
+                    .map(|i| world.paths[i].clone())
+                    .collect();
+                self.guard = Some(begin(cache, "push", &closure, base + clock, faults).await);
+                self.step = Step::Missing;
+                true
+            }
+            Step::Missing => {
+                // Half the time the closure is uploaded again whatever is there (as `nix copy`
+                // of a changed cache might).
+                let all = rng.chance(50);
                 self.todo.clear();
                 for i in world.closure(self.top) {
-                    if rooted[i]
-                        || (skip_present && cache.has_narinfo(&world.paths[i]).await.unwrap())
-                    {
-                        continue;
+                    let path = &world.paths[i];
+                    let missing = match &self.guard {
+                        Some(g) => !g.missing(std::slice::from_ref(path), 1).await.unwrap().is_empty(),
+                        None => !cache.has_narinfo(path).await.unwrap(),
+                    };
+                    if all || missing {
+                        self.todo.push(i);
                     }
-                    self.todo.push(i);
                 }
                 if self.todo.is_empty() {
-                    return false;
+                    return self.end().await;
                 }
+                self.transfer = self.todo.iter().map(|&i| world.paths[i].clone()).collect();
                 self.urls = self
                     .todo
                     .iter()
                     .map(|&i| {
+                        let hash = Hash::digest(HashAlgo::Sha256, &world.content[i]);
                         if rng.chance(30) {
-                            let nar_hash = Hash::digest(HashAlgo::Sha256, &world.content[i]);
-                            BinaryCache::streamed_nar_url(&nar_hash, Compression::None)
+                            BinaryCache::streamed_nar_url(&hash, Compression::None)
                         } else {
-                            let file_hash = Hash::digest(HashAlgo::Sha256, &world.content[i]);
-                            BinaryCache::nar_url(&file_hash, Compression::None)
+                            BinaryCache::nar_url(&hash, Compression::None)
                         }
                     })
                     .collect();
-                self.state = PushState::Upload(0);
+                self.step = Step::Upload(0);
                 true
             }
-            PushState::Upload(k) => {
+            Step::Upload(k) => {
                 let i = self.todo[k];
+                if self.serve {
+                    // The server refuses a narinfo whose NAR is older than a lease (the
+                    // re-check reads its age).
+                    self.started = clock;
+                }
                 cache
                     .put_nar(&self.urls[k], world.content[i].clone())
                     .await
@@ -187,37 +284,60 @@ impl Push {
                         .await
                         .unwrap();
                 }
-                self.state = PushState::Publish(k);
+                self.step = if self.serve {
+                    Step::ServeBegin(k)
+                } else {
+                    Step::Recheck(k)
+                };
                 true
             }
-            PushState::Publish(k) => {
+            Step::ServeBegin(k) => {
                 let i = self.todo[k];
-                // A push older than half the grace and the orphan limit (12 h here) stops: what
-                // it uploaded may be collected by now.
-                if clock.saturating_sub(self.started) > Duration::from_secs(12 * 3600) {
-                    return false;
+                let mut paths: Vec<StorePath> = world.references[i]
+                    .iter()
+                    .map(|&r| world.paths[r].clone())
+                    .collect();
+                paths.push(world.paths[i].clone());
+                self.guard = Some(begin(cache, "serve", &paths, base + clock, faults).await);
+                self.step = Step::Recheck(k);
+                true
+            }
+            Step::Recheck(k) => {
+                let i = self.todo[k];
+                let info = world.narinfo(i, &self.urls[k]);
+                if !faults.no_recheck {
+                    let guard = self.guard.as_ref().unwrap();
+                    let checked = if self.serve {
+                        // The server checks what its client sends against the cache only.
+                        guard.recheck_rescuing(&info, &HashSet::new()).await
+                    } else {
+                        guard.recheck(&info, &self.transfer).await
+                    };
+                    if checked.is_err() {
+                        return self.end().await; // given up: run again
+                    }
                 }
-                // The re-check just before the narinfo: its NAR is there, its references'
-                // narinfos are there and no GC tombstone condemns them.
-                let nar_there = cache.nar_meta(&self.urls[k]).await.unwrap().is_some();
-                let condemned = super::apply::condemned_narinfos(cache).await.unwrap();
-                let mut refs_there = true;
-                for &r in &world.references[i] {
-                    refs_there &= cache.has_narinfo(&world.paths[r]).await.unwrap()
-                        && !condemned.contains(&world.paths[r].hash_part());
-                }
-                if !(nar_there && refs_there) {
-                    return false; // given up: run again
+                self.step = Step::Put(k);
+                true
+            }
+            Step::Put(k) => {
+                let i = self.todo[k];
+                // Never past the lease (the real writers renew it in the re-check).
+                if clock.saturating_sub(self.started) + super::lease::CLOCK_SKEW >= TTL {
+                    return self.end().await;
                 }
                 cache
                     .put_narinfo(&world.narinfo(i, &self.urls[k]))
                     .await
                     .unwrap();
                 written.insert(format!("{}.narinfo", world.paths[i].hash_part()), clock);
-                if k + 1 == self.todo.len() {
-                    return false;
+                if self.serve {
+                    self.end().await;
                 }
-                self.state = PushState::Upload(k + 1);
+                if k + 1 == self.todo.len() {
+                    return self.end().await;
+                }
+                self.step = Step::Upload(k + 1);
                 true
             }
         }
@@ -225,24 +345,26 @@ impl Push {
 }
 
 /// Every visible narinfo has its NAR and its references' narinfos.
-async fn check_invariant(cache: &BinaryCache, seed: u64, step: usize) {
+async fn check_invariant(cache: &BinaryCache, seed: u64, step: usize) -> Result<(), String> {
     use futures::TryStreamExt;
     let infos: Vec<NarInfo> = cache.narinfos(8).try_collect().await.unwrap();
     for info in &infos {
-        assert!(
-            cache.nar_meta(&info.url).await.unwrap().is_some(),
-            "seed {seed} step {step}: {} has no NAR {}",
-            info.store_path,
-            info.url
-        );
+        if cache.nar_meta(&info.url).await.unwrap().is_none() {
+            return Err(format!(
+                "seed {seed} step {step}: {} has no NAR {}",
+                info.store_path, info.url
+            ));
+        }
         for r in &info.references {
-            assert!(
-                cache.has_narinfo(r).await.unwrap(),
-                "seed {seed} step {step}: {} references {r}, which has no narinfo",
-                info.store_path
-            );
+            if !cache.has_narinfo(r).await.unwrap() {
+                return Err(format!(
+                    "seed {seed} step {step}: {} references {r}, which has no narinfo",
+                    info.store_path
+                ));
+            }
         }
     }
+    Ok(())
 }
 
 struct GcRun {
@@ -250,7 +372,7 @@ struct GcRun {
     report: GcReport,
 }
 
-async fn run_schedule(seed: u64) -> (usize, usize) {
+async fn run_schedule(seed: u64, faults: Faults) -> Result<(usize, usize), String> {
     let mut rng = Rng::new(seed);
     let cache = BinaryCache::open("memory://").unwrap();
     let dir = StoreDir::default();
@@ -287,26 +409,34 @@ async fn run_schedule(seed: u64) -> (usize, usize) {
     let base = SystemTime::now();
     let mut clock = Duration::ZERO;
     let mut written: HashMap<String, Duration> = HashMap::new();
-    let mut pushes: Vec<Push> = Vec::new();
+    let mut writers: Vec<Writer> = Vec::new();
     let mut gc: Option<GcRun> = None;
     let (mut deleted, mut gc_runs) = (0, 0);
-    for step in 0..80 {
+    let trace = std::env::var("CACHECORE_GC_MODEL_TRACE").is_ok_and(|t| t == seed.to_string());
+    for step in 0..120 {
         let choice = rng.below(10);
-        if choice < 2 && pushes.len() < 3 {
-            pushes.push(Push {
-                started: clock,
-                top: rng.below(n),
-                todo: Vec::new(),
-                urls: Vec::new(),
-                state: PushState::Start,
-            });
-        } else if choice < 6 && !pushes.is_empty() {
-            let k = rng.below(pushes.len());
-            if !pushes[k]
-                .step(&cache, &world, &rooted, &mut rng, clock, &mut written)
+        if trace {
+            let ws: Vec<String> = writers
+                .iter()
+                .map(|w| format!("{}{}:{:?}", if w.serve { "S" } else { "P" }, w.top, w.step))
+                .collect();
+            eprintln!(
+                "step {step} clock {}h choice {choice} writers {ws:?} gc {}",
+                clock.as_secs() / 3600,
+                gc.as_ref().map_or("-".into(), |g| format!("{:?}", g.applier.phase()))
+            );
+        }
+        if choice < 2 && writers.len() < 3 {
+            writers.push(Writer::new(rng.chance(30), rng.below(n), clock));
+        } else if choice < 6 && !writers.is_empty() {
+            let k = rng.below(writers.len());
+            if rng.chance(2) {
+                writers.swap_remove(k); // killed: its lease stays until it expires
+            } else if !writers[k]
+                .step(&cache, &world, &mut rng, base, clock, &mut written, faults)
                 .await
             {
-                pushes.swap_remove(k);
+                writers.swap_remove(k);
             }
         } else if choice < 7 {
             // Time passes: sometimes past the grace and the orphan limit.
@@ -321,10 +451,12 @@ async fn run_schedule(seed: u64) -> (usize, usize) {
         } else {
             gc_runs += 1;
             let now = base + clock;
+            // --force only on a cache no one writes to.
+            let force = writers.is_empty() && rng.chance(30);
             let options = GcOptions {
                 plan: PlanOptions {
                     older_than: rng.chance(30).then(|| Duration::from_secs(3600)),
-                    grace: if rng.chance(30) {
+                    grace: if force {
                         Duration::ZERO
                     } else {
                         Duration::from_secs(24 * 3600)
@@ -334,41 +466,83 @@ async fn run_schedule(seed: u64) -> (usize, usize) {
                 },
                 dry_run: false,
                 concurrency: 4,
-                settle: Duration::ZERO,
             };
             let mut s = scan(&cache, &dir, 4).await.unwrap();
             s.snapshot
                 .set_times(|key| written.get(key).map(|&c| roots::unix_secs(base + c)));
-            let ids = s.root_ids();
-            let snapshot: &'static Snapshot = Box::leak(Box::new(s.snapshot));
-            let p = plan(snapshot, &ids, roots::unix_secs(now), &options.plan).unwrap();
+            let ids = s.root_ids(roots::unix_secs(now));
+            let s: &'static Scan = Box::leak(Box::new(s));
+            let p = plan(&s.snapshot, &ids, roots::unix_secs(now), &options.plan).unwrap();
             let p = Box::leak(Box::new(p));
             let mut report = GcReport::default();
-            let applier = Applier::new(snapshot, p, now, &options, &mut report);
+            let applier = Applier::new(s, p, now, &options, &mut report);
             gc = Some(GcRun { applier, report });
         }
-        check_invariant(&cache, seed, step).await;
+        check_invariant(&cache, seed, step).await?;
     }
-    (deleted, gc_runs)
+    Ok((deleted, gc_runs))
+}
+
+fn schedules() -> u64 {
+    std::env::var("CACHECORE_GC_MODEL_SCHEDULES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1500)
 }
 
 #[tokio::test]
 async fn model_schedules_keep_every_closure() {
-    let schedules: u64 = std::env::var("CACHECORE_GC_MODEL_SCHEDULES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1500);
+    let schedules = schedules();
     let (mut deleted, mut runs) = (0, 0);
     for seed in 0..schedules {
-        let (d, r) = run_schedule(seed).await;
+        let (d, r) = run_schedule(seed, Faults::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         deleted += d;
         runs += r;
     }
     // The schedules really collect (a model where GC never deletes proves nothing).
+    eprintln!("{schedules} schedules: {runs} GC runs, {deleted} narinfos deleted");
     assert!(
         runs > schedules as usize && deleted > schedules as usize / 2,
         "{runs} runs, {deleted} deleted"
     );
+}
+
+/// The first schedule (of the usual ones) that `faults` breaks, if any.
+async fn first_broken(faults: Faults) -> Option<String> {
+    for seed in 0..schedules() {
+        if let Err(e) = run_schedule(seed, faults).await {
+            return Some(e);
+        }
+    }
+    None
+}
+
+/// Without the lease, a GC that read the cache before a writer's re-check and deletes after it
+/// breaks the closure the writer then publishes: the model finds such a schedule.
+#[tokio::test]
+async fn model_finds_the_race_the_lease_closes() {
+    let broken = first_broken(Faults {
+        no_lease: true,
+        ..Faults::default()
+    })
+    .await;
+    eprintln!("without leases: {broken:?}");
+    assert!(broken.is_some(), "no schedule broke a closure without leases");
+}
+
+/// Without the re-check, a writer publishes over a reference a GC deleted (or condemned) after
+/// the writer found it present: the model finds such a schedule.
+#[tokio::test]
+async fn model_finds_the_race_the_recheck_closes() {
+    let broken = first_broken(Faults {
+        no_recheck: true,
+        ..Faults::default()
+    })
+    .await;
+    eprintln!("without the re-check: {broken:?}");
+    assert!(broken.is_some(), "no schedule broke a closure without the re-check");
 }
 
 // ---- The planner on hand-made snapshots ----
@@ -421,6 +595,7 @@ fn plan_keeps_closures_orders_referrers_first_and_shares_nars() {
     let roots = RootIds {
         live: ids(&s, &[2]),
         trashed: vec![],
+        leased: vec![],
     };
     let opts = PlanOptions::default();
     let p = plan(&s, &roots, 1_000_000, &opts).unwrap();
@@ -496,6 +671,7 @@ fn plan_due_tombstones_unparseable_and_only_trashed() {
     let roots = RootIds {
         live: vec![],
         trashed: ids(&s, &[1]),
+        leased: vec![],
     };
     let only = PlanOptions {
         only_trashed: true,
@@ -513,6 +689,7 @@ fn plan_due_tombstones_unparseable_and_only_trashed() {
     let roots = RootIds {
         live: ids(&s, &[1]),
         trashed: vec![],
+        leased: vec![],
     };
     let p = plan(&s, &roots, 1_000_000, &opts).unwrap();
     assert_eq!(p.orphans, 0);

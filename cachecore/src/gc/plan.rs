@@ -145,6 +145,11 @@ impl Snapshot {
         id
     }
 
+    /// The id of object key `key`, if interned.
+    pub fn key_id(&self, key: &str) -> Option<KeyId> {
+        self.key_ids.get(key).copied()
+    }
+
     /// The key of `id`.
     pub fn key(&self, id: KeyId) -> &str {
         self.keys.get(id as usize).map_or("", |k| k)
@@ -163,26 +168,60 @@ impl Snapshot {
     /// Adds the narinfo stored at `hash`'s key, written at `pushed` (Unix seconds).
     /// `version` is its [`fingerprint`].
     pub fn add_narinfo(&mut self, hash: &str, info: &NarInfo, pushed: u64, version: u64) {
+        self.add_path(
+            hash,
+            &info.references,
+            &info.url,
+            info.deriver.as_ref(),
+            (info.file_size.unwrap_or(0), info.nar_size),
+            (pushed, version),
+        );
+    }
+
+    /// Adds the path a push index entry describes (see [`add_narinfo`](Self::add_narinfo)).
+    pub fn add_index_entry(
+        &mut self,
+        entry: &crate::store::IndexEntry,
+        pushed: u64,
+        version: u64,
+    ) {
+        self.add_path(
+            &entry.path.hash_part(),
+            &entry.references,
+            &entry.url,
+            entry.deriver.as_ref(),
+            (entry.file_size.unwrap_or(0), entry.nar_size),
+            (pushed, version),
+        );
+    }
+
+    fn add_path(
+        &mut self,
+        hash: &str,
+        references: &[crate::store_path::StorePath],
+        url: &str,
+        deriver: Option<&crate::store_path::StorePath>,
+        (file_size, nar_size): (u64, u64),
+        (pushed, version): (u64, u64),
+    ) {
         let Some(id) = self.intern_path(hash) else {
             return;
         };
-        let mut references: Vec<PathId> = info
-            .references
+        let mut references: Vec<PathId> = references
             .iter()
             .filter_map(|r| self.intern_path(&r.hash_part()))
             .filter(|&r| r != id)
             .collect();
         references.sort_unstable();
         references.dedup();
-        let nar = self.intern_key(&info.url);
-        let deriver = info.deriver.as_ref().map(|d| d.to_string());
-        let deriver = deriver.map(|d| self.intern_key(&d));
+        let nar = self.intern_key(url);
+        let deriver = deriver.map(|d| self.intern_key(&d.to_string()));
         if let Some(slot) = self.paths.get_mut(id as usize) {
             *slot = Some(PathSummary {
                 references: references.into(),
                 nar,
-                file_size: info.file_size.unwrap_or(0),
-                nar_size: info.nar_size,
+                file_size,
+                nar_size,
                 pushed,
                 deriver,
                 version,
@@ -316,8 +355,11 @@ impl Default for PlanOptions {
 /// The roots a plan starts from, as ids.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RootIds {
-    /// Paths kept by live roots (and leases).
+    /// Paths kept by live roots.
     pub live: Vec<PathId>,
+    /// Paths kept by the leases of pushes in progress (roots that do not count as roots for
+    /// [`PlanError::EmptyRoots`] nor as missing when the cache lacks them).
+    pub leased: Vec<PathId>,
     /// Paths named by trashed roots (used by `only_trashed`).
     pub trashed: Vec<PathId>,
 }
@@ -398,6 +440,7 @@ pub fn plan(
     // narinfos (never deleted; their references are unknown, so they keep nothing), and with
     // `only_trashed`, of every path trashed roots do not reach.
     let mut seeds: Vec<PathId> = roots.live.clone();
+    seeds.extend(&roots.leased);
     if let Some(age) = options.older_than {
         let cutoff = now.saturating_sub(age.as_secs());
         seeds.extend(

@@ -60,7 +60,19 @@ pub async fn all_narinfos(cache: &BinaryCache) -> Result<Vec<NarInfo>, OpError> 
 /// ```
 pub async fn list_paths(cache: &BinaryCache) -> Result<Vec<String>, OpError> {
     super::require_cache_info(cache).await?;
-    let mut paths: Vec<String> = all_narinfos(cache).await?.iter().map(full).collect();
+    // From the push index, and the narinfos it does not cover.
+    let listed = cache.paths(CONCURRENCY).await?;
+    if let Some((key, _)) = listed.unparseable.first() {
+        // The narinfo's own error, with its key and cause.
+        let hash = key.strip_suffix(".narinfo").unwrap_or(key);
+        cache.narinfo_by_hash(hash).await?;
+    }
+    let store_dir = cache.store_dir().await?;
+    let mut paths: Vec<String> = listed
+        .entries
+        .iter()
+        .map(|e| store_dir.full_path(&e.path))
+        .collect();
     paths.sort();
     Ok(paths)
 }

@@ -118,8 +118,28 @@ pub async fn copy(
         graph::closure_with(from, paths, &opts.walk_limits, trusted).await?
     };
     let all: Vec<StorePath> = infos.iter().map(|i| i.store_path.clone()).collect();
+    // The push rule (see `gc::lease`): a lease on the closure before anything is found
+    // present; paths a GC is collecting count as missing.
+    let guard = crate::gc::PushGuard::begin(to, "copy", &all)
+        .await
+        .map_err(graph::GraphError::from)?;
+    let copied = copy_guarded(from, to, infos, all, &guard, opts, progress).await;
+    guard.end().await;
+    copied
+}
+
+/// [`copy`] once its lease is written.
+async fn copy_guarded(
+    from: &BinaryCache,
+    to: &BinaryCache,
+    infos: Vec<NarInfo>,
+    all: Vec<StorePath>,
+    guard: &crate::gc::PushGuard,
+    opts: &CopyOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<CopySummary, OpError> {
     let missing: std::collections::HashSet<StorePath> =
-        to.missing(&all, 64).await?.into_iter().collect();
+        guard.missing(&all, 64).await?.into_iter().collect();
     let todo: Vec<NarInfo> = infos
         .into_iter()
         .filter(|i| missing.contains(&i.store_path))
@@ -147,15 +167,24 @@ pub async fn copy(
         }
     }))
     .buffer_unordered(opts.jobs.max(1));
-    publish_as_ready(
+    let pushed_at = crate::gc::roots::unix_secs(std::time::SystemTime::now());
+    let mut indexed: Vec<crate::store::IndexEntry> = Vec::new();
+    let published = publish_as_ready(
         to,
         publisher,
         transfers,
         64,
+        Some(guard),
         |_| summary.copied += 1,
-        |info| progress.path_done(&info.store_dir.full_path(&info.store_path)),
+        |info| {
+            progress.path_done(&info.store_dir.full_path(&info.store_path));
+            indexed.push(crate::store::IndexEntry::from_narinfo(info, pushed_at));
+        },
     )
-    .await?;
+    .await;
+    // The push index, after the narinfos it lists (those written, even if the copy failed).
+    to.append_index(&indexed).await?;
+    published?;
     Ok(summary)
 }
 

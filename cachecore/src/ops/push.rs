@@ -28,13 +28,14 @@ use futures::StreamExt as _;
 use super::pipe::sink_stream;
 use super::{join_error, OpError, Progress};
 use crate::compression::{self, Compression, NarCompression};
+use crate::gc::PushGuard;
 use crate::graph::{publish_as_ready, Publisher};
 use crate::hash::{Hash, HashAlgo, HashingWriter};
 use crate::local_store::{LocalStore, PathInfo};
 use crate::nar;
 use crate::narinfo::{ContentAddress, NarInfo};
 use crate::signing::Signer;
-use crate::store::{BinaryCache, StoreError};
+use crate::store::{BinaryCache, IndexEntry, StoreError};
 use crate::store_path::{StoreDir, StorePath};
 
 /// How to push.
@@ -205,7 +206,32 @@ pub async fn push(
     };
     cache.remove_stale_debris().await?;
     let all: Vec<StorePath> = infos.iter().map(|i| i.path.clone()).collect();
-    let mut missing: HashSet<StorePath> = cache
+    // The push rule (see `gc::lease`): a lease on everything the push may publish or reference,
+    // before anything is found present; paths a GC is collecting count as missing.
+    let mut lease_paths = all.clone();
+    if !opts.closure {
+        lease_paths.extend(infos.iter().flat_map(|i| i.references.iter().cloned()));
+    }
+    let guard = PushGuard::begin(cache, "push", &lease_paths)
+        .await
+        .map_err(crate::graph::GraphError::from)?;
+    let pushed = push_guarded(cache, local, infos, all, &guard, opts, progress).await;
+    guard.end().await;
+    pushed
+}
+
+/// [`push`] once its lease is written.
+async fn push_guarded(
+    cache: &BinaryCache,
+    local: &LocalStore,
+    infos: Vec<PathInfo>,
+    all: Vec<StorePath>,
+    guard: &PushGuard,
+    opts: &PushOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<PushSummary, OpError> {
+    let store_dir = local.store_dir().clone();
+    let mut missing: HashSet<StorePath> = guard
         .missing(&all, opts.check_concurrency)
         .await?
         .into_iter()
@@ -228,7 +254,10 @@ pub async fn push(
     if !opts.closure {
         for info in &todo {
             for r in &info.references {
-                if r != &info.path && !missing.contains(r) && !cache.has_narinfo(r).await? {
+                if r != &info.path
+                    && !missing.contains(r)
+                    && !guard.missing(std::slice::from_ref(r), 1).await?.is_empty()
+                {
                     return Err(OpError::MissingReference {
                         path: store_dir.full_path(&info.path),
                         reference: store_dir.full_path(r),
@@ -280,20 +309,29 @@ pub async fn push(
     }))
     .buffer_unordered(jobs.saturating_mul(4));
 
-    publish_as_ready(
+    let pushed_at = crate::gc::roots::unix_secs(std::time::SystemTime::now());
+    let mut indexed: Vec<IndexEntry> = Vec::new();
+    let published = publish_as_ready(
         cache,
         publisher,
         uploads,
         opts.check_concurrency,
+        Some(guard),
         |narinfo| {
             summary.pushed += 1;
             summary.unsigned += usize::from(narinfo.signatures.is_empty());
             summary.nar_bytes += narinfo.nar_size;
             summary.file_bytes += narinfo.file_size.unwrap_or(0);
         },
-        |narinfo| progress.path_done(&store_dir.full_path(&narinfo.store_path)),
+        |narinfo| {
+            progress.path_done(&store_dir.full_path(&narinfo.store_path));
+            indexed.push(IndexEntry::from_narinfo(narinfo, pushed_at));
+        },
     )
-    .await?;
+    .await;
+    // The push index, after the narinfos it lists (those written, even if the push failed).
+    cache.append_index(&indexed).await?;
+    published?;
     Ok(summary)
 }
 
@@ -742,6 +780,10 @@ pub async fn push_add(
         unsigned: usize::from(narinfo.signatures.is_empty()),
     };
     cache.put_narinfo(&narinfo).await?;
+    let pushed_at = crate::gc::roots::unix_secs(std::time::SystemTime::now());
+    cache
+        .append_index(&[IndexEntry::from_narinfo(&narinfo, pushed_at)])
+        .await?;
     progress.path_done(&store_dir.full_path(&path));
     Ok((path, summary))
 }

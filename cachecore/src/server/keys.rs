@@ -19,7 +19,11 @@ pub(crate) fn is_served(kind: ObjectKind) -> bool {
         | ObjectKind::Nar
         | ObjectKind::Log
         | ObjectKind::Realisation => true,
-        ObjectKind::GcRoot | ObjectKind::GcTrash | ObjectKind::Index | ObjectKind::Scratch => false,
+        ObjectKind::GcRoot
+            | ObjectKind::GcTrash
+            | ObjectKind::Index
+            | ObjectKind::GcLease
+            | ObjectKind::Scratch => false,
     }
 }
 

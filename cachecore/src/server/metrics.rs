@@ -35,6 +35,7 @@ impl crate::store::layout::ObjectKind {
             K::GcRoot => "gcroot",
             K::GcTrash => "gctrash",
             K::Index => "index",
+            K::GcLease => "gclease",
             K::Scratch => "scratch",
         }
     }

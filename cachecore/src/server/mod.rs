@@ -195,6 +195,8 @@ struct AppState {
     write_locks: Vec<tokio::sync::Mutex<()>>,
     /// Listings uploaded before their narinfo, until it arrives.
     held_listings: upload::HeldListings,
+    /// GC tombstones read by the push rule of narinfo uploads (`gc::lease`).
+    tombstones: crate::gc::lease::TombstoneCache,
     metrics: Metrics,
     totals: Mutex<landing::Totals>,
     /// The upstreams, when this server is a pull-through proxy.
@@ -283,6 +285,7 @@ pub async fn router(cache: BinaryCache, config: Config) -> Result<Router, Server
         uploads: Semaphore::new(config.max_concurrent_uploads.max(1)),
         write_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
         held_listings: upload::HeldListings::default(),
+        tombstones: Default::default(),
         metrics,
         totals: Mutex::new(landing::Totals::default()),
         cache,

@@ -41,7 +41,11 @@ impl ObjectKind {
             | ObjectKind::Log
             | ObjectKind::Realisation => SHORT,
             // Never served (`keys::is_served`).
-            ObjectKind::GcRoot | ObjectKind::GcTrash | ObjectKind::Index | ObjectKind::Scratch => {
+            ObjectKind::GcRoot
+            | ObjectKind::GcTrash
+            | ObjectKind::Index
+            | ObjectKind::GcLease
+            | ObjectKind::Scratch => {
                 "no-store"
             }
         }

@@ -29,6 +29,7 @@ use super::{store_failure, text, AppState, Config};
 use crate::compression::Compression;
 use crate::hash::{Hash, HashAlgo, Hasher};
 use crate::nar::Listing;
+use crate::gc::PushGuard;
 use crate::narinfo::NarInfo;
 use crate::ops::OpError;
 use crate::realisation::Realisation;
@@ -170,7 +171,11 @@ impl ObjectKind {
                 Some(config.max_small_upload)
             }
             // Never served (`keys::is_served`), never taken.
-            ObjectKind::GcRoot | ObjectKind::GcTrash | ObjectKind::Index | ObjectKind::Scratch => {
+            ObjectKind::GcRoot
+            | ObjectKind::GcTrash
+            | ObjectKind::Index
+            | ObjectKind::GcLease
+            | ObjectKind::Scratch => {
                 None
             }
         }
@@ -266,9 +271,50 @@ pub(super) async fn put(state: &AppState, key: &ObjectKey, req: Request) -> Resp
         Ok(None) => {}
         Err(e) => return store_failure(&key.key, &e),
     }
+    // The push rule (see `gc::lease`): a lease on the path and its references before they are
+    // found present, released once the narinfo is stored (or refused).
+    let guard = match key.kind {
+        ObjectKind::NarInfo => match NarInfo::parse_bytes(&body) {
+            Ok(info) => {
+                let mut paths = info.references.clone();
+                paths.push(info.store_path.clone());
+                let begun = PushGuard::begin_cached(
+                    &state.cache,
+                    "serve",
+                    &paths,
+                    std::time::SystemTime::now(),
+                    crate::gc::lease::LEASE_TTL,
+                    &state.tombstones,
+                )
+                .await;
+                match begun {
+                    Ok(g) => Some(g),
+                    Err(crate::gc::GuardError::Store(e)) => return store_failure(&key.key, &e),
+                    Err(e) => return conflict(format!("{} was not stored: {e}", key.key)),
+                }
+            }
+            Err(_) => None, // refused by check_narinfo below
+        },
+        _ => None,
+    };
+    let stored = put_checked(state, key, body, store_encoding, guard.as_ref()).await;
+    if let Some(g) = guard {
+        g.end().await;
+    }
+    stored
+}
+
+/// The checks of [`put`] for an object of a kind it takes, then the write.
+async fn put_checked(
+    state: &AppState,
+    key: &ObjectKey,
+    body: Bytes,
+    store_encoding: Compression,
+    guard: Option<&PushGuard>,
+) -> Response {
     let mut listing = None;
     let checked = match key.kind {
-        ObjectKind::NarInfo => check_narinfo(state, key, &body)
+        ObjectKind::NarInfo => check_narinfo(state, key, &body, guard)
             .await
             .map(|matched| listing = matched),
         ObjectKind::Listing => match check_listing(state, key, &body, store_encoding).await {
@@ -288,7 +334,11 @@ pub(super) async fn put(state: &AppState, key: &ObjectKey, req: Request) -> Resp
         )),
         ObjectKind::Nar => Ok(()),
         // Refused above (`upload_limit`).
-        ObjectKind::GcRoot | ObjectKind::GcTrash | ObjectKind::Index | ObjectKind::Scratch => {
+        ObjectKind::GcRoot
+            | ObjectKind::GcTrash
+            | ObjectKind::Index
+            | ObjectKind::GcLease
+            | ObjectKind::Scratch => {
             Err(bad(&key.key, "objects of this kind are not taken"))
         }
     };
@@ -310,6 +360,7 @@ pub(super) async fn put(state: &AppState, key: &ObjectKey, req: Request) -> Resp
                 .inc_by(n);
             if key.kind == ObjectKind::NarInfo {
                 publish_held_listing(state, key, listing).await;
+                append_index(state, key).await;
             }
             stored(&key.key, "stored")
         }
@@ -342,8 +393,28 @@ impl ObjectKind {
             | ObjectKind::GcRoot
             | ObjectKind::GcTrash
             | ObjectKind::Index
+            | ObjectKind::GcLease
             | ObjectKind::Scratch => None,
         }
+    }
+}
+
+/// Appends the push index entry of the narinfo just stored at `key` (a failure costs only the
+/// entry: readers fall back to the narinfo).
+async fn append_index(state: &AppState, key: &ObjectKey) {
+    let hash = key.hash_part().unwrap_or_default();
+    let pushed = crate::gc::roots::unix_secs(std::time::SystemTime::now());
+    let appended = match state.cache.narinfo_by_hash(hash).await {
+        Ok(Some(info)) => state
+            .cache
+            .append_index(&[crate::store::IndexEntry::from_narinfo(&info, pushed)])
+            .await
+            .map(drop),
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = appended {
+        tracing::error!(key = key.key, error = %e, "cannot append the push index entry of a narinfo");
     }
 }
 
@@ -532,6 +603,7 @@ async fn check_narinfo(
     state: &AppState,
     key: &ObjectKey,
     body: &[u8],
+    guard: Option<&PushGuard>,
 ) -> Result<Option<Bytes>, Response> {
     let k = &key.key;
     let info =
@@ -631,6 +703,24 @@ async fn check_nar(
     }
     for r in info.references.iter().filter(|r| **r != info.store_path) {
         match state.cache.objects().head(&layout::narinfo(&r.hash_part())).await {
+            // Condemned by a GC tombstone: written again (kept by every GC), or refused if a
+            // GC deleted it meanwhile.
+            Ok(Some(meta)) if guard.is_some_and(|g| g.is_condemned(r, meta.last_modified)) => {
+                let rescued = match guard {
+                    Some(g) => g.rescue(r).await,
+                    None => Ok(true),
+                };
+                match rescued {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(conflict(format!(
+                            "{k} was not stored: its reference {} was deleted by a GC (upload it again first)",
+                            info.store_dir.full_path(r)
+                        )))
+                    }
+                    Err(e) => return Err(store_failure(&layout::narinfo(&r.hash_part()), &e)),
+                }
+            }
             Ok(Some(_)) => {}
             Ok(None) => {
                 return Err(conflict(format!(

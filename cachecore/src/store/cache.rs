@@ -99,6 +99,8 @@ pub enum CacheObject {
     Log { drv: String, meta: ObjectInfo },
     /// A GC run's tombstone.
     GcTombstone { name: String, meta: ObjectInfo },
+    /// `gcleases/<name>`: a push's lease.
+    GcLease { name: String, meta: ObjectInfo },
     /// Anything else (`nix-cache-info`, logs, realisations, roots, index, staging).
     Other { meta: ObjectInfo },
 }
@@ -496,6 +498,26 @@ impl BinaryCache {
             .narinfo_by_hash_sized(hash_part)
             .await?
             .map(|(info, _)| info))
+    }
+
+    /// The narinfo of `hash_part` as stored (not parsed), or `None`.
+    pub(crate) async fn narinfo_bytes(&self, hash_part: &str) -> Result<Option<Bytes>, StoreError> {
+        self.objects
+            .get_bytes_limited(&layout::narinfo(hash_part), crate::narinfo::MAX_NARINFO_BYTES)
+            .await
+    }
+
+    /// Writes `bytes` as the narinfo of `hash_part` again (the GC rescue of a lease holder:
+    /// the same bytes, a new version).
+    pub(crate) async fn put_narinfo_bytes(
+        &self,
+        hash_part: &str,
+        bytes: Bytes,
+    ) -> Result<(), StoreError> {
+        self.objects
+            .put(&layout::narinfo(hash_part), bytes, WriteMode::Overwrite)
+            .await
+            .map(drop)
     }
 
     /// [`narinfo_by_hash`](Self::narinfo_by_hash), with the size in bytes of the narinfo as
@@ -1195,6 +1217,11 @@ impl BinaryCache {
                         drv: drv.to_owned(),
                         meta,
                     }
+                } else if let Some(name) = layout::gc_lease_name(&meta.key) {
+                    CacheObject::GcLease {
+                        name: name.to_owned(),
+                        meta,
+                    }
                 } else if let Some(t) = meta.key.strip_prefix(layout::GC_TOMBSTONE_DIR) {
                     match t.strip_prefix('/') {
                         Some(name) if !name.is_empty() && !name.contains('/') => {
@@ -1262,6 +1289,60 @@ impl BinaryCache {
     /// Deletes the GC tombstone `name`.
     pub async fn delete_gc_tombstone(&self, name: &str) -> Result<(), StoreError> {
         self.objects.delete(&layout::gc_tombstone(name)).await
+    }
+
+    /// Whether the store can be listed (every store but a plain HTTP cache).
+    pub fn can_list(&self) -> bool {
+        self.objects.is_listable()
+    }
+
+    /// The GC lease `name` (`gcleases/<name>`), or `None`.
+    pub async fn gc_lease(&self, name: &str) -> Result<Option<Bytes>, StoreError> {
+        self.objects
+            .get_bytes_limited(&layout::gc_lease(name), MAX_GC_OBJECT_BYTES)
+            .await
+    }
+
+    /// Writes the GC lease `name` (create-only: each lease has a name of its own).
+    pub async fn put_gc_lease(&self, name: &str, data: Bytes) -> Result<Written, StoreError> {
+        self.objects
+            .put(&layout::gc_lease(name), data, WriteMode::Create)
+            .await
+    }
+
+    /// Deletes the GC lease `name`.
+    pub async fn delete_gc_lease(&self, name: &str) -> Result<(), StoreError> {
+        self.objects.delete(&layout::gc_lease(name)).await
+    }
+
+    /// The names of the GC tombstones (`.cachecore/gc/<name>`) with their metadata: one
+    /// listing of that directory.
+    pub async fn list_gc_tombstones(&self) -> Result<Vec<(String, ObjectInfo)>, StoreError> {
+        let mut out = Vec::new();
+        let mut listed = self.objects.list(layout::GC_TOMBSTONE_DIR);
+        while let Some(meta) = listed.try_next().await? {
+            if let Some(name) = meta
+                .key
+                .strip_prefix(layout::GC_TOMBSTONE_DIR)
+                .and_then(|t| t.strip_prefix('/'))
+                .filter(|n| !n.is_empty() && !n.contains('/'))
+            {
+                out.push((name.to_owned(), meta));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The names of the GC leases (`gcleases/<name>`): one listing of that directory.
+    pub async fn list_gc_leases(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        let mut listed = self.objects.list(layout::GCLEASES_DIR);
+        while let Some(meta) = listed.try_next().await? {
+            if let Some(name) = layout::gc_lease_name(&meta.key) {
+                out.push(name.to_owned());
+            }
+        }
+        Ok(out)
     }
 
     /// The push index entry `name`, or `None`.

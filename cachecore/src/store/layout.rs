@@ -13,6 +13,8 @@
 //! gcroots/<host>/<name>           cachecore: store paths a host keeps alive
 //! gctrash/<host>/<name>           cachecore: roots that left their host, restorable
 //! index/<name>                    cachecore: the push index
+//! gcleases/<name>                 cachecore: paths a push in progress will reference (GC roots
+//!                                 until they expire)
 //! .cachecore/                     cachecore: probe and staging objects of writes in progress
 //! ```
 //!
@@ -56,6 +58,8 @@ pub(crate) enum ObjectKind {
     GcTrash,
     /// `index/<name>`.
     Index,
+    /// `gcleases/<name>`.
+    GcLease,
     /// `.cachecore/…`: probes and staging objects of writes in progress.
     Scratch,
 }
@@ -82,6 +86,7 @@ impl ObjectKind {
             GCROOTS_DIR => ObjectKind::GcRoot,
             GCTRASH_DIR => ObjectKind::GcTrash,
             INDEX_DIR => ObjectKind::Index,
+            GCLEASES_DIR => ObjectKind::GcLease,
             CACHECORE_DIR => ObjectKind::Scratch,
             _ => return None,
         })
@@ -95,9 +100,11 @@ impl ObjectKind {
             ObjectKind::Nar => "application/x-nix-nar",
             ObjectKind::Listing | ObjectKind::Realisation => "application/json",
             ObjectKind::Log => "text/plain; charset=utf-8",
-            ObjectKind::GcRoot | ObjectKind::GcTrash | ObjectKind::Index | ObjectKind::Scratch => {
-                "application/octet-stream"
-            }
+            ObjectKind::GcRoot
+            | ObjectKind::GcTrash
+            | ObjectKind::Index
+            | ObjectKind::GcLease
+            | ObjectKind::Scratch => "application/octet-stream",
         }
     }
 }
@@ -171,6 +178,7 @@ impl ObjectKey {
                 .and_then(|(_, rest)| rest.split_once('/'))
                 .is_some_and(|(host, name)| is_name(host) && is_name(name)),
             ObjectKind::Index => is_name(&key[INDEX_DIR.len() + 1..]),
+            ObjectKind::GcLease => gc_lease_name(&key).is_some(),
             ObjectKind::Scratch => false,
         };
         if !valid {
@@ -411,6 +419,21 @@ pub const GCTRASH_DIR: &str = "gctrash";
 /// Directory of the push index.
 pub const INDEX_DIR: &str = "index";
 
+/// Directory of the leases of pushes in progress.
+pub const GCLEASES_DIR: &str = "gcleases";
+
+/// `gcleases/<name>`: a lease, naming the paths a push in progress will reference.
+pub fn gc_lease(name: &str) -> String {
+    format!("{GCLEASES_DIR}/{name}")
+}
+
+/// The name of a `gcleases/<name>` key.
+pub fn gc_lease_name(key: &str) -> Option<&str> {
+    key.strip_prefix(GCLEASES_DIR)?
+        .strip_prefix('/')
+        .filter(|n| is_name(n))
+}
+
 /// `gcroots/<host>/<name>`: a root that keeps store paths of `host` alive.
 pub fn gcroot(host: &str, name: &str) -> String {
     format!("{GCROOTS_DIR}/{host}/{name}")
@@ -587,6 +610,9 @@ mod tests {
         assert_eq!(parse(gcroot("h", "n")).kind, ObjectKind::GcRoot);
         assert_eq!(parse(gctrash("h", "n")).kind, ObjectKind::GcTrash);
         assert_eq!(parse(index("paths")).kind, ObjectKind::Index);
+        assert_eq!(parse(gc_lease("1-ab")).kind, ObjectKind::GcLease);
+        assert_eq!(gc_lease_name("gcleases/1-ab"), Some("1-ab"));
+        assert_eq!(gc_lease_name("gcleases/a/b"), None);
         // Staging and probe objects are no objects of the cache.
         for scratch in [temp_nar("u"), probe("u"), staging("nar/x.nar", "u")] {
             assert!(ObjectKey::parse(scratch.clone()).is_err(), "{scratch}");

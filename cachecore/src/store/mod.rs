@@ -60,6 +60,7 @@ pub mod encoding;
 mod error;
 mod hot;
 mod http_upload;
+pub mod index;
 pub(crate) mod layout;
 mod listings;
 mod local;
@@ -75,6 +76,7 @@ pub use cache::{
 };
 pub use debris::{Debris, DEBRIS_AGE};
 pub use error::{is_backend_detail, StoreError};
+pub use index::{CachePaths, IndexEntry};
 pub use nar::{IntegrityError, NarReader};
 pub use objects::{
     ByteStream, Object, ObjectInfo, Objects, ReadRange, VersionTag, WriteMode, WriteSupport,
