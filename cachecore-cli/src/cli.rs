@@ -423,6 +423,15 @@ pub struct GcArgs {
     /// Run even with no root and no --older-than, when everything is garbage.
     #[arg(long)]
     pub allow_empty_roots: bool,
+    /// Keep the most recently pushed unrooted paths whose NARs fit, with the rooted ones', in
+    /// this size (e.g. 500G; units K M G T); evict the rest oldest first, never a path a kept
+    /// path refers to.
+    #[arg(long, value_name = "SIZE", value_parser = cachecore::gc::parse_size)]
+    pub max_size: Option<u64>,
+    /// Delete narinfos that do not parse (kept and reported otherwise), unless a live path
+    /// refers to them.
+    #[arg(long)]
+    pub delete_unparseable: bool,
     /// The store directory the cache must be for (its nix-cache-info's StoreDir).
     #[arg(long, default_value = cachecore::store_path::DEFAULT_STORE_DIR, value_name = "DIR")]
     pub store_dir: String,

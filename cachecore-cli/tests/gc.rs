@@ -295,3 +295,138 @@ fn a_root_that_does_not_parse_stops_gc() {
     let out = cachecore_output(&["gc", cache.to_str().unwrap(), "--grace", "3x"], b"");
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Index objects of a local directory cache.
+fn index_objects(cache: &Path) -> usize {
+    std::fs::read_dir(cache.join("index")).map_or(0, |d| d.count())
+}
+
+/// `gc --dry-run --json` keeping everything: how many paths came from the push index, how many
+/// from narinfos, and the index problems.
+fn gc_sources(cache: &str) -> (u64, u64, Vec<serde_json::Value>) {
+    let r = json(&cachecore_ok(
+        &[
+            "gc",
+            cache,
+            "--older-than",
+            "30d",
+            "--allow-empty-roots",
+            "--dry-run",
+            "--json",
+        ],
+        b"",
+    ));
+    assert!(r["narinfos_deleted"].as_array().unwrap().is_empty(), "{r}");
+    (
+        r["from_index"].as_u64().unwrap(),
+        r["from_narinfos"].as_u64().unwrap(),
+        r["index_problems"].as_array().unwrap().clone(),
+    )
+}
+
+#[test]
+fn the_push_index_is_read_by_gc_and_ls_compacted_and_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let [shared, one, two, app1, app2] = build(dir.path());
+    let cache_dir = dir.path().join("cache");
+    let cache = cache_dir.to_str().unwrap();
+    // app1's closure through cachecore (indexed), app2's own paths by plain `nix copy` (not).
+    cachecore_ok(&["push", cache, &app1, "--quiet"], b"");
+    assert_eq!(index_objects(&cache_dir), 1);
+    nix_copy_to_file(&cache_dir, "compression=zstd", &[&app2]);
+    let listed = String::from_utf8(cachecore_ok(&["ls", cache], b"")).unwrap();
+    let mut expected = vec![&shared, &one, &two, &app1, &app2];
+    expected.sort();
+    assert_eq!(listed.lines().collect::<Vec<_>>(), expected);
+    assert_eq!(gc_sources(cache), (3, 2, vec![]));
+
+    cachecore_ok(&["index", "compact", cache, "--jobs", "2"], b"");
+    assert_eq!(index_objects(&cache_dir), 1);
+    assert_eq!(gc_sources(cache), (5, 0, vec![]));
+
+    // An entry that disagrees with its narinfo (a NAR the cache lacks): reported, the narinfo
+    // wins.
+    let base = Path::new(&app2).file_name().unwrap().to_str().unwrap();
+    let bad = format!(
+        "cachecore-index 1\n{base}\tnar/{}.nar\t1\t-\t1\t-\t-\t\n",
+        "1".repeat(52)
+    );
+    std::fs::write(cache_dir.join("index/9999999999-00000000000000ff"), bad).unwrap();
+    let (from_index, from_narinfos, problems) = gc_sources(cache);
+    assert_eq!((from_index, from_narinfos), (5, 0));
+    assert!(
+        problems.len() == 1 && problems[0].as_str().unwrap().contains("disagrees"),
+        "{problems:?}"
+    );
+
+    cachecore_ok(&["index", "rebuild", cache, "--jobs", "2"], b"");
+    assert_eq!(index_objects(&cache_dir), 1);
+    assert_eq!(gc_sources(cache), (5, 0, vec![]));
+    let listed_again = String::from_utf8(cachecore_ok(&["ls", cache], b"")).unwrap();
+    assert_eq!(listed_again, listed);
+}
+
+/// The FileSize of `path`'s narinfo in a local directory cache.
+fn file_size(cache: &Path, path: &str) -> u64 {
+    let hash = &Path::new(path).file_name().unwrap().to_str().unwrap()[..32];
+    let text = std::fs::read_to_string(cache.join(format!("{hash}.narinfo"))).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("FileSize: "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn gc_max_size_keeps_the_newest_closures_and_delete_unparseable_deletes_bad_narinfos() {
+    let dir = tempfile::tempdir().unwrap();
+    let [shared, one, two, app1, app2] = build(dir.path());
+    let cache_dir = dir.path().join("cache");
+    let cache = cache_dir.to_str().unwrap();
+    cachecore_ok(&["push", cache, &app1, "--quiet"], b"");
+    // Push times are read to the second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    cachecore_ok(&["push", cache, &app2, "--quiet"], b"");
+    // Room for app2's closure (shared was pushed with app1, but app2 needs it).
+    let room: u64 = [&shared, &two, &app2]
+        .iter()
+        .map(|p| file_size(&cache_dir, p))
+        .sum();
+    let report = json(&cachecore_ok(
+        &["gc", cache, "--max-size", &room.to_string(), "--json"],
+        b"",
+    ));
+    let mut deleted: Vec<String> = report["narinfos_deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    deleted.sort();
+    let key = |p: &str| format!("{}.narinfo", &Path::new(p).file_name().unwrap().to_str().unwrap()[..32]);
+    let mut expected = vec![key(&one), key(&app1)];
+    expected.sort();
+    assert_eq!(deleted, expected, "{report}");
+    for p in [&shared, &two, &app2] {
+        assert!(in_cache(&cache_dir, p), "{p}");
+    }
+    let out = cachecore_output(&["gc", cache, "--max-size", "5X"], b"");
+    assert_eq!(out.status.code(), Some(2));
+
+    // A narinfo that does not parse: kept and reported, deleted with --delete-unparseable.
+    let junk = cache_dir.join(format!("{}.narinfo", "0".repeat(32)));
+    std::fs::write(&junk, "not a narinfo\n").unwrap();
+    let big = ["gc", cache, "--max-size", "1T", "--json"];
+    let report = json(&cachecore_ok(&big, b""));
+    assert_eq!(report["unparseable"].as_array().unwrap().len(), 1, "{report}");
+    assert!(junk.exists());
+    let report = json(&cachecore_ok(
+        &["gc", cache, "--max-size", "1T", "--delete-unparseable", "--json"],
+        b"",
+    ));
+    assert_eq!(report["unparseable_deleted"], 1, "{report}");
+    assert!(!junk.exists());
+    for p in [&shared, &two, &app2] {
+        assert!(in_cache(&cache_dir, p), "{p}");
+    }
+}

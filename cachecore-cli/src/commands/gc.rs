@@ -195,6 +195,8 @@ pub fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
             failed_uploads_older_than: args.failed_uploads_older_than,
             only_trashed: args.only_trashed,
             allow_empty_roots: args.allow_empty_roots,
+            max_size: args.max_size,
+            delete_unparseable: args.delete_unparseable,
         },
         dry_run: args.dry_run,
         concurrency: args.jobs,
@@ -209,8 +211,13 @@ pub fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
         writeln!(out)?;
         out.flush()?;
     }
+    let fate = if args.delete_unparseable {
+        "deleted unless a live path refers to it"
+    } else {
+        "kept"
+    };
     for u in &report.unparseable {
-        eprintln!("kept, does not parse: {u}");
+        eprintln!("does not parse, {fate}: {u}");
     }
     for p in &report.index_problems {
         eprintln!("push index: {p}");

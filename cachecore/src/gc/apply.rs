@@ -75,6 +75,8 @@ fn render_tombstone(snapshot: &Snapshot, plan: &Plan, written: u64) -> String {
             ObjectRef::Nar(k) => out.push_str(&format!("nar {}\n", snapshot.key(k))),
             ObjectRef::Listing(p) => out.push_str(&format!("listing {}\n", snapshot.hash_part(p))),
             ObjectRef::Log(k) => out.push_str(&format!("log {}\n", snapshot.key(k))),
+            // Never tombstoned: deleted with the run's narinfos.
+            ObjectRef::Realisation(_) => {}
         }
     }
     out
@@ -216,6 +218,7 @@ pub async fn scan(
     };
     let mut narinfo_keys: Vec<crate::store::ObjectInfo> = Vec::new();
     let mut tombstones: Vec<String> = Vec::new();
+    let mut realisations: Vec<(String, crate::store::ObjectInfo)> = Vec::new();
     let mut listed = cache.list_cache_objects();
     while let Some(object) = listed.try_next().await? {
         match object {
@@ -234,10 +237,31 @@ pub async fn scan(
             }
             CacheObject::Log { drv, meta } => scan.snapshot.add_log(&drv, meta.size),
             CacheObject::GcTombstone { name, .. } => tombstones.push(name),
+            CacheObject::Realisation { id, meta } => realisations.push((id, meta)),
             _ => {}
         }
     }
     drop(listed);
+    for (id, meta) in realisations {
+        // One that does not parse is left alone (what it names is unknown).
+        let Ok(output) = crate::realisation::DrvOutput::parse(&id) else {
+            continue;
+        };
+        let Some(bytes) = cache.realisation_bytes(&output).await? else {
+            continue;
+        };
+        let parsed = std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|t| crate::realisation::Realisation::parse(t).ok());
+        if let Some(r) = parsed {
+            scan.snapshot.add_realisation(
+                &id,
+                &r.out_path.hash_part(),
+                meta.size,
+                unix_secs(meta.last_modified),
+            );
+        }
+    }
     // The push index where it still describes the narinfos, the narinfos themselves where not.
     let paths = cache.paths_of(narinfo_keys, concurrency, true).await?;
     scan.index_problems = paths.problems;
@@ -245,7 +269,8 @@ pub async fn scan(
     scan.from_narinfos = paths.from_narinfos;
     for (key, why) in paths.unparseable {
         if let Some(hash) = layout::narinfo_hash(&key) {
-            scan.snapshot.add_unparseable(hash);
+            let version = paths.unparseable_versions.get(&key).copied().unwrap_or(0);
+            scan.snapshot.add_unparseable_version(hash, version);
         }
         scan.unparseable.push((key, why));
     }
@@ -274,7 +299,7 @@ pub async fn scan(
                     | StoreError::IdentityMismatch { .. }
                     | StoreError::TooLarge { .. }),
                 ) => {
-                    scan.snapshot.add_unparseable(&hash);
+                    scan.snapshot.add_unparseable_version(&hash, entry.version);
                     scan.unparseable.push((layout::narinfo(&hash), e.to_string()));
                 }
                 Err(e) => return Err(e.into()),
@@ -337,8 +362,14 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Bytes recorded in the tombstone, freed by a later run.
     pub bytes_after_grace: u64,
-    /// Narinfos that do not parse: reported, never deleted.
+    /// Narinfos that do not parse: reported, deleted only with `delete_unparseable`.
     pub unparseable: Vec<String>,
+    /// Of `narinfos_deleted`, the unparseable ones (planned).
+    pub unparseable_deleted: usize,
+    /// Of `objects_deleted`, the realisations (planned).
+    pub realisations_deleted: usize,
+    /// Unrooted paths kept to fill `--max-size`.
+    pub kept_for_size: usize,
     /// Orphan NARs kept because a narinfo does not parse.
     pub orphans_kept_for_unparseable: usize,
     /// Dead paths in reference cycles (a corrupt cache).
@@ -380,9 +411,13 @@ impl GcReport {
         }
         if !self.unparseable.is_empty() {
             s.push_str(&format!(
-                "; {} narinfos do not parse (kept)",
-                self.unparseable.len()
+                "; {} narinfos do not parse ({} of them deleted)",
+                self.unparseable.len(),
+                self.unparseable_deleted
             ));
+        }
+        if self.realisations_deleted > 0 {
+            s.push_str(&format!("; {} realisations", self.realisations_deleted));
         }
         if !self.index_problems.is_empty() {
             s.push_str(&format!(
@@ -401,6 +436,7 @@ pub fn object_key(snapshot: &Snapshot, object: ObjectRef) -> String {
         ObjectRef::Nar(k) => snapshot.key(k).to_owned(),
         ObjectRef::Listing(p) => layout::listing(snapshot.hash_part(p)),
         ObjectRef::Log(k) => layout::log(snapshot.key(k)),
+        ObjectRef::Realisation(k) => layout::realisation_key(snapshot.key(k)),
     }
 }
 
@@ -495,6 +531,9 @@ impl<'a> Applier<'a> {
         report.missing_root_paths = plan.missing_roots;
         report.in_cycles = plan.in_cycles;
         report.orphans_kept_for_unparseable = plan.orphans_kept_for_unparseable;
+        report.unparseable_deleted = plan.unparseable;
+        report.realisations_deleted = plan.realisations;
+        report.kept_for_size = plan.kept_for_size;
         let size = |o: &ObjectRef| snapshot.object_size(*o);
         if !grace_now {
             report.tombstoned = plan
@@ -594,7 +633,7 @@ impl<'a> Applier<'a> {
                 }
                 let hash = snapshot.hash_part(id);
                 let key = layout::narinfo(hash);
-                let listed = snapshot.summary(id).map(|s| s.version);
+                let listed = snapshot.narinfo_version(id);
                 let result = match cache.narinfo_meta(hash).await {
                     Ok(None) => Ok(false),
                     Ok(Some(meta)) if Some(plan::fingerprint(&meta)) != listed => {
@@ -652,6 +691,7 @@ impl<'a> Applier<'a> {
                     },
                     ObjectRef::Listing(p) => cache.delete_listing(snapshot.hash_part(p)).await,
                     ObjectRef::Log(k) => cache.delete_log(snapshot.key(k)).await,
+                    ObjectRef::Realisation(k) => cache.delete_realisation(snapshot.key(k)).await,
                 };
                 match result {
                     Ok(()) => {
@@ -705,8 +745,8 @@ impl<'a> Applier<'a> {
             if let CacheObject::NarInfo { hash_part, meta } = object {
                 let known = snapshot
                     .path_id(&hash_part)
-                    .and_then(|id| snapshot.summary(id))
-                    .is_some_and(|s| s.version == plan::fingerprint(&meta));
+                    .and_then(|id| snapshot.narinfo_version(id))
+                    .is_some_and(|v| v == plan::fingerprint(&meta));
                 if !known {
                     changed.push(hash_part);
                 }

@@ -144,6 +144,33 @@ pub use plan::{
 pub use lease::{GuardError, LeaseBody, PushGuard};
 pub use roots::{Root, RootBody, RootError};
 
+/// Parses a size as `--max-size` takes it: a whole number of bytes, or with a unit `K`, `M`,
+/// `G`, `T` (powers of 1024).
+///
+/// ```
+/// use cachecore::gc::parse_size;
+/// assert_eq!(parse_size("500G").unwrap(), 500 << 30);
+/// assert_eq!(parse_size("1024").unwrap(), 1024);
+/// assert!(parse_size("1.5G").is_err() && parse_size("G").is_err());
+/// ```
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number (e.g. 500G)"))?;
+    let shift = match unit {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (K, M, G or T)")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 /// Parses a duration as the GC options take it: a whole number and a unit, `s`, `m`, `h`, `d`
 /// or `w` (`30d`, `6h`, `90m`).
 ///

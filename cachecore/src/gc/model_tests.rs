@@ -696,3 +696,92 @@ fn plan_due_tombstones_unparseable_and_only_trashed() {
     assert_eq!(p.orphans_kept_for_unparseable, 1);
     assert_eq!(p.narinfos, ids(&s, &[2]));
 }
+
+#[test]
+fn plan_max_size_evicts_oldest_first_and_never_breaks_a_closure() {
+    // 1 -> 0; 0 is old but 1, which needs it, is the newest: they go or stay together.
+    let mut s = Snapshot::new();
+    add(&mut s, 0, &[], "nar/a.nar", 10);
+    add(&mut s, 1, &[0], "nar/b.nar", 50);
+    add(&mut s, 2, &[], "nar/c.nar", 30);
+    add(&mut s, 3, &[], "nar/d.nar", 40);
+    // Older than the first path that does not fit: goes too, though it shares 1's NAR.
+    add(&mut s, 4, &[], "nar/b.nar", 5);
+    let opts = |max| PlanOptions {
+        max_size: Some(max),
+        grace: Duration::ZERO,
+        ..PlanOptions::default()
+    };
+    // No roots needed with --max-size.
+    let p = plan(&s, &RootIds::default(), 100, &opts(250)).unwrap();
+    let mut gone = p.narinfos.clone();
+    gone.sort_unstable();
+    assert_eq!(gone, ids(&s, &[2, 3, 4]));
+    assert_eq!((p.live, p.kept_for_size), (2, 2));
+    assert_eq!(keys(&s, &p.delete), ["nar/c.nar", "nar/d.nar"]);
+    // Room for one: 0 stays (the reference comes first), 1, which needs it, goes.
+    let p = plan(&s, &RootIds::default(), 100, &opts(150)).unwrap();
+    let mut gone = p.narinfos.clone();
+    gone.sort_unstable();
+    assert_eq!(gone, ids(&s, &[1, 2, 3, 4]));
+    assert_eq!(p.live, 1);
+    // Big enough: nothing goes.
+    assert!(plan(&s, &RootIds::default(), 100, &opts(1 << 20))
+        .unwrap()
+        .narinfos
+        .is_empty());
+    // Roots count first: 2 rooted (100 bytes) leaves room for 1 and 0 only if 300 fit.
+    let roots = RootIds {
+        live: ids(&s, &[2]),
+        trashed: vec![],
+        leased: vec![],
+    };
+    let p = plan(&s, &roots, 100, &opts(300)).unwrap();
+    let mut gone = p.narinfos.clone();
+    gone.sort_unstable();
+    assert_eq!(gone, ids(&s, &[3, 4]));
+}
+
+#[test]
+fn plan_deletes_unparseable_narinfos_and_realisations_only_when_told_and_unreferenced() {
+    let mut s = Snapshot::new();
+    add(&mut s, 0, &[8], "nar/a.nar", 10);
+    add(&mut s, 1, &[], "nar/b.nar", 10);
+    add(&mut s, 2, &[], "nar/c.nar", 10);
+    s.add_unparseable_version(&hash(7), 3);
+    s.add_unparseable_version(&hash(8), 4);
+    // Realisations: of a live output, a dead one, one with no narinfo (old, young).
+    s.add_realisation("sha256:aa!out", &hash(1), 1, 10);
+    s.add_realisation("sha256:bb!out", &hash(2), 1, 10);
+    s.add_realisation("sha256:cc!out", &hash(9), 1, 10);
+    s.add_realisation("sha256:dd!out", &hash(10), 1, 1_000_000 - 5);
+    let roots = RootIds {
+        live: ids(&s, &[0, 1]),
+        trashed: vec![],
+        leased: vec![],
+    };
+    let kept = plan(&s, &roots, 1_000_000, &PlanOptions::default()).unwrap();
+    assert_eq!(kept.narinfos, ids(&s, &[2]));
+    assert_eq!(kept.unparseable, 0);
+    let opts = PlanOptions {
+        delete_unparseable: true,
+        ..PlanOptions::default()
+    };
+    let p = plan(&s, &roots, 1_000_000, &opts).unwrap();
+    // 8 is referred to by the live 0: kept. 7 goes, last.
+    assert_eq!(p.narinfos, ids(&s, &[2, 7]));
+    assert_eq!(p.unparseable, 1);
+    assert_eq!(s.narinfo_version(ids(&s, &[7])[0]), Some(3));
+    assert_eq!(p.realisations, 2);
+    let mut realisations: Vec<String> = p
+        .delete
+        .iter()
+        .filter(|o| matches!(o, ObjectRef::Realisation(_)))
+        .map(|&o| super::apply::object_key(&s, o))
+        .collect();
+    realisations.sort();
+    assert_eq!(
+        realisations,
+        ["realisations/sha256:bb!out.doi", "realisations/sha256:cc!out.doi"]
+    );
+}

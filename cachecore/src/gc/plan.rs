@@ -59,6 +59,8 @@ pub enum ObjectRef {
     Listing(PathId),
     /// A build log `log/<drv>`.
     Log(KeyId),
+    /// A realisation `realisations/<id>.doi` (its id interned).
+    Realisation(KeyId),
 }
 
 /// A tombstone written by an earlier run: what it unpublished and when.
@@ -82,6 +84,8 @@ pub struct Snapshot {
     /// Hash parts whose narinfo exists but does not parse: never deleted, and while any
     /// exists no orphan NAR is deleted (what they name is unknown).
     unparseable: HashSet<PathId>,
+    /// The listed versions of the unparseable narinfos ([`fingerprint`]).
+    unparseable_versions: HashMap<PathId, u64>,
     keys: Vec<Box<str>>,
     key_ids: HashMap<Box<str>, KeyId>,
     /// Listed `nar/…` objects: size, last-modified (Unix seconds), [`fingerprint`].
@@ -90,6 +94,8 @@ pub struct Snapshot {
     listings: HashMap<PathId, (u64, u64)>,
     /// Listed build logs, by derivation base name.
     logs: HashMap<KeyId, u64>,
+    /// Realisations, by id: the output path they name, size, last-modified.
+    realisations: HashMap<KeyId, (PathId, u64, u64)>,
     tombstones: Vec<TombstoneSummary>,
     /// References to hash parts with no narinfo (a closure already broken), counted.
     pub dangling_references: u64,
@@ -236,6 +242,22 @@ impl Snapshot {
         }
     }
 
+    /// Adds a narinfo key whose object does not parse, with its listed [`fingerprint`] (so that
+    /// `delete_unparseable` can check it is still the object read).
+    pub fn add_unparseable_version(&mut self, hash: &str, version: u64) {
+        if let Some(id) = self.intern_path(hash) {
+            self.unparseable.insert(id);
+            self.unparseable_versions.insert(id, version);
+        }
+    }
+
+    /// The listed version of the narinfo of `id`, parseable or not.
+    pub fn narinfo_version(&self, id: PathId) -> Option<u64> {
+        self.summary(id)
+            .map(|s| s.version)
+            .or_else(|| self.unparseable_versions.get(&id).copied())
+    }
+
     /// Adds a listed NAR object.
     pub fn add_nar_object(&mut self, key: &str, size: u64, modified: u64, version: u64) {
         let id = self.intern_key(key);
@@ -251,6 +273,15 @@ impl Snapshot {
     pub fn add_listing(&mut self, hash: &str, size: u64, modified: u64) {
         if let Some(id) = self.intern_path(hash) {
             self.listings.insert(id, (size, modified));
+        }
+    }
+
+    /// Adds a realisation `realisations/<id>.doi` naming the output path with hash part
+    /// `out_hash`.
+    pub fn add_realisation(&mut self, id: &str, out_hash: &str, size: u64, modified: u64) {
+        if let Some(out) = self.intern_path(out_hash) {
+            let k = self.intern_key(id);
+            self.realisations.insert(k, (out, size, modified));
         }
     }
 
@@ -299,6 +330,7 @@ impl Snapshot {
             ObjectRef::Nar(k) => self.nar_objects.get(&k).map_or(0, |s| s.0),
             ObjectRef::Listing(p) => self.listings.get(&p).map_or(0, |s| s.0),
             ObjectRef::Log(k) => self.logs.get(&k).copied().unwrap_or(0),
+            ObjectRef::Realisation(k) => self.realisations.get(&k).map_or(0, |r| r.1),
         }
     }
 
@@ -308,6 +340,7 @@ impl Snapshot {
             ObjectRef::Nar(k) => self.nar_objects.get(&k).map(|s| s.1),
             ObjectRef::Listing(p) => self.listings.get(&p).map(|s| s.1),
             ObjectRef::Log(_) => None,
+            ObjectRef::Realisation(k) => self.realisations.get(&k).map(|r| r.2),
         }
     }
 }
@@ -328,6 +361,11 @@ pub struct PlanOptions {
     pub only_trashed: bool,
     /// Plan even with no root and no `older_than` (everything unrooted is garbage).
     pub allow_empty_roots: bool,
+    /// Keep the newest unrooted paths (by push time) whose NARs fit in this many bytes with
+    /// those of the live paths; evict the others, never a path a kept path refers to.
+    pub max_size: Option<u64>,
+    /// Delete narinfos that do not parse (when no live narinfo refers to them).
+    pub delete_unparseable: bool,
 }
 
 /// The default grace: two days, longer than any presigned upload URL `serve` hands out (at
@@ -348,6 +386,8 @@ impl Default for PlanOptions {
             failed_uploads_older_than: DEFAULT_FAILED_UPLOADS_OLDER_THAN,
             only_trashed: false,
             allow_empty_roots: false,
+            max_size: None,
+            delete_unparseable: false,
         }
     }
 }
@@ -403,6 +443,12 @@ pub struct Plan {
     pub orphans_kept_for_unparseable: usize,
     /// Root paths the cache has no narinfo for.
     pub missing_roots: usize,
+    /// Of `narinfos`, how many are unparseable ones (`delete_unparseable`), placed last.
+    pub unparseable: usize,
+    /// Unrooted paths kept to fill `max_size`.
+    pub kept_for_size: usize,
+    /// Of `delete`, the realisations (their output's narinfo goes, or is gone).
+    pub realisations: usize,
 }
 
 impl Plan {
@@ -425,6 +471,7 @@ pub fn plan(
     let has_narinfo = |id: PathId| snapshot.summary(id).is_some();
     if roots.live.is_empty()
         && options.older_than.is_none()
+        && options.max_size.is_none()
         && !options.only_trashed
         && !options.allow_empty_roots
     {
@@ -451,7 +498,10 @@ pub fn plan(
         let trashed = closure(snapshot, &roots.trashed);
         seeds.extend((0..n as PathId).filter(|&id| !trashed[id as usize]));
     }
-    let live = closure(snapshot, &seeds);
+    let mut live = closure(snapshot, &seeds);
+    if let Some(max) = options.max_size {
+        plan.kept_for_size = keep_newest(snapshot, &mut live, max);
+    }
     plan.live = (0..n)
         .filter(|&i| live[i] && snapshot.paths[i].is_some())
         .count();
@@ -459,7 +509,19 @@ pub fn plan(
     let dead: Vec<PathId> = (0..n as PathId)
         .filter(|&id| !live[id as usize] && has_narinfo(id))
         .collect();
-    let (order, in_cycles) = referrers_first(snapshot, &dead, &live);
+    let (mut order, in_cycles) = referrers_first(snapshot, &dead, &live);
+    if options.delete_unparseable {
+        // Last: their references are unknown, and they may be referred to by dead paths.
+        let mut unparseable: Vec<PathId> = snapshot
+            .unparseable
+            .iter()
+            .copied()
+            .filter(|&u| !live[u as usize])
+            .collect();
+        unparseable.sort_unstable();
+        plan.unparseable = unparseable.len();
+        order.extend(unparseable);
+    }
     plan.narinfos = order;
     plan.in_cycles = in_cycles;
 
@@ -558,6 +620,24 @@ pub fn plan(
         .map(|(o, _)| o)
         .collect();
     orphans.sort_unstable();
+    // Realisations whose output is not live: with this run's narinfos, or (output already
+    // gone) once as old as an orphan.
+    let mut realisations: Vec<ObjectRef> = snapshot
+        .realisations
+        .iter()
+        .filter(|(_, &(out, _, modified))| {
+            if has_narinfo(out) {
+                !live[out as usize]
+            } else {
+                modified <= limit
+            }
+        })
+        .map(|(&k, _)| ObjectRef::Realisation(k))
+        .filter(|o| !queued.contains(o))
+        .collect();
+    realisations.sort_unstable();
+    plan.realisations = realisations.len();
+    delete.extend(realisations);
     if !snapshot.unparseable.is_empty() {
         let before = orphans.len();
         orphans.retain(|o| !matches!(o, ObjectRef::Nar(_)));
@@ -569,6 +649,76 @@ pub fn plan(
     plan.tombstone = tombstone;
     plan.delete = delete;
     Ok(plan)
+}
+
+/// With `max_size`: marks live the newest paths not yet live whose NARs fit, with the live
+/// ones', in `max` bytes, and returns how many. A path goes no sooner than every path that
+/// refers to it: paths are taken by the newest push time among themselves and everything
+/// referring to them (so a kept path's references are kept), newest first, while they fit.
+fn keep_newest(snapshot: &Snapshot, live: &mut [bool], max: u64) -> usize {
+    let n = live.len();
+    let nar_size = |s: &PathSummary| {
+        snapshot
+            .nar_objects
+            .get(&s.nar)
+            .map_or(s.file_size, |o| o.0)
+    };
+    // Bytes of the NARs live paths name (a shared NAR counts once).
+    let mut counted: HashSet<KeyId> = HashSet::new();
+    let mut size: u64 = 0;
+    for id in 0..n as PathId {
+        if let (true, Some(s)) = (live[id as usize], snapshot.summary(id)) {
+            if counted.insert(s.nar) {
+                size = size.saturating_add(nar_size(s));
+            }
+        }
+    }
+    let candidates: Vec<PathId> = (0..n as PathId)
+        .filter(|&id| !live[id as usize] && snapshot.summary(id).is_some())
+        .collect();
+    // The newest push among a path and everything referring to it, referrers first.
+    let (order, _) = referrers_first(snapshot, &candidates, live);
+    let mut newest: HashMap<PathId, u64> = HashMap::with_capacity(order.len());
+    for &id in &order {
+        let Some(s) = snapshot.summary(id) else {
+            continue;
+        };
+        let own = newest.entry(id).or_insert(s.pushed);
+        *own = (*own).max(s.pushed);
+        let mine = *own;
+        for &r in s.references.iter() {
+            if !live[r as usize] {
+                let theirs = newest.entry(r).or_insert(0);
+                *theirs = (*theirs).max(mine);
+            }
+        }
+    }
+    // Newest first; among equals, references before their referrers (the reverse of `order`).
+    let position: HashMap<PathId, usize> = order.iter().enumerate().map(|(i, &p)| (p, i)).collect();
+    let mut by_age = order.clone();
+    by_age.sort_by_key(|id| {
+        (
+            std::cmp::Reverse(newest.get(id).copied().unwrap_or(0)),
+            std::cmp::Reverse(position.get(id).copied().unwrap_or(0)),
+        )
+    });
+    let mut kept = 0;
+    for id in by_age {
+        let Some(s) = snapshot.summary(id) else {
+            continue;
+        };
+        let extra = if counted.contains(&s.nar) { 0 } else { nar_size(s) };
+        if size.saturating_add(extra) > max {
+            // Everything older goes too: a later, smaller path must not keep a reference of a
+            // path evicted here.
+            break;
+        }
+        size = size.saturating_add(extra);
+        counted.insert(s.nar);
+        live[id as usize] = true;
+        kept += 1;
+    }
+    kept
 }
 
 /// The closure of `seeds` (those with a narinfo, and what their narinfos reference), as a

@@ -101,6 +101,8 @@ pub enum CacheObject {
     GcTombstone { name: String, meta: ObjectInfo },
     /// `gcleases/<name>`: a push's lease.
     GcLease { name: String, meta: ObjectInfo },
+    /// `realisations/<id>.doi`.
+    Realisation { id: String, meta: ObjectInfo },
     /// Anything else (`nix-cache-info`, logs, realisations, roots, index, staging).
     Other { meta: ObjectInfo },
 }
@@ -1217,6 +1219,11 @@ impl BinaryCache {
                         drv: drv.to_owned(),
                         meta,
                     }
+                } else if let Some(id) = layout::realisation_id_of(&meta.key) {
+                    CacheObject::Realisation {
+                        id: id.to_owned(),
+                        meta,
+                    }
                 } else if let Some(name) = layout::gc_lease_name(&meta.key) {
                     CacheObject::GcLease {
                         name: name.to_owned(),
@@ -1265,6 +1272,11 @@ impl BinaryCache {
     pub async fn delete_nar(&self, url: &str) -> Result<(), StoreError> {
         let key = self.nar_key(url)?;
         self.objects.delete(key).await
+    }
+
+    /// Deletes the realisation `realisations/<id>.doi`.
+    pub async fn delete_realisation(&self, id: &str) -> Result<(), StoreError> {
+        self.objects.delete(&layout::realisation_key(id)).await
     }
 
     /// Deletes the build log of the derivation with base name `drv` (`log/<drv>`).

@@ -200,6 +200,8 @@ pub struct CachePaths {
     pub unparseable: Vec<(String, String)>,
     /// Index objects read (names), for compaction.
     pub index_objects: Vec<String>,
+    /// The listed versions of the narinfos in `unparseable`, by key.
+    pub(crate) unparseable_versions: HashMap<String, u64>,
 }
 
 impl BinaryCache {
@@ -353,7 +355,11 @@ impl BinaryCache {
                     e @ (StoreError::BadNarInfo { .. }
                     | StoreError::IdentityMismatch { .. }
                     | StoreError::TooLarge { .. }),
-                ) => out.unparseable.push((layout::narinfo(&hash), e.to_string())),
+                ) => {
+                    out.unparseable_versions
+                        .insert(layout::narinfo(&hash), crate::gc::fingerprint(&meta));
+                    out.unparseable.push((layout::narinfo(&hash), e.to_string()));
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -389,6 +389,17 @@ pub fn realisation(id: &DrvOutput) -> String {
     format!("{REALISATIONS_DIR}/{id}.doi")
 }
 
+/// `realisations/<id>.doi` for an id already checked (a listed key's, see
+/// [`realisation_id_of`]).
+pub fn realisation_key(id: &str) -> String {
+    format!("{REALISATIONS_DIR}/{id}.doi")
+}
+
+/// The `<id>` of a `realisations/<id>.doi` key that parses as a derivation output.
+pub fn realisation_id_of(key: &str) -> Option<&str> {
+    realisation_id(key).filter(|id| DrvOutput::parse(id).is_ok() && !id.contains('/'))
+}
+
 /// `nar/.tmp-<unique>`: where an upload is staged before it is renamed to its content-addressed
 /// key (whose hash is known only at the end).
 pub fn temp_nar(unique: &str) -> String {
