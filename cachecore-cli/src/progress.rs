@@ -160,3 +160,51 @@ mod tests {
         assert_eq!(human_size(u64::MAX), "16384.0 PiB");
     }
 }
+
+/// The reading phase of `gc`: a bar of narinfos read on a terminal (the push index covers the
+/// rest), nothing otherwise.
+#[derive(Debug)]
+pub struct ReadProgress {
+    bar: Option<ProgressBar>,
+}
+
+impl ReadProgress {
+    pub fn new() -> Arc<Self> {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} narinfos read {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Arc::new(ReadProgress { bar })
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for ReadProgress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Progress for ReadProgress {
+    fn planned(&self, paths: usize, _bytes: u64, indexed: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(paths as u64);
+            bar.set_message(format!("({} from the push index)", count(indexed, "path")));
+        }
+    }
+
+    fn path_done(&self, _key: &str) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        }
+    }
+}

@@ -489,6 +489,17 @@ fn nix_copy_uploads_a_closure_with_a_netrc_token_and_wrong_tokens_store_nothing(
         );
     }
     cachecore_ok(&["verify", path_str(&cache), "--trusted-key", &public], b"");
+    // The server wrote a push index entry for each narinfo it took, and released every lease
+    // (one per narinfo) it wrote: gc reads every path from the index.
+    assert_eq!(files_under(&cache.join("index")).len(), closure.len());
+    let leases = cache.join("gcleases");
+    assert!(!leases.exists() || files_under(&leases).is_empty());
+    let report = cachecore_ok(
+        &["gc", path_str(&cache), "--older-than", "1d", "--dry-run", "--json"],
+        b"",
+    );
+    let report: serde_json::Value = serde_json::from_slice(&report).unwrap();
+    assert_eq!(report["from_index"], closure.len(), "{report}");
     // Copying again (everything present) succeeds.
     let out = nix_copy_to(&serve.url, &netrc, &secret, root, &tmp.path().join("c3"));
     assert!(

@@ -202,9 +202,18 @@ pub fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
         concurrency: args.jobs,
     };
     let store_dir = StoreDir::new(&args.store_dir);
+    let progress = crate::progress::ReadProgress::new();
     let report = block_on(async {
-        Ok(gc::collect(&cache, &store_dir, SystemTime::now(), &options).await?)
+        Ok(gc::collect_with(
+            &cache,
+            &store_dir,
+            SystemTime::now(),
+            &options,
+            progress.as_ref(),
+        )
+        .await?)
     })?;
+    progress.finish();
     if args.json {
         let mut out = io::BufWriter::new(stdout());
         serde_json::to_writer_pretty(&mut out, &report)?;

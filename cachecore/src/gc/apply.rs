@@ -199,6 +199,18 @@ pub async fn scan(
     store_dir: &StoreDir,
     concurrency: usize,
 ) -> Result<Scan, GcError> {
+    scan_with(cache, store_dir, concurrency, &crate::ops::NoProgress).await
+}
+
+/// [`scan`], telling `progress` of the narinfos it reads: [`planned`](crate::ops::Progress::planned)
+/// (narinfos to read, 0, paths the push index covers), then
+/// [`path_done`](crate::ops::Progress::path_done) with each narinfo's key.
+pub async fn scan_with(
+    cache: &BinaryCache,
+    store_dir: &StoreDir,
+    concurrency: usize,
+    progress: &dyn crate::ops::Progress,
+) -> Result<Scan, GcError> {
     let theirs = cache.store_dir().await?;
     if &theirs != store_dir {
         return Err(StoreError::StoreDirMismatch {
@@ -263,7 +275,9 @@ pub async fn scan(
         }
     }
     // The push index where it still describes the narinfos, the narinfos themselves where not.
-    let paths = cache.paths_of(narinfo_keys, concurrency, true).await?;
+    let paths = cache
+        .paths_of(narinfo_keys, concurrency, true, progress)
+        .await?;
     scan.index_problems = paths.problems;
     scan.from_index = paths.from_index;
     scan.from_narinfos = paths.from_narinfos;
@@ -447,7 +461,18 @@ pub async fn collect(
     now: SystemTime,
     options: &GcOptions,
 ) -> Result<GcReport, GcError> {
-    let mut scan = scan(cache, store_dir, options.concurrency).await?;
+    collect_with(cache, store_dir, now, options, &crate::ops::NoProgress).await
+}
+
+/// [`collect`], telling `progress` of the reading ([`scan_with`]).
+pub async fn collect_with(
+    cache: &BinaryCache,
+    store_dir: &StoreDir,
+    now: SystemTime,
+    options: &GcOptions,
+    progress: &dyn crate::ops::Progress,
+) -> Result<GcReport, GcError> {
+    let mut scan = scan_with(cache, store_dir, options.concurrency, progress).await?;
     let root_ids = scan.root_ids(unix_secs(now));
     let plan = plan::plan(&scan.snapshot, &root_ids, unix_secs(now), &options.plan)?;
     let mut report = GcReport {

@@ -136,7 +136,9 @@ pub mod roots;
 #[cfg(test)]
 mod model_tests;
 
-pub use apply::{apply, collect, scan, Applier, GcError, GcOptions, GcReport, Scan};
+pub use apply::{
+    apply, collect, collect_with, scan, scan_with, Applier, GcError, GcOptions, GcReport, Scan,
+};
 pub use plan::{
     fingerprint, plan, ObjectRef, PathId, PathSummary, Plan, PlanError, PlanOptions, RootIds,
     Snapshot, TombstoneSummary, DEFAULT_FAILED_UPLOADS_OLDER_THAN, DEFAULT_GRACE,

@@ -1291,10 +1291,11 @@ impl BinaryCache {
             .await
     }
 
-    /// Writes the GC tombstone `name` (create-only: each run writes its own).
+    /// Writes the GC tombstone `name` (each run writes its own, named with 64 random bits: no
+    /// create-only write needed, which Garage does not have).
     pub async fn put_gc_tombstone(&self, name: &str, data: Bytes) -> Result<Written, StoreError> {
         self.objects
-            .put(&layout::gc_tombstone(name), data, WriteMode::Create)
+            .put(&layout::gc_tombstone(name), data, WriteMode::Overwrite)
             .await
     }
 
@@ -1315,10 +1316,11 @@ impl BinaryCache {
             .await
     }
 
-    /// Writes the GC lease `name` (create-only: each lease has a name of its own).
+    /// Writes the GC lease `name` (a name of its own, with 64 random bits: no create-only
+    /// write needed, which Garage does not have).
     pub async fn put_gc_lease(&self, name: &str, data: Bytes) -> Result<Written, StoreError> {
         self.objects
-            .put(&layout::gc_lease(name), data, WriteMode::Create)
+            .put(&layout::gc_lease(name), data, WriteMode::Overwrite)
             .await
     }
 

@@ -206,15 +206,17 @@ pub struct CachePaths {
 
 impl BinaryCache {
     /// Appends an index object listing `entries` (nothing for none); call after their narinfos
-    /// are written. Returns its name.
+    /// are written. Returns its name. Nothing on a plain HTTP cache: the server behind it
+    /// indexes the uploads it takes.
     pub async fn append_index(&self, entries: &[IndexEntry]) -> Result<Option<String>, StoreError> {
-        if entries.is_empty() {
+        if entries.is_empty() || !self.can_list() {
             return Ok(None);
         }
         let now = SystemTime::now();
         let unique = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
         let name = format!("{}-{unique:016x}", super::super::gc::roots::unix_secs(now));
-        self.put_index_entry(&name, Bytes::from(render_index(entries)), WriteMode::Create)
+        // A name of its own (64 random bits): no create-only write needed (Garage has none).
+        self.put_index_entry(&name, Bytes::from(render_index(entries)), WriteMode::Overwrite)
             .await?;
         Ok(Some(name))
     }
@@ -289,16 +291,20 @@ impl BinaryCache {
             .try_filter(|m| futures::future::ready(layout::narinfo_hash(&m.key).is_some()))
             .try_collect()
             .await?;
-        self.paths_of(listed, concurrency, true).await
+        self.paths_of(listed, concurrency, true, &crate::ops::NoProgress)
+            .await
     }
 
     /// [`paths`](Self::paths) for the narinfo keys `listed` (their metadata as listed), from
-    /// the index when `use_index`.
+    /// the index when `use_index`. `progress` hears of the narinfos to read
+    /// ([`planned`](crate::ops::Progress::planned): how many, 0 bytes, how many the index
+    /// covers) and of each read ([`path_done`](crate::ops::Progress::path_done) with its key).
     pub(crate) async fn paths_of(
         &self,
         listed: Vec<ObjectInfo>,
         concurrency: usize,
         use_index: bool,
+        progress: &dyn crate::ops::Progress,
     ) -> Result<CachePaths, StoreError> {
         let index = if use_index {
             self.read_index().await?
@@ -331,6 +337,7 @@ impl BinaryCache {
                 _ => to_read.push(meta),
             }
         }
+        progress.planned(to_read.len(), 0, out.from_index);
         let mut reads = futures::stream::iter(to_read)
             .map(|meta| async move {
                 let hash = layout::narinfo_hash(&meta.key).unwrap_or_default().to_owned();
@@ -339,6 +346,7 @@ impl BinaryCache {
             })
             .buffer_unordered(concurrency.max(1));
         while let Some((hash, meta, read)) = reads.next().await {
+            progress.path_done(&meta.key);
             match read {
                 Ok(Some(info)) => {
                     let mut e = IndexEntry::from_narinfo(
@@ -397,7 +405,9 @@ impl BinaryCache {
                 .try_filter(|m| futures::future::ready(layout::narinfo_hash(&m.key).is_some()))
                 .try_collect()
                 .await?;
-            let mut p = self.paths_of(listed, concurrency, false).await?;
+            let mut p = self
+                .paths_of(listed, concurrency, false, &crate::ops::NoProgress)
+                .await?;
             p.index_objects = old;
             p
         } else {
