@@ -315,6 +315,26 @@ pub enum RootsCommand {
         #[arg(long, default_value = cachecore::store_path::DEFAULT_STORE_DIR, value_name = "DIR")]
         store_dir: String,
     },
+    /// Publish this machine's Nix GC roots as the host's roots: every symbolic link under
+    /// --gcroots-dir (profiles and auto/ included), followed to its store path, named by its
+    /// path there. Roots of the host that no longer exist locally move to the trash, with the
+    /// time they left.
+    Sync {
+        #[arg(help = STORE_HELP)]
+        store: String,
+        #[arg(long, help = HOST_HELP)]
+        host: Option<String>,
+        /// Where Nix keeps its GC roots.
+        #[arg(long, default_value = "/nix/var/nix/gcroots", value_name = "DIR")]
+        gcroots_dir: PathBuf,
+        /// Push the roots' closures first (from the local Nix store, with the store URL's
+        /// settings).
+        #[arg(long)]
+        push: bool,
+        /// The cache's store directory.
+        #[arg(long, default_value = cachecore::store_path::DEFAULT_STORE_DIR, value_name = "DIR")]
+        store_dir: String,
+    },
     /// Move a root to the trash (`gctrash/<host>/<name>`), with the time it left; `roots
     /// restore` brings it back. `gc --only-trashed` deletes only what trashed roots reach.
     Remove {

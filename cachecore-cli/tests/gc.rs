@@ -430,3 +430,72 @@ fn gc_max_size_keeps_the_newest_closures_and_delete_unparseable_deletes_bad_nari
         assert!(in_cache(&cache_dir, p), "{p}");
     }
 }
+
+#[test]
+fn roots_sync_publishes_a_gcroots_directory_and_trashes_what_left_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let [shared, one, two, app1, app2] = build(dir.path());
+    let cache_dir = dir.path().join("cache");
+    let cache = cache_dir.to_str().unwrap();
+    // As Nix keeps them: auto/<x> -> ./result -> the store path; a profile directory with a
+    // generation link.
+    let gcroots = dir.path().join("gcroots");
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir_all(gcroots.join("auto")).unwrap();
+    std::fs::create_dir_all(&profiles).unwrap();
+    let result = dir.path().join("result");
+    std::os::unix::fs::symlink(&app1, &result).unwrap();
+    std::os::unix::fs::symlink(&result, gcroots.join("auto/abc")).unwrap();
+    std::os::unix::fs::symlink(&app2, profiles.join("profile-1-link")).unwrap();
+    std::os::unix::fs::symlink("profile-1-link", profiles.join("profile")).unwrap();
+    std::os::unix::fs::symlink(&profiles, gcroots.join("profiles")).unwrap();
+    // A stale root (its result deleted) is left out.
+    std::os::unix::fs::symlink(dir.path().join("gone"), gcroots.join("auto/stale")).unwrap();
+    let gcroots_arg = gcroots.to_str().unwrap();
+    cachecore_ok(
+        &[
+            "roots",
+            "sync",
+            cache,
+            "--host",
+            "laptop",
+            "--gcroots-dir",
+            gcroots_arg,
+            "--push",
+            "--store-dir",
+            "/nix/store",
+        ],
+        b"",
+    );
+    for p in [&shared, &one, &two, &app1, &app2] {
+        assert!(in_cache(&cache_dir, p), "{p} not pushed");
+    }
+    let listed = json(&cachecore_ok(&["roots", "list", cache, "--json"], b""));
+    let mut names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["auto/abc", "profiles/profile", "profiles/profile-1-link"]
+    );
+    // app1's result goes: its root moves to the trash, and gc collects what only it kept.
+    std::fs::remove_file(&result).unwrap();
+    cachecore_ok(
+        &["roots", "sync", cache, "--host", "laptop", "--gcroots-dir", gcroots_arg],
+        b"",
+    );
+    assert!(cache_dir.join("gctrash/laptop/auto%2Fabc").is_file());
+    let trashed = std::fs::read_to_string(cache_dir.join("gctrash/laptop/auto%2Fabc")).unwrap();
+    assert!(trashed.contains("trashed "), "{trashed}");
+    cachecore_ok(&["gc", cache, "--force"], b"");
+    for p in [&shared, &two, &app2] {
+        assert!(in_cache(&cache_dir, p), "{p}");
+    }
+    for p in [&one, &app1] {
+        assert!(!in_cache(&cache_dir, p), "{p}");
+    }
+}

@@ -381,7 +381,7 @@ mod in_cache {
         Cycle(#[from] Cycle),
         /// The push rule's re-check refused a narinfo ([`crate::gc::lease`]).
         #[error(transparent)]
-        Guard(#[from] crate::gc::GuardError),
+        Guard(Box<crate::gc::GuardError>),
         /// A transfer ended with a narinfo still waiting for a reference that never arrived.
         #[error("{path} was not published: its reference {reference} never became visible")]
         NeverPublished {
@@ -411,6 +411,15 @@ mod in_cache {
              limit of one walk (max_narinfo_bytes)"
         )]
         TooManyNarInfoBytes { url: String, limit: u64 },
+    }
+
+    impl From<crate::gc::GuardError> for GraphError {
+        fn from(e: crate::gc::GuardError) -> Self {
+            match e {
+                crate::gc::GuardError::Store(e) => GraphError::Store(e),
+                e => GraphError::Guard(Box::new(e)),
+            }
+        }
     }
 
     impl GraphError {

@@ -112,6 +112,55 @@ pub fn roots(cmd: RootsCommand) -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        RootsCommand::Sync {
+            store,
+            host: h,
+            gcroots_dir,
+            push,
+            store_dir,
+        } => {
+            let host = host(h)?;
+            let cache = open(&store)?;
+            let store_dir = StoreDir::new(&store_dir);
+            let local = roots::local_gcroots(&gcroots_dir, &store_dir)
+                .with_context(|| format!("cannot read the GC roots in {}", gcroots_dir.display()))?;
+            if push {
+                let nix = cachecore::local_store::LocalStore::open(store_dir.clone())
+                    .context("cannot open the local Nix store")?;
+                let opts = cachecore::ops::PushOptions::for_cache(&cache)?;
+                let paths: Vec<_> = local.iter().map(|(_, p)| p.clone()).collect();
+                let summary = block_on(async {
+                    Ok(cachecore::ops::push(
+                        &cache,
+                        &nix,
+                        &paths,
+                        &opts,
+                        std::sync::Arc::new(cachecore::ops::NoProgress),
+                    )
+                    .await?)
+                })?;
+                eprintln!(
+                    "{}: {} paths pushed, {} already there",
+                    cache.url(),
+                    summary.pushed,
+                    summary.skipped
+                );
+            }
+            let report = block_on(async {
+                Ok(roots::sync(&cache, &store_dir, &host, &local, SystemTime::now()).await?)
+            })?;
+            for name in &report.trashed {
+                eprintln!("trashed {host}/{name} (no longer a GC root here)");
+            }
+            eprintln!(
+                "{}: {} roots of {host} written, {} unchanged, {} trashed",
+                cache.url(),
+                report.added.len(),
+                report.unchanged,
+                report.trashed.len()
+            );
+            Ok(())
+        }
         RootsCommand::List { store, json } => {
             let cache = open(&store)?;
             let (live, trashed, store_dir) = block_on(async {

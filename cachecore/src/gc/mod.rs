@@ -12,8 +12,8 @@
 //!
 //! *Live* is the closure (by `References`) of the paths the roots name, of the paths leases
 //! of writers in progress name ([`lease`]), of the paths whose narinfo was written within
-//! `older_than`, and of every narinfo that does not parse (those are
-//! reported and never deleted). With `only_trashed`, also of every path no trashed root reaches:
+//! `older_than` (with `max_size`, of the newest others that fit), and of every narinfo that does
+//! not parse (reported, and deleted only with `delete_unparseable`). With `only_trashed`, also of every path no trashed root reaches:
 //! only what trashed roots reach, and nothing else keeps, goes.
 //!
 //! *Garbage*: narinfos that are not live; the NARs, listings (`<hash>.ls`) and build logs
@@ -23,7 +23,7 @@
 //! `nar/<NarHash>-<unique>` objects) once older than `failed_uploads_older_than` — none while
 //! some narinfo does not parse, since what it names is unknown.
 //!
-//! A run with no root and no `older_than` would collect everything: it is refused
+//! A run with no root, no `older_than` and no `max_size` would collect everything: it is refused
 //! ([`PlanError::EmptyRoots`]) unless `allow_empty_roots`. A root key or body that does not
 //! parse stops the run before anything is deleted: a broken root must never turn into mass
 //! deletion. A root naming a path the cache lacks is counted, not fatal. A cache whose
@@ -118,15 +118,42 @@
 //!
 //! **Readers** are covered for the grace after a narinfo is deleted.
 //!
+//! # Reading the cache: the push index
+//!
+//! The scan lists the cache once (every key) and reads the push index
+//! ([`crate::store::index`]): a path whose index entry still describes its narinfo is not
+//! read; every other narinfo is read once (caches written by plain `nix copy`, a damaged or
+//! stale index). An index entry that does not parse, or names a NAR the cache does not have
+//! and disagrees with its narinfo, is ignored for that path (the narinfo wins) and reported
+//! ([`GcReport::index_problems`]).
+//!
+//! # Sizes, bad narinfos, realisations
+//!
+//! - `max_size`: the paths not live by the rules above are taken newest first (by the newest
+//!   push among a path and everything referring to it, so a kept path's references are
+//!   kept) while the NARs of everything kept fit; the rest is garbage.
+//! - `delete_unparseable`: narinfos that do not parse are deleted too (last, and never one a
+//!   live path refers to).
+//! - Realisations (`realisations/*.doi`) go with their output's narinfo, or, when it is
+//!   already gone, once as old as an orphan. One that does not parse is left alone.
+//!
 //! # What this does not do yet
 //!
-//! The scan lists the cache's `*.narinfo` keys and reads every narinfo once: there is no push
-//! index yet (`index/…`), so a run costs one GET per path. No `roots sync`, no
-//! access records, no `--max-size`, no realisations (`realisations/*.doi` are never deleted).
-//! Abandoned multipart uploads cannot be listed through object_store: set a bucket lifecycle
-//! rule (S3: `AbortIncompleteMultipartUpload` with `DaysAfterInitiation: 1`; Garage:
-//! `garage bucket` lifecycle `AbortIncompleteMultipartUpload` through its S3 API, the same
-//! `PutBucketLifecycleConfiguration` call).
+//! No `roots sync`, no access records (`--max-size` goes by push time only). Abandoned
+//! multipart uploads cannot be listed through object_store: set a bucket lifecycle rule that
+//! aborts them after a day. The same rule works on S3 and on Garage (which has implemented
+//! `AbortIncompleteMultipartUpload` in `PutBucketLifecycleConfiguration` since 0.9):
+//!
+//! ```text
+//! $ cat lifecycle.json
+//! {"Rules": [{"ID": "abort-abandoned-uploads", "Status": "Enabled",
+//!             "Filter": {"Prefix": ""},
+//!             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}]}
+//! $ aws s3api put-bucket-lifecycle-configuration --bucket my-cache \
+//!       --lifecycle-configuration file://lifecycle.json
+//! $ aws --endpoint-url http://garage.example:3900 s3api put-bucket-lifecycle-configuration \
+//!       --bucket my-cache --lifecycle-configuration file://lifecycle.json
+//! ```
 
 pub mod apply;
 pub mod lease;

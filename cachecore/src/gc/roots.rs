@@ -632,3 +632,119 @@ mod tests {
         assert!(RootBody::parse("gcroots/h/n", b"\xff", &dir).is_err());
     }
 }
+
+/// The GC roots Nix keeps under `dir` (`/nix/var/nix/gcroots`): every symbolic link, followed
+/// link by link (`auto/…` → `./result` → the store path; `profiles` → the profiles directory,
+/// walked too) to a path in `store_dir`, named by its path under `dir`. Links that lead nowhere
+/// (a deleted `result`) or outside the store are left out, as Nix's GC does. Sorted by name.
+pub fn local_gcroots(
+    dir: &std::path::Path,
+    store_dir: &StoreDir,
+) -> std::io::Result<Vec<(String, StorePath)>> {
+    use std::path::{Path, PathBuf};
+    /// How deep directories are walked, and how many links one chain may have.
+    const MAX_DEPTH: usize = 8;
+    const MAX_HOPS: usize = 40;
+    let store = Path::new(store_dir.as_str());
+    let in_store = |p: &Path| -> Option<StorePath> {
+        let base = p.strip_prefix(store).ok()?.components().next()?;
+        StorePath::from_base_name(base.as_os_str().to_str()?).ok()
+    };
+    let mut out: Vec<(String, StorePath)> = Vec::new();
+    let mut stack: Vec<(PathBuf, String, usize)> = vec![(dir.to_path_buf(), String::new(), 0)];
+    while let Some((d, prefix, depth)) = stack.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            // The top directory must be readable; below it, an unreadable one is skipped.
+            Err(e) if depth == 0 => return Err(e),
+            Err(_) => continue,
+        };
+        for entry in entries {
+            let entry = entry?;
+            let Some(file) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let name = if prefix.is_empty() {
+                file
+            } else {
+                format!("{prefix}/{file}")
+            };
+            let mut path = entry.path();
+            for _ in 0..MAX_HOPS {
+                if let Some(sp) = in_store(&path) {
+                    out.push((name.clone(), sp));
+                    break;
+                }
+                let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                    break; // leads nowhere
+                };
+                if meta.file_type().is_symlink() {
+                    let Ok(target) = std::fs::read_link(&path) else {
+                        break;
+                    };
+                    path = match path.parent() {
+                        Some(parent) if target.is_relative() => parent.join(target),
+                        _ => target,
+                    };
+                } else {
+                    if meta.is_dir() && depth < MAX_DEPTH {
+                        stack.push((path, name.clone(), depth + 1));
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// What [`sync`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SyncReport {
+    /// Roots written (new, or naming another path than before).
+    pub added: Vec<String>,
+    /// Roots already as they are locally.
+    pub unchanged: usize,
+    /// Roots of the host that no longer exist locally, moved to the trash.
+    pub trashed: Vec<String>,
+}
+
+/// Makes `host`'s roots in the cache those of `local` (name, store path; see
+/// [`local_gcroots`]): each written unless it already names that path, and every other root
+/// of `host` moved to the trash with the time it left ([`remove`]).
+pub async fn sync(
+    cache: &BinaryCache,
+    store_dir: &StoreDir,
+    host: &str,
+    local: &[(String, StorePath)],
+    now: SystemTime,
+) -> Result<SyncReport, GcError> {
+    check_name("host", host)?;
+    let existing: Vec<Root> = read_all(cache, store_dir, false)
+        .await?
+        .into_iter()
+        .filter(|r| r.host == host)
+        .collect();
+    let mut report = SyncReport::default();
+    for (name, path) in local {
+        let same = existing.iter().any(|r| {
+            &r.name == name
+                && r.body.revisions.first().is_some_and(|rev| rev.paths == [path.clone()])
+        });
+        if same {
+            report.unchanged += 1;
+        } else {
+            add(cache, store_dir, host, name, vec![path.clone()], None, now).await?;
+            report.added.push(name.clone());
+        }
+    }
+    for r in existing {
+        if !local.iter().any(|(n, _)| *n == r.name) {
+            remove(cache, store_dir, host, &r.name, now).await?;
+            report.trashed.push(r.name);
+        }
+    }
+    Ok(report)
+}
