@@ -67,6 +67,7 @@ impl ObjectKind {
             | ObjectKind::GcRoot
             | ObjectKind::GcTrash
             | ObjectKind::Index
+            | ObjectKind::GcLease
             | ObjectKind::Scratch => None,
         }
     }

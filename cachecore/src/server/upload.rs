@@ -658,7 +658,7 @@ async fn check_narinfo(
         return Err(bad(k, "its FileHash and NarHash must be sha256"));
     }
     let moved = nar.is_streamed_nar() && take_direct_upload(state, &info.url).await?;
-    let checked = check_nar(state, k, hash, &info, file_size).await;
+    let checked = check_nar(state, k, hash, &info, file_size, guard).await;
     if checked.is_err() && moved {
         // Back to where the URL wrote it: the key stays free for a NAR that checks out.
         if let Err(e) = state
@@ -681,6 +681,7 @@ async fn check_nar(
     hash: &str,
     info: &NarInfo,
     file_size: u64,
+    guard: Option<&PushGuard>,
 ) -> Result<Option<Bytes>, Response> {
     match state.cache.objects().head(&info.url).await {
         Ok(Some(meta)) if meta.size == file_size => {}
