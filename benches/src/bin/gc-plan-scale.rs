@@ -72,7 +72,7 @@ fn main() {
         live: (n - n / 100..n)
             .filter_map(|i| snapshot.path_id(&path(i).hash_part()))
             .collect(),
-        trashed: vec![],
+        ..RootIds::default()
     };
     let options = PlanOptions {
         older_than: Some(Duration::from_secs(n / 2)),
