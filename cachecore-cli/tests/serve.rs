@@ -180,6 +180,13 @@ fn pushed_cache(tmp: &Path) -> (PathBuf, Vec<String>, String) {
     (cache, closure, public)
 }
 
+/// `base/name`, created empty: where a server keeps a new cache (`serve` creates no store).
+fn new_cache_dir(base: &Path, name: &str) -> PathBuf {
+    let dir = base.join(name);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn narinfo_field(text: &str, field: &str) -> String {
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{field}: ")))
@@ -420,7 +427,7 @@ fn nix_copy_uploads_a_closure_with_a_netrc_token_and_wrong_tokens_store_nothing(
     let (secret, public) = nix_generate_key(tmp.path(), "serve-upload-1");
     let (token_file, netrc) = credentials(tmp.path(), "good", "upload-token-123");
     let (_, wrong_netrc) = credentials(tmp.path(), "wrong", "upload-token-124");
-    let cache = tmp.path().join("cache");
+    let cache = new_cache_dir(tmp.path(), "cache");
     let serve = Serve::start(path_str(&cache), &["--token-file", path_str(&token_file)]);
 
     // A wrong token: Nix fails, nothing is stored.
@@ -511,7 +518,7 @@ fn nix_copy_with_listings_stores_the_listings_nix_wrote() {
     let root = closure.last().unwrap();
     let (secret, public) = nix_generate_key(tmp.path(), "serve-listing-1");
     let (token_file, netrc) = credentials(tmp.path(), "t", "listing-token-1");
-    let cache = tmp.path().join("cache");
+    let cache = new_cache_dir(tmp.path(), "cache");
     let serve = Serve::start(path_str(&cache), &["--token-file", path_str(&token_file)]);
     let mut cmd = nix_command("nix");
     cmd.env("XDG_CACHE_HOME", tmp.path().join("nix-cache"))
@@ -564,7 +571,7 @@ fn uploads_are_checked_before_they_become_visible() {
     let tmp = tempdir();
     let (source, closure, _public) = pushed_cache(tmp.path());
     let (token_file, _) = credentials(tmp.path(), "t", "tok-abc");
-    let cache = tmp.path().join("dest");
+    let cache = new_cache_dir(tmp.path(), "dest");
     let serve = Serve::start(
         path_str(&cache),
         &[
@@ -718,7 +725,7 @@ fn a_token_holder_cannot_change_what_others_published() {
     let tmp = tempdir();
     let (source, closure, public) = pushed_cache(tmp.path());
     let (token_file, _) = credentials(tmp.path(), "t", "tok-forge");
-    let cache = tmp.path().join("dest");
+    let cache = new_cache_dir(tmp.path(), "dest");
     let serve = Serve::start(path_str(&cache), &["--token-file", path_str(&token_file)]);
     let url = &serve.url;
     let put_bytes = |key: &str, bytes: &[u8]| {
@@ -1417,7 +1424,7 @@ fn a_pull_through_proxy_fills_from_its_upstream_checks_it_and_outlives_it() {
     let (cache, closure, public) = pushed_cache(tmp.path());
     let root = closure.last().unwrap();
     let upstream = Serve::start(path_str(&cache), &[]);
-    let local = tmp.path().join("proxy-store");
+    let local = new_cache_dir(tmp.path(), "proxy-store");
     let proxy = Serve::start(
         path_str(&local),
         &["--upstream", &upstream.url, "--upstream-key", &public],
@@ -1471,7 +1478,7 @@ fn a_proxy_stores_nothing_from_an_upstream_signed_by_a_key_it_does_not_trust() {
     let (cache, closure, _public) = pushed_cache(tmp.path());
     let (_, other) = nix_generate_key(tmp.path(), "not-the-signer-1");
     let upstream = Serve::start(path_str(&cache), &[]);
-    let local = tmp.path().join("proxy-store");
+    let local = new_cache_dir(tmp.path(), "proxy-store");
     let proxy = Serve::start(
         path_str(&local),
         &["--upstream", &upstream.url, "--upstream-key", &other],
@@ -1513,7 +1520,7 @@ fn each_upstream_is_checked_against_the_keys_given_after_it() {
     let (_, other) = nix_generate_key(tmp.path(), "not-the-signer-2");
     let first = Serve::start(path_str(&cache), &[]);
     let second = Serve::start(path_str(&cache), &[]);
-    let local = tmp.path().join("proxy-store");
+    let local = new_cache_dir(tmp.path(), "proxy-store");
     // The same cache twice: through the first with a key that did not sign it, through the
     // second with the one that did.
     let proxy = Serve::start(
@@ -1654,7 +1661,7 @@ fn serve_flags_set_what_they_name() {
     let serve = Serve::spawn_logging_to(
         &[
             "serve",
-            path_str(&tmp.path().join("proxy")),
+            path_str(&new_cache_dir(tmp.path(), "proxy")),
             "--listen",
             "127.0.0.1:0",
             "--priority",
@@ -2412,7 +2419,7 @@ fn credentials_in_store_urls_never_reach_a_message() {
     let serve = Serve::spawn_logging_to(
         &[
             "serve",
-            path_str(&tmp.path().join("proxy")),
+            path_str(&new_cache_dir(tmp.path(), "proxy")),
             "--listen",
             "127.0.0.1:0",
             "--upstream",
@@ -2494,7 +2501,7 @@ const H2_PREFACE_AND_SETTINGS: &[u8] =
 #[test]
 fn idle_connections_are_closed_over_http1_and_http2() {
     let tmp = tempdir();
-    let cache = tmp.path().join("cache");
+    let cache = new_cache_dir(tmp.path(), "cache");
     let args = [
         "serve",
         path_str(&cache),
@@ -2534,7 +2541,7 @@ fn idle_connections_are_closed_over_http1_and_http2() {
 fn at_the_connection_cap_idle_sockets_make_room_and_busy_ones_get_a_503() {
     let tmp = tempdir();
     let (token, _) = credentials(tmp.path(), "writer", "write-token-2");
-    let cache = tmp.path().join("cache");
+    let cache = new_cache_dir(tmp.path(), "cache");
     let serve = Serve::spawn(
         &[
             "serve",
@@ -2630,7 +2637,7 @@ fn with_a_low_open_file_limit_piled_up_idle_sockets_do_not_stop_requests() {
         .arg(env!("CARGO_BIN_EXE_cachecore"))
         .args([
             "serve",
-            path_str(&tmp.path().join("cache")),
+            path_str(&new_cache_dir(tmp.path(), "cache")),
             "--listen",
             "127.0.0.1:0",
         ])
@@ -2661,7 +2668,7 @@ fn a_proxy_refuses_an_upstream_inventing_references_after_one_narinfo() {
         .public_key()
         .to_string();
     let evil = scripted::inventing_upstream(5_000);
-    let local = tmp.path().join("proxy-store");
+    let local = new_cache_dir(tmp.path(), "proxy-store");
     let proxy = Serve::start(
         path_str(&local),
         &["--upstream", &evil.url(), "--upstream-key", &public],

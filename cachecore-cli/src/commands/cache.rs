@@ -17,14 +17,85 @@ use crate::cli::PushArgs;
 use crate::progress::{count, human_size, TransferProgress};
 use crate::stdout::{outln, stdout, stream};
 
+/// Opens a STORE that must be there already (the commands that read, and `serve`): nothing is
+/// created, and a directory that does not exist is one sentence naming it (exit 4) — with the
+/// URL it likely meant when it reads like a mistyped one.
 pub(super) fn open(url: &str) -> anyhow::Result<BinaryCache> {
-    Ok(BinaryCache::open(url)?)
+    open_with_token(url, None)
 }
 
-/// [`open`], with the upload token of a `cachecore serve` read from `token_file`.
-fn open_with_token(url: &str, token_file: Option<&Path>) -> anyhow::Result<BinaryCache> {
+/// [`open`], with the token of a `cachecore serve` read from `token_file`.
+pub(super) fn open_with_token(url: &str, token_file: Option<&Path>) -> anyhow::Result<BinaryCache> {
+    let env = env_with_token(url, token_file)?;
+    Ok(BinaryCache::open_existing(url, &env)?)
+}
+
+/// Opens a STORE that a command writes to (`init`, `push`, `copy`'s destination), creating a
+/// local directory that is not there, but refusing an argument that reads like a mistyped URL
+/// (`http//host:port`, `host:port`), which would otherwise become a directory of that name.
+pub(super) fn open_or_create(
+    url: &str,
+    token_file: Option<&Path>,
+    quiet: bool,
+) -> anyhow::Result<(BinaryCache, NewDir)> {
+    let env = env_with_token(url, token_file)?;
+    let missing_dir = match StoreUrl::parse(url)?.location {
+        cachecore::store::StoreLocation::Local { dir } if !dir.exists() => Some(dir),
+        _ => None,
+    };
+    if missing_dir.is_some() {
+        if let Some(meant) = StoreUrl::likely_meant(url) {
+            bail!(
+                "{url} looks like a mistyped URL, not a directory: did you mean {meant}? (nothing was created; write ./{url} for a directory of that name)"
+            );
+        }
+    }
+    let cache = BinaryCache::open_with_env(url, &env)?;
+    Ok((
+        cache,
+        NewDir {
+            dir: missing_dir,
+            quiet,
+        },
+    ))
+}
+
+/// The local directory [`open_or_create`] created for a STORE, if it did: said on stderr when
+/// the command succeeds ([`NewDir::done`]), removed again if still empty when it fails.
+pub(super) struct NewDir {
+    dir: Option<std::path::PathBuf>,
+    quiet: bool,
+}
+
+impl NewDir {
+    /// The command succeeded: say that the cache is new.
+    pub(super) fn done(mut self) {
+        if let Some(dir) = self.dir.take() {
+            if !self.quiet {
+                eprintln!(
+                    "created a new cache in {} (it did not exist)",
+                    dir.display()
+                );
+            }
+        }
+    }
+}
+
+impl Drop for NewDir {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            // Fails, as it should, unless the directory is still empty.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// The environment a store is opened with: the process's, and the token read from
+/// `token_file` (for an `http(s)://` cache only).
+fn env_with_token(url: &str, token_file: Option<&Path>) -> anyhow::Result<Vec<(String, String)>> {
+    let mut env = cachecore::store::process_env();
     let Some(file) = token_file else {
-        return open(url);
+        return Ok(env);
     };
     if !url.starts_with("http://") && !url.starts_with("https://") {
         bail!("--token-file is for an http(s):// cache (a `cachecore serve`), not {url}");
@@ -36,12 +107,11 @@ fn open_with_token(url: &str, token_file: Option<&Path>) -> anyhow::Result<Binar
     // The same rules as the server's token file.
     cachecore::server::Token::parse(&text)
         .with_context(|| format!("token file {}", file.display()))?;
-    let mut env = cachecore::store::process_env();
     env.push((
         cachecore::store::TOKEN_VAR.to_owned(),
         text.trim().to_owned(),
     ));
-    Ok(BinaryCache::open_with_env(url, &env)?)
+    Ok(env)
 }
 
 pub(super) fn block_on<T>(
@@ -114,7 +184,7 @@ pub fn init(
     no_mass_query: bool,
     update: bool,
 ) -> anyhow::Result<()> {
-    let cache = open(url)?;
+    let (cache, new_dir) = open_or_create(url, None, false)?;
     let mut wanted = cache
         .settings()
         .cache_info(cachecore::store_path::DEFAULT_STORE_DIR);
@@ -133,6 +203,7 @@ pub fn init(
             cache.url()
         );
     }
+    new_dir.done();
     Ok(())
 }
 
@@ -164,7 +235,8 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
         .iter()
         .map(|k| Ok(Arc::new(SecretKey::read_file(k)?) as Arc<dyn Signer>))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let cache = open_with_token(&args.store, args.token_file.as_deref())?;
+    let (cache, new_dir) =
+        open_or_create(&args.store, args.token_file.as_deref(), args.output.quiet)?;
     // The store URL's settings, then the options given here on top.
     let mut opts = ops::PushOptions::for_cache(&cache)?;
     if !signers.is_empty() {
@@ -200,6 +272,7 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
         })?;
         progress.finish(&push_summary(&summary, cache.url()));
         warn_unsigned(&summary, &cache, quiet);
+        new_dir.done();
         outln!("{}", store_dir.full_path(&path))?;
         return Ok(());
     }
@@ -224,6 +297,7 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
     })?;
     progress.finish(&push_summary(&summary, cache.url()));
     warn_unsigned(&summary, &cache, quiet);
+    new_dir.done();
     Ok(())
 }
 
@@ -282,7 +356,8 @@ pub fn copy(
     if paths.is_empty() && !all {
         bail!("name the store paths to copy, or pass --all");
     }
-    let (from, to) = (open(from)?, open(to)?);
+    let from = open(from)?;
+    let (to, new_dir) = open_or_create(to, None, quiet)?;
     let store_dir = StoreDir::default();
     let paths = paths
         .iter()
@@ -307,6 +382,7 @@ pub fn copy(
         summary.skipped,
         to.url()
     ));
+    new_dir.done();
     Ok(())
 }
 

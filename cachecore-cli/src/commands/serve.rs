@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use cachecore::server::{self, Config, Token};
-use cachecore::store::BinaryCache;
 
 use crate::cli::ServeArgs;
 use crate::stdout::outln;
@@ -25,7 +24,7 @@ fn optional_token(path: Option<&PathBuf>) -> anyhow::Result<Option<Token>> {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(&args.log_format, "info");
-    let cache = BinaryCache::open(&args.store)?;
+    let cache = super::cache::open(&args.store)?;
     let mut config = Config::default();
     config.write_token = optional_token(args.token_file.as_ref())?;
     config.read_token = optional_token(args.read_token_file.as_ref())?;
@@ -80,7 +79,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
         let keys = cachecore::signing::PublicKey::from_args(&keys)?;
-        let mut up = server::Upstream::new(BinaryCache::open(url)?, keys);
+        let mut up = server::Upstream::new(super::cache::open(url)?, keys);
         up.lookup_timeout = Duration::from_secs(args.upstream_timeout);
         config.upstreams.push(up);
     }

@@ -175,11 +175,17 @@ impl Backend {
     }
 }
 
-pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Backend, StoreError> {
+/// Opens the store `parsed` names; a local directory that is not there is created when
+/// `create`, else [`StoreError::NoStore`].
+pub(crate) fn open(
+    parsed: &StoreUrl,
+    env: &[(String, String)],
+    create: bool,
+) -> Result<Backend, StoreError> {
     let url = parsed.as_str();
     let backend = match &parsed.location {
         StoreLocation::Local { dir } => {
-            let (local, store) = LocalDir::open(url, dir)?;
+            let (local, store) = LocalDir::open(url, dir, create)?;
             let mut b = Backend::plain(url, Arc::new(store), false);
             b.local = Some(Arc::new(local));
             b

@@ -24,6 +24,17 @@ pub enum StoreError {
     #[error("bad store URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
 
+    /// A store opened to be read ([`BinaryCache::open_existing`](super::BinaryCache::open_existing))
+    /// is not there: a local directory that does not exist. Nothing was created.
+    #[error("no binary cache at {url}: {dir} does not exist ({advice})")]
+    NoStore {
+        url: String,
+        dir: String,
+        /// The URL the argument likely meant ([`StoreUrl::likely_meant`](super::StoreUrl::likely_meant)),
+        /// or how to create a cache.
+        advice: String,
+    },
+
     /// An object key that no backend accepts (empty segment, `.`/`..`, control characters).
     #[error("{url}: \"{key}\" is not a valid object key: {reason}")]
     BadKey {
@@ -267,6 +278,7 @@ impl StoreError {
     pub fn key(&self) -> Option<&str> {
         match self {
             StoreError::BadUrl { .. }
+            | StoreError::NoStore { .. }
             | StoreError::Setup { .. }
             | StoreError::Unsupported { .. }
             | StoreError::StoreDirMismatch { .. } => None,
@@ -322,7 +334,7 @@ impl StoreError {
                 ErrorKind::InvalidInput
             }
             StoreError::ReadOnly { .. } | StoreError::Unsupported { .. } => ErrorKind::Unsupported,
-            StoreError::NotFound { .. } => ErrorKind::NotFound,
+            StoreError::NotFound { .. } | StoreError::NoStore { .. } => ErrorKind::NotFound,
             StoreError::AlreadyExists { .. }
             | StoreError::Changed { .. }
             | StoreError::StoreDirMismatch { .. } => ErrorKind::Conflict,
