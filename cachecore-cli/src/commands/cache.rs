@@ -338,6 +338,9 @@ pub struct CopySettings<'a> {
     pub jobs: usize,
     pub trusted_keys: &'a [String],
     pub quiet: bool,
+    /// The token files of FROM and TO (`cachecore serve`s).
+    pub from_token: Option<&'a Path>,
+    pub to_token: Option<&'a Path>,
 }
 
 pub fn copy(
@@ -352,12 +355,14 @@ pub fn copy(
         jobs,
         trusted_keys: keys,
         quiet,
+        from_token,
+        to_token,
     } = settings;
     if paths.is_empty() && !all {
         bail!("name the store paths to copy, or pass --all");
     }
-    let from = open(from)?;
-    let (to, new_dir) = open_or_create(to, None, quiet)?;
+    let from = open_with_token(from, from_token)?;
+    let (to, new_dir) = open_or_create(to, to_token, quiet)?;
     let store_dir = StoreDir::default();
     let paths = paths
         .iter()
@@ -387,13 +392,12 @@ pub fn copy(
 }
 
 pub fn pull(
-    url: &str,
+    cache: &BinaryCache,
     path: &str,
     dest: &Path,
     keys: &[String],
     no_check_sigs: bool,
 ) -> anyhow::Result<()> {
-    let cache = open(url)?;
     let (path, _) = parse_path(&StoreDir::default(), path)?;
     let trusted_keys = PublicKey::from_args(keys)?;
     if trusted_keys.is_empty() && !no_check_sigs {
@@ -405,20 +409,21 @@ pub fn pull(
     };
     let progress = TransferProgress::terminal_only("pulled");
     let p: Arc<dyn Progress> = progress.clone();
-    block_on_interruptible(&[&cache], async {
-        Ok(ops::pull(&cache, &path, dest, &opts, p).await?)
+    block_on_interruptible(&[cache], async {
+        Ok(ops::pull(cache, &path, dest, &opts, p).await?)
     })?;
     progress.finish("");
     Ok(())
 }
 
+/// `verify` of `cache`, opened from `url`.
 pub fn verify(
+    cache: &BinaryCache,
     url: &str,
     paths: &[String],
     keys: &[String],
     jobs: usize,
 ) -> anyhow::Result<ExitCode> {
-    let cache = open(url)?;
     let store_dir = StoreDir::default();
     let paths = paths
         .iter()
@@ -427,7 +432,7 @@ pub fn verify(
     let trusted_keys = PublicKey::from_args(keys)?;
     let signatures_unchecked = trusted_keys.is_empty();
     let opts = ops::VerifyOptions { trusted_keys, jobs };
-    let report = block_on(async { Ok(ops::verify(&cache, &paths, &opts).await?) })?;
+    let report = block_on(async { Ok(ops::verify(cache, &paths, &opts).await?) })?;
     let mut out = io::BufWriter::new(stdout());
     for problem in &report.problems {
         writeln!(out, "{}", Untrusted(&problem.to_string()))?;
@@ -480,8 +485,7 @@ fn nix_conf_hint(url: &str, keys: &[PublicKey]) -> String {
     )
 }
 
-pub fn ls(url: &str, path: Option<&str>) -> anyhow::Result<()> {
-    let cache = open(url)?;
+pub fn ls(cache: &BinaryCache, path: Option<&str>) -> anyhow::Result<()> {
     let mut out = io::BufWriter::new(stdout());
     match path {
         None => {
@@ -502,8 +506,7 @@ pub fn ls(url: &str, path: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn cat(url: &str, arg: &str, keys: &[String], verify: bool) -> anyhow::Result<()> {
-    let cache = open(url)?;
+pub fn cat(cache: BinaryCache, arg: &str, keys: &[String], verify: bool) -> anyhow::Result<()> {
     let (path, sub) = parse_path(&StoreDir::default(), arg)?;
     if sub.is_empty() {
         bail!("{arg} names a whole store path; name a file inside it, e.g. {arg}/bin/…");
@@ -535,9 +538,8 @@ fn print_cache_info(
     Ok(())
 }
 
-pub fn info(url: &str) -> anyhow::Result<()> {
-    let cache = open(url)?;
-    let (info, totals) = block_on(async { Ok(ops::info(&cache).await?) })?;
+pub fn info(cache: &BinaryCache) -> anyhow::Result<()> {
+    let (info, totals) = block_on(async { Ok(ops::info(cache).await?) })?;
     let mut out = io::BufWriter::new(stdout());
     match info {
         Some(i) => print_cache_info(&mut out, &i)?,

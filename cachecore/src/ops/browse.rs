@@ -100,6 +100,12 @@ pub async fn info(
     cache: &BinaryCache,
 ) -> Result<(Option<crate::cache_info::CacheInfo>, CacheTotals), OpError> {
     let cache_info = cache.cache_info().await?;
+    if cache_info.is_none() && cache.objects().is_http() {
+        return Err(crate::store::StoreError::NoCacheInfo {
+            url: cache.url().to_owned(),
+        }
+        .into());
+    }
     let mut totals = CacheTotals::default();
     let overflow = |what| OpError::SizeOverflow {
         what,

@@ -289,11 +289,10 @@ pub(crate) async fn staged<T>(
 /// [`StoreError::ReadOnly`] before any work, for an operation that writes to `cache`.
 pub(crate) fn require_writable(cache: &crate::store::BinaryCache) -> Result<(), OpError> {
     if cache.is_read_only() {
-        return Err(StoreError::ReadOnly {
-            url: cache.url().to_owned(),
-            key: "NARs and narinfos into it".to_owned(),
-        }
-        .into());
+        return Err(cache
+            .objects()
+            .read_only_error("NARs and narinfos into it")
+            .into());
     }
     Ok(())
 }
@@ -302,6 +301,10 @@ pub(crate) fn require_writable(cache: &crate::store::BinaryCache) -> Result<(), 
 pub async fn require_cache_info(cache: &crate::store::BinaryCache) -> Result<(), OpError> {
     match cache.cache_info().await? {
         Some(_) => Ok(()),
+        None if cache.objects().is_http() => Err(StoreError::NoCacheInfo {
+            url: cache.url().to_owned(),
+        }
+        .into()),
         None => Err(OpError::NotACache {
             url: cache.url().to_owned(),
         }),

@@ -393,7 +393,7 @@ fn refusal(access: Access, what: &str) -> Result<(), Response> {
         Access::Missing => {
             let mut r = text(
                 StatusCode::UNAUTHORIZED,
-                format!("{what} needs a token (Authorization: Bearer TOKEN, or basic auth with the token as password)"),
+                format!("{what} needs a token (Authorization: Bearer TOKEN, or basic auth with the token as password; Nix sends it from a netrc line `machine HOST password TOKEN`, HOST without the port)"),
             );
             r.headers_mut().insert(
                 WWW_AUTHENTICATE,

@@ -183,7 +183,7 @@ pub(crate) fn open(
     create: bool,
 ) -> Result<Backend, StoreError> {
     let url = parsed.as_str();
-    let backend = match &parsed.location {
+    let mut backend = match &parsed.location {
         StoreLocation::Local { dir } => {
             let (local, store) = LocalDir::open(url, dir, create)?;
             let mut b = Backend::plain(url, Arc::new(store), false);
@@ -226,6 +226,14 @@ pub(crate) fn open(
                 "set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY, or a SAS token";
             Backend::bucket(url, container, prefix, store, Some(advice.to_owned()))
         }
+    };
+    backend.cx.scheme = match &parsed.location {
+        StoreLocation::Local { .. } | StoreLocation::Memory => "",
+        StoreLocation::Http { base } if base.scheme() == "https" => "https",
+        StoreLocation::Http { .. } => "http",
+        StoreLocation::S3 { .. } => "s3",
+        StoreLocation::Gcs { .. } => "gs",
+        StoreLocation::Azure { .. } => "az",
     };
     Ok(backend)
 }

@@ -406,6 +406,13 @@ impl BinaryCache {
                 .await?;
             return Ok(updated);
         }
+        if self.objects.is_http() {
+            // A `cachecore serve` always has one: a wrong address or path, where a PUT would
+            // only be refused as no object of a cache.
+            return Err(StoreError::NoCacheInfo {
+                url: self.url().to_owned(),
+            });
+        }
         self.objects
             .put(
                 layout::CACHE_INFO,
