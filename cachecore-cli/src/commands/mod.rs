@@ -95,9 +95,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             &trusted_keys,
             verify,
         ),
-        Command::Info { store, token } => {
-            cache::info(&cache::open_with_token(&store, token.token_file.as_deref())?)
-        }
+        Command::Info { store, token } => cache::info(&cache::open_with_token(
+            &store,
+            token.token_file.as_deref(),
+        )?),
         Command::Serve(args) => serve::run(args),
         #[cfg(all(feature = "mount", target_os = "linux"))]
         Command::Mount(args) => return mount::run(args),

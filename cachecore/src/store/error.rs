@@ -50,7 +50,9 @@ pub enum StoreError {
 
     /// An `http(s)://` cache whose `nix-cache-info` is not there (`404`): a wrong address or
     /// path. (A `cachecore serve` always answers one.)
-    #[error("no binary cache at {url} (nix-cache-info: 404); is the address, and its path, right?")]
+    #[error(
+        "no binary cache at {url} (nix-cache-info: 404); is the address, and its path, right?"
+    )]
     NoCacheInfo { url: String },
 
     /// A write to a store opened read-only (a caller's choice).
@@ -589,9 +591,7 @@ pub(crate) fn convert(
     if let Some(mut detail) = unreachable_detail(&source) {
         if cx.scheme == "https" && text.contains("InvalidContentType") {
             // rustls reading a plain HTTP answer as a TLS record.
-            detail = format!(
-                "the server answered in plain HTTP, not TLS; use http:// ({detail})"
-            );
+            detail = format!("the server answered in plain HTTP, not TLS; use http:// ({detail})");
         }
         return StoreError::Unreachable {
             url,
