@@ -3011,6 +3011,7 @@ fn narinfos_listings_and_logs_stored_encoded_are_read_by_nix_and_by_cachecore() 
     }
     on_garage_ok(&garage, &["verify", &second, "--trusted-key", &public]);
     on_garage_ok(&garage, &["ls", &second, root]);
+}
 
 /// `cachecore ARGS`, which must fail with one line; returns (exit status, the line).
 fn failing(args: &[&str]) -> (i32, String) {
@@ -3032,14 +3033,21 @@ fn http_errors_speak_http_and_every_read_command_takes_a_token_file() {
     let (read_token, _) = credentials(tmp.path(), "read", "READ-TOKEN-1");
     let private = Serve::start(
         path_str(&cache),
-        &["--token-file", path_str(&token), "--read-token-file", path_str(&read_token)],
+        &[
+            "--token-file",
+            path_str(&token),
+            "--read-token-file",
+            path_str(&read_token),
+        ],
     );
     let url = private.url.as_str();
 
     // An upload without its token: what to give.
     let (code, line) = failing(&["push", url, "--add", path_str(&tree)]);
     assert!(
-        line.contains("this server takes uploads with a token: --token-file FILE or CACHECORE_TOKEN"),
+        line.contains(
+            "this server takes uploads with a token: --token-file FILE or CACHECORE_TOKEN"
+        ),
         "{line}"
     );
     assert_eq!(code, 3, "{line}");
@@ -3083,17 +3091,35 @@ fn http_errors_speak_http_and_every_read_command_takes_a_token_file() {
     fs::write(other.join("o"), "o\n").unwrap();
     let other_base = push_tree(&copied, &other, &[]);
     let out = cachecore_output(&["copy", path_str(&copied), url, "--all"], b"");
-    assert!(assert_clean_error(&out, "copy without a token").contains("--token-file FILE or CACHECORE_TOKEN"));
+    assert!(assert_clean_error(&out, "copy without a token")
+        .contains("--token-file FILE or CACHECORE_TOKEN"));
     cachecore_ok(
-        &["copy", path_str(&copied), url, "--all", "--to-token-file", path_str(&token), "--quiet"],
+        &[
+            "copy",
+            path_str(&copied),
+            url,
+            "--all",
+            "--to-token-file",
+            path_str(&token),
+            "--quiet",
+        ],
         b"",
     );
-    assert!(cache.join(format!("{}.narinfo", &other_base[..32])).is_file());
+    assert!(cache
+        .join(format!("{}.narinfo", &other_base[..32]))
+        .is_file());
 
     // A wrong path in the URL: where no cache is, and the server's reason never cut.
     let sub = format!("{url}/sub");
     for args in [
-        vec!["push", &sub, "--add", path_str(&tree), "--token-file", path_str(&token)],
+        vec![
+            "push",
+            &sub,
+            "--add",
+            path_str(&tree),
+            "--token-file",
+            path_str(&token),
+        ],
         vec!["verify", &sub, "--token-file", path_str(&read_token)],
     ] {
         let (code, line) = failing(&args);
@@ -3111,15 +3137,23 @@ fn http_errors_speak_http_and_every_read_command_takes_a_token_file() {
         .unwrap();
     let line = assert_clean_error(&out, "init --update through serve");
     assert!(
-        line.ends_with("nix-cache-info is present with other contents; objects of a cache are never replaced"),
+        line.ends_with(
+            "nix-cache-info is present with other contents; objects of a cache are never replaced"
+        ),
         "{line}"
     );
 
     // https:// to plain HTTP, a refused connection and S3 without endpoint=.
     let (_, line) = failing(&["verify", &url.replacen("http://", "https://", 1)]);
-    assert!(line.contains("the server answered in plain HTTP, not TLS; use http://"), "{line}");
+    assert!(
+        line.contains("the server answered in plain HTTP, not TLS; use http://"),
+        "{line}"
+    );
     let (_, line) = failing(&["verify", &format!("http://127.0.0.1:{}", free_port())]);
-    assert!(line.contains("connection refused") && !line.contains("endpoint="), "{line}");
+    assert!(
+        line.contains("connection refused") && !line.contains("endpoint="),
+        "{line}"
+    );
     let out = cachecore_command()
         .args(["info", "s3://no-such-bucket-cachecore"])
         .env("AWS_ACCESS_KEY_ID", "x")
@@ -3136,13 +3170,23 @@ fn http_errors_speak_http_and_every_read_command_takes_a_token_file() {
     // Nix with a netrc line naming host:port sends no token; the 401 says netrc's rule.
     let public = Serve::start(path_str(&cache), &["--token-file", path_str(&token)]);
     let host_port = public.url.strip_prefix("http://").unwrap();
-    fs::write(&netrc, format!("machine {host_port} password PUSH-TOKEN-1\n")).unwrap();
+    fs::write(
+        &netrc,
+        format!("machine {host_port} password PUSH-TOKEN-1\n"),
+    )
+    .unwrap();
     let other = tmp.path().join("other");
     fs::create_dir_all(&other).unwrap();
     fs::write(other.join("b"), format!("{host_port}\n")).unwrap();
     let added = nix_store_add(&other);
     let (secret, _) = nix_generate_key(tmp.path(), "netrc-1");
-    let out = nix_copy_to(&public.url, &netrc, &secret, &added, &tmp.path().join("xdg"));
+    let out = nix_copy_to(
+        &public.url,
+        &netrc,
+        &secret,
+        &added,
+        &tmp.path().join("xdg"),
+    );
     let shown = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{shown}");
     assert!(shown.contains("HOST without the port"), "{shown}");
