@@ -545,8 +545,13 @@ pub struct OutputArgs {
 /// listens on; stops on SIGINT/SIGTERM after open requests finish.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
+    /// The binary cache to serve, which must exist (`cachecore init` creates one): a directory,
+    /// s3://bucket[/prefix]?endpoint=…&region=…, gs://bucket, az://container, or another
+    /// http(s):// cache.
     pub store: String,
-    /// Address to listen on (repeatable; port 0 picks a free port). Default 127.0.0.1:8080.
+    /// Address to listen on: `127.0.0.1:8080`, `[::]:8080`, or a host name and port
+    /// (`localhost:8080`, every address it has). Repeatable; port 0 picks a free port. Default
+    /// 127.0.0.1:8080.
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
     /// File holding the token uploads need (bearer token, or basic-auth password as Nix sends
@@ -567,8 +572,8 @@ pub struct ServeArgs {
     /// Priority announced in nix-cache-info (default: the stored one).
     #[arg(long)]
     pub priority: Option<u64>,
-    /// Largest NAR upload, in bytes.
-    #[arg(long, default_value_t = 16 << 30, value_name = "BYTES")]
+    /// Largest NAR upload: bytes, or with a unit K, M, G, T (powers of 1024; `16G`, `512MiB`).
+    #[arg(long, default_value = "16G", value_name = "SIZE", value_parser = parse_size)]
     pub max_upload_size: u64,
     /// Uploads processed at once (more wait).
     #[arg(long, default_value_t = 8, value_name = "N")]
@@ -653,4 +658,30 @@ pub fn pair_upstream_keys(cli: &mut Cli, matches: &clap::ArgMatches) {
                 .collect()
         })
         .unwrap_or_default();
+}
+
+/// A size as people write it: `17179869184`, `16G`, `16GiB`, `512M`, `64k` (units are powers of
+/// 1024, as in `ulimit` and Nix's own sizes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 16G, 512M or 1048576"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use K, M, G or T)"
+            ))
+        }
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is more than 2^64 bytes"))
 }

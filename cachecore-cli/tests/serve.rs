@@ -3191,3 +3191,94 @@ fn http_errors_speak_http_and_every_read_command_takes_a_token_file() {
     assert!(!out.status.success(), "{shown}");
     assert!(shown.contains("HOST without the port"), "{shown}");
 }
+
+#[test]
+fn operating_a_server_logs_plainly_listens_by_name_and_counts_every_body() {
+    let tmp = tempdir();
+    let cache = new_cache_dir(tmp.path(), "cache");
+    let (token, _) = credentials(tmp.path(), "push", "OPS-TOKEN-1");
+    let log_path = tmp.path().join("serve.log");
+    let serve = Serve::spawn_logging_to(
+        &[
+            "serve",
+            path_str(&cache),
+            "--listen",
+            "localhost:0",
+            "--token-file",
+            path_str(&token),
+            "--max-upload-size",
+            "1K",
+            "--upload-timeout",
+            "2",
+        ],
+        &[("RUST_LOG".to_owned(), "info".to_owned())],
+        Stdio::from(fs::File::create(&log_path).unwrap()),
+    );
+    let url = serve.url.as_str();
+
+    // Sizes as people write them: 1K is 1024 bytes.
+    let nar = format!("{url}/nar/1w1fff338fvdw53sqgamddn1b2xgds473pv6y13gizdbqjv4i5p3.nar");
+    let body = tmp.path().join("body");
+    fs::write(&body, vec![b'x'; 1025]).unwrap();
+    let auth = ["-H", "Authorization: Bearer OPS-TOKEN-1"];
+    let mut args = auth.to_vec();
+    args.extend(["-T", path_str(&body)]);
+    assert_eq!(curl(&nar, &args).status, 413);
+    let out = cachecore_output(
+        &["serve", path_str(&cache), "--max-upload-size", "16X"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use K, M, G or T"));
+
+    // Every route's body is counted.
+    let landing = curl(&format!("{url}/"), &[]);
+    let info = curl(&format!("{url}/nix-cache-info"), &[]);
+    assert_eq!((landing.status, info.status), (200, 200));
+    let sent = |route: &str| {
+        metric(
+            url,
+            &format!("cachecore_serve_response_body_bytes_total{{route=\"{route}\"}}"),
+        )
+    };
+    assert!(
+        sent("landing") >= landing.body.len() as u64,
+        "{}",
+        sent("landing")
+    );
+    assert_eq!(sent("cache_info"), info.body.len() as u64);
+
+    // An upload abandoned mid-body is logged.
+    {
+        use std::io::Write as _;
+        let addr = url.strip_prefix("http://").unwrap();
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            conn,
+            "PUT /nar/0w1fff338fvdw53sqgamddn1b2xgds473pv6y13gizdbqjv4i5p3.nar HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer OPS-TOKEN-1\r\nContent-Length: 1000\r\n\r\nnix-archive-1"
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = fs::read_to_string(&log_path).unwrap();
+        if log.contains("upload abandoned mid-body") || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(log.contains("upload abandoned mid-body"), "{log}");
+    assert!(log.contains("cachecore::serve::request"), "{log}");
+    // A log file gets no terminal colours.
+    assert!(!log.contains('\x1b'), "{log:?}");
+    drop(serve);
+
+    // An IPv6 wildcard address.
+    let any6 = Serve::spawn(&["serve", path_str(&cache), "--listen", "[::]:0"], &[]);
+    let port = any6.url.rsplit(':').next().unwrap();
+    assert_eq!(
+        curl(&format!("http://127.0.0.1:{port}/nix-cache-info"), &[]).status,
+        200
+    );
+}

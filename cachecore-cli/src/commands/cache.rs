@@ -489,13 +489,13 @@ pub fn ls(cache: &BinaryCache, path: Option<&str>) -> anyhow::Result<()> {
     let mut out = io::BufWriter::new(stdout());
     match path {
         None => {
-            for p in block_on(async { Ok(ops::list_paths(&cache).await?) })? {
+            for p in block_on(async { Ok(ops::list_paths(cache).await?) })? {
                 writeln!(out, "{p}")?;
             }
         }
         Some(arg) => {
             let (path, sub) = parse_path(&StoreDir::default(), arg)?;
-            let listing = block_on(async { Ok(ops::listing(&cache, &path).await?) })?;
+            let listing = block_on(async { Ok(ops::listing(cache, &path).await?) })?;
             let node = listing
                 .get(&sub)
                 .with_context(|| format!("{arg} does not exist in {}", cache.url()))?;

@@ -99,10 +99,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             let app = server::router(cache, config).await?;
             let mut tasks = Vec::new();
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            for addr in &listen {
-                let addr: SocketAddr = addr.parse().with_context(|| {
-                    format!("--listen {addr:?} is not an address like 127.0.0.1:8080 or [::1]:0")
-                })?;
+            for addr in resolve_listen(&listen).await? {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr}"))?;
@@ -128,6 +125,29 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
 }
 
+/// The addresses of the --listen arguments: an address as it is, a host name and port (every
+/// address the name has, each once).
+async fn resolve_listen(listen: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut addrs = Vec::new();
+    for arg in listen {
+        let found: Vec<SocketAddr> = match arg.parse::<SocketAddr>() {
+            Ok(a) => vec![a],
+            Err(_) => tokio::net::lookup_host(arg.as_str())
+                .await
+                .with_context(|| {
+                    format!("--listen {arg:?} is not an address or host name with a port, like 127.0.0.1:8080, [::]:8080 or localhost:8080")
+                })?
+                .collect(),
+        };
+        for a in found {
+            if !addrs.contains(&a) {
+                addrs.push(a);
+            }
+        }
+    }
+    Ok(addrs)
+}
+
 /// SIGINT or SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -147,8 +167,10 @@ async fn shutdown_signal() {
 pub(super) fn init_logging(format: &str, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // Colour only for a person at a terminal, never into a log file or journal.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
