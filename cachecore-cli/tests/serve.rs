@@ -3282,3 +3282,28 @@ fn operating_a_server_logs_plainly_listens_by_name_and_counts_every_body() {
         200
     );
 }
+
+#[test]
+fn info_and_ls_of_a_serve_url_answer_from_the_server() {
+    let tmp = tempdir();
+    let cache = tmp.path().join("cache");
+    for name in ["one", "two"] {
+        let tree = tmp.path().join(name);
+        fs::create_dir_all(&tree).unwrap();
+        fs::write(tree.join(name), name).unwrap();
+        push_tree(&cache, &tree, &[]);
+    }
+    let (read_token, _) = credentials(tmp.path(), "read", "LIST-TOKEN-1");
+    let serve = Serve::start(
+        path_str(&cache),
+        &["--read-token-file", path_str(&read_token)],
+    );
+    for command in ["info", "ls"] {
+        let here = cachecore_str(&[command, path_str(&cache)]);
+        let served = cachecore_str(&[command, &serve.url, "--token-file", path_str(&read_token)]);
+        assert_eq!(served, here, "`{command}` of the server's URL");
+    }
+    assert!(cachecore_str(&["info", path_str(&cache)]).contains("Paths: 2"));
+    let (code, line) = failing(&["ls", &serve.url]);
+    assert_eq!(code, 3, "{line}");
+}

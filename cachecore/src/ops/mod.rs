@@ -85,6 +85,14 @@ pub enum OpError {
     SizeOverflow { what: &'static str, url: String },
     #[error("{path} is not in {url}")]
     NotInCache { path: String, url: String },
+    /// A `cachecore serve`'s list of its store paths has a line that is not `PATH NARSIZE
+    /// FILESIZE`.
+    #[error("{url}/cachecore-paths, line {line}: {text:?} is not a store path and two sizes")]
+    ServedListing {
+        url: String,
+        line: usize,
+        text: String,
+    },
     #[error("{url} is not a binary cache: it has no nix-cache-info (is the directory, bucket or prefix right? `cachecore init` creates one)")]
     NotACache { url: String },
     #[error("{path}: none of its signatures ({found}) is by a trusted key ({trusted})")]
@@ -194,6 +202,7 @@ impl OpError {
             OpError::ReadNar { source, .. } => io_kind(source, K::Corrupt),
             OpError::NotInCache { .. } => K::NotFound,
             OpError::NotACache { .. } => K::NotFound,
+            OpError::ServedListing { .. } => K::Corrupt,
             OpError::SecretKeyFile { .. } => K::InvalidInput,
             OpError::Untrusted { .. } => K::Untrusted,
             OpError::MissingReference { .. } => K::Corrupt,

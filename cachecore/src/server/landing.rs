@@ -52,6 +52,52 @@ fn totals(state: &Shared) -> Option<Result<CacheTotals, String>> {
     t.last.as_ref().map(|(_, r)| r.clone())
 }
 
+/// `/cachecore-paths`: every store path with its NarSize and FileSize, one per line (`PATH
+/// NARSIZE FILESIZE`), for `cachecore ls` and `cachecore info` of this server's URL
+/// ([`crate::ops::list_paths`]), which a plain HTTP cache cannot answer.
+pub(super) async fn paths(State(state): State<Shared>) -> Response {
+    let runtime = tokio::runtime::Handle::current();
+    let cache = state.cache.clone();
+    // As for the totals: the walk's future is not provably `Send`.
+    let listed = tokio::task::spawn_blocking(move || {
+        runtime.block_on(crate::ops::browse::all_narinfos(&cache))
+    })
+    .await;
+    let infos = match listed {
+        Ok(Ok(infos)) => infos,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot list the store paths");
+            return super::text(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "the store paths could not be listed",
+            );
+        }
+        Err(_) => {
+            return super::text(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "the listing was cancelled",
+            )
+        }
+    };
+    let mut body = String::new();
+    for i in &infos {
+        body.push_str(&format!(
+            "{} {} {}\n",
+            i.store_dir.full_path(&i.store_path),
+            i.nar_size,
+            i.file_size.unwrap_or(0)
+        ));
+    }
+    let mut r = Response::new(axum::body::Body::from(body));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
 /// The landing page's style sheet, inline: its `Content-Security-Policy` allows it by hash.
 const STYLE: &str = "
 body { font-family: system-ui, sans-serif; max-width: 48rem; margin: 2rem auto; padding: 0 1rem; color: #1d2330; }
