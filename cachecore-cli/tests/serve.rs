@@ -1826,7 +1826,9 @@ fn cachecore_push_through_serve_needs_no_bucket_credentials_and_the_server_signs
     let (stderr, ok) = push(&[app, &big], &token_file);
     assert!(ok, "{stderr}");
     assert!(
-        stderr.contains("sent unsigned; the server signs them"),
+        stderr.contains(&format!(
+            "sent unsigned; the server signed them with its key {public}"
+        )),
         "{stderr}"
     );
     assert_nix_substitutes(&serve.url, tmp.path(), &closure, &public);
@@ -3306,4 +3308,92 @@ fn info_and_ls_of_a_serve_url_answer_from_the_server() {
     assert!(cachecore_str(&["info", path_str(&cache)]).contains("Paths: 2"));
     let (code, line) = failing(&["ls", &serve.url]);
     assert_eq!(code, 3, "{line}");
+}
+
+#[test]
+fn the_server_says_whether_it_signs_and_refuses_a_key_with_nothing_to_sign() {
+    let tmp = tempdir();
+    let cache = new_cache_dir(tmp.path(), "cache");
+    let (token, _) = credentials(tmp.path(), "push", "SIGN-TOKEN-1");
+    let (secret, public) = nix_generate_key(tmp.path(), "team-sign-1");
+    // A key with no token: nothing to sign.
+    let out = cachecore_output(
+        &["serve", path_str(&cache), "--key", path_str(&secret)],
+        b"",
+    );
+    let line = assert_clean_error(&out, "serve --key without --token-file");
+    assert!(
+        line.contains("without --token-file this server takes none"),
+        "{line}"
+    );
+    // A stored nix-cache-info claiming a key is not passed on.
+    fs::write(
+        cache.join("nix-cache-info"),
+        "StoreDir: /nix/store\nCachecoreSigningKey: forged-1:AAAA\n",
+    )
+    .unwrap();
+
+    let tree = tmp.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("t"), "t\n").unwrap();
+    let push = |url: &str, what: &str| {
+        fs::write(tree.join("t"), what).unwrap();
+        let out = cachecore_output(
+            &[
+                "push",
+                url,
+                "--add",
+                path_str(&tree),
+                "--token-file",
+                path_str(&token),
+            ],
+            b"",
+        );
+        assert_cachecore_ok(&out, &["push"]);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // A token and no key: a warning at start, and the client says the server does not sign.
+    let log = tmp.path().join("unsigned.log");
+    let unsigned = Serve::spawn_logging_to(
+        &[
+            "serve",
+            path_str(&cache),
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            path_str(&token),
+        ],
+        &[],
+        Stdio::from(fs::File::create(&log).unwrap()),
+    );
+    let info = curl(&format!("{}/nix-cache-info", unsigned.url), &[]).text();
+    assert!(!info.contains("CachecoreSigningKey"), "{info}");
+    let stderr = push(&unsigned.url, "one");
+    assert!(
+        stderr.contains("the server does not sign (it runs without --key)"),
+        "{stderr}"
+    );
+    drop(unsigned);
+    let logged = fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("uploads are stored unsigned unless the clients sign them"),
+        "{logged}"
+    );
+
+    // With its key: nix-cache-info names it, and the client says which.
+    let signing = Serve::start(
+        path_str(&cache),
+        &["--token-file", path_str(&token), "--key", path_str(&secret)],
+    );
+    let info = curl(&format!("{}/nix-cache-info", signing.url), &[]).text();
+    assert!(
+        info.contains(&format!("CachecoreSigningKey: {public}\n")),
+        "{info}"
+    );
+    assert!(!info.contains("forged"), "{info}");
+    let stderr = push(&signing.url, "two");
+    assert!(
+        stderr.contains(&format!("the server signed them with its key {public}")),
+        "{stderr}"
+    );
 }

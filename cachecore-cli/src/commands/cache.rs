@@ -312,24 +312,43 @@ fn push_summary(summary: &ops::PushSummary, url: &str) -> String {
     )
 }
 
-/// One line when a push wrote narinfos without any signature, with the fix.
+/// One line when a push wrote narinfos without any signature, with the fix. Through a
+/// `cachecore serve`, what its `nix-cache-info` says: which key the server signs them with,
+/// or that it does not sign.
 fn warn_unsigned(summary: &ops::PushSummary, cache: &BinaryCache, quiet: bool) {
-    if summary.unsigned > 0 && !quiet {
-        let n = summary.unsigned;
-        let paths = if n == 1 { "path was" } else { "paths were" };
-        if cache.url().starts_with("http://") || cache.url().starts_with("https://") {
-            eprintln!(
-                "note: {n} {paths} sent unsigned; the server signs them if it runs with \
-                 `cachecore serve --key SECRET_FILE`, else Nix refuses them (sign here with --key)"
-            );
-            return;
-        }
-        eprintln!(
-            "warning: {n} {paths} pushed unsigned, and Nix refuses unsigned paths by default; \
-             sign with --key SECRET_FILE or secret-key=SECRET_FILE in the store URL \
-             (make a key with `cachecore key generate NAME --out SECRET_FILE`)"
-        );
+    if summary.unsigned == 0 || quiet {
+        return;
     }
+    let n = summary.unsigned;
+    let paths = if n == 1 { "path was" } else { "paths were" };
+    if cache.url().starts_with("http://") || cache.url().starts_with("https://") {
+        let info = block_on(async { Ok(cache.cache_info().await?) })
+            .ok()
+            .flatten();
+        let signer = info.as_ref().and_then(|i| {
+            i.extra
+                .iter()
+                .find(|(k, _)| k == cachecore::cache_info::SIGNING_KEY_FIELD)
+                .map(|(_, v)| v.clone())
+        });
+        match signer {
+            Some(key) => eprintln!(
+                "{n} {paths} sent unsigned; the server signed them with its key {}",
+                Untrusted(&key)
+            ),
+            None => eprintln!(
+                "warning: {n} {paths} pushed unsigned, and the server does not sign (it runs \
+                 without --key): Nix refuses them; sign here with --key SECRET_FILE, or run \
+                 `cachecore serve --key SECRET_FILE`"
+            ),
+        }
+        return;
+    }
+    eprintln!(
+        "warning: {n} {paths} pushed unsigned, and Nix refuses unsigned paths by default; \
+         sign with --key SECRET_FILE or secret-key=SECRET_FILE in the store URL \
+         (make a key with `cachecore key generate NAME --out SECRET_FILE`)"
+    );
 }
 
 /// How `copy` copies, as given on the command line.

@@ -29,6 +29,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.write_token = optional_token(args.token_file.as_ref())?;
     config.read_token = optional_token(args.read_token_file.as_ref())?;
     config.public_keys = cachecore::signing::PublicKey::from_args(&args.public_keys)?;
+    match (&args.key, &args.token_file) {
+        (Some(_), None) => anyhow::bail!(
+            "--key signs uploads, and without --token-file this server takes none: give --token-file FILE too, or leave out --key (sign with `cachecore push --key` instead)"
+        ),
+        (None, Some(_)) => eprintln!(
+            "warning: uploads are stored unsigned unless the clients sign them (Nix refuses unsigned paths); give --key SECRET_FILE to sign every upload here"
+        ),
+        _ => {}
+    }
     if let Some(file) = &args.key {
         let secret = cachecore::signing::SecretKey::read_file(file)?;
         let public = secret.public_key();

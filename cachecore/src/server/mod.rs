@@ -270,6 +270,16 @@ pub async fn router(cache: BinaryCache, config: Config) -> Result<Router, Server
     if config.priority.is_some() {
         info.priority = config.priority;
     }
+    // Whether this server signs what it takes, and with which key, as served: the store's
+    // word on it is never passed on.
+    info.extra
+        .retain(|(name, _)| name != crate::cache_info::SIGNING_KEY_FIELD);
+    if let Some(secret) = &config.signing_key {
+        info.extra.push((
+            crate::cache_info::SIGNING_KEY_FIELD.to_owned(),
+            secret.public_key().to_string(),
+        ));
+    }
     let metrics = Metrics::new().map_err(|e| ServerError::Metrics(e.to_string()))?;
     let store_dir = StoreDir::new(&info.store_dir);
     let proxy = (!config.upstreams.is_empty()).then(|| {
