@@ -3397,3 +3397,71 @@ fn the_server_says_whether_it_signs_and_refuses_a_key_with_nothing_to_sign() {
         "{stderr}"
     );
 }
+
+/// Nix's narinfo disk cache (`~/.cache/nix/binary-cache-v6.sqlite`) keeps the unsigned narinfo
+/// `nix copy --to` uploaded, for `narinfo-cache-positive-ttl` (30 days): the same machine then
+/// refuses the server-signed path. What the README and the landing page say about it holds:
+/// the positive TTL set to 0 makes Nix ask the server again and take its signed narinfo.
+#[test]
+fn nix_keeps_the_unsigned_narinfo_it_uploaded_until_its_positive_ttl_is_zero() {
+    let tmp = tempdir();
+    let closure = build_closure(tmp.path());
+    let app = closure.last().unwrap();
+    let cache = new_cache_dir(tmp.path(), "cache");
+    let (token, netrc) = credentials(tmp.path(), "push", "TTL-TOKEN-1");
+    let (secret, public) = nix_generate_key(tmp.path(), "ttl-sign-1");
+    let serve = Serve::start(
+        path_str(&cache),
+        &["--token-file", path_str(&token), "--key", path_str(&secret)],
+    );
+    let xdg = tmp.path().join("xdg");
+    let nix = |args: &[&str]| {
+        let mut cmd = nix_command("nix");
+        cmd.env("XDG_CACHE_HOME", &xdg)
+            .args(args)
+            .args(["--option", "netrc-file", path_str(&netrc)])
+            .args(["--option", "substituters", ""]);
+        nix_output(&mut cmd, b"")
+    };
+    let out = nix(&["copy", "--to", &serve.url, app]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from = |store: &str, extra: &[&str]| {
+        let mut args = vec!["copy", "--from", &serve.url, "--to", store, app];
+        args.extend([
+            "--option",
+            "require-sigs",
+            "true",
+            "--option",
+            "trusted-public-keys",
+            &public,
+        ]);
+        args.extend(extra);
+        nix(&args)
+    };
+    let kept = from(path_str(&tmp.path().join("store-1")), &[]);
+    let shown = String::from_utf8_lossy(&kept.stderr);
+    assert!(
+        !kept.status.success() && shown.contains("lacks a valid signature"),
+        "{shown}"
+    );
+    let fresh = from(
+        path_str(&tmp.path().join("store-2")),
+        &["--option", "narinfo-cache-positive-ttl", "0"],
+    );
+    assert!(
+        fresh.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fresh.stderr)
+    );
+    // The landing page says so.
+    let landing = curl(&format!("{}/", serve.url), &[]).text();
+    assert!(
+        landing.contains("--option narinfo-cache-positive-ttl 0")
+            && landing.contains("cachecore push"),
+        "{landing}"
+    );
+}

@@ -218,9 +218,14 @@ fn render(state: &AppState, url: &str, totals: Option<Result<CacheTotals, String
         .priority
         .map(|p| format!(" Nix gives it priority {p} (lower is preferred; cache.nixos.org is 40)."))
         .unwrap_or_default();
+    let kept_unsigned = if state.config.signing_key.is_some() {
+        "<p>This server signs what it takes. A machine that uploads with <code>nix copy --to</code> keeps the unsigned narinfo it sent in Nix's own cache (<code>~/.cache/nix/binary-cache-v6.sqlite</code>, for <code>narinfo-cache-positive-ttl</code>, 30 days) and refuses the signed path when it substitutes later: push with <code>cachecore push</code> instead (it leaves Nix's cache alone), or substitute there with <code>--option narinfo-cache-positive-ttl 0</code>.</p>"
+    } else {
+        ""
+    };
     let uploads = if state.config.write_token.is_some() {
         format!(
-            "<h2>Uploading</h2><p>With the upload token in a netrc file (<code>machine HOST password TOKEN</code>):</p><pre>nix copy --to '{url}' --option netrc-file ./netrc ./result</pre><p>Or with cachecore, the token in a file (no bucket credentials needed; the NARs are compressed on the pushing machine):</p><pre>cachecore push '{url}' ./result --token-file ./token</pre>",
+            "<h2>Uploading</h2><p>With the upload token in a netrc file (<code>machine HOST password TOKEN</code>):</p><pre>nix copy --to '{url}' --option netrc-file ./netrc ./result</pre><p>Or with cachecore, the token in a file (no bucket credentials needed; the NARs are compressed on the pushing machine):</p><pre>cachecore push '{url}' ./result --token-file ./token</pre>{kept_unsigned}",
             url = escape(url)
         )
     } else {
