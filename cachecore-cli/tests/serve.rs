@@ -1976,10 +1976,45 @@ fn the_landing_page_renders_in_chromium_and_its_nix_conf_lines_work() {
     assert_eq!(
         conf,
         format!(
-            "substituters = {}\ntrusted-public-keys = {public}\n",
+            "extra-substituters = {}\nextra-trusted-public-keys = {public}\n",
             serve.url
         ),
         "the nix.conf lines the page shows"
+    );
+    assert!(
+        dom.contains(&format!(
+            "extra-substituters = [ \"{}\" ];\n  extra-trusted-public-keys = [ \"{public}\" ];",
+            serve.url
+        )),
+        "the NixOS snippet: {dom}"
+    );
+    // Pasted into a Nix that has cache.nixos.org, the lines add to it rather than replace it.
+    let with_nixos_org = tmp.path().join("nix-conf-with-cache-nixos-org");
+    fs::create_dir(&with_nixos_org).unwrap();
+    fs::write(
+        with_nixos_org.join("nix.conf"),
+        format!("substituters = https://cache.nixos.org\ntrusted-public-keys = cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=\n{conf}"),
+    )
+    .unwrap();
+    let mut show = nix_command("nix");
+    show.env("NIX_CONF_DIR", &with_nixos_org).arg("show-config");
+    let shown = String::from_utf8_lossy(&nix_output(&mut show, b"").stdout).into_owned();
+    let setting = |name: &str| {
+        shown
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} = ")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        setting("substituters").contains("https://cache.nixos.org")
+            && setting("substituters").contains(&serve.url),
+        "{shown}"
+    );
+    assert!(
+        setting("trusted-public-keys").contains("cache.nixos.org-1:")
+            && setting("trusted-public-keys").contains(&public),
+        "{shown}"
     );
     assert!(
         dom.contains(&format!("<td id=\"paths\">{}</td>", closure.len())),
