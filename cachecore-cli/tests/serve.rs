@@ -3499,4 +3499,9 @@ fn nix_keeps_the_unsigned_narinfo_it_uploaded_until_its_positive_ttl_is_zero() {
             && landing.contains("cachecore push"),
         "{landing}"
     );
+    // Its netrc line names the host without the port, as netrc wants.
+    assert!(
+        landing.contains("machine 127.0.0.1 password TOKEN"),
+        "{landing}"
+    );
 }
