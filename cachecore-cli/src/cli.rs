@@ -7,7 +7,8 @@ use clap::{Parser, Subcommand};
 /// What a STORE argument is, shown in every subcommand's --help.
 const STORE_HELP: &str = "The binary cache: a directory (./cache, /srv/cache, file:///srv/cache), \
 s3://bucket[/prefix]?endpoint=http://host:port&region=R[&profile=P], gs://bucket, az://container, \
-memory://, or a read-only http(s):// cache. Nix's settings go in the query: secret-key=FILE, \
+memory://, or an http(s):// cache (a `cachecore serve` takes uploads, and private reads, with its \
+token: --token-file FILE or CACHECORE_TOKEN; a plain HTTP cache is read-only). Nix's settings go in the query: secret-key=FILE, \
 compression=, compression-level=, write-nar-listing=, parallel-compression=, want-mass-query=, \
 priority= (options given here override them), and narinfo-compression=, ls-compression=, \
 log-compression= (zstd|xz|bzip2: stored with Content-Encoding; not on a local directory)";
@@ -21,7 +22,9 @@ a path inside one, or a base name <hash>-<name>";
 /// store paths and signing keys.
 ///
 /// STORE is a directory (`./cache`, `/srv/cache`, `file:///srv/cache`), `s3://bucket?endpoint=…&region=…&profile=…`,
-/// `gs://bucket`, `az://container`, `memory://`, or a read-only `http(s)://` binary cache.
+/// `gs://bucket`, `az://container`, `memory://`, or an `http(s)://` binary cache: a `cachecore
+/// serve` takes uploads with its token (`--token-file FILE` or `CACHECORE_TOKEN`); a plain HTTP
+/// cache is read-only.
 #[derive(Debug, Parser)]
 #[command(
     name = "cachecore",
@@ -92,6 +95,13 @@ pub enum Command {
         /// written.
         #[arg(long = "trusted-key", value_name = "KEY")]
         trusted_keys: Vec<String>,
+        /// File holding the token of FROM, a `cachecore serve` whose reads are private (as for
+        /// the other commands that read).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// File holding the upload token of TO, a `cachecore serve` (as `push --token-file`).
+        #[arg(long, value_name = "FILE")]
+        to_token_file: Option<PathBuf>,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -117,6 +127,8 @@ pub enum Command {
         /// Do not require a signature by a trusted key.
         #[arg(long)]
         no_check_sigs: bool,
+        #[command(flatten)]
+        token: TokenArgs,
     },
     /// Check signatures, sizes and hashes of NARs and closure completeness; exit 1 if anything
     /// is wrong, 3 if the store could not be read.
@@ -140,6 +152,8 @@ pub enum Command {
         /// NARs checked at once.
         #[arg(long, short, default_value_t = 4)]
         jobs: usize,
+        #[command(flatten)]
+        token: TokenArgs,
     },
     /// List the cache's store paths, or the contents of PATH[/SUB].
     ///
@@ -152,6 +166,8 @@ pub enum Command {
         /// A store path or a path inside one (`./result/bin`, `/nix/store/<hash>-<name>/bin`,
         /// `<hash>-<name>/bin`).
         path: Option<String>,
+        #[command(flatten)]
+        token: TokenArgs,
     },
     /// Print one file of a store path in the cache.
     ///
@@ -178,6 +194,8 @@ pub enum Command {
         /// the file, as a download by Nix would (implied by --trusted-key).
         #[arg(long)]
         verify: bool,
+        #[command(flatten)]
+        token: TokenArgs,
     },
     /// Print the cache's nix-cache-info and totals (and leftovers of killed uploads).
     ///
@@ -185,6 +203,8 @@ pub enum Command {
     Info {
         #[arg(help = STORE_HELP)]
         store: String,
+        #[command(flatten)]
+        token: TokenArgs,
     },
     /// Serve the cache over HTTP: reads for Nix, uploads with `nix copy --to http://…`.
     Serve(ServeArgs),
@@ -556,6 +576,16 @@ pub struct PushArgs {
     pub output: OutputArgs,
 }
 
+/// The token of a `cachecore serve` that a command reading it passes on.
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// File holding the token of a `cachecore serve` STORE (`http(s)://HOST:PORT`) whose reads
+    /// are private: its --read-token-file (or its upload token, which grants reads too). The
+    /// same as CACHECORE_TOKEN in the environment.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct OutputArgs {
     /// Print nothing but errors.
@@ -572,8 +602,13 @@ pub struct OutputArgs {
 /// listens on; stops on SIGINT/SIGTERM after open requests finish.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
+    /// The binary cache to serve, which must exist (`cachecore init` creates one): a directory,
+    /// s3://bucket[/prefix]?endpoint=…&region=…, gs://bucket, az://container, or another
+    /// http(s):// cache.
     pub store: String,
-    /// Address to listen on (repeatable; port 0 picks a free port). Default 127.0.0.1:8080.
+    /// Address to listen on: `127.0.0.1:8080`, `[::]:8080`, or a host name and port
+    /// (`localhost:8080`, every address it has). Repeatable; port 0 picks a free port. Default
+    /// 127.0.0.1:8080.
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
     /// File holding the token uploads need (bearer token, or basic-auth password as Nix sends
@@ -594,8 +629,8 @@ pub struct ServeArgs {
     /// Priority announced in nix-cache-info (default: the stored one).
     #[arg(long)]
     pub priority: Option<u64>,
-    /// Largest NAR upload, in bytes.
-    #[arg(long, default_value_t = 16 << 30, value_name = "BYTES")]
+    /// Largest NAR upload: bytes, or with a unit K, M, G, T (powers of 1024; `16G`, `512MiB`).
+    #[arg(long, default_value = "16G", value_name = "SIZE", value_parser = parse_size)]
     pub max_upload_size: u64,
     /// Uploads processed at once (more wait).
     #[arg(long, default_value_t = 8, value_name = "N")]
@@ -680,4 +715,30 @@ pub fn pair_upstream_keys(cli: &mut Cli, matches: &clap::ArgMatches) {
                 .collect()
         })
         .unwrap_or_default();
+}
+
+/// A size as people write it: `17179869184`, `16G`, `16GiB`, `512M`, `64k` (units are powers of
+/// 1024, as in `ulimit` and Nix's own sizes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 16G, 512M or 1048576"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use K, M, G or T)"
+            ))
+        }
+    };
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is more than 2^64 bytes"))
 }

@@ -180,6 +180,13 @@ fn pushed_cache(tmp: &Path) -> (PathBuf, Vec<String>, String) {
     (cache, closure, public)
 }
 
+/// `base/name`, created empty: where a server keeps a new cache (`serve` creates no store).
+fn new_cache_dir(base: &Path, name: &str) -> PathBuf {
+    let dir = base.join(name);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn narinfo_field(text: &str, field: &str) -> String {
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{field}: ")))
@@ -420,7 +427,7 @@ fn nix_copy_uploads_a_closure_with_a_netrc_token_and_wrong_tokens_store_nothing(
     let (secret, public) = nix_generate_key(tmp.path(), "serve-upload-1");
     let (token_file, netrc) = credentials(tmp.path(), "good", "upload-token-123");
     let (_, wrong_netrc) = credentials(tmp.path(), "wrong", "upload-token-124");
-    let cache = tmp.path().join("cache");
+    let cache = new_cache_dir(tmp.path(), "cache");
     let serve = Serve::start(path_str(&cache), &["--token-file", path_str(&token_file)]);
 
     // A wrong token: Nix fails, nothing is stored.
@@ -522,7 +529,7 @@ fn nix_copy_with_listings_stores_the_listings_nix_wrote() {
     let root = closure.last().unwrap();
     let (secret, public) = nix_generate_key(tmp.path(), "serve-listing-1");
     let (token_file, netrc) = credentials(tmp.path(), "t", "listing-token-1");
-    let cache = tmp.path().join("cache");
+    let cache = new_cache_dir(tmp.path(), "cache");
     let serve = Serve::start(path_str(&cache), &["--token-file", path_str(&token_file)]);
     let mut cmd = nix_command("nix");
     cmd.env("XDG_CACHE_HOME", tmp.path().join("nix-cache"))
@@ -575,7 +582,7 @@ fn uploads_are_checked_before_they_become_visible() {
     let tmp = tempdir();
     let (source, closure, _public) = pushed_cache(tmp.path());
     let (token_file, _) = credentials(tmp.path(), "t", "tok-abc");
-    let cache = tmp.path().join("dest");
+    let cache = new_cache_dir(tmp.path(), "dest");
     let serve = Serve::start(
         path_str(&cache),
         &[
@@ -729,7 +736,7 @@ fn a_token_holder_cannot_change_what_others_published() {
     let tmp = tempdir();
     let (source, closure, public) = pushed_cache(tmp.path());
     let (token_file, _) = credentials(tmp.path(), "t", "tok-forge");
-    let cache = tmp.path().join("dest");
+    let cache = new_cache_dir(tmp.path(), "dest");
     let serve = Serve::start(path_str(&cache), &["--token-file", path_str(&token_file)]);
     let url = &serve.url;
     let put_bytes = |key: &str, bytes: &[u8]| {
@@ -1428,7 +1435,7 @@ fn a_pull_through_proxy_fills_from_its_upstream_checks_it_and_outlives_it() {
     let (cache, closure, public) = pushed_cache(tmp.path());
     let root = closure.last().unwrap();
     let upstream = Serve::start(path_str(&cache), &[]);
-    let local = tmp.path().join("proxy-store");
+    let local = new_cache_dir(tmp.path(), "proxy-store");
     let proxy = Serve::start(
         path_str(&local),
         &["--upstream", &upstream.url, "--upstream-key", &public],
@@ -1482,7 +1489,7 @@ fn a_proxy_stores_nothing_from_an_upstream_signed_by_a_key_it_does_not_trust() {
     let (cache, closure, _public) = pushed_cache(tmp.path());
     let (_, other) = nix_generate_key(tmp.path(), "not-the-signer-1");
     let upstream = Serve::start(path_str(&cache), &[]);
-    let local = tmp.path().join("proxy-store");
+    let local = new_cache_dir(tmp.path(), "proxy-store");
     let proxy = Serve::start(
         path_str(&local),
         &["--upstream", &upstream.url, "--upstream-key", &other],
@@ -1524,7 +1531,7 @@ fn each_upstream_is_checked_against_the_keys_given_after_it() {
     let (_, other) = nix_generate_key(tmp.path(), "not-the-signer-2");
     let first = Serve::start(path_str(&cache), &[]);
     let second = Serve::start(path_str(&cache), &[]);
-    let local = tmp.path().join("proxy-store");
+    let local = new_cache_dir(tmp.path(), "proxy-store");
     // The same cache twice: through the first with a key that did not sign it, through the
     // second with the one that did.
     let proxy = Serve::start(
@@ -1665,7 +1672,7 @@ fn serve_flags_set_what_they_name() {
     let serve = Serve::spawn_logging_to(
         &[
             "serve",
-            path_str(&tmp.path().join("proxy")),
+            path_str(&new_cache_dir(tmp.path(), "proxy")),
             "--listen",
             "127.0.0.1:0",
             "--priority",
@@ -1830,7 +1837,9 @@ fn cachecore_push_through_serve_needs_no_bucket_credentials_and_the_server_signs
     let (stderr, ok) = push(&[app, &big], &token_file);
     assert!(ok, "{stderr}");
     assert!(
-        stderr.contains("sent unsigned; the server signs them"),
+        stderr.contains(&format!(
+            "sent unsigned; the server signed them with its key {public}"
+        )),
         "{stderr}"
     );
     assert_nix_substitutes(&serve.url, tmp.path(), &closure, &public);
@@ -1978,10 +1987,45 @@ fn the_landing_page_renders_in_chromium_and_its_nix_conf_lines_work() {
     assert_eq!(
         conf,
         format!(
-            "substituters = {}\ntrusted-public-keys = {public}\n",
+            "extra-substituters = {}\nextra-trusted-public-keys = {public}\n",
             serve.url
         ),
         "the nix.conf lines the page shows"
+    );
+    assert!(
+        dom.contains(&format!(
+            "extra-substituters = [ \"{}\" ];\n  extra-trusted-public-keys = [ \"{public}\" ];",
+            serve.url
+        )),
+        "the NixOS snippet: {dom}"
+    );
+    // Pasted into a Nix that has cache.nixos.org, the lines add to it rather than replace it.
+    let with_nixos_org = tmp.path().join("nix-conf-with-cache-nixos-org");
+    fs::create_dir(&with_nixos_org).unwrap();
+    fs::write(
+        with_nixos_org.join("nix.conf"),
+        format!("substituters = https://cache.nixos.org\ntrusted-public-keys = cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=\n{conf}"),
+    )
+    .unwrap();
+    let mut show = nix_command("nix");
+    show.env("NIX_CONF_DIR", &with_nixos_org).arg("show-config");
+    let shown = String::from_utf8_lossy(&nix_output(&mut show, b"").stdout).into_owned();
+    let setting = |name: &str| {
+        shown
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} = ")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        setting("substituters").contains("https://cache.nixos.org")
+            && setting("substituters").contains(&serve.url),
+        "{shown}"
+    );
+    assert!(
+        setting("trusted-public-keys").contains("cache.nixos.org-1:")
+            && setting("trusted-public-keys").contains(&public),
+        "{shown}"
     );
     assert!(
         dom.contains(&format!("<td id=\"paths\">{}</td>", closure.len())),
@@ -2423,7 +2467,7 @@ fn credentials_in_store_urls_never_reach_a_message() {
     let serve = Serve::spawn_logging_to(
         &[
             "serve",
-            path_str(&tmp.path().join("proxy")),
+            path_str(&new_cache_dir(tmp.path(), "proxy")),
             "--listen",
             "127.0.0.1:0",
             "--upstream",
@@ -2505,7 +2549,7 @@ const H2_PREFACE_AND_SETTINGS: &[u8] =
 #[test]
 fn idle_connections_are_closed_over_http1_and_http2() {
     let tmp = tempdir();
-    let cache = tmp.path().join("cache");
+    let cache = new_cache_dir(tmp.path(), "cache");
     let args = [
         "serve",
         path_str(&cache),
@@ -2545,7 +2589,7 @@ fn idle_connections_are_closed_over_http1_and_http2() {
 fn at_the_connection_cap_idle_sockets_make_room_and_busy_ones_get_a_503() {
     let tmp = tempdir();
     let (token, _) = credentials(tmp.path(), "writer", "write-token-2");
-    let cache = tmp.path().join("cache");
+    let cache = new_cache_dir(tmp.path(), "cache");
     let serve = Serve::spawn(
         &[
             "serve",
@@ -2641,7 +2685,7 @@ fn with_a_low_open_file_limit_piled_up_idle_sockets_do_not_stop_requests() {
         .arg(env!("CARGO_BIN_EXE_cachecore"))
         .args([
             "serve",
-            path_str(&tmp.path().join("cache")),
+            path_str(&new_cache_dir(tmp.path(), "cache")),
             "--listen",
             "127.0.0.1:0",
         ])
@@ -2672,7 +2716,7 @@ fn a_proxy_refuses_an_upstream_inventing_references_after_one_narinfo() {
         .public_key()
         .to_string();
     let evil = scripted::inventing_upstream(5_000);
-    let local = tmp.path().join("proxy-store");
+    let local = new_cache_dir(tmp.path(), "proxy-store");
     let proxy = Serve::start(
         path_str(&local),
         &["--upstream", &evil.url(), "--upstream-key", &public],
@@ -3015,4 +3059,460 @@ fn narinfos_listings_and_logs_stored_encoded_are_read_by_nix_and_by_cachecore() 
     }
     on_garage_ok(&garage, &["verify", &second, "--trusted-key", &public]);
     on_garage_ok(&garage, &["ls", &second, root]);
+}
+
+/// `cachecore ARGS`, which must fail with one line; returns (exit status, the line).
+fn failing(args: &[&str]) -> (i32, String) {
+    let out = cachecore_output(args, b"");
+    let line = assert_clean_error(&out, &args.join(" "));
+    (out.status.code().unwrap(), line)
+}
+
+#[test]
+fn http_errors_speak_http_and_every_read_command_takes_a_token_file() {
+    let tmp = tempdir();
+    let tree = tmp.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("a"), "a\n").unwrap();
+    let cache = tmp.path().join("cache");
+    let base = push_tree(&cache, &tree, &[]);
+    let path = format!("/nix/store/{base}");
+    let (token, netrc) = credentials(tmp.path(), "push", "PUSH-TOKEN-1");
+    let (read_token, _) = credentials(tmp.path(), "read", "READ-TOKEN-1");
+    let private = Serve::start(
+        path_str(&cache),
+        &[
+            "--token-file",
+            path_str(&token),
+            "--read-token-file",
+            path_str(&read_token),
+        ],
+    );
+    let url = private.url.as_str();
+
+    // An upload without its token: what to give.
+    let (code, line) = failing(&["push", url, "--add", path_str(&tree)]);
+    assert!(
+        line.contains(
+            "this server takes uploads with a token: --token-file FILE or CACHECORE_TOKEN"
+        ),
+        "{line}"
+    );
+    assert_eq!(code, 3, "{line}");
+    for args in [&["push", "--help"][..], &["--help"]] {
+        let help = cachecore_str(args);
+        assert!(!help.contains("read-only http"), "{help}");
+        assert!(help.contains("takes uploads"), "{help}");
+    }
+
+    // Private reads without the token: the server's reason and the token's flags, no S3 advice;
+    // with --token-file, every read command works.
+    let dest = tmp.path().join("pulled");
+    let copied = tmp.path().join("copied");
+    let file = format!("{base}/a");
+    let reads: Vec<Vec<&str>> = vec![
+        vec!["verify", url, &path],
+        vec!["ls", url, &path],
+        vec!["cat", url, &file],
+        vec!["pull", url, &path, path_str(&dest), "--no-check-sigs"],
+        vec!["copy", url, path_str(&copied), &path, "--quiet"],
+    ];
+    for args in &reads {
+        let (code, line) = failing(args);
+        assert!(
+            line.contains("reading this cache needs a token")
+                && line.contains("--token-file FILE or CACHECORE_TOKEN")
+                && !line.contains("access key"),
+            "{}: {line}",
+            args[0]
+        );
+        assert_eq!(code, 3, "{line}");
+        let mut with = args.clone();
+        with.extend(["--token-file", path_str(&read_token)]);
+        cachecore_ok(&with, b"");
+    }
+    assert_eq!(fs::read_to_string(dest.join("a")).unwrap(), "a\n");
+    assert!(copied.join(format!("{}.narinfo", &base[..32])).is_file());
+    // And copy into it with its upload token, while the source read needs the read token.
+    let other = tmp.path().join("other-tree");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("o"), "o\n").unwrap();
+    let other_base = push_tree(&copied, &other, &[]);
+    let out = cachecore_output(&["copy", path_str(&copied), url, "--all"], b"");
+    assert!(assert_clean_error(&out, "copy without a token")
+        .contains("--token-file FILE or CACHECORE_TOKEN"));
+    cachecore_ok(
+        &[
+            "copy",
+            path_str(&copied),
+            url,
+            "--all",
+            "--to-token-file",
+            path_str(&token),
+            "--quiet",
+        ],
+        b"",
+    );
+    assert!(cache
+        .join(format!("{}.narinfo", &other_base[..32]))
+        .is_file());
+
+    // A wrong path in the URL: where no cache is, and the server's reason never cut.
+    let sub = format!("{url}/sub");
+    for args in [
+        vec![
+            "push",
+            &sub,
+            "--add",
+            path_str(&tree),
+            "--token-file",
+            path_str(&token),
+        ],
+        vec!["verify", &sub, "--token-file", path_str(&read_token)],
+    ] {
+        let (code, line) = failing(&args);
+        assert!(
+            line.contains(&format!("no binary cache at {sub} (nix-cache-info: 404)")),
+            "{line}"
+        );
+        assert_eq!(code, 4, "{line}");
+    }
+    // A server's reason is quoted whole (it was cut at 64 characters).
+    let out = cachecore_command()
+        .args(["init", url, "--priority", "10", "--update"])
+        .env("CACHECORE_TOKEN", "PUSH-TOKEN-1")
+        .output()
+        .unwrap();
+    let line = assert_clean_error(&out, "init --update through serve");
+    assert!(
+        line.ends_with(
+            "nix-cache-info is present with other contents; objects of a cache are never replaced"
+        ),
+        "{line}"
+    );
+
+    // https:// to plain HTTP, a refused connection and S3 without endpoint=.
+    let (_, line) = failing(&["verify", &url.replacen("http://", "https://", 1)]);
+    assert!(
+        line.contains("the server answered in plain HTTP, not TLS; use http://"),
+        "{line}"
+    );
+    let (_, line) = failing(&["verify", &format!("http://127.0.0.1:{}", free_port())]);
+    assert!(
+        line.contains("connection refused") && !line.contains("endpoint="),
+        "{line}"
+    );
+    let out = cachecore_command()
+        .args(["info", "s3://no-such-bucket-cachecore"])
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y")
+        .env("HOME", tmp.path())
+        .output()
+        .unwrap();
+    let line = assert_clean_error(&out, "info s3:// without endpoint=");
+    assert!(
+        line.contains("no endpoint= was given, so AWS itself was asked"),
+        "{line}"
+    );
+
+    // Nix with a netrc line naming host:port sends no token; the 401 says netrc's rule.
+    let public = Serve::start(path_str(&cache), &["--token-file", path_str(&token)]);
+    let host_port = public.url.strip_prefix("http://").unwrap();
+    fs::write(
+        &netrc,
+        format!("machine {host_port} password PUSH-TOKEN-1\n"),
+    )
+    .unwrap();
+    let other = tmp.path().join("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("b"), format!("{host_port}\n")).unwrap();
+    let added = nix_store_add(&other);
+    let (secret, _) = nix_generate_key(tmp.path(), "netrc-1");
+    let out = nix_copy_to(
+        &public.url,
+        &netrc,
+        &secret,
+        &added,
+        &tmp.path().join("xdg"),
+    );
+    let shown = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{shown}");
+    assert!(shown.contains("HOST without the port"), "{shown}");
+}
+
+#[test]
+fn operating_a_server_logs_plainly_listens_by_name_and_counts_every_body() {
+    let tmp = tempdir();
+    let cache = new_cache_dir(tmp.path(), "cache");
+    let (token, _) = credentials(tmp.path(), "push", "OPS-TOKEN-1");
+    let log_path = tmp.path().join("serve.log");
+    let serve = Serve::spawn_logging_to(
+        &[
+            "serve",
+            path_str(&cache),
+            "--listen",
+            "localhost:0",
+            "--token-file",
+            path_str(&token),
+            "--max-upload-size",
+            "1K",
+            "--upload-timeout",
+            "2",
+        ],
+        &[("RUST_LOG".to_owned(), "info".to_owned())],
+        Stdio::from(fs::File::create(&log_path).unwrap()),
+    );
+    let url = serve.url.as_str();
+
+    // Sizes as people write them: 1K is 1024 bytes.
+    let nar = format!("{url}/nar/1w1fff338fvdw53sqgamddn1b2xgds473pv6y13gizdbqjv4i5p3.nar");
+    let body = tmp.path().join("body");
+    fs::write(&body, vec![b'x'; 1025]).unwrap();
+    let auth = ["-H", "Authorization: Bearer OPS-TOKEN-1"];
+    let mut args = auth.to_vec();
+    args.extend(["-T", path_str(&body)]);
+    assert_eq!(curl(&nar, &args).status, 413);
+    let out = cachecore_output(
+        &["serve", path_str(&cache), "--max-upload-size", "16X"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use K, M, G or T"));
+
+    // Every route's body is counted.
+    let landing = curl(&format!("{url}/"), &[]);
+    let info = curl(&format!("{url}/nix-cache-info"), &[]);
+    assert_eq!((landing.status, info.status), (200, 200));
+    let sent = |route: &str| {
+        metric(
+            url,
+            &format!("cachecore_serve_response_body_bytes_total{{route=\"{route}\"}}"),
+        )
+    };
+    assert!(
+        sent("landing") >= landing.body.len() as u64,
+        "{}",
+        sent("landing")
+    );
+    assert_eq!(sent("cache_info"), info.body.len() as u64);
+
+    // An upload abandoned mid-body is logged.
+    {
+        use std::io::Write as _;
+        let addr = url.strip_prefix("http://").unwrap();
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            conn,
+            "PUT /nar/0w1fff338fvdw53sqgamddn1b2xgds473pv6y13gizdbqjv4i5p3.nar HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer OPS-TOKEN-1\r\nContent-Length: 1000\r\n\r\nnix-archive-1"
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = fs::read_to_string(&log_path).unwrap();
+        if log.contains("upload abandoned mid-body") || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(log.contains("upload abandoned mid-body"), "{log}");
+    assert!(log.contains("cachecore::serve::request"), "{log}");
+    // A log file gets no terminal colours.
+    assert!(!log.contains('\x1b'), "{log:?}");
+    drop(serve);
+
+    // An IPv6 wildcard address.
+    let any6 = Serve::spawn(&["serve", path_str(&cache), "--listen", "[::]:0"], &[]);
+    let port = any6.url.rsplit(':').next().unwrap();
+    assert_eq!(
+        curl(&format!("http://127.0.0.1:{port}/nix-cache-info"), &[]).status,
+        200
+    );
+}
+
+#[test]
+fn info_and_ls_of_a_serve_url_answer_from_the_server() {
+    let tmp = tempdir();
+    let cache = tmp.path().join("cache");
+    for name in ["one", "two"] {
+        let tree = tmp.path().join(name);
+        fs::create_dir_all(&tree).unwrap();
+        fs::write(tree.join(name), name).unwrap();
+        push_tree(&cache, &tree, &[]);
+    }
+    let (read_token, _) = credentials(tmp.path(), "read", "LIST-TOKEN-1");
+    let serve = Serve::start(
+        path_str(&cache),
+        &["--read-token-file", path_str(&read_token)],
+    );
+    for command in ["info", "ls"] {
+        let here = cachecore_str(&[command, path_str(&cache)]);
+        let served = cachecore_str(&[command, &serve.url, "--token-file", path_str(&read_token)]);
+        assert_eq!(served, here, "`{command}` of the server's URL");
+    }
+    assert!(cachecore_str(&["info", path_str(&cache)]).contains("Paths: 2"));
+    let (code, line) = failing(&["ls", &serve.url]);
+    assert_eq!(code, 3, "{line}");
+}
+
+#[test]
+fn the_server_says_whether_it_signs_and_refuses_a_key_with_nothing_to_sign() {
+    let tmp = tempdir();
+    let cache = new_cache_dir(tmp.path(), "cache");
+    let (token, _) = credentials(tmp.path(), "push", "SIGN-TOKEN-1");
+    let (secret, public) = nix_generate_key(tmp.path(), "team-sign-1");
+    // A key with no token: nothing to sign.
+    let out = cachecore_output(
+        &["serve", path_str(&cache), "--key", path_str(&secret)],
+        b"",
+    );
+    let line = assert_clean_error(&out, "serve --key without --token-file");
+    assert!(
+        line.contains("without --token-file this server takes none"),
+        "{line}"
+    );
+    // A stored nix-cache-info claiming a key is not passed on.
+    fs::write(
+        cache.join("nix-cache-info"),
+        "StoreDir: /nix/store\nCachecoreSigningKey: forged-1:AAAA\n",
+    )
+    .unwrap();
+
+    let tree = tmp.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("t"), "t\n").unwrap();
+    let push = |url: &str, what: &str| {
+        fs::write(tree.join("t"), what).unwrap();
+        let out = cachecore_output(
+            &[
+                "push",
+                url,
+                "--add",
+                path_str(&tree),
+                "--token-file",
+                path_str(&token),
+            ],
+            b"",
+        );
+        assert_cachecore_ok(&out, &["push"]);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // A token and no key: a warning at start, and the client says the server does not sign.
+    let log = tmp.path().join("unsigned.log");
+    let unsigned = Serve::spawn_logging_to(
+        &[
+            "serve",
+            path_str(&cache),
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            path_str(&token),
+        ],
+        &[],
+        Stdio::from(fs::File::create(&log).unwrap()),
+    );
+    let info = curl(&format!("{}/nix-cache-info", unsigned.url), &[]).text();
+    assert!(!info.contains("CachecoreSigningKey"), "{info}");
+    let stderr = push(&unsigned.url, "one");
+    assert!(
+        stderr.contains("the server does not sign (it runs without --key)"),
+        "{stderr}"
+    );
+    drop(unsigned);
+    let logged = fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("uploads are stored unsigned unless the clients sign them"),
+        "{logged}"
+    );
+
+    // With its key: nix-cache-info names it, and the client says which.
+    let signing = Serve::start(
+        path_str(&cache),
+        &["--token-file", path_str(&token), "--key", path_str(&secret)],
+    );
+    let info = curl(&format!("{}/nix-cache-info", signing.url), &[]).text();
+    assert!(
+        info.contains(&format!("CachecoreSigningKey: {public}\n")),
+        "{info}"
+    );
+    assert!(!info.contains("forged"), "{info}");
+    let stderr = push(&signing.url, "two");
+    assert!(
+        stderr.contains(&format!("the server signed them with its key {public}")),
+        "{stderr}"
+    );
+}
+
+/// Nix's narinfo disk cache (`~/.cache/nix/binary-cache-v6.sqlite`) keeps the unsigned narinfo
+/// `nix copy --to` uploaded, for `narinfo-cache-positive-ttl` (30 days): the same machine then
+/// refuses the server-signed path. What the README and the landing page say about it holds:
+/// the positive TTL set to 0 makes Nix ask the server again and take its signed narinfo.
+#[test]
+fn nix_keeps_the_unsigned_narinfo_it_uploaded_until_its_positive_ttl_is_zero() {
+    let tmp = tempdir();
+    let closure = build_closure(tmp.path());
+    let app = closure.last().unwrap();
+    let cache = new_cache_dir(tmp.path(), "cache");
+    let (token, netrc) = credentials(tmp.path(), "push", "TTL-TOKEN-1");
+    let (secret, public) = nix_generate_key(tmp.path(), "ttl-sign-1");
+    let serve = Serve::start(
+        path_str(&cache),
+        &["--token-file", path_str(&token), "--key", path_str(&secret)],
+    );
+    let xdg = tmp.path().join("xdg");
+    let nix = |args: &[&str]| {
+        let mut cmd = nix_command("nix");
+        cmd.env("XDG_CACHE_HOME", &xdg)
+            .args(args)
+            .args(["--option", "netrc-file", path_str(&netrc)])
+            .args(["--option", "substituters", ""]);
+        nix_output(&mut cmd, b"")
+    };
+    let out = nix(&["copy", "--to", &serve.url, app]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from = |store: &str, extra: &[&str]| {
+        let mut args = vec!["copy", "--from", &serve.url, "--to", store, app];
+        args.extend([
+            "--option",
+            "require-sigs",
+            "true",
+            "--option",
+            "trusted-public-keys",
+            &public,
+        ]);
+        args.extend(extra);
+        nix(&args)
+    };
+    let kept = from(path_str(&tmp.path().join("store-1")), &[]);
+    let shown = String::from_utf8_lossy(&kept.stderr);
+    assert!(
+        !kept.status.success() && shown.contains("lacks a valid signature"),
+        "{shown}"
+    );
+    let fresh = from(
+        path_str(&tmp.path().join("store-2")),
+        &["--option", "narinfo-cache-positive-ttl", "0"],
+    );
+    assert!(
+        fresh.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fresh.stderr)
+    );
+    // The landing page says so.
+    let landing = curl(&format!("{}/", serve.url), &[]).text();
+    assert!(
+        landing.contains("--option narinfo-cache-positive-ttl 0")
+            && landing.contains("cachecore push"),
+        "{landing}"
+    );
+    // Its netrc line names the host without the port, as netrc wants.
+    assert!(
+        landing.contains("machine 127.0.0.1 password TOKEN"),
+        "{landing}"
+    );
 }

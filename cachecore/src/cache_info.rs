@@ -17,6 +17,11 @@ pub struct ParseError {
     pub reason: String,
 }
 
+/// The field of `nix-cache-info` in which a `cachecore serve --key` says which key signs what
+/// it takes (its public key `name:base64`); Nix ignores fields it does not know. Only the server
+/// adds it to what it serves; it is never stored.
+pub const SIGNING_KEY_FIELD: &str = "CachecoreSigningKey";
+
 /// The contents of `nix-cache-info`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheInfo {

@@ -113,6 +113,28 @@ pub fn excerpt(s: &str) -> String {
     }
 }
 
+/// What an error message may quote of a server's own reason for refusing a request: its first
+/// line, whole up to [`REASON_CHARS`] characters (a server's sentence is never cut; only a
+/// hostile or confused server's page is), control characters escaped.
+///
+/// ```
+/// use cachecore::untrusted::reason;
+/// let sentence = "not an object of this cache: no object of a binary cache has this name (a narinfo is <hash>.narinfo)";
+/// assert_eq!(reason(sentence), sentence);
+/// assert_eq!(reason("first line\nsecond"), "first line");
+/// assert!(reason(&"x".repeat(5000)).ends_with('…'));
+/// ```
+pub fn reason(s: &str) -> String {
+    let line = s.trim().lines().next().unwrap_or_default().trim();
+    match line.char_indices().nth(REASON_CHARS) {
+        Some((cut, _)) => format!("{}…", Untrusted(&line[..cut])),
+        None => escape_control(line).into_owned(),
+    }
+}
+
+/// The most of a server's reason [`reason`] quotes.
+pub const REASON_CHARS: usize = 1000;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,14 +17,85 @@ use crate::cli::PushArgs;
 use crate::progress::{count, human_size, TransferProgress};
 use crate::stdout::{outln, stdout, stream};
 
+/// Opens a STORE that must be there already (the commands that read, and `serve`): nothing is
+/// created, and a directory that does not exist is one sentence naming it (exit 4) — with the
+/// URL it likely meant when it reads like a mistyped one.
 pub(super) fn open(url: &str) -> anyhow::Result<BinaryCache> {
-    Ok(BinaryCache::open(url)?)
+    open_with_token(url, None)
 }
 
-/// [`open`], with the upload token of a `cachecore serve` read from `token_file`.
-fn open_with_token(url: &str, token_file: Option<&Path>) -> anyhow::Result<BinaryCache> {
+/// [`open`], with the token of a `cachecore serve` read from `token_file`.
+pub(super) fn open_with_token(url: &str, token_file: Option<&Path>) -> anyhow::Result<BinaryCache> {
+    let env = env_with_token(url, token_file)?;
+    Ok(BinaryCache::open_existing(url, &env)?)
+}
+
+/// Opens a STORE that a command writes to (`init`, `push`, `copy`'s destination), creating a
+/// local directory that is not there, but refusing an argument that reads like a mistyped URL
+/// (`http//host:port`, `host:port`), which would otherwise become a directory of that name.
+pub(super) fn open_or_create(
+    url: &str,
+    token_file: Option<&Path>,
+    quiet: bool,
+) -> anyhow::Result<(BinaryCache, NewDir)> {
+    let env = env_with_token(url, token_file)?;
+    let missing_dir = match StoreUrl::parse(url)?.location {
+        cachecore::store::StoreLocation::Local { dir } if !dir.exists() => Some(dir),
+        _ => None,
+    };
+    if missing_dir.is_some() {
+        if let Some(meant) = StoreUrl::likely_meant(url) {
+            bail!(
+                "{url} looks like a mistyped URL, not a directory: did you mean {meant}? (nothing was created; write ./{url} for a directory of that name)"
+            );
+        }
+    }
+    let cache = BinaryCache::open_with_env(url, &env)?;
+    Ok((
+        cache,
+        NewDir {
+            dir: missing_dir,
+            quiet,
+        },
+    ))
+}
+
+/// The local directory [`open_or_create`] created for a STORE, if it did: said on stderr when
+/// the command succeeds ([`NewDir::done`]), removed again if still empty when it fails.
+pub(super) struct NewDir {
+    dir: Option<std::path::PathBuf>,
+    quiet: bool,
+}
+
+impl NewDir {
+    /// The command succeeded: say that the cache is new.
+    pub(super) fn done(mut self) {
+        if let Some(dir) = self.dir.take() {
+            if !self.quiet {
+                eprintln!(
+                    "created a new cache in {} (it did not exist)",
+                    dir.display()
+                );
+            }
+        }
+    }
+}
+
+impl Drop for NewDir {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            // Fails, as it should, unless the directory is still empty.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// The environment a store is opened with: the process's, and the token read from
+/// `token_file` (for an `http(s)://` cache only).
+fn env_with_token(url: &str, token_file: Option<&Path>) -> anyhow::Result<Vec<(String, String)>> {
+    let mut env = cachecore::store::process_env();
     let Some(file) = token_file else {
-        return open(url);
+        return Ok(env);
     };
     if !url.starts_with("http://") && !url.starts_with("https://") {
         bail!("--token-file is for an http(s):// cache (a `cachecore serve`), not {url}");
@@ -36,12 +107,11 @@ fn open_with_token(url: &str, token_file: Option<&Path>) -> anyhow::Result<Binar
     // The same rules as the server's token file.
     cachecore::server::Token::parse(&text)
         .with_context(|| format!("token file {}", file.display()))?;
-    let mut env = cachecore::store::process_env();
     env.push((
         cachecore::store::TOKEN_VAR.to_owned(),
         text.trim().to_owned(),
     ));
-    Ok(BinaryCache::open_with_env(url, &env)?)
+    Ok(env)
 }
 
 pub(super) fn block_on<T>(
@@ -114,7 +184,7 @@ pub fn init(
     no_mass_query: bool,
     update: bool,
 ) -> anyhow::Result<()> {
-    let cache = open(url)?;
+    let (cache, new_dir) = open_or_create(url, None, false)?;
     let mut wanted = cache
         .settings()
         .cache_info(cachecore::store_path::DEFAULT_STORE_DIR);
@@ -133,6 +203,7 @@ pub fn init(
             cache.url()
         );
     }
+    new_dir.done();
     Ok(())
 }
 
@@ -164,7 +235,8 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
         .iter()
         .map(|k| Ok(Arc::new(SecretKey::read_file(k)?) as Arc<dyn Signer>))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let cache = open_with_token(&args.store, args.token_file.as_deref())?;
+    let (cache, new_dir) =
+        open_or_create(&args.store, args.token_file.as_deref(), args.output.quiet)?;
     // The store URL's settings, then the options given here on top.
     let mut opts = ops::PushOptions::for_cache(&cache)?;
     if !signers.is_empty() {
@@ -200,6 +272,7 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
         })?;
         progress.finish(&push_summary(&summary, cache.url()));
         warn_unsigned(&summary, &cache, quiet);
+        new_dir.done();
         outln!("{}", store_dir.full_path(&path))?;
         return Ok(());
     }
@@ -224,6 +297,7 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
     })?;
     progress.finish(&push_summary(&summary, cache.url()));
     warn_unsigned(&summary, &cache, quiet);
+    new_dir.done();
     Ok(())
 }
 
@@ -238,24 +312,43 @@ fn push_summary(summary: &ops::PushSummary, url: &str) -> String {
     )
 }
 
-/// One line when a push wrote narinfos without any signature, with the fix.
+/// One line when a push wrote narinfos without any signature, with the fix. Through a
+/// `cachecore serve`, what its `nix-cache-info` says: which key the server signs them with,
+/// or that it does not sign.
 fn warn_unsigned(summary: &ops::PushSummary, cache: &BinaryCache, quiet: bool) {
-    if summary.unsigned > 0 && !quiet {
-        let n = summary.unsigned;
-        let paths = if n == 1 { "path was" } else { "paths were" };
-        if cache.url().starts_with("http://") || cache.url().starts_with("https://") {
-            eprintln!(
-                "note: {n} {paths} sent unsigned; the server signs them if it runs with \
-                 `cachecore serve --key SECRET_FILE`, else Nix refuses them (sign here with --key)"
-            );
-            return;
-        }
-        eprintln!(
-            "warning: {n} {paths} pushed unsigned, and Nix refuses unsigned paths by default; \
-             sign with --key SECRET_FILE or secret-key=SECRET_FILE in the store URL \
-             (make a key with `cachecore key generate NAME --out SECRET_FILE`)"
-        );
+    if summary.unsigned == 0 || quiet {
+        return;
     }
+    let n = summary.unsigned;
+    let paths = if n == 1 { "path was" } else { "paths were" };
+    if cache.url().starts_with("http://") || cache.url().starts_with("https://") {
+        let info = block_on(async { Ok(cache.cache_info().await?) })
+            .ok()
+            .flatten();
+        let signer = info.as_ref().and_then(|i| {
+            i.extra
+                .iter()
+                .find(|(k, _)| k == cachecore::cache_info::SIGNING_KEY_FIELD)
+                .map(|(_, v)| v.clone())
+        });
+        match signer {
+            Some(key) => eprintln!(
+                "{n} {paths} sent unsigned; the server signed them with its key {}",
+                Untrusted(&key)
+            ),
+            None => eprintln!(
+                "warning: {n} {paths} pushed unsigned, and the server does not sign (it runs \
+                 without --key): Nix refuses them; sign here with --key SECRET_FILE, or run \
+                 `cachecore serve --key SECRET_FILE`"
+            ),
+        }
+        return;
+    }
+    eprintln!(
+        "warning: {n} {paths} pushed unsigned, and Nix refuses unsigned paths by default; \
+         sign with --key SECRET_FILE or secret-key=SECRET_FILE in the store URL \
+         (make a key with `cachecore key generate NAME --out SECRET_FILE`)"
+    );
 }
 
 /// How `copy` copies, as given on the command line.
@@ -264,6 +357,9 @@ pub struct CopySettings<'a> {
     pub jobs: usize,
     pub trusted_keys: &'a [String],
     pub quiet: bool,
+    /// The token files of FROM and TO (`cachecore serve`s).
+    pub from_token: Option<&'a Path>,
+    pub to_token: Option<&'a Path>,
 }
 
 pub fn copy(
@@ -278,11 +374,14 @@ pub fn copy(
         jobs,
         trusted_keys: keys,
         quiet,
+        from_token,
+        to_token,
     } = settings;
     if paths.is_empty() && !all {
         bail!("name the store paths to copy, or pass --all");
     }
-    let (from, to) = (open(from)?, open(to)?);
+    let from = open_with_token(from, from_token)?;
+    let (to, new_dir) = open_or_create(to, to_token, quiet)?;
     let store_dir = StoreDir::default();
     let paths = paths
         .iter()
@@ -307,17 +406,17 @@ pub fn copy(
         summary.skipped,
         to.url()
     ));
+    new_dir.done();
     Ok(())
 }
 
 pub fn pull(
-    url: &str,
+    cache: &BinaryCache,
     path: &str,
     dest: &Path,
     keys: &[String],
     no_check_sigs: bool,
 ) -> anyhow::Result<()> {
-    let cache = open(url)?;
     let (path, _) = parse_path(&StoreDir::default(), path)?;
     let trusted_keys = PublicKey::from_args(keys)?;
     if trusted_keys.is_empty() && !no_check_sigs {
@@ -329,20 +428,21 @@ pub fn pull(
     };
     let progress = TransferProgress::terminal_only("pulled");
     let p: Arc<dyn Progress> = progress.clone();
-    block_on_interruptible(&[&cache], async {
-        Ok(ops::pull(&cache, &path, dest, &opts, p).await?)
+    block_on_interruptible(&[cache], async {
+        Ok(ops::pull(cache, &path, dest, &opts, p).await?)
     })?;
     progress.finish("");
     Ok(())
 }
 
+/// `verify` of `cache`, opened from `url`.
 pub fn verify(
+    cache: &BinaryCache,
     url: &str,
     paths: &[String],
     keys: &[String],
     jobs: usize,
 ) -> anyhow::Result<ExitCode> {
-    let cache = open(url)?;
     let store_dir = StoreDir::default();
     let paths = paths
         .iter()
@@ -351,7 +451,7 @@ pub fn verify(
     let trusted_keys = PublicKey::from_args(keys)?;
     let signatures_unchecked = trusted_keys.is_empty();
     let opts = ops::VerifyOptions { trusted_keys, jobs };
-    let report = block_on(async { Ok(ops::verify(&cache, &paths, &opts).await?) })?;
+    let report = block_on(async { Ok(ops::verify(cache, &paths, &opts).await?) })?;
     let mut out = io::BufWriter::new(stdout());
     for problem in &report.problems {
         writeln!(out, "{}", Untrusted(&problem.to_string()))?;
@@ -404,18 +504,17 @@ fn nix_conf_hint(url: &str, keys: &[PublicKey]) -> String {
     )
 }
 
-pub fn ls(url: &str, path: Option<&str>) -> anyhow::Result<()> {
-    let cache = open(url)?;
+pub fn ls(cache: &BinaryCache, path: Option<&str>) -> anyhow::Result<()> {
     let mut out = io::BufWriter::new(stdout());
     match path {
         None => {
-            for p in block_on(async { Ok(ops::list_paths(&cache).await?) })? {
+            for p in block_on(async { Ok(ops::list_paths(cache).await?) })? {
                 writeln!(out, "{p}")?;
             }
         }
         Some(arg) => {
             let (path, sub) = parse_path(&StoreDir::default(), arg)?;
-            let listing = block_on(async { Ok(ops::listing(&cache, &path).await?) })?;
+            let listing = block_on(async { Ok(ops::listing(cache, &path).await?) })?;
             let node = listing
                 .get(&sub)
                 .with_context(|| format!("{arg} does not exist in {}", cache.url()))?;
@@ -426,8 +525,7 @@ pub fn ls(url: &str, path: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn cat(url: &str, arg: &str, keys: &[String], verify: bool) -> anyhow::Result<()> {
-    let cache = open(url)?;
+pub fn cat(cache: BinaryCache, arg: &str, keys: &[String], verify: bool) -> anyhow::Result<()> {
     let (path, sub) = parse_path(&StoreDir::default(), arg)?;
     if sub.is_empty() {
         bail!("{arg} names a whole store path; name a file inside it, e.g. {arg}/bin/…");
@@ -459,9 +557,8 @@ fn print_cache_info(
     Ok(())
 }
 
-pub fn info(url: &str) -> anyhow::Result<()> {
-    let cache = open(url)?;
-    let (info, totals) = block_on(async { Ok(ops::info(&cache).await?) })?;
+pub fn info(cache: &BinaryCache) -> anyhow::Result<()> {
+    let (info, totals) = block_on(async { Ok(ops::info(cache).await?) })?;
     let mut out = io::BufWriter::new(stdout());
     match info {
         Some(i) => print_cache_info(&mut out, &i)?,

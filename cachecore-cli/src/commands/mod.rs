@@ -38,6 +38,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             level,
             jobs,
             trusted_keys,
+            token_file,
+            to_token_file,
             output,
         } => cache::copy(
             &from,
@@ -49,6 +51,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 jobs,
                 trusted_keys: &trusted_keys,
                 quiet: output.quiet,
+                from_token: token_file.as_deref(),
+                to_token: to_token_file.as_deref(),
             },
         ),
         Command::Pull {
@@ -57,23 +61,44 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dest,
             trusted_keys,
             no_check_sigs,
-        } => cache::pull(&store, &path, &dest, &trusted_keys, no_check_sigs),
+            token,
+        } => cache::pull(
+            &cache::open_with_token(&store, token.token_file.as_deref())?,
+            &path,
+            &dest,
+            &trusted_keys,
+            no_check_sigs,
+        ),
         Command::Verify {
             store,
             paths,
             trusted_keys,
             jobs,
+            token,
         } => {
-            return cache::verify(&store, &paths, &trusted_keys, jobs);
+            let cache = cache::open_with_token(&store, token.token_file.as_deref())?;
+            return cache::verify(&cache, &store, &paths, &trusted_keys, jobs);
         }
-        Command::Ls { store, path } => cache::ls(&store, path.as_deref()),
+        Command::Ls { store, path, token } => cache::ls(
+            &cache::open_with_token(&store, token.token_file.as_deref())?,
+            path.as_deref(),
+        ),
         Command::Cat {
             store,
             path,
             trusted_keys,
             verify,
-        } => cache::cat(&store, &path, &trusted_keys, verify),
-        Command::Info { store } => cache::info(&store),
+            token,
+        } => cache::cat(
+            cache::open_with_token(&store, token.token_file.as_deref())?,
+            &path,
+            &trusted_keys,
+            verify,
+        ),
+        Command::Info { store, token } => cache::info(&cache::open_with_token(
+            &store,
+            token.token_file.as_deref(),
+        )?),
         Command::Serve(args) => serve::run(args),
         #[cfg(all(feature = "mount", target_os = "linux"))]
         Command::Mount(args) => return mount::run(args),

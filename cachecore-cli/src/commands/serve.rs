@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use cachecore::server::{self, Config, Token};
-use cachecore::store::BinaryCache;
 
 use crate::cli::ServeArgs;
 use crate::stdout::outln;
@@ -25,11 +24,20 @@ fn optional_token(path: Option<&PathBuf>) -> anyhow::Result<Option<Token>> {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(&args.log_format, "info");
-    let cache = BinaryCache::open(&args.store)?;
+    let cache = super::cache::open(&args.store)?;
     let mut config = Config::default();
     config.write_token = optional_token(args.token_file.as_ref())?;
     config.read_token = optional_token(args.read_token_file.as_ref())?;
     config.public_keys = cachecore::signing::PublicKey::from_args(&args.public_keys)?;
+    match (&args.key, &args.token_file) {
+        (Some(_), None) => anyhow::bail!(
+            "--key signs uploads, and without --token-file this server takes none: give --token-file FILE too, or leave out --key (sign with `cachecore push --key` instead)"
+        ),
+        (None, Some(_)) => eprintln!(
+            "warning: uploads are stored unsigned unless the clients sign them (Nix refuses unsigned paths); give --key SECRET_FILE to sign every upload here"
+        ),
+        _ => {}
+    }
     if let Some(file) = &args.key {
         let secret = cachecore::signing::SecretKey::read_file(file)?;
         let public = secret.public_key();
@@ -80,7 +88,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
         let keys = cachecore::signing::PublicKey::from_args(&keys)?;
-        let mut up = server::Upstream::new(BinaryCache::open(url)?, keys);
+        let mut up = server::Upstream::new(super::cache::open(url)?, keys);
         up.lookup_timeout = Duration::from_secs(args.upstream_timeout);
         config.upstreams.push(up);
     }
@@ -100,10 +108,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             let app = server::router(cache, config).await?;
             let mut tasks = Vec::new();
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            for addr in &listen {
-                let addr: SocketAddr = addr.parse().with_context(|| {
-                    format!("--listen {addr:?} is not an address like 127.0.0.1:8080 or [::1]:0")
-                })?;
+            for addr in resolve_listen(&listen).await? {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr}"))?;
@@ -129,6 +134,29 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
 }
 
+/// The addresses of the --listen arguments: an address as it is, a host name and port (every
+/// address the name has, each once).
+async fn resolve_listen(listen: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut addrs = Vec::new();
+    for arg in listen {
+        let found: Vec<SocketAddr> = match arg.parse::<SocketAddr>() {
+            Ok(a) => vec![a],
+            Err(_) => tokio::net::lookup_host(arg.as_str())
+                .await
+                .with_context(|| {
+                    format!("--listen {arg:?} is not an address or host name with a port, like 127.0.0.1:8080, [::]:8080 or localhost:8080")
+                })?
+                .collect(),
+        };
+        for a in found {
+            if !addrs.contains(&a) {
+                addrs.push(a);
+            }
+        }
+    }
+    Ok(addrs)
+}
+
 /// SIGINT or SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -148,8 +176,10 @@ async fn shutdown_signal() {
 pub(super) fn init_logging(format: &str, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // Colour only for a person at a terminal, never into a log file or journal.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();

@@ -60,7 +60,13 @@ pub async fn all_narinfos(cache: &BinaryCache) -> Result<Vec<NarInfo>, OpError> 
 /// ```
 pub async fn list_paths(cache: &BinaryCache) -> Result<Vec<String>, OpError> {
     super::require_cache_info(cache).await?;
-    // From the push index, and the narinfos it does not cover.
+    // A cachecore serve answers for itself; elsewhere, from the push index and the narinfos
+    // it does not cover.
+    if let Some(served) = served_paths(cache).await? {
+        let mut paths: Vec<String> = served.into_iter().map(|p| p.path).collect();
+        paths.sort();
+        return Ok(paths);
+    }
     let listed = cache.paths(CONCURRENCY).await?;
     if let Some((key, _)) = listed.unparseable.first() {
         // The narinfo's own error, with its key and cause.
@@ -75,6 +81,63 @@ pub async fn list_paths(cache: &BinaryCache) -> Result<Vec<String>, OpError> {
         .collect();
     paths.sort();
     Ok(paths)
+}
+
+/// The largest `/cachecore-paths` answer read (about a million paths).
+const MAX_SERVED_PATHS_BYTES: u64 = 256 << 20;
+
+/// One line of a `cachecore serve`'s `/cachecore-paths`.
+struct ServedPath {
+    path: String,
+    nar_size: u64,
+    file_size: u64,
+}
+
+/// One line of `/cachecore-paths`: `PATH NARSIZE FILESIZE`, the path a full store path.
+fn served_path(line: &str) -> Option<ServedPath> {
+    let mut fields = line.split(' ');
+    let path = fields.next()?;
+    let nar_size = fields.next()?.parse().ok()?;
+    let file_size = fields.next()?.parse().ok()?;
+    let (dir, base) = path.rsplit_once('/')?;
+    StorePath::from_base_name(base).ok()?;
+    (fields.next().is_none() && dir.starts_with('/')).then(|| ServedPath {
+        path: path.to_owned(),
+        nar_size,
+        file_size,
+    })
+}
+
+/// What a `cachecore serve` says it holds (`/cachecore-paths`), for an `http(s)://` cache that
+/// cannot be listed; `None` for any other store, or a server without that answer (a plain
+/// HTTP cache). The server's word: a line that is not a store path and two sizes is
+/// [`OpError::ServedListing`].
+async fn served_paths(cache: &BinaryCache) -> Result<Option<Vec<ServedPath>>, OpError> {
+    if !cache.objects().is_http() {
+        return Ok(None);
+    }
+    let Some(bytes) = cache
+        .objects()
+        .get_bytes_limited("cachecore-paths", MAX_SERVED_PATHS_BYTES)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let mut served = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        match served_path(line) {
+            Some(p) => served.push(p),
+            None => {
+                return Err(OpError::ServedListing {
+                    url: cache.url().to_owned(),
+                    line: n + 1,
+                    text: crate::untrusted::excerpt(line),
+                })
+            }
+        }
+    }
+    Ok(Some(served))
 }
 
 /// Number of paths and sizes in a cache.
@@ -112,11 +175,31 @@ pub async fn info(
     cache: &BinaryCache,
 ) -> Result<(Option<crate::cache_info::CacheInfo>, CacheTotals), OpError> {
     let cache_info = cache.cache_info().await?;
+    if cache_info.is_none() && cache.objects().is_http() {
+        return Err(crate::store::StoreError::NoCacheInfo {
+            url: cache.url().to_owned(),
+        }
+        .into());
+    }
     let mut totals = CacheTotals::default();
     let overflow = |what| OpError::SizeOverflow {
         what,
         url: cache.url().to_owned(),
     };
+    if let Some(served) = served_paths(cache).await? {
+        for p in served {
+            totals.paths += 1;
+            totals.nar_bytes = totals
+                .nar_bytes
+                .checked_add(p.nar_size)
+                .ok_or_else(|| overflow("NarSizes"))?;
+            totals.file_bytes = totals
+                .file_bytes
+                .checked_add(p.file_size)
+                .ok_or_else(|| overflow("FileSizes"))?;
+        }
+        return Ok((cache_info, totals));
+    }
     for i in all_narinfos(cache).await? {
         totals.paths += 1;
         totals.nar_bytes = totals

@@ -85,6 +85,14 @@ pub enum OpError {
     SizeOverflow { what: &'static str, url: String },
     #[error("{path} is not in {url}")]
     NotInCache { path: String, url: String },
+    /// A `cachecore serve`'s list of its store paths has a line that is not `PATH NARSIZE
+    /// FILESIZE`.
+    #[error("{url}/cachecore-paths, line {line}: {text:?} is not a store path and two sizes")]
+    ServedListing {
+        url: String,
+        line: usize,
+        text: String,
+    },
     #[error("{url} is not a binary cache: it has no nix-cache-info (is the directory, bucket or prefix right? `cachecore init` creates one)")]
     NotACache { url: String },
     #[error("{path}: none of its signatures ({found}) is by a trusted key ({trusted})")]
@@ -194,6 +202,7 @@ impl OpError {
             OpError::ReadNar { source, .. } => io_kind(source, K::Corrupt),
             OpError::NotInCache { .. } => K::NotFound,
             OpError::NotACache { .. } => K::NotFound,
+            OpError::ServedListing { .. } => K::Corrupt,
             OpError::SecretKeyFile { .. } => K::InvalidInput,
             OpError::Untrusted { .. } => K::Untrusted,
             OpError::MissingReference { .. } => K::Corrupt,
@@ -289,11 +298,10 @@ pub(crate) async fn staged<T>(
 /// [`StoreError::ReadOnly`] before any work, for an operation that writes to `cache`.
 pub(crate) fn require_writable(cache: &crate::store::BinaryCache) -> Result<(), OpError> {
     if cache.is_read_only() {
-        return Err(StoreError::ReadOnly {
-            url: cache.url().to_owned(),
-            key: "NARs and narinfos into it".to_owned(),
-        }
-        .into());
+        return Err(cache
+            .objects()
+            .read_only_error("NARs and narinfos into it")
+            .into());
     }
     Ok(())
 }
@@ -302,6 +310,10 @@ pub(crate) fn require_writable(cache: &crate::store::BinaryCache) -> Result<(), 
 pub async fn require_cache_info(cache: &crate::store::BinaryCache) -> Result<(), OpError> {
     match cache.cache_info().await? {
         Some(_) => Ok(()),
+        None if cache.objects().is_http() => Err(StoreError::NoCacheInfo {
+            url: cache.url().to_owned(),
+        }
+        .into()),
         None => Err(OpError::NotACache {
             url: cache.url().to_owned(),
         }),

@@ -52,6 +52,52 @@ fn totals(state: &Shared) -> Option<Result<CacheTotals, String>> {
     t.last.as_ref().map(|(_, r)| r.clone())
 }
 
+/// `/cachecore-paths`: every store path with its NarSize and FileSize, one per line (`PATH
+/// NARSIZE FILESIZE`), for `cachecore ls` and `cachecore info` of this server's URL
+/// ([`crate::ops::list_paths`]), which a plain HTTP cache cannot answer.
+pub(super) async fn paths(State(state): State<Shared>) -> Response {
+    let runtime = tokio::runtime::Handle::current();
+    let cache = state.cache.clone();
+    // As for the totals: the walk's future is not provably `Send`.
+    let listed = tokio::task::spawn_blocking(move || {
+        runtime.block_on(crate::ops::browse::all_narinfos(&cache))
+    })
+    .await;
+    let infos = match listed {
+        Ok(Ok(infos)) => infos,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot list the store paths");
+            return super::text(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "the store paths could not be listed",
+            );
+        }
+        Err(_) => {
+            return super::text(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "the listing was cancelled",
+            )
+        }
+    };
+    let mut body = String::new();
+    for i in &infos {
+        body.push_str(&format!(
+            "{} {} {}\n",
+            i.store_dir.full_path(&i.store_path),
+            i.nar_size,
+            i.file_size.unwrap_or(0)
+        ));
+    }
+    let mut r = Response::new(axum::body::Body::from(body));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
 /// The landing page's style sheet, inline: its `Content-Security-Policy` allows it by hash.
 const STYLE: &str = "
 body { font-family: system-ui, sans-serif; max-width: 48rem; margin: 2rem auto; padding: 0 1rem; color: #1d2330; }
@@ -143,12 +189,36 @@ fn render(state: &AppState, url: &str, totals: Option<Result<CacheTotals, String
         .iter()
         .map(ToString::to_string)
         .collect();
-    let mut conf = format!("substituters = {url}\n");
-    if keys.is_empty() {
-        conf.push_str("trusted-public-keys = <the public key of the key that signs this cache>\n");
+    // `extra-`: added to what Nix has (cache.nixos.org), never replacing it.
+    let key_list = if keys.is_empty() {
+        vec!["<the public key of the key that signs this cache>".to_owned()]
     } else {
-        conf.push_str(&format!("trusted-public-keys = {}\n", keys.join(" ")));
-    }
+        keys.clone()
+    };
+    let conf = format!(
+        "extra-substituters = {url}\nextra-trusted-public-keys = {}\n",
+        key_list.join(" ")
+    );
+    let quoted = |items: &[String]| {
+        items
+            .iter()
+            .map(|i| format!("\"{i}\""))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let nixos = format!(
+        "nix.settings = {{\n  extra-substituters = [ {} ];\n  extra-trusted-public-keys = [ {} ];\n}};\n",
+        quoted(&[url.to_owned()]),
+        quoted(&key_list)
+    );
+    // netrc names a machine by its host alone: a port there matches nothing.
+    let netrc_host = url
+        .strip_prefix("http://")
+        .map(|h| match h.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => h,
+        })
+        .unwrap_or("HOST");
     let keys_html = if keys.is_empty() {
         "<p>This server was not told which keys sign the cache (<code>cachecore serve --public-key KEY</code>).</p>".to_owned()
     } else {
@@ -170,12 +240,18 @@ fn render(state: &AppState, url: &str, totals: Option<Result<CacheTotals, String
     };
     let priority = state
         .priority
-        .map(|p| format!(" Nix gives it priority {p} (lower is preferred; cache.nixos.org is 40)."))
+        .map(|p| format!(" Nix gives it priority {p}: lower is asked first, and cache.nixos.org is 40, so for this cache to be asked before it, add <code>?priority=30</code> to the substituter URL (or start the server with <code>--priority 30</code>); leave it above 40 to ask it only for what cache.nixos.org lacks."))
         .unwrap_or_default();
+    let kept_unsigned = if state.config.signing_key.is_some() {
+        "<p>This server signs what it takes. A machine that uploads with <code>nix copy --to</code> keeps the unsigned narinfo it sent in Nix's own cache (<code>~/.cache/nix/binary-cache-v6.sqlite</code>, for <code>narinfo-cache-positive-ttl</code>, 30 days) and refuses the signed path when it substitutes later: push with <code>cachecore push</code> instead (it leaves Nix's cache alone), or substitute there with <code>--option narinfo-cache-positive-ttl 0</code>.</p>"
+    } else {
+        ""
+    };
     let uploads = if state.config.write_token.is_some() {
         format!(
-            "<h2>Uploading</h2><p>With the upload token in a netrc file (<code>machine HOST password TOKEN</code>):</p><pre>nix copy --to '{url}' --option netrc-file ./netrc ./result</pre><p>Or with cachecore, the token in a file (no bucket credentials needed; the NARs are compressed on the pushing machine):</p><pre>cachecore push '{url}' ./result --token-file ./token</pre>",
-            url = escape(url)
+            "<h2>Uploading</h2><p>With the upload token in a netrc file (<code>machine {netrc_host} password TOKEN</code>: the host without its port):</p><pre>nix copy --to '{url}' --option netrc-file ./netrc ./result</pre><p>Or with cachecore, the token in a file (no bucket credentials needed; the NARs are compressed on the pushing machine):</p><pre>cachecore push '{url}' ./result --token-file ./token</pre>{kept_unsigned}",
+            url = escape(url),
+            netrc_host = escape(netrc_host),
         )
     } else {
         String::new()
@@ -191,6 +267,8 @@ fn render(state: &AppState, url: &str, totals: Option<Result<CacheTotals, String
 <h2>Use it</h2>
 <p>Add to <code>/etc/nix/nix.conf</code> (or <code>~/.config/nix/nix.conf</code> for a trusted user):</p>
 <pre id="nix-conf">{conf}</pre>
+<p>On NixOS, in <code>configuration.nix</code>:</p>
+<pre id="nixos">{nixos}</pre>
 <h2>Public keys</h2>
 {keys_html}
 <h2>Contents</h2>
@@ -202,6 +280,7 @@ fn render(state: &AppState, url: &str, totals: Option<Result<CacheTotals, String
         url_e = escape(url),
         store_dir = escape(state.store_dir.as_str()),
         conf = escape(&conf),
+        nixos = escape(&nixos),
         version = env!("CARGO_PKG_VERSION"),
     )
 }

@@ -17,6 +17,7 @@ pub(crate) const ROUTES: &[&str] = &[
     "metrics",
     "health",
     "serve_file",
+    "paths",
     "other",
 ];
 

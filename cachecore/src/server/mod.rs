@@ -210,6 +210,11 @@ type Shared = Arc<AppState>;
 #[derive(Debug, Clone, Copy)]
 struct RouteLabel(&'static str);
 
+/// On a response whose body bytes its handler counts itself as they are sent
+/// (`response_body_bytes_total`); [`observe`] counts every other body.
+#[derive(Debug, Clone, Copy)]
+struct BodyCounted;
+
 /// The router serving `cache` as configured. Reads `nix-cache-info` once; a store without one
 /// is served as a cache of `/nix/store`, and gets that file written when uploads are enabled.
 ///
@@ -266,6 +271,16 @@ pub async fn router(cache: BinaryCache, config: Config) -> Result<Router, Server
     };
     if config.priority.is_some() {
         info.priority = config.priority;
+    }
+    // Whether this server signs what it takes, and with which key, as served: the store's
+    // word on it is never passed on.
+    info.extra
+        .retain(|(name, _)| name != crate::cache_info::SIGNING_KEY_FIELD);
+    if let Some(secret) = &config.signing_key {
+        info.extra.push((
+            crate::cache_info::SIGNING_KEY_FIELD.to_owned(),
+            secret.public_key().to_string(),
+        ));
     }
     let metrics = Metrics::new().map_err(|e| ServerError::Metrics(e.to_string()))?;
     let store_dir = StoreDir::new(&info.store_dir);
@@ -396,7 +411,7 @@ fn refusal(access: Access, what: &str) -> Result<(), Response> {
         Access::Missing => {
             let mut r = text(
                 StatusCode::UNAUTHORIZED,
-                format!("{what} needs a token (Authorization: Bearer TOKEN, or basic auth with the token as password)"),
+                format!("{what} needs a token (Authorization: Bearer TOKEN, or basic auth with the token as password; Nix sends it from a netrc line `machine HOST password TOKEN`, HOST without the port)"),
             );
             r.headers_mut().insert(
                 WWW_AUTHENTICATE,
@@ -445,6 +460,9 @@ async fn observe(State(state): State<Shared>, req: Request, next: Next) -> Respo
             .headers_mut()
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+    if method != axum::http::Method::HEAD && response.extensions().get::<BodyCounted>().is_none() {
+        response = count_body(&state, route, response);
+    }
     // No body is ever to be taken for something else than its type says: a build log, or an
     // error echoing the path asked for, is text, never HTML a browser would guess.
     response
@@ -452,6 +470,22 @@ async fn observe(State(state): State<Shared>, req: Request, next: Next) -> Respo
         .entry(axum::http::header::X_CONTENT_TYPE_OPTIONS)
         .or_insert(HeaderValue::from_static("nosniff"));
     response
+}
+
+/// Counts the body of `response` in `response_body_bytes_total`: its size when known, else each
+/// chunk as it is sent.
+fn count_body(state: &AppState, route: &str, response: Response) -> Response {
+    use axum::body::HttpBody as _;
+    let sent = state.metrics.sent_bytes.with_label_values(&[route]);
+    if let Some(n) = response.body().size_hint().exact() {
+        sent.inc_by(n);
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let counted = futures::TryStreamExt::inspect_ok(body.into_data_stream(), move |chunk| {
+        sent.inc_by(chunk.len() as u64)
+    });
+    Response::from_parts(parts, Body::from_stream(counted))
 }
 
 async fn metrics_page(State(state): State<Shared>) -> Response {

@@ -229,6 +229,7 @@ async fn encoded(
         } else {
             Body::from(plain)
         });
+        r.extensions_mut().insert(super::BodyCounted);
         let h = r.headers_mut();
         h.insert(
             CONTENT_TYPE,
@@ -377,6 +378,7 @@ fn body(state: &AppState, key: &ObjectKey, obj: Object, partial: bool) -> Respon
         failed: false,
     };
     let mut r = Response::new(Body::from_stream(counted));
+    r.extensions_mut().insert(super::BodyCounted);
     let h = r.headers_mut();
     entity_headers(h, key, &meta);
     insert(h, CONTENT_LENGTH, len.to_string());

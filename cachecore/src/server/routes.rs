@@ -7,6 +7,7 @@
 //! /health                 public  GET HEAD                         health
 //! /metrics                read    GET HEAD                         metrics
 //! /serve/{*path}          read    GET HEAD                         serve_file
+//! /cachecore-paths        read    GET HEAD                         paths
 //! /nix-cache-info         read    GET HEAD                         the object's kind:
 //!                         write   PUT, POST ?upload-url            cache_info, narinfo,
 //! /{file}                 (same)  <hash>.narinfo, <hash>.ls        listing, nar, log,
@@ -69,6 +70,11 @@ pub(super) fn table(state: &Shared) -> Router<Shared> {
             "/serve/{*path}",
             Label::Fixed("serve_file"),
             read(state, get(serve_file)),
+        )
+        .add(
+            "/cachecore-paths",
+            Label::Fixed("paths"),
+            read(state, get(landing::paths)),
         )
         .add("/nix-cache-info", Label::OfObject, object())
         .add("/{file}", Label::OfObject, object())

@@ -74,6 +74,10 @@ impl BodyError {
             BodyError::Client(_) | BodyError::Corrupt(_) => StatusCode::BAD_REQUEST,
             BodyError::Present => StatusCode::CONFLICT,
         };
+        if matches!(self, BodyError::Client(_) | BodyError::Idle(_)) {
+            // The client went away or stalled mid-body: no one reads the answer, so say it here.
+            tracing::warn!(key, reason = %self, "upload abandoned mid-body; nothing was stored");
+        }
         text(status, format!("{key} was not stored: {self}"))
     }
 }

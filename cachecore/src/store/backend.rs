@@ -175,11 +175,17 @@ impl Backend {
     }
 }
 
-pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Backend, StoreError> {
+/// Opens the store `parsed` names; a local directory that is not there is created when
+/// `create`, else [`StoreError::NoStore`].
+pub(crate) fn open(
+    parsed: &StoreUrl,
+    env: &[(String, String)],
+    create: bool,
+) -> Result<Backend, StoreError> {
     let url = parsed.as_str();
-    let backend = match &parsed.location {
+    let mut backend = match &parsed.location {
         StoreLocation::Local { dir } => {
-            let (local, store) = LocalDir::open(url, dir)?;
+            let (local, store) = LocalDir::open(url, dir, create)?;
             let mut b = Backend::plain(url, Arc::new(store), false);
             b.local = Some(Arc::new(local));
             b
@@ -220,6 +226,14 @@ pub(crate) fn open(parsed: &StoreUrl, env: &[(String, String)]) -> Result<Backen
                 "set AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY, or a SAS token";
             Backend::bucket(url, container, prefix, store, Some(advice.to_owned()))
         }
+    };
+    backend.cx.scheme = match &parsed.location {
+        StoreLocation::Local { .. } | StoreLocation::Memory => "",
+        StoreLocation::Http { base } if base.scheme() == "https" => "https",
+        StoreLocation::Http { .. } => "http",
+        StoreLocation::S3 { .. } => "s3",
+        StoreLocation::Gcs { .. } => "gs",
+        StoreLocation::Azure { .. } => "az",
     };
     Ok(backend)
 }

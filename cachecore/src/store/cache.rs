@@ -178,8 +178,34 @@ impl BinaryCache {
         parsed: &StoreUrl,
         env: &[(String, String)],
     ) -> Result<BinaryCache, StoreError> {
+        Self::open_parsed_as(parsed, env, true)
+    }
+
+    /// [`open_with_env`](Self::open_with_env) for a store that must be there already, as a
+    /// command that reads (or serves) it wants: nothing is created, and a local directory that
+    /// does not exist is [`StoreError::NoStore`]. Other stores are not asked anything either; a
+    /// missing bucket or `nix-cache-info` shows up at the first request.
+    ///
+    /// ```
+    /// use cachecore::{error::ErrorKind, store::BinaryCache};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let missing = dir.path().join("cahce");
+    /// let e = BinaryCache::open_existing(missing.to_str().unwrap(), &[]).unwrap_err();
+    /// assert_eq!(e.kind(), ErrorKind::NotFound);
+    /// assert!(!missing.exists()); // nothing left behind
+    /// assert!(BinaryCache::open_existing(dir.path().to_str().unwrap(), &[]).is_ok());
+    /// ```
+    pub fn open_existing(url: &str, env: &[(String, String)]) -> Result<BinaryCache, StoreError> {
+        Self::open_parsed_as(&StoreUrl::parse(url)?, env, false)
+    }
+
+    fn open_parsed_as(
+        parsed: &StoreUrl,
+        env: &[(String, String)],
+        create: bool,
+    ) -> Result<BinaryCache, StoreError> {
         Ok(BinaryCache {
-            objects: Objects::new(backend::open(parsed, env)?),
+            objects: Objects::new(backend::open(parsed, env, create)?),
             settings: parsed.settings.clone(),
             store_dir: Default::default(),
             nar_listings: Default::default(),
@@ -383,6 +409,13 @@ impl BinaryCache {
                 )
                 .await?;
             return Ok(updated);
+        }
+        if self.objects.is_http() {
+            // A `cachecore serve` always has one: a wrong address or path, where a PUT would
+            // only be refused as no object of a cache.
+            return Err(StoreError::NoCacheInfo {
+                url: self.url().to_owned(),
+            });
         }
         self.objects
             .put(

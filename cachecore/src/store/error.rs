@@ -24,6 +24,17 @@ pub enum StoreError {
     #[error("bad store URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
 
+    /// A store opened to be read ([`BinaryCache::open_existing`](super::BinaryCache::open_existing))
+    /// is not there: a local directory that does not exist. Nothing was created.
+    #[error("no binary cache at {url}: {dir} does not exist ({advice})")]
+    NoStore {
+        url: String,
+        dir: String,
+        /// The URL the argument likely meant ([`StoreUrl::likely_meant`](super::StoreUrl::likely_meant)),
+        /// or how to create a cache.
+        advice: String,
+    },
+
     /// An object key that no backend accepts (empty segment, `.`/`..`, control characters).
     #[error("{url}: \"{key}\" is not a valid object key: {reason}")]
     BadKey {
@@ -32,7 +43,19 @@ pub enum StoreError {
         reason: String,
     },
 
-    /// A write to a store opened read-only (plain `http(s)://` caches).
+    /// A write to an `http(s)://` cache opened without a token: a `cachecore serve` takes
+    /// uploads with one, a plain HTTP cache none.
+    #[error("{url}: cannot write {key}: this server takes uploads with a token: --token-file FILE or CACHECORE_TOKEN (that is a `cachecore serve`; a plain HTTP binary cache is read-only)")]
+    NeedsToken { url: String, key: String },
+
+    /// An `http(s)://` cache whose `nix-cache-info` is not there (`404`): a wrong address or
+    /// path. (A `cachecore serve` always answers one.)
+    #[error(
+        "no binary cache at {url} (nix-cache-info: 404); is the address, and its path, right?"
+    )]
+    NoCacheInfo { url: String },
+
+    /// A write to a store opened read-only (a caller's choice).
     #[error("{url} is read-only (plain HTTP binary caches can be read, not written); cannot write {key}")]
     ReadOnly { url: String, key: String },
 
@@ -152,12 +175,14 @@ pub enum StoreError {
     },
 
     /// Nothing answers at the store's address (connection refused, DNS failure, timeout).
-    #[error("{url}: cannot reach the store server to {op} {key}: {detail}; check that the server is running and that the URL (or endpoint=) is right")]
+    #[error("{url}: cannot reach the store server to {op} {key}: {detail}; {advice}")]
     Unreachable {
         url: String,
         op: &'static str,
         key: String,
         detail: String,
+        /// What to check: the server and the URL, and for S3 the endpoint.
+        advice: &'static str,
         #[source]
         source: Box<object_store::Error>,
     },
@@ -267,11 +292,14 @@ impl StoreError {
     pub fn key(&self) -> Option<&str> {
         match self {
             StoreError::BadUrl { .. }
+            | StoreError::NoStore { .. }
+            | StoreError::NoCacheInfo { .. }
             | StoreError::Setup { .. }
             | StoreError::Unsupported { .. }
             | StoreError::StoreDirMismatch { .. } => None,
             StoreError::BadKey { key, .. }
             | StoreError::ReadOnly { key, .. }
+            | StoreError::NeedsToken { key, .. }
             | StoreError::NotFound { key, .. }
             | StoreError::AlreadyExists { key, .. }
             | StoreError::Changed { key, .. }
@@ -322,7 +350,9 @@ impl StoreError {
                 ErrorKind::InvalidInput
             }
             StoreError::ReadOnly { .. } | StoreError::Unsupported { .. } => ErrorKind::Unsupported,
-            StoreError::NotFound { .. } => ErrorKind::NotFound,
+            StoreError::NotFound { .. }
+            | StoreError::NoStore { .. }
+            | StoreError::NoCacheInfo { .. } => ErrorKind::NotFound,
             StoreError::AlreadyExists { .. }
             | StoreError::Changed { .. }
             | StoreError::StoreDirMismatch { .. } => ErrorKind::Conflict,
@@ -340,6 +370,7 @@ impl StoreError {
             // The store URL is wrong: the region, or a port that is not the S3 API.
             StoreError::WrongRegion { .. } | StoreError::NotS3 { .. } => ErrorKind::InvalidInput,
             StoreError::MissingCredentials { .. }
+            | StoreError::NeedsToken { .. }
             | StoreError::AccessDenied { .. }
             | StoreError::NoSuchBucket { .. } => ErrorKind::Denied,
             // The data being uploaded failed: its own kind when it says one (a corrupt source
@@ -402,6 +433,35 @@ pub(crate) struct ErrorContext {
     pub(crate) credential_advice: Option<String>,
     /// The S3 endpoint given (`endpoint=`), to name in a "not an S3 API" error.
     pub(crate) endpoint: Option<String>,
+    /// What kind of store: the URL's scheme (`http`, `https`, `s3`, …; empty for a local
+    /// directory, memory or a caller's store), for advice that fits it.
+    pub(crate) scheme: &'static str,
+}
+
+impl ErrorContext {
+    /// Whether the store is an `http(s)://` cache.
+    pub(crate) fn is_http(&self) -> bool {
+        matches!(self.scheme, "http" | "https")
+    }
+
+    /// The error for a write to a store opened read-only.
+    pub(crate) fn read_only(&self, key: &str) -> StoreError {
+        let (url, key) = (self.url.clone(), key.to_owned());
+        if self.is_http() {
+            StoreError::NeedsToken { url, key }
+        } else {
+            StoreError::ReadOnly { url, key }
+        }
+    }
+
+    /// What to check when nothing answers at the store's address.
+    fn unreachable_advice(&self) -> &'static str {
+        match self.scheme {
+            "s3" if self.endpoint.is_none() => "no endpoint= was given, so AWS itself was asked; for another S3 server (Garage, MinIO) add endpoint=http://HOST:PORT to the URL",
+            "s3" => "check that the server is running and that endpoint= is right",
+            _ => "check that the server is running and that the URL is right",
+        }
+    }
 }
 
 /// Whether `e` is a backend's own error (an `object_store` error with its retries, request
@@ -492,16 +552,26 @@ pub(crate) fn convert(
                 }
                 _ => None,
             };
+            let (detail, advice) = match refused {
+                Some(r) => (
+                    r.to_string(),
+                    "check the token (--token-file, or CACHECORE_TOKEN) against the server's --token-file",
+                ),
+                None if cx.is_http() => (
+                    http_refusal(&text),
+                    "give the server's token with --token-file FILE or CACHECORE_TOKEN (or as user:token@ in the URL)",
+                ),
+                None => (
+                    server_detail(&text),
+                    "check the access key, secret and the bucket's permissions",
+                ),
+            };
             return StoreError::AccessDenied {
                 url,
                 op: op_verb,
                 key,
-                detail: refused.map_or_else(|| server_detail(&text), ToString::to_string),
-                advice: if refused.is_some() {
-                    "check the token (--token-file, or CACHECORE_TOKEN) against the server's --token-file"
-                } else {
-                    "check the access key, secret and the bucket's permissions"
-                },
+                detail,
+                advice,
                 source,
             };
         }
@@ -518,12 +588,17 @@ pub(crate) fn convert(
             };
         }
     }
-    if let Some(detail) = unreachable_detail(&source) {
+    if let Some(mut detail) = unreachable_detail(&source) {
+        if cx.scheme == "https" && text.contains("InvalidContentType") {
+            // rustls reading a plain HTTP answer as a TLS record.
+            detail = format!("the server answered in plain HTTP, not TLS; use http:// ({detail})");
+        }
         return StoreError::Unreachable {
             url,
             op: op_verb,
             key,
             detail,
+            advice: cx.unreachable_advice(),
             source,
         };
     }
@@ -672,6 +747,28 @@ fn credential_detail(e: &object_store::Error) -> String {
     match unreachable_detail(e) {
         Some(d) => format!("fetching credentials failed: {d}"),
         None => "fetching credentials failed".to_owned(),
+    }
+}
+
+/// An HTTP cache's refusal: its status and the server's own reason (object_store quotes the
+/// response body after the status), e.g. `HTTP 401 Unauthorized: reading this cache needs a
+/// token …`.
+fn http_refusal(text: &str) -> String {
+    let Some(status) = http_status(text) else {
+        return server_detail(text);
+    };
+    let marker = "status code: ";
+    let after = text.find(marker).map_or("", |i| &text[i + marker.len()..]);
+    // `401 Unauthorized: <body>`: the body is the reason, one line.
+    let reason = after
+        .split_once(": ")
+        .map(|(_, body)| body.trim().trim_end_matches("\\n").trim())
+        .unwrap_or_default();
+    let reason = reason.split(" / ").next().unwrap_or_default();
+    if reason.is_empty() {
+        status
+    } else {
+        format!("{status}: {}", crate::untrusted::reason(reason))
     }
 }
 

@@ -221,7 +221,7 @@ async fn send_for_text(req: reqwest::RequestBuilder) -> Result<String, Failure> 
     if status.is_success() && whole {
         return Ok(String::from_utf8_lossy(&body).trim().to_owned());
     }
-    let reason = crate::untrusted::excerpt(String::from_utf8_lossy(&body).trim());
+    let reason = crate::untrusted::reason(&String::from_utf8_lossy(&body));
     Err(Failure::Refused(Refused { status, reason }))
 }
 
@@ -239,9 +239,9 @@ async fn send(req: reqwest::RequestBuilder) -> Sent {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned));
     }
-    // The server's reason is one line; a hostile or confused server gets 200 bytes.
+    // The server's reason is one line, quoted whole ([`crate::untrusted::reason`]).
     let (body, _) = read_bounded(response, 64 << 10).await;
-    let reason = crate::untrusted::excerpt(String::from_utf8_lossy(&body).trim());
+    let reason = crate::untrusted::reason(&String::from_utf8_lossy(&body));
     Err(Failure::Refused(Refused { status, reason }))
 }
 

@@ -75,16 +75,36 @@ pub(crate) fn local_error(
 }
 
 impl LocalDir {
-    /// Opens (creating it if needed) the directory `dir` of the store `url`, and object_store's
-    /// backend for the writes and listings.
+    /// Opens the directory `dir` of the store `url` (creating it if needed when `create`, else
+    /// [`StoreError::NoStore`] if it is not there), and object_store's backend for the writes
+    /// and listings.
     pub(crate) fn open(
         url: &str,
         dir: &Path,
+        create: bool,
     ) -> Result<(LocalDir, object_store::local::LocalFileSystem), StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::BadUrl {
-            url: url.to_owned(),
-            reason: format!("cannot create directory {}: {e}", dir.display()),
-        })?;
+        if create {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::BadUrl {
+                url: url.to_owned(),
+                reason: format!("cannot create directory {}: {e}", dir.display()),
+            })?;
+        } else if !dir.is_dir() {
+            if dir.exists() {
+                return Err(StoreError::BadUrl {
+                    url: url.to_owned(),
+                    reason: format!("{} is not a directory", dir.display()),
+                });
+            }
+            let advice = match super::StoreUrl::likely_meant(url) {
+                Some(meant) => format!("did you mean {meant}?"),
+                None => "`cachecore init` creates a cache".to_owned(),
+            };
+            return Err(StoreError::NoStore {
+                url: url.to_owned(),
+                dir: dir.display().to_string(),
+                advice,
+            });
+        }
         let root = std::fs::canonicalize(dir).map_err(|e| StoreError::BadUrl {
             url: url.to_owned(),
             reason: format!("cannot resolve directory {}: {e}", dir.display()),
@@ -516,7 +536,7 @@ mod tests {
     #[tokio::test]
     async fn etag_is_object_stores() {
         let dir = tempfile::tempdir().unwrap();
-        let (local, store) = LocalDir::open("test://", dir.path()).unwrap();
+        let (local, store) = LocalDir::open("test://", dir.path(), true).unwrap();
         let local = Arc::new(local);
         let files = [("a.narinfo", 10usize), ("nar/b.nar", 300_000), ("empty", 0)];
         for (key, size) in files {

@@ -265,6 +265,17 @@ impl Objects {
         self.inner.backend.read_only
     }
 
+    /// Whether the store is an `http(s)://` cache.
+    pub(crate) fn is_http(&self) -> bool {
+        self.inner.backend.cx.is_http()
+    }
+
+    /// The error for a write of `key` to this store when it is read-only
+    /// ([`StoreError::NeedsToken`] for an HTTP cache without a token).
+    pub(crate) fn read_only_error(&self, key: &str) -> StoreError {
+        self.inner.backend.cx.read_only(key)
+    }
+
     fn err(&self, op: Op, key: &str, e: object_store::Error) -> StoreError {
         convert(&self.inner.backend.cx, op, key, e)
     }
@@ -297,10 +308,7 @@ impl Objects {
 
     fn writable(&self, key: &str) -> Result<Path, StoreError> {
         if self.inner.backend.read_only {
-            return Err(StoreError::ReadOnly {
-                url: self.inner.backend.cx.url.clone(),
-                key: key.to_owned(),
-            });
+            return Err(self.inner.backend.cx.read_only(key));
         }
         self.path(key)
     }

@@ -522,6 +522,58 @@ impl StoreUrl {
         })
     }
 
+    /// What a directory argument that does not exist was likely meant to be, when it reads like
+    /// a mistyped URL: `http//host:port` (no colon) or `host:port` (no scheme) — `None` for
+    /// anything else, and for a URL with a scheme. A command that would create the directory
+    /// refuses such an argument; one that reads adds the likely meaning to its error.
+    ///
+    /// ```
+    /// use cachecore::store::StoreUrl;
+    /// assert_eq!(StoreUrl::likely_meant("http//127.0.0.1:4510").as_deref(), Some("http://127.0.0.1:4510"));
+    /// assert_eq!(StoreUrl::likely_meant("https:cache.example.org").as_deref(), Some("https://cache.example.org"));
+    /// assert_eq!(StoreUrl::likely_meant("127.0.0.1:4510").as_deref(), Some("http://127.0.0.1:4510"));
+    /// assert_eq!(StoreUrl::likely_meant("cache.example.org:443/nix").as_deref(), Some("http://cache.example.org:443/nix"));
+    /// assert_eq!(StoreUrl::likely_meant("./cache"), None);
+    /// assert_eq!(StoreUrl::likely_meant("http://127.0.0.1:4510"), None);
+    /// assert_eq!(StoreUrl::likely_meant("backup:2024"), None); // a word, not a host
+    /// ```
+    pub fn likely_meant(arg: &str) -> Option<String> {
+        let arg = arg.trim();
+        if arg.contains("://") {
+            return None;
+        }
+        for scheme in ["https", "http", "s3", "gs", "az", "file"] {
+            // `http//host`, `http:/host`, `http/host`, `http:host`.
+            let Some(rest) = arg.strip_prefix(scheme) else {
+                continue;
+            };
+            let host = rest.trim_start_matches(':').trim_start_matches('/');
+            if host.len() < rest.len()
+                && !host.is_empty()
+                && (rest.starts_with("//") || rest.starts_with(':'))
+            {
+                return Some(format!("{scheme}://{host}"));
+            }
+        }
+        // `host:port[/path]`: a host name or address, then a port.
+        let (host_port, _) = arg.split_once('/').unwrap_or((arg, ""));
+        let (host, port) = host_port.rsplit_once(':')?;
+        let hostlike = host == "localhost"
+            || host.parse::<std::net::IpAddr>().is_ok()
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::Ipv6Addr>()
+                .is_ok()
+            || (host.contains('.')
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'));
+        let portlike =
+            !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+        (hostlike && portlike).then(|| format!("http://{arg}"))
+    }
+
     fn parse_dir(url: &str, path: &str, settings: StoreSettings) -> Result<StoreUrl, StoreError> {
         if path.contains('?') && !std::path::Path::new(path).exists() {
             return Err(bad(
