@@ -437,6 +437,8 @@ fn roots_sync_publishes_a_gcroots_directory_and_trashes_what_left_it() {
     let [shared, one, two, app1, app2] = build(dir.path());
     let cache_dir = dir.path().join("cache");
     let cache = cache_dir.to_str().unwrap();
+    // `roots` works on a cache that exists (only init, push and copy create one).
+    cachecore_ok(&["init", cache], b"");
     // As Nix keeps them: auto/<x> -> ./result -> the store path; a profile directory with a
     // generation link.
     let gcroots = dir.path().join("gcroots");
