@@ -3516,3 +3516,49 @@ fn nix_keeps_the_unsigned_narinfo_it_uploaded_until_its_positive_ttl_is_zero() {
         "{landing}"
     );
 }
+
+/// The README's post-build-hook, with this server's URL and token: every path Nix builds is
+/// pushed through serve as the build finishes.
+#[test]
+fn a_post_build_hook_pushes_every_path_nix_builds() {
+    let tmp = tempdir();
+    let cache = tmp.path().join("hooked");
+    cachecore_ok(&["init", path_str(&cache)], b"");
+    let (token_file, _) = credentials(tmp.path(), "hook", "hook-token-1");
+    let serve = Serve::start(path_str(&cache), &["--token-file", path_str(&token_file)]);
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_cachecore"));
+    let hook = tmp.path().join("push-to-cache");
+    fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nset -eu\nset -f # $OUT_PATHS is a space-separated list of store paths\nexec {} push {} $OUT_PATHS --token-file {} --quiet\n",
+            bin.display(),
+            serve.url,
+            token_file.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let expr = tmp.path().join("hooked.nix");
+    fs::write(&expr, closure_expr("cachecore-hooked", Some(&nonce()))).unwrap();
+    let out = nix_output(
+        nix_command("nix-build")
+            .arg(&expr)
+            .arg("--no-out-link")
+            .args(["--option", "substituters", ""])
+            .args(["--option", "post-build-hook"])
+            .arg(&hook),
+        b"",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let app = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let closure: Vec<String> = nix("nix-store", &["-qR", &app])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(closure.len(), 3, "{closure:?}");
+    for path in &closure {
+        let r = curl(&format!("{}/{}.narinfo", serve.url, hash_part(path)), &[]);
+        assert_eq!(r.status, 200, "{path} was not pushed by the hook: {}", r.text());
+    }
+}

@@ -499,7 +499,7 @@ fn nix_conf_hint(url: &str, keys: &[PublicKey]) -> String {
         .unwrap_or_else(|| "<the HTTP address that serves it>".to_owned());
     let keys = keys.iter().map(|k| k.to_string()).collect::<Vec<_>>();
     format!(
-        "Nix substitutes from it with these lines in /etc/nix/nix.conf:\n  substituters = {substituter}\n  trusted-public-keys = {}\n",
+        "Nix substitutes from it with these lines in /etc/nix/nix.conf (extra-: beside the caches already set, such as cache.nixos.org):\n  extra-substituters = {substituter}\n  extra-trusted-public-keys = {}\n",
         keys.join(" ")
     )
 }
