@@ -61,12 +61,14 @@ fn plain_lines_off_a_terminal_and_a_bar_on_one() {
             "no line `pushed {p}`:\n{stderr}"
         );
     }
-    // The summary, then (nothing was signed) the warning saying so.
+    // The summary, then (nothing was signed) the warning saying so, then (the directory did
+    // not exist) that a new cache was created.
     let n = lines.len();
     assert!(
-        n >= 2
-            && lines[n - 2].starts_with("3 paths pushed")
-            && lines[n - 1].starts_with("warning: 3 paths were pushed unsigned"),
+        n >= 3
+            && lines[n - 3].starts_with("3 paths pushed")
+            && lines[n - 2].starts_with("warning: 3 paths were pushed unsigned")
+            && lines[n - 1].starts_with("created a new cache in "),
         "{stderr}"
     );
     assert!(

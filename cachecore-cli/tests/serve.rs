@@ -3531,7 +3531,7 @@ fn a_post_build_hook_pushes_every_path_nix_builds() {
     fs::write(
         &hook,
         format!(
-            "#!/bin/sh\nset -eu\nset -f # $OUT_PATHS is a space-separated list of store paths\nexec {} push {} $OUT_PATHS --token-file {} --quiet\n",
+            "#!/bin/sh\nset -eu\nset -f # $OUT_PATHS is a space-separated list of store paths\npaths=${{OUT_PATHS:-}}\n[ -n \"$paths\" ] || paths=$(nix-store --query --outputs \"$DRV_PATH\")\nexec {} push {} $paths --token-file {} --quiet\n",
             bin.display(),
             serve.url,
             token_file.display()
