@@ -14,7 +14,10 @@
 //! use cachecore::access::{FrameCache, NarAccess};
 //! use cachecore::store::BinaryCache;
 //! # let src = tempfile::tempdir().unwrap();
-//! # std::fs::write(src.path().join("big"), vec![7u8; 9 << 20]).unwrap();
+//! # // Incompressible, so the NAR is several frames and too large to be read whole.
+//! # let mut x = 1u64;
+//! # let big: Vec<u8> = (0..9 << 20).map(|_| { x = x.wrapping_mul(6364136223846793005).wrapping_add(1); (x >> 56) as u8 }).collect();
+//! # std::fs::write(src.path().join("big"), big).unwrap();
 //! let cache = BinaryCache::open("memory://").unwrap();
 //! # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "big",
 //! #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
