@@ -53,11 +53,12 @@ def test_bad_urls_and_options(tmp_path: Path) -> None:
         cachecore.Cache(tmp_path / "c", compression="lzma9")
 
 
-def test_writing_a_read_only_cache_is_unsupported(tmp_path: Path) -> None:
+def test_writing_an_http_cache_without_a_token_is_denied(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
-    with pytest.raises(cachecore.Unsupported) as e:
+    with pytest.raises(cachecore.Denied) as e:
         cachecore.Cache("http://127.0.0.1:9/cache").add(tmp_path / "f")
-    assert "read-only" in str(e.value) or "HTTP" in str(e.value)
+    assert isinstance(e.value, PermissionError)
+    assert "--token-file FILE or CACHECORE_TOKEN" in str(e.value)
 
 
 def test_bad_store_path_arguments(tmp_path: Path) -> None:
