@@ -179,7 +179,7 @@ def test_asyncio(pushed: PushedCache, tree: Path, tmp_path: Path) -> None:
         await other.init_async()
         with pytest.raises(cachecore.NotFound):
             await cache.cat_async(f"{pushed.path}/missing")
-        with pytest.raises(cachecore.Unsupported):
+        with pytest.raises(cachecore.Denied):
             await cachecore.Cache("http://127.0.0.1:9/").add_async(tree)
 
     asyncio.run(main())
