@@ -32,6 +32,15 @@ fn setting_pairs(s: &StoreSettings) -> Option<Vec<(&'static str, String)>> {
     if let Some(p) = s.priority {
         out.push(("priority", p.to_string()));
     }
+    for (key, method) in [
+        ("narinfo-compression", s.narinfo_compression),
+        ("ls-compression", s.ls_compression),
+        ("log-compression", s.log_compression),
+    ] {
+        if let Some(m) = method {
+            out.push((key, m.name().to_owned()));
+        }
+    }
     Some(out)
 }
 
@@ -55,10 +64,19 @@ fn canonical(url: &StoreUrl) -> Option<String> {
         }
         u.to_string()
     };
+    // The prefix percent-encoded by hand (`Url::set_path` on an s3:// URL takes a `#` in it
+    // as the start of a fragment), `/` kept as the separator.
     let bucket_url = |scheme: &str, bucket: &str, prefix: &str| {
-        let mut u = url::Url::parse(&format!("{scheme}://{bucket}")).ok()?;
-        u.set_path(prefix);
-        Some(u)
+        let mut path = String::new();
+        for b in prefix.bytes() {
+            if b == b'/' || b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                path.push(char::from(b));
+            } else {
+                path.push_str(&format!("%{b:02X}"));
+            }
+        }
+        let sep = if path.is_empty() { "" } else { "/" };
+        url::Url::parse(&format!("{scheme}://{bucket}{sep}{path}")).ok()
     };
     Some(match &url.location {
         // A plain path keeps `..` as the OS resolves it (through symlinks); a file:// URL drops
