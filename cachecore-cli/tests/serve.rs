@@ -502,7 +502,14 @@ fn nix_copy_uploads_a_closure_with_a_netrc_token_and_wrong_tokens_store_nothing(
     let leases = cache.join("gcleases");
     assert!(!leases.exists() || files_under(&leases).is_empty());
     let report = cachecore_ok(
-        &["gc", path_str(&cache), "--older-than", "1d", "--dry-run", "--json"],
+        &[
+            "gc",
+            path_str(&cache),
+            "--older-than",
+            "1d",
+            "--dry-run",
+            "--json",
+        ],
         b"",
     );
     let report: serde_json::Value = serde_json::from_slice(&report).unwrap();
@@ -2780,12 +2787,9 @@ fn a_presigned_upload_url_cannot_replace_the_nar_it_was_asked_for() {
     assert!(url.ends_with(".nar.zst"), "{url}");
     let narinfo = narinfo.replace(&format!("URL: {url}"), &format!("URL: {nar_key}"));
 
-    let serve = Serve::spawn(
+    let serve = Serve::start_with_env(
+        &store,
         &[
-            "serve",
-            &store,
-            "--listen",
-            "127.0.0.1:0",
             "--token-file",
             path_str(&token_file),
             "--key",
@@ -2919,15 +2923,9 @@ fn narinfos_listings_and_logs_stored_encoded_are_read_by_nix_and_by_cachecore() 
         &["push", &store, root, "--key", path_str(&secret), "--quiet"],
     );
     let (token_file, _) = credentials(tmp.path(), "enc", "encoded-token");
-    let serve = Serve::spawn(
-        &[
-            "serve",
-            &store,
-            "--listen",
-            "127.0.0.1:0",
-            "--token-file",
-            path_str(&token_file),
-        ],
+    let serve = Serve::start_with_env(
+        &store,
+        &["--token-file", path_str(&token_file)],
         &garage.env(),
     );
     // A build log, sent plain, stored encoded as the store URL says.
@@ -3013,15 +3011,9 @@ fn narinfos_listings_and_logs_stored_encoded_are_read_by_nix_and_by_cachecore() 
     // PUT) are decoded for the checks and stored encoded. (Nix 2.8 takes these settings for
     // an http:// store but sends plain bytes: checked with a capturing server.)
     let second = garage.url("encoded-by-upload");
-    let up = Serve::spawn(
-        &[
-            "serve",
-            &second,
-            "--listen",
-            "127.0.0.1:0",
-            "--token-file",
-            path_str(&token_file),
-        ],
+    let up = Serve::start_with_env(
+        &second,
+        &["--token-file", path_str(&token_file)],
         &garage.env(),
     );
     let to = format!("{}?ls-compression=zstd&narinfo-compression=zstd", up.url);
@@ -3550,7 +3542,11 @@ fn a_post_build_hook_pushes_every_path_nix_builds() {
             .arg(&hook),
         b"",
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let app = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let closure: Vec<String> = nix("nix-store", &["-qR", &app])
         .lines()
@@ -3559,6 +3555,11 @@ fn a_post_build_hook_pushes_every_path_nix_builds() {
     assert_eq!(closure.len(), 3, "{closure:?}");
     for path in &closure {
         let r = curl(&format!("{}/{}.narinfo", serve.url, hash_part(path)), &[]);
-        assert_eq!(r.status, 200, "{path} was not pushed by the hook: {}", r.text());
+        assert_eq!(
+            r.status,
+            200,
+            "{path} was not pushed by the hook: {}",
+            r.text()
+        );
     }
 }
