@@ -76,23 +76,18 @@ pub(crate) fn decode(
 }
 
 /// `bytes` compressed with `method`, for storing with `Content-Encoding: <method>` (a plain
-/// zstd stream, not the seekable one NARs get).
+/// zstd stream, not the seekable one NARs get): the streaming [`Encoder`], fed once.
 pub(crate) fn encode(method: Compression, bytes: &[u8]) -> std::io::Result<Bytes> {
-    let out = match method {
-        Compression::None => return Ok(Bytes::copy_from_slice(bytes)),
-        Compression::Zstd => zstd::stream::encode_all(bytes, 3)?,
-        Compression::Xz => {
-            let mut out = Vec::new();
-            xz2::read::XzEncoder::new(bytes, 6).read_to_end(&mut out)?;
-            out
-        }
-        Compression::Bzip2 => {
-            let mut out = Vec::new();
-            bzip2::read::BzEncoder::new(bytes, bzip2::Compression::best()).read_to_end(&mut out)?;
-            out
-        }
+    let Some(mut encoder) = Encoder::new(method)? else {
+        return Ok(Bytes::copy_from_slice(bytes));
     };
-    Ok(Bytes::from(out))
+    let head = encoder.push(bytes)?;
+    let tail = encoder.finish()?;
+    Ok(if head.is_empty() {
+        tail
+    } else {
+        Bytes::from([head, tail].concat())
+    })
 }
 
 /// A streaming encoder: what each chunk written produced so far, then the rest at the end.
