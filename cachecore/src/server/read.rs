@@ -45,9 +45,7 @@ impl ObjectKind {
             | ObjectKind::GcTrash
             | ObjectKind::Index
             | ObjectKind::GcLease
-            | ObjectKind::Scratch => {
-                "no-store"
-            }
+            | ObjectKind::Scratch => "no-store",
         }
     }
 }
@@ -99,6 +97,8 @@ pub(super) async fn get_or_head(
     }
     let range = if head { None } else { requested_range(headers) };
     let conditional = is_conditional(headers);
+    // What a GET already told about the object, so it is not asked again by a HEAD.
+    let mut read_meta = None;
     if let (Some(limit), true) = (
         key.kind.decoded_limit(),
         state.cache.objects().keeps_encodings(),
@@ -112,7 +112,7 @@ pub(super) async fn get_or_head(
             Ok(Some(obj)) if !(head || conditional || range.is_some()) => {
                 return body(state, key, obj, false)
             }
-            Ok(Some(_)) => {}
+            Ok(Some(obj)) => read_meta = Some(obj.meta),
             Ok(None) => return not_found(key),
             Err(e) => return store_failure(&key.key, &e),
         }
@@ -125,10 +125,13 @@ pub(super) async fn get_or_head(
             Err(e) => store_failure(&key.key, &e),
         };
     }
-    let meta = match state.cache.objects().head(&key.key).await {
-        Ok(Some(m)) => m,
-        Ok(None) => return not_found(key),
-        Err(e) => return store_failure(&key.key, &e),
+    let meta = match read_meta {
+        Some(m) => m,
+        None => match state.cache.objects().head(&key.key).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return not_found(key),
+            Err(e) => return store_failure(&key.key, &e),
+        },
     };
     if conditional && not_modified(headers, &meta) {
         let mut r = Response::new(Body::empty());
