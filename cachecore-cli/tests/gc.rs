@@ -403,7 +403,12 @@ fn gc_max_size_keeps_the_newest_closures_and_delete_unparseable_deletes_bad_nari
         .map(|k| k.as_str().unwrap().to_owned())
         .collect();
     deleted.sort();
-    let key = |p: &str| format!("{}.narinfo", &Path::new(p).file_name().unwrap().to_str().unwrap()[..32]);
+    let key = |p: &str| {
+        format!(
+            "{}.narinfo",
+            &Path::new(p).file_name().unwrap().to_str().unwrap()[..32]
+        )
+    };
     let mut expected = vec![key(&one), key(&app1)];
     expected.sort();
     assert_eq!(deleted, expected, "{report}");
@@ -418,10 +423,21 @@ fn gc_max_size_keeps_the_newest_closures_and_delete_unparseable_deletes_bad_nari
     std::fs::write(&junk, "not a narinfo\n").unwrap();
     let big = ["gc", cache, "--max-size", "1T", "--json"];
     let report = json(&cachecore_ok(&big, b""));
-    assert_eq!(report["unparseable"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(
+        report["unparseable"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
     assert!(junk.exists());
     let report = json(&cachecore_ok(
-        &["gc", cache, "--max-size", "1T", "--delete-unparseable", "--json"],
+        &[
+            "gc",
+            cache,
+            "--max-size",
+            "1T",
+            "--delete-unparseable",
+            "--json",
+        ],
         b"",
     ));
     assert_eq!(report["unparseable_deleted"], 1, "{report}");
@@ -487,7 +503,15 @@ fn roots_sync_publishes_a_gcroots_directory_and_trashes_what_left_it() {
     // app1's result goes: its root moves to the trash, and gc collects what only it kept.
     std::fs::remove_file(&result).unwrap();
     cachecore_ok(
-        &["roots", "sync", cache, "--host", "laptop", "--gcroots-dir", gcroots_arg],
+        &[
+            "roots",
+            "sync",
+            cache,
+            "--host",
+            "laptop",
+            "--gcroots-dir",
+            gcroots_arg,
+        ],
         b"",
     );
     assert!(cache_dir.join("gctrash/laptop/auto%2Fabc").is_file());

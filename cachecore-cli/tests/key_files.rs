@@ -354,7 +354,10 @@ fn the_demo_ends_with_the_cache_and_the_nix_conf_lines() {
     let shown = stderr(&out);
     assert!(shown.contains("1 path verified in"), "{shown}");
     assert!(
-        shown.contains(&format!("  extra-substituters = file://{}\n", cache.display())),
+        shown.contains(&format!(
+            "  extra-substituters = file://{}\n",
+            cache.display()
+        )),
         "{shown}"
     );
     assert!(

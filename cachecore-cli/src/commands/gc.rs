@@ -122,8 +122,9 @@ pub fn roots(cmd: RootsCommand) -> anyhow::Result<()> {
             let host = host(h)?;
             let cache = open(&store)?;
             let store_dir = StoreDir::new(&store_dir);
-            let local = roots::local_gcroots(&gcroots_dir, &store_dir)
-                .with_context(|| format!("cannot read the GC roots in {}", gcroots_dir.display()))?;
+            let local = roots::local_gcroots(&gcroots_dir, &store_dir).with_context(|| {
+                format!("cannot read the GC roots in {}", gcroots_dir.display())
+            })?;
             if push {
                 let nix = cachecore::local_store::LocalStore::open(store_dir.clone())
                     .context("cannot open the local Nix store")?;

@@ -7,10 +7,10 @@ use std::time::SystemTime;
 use futures::TryStreamExt;
 use serde::Serialize;
 
+use super::lease::{self, LeaseBody};
 use super::plan::{
     self, ObjectRef, Plan, PlanError, PlanOptions, RootIds, Snapshot, TombstoneSummary,
 };
-use super::lease::{self, LeaseBody};
 use super::roots::{self, unix_secs, Root, RootError};
 use crate::store::{layout, BinaryCache, CacheObject, StoreError};
 use crate::store_path::StoreDir;
@@ -291,7 +291,10 @@ pub async fn scan_with(
     for entry in paths.entries {
         let hash = entry.path.hash_part();
         let pushed = entry.narinfo_mtime_ms.map_or(entry.pushed, |ms| ms / 1000);
-        let nar_listed = scan.snapshot.key_id(&entry.url).is_some_and(|k| scan.snapshot.nar_version(k).is_some());
+        let nar_listed = scan
+            .snapshot
+            .key_id(&entry.url)
+            .is_some_and(|k| scan.snapshot.nar_version(k).is_some());
         if entry.indexed && !nar_listed {
             // An entry naming a NAR the cache lacks: the narinfo decides.
             match cache.narinfo_by_hash(&hash).await {
@@ -314,7 +317,8 @@ pub async fn scan_with(
                     | StoreError::TooLarge { .. }),
                 ) => {
                     scan.snapshot.add_unparseable_version(&hash, entry.version);
-                    scan.unparseable.push((layout::narinfo(&hash), e.to_string()));
+                    scan.unparseable
+                        .push((layout::narinfo(&hash), e.to_string()));
                 }
                 Err(e) => return Err(e.into()),
             }

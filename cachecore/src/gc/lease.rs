@@ -58,7 +58,10 @@ impl LeaseBody {
             .chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
-        let mut out = format!("{LEASE_HEADER}\nexpires {}\nholder {holder}\n", self.expires);
+        let mut out = format!(
+            "{LEASE_HEADER}\nexpires {}\nholder {holder}\n",
+            self.expires
+        );
         for p in &self.paths {
             out.push_str("path ");
             out.push_str(p);
@@ -174,13 +177,12 @@ pub async fn condemned(
         let Some(bytes) = cache.gc_tombstone(name).await? else {
             continue;
         };
-        let narinfos = super::apply::tombstone_narinfos(&bytes).map_err(|reason| {
-            GuardError::Tombstone {
+        let narinfos =
+            super::apply::tombstone_narinfos(&bytes).map_err(|reason| GuardError::Tombstone {
                 url: cache.url().to_owned(),
                 name: layout::gc_tombstone(name),
                 reason,
-            }
-        })?;
+            })?;
         known.insert(name.clone(), (meta.last_modified, narinfos));
     }
     let mut out: HashMap<String, SystemTime> = HashMap::new();
@@ -214,7 +216,9 @@ impl TombstoneCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (SystemTime, Vec<String>)>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -430,7 +434,9 @@ impl PushGuard {
         let Some(bytes) = self.cache.narinfo_bytes(&path.hash_part()).await? else {
             return Ok(false);
         };
-        self.cache.put_narinfo_bytes(&path.hash_part(), bytes).await?;
+        self.cache
+            .put_narinfo_bytes(&path.hash_part(), bytes)
+            .await?;
         Ok(self.cache.narinfo_meta(&path.hash_part()).await?.is_some())
     }
 

@@ -166,11 +166,11 @@ mod model_tests;
 pub use apply::{
     apply, collect, collect_with, scan, scan_with, Applier, GcError, GcOptions, GcReport, Scan,
 };
+pub use lease::{GuardError, LeaseBody, PushGuard};
 pub use plan::{
     fingerprint, plan, ObjectRef, PathId, PathSummary, Plan, PlanError, PlanOptions, RootIds,
     Snapshot, TombstoneSummary, DEFAULT_FAILED_UPLOADS_OLDER_THAN, DEFAULT_GRACE,
 };
-pub use lease::{GuardError, LeaseBody, PushGuard};
 pub use roots::{Root, RootBody, RootError};
 
 /// Parses a size as `--max-size` takes it: a whole number of bytes, or with a unit `K`, `M`,
@@ -183,7 +183,9 @@ pub use roots::{Root, RootBody, RootError};
 /// assert!(parse_size("1.5G").is_err() && parse_size("G").is_err());
 /// ```
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(digits);
     let n: u64 = number
         .parse()

@@ -239,7 +239,11 @@ impl Writer {
                 for i in world.closure(self.top) {
                     let path = &world.paths[i];
                     let missing = match &self.guard {
-                        Some(g) => !g.missing(std::slice::from_ref(path), 1).await.unwrap().is_empty(),
+                        Some(g) => !g
+                            .missing(std::slice::from_ref(path), 1)
+                            .await
+                            .unwrap()
+                            .is_empty(),
                         None => !cache.has_narinfo(path).await.unwrap(),
                     };
                     if all || missing {
@@ -423,7 +427,8 @@ async fn run_schedule(seed: u64, faults: Faults) -> Result<(usize, usize), Strin
             eprintln!(
                 "step {step} clock {}h choice {choice} writers {ws:?} gc {}",
                 clock.as_secs() / 3600,
-                gc.as_ref().map_or("-".into(), |g| format!("{:?}", g.applier.phase()))
+                gc.as_ref()
+                    .map_or("-".into(), |g| format!("{:?}", g.applier.phase()))
             );
         }
         if choice < 2 && writers.len() < 3 {
@@ -529,7 +534,10 @@ async fn model_finds_the_race_the_lease_closes() {
     })
     .await;
     eprintln!("without leases: {broken:?}");
-    assert!(broken.is_some(), "no schedule broke a closure without leases");
+    assert!(
+        broken.is_some(),
+        "no schedule broke a closure without leases"
+    );
 }
 
 /// Without the re-check, a writer publishes over a reference a GC deleted (or condemned) after
@@ -542,7 +550,10 @@ async fn model_finds_the_race_the_recheck_closes() {
     })
     .await;
     eprintln!("without the re-check: {broken:?}");
-    assert!(broken.is_some(), "no schedule broke a closure without the re-check");
+    assert!(
+        broken.is_some(),
+        "no schedule broke a closure without the re-check"
+    );
 }
 
 // ---- The planner on hand-made snapshots ----
@@ -782,6 +793,9 @@ fn plan_deletes_unparseable_narinfos_and_realisations_only_when_told_and_unrefer
     realisations.sort();
     assert_eq!(
         realisations,
-        ["realisations/sha256:bb!out.doi", "realisations/sha256:cc!out.doi"]
+        [
+            "realisations/sha256:bb!out.doi",
+            "realisations/sha256:cc!out.doi"
+        ]
     );
 }

@@ -185,12 +185,7 @@ impl Snapshot {
     }
 
     /// Adds the path a push index entry describes (see [`add_narinfo`](Self::add_narinfo)).
-    pub fn add_index_entry(
-        &mut self,
-        entry: &crate::store::IndexEntry,
-        pushed: u64,
-        version: u64,
-    ) {
+    pub fn add_index_entry(&mut self, entry: &crate::store::IndexEntry, pushed: u64, version: u64) {
         self.add_path(
             &entry.path.hash_part(),
             &entry.references,
@@ -707,7 +702,11 @@ fn keep_newest(snapshot: &Snapshot, live: &mut [bool], max: u64) -> usize {
         let Some(s) = snapshot.summary(id) else {
             continue;
         };
-        let extra = if counted.contains(&s.nar) { 0 } else { nar_size(s) };
+        let extra = if counted.contains(&s.nar) {
+            0
+        } else {
+            nar_size(s)
+        };
         if size.saturating_add(extra) > max {
             // Everything older goes too: a later, smaller path must not keep a reference of a
             // path evicted here.

@@ -731,7 +731,10 @@ pub async fn sync(
     for (name, path) in local {
         let same = existing.iter().any(|r| {
             &r.name == name
-                && r.body.revisions.first().is_some_and(|rev| rev.paths == [path.clone()])
+                && r.body
+                    .revisions
+                    .first()
+                    .is_some_and(|rev| rev.paths == [path.clone()])
         });
         if same {
             report.unchanged += 1;

@@ -20,10 +20,10 @@ pub(crate) fn is_served(kind: ObjectKind) -> bool {
         | ObjectKind::Log
         | ObjectKind::Realisation => true,
         ObjectKind::GcRoot
-            | ObjectKind::GcTrash
-            | ObjectKind::Index
-            | ObjectKind::GcLease
-            | ObjectKind::Scratch => false,
+        | ObjectKind::GcTrash
+        | ObjectKind::Index
+        | ObjectKind::GcLease
+        | ObjectKind::Scratch => false,
     }
 }
 

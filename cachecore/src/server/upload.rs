@@ -27,9 +27,9 @@ use tokio::sync::MutexGuard;
 
 use super::{store_failure, text, AppState, Config};
 use crate::compression::Compression;
+use crate::gc::PushGuard;
 use crate::hash::{Hash, HashAlgo, Hasher};
 use crate::nar::Listing;
-use crate::gc::PushGuard;
 use crate::narinfo::NarInfo;
 use crate::ops::OpError;
 use crate::realisation::Realisation;
@@ -179,9 +179,7 @@ impl ObjectKind {
             | ObjectKind::GcTrash
             | ObjectKind::Index
             | ObjectKind::GcLease
-            | ObjectKind::Scratch => {
-                None
-            }
+            | ObjectKind::Scratch => None,
         }
     }
 }
@@ -339,12 +337,10 @@ async fn put_checked(
         ObjectKind::Nar => Ok(()),
         // Refused above (`upload_limit`).
         ObjectKind::GcRoot
-            | ObjectKind::GcTrash
-            | ObjectKind::Index
-            | ObjectKind::GcLease
-            | ObjectKind::Scratch => {
-            Err(bad(&key.key, "objects of this kind are not taken"))
-        }
+        | ObjectKind::GcTrash
+        | ObjectKind::Index
+        | ObjectKind::GcLease
+        | ObjectKind::Scratch => Err(bad(&key.key, "objects of this kind are not taken")),
     };
     if let Err(r) = checked {
         return r;

@@ -538,7 +538,10 @@ impl BinaryCache {
     /// The narinfo of `hash_part` as stored (not parsed), or `None`.
     pub(crate) async fn narinfo_bytes(&self, hash_part: &str) -> Result<Option<Bytes>, StoreError> {
         self.objects
-            .get_bytes_limited(&layout::narinfo(hash_part), crate::narinfo::MAX_NARINFO_BYTES)
+            .get_bytes_limited(
+                &layout::narinfo(hash_part),
+                crate::narinfo::MAX_NARINFO_BYTES,
+            )
             .await
     }
 

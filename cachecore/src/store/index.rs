@@ -216,19 +216,20 @@ impl BinaryCache {
         let unique = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
         let name = format!("{}-{unique:016x}", super::super::gc::roots::unix_secs(now));
         // A name of its own (64 random bits): no create-only write needed (Garage has none).
-        self.put_index_entry(&name, Bytes::from(render_index(entries)), WriteMode::Overwrite)
-            .await?;
+        self.put_index_entry(
+            &name,
+            Bytes::from(render_index(entries)),
+            WriteMode::Overwrite,
+        )
+        .await?;
         Ok(Some(name))
     }
 
     /// Reads every index object (an object or a line that does not parse is reported and left
     /// out).
     pub async fn read_index(&self) -> Result<IndexRead, StoreError> {
-        let mut listed: Vec<ObjectInfo> = self
-            .objects()
-            .list(layout::INDEX_DIR)
-            .try_collect()
-            .await?;
+        let mut listed: Vec<ObjectInfo> =
+            self.objects().list(layout::INDEX_DIR).try_collect().await?;
         // Oldest first, so newer entries replace older ones.
         listed.sort_by(|a, b| (a.last_modified, &a.key).cmp(&(b.last_modified, &b.key)));
         let mut read = IndexRead::default();
@@ -324,9 +325,10 @@ impl BinaryCache {
             };
             match entries.remove(hash) {
                 Some((mut e, written))
-                    if e.narinfo_mtime_ms.map_or(meta.last_modified <= written, |ms| {
-                        ms == unix_ms(meta.last_modified)
-                    }) =>
+                    if e.narinfo_mtime_ms
+                        .map_or(meta.last_modified <= written, |ms| {
+                            ms == unix_ms(meta.last_modified)
+                        }) =>
                 {
                     e.narinfo_mtime_ms = Some(unix_ms(meta.last_modified));
                     e.version = crate::gc::fingerprint(&meta);
@@ -340,7 +342,9 @@ impl BinaryCache {
         progress.planned(to_read.len(), 0, out.from_index);
         let mut reads = futures::stream::iter(to_read)
             .map(|meta| async move {
-                let hash = layout::narinfo_hash(&meta.key).unwrap_or_default().to_owned();
+                let hash = layout::narinfo_hash(&meta.key)
+                    .unwrap_or_default()
+                    .to_owned();
                 let read = self.narinfo_by_hash(&hash).await;
                 (hash, meta, read)
             })
@@ -366,7 +370,8 @@ impl BinaryCache {
                 ) => {
                     out.unparseable_versions
                         .insert(layout::narinfo(&hash), crate::gc::fingerprint(&meta));
-                    out.unparseable.push((layout::narinfo(&hash), e.to_string()));
+                    out.unparseable
+                        .push((layout::narinfo(&hash), e.to_string()));
                 }
                 Err(e) => return Err(e),
             }
@@ -421,7 +426,6 @@ impl BinaryCache {
         }
         Ok((paths, deleted))
     }
-
 }
 
 #[cfg(test)]
@@ -488,14 +492,20 @@ mod tests {
         let (_, deleted) = cache.compact_index(4, false).await.unwrap();
         assert_eq!(deleted, 1);
         let p = cache.paths(4).await.unwrap();
-        assert_eq!((p.from_index, p.from_narinfos, p.index_objects.len()), (2, 0, 1));
+        assert_eq!(
+            (p.from_index, p.from_narinfos, p.index_objects.len()),
+            (2, 0, 1)
+        );
         // A damaged object is reported and its paths read from narinfos.
         cache
             .put_index_entry("0-bad", Bytes::from_static(b"junk"), WriteMode::Create)
             .await
             .unwrap();
         let p = cache.paths(4).await.unwrap();
-        assert_eq!(p.problems, ["index/0-bad: line 1 is not `cachecore-index 1`"]);
+        assert_eq!(
+            p.problems,
+            ["index/0-bad: line 1 is not `cachecore-index 1`"]
+        );
         assert_eq!(p.entries.len(), 2);
     }
 }
