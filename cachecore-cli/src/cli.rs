@@ -11,7 +11,7 @@ memory://, or an http(s):// cache (a `cachecore serve` takes uploads, and privat
 token: --token-file FILE or CACHECORE_TOKEN; a plain HTTP cache is read-only). Nix's settings go in the query: secret-key=FILE, \
 compression=, compression-level=, write-nar-listing=, parallel-compression=, want-mass-query=, \
 priority= (options given here override them), and narinfo-compression=, ls-compression=, \
-log-compression= (zstd|xz|bzip2: stored with Content-Encoding; not on a local directory)";
+log-compression= (zstd|br|xz|bzip2: stored with Content-Encoding; not on a local directory)";
 
 /// What a store path argument is.
 const PATH_HELP: &str =
@@ -552,7 +552,7 @@ pub struct PushArgs {
     /// Large NARs (over 4 MiB) uploaded at once; up to 4 × JOBS small ones go alongside.
     #[arg(long, short, default_value_t = 4)]
     pub jobs: usize,
-    /// zstd, xz or none. Overrides the store URL's compression=; default zstd.
+    /// zstd, xz, br or none. Overrides the store URL's compression=; default zstd.
     #[arg(long, value_name = "METHOD")]
     pub compression: Option<cachecore::compression::Compression>,
     /// Compression level. Overrides the store URL's compression-level=; default the codec's,

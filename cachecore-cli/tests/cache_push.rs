@@ -128,7 +128,7 @@ fn nix_written_caches_verify_and_pull() {
     let closure = build_closure(tmp.path());
     let app = closure.last().unwrap();
     let (secret, public) = nix_generate_key(tmp.path(), "nix-side-1");
-    for compression in ["xz", "zstd", "none"] {
+    for compression in ["xz", "zstd", "br", "none"] {
         let cache = tmp.path().join(format!("nix-{compression}"));
         let params = format!("compression={compression}&secret-key={}", secret.display());
         nix_copy_to_file(
@@ -332,6 +332,38 @@ fn copy_between_caches_and_recompress() {
         .contains("Compression: xz"));
     // Signatures survive re-compression: Nix still accepts the closure.
     let res = nix_copy_from_file_checking_sigs(&c, &tmp.path().join("fresh"), app, &public);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    // Brotli (Nix's compression=br): written by cachecore, read by Nix.
+    let brotli = tmp.path().join("brotli");
+    cachecore_ok(
+        &[
+            "copy",
+            &cache_url(&b),
+            &cache_url(&brotli),
+            "--all",
+            "--recompress",
+            "br",
+        ],
+        b"",
+    );
+    assert_closed(&brotli);
+    assert!(fs::read_dir(&brotli).unwrap().flatten().any(|e| e
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".narinfo")
+        && fs::read_to_string(e.path())
+            .unwrap()
+            .contains("Compression: br")));
+    assert!(fs::read_dir(brotli.join("nar"))
+        .unwrap()
+        .flatten()
+        .all(|e| e.file_name().to_string_lossy().ends_with(".nar.br")));
+    let res =
+        nix_copy_from_file_checking_sigs(&brotli, &tmp.path().join("fresh-brotli"), app, &public);
     assert!(
         res.status.success(),
         "{}",

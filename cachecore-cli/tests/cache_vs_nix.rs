@@ -265,7 +265,7 @@ fn narinfos_written_by_nix_round_trip_byte_for_byte() {
     let mut paths: Vec<&str> = closure.iter().map(String::as_str).collect();
     paths.push(&tree_path);
 
-    for compression in ["xz", "zstd", "none"] {
+    for compression in ["xz", "zstd", "br", "none"] {
         let cache = dir.path().join(format!("cache-{compression}"));
         nix_copy_to_file(&cache, &format!("compression={compression}"), &paths);
         let infos = check_narinfos_round_trip(&cache, compression);

@@ -3053,6 +3053,45 @@ fn narinfos_listings_and_logs_stored_encoded_are_read_by_nix_and_by_cachecore() 
     on_garage_ok(&garage, &["ls", &second, root]);
 }
 
+#[test]
+fn narinfos_listings_and_logs_stored_as_brotli_are_read_by_nix_and_by_cachecore() {
+    // Nix's own suggestion for logs is `log-compression=br`; its S3 store writes br too.
+    let garage = common::garage::Garage::start();
+    let tmp = tempdir();
+    let closure = build_closure(tmp.path());
+    let root = closure.last().unwrap().as_str();
+    let (secret, public) = nix_generate_key(tmp.path(), "brotli-1");
+    let store = format!(
+        "{}&narinfo-compression=br&ls-compression=br&log-compression=br",
+        garage.url("brotli")
+    );
+    on_garage_ok(
+        &garage,
+        &["push", &store, root, "--key", path_str(&secret), "--quiet"],
+    );
+    let website = format!("{}/brotli", garage.serve_website());
+    let narinfo = curl(
+        &format!("{website}/{}.narinfo", hash_part(root)),
+        &["-H", "Accept-Encoding: br"],
+    );
+    assert_eq!(narinfo.header("content-encoding"), Some("br"));
+    assert!(!narinfo.text().contains("StorePath:"), "stored compressed");
+    // Real Nix decodes it: substitutes with signatures required and lists a directory.
+    let dir = tmp.path().join("nix");
+    fs::create_dir(&dir).unwrap();
+    assert_nix_substitutes(&website, &dir, &closure, &public);
+    let listed = nix_store_ls(&website, &format!("{root}/bin"), &dir.join("xdg"));
+    assert!(!listed.trim().is_empty(), "nix store ls listed nothing");
+    // cachecore reads it back from the bucket and through serve (decoded for curl, which
+    // does not ask for br).
+    on_garage_ok(&garage, &["verify", &store, "--trusted-key", &public]);
+    on_garage_ok(&garage, &["ls", &store, root]);
+    let serve = Serve::start_with_env(&store, &[], &garage.env());
+    let plain = curl(&format!("{}/{}.narinfo", serve.url, hash_part(root)), &[]);
+    assert_eq!(plain.header("content-encoding"), None);
+    assert!(plain.text().contains(&format!("StorePath: {root}")));
+}
+
 /// `cachecore ARGS`, which must fail with one line; returns (exit status, the line).
 fn failing(args: &[&str]) -> (i32, String) {
     let out = cachecore_output(args, b"");

@@ -1,7 +1,7 @@
 //! Streaming compression for the NAR files of a binary cache.
 //!
-//! Reading supports what Nix writes by default or on request: `none`, `xz`, `bzip2`, `zstd`.
-//! Writing supports `none`, `xz` and `zstd`. Everything streams; memory is bounded by the codec's
+//! Reading supports what Nix writes by default or on request: `none`, `xz`, `bzip2`, `zstd`,
+//! `br` (brotli). Writing supports `none`, `xz`, `zstd` and `br`. Everything streams; memory is bounded by the codec's
 //! window, never by the input.
 //!
 //! ```
@@ -27,6 +27,7 @@ use crate::seekable::{Boundaries, SeekableOptions, SeekableWriter};
 /// assert_eq!(Compression::from_name("xz").unwrap(), Compression::Xz);
 /// assert_eq!(Compression::from_name("").unwrap(), Compression::None); // no `Compression:` line
 /// assert!(Compression::from_name("gzip").is_err());
+/// assert_eq!(Compression::from_name("br").unwrap().extension(), ".br");
 /// assert_eq!("zstd".parse::<Compression>().unwrap().extension(), ".zst");
 /// assert_eq!(Compression::Bzip2.name(), "bzip2");
 /// assert_eq!(format!("nar/x.nar{}", Compression::None.extension()), "nar/x.nar");
@@ -37,13 +38,15 @@ pub enum Compression {
     Xz,
     Bzip2,
     Zstd,
+    /// Brotli, Nix's `br`.
+    Brotli,
 }
 
 /// A compression method cachecore cannot handle, or a compressor that cannot start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("unknown compression {0:?} (expected none, xz, bzip2 or zstd)")]
+    #[error("unknown compression {0:?} (expected none, xz, bzip2, zstd or br)")]
     Unknown(String),
     #[error("compression {0} is supported for reading only")]
     ReadOnly(Compression),
@@ -59,7 +62,7 @@ pub enum Error {
 }
 
 impl Compression {
-    /// Parses the narinfo name (`none`, `xz`, `bzip2`, `zstd`).
+    /// Parses the narinfo name (`none`, `xz`, `bzip2`, `zstd`, `br`).
     ///
     /// See [`Compression`] for an example.
     pub fn from_name(name: &str) -> Result<Self, Error> {
@@ -68,6 +71,7 @@ impl Compression {
             "xz" => Compression::Xz,
             "bzip2" => Compression::Bzip2,
             "zstd" => Compression::Zstd,
+            "br" => Compression::Brotli,
             other => return Err(Error::Unknown(other.to_owned())),
         })
     }
@@ -80,10 +84,11 @@ impl Compression {
             Compression::Xz => "xz",
             Compression::Bzip2 => "bzip2",
             Compression::Zstd => "zstd",
+            Compression::Brotli => "br",
         }
     }
 
-    /// The file extension Nix appends to `.nar` (`""`, `.xz`, `.bz2`, `.zst`).
+    /// The file extension Nix appends to `.nar` (`""`, `.xz`, `.bz2`, `.zst`, `.br`).
     ///
     /// See [`Compression`] for an example.
     pub const fn extension(self) -> &'static str {
@@ -92,6 +97,7 @@ impl Compression {
             Compression::Xz => ".xz",
             Compression::Bzip2 => ".bz2",
             Compression::Zstd => ".zst",
+            Compression::Brotli => ".br",
         }
     }
 }
@@ -126,6 +132,10 @@ pub fn decompress<'a, R: Read + Send + 'a>(
             input,
         ))),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(input)?),
+        Compression::Brotli => Box::new(BrotliReader {
+            inner: brotli::Decompressor::new(input, 1 << 16),
+            ended: false,
+        }),
     })
 }
 
@@ -141,6 +151,7 @@ enum Inner<W: Write> {
     None(W),
     Xz(xz2::write::XzEncoder<W>),
     Zstd(SeekableWriter<W>),
+    Brotli(BrotliWriter<W>),
 }
 
 impl<W: Write> fmt::Debug for Compressor<W> {
@@ -149,6 +160,7 @@ impl<W: Write> fmt::Debug for Compressor<W> {
             Inner::None(_) => "none",
             Inner::Xz(_) => "xz",
             Inner::Zstd(_) => "zstd",
+            Inner::Brotli(_) => "br",
         };
         f.debug_struct("Compressor").field("method", &name).finish()
     }
@@ -158,6 +170,12 @@ impl<W: Write> fmt::Debug for Compressor<W> {
 /// push, copy and [`crate::seekable::SeekableOptions`] take theirs from here.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 pub const DEFAULT_XZ_LEVEL: i32 = 6;
+
+/// brotli's default quality, which Nix's `compression=br` uses: its best and slowest.
+pub const DEFAULT_BROTLI_LEVEL: i32 = 11;
+
+/// brotli's window (`lgwin`): its default, 4 MiB, as Nix writes.
+const BROTLI_WINDOW_BITS: u32 = 22;
 
 /// How NARs are compressed: method, level and threads. [`NarCompression::compressor`] is the one
 /// constructor push, copy and anything else that writes a NAR into a cache use.
@@ -193,6 +211,10 @@ fn checked_level(method: Compression, level: Option<i32>) -> Result<i32, Error> 
         Compression::Zstd => {
             let l = level.unwrap_or(DEFAULT_ZSTD_LEVEL);
             (l, "-7..=22", zstd::compression_level_range().contains(&l))
+        }
+        Compression::Brotli => {
+            let l = level.unwrap_or(DEFAULT_BROTLI_LEVEL);
+            (l, "0..=11", (0..=11).contains(&l))
         }
         Compression::Bzip2 => return Err(Error::ReadOnly(method)),
     };
@@ -294,6 +316,7 @@ impl<W: Write> Compressor<W> {
                 };
                 Inner::Zstd(SeekableWriter::new(output, opts).map_err(Error::Start)?)
             }
+            Compression::Brotli => Inner::Brotli(BrotliWriter::new(output, level as u32)),
             Compression::Bzip2 => return Err(Error::ReadOnly(method)),
         };
         Ok(Compressor { inner })
@@ -329,6 +352,7 @@ impl<W: Write> Compressor<W> {
             Inner::None(w) => Ok(w),
             Inner::Xz(e) => e.finish(),
             Inner::Zstd(e) => Ok(e.finish()?.0),
+            Inner::Brotli(e) => e.finish(),
         }
     }
 }
@@ -339,6 +363,7 @@ impl<W: Write> Write for Compressor<W> {
             Inner::None(w) => w.write(buf),
             Inner::Xz(e) => e.write(buf),
             Inner::Zstd(e) => e.write(buf),
+            Inner::Brotli(e) => e.write(buf),
         }
     }
 
@@ -347,6 +372,7 @@ impl<W: Write> Write for Compressor<W> {
             Inner::None(w) => w.write_all(buf),
             Inner::Xz(e) => e.write_all(buf),
             Inner::Zstd(e) => e.write_all(buf),
+            Inner::Brotli(e) => e.write_all(buf),
         }
     }
 
@@ -355,7 +381,108 @@ impl<W: Write> Write for Compressor<W> {
             Inner::None(w) => w.flush(),
             Inner::Xz(e) => e.flush(),
             Inner::Zstd(e) => e.flush(),
+            Inner::Brotli(e) => e.flush(),
         }
+    }
+}
+
+/// A brotli decompressor that reads its input to the end, as the other decoders do (callers
+/// hash and count the compressed side as it is read, and take its end as the object's end), and
+/// refuses bytes after the brotli stream.
+struct BrotliReader<R: Read> {
+    inner: brotli::Decompressor<R>,
+    ended: bool,
+}
+
+impl<R: Read> Read for BrotliReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.ended || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            return Ok(n);
+        }
+        // The stream has ended. A second read fails on input the decoder took in and did not
+        // use; then nothing may be left beneath it.
+        self.inner.read(&mut [0u8; 1])?;
+        let mut rest = [0u8; 1];
+        if self.inner.get_mut().read(&mut rest)? > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "data follows the end of the brotli stream",
+            ));
+        }
+        self.ended = true;
+        Ok(0)
+    }
+}
+
+/// A brotli compressor whose trailer's write errors are reported. brotli's own writer writes the
+/// trailer in `into_inner` and drops any error doing so; here the writer beneath keeps the first
+/// error it returned, and [`finish`](Self::finish) returns it.
+pub(crate) struct BrotliWriter<W: Write> {
+    inner: brotli::CompressorWriter<KeepsError<W>>,
+}
+
+struct KeepsError<W> {
+    inner: W,
+    error: Option<io::Error>,
+}
+
+impl<W: Write> KeepsError<W> {
+    fn kept<T>(&mut self, result: io::Result<T>) -> io::Result<T> {
+        result.inspect_err(|e| {
+            self.error
+                .get_or_insert_with(|| io::Error::new(e.kind(), e.to_string()));
+        })
+    }
+}
+
+impl<W: Write> Write for KeepsError<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let result = self.inner.write(buf);
+        self.kept(result)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        let result = self.inner.flush();
+        self.kept(result)
+    }
+}
+
+impl<W: Write> BrotliWriter<W> {
+    /// At `quality` (0..=11), with brotli's default window.
+    pub(crate) fn new(output: W, quality: u32) -> Self {
+        let output = KeepsError {
+            inner: output,
+            error: None,
+        };
+        BrotliWriter {
+            inner: brotli::CompressorWriter::new(output, 1 << 16, quality, BROTLI_WINDOW_BITS),
+        }
+    }
+
+    /// What was written so far beneath (for encoders writing into memory).
+    pub(crate) fn get_mut(&mut self) -> &mut W {
+        &mut self.inner.get_mut().inner
+    }
+
+    /// Writes the trailer; returns the writer beneath, or the first error it returned.
+    pub(crate) fn finish(self) -> io::Result<W> {
+        let mut output = self.inner.into_inner();
+        match output.error.take() {
+            Some(e) => Err(e),
+            None => Ok(output.inner),
+        }
+    }
+}
+
+impl<W: Write> Write for BrotliWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -371,7 +498,12 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for method in [Compression::None, Compression::Xz, Compression::Zstd] {
+        for method in [
+            Compression::None,
+            Compression::Xz,
+            Compression::Zstd,
+            Compression::Brotli,
+        ] {
             let mut c = Compressor::new(Vec::new(), method, None).unwrap();
             c.write_all(&sample()).unwrap();
             let packed = c.finish().unwrap();
@@ -398,8 +530,42 @@ mod tests {
     }
 
     #[test]
+    fn bytes_after_a_brotli_stream_are_an_error_and_the_input_is_read_to_its_end() {
+        let mut c = Compressor::new(Vec::new(), Compression::Brotli, Some(5)).unwrap();
+        c.write_all(&sample()).unwrap();
+        let mut packed = c.finish().unwrap();
+        let mut input = io::Cursor::new(packed.clone());
+        let mut out = Vec::new();
+        decompress(Compression::Brotli, &mut input)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, sample());
+        assert_eq!(input.position(), packed.len() as u64);
+        // Trailing bytes: both after the decoder's buffer (past 64 KiB) and within it.
+        for extra in [vec![0u8; 200 << 10], b"junk".to_vec()] {
+            let mut with = packed.clone();
+            with.extend_from_slice(&extra);
+            let r = decompress(Compression::Brotli, &with[..])
+                .unwrap()
+                .read_to_end(&mut Vec::new());
+            assert_eq!(r.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        }
+        packed.truncate(packed.len() - 1);
+        let r = decompress(Compression::Brotli, &packed[..])
+            .unwrap()
+            .read_to_end(&mut Vec::new());
+        assert!(r.is_err(), "a truncated stream");
+    }
+
+    #[test]
     fn corrupt_input_is_an_error() {
-        for method in [Compression::Xz, Compression::Bzip2, Compression::Zstd] {
+        for method in [
+            Compression::Xz,
+            Compression::Bzip2,
+            Compression::Zstd,
+            Compression::Brotli,
+        ] {
             let mut out = Vec::new();
             let r = decompress(method, &b"definitely not compressed data"[..])
                 .and_then(|mut d| d.read_to_end(&mut out));
@@ -414,11 +580,12 @@ mod tests {
             Compression::Xz,
             Compression::Bzip2,
             Compression::Zstd,
+            Compression::Brotli,
         ] {
             assert_eq!(Compression::from_name(m.name()).unwrap(), m);
         }
         assert!(matches!(
-            Compression::from_name("br"),
+            Compression::from_name("gzip"),
             Err(Error::Unknown(_))
         ));
         assert!(matches!(
@@ -429,5 +596,41 @@ mod tests {
             Compressor::new(Vec::new(), Compression::Xz, Some(12)),
             Err(Error::BadLevel { .. })
         ));
+        assert!(matches!(
+            Compressor::new(Vec::new(), Compression::Brotli, Some(12)),
+            Err(Error::BadLevel { .. })
+        ));
+    }
+
+    /// A writer that takes `room` bytes, then fails.
+    #[derive(Debug)]
+    struct Full {
+        room: usize,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_brotli_trailer_that_cannot_be_written_is_an_error() {
+        // At its best quality brotli keeps a short input until `finish` writes it all.
+        let mut c = Compressor::new(Full { room: 10 }, Compression::Brotli, None).unwrap();
+        c.write_all(b"hello hello hello").unwrap();
+        let e = c.finish().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+        let mut c = Compressor::new(Full { room: 1 << 20 }, Compression::Brotli, None).unwrap();
+        c.write_all(b"hello hello hello").unwrap();
+        assert!(c.finish().is_ok());
     }
 }

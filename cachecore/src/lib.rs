@@ -11,7 +11,7 @@
 //!    [`nar`] (the Nix ARchive: typestate writer, validating pull reader, pack, unpack,
 //!    listing); [`narinfo`] and [`signing`] (narinfo files, fingerprints, ed25519 signatures);
 //!    [`cache_info`] and [`realisation`] (the other small files of a cache); [`compression`]
-//!    (zstd, xz, bzip2 streams) and [`seekable`] (seekable zstd: frames plus a seek table).
+//!    (zstd, xz, bzip2, brotli streams) and [`seekable`] (seekable zstd: frames plus a seek table).
 //! 2. **Store** (`store`, feature `cache`), two levels: the object layer `store::Objects`, the
 //!    only code touching `object_store` (streaming ranged GET with size, last-modified and
 //!    ETag; HEAD; prefix listing as a stream; put and streaming put that overwrite, create

@@ -4,7 +4,7 @@
 //! niks3 writes every small object. Nix, a CDN, a bucket's website endpoint and `cachecore
 //! serve` hand the header on; every read through [`Objects`](super::Objects) decodes it.
 //!
-//! Encodings are named as Nix names compression methods (`zstd`, `xz`, `bzip2`), which is what
+//! Encodings are named as Nix names compression methods (`zstd`, `br`, `xz`, `bzip2`), which is what
 //! Nix writes into the header; `identity` (or none) is plain. Decoding is bounded like every
 //! other read of untrusted metadata: what expands past the read's limit is refused as a bomb.
 //! A local directory cannot keep the header (Nix reads its files raw), so its objects stay
@@ -18,7 +18,7 @@ use super::error::StoreError;
 use crate::compression::Compression;
 
 /// The encodings decoded here, for messages and `Accept-Encoding`.
-pub const DECODED: &str = "zstd, xz, bzip2";
+pub const DECODED: &str = "zstd, br, xz, bzip2";
 
 /// The compression method of a `Content-Encoding` value: `None` for plain (`identity`, empty).
 ///
@@ -26,7 +26,8 @@ pub const DECODED: &str = "zstd, xz, bzip2";
 /// use cachecore::{compression::Compression, store::encoding::method_of};
 /// assert_eq!(method_of("zstd"), Ok(Some(Compression::Zstd)));
 /// assert_eq!(method_of(" identity "), Ok(None));
-/// assert!(method_of("br").unwrap_err().contains("br"));
+/// assert_eq!(method_of("br"), Ok(Some(Compression::Brotli)));
+/// assert!(method_of("gzip").unwrap_err().contains("gzip"));
 /// ```
 pub fn method_of(encoding: &str) -> Result<Option<Compression>, String> {
     match encoding.trim() {
@@ -95,6 +96,7 @@ enum Encoder {
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
     Xz(xz2::write::XzEncoder<Vec<u8>>),
     Bzip2(bzip2::write::BzEncoder<Vec<u8>>),
+    Brotli(crate::compression::BrotliWriter<Vec<u8>>),
 }
 
 impl Encoder {
@@ -106,6 +108,10 @@ impl Encoder {
             Compression::Bzip2 => Encoder::Bzip2(bzip2::write::BzEncoder::new(
                 Vec::new(),
                 bzip2::Compression::best(),
+            )),
+            Compression::Brotli => Encoder::Brotli(crate::compression::BrotliWriter::new(
+                Vec::new(),
+                crate::compression::DEFAULT_BROTLI_LEVEL as u32,
             )),
         }))
     }
@@ -126,6 +132,10 @@ impl Encoder {
                 e.write_all(chunk)?;
                 e.get_mut()
             }
+            Encoder::Brotli(e) => {
+                e.write_all(chunk)?;
+                e.get_mut()
+            }
         };
         Ok(Bytes::from(std::mem::take(out)))
     }
@@ -135,6 +145,7 @@ impl Encoder {
             Encoder::Zstd(e) => e.finish()?,
             Encoder::Xz(e) => e.finish()?,
             Encoder::Bzip2(e) => e.finish()?,
+            Encoder::Brotli(e) => e.finish()?,
         }))
     }
 }
@@ -177,7 +188,12 @@ mod tests {
     #[test]
     fn each_method_round_trips_and_a_bomb_is_refused() {
         let text = b"StorePath: /nix/store/x\n".repeat(100);
-        for method in [Compression::Zstd, Compression::Xz, Compression::Bzip2] {
+        for method in [
+            Compression::Zstd,
+            Compression::Brotli,
+            Compression::Xz,
+            Compression::Bzip2,
+        ] {
             let packed = encode(method, &text).unwrap();
             assert!(packed.len() < text.len());
             let back = decode(
@@ -295,10 +311,10 @@ mod tests {
 
     #[test]
     fn unknown_and_broken_encodings_are_one_sentence() {
-        let e = decode("memory://", "x.ls", "br", Bytes::from_static(b"x"), 10).unwrap_err();
+        let e = decode("memory://", "x.ls", "gzip", Bytes::from_static(b"x"), 10).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "memory://: x.ls cannot be read: its Content-Encoding is \"br\", which cachecore does not decode (it decodes zstd, xz, bzip2)"
+            "memory://: x.ls cannot be read: its Content-Encoding is \"gzip\", which cachecore does not decode (it decodes zstd, br, xz, bzip2)"
         );
         let e = decode(
             "memory://",

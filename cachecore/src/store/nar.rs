@@ -675,6 +675,7 @@ mod tests {
             Compression::Zstd,
             Compression::Xz,
             Compression::Bzip2,
+            Compression::Brotli,
         ] {
             let file = compress(&nar, method);
             let info = info_for(&nar, &file, method);
@@ -694,7 +695,12 @@ mod tests {
     fn a_bomb_stops_at_the_declared_sizes() {
         // 64 MiB of zeros compress to a few KiB; the narinfo says the NAR is 1000 bytes.
         let big = vec![0u8; 64 << 20];
-        for method in [Compression::Zstd, Compression::Xz, Compression::Bzip2] {
+        for method in [
+            Compression::Zstd,
+            Compression::Xz,
+            Compression::Bzip2,
+            Compression::Brotli,
+        ] {
             let file = compress(&big, method);
             let mut info = info_for(&big[..1000], &file, method);
             let (out, verdict) = read_all(&info, file.clone());
