@@ -151,7 +151,8 @@ enum Inner<W: Write> {
     None(W),
     Xz(xz2::write::XzEncoder<W>),
     Zstd(SeekableWriter<W>),
-    Brotli(BrotliWriter<W>),
+    /// Boxed: brotli's state is over 5 KiB.
+    Brotli(Box<BrotliWriter<W>>),
 }
 
 impl<W: Write> fmt::Debug for Compressor<W> {
@@ -316,7 +317,7 @@ impl<W: Write> Compressor<W> {
                 };
                 Inner::Zstd(SeekableWriter::new(output, opts).map_err(Error::Start)?)
             }
-            Compression::Brotli => Inner::Brotli(BrotliWriter::new(output, level as u32)),
+            Compression::Brotli => Inner::Brotli(Box::new(BrotliWriter::new(output, level as u32))),
             Compression::Bzip2 => return Err(Error::ReadOnly(method)),
         };
         Ok(Compressor { inner })

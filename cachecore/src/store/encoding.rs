@@ -96,7 +96,8 @@ enum Encoder {
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
     Xz(xz2::write::XzEncoder<Vec<u8>>),
     Bzip2(bzip2::write::BzEncoder<Vec<u8>>),
-    Brotli(crate::compression::BrotliWriter<Vec<u8>>),
+    /// Boxed: brotli's state is over 5 KiB.
+    Brotli(Box<crate::compression::BrotliWriter<Vec<u8>>>),
 }
 
 impl Encoder {
@@ -109,10 +110,12 @@ impl Encoder {
                 Vec::new(),
                 bzip2::Compression::best(),
             )),
-            Compression::Brotli => Encoder::Brotli(crate::compression::BrotliWriter::new(
-                Vec::new(),
-                crate::compression::DEFAULT_BROTLI_LEVEL as u32,
-            )),
+            Compression::Brotli => {
+                Encoder::Brotli(Box::new(crate::compression::BrotliWriter::new(
+                    Vec::new(),
+                    crate::compression::DEFAULT_BROTLI_LEVEL as u32,
+                )))
+            }
         }))
     }
 
