@@ -103,6 +103,8 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         to_token_file: Option<PathBuf>,
         #[command(flatten)]
+        encodings: EncodingArgs,
+        #[command(flatten)]
         output: OutputArgs,
     },
     /// Download one store path, check its hashes and signature, and unpack it at DEST.
@@ -573,7 +575,26 @@ pub struct PushArgs {
     #[arg(long)]
     pub repair: bool,
     #[command(flatten)]
+    pub encodings: EncodingArgs,
+    #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// How the small objects written are stored: compressed, with the method as their
+/// `Content-Encoding` (which Nix, CDNs and `cachecore serve` hand on). Each overrides the store
+/// URL's setting of the same name; refused on a local directory, whose files Nix reads raw.
+#[derive(Debug, clap::Args)]
+pub struct EncodingArgs {
+    /// Store narinfos compressed with METHOD (zstd, br, xz, bzip2 or none), as the store URL's
+    /// narinfo-compression=.
+    #[arg(long, value_name = "METHOD")]
+    pub narinfo_compression: Option<cachecore::compression::Compression>,
+    /// Store `.ls` listings compressed with METHOD, as the store URL's ls-compression=.
+    #[arg(long, value_name = "METHOD")]
+    pub ls_compression: Option<cachecore::compression::Compression>,
+    /// Store build logs compressed with METHOD, as the store URL's log-compression=.
+    #[arg(long, value_name = "METHOD")]
+    pub log_compression: Option<cachecore::compression::Compression>,
 }
 
 /// The token of a `cachecore serve` that a command reading it passes on.

@@ -3090,6 +3090,63 @@ fn narinfos_listings_and_logs_stored_as_brotli_are_read_by_nix_and_by_cachecore(
     let plain = curl(&format!("{}/{}.narinfo", serve.url, hash_part(root)), &[]);
     assert_eq!(plain.header("content-encoding"), None);
     assert!(plain.text().contains(&format!("StorePath: {root}")));
+
+    // The same settings as options, over the URL's: push sets them, copy changes them.
+    let encoding_of = |prefix: &str, key: &str| {
+        let url = format!("{}/{prefix}/{key}", garage.serve_website());
+        let answer = curl(&url, &["-H", "Accept-Encoding: br, zstd"]);
+        assert_eq!(answer.status, 200, "{url}");
+        answer.header("content-encoding").map(str::to_owned)
+    };
+    let narinfo_key = format!("{}.narinfo", hash_part(root));
+    let ls_key = format!("{}.ls", hash_part(root));
+    let by_options = garage.url("by-options");
+    on_garage_ok(
+        &garage,
+        &[
+            "push",
+            &format!("{by_options}&ls-compression=br"),
+            root,
+            "--narinfo-compression",
+            "br",
+            "--ls-compression",
+            "zstd",
+            "--quiet",
+        ],
+    );
+    assert_eq!(
+        encoding_of("by-options", &narinfo_key).as_deref(),
+        Some("br")
+    );
+    assert_eq!(encoding_of("by-options", &ls_key).as_deref(), Some("zstd"));
+    let copied = garage.url("copied-plain");
+    on_garage_ok(
+        &garage,
+        &[
+            "copy",
+            &store,
+            &format!("{copied}&ls-compression=br"),
+            "--all",
+            "--ls-compression",
+            "none",
+            "--quiet",
+        ],
+    );
+    assert_eq!(encoding_of("copied-plain", &narinfo_key), None);
+    assert_eq!(encoding_of("copied-plain", &ls_key), None);
+    on_garage_ok(&garage, &["verify", &copied, "--trusted-key", &public]);
+    // A local directory cannot keep them: refused with the reason, nothing created.
+    let local = tmp.path().join("local");
+    let out = cachecore_output(
+        &["push", path_str(&local), root, "--log-compression", "br"],
+        b"",
+    );
+    let line = assert_clean_error(&out, "push --log-compression to a directory");
+    assert!(
+        line.contains("--log-compression needs a store that keeps each object's Content-Encoding"),
+        "{line}"
+    );
+    assert!(!local.exists());
 }
 
 /// `cachecore ARGS`, which must fail with one line; returns (exit status, the line).

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
+use cachecore::compression::Compression;
 use cachecore::local_store::LocalStore;
 use cachecore::ops::{self, Progress};
 use cachecore::signing::{PublicKey, SecretKey, Signer};
@@ -227,16 +228,55 @@ fn check_store_comes_first(store: &str, paths: &[std::path::PathBuf]) -> anyhow:
     Ok(())
 }
 
+impl crate::cli::EncodingArgs {
+    /// `store` with the encodings given as options in its query, in place of the URL's own
+    /// settings of the same names. A local directory given as a path is
+    /// refused here for the reason the URL parser gives for `file://`.
+    pub fn apply(&self, store: &str) -> anyhow::Result<String> {
+        let given: Vec<_> = [
+            ("narinfo-compression", self.narinfo_compression),
+            ("ls-compression", self.ls_compression),
+            ("log-compression", self.log_compression),
+        ]
+        .into_iter()
+        .filter_map(|(key, method)| method.map(|m| (key, m)))
+        .collect();
+        if !store.contains("://") {
+            if let Some((key, _)) = given.iter().find(|(_, m)| *m != Compression::None) {
+                bail!(
+                    "--{key} needs a store that keeps each object's Content-Encoding (S3, GCS, \
+                     Azure, or a cachecore serve): Nix reads a local directory's files raw"
+                );
+            }
+            return Ok(store.to_owned());
+        }
+        let (base, query) = store.split_once('?').unwrap_or((store, ""));
+        let kept = query.split('&').filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(name, _)| name);
+            !pair.is_empty() && !given.iter().any(|(key, _)| *key == name)
+        });
+        let added = given
+            .iter()
+            .map(|(key, method)| format!("{key}={}", method.name()));
+        let query: Vec<String> = kept.map(str::to_owned).chain(added).collect();
+        Ok(if query.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", query.join("&"))
+        })
+    }
+}
+
 pub fn push(args: PushArgs) -> anyhow::Result<()> {
     check_store_comes_first(&args.store, &args.paths)?;
+    let store = args.encodings.apply(&args.store)?;
     // Keys first: a refused key leaves no trace (opening a directory store creates it).
     let signers = args
         .keys
         .iter()
         .map(|k| Ok(Arc::new(SecretKey::read_file(k)?) as Arc<dyn Signer>))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (cache, new_dir) =
-        open_or_create(&args.store, args.token_file.as_deref(), args.output.quiet)?;
+    let (cache, new_dir) = open_or_create(&store, args.token_file.as_deref(), args.output.quiet)?;
     // The store URL's settings, then the options given here on top.
     let mut opts = ops::PushOptions::for_cache(&cache)?;
     if !signers.is_empty() {

@@ -40,10 +40,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             trusted_keys,
             token_file,
             to_token_file,
+            encodings,
             output,
         } => cache::copy(
             &from,
-            &to,
+            &encodings.apply(&to)?,
             &paths,
             all,
             cache::CopySettings {
