@@ -216,7 +216,7 @@ fn nar_head(size: u64) -> Vec<u8> {
 
 /// A NAR of one regular file of `size` zero bytes compressed by the real tool for `method`
 /// (`zstd`, `xz`, `bzip2`), streamed through it without holding the NAR in memory; or, for
-/// `none`, the start of that NAR followed by `size` zeros.
+/// `none`, the start of that NAR followed by `size` zeros; brotli by cachecore's encoder.
 fn bomb(method: Compression, size: u64) -> Vec<u8> {
     let tool: &[&str] = match method {
         Compression::Zstd => &["zstd", "-c", "-q", "-1"],
@@ -226,6 +226,19 @@ fn bomb(method: Compression, size: u64) -> Vec<u8> {
             let mut out = nar_head(size);
             out.resize(out.len() + size as usize, 0);
             return out;
+        }
+        // No brotli tool on the machines: cachecore's own encoder, at its fastest.
+        Compression::Brotli => {
+            let mut c =
+                cachecore::compression::Compressor::new(Vec::new(), method, Some(1)).unwrap();
+            c.write_all(&nar_head(size)).unwrap();
+            let zeros = vec![0u8; 1 << 20];
+            for _ in 0..size / zeros.len() as u64 {
+                c.write_all(&zeros).unwrap();
+            }
+            c.write_all(&zeros[..(size % zeros.len() as u64) as usize])
+                .unwrap();
+            return c.finish().unwrap();
         }
     };
     let mut child = std::process::Command::new(tool[0])
@@ -260,6 +273,7 @@ fn bombs() -> &'static [(Compression, Vec<u8>)] {
             (Compression::Zstd, 1u64 << 30),
             (Compression::Xz, 1 << 30),
             (Compression::Bzip2, 1 << 30),
+            (Compression::Brotli, 1 << 30),
             (Compression::None, 64 << 20),
         ]
         .into_iter()
@@ -410,7 +424,7 @@ fn builders() -> Vec<Builder> {
             ),
         )
     }));
-    // 10-13. Decompression bombs in each compression, FileHash/FileSize/Compression (not
+    // 10-14. Decompression bombs in each compression, FileHash/FileSize/Compression (not
     // signed) made to match the bomb.
     for (method, made) in bombs() {
         let method = *method;
