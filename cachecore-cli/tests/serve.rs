@@ -3659,3 +3659,103 @@ fn a_post_build_hook_pushes_every_path_nix_builds() {
         );
     }
 }
+
+/// Waits until `file` (a server's log) contains `text`; its contents then.
+fn wait_for_log(file: &Path, text: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let logged = fs::read_to_string(file).unwrap_or_default();
+        if logged.contains(text) {
+            return logged;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log never said {text:?}:\n{logged}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A proxy checks its upstreams at startup: one warning for one that is not a binary cache,
+/// one for one that cannot be reached — and that one is skipped (a miss answered at once, no
+/// connection retries) until its backoff ends, then asked again, and used once it answers.
+#[test]
+fn a_proxy_warns_about_bad_upstreams_at_startup_and_skips_a_down_one_until_it_answers() {
+    let tmp = tempdir();
+    let (cache, closure, public) = pushed_cache(tmp.path());
+    let root = closure.last().unwrap();
+    // Not a cache: a web server with no nix-cache-info.
+    let web_root = new_cache_dir(tmp.path(), "just-a-website");
+    fs::write(web_root.join("index.html"), "<p>hello</p>\n").unwrap();
+    let website = common::http_server::HttpServer::serve(&web_root);
+    // Down: a port nothing listens on (yet).
+    let port = free_port();
+    let down_url = format!("http://127.0.0.1:{port}");
+    let local = new_cache_dir(tmp.path(), "proxy-store");
+    let log = tmp.path().join("proxy.log");
+    let proxy = Serve::spawn_logging_to(
+        &[
+            "serve",
+            path_str(&local),
+            "--listen",
+            "127.0.0.1:0",
+            // Before every --upstream: the key of all of them.
+            "--upstream-key",
+            &public,
+            "--upstream",
+            &website.url(),
+            "--upstream",
+            &down_url,
+        ],
+        &[],
+        Stdio::from(fs::File::create(&log).unwrap()),
+    );
+    wait_for_log(
+        &log,
+        &format!("upstream {} is not a binary cache", website.url()),
+    );
+    let logged = wait_for_log(&log, &format!("upstream {down_url} cannot be reached"));
+    assert!(logged.contains("skipped for 2 s, then asked again"), "{logged}");
+
+    // A miss while it is skipped (2 s from the warning) costs no connection attempts (about
+    // 1 s of retries each before).
+    let url = format!("{}/{}.narinfo", proxy.url, hash_part(root));
+    let skipped = r#"cachecore_serve_upstream_lookups_total{result="skipped",upstream="1"}"#;
+    let started = std::time::Instant::now();
+    let r = curl(&url, &[]);
+    let took = started.elapsed();
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(
+        took < Duration::from_millis(500),
+        "a miss took {took:?} while its upstream was skipped"
+    );
+    assert_eq!(metric(&proxy.url, skipped), 1);
+
+    // It comes up: after the backoff the next miss asks it again, and is filled from it.
+    let _upstream = Serve::spawn(
+        &[
+            "serve",
+            path_str(&cache),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ],
+        &[],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = curl(&url, &[]);
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 404, "{}", r.text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy never asked its upstream again"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let hits = r#"cachecore_serve_upstream_lookups_total{result="hit",upstream="1"}"#;
+    assert_eq!(metric(&proxy.url, hits), 1);
+    wait_for_log(&log, "upstream answers again");
+    cachecore_ok(&["verify", path_str(&local), "--trusted-key", &public], b"");
+}

@@ -52,7 +52,8 @@ pub(crate) struct Metrics {
     pub errors: IntCounterVec,
     pub aborted: IntCounter,
     /// Narinfos looked for in the upstreams, by upstream and outcome: `hit` (filled from it),
-    /// `miss` (it has none), `error` (unreachable, timed out, or what it sent did not check out).
+    /// `miss` (it has none), `error` (unreachable, timed out, or what it sent did not check out),
+    /// `skipped` (not asked: it could not be reached a moment ago).
     pub upstream: IntCounterVec,
 }
 
@@ -108,7 +109,7 @@ impl Metrics {
         let upstream = IntCounterVec::new(
             Opts::new(
                 "upstream_lookups_total",
-                "Narinfos missing here looked for in an upstream, by upstream and result (hit, miss, error)",
+                "Narinfos missing here looked for in an upstream, by upstream and result (hit, miss, error, skipped: not asked, as it could not be reached a moment ago)",
             ),
             &["upstream", "result"],
         )?;

@@ -292,6 +292,9 @@ pub async fn router(cache: BinaryCache, config: Config) -> Result<Router, Server
             metrics.clone(),
         )
     });
+    if let Some(p) = &proxy {
+        tokio::spawn(p.clone().check_upstreams());
+    }
     let state = Arc::new(AppState {
         store_dir,
         proxy,

@@ -8,10 +8,17 @@
 //! Concurrent requests for one narinfo wait for one fill. An upstream that does not answer
 //! within its timeout, or whose objects do not check out, is a miss for that request (the next
 //! upstream is asked); when every upstream is down, what the store holds is still served.
+//!
+//! An upstream that cannot be reached (or does not answer in time) is skipped for a while
+//! instead of costing its connection retries on every miss: [`FIRST_BACKOFF`] after the first
+//! failure, twice as long after each further one, up to [`MAX_BACKOFF`]; the first request after
+//! that asks it again, and an answer ends the backoff. At startup every upstream is asked for its
+//! `nix-cache-info` in the background ([`Proxy::check_upstreams`]): one warning for an upstream
+//! that cannot be reached (its backoff starts) or is not a binary cache.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt as _, Shared};
 
@@ -63,10 +70,39 @@ impl Upstream {
 
 type Fill = Shared<BoxFuture<'static, bool>>;
 
+/// How long an upstream that could not be reached is skipped after its first failure.
+pub(super) const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+/// The longest an unreachable upstream is skipped before it is asked again.
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Whether an upstream is being skipped, and since how many failures in a row.
+#[derive(Debug, Default)]
+struct Backoff {
+    until: Option<Instant>,
+    failures: u32,
+}
+
+/// Why an upstream gave nothing for a request.
+struct Failure {
+    why: String,
+    /// It could not be reached or did not answer in time (not: what it sent was refused).
+    unreachable: bool,
+}
+
+impl Failure {
+    fn refused(why: impl Into<String>) -> Failure {
+        Failure {
+            why: why.into(),
+            unreachable: false,
+        }
+    }
+}
+
 /// The upstreams of one server, and the fills in flight.
 #[derive(Debug)]
 pub(super) struct Proxy {
     upstreams: Vec<Upstream>,
+    backoff: Vec<Mutex<Backoff>>,
     store: BinaryCache,
     store_dir: StoreDir,
     metrics: Metrics,
@@ -81,6 +117,7 @@ impl Proxy {
         metrics: Metrics,
     ) -> Arc<Proxy> {
         Arc::new(Proxy {
+            backoff: upstreams.iter().map(|_| Mutex::default()).collect(),
             upstreams,
             store,
             store_dir,
@@ -128,6 +165,13 @@ impl Proxy {
         }
         for (i, up) in self.upstreams.iter().enumerate() {
             let label = i.to_string();
+            if self.skipped(i) {
+                self.metrics
+                    .upstream
+                    .with_label_values(&[label.as_str(), "skipped"])
+                    .inc();
+                continue;
+            }
             let result = self.fill_from(up, hash_part).await;
             let outcome = match &result {
                 Ok(true) => "hit",
@@ -139,36 +183,136 @@ impl Proxy {
                 .with_label_values(&[label.as_str(), outcome])
                 .inc();
             match result {
-                Ok(true) => return true,
-                Ok(false) => {}
-                Err(why) => tracing::warn!(
-                    upstream = up.cache.url(),
-                    narinfo = %format!("{hash_part}.narinfo"),
-                    "upstream counted as a miss: {why}"
-                ),
+                Ok(filled) => {
+                    self.answered(i);
+                    if filled {
+                        return true;
+                    }
+                }
+                Err(f) if f.unreachable => self.unreachable(i, &f.why),
+                Err(f) => {
+                    self.answered(i);
+                    tracing::warn!(
+                        upstream = up.cache.url(),
+                        narinfo = %format!("{hash_part}.narinfo"),
+                        "upstream counted as a miss: {}",
+                        f.why
+                    );
+                }
             }
         }
         false
     }
 
-    async fn fill_from(&self, up: &Upstream, hash_part: &str) -> Result<bool, String> {
+    /// Whether upstream `i` is being skipped (it could not be reached a moment ago).
+    fn skipped(&self, i: usize) -> bool {
+        self.backoff[i]
+            .lock()
+            .ok()
+            .and_then(|b| b.until)
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Upstream `i` answered: its backoff, if any, ends.
+    fn answered(&self, i: usize) {
+        let Ok(mut b) = self.backoff[i].lock() else {
+            return;
+        };
+        if b.failures > 0 {
+            tracing::warn!(
+                upstream = self.upstreams[i].cache.url(),
+                "upstream answers again; it is asked for every miss from now on"
+            );
+        }
+        *b = Backoff::default();
+    }
+
+    /// Upstream `i` could not be reached: it is skipped for a while, longer after each failure
+    /// in a row.
+    fn unreachable(&self, i: usize, why: &str) {
+        let Ok(mut b) = self.backoff[i].lock() else {
+            return;
+        };
+        let wait = FIRST_BACKOFF
+            .saturating_mul(1 << b.failures.min(16))
+            .min(MAX_BACKOFF);
+        b.failures = b.failures.saturating_add(1);
+        b.until = Some(Instant::now() + wait);
+        tracing::warn!(
+            upstream = self.upstreams[i].cache.url(),
+            "upstream {} cannot be reached ({why}); skipped for {} s, then asked again",
+            self.upstreams[i].cache.url(),
+            wait.as_secs()
+        );
+    }
+
+    /// Asks every upstream for its `nix-cache-info`, at once, and warns (one sentence each)
+    /// about one that cannot be reached (its backoff starts) or is not a binary cache of this
+    /// cache's store directory. A warning, never a refusal: an upstream may come up later.
+    pub(super) async fn check_upstreams(self: Arc<Self>) {
+        let checks = self.upstreams.iter().enumerate().map(|(i, up)| {
+            let this = self.clone();
+            async move {
+                let url = up.cache.url();
+                match tokio::time::timeout(up.lookup_timeout, up.cache.cache_info()).await {
+                    Err(_) => this.unreachable(
+                        i,
+                        &format!("no answer within {} s", up.lookup_timeout.as_secs()),
+                    ),
+                    Ok(Err(e)) if e.kind() == crate::error::ErrorKind::Unavailable => {
+                        this.unreachable(i, &e.to_string());
+                    }
+                    Ok(Err(e)) => tracing::warn!(
+                        upstream = url,
+                        "upstream {url} is not a binary cache this proxy can fill from: {e}"
+                    ),
+                    Ok(Ok(None)) => tracing::warn!(
+                        upstream = url,
+                        "upstream {url} is not a binary cache: it has no nix-cache-info"
+                    ),
+                    Ok(Ok(Some(info))) if info.store_dir != this.store_dir.as_str() => {
+                        tracing::warn!(
+                            upstream = url,
+                            "upstream {url} is a cache of {}, not of {}: none of its paths will be used",
+                            info.store_dir,
+                            this.store_dir.as_str()
+                        );
+                    }
+                    Ok(Ok(Some(_))) => {}
+                }
+            }
+        });
+        futures::future::join_all(checks).await;
+    }
+
+    async fn fill_from(&self, up: &Upstream, hash_part: &str) -> Result<bool, Failure> {
         let info = match tokio::time::timeout(
             up.lookup_timeout,
             up.cache.narinfo_by_hash(hash_part),
         )
         .await
         {
-            Err(_) => return Err(format!("no answer within {:?}", up.lookup_timeout)),
-            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => {
+                return Err(Failure {
+                    why: format!("no answer within {} s", up.lookup_timeout.as_secs()),
+                    unreachable: true,
+                })
+            }
+            Ok(Err(e)) => {
+                return Err(Failure {
+                    unreachable: e.kind() == crate::error::ErrorKind::Unavailable,
+                    why: e.to_string(),
+                })
+            }
             Ok(Ok(None)) => return Ok(false),
             Ok(Ok(Some(info))) => info,
         };
         if info.store_dir != self.store_dir {
-            return Err(format!(
+            return Err(Failure::refused(format!(
                 "its paths are in {}, this cache's in {}",
                 info.store_dir.as_str(),
                 self.store_dir.as_str()
-            ));
+            )));
         }
         let opts = CopyOptions {
             trusted_keys: up.trusted_keys.clone(),
@@ -176,8 +320,11 @@ impl Proxy {
         };
         let copy = copy_on_own_thread(up.cache.clone(), self.store.clone(), info.store_path, opts);
         match tokio::time::timeout(up.copy_timeout, copy).await {
-            Err(_) => Err(format!("the copy took longer than {:?}", up.copy_timeout)),
-            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(Failure::refused(format!(
+                "the copy took longer than {} s",
+                up.copy_timeout.as_secs()
+            ))),
+            Ok(Err(e)) => Err(Failure::refused(e.to_string())),
             Ok(Ok(_)) => Ok(true),
         }
     }
