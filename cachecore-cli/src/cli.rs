@@ -647,6 +647,9 @@ pub struct ServeArgs {
     /// machines that push hold no signing key. Its public key is shown on the landing page.
     #[arg(long, value_name = "SECRET_FILE")]
     pub key: Option<PathBuf>,
+    /// The cache's name, shown as the landing page's title (default "Nix binary cache").
+    #[arg(long, value_name = "TEXT")]
+    pub title: Option<String>,
     /// Priority announced in nix-cache-info (default: the stored one).
     #[arg(long)]
     pub priority: Option<u64>,

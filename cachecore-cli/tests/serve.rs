@@ -3759,3 +3759,136 @@ fn a_proxy_warns_about_bad_upstreams_at_startup_and_skips_a_down_one_until_it_an
     wait_for_log(&log, "upstream answers again");
     cachecore_ok(&["verify", path_str(&local), "--trusted-key", &public], b"");
 }
+
+/// `nix build --no-link --store STORE PATH` with the system's nix.conf plus `conf` (lines
+/// pasted from a landing page), which also configures cache.nixos.org, signatures required.
+fn substitute_with_pasted_lines(tmp: &Path, name: &str, conf: &str, path: &str) -> PathBuf {
+    let conf_dir = tmp.join(format!("{name}-conf"));
+    fs::create_dir(&conf_dir).unwrap();
+    let system_conf = fs::read_to_string("/etc/nix/nix.conf").unwrap_or_default();
+    fs::write(
+        conf_dir.join("nix.conf"),
+        format!("{system_conf}\nsubstituters = https://cache.nixos.org\ntrusted-public-keys = cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=\n{conf}require-sigs = true\nconnect-timeout = 2\n"),
+    )
+    .unwrap();
+    let fresh = tmp.join(format!("{name}-store"));
+    let mut build = nix_command("nix");
+    build
+        .env("NIX_CONF_DIR", &conf_dir)
+        .env("XDG_CACHE_HOME", tmp.join(format!("{name}-cache")))
+        .args(["build", "--no-link", "--store"])
+        .arg(&fresh)
+        .arg(path);
+    let out = nix_output(&mut build, b"");
+    assert!(
+        out.status.success(),
+        "nix build with the pasted lines failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fresh
+}
+
+/// A proxy's landing page, in Chromium: its --title, each signing key once (its own and its
+/// upstream's, by name with what it signs; in full only in the lines to paste), how old its
+/// counts are, and a link to the recently pushed paths, which link to their files. Its lines,
+/// pasted beside cache.nixos.org, make Nix substitute what the proxy serves.
+#[test]
+fn a_landing_page_has_a_title_each_key_once_the_counts_age_and_recent_paths() {
+    let tmp = tempdir();
+    let (cache, closure, upstream_key) = pushed_cache(tmp.path());
+    let root = closure.last().unwrap();
+    let upstream = Serve::start(path_str(&cache), &[]);
+    let (own_secret, own_key) = nix_generate_key(tmp.path(), "team-proxy-1");
+    let (token, _) = credentials(tmp.path(), "proxy", "PROXY-TOKEN-1");
+    let local = new_cache_dir(tmp.path(), "proxy-store");
+    let proxy = Serve::spawn(
+        &[
+            "serve",
+            path_str(&local),
+            "--listen",
+            "127.0.0.1:0",
+            "--title",
+            "Team <frontend> cache",
+            "--key",
+            path_str(&own_secret),
+            "--public-key",
+            &own_key,
+            "--token-file",
+            path_str(&token),
+            "--upstream",
+            &upstream.url,
+            "--upstream-key",
+            &upstream_key,
+        ],
+        &[],
+    );
+    // Filled through the proxy before the page counts.
+    let r = curl(&format!("{}/{}.narinfo", proxy.url, hash_part(root)), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let page = format!("{}/", proxy.url);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !curl(&page, &[]).text().contains("id=\"paths\"") {
+        assert!(std::time::Instant::now() < deadline, "no totals shown");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let profile = tmp.path().join("chromium-profile");
+    let dom = chromium(&["--dump-dom"], &page, &profile);
+    assert!(
+        dom.contains("<title>Team &lt;frontend&gt; cache — ")
+            && dom.contains("<h1 id=\"title\">Team &lt;frontend&gt; cache</h1>"),
+        "{dom}"
+    );
+    let conf = nix_conf_block(&dom);
+    assert_eq!(
+        conf,
+        format!(
+            "extra-substituters = {}\nextra-trusted-public-keys = {own_key} {upstream_key}\n",
+            proxy.url
+        )
+    );
+    for key in [&own_key, &upstream_key] {
+        // Once in the nix.conf lines, once in the NixOS snippet, nowhere else.
+        assert_eq!(dom.matches(key.as_str()).count(), 2, "{key} in {dom}");
+    }
+    assert!(
+        dom.contains("<li><code>team-proxy-1</code>: this server signs every upload with it</li>"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(&format!(
+            "<li><code>serve-test-1</code>: signs the paths this proxy fetches from {}</li>",
+            upstream.url
+        )),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(&format!("<td id=\"paths\">{}</td>", closure.len())),
+        "{dom}"
+    );
+    let counted = dom
+        .split("<p id=\"counted\">")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no age of the counts: {dom}"));
+    assert!(counted.starts_with("Counted ") && counted.contains(" ago"), "{counted}");
+    assert!(counted.contains("<a href=\"/serve/\">"), "{counted}");
+
+    // The recent paths, each a link to its files.
+    let recent = chromium(&["--dump-dom"], &format!("{}/serve/", proxy.url), &profile);
+    for p in &closure {
+        let base = p.rsplit('/').next().unwrap();
+        assert!(
+            recent.contains(&format!("<a href=\"{base}/\">{base}</a>")),
+            "{base} in {recent}"
+        );
+    }
+    let base = root.rsplit('/').next().unwrap();
+    let files = curl(&format!("{}/serve/{base}/", proxy.url), &[]);
+    assert_eq!(files.status, 200, "{}", files.text());
+
+    // Pasted beside cache.nixos.org, the lines make Nix substitute through the proxy.
+    let fresh = substitute_with_pasted_lines(tmp.path(), "pasted", &conf, root);
+    for p in &closure {
+        assert!(nix_path_info(Some(&fresh), p)["narHash"].is_string(), "{p}");
+    }
+}

@@ -47,6 +47,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.signing_key = Some(std::sync::Arc::new(secret));
     }
     config.priority = args.priority;
+    config.title = args.title.clone();
     config.max_nar_upload = args.max_upload_size;
     config.max_concurrent_uploads = args.upload_jobs;
     config.upload_idle_timeout = Duration::from_secs(args.upload_timeout);

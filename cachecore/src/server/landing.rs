@@ -19,12 +19,25 @@ const TOTALS_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
 pub(super) struct Totals {
-    last: Option<(Instant, Result<CacheTotals, String>)>,
+    last: Option<(Instant, Result<Counted, String>)>,
     counting: bool,
 }
 
-/// The last count, starting a new one when there is none or it is old.
-fn totals(state: &Shared) -> Option<Result<CacheTotals, String>> {
+/// What one count found.
+#[derive(Debug, Clone)]
+struct Counted {
+    totals: CacheTotals,
+    /// The most recently pushed paths, newest first (at most [`RECENT`]); empty when the store
+    /// cannot be listed by this server (its push index and narinfos).
+    recent: Vec<crate::store_path::StorePath>,
+}
+
+/// How many recently pushed paths `/serve/` lists.
+const RECENT: usize = 100;
+
+/// The last count and how long ago it was made, starting a new one when there is none or it
+/// is old.
+fn totals(state: &Shared) -> Option<(Duration, Result<Counted, String>)> {
     let Ok(mut t) = state.totals.lock() else {
         return None;
     };
@@ -39,17 +52,110 @@ fn totals(state: &Shared) -> Option<Result<CacheTotals, String>> {
         // On a blocking thread driving its own future: `ops::info`'s future is not provably
         // `Send` (a rustc limitation with closures returning futures), which `spawn` needs.
         tokio::task::spawn_blocking(move || {
-            let counted = runtime
-                .block_on(crate::ops::info(&state.cache))
-                .map(|(_, totals)| totals)
-                .map_err(|e| e.to_string());
+            let counted = runtime.block_on(count(&state.cache));
             if let Ok(mut t) = state.totals.lock() {
                 t.last = Some((Instant::now(), counted));
                 t.counting = false;
             }
         });
     }
-    t.last.as_ref().map(|(_, r)| r.clone())
+    t.last.as_ref().map(|(at, r)| (at.elapsed(), r.clone()))
+}
+
+/// The totals and the recent paths: from the push index (and the narinfos it does not cover)
+/// where the store can be listed, else the totals as `cachecore info` counts them.
+async fn count(cache: &crate::store::BinaryCache) -> Result<Counted, String> {
+    match cache.paths(16).await {
+        Ok(paths) => {
+            let mut totals = CacheTotals::default();
+            for e in &paths.entries {
+                totals.paths += 1;
+                totals.nar_bytes = totals.nar_bytes.saturating_add(e.nar_size);
+                totals.file_bytes = totals
+                    .file_bytes
+                    .saturating_add(e.file_size.unwrap_or(0));
+            }
+            let mut entries = paths.entries;
+            entries.sort_by(|a, b| b.pushed.cmp(&a.pushed).then(a.path.cmp(&b.path)));
+            let recent = entries.into_iter().take(RECENT).map(|e| e.path).collect();
+            Ok(Counted { totals, recent })
+        }
+        Err(_) => crate::ops::info(cache)
+            .await
+            .map(|(_, totals)| Counted {
+                totals,
+                recent: Vec::new(),
+            })
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// `3 seconds`, `1 minute`.
+fn age(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        1 => "1 second".to_owned(),
+        s if s < 120 => format!("{s} seconds"),
+        s => format!("{} minutes", s / 60),
+    }
+}
+
+/// `/serve/`: the most recently pushed paths, each a link to its files.
+pub(super) async fn recent(State(state): State<Shared>) -> Response {
+    let body = match totals(&state) {
+        None => "<p>Counting the store paths&hellip; reload in a moment.</p>".to_owned(),
+        Some((_, Err(e))) => format!("<p>The store paths could not be read: {}</p>", escape(&e)),
+        Some((ago, Ok(c))) if c.recent.is_empty() && c.totals.paths > 0 => format!(
+            "<p>This store cannot be listed here; open <code>/serve/&lt;hash&gt;-&lt;name&gt;/</code> for a path you know (as of {} ago).</p>",
+            age(ago)
+        ),
+        Some((ago, Ok(c))) => {
+            let items: String = c
+                .recent
+                .iter()
+                .map(|p| {
+                    let base = p.to_string();
+                    format!(
+                        "<li><a href=\"{}/\">{}</a></li>",
+                        escape(&super::keys::percent_encode_path(&base)),
+                        escape(&base)
+                    )
+                })
+                .collect();
+            format!(
+                "<p>The {} most recently pushed of {} store paths, as counted {} ago:</p><ul id=\"recent\">{items}</ul>",
+                c.recent.len(),
+                c.totals.paths,
+                age(ago)
+            )
+        }
+    };
+    let title = escape(&page_title(&state));
+    let html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Recent paths — {title}</title><style>{STYLE}</style></head>\n<body><h1>Recent paths</h1>\n{body}\n<footer><a href=\"/\">{title}</a></footer></body></html>\n"
+    );
+    html_response(html)
+}
+
+fn html_response(html: String) -> Response {
+    let mut r = Response::new(axum::body::Body::from(html));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    protect_page(r.headers_mut(), &[STYLE]);
+    r
+}
+
+/// The cache's title: `serve --title`, else "Nix binary cache".
+fn page_title(state: &AppState) -> String {
+    state
+        .config
+        .title
+        .clone()
+        .unwrap_or_else(|| "Nix binary cache".to_owned())
 }
 
 /// `/cachecore-paths`: every store path with its NarSize and FileSize, one per line (`PATH
@@ -170,25 +276,54 @@ pub(super) async fn page(State(state): State<Shared>, req: Request) -> Response 
                     .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
         })
         .unwrap_or("HOST:PORT");
-    let html = render(&state, &format!("http://{host}"), totals(&state));
-    let mut r = Response::new(axum::body::Body::from(html));
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    r.headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    protect_page(r.headers_mut(), &[STYLE]);
-    r
+    html_response(render(&state, &format!("http://{host}"), totals(&state)))
 }
 
-fn render(state: &AppState, url: &str, totals: Option<Result<CacheTotals, String>>) -> String {
-    let keys: Vec<String> = state
+/// The keys that sign what this server serves, each once, with what it signs: its own
+/// (`--key`, `--public-key`), then each upstream's (paths fetched from an upstream keep its
+/// signatures).
+fn signing_keys(state: &AppState) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = Vec::new();
+    let mut add = |key: &crate::signing::PublicKey, role: String| {
+        let text = key.to_string();
+        if !out.iter().any(|(k, _, _)| *k == text) {
+            out.push((text, key.name().to_owned(), role));
+        }
+    };
+    let own = state
         .config
-        .public_keys
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+        .signing_key
+        .as_ref()
+        .map(|s| s.public_key().to_string());
+    for k in &state.config.public_keys {
+        let role = if own.as_deref() == Some(k.to_string().as_str()) {
+            "this server signs every upload with it".to_owned()
+        } else {
+            "signs paths of this cache".to_owned()
+        };
+        add(k, role);
+    }
+    for up in &state.config.upstreams {
+        for k in &up.trusted_keys {
+            add(
+                k,
+                format!(
+                    "signs the paths this proxy fetches from {}",
+                    up.cache.url()
+                ),
+            );
+        }
+    }
+    out
+}
+
+fn render(
+    state: &AppState,
+    url: &str,
+    totals: Option<(Duration, Result<Counted, String>)>,
+) -> String {
+    let signing = signing_keys(state);
+    let keys: Vec<String> = signing.iter().map(|(k, _, _)| k.clone()).collect();
     // `extra-`: added to what Nix has (cache.nixos.org), never replacing it.
     let key_list = if keys.is_empty() {
         vec!["<the public key of the key that signs this cache>".to_owned()]
@@ -219,24 +354,28 @@ fn render(state: &AppState, url: &str, totals: Option<Result<CacheTotals, String
             _ => h,
         })
         .unwrap_or("HOST");
-    let keys_html = if keys.is_empty() {
+    // Each key in full once, in the lines above; here by name, with what it signs.
+    let keys_html = if signing.is_empty() {
         "<p>This server was not told which keys sign the cache (<code>cachecore serve --public-key KEY</code>).</p>".to_owned()
     } else {
-        let items: String = keys
+        let items: String = signing
             .iter()
-            .map(|k| format!("<li><code>{}</code></li>", escape(k)))
+            .map(|(_, name, role)| {
+                format!("<li><code>{}</code>: {}</li>", escape(name), escape(role))
+            })
             .collect();
-        format!("<ul class=\"keys\">{items}</ul>")
+        format!("<p>The keys in the lines above:</p><ul class=\"keys\" id=\"keys\">{items}</ul>")
     };
     let totals_html = match totals {
-        Some(Ok(t)) => format!(
-            "<table><tr><th>Store paths</th><td id=\"paths\">{}</td></tr><tr><th>NAR size (unpacked)</th><td>{}</td></tr><tr><th>Stored (compressed)</th><td>{}</td></tr></table>",
-            t.paths,
-            human(t.nar_bytes),
-            human(t.file_bytes)
+        Some((ago, Ok(c))) => format!(
+            "<table><tr><th>Store paths</th><td id=\"paths\">{}</td></tr><tr><th>NAR size (unpacked)</th><td>{}</td></tr><tr><th>Stored (compressed)</th><td>{}</td></tr></table><p id=\"counted\">Counted {} ago (counted again at most once a minute). <a href=\"/serve/\">Browse the recently pushed paths</a>.</p>",
+            c.totals.paths,
+            human(c.totals.nar_bytes),
+            human(c.totals.file_bytes),
+            age(ago)
         ),
-        Some(Err(e)) => format!("<p>The totals could not be counted: {}</p>", escape(&e)),
-        None => "<p>Counting the store paths&hellip; reload in a moment.</p>".to_owned(),
+        Some((_, Err(e))) => format!("<p>The totals could not be counted: {}</p>", escape(&e)),
+        None => "<p>Counting the store paths&hellip; reload in a moment. <a href=\"/serve/\">Browse the recently pushed paths</a>.</p>".to_owned(),
     };
     let priority = state
         .priority
@@ -259,17 +398,17 @@ fn render(state: &AppState, url: &str, totals: Option<Result<CacheTotals, String
     format!(
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Nix binary cache — {url_e}</title>
+<title>{title} — {url_e}</title>
 <style>{STYLE}</style></head>
 <body>
-<h1>Nix binary cache</h1>
+<h1 id="title">{title}</h1>
 <p>Store directory <code>{store_dir}</code>.{priority}</p>
 <h2>Use it</h2>
 <p>Add to <code>/etc/nix/nix.conf</code> (or <code>~/.config/nix/nix.conf</code> for a trusted user):</p>
 <pre id="nix-conf">{conf}</pre>
 <p>On NixOS, in <code>configuration.nix</code>:</p>
 <pre id="nixos">{nixos}</pre>
-<h2>Public keys</h2>
+<h2>Signing keys</h2>
 {keys_html}
 <h2>Contents</h2>
 {totals_html}
@@ -278,6 +417,7 @@ fn render(state: &AppState, url: &str, totals: Option<Result<CacheTotals, String
 </body></html>
 "#,
         url_e = escape(url),
+        title = escape(&page_title(state)),
         store_dir = escape(state.store_dir.as_str()),
         conf = escape(&conf),
         nixos = escape(&nixos),

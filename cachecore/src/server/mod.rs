@@ -143,6 +143,8 @@ pub struct Config {
     /// instead of decompressing the NAR from its start for every request. `None`: no such
     /// NARs are kept (every request reads from the start).
     pub nar_cache: Option<crate::access::NarCache>,
+    /// The cache's name on its landing page (default "Nix binary cache").
+    pub title: Option<String>,
 }
 
 impl Default for Config {
@@ -162,6 +164,7 @@ impl Default for Config {
             remote_read_ttl: Duration::from_secs(10),
             redirect_nars: false,
             nar_cache: None,
+            title: None,
         }
     }
 }

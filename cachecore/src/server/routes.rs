@@ -6,6 +6,7 @@
 //! /                       read    GET HEAD                         landing
 //! /health                 public  GET HEAD                         health
 //! /metrics                read    GET HEAD                         metrics
+//! /serve/                 read    GET HEAD (recent paths)          serve_file
 //! /serve/{*path}          read    GET HEAD                         serve_file
 //! /cachecore-paths        read    GET HEAD                         paths
 //! /nix-cache-info         read    GET HEAD                         the object's kind:
@@ -65,6 +66,11 @@ pub(super) fn table(state: &Shared) -> Router<Shared> {
             "/metrics",
             Label::Fixed("metrics"),
             read(state, get(metrics_page)),
+        )
+        .add(
+            "/serve/",
+            Label::Fixed("serve_file"),
+            read(state, get(landing::recent)),
         )
         .add(
             "/serve/{*path}",
