@@ -58,6 +58,9 @@ pub enum Command {
         /// Rewrite an existing nix-cache-info with these settings.
         #[arg(long)]
         update: bool,
+        /// File holding the upload token of a `cachecore serve` STORE (as `push --token-file`).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
     },
     /// Upload store paths with their closures; already-present paths are skipped.
     Push(PushArgs),

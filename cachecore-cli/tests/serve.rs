@@ -3892,3 +3892,29 @@ fn a_landing_page_has_a_title_each_key_once_the_counts_age_and_recent_paths() {
         assert!(nix_path_info(Some(&fresh), p)["narHash"].is_string(), "{p}");
     }
 }
+
+/// `init` of a `cachecore serve` whose reads are private takes the token as the other commands
+/// do.
+#[test]
+fn init_of_a_private_server_takes_a_token_file() {
+    let tmp = tempdir();
+    let cache = new_cache_dir(tmp.path(), "cache");
+    let (token, _) = credentials(tmp.path(), "init", "INIT-TOKEN-1");
+    let serve = Serve::start(
+        path_str(&cache),
+        &[
+            "--token-file",
+            path_str(&token),
+            "--read-token-file",
+            path_str(&token),
+        ],
+    );
+    let out = cachecore_output(&["init", &serve.url], b"");
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let out = cachecore_output(&["init", &serve.url, "--token-file", path_str(&token)], b"");
+    assert_cachecore_ok(&out, &["init"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("StoreDir: /nix/store\n"),
+        "{out:?}"
+    );
+}

@@ -184,8 +184,9 @@ pub fn init(
     priority: Option<u64>,
     no_mass_query: bool,
     update: bool,
+    token_file: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let (cache, new_dir) = open_or_create(url, None, false)?;
+    let (cache, new_dir) = open_or_create(url, token_file, false)?;
     let mut wanted = cache
         .settings()
         .cache_info(cachecore::store_path::DEFAULT_STORE_DIR);

@@ -27,7 +27,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             priority,
             no_mass_query,
             update,
-        } => cache::init(&store, priority, no_mass_query, update),
+            token_file,
+        } => cache::init(
+            &store,
+            priority,
+            no_mass_query,
+            update,
+            token_file.as_deref(),
+        ),
         Command::Push(args) => cache::push(args),
         Command::Copy {
             from,
