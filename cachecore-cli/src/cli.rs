@@ -257,6 +257,35 @@ pub enum Command {
     /// Generate ed25519 signing keys in Nix's format, or derive public keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Add a signature to narinfos already in the cache (as `nix store sign --store` does): for
+    /// paths pushed unsigned, or to add a new key before the old one is retired.
+    ///
+    /// Signs PATHS and their closures, or every path with --all. A narinfo that carries this
+    /// key's signature already is left as it is, so running it again changes nothing. Through
+    /// a `cachecore serve`, the token must allow signing (its --token-file, or a scoped token
+    /// with `--can sign`); the server adds signatures and changes nothing else.
+    Sign {
+        #[arg(help = STORE_HELP)]
+        store: String,
+        /// Store paths to sign with their closures: store paths, symlinks to them such as
+        /// ./result, or base names.
+        #[arg(required_unless_present = "all")]
+        paths: Vec<String>,
+        /// Sign every path in the cache.
+        #[arg(long, conflicts_with = "paths")]
+        all: bool,
+        /// Secret key file to sign with (as `push --key` takes it).
+        #[arg(long, value_name = "SECRET_FILE")]
+        key: PathBuf,
+        /// Narinfos written at once.
+        #[arg(long, short, default_value_t = 8)]
+        jobs: usize,
+        /// File holding the token of a `cachecore serve` STORE (as `push --token-file`).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Print the store path `nix-store --add PATH` would give PATH.
     StorePath {
         /// The file or directory to name.

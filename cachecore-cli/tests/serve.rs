@@ -3918,3 +3918,135 @@ fn init_of_a_private_server_takes_a_token_file() {
         "{out:?}"
     );
 }
+
+/// `cachecore sign` adds a key's signature to paths already in a cache — a directory, and
+/// through `cachecore serve` with its token — once: again, it writes nothing. A push with
+/// `--key` that finds paths present without that key's signature says how many, and the
+/// `sign` command that fixes it.
+#[test]
+fn sign_adds_a_signature_to_paths_already_in_a_cache_and_push_counts_those_lacking_it() {
+    let tmp = tempdir();
+    let closure = build_closure(tmp.path());
+    let root = closure.last().unwrap();
+    let n = closure.len();
+    let cache = tmp.path().join("cache");
+    cachecore_ok(&["push", path_str(&cache), root, "--quiet"], b"");
+    let (a_secret, a_public) = nix_generate_key(tmp.path(), "team-a-1");
+
+    let out = cachecore_output(
+        &["push", path_str(&cache), root, "--key", path_str(&a_secret)],
+        b"",
+    );
+    assert_cachecore_ok(&out, &["push"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "warning: {n} paths already in {} are not signed by this push's key",
+            path_str(&cache)
+        )) && stderr.contains(&format!(
+            "`cachecore sign {} {root} --key {}`",
+            path_str(&cache),
+            path_str(&a_secret)
+        )),
+        "{stderr}"
+    );
+
+    let signed = |args: &[&str]| {
+        let out = cachecore_output(args, b"");
+        assert_cachecore_ok(&out, args);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let first = signed(&["sign", path_str(&cache), root, "--key", path_str(&a_secret)]);
+    assert!(
+        first.contains(&format!(
+            "{n} paths signed with team-a-1, 0 already signed by it"
+        )),
+        "{first}"
+    );
+    cachecore_ok(
+        &["verify", path_str(&cache), "--trusted-key", &a_public],
+        b"",
+    );
+    let narinfo = |p: &str| fs::read(cache.join(format!("{}.narinfo", hash_part(p)))).unwrap();
+    let before: Vec<Vec<u8>> = closure.iter().map(|p| narinfo(p)).collect();
+    let again = signed(&[
+        "sign",
+        path_str(&cache),
+        "--all",
+        "--key",
+        path_str(&a_secret),
+        "--jobs",
+        "2",
+    ]);
+    assert!(
+        again.contains(&format!(
+            "0 paths signed with team-a-1, {n} already signed by it"
+        )),
+        "{again}"
+    );
+    let after: Vec<Vec<u8>> = closure.iter().map(|p| narinfo(p)).collect();
+    assert_eq!(before, after, "signing again changed a narinfo");
+    let quiet_push = cachecore_output(
+        &["push", path_str(&cache), root, "--key", path_str(&a_secret)],
+        b"",
+    );
+    assert!(
+        !String::from_utf8_lossy(&quiet_push.stderr).contains("not signed by this push's key"),
+        "{}",
+        String::from_utf8_lossy(&quiet_push.stderr)
+    );
+
+    // Through a server, with its upload token: a second key; the first one's signatures stay.
+    let (token, _) = credentials(tmp.path(), "sign", "SIGN-THROUGH-SERVE-1");
+    let serve = Serve::start(path_str(&cache), &["--token-file", path_str(&token)]);
+    let (b_secret, b_public) = nix_generate_key(tmp.path(), "team-b-1");
+    let out = cachecore_output(
+        &["sign", &serve.url, "--all", "--key", path_str(&b_secret)],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(3), "no token: refused");
+    let line = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        line.contains("--token-file FILE or CACHECORE_TOKEN"),
+        "{line}"
+    );
+    let through = signed(&[
+        "sign",
+        &serve.url,
+        "--all",
+        "--key",
+        path_str(&b_secret),
+        "--token-file",
+        path_str(&token),
+        "--quiet",
+    ]);
+    assert!(through.is_empty(), "--quiet: {through}");
+    cachecore_ok(
+        &["verify", path_str(&cache), "--trusted-key", &a_public],
+        b"",
+    );
+    cachecore_ok(
+        &["verify", path_str(&cache), "--trusted-key", &b_public],
+        b"",
+    );
+    let substituted = tmp.path().join("substituted");
+    fs::create_dir_all(&substituted).unwrap();
+    assert_nix_substitutes(&serve.url, &substituted, &closure, &b_public);
+    // The server adds signatures and nothing else: a narinfo changed otherwise is refused.
+    let h = hash_part(root);
+    let text = String::from_utf8(narinfo(root)).unwrap();
+    let changed = text.replace("NarSize: ", "NarSize: 1");
+    let r = curl(
+        &format!("{}/{h}.narinfo", serve.url),
+        &[
+            "-X",
+            "PUT",
+            "--data-binary",
+            &changed,
+            "-H",
+            "Authorization: Bearer SIGN-THROUGH-SERVE-1",
+        ],
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(narinfo(root), text.as_bytes());
+}

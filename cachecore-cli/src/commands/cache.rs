@@ -338,8 +338,37 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
     })?;
     progress.finish(&push_summary(&summary, cache.url()));
     warn_unsigned(&summary, &cache, quiet);
+    warn_present_unsigned(&summary, &args, cache.url());
     new_dir.done();
     Ok(())
+}
+
+/// One line when paths found in the cache lack the signature of the push's `--key`: how many,
+/// and the `sign` command that adds it.
+fn warn_present_unsigned(summary: &ops::PushSummary, args: &PushArgs, url: &str) {
+    let n = summary.present_unsigned;
+    if n == 0 || args.output.quiet {
+        return;
+    }
+    let (paths, are) = if n == 1 {
+        ("path", "is")
+    } else {
+        ("paths", "are")
+    };
+    let key = args
+        .keys
+        .first()
+        .map_or("SECRET_FILE".into(), |k| k.display().to_string());
+    let named: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
+    let token = args
+        .token_file
+        .as_ref()
+        .map(|t| format!(" --token-file {}", t.display()))
+        .unwrap_or_default();
+    eprintln!(
+        "warning: {n} {paths} already in {url} {are} not signed by this push's key (pushed unsigned, or with another key), and a push never rewrites them; add the signature with `cachecore sign {url} {} --key {key}{token}`",
+        named.join(" ")
+    );
 }
 
 /// The last line of a push, of store paths or of a directory with --add alike.
@@ -390,6 +419,45 @@ fn warn_unsigned(summary: &ops::PushSummary, cache: &BinaryCache, quiet: bool) {
          sign with --key SECRET_FILE or secret-key=SECRET_FILE in the store URL \
          (make a key with `cachecore key generate NAME --out SECRET_FILE`)"
     );
+}
+
+/// `sign`: adds the signature of the key in `key_file` to the narinfos of `paths` (with their
+/// closures) or of every path.
+pub fn sign(
+    url: &str,
+    paths: &[String],
+    all: bool,
+    key_file: &Path,
+    jobs: usize,
+    token_file: Option<&Path>,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let key = SecretKey::read_file(key_file)?;
+    let name = key.name().to_owned();
+    let signer: Arc<dyn Signer> = Arc::new(key);
+    let cache = open_with_token(url, token_file)?;
+    let store_dir = StoreDir::default();
+    let paths = paths
+        .iter()
+        .map(|p| parse_path(&store_dir, p).map(|(p, _)| p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let which = if all {
+        ops::SignPaths::All
+    } else {
+        ops::SignPaths::Closures(&paths)
+    };
+    let progress = TransferProgress::new("signed", quiet);
+    let p: Arc<dyn Progress> = progress.clone();
+    let summary = block_on_interruptible(&[&cache], async {
+        Ok(ops::sign(&cache, which, &signer, jobs, p).await?)
+    })?;
+    progress.finish(&format!(
+        "{} signed with {name}, {} already signed by it, in {}",
+        count(summary.signed, "path"),
+        summary.already,
+        cache.url()
+    ));
+    Ok(())
 }
 
 /// How `copy` copies, as given on the command line.

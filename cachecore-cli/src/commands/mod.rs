@@ -114,6 +114,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Index(cmd) => gc::index(cmd),
         Command::Gc(args) => return gc::gc(args),
         Command::Key(cmd) => key::run(cmd),
+        Command::Sign {
+            store,
+            paths,
+            all,
+            key,
+            jobs,
+            token_file,
+            output,
+        } => cache::sign(
+            &store,
+            &paths,
+            all,
+            &key,
+            jobs,
+            token_file.as_deref(),
+            output.quiet,
+        ),
         Command::StorePath {
             path,
             name,

@@ -12,6 +12,7 @@ pub mod file;
 pub(crate) mod pipe;
 pub mod pull;
 pub mod push;
+pub mod sign;
 pub mod verify;
 
 use std::io;
@@ -25,6 +26,7 @@ pub use copy::{copy, CopyOptions, CopySummary};
 pub use file::{cat_file, file_in, open_file, NarFile};
 pub use pull::{check_trusted, pull, PullOptions};
 pub use push::{push, push_add, PushOptions, PushSummary};
+pub use sign::{sign, signed_by, SignPaths, SignSummary};
 pub use verify::{verify, Problem, VerifyOptions, VerifyReport};
 
 /// A tokio runtime for frontends to run these operations on (the library starts none itself).

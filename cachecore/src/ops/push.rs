@@ -158,6 +158,10 @@ pub struct PushSummary {
     /// Paths uploaded now whose narinfo carries no signature at all (Nix, which requires
     /// signatures by default, refuses them).
     pub unsigned: usize,
+    /// Paths that were already in the cache without the signature of one of
+    /// [`PushOptions::signers`] (pushed unsigned, or with another key): `sign` adds it. Only
+    /// counted when the push signs.
+    pub present_unsigned: usize,
 }
 
 /// Pushes `roots` (and their closure, unless `opts.closure` is false) from `local` into `cache`.
@@ -244,6 +248,12 @@ async fn push_guarded(
             .collect();
         missing.extend(damaged(cache, &present, opts.jobs, progress.as_ref()).await?);
     }
+    let present_unsigned = if opts.signers.is_empty() {
+        0
+    } else {
+        let present: Vec<&StorePath> = all.iter().filter(|p| !missing.contains(*p)).collect();
+        not_signed_by(cache, &present, &opts.signers, opts.check_concurrency).await
+    };
     let mut todo: Vec<PathInfo> = infos
         .into_iter()
         .filter(|i| missing.contains(&i.path))
@@ -272,6 +282,7 @@ async fn push_guarded(
     progress.planned(todo.len(), total_bytes, skipped);
     let mut summary = PushSummary {
         skipped,
+        present_unsigned,
         ..PushSummary::default()
     };
     if todo.is_empty() {
@@ -333,6 +344,29 @@ async fn push_guarded(
     cache.append_index(&indexed).await?;
     published?;
     Ok(summary)
+}
+
+/// How many of `paths` (present in `cache`) lack the signature of one of `signers`, `jobs`
+/// narinfos read at once. A narinfo that cannot be read is not counted: the push goes on, and
+/// `verify` reports it.
+async fn not_signed_by(
+    cache: &BinaryCache,
+    paths: &[&StorePath],
+    signers: &[Arc<dyn Signer>],
+    jobs: usize,
+) -> usize {
+    futures::stream::iter(paths.iter().map(|p| async move {
+        match cache.narinfo(p).await {
+            Ok(Some(info)) => signers
+                .iter()
+                .any(|s| !super::signed_by(&info, s.as_ref()).unwrap_or(true)),
+            _ => false,
+        }
+    }))
+    .buffer_unordered(jobs.max(1))
+    .filter(|unsigned| futures::future::ready(*unsigned))
+    .count()
+    .await
 }
 
 /// Of `paths` (all with a narinfo in `cache`), those whose narinfo or NAR fails the checks a
@@ -778,6 +812,7 @@ pub async fn push_add(
         nar_bytes: narinfo.nar_size,
         file_bytes: narinfo.file_size.unwrap_or(0),
         unsigned: usize::from(narinfo.signatures.is_empty()),
+        present_unsigned: 0,
     };
     cache.put_narinfo(&narinfo).await?;
     let pushed_at = crate::gc::roots::unix_secs(std::time::SystemTime::now());

@@ -264,11 +264,27 @@ pub(super) async fn put(state: &AppState, key: &ObjectKey, req: Request) -> Resp
         Ok(Some(existing)) if existing == body => {
             return stored(&key.key, "identical to the stored object")
         }
-        Ok(Some(_)) => {
-            return conflict(format!(
-                "{} is present with other contents; objects of a cache are never replaced",
-                key.key
-            ))
+        Ok(Some(existing)) => {
+            // A narinfo that differs only by more signatures gets them added (`cachecore
+            // sign`); nothing it had is taken away.
+            let merged = (key.kind == ObjectKind::NarInfo)
+                .then(|| with_signatures_added(&existing, &body))
+                .flatten();
+            let Some(merged) = merged else {
+                return conflict(format!(
+                    "{} is present with other contents; objects of a cache are never replaced (only signatures can be added to a narinfo)",
+                    key.key
+                ));
+            };
+            return match state
+                .cache
+                .objects()
+                .put_encoded(&key.key, merged, WriteMode::Overwrite, store_encoding)
+                .await
+            {
+                Ok(_) => stored(&key.key, "its signatures were added"),
+                Err(e) => store_failure(&key.key, &e),
+            };
         }
         Ok(None) => {}
         Err(e) => return store_failure(&key.key, &e),
@@ -439,6 +455,27 @@ async fn write_locks<'s>(
     };
     let x = x.lock().await;
     (x, Some(y.lock().await))
+}
+
+/// `existing` with the signatures of `sent` it lacks, when the two narinfos differ in nothing
+/// else; `None` when they do (or either does not parse).
+fn with_signatures_added(existing: &[u8], sent: &[u8]) -> Option<Bytes> {
+    let mut merged = NarInfo::parse_bytes(existing).ok()?;
+    let sent = NarInfo::parse_bytes(sent).ok()?;
+    let unsigned = |i: &NarInfo| {
+        let mut i = i.clone();
+        i.signatures.clear();
+        i.to_string()
+    };
+    if unsigned(&merged) != unsigned(&sent) {
+        return None;
+    }
+    for sig in sent.signatures {
+        if !merged.signatures.contains(&sig) {
+            merged.signatures.push(sig);
+        }
+    }
+    Some(Bytes::from(merged.to_string()))
 }
 
 fn sign_narinfo(body: &[u8], secret: &crate::signing::SecretKey) -> Result<Bytes, String> {
