@@ -212,7 +212,7 @@ pub enum Command {
         token: TokenArgs,
     },
     /// Serve the cache over HTTP: reads for Nix, uploads with `nix copy --to http://…`.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Mount the cache read-only at MOUNTPOINT (FUSE): its store paths as `<hash>-<name>`
     /// directories, fetching only the bytes a reader touches.
     ///
@@ -286,6 +286,10 @@ pub enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Scoped tokens for `cachecore serve --token-secret`: one per CI job, person or proxy,
+    /// each with its own rights and expiry, revocable alone.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Print the store path `nix-store --add PATH` would give PATH.
     StorePath {
         /// The file or directory to name.
@@ -557,6 +561,39 @@ pub enum KeyCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Write a new token secret (32 random bytes, base64) to --out, created with mode 0600:
+    /// the file `serve --token-secret` and `token issue --secret` read.
+    Secret {
+        /// The file to create (never overwritten).
+        #[arg(long, short, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Issue a token signed with the server's secret; prints it on stdout (and its id, rights
+    /// and expiry on stderr). Give it to its holder as a --token-file, CACHECORE_TOKEN, or the
+    /// password of a netrc line for `nix copy`.
+    Issue {
+        /// The secret file of the servers that are to accept it (`serve --token-secret`).
+        #[arg(long, value_name = "FILE")]
+        secret: PathBuf,
+        /// Who holds it (`ci-frontend`, `alice`): shown in refusals, and revocable by name.
+        #[arg(long)]
+        name: String,
+        /// What it may do besides reading: read, push (upload), sign (add signatures to
+        /// narinfos already in the cache). Repeatable, or comma-separated.
+        #[arg(long, value_name = "RIGHT", required = true, value_delimiter = ',')]
+        can: Vec<cachecore::server::Right>,
+        /// Only servers whose STORE (as given to `serve`, without its ?query) starts with this
+        /// accept it, e.g. s3://nix-caches/team-a/ for the servers of one team's cache.
+        #[arg(long, value_name = "STORE_PREFIX")]
+        prefix: Option<String>,
+        /// How long it is valid: 30d, 12h, 2w (units s m h d w).
+        #[arg(long, value_name = "DURATION", value_parser = cachecore::gc::parse_duration)]
+        expires: std::time::Duration,
+    },
+}
+
 #[derive(Debug, clap::Args)]
 pub struct PushArgs {
     #[arg(help = STORE_HELP)]
@@ -671,6 +708,20 @@ pub struct ServeArgs {
     /// File holding a token that reads need too (the upload token also grants reads).
     #[arg(long, value_name = "FILE")]
     pub read_token_file: Option<PathBuf>,
+    /// File holding the secret of scoped tokens (`cachecore token secret` makes one, `cachecore
+    /// token issue` issues tokens with it): each token grants what it names (read, push,
+    /// sign) until it expires, checked without any state, so replicas given the same file
+    /// accept the same tokens. --token-file and --read-token-file keep working beside it.
+    #[arg(long, value_name = "FILE")]
+    pub token_secret: Option<PathBuf>,
+    /// File listing revoked scoped tokens, by id or name, one a line (`#` comments allowed);
+    /// read again within a second of a change.
+    #[arg(long, value_name = "FILE", requires = "token_secret")]
+    pub revoked_tokens: Option<PathBuf>,
+    /// Reads need a token too: a scoped one, or the upload token (as with --read-token-file,
+    /// without a shared read token).
+    #[arg(long)]
+    pub private_reads: bool,
     /// A public key `name:base64` (or a file holding one) to show on the landing page
     /// (repeatable).
     #[arg(long = "public-key", value_name = "KEY")]

@@ -3715,7 +3715,10 @@ fn a_proxy_warns_about_bad_upstreams_at_startup_and_skips_a_down_one_until_it_an
         &format!("upstream {} is not a binary cache", website.url()),
     );
     let logged = wait_for_log(&log, &format!("upstream {down_url} cannot be reached"));
-    assert!(logged.contains("skipped for 2 s, then asked again"), "{logged}");
+    assert!(
+        logged.contains("skipped for 2 s, then asked again"),
+        "{logged}"
+    );
 
     // A miss while it is skipped (2 s from the warning) costs no connection attempts (about
     // 1 s of retries each before).
@@ -3870,7 +3873,10 @@ fn a_landing_page_has_a_title_each_key_once_the_counts_age_and_recent_paths() {
         .split("<p id=\"counted\">")
         .nth(1)
         .unwrap_or_else(|| panic!("no age of the counts: {dom}"));
-    assert!(counted.starts_with("Counted ") && counted.contains(" ago"), "{counted}");
+    assert!(
+        counted.starts_with("Counted ") && counted.contains(" ago"),
+        "{counted}"
+    );
     assert!(counted.contains("<a href=\"/serve/\">"), "{counted}");
 
     // The recent paths, each a link to its files.
@@ -3891,32 +3897,6 @@ fn a_landing_page_has_a_title_each_key_once_the_counts_age_and_recent_paths() {
     for p in &closure {
         assert!(nix_path_info(Some(&fresh), p)["narHash"].is_string(), "{p}");
     }
-}
-
-/// `init` of a `cachecore serve` whose reads are private takes the token as the other commands
-/// do.
-#[test]
-fn init_of_a_private_server_takes_a_token_file() {
-    let tmp = tempdir();
-    let cache = new_cache_dir(tmp.path(), "cache");
-    let (token, _) = credentials(tmp.path(), "init", "INIT-TOKEN-1");
-    let serve = Serve::start(
-        path_str(&cache),
-        &[
-            "--token-file",
-            path_str(&token),
-            "--read-token-file",
-            path_str(&token),
-        ],
-    );
-    let out = cachecore_output(&["init", &serve.url], b"");
-    assert_eq!(out.status.code(), Some(3), "{out:?}");
-    let out = cachecore_output(&["init", &serve.url, "--token-file", path_str(&token)], b"");
-    assert_cachecore_ok(&out, &["init"]);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).starts_with("StoreDir: /nix/store\n"),
-        "{out:?}"
-    );
 }
 
 /// `cachecore sign` adds a key's signature to paths already in a cache — a directory, and
@@ -4049,4 +4029,348 @@ fn sign_adds_a_signature_to_paths_already_in_a_cache_and_push_counts_those_lacki
     );
     assert_eq!(r.status, 409, "{}", r.text());
     assert_eq!(narinfo(root), text.as_bytes());
+}
+
+/// The `cachecore token issue` output: (token, id).
+fn issue_token(secret: &Path, name: &str, can: &str, extra: &[&str]) -> (String, String) {
+    let mut args = vec![
+        "token",
+        "issue",
+        "--secret",
+        path_str(secret),
+        "--name",
+        name,
+        "--can",
+        can,
+    ];
+    args.extend(extra);
+    if !extra.contains(&"--expires") {
+        args.extend(["--expires", "30d"]);
+    }
+    let out = cachecore_output(&args, b"");
+    assert_cachecore_ok(&out, &args);
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let id = stderr
+        .strip_prefix("token ")
+        .and_then(|s| s.split(' ').next())
+        .unwrap_or_else(|| panic!("no id in {stderr:?}"))
+        .to_owned();
+    assert!(!stderr.contains(&token), "the token on stderr: {stderr}");
+    (token, id)
+}
+
+/// Scoped tokens (`token issue`, `serve --token-secret`): each grants what it names — read,
+/// push (real `nix copy --to` and substitution through netrc), sign — to no more; one for
+/// another store, an expired one and a revoked one (by id, by name, the list re-read while the
+/// server runs) are refused, each with one sentence naming the token by its name; the old
+/// shared --token-file keeps working. No token ever appears in the server's log, its metrics,
+/// its landing page, its refusals or a client's error.
+#[test]
+fn scoped_tokens_grant_what_they_name_until_they_expire_or_are_revoked() {
+    let tmp = tempdir();
+    let closure = build_closure(tmp.path());
+    let root = closure.last().unwrap();
+    let cache = new_cache_dir(tmp.path(), "cache");
+    let secret = tmp.path().join("token-secret");
+    cachecore_ok(&["token", "secret", "--out", path_str(&secret)], b"");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&secret).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let again = cachecore_output(&["token", "secret", "--out", path_str(&secret)], b"");
+    assert!(
+        !again.status.success(),
+        "an existing secret was overwritten"
+    );
+
+    let (ci, _) = issue_token(&secret, "ci-frontend", "push", &[]);
+    let (alice, _) = issue_token(&secret, "alice", "read", &[]);
+    let (signer, _) = issue_token(&secret, "release-signer", "sign", &[]);
+    let (leaked, leaked_id) = issue_token(&secret, "leaked-ci", "push", &[]);
+    let (intern, _) = issue_token(&secret, "intern", "read,push", &[]);
+    let (team_b, _) = issue_token(&secret, "team-b", "push", &["--prefix", "/srv/team-b/"]);
+    let (short, _) = issue_token(&secret, "short-lived", "read", &["--expires", "1s"]);
+    let (mine, _) = issue_token(
+        &secret,
+        "team-a",
+        "read",
+        &["--prefix", path_str(&tmp.path().join("ca"))],
+    );
+    let bad = cachecore_output(
+        &[
+            "token",
+            "issue",
+            "--secret",
+            path_str(&secret),
+            "--name",
+            "x y",
+            "--can",
+            "read",
+            "--expires",
+            "1d",
+            "--prefix",
+            "/srv/",
+        ],
+        b"",
+    );
+    assert_clean_error(&bad, "a name with a space");
+    let tokens = [
+        &ci, &alice, &signer, &leaked, &intern, &team_b, &short, &mine,
+    ];
+
+    let revoked = tmp.path().join("revoked");
+    fs::write(&revoked, "# revoked tokens\n").unwrap();
+    let (key, public) = nix_generate_key(tmp.path(), "team-scoped-1");
+    let (old_token, old_netrc) = credentials(tmp.path(), "old", "OLD-SHARED-TOKEN-1");
+    let log = tmp.path().join("serve.log");
+    let serve = Serve::spawn_logging_to(
+        &[
+            "serve",
+            path_str(&cache),
+            "--listen",
+            "127.0.0.1:0",
+            "--token-secret",
+            path_str(&secret),
+            "--revoked-tokens",
+            path_str(&revoked),
+            "--private-reads",
+            "--key",
+            path_str(&key),
+            "--token-file",
+            path_str(&old_token),
+        ],
+        &[("RUST_LOG".to_owned(), "info".to_owned())],
+        Stdio::from(fs::File::create(&log).unwrap()),
+    );
+    let url = serve.url.clone();
+    let info = format!("{url}/nix-cache-info");
+    let bearer = |t: &str| format!("Authorization: Bearer {t}");
+    let mut answers = Vec::new();
+    let mut get = |token: Option<&str>| {
+        let r = match token {
+            Some(t) => curl(&info, &["-H", &bearer(t)]),
+            None => curl(&info, &[]),
+        };
+        answers.push(r.text());
+        (r.status, r.text())
+    };
+    assert_eq!(get(None).0, 401, "reads are private");
+    assert_eq!(get(Some(&alice)).0, 200);
+    assert_eq!(get(Some(&mine)).0, 200, "a token for this store's prefix");
+    let (status, why) = get(Some(&team_b));
+    assert_eq!(status, 403);
+    assert_eq!(
+        why,
+        "the token \"team-b\" is for stores under /srv/team-b/, and this server serves another\n"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let (status, why) = get(Some(&short));
+    assert_eq!(status, 403);
+    assert!(
+        why.starts_with("the token \"short-lived\" expired at "),
+        "{why}"
+    );
+    // A token of another secret, and one with its last character changed.
+    let other_secret = tmp.path().join("other-secret");
+    cachecore_ok(&["token", "secret", "--out", path_str(&other_secret)], b"");
+    let (foreign, _) = issue_token(&other_secret, "ci-frontend", "push", &[]);
+    let (status, why) = get(Some(&foreign));
+    assert_eq!(status, 403);
+    assert_eq!(
+        why,
+        "the token offered was not issued with this server's --token-secret\n"
+    );
+    let mut tampered = ci.clone();
+    let last = if tampered.ends_with('A') { "B" } else { "A" };
+    tampered.replace_range(tampered.len() - 1.., last);
+    assert_eq!(get(Some(&tampered)).0, 403);
+
+    // Real Nix: uploads with the push token in its netrc; the read token may not upload.
+    let netrc = |name: &str, token: &str| credentials(tmp.path(), name, token).1;
+    let refused = nix_copy_to(
+        &url,
+        &netrc("alice", &alice),
+        &key,
+        root,
+        &tmp.path().join("x1"),
+    );
+    assert!(!refused.status.success(), "a read token uploaded");
+    assert!(files_under(&cache).iter().all(|f| !f.ends_with(".narinfo")));
+    let copied = nix_copy_to(&url, &netrc("ci", &ci), &key, root, &tmp.path().join("x2"));
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
+    // Real Nix substitutes with the read token (signatures required: the server's key).
+    let mut cmd = nix_command("nix");
+    cmd.env("XDG_CACHE_HOME", tmp.path().join("nix-cache-read"))
+        .args(["copy", "--from", &url, "--to"])
+        .arg(tmp.path().join("fresh"))
+        .arg(root)
+        .args(["--option", "require-sigs", "true"])
+        .args(["--option", "trusted-public-keys", &public])
+        .args(["--option", "substituters", ""])
+        .args(["--option", "netrc-file"])
+        .arg(netrc("alice-read", &alice));
+    let out = nix_output(&mut cmd, b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // cachecore with each token: a read token cannot push; a push token cannot sign; the sign
+    // token signs and cannot push.
+    let token_file = |name: &str, token: &str| credentials(tmp.path(), name, token).0;
+    let tree = tmp.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    let (other_key, other_public) = nix_generate_key(tmp.path(), "release-1");
+    let push_with = |file: &Path, what: &str| {
+        fs::write(tree.join("t"), what).unwrap();
+        let args = [
+            "push",
+            &url,
+            "--add",
+            path_str(&tree),
+            "--token-file",
+            path_str(file),
+        ];
+        cachecore_output(&args, b"")
+    };
+    let sign_with = |file: &Path| {
+        let args = [
+            "sign",
+            &url,
+            root,
+            "--key",
+            path_str(&other_key),
+            "--token-file",
+            path_str(file),
+        ];
+        cachecore_output(&args, b"")
+    };
+    let mut client_errors = Vec::new();
+    let mut refused = |out: std::process::Output| {
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        client_errors.push(stderr.clone());
+        stderr
+    };
+    let stderr = refused(push_with(&token_file("alice-file", &alice), "scoped\n"));
+    assert!(
+        stderr.contains("the token \\\"alice\\\" may only read this cache, not upload")
+            || stderr.contains("the token \"alice\" may only read this cache, not upload"),
+        "{stderr}"
+    );
+    let stderr = refused(sign_with(&token_file("ci-file", &ci)));
+    assert!(
+        stderr.contains("ci-frontend") && stderr.contains("not sign"),
+        "{stderr}"
+    );
+    let signer_file = token_file("signer-file", &signer);
+    let out = sign_with(&signer_file);
+    assert!(out.status.success(), "{out:?}");
+    cachecore_ok(
+        &["verify", path_str(&cache), "--trusted-key", &other_public],
+        b"",
+    );
+    let stderr = refused(push_with(&signer_file, "scoped\n"));
+    assert!(
+        stderr.contains("release-signer") && stderr.contains("not push"),
+        "{stderr}"
+    );
+
+    // Revoked while the server runs: by id, then by name.
+    let leaked_file = token_file("leaked-file", &leaked);
+    assert!(push_with(&leaked_file, "one\n").status.success());
+    fs::write(
+        &revoked,
+        format!("# revoked tokens\n{leaked_id} # leaked in a CI log\n"),
+    )
+    .unwrap();
+    let intern_file = token_file("intern-file", &intern);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, why) = get(Some(&leaked));
+        if status == 403 {
+            assert_eq!(
+                why,
+                format!("the token \"leaked-ci\" (id {leaked_id}) is revoked on this server\n")
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never revoked");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = push_with(&intern_file, "two\n");
+    assert!(out.status.success(), "another token stays good: {out:?}");
+    fs::write(&revoked, format!("{leaked_id}\nintern\n")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(get(Some(&intern)).0, 403, "revoked by name");
+    assert_eq!(get(Some(&ci)).0, 200, "the others stay good");
+
+    // The shared token of --token-file keeps working, for Nix's netrc too.
+    assert!(push_with(&old_token, "three\n").status.success());
+    let out = nix_copy_to(&url, &old_netrc, &key, root, &tmp.path().join("x3"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // No token anywhere: log, metrics, landing page, refusals, client errors (nor the MAC or
+    // payload parts of one).
+    let metrics = curl(&format!("{url}/metrics"), &["-H", &bearer(&ci)]).text();
+    let landing = curl(&format!("{url}/"), &["-H", &bearer(&ci)]).text();
+    assert!(landing.contains("extra-substituters"), "{landing}");
+    drop(serve);
+    let logged = fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("/nix-cache-info"),
+        "the request log: {logged}"
+    );
+    for t in tokens.into_iter().chain([&foreign, &tampered]) {
+        let (signed, mac) = t.rsplit_once('.').unwrap();
+        let payload = signed.rsplit('.').next().unwrap();
+        for part in [t.as_str(), mac, payload] {
+            for (what, text) in [
+                ("log", &logged),
+                ("metrics", &metrics),
+                ("landing page", &landing),
+            ]
+            .into_iter()
+            .chain(answers.iter().map(|a| ("a refusal", a)))
+            .chain(client_errors.iter().map(|e| ("a client's error", e)))
+            {
+                assert!(!text.contains(part), "a token in the {what}: {text}");
+            }
+        }
+    }
+}
+
+/// `init` of a `cachecore serve` whose reads are private takes the token as the other commands
+/// do.
+#[test]
+fn init_of_a_private_server_takes_a_token_file() {
+    let tmp = tempdir();
+    let cache = new_cache_dir(tmp.path(), "cache");
+    let (token, _) = credentials(tmp.path(), "init", "INIT-TOKEN-1");
+    let serve = Serve::start(
+        path_str(&cache),
+        &[
+            "--token-file",
+            path_str(&token),
+            "--read-token-file",
+            path_str(&token),
+        ],
+    );
+    let out = cachecore_output(&["init", &serve.url], b"");
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let out = cachecore_output(&["init", &serve.url, "--token-file", path_str(&token)], b"");
+    assert_cachecore_ok(&out, &["init"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("StoreDir: /nix/store\n"),
+        "{out:?}"
+    );
 }

@@ -1,11 +1,8 @@
 //! `cachecore key generate|public`.
 
-use std::fs::OpenOptions;
 use std::io::{IsTerminal as _, Write as _};
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
-use anyhow::Context as _;
 use cachecore::signing::SecretKey;
 
 use crate::cli::KeyCommand;
@@ -21,17 +18,7 @@ fn generate(name: &str, out: Option<&Path>) -> anyhow::Result<()> {
     let key = SecretKey::generate(name)?;
     let secret = key.to_nix_string();
     match out {
-        Some(path) => {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .with_context(|| format!("cannot create secret key file {}", path.display()))?;
-            file.write_all(secret.as_bytes())
-                .and_then(|()| file.sync_all())
-                .with_context(|| format!("cannot write secret key file {}", path.display()))?;
-        }
+        Some(path) => super::create_secret_file(path, secret.as_bytes(), "secret key file")?,
         None => {
             // Nix's key files hold no newline; on a terminal one ends the secret key's line so
             // that the public key (on stderr) does not run on from it.

@@ -9,6 +9,7 @@ mod mount;
 pub(crate) mod nar;
 mod serve;
 mod store_path;
+mod token;
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -107,7 +108,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             &store,
             token.token_file.as_deref(),
         )?),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         #[cfg(all(feature = "mount", target_os = "linux"))]
         Command::Mount(args) => return mount::run(args),
         Command::Roots(cmd) => gc::roots(cmd),
@@ -131,6 +132,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             token_file.as_deref(),
             output.quiet,
         ),
+        Command::Token(cmd) => token::run(cmd),
         Command::StorePath {
             path,
             name,
@@ -147,4 +149,20 @@ pub fn open_input(path: &Path) -> anyhow::Result<Box<dyn Read>> {
     }
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     Ok(Box::new(BufReader::with_capacity(1 << 17, file)))
+}
+
+/// Creates `path` with mode 0600 (never replacing a file) and writes `secret` to it, synced; the
+/// errors name it as `what`, never its contents.
+pub(crate) fn create_secret_file(path: &Path, secret: &[u8], what: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {what} {}", path.display()))?;
+    file.write_all(secret)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {what} {}", path.display()))
 }

@@ -29,11 +29,26 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.write_token = optional_token(args.token_file.as_ref())?;
     config.read_token = optional_token(args.read_token_file.as_ref())?;
     config.public_keys = cachecore::signing::PublicKey::from_args(&args.public_keys)?;
-    match (&args.key, &args.token_file) {
-        (Some(_), None) => anyhow::bail!(
-            "--key signs uploads, and without --token-file this server takes none: give --token-file FILE too, or leave out --key (sign with `cachecore push --key` instead)"
+    if let Some(file) = &args.token_secret {
+        config.token_secret = Some(std::sync::Arc::new(super::token::read_secret(file)?));
+    }
+    if let Some(file) = &args.revoked_tokens {
+        config.revoked_tokens = Some(std::sync::Arc::new(
+            server::Revocations::open(file).with_context(|| {
+                format!(
+                    "cannot read the revoked tokens file {} (an empty file revokes nothing)",
+                    file.display()
+                )
+            })?,
+        ));
+    }
+    config.private_reads = args.private_reads;
+    let takes_uploads = args.token_file.is_some() || args.token_secret.is_some();
+    match (&args.key, takes_uploads) {
+        (Some(_), false) => anyhow::bail!(
+            "--key signs uploads, and without --token-file this server takes none (nor with no --token-secret): give --token-file FILE or --token-secret FILE too, or leave out --key (sign with `cachecore push --key` instead)"
         ),
-        (None, Some(_)) => eprintln!(
+        (None, true) => eprintln!(
             "warning: uploads are stored unsigned unless the clients sign them (Nix refuses unsigned paths); give --key SECRET_FILE to sign every upload here"
         ),
         _ => {}

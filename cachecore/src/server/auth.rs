@@ -79,7 +79,7 @@ pub(crate) enum Access {
 }
 
 /// The token a request offers, from a bearer or basic `Authorization` header.
-fn offered(headers: &HeaderMap) -> Option<Zeroizing<Vec<u8>>> {
+pub(crate) fn offered(headers: &HeaderMap) -> Option<Zeroizing<Vec<u8>>> {
     let value = headers.get(AUTHORIZATION)?.as_bytes();
     let (scheme, rest) = value.split_at(value.iter().position(|&b| b == b' ')?);
     let rest = rest.trim_ascii();

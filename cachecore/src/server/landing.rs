@@ -71,9 +71,7 @@ async fn count(cache: &crate::store::BinaryCache) -> Result<Counted, String> {
             for e in &paths.entries {
                 totals.paths += 1;
                 totals.nar_bytes = totals.nar_bytes.saturating_add(e.nar_size);
-                totals.file_bytes = totals
-                    .file_bytes
-                    .saturating_add(e.file_size.unwrap_or(0));
+                totals.file_bytes = totals.file_bytes.saturating_add(e.file_size.unwrap_or(0));
             }
             let mut entries = paths.entries;
             entries.sort_by(|a, b| b.pushed.cmp(&a.pushed).then(a.path.cmp(&b.path)));
@@ -307,10 +305,7 @@ fn signing_keys(state: &AppState) -> Vec<(String, String, String)> {
         for k in &up.trusted_keys {
             add(
                 k,
-                format!(
-                    "signs the paths this proxy fetches from {}",
-                    up.cache.url()
-                ),
+                format!("signs the paths this proxy fetches from {}", up.cache.url()),
             );
         }
     }

@@ -48,6 +48,7 @@ mod metrics;
 mod proxy;
 mod read;
 mod routes;
+mod scoped;
 mod upload;
 
 use std::sync::{Arc, Mutex};
@@ -71,6 +72,9 @@ use crate::store_path::StoreDir;
 pub use auth::{Token, TokenError};
 pub use listener::{default_max_connections, serve, serve_with, Connections};
 pub use proxy::Upstream;
+pub use scoped::{
+    Grant, Refusal, Revocations, Right, SecretError, TokenSecret, MIN_SECRET_LEN, TOKEN_PREFIX,
+};
 
 use auth::Access;
 use metrics::Metrics;
@@ -101,8 +105,19 @@ use metrics::Metrics;
 pub struct Config {
     /// Token that uploads (`PUT`) need; `None` refuses every upload.
     pub write_token: Option<Token>,
-    /// Token that reads need; `None` makes reads public. The write token grants reads too.
+    /// Token that reads need; `None` makes reads public (unless [`private_reads`]). The write
+    /// token grants reads too.
+    ///
+    /// [`private_reads`]: Config::private_reads
     pub read_token: Option<Token>,
+    /// The secret scoped tokens are checked with ([`TokenSecret`]): a token issued with it
+    /// grants what it says (read, push, sign), until it expires or is revoked. Beside the
+    /// tokens above, which keep working.
+    pub token_secret: Option<Arc<TokenSecret>>,
+    /// Scoped tokens revoked on this server (by id or name).
+    pub revoked_tokens: Option<Arc<Revocations>>,
+    /// Reads need a token even without a `read_token` (a scoped token's, or the write token).
+    pub private_reads: bool,
     /// Public keys shown on the landing page, for `trusted-public-keys`.
     pub public_keys: Vec<PublicKey>,
     /// A key to sign every uploaded narinfo with, so that uploaders need no signing key (list
@@ -152,6 +167,9 @@ impl Default for Config {
         Config {
             write_token: None,
             read_token: None,
+            token_secret: None,
+            revoked_tokens: None,
+            private_reads: false,
             public_keys: Vec::new(),
             signing_key: None,
             priority: None,
@@ -204,6 +222,8 @@ struct AppState {
     totals: Mutex<landing::Totals>,
     /// The upstreams, when this server is a pull-through proxy.
     proxy: Option<Arc<proxy::Proxy>>,
+    /// The store as scoped tokens' prefixes are matched against: its URL without the query.
+    token_scope: String,
 }
 
 type Shared = Arc<AppState>;
@@ -267,7 +287,9 @@ pub async fn router(cache: BinaryCache, config: Config) -> Result<Router, Server
         Some(info) => info,
         // A cache that takes uploads gets its description written, as Nix does for a new
         // binary cache, so other readers of the store (nginx, `file://`) see a cache too.
-        None if config.write_token.is_some() && !cache.is_read_only() => {
+        None if (config.write_token.is_some() || config.token_secret.is_some())
+            && !cache.is_read_only() =>
+        {
             cache.init(&CacheInfo::default()).await?
         }
         None => CacheInfo::default(),
@@ -298,7 +320,13 @@ pub async fn router(cache: BinaryCache, config: Config) -> Result<Router, Server
     if let Some(p) = &proxy {
         tokio::spawn(p.clone().check_upstreams());
     }
+    let token_scope = cache
+        .url()
+        .split_once('?')
+        .map_or(cache.url(), |(u, _)| u)
+        .to_owned();
     let state = Arc::new(AppState {
+        token_scope,
         store_dir,
         proxy,
         priority: info.priority,
@@ -377,29 +405,147 @@ fn store_failure(key: &str, e: &StoreError) -> Response {
     text(status, message)
 }
 
+/// What a request's credentials allow, once they were found good.
+#[derive(Debug, Clone)]
+pub(crate) struct Rights {
+    pub push: bool,
+    pub sign: bool,
+    /// The scoped token's name, for refusals; `None` for the tokens of `--token-file` and
+    /// `--read-token-file` (and for no token, on a public cache).
+    pub holder: Option<String>,
+}
+
+impl Rights {
+    const ALL: Rights = Rights {
+        push: true,
+        sign: true,
+        holder: None,
+    };
+    const READ: Rights = Rights {
+        push: false,
+        sign: false,
+        holder: None,
+    };
+
+    /// `the token "ci"` or `the token`, for refusals.
+    fn who(&self) -> String {
+        match &self.holder {
+            Some(name) => format!("the token {name:?}"),
+            None => "the token".to_owned(),
+        }
+    }
+
+    /// What the holder may do, for refusals.
+    fn may(&self) -> &'static str {
+        match (self.push, self.sign) {
+            (true, true) => "read, push and sign",
+            (true, false) => "read and push",
+            (false, true) => "read and sign",
+            (false, false) => "only read",
+        }
+    }
+}
+
+/// What a request's credentials amount to, all tokens considered.
+enum Credential {
+    Missing,
+    Wrong,
+    /// A scoped token this server issued, refused for this reason.
+    Refused(String),
+    Holds(Rights),
+}
+
 impl AppState {
+    /// The credentials of a request: a scoped token (when the server has a token secret), or
+    /// one of the tokens of `--token-file` and `--read-token-file` (both are compared whatever
+    /// is offered, so the time taken does not say which matched).
+    fn credential(&self, headers: &axum::http::HeaderMap) -> Credential {
+        if let Some(secret) = &self.config.token_secret {
+            if let Some(offered) = auth::offered(headers) {
+                if offered.starts_with(TOKEN_PREFIX.as_bytes()) {
+                    return self.scoped(secret, &offered);
+                }
+            }
+        }
+        let write = self
+            .config
+            .write_token
+            .as_ref()
+            .map(|t| auth::check(headers, &[t]));
+        let read = self
+            .config
+            .read_token
+            .as_ref()
+            .map(|t| auth::check(headers, &[t]));
+        match (write, read) {
+            (Some(Access::Granted), _) => Credential::Holds(Rights::ALL),
+            (_, Some(Access::Granted)) => Credential::Holds(Rights::READ),
+            (Some(Access::Missing), _) | (_, Some(Access::Missing)) => Credential::Missing,
+            _ if !headers.contains_key(axum::http::header::AUTHORIZATION) => Credential::Missing,
+            _ => Credential::Wrong,
+        }
+    }
+
+    fn scoped(&self, secret: &TokenSecret, offered: &[u8]) -> Credential {
+        let grant = match secret.check(offered) {
+            Ok(g) => g,
+            Err(why) => return Credential::Refused(why.to_string()),
+        };
+        if let Some(revoked) = &self.config.revoked_tokens {
+            if revoked.is_revoked(&grant) {
+                return Credential::Refused(
+                    Refusal::Revoked {
+                        name: grant.name,
+                        id: grant.id,
+                    }
+                    .to_string(),
+                );
+            }
+        }
+        if let Some(prefix) = &grant.prefix {
+            if !self.token_scope.starts_with(prefix.as_str()) {
+                return Credential::Refused(
+                    Refusal::OtherStore {
+                        name: grant.name,
+                        prefix: prefix.clone(),
+                    }
+                    .to_string(),
+                );
+            }
+        }
+        Credential::Holds(Rights {
+            push: grant.allows(Right::Push),
+            sign: grant.allows(Right::Sign),
+            holder: Some(grant.name),
+        })
+    }
+
     /// Whether a request may read, or the answer that refuses it (the `read` group's layer in
     /// `routes`, and only there).
     fn may_read(&self, headers: &axum::http::HeaderMap) -> Result<(), Response> {
-        let Some(read) = &self.config.read_token else {
+        if self.config.read_token.is_none() && !self.config.private_reads {
             return Ok(());
-        };
-        let tokens: Vec<&Token> = std::iter::once(read)
-            .chain(self.config.write_token.as_ref())
-            .collect();
-        refusal(auth::check(headers, &tokens), "reading this cache")
+        }
+        refusal(self.credential(headers), "reading this cache").map(drop)
     }
 
-    /// Whether a request may upload, or the answer that refuses it (the `write` group's layer
-    /// in `routes`, and only there).
-    fn may_write(&self, headers: &axum::http::HeaderMap) -> Result<(), Response> {
-        let Some(write) = &self.config.write_token else {
+    /// What a request may upload, or the answer that refuses it (the `write` group's layer in
+    /// `routes`, and only there): a token that may push or sign.
+    fn may_write(&self, headers: &axum::http::HeaderMap) -> Result<Rights, Response> {
+        if self.config.write_token.is_none() && self.config.token_secret.is_none() {
             return Err(text(
                 StatusCode::FORBIDDEN,
-                "uploads are disabled on this server (it was started without --token-file)",
+                "uploads are disabled on this server (it was started without --token-file or --token-secret)",
             ));
-        };
-        refusal(auth::check(headers, &[write]), "uploading")
+        }
+        let rights = refusal(self.credential(headers), "uploading")?;
+        if !rights.push && !rights.sign {
+            return Err(text(
+                StatusCode::FORBIDDEN,
+                format!("{} may only read this cache, not upload", rights.who()),
+            ));
+        }
+        Ok(rights)
     }
 
     fn write_lock(&self, key: &str) -> &tokio::sync::Mutex<()> {
@@ -411,10 +557,11 @@ impl AppState {
     }
 }
 
-fn refusal(access: Access, what: &str) -> Result<(), Response> {
-    match access {
-        Access::Granted => Ok(()),
-        Access::Missing => {
+fn refusal(credential: Credential, what: &str) -> Result<Rights, Response> {
+    match credential {
+        Credential::Holds(rights) => Ok(rights),
+        Credential::Refused(why) => Err(text(StatusCode::FORBIDDEN, why)),
+        Credential::Missing => {
             let mut r = text(
                 StatusCode::UNAUTHORIZED,
                 format!("{what} needs a token (Authorization: Bearer TOKEN, or basic auth with the token as password; Nix sends it from a netrc line `machine HOST password TOKEN`, HOST without the port)"),
@@ -425,7 +572,7 @@ fn refusal(access: Access, what: &str) -> Result<(), Response> {
             );
             Err(r)
         }
-        Access::Wrong => Err(text(
+        Credential::Wrong => Err(text(
             StatusCode::FORBIDDEN,
             format!("the token offered for {what} is wrong"),
         )),

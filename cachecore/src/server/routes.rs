@@ -139,7 +139,8 @@ fn read(state: &Shared, handlers: MethodRouter<Shared>) -> Guarded {
     Guarded(handlers.route_layer(from_fn_with_state(state.clone(), may_read)))
 }
 
-/// Callers holding the write token; no one when the server has none.
+/// Callers holding the write token, or a scoped token that may push or sign; no one when the
+/// server has neither.
 fn write(state: &Shared, handlers: MethodRouter<Shared>) -> Guarded {
     Guarded(handlers.route_layer(from_fn_with_state(state.clone(), may_write)))
 }
@@ -151,9 +152,14 @@ async fn may_read(State(state): State<Shared>, req: Request, next: Next) -> Resp
     }
 }
 
-async fn may_write(State(state): State<Shared>, req: Request, next: Next) -> Response {
+/// Passes what the token may do on to the handler (an `Extension<Rights>`): pushing, or only
+/// adding signatures.
+async fn may_write(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
     match state.may_write(req.headers()) {
-        Ok(()) => next.run(req).await,
+        Ok(rights) => {
+            req.extensions_mut().insert(rights);
+            next.run(req).await
+        }
         Err(refused) => refused,
     }
 }
@@ -229,8 +235,12 @@ async fn put_object(
 }
 
 /// `POST <nar>?upload-url`.
-async fn upload_url(State(state): State<Shared>, Extension(key): Extension<ObjectKey>) -> Response {
-    upload::upload_url(&state, &key).await
+async fn upload_url(
+    State(state): State<Shared>,
+    Extension(key): Extension<ObjectKey>,
+    Extension(rights): Extension<super::Rights>,
+) -> Response {
+    upload::upload_url(&state, &key, &rights).await
 }
 
 /// A `POST` without `?upload-url` is a method objects do not take (answered before the token

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 use tokio::sync::MutexGuard;
 
-use super::{store_failure, text, AppState, Config};
+use super::{store_failure, text, AppState, Config, Rights};
 use crate::compression::Compression;
 use crate::gc::PushGuard;
 use crate::hash::{Hash, HashAlgo, Hasher};
@@ -188,6 +188,16 @@ pub(super) async fn put(state: &AppState, key: &ObjectKey, req: Request) -> Resp
     let Some(limit) = key.kind.upload_limit(&state.config) else {
         return bad(&key.key, "objects of this kind are not taken");
     };
+    // Set by the `write` group's layer; a router used without it is the write token's.
+    let rights = req
+        .extensions()
+        .get::<Rights>()
+        .cloned()
+        .unwrap_or(Rights::ALL);
+    let may_sign_this = rights.sign && key.kind == ObjectKind::NarInfo;
+    if !(rights.push || may_sign_this) {
+        return cannot_push(&rights, &key.key);
+    }
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -276,6 +286,17 @@ pub(super) async fn put(state: &AppState, key: &ObjectKey, req: Request) -> Resp
                     key.key
                 ));
             };
+            if !rights.sign {
+                return text(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "{} may {}, not sign: {} was left as it is",
+                        rights.who(),
+                        rights.may(),
+                        key.key
+                    ),
+                );
+            }
             return match state
                 .cache
                 .objects()
@@ -286,6 +307,7 @@ pub(super) async fn put(state: &AppState, key: &ObjectKey, req: Request) -> Resp
                 Err(e) => store_failure(&key.key, &e),
             };
         }
+        Ok(None) if !rights.push => return cannot_push(&rights, &key.key),
         Ok(None) => {}
         Err(e) => return store_failure(&key.key, &e),
     }
@@ -457,6 +479,23 @@ async fn write_locks<'s>(
     (x, Some(y.lock().await))
 }
 
+/// A refusal for a token that may not push `key` (it may only sign narinfos present, or read).
+fn cannot_push(rights: &Rights, key: &str) -> Response {
+    let only = if rights.sign {
+        " (it may add signatures to narinfos already in the cache)"
+    } else {
+        ""
+    };
+    text(
+        StatusCode::FORBIDDEN,
+        format!(
+            "{} may {}, not push: {key} was not stored{only}",
+            rights.who(),
+            rights.may()
+        ),
+    )
+}
+
 /// `existing` with the signatures of `sent` it lacks, when the two narinfos differ in nothing
 /// else; `None` when they do (or either does not parse).
 fn with_signatures_added(existing: &[u8], sent: &[u8]) -> Option<Bytes> {
@@ -498,7 +537,10 @@ fn sign_narinfo(body: &[u8], secret: &crate::signing::SecretKey) -> Result<Bytes
 /// the NAR's key but [`layout::direct_upload`]'s: the narinfo naming the NAR moves it into
 /// place under that lock ([`take_direct_upload`]), and whatever the URL writes afterwards lands
 /// where nothing reads it.
-pub(super) async fn upload_url(state: &AppState, key: &ObjectKey) -> Response {
+pub(super) async fn upload_url(state: &AppState, key: &ObjectKey, rights: &Rights) -> Response {
+    if !rights.push {
+        return cannot_push(rights, &key.key);
+    }
     if !key.is_streamed_nar() {
         return text(
             StatusCode::BAD_REQUEST,
