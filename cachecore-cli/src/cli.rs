@@ -263,7 +263,8 @@ pub enum Command {
     /// Signs PATHS and their closures, or every path with --all. A narinfo that carries this
     /// key's signature already is left as it is, so running it again changes nothing. Through
     /// a `cachecore serve`, the token must allow signing (its --token-file, or a scoped token
-    /// with `--can sign`); the server adds signatures and changes nothing else.
+    /// with `--can sign`), and the key must be one the server announces (`serve --public-key`);
+    /// the server adds the signatures and changes nothing else.
     Sign {
         #[arg(help = STORE_HELP)]
         store: String,

@@ -23,6 +23,9 @@ pub struct TransferProgress {
     bar: Option<ProgressBar>,
     verb: &'static str,
     quiet: bool,
+    /// For an operation that moves no NAR bytes (`sign`): what the planned paths are for
+    /// (`to sign`), said instead of the bytes to transfer.
+    paths_only: Option<&'static str>,
     /// Paths planned, and paths done, for the bar's message.
     planned: AtomicUsize,
     done: AtomicUsize,
@@ -31,6 +34,15 @@ pub struct TransferProgress {
 impl TransferProgress {
     pub fn new(verb: &'static str, quiet: bool) -> Arc<Self> {
         Self::build(verb, !quiet, quiet)
+    }
+
+    /// For an operation on narinfos alone, whose plan is `N paths {todo}, M already {verb}`.
+    pub fn paths_only(verb: &'static str, todo: &'static str, quiet: bool) -> Arc<Self> {
+        let mut progress = Self::build(verb, !quiet, quiet);
+        if let Some(p) = Arc::get_mut(&mut progress) {
+            p.paths_only = Some(todo);
+        }
+        progress
     }
 
     /// A bar on a terminal, and nothing at all otherwise (for a command whose output is
@@ -52,6 +64,7 @@ impl TransferProgress {
             bar,
             verb,
             quiet,
+            paths_only: None,
             planned: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
         })
@@ -93,6 +106,12 @@ impl Progress for TransferProgress {
                 bar.set_length(bytes);
                 bar.set_message(format!("0/{}", count(paths, "path")));
             }
+            None if !self.quiet && self.paths_only.is_some() => eprintln!(
+                "{} {}, {skipped} already {}",
+                count(paths, "path"),
+                self.paths_only.unwrap_or_default(),
+                self.verb
+            ),
             None if !self.quiet => {
                 eprintln!(
                     "{} to transfer ({} of NAR), {skipped} already there",

@@ -3938,9 +3938,12 @@ fn sign_adds_a_signature_to_paths_already_in_a_cache_and_push_counts_those_lacki
     };
     let first = signed(&["sign", path_str(&cache), root, "--key", path_str(&a_secret)]);
     assert!(
-        first.contains(&format!(
-            "{n} paths signed with team-a-1, 0 already signed by it"
-        )),
+        first.starts_with(&format!("{n} paths to sign, 0 already signed\n"))
+            && first.contains(&format!("signed {root}\n"))
+            && first.ends_with(&format!(
+                "{n} paths signed with team-a-1, 0 already signed by it, in {}\n",
+                path_str(&cache)
+            )),
         "{first}"
     );
     cachecore_ok(
@@ -3977,9 +3980,32 @@ fn sign_adds_a_signature_to_paths_already_in_a_cache_and_push_counts_those_lacki
     );
 
     // Through a server, with its upload token: a second key; the first one's signatures stay.
+    // The server takes signatures by the keys it announces (--public-key).
     let (token, _) = credentials(tmp.path(), "sign", "SIGN-THROUGH-SERVE-1");
-    let serve = Serve::start(path_str(&cache), &["--token-file", path_str(&token)]);
     let (b_secret, b_public) = nix_generate_key(tmp.path(), "team-b-1");
+    let serve = Serve::start(
+        path_str(&cache),
+        &["--token-file", path_str(&token), "--public-key", &b_public],
+    );
+    let (c_secret, _) = nix_generate_key(tmp.path(), "team-c-1");
+    let out = cachecore_output(
+        &[
+            "sign",
+            &serve.url,
+            root,
+            "--key",
+            path_str(&c_secret),
+            "--token-file",
+            path_str(&token),
+            "--quiet",
+        ],
+        b"",
+    );
+    let line = assert_clean_error(&out, "a signature by a key the server does not announce");
+    assert!(
+        line.contains("only signatures can be added to it, by a key this server announces (serve --public-key KEY), and the one by \"team-c-1\" is not: nothing was changed"),
+        "{line}"
+    );
     let out = cachecore_output(
         &["sign", &serve.url, "--all", "--key", path_str(&b_secret)],
         b"",
@@ -4121,6 +4147,7 @@ fn scoped_tokens_grant_what_they_name_until_they_expire_or_are_revoked() {
     let revoked = tmp.path().join("revoked");
     fs::write(&revoked, "# revoked tokens\n").unwrap();
     let (key, public) = nix_generate_key(tmp.path(), "team-scoped-1");
+    let (other_key, other_public) = nix_generate_key(tmp.path(), "release-1");
     let (old_token, old_netrc) = credentials(tmp.path(), "old", "OLD-SHARED-TOKEN-1");
     let log = tmp.path().join("serve.log");
     let serve = Serve::spawn_logging_to(
@@ -4138,6 +4165,8 @@ fn scoped_tokens_grant_what_they_name_until_they_expire_or_are_revoked() {
             path_str(&key),
             "--token-file",
             path_str(&old_token),
+            "--public-key",
+            &other_public,
         ],
         &[("RUST_LOG".to_owned(), "info".to_owned())],
         Stdio::from(fs::File::create(&log).unwrap()),
@@ -4225,7 +4254,6 @@ fn scoped_tokens_grant_what_they_name_until_they_expire_or_are_revoked() {
     let token_file = |name: &str, token: &str| credentials(tmp.path(), name, token).0;
     let tree = tmp.path().join("tree");
     fs::create_dir_all(&tree).unwrap();
-    let (other_key, other_public) = nix_generate_key(tmp.path(), "release-1");
     let push_with = |file: &Path, what: &str| {
         fs::write(tree.join("t"), what).unwrap();
         let args = [

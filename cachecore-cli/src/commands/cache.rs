@@ -446,7 +446,7 @@ pub fn sign(
     } else {
         ops::SignPaths::Closures(&paths)
     };
-    let progress = TransferProgress::new("signed", quiet);
+    let progress = TransferProgress::paths_only("signed", "to sign", quiet);
     let p: Arc<dyn Progress> = progress.clone();
     let summary = block_on_interruptible(&[&cache], async {
         Ok(ops::sign(&cache, which, &signer, jobs, p).await?)

@@ -277,14 +277,25 @@ pub(super) async fn put(state: &AppState, key: &ObjectKey, req: Request) -> Resp
         Ok(Some(existing)) => {
             // A narinfo that differs only by more signatures gets them added (`cachecore
             // sign`); nothing it had is taken away.
-            let merged = (key.kind == ObjectKind::NarInfo)
-                .then(|| with_signatures_added(&existing, &body))
-                .flatten();
-            let Some(merged) = merged else {
-                return conflict(format!(
-                    "{} is present with other contents; objects of a cache are never replaced (only signatures can be added to a narinfo)",
-                    key.key
-                ));
+            let added = if key.kind == ObjectKind::NarInfo {
+                with_signatures_added(&existing, &body, &state.config.public_keys)
+            } else {
+                Added::Other
+            };
+            let merged = match added {
+                Added::Signatures(merged) => merged,
+                Added::Unannounced(name) => {
+                    return conflict(format!(
+                        "{} is present; only signatures can be added to it, by a key this server announces (serve --public-key KEY), and the one by {name:?} is not: nothing was changed",
+                        key.key
+                    ))
+                }
+                Added::Other => {
+                    return conflict(format!(
+                        "{} is present with other contents; objects of a cache are never replaced",
+                        key.key
+                    ))
+                }
             };
             if !rights.sign {
                 return text(
@@ -496,25 +507,52 @@ fn cannot_push(rights: &Rights, key: &str) -> Response {
     )
 }
 
+/// What a narinfo sent where one is present adds to it.
+enum Added {
+    /// Only signatures, each by a key this server announces: the narinfo with them.
+    Signatures(Bytes),
+    /// Only signatures, but this one is by no key the server announces.
+    Unannounced(String),
+    /// Something else differs (or either does not parse).
+    Other,
+}
+
 /// `existing` with the signatures of `sent` it lacks, when the two narinfos differ in nothing
-/// else; `None` when they do (or either does not parse).
-fn with_signatures_added(existing: &[u8], sent: &[u8]) -> Option<Bytes> {
-    let mut merged = NarInfo::parse_bytes(existing).ok()?;
-    let sent = NarInfo::parse_bytes(sent).ok()?;
+/// else and each signature added verifies with one of `announced` (the keys the server shows
+/// for this cache: a token holder cannot add a signature no one can check, nor change anything
+/// else).
+fn with_signatures_added(
+    existing: &[u8],
+    sent: &[u8],
+    announced: &[crate::signing::PublicKey],
+) -> Added {
+    let (Ok(mut merged), Ok(sent)) = (NarInfo::parse_bytes(existing), NarInfo::parse_bytes(sent))
+    else {
+        return Added::Other;
+    };
     let unsigned = |i: &NarInfo| {
         let mut i = i.clone();
         i.signatures.clear();
         i.to_string()
     };
     if unsigned(&merged) != unsigned(&sent) {
-        return None;
+        return Added::Other;
     }
+    let valid: Vec<String> = sent
+        .valid_signatures(announced)
+        .map(|s| s.to_string())
+        .collect();
     for sig in sent.signatures {
-        if !merged.signatures.contains(&sig) {
-            merged.signatures.push(sig);
+        if merged.signatures.contains(&sig) {
+            continue;
         }
+        if !valid.contains(&sig) {
+            let name = sig.split_once(':').map_or("", |(n, _)| n);
+            return Added::Unannounced(crate::untrusted::excerpt(name));
+        }
+        merged.signatures.push(sig);
     }
-    Some(Bytes::from(merged.to_string()))
+    Added::Signatures(Bytes::from(merged.to_string()))
 }
 
 fn sign_narinfo(body: &[u8], secret: &crate::signing::SecretKey) -> Result<Bytes, String> {
