@@ -4402,3 +4402,33 @@ fn init_of_a_private_server_takes_a_token_file() {
         "{out:?}"
     );
 }
+
+/// `cachecore sign` on an S3 bucket (Garage): the store kind `serve` most often fronts.
+#[test]
+fn sign_adds_a_signature_to_paths_in_a_garage_bucket() {
+    let tmp = tempdir();
+    let closure = build_closure(tmp.path());
+    let root = closure.last().unwrap();
+    let garage = common::garage::Garage::start();
+    let store = garage.url("signed-later");
+    on_garage_ok(&garage, &["push", &store, root, "--quiet"]);
+    let (secret, public) = nix_generate_key(tmp.path(), "bucket-1");
+    let unsigned = cachecore_command()
+        .args(["verify", &store, "--trusted-key", &public])
+        .envs(garage.env())
+        .output()
+        .unwrap();
+    assert_eq!(unsigned.status.code(), Some(1), "{unsigned:?}");
+    on_garage_ok(
+        &garage,
+        &[
+            "sign",
+            &store,
+            "--all",
+            "--key",
+            path_str(&secret),
+            "--quiet",
+        ],
+    );
+    on_garage_ok(&garage, &["verify", &store, "--trusted-key", &public]);
+}
