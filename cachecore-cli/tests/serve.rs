@@ -4395,6 +4395,10 @@ fn init_of_a_private_server_takes_a_token_file() {
     );
     let out = cachecore_output(&["init", &serve.url], b"");
     assert_eq!(out.status.code(), Some(3), "{out:?}");
+    // Private reads with no token at all: no one could read.
+    let out = cachecore_output(&["serve", path_str(&cache), "--private-reads"], b"");
+    let line = assert_clean_error(&out, "--private-reads without a token");
+    assert!(line.contains("without a token no one could read"), "{line}");
     let out = cachecore_output(&["init", &serve.url, "--token-file", path_str(&token)], b"");
     assert_cachecore_ok(&out, &["init"]);
     assert!(

@@ -42,6 +42,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             })?,
         ));
     }
+    if args.private_reads
+        && args.token_file.is_none()
+        && args.token_secret.is_none()
+        && args.read_token_file.is_none()
+    {
+        anyhow::bail!(
+            "--private-reads without a token no one could read: give --token-secret FILE (scoped tokens), --token-file FILE or --read-token-file FILE too"
+        );
+    }
     config.private_reads = args.private_reads;
     let takes_uploads = args.token_file.is_some() || args.token_secret.is_some();
     match (&args.key, takes_uploads) {
