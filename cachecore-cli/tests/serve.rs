@@ -3129,10 +3129,15 @@ fn narinfos_listings_and_logs_stored_as_brotli_are_read_by_nix_and_by_cachecore(
             "--all",
             "--ls-compression",
             "none",
+            "--narinfo-compression",
+            "zstd",
             "--quiet",
         ],
     );
-    assert_eq!(encoding_of("copied-plain", &narinfo_key), None);
+    assert_eq!(
+        encoding_of("copied-plain", &narinfo_key).as_deref(),
+        Some("zstd")
+    );
     assert_eq!(encoding_of("copied-plain", &ls_key), None);
     on_garage_ok(&garage, &["verify", &copied, "--trusted-key", &public]);
     // A local directory cannot keep them: refused with the reason, nothing created.
