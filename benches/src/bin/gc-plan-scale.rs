@@ -1,6 +1,10 @@
-//! Plans a GC of N synthetic store paths (a realistic shape: a few hundred "libraries" every
-//! path may refer to, chains about 20 deep) and prints the planning time and the peak memory
-//! (VmHWM). Reads nothing: this measures the planner, not the scan (one GET per narinfo).
+//! Plans a GC of N synthetic store paths from the push index, as `gc` does: index objects
+//! (as `index compact` writes them, 100,000 entries each) are parsed straight into the
+//! snapshot, each entry is checked against its listed narinfo, the NARs are added as listed,
+//! and the plan is made. Prints the time to build the snapshot, the planning time and the peak
+//! memory (VmHWM) of the whole process. The graph is realistic: a few hundred "libraries"
+//! every path may refer to (fan-in), and a chain about 20 deep. Reads nothing from a store:
+//! the requests a real cache costs are in the README's GC section.
 //!
 //!   cargo run --release -p cachecore-benches --bin gc-plan-scale -- 1000000
 
@@ -10,15 +14,19 @@
 use std::time::{Duration, Instant};
 
 use cachecore::gc::{plan, PlanOptions, RootIds, Snapshot};
-use cachecore::hash::{Hash, HashAlgo};
-use cachecore::narinfo::NarInfo;
-use cachecore::store_path::{StoreDir, StorePath};
+use cachecore::store::index::INDEX_HEADER;
+use cachecore::store_path::StorePath;
 
 fn path(i: u64) -> StorePath {
     let mut digest = [0u8; 20];
     digest[..8].copy_from_slice(&i.to_le_bytes());
     digest[19] = 0x5a;
     StorePath::from_parts(digest, "synthetic").expect("a valid store path")
+}
+
+/// Its NAR's key: 52 characters of the nix32 alphabet, as a compressed NAR's file hash has.
+fn nar_key(i: u64) -> String {
+    format!("nar/{}{}.nar.zst", path(i).hash_part(), path(!i).hash_part()[..20].to_owned())
 }
 
 fn peak_kib() -> u64 {
@@ -32,7 +40,11 @@ fn peak_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Entries a compacted index object holds.
+const PER_OBJECT: u64 = 100_000;
+
 fn main() {
+    use std::fmt::Write as _;
     let n: u64 = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
@@ -45,28 +57,51 @@ fn main() {
         seed ^= seed << 17;
         seed
     };
-    let start = Instant::now();
+    let written_ms = n * 1000;
     let mut snapshot = Snapshot::new();
-    let dir = StoreDir::default();
-    for i in 0..n {
-        // References: a few libraries (fan-in) and the path 1..20 before it (depth).
-        let mut refs: Vec<StorePath> = (0..3).map(|_| path(next() % libraries)).collect();
-        if i > libraries {
-            refs.push(path(i - 1 - next() % 20.min(i - libraries)));
+    let mut building = Duration::ZERO;
+    let mut index_bytes = 0usize;
+    let mut start = 0;
+    while start < n {
+        let end = (start + PER_OBJECT).min(n);
+        // One index object, as a compaction writes it (not timed: the store's bytes).
+        let mut body = format!("{INDEX_HEADER}\n");
+        for i in start..end {
+            // References: a few libraries (fan-in) and a path 1..20 before it (depth).
+            let mut refs: Vec<u64> = (0..3).map(|_| next() % libraries).collect();
+            if i > libraries {
+                refs.push(i - 1 - next() % 20.min(i - libraries));
+            }
+            let refs: Vec<String> = refs.iter().map(|&r| path(r).to_string()).collect();
+            let _ = writeln!(
+                body,
+                "{}\t{}\t1000\t500\t{i}\t{}\t-\t{}",
+                path(i),
+                nar_key(i),
+                i * 1000,
+                refs.join(" ")
+            );
         }
-        let nar = Hash::digest(HashAlgo::Sha256, &i.to_le_bytes());
-        let mut info = NarInfo::new(
-            dir.clone(),
-            path(i),
-            format!("nar/{}.nar.zst", nar.to_nix32()),
-            nar,
-            1000,
-        );
-        info.references = refs;
-        info.file_size = Some(500);
-        snapshot.add_narinfo(&path(i).hash_part(), &info, i, i);
+        index_bytes += body.len();
+        let t = Instant::now();
+        let bad = snapshot
+            .add_index_object(body.as_bytes(), written_ms)
+            .expect("a valid index object");
+        assert!(bad.is_empty(), "{bad:?}");
+        building += t.elapsed();
+        start = end;
     }
-    let built = start.elapsed();
+    // The listing: each narinfo confirms its entry; each NAR is listed.
+    let t = Instant::now();
+    for i in 0..n {
+        let id = snapshot
+            .path_id(&path(i).hash_part())
+            .expect("indexed");
+        assert!(snapshot.confirm_indexed(id, i * 1000, i));
+        snapshot.add_nar_object(&nar_key(i), 500, i, i);
+    }
+    snapshot.drop_unconfirmed();
+    building += t.elapsed();
     // Roots: the last 1% of the paths.
     let roots = RootIds {
         live: (n - n / 100..n)
@@ -78,12 +113,13 @@ fn main() {
         older_than: Some(Duration::from_secs(n / 2)),
         ..PlanOptions::default()
     };
-    let start = Instant::now();
+    let t = Instant::now();
     let p = plan(&snapshot, &roots, n, &options).expect("roots given");
-    let planned = start.elapsed();
+    let planned = t.elapsed();
     println!(
-        "{n} paths: snapshot built in {:.2} s, planned in {:.2} s ({} live, {} narinfos to delete); peak memory {} MiB",
-        built.as_secs_f64(),
+        "{n} paths from {} MiB of push index: snapshot built in {:.2} s, planned in {:.2} s ({} live, {} narinfos to delete); peak memory {} MiB",
+        index_bytes >> 20,
+        building.as_secs_f64(),
         planned.as_secs_f64(),
         p.live,
         p.narinfos.len(),
