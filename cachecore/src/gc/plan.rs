@@ -569,6 +569,46 @@ impl Snapshot {
     }
 }
 
+/// A set of [`ObjectRef`]s as bitmaps by id (a million objects: a few MB, and no hashing).
+#[derive(Debug, Default)]
+struct ObjectSet {
+    nars: Vec<bool>,
+    listings: Vec<bool>,
+    logs: Vec<bool>,
+    realisations: Vec<bool>,
+}
+
+impl ObjectSet {
+    fn slot(&mut self, o: ObjectRef) -> &mut bool {
+        let (bits, i) = match o {
+            ObjectRef::Nar(k) => (&mut self.nars, k),
+            ObjectRef::Listing(p) => (&mut self.listings, p),
+            ObjectRef::Log(k) => (&mut self.logs, k),
+            ObjectRef::Realisation(k) => (&mut self.realisations, k),
+        };
+        let i = i as usize;
+        if bits.len() <= i {
+            bits.resize(i + 1, false);
+        }
+        &mut bits[i]
+    }
+
+    /// Adds `o`; whether it was not there.
+    fn insert(&mut self, o: ObjectRef) -> bool {
+        !std::mem::replace(self.slot(o), true)
+    }
+
+    fn contains(&self, o: ObjectRef) -> bool {
+        let (bits, i) = match o {
+            ObjectRef::Nar(k) => (&self.nars, k),
+            ObjectRef::Listing(p) => (&self.listings, p),
+            ObjectRef::Log(k) => (&self.logs, k),
+            ObjectRef::Realisation(k) => (&self.realisations, k),
+        };
+        bits.get(i as usize).copied().unwrap_or(false)
+    }
+}
+
 /// What a run may delete, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanOptions {
@@ -763,8 +803,8 @@ pub fn plan(
     plan.in_cycles = in_cycles;
 
     // What remaining narinfos name; and what any narinfo of the snapshot names.
-    let mut named_live: HashSet<ObjectRef> = HashSet::new();
-    let mut named_any: HashSet<ObjectRef> = HashSet::new();
+    let mut named_live = ObjectSet::default();
+    let mut named_any = ObjectSet::default();
     for id in 0..n as PathId {
         let Some(s) = snapshot.summary(id) else {
             if snapshot.unparseable.contains(&id) {
@@ -787,22 +827,24 @@ pub fn plan(
     }
 
     // Objects already waiting in a tombstone.
-    let mut waiting: HashSet<ObjectRef> = HashSet::new();
+    let mut waiting = ObjectSet::default();
     let mut delete: Vec<ObjectRef> = Vec::new();
-    let mut queued: HashSet<ObjectRef> = HashSet::new();
+    let mut queued = ObjectSet::default();
     let mut tombstones: Vec<&TombstoneSummary> = snapshot.tombstones.iter().collect();
     tombstones.sort_by(|a, b| a.name.cmp(&b.name));
     for t in tombstones {
         let due = now.saturating_sub(t.written) >= options.grace.as_secs();
         if !due {
-            waiting.extend(t.objects.iter().copied());
+            for &o in &t.objects {
+                waiting.insert(o);
+            }
             continue;
         }
         for &o in &t.objects {
             // Named again by a narinfo (live, or unpublished by this run, which tombstones it
             // anew), or rewritten since the tombstone (a push uploaded it again): kept.
             let rewritten = snapshot.object_modified(o).is_some_and(|m| m > t.written);
-            if !named_any.contains(&o) && !rewritten && queued.insert(o) {
+            if !named_any.contains(o) && !rewritten && queued.insert(o) {
                 delete.push(o);
             }
         }
@@ -811,7 +853,7 @@ pub fn plan(
 
     // This run's unpublished objects.
     let mut tombstone: Vec<ObjectRef> = Vec::new();
-    let mut seen: HashSet<ObjectRef> = HashSet::new();
+    let mut seen = ObjectSet::default();
     for &id in &plan.narinfos {
         let Some(s) = snapshot.summary(id) else {
             continue;
@@ -826,7 +868,7 @@ pub fn plan(
                 .map(ObjectRef::Log),
         );
         for o in objects {
-            if !named_live.contains(&o) && seen.insert(o) {
+            if !named_live.contains(o) && seen.insert(o) {
                 tombstone.push(o);
             }
         }
@@ -852,7 +894,7 @@ pub fn plan(
                 .map(|(&p, &(_, m))| (ObjectRef::Listing(p), m)),
         )
         .filter(|&(o, m)| {
-            m <= limit && !named_any.contains(&o) && !waiting.contains(&o) && !queued.contains(&o)
+            m <= limit && !named_any.contains(o) && !waiting.contains(o) && !queued.contains(o)
         })
         .map(|(o, _)| o)
         .collect();
@@ -870,7 +912,7 @@ pub fn plan(
             }
         })
         .map(|(&k, _)| ObjectRef::Realisation(k))
-        .filter(|o| !queued.contains(o))
+        .filter(|&o| !queued.contains(o))
         .collect();
     realisations.sort_unstable();
     plan.realisations = realisations.len();
@@ -998,42 +1040,56 @@ fn closure(snapshot: &Snapshot, seeds: &[PathId]) -> Vec<bool> {
 /// A live path never references a dead one (live is closed under references), so only dead
 /// referrers count.
 fn referrers_first(snapshot: &Snapshot, dead: &[PathId], live: &[bool]) -> (Vec<PathId>, usize) {
-    let mut referrers: HashMap<PathId, u32> = dead.iter().map(|&d| (d, 0)).collect();
+    use std::cmp::Reverse;
+    /// Not in `dead`.
+    const OTHER: u32 = u32::MAX;
+    // By id: how many dead paths refer to it (dead ones only).
+    let mut referrers: Vec<u32> = vec![OTHER; snapshot.paths.len()];
+    for &d in dead {
+        if let Some(c) = referrers.get_mut(d as usize) {
+            *c = 0;
+        }
+    }
     for &d in dead {
         if let Some(s) = snapshot.summary(d) {
-            for r in s.references.iter() {
-                if let Some(count) = referrers.get_mut(r) {
-                    *count += 1;
+            for &r in s.references.iter() {
+                if let Some(c) = referrers.get_mut(r as usize).filter(|c| **c != OTHER) {
+                    *c += 1;
                 }
             }
         }
     }
-    let mut ready: std::collections::BTreeSet<PathId> = referrers
+    // Smallest id first among the ready ones.
+    let mut ready: std::collections::BinaryHeap<Reverse<PathId>> = dead
         .iter()
-        .filter(|(_, &c)| c == 0)
-        .map(|(&id, _)| id)
+        .filter(|&&d| referrers.get(d as usize) == Some(&0))
+        .map(|&d| Reverse(d))
         .collect();
+    let mut placed = vec![false; snapshot.paths.len()];
     let mut order = Vec::with_capacity(dead.len());
-    while let Some(id) = ready.pop_first() {
+    while let Some(Reverse(id)) = ready.pop() {
+        if std::mem::replace(&mut placed[id as usize], true) {
+            continue; // listed twice in `dead`
+        }
         order.push(id);
         if let Some(s) = snapshot.summary(id) {
-            for r in s.references.iter() {
-                if let Some(count) = referrers.get_mut(r) {
-                    *count -= 1;
-                    if *count == 0 {
-                        ready.insert(*r);
+            for &r in s.references.iter() {
+                if let Some(c) = referrers.get_mut(r as usize).filter(|c| **c != OTHER) {
+                    *c -= 1;
+                    if *c == 0 {
+                        ready.push(Reverse(r));
                     }
                 }
             }
         }
     }
-    let placed: HashSet<PathId> = order.iter().copied().collect();
     let mut rest: Vec<PathId> = dead
         .iter()
         .copied()
-        .filter(|d| !placed.contains(d) && !live[*d as usize])
+        .filter(|&d| !placed[d as usize] && !live[d as usize])
         .collect();
     rest.sort_unstable();
+    rest.dedup();
     let in_cycles = rest.len();
     order.extend(rest);
     (order, in_cycles)
