@@ -537,11 +537,20 @@ fn roots_sync_watch_follows_root_changes_until_ctrl_c() {
     std::fs::create_dir_all(gcroots.join("auto")).unwrap();
     std::fs::create_dir_all(&project).unwrap();
     // Links into the store are followed by name: the paths need not exist here.
-    let store_path = |c: char, name: &str| format!("/nix/store/{}-{name}", c.to_string().repeat(32));
+    let store_path =
+        |c: char, name: &str| format!("/nix/store/{}-{name}", c.to_string().repeat(32));
     std::os::unix::fs::symlink(store_path('a', "a"), gcroots.join("auto/a")).unwrap();
     let stderr = dir.path().join("watch.log");
     let mut child = cachecore_command()
-        .args(["roots", "sync", cache, "--host", "w", "--watch", "--gcroots-dir"])
+        .args([
+            "roots",
+            "sync",
+            cache,
+            "--host",
+            "w",
+            "--watch",
+            "--gcroots-dir",
+        ])
         .arg(&gcroots)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -551,11 +560,15 @@ fn roots_sync_watch_follows_root_changes_until_ctrl_c() {
     let limit = std::time::Duration::from_secs(30);
     let root = |name: &str| cache_dir.join("gcroots/w").join(name);
     let trashed = |name: &str| cache_dir.join("gctrash/w").join(name);
-    wait_until("the first sync", limit, || root("auto%2Fa").is_file().then_some(()));
+    wait_until("the first sync", limit, || {
+        root("auto%2Fa").is_file().then_some(())
+    });
     // A build's result appears: auto/b → project/result → the store.
     std::os::unix::fs::symlink(store_path('b', "b"), project.join("result")).unwrap();
     std::os::unix::fs::symlink(project.join("result"), gcroots.join("auto/b")).unwrap();
-    wait_until("auto/b published", limit, || root("auto%2Fb").is_file().then_some(()));
+    wait_until("auto/b published", limit, || {
+        root("auto%2Fb").is_file().then_some(())
+    });
     // The result is deleted, outside the GC roots directory: the root goes to the trash.
     std::fs::remove_file(project.join("result")).unwrap();
     wait_until("auto/b trashed", limit, || {
@@ -570,7 +583,10 @@ fn roots_sync_watch_follows_root_changes_until_ctrl_c() {
             .contains(&store_path('c', "c"))
             .then_some(())
     });
-    assert!(child.try_wait().unwrap().is_none(), "--watch ended by itself");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "--watch ended by itself"
+    );
     // Ctrl-C stops it cleanly.
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -618,7 +634,11 @@ fn serve_record_access_makes_gc_max_size_keep_what_nix_read() {
         .unwrap_or_else(|| panic!("serve printed {line:?}"))
         .to_owned();
     let out = nix_copy_from_checking_sigs(&url, &dir.path().join("fresh/store"), &app1, &public);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Nothing is written on the request path; the record is written when serve stops (and
     // at most once a minute while it runs).
     let records = cache_dir.join(".cachecore/access");
@@ -630,7 +650,11 @@ fn serve_record_access_makes_gc_max_size_keep_what_nix_read() {
     assert!(status.success());
     let status = wait_with_timeout(&mut serve, std::time::Duration::from_secs(30), "serve");
     assert!(status.success(), "serve exited with {status}");
-    let record = std::fs::read_dir(&records).unwrap().next().unwrap().unwrap();
+    let record = std::fs::read_dir(&records)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
     let text = std::fs::read_to_string(record.path()).unwrap();
     let hash = |p: &str| Path::new(p).file_name().unwrap().to_str().unwrap()[..32].to_owned();
     for p in [&shared, &one, &app1] {
@@ -644,7 +668,14 @@ fn serve_record_access_makes_gc_max_size_keep_what_nix_read() {
         .map(|p| file_size(&cache_dir, p))
         .sum();
     let report = json(&cachecore_ok(
-        &["gc", cache, "--max-size", &room.to_string(), "--force", "--json"],
+        &[
+            "gc",
+            cache,
+            "--max-size",
+            &room.to_string(),
+            "--force",
+            "--json",
+        ],
         b"",
     ));
     assert_eq!(report["read_paths"], 3, "{report}");
@@ -660,5 +691,8 @@ fn serve_record_access_makes_gc_max_size_keep_what_nix_read() {
         &["gc", cache, "--unused-for", "1h", "--dry-run", "--json"],
         b"",
     ));
-    assert!(report["narinfos_deleted"].as_array().unwrap().is_empty(), "{report}");
+    assert!(
+        report["narinfos_deleted"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
 }

@@ -99,7 +99,11 @@ impl Bucket {
 
     /// The store paths whose narinfos are visible.
     fn visible(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.ok(&["ls", &self.s3]).lines().map(str::to_owned).collect();
+        let mut v: Vec<String> = self
+            .ok(&["ls", &self.s3])
+            .lines()
+            .map(str::to_owned)
+            .collect();
         v.sort();
         v
     }
@@ -194,7 +198,10 @@ fn pushes_and_gc_killed_midway_on_garage_leave_every_visible_closure_whole() {
     let built = nix_build_scripts(
         tmp.path(),
         &[
-            ("ggshared", "/bin/mkdir $out; echo shared > $out/f".to_owned()),
+            (
+                "ggshared",
+                "/bin/mkdir $out; echo shared > $out/f".to_owned(),
+            ),
             ("ggone", "/bin/mkdir $out; echo one > $out/f".to_owned()),
             ("ggtwo", "/bin/mkdir $out; echo two > $out/f".to_owned()),
             ("ggapp1", refs("${ggshared} ${ggone}")),
@@ -235,7 +242,10 @@ fn pushes_and_gc_killed_midway_on_garage_leave_every_visible_closure_whole() {
     let push1 = args(&push(&app1));
     let held = b.kill_at(&as_strs(&push1), is_narinfo_put, 0, Hold::Request);
     assert!(held.contains(".narinfo"), "{held}");
-    assert_eq!(b.check_whole("push killed before its first narinfo"), Vec::<String>::new());
+    assert_eq!(
+        b.check_whole("push killed before its first narinfo"),
+        Vec::<String>::new()
+    );
     b.ok(&as_strs(&push1));
     let mut closure1 = vec![shared.clone(), one.clone(), app1.clone()];
     closure1.sort();
@@ -246,7 +256,10 @@ fn pushes_and_gc_killed_midway_on_garage_leave_every_visible_closure_whole() {
     let push2 = args(&push(&app2));
     b.kill_at(&as_strs(&push2), is_narinfo_put, 0, Hold::Response);
     let visible = b.check_whole("push killed after its first narinfo");
-    assert!(visible.contains(&two) && !visible.contains(&app2), "{visible:?}");
+    assert!(
+        visible.contains(&two) && !visible.contains(&app2),
+        "{visible:?}"
+    );
     //    Its lease (left behind, unexpired) keeps two from a GC that roots only app1.
     b.ok(&["roots", "add", &s3, "app1", &app1, "--host", "ci"]);
     let report = b.json(&["gc", &s3, "--force", "--json"]);
@@ -256,7 +269,13 @@ fn pushes_and_gc_killed_midway_on_garage_leave_every_visible_closure_whole() {
     );
     b.check_whole("GC beside a killed push's lease");
     b.ok(&as_strs(&push2));
-    let mut both = vec![shared.clone(), one.clone(), two.clone(), app1.clone(), app2.clone()];
+    let mut both = vec![
+        shared.clone(),
+        one.clone(),
+        two.clone(),
+        app1.clone(),
+        app2.clone(),
+    ];
     both.sort();
     assert_eq!(b.check_whole("push of app2 run again"), both);
 
@@ -309,22 +328,43 @@ fn pushes_and_gc_killed_midway_on_garage_leave_every_visible_closure_whole() {
     // Referrers go first: two (app2 refers to it) is not the first.
     assert!(!held.contains(&base(&two)[..32]), "{held}");
     assert!(visible.contains(&two), "{visible:?}");
-    assert_eq!(visible.len(), 5, "one of the six narinfos is gone: {visible:?}");
+    assert_eq!(
+        visible.len(),
+        5,
+        "one of the six narinfos is gone: {visible:?}"
+    );
     b.kill_at(
         &gc,
         |m, p, body| deletes(m, p, body, |k| k.starts_with("nar/")),
         0,
         Hold::Request,
     );
-    assert_eq!(b.check_whole("GC killed before its first NAR delete"), closure1);
-    let report = b.json(&["gc", &s3, "--force", "--json", "--failed-uploads-older-than", "1h"]);
-    assert!(report["failures"].as_array().unwrap().is_empty(), "{report}");
+    assert_eq!(
+        b.check_whole("GC killed before its first NAR delete"),
+        closure1
+    );
+    let report = b.json(&[
+        "gc",
+        &s3,
+        "--force",
+        "--json",
+        "--failed-uploads-older-than",
+        "1h",
+    ]);
+    assert!(
+        report["failures"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
     assert!(
         !report["objects_deleted"].as_array().unwrap().is_empty(),
         "the run after the kills deletes the NARs left: {report}"
     );
     assert_eq!(b.check_whole("GC run again"), closure1);
-    assert_eq!(b.left_to_collect(), (0, 0), "only app1's rooted closure is left");
+    assert_eq!(
+        b.left_to_collect(),
+        (0, 0),
+        "only app1's rooted closure is left"
+    );
 
     // 5. A GC (with a grace) held just before it checks its first narinfo to delete, while a push of app2
     //    runs to the end: the push sees app2 condemned by the tombstone and uploads it again,
@@ -369,7 +409,10 @@ fn pushes_and_gc_killed_midway_on_garage_leave_every_visible_closure_whole() {
         "the GC deleted app2 although a push rewrote it: {report}"
     );
     let visible = b.check_whole("GC beside a push of what it condemned");
-    assert!(visible.contains(&app2) && visible.contains(&two), "{visible:?}");
+    assert!(
+        visible.contains(&app2) && visible.contains(&two),
+        "{visible:?}"
+    );
 }
 
 /// A small directory to `push --add`.

@@ -26,7 +26,11 @@ fn path(i: u64) -> StorePath {
 
 /// Its NAR's key: 52 characters of the nix32 alphabet, as a compressed NAR's file hash has.
 fn nar_key(i: u64) -> String {
-    format!("nar/{}{}.nar.zst", path(i).hash_part(), path(!i).hash_part()[..20].to_owned())
+    format!(
+        "nar/{}{}.nar.zst",
+        path(i).hash_part(),
+        path(!i).hash_part()[..20].to_owned()
+    )
 }
 
 /// CPU time (user + system) this process has used, in seconds (clock ticks of 1/100 s, as
@@ -36,7 +40,12 @@ fn cpu_secs() -> f64 {
     // After the command name in parentheses: field 14 (utime) and 15 (stime) of the line.
     let rest = stat.rsplit(')').next().unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (tick(11) + tick(12)) / 100.0
 }
 

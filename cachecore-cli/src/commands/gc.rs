@@ -227,12 +227,8 @@ impl SyncArgs<'_> {
     /// This machine's roots, and the directories they were read from (see
     /// [`roots::local_gcroots_and_dirs`]).
     fn read(&self) -> anyhow::Result<(roots::LocalRoots, Vec<std::path::PathBuf>)> {
-        roots::local_gcroots_and_dirs(self.gcroots_dir, self.store_dir).with_context(|| {
-            format!(
-                "cannot read the GC roots in {}",
-                self.gcroots_dir.display()
-            )
-        })
+        roots::local_gcroots_and_dirs(self.gcroots_dir, self.store_dir)
+            .with_context(|| format!("cannot read the GC roots in {}", self.gcroots_dir.display()))
     }
 
     /// The directories the roots are read from.

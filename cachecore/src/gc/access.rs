@@ -140,10 +140,7 @@ pub async fn compact(cache: &BinaryCache, read: &AccessRead) -> Result<(), Store
     }
     write(cache, &read.last_read).await?;
     for name in &read.records {
-        cache
-            .objects()
-            .delete(&layout::access_record(name))
-            .await?;
+        cache.objects().delete(&layout::access_record(name)).await?;
     }
     Ok(())
 }

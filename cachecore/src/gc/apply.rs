@@ -285,7 +285,15 @@ pub async fn scan_with(
             );
         }
     }
-    read_narinfos(cache, &mut scan, narinfos, index_objects, concurrency, progress).await?;
+    read_narinfos(
+        cache,
+        &mut scan,
+        narinfos,
+        index_objects,
+        concurrency,
+        progress,
+    )
+    .await?;
     // When `serve` last answered each path (for `max_size` and `unused_for`).
     scan.access = super::access::read(cache).await?;
     for (hash, secs) in &scan.access.last_read {
@@ -435,7 +443,8 @@ fn add_read_narinfo(
             | StoreError::TooLarge { .. }),
         ) => {
             scan.snapshot.add_unparseable_version(hash, version);
-            scan.unparseable.push((layout::narinfo(hash), e.to_string()));
+            scan.unparseable
+                .push((layout::narinfo(hash), e.to_string()));
             Ok(false)
         }
         Err(e) => Err(e.into()),

@@ -553,7 +553,10 @@ mod tests {
         assert!(gc.step(&cache, &mut report).await); // the tombstone
         assert!(gc.step(&cache, &mut report).await); // the relist
         let (again, summary) = add().await.unwrap();
-        assert_eq!((again, summary.pushed, summary.skipped), (path.clone(), 1, 0));
+        assert_eq!(
+            (again, summary.pushed, summary.skipped),
+            (path.clone(), 1, 0)
+        );
         while gc.step(&cache, &mut report).await {}
         assert!(report.narinfos_deleted.is_empty(), "{report:?}");
         assert!(cache.has_narinfo(&path).await.unwrap());

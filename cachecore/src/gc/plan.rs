@@ -297,7 +297,11 @@ impl Snapshot {
     /// first). The entries stand until [`confirm_indexed`](Self::confirm_indexed) checks them
     /// against the listed narinfos. Returns the lines that do not parse (`line n: why`); a
     /// body whose header is wrong is an error.
-    pub fn add_index_object(&mut self, bytes: &[u8], written_ms: u64) -> Result<Vec<String>, String> {
+    pub fn add_index_object(
+        &mut self,
+        bytes: &[u8],
+        written_ms: u64,
+    ) -> Result<Vec<String>, String> {
         let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
         let mut lines = text.lines();
         if lines.next() != Some(crate::store::index::INDEX_HEADER) {
@@ -351,7 +355,10 @@ impl Snapshot {
                 .map_err(|e| format!("{:?} is not a store path: {e}", crate::narinfo::excerpt(v)))
         };
         if !crate::store::layout::is_nar(url) {
-            return Err(format!("{:?} is not a NAR key", crate::narinfo::excerpt(url)));
+            return Err(format!(
+                "{:?} is not a NAR key",
+                crate::narinfo::excerpt(url)
+            ));
         }
         base(path)?;
         let nar_size = num("NarSize", nar_size)?;

@@ -38,9 +38,9 @@ use axum::{Extension, Router};
 use tower::ServiceExt as _;
 
 use super::keys::{self, percent_encode_path};
-use crate::store::layout::ObjectKind;
 use super::{files, health, landing, metrics_page, read, text, upload, RouteLabel, Shared};
 use crate::store::layout::ObjectKey;
+use crate::store::layout::ObjectKind;
 
 /// The routes of the server over `state`, with a fallback for every other path.
 pub(super) fn table(state: &Shared) -> Router<Shared> {
@@ -223,12 +223,11 @@ async fn get_object(
     Extension(key): Extension<ObjectKey>,
     req: Request,
 ) -> Response {
-    let response = read::get_or_head(&state, &key, req.headers(), req.method() == Method::HEAD).await;
-    if let (Some(recorder), ObjectKind::NarInfo, Some(hash)) = (
-        &state.config.access_recorder,
-        key.kind,
-        key.hash_part(),
-    ) {
+    let response =
+        read::get_or_head(&state, &key, req.headers(), req.method() == Method::HEAD).await;
+    if let (Some(recorder), ObjectKind::NarInfo, Some(hash)) =
+        (&state.config.access_recorder, key.kind, key.hash_part())
+    {
         // Answered (or not modified): a read. Memory only; written later, off the request.
         if response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED {
             recorder.record(hash);
