@@ -390,6 +390,11 @@ pub enum RootsCommand {
         /// settings).
         #[arg(long)]
         push: bool,
+        /// Keep running, and sync again whenever a root appears, vanishes or changes (inotify
+        /// on the GC roots directory and every directory a root's links pass through). Ctrl-C
+        /// stops it.
+        #[arg(long)]
+        watch: bool,
         /// The cache's store directory.
         #[arg(long, default_value = cachecore::store_path::DEFAULT_STORE_DIR, value_name = "DIR")]
         store_dir: String,
@@ -477,6 +482,10 @@ pub struct GcArgs {
     /// closures.
     #[arg(long, value_name = "DURATION", value_parser = cachecore::gc::parse_duration)]
     pub older_than: Option<std::time::Duration>,
+    /// Also keep paths pushed or read within this long, with their closures (reads as
+    /// recorded by `serve --record-access`).
+    #[arg(long, value_name = "DURATION", value_parser = cachecore::gc::parse_duration)]
+    pub unused_for: Option<std::time::Duration>,
     /// How long the NARs, listings and logs of deleted narinfos stay before a later gc run
     /// deletes them.
     #[arg(long, value_name = "DURATION", default_value = "2d", value_parser = cachecore::gc::parse_duration)]
@@ -780,6 +789,11 @@ pub struct ServeArgs {
     /// stores only; clients must reach the bucket's endpoint. Nix follows redirects.
     #[arg(long)]
     pub redirect_nars: bool,
+    /// Record which narinfos this server answers, and when (at most one small object a
+    /// minute, `.cachecore/access/…`, written off the request path), so that `gc --max-size`
+    /// evicts the least recently used paths and `gc --unused-for` sees reads.
+    #[arg(long)]
+    pub record_access: bool,
     /// Where /serve/ keeps whole NARs that cannot be read at random (xz, bzip2, zstd without a
     /// seek table), each fetched and checked once, so a file is not decompressed from the
     /// NAR's start for every request (default: a temporary directory removed at exit).

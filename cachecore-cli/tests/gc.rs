@@ -525,3 +525,174 @@ fn roots_sync_publishes_a_gcroots_directory_and_trashes_what_left_it() {
         assert!(!in_cache(&cache_dir, p), "{p}");
     }
 }
+
+#[test]
+fn roots_sync_watch_follows_root_changes_until_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().join("cache");
+    let cache = cache_dir.to_str().unwrap();
+    cachecore_ok(&["init", cache], b"");
+    let gcroots = dir.path().join("gcroots");
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(gcroots.join("auto")).unwrap();
+    std::fs::create_dir_all(&project).unwrap();
+    // Links into the store are followed by name: the paths need not exist here.
+    let store_path =
+        |c: char, name: &str| format!("/nix/store/{}-{name}", c.to_string().repeat(32));
+    std::os::unix::fs::symlink(store_path('a', "a"), gcroots.join("auto/a")).unwrap();
+    let stderr = dir.path().join("watch.log");
+    let mut child = cachecore_command()
+        .args([
+            "roots",
+            "sync",
+            cache,
+            "--host",
+            "w",
+            "--watch",
+            "--gcroots-dir",
+        ])
+        .arg(&gcroots)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let limit = std::time::Duration::from_secs(30);
+    let root = |name: &str| cache_dir.join("gcroots/w").join(name);
+    let trashed = |name: &str| cache_dir.join("gctrash/w").join(name);
+    wait_until("the first sync", limit, || {
+        root("auto%2Fa").is_file().then_some(())
+    });
+    // A build's result appears: auto/b → project/result → the store.
+    std::os::unix::fs::symlink(store_path('b', "b"), project.join("result")).unwrap();
+    std::os::unix::fs::symlink(project.join("result"), gcroots.join("auto/b")).unwrap();
+    wait_until("auto/b published", limit, || {
+        root("auto%2Fb").is_file().then_some(())
+    });
+    // The result is deleted, outside the GC roots directory: the root goes to the trash.
+    std::fs::remove_file(project.join("result")).unwrap();
+    wait_until("auto/b trashed", limit, || {
+        (trashed("auto%2Fb").is_file() && !root("auto%2Fb").exists()).then_some(())
+    });
+    // A root replaced in place (as `ln -sfn` does, by a rename) is published again.
+    std::os::unix::fs::symlink(store_path('c', "c"), gcroots.join("auto/a.new")).unwrap();
+    std::fs::rename(gcroots.join("auto/a.new"), gcroots.join("auto/a")).unwrap();
+    wait_until("auto/a replaced", limit, || {
+        std::fs::read_to_string(root("auto%2Fa"))
+            .unwrap()
+            .contains(&store_path('c', "c"))
+            .then_some(())
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "--watch ended by itself"
+    );
+    // Ctrl-C stops it cleanly.
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = wait_with_timeout(&mut child, limit, "roots sync --watch after SIGINT");
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert_eq!(log.matches("interrupted").count(), 1, "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("watching"), "{log}");
+}
+
+#[test]
+fn serve_record_access_makes_gc_max_size_keep_what_nix_read() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let [shared, one, two, app1, app2] = build(dir.path());
+    let (secret, public) = nix_generate_key(dir.path(), "gc-test-access");
+    let cache_dir = dir.path().join("cache");
+    let cache = cache_dir.to_str().unwrap();
+    let key = secret.to_str().unwrap();
+    cachecore_ok(&["push", cache, "--key", key, &app1, "--quiet"], b"");
+    // Push times and access times are kept to the second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    cachecore_ok(&["push", cache, "--key", key, &app2, "--quiet"], b"");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    // Real Nix reads app1's closure through `serve --record-access`; app2 was pushed later but
+    // nobody reads it.
+    let mut serve = cachecore_command()
+        .args(["serve", cache, "--listen", "127.0.0.1:0", "--record-access"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("cachecore serve: listening on ")
+        .unwrap_or_else(|| panic!("serve printed {line:?}"))
+        .to_owned();
+    let out = nix_copy_from_checking_sigs(&url, &dir.path().join("fresh/store"), &app1, &public);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Nothing is written on the request path; the record is written when serve stops (and
+    // at most once a minute while it runs).
+    let records = cache_dir.join(".cachecore/access");
+    assert!(!records.exists() || std::fs::read_dir(&records).unwrap().count() == 0);
+    let status = std::process::Command::new("kill")
+        .arg(serve.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = wait_with_timeout(&mut serve, std::time::Duration::from_secs(30), "serve");
+    assert!(status.success(), "serve exited with {status}");
+    let record = std::fs::read_dir(&records)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let text = std::fs::read_to_string(record.path()).unwrap();
+    let hash = |p: &str| Path::new(p).file_name().unwrap().to_str().unwrap()[..32].to_owned();
+    for p in [&shared, &one, &app1] {
+        assert!(text.contains(&hash(p)), "{p} not in {text}");
+    }
+    assert!(!text.contains(&hash(&app2)), "{text}");
+
+    // Room for one closure: the one read last stays, though app2's was pushed after it.
+    let room: u64 = [&shared, &one, &app1]
+        .iter()
+        .map(|p| file_size(&cache_dir, p))
+        .sum();
+    let report = json(&cachecore_ok(
+        &[
+            "gc",
+            cache,
+            "--max-size",
+            &room.to_string(),
+            "--force",
+            "--json",
+        ],
+        b"",
+    ));
+    assert_eq!(report["read_paths"], 3, "{report}");
+    for p in [&shared, &one, &app1] {
+        assert!(in_cache(&cache_dir, p), "{p}: {report}");
+    }
+    for p in [&two, &app2] {
+        assert!(!in_cache(&cache_dir, p), "{p}: {report}");
+    }
+    verify(cache, &public);
+    // --unused-for: everything here was pushed or read within the hour.
+    let report = json(&cachecore_ok(
+        &["gc", cache, "--unused-for", "1h", "--dry-run", "--json"],
+        b"",
+    ));
+    assert!(
+        report["narinfos_deleted"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+}

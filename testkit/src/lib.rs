@@ -13,6 +13,7 @@
 //! - [`capture`]: an HTTP listener recording what a client sends (no server behind it);
 //! - [`scripted`]: an HTTP server whose answers a function makes (a hostile upstream inventing
 //!   objects as it is asked for them);
+//! - [`hold`]: a proxy that holds one chosen request (to kill a client at a point it reaches);
 //! - [`net`], [`garage`], [`emulators`], [`http_server`]: servers on loopback (a private Garage,
 //!   Azurite, a directory over HTTP with `Range:` support), on ports chosen as [`net`] says.
 //!
@@ -29,6 +30,7 @@ pub mod capture;
 pub mod data;
 pub mod emulators;
 pub mod garage;
+pub mod hold;
 pub mod http_server;
 pub mod nar;
 pub mod net;

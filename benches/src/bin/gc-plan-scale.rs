@@ -1,6 +1,10 @@
-//! Plans a GC of N synthetic store paths (a realistic shape: a few hundred "libraries" every
-//! path may refer to, chains about 20 deep) and prints the planning time and the peak memory
-//! (VmHWM). Reads nothing: this measures the planner, not the scan (one GET per narinfo).
+//! Plans a GC of N synthetic store paths from the push index, as `gc` does: index objects
+//! (as `index compact` writes them, 100,000 entries each) are parsed straight into the
+//! snapshot, each entry is checked against its listed narinfo, the NARs are added as listed,
+//! and the plan is made. Prints the time to build the snapshot, the planning time and the peak
+//! memory (VmHWM) of the whole process. The graph is realistic: a few hundred "libraries"
+//! every path may refer to (fan-in), and a chain about 20 deep. Reads nothing from a store:
+//! the requests a real cache costs are in the README's GC section.
 //!
 //!   cargo run --release -p cachecore-benches --bin gc-plan-scale -- 1000000
 
@@ -10,15 +14,39 @@
 use std::time::{Duration, Instant};
 
 use cachecore::gc::{plan, PlanOptions, RootIds, Snapshot};
-use cachecore::hash::{Hash, HashAlgo};
-use cachecore::narinfo::NarInfo;
-use cachecore::store_path::{StoreDir, StorePath};
+use cachecore::store::index::INDEX_HEADER;
+use cachecore::store_path::StorePath;
 
 fn path(i: u64) -> StorePath {
     let mut digest = [0u8; 20];
     digest[..8].copy_from_slice(&i.to_le_bytes());
     digest[19] = 0x5a;
     StorePath::from_parts(digest, "synthetic").expect("a valid store path")
+}
+
+/// Its NAR's key: 52 characters of the nix32 alphabet, as a compressed NAR's file hash has.
+fn nar_key(i: u64) -> String {
+    format!(
+        "nar/{}{}.nar.zst",
+        path(i).hash_part(),
+        path(!i).hash_part()[..20].to_owned()
+    )
+}
+
+/// CPU time (user + system) this process has used, in seconds (clock ticks of 1/100 s, as
+/// Linux reports them): on a loaded machine, what the work costs without waiting for a core.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // After the command name in parentheses: field 14 (utime) and 15 (stime) of the line.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) / 100.0
 }
 
 fn peak_kib() -> u64 {
@@ -32,7 +60,11 @@ fn peak_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Entries a compacted index object holds.
+const PER_OBJECT: u64 = 100_000;
+
 fn main() {
+    use std::fmt::Write as _;
     let n: u64 = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
@@ -45,28 +77,65 @@ fn main() {
         seed ^= seed << 17;
         seed
     };
-    let start = Instant::now();
+    let written_ms = n * 1000;
     let mut snapshot = Snapshot::new();
-    let dir = StoreDir::default();
-    for i in 0..n {
-        // References: a few libraries (fan-in) and the path 1..20 before it (depth).
-        let mut refs: Vec<StorePath> = (0..3).map(|_| path(next() % libraries)).collect();
-        if i > libraries {
-            refs.push(path(i - 1 - next() % 20.min(i - libraries)));
+    let mut building = Duration::ZERO;
+    let mut building_cpu = 0.0;
+    let mut index_bytes = 0usize;
+    let mut start = 0;
+    while start < n {
+        let end = (start + PER_OBJECT).min(n);
+        // One index object, as a compaction writes it (not timed: the store's bytes).
+        let mut body = format!("{INDEX_HEADER}\n");
+        for i in start..end {
+            // References: a few libraries (fan-in) and a path 1..20 before it (depth).
+            let mut refs: Vec<u64> = (0..3).map(|_| next() % libraries).collect();
+            if i > libraries {
+                refs.push(i - 1 - next() % 20.min(i - libraries));
+            }
+            let refs: Vec<String> = refs.iter().map(|&r| path(r).to_string()).collect();
+            let _ = writeln!(
+                body,
+                "{}\t{}\t1000\t500\t{i}\t{}\t-\t{}",
+                path(i),
+                nar_key(i),
+                i * 1000,
+                refs.join(" ")
+            );
         }
-        let nar = Hash::digest(HashAlgo::Sha256, &i.to_le_bytes());
-        let mut info = NarInfo::new(
-            dir.clone(),
-            path(i),
-            format!("nar/{}.nar.zst", nar.to_nix32()),
-            nar,
-            1000,
-        );
-        info.references = refs;
-        info.file_size = Some(500);
-        snapshot.add_narinfo(&path(i).hash_part(), &info, i, i);
+        index_bytes += body.len();
+        let (t, c) = (Instant::now(), cpu_secs());
+        let bad = snapshot
+            .add_index_object(body.as_bytes(), written_ms)
+            .expect("a valid index object");
+        assert!(bad.is_empty(), "{bad:?}");
+        building += t.elapsed();
+        building_cpu += cpu_secs() - c;
+        start = end;
     }
-    let built = start.elapsed();
+    // The listing, a page of keys at a time (the keys made untimed, as a store's listing
+    // parses them): each narinfo confirms its entry (scan interns its hash part as it lists),
+    // each NAR is listed.
+    let mut start = 0;
+    while start < n {
+        let end = (start + PER_OBJECT).min(n);
+        let page: Vec<(String, String)> = (start..end)
+            .map(|i| (path(i).hash_part(), nar_key(i)))
+            .collect();
+        let (t, c) = (Instant::now(), cpu_secs());
+        for (i, (hash, nar)) in (start..end).zip(&page) {
+            let id = snapshot.intern_path(hash).expect("a hash part");
+            assert!(snapshot.confirm_indexed(id, i * 1000, i));
+            snapshot.add_nar_object(nar, 500, i, i);
+        }
+        building += t.elapsed();
+        building_cpu += cpu_secs() - c;
+        start = end;
+    }
+    let (t, c) = (Instant::now(), cpu_secs());
+    snapshot.drop_unconfirmed();
+    building += t.elapsed();
+    building_cpu += cpu_secs() - c;
     // Roots: the last 1% of the paths.
     let roots = RootIds {
         live: (n - n / 100..n)
@@ -78,13 +147,16 @@ fn main() {
         older_than: Some(Duration::from_secs(n / 2)),
         ..PlanOptions::default()
     };
-    let start = Instant::now();
+    let (t, c) = (Instant::now(), cpu_secs());
     let p = plan(&snapshot, &roots, n, &options).expect("roots given");
-    let planned = start.elapsed();
+    let (planned, planned_cpu) = (t.elapsed(), cpu_secs() - c);
     println!(
-        "{n} paths: snapshot built in {:.2} s, planned in {:.2} s ({} live, {} narinfos to delete); peak memory {} MiB",
-        built.as_secs_f64(),
+        "{n} paths from {} MiB of push index: snapshot built in {:.2} s ({:.2} s CPU), planned in {:.2} s ({:.2} s CPU) ({} live, {} narinfos to delete); peak memory {} MiB",
+        index_bytes >> 20,
+        building.as_secs_f64(),
+        building_cpu,
         planned.as_secs_f64(),
+        planned_cpu,
         p.live,
         p.narinfos.len(),
         peak_kib() / 1024

@@ -127,7 +127,7 @@ pub(super) fn block_on<T>(
 /// operation is dropped, which stops it and starts its cleanups (aborted uploads, staging
 /// removed), and those are waited for — here, and by the runtime's drop for the threads
 /// still packing or unpacking — before [`Interrupted`] is returned.
-fn block_on_interruptible<T>(
+pub(super) fn block_on_interruptible<T>(
     caches: &[&BinaryCache],
     future: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use cachecore::gc::{self, roots, GcOptions, PlanOptions};
 use cachecore::store_path::StoreDir;
 
-use super::cache::{block_on, open, parse_path};
+use super::cache::{block_on, block_on_interruptible, open, parse_path};
 use crate::cli::{GcArgs, IndexCommand, RootsCommand};
 use crate::stdout::stdout;
 
@@ -117,50 +117,23 @@ pub fn roots(cmd: RootsCommand) -> anyhow::Result<()> {
             host: h,
             gcroots_dir,
             push,
+            watch,
             store_dir,
         } => {
             let host = host(h)?;
             let cache = open(&store)?;
             let store_dir = StoreDir::new(&store_dir);
-            let local = roots::local_gcroots(&gcroots_dir, &store_dir).with_context(|| {
-                format!("cannot read the GC roots in {}", gcroots_dir.display())
-            })?;
-            if push {
-                let nix = cachecore::local_store::LocalStore::open(store_dir.clone())
-                    .context("cannot open the local Nix store")?;
-                let opts = cachecore::ops::PushOptions::for_cache(&cache)?;
-                let paths: Vec<_> = local.iter().map(|(_, p)| p.clone()).collect();
-                let summary = block_on(async {
-                    Ok(cachecore::ops::push(
-                        &cache,
-                        &nix,
-                        &paths,
-                        &opts,
-                        std::sync::Arc::new(cachecore::ops::NoProgress),
-                    )
-                    .await?)
-                })?;
-                eprintln!(
-                    "{}: {} paths pushed, {} already there",
-                    cache.url(),
-                    summary.pushed,
-                    summary.skipped
-                );
+            let sync = SyncArgs {
+                cache: &cache,
+                store_dir: &store_dir,
+                host: &host,
+                gcroots_dir: &gcroots_dir,
+                push,
+            };
+            if !watch {
+                return block_on(async { sync.once().await.map(drop) });
             }
-            let report = block_on(async {
-                Ok(roots::sync(&cache, &store_dir, &host, &local, SystemTime::now()).await?)
-            })?;
-            for name in &report.trashed {
-                eprintln!("trashed {host}/{name} (no longer a GC root here)");
-            }
-            eprintln!(
-                "{}: {} roots of {host} written, {} unchanged, {} trashed",
-                cache.url(),
-                report.added.len(),
-                report.unchanged,
-                report.trashed.len()
-            );
-            Ok(())
+            watch_roots(&cache, &sync)
         }
         RootsCommand::List { store, json } => {
             let cache = open(&store)?;
@@ -208,6 +181,100 @@ pub fn roots(cmd: RootsCommand) -> anyhow::Result<()> {
     }
 }
 
+/// `roots sync --watch`: syncs, then again after every change of the directories the roots
+/// were read from, until Ctrl-C.
+#[cfg(target_os = "linux")]
+fn watch_roots(cache: &cachecore::store::BinaryCache, sync: &SyncArgs<'_>) -> anyhow::Result<()> {
+    let watcher =
+        roots::RootsWatcher::new().context("cannot watch the GC roots directory (inotify)")?;
+    block_on_interruptible(&[cache], async {
+        let mut changes = watcher.changes();
+        loop {
+            // Watched before the roots are read, so that no change after the read is missed.
+            watcher.watch(&sync.dirs()?);
+            let watched = watcher.watch(&sync.once().await?);
+            eprintln!("watching {watched} directories for GC roots changing (Ctrl-C stops)");
+            match changes.recv().await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    return Err(anyhow::Error::new(e).context("cannot watch the GC roots"))
+                }
+                None => anyhow::bail!("the GC roots watcher stopped"),
+            }
+            // A burst of changes (a profile switch, a build's result) syncs once.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            while changes.try_recv().is_ok() {}
+        }
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn watch_roots(_: &cachecore::store::BinaryCache, _: &SyncArgs<'_>) -> anyhow::Result<()> {
+    anyhow::bail!("roots sync --watch needs inotify (Linux)")
+}
+
+/// One `roots sync`: this machine's GC roots (their closures pushed first with `push`) made
+/// the host's roots in the cache.
+struct SyncArgs<'a> {
+    cache: &'a cachecore::store::BinaryCache,
+    store_dir: &'a StoreDir,
+    host: &'a str,
+    gcroots_dir: &'a std::path::Path,
+    push: bool,
+}
+
+impl SyncArgs<'_> {
+    /// This machine's roots, and the directories they were read from (see
+    /// [`roots::local_gcroots_and_dirs`]).
+    fn read(&self) -> anyhow::Result<(roots::LocalRoots, Vec<std::path::PathBuf>)> {
+        roots::local_gcroots_and_dirs(self.gcroots_dir, self.store_dir)
+            .with_context(|| format!("cannot read the GC roots in {}", self.gcroots_dir.display()))
+    }
+
+    /// The directories the roots are read from.
+    fn dirs(&self) -> anyhow::Result<Vec<std::path::PathBuf>> {
+        Ok(self.read()?.1)
+    }
+
+    /// Syncs once; returns the directories the roots were read from.
+    async fn once(&self) -> anyhow::Result<Vec<std::path::PathBuf>> {
+        let (cache, host) = (self.cache, self.host);
+        let (local, dirs) = self.read()?;
+        if self.push {
+            let nix = cachecore::local_store::LocalStore::open(self.store_dir.clone())
+                .context("cannot open the local Nix store")?;
+            let opts = cachecore::ops::PushOptions::for_cache(cache)?;
+            let paths: Vec<_> = local.iter().map(|(_, p)| p.clone()).collect();
+            let summary = cachecore::ops::push(
+                cache,
+                &nix,
+                &paths,
+                &opts,
+                std::sync::Arc::new(cachecore::ops::NoProgress),
+            )
+            .await?;
+            eprintln!(
+                "{}: {} paths pushed, {} already there",
+                cache.url(),
+                summary.pushed,
+                summary.skipped
+            );
+        }
+        let report = roots::sync(cache, self.store_dir, host, &local, SystemTime::now()).await?;
+        for name in &report.trashed {
+            eprintln!("trashed {host}/{name} (no longer a GC root here)");
+        }
+        eprintln!(
+            "{}: {} roots of {host} written, {} unchanged, {} trashed",
+            cache.url(),
+            report.added.len(),
+            report.unchanged,
+            report.trashed.len()
+        );
+        Ok(dirs)
+    }
+}
+
 pub fn index(cmd: IndexCommand) -> anyhow::Result<()> {
     let (store, jobs, rebuild) = match cmd {
         IndexCommand::Rebuild { store, jobs } => (store, jobs, true),
@@ -237,6 +304,7 @@ pub fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
     let options = GcOptions {
         plan: PlanOptions {
             older_than: args.older_than,
+            unused_for: args.unused_for,
             grace: if args.force {
                 std::time::Duration::ZERO
             } else {
@@ -280,6 +348,9 @@ pub fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
     }
     for p in &report.index_problems {
         eprintln!("push index: {p}");
+    }
+    for p in &report.access_problems {
+        eprintln!("access record ignored: {p}");
     }
     for f in &report.failures {
         eprintln!("failed: {f}");

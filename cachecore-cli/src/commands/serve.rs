@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use cachecore::gc::access::AccessRecorder;
 use cachecore::server::{self, Config, Token};
 
 use crate::cli::ServeArgs;
@@ -78,6 +79,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.direct_uploads = !args.no_direct_uploads;
     config.remote_read_ttl = Duration::from_secs(args.remote_read_ttl);
     config.redirect_nars = args.redirect_nars;
+    if args.record_access && (cache.is_read_only() || !cache.can_list()) {
+        anyhow::bail!(
+            "--record-access writes access records into the store, and {} cannot be written or listed",
+            cache.url()
+        );
+    }
+    let recorder = args
+        .record_access
+        .then(|| std::sync::Arc::new(AccessRecorder::new(cache.clone())));
+    config.access_recorder.clone_from(&recorder);
     // Held until the server stops: a temporary NAR cache goes with it.
     let temporary_nars;
     let nar_dir = match &args.nar_cache_dir {
@@ -149,11 +160,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                     connections.clone(),
                 )));
             }
+            let flusher = recorder.map(|r| {
+                let mut stop = stop_rx.clone();
+                r.spawn_flusher(cachecore::gc::access::FLUSH_EVERY, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+            });
             shutdown_signal().await;
             tracing::info!("stopping: finishing open requests");
             let _ = stop_tx.send(true);
             for t in tasks {
                 t.await.context("the server task failed")??;
+            }
+            if let Some(flusher) = flusher {
+                flusher
+                    .await
+                    .context("the access recorder failed")?
+                    .context("cannot write the last access record")?;
             }
             Ok::<(), anyhow::Error>(())
         })

@@ -162,6 +162,8 @@ pub struct Scan {
     /// Paths read from the push index, and from their narinfos.
     pub from_index: usize,
     pub from_narinfos: usize,
+    /// The access records of `serve --record-access` ([`super::access`]).
+    pub access: super::access::AccessRead,
 }
 
 impl Scan {
@@ -228,13 +230,19 @@ pub async fn scan_with(
         leases: lease::read_all(cache).await?,
         ..Scan::default()
     };
-    let mut narinfo_keys: Vec<crate::store::ObjectInfo> = Vec::new();
+    // Listed narinfos as (id, last-modified in ms, version): a million fit in 24 MB.
+    let mut narinfos: Vec<(plan::PathId, u64, u64)> = Vec::new();
+    let mut index_objects: Vec<crate::store::ObjectInfo> = Vec::new();
     let mut tombstones: Vec<String> = Vec::new();
     let mut realisations: Vec<(String, crate::store::ObjectInfo)> = Vec::new();
     let mut listed = cache.list_cache_objects();
     while let Some(object) = listed.try_next().await? {
         match object {
-            CacheObject::NarInfo { meta, .. } => narinfo_keys.push(meta),
+            CacheObject::NarInfo { hash_part, meta } => {
+                if let Some(id) = scan.snapshot.intern_path(&hash_part) {
+                    narinfos.push((id, unix_ms(meta.last_modified), plan::fingerprint(&meta)));
+                }
+            }
             CacheObject::Listing { hash_part, meta } => {
                 scan.snapshot
                     .add_listing(&hash_part, meta.size, unix_secs(meta.last_modified));
@@ -250,6 +258,9 @@ pub async fn scan_with(
             CacheObject::Log { drv, meta } => scan.snapshot.add_log(&drv, meta.size),
             CacheObject::GcTombstone { name, .. } => tombstones.push(name),
             CacheObject::Realisation { id, meta } => realisations.push((id, meta)),
+            CacheObject::Other { meta } if layout::index_name(&meta.key).is_some() => {
+                index_objects.push(meta);
+            }
             _ => {}
         }
     }
@@ -274,57 +285,19 @@ pub async fn scan_with(
             );
         }
     }
-    // The push index where it still describes the narinfos, the narinfos themselves where not.
-    let paths = cache
-        .paths_of(narinfo_keys, concurrency, true, progress)
-        .await?;
-    scan.index_problems = paths.problems;
-    scan.from_index = paths.from_index;
-    scan.from_narinfos = paths.from_narinfos;
-    for (key, why) in paths.unparseable {
-        if let Some(hash) = layout::narinfo_hash(&key) {
-            let version = paths.unparseable_versions.get(&key).copied().unwrap_or(0);
-            scan.snapshot.add_unparseable_version(hash, version);
-        }
-        scan.unparseable.push((key, why));
-    }
-    for entry in paths.entries {
-        let hash = entry.path.hash_part();
-        let pushed = entry.narinfo_mtime_ms.map_or(entry.pushed, |ms| ms / 1000);
-        let nar_listed = scan
-            .snapshot
-            .key_id(&entry.url)
-            .is_some_and(|k| scan.snapshot.nar_version(k).is_some());
-        if entry.indexed && !nar_listed {
-            // An entry naming a NAR the cache lacks: the narinfo decides.
-            match cache.narinfo_by_hash(&hash).await {
-                Ok(Some(info)) => {
-                    if info.url != entry.url || info.references != entry.references {
-                        scan.index_problems.push(format!(
-                            "the push index entry of {} disagrees with its narinfo (URL {} there, {} in the index); the narinfo is used",
-                            layout::narinfo(&hash),
-                            info.url,
-                            entry.url
-                        ));
-                    }
-                    scan.snapshot
-                        .add_narinfo(&hash, &info, pushed, entry.version);
-                }
-                Ok(None) => {}
-                Err(
-                    e @ (StoreError::BadNarInfo { .. }
-                    | StoreError::IdentityMismatch { .. }
-                    | StoreError::TooLarge { .. }),
-                ) => {
-                    scan.snapshot.add_unparseable_version(&hash, entry.version);
-                    scan.unparseable
-                        .push((layout::narinfo(&hash), e.to_string()));
-                }
-                Err(e) => return Err(e.into()),
-            }
-            continue;
-        }
-        scan.snapshot.add_index_entry(&entry, pushed, entry.version);
+    read_narinfos(
+        cache,
+        &mut scan,
+        narinfos,
+        index_objects,
+        concurrency,
+        progress,
+    )
+    .await?;
+    // When `serve` last answered each path (for `max_size` and `unused_for`).
+    scan.access = super::access::read(cache).await?;
+    for (hash, secs) in &scan.access.last_read {
+        scan.snapshot.set_last_read(hash, *secs);
     }
     tombstones.sort();
     for name in tombstones {
@@ -341,6 +314,141 @@ pub async fn scan_with(
         scan.snapshot.add_tombstone(t);
     }
     Ok(scan)
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The paths of the listed `narinfos` into the snapshot: from the push index (its objects
+/// read oldest first, straight into the snapshot) where an entry still describes the
+/// narinfo, else from the narinfo (`concurrency` read at once).
+async fn read_narinfos(
+    cache: &BinaryCache,
+    scan: &mut Scan,
+    narinfos: Vec<(plan::PathId, u64, u64)>,
+    mut index_objects: Vec<crate::store::ObjectInfo>,
+    concurrency: usize,
+    progress: &dyn crate::ops::Progress,
+) -> Result<(), GcError> {
+    use futures::StreamExt;
+    index_objects.sort_by(|a, b| (a.last_modified, &a.key).cmp(&(b.last_modified, &b.key)));
+    for meta in index_objects {
+        let Some(bytes) = cache
+            .objects()
+            .get_bytes_limited(&meta.key, crate::store::index::MAX_INDEX_OBJECT_BYTES)
+            .await?
+        else {
+            continue;
+        };
+        match scan
+            .snapshot
+            .add_index_object(&bytes, unix_ms(meta.last_modified))
+        {
+            Ok(bad) => scan
+                .index_problems
+                .extend(bad.into_iter().map(|b| format!("{} {b}", meta.key))),
+            Err(why) => scan.index_problems.push(format!("{}: {why}", meta.key)),
+        }
+    }
+    let mut to_read: Vec<(String, u64, u64)> = Vec::new();
+    // Indexed paths whose NAR the cache lacks: their narinfo decides.
+    let mut doubtful: Vec<(plan::PathId, u64)> = Vec::new();
+    for (id, mtime_ms, version) in narinfos {
+        if scan.snapshot.confirm_indexed(id, mtime_ms, version) {
+            scan.from_index += 1;
+            let nar_listed = scan
+                .snapshot
+                .summary(id)
+                .is_some_and(|s| scan.snapshot.nar_version(s.nar).is_some());
+            if !nar_listed {
+                doubtful.push((id, mtime_ms));
+            }
+        } else {
+            to_read.push((scan.snapshot.hash_part(id).to_owned(), mtime_ms, version));
+        }
+    }
+    progress.planned(to_read.len(), 0, scan.from_index);
+    let mut reads = futures::stream::iter(to_read)
+        .map(|(hash, mtime_ms, version)| async move {
+            let read = cache.narinfo_by_hash(&hash).await;
+            (hash, mtime_ms, version, read)
+        })
+        .buffer_unordered(concurrency.max(1));
+    while let Some((hash, mtime_ms, version, read)) = reads.next().await {
+        progress.path_done(&layout::narinfo(&hash));
+        if add_read_narinfo(scan, &hash, mtime_ms, version, read)? {
+            scan.from_narinfos += 1;
+        }
+    }
+    drop(reads);
+    for (id, mtime_ms) in doubtful {
+        let hash = scan.snapshot.hash_part(id).to_owned();
+        let Some(summary) = scan.snapshot.summary(id) else {
+            continue;
+        };
+        let (indexed_url, version) = (scan.snapshot.key(summary.nar).to_owned(), summary.version);
+        let indexed_refs: Vec<String> = summary
+            .references
+            .iter()
+            .map(|&r| scan.snapshot.hash_part(r).to_owned())
+            .collect();
+        let read = cache.narinfo_by_hash(&hash).await;
+        if let Ok(Some(info)) = &read {
+            let mut refs: Vec<String> = info
+                .references
+                .iter()
+                .filter(|r| **r != info.store_path)
+                .map(|r| r.hash_part())
+                .collect();
+            let mut theirs = indexed_refs;
+            refs.sort();
+            theirs.sort();
+            if info.url != indexed_url || refs != theirs {
+                scan.index_problems.push(format!(
+                    "the push index entry of {} disagrees with its narinfo (URL {} there, {} in the index); the narinfo is used",
+                    layout::narinfo(&hash),
+                    info.url,
+                    indexed_url
+                ));
+            }
+        }
+        add_read_narinfo(scan, &hash, mtime_ms, version, read)?;
+    }
+    scan.snapshot.drop_unconfirmed();
+    Ok(())
+}
+
+/// A narinfo read for the scan into its snapshot (`true`), or its failure: a narinfo that does
+/// not parse is recorded as such, one gone since the listing is skipped, any other failure
+/// stops the scan.
+fn add_read_narinfo(
+    scan: &mut Scan,
+    hash: &str,
+    mtime_ms: u64,
+    version: u64,
+    read: Result<Option<crate::narinfo::NarInfo>, StoreError>,
+) -> Result<bool, GcError> {
+    match read {
+        Ok(Some(info)) => {
+            scan.snapshot
+                .add_narinfo(hash, &info, mtime_ms / 1000, version);
+            Ok(true)
+        }
+        Ok(None) => Ok(false),
+        Err(
+            e @ (StoreError::BadNarInfo { .. }
+            | StoreError::IdentityMismatch { .. }
+            | StoreError::TooLarge { .. }),
+        ) => {
+            scan.snapshot.add_unparseable_version(hash, version);
+            scan.unparseable
+                .push((layout::narinfo(hash), e.to_string()));
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// How a run goes.
@@ -399,6 +507,10 @@ pub struct GcReport {
     pub from_narinfos: usize,
     /// Push index objects and entries not used (`what: why`): the narinfos were read instead.
     pub index_problems: Vec<String>,
+    /// Paths whose last read through `serve --record-access` is known.
+    pub read_paths: usize,
+    /// Access records that do not parse (`key: why`), left alone.
+    pub access_problems: Vec<String>,
 }
 
 impl GcReport {
@@ -490,9 +602,19 @@ pub async fn collect_with(
         from_index: scan.from_index,
         from_narinfos: scan.from_narinfos,
         index_problems: scan.index_problems.clone(),
+        read_paths: scan.snapshot.read_paths(),
+        access_problems: scan.access.problems.clone(),
         ..GcReport::default()
     };
     apply(cache, &scan, &plan, now, options, &mut report).await;
+    if !options.dry_run && report.failures.is_empty() {
+        // Many small access records become one (what they say is in the snapshot already).
+        if let Err(e) = super::access::compact(cache, &scan.access).await {
+            report
+                .failures
+                .push(format!("cannot merge the access records: {e}"));
+        }
+    }
     Ok(report)
 }
 

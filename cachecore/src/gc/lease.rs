@@ -510,6 +510,58 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// `push --add` follows the push rule too: a path a GC has condemned (its tombstone
+    /// written, its deletes to come) is uploaded again, not found "already there", and the GC
+    /// then keeps it.
+    #[tokio::test]
+    async fn push_add_uploads_again_what_a_gc_is_collecting() {
+        use crate::gc::{apply, plan};
+        use crate::ops::{push_add, NoProgress, PushOptions};
+        use crate::store_path::StoreDir;
+        let cache = BinaryCache::open("memory://").unwrap();
+        let dir = StoreDir::default();
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("f"), "hello\n").unwrap();
+        let opts = PushOptions::default();
+        let add = || {
+            push_add(
+                &cache,
+                &dir,
+                src.path(),
+                "hello",
+                &opts,
+                std::sync::Arc::new(NoProgress),
+            )
+        };
+        let (path, _) = add().await.unwrap();
+        // A GC with no roots scans, writes its tombstone, lists again, and stops there.
+        let now = SystemTime::now();
+        let options = apply::GcOptions {
+            plan: plan::PlanOptions {
+                allow_empty_roots: true,
+                ..Default::default()
+            },
+            concurrency: 4,
+            ..Default::default()
+        };
+        let mut scan = apply::scan(&cache, &dir, 4).await.unwrap();
+        let ids = scan.root_ids(unix_secs(now));
+        let planned = plan::plan(&scan.snapshot, &ids, unix_secs(now), &options.plan).unwrap();
+        assert_eq!(planned.narinfos.len(), 1);
+        let mut report = apply::GcReport::default();
+        let mut gc = apply::Applier::new(&scan, &planned, now, &options, &mut report);
+        assert!(gc.step(&cache, &mut report).await); // the tombstone
+        assert!(gc.step(&cache, &mut report).await); // the relist
+        let (again, summary) = add().await.unwrap();
+        assert_eq!(
+            (again, summary.pushed, summary.skipped),
+            (path.clone(), 1, 0)
+        );
+        while gc.step(&cache, &mut report).await {}
+        assert!(report.narinfos_deleted.is_empty(), "{report:?}");
+        assert!(cache.has_narinfo(&path).await.unwrap());
+    }
+
     #[test]
     fn body_round_trips_and_bad_lines_are_named() {
         let body = LeaseBody {

@@ -127,21 +127,30 @@
 //! and disagrees with its narinfo, is ignored for that path (the narinfo wins) and reported
 //! ([`GcReport::index_problems`]).
 //!
+//! Memory stays near what the planner needs: a listed narinfo is kept as its id, time and
+//! version (24 bytes); index objects (at most [`crate::store::index::ENTRIES_PER_OBJECT`]
+//! entries each, as a compaction writes them) are read one at a time and parsed straight into
+//! the [`Snapshot`] ([`Snapshot::add_index_object`], then [`Snapshot::confirm_indexed`] per
+//! listed narinfo), never as whole entries; object keys are interned into one string. The
+//! figures for a million paths and the requests a ten-million-path cache on S3 costs are in
+//! the README's garbage collection section (`benches/gc-scale.sh`).
+//!
 //! # Sizes, bad narinfos, realisations
 //!
-//! - `max_size`: the paths not live by the rules above are taken newest first (by the newest
-//!   push among a path and everything referring to it, so a kept path's references are
-//!   kept) while the NARs of everything kept fit; the rest is garbage.
+//! - `max_size`: the paths not live by the rules above are taken most recently used first (by
+//!   the latest use among a path and everything referring to it, so a kept path's references
+//!   are kept) while the NARs of everything kept fit; the rest is garbage. A path's use is its
+//!   push, or its last read where `serve --record-access` recorded one ([`access`]).
+//! - `unused_for`: paths pushed or read within that long are live, with their closures.
 //! - `delete_unparseable`: narinfos that do not parse are deleted too (last, and never one a
 //!   live path refers to).
 //! - Realisations (`realisations/*.doi`) go with their output's narinfo, or, when it is
 //!   already gone, once as old as an orphan. One that does not parse is left alone.
 //!
-//! # What this does not do yet
+//! # Abandoned multipart uploads
 //!
-//! No `roots sync`, no access records (`--max-size` goes by push time only). Abandoned
-//! multipart uploads cannot be listed through object_store: set a bucket lifecycle rule that
-//! aborts them after a day. The same rule works on S3 and on Garage (which has implemented
+//! They cannot be listed through object_store: set a bucket lifecycle rule that aborts them
+//! after a day. The same rule works on S3 and on Garage (which has implemented
 //! `AbortIncompleteMultipartUpload` in `PutBucketLifecycleConfiguration` since 0.9):
 //!
 //! ```text
@@ -155,6 +164,7 @@
 //!       --bucket my-cache --lifecycle-configuration file://lifecycle.json
 //! ```
 
+pub mod access;
 pub mod apply;
 pub mod lease;
 pub mod plan;
@@ -171,6 +181,8 @@ pub use plan::{
     fingerprint, plan, ObjectRef, PathId, PathSummary, Plan, PlanError, PlanOptions, RootIds,
     Snapshot, TombstoneSummary, DEFAULT_FAILED_UPLOADS_OLDER_THAN, DEFAULT_GRACE,
 };
+#[cfg(target_os = "linux")]
+pub use roots::RootsWatcher;
 pub use roots::{Root, RootBody, RootError};
 
 /// Parses a size as `--max-size` takes it: a whole number of bytes, or with a unit `K`, `M`,

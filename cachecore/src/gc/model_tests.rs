@@ -799,3 +799,37 @@ fn plan_deletes_unparseable_narinfos_and_realisations_only_when_told_and_unrefer
         ]
     );
 }
+
+#[test]
+fn reads_recorded_by_serve_count_as_use_for_unused_for_and_max_size() {
+    // 0 <- 1 and 2 <- 3, all pushed long ago; 1 read recently (it and its reference are used),
+    // 3 pushed later than 1 but never read.
+    let mut s = Snapshot::new();
+    add(&mut s, 0, &[], "nar/a.nar", 10);
+    add(&mut s, 1, &[0], "nar/b.nar", 10);
+    add(&mut s, 2, &[], "nar/c.nar", 20);
+    add(&mut s, 3, &[2], "nar/d.nar", 20);
+    s.set_last_read(&hash(1), 1_000_000 - 5);
+    s.set_last_read(&hash(99), 1_000_000); // not in the cache: ignored
+    assert_eq!(s.read_paths(), 1);
+    let none = RootIds::default();
+    let unused = PlanOptions {
+        unused_for: Some(Duration::from_secs(3600)),
+        ..PlanOptions::default()
+    };
+    let p = plan(&s, &none, 1_000_000, &unused).unwrap();
+    assert_eq!(p.live, 2);
+    let mut dead = p.narinfos.clone();
+    dead.sort_unstable();
+    assert_eq!(dead, ids(&s, &[2, 3]));
+    // Room for two NARs: the closure read last stays, though 2 and 3 were pushed later.
+    let fit = PlanOptions {
+        max_size: Some(200),
+        ..PlanOptions::default()
+    };
+    let p = plan(&s, &none, 1_000_000, &fit).unwrap();
+    assert_eq!((p.live, p.kept_for_size), (2, 2));
+    let mut dead = p.narinfos.clone();
+    dead.sort_unstable();
+    assert_eq!(dead, ids(&s, &[2, 3]));
+}

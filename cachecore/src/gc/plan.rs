@@ -86,8 +86,9 @@ pub struct Snapshot {
     unparseable: HashSet<PathId>,
     /// The listed versions of the unparseable narinfos ([`fingerprint`]).
     unparseable_versions: HashMap<PathId, u64>,
-    keys: Vec<Box<str>>,
-    key_ids: HashMap<Box<str>, KeyId>,
+    /// Object keys, interned: their text one after another in one string (a million NAR keys
+    /// cost their bytes and 24 more each, not three allocations).
+    keys: KeyArena,
     /// Listed `nar/…` objects: size, last-modified (Unix seconds), [`fingerprint`].
     nar_objects: HashMap<KeyId, (u64, u64, u64)>,
     /// Listed `<hash>.ls` objects.
@@ -97,9 +98,73 @@ pub struct Snapshot {
     /// Realisations, by id: the output path they name, size, last-modified.
     realisations: HashMap<KeyId, (PathId, u64, u64)>,
     tombstones: Vec<TombstoneSummary>,
+    /// When `serve` last answered a path's narinfo (Unix seconds), from the access records.
+    last_read: HashMap<PathId, u64>,
+    /// By [`PathId`], for paths whose summary came from the push index: when the index object
+    /// was written and the narinfo time the entry records (Unix ms; [`NO_TIME`] for none).
+    index_stamps: Vec<(u64, u64)>,
     /// References to hash parts with no narinfo (a closure already broken), counted.
     pub dangling_references: u64,
 }
+
+/// Interned strings: the text of all in one `String`, each found by a 64-bit hash of its
+/// text (the rare two with one hash are told apart by their text).
+#[derive(Debug, Default, Clone)]
+struct KeyArena {
+    text: String,
+    /// By id: where its text starts and ends in `text`.
+    spans: Vec<(usize, usize)>,
+    /// Hash of the text → the first id with that hash.
+    by_hash: HashMap<u64, KeyId>,
+    /// Ids whose hash an earlier id has already (by text).
+    collisions: HashMap<Box<str>, KeyId>,
+}
+
+impl KeyArena {
+    fn hash(key: &str) -> u64 {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        h.finish()
+    }
+
+    fn get(&self, id: KeyId) -> &str {
+        self.spans
+            .get(id as usize)
+            .and_then(|&(a, b)| self.text.get(a..b))
+            .unwrap_or("")
+    }
+
+    fn id(&self, key: &str) -> Option<KeyId> {
+        match self.by_hash.get(&Self::hash(key)) {
+            Some(&id) if self.get(id) == key => Some(id),
+            Some(_) => self.collisions.get(key).copied(),
+            None => None,
+        }
+    }
+
+    fn intern(&mut self, key: &str) -> KeyId {
+        if let Some(id) = self.id(key) {
+            return id;
+        }
+        let id = KeyId::try_from(self.spans.len()).unwrap_or(KeyId::MAX);
+        let start = self.text.len();
+        self.text.push_str(key);
+        self.spans.push((start, self.text.len()));
+        match self.by_hash.entry(Self::hash(key)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(id);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collisions.insert(key.into(), id);
+            }
+        }
+        id
+    }
+}
+
+/// No time recorded (an index stamp's).
+const NO_TIME: u64 = u64::MAX;
 
 /// A hash part as a fixed array, when `s` is one (32 ASCII bytes).
 fn hash_key(s: &str) -> Option<[u8; HASH_PART_LEN]> {
@@ -141,24 +206,17 @@ impl Snapshot {
 
     /// The id of object key `key`, interned.
     pub fn intern_key(&mut self, key: &str) -> KeyId {
-        if let Some(&id) = self.key_ids.get(key) {
-            return id;
-        }
-        let id = KeyId::try_from(self.keys.len()).unwrap_or(KeyId::MAX);
-        let boxed: Box<str> = key.into();
-        self.keys.push(boxed.clone());
-        self.key_ids.insert(boxed, id);
-        id
+        self.keys.intern(key)
     }
 
     /// The id of object key `key`, if interned.
     pub fn key_id(&self, key: &str) -> Option<KeyId> {
-        self.key_ids.get(key).copied()
+        self.keys.id(key)
     }
 
     /// The key of `id`.
     pub fn key(&self, id: KeyId) -> &str {
-        self.keys.get(id as usize).map_or("", |k| k)
+        self.keys.get(id)
     }
 
     /// Every listed NAR object's key.
@@ -217,6 +275,9 @@ impl Snapshot {
         references.dedup();
         let nar = self.intern_key(url);
         let deriver = deriver.map(|d| self.intern_key(&d.to_string()));
+        if let Some(stamp) = self.index_stamps.get_mut(id as usize) {
+            *stamp = (NO_TIME, NO_TIME); // read from its narinfo
+        }
         if let Some(slot) = self.paths.get_mut(id as usize) {
             *slot = Some(PathSummary {
                 references: references.into(),
@@ -228,6 +289,160 @@ impl Snapshot {
                 version,
             });
         }
+    }
+
+    /// Adds the entries of one push index object ([`crate::store::index`]), written at
+    /// `written_ms` (its last-modified, Unix ms), straight into the snapshot (no entry is kept
+    /// whole): an entry replaces the summary an earlier one gave its path (give objects oldest
+    /// first). The entries stand until [`confirm_indexed`](Self::confirm_indexed) checks them
+    /// against the listed narinfos. Returns the lines that do not parse (`line n: why`); a
+    /// body whose header is wrong is an error.
+    pub fn add_index_object(
+        &mut self,
+        bytes: &[u8],
+        written_ms: u64,
+    ) -> Result<Vec<String>, String> {
+        let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())?;
+        let mut lines = text.lines();
+        if lines.next() != Some(crate::store::index::INDEX_HEADER) {
+            return Err(format!(
+                "line 1 is not `{}`",
+                crate::store::index::INDEX_HEADER
+            ));
+        }
+        let mut bad = Vec::new();
+        for (i, line) in lines.enumerate() {
+            if let Err(why) = self.add_index_line(line, written_ms) {
+                bad.push(format!("line {}: {why}", i + 2));
+            }
+        }
+        Ok(bad)
+    }
+
+    /// One index line (as [`crate::store::IndexEntry`] parses it), into the snapshot.
+    fn add_index_line(&mut self, line: &str, written_ms: u64) -> Result<(), String> {
+        use crate::store_path::StorePathRef;
+        let mut fields = line.split('\t');
+        let mut next = || fields.next();
+        let (
+            Some(path),
+            Some(url),
+            Some(nar_size),
+            Some(file_size),
+            Some(pushed),
+            Some(mtime),
+            Some(deriver),
+            Some(refs),
+            None,
+        ) = (
+            next(),
+            next(),
+            next(),
+            next(),
+            next(),
+            next(),
+            next(),
+            next(),
+            next(),
+        )
+        else {
+            return Err(format!("{} fields, not 8", line.split('\t').count()));
+        };
+        use crate::store::index::{field_number as num, field_optional as opt};
+        let base = |v: &str| -> Result<(), String> {
+            StorePathRef::from_base_name(v)
+                .map(drop)
+                .map_err(|e| format!("{:?} is not a store path: {e}", crate::narinfo::excerpt(v)))
+        };
+        if !crate::store::layout::is_nar(url) {
+            return Err(format!(
+                "{:?} is not a NAR key",
+                crate::narinfo::excerpt(url)
+            ));
+        }
+        base(path)?;
+        let nar_size = num("NarSize", nar_size)?;
+        let file_size = opt("FileSize", file_size)?;
+        let pushed = num("push time", pushed)?;
+        let mtime = opt("narinfo time", mtime)?;
+        let deriver = match deriver {
+            "-" => None,
+            d => {
+                base(d)?;
+                Some(d)
+            }
+        };
+        let mut ids: Vec<PathId> = Vec::new();
+        for r in refs.split(' ').filter(|r| !r.is_empty()) {
+            base(r)?;
+        }
+        let Some(id) = self.intern_path(&path[..HASH_PART_LEN]) else {
+            return Err("a store path without a hash part".to_owned());
+        };
+        for r in refs.split(' ').filter(|r| !r.is_empty()) {
+            ids.extend(self.intern_path(&r[..HASH_PART_LEN]).filter(|&r| r != id));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let nar = self.intern_key(url);
+        let deriver = deriver.map(|d| self.intern_key(d));
+        if let Some(slot) = self.paths.get_mut(id as usize) {
+            *slot = Some(PathSummary {
+                references: ids.into(),
+                nar,
+                file_size: file_size.unwrap_or(0),
+                nar_size,
+                pushed,
+                deriver,
+                version: 0,
+            });
+        }
+        let i = id as usize;
+        if self.index_stamps.len() <= i {
+            self.index_stamps.resize(i + 1, (NO_TIME, NO_TIME));
+        }
+        self.index_stamps[i] = (written_ms, mtime.unwrap_or(NO_TIME));
+        Ok(())
+    }
+
+    /// For the narinfo of path `id` as listed (last modified at `mtime_ms`, Unix ms; version
+    /// `version`): whether the push index entry added for it still describes it — it records
+    /// that very time, or (a writer's entry, with no time) the narinfo is not newer than the
+    /// index object. If so the summary takes the listed time and version and `true` is
+    /// returned; else the caller reads the narinfo ([`add_narinfo`](Self::add_narinfo)).
+    pub fn confirm_indexed(&mut self, id: PathId, mtime_ms: u64, version: u64) -> bool {
+        let i = id as usize;
+        let Some(&(written_ms, recorded)) = self.index_stamps.get(i) else {
+            return false;
+        };
+        let fits = if recorded == NO_TIME {
+            written_ms != NO_TIME && mtime_ms <= written_ms
+        } else {
+            recorded == mtime_ms
+        };
+        match self.paths.get_mut(i) {
+            Some(Some(summary)) if fits => {
+                summary.pushed = mtime_ms / 1000;
+                summary.version = version;
+                self.index_stamps[i] = (NO_TIME, NO_TIME);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets the summaries of index entries no listed narinfo confirmed (their narinfo is
+    /// gone, or was read instead): call after every listed narinfo was confirmed or read.
+    pub fn drop_unconfirmed(&mut self) {
+        for (i, stamp) in self.index_stamps.iter_mut().enumerate() {
+            if stamp.0 != NO_TIME {
+                if let Some(slot) = self.paths.get_mut(i) {
+                    *slot = None;
+                }
+            }
+            *stamp = (NO_TIME, NO_TIME);
+        }
+        self.index_stamps = Vec::new();
     }
 
     /// Adds a narinfo key whose object does not parse.
@@ -291,7 +506,7 @@ impl Snapshot {
     #[cfg(test)]
     pub(crate) fn set_times(&mut self, time_of: impl Fn(&str) -> Option<u64>) {
         for (k, v) in self.nar_objects.iter_mut() {
-            if let Some(t) = time_of(&self.keys[*k as usize]) {
+            if let Some(t) = time_of(self.keys.get(*k)) {
                 v.1 = t;
             }
         }
@@ -307,6 +522,27 @@ impl Snapshot {
                 s.pushed = t;
             }
         }
+    }
+
+    /// Records that `serve` last answered the narinfo of `hash` at `secs` (Unix seconds); a
+    /// path the snapshot has not seen is ignored.
+    pub fn set_last_read(&mut self, hash: &str, secs: u64) {
+        if let Some(id) = self.path_id(hash) {
+            let t = self.last_read.entry(id).or_insert(secs);
+            *t = (*t).max(secs);
+        }
+    }
+
+    /// When path `id` was last used: pushed, or read through `serve` (as its access records
+    /// say), whichever is later; 0 without a narinfo.
+    pub fn last_used(&self, id: PathId) -> u64 {
+        let pushed = self.summary(id).map_or(0, |s| s.pushed);
+        pushed.max(self.last_read.get(&id).copied().unwrap_or(0))
+    }
+
+    /// How many paths have an access time.
+    pub fn read_paths(&self) -> usize {
+        self.last_read.len()
     }
 
     /// Adds an earlier run's tombstone.
@@ -340,12 +576,55 @@ impl Snapshot {
     }
 }
 
+/// A set of [`ObjectRef`]s as bitmaps by id (a million objects: a few MB, and no hashing).
+#[derive(Debug, Default)]
+struct ObjectSet {
+    nars: Vec<bool>,
+    listings: Vec<bool>,
+    logs: Vec<bool>,
+    realisations: Vec<bool>,
+}
+
+impl ObjectSet {
+    fn slot(&mut self, o: ObjectRef) -> &mut bool {
+        let (bits, i) = match o {
+            ObjectRef::Nar(k) => (&mut self.nars, k),
+            ObjectRef::Listing(p) => (&mut self.listings, p),
+            ObjectRef::Log(k) => (&mut self.logs, k),
+            ObjectRef::Realisation(k) => (&mut self.realisations, k),
+        };
+        let i = i as usize;
+        if bits.len() <= i {
+            bits.resize(i + 1, false);
+        }
+        &mut bits[i]
+    }
+
+    /// Adds `o`; whether it was not there.
+    fn insert(&mut self, o: ObjectRef) -> bool {
+        !std::mem::replace(self.slot(o), true)
+    }
+
+    fn contains(&self, o: ObjectRef) -> bool {
+        let (bits, i) = match o {
+            ObjectRef::Nar(k) => (&self.nars, k),
+            ObjectRef::Listing(p) => (&self.listings, p),
+            ObjectRef::Log(k) => (&self.logs, k),
+            ObjectRef::Realisation(k) => (&self.realisations, k),
+        };
+        bits.get(i as usize).copied().unwrap_or(false)
+    }
+}
+
 /// What a run may delete, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanOptions {
     /// Paths whose narinfo was written within this long before `now` are live (with their
     /// closures). `None`: only roots keep paths.
     pub older_than: Option<Duration>,
+    /// Paths pushed or read (through `serve --record-access`) within this long before `now`
+    /// are live (with their closures).
+    pub unused_for: Option<Duration>,
     /// How long the objects of unpublished narinfos stay, recorded in a tombstone, before a
     /// later run deletes them. Zero (`--force`): deleted in the same run.
     pub grace: Duration,
@@ -356,7 +635,8 @@ pub struct PlanOptions {
     pub only_trashed: bool,
     /// Plan even with no root and no `older_than` (everything unrooted is garbage).
     pub allow_empty_roots: bool,
-    /// Keep the newest unrooted paths (by push time) whose NARs fit in this many bytes with
+    /// Keep the most recently used unrooted paths (by push time, or last read where access
+    /// records say) whose NARs fit in this many bytes with
     /// those of the live paths; evict the others, never a path a kept path refers to.
     pub max_size: Option<u64>,
     /// Delete narinfos that do not parse (when no live narinfo refers to them).
@@ -377,6 +657,7 @@ impl Default for PlanOptions {
     fn default() -> Self {
         PlanOptions {
             older_than: None,
+            unused_for: None,
             grace: DEFAULT_GRACE,
             failed_uploads_older_than: DEFAULT_FAILED_UPLOADS_OLDER_THAN,
             only_trashed: false,
@@ -403,7 +684,7 @@ pub struct RootIds {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PlanError {
-    #[error("no GC root and no --older-than: everything in the cache would be garbage; add roots (`cachecore roots add`), give --older-than, or pass --allow-empty-roots if that is really meant")]
+    #[error("no GC root and no --older-than, --unused-for or --max-size: everything in the cache would be garbage; add roots (`cachecore roots add`), give --older-than, or pass --allow-empty-roots if that is really meant")]
     EmptyRoots,
 }
 
@@ -466,6 +747,7 @@ pub fn plan(
     let has_narinfo = |id: PathId| snapshot.summary(id).is_some();
     if roots.live.is_empty()
         && options.older_than.is_none()
+        && options.unused_for.is_none()
         && options.max_size.is_none()
         && !options.only_trashed
         && !options.allow_empty_roots
@@ -487,6 +769,13 @@ pub fn plan(
         let cutoff = now.saturating_sub(age.as_secs());
         seeds.extend(
             (0..n as PathId).filter(|&id| snapshot.summary(id).is_some_and(|s| s.pushed >= cutoff)),
+        );
+    }
+    if let Some(age) = options.unused_for {
+        let cutoff = now.saturating_sub(age.as_secs());
+        seeds.extend(
+            (0..n as PathId)
+                .filter(|&id| snapshot.summary(id).is_some() && snapshot.last_used(id) >= cutoff),
         );
     }
     if options.only_trashed {
@@ -521,8 +810,8 @@ pub fn plan(
     plan.in_cycles = in_cycles;
 
     // What remaining narinfos name; and what any narinfo of the snapshot names.
-    let mut named_live: HashSet<ObjectRef> = HashSet::new();
-    let mut named_any: HashSet<ObjectRef> = HashSet::new();
+    let mut named_live = ObjectSet::default();
+    let mut named_any = ObjectSet::default();
     for id in 0..n as PathId {
         let Some(s) = snapshot.summary(id) else {
             if snapshot.unparseable.contains(&id) {
@@ -545,22 +834,24 @@ pub fn plan(
     }
 
     // Objects already waiting in a tombstone.
-    let mut waiting: HashSet<ObjectRef> = HashSet::new();
+    let mut waiting = ObjectSet::default();
     let mut delete: Vec<ObjectRef> = Vec::new();
-    let mut queued: HashSet<ObjectRef> = HashSet::new();
+    let mut queued = ObjectSet::default();
     let mut tombstones: Vec<&TombstoneSummary> = snapshot.tombstones.iter().collect();
     tombstones.sort_by(|a, b| a.name.cmp(&b.name));
     for t in tombstones {
         let due = now.saturating_sub(t.written) >= options.grace.as_secs();
         if !due {
-            waiting.extend(t.objects.iter().copied());
+            for &o in &t.objects {
+                waiting.insert(o);
+            }
             continue;
         }
         for &o in &t.objects {
             // Named again by a narinfo (live, or unpublished by this run, which tombstones it
             // anew), or rewritten since the tombstone (a push uploaded it again): kept.
             let rewritten = snapshot.object_modified(o).is_some_and(|m| m > t.written);
-            if !named_any.contains(&o) && !rewritten && queued.insert(o) {
+            if !named_any.contains(o) && !rewritten && queued.insert(o) {
                 delete.push(o);
             }
         }
@@ -569,7 +860,7 @@ pub fn plan(
 
     // This run's unpublished objects.
     let mut tombstone: Vec<ObjectRef> = Vec::new();
-    let mut seen: HashSet<ObjectRef> = HashSet::new();
+    let mut seen = ObjectSet::default();
     for &id in &plan.narinfos {
         let Some(s) = snapshot.summary(id) else {
             continue;
@@ -584,7 +875,7 @@ pub fn plan(
                 .map(ObjectRef::Log),
         );
         for o in objects {
-            if !named_live.contains(&o) && seen.insert(o) {
+            if !named_live.contains(o) && seen.insert(o) {
                 tombstone.push(o);
             }
         }
@@ -610,7 +901,7 @@ pub fn plan(
                 .map(|(&p, &(_, m))| (ObjectRef::Listing(p), m)),
         )
         .filter(|&(o, m)| {
-            m <= limit && !named_any.contains(&o) && !waiting.contains(&o) && !queued.contains(&o)
+            m <= limit && !named_any.contains(o) && !waiting.contains(o) && !queued.contains(o)
         })
         .map(|(o, _)| o)
         .collect();
@@ -628,7 +919,7 @@ pub fn plan(
             }
         })
         .map(|(&k, _)| ObjectRef::Realisation(k))
-        .filter(|o| !queued.contains(o))
+        .filter(|&o| !queued.contains(o))
         .collect();
     realisations.sort_unstable();
     plan.realisations = realisations.len();
@@ -646,10 +937,11 @@ pub fn plan(
     Ok(plan)
 }
 
-/// With `max_size`: marks live the newest paths not yet live whose NARs fit, with the live
-/// ones', in `max` bytes, and returns how many. A path goes no sooner than every path that
-/// refers to it: paths are taken by the newest push time among themselves and everything
-/// referring to them (so a kept path's references are kept), newest first, while they fit.
+/// With `max_size`: marks live the most recently used paths not yet live ([`Snapshot::last_used`]:
+/// pushed or read) whose NARs fit, with the live ones', in `max` bytes, and returns how many. A
+/// path goes no sooner than every path that refers to it: paths are taken by the latest use
+/// among themselves and everything referring to them (so a kept path's references are kept),
+/// latest first, while they fit.
 fn keep_newest(snapshot: &Snapshot, live: &mut [bool], max: u64) -> usize {
     let n = live.len();
     let nar_size = |s: &PathSummary| {
@@ -678,8 +970,9 @@ fn keep_newest(snapshot: &Snapshot, live: &mut [bool], max: u64) -> usize {
         let Some(s) = snapshot.summary(id) else {
             continue;
         };
-        let own = newest.entry(id).or_insert(s.pushed);
-        *own = (*own).max(s.pushed);
+        let used = snapshot.last_used(id);
+        let own = newest.entry(id).or_insert(used);
+        *own = (*own).max(used);
         let mine = *own;
         for &r in s.references.iter() {
             if !live[r as usize] {
@@ -754,42 +1047,56 @@ fn closure(snapshot: &Snapshot, seeds: &[PathId]) -> Vec<bool> {
 /// A live path never references a dead one (live is closed under references), so only dead
 /// referrers count.
 fn referrers_first(snapshot: &Snapshot, dead: &[PathId], live: &[bool]) -> (Vec<PathId>, usize) {
-    let mut referrers: HashMap<PathId, u32> = dead.iter().map(|&d| (d, 0)).collect();
+    use std::cmp::Reverse;
+    /// Not in `dead`.
+    const OTHER: u32 = u32::MAX;
+    // By id: how many dead paths refer to it (dead ones only).
+    let mut referrers: Vec<u32> = vec![OTHER; snapshot.paths.len()];
+    for &d in dead {
+        if let Some(c) = referrers.get_mut(d as usize) {
+            *c = 0;
+        }
+    }
     for &d in dead {
         if let Some(s) = snapshot.summary(d) {
-            for r in s.references.iter() {
-                if let Some(count) = referrers.get_mut(r) {
-                    *count += 1;
+            for &r in s.references.iter() {
+                if let Some(c) = referrers.get_mut(r as usize).filter(|c| **c != OTHER) {
+                    *c += 1;
                 }
             }
         }
     }
-    let mut ready: std::collections::BTreeSet<PathId> = referrers
+    // Smallest id first among the ready ones.
+    let mut ready: std::collections::BinaryHeap<Reverse<PathId>> = dead
         .iter()
-        .filter(|(_, &c)| c == 0)
-        .map(|(&id, _)| id)
+        .filter(|&&d| referrers.get(d as usize) == Some(&0))
+        .map(|&d| Reverse(d))
         .collect();
+    let mut placed = vec![false; snapshot.paths.len()];
     let mut order = Vec::with_capacity(dead.len());
-    while let Some(id) = ready.pop_first() {
+    while let Some(Reverse(id)) = ready.pop() {
+        if std::mem::replace(&mut placed[id as usize], true) {
+            continue; // listed twice in `dead`
+        }
         order.push(id);
         if let Some(s) = snapshot.summary(id) {
-            for r in s.references.iter() {
-                if let Some(count) = referrers.get_mut(r) {
-                    *count -= 1;
-                    if *count == 0 {
-                        ready.insert(*r);
+            for &r in s.references.iter() {
+                if let Some(c) = referrers.get_mut(r as usize).filter(|c| **c != OTHER) {
+                    *c -= 1;
+                    if *c == 0 {
+                        ready.push(Reverse(r));
                     }
                 }
             }
         }
     }
-    let placed: HashSet<PathId> = order.iter().copied().collect();
     let mut rest: Vec<PathId> = dead
         .iter()
         .copied()
-        .filter(|d| !placed.contains(d) && !live[*d as usize])
+        .filter(|&d| !placed[d as usize] && !live[d as usize])
         .collect();
     rest.sort_unstable();
+    rest.dedup();
     let in_cycles = rest.len();
     order.extend(rest);
     (order, in_cycles)

@@ -641,6 +641,19 @@ pub fn local_gcroots(
     dir: &std::path::Path,
     store_dir: &StoreDir,
 ) -> std::io::Result<Vec<(String, StorePath)>> {
+    Ok(local_gcroots_and_dirs(dir, store_dir)?.0)
+}
+
+/// This machine's GC roots: (name, store path), sorted by name.
+pub type LocalRoots = Vec<(String, StorePath)>;
+
+/// [`local_gcroots`], and the directories whose changes can change them: those walked, and
+/// those holding each link of a root's chain outside the store (`~/project` for
+/// `auto/x → ~/project/result`), for [`RootsWatcher`].
+pub fn local_gcroots_and_dirs(
+    dir: &std::path::Path,
+    store_dir: &StoreDir,
+) -> std::io::Result<(LocalRoots, Vec<std::path::PathBuf>)> {
     use std::path::{Path, PathBuf};
     /// How deep directories are walked, and how many links one chain may have.
     const MAX_DEPTH: usize = 8;
@@ -651,6 +664,7 @@ pub fn local_gcroots(
         StorePath::from_base_name(base.as_os_str().to_str()?).ok()
     };
     let mut out: Vec<(String, StorePath)> = Vec::new();
+    let mut dirs: Vec<PathBuf> = Vec::new();
     let mut stack: Vec<(PathBuf, String, usize)> = vec![(dir.to_path_buf(), String::new(), 0)];
     while let Some((d, prefix, depth)) = stack.pop() {
         let entries = match std::fs::read_dir(&d) {
@@ -659,6 +673,7 @@ pub fn local_gcroots(
             Err(e) if depth == 0 => return Err(e),
             Err(_) => continue,
         };
+        dirs.push(d.clone());
         for entry in entries {
             let entry = entry?;
             let Some(file) = entry.file_name().to_str().map(str::to_owned) else {
@@ -670,10 +685,14 @@ pub fn local_gcroots(
                 format!("{prefix}/{file}")
             };
             let mut path = entry.path();
-            for _ in 0..MAX_HOPS {
+            for hop in 0..MAX_HOPS {
                 if let Some(sp) = in_store(&path) {
                     out.push((name.clone(), sp));
                     break;
+                }
+                if hop > 0 {
+                    // A link (or the lack of one) outside the directory walked.
+                    dirs.extend(path.parent().map(Path::to_path_buf));
                 }
                 let Ok(meta) = std::fs::symlink_metadata(&path) else {
                     break; // leads nowhere
@@ -697,7 +716,71 @@ pub fn local_gcroots(
     }
     out.sort();
     out.dedup();
-    Ok(out)
+    dirs.sort();
+    dirs.dedup();
+    Ok((out, dirs))
+}
+
+/// Watches directories (inotify) for links appearing, vanishing or being replaced, so that
+/// `roots sync --watch` syncs again when a GC root of this machine changes, without polling.
+#[cfg(target_os = "linux")]
+#[derive(Debug, Clone)]
+pub struct RootsWatcher {
+    fd: std::sync::Arc<rustix::fd::OwnedFd>,
+}
+
+#[cfg(target_os = "linux")]
+impl RootsWatcher {
+    /// A watcher watching nothing yet.
+    pub fn new() -> std::io::Result<Self> {
+        use rustix::fs::inotify;
+        let fd = inotify::init(inotify::CreateFlags::CLOEXEC)?;
+        Ok(RootsWatcher { fd: fd.into() })
+    }
+
+    /// Watches `dirs` too (already watched ones are left as they are); a directory that cannot
+    /// be watched (gone, unreadable) is skipped. Returns how many are watched now.
+    pub fn watch(&self, dirs: &[std::path::PathBuf]) -> usize {
+        use rustix::fs::inotify::{self, WatchFlags};
+        let flags = WatchFlags::CREATE
+            | WatchFlags::DELETE
+            | WatchFlags::MOVED_FROM
+            | WatchFlags::MOVED_TO
+            | WatchFlags::DELETE_SELF
+            | WatchFlags::MOVE_SELF
+            | WatchFlags::ONLYDIR;
+        dirs.iter()
+            .filter(|d| inotify::add_watch(&*self.fd, d.as_path(), flags).is_ok())
+            .count()
+    }
+
+    /// Blocks until something changes in a watched directory (one or more events, read and
+    /// dropped: the caller reads the roots again).
+    pub fn wait(&self) -> std::io::Result<()> {
+        let mut buf = [0u8; 4096];
+        loop {
+            match rustix::io::read(&*self.fd, &mut buf) {
+                Ok(_) => return Ok(()),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// A thread of its own waiting for changes: each is a message on the channel returned
+    /// (the thread ends when the channel's receiver is dropped and a change comes).
+    pub fn changes(&self) -> tokio::sync::mpsc::UnboundedReceiver<std::io::Result<()>> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = self.clone();
+        std::thread::spawn(move || loop {
+            let changed = watcher.wait();
+            let failed = changed.is_err();
+            if tx.send(changed).is_err() || failed {
+                return;
+            }
+        });
+        rx
+    }
 }
 
 /// What [`sync`] did.

@@ -763,12 +763,38 @@ pub async fn push_add(
             name: name.to_owned(),
             source: e,
         })?;
-    let damaged_already = opts.repair
-        && cache.has_narinfo(&path).await?
-        && !damaged(cache, std::slice::from_ref(&path), 1, progress.as_ref())
-            .await?
-            .is_empty();
-    if !damaged_already && cache.has_narinfo(&path).await? {
+    // The push rule (see `gc::lease`): a lease on the path before it is found present; a path
+    // a GC is collecting counts as missing, and the NAR is re-checked before the narinfo.
+    let guard = PushGuard::begin(cache, "push", std::slice::from_ref(&path))
+        .await
+        .map_err(crate::graph::GraphError::from)?;
+    let pushed = push_add_guarded(
+        cache,
+        store_dir,
+        (source, path, nar_hash, nar_size),
+        opts,
+        &guard,
+        progress,
+    )
+    .await;
+    guard.end().await;
+    pushed
+}
+
+/// [`push_add`] once its lease is written.
+async fn push_add_guarded(
+    cache: &BinaryCache,
+    store_dir: &StoreDir,
+    (source, path, nar_hash, nar_size): (&std::path::Path, StorePath, Hash, u64),
+    opts: &PushOptions,
+    guard: &PushGuard,
+    progress: Arc<dyn Progress>,
+) -> Result<(StorePath, PushSummary), OpError> {
+    let one = std::slice::from_ref(&path);
+    let present = guard.missing(one, 1).await?.is_empty();
+    let damaged_already =
+        opts.repair && present && !damaged(cache, one, 1, progress.as_ref()).await?.is_empty();
+    if !damaged_already && present {
         progress.planned(0, 0, 1);
         return Ok((
             path,
@@ -814,6 +840,10 @@ pub async fn push_add(
         unsigned: usize::from(narinfo.signatures.is_empty()),
         present_unsigned: 0,
     };
+    guard
+        .recheck(&narinfo, &HashSet::from([path.clone()]))
+        .await
+        .map_err(crate::graph::GraphError::from)?;
     cache.put_narinfo(&narinfo).await?;
     let pushed_at = crate::gc::roots::unix_secs(std::time::SystemTime::now());
     cache

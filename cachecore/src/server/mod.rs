@@ -160,6 +160,10 @@ pub struct Config {
     pub nar_cache: Option<crate::access::NarCache>,
     /// The cache's name on its landing page (default "Nix binary cache").
     pub title: Option<String>,
+    /// Records the narinfos answered, for GC ([`crate::gc::access`]); the caller flushes it
+    /// ([`AccessRecorder::spawn_flusher`](crate::gc::access::AccessRecorder::spawn_flusher),
+    /// and once more when the server stops). `None`: nothing is recorded.
+    pub access_recorder: Option<Arc<crate::gc::access::AccessRecorder>>,
 }
 
 impl Default for Config {
@@ -183,6 +187,7 @@ impl Default for Config {
             redirect_nars: false,
             nar_cache: None,
             title: None,
+            access_recorder: None,
         }
     }
 }

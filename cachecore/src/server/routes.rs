@@ -40,6 +40,7 @@ use tower::ServiceExt as _;
 use super::keys::{self, percent_encode_path};
 use super::{files, health, landing, metrics_page, read, text, upload, RouteLabel, Shared};
 use crate::store::layout::ObjectKey;
+use crate::store::layout::ObjectKind;
 
 /// The routes of the server over `state`, with a fallback for every other path.
 pub(super) fn table(state: &Shared) -> Router<Shared> {
@@ -222,7 +223,17 @@ async fn get_object(
     Extension(key): Extension<ObjectKey>,
     req: Request,
 ) -> Response {
-    read::get_or_head(&state, &key, req.headers(), req.method() == Method::HEAD).await
+    let response =
+        read::get_or_head(&state, &key, req.headers(), req.method() == Method::HEAD).await;
+    if let (Some(recorder), ObjectKind::NarInfo, Some(hash)) =
+        (&state.config.access_recorder, key.kind, key.hash_part())
+    {
+        // Answered (or not modified): a read. Memory only; written later, off the request.
+        if response.status().is_success() || response.status() == StatusCode::NOT_MODIFIED {
+            recorder.record(hash);
+        }
+    }
+    response
 }
 
 /// `PUT` of an object.

@@ -33,8 +33,11 @@ use crate::store_path::StorePath;
 /// The first line of an index object.
 pub const INDEX_HEADER: &str = "cachecore-index 1";
 
-/// The largest index object read: 256 MiB (about a million entries).
+/// The largest index object read: 256 MiB (about 700,000 entries of 4 references).
 pub const MAX_INDEX_OBJECT_BYTES: u64 = 256 << 20;
+
+/// The most entries one index object holds (about 35 MB): a compaction of more writes several.
+pub const ENTRIES_PER_OBJECT: usize = 100_000;
 
 /// One path as the index lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,14 +109,7 @@ impl IndexEntry {
         let [path, url, nar_size, file_size, pushed, mtime, deriver, refs] = fields[..] else {
             return Err(format!("{} fields, not 8", fields.len()));
         };
-        let num = |what: &str, v: &str| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{what} {:?} is not a number", crate::narinfo::excerpt(v)))
-        };
-        let opt = |what: &str, v: &str| match v {
-            "-" => Ok(None),
-            v => num(what, v).map(Some),
-        };
+        let (num, opt) = (field_number, field_optional);
         let store_path = |v: &str| {
             StorePath::from_base_name(v)
                 .map_err(|e| format!("{:?} is not a store path: {e}", crate::narinfo::excerpt(v)))
@@ -143,6 +139,20 @@ impl IndexEntry {
             version: 0,
             indexed: false,
         })
+    }
+}
+
+/// A number field of an index line (`what` names it in the error).
+pub(crate) fn field_number(what: &str, v: &str) -> Result<u64, String> {
+    v.parse::<u64>()
+        .map_err(|_| format!("{what} {:?} is not a number", crate::narinfo::excerpt(v)))
+}
+
+/// A number field of an index line that may be `-` (none).
+pub(crate) fn field_optional(what: &str, v: &str) -> Result<Option<u64>, String> {
+    match v {
+        "-" => Ok(None),
+        v => field_number(what, v).map(Some),
     }
 }
 
@@ -205,23 +215,29 @@ pub struct CachePaths {
 }
 
 impl BinaryCache {
-    /// Appends an index object listing `entries` (nothing for none); call after their narinfos
-    /// are written. Returns its name. Nothing on a plain HTTP cache: the server behind it
+    /// Appends an index object listing `entries` (nothing for none; several of at most
+    /// [`ENTRIES_PER_OBJECT`] for more); call after their narinfos are written. Returns the
+    /// (last) name. Nothing on a plain HTTP cache: the server behind it
     /// indexes the uploads it takes.
     pub async fn append_index(&self, entries: &[IndexEntry]) -> Result<Option<String>, StoreError> {
         if entries.is_empty() || !self.can_list() {
             return Ok(None);
         }
-        let now = SystemTime::now();
-        let unique = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
-        let name = format!("{}-{unique:016x}", super::super::gc::roots::unix_secs(now));
-        // A name of its own (64 random bits): no create-only write needed (Garage has none).
-        self.put_index_entry(
-            &name,
-            Bytes::from(render_index(entries)),
-            WriteMode::Overwrite,
-        )
-        .await?;
+        let mut name = String::new();
+        // Objects of a bounded size (a compaction of millions of paths writes several).
+        for chunk in entries.chunks(ENTRIES_PER_OBJECT) {
+            let now = SystemTime::now();
+            let unique = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
+            name = format!("{}-{unique:016x}", super::super::gc::roots::unix_secs(now));
+            // A name of its own (64 random bits): no create-only write needed (Garage has
+            // none).
+            self.put_index_entry(
+                &name,
+                Bytes::from(render_index(chunk)),
+                WriteMode::Overwrite,
+            )
+            .await?;
+        }
         Ok(Some(name))
     }
 

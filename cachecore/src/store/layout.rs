@@ -465,6 +465,13 @@ pub fn index(name: &str) -> String {
     format!("{INDEX_DIR}/{name}")
 }
 
+/// The name of an `index/<name>` key.
+pub fn index_name(key: &str) -> Option<&str> {
+    key.strip_prefix(INDEX_DIR)?
+        .strip_prefix('/')
+        .filter(|n| is_name(n))
+}
+
 /// `.cachecore/gc/<name>`: a tombstone of a GC run (what it unpublished, and when).
 pub fn gc_tombstone(name: &str) -> String {
     format!("{GC_TOMBSTONE_DIR}/{name}")
@@ -472,6 +479,21 @@ pub fn gc_tombstone(name: &str) -> String {
 
 /// Directory of the GC runs' tombstones.
 pub const GC_TOMBSTONE_DIR: &str = ".cachecore/gc";
+
+/// Directory of `serve`'s access records ([`crate::gc::access`]).
+pub const ACCESS_DIR: &str = ".cachecore/access";
+
+/// `.cachecore/access/<name>`: an access record.
+pub fn access_record(name: &str) -> String {
+    format!("{ACCESS_DIR}/{name}")
+}
+
+/// The name of a `.cachecore/access/<name>` key.
+pub fn access_record_name(key: &str) -> Option<&str> {
+    key.strip_prefix(ACCESS_DIR)?
+        .strip_prefix('/')
+        .filter(|n| is_name(n))
+}
 
 /// The `(host, name)` of a `gctrash/<host>/<name>` key.
 pub fn gctrash_parts(key: &str) -> Option<(&str, &str)> {
