@@ -586,9 +586,16 @@ impl NativeCache {
             None,
             move || async move {
                 let store_dir = cache.store_dir().await?;
-                let body =
-                    roots::add(&cache, &store_dir, &host, &name, paths, keep, SystemTime::now())
-                        .await?;
+                let body = roots::add(
+                    &cache,
+                    &store_dir,
+                    &host,
+                    &name,
+                    paths,
+                    keep,
+                    SystemTime::now(),
+                )
+                .await?;
                 Ok(py_gc::root_tuple(&store_dir, &host, &name, &body))
             },
             |py, root| root.into_py_any(py),
@@ -664,9 +671,8 @@ impl NativeCache {
             move || async move {
                 let store_dir = StoreDir::default();
                 let now = SystemTime::now();
-                let run =
-                    PlannedRun::prepare(&cache, &store_dir, now, &options, progress.as_ref())
-                        .await?;
+                let run = PlannedRun::prepare(&cache, &store_dir, now, &options, progress.as_ref())
+                    .await?;
                 Ok((run, cache.url().to_owned()))
             },
             |py, (run, url)| NativeGcPlan::new(run, url).into_py_any(py),
@@ -697,4 +703,3 @@ impl NativeCache {
         )
     }
 }
-

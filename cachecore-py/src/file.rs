@@ -48,7 +48,12 @@ impl NativeFile {
 
     /// Up to `max` bytes from `pos`, read with the GIL released: streamed a few frames ahead
     /// when `pos` is where the last read ended, else a ranged read (`blocking::File::read_from`).
-    fn read_from<'py>(&self, py: Python<'py>, pos: u64, max: usize) -> PyResult<Bound<'py, PyBytes>> {
+    fn read_from<'py>(
+        &self,
+        py: Python<'py>,
+        pos: u64,
+        max: usize,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let bytes = check(py, py.detach(|| self.file.read_from(pos, max)))?;
         Ok(PyBytes::new(py, &bytes))
     }

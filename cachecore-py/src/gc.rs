@@ -18,7 +18,12 @@ use crate::error::{exception, invalid_input};
 /// A root as Python sees it: `(host, name, keep, trashed, [(added, [full store path])])`.
 pub type RootTuple = (String, String, usize, Option<u64>, Vec<(u64, Vec<String>)>);
 
-pub fn root_tuple(store_dir: &StoreDir, host: &str, name: &str, body: &roots::RootBody) -> RootTuple {
+pub fn root_tuple(
+    store_dir: &StoreDir,
+    host: &str,
+    name: &str,
+    body: &roots::RootBody,
+) -> RootTuple {
     let revisions = body
         .revisions
         .iter()
@@ -44,7 +49,11 @@ pub fn root_tuples(store_dir: &StoreDir, all: &[gc::Root]) -> Vec<RootTuple> {
 
 /// A duration as the GC options take it (`30d`, `6h`; Python passes a number of seconds as
 /// `<n>s`), or `InvalidInput`.
-fn duration(py: Python<'_>, what: &str, text: Option<&str>) -> PyResult<Option<std::time::Duration>> {
+fn duration(
+    py: Python<'_>,
+    what: &str,
+    text: Option<&str>,
+) -> PyResult<Option<std::time::Duration>> {
     text.map(|t| gc::parse_duration(t).map_err(|e| invalid_input(py, format!("{what}: {e}"))))
         .transpose()
 }

@@ -572,7 +572,15 @@ impl PlannedRun {
     /// current time); a dry run's options only fill the report.
     pub async fn apply(&self, cache: &BinaryCache, now: SystemTime) -> GcReport {
         let mut report = self.scan_report();
-        apply(cache, &self.scan, &self.plan, now, &self.options, &mut report).await;
+        apply(
+            cache,
+            &self.scan,
+            &self.plan,
+            now,
+            &self.options,
+            &mut report,
+        )
+        .await;
         report
     }
 }

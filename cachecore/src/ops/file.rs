@@ -348,7 +348,9 @@ impl NarFile {
                     });
                 }
                 this.header().await?;
-                Ok(this.access.stream(this.offset + start..this.offset + this.size))
+                Ok(this
+                    .access
+                    .stream(this.offset + start..this.offset + this.size))
             };
             return futures::stream::once(read).try_flatten().boxed();
         }

@@ -432,21 +432,28 @@ impl BinaryCache {
         let start = async move {
             let index = self.read_index().await?;
             let state = (listed, index, true);
-            let pages = futures::stream::try_unfold(state, move |(mut listed, mut index, first)| {
-                async move {
+            let pages = futures::stream::try_unfold(
+                state,
+                move |(mut listed, mut index, first)| async move {
                     let Some(page) = listed.try_next().await? else {
                         return Ok(None);
                     };
                     let mut out = self
-                        .resolve_paths(page, &mut index.entries, concurrency, &crate::ops::NoProgress)
+                        .resolve_paths(
+                            page,
+                            &mut index.entries,
+                            concurrency,
+                            &crate::ops::NoProgress,
+                        )
                         .await?;
                     if first {
-                        out.problems.splice(0..0, std::mem::take(&mut index.problems));
+                        out.problems
+                            .splice(0..0, std::mem::take(&mut index.problems));
                         out.index_objects = std::mem::take(&mut index.objects);
                     }
                     Ok(Some((out, (listed, index, false))))
-                }
-            });
+                },
+            );
             Ok::<_, StoreError>(pages)
         };
         futures::stream::once(start).try_flatten().boxed()
