@@ -2,8 +2,6 @@
 //! ([`blocking::PathPages`], read one page ahead on the runtime), handed to Python a page at a
 //! time, each wait with the GIL released and interruptible.
 
-use std::sync::Mutex;
-
 use cachecore::blocking;
 use pyo3::prelude::*;
 
@@ -14,13 +12,14 @@ use crate::run::{wait, Cancel};
 #[pyclass(frozen, module = "cachecore._cachecore")]
 #[derive(Debug)]
 pub struct NativePaths {
-    pages: Mutex<blocking::PathPages>,
+    // An async lock: the wait for a page holds it (and releases it if interrupted).
+    pages: tokio::sync::Mutex<blocking::PathPages>,
 }
 
 impl NativePaths {
     pub fn new(pages: blocking::PathPages) -> Self {
         NativePaths {
-            pages: Mutex::new(pages),
+            pages: tokio::sync::Mutex::new(pages),
         }
     }
 }
@@ -30,7 +29,7 @@ impl NativePaths {
     /// The next page of full store paths, `None` after the last.
     fn next_page(&self, py: Python<'_>) -> PyResult<Option<Vec<String>>> {
         wait(py, &Cancel::new(), None, || async {
-            let mut pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pages = self.pages.lock().await;
             pages.next_page().await.transpose().map_err(Failure::from)
         })
     }
