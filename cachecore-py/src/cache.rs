@@ -5,9 +5,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use cachecore::blocking;
 use cachecore::compression::{Compression, NarCompression};
+use cachecore::gc::{self, roots, PlannedRun};
 use cachecore::local_store::{resolve_path_arg, LocalStore};
 use cachecore::ops::{self, Progress};
 use cachecore::signing::Signer;
@@ -19,9 +21,11 @@ use pyo3::IntoPyObjectExt;
 
 use crate::error::{check, exception, invalid_input, Failure};
 use crate::file::NativeFile;
+use crate::gc::{self as py_gc, NativeGcPlan};
 use crate::keys::{public_keys, SecretKey};
 use crate::nar::to_json;
 use crate::narinfo::NarInfo;
+use crate::paths::NativePaths;
 use crate::run::{spawn, wait, Cancel, Convert};
 use crate::store_path::StorePath;
 
@@ -262,9 +266,7 @@ impl NativeCache {
         )
     }
 
-    /// Every store path in the cache (full paths, sorted).
-    // TODO(push index): read the push index when the cache has one (branch `gcpush` builds it
-    // in the core); this lists the narinfos.
+    /// Every store path in the cache (full paths, sorted), in one list.
     fn paths<'py>(&self, py: Python<'py>, asynchronous: bool) -> PyResult<Bound<'py, PyAny>> {
         let cache = self.handle(py)?;
         call(
@@ -275,6 +277,12 @@ impl NativeCache {
             move || async move { Ok(ops::list_paths(&cache).await?) },
             |py, paths| paths.into_py_any(py),
         )
+    }
+
+    /// The store paths in the cache, a page at a time, as they are read.
+    fn path_pages(&self, py: Python<'_>) -> PyResult<NativePaths> {
+        let pages = check(py, self.inner.path_pages())?;
+        Ok(NativePaths::new(pages))
     }
 
     /// Pushes store paths of the local Nix store (and their closures unless `closure` is
@@ -531,6 +539,167 @@ impl NativeCache {
                     .collect();
                 (report.checked, report.unsigned, problems, debris).into_py_any(py)
             },
+        )
+    }
+
+    /// The GC roots (`trashed`: the trashed roots), each `(host, name, keep, trashed,
+    /// [(added, [store path])])`.
+    fn roots<'py>(
+        &self,
+        py: Python<'py>,
+        trashed: bool,
+        asynchronous: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let cache = self.handle(py)?;
+        call(
+            py,
+            asynchronous,
+            Cancel::new(),
+            None,
+            move || async move {
+                let store_dir = cache.store_dir().await?;
+                let all = roots::read_all(&cache, &store_dir, trashed).await?;
+                Ok(py_gc::root_tuples(&store_dir, &all))
+            },
+            |py, all| all.into_py_any(py),
+        )
+    }
+
+    /// Roots `paths` as `host/name` (a series of `keep` revisions with `keep`); returns the
+    /// root written, as [`NativeCache::roots`] gives it.
+    #[pyo3(signature = (name, paths, host, keep, asynchronous))]
+    fn add_root<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        paths: Vec<String>,
+        host: String,
+        keep: Option<usize>,
+        asynchronous: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let cache = self.handle(py)?;
+        let paths = paths_arg(py, &paths)?;
+        call(
+            py,
+            asynchronous,
+            Cancel::new(),
+            None,
+            move || async move {
+                let store_dir = cache.store_dir().await?;
+                let body = roots::add(
+                    &cache,
+                    &store_dir,
+                    &host,
+                    &name,
+                    paths,
+                    keep,
+                    SystemTime::now(),
+                )
+                .await?;
+                Ok(py_gc::root_tuple(&store_dir, &host, &name, &body))
+            },
+            |py, root| root.into_py_any(py),
+        )
+    }
+
+    /// Moves root `host/name` to the trash (`restore`: back from it).
+    fn remove_root<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        host: String,
+        restore: bool,
+        asynchronous: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let cache = self.handle(py)?;
+        call(
+            py,
+            asynchronous,
+            Cancel::new(),
+            None,
+            move || async move {
+                let store_dir = cache.store_dir().await?;
+                if restore {
+                    roots::restore(&cache, &store_dir, &host, &name).await?;
+                } else {
+                    roots::remove(&cache, &store_dir, &host, &name, SystemTime::now()).await?;
+                }
+                Ok(())
+            },
+            |py, ()| Ok(py.None()),
+        )
+    }
+
+    /// Reads the cache and plans a GC run (`cachecore gc`'s options; durations and sizes as
+    /// it takes them); deletes nothing.
+    #[pyo3(signature = (older_than, max_size, grace, failed_uploads_older_than, only_trashed,
+        allow_empty_roots, delete_unparseable, jobs, progress, asynchronous))]
+    #[allow(clippy::too_many_arguments)]
+    fn gc_plan<'py>(
+        &self,
+        py: Python<'py>,
+        older_than: Option<&str>,
+        max_size: Option<&str>,
+        grace: Option<&str>,
+        failed_uploads_older_than: Option<&str>,
+        only_trashed: bool,
+        allow_empty_roots: bool,
+        delete_unparseable: bool,
+        jobs: Option<usize>,
+        progress: Option<Py<PyAny>>,
+        asynchronous: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let cache = self.handle(py)?;
+        let options = py_gc::options(
+            py,
+            older_than,
+            max_size,
+            grace,
+            failed_uploads_older_than,
+            only_trashed,
+            allow_empty_roots,
+            delete_unparseable,
+            jobs,
+        )?;
+        let cancel = Cancel::new();
+        let progress = PyProgress::shared(progress, &cancel);
+        call(
+            py,
+            asynchronous,
+            cancel,
+            None,
+            move || async move {
+                let store_dir = StoreDir::default();
+                let now = SystemTime::now();
+                let run = PlannedRun::prepare(&cache, &store_dir, now, &options, progress.as_ref())
+                    .await?;
+                Ok((run, cache.url().to_owned()))
+            },
+            |py, (run, url)| NativeGcPlan::new(run, url).into_py_any(py),
+        )
+    }
+
+    /// Carries out `plan` (made by `gc_plan` for this cache, once); returns `(json, summary)`
+    /// of the report.
+    fn gc_apply<'py>(
+        &self,
+        py: Python<'py>,
+        plan: &NativeGcPlan,
+        asynchronous: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let cache = self.handle(py)?;
+        let run = plan.take(py, &cache)?;
+        call(
+            py,
+            asynchronous,
+            Cancel::new(),
+            Some(cache.clone()),
+            move || async move {
+                let report: Result<gc::GcReport, crate::error::Failure> =
+                    Ok(run.apply(&cache, SystemTime::now()).await);
+                report
+            },
+            |py, report| py_gc::report(py, &report),
         )
     }
 }

@@ -1,5 +1,6 @@
-//! The native half of `Cache.open`: a regular file inside a cache's NAR, read by ranges through
-//! the core's random access (seek table, ranged GETs of the frames, verified). The pure-Python
+//! The native half of `Cache.open`: a regular file inside a cache's NAR, read through the core's
+//! random access (seek table, ranged GETs of the frames, verified): streamed ahead while read
+//! front to back, by ranges after a seek. The pure-Python
 //! `cachecore.CacheFile` (an `io.RawIOBase`) keeps the position and is wrapped in a buffer.
 
 use cachecore::blocking;
@@ -42,6 +43,18 @@ impl NativeFile {
             return Ok(PyBytes::new(py, b""));
         }
         let bytes = check(py, py.detach(|| self.file.read_at(start..end)))?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// Up to `max` bytes from `pos`, read with the GIL released: streamed a few frames ahead
+    /// when `pos` is where the last read ended, else a ranged read (`blocking::File::read_from`).
+    fn read_from<'py>(
+        &self,
+        py: Python<'py>,
+        pos: u64,
+        max: usize,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let bytes = check(py, py.detach(|| self.file.read_from(pos, max)))?;
         Ok(PyBytes::new(py, &bytes))
     }
 }

@@ -7,6 +7,7 @@
 //!   forked child builds anew; calls check for Ctrl-C while they wait (`run`).
 //! - Errors map by kind to the classes of `cachecore.errors` (`error`).
 //! - NARs stream to and from Python file objects, one chunk at a time (`pyio`, `nar`).
+//! - GC roots and runs are `cachecore::gc`'s (`gc`): a run is planned, shown, then applied.
 
 // The core's `blocking::Error` is large; closures handing it back to Python as it is are fine.
 #![allow(clippy::result_large_err)]
@@ -14,9 +15,11 @@
 mod cache;
 mod error;
 mod file;
+mod gc;
 mod keys;
 mod nar;
 mod narinfo;
+mod paths;
 mod pyio;
 mod run;
 mod store_path;
@@ -32,6 +35,8 @@ fn _cachecore(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<keys::PublicKey>()?;
     m.add_class::<cache::NativeCache>()?;
     m.add_class::<file::NativeFile>()?;
+    m.add_class::<gc::NativeGcPlan>()?;
+    m.add_class::<paths::NativePaths>()?;
     run::register(m)?;
     m.add_function(wrap_pyfunction!(nar::nar_pack, m)?)?;
     m.add_function(wrap_pyfunction!(nar::nar_unpack, m)?)?;

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import random
 import shutil
 import subprocess
 import tarfile
@@ -233,3 +234,63 @@ def test_hashes_of_cat_match_the_tree(pushed: PushedCache, tree: Path) -> None:
     for name in ("share/data.bin", "bin/hello", "share/greeting"):
         got = hashlib.sha256(pushed.cache.cat(f"{pushed.path}/{name}")).hexdigest()
         assert got == hashlib.sha256((tree / name).read_bytes()).hexdigest()
+
+
+def test_paths_are_read_a_page_at_a_time(tmp_path: Path) -> None:
+    """2500 narinfos (no push index for them), the last one listed broken: the iterator hands
+    out the first pages before it reaches it (a listing collected first would fail at once),
+    and so does `cachecore ls`."""
+    src = tmp_path / "src"
+    src.write_text("hi\n")
+    cache = cachecore.Cache(tmp_path / "c")
+    real, _ = cache.add(src)
+    text = (tmp_path / "c" / f"{real.hash_part}.narinfo").read_text()
+    alphabet = "0123456789abcdfghijklmnpqrsvwxyz"
+    rng = random.Random(7)
+    for i in range(2500):
+        h = "".join(rng.choice(alphabet) for _ in range(32))
+        (tmp_path / "c" / f"{h}.narinfo").write_text(
+            text.replace(str(real), f"/nix/store/{h}-p{i}"))
+    # The narinfo the directory lists last (the order the cache's listing reads it in).
+    last = [n for n in os.listdir(tmp_path / "c") if n.endswith(".narinfo")][-1]
+    bad = tmp_path / "c" / last
+    bad.write_text(bad.read_text().replace("NarSize: ", "NarSize: x"))
+
+    paths = cache.paths()
+    got: List[str] = []
+    with pytest.raises(cachecore.Corrupt, match=last[: -len(".narinfo")]):
+        for p in paths:
+            got.append(str(p))
+    assert len(got) >= 1000 and len(set(got)) == len(got)
+    assert got[:1000] == sorted(got[:1000])  # a page is sorted
+    # The command prints the same pages before the same error.
+    cli = shutil.which("cachecore")
+    assert cli is not None, "the `cachecore` command is not on PATH"
+    out = subprocess.run([cli, "ls", str(tmp_path / "c")], capture_output=True, text=True)
+    assert out.returncode != 0 and last.split(".")[0] in out.stderr
+    assert out.stdout.splitlines() == got
+
+
+def test_open_streams_front_to_back_and_reads_by_ranges_after_a_seek(tmp_path: Path) -> None:
+    """A file of several zstd frames: read whole (streamed ahead), then from seeks backwards
+    and forwards, then on to the end again — every byte as pushed."""
+    src = tmp_path / "src"
+    src.mkdir()
+    data = random.Random(3).randbytes(3 << 20) * 4
+    (src / "big").write_bytes(data)
+    cache = cachecore.Cache(tmp_path / "c")
+    path, _ = cache.add(src, "big")
+    with cache.open(f"{path}/big") as f:
+        out = io.BytesIO()
+        shutil.copyfileobj(f, out, 1 << 20)
+        assert out.getvalue() == data
+        for at, n in [(5 << 20, 1 << 20), (1, 100), (9 << 20, 7), (len(data) - 3, 10)]:
+            f.seek(at)
+            assert f.read(n) == data[at:at + n]
+        f.seek(7 << 20)
+        assert f.read() == data[7 << 20:]
+    reader = cache.open(f"{path}/big", buffer_size=1 << 16)
+    raw = reader.raw
+    assert isinstance(raw, cachecore.CacheFile)
+    buf = bytearray(1 << 20)
+    assert raw.readinto(buf) > 0 and bytes(buf[:100]) == data[:100]

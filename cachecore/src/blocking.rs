@@ -334,6 +334,42 @@ impl BinaryCache {
         self.run(|c| async move { ops::list_paths(&c).await })
     }
 
+    /// The full store paths in the cache a page at a time ([`ops::path_pages`]), read on the
+    /// runtime one page ahead of the caller: memory is the push index's entries and two pages
+    /// ([`store::PATHS_PAGE`] paths each), whatever the size of the cache.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cachecore::{ops::{NoProgress, PushOptions}, store_path::StoreDir};
+    /// use cachecore::blocking::BinaryCache;
+    /// # let src = tempfile::tempdir().unwrap();
+    /// # std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// # let (path, _) = cache.push_add(&StoreDir::default(), src.path(), "hello",
+    /// #     &PushOptions::default(), Arc::new(NoProgress)).unwrap();
+    /// let pages: Vec<Vec<String>> = cache.path_pages().unwrap().collect::<Result<_, _>>().unwrap();
+    /// assert_eq!(pages, [[StoreDir::default().full_path(&path)]]);
+    /// ```
+    pub fn path_pages(&self) -> Result<PathPages, Error> {
+        let cache = self.as_async()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        runtime()?.spawn(async move {
+            use futures::StreamExt as _;
+            let mut pages = ops::path_pages(&cache);
+            while let Some(page) = pages.next().await {
+                let failed = page.is_err();
+                // The reader is gone: stop reading.
+                if tx.send(page.map_err(Error::from)).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(PathPages {
+            pid: std::process::id(),
+            rx,
+        })
+    }
+
     /// Every path of the cache with what the push index says of it (references, NAR key,
     /// sizes, push time), read from the index where it covers a narinfo and from the narinfo
     /// where not ([`store::BinaryCache::paths`]).
@@ -401,6 +437,7 @@ impl BinaryCache {
             sub: sub.to_owned(),
             current: Mutex::new((std::process::id(), file)),
             pos: 0,
+            sequential: Mutex::new(Sequential::default()),
         })
     }
 
@@ -630,6 +667,28 @@ pub struct File {
     sub: String,
     current: Mutex<(u32, NarFile)>,
     pos: u64,
+    sequential: Mutex<Sequential>,
+}
+
+/// Chunks of a [`File`] read ahead (frames, as [`NarFile::stream_from`] yields them).
+const READ_AHEAD_CHUNKS: usize = 4;
+
+/// Where a [`File`]'s last read ended, and the stream serving reads that go on from there.
+#[derive(Debug, Default)]
+struct Sequential {
+    /// The end of the last read.
+    next: u64,
+    ahead: Option<Ahead>,
+}
+
+/// The rest of a file from `pos`, streamed on the runtime `READ_AHEAD_CHUNKS` chunks ahead of
+/// its reader (by the process `pid`).
+#[derive(Debug)]
+struct Ahead {
+    pid: u32,
+    pos: u64,
+    pending: Bytes,
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, AccessError>>,
 }
 
 impl File {
@@ -666,18 +725,96 @@ impl File {
         let file = self.file()?;
         block_on(async move { file.read(range).await })
     }
+
+    /// Up to `max` bytes from `pos` (fewer at the end of a chunk; none at the end of the
+    /// file). A read that starts where the last one ended is served, as `cachecore cat`
+    /// reads, from a stream of the rest of the file fetched and decoded on the runtime a few
+    /// frames ahead; any other read (after a seek) is a ranged read ([`File::read_at`]).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cachecore::{ops::{NoProgress, PushOptions}, store_path::StoreDir};
+    /// use cachecore::blocking::BinaryCache;
+    /// # let src = tempfile::tempdir().unwrap();
+    /// # std::fs::write(src.path().join("data"), b"0123456789").unwrap();
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// # let (path, _) = cache.push_add(&StoreDir::default(), src.path(), "data",
+    /// #     &PushOptions::default(), Arc::new(NoProgress)).unwrap();
+    /// let file = cache.open_file(&path, "data").unwrap();
+    /// assert_eq!(file.read_from(0, 4).unwrap(), &b"0123"[..]); // streamed
+    /// assert_eq!(file.read_from(4, 100).unwrap(), &b"456789"[..]); // from the same stream
+    /// assert_eq!(file.read_from(2, 3).unwrap(), &b"234"[..]); // a seek: a ranged read
+    /// assert!(file.read_from(10, 5).unwrap().is_empty());
+    /// ```
+    pub fn read_from(&self, pos: u64, max: usize) -> Result<Bytes, Error> {
+        let end = self.size().min(pos.saturating_add(max as u64));
+        if pos >= end {
+            return Ok(Bytes::new());
+        }
+        let mut seq = lock(&self.sequential);
+        if seq.next != pos {
+            seq.ahead = None;
+            let bytes = self.read_at(pos..end)?;
+            seq.next = pos + bytes.len() as u64;
+            return Ok(bytes);
+        }
+        let pid = std::process::id();
+        let ahead = match &mut seq.ahead {
+            Some(a) if a.pos == pos && a.pid == pid => a,
+            slot => slot.insert(self.stream_from(pos, pid)?),
+        };
+        if ahead.pending.is_empty() {
+            match ahead.rx.blocking_recv() {
+                Some(Ok(chunk)) => ahead.pending = chunk,
+                Some(Err(e)) => {
+                    seq.ahead = None;
+                    return Err(e.into());
+                }
+                // The stream ended before the file did (it is checked not to): read by range.
+                None => {
+                    seq.ahead = None;
+                    let bytes = self.read_at(pos..end)?;
+                    seq.next = pos + bytes.len() as u64;
+                    return Ok(bytes);
+                }
+            }
+        }
+        let n = ahead.pending.len().min(max);
+        let bytes = ahead.pending.split_to(n);
+        ahead.pos += n as u64;
+        seq.next = pos + n as u64;
+        Ok(bytes)
+    }
+
+    /// Starts streaming the file from `pos` on the runtime.
+    fn stream_from(&self, pos: u64, pid: u32) -> Result<Ahead, Error> {
+        let file = self.file()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS);
+        runtime()?.spawn(async move {
+            use futures::StreamExt as _;
+            let mut chunks = file.stream_from(pos);
+            while let Some(chunk) = chunks.next().await {
+                let failed = chunk.is_err();
+                // The reader moved on (or is gone): stop.
+                if tx.send(chunk).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Ahead {
+            pid,
+            pos,
+            pending: Bytes::new(),
+            rx,
+        })
+    }
 }
 
-/// Sequential reads are served by ranged reads of at most 1 MiB; the NAR's last decoded frame
-/// is kept, so reading a file front to back fetches each frame once.
+/// Reads go through [`File::read_from`]: front to back, the file is streamed a few frames
+/// ahead; after a seek, the first read is a ranged one.
 impl Read for File {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let size = self.size();
-        let end = size.min(self.pos.saturating_add(buf.len().min(1 << 20) as u64));
-        if self.pos >= end {
-            return Ok(0);
-        }
-        let bytes = self.read_at(self.pos..end)?;
+        let bytes = self.read_from(self.pos, buf.len())?;
         buf[..bytes.len()].copy_from_slice(&bytes);
         self.pos += bytes.len() as u64;
         Ok(bytes.len())
@@ -698,6 +835,42 @@ impl Seek for File {
             )
         })?;
         Ok(self.pos)
+    }
+}
+
+/// The pages of [`BinaryCache::path_pages`]: an [`Iterator`] (not to be called from async
+/// code), or [`PathPages::next_page`]. Used in a forked child, it fails: the parent was reading
+/// it.
+#[derive(Debug)]
+pub struct PathPages {
+    pid: u32,
+    rx: tokio::sync::mpsc::Receiver<Result<Vec<String>, Error>>,
+}
+
+impl PathPages {
+    fn forked() -> Error {
+        Error::Runtime(io::Error::other(
+            "these paths were being listed by the parent process (before a fork): list them again in this one",
+        ))
+    }
+
+    /// The next page, `None` after the last (or after an error).
+    pub async fn next_page(&mut self) -> Option<Result<Vec<String>, Error>> {
+        if self.pid != std::process::id() {
+            return Some(Err(Self::forked()));
+        }
+        self.rx.recv().await
+    }
+}
+
+impl Iterator for PathPages {
+    type Item = Result<Vec<String>, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pid != std::process::id() {
+            return Some(Err(Self::forked()));
+        }
+        self.rx.blocking_recv()
     }
 }
 
@@ -728,4 +901,5 @@ const _: () = {
     check::<BinaryCache>();
     check::<Nar>();
     check::<File>();
+    check::<PathPages>();
 };

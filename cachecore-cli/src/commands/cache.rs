@@ -617,9 +617,17 @@ pub fn ls(cache: &BinaryCache, path: Option<&str>) -> anyhow::Result<()> {
     let mut out = io::BufWriter::new(stdout());
     match path {
         None => {
-            for p in block_on(async { Ok(ops::list_paths(cache).await?) })? {
-                writeln!(out, "{p}")?;
-            }
+            // Printed a page at a time, as the cache is read.
+            use futures::TryStreamExt as _;
+            block_on(async {
+                let mut pages = ops::path_pages(cache);
+                while let Some(page) = pages.try_next().await? {
+                    for p in page {
+                        writeln!(out, "{p}")?;
+                    }
+                }
+                Ok(())
+            })?;
         }
         Some(arg) => {
             let (path, sub) = parse_path(&StoreDir::default(), arg)?;

@@ -37,6 +37,7 @@ from ._cache import (
     PushSummary,
     VerifyReport,
 )
+from ._gc import GcObject, GcPath, GcPlan, GcReport, Root, RootRevision
 from . import nar
 
 __all__ = [
@@ -45,6 +46,10 @@ __all__ = [
     "CacheFile",
     "Conflict",
     "CopySummary",
+    "GcObject",
+    "GcPath",
+    "GcPlan",
+    "GcReport",
     "Corrupt",
     "Denied",
     "Info",
@@ -56,6 +61,8 @@ __all__ = [
     "Problem",
     "PublicKey",
     "PushSummary",
+    "Root",
+    "RootRevision",
     "SecretKey",
     "StorePath",
     "Unavailable",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 from dataclasses import dataclass, field
 from typing import (
     Any,
@@ -27,6 +28,8 @@ from urllib.parse import quote
 
 from . import _cachecore
 from ._cachecore import NarInfo, PublicKey, SecretKey, StorePath
+from ._gc import Duration, GcPlan, GcReport, Root, Size, _duration, _root, _size
+from ._gc import _report as _gc_report
 from .errors import BY_KIND, CacheCoreError
 
 #: A store path argument: a ``StorePath``, a full path (``/nix/store/<hash>-<name>``, or a path
@@ -169,7 +172,8 @@ def _report(t: Any) -> VerifyReport:
 
 
 class CacheFile(io.RawIOBase):
-    """A regular file inside a store path of a cache, read by ranges (only the zstd frames
+    """A regular file inside a store path of a cache: read front to back, it is streamed a few
+    frames ahead (as ``cachecore cat`` reads); after a seek, by ranges (only the zstd frames
     that hold the bytes read are fetched and checked). ``Cache.open`` returns it inside an
     ``io.BufferedReader``."""
 
@@ -199,8 +203,7 @@ class CacheFile(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         self._checkClosed()
         view = memoryview(buffer).cast("B")
-        want = min(len(view), self._MAX_READ)
-        data = self._native.read_at(self._pos, self._pos + want)
+        data = self._native.read_from(self._pos, min(len(view), self._MAX_READ))
         view[: len(data)] = data
         self._pos += len(data)
         return len(data)
@@ -208,7 +211,7 @@ class CacheFile(io.RawIOBase):
     def readall(self) -> bytes:
         chunks: List[bytes] = []
         while True:
-            data = self._native.read_at(self._pos, self._pos + self._MAX_READ)
+            data = self._native.read_from(self._pos, self._MAX_READ)
             if not data:
                 return b"".join(chunks)
             self._pos += len(data)
@@ -289,12 +292,20 @@ class Cache:
         return cast(bool, await self._native.has(_path(path), True))
 
     def paths(self) -> Iterator[StorePath]:
-        """The store paths in the cache, sorted."""
-        # The cache's narinfos are listed in one call; the push index (when the core has it)
-        # will let this read lazily.
-        return (StorePath(p) for p in self._native.paths(False))
+        """The store paths in the cache, lazily: read a page (1000 narinfo keys) at a time
+        from the push index, and from the narinfos it does not cover, one page ahead of the
+        caller. Each page is sorted, and so is the whole on S3, GCS and Azure (which list keys
+        in order); nothing is read until the first path is asked for."""
+        pages = self._native.path_pages()
+        while True:
+            page = pages.next_page()
+            if page is None:
+                return
+            for p in page:
+                yield StorePath(p)
 
     async def paths_async(self) -> List[StorePath]:
+        """Every store path in the cache, sorted, in one list."""
         return [StorePath(p) for p in await self._native.paths(True)]
 
     # writing
@@ -492,3 +503,125 @@ class Cache:
         if paths is not None and not listed:
             return VerifyReport(0, 0)
         return _report(await self._native.verify(listed, _keys(trusted_keys), jobs, True))
+
+    # garbage collection
+
+    def roots(self, trashed: bool = False) -> List[Root]:
+        """The cache's GC roots, of every host (``trashed=True``: the trashed ones)."""
+        return [_root(t) for t in self._native.roots(trashed, False)]
+
+    async def roots_async(self, trashed: bool = False) -> List[Root]:
+        return [_root(t) for t in await self._native.roots(trashed, True)]
+
+    def add_root(
+        self,
+        name: str,
+        paths: Union[PathArg, Iterable[PathArg]],
+        host: Optional[str] = None,
+        keep: Optional[int] = None,
+    ) -> Root:
+        """Roots ``paths`` (and their closures) as ``host/name`` (``host``: this machine's
+        name), replacing the root of that name; with ``keep``, the root is a series whose last
+        ``keep`` revisions stay rooted. Returns the root written."""
+        return _root(self._native.add_root(name, _paths(paths), _host(host), keep, False))
+
+    async def add_root_async(
+        self,
+        name: str,
+        paths: Union[PathArg, Iterable[PathArg]],
+        host: Optional[str] = None,
+        keep: Optional[int] = None,
+    ) -> Root:
+        return _root(await self._native.add_root(name, _paths(paths), _host(host), keep, True))
+
+    def remove_root(self, name: str, host: Optional[str] = None) -> None:
+        """Moves root ``host/name`` to the trash (``restore_root`` brings it back)."""
+        self._native.remove_root(name, _host(host), False, False)
+
+    async def remove_root_async(self, name: str, host: Optional[str] = None) -> None:
+        await self._native.remove_root(name, _host(host), False, True)
+
+    def restore_root(self, name: str, host: Optional[str] = None) -> None:
+        """Moves trashed root ``host/name`` back (refused if a root of that name exists)."""
+        self._native.remove_root(name, _host(host), True, False)
+
+    async def restore_root_async(self, name: str, host: Optional[str] = None) -> None:
+        await self._native.remove_root(name, _host(host), True, True)
+
+    def gc_plan(
+        self,
+        older_than: Optional[Duration] = None,
+        max_size: Optional[Size] = None,
+        grace: Optional[Duration] = None,
+        failed_uploads_older_than: Optional[Duration] = None,
+        only_trashed: bool = False,
+        allow_empty_roots: bool = False,
+        delete_unparseable: bool = False,
+        force: bool = False,
+        jobs: Optional[int] = None,
+        progress: Optional[ProgressCallback] = None,
+    ) -> GcPlan:
+        """Reads the cache (its roots, the push index, the narinfos it does not cover) and
+        plans a GC run as ``cachecore gc`` does, with its options; deletes nothing. Live is the
+        closure of the roots, of paths pushed within ``older_than``, of the paths of pushes in
+        progress; with ``max_size``, the newest other paths that fit. ``force``: grace 0 (the
+        objects of deleted narinfos go in the same run; for caches no one writes to).
+        ``progress`` hears ``("planned", (narinfos to read, 0, paths from the index))`` and
+        ``("path_done", key)`` for each narinfo read."""
+        args = self._gc_args(older_than, max_size, grace, failed_uploads_older_than, force)
+        native = self._native.gc_plan(
+            *args, only_trashed, allow_empty_roots, delete_unparseable, jobs, progress, False
+        )
+        return GcPlan(native)
+
+    async def gc_plan_async(
+        self,
+        older_than: Optional[Duration] = None,
+        max_size: Optional[Size] = None,
+        grace: Optional[Duration] = None,
+        failed_uploads_older_than: Optional[Duration] = None,
+        only_trashed: bool = False,
+        allow_empty_roots: bool = False,
+        delete_unparseable: bool = False,
+        force: bool = False,
+        jobs: Optional[int] = None,
+        progress: Optional[ProgressCallback] = None,
+    ) -> GcPlan:
+        args = self._gc_args(older_than, max_size, grace, failed_uploads_older_than, force)
+        native = await self._native.gc_plan(
+            *args, only_trashed, allow_empty_roots, delete_unparseable, jobs, progress, True
+        )
+        return GcPlan(native)
+
+    @staticmethod
+    def _gc_args(
+        older_than: Optional[Duration],
+        max_size: Optional[Size],
+        grace: Optional[Duration],
+        failed_uploads_older_than: Optional[Duration],
+        force: bool,
+    ) -> Tuple[Optional[str], Optional[str], Optional[str], Optional[str]]:
+        if force:
+            if grace is not None:
+                raise ValueError("give grace or force=True, not both (force is grace 0)")
+            grace = 0
+        return (
+            _duration(older_than),
+            _size(max_size),
+            _duration(grace),
+            _duration(failed_uploads_older_than),
+        )
+
+    def gc_apply(self, plan: GcPlan) -> GcReport:
+        """Carries out ``plan`` (made by ``gc_plan`` on this cache; once): tombstone, narinfos
+        referrers first (each re-checked just before its delete), then objects, in the order
+        that never breaks a closure. Failed deletes are in ``report.failures``."""
+        return _gc_report(self._native.gc_apply(plan._native, False))
+
+    async def gc_apply_async(self, plan: GcPlan) -> GcReport:
+        return _gc_report(await self._native.gc_apply(plan._native, True))
+
+
+def _host(host: Optional[str]) -> str:
+    """``host``, or this machine's name (as ``cachecore roots`` takes it)."""
+    return host if host is not None else socket.gethostname()

@@ -588,6 +588,7 @@ pub async fn collect_with(
     options: &GcOptions,
     progress: &dyn crate::ops::Progress,
 ) -> Result<GcReport, GcError> {
+<<<<<<< HEAD
     let mut scan = scan_with(cache, store_dir, options.concurrency, progress).await?;
     let root_ids = scan.root_ids(unix_secs(now));
     let plan = plan::plan(&scan.snapshot, &root_ids, unix_secs(now), &options.plan)?;
@@ -616,6 +617,115 @@ pub async fn collect_with(
         }
     }
     Ok(report)
+=======
+    let run = PlannedRun::prepare(cache, store_dir, now, options, progress).await?;
+    Ok(run.apply(cache, now).await)
+}
+
+/// A run scanned and planned, not yet applied: [`collect_with`] in two halves, for a caller
+/// that shows the plan before carrying it out (Python's `Cache.gc_plan` and `Cache.gc_apply`).
+/// Applying later is as safe as applying at once: what changed since the scan (narinfos
+/// written again, new leases) is found by the applier's own re-checks.
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// # use std::{sync::Arc, time::{Duration, SystemTime}};
+/// # use cachecore::{ops::{self, NoProgress, PushOptions}, store_path::StoreDir};
+/// use cachecore::gc::{GcOptions, PlanOptions, PlannedRun};
+/// use cachecore::store::BinaryCache;
+/// # let src = tempfile::tempdir().unwrap();
+/// # std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+/// let cache = BinaryCache::open("memory://").unwrap();
+/// # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "hello",
+/// #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+/// // No root, and told that is meant: the one path is garbage; grace 0 takes its NAR too.
+/// let plan = PlanOptions { allow_empty_roots: true, grace: Duration::ZERO, ..PlanOptions::default() };
+/// let options = GcOptions { plan, concurrency: 4, ..GcOptions::default() };
+/// let run = PlannedRun::prepare(&cache, &StoreDir::default(), SystemTime::now(), &options,
+///     &NoProgress).await.unwrap();
+/// let preview = run.preview();
+/// assert_eq!(preview.narinfos_deleted, [format!("{}.narinfo", path.hash_part())]);
+/// assert!(preview.dry_run && cache.has_narinfo(&path).await.unwrap()); // nothing deleted yet
+/// let report = run.apply(&cache, SystemTime::now()).await;
+/// assert_eq!(report.narinfos_deleted, preview.narinfos_deleted);
+/// assert_eq!(report.objects_deleted, preview.objects_deleted);
+/// assert!(!report.dry_run && !cache.has_narinfo(&path).await.unwrap());
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct PlannedRun {
+    pub scan: Scan,
+    pub plan: Plan,
+    /// The time the plan was made for.
+    pub now: SystemTime,
+    pub options: GcOptions,
+}
+
+impl PlannedRun {
+    /// Scans the cache ([`scan_with`]) and plans a run at `now`.
+    pub async fn prepare(
+        cache: &BinaryCache,
+        store_dir: &StoreDir,
+        now: SystemTime,
+        options: &GcOptions,
+        progress: &dyn crate::ops::Progress,
+    ) -> Result<PlannedRun, GcError> {
+        let mut scan = scan_with(cache, store_dir, options.concurrency, progress).await?;
+        let root_ids = scan.root_ids(unix_secs(now));
+        let plan = plan::plan(&scan.snapshot, &root_ids, unix_secs(now), &options.plan)?;
+        Ok(PlannedRun {
+            scan,
+            plan,
+            now,
+            options: options.clone(),
+        })
+    }
+
+    /// The report of the scan alone (roots, what does not parse, where paths were read from).
+    fn scan_report(&self) -> GcReport {
+        let scan = &self.scan;
+        GcReport {
+            roots: scan.roots.len(),
+            trashed_roots: scan.trashed.len(),
+            unparseable: scan
+                .unparseable
+                .iter()
+                .map(|(k, why)| format!("{k}: {why}"))
+                .collect(),
+            from_index: scan.from_index,
+            from_narinfos: scan.from_narinfos,
+            index_problems: scan.index_problems.clone(),
+            ..GcReport::default()
+        }
+    }
+
+    /// What applying would do, as a dry run reports it; nothing is requested.
+    pub fn preview(&self) -> GcReport {
+        let mut report = self.scan_report();
+        let options = GcOptions {
+            dry_run: true,
+            ..self.options.clone()
+        };
+        Applier::new(&self.scan, &self.plan, self.now, &options, &mut report);
+        report
+    }
+
+    /// Carries the plan out ([`apply`](fn@apply)) at `now` (its tombstone's time: pass the
+    /// current time); a dry run's options only fill the report.
+    pub async fn apply(&self, cache: &BinaryCache, now: SystemTime) -> GcReport {
+        let mut report = self.scan_report();
+        apply(
+            cache,
+            &self.scan,
+            &self.plan,
+            now,
+            &self.options,
+            &mut report,
+        )
+        .await;
+        report
+    }
+>>>>>>> py
 }
 
 /// Carries `plan` out (see the [module docs](super) for the order), filling `report`. Failures

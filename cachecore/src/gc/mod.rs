@@ -174,7 +174,8 @@ pub mod roots;
 mod model_tests;
 
 pub use apply::{
-    apply, collect, collect_with, scan, scan_with, Applier, GcError, GcOptions, GcReport, Scan,
+    apply, collect, collect_with, scan, scan_with, Applier, GcError, GcOptions, GcReport,
+    PlannedRun, Scan,
 };
 pub use lease::{GuardError, LeaseBody, PushGuard};
 pub use plan::{

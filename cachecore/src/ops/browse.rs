@@ -8,6 +8,7 @@
 
 use std::io::{self, Read, Seek, Write};
 
+use futures::stream::{self, BoxStream, StreamExt as _};
 use futures::TryStreamExt as _;
 
 use super::{join_error, OpError};
@@ -59,28 +60,65 @@ pub async fn all_narinfos(cache: &BinaryCache) -> Result<Vec<NarInfo>, OpError> 
 /// # });
 /// ```
 pub async fn list_paths(cache: &BinaryCache) -> Result<Vec<String>, OpError> {
-    super::require_cache_info(cache).await?;
-    // A cachecore serve answers for itself; elsewhere, from the push index and the narinfos
-    // it does not cover.
-    if let Some(served) = served_paths(cache).await? {
-        let mut paths: Vec<String> = served.into_iter().map(|p| p.path).collect();
-        paths.sort();
-        return Ok(paths);
-    }
-    let listed = cache.paths(CONCURRENCY).await?;
-    if let Some((key, _)) = listed.unparseable.first() {
-        // The narinfo's own error, with its key and cause.
-        let hash = key.strip_suffix(".narinfo").unwrap_or(key);
-        cache.narinfo_by_hash(hash).await?;
-    }
-    let store_dir = cache.store_dir().await?;
-    let mut paths: Vec<String> = listed
-        .entries
-        .iter()
-        .map(|e| store_dir.full_path(&e.path))
-        .collect();
+    let pages: Vec<Vec<String>> = path_pages(cache).try_collect().await?;
+    let mut paths: Vec<String> = pages.concat();
     paths.sort();
     Ok(paths)
+}
+
+/// The full store paths in the cache a page at a time, as they are read
+/// ([`BinaryCache::path_pages`]: from the push index, and the narinfos it does not cover,
+/// [`PATHS_PAGE`](crate::store::PATHS_PAGE) narinfo keys at a time); each page sorted, and the
+/// whole too where the store lists keys in order (S3, GCS, Azure). A `cachecore serve` answers
+/// in one page. A narinfo that does not parse stops the stream with its error.
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// # use std::sync::Arc;
+/// # use cachecore::{ops::{NoProgress, PushOptions}, store_path::StoreDir};
+/// use cachecore::{ops, store::BinaryCache};
+/// use futures::TryStreamExt;
+/// # let src = tempfile::tempdir().unwrap();
+/// # std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+/// let cache = BinaryCache::open("memory://").unwrap();
+/// # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "hello",
+/// #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+/// let pages: Vec<Vec<String>> = ops::path_pages(&cache).try_collect().await.unwrap();
+/// assert_eq!(pages, [[format!("/nix/store/{path}")]]);
+/// # });
+/// ```
+pub fn path_pages(cache: &BinaryCache) -> BoxStream<'_, Result<Vec<String>, OpError>> {
+    let start = async move {
+        super::require_cache_info(cache).await?;
+        // A cachecore serve answers for itself; elsewhere, from the push index and the
+        // narinfos it does not cover.
+        if let Some(served) = served_paths(cache).await? {
+            let mut paths: Vec<String> = served.into_iter().map(|p| p.path).collect();
+            paths.sort();
+            return Ok(stream::once(async move { Ok::<_, OpError>(paths) }).boxed());
+        }
+        let store_dir = cache.store_dir().await?;
+        let pages = cache
+            .path_pages(CONCURRENCY)
+            .map_err(OpError::from)
+            .and_then(move |page| {
+                let store_dir = store_dir.clone();
+                async move {
+                    if let Some((key, _)) = page.unparseable.first() {
+                        // The narinfo's own error, with its key and cause.
+                        let hash = key.strip_suffix(".narinfo").unwrap_or(key);
+                        cache.narinfo_by_hash(hash).await?;
+                    }
+                    Ok(page
+                        .entries
+                        .iter()
+                        .map(|e| store_dir.full_path(&e.path))
+                        .collect())
+                }
+            });
+        Ok::<_, OpError>(pages.boxed())
+    };
+    stream::once(start).try_flatten().boxed()
 }
 
 /// The largest `/cachecore-paths` answer read (about a million paths).

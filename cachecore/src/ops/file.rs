@@ -310,6 +310,50 @@ impl NarFile {
     /// # });
     /// ```
     pub fn stream(&self) -> BoxStream<'static, Result<Bytes, AccessError>> {
+        self.stream_from(0)
+    }
+
+    /// The file from byte `start` to its end, as a stream of chunks (see
+    /// [`stream`](Self::stream)); past the start, the contents header is checked by its own
+    /// read first (once per file).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// # use std::sync::Arc;
+    /// # use cachecore::{ops::{NoProgress, PushOptions}, store_path::StoreDir};
+    /// use cachecore::{ops, store::BinaryCache};
+    /// use futures::TryStreamExt;
+    /// # let src = tempfile::tempdir().unwrap();
+    /// # std::fs::write(src.path().join("data"), b"0123456789").unwrap();
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "data",
+    /// #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+    /// let file = ops::open_file(&cache, &path, "data").await.unwrap();
+    /// let chunks: Vec<bytes::Bytes> = file.stream_from(7).try_collect().await.unwrap();
+    /// assert_eq!(chunks.concat(), b"789");
+    /// assert!(file.stream_from(10).try_collect::<Vec<_>>().await.unwrap().is_empty());
+    /// assert!(file.stream_from(11).try_collect::<Vec<_>>().await.is_err());
+    /// # });
+    /// ```
+    pub fn stream_from(&self, start: u64) -> BoxStream<'static, Result<Bytes, AccessError>> {
+        if start > 0 {
+            let this = self.clone();
+            let read = async move {
+                if start > this.size {
+                    return Err(AccessError::OutOfBounds {
+                        path: this.name.clone(),
+                        start,
+                        end: this.size,
+                        nar_size: this.size,
+                    });
+                }
+                this.header().await?;
+                Ok(this
+                    .access
+                    .stream(this.offset + start..this.offset + this.size))
+            };
+            return futures::stream::once(read).try_flatten().boxed();
+        }
         let range = match self.nar_range() {
             Ok(r) => r,
             Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),

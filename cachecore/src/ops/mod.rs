@@ -21,7 +21,9 @@ use crate::local_store::LocalStoreError;
 use crate::nar;
 use crate::store::StoreError;
 
-pub use browse::{cat, cat_checked, info, list_paths, listing, listing_verified, CacheTotals};
+pub use browse::{
+    cat, cat_checked, info, list_paths, listing, listing_verified, path_pages, CacheTotals,
+};
 pub use copy::{copy, CopyOptions, CopySummary};
 pub use file::{cat_file, file_in, open_file, NarFile};
 pub use pull::{check_trusted, pull, PullOptions};

@@ -33,6 +33,9 @@ use crate::store_path::StorePath;
 /// The first line of an index object.
 pub const INDEX_HEADER: &str = "cachecore-index 1";
 
+/// How many narinfo keys [`BinaryCache::path_pages`] resolves at a time.
+pub const PATHS_PAGE: usize = 1000;
+
 /// The largest index object read: 256 MiB (about 700,000 entries of 4 references).
 pub const MAX_INDEX_OBJECT_BYTES: u64 = 256 << 20;
 
@@ -323,17 +326,29 @@ impl BinaryCache {
         use_index: bool,
         progress: &dyn crate::ops::Progress,
     ) -> Result<CachePaths, StoreError> {
-        let index = if use_index {
+        let mut index = if use_index {
             self.read_index().await?
         } else {
             IndexRead::default()
         };
-        let mut out = CachePaths {
-            problems: index.problems,
-            index_objects: index.objects,
-            ..CachePaths::default()
-        };
-        let mut entries = index.entries;
+        let mut out = self
+            .resolve_paths(listed, &mut index.entries, concurrency, progress)
+            .await?;
+        out.problems.splice(0..0, index.problems);
+        out.index_objects = index.objects;
+        Ok(out)
+    }
+
+    /// The paths of the narinfo keys `listed`: from `index` (the entries used are taken out of
+    /// it) where an entry still describes the narinfo, else read from the narinfo. Sorted.
+    async fn resolve_paths(
+        &self,
+        listed: Vec<ObjectInfo>,
+        entries: &mut HashMap<String, (IndexEntry, SystemTime)>,
+        concurrency: usize,
+        progress: &dyn crate::ops::Progress,
+    ) -> Result<CachePaths, StoreError> {
+        let mut out = CachePaths::default();
         let mut to_read: Vec<ObjectInfo> = Vec::new();
         for meta in listed {
             let Some(hash) = layout::narinfo_hash(&meta.key) else {
@@ -394,6 +409,70 @@ impl BinaryCache {
         }
         out.entries.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
+    }
+
+    /// Every path of the cache ([`paths`](Self::paths)) a page at a time: the index is read
+    /// first, then the narinfo keys are listed [`PATHS_PAGE`] at a time (as the store hands
+    /// out its listing), and each page's paths the index does not cover are read then. Each
+    /// page is sorted (on S3, GCS and Azure, which list keys in order, so is the whole); a
+    /// page's `problems` are the index's on the first page, then its own narinfos'. Memory:
+    /// the index's entries, and one page.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// # use std::sync::Arc;
+    /// # use cachecore::{ops::{self, NoProgress, PushOptions}, store_path::StoreDir};
+    /// use cachecore::store::BinaryCache;
+    /// use futures::TryStreamExt;
+    /// # let src = tempfile::tempdir().unwrap();
+    /// # std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "hello",
+    /// #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+    /// let pages: Vec<_> = cache.path_pages(16).try_collect().await.unwrap();
+    /// assert_eq!(pages.len(), 1);
+    /// assert_eq!(pages[0].entries[0].path, path);
+    /// assert_eq!((pages[0].from_index, pages[0].from_narinfos), (1, 0));
+    /// # });
+    /// ```
+    pub fn path_pages(
+        &self,
+        concurrency: usize,
+    ) -> futures::stream::BoxStream<'_, Result<CachePaths, StoreError>> {
+        let listed = self
+            .objects()
+            .list_dir("")
+            .try_filter(|m| futures::future::ready(layout::narinfo_hash(&m.key).is_some()))
+            .try_chunks(PATHS_PAGE)
+            .map_err(|e| e.1);
+        let start = async move {
+            let index = self.read_index().await?;
+            let state = (listed, index, true);
+            let pages = futures::stream::try_unfold(
+                state,
+                move |(mut listed, mut index, first)| async move {
+                    let Some(page) = listed.try_next().await? else {
+                        return Ok(None);
+                    };
+                    let mut out = self
+                        .resolve_paths(
+                            page,
+                            &mut index.entries,
+                            concurrency,
+                            &crate::ops::NoProgress,
+                        )
+                        .await?;
+                    if first {
+                        out.problems
+                            .splice(0..0, std::mem::take(&mut index.problems));
+                        out.index_objects = std::mem::take(&mut index.objects);
+                    }
+                    Ok(Some((out, (listed, index, false))))
+                },
+            );
+            Ok::<_, StoreError>(pages)
+        };
+        futures::stream::once(start).try_flatten().boxed()
     }
 
     /// Merges the index into one object: every path of the cache ([`paths`](Self::paths),

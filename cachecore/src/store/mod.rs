@@ -76,7 +76,7 @@ pub use cache::{
 };
 pub use debris::{Debris, DEBRIS_AGE};
 pub use error::{is_backend_detail, StoreError};
-pub use index::{CachePaths, IndexEntry};
+pub use index::{CachePaths, IndexEntry, PATHS_PAGE};
 pub use nar::{IntegrityError, NarReader};
 pub use objects::{
     ByteStream, Object, ObjectInfo, Objects, ReadRange, VersionTag, WriteMode, WriteSupport,
