@@ -89,6 +89,8 @@ pub fn options(
             allow_empty_roots,
             max_size,
             delete_unparseable,
+            // `unused_for` (access records) is not offered from Python yet.
+            ..defaults
         },
         dry_run: false,
         concurrency: jobs.unwrap_or(16).max(1),

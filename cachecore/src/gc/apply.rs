@@ -588,36 +588,6 @@ pub async fn collect_with(
     options: &GcOptions,
     progress: &dyn crate::ops::Progress,
 ) -> Result<GcReport, GcError> {
-<<<<<<< HEAD
-    let mut scan = scan_with(cache, store_dir, options.concurrency, progress).await?;
-    let root_ids = scan.root_ids(unix_secs(now));
-    let plan = plan::plan(&scan.snapshot, &root_ids, unix_secs(now), &options.plan)?;
-    let mut report = GcReport {
-        roots: scan.roots.len(),
-        trashed_roots: scan.trashed.len(),
-        unparseable: scan
-            .unparseable
-            .iter()
-            .map(|(k, why)| format!("{k}: {why}"))
-            .collect(),
-        from_index: scan.from_index,
-        from_narinfos: scan.from_narinfos,
-        index_problems: scan.index_problems.clone(),
-        read_paths: scan.snapshot.read_paths(),
-        access_problems: scan.access.problems.clone(),
-        ..GcReport::default()
-    };
-    apply(cache, &scan, &plan, now, options, &mut report).await;
-    if !options.dry_run && report.failures.is_empty() {
-        // Many small access records become one (what they say is in the snapshot already).
-        if let Err(e) = super::access::compact(cache, &scan.access).await {
-            report
-                .failures
-                .push(format!("cannot merge the access records: {e}"));
-        }
-    }
-    Ok(report)
-=======
     let run = PlannedRun::prepare(cache, store_dir, now, options, progress).await?;
     Ok(run.apply(cache, now).await)
 }
@@ -695,6 +665,8 @@ impl PlannedRun {
             from_index: scan.from_index,
             from_narinfos: scan.from_narinfos,
             index_problems: scan.index_problems.clone(),
+            read_paths: scan.snapshot.read_paths(),
+            access_problems: scan.access.problems.clone(),
             ..GcReport::default()
         }
     }
@@ -723,9 +695,16 @@ impl PlannedRun {
             &mut report,
         )
         .await;
+        if !self.options.dry_run && report.failures.is_empty() {
+            // Many small access records become one (what they say is in the snapshot already).
+            if let Err(e) = super::access::compact(cache, &self.scan.access).await {
+                report
+                    .failures
+                    .push(format!("cannot merge the access records: {e}"));
+            }
+        }
         report
     }
->>>>>>> py
 }
 
 /// Carries `plan` out (see the [module docs](super) for the order), filling `report`. Failures
