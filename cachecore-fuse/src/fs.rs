@@ -14,19 +14,22 @@
 //!   given out then, all at once, and never change: `lookup`, `getattr` and `readdir` never read
 //!   a NAR byte afterwards.
 //! - `read` reads the file's bytes out of the NAR through [`cachecore::ops::NarFile`] (ranged
-//!   reads of the covering frames; see [`cachecore::access`] for what they check), or, with
-//!   [`Check::Nar`], out of the whole NAR, fetched once and checked against the signed
-//!   `NarHash` before a byte is served.
+//!   reads of the covering frames; see [`cachecore::access`] for what they check): with
+//!   [`Check::Frames`], each frame checked against its signed digest before a byte of it is
+//!   served; with [`Check::Nar`] (and for a path without signed frame digests), out of the
+//!   whole NAR, fetched once and checked against the signed `NarHash` first.
 //!
-//! # The listing is untrusted
+//! # The listing
 //!
-//! No signature covers a `.ls`. It is bounded (the core reads at most
+//! With [`Check::Frames`], a path pushed with signed frame digests has its `.ls` checked
+//! against the signed `ListingHash` before its tree is made (see
+//! [`cachecore::access::frame_digests`]). Otherwise no signature covers a `.ls`. It is bounded (the core reads at most
 //! [`cachecore::store::MAX_LISTING_BYTES`]; at most [`MAX_NODES`] entries are taken), every
 //! regular file must lie inside the NAR (`narOffset + size <= NarSize`), symlink targets must be
 //! non-empty and hold no NUL, and each file's first read checks that the NAR really holds a
-//! file of that size at that offset. What a hostile listing can still do without
-//! [`Check::Nar`] — swap two files' places, misreport the executable bit or a symlink target — is
-//! what the signed frame digests of issue 19 are for. With [`Check::Nar`], `ls` still shows what
+//! file of that size at that offset. What an unsigned hostile listing can still do with
+//! [`Check::Ranges`] — swap two files' places, misreport the executable bit or a symlink
+//! target — the other checks prevent. With [`Check::Nar`], `ls` still shows what
 //! the listing says (no NAR byte is fetched to list), but before the first byte of a path's
 //! contents or a symlink target is served, the whole NAR is fetched, checked against the signed
 //! NarHash, and must hold exactly the listed tree; if it does not, every read in that path fails.
@@ -38,7 +41,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cachecore::access::{FrameCache, NarAccess, NarCache};
+use cachecore::access::{FrameCache, ListingOrigin, NarAccess, NarCache};
 use cachecore::blocking;
 use cachecore::error::ErrorKind;
 use cachecore::nar::{Listing, ListingNode};
@@ -71,6 +74,11 @@ pub enum Check {
     /// own checksum, not against the `NarHash` (see [`cachecore::access`]). Fetches only what a
     /// reader touches.
     Ranges,
+    /// Ranged reads of the covering frames, each checked against its digest signed by a
+    /// trusted key, and the listing against its signed hash, before anything is served
+    /// ([`cachecore::access::NarAccess::frames_checked`]); a path without signed frame digests
+    /// is read as with [`Check::Nar`].
+    Frames,
     /// The whole NAR, fetched once, checked against the narinfo's `NarHash` (and the signature
     /// over it), kept in the [`NarCache`], and read from there; the unsigned `.ls` the tree was
     /// made from must match that NAR before any content or symlink target is served. Nothing
@@ -183,6 +191,9 @@ pub struct DirEntry {
 struct PathEntry {
     info: NarInfo,
     access: NarAccess,
+    /// How this path's reads are checked: the filesystem's [`Check`], but [`Check::Nar`] for a
+    /// path without signed frame digests under [`Check::Frames`].
+    check: Check,
     /// Held while its listing is read, so that concurrent first lookups read it once.
     loading: Mutex<()>,
     /// With [`Check::Nar`]: the listing the tree was made from, until the checked NAR has
@@ -331,12 +342,25 @@ impl CacheFs {
         if let Some(cache) = &self.options.nar_cache {
             access = access.with_nar_cache(cache.clone());
         }
-        if self.options.check == Check::Nar {
-            access = access.whole_nar_checked();
-        }
+        let check = match self.options.check {
+            Check::Ranges => Check::Ranges,
+            Check::Nar => {
+                access = access.whole_nar_checked();
+                Check::Nar
+            }
+            Check::Frames => {
+                access = access.frames_checked(&self.options.trusted_keys);
+                if access.checks_frames() {
+                    Check::Frames
+                } else {
+                    Check::Nar
+                }
+            }
+        };
         Ok(Arc::new(PathEntry {
             info,
             access,
+            check,
             loading: Mutex::new(()),
             confirmation: Mutex::new(Confirmation::None),
         }))
@@ -374,18 +398,15 @@ impl CacheFs {
         }
     }
 
-    /// The listing of a path, checked as far as it can be (see the [module docs](self)).
+    /// The listing of a path, checked as far as it can be (see the [module docs](self)): the
+    /// signed one, else the stored one (confirmed against the checked NAR before use, unless
+    /// [`Check::Ranges`]), else one built from the NAR (fetched once, checked, and read from
+    /// afterwards).
     fn read_listing(&self, entry: &PathEntry) -> Result<Listing, FsError> {
         let info = &entry.info;
         let full = info.store_dir.full_path(&info.store_path);
-        let listing = blocking::block_on(ops::browse::listing_of(&self.cache, info))?;
-        let listing = if has_missing_offsets(&listing.root) {
-            // A listing without offsets (Nix before 2.0): read them from the NAR.
-            blocking::block_on(ops::listing_verified(&self.cache, &info.store_path))?
-        } else {
-            listing
-        };
-        if self.options.check == Check::Nar {
+        let (listing, origin) = blocking::block_on(entry.access.listing())?;
+        if origin == ListingOrigin::Stored && entry.check != Check::Ranges {
             *lock(&entry.confirmation) = Confirmation::Pending(listing.clone());
         }
         check_listing(&listing.root, info.nar_size, &mut 0).map_err(|reason| {
@@ -401,7 +422,7 @@ impl CacheFs {
     /// fetched once and checked against the signed NarHash, must hold exactly the tree its
     /// listing described (names, kinds, sizes, executable bits, symlink targets, offsets).
     fn confirm(&self, entry: &PathEntry) -> Result<(), FsError> {
-        if self.options.check != Check::Nar {
+        if entry.check == Check::Ranges {
             return Ok(());
         }
         let mut confirmation = lock(&entry.confirmation);
@@ -639,14 +660,6 @@ fn attr_of(ino: u64, node: &Node) -> Attr {
         kind,
         size,
         executable,
-    }
-}
-
-fn has_missing_offsets(node: &ListingNode) -> bool {
-    match node {
-        ListingNode::Regular { nar_offset, .. } => nar_offset.is_none(),
-        ListingNode::Symlink { .. } => false,
-        ListingNode::Directory { entries } => entries.values().any(has_missing_offsets),
     }
 }
 
