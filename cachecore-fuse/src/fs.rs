@@ -96,8 +96,10 @@ pub struct FsOptions {
     pub check: Check,
     /// Where whole NARs are kept ([`Check::Nar`], and NARs that cannot be read at random).
     pub nar_cache: Option<NarCache>,
-    /// Most bytes of decompressed frames kept in memory (shared by every path; see
-    /// [`FrameCache`]).
+    /// Most bytes kept in memory: three quarters for decompressed frames (shared by every
+    /// path; see [`FrameCache`]), a quarter for the trees of the store paths' listings (the
+    /// least recently used dropped beyond it, read again when used; the largest single tree is
+    /// always held while it is used).
     pub memory: u64,
 }
 
@@ -214,10 +216,11 @@ enum Confirmation {
 enum Node {
     /// The root: store path base names.
     Root,
-    /// A store path whose listing is not read yet.
-    Unloaded(Arc<PathEntry>),
+    /// A store path (its tree, once loaded, is in [`Table::trees`]).
+    Top(Arc<PathEntry>),
     Directory {
-        entries: Arc<BTreeMap<OsString, u64>>,
+        /// Name → inode and kind.
+        entries: Arc<BTreeMap<OsString, (u64, FileKind)>>,
     },
     Regular {
         path: Arc<PathEntry>,
@@ -232,22 +235,200 @@ enum Node {
     },
 }
 
-#[derive(Debug, Default)]
+/// The first inode of the store paths' trees; the root and the store paths themselves are
+/// numbered from 1 below it.
+const TREE_INODES: u64 = 1 << 40;
+
+/// The inodes: the root and the store paths (never forgotten), and the trees of the paths
+/// whose listings were read. Each tree keeps the range of inode numbers it was first given, so
+/// a tree dropped to stay within memory and read again gets the same numbers (the kernel may
+/// still hold them).
+#[derive(Debug)]
 struct Table {
-    /// Node of inode `i + 1`.
+    /// Node of inode `i + 1`: the root, then store paths.
     nodes: Vec<Node>,
     /// The root's entries: base name → inode.
     root: BTreeMap<OsString, u64>,
+    /// Trees by their first inode.
+    trees: BTreeMap<u64, Tree>,
+    /// Store path inode → the first inode of its tree.
+    tree_of: HashMap<u64, u64>,
+    /// Where the next tree's inodes start.
+    next_tree: u64,
+    /// Estimated bytes of the trees held.
+    tree_bytes: u64,
+    /// Most bytes of trees held: beyond it, the least recently used are dropped (never the
+    /// one just read).
+    max_tree_bytes: u64,
+    /// Counts uses, for least-recently-used.
+    tick: std::sync::atomic::AtomicU64,
+}
+
+/// The nodes of one store path's tree: node 0 is the path's own directory, node `i` inode
+/// `first + i`.
+#[derive(Debug)]
+struct Tree {
+    /// The store path's inode.
+    top: u64,
+    len: u64,
+    /// A digest of what the tree was made from: read again, it must be the same tree.
+    digest: u64,
+    /// `None` once dropped.
+    nodes: Option<Vec<Node>>,
+    bytes: u64,
+    used: std::sync::atomic::AtomicU64,
+}
+
+/// What the table says about an inode.
+enum Found {
+    Node(Node),
+    /// A store path whose tree is to be read (first time, or again after it was dropped).
+    Load(u64),
+    None,
 }
 
 impl Table {
+    fn new(max_tree_bytes: u64) -> Table {
+        Table {
+            nodes: vec![Node::Root],
+            root: BTreeMap::new(),
+            trees: BTreeMap::new(),
+            tree_of: HashMap::new(),
+            next_tree: TREE_INODES,
+            tree_bytes: 0,
+            max_tree_bytes,
+            tick: Default::default(),
+        }
+    }
+
     fn add(&mut self, node: Node) -> u64 {
         self.nodes.push(node);
         self.nodes.len() as u64
     }
 
-    fn get(&self, ino: u64) -> Option<&Node> {
-        self.nodes.get(usize::try_from(ino).ok()?.checked_sub(1)?)
+    fn find(&self, ino: u64) -> Found {
+        use std::sync::atomic::Ordering::Relaxed;
+        if ino < TREE_INODES {
+            let Some(node) = usize::try_from(ino)
+                .ok()
+                .and_then(|i| self.nodes.get(i.checked_sub(1)?))
+            else {
+                return Found::None;
+            };
+            if let Node::Top(_) = node {
+                return match self.tree_of.get(&ino) {
+                    Some(first) => self.find_in_tree(*first, *first),
+                    None => Found::Load(ino),
+                };
+            }
+            return Found::Node(node.clone());
+        }
+        match self.trees.range(..=ino).next_back() {
+            Some((first, tree)) if ino - first < tree.len && ino != *first => {
+                let _ = tree
+                    .used
+                    .fetch_max(self.tick.fetch_add(1, Relaxed), Relaxed);
+                self.find_in_tree(*first, ino)
+            }
+            _ => Found::None,
+        }
+    }
+
+    fn find_in_tree(&self, first: u64, ino: u64) -> Found {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(tree) = self.trees.get(&first) else {
+            return Found::None;
+        };
+        tree.used
+            .fetch_max(self.tick.fetch_add(1, Relaxed), Relaxed);
+        match &tree.nodes {
+            Some(nodes) => nodes
+                .get((ino - first) as usize)
+                .cloned()
+                .map_or(Found::None, Found::Node),
+            None => Found::Load(tree.top),
+        }
+    }
+
+    /// Installs the tree of store path `top` made from `listing`: at the inodes it had before
+    /// when it was dropped (and only if it is the same tree), else at new ones. Then drops the
+    /// least recently used other trees until the rest fit.
+    fn install(
+        &mut self,
+        top: u64,
+        entry: &Arc<PathEntry>,
+        listing: ListingNode,
+    ) -> Result<Node, FsError> {
+        let first = self.tree_of.get(&top).copied().unwrap_or(self.next_tree);
+        let mut made = Made {
+            nodes: Vec::new(),
+            first,
+            bytes: 0,
+            digest: std::hash::DefaultHasher::new(),
+        };
+        make_tree(&mut made, entry, listing, "");
+        let digest = std::hash::Hasher::finish(&made.digest);
+        let len = made.nodes.len() as u64;
+        let bytes = made.bytes;
+        let root = made.nodes[0].clone();
+        let tick = self.tick.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.trees.get_mut(&first) {
+            Some(tree) => {
+                if tree.len != len || tree.digest != digest {
+                    return Err(FsError::BadListing {
+                        path: entry.info.store_dir.full_path(&entry.info.store_path),
+                        reason: "changed since it was first read".into(),
+                    });
+                }
+                if tree.nodes.is_none() {
+                    tree.nodes = Some(made.nodes);
+                    tree.bytes = bytes;
+                    self.tree_bytes += bytes;
+                }
+                *tree.used.get_mut() = tick;
+            }
+            None => {
+                self.next_tree += len;
+                self.tree_of.insert(top, first);
+                self.trees.insert(
+                    first,
+                    Tree {
+                        top,
+                        len,
+                        digest,
+                        nodes: Some(made.nodes),
+                        bytes,
+                        used: tick.into(),
+                    },
+                );
+                self.tree_bytes += bytes;
+            }
+        }
+        self.evict(first);
+        Ok(root)
+    }
+
+    /// Drops the least recently used trees but `keep` until the rest fit.
+    fn evict(&mut self, keep: u64) {
+        if self.tree_bytes <= self.max_tree_bytes {
+            return;
+        }
+        let mut by_use: Vec<(u64, u64)> = self
+            .trees
+            .iter_mut()
+            .filter(|(first, tree)| **first != keep && tree.nodes.is_some())
+            .map(|(first, tree)| (*tree.used.get_mut(), *first))
+            .collect();
+        by_use.sort_unstable();
+        for (_, first) in by_use {
+            if self.tree_bytes <= self.max_tree_bytes {
+                break;
+            }
+            if let Some(tree) = self.trees.get_mut(&first) {
+                tree.nodes = None;
+                self.tree_bytes -= tree.bytes;
+            }
+        }
     }
 }
 
@@ -297,14 +478,11 @@ impl CacheFs {
         let listed = root_paths(&cache)?;
         let mut fs = CacheFs {
             cache,
-            table: RwLock::new(Table {
-                nodes: vec![Node::Root],
-                root: BTreeMap::new(),
-            }),
+            table: RwLock::new(Table::new(options.memory / 4)),
             missing: Mutex::new(HashMap::new()),
             root_complete: listed.is_some(),
             open: Mutex::new(HashMap::new()),
-            frames: FrameCache::new(options.memory),
+            frames: FrameCache::new(options.memory - options.memory / 4),
             options,
         };
         let mut unsigned = 0usize;
@@ -374,28 +552,33 @@ impl CacheFs {
         self.table.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn node(&self, ino: u64) -> Result<Node, FsError> {
-        self.table().get(ino).cloned().ok_or(FsError::NoEntry)
+    /// The node of `ino`, with its store path's tree read if it is not held (first use, or
+    /// dropped to stay within memory).
+    fn loaded(&self, ino: u64) -> Result<Node, FsError> {
+        loop {
+            let top = match self.table().find(ino) {
+                Found::Node(node) => return Ok(node),
+                Found::None => return Err(FsError::NoEntry),
+                Found::Load(top) => top,
+            };
+            let entry = match self.table().nodes.get(top as usize - 1) {
+                Some(Node::Top(entry)) => entry.clone(),
+                _ => return Err(FsError::NoEntry),
+            };
+            let _one_at_a_time = lock(&entry.loading);
+            // (The read guard must be gone before the write below.)
+            let still_missing = matches!(self.table().find(ino), Found::Load(_));
+            if still_missing {
+                let listing = self.read_listing(&entry)?;
+                self.table_mut().install(top, &entry, listing.root)?;
+            }
+        }
     }
 
-    /// The node of `ino` with a store path's listing read if it was not yet.
-    fn loaded(&self, ino: u64) -> Result<Node, FsError> {
-        match self.node(ino)? {
-            Node::Unloaded(entry) => {
-                let _one_at_a_time = lock(&entry.loading);
-                match self.node(ino)? {
-                    Node::Unloaded(_) => {
-                        let listing = self.read_listing(&entry)?;
-                        let mut table = self.table_mut();
-                        let node = make_tree(&mut table, &entry, listing.root, "")?;
-                        table.nodes[ino as usize - 1] = node.clone();
-                        Ok(node)
-                    }
-                    node => Ok(node),
-                }
-            }
-            node => Ok(node),
-        }
+    /// Estimated bytes of the store paths' trees held in memory now (bounded by a quarter of
+    /// [`FsOptions::memory`], or by the largest single tree).
+    pub fn tree_bytes(&self) -> u64 {
+        self.table().tree_bytes
     }
 
     /// The listing of a path, checked as far as it can be (see the [module docs](self)): the
@@ -473,7 +656,7 @@ impl CacheFs {
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
         let ino = match self.loaded(parent)? {
             Node::Root => self.lookup_root(name)?,
-            Node::Directory { entries } => *entries.get(name).ok_or(FsError::NoEntry)?,
+            Node::Directory { entries } => entries.get(name).ok_or(FsError::NoEntry)?.0,
             _ => {
                 return Err(FsError::WrongKind {
                     what: "not a directory",
@@ -541,7 +724,12 @@ impl CacheFs {
     /// The entries of directory `ino` (without `.` and `..`).
     pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>, FsError> {
         let entries = match self.loaded(ino)? {
-            Node::Root => self.table().root.clone(),
+            Node::Root => self
+                .table()
+                .root
+                .iter()
+                .map(|(name, ino)| (name.clone(), (*ino, FileKind::Directory)))
+                .collect(),
             Node::Directory { entries } => BTreeMap::clone(&entries),
             _ => {
                 return Err(FsError::WrongKind {
@@ -549,17 +737,9 @@ impl CacheFs {
                 })
             }
         };
-        let table = self.table();
         Ok(entries
             .into_iter()
-            .filter_map(|(name, ino)| {
-                let node = table.get(ino)?;
-                Some(DirEntry {
-                    ino,
-                    kind: attr_of(ino, node).kind,
-                    name,
-                })
-            })
+            .map(|(name, (ino, kind))| DirEntry { ino, kind, name })
             .collect())
     }
 
@@ -642,14 +822,14 @@ fn add_path(table: &mut Table, entry: Arc<PathEntry>) -> u64 {
     if let Some(ino) = table.root.get(&name) {
         return *ino;
     }
-    let ino = table.add(Node::Unloaded(entry));
+    let ino = table.add(Node::Top(entry));
     table.root.insert(name, ino);
     ino
 }
 
 fn attr_of(ino: u64, node: &Node) -> Attr {
     let (kind, size, executable) = match node {
-        Node::Root | Node::Unloaded(_) | Node::Directory { .. } => (FileKind::Directory, 0, true),
+        Node::Root | Node::Top(_) | Node::Directory { .. } => (FileKind::Directory, 0, true),
         Node::Regular {
             size, executable, ..
         } => (FileKind::Regular, *size, *executable),
@@ -692,31 +872,52 @@ fn check_listing(node: &ListingNode, nar_size: u64, count: &mut usize) -> Result
     }
 }
 
-/// Gives inodes to `node` and everything under it; returns the node for `node` itself.
-fn make_tree(
-    table: &mut Table,
-    entry: &Arc<PathEntry>,
-    node: ListingNode,
-    sub: &str,
-) -> Result<Node, FsError> {
-    Ok(match node {
+/// A tree being made: its nodes (node `i` is inode `first + i`), their estimated bytes, and a
+/// digest of everything they say.
+struct Made {
+    nodes: Vec<Node>,
+    first: u64,
+    bytes: u64,
+    digest: std::hash::DefaultHasher,
+}
+
+/// Estimated bytes of a node beyond its name and path (the node, a directory entry, `Arc`s).
+const NODE_BYTES: u64 = 160;
+
+/// Numbers `node` and everything under it in depth-first order (the same listing, the same
+/// numbers); returns the index of `node`.
+fn make_tree(made: &mut Made, entry: &Arc<PathEntry>, node: ListingNode, sub: &str) -> usize {
+    use std::hash::Hash as _;
+    let index = made.nodes.len();
+    made.nodes.push(Node::Root); // replaced below
+    made.bytes += NODE_BYTES;
+    let built = match node {
         ListingNode::Regular {
             size,
             executable,
             nar_offset,
-        } => Node::Regular {
-            path: entry.clone(),
-            sub: Arc::from(sub),
-            size,
-            executable,
-            // Checked by `check_listing`.
-            nar_offset: nar_offset.unwrap_or(0),
-        },
-        ListingNode::Symlink { target } => Node::Symlink {
-            path: entry.clone(),
-            target: Arc::from(OsStr::from_bytes(target.as_bytes())),
-        },
+        } => {
+            (0u8, sub, size, executable, nar_offset).hash(&mut made.digest);
+            made.bytes += sub.len() as u64;
+            Node::Regular {
+                path: entry.clone(),
+                sub: Arc::from(sub),
+                size,
+                executable,
+                // Checked by `check_listing`.
+                nar_offset: nar_offset.unwrap_or(0),
+            }
+        }
+        ListingNode::Symlink { target } => {
+            (1u8, sub, &target).hash(&mut made.digest);
+            made.bytes += target.len() as u64;
+            Node::Symlink {
+                path: entry.clone(),
+                target: Arc::from(OsStr::from_bytes(target.as_bytes())),
+            }
+        }
         ListingNode::Directory { entries } => {
+            (2u8, sub, entries.len()).hash(&mut made.digest);
             let mut inodes = BTreeMap::new();
             for (name, child) in entries {
                 let child_sub = if sub.is_empty() {
@@ -724,12 +925,20 @@ fn make_tree(
                 } else {
                     format!("{sub}/{name}")
                 };
-                let child = make_tree(table, entry, child, &child_sub)?;
-                inodes.insert(OsString::from(name), table.add(child));
+                let kind = match &child {
+                    ListingNode::Regular { .. } => FileKind::Regular,
+                    ListingNode::Symlink { .. } => FileKind::Symlink,
+                    ListingNode::Directory { .. } => FileKind::Directory,
+                };
+                let at = make_tree(made, entry, child, &child_sub);
+                made.bytes += name.len() as u64;
+                inodes.insert(OsString::from(name), (made.first + at as u64, kind));
             }
             Node::Directory {
                 entries: Arc::new(inodes),
             }
         }
-    })
+    };
+    made.nodes[index] = built;
+    index
 }
