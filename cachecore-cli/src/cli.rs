@@ -196,7 +196,9 @@ pub enum Command {
         #[arg(long = "trusted-key", value_name = "KEY")]
         trusted_keys: Vec<String>,
         /// Read and check the whole NAR (FileHash, FileSize, NarHash, NarSize) before printing
-        /// the file, as a download by Nix would (implied by --trusted-key).
+        /// the file, as a download by Nix would. With --trusted-key and without --verify, a
+        /// path pushed with signed frame digests has only the frames holding the file read,
+        /// each checked against its signed digest; any other path is read whole and checked.
         #[arg(long)]
         verify: bool,
         #[command(flatten)]
@@ -432,9 +434,10 @@ pub enum RootsCommand {
 #[cfg(all(feature = "mount", target_os = "linux"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MountCheck {
-    /// Read only the frames of a file, each checked against a signed frame digest; a path
-    /// without frame digests is read as with `nar`. No cache carries frame digests yet, so
-    /// today every path is read as with `nar`.
+    /// Read only the frames of a file, each checked against its digest signed by a trusted key
+    /// (`cachecore push` with a signing key writes them for NARs of more than one frame), and a
+    /// path's listing against its signed hash; a path without signed frame digests is read as
+    /// with `nar`.
     Frames,
     /// Fetch a path's whole NAR once, check it against the signed NarHash, keep it in
     /// --cache-dir and serve every read from it; the path's listing must describe that NAR

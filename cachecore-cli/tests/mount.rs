@@ -712,9 +712,10 @@ fn a_cache_in_garage_mounts_as_the_store() {
     };
     run(&["init", &url]);
     run(&["push", &url, &fixture, "--key", path_str(&secret), "-q"]);
-    // Ranged reads of the frames (S3 ranged GETs), and the whole NAR checked (--check nar).
+    // Ranged reads of the frames (S3 ranged GETs), unchecked and checked against the signed
+    // frame digests (the default with a trusted key), and the whole NAR checked (--check nar).
     let nars = work.path().join("nars");
-    for (name, check) in [("ranges", "--no-check-sigs"), ("nar", "--trusted-key")] {
+    for name in ["ranges", "frames", "nar"] {
         let mnt = work.path().join(format!("mnt-{name}"));
         let mut args = vec![
             "mount",
@@ -722,10 +723,11 @@ fn a_cache_in_garage_mounts_as_the_store() {
             path_str(&mnt),
             "--cache-dir",
             path_str(&nars),
-            check,
         ];
-        if check == "--trusted-key" {
-            args.push(&public);
+        match name {
+            "ranges" => args.push("--no-check-sigs"),
+            "frames" => args.extend(["--trusted-key", &public]),
+            _ => args.extend(["--trusted-key", &public, "--check", "nar"]),
         }
         let mount = Mount::start_with_env(&mnt, &args, &garage.env());
         let listed: Vec<String> = fs::read_dir(&mnt)
@@ -734,5 +736,237 @@ fn a_cache_in_garage_mounts_as_the_store() {
             .collect();
         assert_eq!(listed, [base(&fixture)]);
         assert_same_as_store(&fixture, &mount.path(base(&fixture)));
+    }
+}
+
+/// The NAR object of a cache directory holding one path.
+fn nar_object(cache: &Path) -> PathBuf {
+    fs::read_dir(cache.join("nar"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| !p.to_string_lossy().ends_with(".frames"))
+        .unwrap()
+}
+
+/// The fixture path pushed by `cachecore push --key` (with `args`) into a new cache directory
+/// under `dir`: the path, the secret key's file, the public key and the cache.
+fn signed_fixture(dir: &Path, key_name: &str, args: &[&str]) -> (String, PathBuf, String, PathBuf) {
+    let fixture = fixture_path(dir);
+    let (secret, public) = nix_generate_key(dir, key_name);
+    let cache = dir.join("cache");
+    cachecore_ok(&["init", path_str(&cache)], b"");
+    let push = [
+        &[
+            "push",
+            path_str(&cache),
+            &fixture,
+            "--key",
+            path_str(&secret),
+            "-q",
+        ][..],
+        args,
+    ]
+    .concat();
+    cachecore_ok(&push, b"");
+    (fixture, secret, public, cache)
+}
+
+#[test]
+fn check_frames_reads_only_signed_frames_serves_no_changed_byte_and_nix_still_substitutes() {
+    require_fuse();
+    let work = tempdir();
+    let (fixture, secret, public, cache) = signed_fixture(work.path(), "frames-1", &[]);
+    // The signed frame digests ride in narinfo fields Nix ignores: real Nix still substitutes
+    // a path carrying them, requiring signatures (and refuses it trusting another key). An
+    // input-addressed path (Nix takes a content-addressed one unsigned): ~10 MB of text, three
+    // frames.
+    let n = cachecore_testkit::nix::nonce();
+    let built = cachecore_testkit::nix::nix_build_scripts(
+        work.path(),
+        &[(
+            "cachecore-frames-nix",
+            format!(
+                "i=0; while [ $i -lt 200000 ]; do echo \"line $i of {n}, long enough to fill frames\"; \
+                 i=$((i+1)); done > $out"
+            ),
+        )],
+    );
+    cachecore_ok(
+        &[
+            "push",
+            path_str(&cache),
+            &built[0],
+            "--key",
+            path_str(&secret),
+            "-q",
+        ],
+        b"",
+    );
+    for path in [&fixture, &built[0]] {
+        let hash_part = &base(path)[..32];
+        let narinfo = fs::read_to_string(cache.join(format!("{hash_part}.narinfo"))).unwrap();
+        for field in [
+            "FramesHash: sha256:",
+            "ListingHash: sha256:",
+            "FramesSig: frames-1:",
+        ] {
+            assert!(narinfo.contains(field), "{narinfo}");
+        }
+    }
+    fs::create_dir_all(work.path().join("nix")).unwrap();
+    cachecore_testkit::nix::assert_nix_substitutes(
+        &format!("file://{}", cache.display()),
+        &work.path().join("nix"),
+        std::slice::from_ref(&built[0]),
+        &public,
+    );
+    let hash_part = &base(&fixture)[..32];
+
+    let server = HttpServer::serve(&cache);
+    let nars = work.path().join("nars");
+    let mount_at = |name: &str| {
+        let mnt = work.path().join(name);
+        let m = Mount::start(
+            &mnt,
+            &[
+                "mount",
+                &server.url(),
+                path_str(&mnt),
+                "--trusted-key",
+                &public,
+                "--cache-dir",
+                path_str(&nars),
+            ],
+        );
+        (m, mnt)
+    };
+    let nar_bytes = || -> (u64, u64) {
+        server
+            .served()
+            .iter()
+            .filter(|(k, _)| k.starts_with("nar/"))
+            .fold((0, 0), |(r, b), (_, (n, bytes))| (r + n, b + bytes))
+    };
+    let (mount, _) = mount_at("mnt");
+    let root = mount.path(base(&fixture));
+    let ls = Command::new("ls").arg("-lR").arg(&root).output().unwrap();
+    assert!(ls.status.success(), "{ls:?}");
+    assert_eq!(nar_bytes(), (0, 0), "listing fetched NAR bytes");
+    // A small file: the seek table probe, the frame digests and one frame, all checked.
+    assert_eq!(cat(&root.join("a-small-file")).stdout, b"a small file\n");
+    let (requests, bytes) = nar_bytes();
+    assert!(
+        requests <= 3 && bytes <= (4 << 20) + (64 << 10) + 8192,
+        "{requests} requests, {bytes} bytes for a 13-byte file"
+    );
+    assert_same_as_store(&fixture, &root);
+    // No whole NAR was fetched to check anything.
+    assert_eq!(fs::read_dir(&nars).unwrap().count(), 0);
+    drop(mount);
+
+    // One byte of the large file's last frame flipped in the bucket: EIO, never a wrong byte.
+    let narinfo = fs::read_to_string(cache.join(format!("{hash_part}.narinfo"))).unwrap();
+    let url = narinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("URL: "))
+        .unwrap();
+    let object = cache.join(url);
+    let good = fs::read(&object).unwrap();
+    let table = cachecore::seekable::SeekTable::parse_from_tail(&good).unwrap();
+    let last = table.frames()[table.len() - 1];
+    let mut bad = good.clone();
+    bad[last.compressed_offset as usize + 50] ^= 0x01;
+    fs::write(&object, &bad).unwrap();
+    let (mount, _) = mount_at("mnt-flipped");
+    let root = mount.path(base(&fixture));
+    let expected = fs::read(Path::new(&fixture).join("z-large")).unwrap();
+    let out = cat(&root.join("z-large"));
+    assert!(!out.status.success(), "read a changed frame");
+    assert!(
+        out.stdout.len() < expected.len() && expected.starts_with(&out.stdout),
+        "wrong bytes served"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
+        "{out:?}"
+    );
+    assert!(mount.log().contains("signed digest"), "{}", mount.log());
+    // What the intact frames hold still reads.
+    assert_eq!(cat(&root.join("a-small-file")).stdout, b"a small file\n");
+    drop(mount);
+    // `cachecore cat --trusted-key` reads the same way: the frames holding the file, checked.
+    let cat_in_cache = |file: &str| {
+        cachecore_output(
+            &[
+                "cat",
+                path_str(&cache),
+                &format!("{fixture}/{file}"),
+                "--trusted-key",
+                &public,
+            ],
+            b"",
+        )
+    };
+    let out = cat_in_cache("a-small-file");
+    assert_eq!(out.stdout, b"a small file\n", "{out:?}");
+    let out = cat_in_cache("z-large");
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("signed digest"),
+        "{out:?}"
+    );
+    assert!(out.stdout.len() < expected.len() && expected.starts_with(&out.stdout));
+    fs::write(&object, &good).unwrap();
+
+    // The listing changed (the script no longer executable): the path's tree is refused.
+    let ls_file = cache.join(format!("{hash_part}.ls"));
+    let listing = fs::read_to_string(&ls_file).unwrap();
+    assert!(listing.contains("\"executable\":true"));
+    fs::write(
+        &ls_file,
+        listing.replace("\"executable\":true", "\"executable\":false"),
+    )
+    .unwrap();
+    let (mount, mnt) = mount_at("mnt-listing");
+    let out = Command::new("ls")
+        .arg(mnt.join(base(&fixture)))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(mount.log().contains("ListingHash"), "{}", mount.log());
+    assert!(is_mounted(&mnt));
+}
+
+#[test]
+fn a_path_without_a_listing_has_its_nar_fetched_once_for_its_tree_and_its_reads() {
+    require_fuse();
+    let work = tempdir();
+    let (fixture, _, public, cache) = signed_fixture(work.path(), "once-1", &["--no-listing"]);
+    let server = HttpServer::serve(&cache);
+    let object = nar_object(&cache);
+    let key = format!("nar/{}", object.file_name().unwrap().to_str().unwrap());
+    let size = fs::metadata(&object).unwrap().len();
+    for check in ["frames", "nar"] {
+        server.reset_counts();
+        let mnt = work.path().join(format!("mnt-{check}"));
+        let mount = Mount::start(
+            &mnt,
+            &[
+                "mount",
+                &server.url(),
+                path_str(&mnt),
+                "--trusted-key",
+                &public,
+                "--check",
+                check,
+                "--cache-dir",
+                path_str(&work.path().join(format!("nars-{check}"))),
+            ],
+        );
+        // The tree (no listing: read from the NAR, checked), then every file's contents.
+        assert_same_as_store(&fixture, &mount.path(base(&fixture)));
+        let served = server.served();
+        let (_, bytes) = served.get(&key).copied().unwrap_or_default();
+        assert_eq!(bytes, size, "--check {check}: {served:?}");
     }
 }

@@ -14,19 +14,22 @@
 //!   given out then, all at once, and never change: `lookup`, `getattr` and `readdir` never read
 //!   a NAR byte afterwards.
 //! - `read` reads the file's bytes out of the NAR through [`cachecore::ops::NarFile`] (ranged
-//!   reads of the covering frames; see [`cachecore::access`] for what they check), or, with
-//!   [`Check::Nar`], out of the whole NAR, fetched once and checked against the signed
-//!   `NarHash` before a byte is served.
+//!   reads of the covering frames; see [`cachecore::access`] for what they check): with
+//!   [`Check::Frames`], each frame checked against its signed digest before a byte of it is
+//!   served; with [`Check::Nar`] (and for a path without signed frame digests), out of the
+//!   whole NAR, fetched once and checked against the signed `NarHash` first.
 //!
-//! # The listing is untrusted
+//! # The listing
 //!
-//! No signature covers a `.ls`. It is bounded (the core reads at most
+//! With [`Check::Frames`], a path pushed with signed frame digests has its `.ls` checked
+//! against the signed `ListingHash` before its tree is made (see
+//! [`cachecore::access::frame_digests`]). Otherwise no signature covers a `.ls`. It is bounded (the core reads at most
 //! [`cachecore::store::MAX_LISTING_BYTES`]; at most [`MAX_NODES`] entries are taken), every
 //! regular file must lie inside the NAR (`narOffset + size <= NarSize`), symlink targets must be
 //! non-empty and hold no NUL, and each file's first read checks that the NAR really holds a
-//! file of that size at that offset. What a hostile listing can still do without
-//! [`Check::Nar`] — swap two files' places, misreport the executable bit or a symlink target — is
-//! what the signed frame digests of issue 19 are for. With [`Check::Nar`], `ls` still shows what
+//! file of that size at that offset. What an unsigned hostile listing can still do with
+//! [`Check::Ranges`] — swap two files' places, misreport the executable bit or a symlink
+//! target — the other checks prevent. With [`Check::Nar`], `ls` still shows what
 //! the listing says (no NAR byte is fetched to list), but before the first byte of a path's
 //! contents or a symlink target is served, the whole NAR is fetched, checked against the signed
 //! NarHash, and must hold exactly the listed tree; if it does not, every read in that path fails.
@@ -38,7 +41,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cachecore::access::{FrameCache, NarAccess, NarCache};
+use cachecore::access::{FrameCache, ListingOrigin, NarAccess, NarCache};
 use cachecore::blocking;
 use cachecore::error::ErrorKind;
 use cachecore::nar::{Listing, ListingNode};
@@ -71,6 +74,11 @@ pub enum Check {
     /// own checksum, not against the `NarHash` (see [`cachecore::access`]). Fetches only what a
     /// reader touches.
     Ranges,
+    /// Ranged reads of the covering frames, each checked against its digest signed by a
+    /// trusted key, and the listing against its signed hash, before anything is served
+    /// ([`cachecore::access::NarAccess::frames_checked`]); a path without signed frame digests
+    /// is read as with [`Check::Nar`].
+    Frames,
     /// The whole NAR, fetched once, checked against the narinfo's `NarHash` (and the signature
     /// over it), kept in the [`NarCache`], and read from there; the unsigned `.ls` the tree was
     /// made from must match that NAR before any content or symlink target is served. Nothing
@@ -88,8 +96,10 @@ pub struct FsOptions {
     pub check: Check,
     /// Where whole NARs are kept ([`Check::Nar`], and NARs that cannot be read at random).
     pub nar_cache: Option<NarCache>,
-    /// Most bytes of decompressed frames kept in memory (shared by every path; see
-    /// [`FrameCache`]).
+    /// Most bytes kept in memory: three quarters for decompressed frames (shared by every
+    /// path; see [`FrameCache`]), a quarter for the trees of the store paths' listings (the
+    /// least recently used dropped beyond it, read again when used; the largest single tree is
+    /// always held while it is used).
     pub memory: u64,
 }
 
@@ -183,6 +193,9 @@ pub struct DirEntry {
 struct PathEntry {
     info: NarInfo,
     access: NarAccess,
+    /// How this path's reads are checked: the filesystem's [`Check`], but [`Check::Nar`] for a
+    /// path without signed frame digests under [`Check::Frames`].
+    check: Check,
     /// Held while its listing is read, so that concurrent first lookups read it once.
     loading: Mutex<()>,
     /// With [`Check::Nar`]: the listing the tree was made from, until the checked NAR has
@@ -203,10 +216,11 @@ enum Confirmation {
 enum Node {
     /// The root: store path base names.
     Root,
-    /// A store path whose listing is not read yet.
-    Unloaded(Arc<PathEntry>),
+    /// A store path (its tree, once loaded, is in [`Table::trees`]).
+    Top(Arc<PathEntry>),
     Directory {
-        entries: Arc<BTreeMap<OsString, u64>>,
+        /// Name → inode and kind.
+        entries: Arc<BTreeMap<OsString, (u64, FileKind)>>,
     },
     Regular {
         path: Arc<PathEntry>,
@@ -221,22 +235,200 @@ enum Node {
     },
 }
 
-#[derive(Debug, Default)]
+/// The first inode of the store paths' trees; the root and the store paths themselves are
+/// numbered from 1 below it.
+const TREE_INODES: u64 = 1 << 40;
+
+/// The inodes: the root and the store paths (never forgotten), and the trees of the paths
+/// whose listings were read. Each tree keeps the range of inode numbers it was first given, so
+/// a tree dropped to stay within memory and read again gets the same numbers (the kernel may
+/// still hold them).
+#[derive(Debug)]
 struct Table {
-    /// Node of inode `i + 1`.
+    /// Node of inode `i + 1`: the root, then store paths.
     nodes: Vec<Node>,
     /// The root's entries: base name → inode.
     root: BTreeMap<OsString, u64>,
+    /// Trees by their first inode.
+    trees: BTreeMap<u64, Tree>,
+    /// Store path inode → the first inode of its tree.
+    tree_of: HashMap<u64, u64>,
+    /// Where the next tree's inodes start.
+    next_tree: u64,
+    /// Estimated bytes of the trees held.
+    tree_bytes: u64,
+    /// Most bytes of trees held: beyond it, the least recently used are dropped (never the
+    /// one just read).
+    max_tree_bytes: u64,
+    /// Counts uses, for least-recently-used.
+    tick: std::sync::atomic::AtomicU64,
+}
+
+/// The nodes of one store path's tree: node 0 is the path's own directory, node `i` inode
+/// `first + i`.
+#[derive(Debug)]
+struct Tree {
+    /// The store path's inode.
+    top: u64,
+    len: u64,
+    /// A digest of what the tree was made from: read again, it must be the same tree.
+    digest: u64,
+    /// `None` once dropped.
+    nodes: Option<Vec<Node>>,
+    bytes: u64,
+    used: std::sync::atomic::AtomicU64,
+}
+
+/// What the table says about an inode.
+enum Found {
+    Node(Node),
+    /// A store path whose tree is to be read (first time, or again after it was dropped).
+    Load(u64),
+    None,
 }
 
 impl Table {
+    fn new(max_tree_bytes: u64) -> Table {
+        Table {
+            nodes: vec![Node::Root],
+            root: BTreeMap::new(),
+            trees: BTreeMap::new(),
+            tree_of: HashMap::new(),
+            next_tree: TREE_INODES,
+            tree_bytes: 0,
+            max_tree_bytes,
+            tick: Default::default(),
+        }
+    }
+
     fn add(&mut self, node: Node) -> u64 {
         self.nodes.push(node);
         self.nodes.len() as u64
     }
 
-    fn get(&self, ino: u64) -> Option<&Node> {
-        self.nodes.get(usize::try_from(ino).ok()?.checked_sub(1)?)
+    fn find(&self, ino: u64) -> Found {
+        use std::sync::atomic::Ordering::Relaxed;
+        if ino < TREE_INODES {
+            let Some(node) = usize::try_from(ino)
+                .ok()
+                .and_then(|i| self.nodes.get(i.checked_sub(1)?))
+            else {
+                return Found::None;
+            };
+            if let Node::Top(_) = node {
+                return match self.tree_of.get(&ino) {
+                    Some(first) => self.find_in_tree(*first, *first),
+                    None => Found::Load(ino),
+                };
+            }
+            return Found::Node(node.clone());
+        }
+        match self.trees.range(..=ino).next_back() {
+            Some((first, tree)) if ino - first < tree.len && ino != *first => {
+                let _ = tree
+                    .used
+                    .fetch_max(self.tick.fetch_add(1, Relaxed), Relaxed);
+                self.find_in_tree(*first, ino)
+            }
+            _ => Found::None,
+        }
+    }
+
+    fn find_in_tree(&self, first: u64, ino: u64) -> Found {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(tree) = self.trees.get(&first) else {
+            return Found::None;
+        };
+        tree.used
+            .fetch_max(self.tick.fetch_add(1, Relaxed), Relaxed);
+        match &tree.nodes {
+            Some(nodes) => nodes
+                .get((ino - first) as usize)
+                .cloned()
+                .map_or(Found::None, Found::Node),
+            None => Found::Load(tree.top),
+        }
+    }
+
+    /// Installs the tree of store path `top` made from `listing`: at the inodes it had before
+    /// when it was dropped (and only if it is the same tree), else at new ones. Then drops the
+    /// least recently used other trees until the rest fit.
+    fn install(
+        &mut self,
+        top: u64,
+        entry: &Arc<PathEntry>,
+        listing: ListingNode,
+    ) -> Result<Node, FsError> {
+        let first = self.tree_of.get(&top).copied().unwrap_or(self.next_tree);
+        let mut made = Made {
+            nodes: Vec::new(),
+            first,
+            bytes: 0,
+            digest: std::hash::DefaultHasher::new(),
+        };
+        make_tree(&mut made, entry, listing, "");
+        let digest = std::hash::Hasher::finish(&made.digest);
+        let len = made.nodes.len() as u64;
+        let bytes = made.bytes;
+        let root = made.nodes[0].clone();
+        let tick = self.tick.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.trees.get_mut(&first) {
+            Some(tree) => {
+                if tree.len != len || tree.digest != digest {
+                    return Err(FsError::BadListing {
+                        path: entry.info.store_dir.full_path(&entry.info.store_path),
+                        reason: "changed since it was first read".into(),
+                    });
+                }
+                if tree.nodes.is_none() {
+                    tree.nodes = Some(made.nodes);
+                    tree.bytes = bytes;
+                    self.tree_bytes += bytes;
+                }
+                *tree.used.get_mut() = tick;
+            }
+            None => {
+                self.next_tree += len;
+                self.tree_of.insert(top, first);
+                self.trees.insert(
+                    first,
+                    Tree {
+                        top,
+                        len,
+                        digest,
+                        nodes: Some(made.nodes),
+                        bytes,
+                        used: tick.into(),
+                    },
+                );
+                self.tree_bytes += bytes;
+            }
+        }
+        self.evict(first);
+        Ok(root)
+    }
+
+    /// Drops the least recently used trees but `keep` until the rest fit.
+    fn evict(&mut self, keep: u64) {
+        if self.tree_bytes <= self.max_tree_bytes {
+            return;
+        }
+        let mut by_use: Vec<(u64, u64)> = self
+            .trees
+            .iter_mut()
+            .filter(|(first, tree)| **first != keep && tree.nodes.is_some())
+            .map(|(first, tree)| (*tree.used.get_mut(), *first))
+            .collect();
+        by_use.sort_unstable();
+        for (_, first) in by_use {
+            if self.tree_bytes <= self.max_tree_bytes {
+                break;
+            }
+            if let Some(tree) = self.trees.get_mut(&first) {
+                tree.nodes = None;
+                self.tree_bytes -= tree.bytes;
+            }
+        }
     }
 }
 
@@ -286,14 +478,11 @@ impl CacheFs {
         let listed = root_paths(&cache)?;
         let mut fs = CacheFs {
             cache,
-            table: RwLock::new(Table {
-                nodes: vec![Node::Root],
-                root: BTreeMap::new(),
-            }),
+            table: RwLock::new(Table::new(options.memory / 4)),
             missing: Mutex::new(HashMap::new()),
             root_complete: listed.is_some(),
             open: Mutex::new(HashMap::new()),
-            frames: FrameCache::new(options.memory),
+            frames: FrameCache::new(options.memory - options.memory / 4),
             options,
         };
         let mut unsigned = 0usize;
@@ -331,12 +520,25 @@ impl CacheFs {
         if let Some(cache) = &self.options.nar_cache {
             access = access.with_nar_cache(cache.clone());
         }
-        if self.options.check == Check::Nar {
-            access = access.whole_nar_checked();
-        }
+        let check = match self.options.check {
+            Check::Ranges => Check::Ranges,
+            Check::Nar => {
+                access = access.whole_nar_checked();
+                Check::Nar
+            }
+            Check::Frames => {
+                access = access.frames_checked(&self.options.trusted_keys);
+                if access.checks_frames() {
+                    Check::Frames
+                } else {
+                    Check::Nar
+                }
+            }
+        };
         Ok(Arc::new(PathEntry {
             info,
             access,
+            check,
             loading: Mutex::new(()),
             confirmation: Mutex::new(Confirmation::None),
         }))
@@ -350,42 +552,44 @@ impl CacheFs {
         self.table.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn node(&self, ino: u64) -> Result<Node, FsError> {
-        self.table().get(ino).cloned().ok_or(FsError::NoEntry)
-    }
-
-    /// The node of `ino` with a store path's listing read if it was not yet.
+    /// The node of `ino`, with its store path's tree read if it is not held (first use, or
+    /// dropped to stay within memory).
     fn loaded(&self, ino: u64) -> Result<Node, FsError> {
-        match self.node(ino)? {
-            Node::Unloaded(entry) => {
-                let _one_at_a_time = lock(&entry.loading);
-                match self.node(ino)? {
-                    Node::Unloaded(_) => {
-                        let listing = self.read_listing(&entry)?;
-                        let mut table = self.table_mut();
-                        let node = make_tree(&mut table, &entry, listing.root, "")?;
-                        table.nodes[ino as usize - 1] = node.clone();
-                        Ok(node)
-                    }
-                    node => Ok(node),
-                }
+        loop {
+            let top = match self.table().find(ino) {
+                Found::Node(node) => return Ok(node),
+                Found::None => return Err(FsError::NoEntry),
+                Found::Load(top) => top,
+            };
+            let entry = match self.table().nodes.get(top as usize - 1) {
+                Some(Node::Top(entry)) => entry.clone(),
+                _ => return Err(FsError::NoEntry),
+            };
+            let _one_at_a_time = lock(&entry.loading);
+            // (The read guard must be gone before the write below.)
+            let still_missing = matches!(self.table().find(ino), Found::Load(_));
+            if still_missing {
+                let listing = self.read_listing(&entry)?;
+                self.table_mut().install(top, &entry, listing.root)?;
             }
-            node => Ok(node),
         }
     }
 
-    /// The listing of a path, checked as far as it can be (see the [module docs](self)).
+    /// Estimated bytes of the store paths' trees held in memory now (bounded by a quarter of
+    /// [`FsOptions::memory`], or by the largest single tree).
+    pub fn tree_bytes(&self) -> u64 {
+        self.table().tree_bytes
+    }
+
+    /// The listing of a path, checked as far as it can be (see the [module docs](self)): the
+    /// signed one, else the stored one (confirmed against the checked NAR before use, unless
+    /// [`Check::Ranges`]), else one built from the NAR (fetched once, checked, and read from
+    /// afterwards).
     fn read_listing(&self, entry: &PathEntry) -> Result<Listing, FsError> {
         let info = &entry.info;
         let full = info.store_dir.full_path(&info.store_path);
-        let listing = blocking::block_on(ops::browse::listing_of(&self.cache, info))?;
-        let listing = if has_missing_offsets(&listing.root) {
-            // A listing without offsets (Nix before 2.0): read them from the NAR.
-            blocking::block_on(ops::listing_verified(&self.cache, &info.store_path))?
-        } else {
-            listing
-        };
-        if self.options.check == Check::Nar {
+        let (listing, origin) = blocking::block_on(entry.access.listing())?;
+        if origin == ListingOrigin::Stored && entry.check != Check::Ranges {
             *lock(&entry.confirmation) = Confirmation::Pending(listing.clone());
         }
         check_listing(&listing.root, info.nar_size, &mut 0).map_err(|reason| {
@@ -401,7 +605,7 @@ impl CacheFs {
     /// fetched once and checked against the signed NarHash, must hold exactly the tree its
     /// listing described (names, kinds, sizes, executable bits, symlink targets, offsets).
     fn confirm(&self, entry: &PathEntry) -> Result<(), FsError> {
-        if self.options.check != Check::Nar {
+        if entry.check == Check::Ranges {
             return Ok(());
         }
         let mut confirmation = lock(&entry.confirmation);
@@ -452,7 +656,7 @@ impl CacheFs {
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
         let ino = match self.loaded(parent)? {
             Node::Root => self.lookup_root(name)?,
-            Node::Directory { entries } => *entries.get(name).ok_or(FsError::NoEntry)?,
+            Node::Directory { entries } => entries.get(name).ok_or(FsError::NoEntry)?.0,
             _ => {
                 return Err(FsError::WrongKind {
                     what: "not a directory",
@@ -520,7 +724,12 @@ impl CacheFs {
     /// The entries of directory `ino` (without `.` and `..`).
     pub fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>, FsError> {
         let entries = match self.loaded(ino)? {
-            Node::Root => self.table().root.clone(),
+            Node::Root => self
+                .table()
+                .root
+                .iter()
+                .map(|(name, ino)| (name.clone(), (*ino, FileKind::Directory)))
+                .collect(),
             Node::Directory { entries } => BTreeMap::clone(&entries),
             _ => {
                 return Err(FsError::WrongKind {
@@ -528,17 +737,9 @@ impl CacheFs {
                 })
             }
         };
-        let table = self.table();
         Ok(entries
             .into_iter()
-            .filter_map(|(name, ino)| {
-                let node = table.get(ino)?;
-                Some(DirEntry {
-                    ino,
-                    kind: attr_of(ino, node).kind,
-                    name,
-                })
-            })
+            .map(|(name, (ino, kind))| DirEntry { ino, kind, name })
             .collect())
     }
 
@@ -621,14 +822,14 @@ fn add_path(table: &mut Table, entry: Arc<PathEntry>) -> u64 {
     if let Some(ino) = table.root.get(&name) {
         return *ino;
     }
-    let ino = table.add(Node::Unloaded(entry));
+    let ino = table.add(Node::Top(entry));
     table.root.insert(name, ino);
     ino
 }
 
 fn attr_of(ino: u64, node: &Node) -> Attr {
     let (kind, size, executable) = match node {
-        Node::Root | Node::Unloaded(_) | Node::Directory { .. } => (FileKind::Directory, 0, true),
+        Node::Root | Node::Top(_) | Node::Directory { .. } => (FileKind::Directory, 0, true),
         Node::Regular {
             size, executable, ..
         } => (FileKind::Regular, *size, *executable),
@@ -639,14 +840,6 @@ fn attr_of(ino: u64, node: &Node) -> Attr {
         kind,
         size,
         executable,
-    }
-}
-
-fn has_missing_offsets(node: &ListingNode) -> bool {
-    match node {
-        ListingNode::Regular { nar_offset, .. } => nar_offset.is_none(),
-        ListingNode::Symlink { .. } => false,
-        ListingNode::Directory { entries } => entries.values().any(has_missing_offsets),
     }
 }
 
@@ -679,31 +872,52 @@ fn check_listing(node: &ListingNode, nar_size: u64, count: &mut usize) -> Result
     }
 }
 
-/// Gives inodes to `node` and everything under it; returns the node for `node` itself.
-fn make_tree(
-    table: &mut Table,
-    entry: &Arc<PathEntry>,
-    node: ListingNode,
-    sub: &str,
-) -> Result<Node, FsError> {
-    Ok(match node {
+/// A tree being made: its nodes (node `i` is inode `first + i`), their estimated bytes, and a
+/// digest of everything they say.
+struct Made {
+    nodes: Vec<Node>,
+    first: u64,
+    bytes: u64,
+    digest: std::hash::DefaultHasher,
+}
+
+/// Estimated bytes of a node beyond its name and path (the node, a directory entry, `Arc`s).
+const NODE_BYTES: u64 = 160;
+
+/// Numbers `node` and everything under it in depth-first order (the same listing, the same
+/// numbers); returns the index of `node`.
+fn make_tree(made: &mut Made, entry: &Arc<PathEntry>, node: ListingNode, sub: &str) -> usize {
+    use std::hash::Hash as _;
+    let index = made.nodes.len();
+    made.nodes.push(Node::Root); // replaced below
+    made.bytes += NODE_BYTES;
+    let built = match node {
         ListingNode::Regular {
             size,
             executable,
             nar_offset,
-        } => Node::Regular {
-            path: entry.clone(),
-            sub: Arc::from(sub),
-            size,
-            executable,
-            // Checked by `check_listing`.
-            nar_offset: nar_offset.unwrap_or(0),
-        },
-        ListingNode::Symlink { target } => Node::Symlink {
-            path: entry.clone(),
-            target: Arc::from(OsStr::from_bytes(target.as_bytes())),
-        },
+        } => {
+            (0u8, sub, size, executable, nar_offset).hash(&mut made.digest);
+            made.bytes += sub.len() as u64;
+            Node::Regular {
+                path: entry.clone(),
+                sub: Arc::from(sub),
+                size,
+                executable,
+                // Checked by `check_listing`.
+                nar_offset: nar_offset.unwrap_or(0),
+            }
+        }
+        ListingNode::Symlink { target } => {
+            (1u8, sub, &target).hash(&mut made.digest);
+            made.bytes += target.len() as u64;
+            Node::Symlink {
+                path: entry.clone(),
+                target: Arc::from(OsStr::from_bytes(target.as_bytes())),
+            }
+        }
         ListingNode::Directory { entries } => {
+            (2u8, sub, entries.len()).hash(&mut made.digest);
             let mut inodes = BTreeMap::new();
             for (name, child) in entries {
                 let child_sub = if sub.is_empty() {
@@ -711,12 +925,20 @@ fn make_tree(
                 } else {
                     format!("{sub}/{name}")
                 };
-                let child = make_tree(table, entry, child, &child_sub)?;
-                inodes.insert(OsString::from(name), table.add(child));
+                let kind = match &child {
+                    ListingNode::Regular { .. } => FileKind::Regular,
+                    ListingNode::Symlink { .. } => FileKind::Symlink,
+                    ListingNode::Directory { .. } => FileKind::Directory,
+                };
+                let at = make_tree(made, entry, child, &child_sub);
+                made.bytes += name.len() as u64;
+                inodes.insert(OsString::from(name), (made.first + at as u64, kind));
             }
             Node::Directory {
                 entries: Arc::new(inodes),
             }
         }
-    })
+    };
+    made.nodes[index] = built;
+    index
 }

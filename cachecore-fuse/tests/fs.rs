@@ -367,3 +367,127 @@ fn with_check_nar_a_listing_that_lies_serves_nothing() {
     let app = fs.lookup(bin.ino, "app".as_ref()).unwrap();
     assert_eq!(&fs.read(app.ino, 0, 9).unwrap()[..], b"#!/bin/sh");
 }
+
+#[test]
+fn with_check_frames_a_signed_path_reads_by_checked_frames_and_refuses_what_was_changed() {
+    let f = pushed(Compression::Zstd, true);
+    let kept = tempfile::tempdir().unwrap();
+    let options = || FsOptions {
+        trusted_keys: vec![f.key.public_key()],
+        check_signatures: true,
+        check: Check::Frames,
+        nar_cache: Some(cachecore::access::NarCache::open(kept.path(), 1 << 30).unwrap()),
+        memory: 64 << 20,
+    };
+    let fs = CacheFs::new(BinaryCache::open(&f.url).unwrap(), options()).unwrap();
+    let top = fs.lookup(ROOT, f.path.to_string().as_ref()).unwrap();
+    let mut mounted = BTreeMap::new();
+    walk(&fs, top.ino, "", &mut mounted);
+    let mut expected = BTreeMap::new();
+    on_disk(&f.src_path, "", &mut expected);
+    assert!(mounted == expected, "the tree differs");
+    // Read by frames: no whole NAR was fetched.
+    assert_eq!(std::fs::read_dir(kept.path()).unwrap().count(), 0);
+
+    // A byte flipped in the second frame: what it holds is refused, the first frame reads.
+    let cache = BinaryCache::open(&f.url).unwrap();
+    let info = blocking::BinaryCache::from_async(cache.clone())
+        .narinfo(&f.path)
+        .unwrap()
+        .unwrap();
+    let object = Path::new(&f.url).join(&info.url);
+    let mut bytes = std::fs::read(&object).unwrap();
+    let table = cachecore::seekable::SeekTable::parse_from_tail(&bytes).unwrap();
+    assert!(table.len() >= 2);
+    let second = table.frames()[1];
+    bytes[second.compressed_offset as usize + 10] ^= 0x20;
+    std::fs::write(&object, &bytes).unwrap();
+    let fs = CacheFs::new(cache.clone(), options()).unwrap();
+    let top = fs.lookup(ROOT, f.path.to_string().as_ref()).unwrap();
+    let bin = fs.lookup(top.ino, "bin".as_ref()).unwrap();
+    let app = fs.lookup(bin.ino, "app".as_ref()).unwrap();
+    assert_eq!(&fs.read(app.ino, 0, 9).unwrap()[..], b"#!/bin/sh");
+    let share = fs.lookup(top.ino, "share".as_ref()).unwrap();
+    let big = fs.lookup(share.ino, "big".as_ref()).unwrap();
+    let e = fs.read(big.ino, big.size - 10, 10).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("signed digest"), "{e}");
+    bytes[second.compressed_offset as usize + 10] ^= 0x20;
+    std::fs::write(&object, &bytes).unwrap();
+
+    // A listing that lies (the script not executable): the path's tree is refused at once.
+    tamper_listing(&f, |value| {
+        let app = &mut value["root"]["entries"]["bin"]["entries"]["app"];
+        app.as_object_mut().unwrap().remove("executable");
+    });
+    let fs = CacheFs::new(cache.clone(), options()).unwrap();
+    let e = fs
+        .lookup(ROOT, f.path.to_string().as_ref())
+        .and_then(|top| fs.lookup(top.ino, "bin".as_ref()))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("ListingHash"), "{e}");
+}
+
+#[test]
+fn memory_bounds_the_trees_of_loaded_listings_and_a_dropped_tree_comes_back_with_its_inodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().to_str().unwrap().to_owned();
+    let cache = blocking::BinaryCache::open(&url).unwrap();
+    cache.init(&Default::default()).unwrap();
+    // Two paths of 2,000 files: each tree is larger than the quarter of --memory trees get.
+    let paths: Vec<StorePath> = (0..2)
+        .map(|p| {
+            let src = tempfile::tempdir().unwrap();
+            for i in 0..2000 {
+                std::fs::write(src.path().join(format!("f{i:05}")), format!("{p}/{i}\n")).unwrap();
+            }
+            let (path, _) = cache
+                .push_add(
+                    &StoreDir::default(),
+                    src.path(),
+                    &format!("many{p}"),
+                    &PushOptions::default(),
+                    Arc::new(NoProgress),
+                )
+                .unwrap();
+            path
+        })
+        .collect();
+    let memory = 1 << 20;
+    let fs = CacheFs::new(
+        BinaryCache::open(&url).unwrap(),
+        FsOptions {
+            memory,
+            ..unchecked()
+        },
+    )
+    .unwrap();
+    let top_a = fs.lookup(ROOT, paths[0].to_string().as_ref()).unwrap();
+    let file_a = fs.lookup(top_a.ino, "f00042".as_ref()).unwrap();
+    let one_tree = fs.tree_bytes();
+    assert!(
+        one_tree > memory / 4,
+        "the test's trees are too small: {one_tree}"
+    );
+    let top_b = fs.lookup(ROOT, paths[1].to_string().as_ref()).unwrap();
+    let file_b = fs.lookup(top_b.ino, "f01999".as_ref()).unwrap();
+    // The first tree was dropped: one tree is held, not two.
+    assert!(
+        fs.tree_bytes() < one_tree * 3 / 2,
+        "{} bytes of trees held, one is {one_tree}",
+        fs.tree_bytes()
+    );
+    // Its inodes still answer, with the same numbers and contents (read again).
+    assert_eq!(fs.getattr(file_a.ino).unwrap(), file_a);
+    assert_eq!(&fs.read(file_a.ino, 0, 100).unwrap()[..], b"0/42\n");
+    assert_eq!(fs.lookup(top_a.ino, "f00042".as_ref()).unwrap(), file_a);
+    let listed = fs.readdir(top_a.ino).unwrap();
+    assert_eq!(listed.len(), 2000);
+    assert!(listed
+        .iter()
+        .any(|e| e.ino == file_a.ino && e.name == "f00042"));
+    // And the second's, dropped in turn.
+    assert_eq!(&fs.read(file_b.ino, 0, 100).unwrap()[..], b"1/1999\n");
+    assert!(fs.tree_bytes() < one_tree * 3 / 2);
+}

@@ -18,7 +18,7 @@
 use std::fmt;
 use std::io::{self, BufReader, Read, Write};
 
-use crate::seekable::{Boundaries, SeekableOptions, SeekableWriter};
+use crate::seekable::{Boundaries, SeekTable, SeekableOptions, SeekableWriter};
 
 /// A compression method, named as in the narinfo `Compression:` field.
 ///
@@ -166,6 +166,9 @@ impl<W: Write> fmt::Debug for Compressor<W> {
         f.debug_struct("Compressor").field("method", &name).finish()
     }
 }
+
+/// A seekable object's seek table and the sha256 of each of its compressed frames.
+pub type SeekableFrames = (SeekTable, Vec<[u8; 32]>);
 
 /// Default levels, the ones Nix uses (the codecs' own defaults). The only defaults in the crate:
 /// push, copy and [`crate::seekable::SeekableOptions`] take theirs from here.
@@ -349,11 +352,22 @@ impl<W: Write> Compressor<W> {
     /// assert!(file.starts_with(b"\xfd7zXZ\0")); // the xz magic
     /// ```
     pub fn finish(self) -> io::Result<W> {
+        self.finish_frames().map(|(out, _)| out)
+    }
+
+    /// [`Compressor::finish`], also returning, for a seekable zstd object of more than one
+    /// frame, its seek table and the sha256 of each compressed frame
+    /// ([`SeekableWriter::finish_with_digests`]); `None` otherwise.
+    pub fn finish_frames(self) -> io::Result<(W, Option<SeekableFrames>)> {
         match self.inner {
-            Inner::None(w) => Ok(w),
-            Inner::Xz(e) => e.finish(),
-            Inner::Zstd(e) => Ok(e.finish()?.0),
-            Inner::Brotli(e) => e.finish(),
+            Inner::None(w) => Ok((w, None)),
+            Inner::Xz(e) => Ok((e.finish()?, None)),
+            Inner::Zstd(e) => {
+                let (out, table, digests) = e.finish_with_digests()?;
+                let seekable = (table.len() > 1).then_some((table, digests));
+                Ok((out, seekable))
+            }
+            Inner::Brotli(e) => Ok((e.finish()?, None)),
         }
     }
 }

@@ -55,6 +55,7 @@
 //! # Ok(()) }
 //! ```
 
+use sha2::Digest as _;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Write};
@@ -841,6 +842,8 @@ pub struct SeekableWriter<W: Write> {
     /// Decompressed sizes of the frames being compressed, by sequence number.
     in_flight: BTreeMap<u64, u32>,
     table: SeekTable,
+    /// The sha256 of each frame written, compressed (see [`SeekableWriter::finish_with_digests`]).
+    digests: Vec<[u8; 32]>,
     /// Set after an error: the output is unusable.
     failed: bool,
     /// Decompressed bytes taken in so far.
@@ -944,6 +947,7 @@ impl<W: Write> SeekableWriter<W> {
             ready: BTreeMap::new(),
             in_flight: BTreeMap::new(),
             table,
+            digests: Vec::new(),
             failed: false,
             pos: 0,
             marks: Boundaries::default(),
@@ -1020,7 +1024,29 @@ impl<W: Write> SeekableWriter<W> {
     /// assert_eq!((table.len(), table.seek_table_len()), (1, 0));
     /// assert_eq!(zstd::decode_all(&object[..]).unwrap(), b"a small NAR");
     /// ```
-    pub fn finish(mut self) -> io::Result<(W, SeekTable)> {
+    pub fn finish(self) -> io::Result<(W, SeekTable)> {
+        self.finish_with_digests()
+            .map(|(out, table, _)| (out, table))
+    }
+
+    /// [`SeekableWriter::finish`], also returning the sha256 of each frame as written
+    /// (compressed), in order: what signed frame digests are made of
+    /// ([`crate::access::frame_digests`]).
+    ///
+    /// ```
+    /// use std::io::Write as _;
+    /// use cachecore::seekable::{SeekableOptions, SeekableWriter};
+    /// use sha2::Digest as _;
+    /// let opts = SeekableOptions { frame_size: 1000, threads: 2, ..SeekableOptions::default() };
+    /// let mut w = SeekableWriter::new(Vec::new(), opts).unwrap();
+    /// w.write_all(&[7u8; 2500]).unwrap();
+    /// let (object, table, digests) = w.finish_with_digests().unwrap();
+    /// assert_eq!(digests.len(), table.len());
+    /// let second = table.frames()[1].compressed_range();
+    /// let actual: [u8; 32] = sha2::Sha256::digest(&object[second.start as usize..second.end as usize]).into();
+    /// assert_eq!(digests[1], actual);
+    /// ```
+    pub fn finish_with_digests(mut self) -> io::Result<(W, SeekTable, Vec<[u8; 32]>)> {
         self.check_usable()?;
         if self.next_seq == 0 {
             // The only frame (an empty input still gets one, so the object starts like any .zst
@@ -1045,8 +1071,13 @@ impl<W: Write> SeekableWriter<W> {
             self.table.table_len = 0;
         }
         self.out.flush()?;
-        let SeekableWriter { out, table, .. } = self;
-        Ok((out, table))
+        let SeekableWriter {
+            out,
+            table,
+            digests,
+            ..
+        } = self;
+        Ok((out, table, digests))
     }
 
     /// Compresses the buffer as the object's one frame, without a checksum: like Nix's own
@@ -1184,6 +1215,7 @@ impl<W: Write> SeekableWriter<W> {
             .map_err(|_| io::Error::other("a compressed zstd frame exceeds 4 GiB"))?;
         self.out.write_all(compressed)?;
         self.table.push(compressed_len, decompressed_len);
+        self.digests.push(sha2::Sha256::digest(compressed).into());
         Ok(())
     }
 }

@@ -658,7 +658,10 @@ pub fn cat(cache: BinaryCache, arg: &str, keys: &[String], verify: bool) -> anyh
         if !trusted_keys.is_empty() {
             ops::check_trusted(&info, &trusted_keys)?;
         }
-        Ok(ops::cat_checked(&cache, &info, &sub, stream().buffered()).await?)
+        if verify || trusted_keys.is_empty() {
+            return Ok(ops::cat_checked(&cache, &info, &sub, stream().buffered()).await?);
+        }
+        Ok(ops::cat_signed(&cache, &info, &sub, &trusted_keys, stream().buffered()).await?)
     })
 }
 

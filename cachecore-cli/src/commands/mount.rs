@@ -23,10 +23,11 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         bail!("pass --trusted-key KEY to check signatures, or --no-check-sigs to skip the check");
     }
     let check = match args.check {
-        // No cache carries signed frame digests yet: a path without them is read whole.
-        Some(MountCheck::Frames | MountCheck::Nar) => Check::Nar,
+        // A path without signed frame digests is read whole (see `Check::Frames`).
+        Some(MountCheck::Frames) => Check::Frames,
+        Some(MountCheck::Nar) => Check::Nar,
         None if args.no_check_sigs => Check::Ranges,
-        None => Check::Nar,
+        None => Check::Frames,
     };
     let cache_dir = match args.cache_dir {
         Some(dir) => dir,

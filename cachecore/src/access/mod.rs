@@ -36,7 +36,10 @@
 //!
 //! Objects of at most 64 KiB are read whole, so for them `FileSize`, `FileHash`, `NarSize` and
 //! `NarHash` are all checked. A caller that needs the `NarHash` guarantee for a large NAR reads
-//! the whole NAR through the verifying path (`cachecore cat --verify`, [`crate::ops::cat`]).
+//! the whole NAR through the verifying path (`cachecore cat --verify`, [`crate::ops::cat`]), or
+//! [`NarAccess::whole_nar_checked`]; or, for a NAR pushed with signed frame digests,
+//! [`NarAccess::frames_checked`], which checks every frame it fetches against its digest signed
+//! by a trusted key and still fetches only what reads touch (see [`frame_digests`]).
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -57,9 +60,12 @@
 //! ```
 
 pub mod frame_cache;
+pub mod frame_digests;
 pub mod nar_cache;
 
 pub use frame_cache::FrameCache;
+pub use frame_digests::{FrameDigests, FramesClaim, MAX_FRAME_DIGESTS_BYTES};
+
 pub use nar_cache::{KeptNar, NarCache};
 
 use std::fmt;
@@ -181,6 +187,24 @@ pub enum AccessError {
     /// (or could not be read).
     #[error(transparent)]
     Integrity(Box<crate::store::IntegrityError>),
+    /// The frame digests of a NAR read with [`NarAccess::frames_checked`] are unusable: they
+    /// do not hash to the signed `FramesHash`, do not parse, are too long, or describe other
+    /// frames than the object's seek table.
+    #[error("{object}: its frame digests {reason}")]
+    BadFrameDigests { object: String, reason: String },
+    /// A frame fetched does not hash to its signed digest.
+    #[error(
+        "{object}: frame {index} (object bytes {start}..{end}) does not match its signed digest"
+    )]
+    FrameMismatch {
+        object: String,
+        index: usize,
+        start: u64,
+        end: u64,
+    },
+    /// The `.ls` listing a signed `ListingHash` names is missing or does not parse.
+    #[error("{path}: its listing {reason}")]
+    BadListing { path: String, reason: String },
     /// The [`NarCache`] directory could not be used.
     #[error("NAR cache {dir}: {what}: {source}")]
     NarCache {
@@ -212,11 +236,34 @@ impl AccessError {
             | AccessError::TooLong { .. }
             | AccessError::Decode { .. }
             | AccessError::HashMismatch { .. }
-            | AccessError::ListingMismatch { .. } => K::Corrupt,
+            | AccessError::ListingMismatch { .. }
+            | AccessError::BadFrameDigests { .. }
+            | AccessError::FrameMismatch { .. }
+            | AccessError::BadListing { .. } => K::Corrupt,
             AccessError::Cancelled { .. } => K::Internal,
             AccessError::Integrity(e) => e.kind(),
             AccessError::NarCache { .. } => K::Local,
         }
+    }
+}
+
+/// Where [`NarAccess::listing`] found a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListingOrigin {
+    /// The `.ls`, checked against its hash signed by a trusted key.
+    Signed,
+    /// The `.ls` as stored: nothing checked it.
+    Stored,
+    /// Built from the whole NAR, checked against the narinfo.
+    CheckedNar,
+}
+
+/// Whether every regular file of a listing has its `narOffset` (Nix before 2.0 wrote none).
+fn has_every_offset(node: &crate::nar::ListingNode) -> bool {
+    match node {
+        crate::nar::ListingNode::Regular { nar_offset, .. } => nar_offset.is_some(),
+        crate::nar::ListingNode::Symlink { .. } => true,
+        crate::nar::ListingNode::Directory { entries } => entries.values().all(has_every_offset),
     }
 }
 
@@ -263,6 +310,10 @@ struct Inner {
     object_key: Arc<str>,
     /// Sequential-read detection for read-ahead.
     sequence: Mutex<Sequence>,
+    /// With [`NarAccess::frames_checked`]: the narinfo's claim, signed by a trusted key.
+    frames_claim: Option<FramesClaim>,
+    /// The frame digests the claim names, once read (`None`: missing, the NAR is read whole).
+    digests: tokio::sync::OnceCell<Option<Arc<FrameDigests>>>,
 }
 
 /// What the last read of a seekable NAR covered, for read-ahead.
@@ -352,6 +403,8 @@ impl NarAccess {
                 frame_cache: None,
                 object_key: Arc::from(format!("{}: {}", cache.url(), info_url)),
                 sequence: Mutex::new(Sequence::default()),
+                frames_claim: None,
+                digests: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -378,6 +431,139 @@ impl NarAccess {
         self.rebuild(|inner| inner.whole_checked = true)
     }
 
+    /// Serves nothing unchecked, fetching only what reads touch where the cache allows it:
+    /// when the narinfo carries frame digests signed by one of `trusted_keys` (see
+    /// [`frame_digests`]), each frame a read fetches is checked against its signed digest
+    /// before it is decompressed, and [`NarAccess::signed_listing`] checks the `.ls`; otherwise
+    /// (no digests, none signed by a trusted key, their object missing, an object that cannot
+    /// be read at random) reads are those of [`NarAccess::whole_nar_checked`]. The narinfo's
+    /// own signature is the caller's check. Call before the first read.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// # use std::sync::Arc;
+    /// # use cachecore::{ops::{self, NoProgress, PushOptions}, store_path::StoreDir};
+    /// use cachecore::{access::NarAccess, signing::SecretKey, store::BinaryCache};
+    /// # let src = tempfile::tempdir().unwrap();
+    /// # let mut x = 1u64;
+    /// # let big: Vec<u8> = (0..9 << 20).map(|_| { x = x.wrapping_mul(6364136223846793005).wrapping_add(1); (x >> 56) as u8 }).collect();
+    /// # std::fs::write(src.path().join("big"), big).unwrap();
+    /// let key = Arc::new(SecretKey::generate("cache.example.org-1").unwrap());
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let opts = PushOptions { signers: vec![key.clone()], ..PushOptions::default() };
+    /// let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "big",
+    ///     &opts, Arc::new(NoProgress)).await.unwrap();
+    /// let nar = NarAccess::open(&cache, &path).await.unwrap().frames_checked(&[key.public_key()]);
+    /// assert!(nar.checks_frames()); // pushed with signed frame digests
+    /// assert_eq!(&nar.read(8..21).await.unwrap()[..], b"nix-archive-1");
+    /// assert!(nar.signed_listing().await.unwrap().unwrap().get("big").is_some());
+    /// // Another key signed nothing here: the NAR would be read whole.
+    /// let other = SecretKey::generate("other-1").unwrap().public_key();
+    /// assert!(!NarAccess::open(&cache, &path).await.unwrap().frames_checked(&[other]).checks_frames());
+    /// # });
+    /// ```
+    pub fn frames_checked(self, trusted_keys: &[crate::signing::PublicKey]) -> NarAccess {
+        let claim = FramesClaim::trusted(&self.inner.info, trusted_keys);
+        self.rebuild(|inner| match claim {
+            Some(claim) => {
+                // Checked frames are kept apart from unchecked ones of the same object.
+                inner.object_key = Arc::from(format!("{} (frames checked)", inner.object));
+                inner.frames_claim = Some(claim);
+            }
+            None => inner.whole_checked = true,
+        })
+    }
+
+    /// Whether reads are checked against signed frame digests ([`NarAccess::frames_checked`]
+    /// found a claim signed by a trusted key).
+    pub fn checks_frames(&self) -> bool {
+        self.inner.frames_claim.is_some()
+    }
+
+    /// With [`NarAccess::frames_checked`] and a signed `ListingHash`: the path's `.ls` listing,
+    /// checked against it; `None` when nothing signed covers the listing.
+    pub async fn signed_listing(&self) -> Result<Option<crate::nar::Listing>, AccessError> {
+        let Some(expected) = self
+            .inner
+            .frames_claim
+            .as_ref()
+            .and_then(|c| c.listing.as_ref())
+        else {
+            return Ok(None);
+        };
+        let info = &self.inner.info;
+        let bad = |reason: String| AccessError::BadListing {
+            path: full(info),
+            reason,
+        };
+        let bytes = self
+            .inner
+            .cache
+            .listing_bytes(&info.store_path)
+            .await?
+            .ok_or_else(|| {
+                bad("is missing, but the narinfo's signed ListingHash names one".into())
+            })?;
+        let actual = Hash::digest(expected.algo(), &bytes);
+        if actual != *expected {
+            return Err(bad(format!(
+                "hashes to {actual}, but the narinfo's signed ListingHash is {expected}"
+            )));
+        }
+        crate::nar::Listing::parse(&bytes)
+            .map(Some)
+            .map_err(|e| bad(format!("does not parse: {e}")))
+    }
+
+    /// The frame digests the signed claim names, read once and checked against the claim and
+    /// `table`; `None` when their object is missing (the NAR is then read whole).
+    async fn digests(
+        &self,
+        claim: &FramesClaim,
+        table: &SeekTable,
+    ) -> Result<Option<Arc<FrameDigests>>, AccessError> {
+        self.inner
+            .digests
+            .get_or_try_init(|| async {
+                let bad = |reason: String| AccessError::BadFrameDigests {
+                    object: self.object(),
+                    reason,
+                };
+                let len = FrameDigests::object_len(table.len());
+                if len > MAX_FRAME_DIGESTS_BYTES {
+                    return Err(bad(format!(
+                        "would be {len} bytes for its {} frames, more than the \
+                         {MAX_FRAME_DIGESTS_BYTES} bytes read",
+                        table.len()
+                    )));
+                }
+                let bytes = match self.inner.cache.frame_digests(&claim.frames, len).await {
+                    Ok(Some(bytes)) => bytes,
+                    Ok(None) => return Ok(None),
+                    Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => {
+                        return Err(bad(e.to_string()))
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let actual = Hash::digest(claim.frames.algo(), &bytes);
+                if actual != claim.frames {
+                    return Err(bad(format!(
+                        "hash to {actual}, but the narinfo's signed FramesHash is {}",
+                        claim.frames
+                    )));
+                }
+                let digests = FrameDigests::parse(&bytes).map_err(|r| bad(r.to_owned()))?;
+                if !digests.describes(table) {
+                    return Err(bad(
+                        "describe other frames than the object's seek table".into()
+                    ));
+                }
+                Ok(Some(Arc::new(digests)))
+            })
+            .await
+            .cloned()
+    }
+
     fn rebuild(self, change: impl FnOnce(&mut Inner)) -> NarAccess {
         let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
             cache: shared.cache.clone(),
@@ -392,11 +578,56 @@ impl NarAccess {
             frame_cache: shared.frame_cache.clone(),
             object_key: shared.object_key.clone(),
             sequence: Mutex::new(Sequence::default()),
+            frames_claim: shared.frames_claim.clone(),
+            digests: tokio::sync::OnceCell::new(),
         });
         let mut inner = inner;
         change(&mut inner);
         NarAccess {
             inner: Arc::new(inner),
+        }
+    }
+
+    /// The path's listing, and where it came from: the `.ls` checked against its signed hash
+    /// ([`NarAccess::signed_listing`]), else the stored `.ls` when it parses and gives every
+    /// file's offset (unchecked: nothing signs it), else one built from the whole NAR, fetched
+    /// once, checked against the narinfo and kept — so later reads of this `NarAccess` come
+    /// from that copy instead of fetching the NAR again.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// # use std::sync::Arc;
+    /// # use cachecore::{ops::{self, NoProgress, PushOptions}, store_path::StoreDir};
+    /// use cachecore::access::{ListingOrigin, NarAccess};
+    /// use cachecore::store::BinaryCache;
+    /// # let src = tempfile::tempdir().unwrap();
+    /// # std::fs::write(src.path().join("hello"), "hello, world\n").unwrap();
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let opts = PushOptions { write_listing: false, ..PushOptions::default() };
+    /// # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "hello",
+    /// #     &opts, Arc::new(NoProgress)).await.unwrap();
+    /// let nar = NarAccess::open(&cache, &path).await.unwrap();
+    /// let (listing, origin) = nar.listing().await.unwrap();
+    /// assert_eq!(origin, ListingOrigin::CheckedNar); // no .ls: read from the NAR, kept
+    /// assert!(listing.get("hello").is_some());
+    /// # });
+    /// ```
+    pub async fn listing(&self) -> Result<(crate::nar::Listing, ListingOrigin), AccessError> {
+        if let Some(listing) = self.signed_listing().await? {
+            return Ok((listing, ListingOrigin::Signed));
+        }
+        let stored = self
+            .inner
+            .cache
+            .listing_bytes(&self.inner.info.store_path)
+            .await?;
+        let parsed = stored
+            .as_deref()
+            .and_then(|bytes| crate::nar::Listing::parse(bytes).ok())
+            .filter(|l| has_every_offset(&l.root));
+        match parsed {
+            Some(listing) => Ok((listing, ListingOrigin::Stored)),
+            None => Ok((self.listing_checked().await?, ListingOrigin::CheckedNar)),
         }
     }
 
@@ -602,7 +833,8 @@ impl NarAccess {
         if range.is_empty() {
             return Ok(stream::empty().boxed());
         }
-        if self.inner.whole_checked {
+        // A NAR already fetched whole and checked (for its listing, say) is read from there.
+        if self.inner.whole_checked || self.inner.kept.initialized() {
             return Ok(self.read_kept(range));
         }
         let layout = self
@@ -610,6 +842,17 @@ impl NarAccess {
             .layout
             .get_or_try_init(|| self.load_layout())
             .await?;
+        if let Some(claim) = &self.inner.frames_claim {
+            // Only frames checked against their digests, or what was checked whole.
+            let checked = match layout {
+                Layout::InMemory(_) => true,
+                Layout::Seekable(table) => self.digests(claim, table).await?.is_some(),
+                Layout::Plain | Layout::FromStart => false,
+            };
+            if !checked {
+                return Ok(self.read_kept(range));
+            }
+        }
         Ok(match layout {
             Layout::Plain => self.plain(range),
             Layout::InMemory(nar) => {
@@ -1026,12 +1269,40 @@ impl NarAccess {
             .await?;
         let object = self.object();
         let decode_group = group.to_vec();
+        let digests = match &self.inner.frames_claim {
+            // Set by `plan` before any frame is read.
+            Some(_) => Some(self.inner.digests.get().cloned().flatten().ok_or_else(|| {
+                AccessError::BadFrameDigests {
+                    object: object.clone(),
+                    reason: "were not read before a frame was".into(),
+                }
+            })?),
+            None => None,
+        };
+        let decode_object = object.clone();
         let decoded = tokio::task::spawn_blocking(move || {
             decode_group
                 .iter()
                 .enumerate()
-                .map(|(i, f)| decode_frame(at + i, f, &compressed, first.compressed_offset))
-                .collect::<Result<Vec<Bytes>, SeekableError>>()
+                .map(|(i, f)| {
+                    if let Some(digests) = &digests {
+                        check_frame(
+                            &decode_object,
+                            digests,
+                            at + i,
+                            f,
+                            &compressed,
+                            first.compressed_offset,
+                        )?;
+                    }
+                    decode_frame(at + i, f, &compressed, first.compressed_offset).map_err(
+                        |source| AccessError::Seekable {
+                            object: decode_object.clone(),
+                            source,
+                        },
+                    )
+                })
+                .collect::<Result<Vec<Bytes>, AccessError>>()
         })
         .await
         .map_err(|e| {
@@ -1041,8 +1312,7 @@ impl NarAccess {
             AccessError::Cancelled {
                 object: object.clone(),
             }
-        })?
-        .map_err(|source| AccessError::Seekable { object, source })?;
+        })??;
         match &self.inner.frame_cache {
             Some(fc) => {
                 for (i, frame) in decoded.iter().enumerate() {
@@ -1120,6 +1390,30 @@ impl NarAccess {
             rx.recv().await.map(|item| (item, rx))
         })
         .boxed())
+    }
+}
+
+/// Checks frame `index` of `compressed` (which starts at object offset `base`) against its
+/// signed digest, before anything decodes it.
+fn check_frame(
+    object: &str,
+    digests: &FrameDigests,
+    index: usize,
+    frame: &seekable::FrameEntry,
+    compressed: &[u8],
+    base: u64,
+) -> Result<(), AccessError> {
+    let c = frame.compressed_range();
+    let bytes = compressed.get((c.start - base) as usize..(c.end - base) as usize);
+    if bytes.is_some_and(|b| digests.holds(index, b)) {
+        Ok(())
+    } else {
+        Err(AccessError::FrameMismatch {
+            object: object.to_owned(),
+            index,
+            start: c.start,
+            end: c.end,
+        })
     }
 }
 
@@ -1234,24 +1528,34 @@ mod tests {
         for (i, (name, len)) in files.iter().enumerate() {
             std::fs::write(dir.path().join(name), text(i as u64 + 7, *len)).unwrap();
         }
-        let cache = BinaryCache::open("memory://").unwrap();
         let opts = PushOptions {
             compression: NarCompression::new(method, None),
             ..PushOptions::default()
         };
+        let (cache, path, nar) = push_tree(rt, dir.path(), &opts);
+        (cache, path, dir, nar)
+    }
+
+    /// Pushes `dir` into a fresh memory cache with `opts`; the cache, the path and the NAR.
+    fn push_tree(
+        rt: &tokio::runtime::Runtime,
+        dir: &std::path::Path,
+        opts: &PushOptions,
+    ) -> (BinaryCache, StorePath, Vec<u8>) {
+        let cache = BinaryCache::open("memory://").unwrap();
         let (path, _) = rt
             .block_on(ops::push_add(
                 &cache,
                 &StoreDir::default(),
-                dir.path(),
+                dir,
                 "tree",
-                &opts,
+                opts,
                 std::sync::Arc::new(NoProgress),
             ))
             .unwrap();
         let mut nar = Vec::new();
-        crate::nar::dump(dir.path(), &mut nar).unwrap();
-        (cache, path, dir, nar)
+        crate::nar::dump(dir, &mut nar).unwrap();
+        (cache, path, nar)
     }
 
     fn check_ranges(rt: &tokio::runtime::Runtime, access: &NarAccess, nar: &[u8]) {
@@ -1429,5 +1733,172 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    /// Pushes a three-frame NAR signed by `key` into a fresh memory cache; the cache, the
+    /// narinfo and the NAR.
+    fn signed(
+        rt: &tokio::runtime::Runtime,
+        key: &std::sync::Arc<crate::signing::SecretKey>,
+    ) -> (BinaryCache, NarInfo, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), text(3, 9 << 20)).unwrap();
+        std::fs::write(dir.path().join("b"), b"small").unwrap();
+        let opts = PushOptions {
+            signers: vec![key.clone() as std::sync::Arc<dyn crate::signing::Signer>],
+            ..PushOptions::default()
+        };
+        let (cache, path, nar) = push_tree(rt, dir.path(), &opts);
+        let info = rt.block_on(cache.narinfo(&path)).unwrap().unwrap();
+        (cache, info, nar)
+    }
+
+    fn key(name: &str) -> std::sync::Arc<crate::signing::SecretKey> {
+        std::sync::Arc::new(crate::signing::SecretKey::generate(name).unwrap())
+    }
+
+    #[test]
+    fn signed_frame_digests_check_every_frame_and_the_listing() {
+        let rt = rt();
+        let k = key("frames-1");
+        let (cache, info, nar) = signed(&rt, &k);
+        let claim = FramesClaim::trusted(&info, &[k.public_key()]).expect("a signed claim");
+        // Real narinfo text: the fields are there for any reader, and parse back.
+        let text = info.to_string();
+        for field in [
+            "FramesHash: sha256:",
+            "ListingHash: sha256:",
+            "FramesSig: frames-1:",
+        ] {
+            assert!(text.contains(field), "{text}");
+        }
+        let access = NarAccess::new(&cache, info.clone())
+            .unwrap()
+            .with_frame_cache(FrameCache::new(64 << 20))
+            .frames_checked(&[k.public_key()]);
+        assert!(access.checks_frames());
+        check_ranges(&rt, &access, &nar);
+        let digests = access.inner.digests.get().cloned().flatten().unwrap();
+        assert_eq!(digests.frames().len(), 3);
+        let listing = rt.block_on(access.signed_listing()).unwrap().unwrap();
+        assert!(listing.get("a").is_some());
+        // The listing that lies: another executable bit.
+        let ls = rt
+            .block_on(cache.listing_bytes(&info.store_path))
+            .unwrap()
+            .unwrap();
+        let lying = String::from_utf8(ls.to_vec()).unwrap().replacen(
+            "\"type\":\"regular\"",
+            "\"type\":\"regular\",\"executable\":true",
+            1,
+        );
+        rt.block_on(cache.put_listing_bytes(&info.store_path, lying.into()))
+            .unwrap();
+        let err = rt.block_on(access.signed_listing()).unwrap_err();
+        assert!(matches!(err, AccessError::BadListing { .. }), "{err}");
+        assert!(err.to_string().contains("ListingHash"), "{err}");
+        // And one that is missing.
+        rt.block_on(
+            cache
+                .objects()
+                .delete(&crate::store::layout::listing(&info.store_path.hash_part())),
+        )
+        .unwrap();
+        let err = rt.block_on(access.signed_listing()).unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains("missing"), "{err}");
+        assert!(claim.listing.is_some());
+    }
+
+    #[test]
+    fn a_flipped_byte_in_a_frame_is_refused_before_it_is_decoded() {
+        let rt = rt();
+        let k = key("frames-1");
+        let (cache, info, nar) = signed(&rt, &k);
+        let mut object = rt
+            .block_on(cache.objects().get_bytes(&info.url))
+            .unwrap()
+            .unwrap()
+            .to_vec();
+        let table = SeekTable::parse_from_tail(&object).unwrap();
+        let second = table.frames()[1];
+        object[second.compressed_offset as usize + 100] ^= 0x55;
+        rt.block_on(cache.put_nar(&info.url, object.into()))
+            .unwrap();
+        let access = NarAccess::new(&cache, info)
+            .unwrap()
+            .frames_checked(&[k.public_key()]);
+        // The first frame is intact and still reads.
+        assert_eq!(rt.block_on(access.read(0..1000)).unwrap(), &nar[..1000]);
+        let d = second.decompressed_offset;
+        let err = rt.block_on(access.read(d..d + 10)).unwrap_err();
+        assert!(
+            matches!(err, AccessError::FrameMismatch { index: 1, .. }),
+            "{err}"
+        );
+        assert_eq!(err.kind(), crate::error::ErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn frame_digests_that_lie_are_too_long_missing_or_signed_by_another_key() {
+        let rt = rt();
+        let k = key("frames-1");
+        let (cache, info, nar) = signed(&rt, &k);
+        let claim = FramesClaim::of(&info).unwrap();
+        let frames_key = crate::store::layout::frame_digests(&claim.frames);
+        let good = rt
+            .block_on(cache.objects().get_bytes(&frames_key))
+            .unwrap()
+            .unwrap();
+        let put = |bytes: Vec<u8>| {
+            rt.block_on(cache.objects().put(
+                &frames_key,
+                bytes.into(),
+                crate::store::objects::WriteMode::Overwrite,
+            ))
+            .unwrap();
+        };
+        let fresh = || {
+            NarAccess::new(&cache, info.clone())
+                .unwrap()
+                .frames_checked(&[k.public_key()])
+        };
+        // Digests that lie (another frame's digest): they do not hash to the signed FramesHash.
+        let mut lying = good.to_vec();
+        let last = lying.len() - 1;
+        lying[last] ^= 1;
+        put(lying);
+        let err = rt.block_on(fresh().read(0..10)).unwrap_err();
+        assert!(matches!(err, AccessError::BadFrameDigests { .. }), "{err}");
+        assert!(err.to_string().contains("FramesHash"), "{err}");
+        // Too long: refused without reading past what the seek table allows.
+        let mut long = good.to_vec();
+        long.extend_from_slice(&[0u8; 40]);
+        put(long);
+        let err = rt.block_on(fresh().read(0..10)).unwrap_err();
+        assert!(matches!(err, AccessError::BadFrameDigests { .. }), "{err}");
+        // Missing: the NAR is read whole, checked against its NarHash.
+        rt.block_on(cache.objects().delete(&frames_key)).unwrap();
+        let whole = fresh();
+        assert_eq!(rt.block_on(whole.read(5..5000)).unwrap(), &nar[5..5000]);
+        assert!(whole.inner.kept.get().is_some(), "not read whole");
+        put(good.to_vec());
+        // Signed by another key only: not trusted, the NAR is read whole.
+        let other = key("other-1");
+        let mut forged = info.clone();
+        forged
+            .extra
+            .retain(|(k, _)| k != frame_digests::FRAMES_SIG_FIELD);
+        claim.write(&mut forged, &[other.as_ref()]);
+        let access = NarAccess::new(&cache, forged)
+            .unwrap()
+            .frames_checked(&[k.public_key()]);
+        assert!(!access.checks_frames());
+        assert_eq!(rt.block_on(access.read(5..5000)).unwrap(), &nar[5..5000]);
+        assert!(access.inner.kept.get().is_some(), "not read whole");
+        // A signature over another NAR (the claim moved to another path's narinfo) is void too.
+        let mut moved = info.clone();
+        moved.nar_hash = crate::hash::Hash::digest(crate::hash::HashAlgo::Sha256, b"other");
+        assert!(FramesClaim::trusted(&moved, &[k.public_key()]).is_none());
     }
 }

@@ -21,6 +21,7 @@ use super::browse::{all_narinfos, consume_checked};
 use super::pipe::{reader_channel, sink_stream};
 use super::pull::check_trusted;
 use super::{join_error, staged, OpError, Progress};
+use crate::access::FramesClaim;
 use crate::cache_info::CacheInfo;
 use crate::compression::{Compression, NarCompression};
 use crate::graph::{self, publish_as_ready, Publisher, WalkLimits};
@@ -197,11 +198,20 @@ async fn copy_one(
     opts: &CopyOptions,
 ) -> Result<NarInfo, OpError> {
     let with_listing = from.has_listing(&info.store_path).await?;
-    let (info, listing) = match &opts.recompress {
+    let (mut info, listing) = match &opts.recompress {
         None => copy_as_is(from, to, info).await?,
-        Some(config) => recompress(from, to, info, config.clone()).await?,
+        Some(config) => {
+            // Other frames: the signed frame digests would lie.
+            let (mut info, listing) = recompress(from, to, info, config.clone()).await?;
+            FramesClaim::remove(&mut info);
+            (info, listing)
+        }
     };
     if !with_listing {
+        if FramesClaim::of(&info).is_some_and(|c| c.listing.is_some()) {
+            FramesClaim::remove(&mut info);
+        }
+        copy_frame_digests(from, to, &mut info).await?;
         return Ok(info);
     }
     let json = serde_json::to_vec(&listing).map_err(|e| {
@@ -213,9 +223,47 @@ async fn copy_one(
             e.into(),
         )
     })?;
+    // The listing is rebuilt: a claim signed over other bytes is dropped.
+    if FramesClaim::of(&info)
+        .is_some_and(|c| c.listing != Some(Hash::digest(HashAlgo::Sha256, &json)))
+    {
+        FramesClaim::remove(&mut info);
+    }
+    copy_frame_digests(from, to, &mut info).await?;
     to.put_listing_bytes(&info.store_path, json.into()).await?;
     to.sync_listing(&info.store_path).await?;
     Ok(info)
+}
+
+/// Copies the frame digests `info`'s claim names (the NAR was copied as it is, so they still
+/// describe it, and their signature still holds); a claim whose digests are missing or do not
+/// hash to their name is dropped, as a reader would ignore it.
+async fn copy_frame_digests(
+    from: &BinaryCache,
+    to: &BinaryCache,
+    info: &mut NarInfo,
+) -> Result<(), OpError> {
+    let Some(claim) = FramesClaim::of(info) else {
+        return Ok(());
+    };
+    let bytes = match from
+        .frame_digests(&claim.frames, crate::access::MAX_FRAME_DIGESTS_BYTES)
+        .await
+    {
+        Ok(Some(bytes)) if Hash::digest(HashAlgo::Sha256, &bytes) == claim.frames => bytes,
+        Ok(_) => {
+            FramesClaim::remove(info);
+            return Ok(());
+        }
+        Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => {
+            FramesClaim::remove(info);
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let hash = to.put_frame_digests(bytes).await?;
+    to.sync_frame_digests(&hash).await?;
+    Ok(())
 }
 
 /// What the checking thread of a copy found: the listing built from the checked NAR, and the

@@ -408,6 +408,58 @@ pub async fn cat_file(
     out: impl Write + Send + 'static,
 ) -> Result<(), OpError> {
     let file = open_file(cache, path, sub).await?;
+    write_file(file, out).await
+}
+
+/// [`cat_file`] for a narinfo already checked against `trusted_keys` by the caller, serving
+/// nothing unchecked: when the narinfo carries frame digests and a listing hash signed by one
+/// of the keys, only the frames holding the file are fetched, each checked against its signed
+/// digest, and the file is found in the listing checked against its signed hash
+/// ([`NarAccess::frames_checked`]); otherwise the whole NAR is read and checked against its
+/// `NarHash` ([`super::browse::cat_checked`]).
+///
+/// ```
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// # use std::sync::Arc;
+/// use cachecore::ops::{self, NoProgress, PushOptions};
+/// use cachecore::{signing::SecretKey, store::BinaryCache, store_path::StoreDir};
+/// let dir = tempfile::tempdir().unwrap();
+/// std::fs::write(dir.path().join("hello"), "hello, world\n").unwrap();
+/// let key = Arc::new(SecretKey::generate("cache.example.org-1").unwrap());
+/// let cache = BinaryCache::open("memory://").unwrap();
+/// let opts = PushOptions { signers: vec![key.clone()], ..PushOptions::default() };
+/// let (path, _) = ops::push_add(&cache, &StoreDir::default(), dir.path(), "hello",
+///     &opts, Arc::new(NoProgress)).await.unwrap();
+/// let info = cache.narinfo(&path).await.unwrap().unwrap();
+/// let out = tempfile::NamedTempFile::new().unwrap();
+/// ops::cat_signed(&cache, &info, "hello", &[key.public_key()], out.reopen().unwrap()).await.unwrap();
+/// assert_eq!(std::fs::read_to_string(out.path()).unwrap(), "hello, world\n");
+/// # });
+/// ```
+pub async fn cat_signed(
+    cache: &BinaryCache,
+    info: &crate::narinfo::NarInfo,
+    sub: &str,
+    trusted_keys: &[crate::signing::PublicKey],
+    out: impl Write + Send + 'static,
+) -> Result<(), OpError> {
+    let access = NarAccess::new(cache, info.clone())?.frames_checked(trusted_keys);
+    let listing = match access.signed_listing().await? {
+        Some(listing) => listing,
+        None => return super::browse::cat_checked(cache, info, sub, out).await,
+    };
+    let node = listing.get(sub).ok_or_else(|| OpError::NoSuchFile {
+        path: format!(
+            "{}/{}",
+            info.store_dir.full_path(&info.store_path),
+            sub.trim_start_matches('/')
+        ),
+    })?;
+    write_file(file_in(access, sub, node)?, out).await
+}
+
+/// Streams `file` into `out` (on a blocking thread).
+async fn write_file(file: NarFile, out: impl Write + Send + 'static) -> Result<(), OpError> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let writer = tokio::task::spawn_blocking(move || {
         let mut out = out;

@@ -25,7 +25,7 @@ pub use browse::{
     cat, cat_checked, info, list_paths, listing, listing_verified, path_pages, CacheTotals,
 };
 pub use copy::{copy, CopyOptions, CopySummary};
-pub use file::{cat_file, file_in, open_file, NarFile};
+pub use file::{cat_file, cat_signed, file_in, open_file, NarFile};
 pub use pull::{check_trusted, pull, PullOptions};
 pub use push::{push, push_add, PushOptions, PushSummary};
 pub use sign::{sign, signed_by, SignPaths, SignSummary};

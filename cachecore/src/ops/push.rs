@@ -27,6 +27,7 @@ use futures::StreamExt as _;
 
 use super::pipe::sink_stream;
 use super::{join_error, OpError, Progress};
+use crate::access::frame_digests::{signer_refs, FrameDigests, FramesClaim};
 use crate::compression::{self, Compression, NarCompression};
 use crate::gc::PushGuard;
 use crate::graph::{publish_as_ready, Publisher};
@@ -451,6 +452,8 @@ struct Packed {
     file_hash: Hash,
     file_size: u64,
     listing: Option<nar::Listing>,
+    /// The frame digests of a seekable NAR of more than one frame.
+    frames: Option<FrameDigests>,
 }
 
 /// Counts NAR bytes for the progress display, in steps of about a MiB.
@@ -533,8 +536,12 @@ fn pack_compressed<W: Write>(
         }
     };
     let (nar_hash, nar_size, progress_writer) = nar_hasher.finish();
-    let file_hasher = progress_writer.into_inner().finish().map_err(io_err)?;
+    let (file_hasher, seekable) = progress_writer
+        .into_inner()
+        .finish_frames()
+        .map_err(io_err)?;
     let (file_hash, file_size, out) = file_hasher.finish();
+    let frames = seekable.and_then(|(table, digests)| FrameDigests::new(&table, &digests));
     Ok((
         Packed {
             nar_hash,
@@ -542,6 +549,7 @@ fn pack_compressed<W: Write>(
             file_hash,
             file_size,
             listing,
+            frames,
         },
         out,
     ))
@@ -638,26 +646,44 @@ async fn upload_path(
             None => Ok(()),
         }
     };
-    // The listing goes up beside the NAR (neither is visible to Nix before the narinfo).
-    let put_listing = async {
-        if let Some(listing) = &packed.listing {
-            let json = serde_json::to_vec(listing).map_err(|e| {
+    let listing_json = match &packed.listing {
+        Some(listing) => Some(bytes::Bytes::from(serde_json::to_vec(listing).map_err(
+            |e| {
                 OpError::io(
                     format!("cannot serialize the listing of {full}"),
                     io::Error::other(e),
                 )
-            })?;
-            cache.put_listing_bytes(&info.path, json.into()).await?;
+            },
+        )?)),
+        None => None,
+    };
+    // The listing and the frame digests go up beside the NAR (none is visible to Nix before
+    // the narinfo).
+    let put_listing = async {
+        if let Some(json) = &listing_json {
+            cache.put_listing_bytes(&info.path, json.clone()).await?;
         }
         Ok::<_, OpError>(())
     };
-    let (placed, listed) = tokio::join!(place_nar, put_listing);
+    let put_frames = async {
+        match &packed.frames {
+            Some(frames) => Ok::<_, OpError>(Some(
+                cache.put_frame_digests(frames.to_bytes().into()).await?,
+            )),
+            None => Ok(None),
+        }
+    };
+    let (placed, listed, framed) = tokio::join!(place_nar, put_listing, put_frames);
     placed?;
     listed?;
+    let frames_hash = framed?;
     // Durable before the narinfo names them (local directories; a no-op elsewhere).
     cache.sync_nar(&nar_key).await?;
     if packed.listing.is_some() {
         cache.sync_listing(&info.path).await?;
+    }
+    if let Some(hash) = &frames_hash {
+        cache.sync_frame_digests(hash).await?;
     }
     if let (Some(log), Some(drv)) = (log, &info.deriver) {
         upload_log(cache, &log, drv).await?;
@@ -682,6 +708,15 @@ async fn upload_path(
     narinfo.signatures = info.signatures;
     for signer in &opts.signers {
         narinfo.sign(signer.as_ref()).map_err(OpError::Sign)?;
+    }
+    if let Some(frames) = frames_hash {
+        let claim = FramesClaim {
+            frames,
+            listing: listing_json
+                .as_ref()
+                .map(|json| Hash::digest(HashAlgo::Sha256, json)),
+        };
+        claim.write(&mut narinfo, &signer_refs(&opts.signers));
     }
     Ok(narinfo)
 }

@@ -17,6 +17,7 @@ pub(crate) fn is_served(kind: ObjectKind) -> bool {
         | ObjectKind::NarInfo
         | ObjectKind::Listing
         | ObjectKind::Nar
+        | ObjectKind::FrameDigests
         | ObjectKind::Log
         | ObjectKind::Realisation => true,
         ObjectKind::GcRoot

@@ -29,6 +29,7 @@ impl crate::store::layout::ObjectKind {
             K::CacheInfo => "cache_info",
             K::NarInfo => "narinfo",
             K::Nar => "nar",
+            K::FrameDigests => "frame_digests",
             K::Listing => "listing",
             K::Log => "log",
             K::Realisation => "realisation",

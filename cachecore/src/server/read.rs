@@ -34,7 +34,8 @@ impl ObjectKind {
     /// How long a client or proxy may keep an object of this kind (`Cache-Control`).
     fn cache_control(self) -> &'static str {
         match self {
-            ObjectKind::Nar => IMMUTABLE,
+            // Named by their own hash.
+            ObjectKind::Nar | ObjectKind::FrameDigests => IMMUTABLE,
             ObjectKind::CacheInfo
             | ObjectKind::NarInfo
             | ObjectKind::Listing
@@ -61,6 +62,7 @@ impl ObjectKind {
             ObjectKind::Realisation => Some(crate::store::MAX_REALISATION_BYTES),
             ObjectKind::Log => Some(MAX_DECODED_LOG),
             ObjectKind::Nar
+            | ObjectKind::FrameDigests
             | ObjectKind::CacheInfo
             | ObjectKind::GcRoot
             | ObjectKind::GcTrash

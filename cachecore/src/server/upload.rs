@@ -168,6 +168,10 @@ impl ObjectKind {
     fn upload_limit(self, config: &Config) -> Option<u64> {
         match self {
             ObjectKind::Nar => Some(config.max_nar_upload),
+            // Readers refuse larger ones.
+            ObjectKind::FrameDigests => {
+                Some(crate::access::MAX_FRAME_DIGESTS_BYTES.min(config.max_small_upload))
+            }
             ObjectKind::NarInfo => Some(MAX_NARINFO.min(config.max_small_upload)),
             // Readers refuse larger listings.
             ObjectKind::Listing => Some(MAX_LISTING_BYTES.min(config.max_small_upload)),
@@ -384,6 +388,16 @@ async fn put_checked(
             "nix-cache-info is the server's own and differs from the one sent".to_owned(),
         )),
         ObjectKind::Nar => Ok(()),
+        // Named by their sha256: taken only when they hash to their name.
+        ObjectKind::FrameDigests => {
+            let named = layout::frame_digests_hash(&key.key);
+            let actual = Hash::digest(HashAlgo::Sha256, &body);
+            if named.as_ref() == Some(&actual) {
+                Ok(())
+            } else {
+                Err(bad(&key.key, "its bytes do not hash to its name"))
+            }
+        }
         // Refused above (`upload_limit`).
         ObjectKind::GcRoot
         | ObjectKind::GcTrash
@@ -437,6 +451,7 @@ impl ObjectKind {
             ObjectKind::Listing => settings.ls_compression,
             ObjectKind::Log => settings.log_compression,
             ObjectKind::Nar
+            | ObjectKind::FrameDigests
             | ObjectKind::CacheInfo
             | ObjectKind::Realisation
             | ObjectKind::GcRoot
@@ -559,6 +574,11 @@ fn sign_narinfo(body: &[u8], secret: &crate::signing::SecretKey) -> Result<Bytes
     let mut info = NarInfo::parse_bytes(body).map_err(|e| format!("not a valid narinfo: {e}"))?;
     info.sign(secret)
         .map_err(|e| format!("it cannot be signed: {e}"))?;
+    // Its frame digests too (what they name is checked when uploaded: a `.frames` object
+    // must hash to its name, and the NAR to the NarHash).
+    if let Some(claim) = crate::access::FramesClaim::of(&info) {
+        claim.write(&mut info, &[secret]);
+    }
     Ok(Bytes::from(info.to_string()))
 }
 

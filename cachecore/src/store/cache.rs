@@ -1017,6 +1017,46 @@ impl BinaryCache {
             .map(drop)
     }
 
+    /// The frame digests of a seekable NAR, `nar/<nix32 hash>.frames` (see
+    /// [`crate::access::frame_digests`]), at most `limit` bytes, or `None` when missing; a
+    /// longer object is [`StoreError::TooLarge`]. Whether they hash to `hash` is the caller's
+    /// check.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use bytes::Bytes;
+    /// use cachecore::store::BinaryCache;
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// let hash = cache.put_frame_digests(Bytes::from_static(b"digests")).await.unwrap();
+    /// cache.sync_frame_digests(&hash).await.unwrap();
+    /// assert_eq!(cache.frame_digests(&hash, 100).await.unwrap().unwrap(), &b"digests"[..]);
+    /// assert!(cache.frame_digests(&hash, 3).await.is_err()); // longer than the limit
+    /// # });
+    /// ```
+    pub async fn frame_digests(
+        &self,
+        hash: &Hash,
+        limit: u64,
+    ) -> Result<Option<Bytes>, StoreError> {
+        self.objects
+            .get_bytes_limited(&layout::frame_digests(hash), limit)
+            .await
+    }
+
+    /// Writes frame digests under their sha256 (returned); see [`frame_digests`](Self::frame_digests).
+    pub async fn put_frame_digests(&self, bytes: Bytes) -> Result<Hash, StoreError> {
+        let hash = Hash::digest(crate::hash::HashAlgo::Sha256, &bytes);
+        self.objects
+            .put(&layout::frame_digests(&hash), bytes, WriteMode::Overwrite)
+            .await?;
+        Ok(hash)
+    }
+
+    /// Makes the frame digests named `hash` durable before a narinfo names them.
+    pub async fn sync_frame_digests(&self, hash: &Hash) -> Result<(), StoreError> {
+        self.objects.sync(&layout::frame_digests(hash)).await
+    }
+
     /// The build log of the derivation `drv` (`log/<drv base name>`), or `None`.
     ///
     /// See [`put_log_stream`](Self::put_log_stream) for an example.

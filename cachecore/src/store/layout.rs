@@ -7,6 +7,8 @@
 //! <hash>.narinfo                  one per store path
 //! <hash>.ls                       optional NAR listing (JSON)
 //! nar/<nix32 file hash>.nar<ext>  the (compressed) NARs, named by the hash of the file
+//! nar/<nix32 sha256>.frames       cachecore: a seekable NAR's frame digests, named by their
+//!                                 own hash (the narinfo's `FramesHash`; see access::frame_digests)
 //! log/<drv base name>             build logs
 //! realisations/<id>.doi           realisations of content-addressed derivation outputs
 //!
@@ -48,6 +50,8 @@ pub(crate) enum ObjectKind {
     Listing,
     /// `nar/…`: a NAR, or a NAR being staged (`nar/.tmp-*`).
     Nar,
+    /// `nar/<nix32 sha256>.frames`: the frame digests of a seekable NAR (cachecore).
+    FrameDigests,
     /// `log/<drv base name>`.
     Log,
     /// `realisations/<id>.doi`.
@@ -80,6 +84,7 @@ impl ObjectKind {
             };
         };
         Some(match dir {
+            NAR_DIR if key.ends_with(FRAMES_SUFFIX) => ObjectKind::FrameDigests,
             NAR_DIR => ObjectKind::Nar,
             LOG_DIR => ObjectKind::Log,
             REALISATIONS_DIR => ObjectKind::Realisation,
@@ -98,6 +103,7 @@ impl ObjectKind {
             ObjectKind::CacheInfo => "text/x-nix-cache-info",
             ObjectKind::NarInfo => "text/x-nix-narinfo",
             ObjectKind::Nar => "application/x-nix-nar",
+            ObjectKind::FrameDigests => "application/octet-stream",
             ObjectKind::Listing | ObjectKind::Realisation => "application/json",
             ObjectKind::Log => "text/plain; charset=utf-8",
             ObjectKind::GcRoot
@@ -151,6 +157,7 @@ impl ObjectKey {
                 nar_parts(&key)?;
                 true
             }
+            ObjectKind::FrameDigests => frame_digests_hash(&key).is_some(),
             ObjectKind::Log => {
                 // `log/<hash>-<name>.drv`, as Nix writes build logs.
                 let name = &key[LOG_DIR.len() + 1..];
@@ -312,6 +319,27 @@ const LOG_DIR: &str = "log";
 
 /// Directory of realisations.
 const REALISATIONS_DIR: &str = "realisations";
+
+/// The suffix of a frame-digests object's key.
+const FRAMES_SUFFIX: &str = ".frames";
+
+/// `nar/<nix32 sha256>.frames`: the frame digests of a seekable NAR, named by their own sha256
+/// (the narinfo's `FramesHash`), so the same digests are one object whatever names the NAR, and
+/// a copy keeps the key.
+pub fn frame_digests(hash: &Hash) -> String {
+    format!("{NAR_DIR}/{}{FRAMES_SUFFIX}", hash.to_nix32())
+}
+
+/// The sha256 a `nar/<nix32>.frames` key is named after.
+pub fn frame_digests_hash(key: &str) -> Option<Hash> {
+    let name = key
+        .strip_prefix(NAR_DIR)?
+        .strip_prefix('/')?
+        .strip_suffix(FRAMES_SUFFIX)?;
+    Hash::parse_digest(HashAlgo::Sha256, name)
+        .ok()
+        .filter(|h| h.to_nix32() == name)
+}
 
 /// `<hash>.narinfo`.
 pub fn narinfo(hash_part: &str) -> String {
@@ -523,6 +551,7 @@ pub fn is_nar(key: &str) -> bool {
     key.strip_prefix(NAR_DIR)
         .and_then(|k| k.strip_prefix('/'))
         .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+        && !key.ends_with(FRAMES_SUFFIX)
 }
 
 /// The hash part named by a root-level `<hash>.narinfo` key, if `key` is one (32 characters of
@@ -630,6 +659,13 @@ mod tests {
         assert!(nar_streamed(&h, 1, Compression::Zstd).contains("-0000000000000001.nar"));
         assert_eq!(parse(narinfo(part)).hash_part(), Some(part));
         assert_eq!(parse(listing(part)).kind, ObjectKind::Listing);
+        let frames = frame_digests(&h);
+        assert_eq!(parse(frames.clone()).kind, ObjectKind::FrameDigests);
+        assert_eq!(frame_digests_hash(&frames), Some(h.clone()));
+        assert!(!is_nar(&frames) && is_nar(&nar(&h, Compression::Zstd)));
+        for bad in ["nar/x.frames", "nar/.frames"] {
+            assert!(ObjectKey::parse(bad.to_owned()).is_err(), "{bad}");
+        }
         assert_eq!(parse(CACHE_INFO.to_owned()).kind, ObjectKind::CacheInfo);
         assert_eq!(
             parse(log(&format!("{part}-hello.drv"))).kind,
