@@ -886,8 +886,11 @@ struct GatedCache<'a> {
     push_args: Vec<String>,
     /// The environment of `cachecore push` and `verify`.
     env: Vec<(String, String)>,
-    /// The URL `verify` reads the cache at (not through the gate).
+    /// The URL `verify` reads the cache at, and the second push writes to (not through the
+    /// gate).
     url: String,
+    /// The same for the second push (the server's own, for a cache behind `serve`).
+    repush_url: String,
     /// The object key a request line is for.
     key_of: &'a dyn Fn(&str) -> String,
     /// The narinfos in the cache; `Err` when one is visible without its NAR or closure.
@@ -980,7 +983,7 @@ fn push_killed_at(cache: &GatedCache, gate: &common::gate::Gate, root: &str, poi
     // Running it again pushes exactly what is missing; the cache is then whole and verifies.
     gate.open();
     let out = cachecore_command()
-        .args(["push", &cache.push_url, root, "--jobs", "2"])
+        .args(["push", &cache.repush_url, root, "--jobs", "2"])
         .args(&cache.push_args)
         .envs(cache.env.iter().cloned())
         .output()
@@ -1071,6 +1074,7 @@ fn killed_mid_push_every_visible_narinfo_has_its_nar_and_closure() {
             push_args: vec!["--token-file".to_owned(), path_str(&token_file).to_owned()],
             env: Vec::new(),
             url: dir.display().to_string(),
+            repush_url: server.1.clone(),
             key_of: &|line| {
                 let target = line.split_whitespace().nth(1).unwrap_or_default();
                 target
@@ -1133,6 +1137,7 @@ fn killed_mid_push_to_garage_every_visible_narinfo_has_its_nar_and_closure() {
             push_args: Vec::new(),
             env: garage.env(),
             url: url.clone(),
+            repush_url: url.clone(),
             key_of: &s3_key,
             narinfos: &narinfos,
         };

@@ -180,7 +180,9 @@ fn relay(client: TcpStream, mut upstream: TcpStream, state: &(Mutex<State>, Cond
     };
     std::thread::spawn(move || {
         let _ = std::io::copy(&mut back_from, &mut back_to);
-        let _ = back_to.shutdown(std::net::Shutdown::Both);
+        // Only our side: a client still sending a body it was answered before gets the
+        // answer, as from the server itself, not a reset.
+        let _ = back_to.shutdown(std::net::Shutdown::Write);
     });
     let mut reader = BufReader::new(client);
     while let Some((line, head, body)) = read_head(&mut reader) {
@@ -213,6 +215,8 @@ fn relay(client: TcpStream, mut upstream: TcpStream, state: &(Mutex<State>, Cond
         }
     }
     let _ = upstream.shutdown(std::net::Shutdown::Both);
+    // What the client still sends goes nowhere, until it hangs up.
+    let _ = std::io::copy(&mut reader, &mut std::io::sink());
 }
 
 /// How a request's body ends.
