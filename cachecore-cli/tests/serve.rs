@@ -1571,9 +1571,16 @@ fn an_upstream_that_times_out_is_a_miss_and_the_404_is_not_kept() {
     let errors = r#"cachecore_serve_upstream_lookups_total{result="error",upstream="0"}"#;
     assert_eq!(metric(&proxy.url, errors), 1, "the timeout is counted");
 
-    // The upstream answers again: the same request is filled, not answered from a kept 404.
+    // The upstream answers again: once its back-off (2 s after a failure) is over, the same
+    // request is filled, not answered from a kept 404.
     gate.open();
-    let filled = curl(&url, &[]);
+    let filled = loop {
+        let r = curl(&url, &[]);
+        if r.status != 404 || started.elapsed() > Duration::from_secs(60) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(filled.status, 200, "{}", filled.text());
     assert_eq!(filled.header("cache-control"), Some("public, max-age=300"));
     let hits = r#"cachecore_serve_upstream_lookups_total{result="hit",upstream="0"}"#;
