@@ -733,104 +733,455 @@ in builtins.elemAt paths ({CHAIN_LEN} - 1)
     root
 }
 
+// ---------------------------------------------------------------------------------------------
+// Where push reads path metadata: the database, else the daemon's socket, else `nix path-info`
+// ---------------------------------------------------------------------------------------------
+
+/// `cachecore push` of `root` into a new cache under `tmp` with `env`, which must succeed.
+fn push_with_env(tmp: &Path, what: &str, root: &str, env: &[(&str, std::ffi::OsString)]) {
+    let cache = tmp.join(format!("cache-{what}"));
+    let args = ["push", path_str(&cache), root, "--quiet"];
+    let out = cachecore_command()
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v)))
+        .output()
+        .unwrap();
+    assert_cachecore_ok(&out, &args);
+    assert_closed(&cache);
+}
+
+/// Through the CLI, in Nix's environment: with the database readable, push reads it (a daemon
+/// socket named by `NIX_DAEMON_SOCKET_PATH` gets no connection, and `nix` is not run); without
+/// it, the daemon (a real `nix-daemon`; `nix` is not run); without either, `nix path-info`
+/// (the `nix` on `PATH`, a wrapper that logs how it is run).
 #[test]
-fn killed_mid_push_every_visible_narinfo_has_its_nar_and_closure() {
+fn push_reads_metadata_from_the_database_then_the_daemon_then_nix_path_info() {
     let tmp = tempdir();
-    let root = chain_closure(tmp.path());
-    let cache = tmp.path().join("cache");
-    let started = std::time::Instant::now();
-    // xz makes the NARs slow enough (a few seconds in all) to watch narinfos appear one by one.
+    let closure = build_closure(tmp.path());
+    let root = closure.last().unwrap();
+    // `nix` on PATH: logs its arguments, then runs the real one on the real store.
+    let real_nix = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v nix"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    assert!(!real_nix.is_empty(), "no nix on PATH");
+    let bin = tmp.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    let log = tmp.path().join("nix-runs.log");
+    let wrapper = bin.join("nix");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nunset NIX_STATE_DIR NIX_DAEMON_SOCKET_PATH\n\
+             NIX_REMOTE=local exec '{real_nix}' \"$@\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let nix_runs = || fs::read_to_string(&log).unwrap_or_default();
+    // A socket that counts the connections it gets (and answers none).
+    let socket = tmp.path().join("counting.socket");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = connections.clone();
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(c);
+        }
+    });
+    let no_state = tmp.path().join("no-state");
+    fs::create_dir(&no_state).unwrap();
+
+    // 1. The database is readable: it is read; neither the socket nor `nix` is used.
+    push_with_env(
+        tmp.path(),
+        "database",
+        root,
+        &[
+            ("PATH", path.clone().into()),
+            ("NIX_REMOTE", "daemon".into()),
+            ("NIX_DAEMON_SOCKET_PATH", socket.clone().into()),
+        ],
+    );
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the database is readable, yet the daemon's socket was tried"
+    );
+    assert_eq!(nix_runs(), "", "the database is readable, yet nix was run");
+
+    // 2. No database (NIX_STATE_DIR holds none): the daemon answers.
+    let daemon = NixDaemon::start();
+    push_with_env(
+        tmp.path(),
+        "daemon",
+        root,
+        &[
+            ("PATH", path.clone().into()),
+            ("NIX_REMOTE", "daemon".into()),
+            ("NIX_STATE_DIR", no_state.clone().into()),
+            ("NIX_DAEMON_SOCKET_PATH", daemon.socket().into()),
+        ],
+    );
+    assert_eq!(nix_runs(), "", "a daemon answers, yet nix was run");
+
+    // 3. Neither: `nix path-info`.
+    push_with_env(
+        tmp.path(),
+        "nix-path-info",
+        root,
+        &[
+            ("PATH", path.into()),
+            ("NIX_REMOTE", "daemon".into()),
+            ("NIX_STATE_DIR", no_state.into()),
+            (
+                "NIX_DAEMON_SOCKET_PATH",
+                tmp.path().join("absent.socket").into(),
+            ),
+        ],
+    );
+    assert!(
+        nix_runs().lines().any(|l| l.contains("path-info")),
+        "no `nix path-info` run: {:?}",
+        nix_runs()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A push killed at chosen points (kill -9), on a directory through `serve` and on Garage
+// ---------------------------------------------------------------------------------------------
+
+/// Where a push is killed: held by a [`Gate`](common::gate::Gate) at the request that starts
+/// the step, so the point is reached the same way on any machine.
+#[derive(Debug, Clone, Copy)]
+enum KillPoint {
+    /// Its first NAR upload has begun (nothing of it stored yet).
+    FirstNar,
+    /// `n` narinfos are out, released one at a time, and the next one's write is held.
+    Narinfo(usize),
+}
+
+/// A cache a push writes to through a gate: the push's URL (the gate's), and how to count the
+/// narinfos the cache holds.
+struct GatedCache<'a> {
+    push_url: String,
+    /// Extra arguments of `cachecore push`.
+    push_args: Vec<String>,
+    /// The environment of `cachecore push` and `verify`.
+    env: Vec<(String, String)>,
+    /// The URL `verify` reads the cache at, and the second push writes to (not through the
+    /// gate).
+    url: String,
+    /// The same for the second push (the server's own, for a cache behind `serve`).
+    repush_url: String,
+    /// The object key a request line is for.
+    key_of: &'a dyn Fn(&str) -> String,
+    /// The narinfos in the cache; `Err` when one is visible without its NAR or closure.
+    narinfos: &'a dyn Fn() -> Result<usize, String>,
+}
+
+/// Pushes the chain closure `root` into `cache` through `gate`, kills the push (SIGKILL) at
+/// `point`, checks that what is visible is whole, then pushes again and checks that exactly the
+/// rest was pushed and the cache verifies.
+fn push_killed_at(cache: &GatedCache, gate: &common::gate::Gate, root: &str, point: KillPoint) {
+    use std::os::unix::process::ExitStatusExt as _;
+    let limit = Duration::from_secs(300);
     let mut child = cachecore_command()
-        .args(["push", &cache_url(&cache), &root])
-        .args(["--compression", "xz", "--jobs", "2", "--quiet"])
+        .args(["push", &cache.push_url, root, "--jobs", "2", "--quiet"])
+        .args(&cache.push_args)
+        .envs(cache.env.iter().cloned())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Watch the cache as the push fills it; kill it (SIGKILL) once 40% of the narinfos are out.
-    let kill_at = CHAIN_LEN * 2 / 5;
-    let mut partial_snapshots = 0;
-    let mut partial_counts = std::collections::BTreeSet::new();
-    let mut timeline = Vec::new();
-    let seen_at_kill = loop {
-        let look = started.elapsed();
-        let seen = match closed_narinfos(&cache) {
-            Ok(n) => n,
-            Err(broken) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("while the push ran: {broken}");
-            }
-        };
-        timeline.push(format!("{}ms:{seen}", look.as_millis()));
-        if seen > 0 && seen < CHAIN_LEN {
-            partial_snapshots += 1;
-            partial_counts.insert(seen);
+    let stop = |child: &mut std::process::Child, why: String| -> ! {
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
         }
-        if seen >= kill_at {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            break seen;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut stderr = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-            panic!(
-                "the push ended ({status}) before {kill_at} of {CHAIN_LEN} narinfos were seen \
-                 (last look: {seen}), so it could not be killed mid-way:\n{stderr}"
-            );
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the push did not publish {kill_at} narinfos in 120 s"
-        );
-        std::thread::sleep(Duration::from_millis(5));
+        panic!("{why}\npush's stderr:\n{stderr}");
     };
-    let killed_after = started.elapsed();
-    // The invariant must have been watched on many partial states, or this test proves nothing.
-    assert!(
-        partial_snapshots >= 5 && partial_counts.len() >= 3,
-        "narinfos did not appear over time: {partial_snapshots} looks saw a partial cache, with \
-         counts {partial_counts:?}; looks (time:narinfos): {}",
-        timeline.join(" ")
+    let expected_left = match point {
+        KillPoint::FirstNar => {
+            let held = gate.wait_held(1, limit);
+            if !held.iter().all(|l| (cache.key_of)(l).starts_with("nar/")) {
+                stop(&mut child, format!("held {held:?}, not a NAR upload"));
+            }
+            0
+        }
+        KillPoint::Narinfo(n) => {
+            // Every state on the way is looked at: n + 1 partial caches.
+            for out in 0..=n {
+                let held = gate.wait_held(1, limit);
+                if !held.iter().all(|l| (cache.key_of)(l).ends_with(".narinfo")) {
+                    stop(&mut child, format!("held {held:?}, not a narinfo write"));
+                }
+                let start = std::time::Instant::now();
+                loop {
+                    match (cache.narinfos)() {
+                        Ok(seen) if seen == out => break,
+                        Ok(seen) if seen < out && start.elapsed() < limit => {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        Ok(seen) => stop(
+                            &mut child,
+                            format!("{seen} narinfos visible, {out} let out"),
+                        ),
+                        Err(broken) => stop(&mut child, format!("while the push ran: {broken}")),
+                    }
+                }
+                if out < n {
+                    gate.release();
+                }
+            }
+            n
+        }
+    };
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the push ended by itself: {status:?}"
     );
-    // Killed: still no narinfo without its NAR and its closure, and the push was cut short.
-    let left = closed_narinfos(&cache).unwrap_or_else(|broken| panic!("after kill -9: {broken}"));
-    assert!(
-        left >= seen_at_kill && left < CHAIN_LEN,
-        "{left} narinfos after the kill (saw {seen_at_kill} just before it)"
-    );
+    gate.discard();
+    // Killed: still no narinfo without its NAR and its closure, and exactly those let out.
+    let left =
+        (cache.narinfos)().unwrap_or_else(|broken| panic!("after kill -9 at {point:?}: {broken}"));
+    assert_eq!(left, expected_left, "narinfos after kill -9 at {point:?}");
+    let verify = || {
+        let out = cachecore_command()
+            .args(["verify", &cache.url])
+            .envs(cache.env.iter().cloned())
+            .output()
+            .unwrap();
+        assert_cachecore_ok(&out, &["verify", &cache.url]);
+    };
+    if left > 0 {
+        verify();
+    }
 
     // Running it again pushes exactly what is missing; the cache is then whole and verifies.
-    let out = cachecore_output(
-        &[
-            "push",
-            &cache_url(&cache),
-            &root,
-            "--compression",
-            "xz",
-            "--jobs",
-            "2",
-        ],
-        b"",
-    );
+    gate.open();
+    let out = cachecore_command()
+        .args(["push", &cache.repush_url, root, "--jobs", "2"])
+        .args(&cache.push_args)
+        .envs(cache.env.iter().cloned())
+        .output()
+        .unwrap();
     assert_no_panic(&out, "push after kill -9");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "push after kill -9 failed:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "push after kill -9 at {point:?} failed:\n{stderr}"
+    );
     assert!(
         stderr.contains(&match CHAIN_LEN - left {
             1 => "1 path pushed".to_owned(),
             n => format!("{n} paths pushed"),
-        }) && stderr.contains(&format!("{left} already")),
-        "expected {} pushed and {left} already there:\n{stderr}",
+        }) && (left == 0 || stderr.contains(&format!("{left} already"))),
+        "after kill -9 at {point:?}: expected {} pushed and {left} already there:\n{stderr}",
         CHAIN_LEN - left
     );
-    assert_eq!(closed_narinfos(&cache), Ok(CHAIN_LEN));
-    cachecore_ok(&["verify", &cache_url(&cache)], b"");
-    eprintln!(
-        "killed after {killed_after:?} with {left}/{CHAIN_LEN} narinfos out; {partial_snapshots} \
-         looks saw a partial cache ({} distinct counts); whole after {:?}",
-        partial_counts.len(),
-        started.elapsed()
+    assert_eq!((cache.narinfos)(), Ok(CHAIN_LEN));
+    verify();
+}
+
+/// `cachecore serve DIR --token-file TOKEN` on a port the kernel picked, killed on drop; its URL.
+struct UploadServer(std::process::Child, String);
+
+impl UploadServer {
+    fn start(dir: &Path, token_file: &Path) -> UploadServer {
+        use std::io::BufRead as _;
+        let mut child = cachecore_command()
+            .args([
+                "serve",
+                path_str(dir),
+                "--listen",
+                "127.0.0.1:0",
+                "--token-file",
+            ])
+            .arg(token_file)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let Some(url) = line.trim().strip_prefix("cachecore serve: listening on ") else {
+            let _ = child.kill();
+            panic!("cachecore serve printed {line:?} instead of its address");
+        };
+        let url = url.to_owned();
+        UploadServer(child, url)
+    }
+}
+
+impl Drop for UploadServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A push into a directory (through `cachecore serve`, which writes it) killed at its first NAR,
+/// before its first narinfo, and with 40% of its narinfos out: every state on the way shows no
+/// narinfo without its NAR and its closure, and a second push finishes exactly what is missing.
+#[test]
+fn killed_mid_push_every_visible_narinfo_has_its_nar_and_closure() {
+    let tmp = tempdir();
+    let root = chain_closure(tmp.path());
+    let token_file = tmp.path().join("token");
+    fs::write(&token_file, "push-interrupt-token\n").unwrap();
+    for point in [
+        KillPoint::FirstNar,
+        KillPoint::Narinfo(0),
+        KillPoint::Narinfo(CHAIN_LEN * 2 / 5),
+    ] {
+        let dir = tmp.path().join(format!("cache-{point:?}"));
+        fs::create_dir(&dir).unwrap();
+        let server = UploadServer::start(&dir, &token_file);
+        let hold = |line: &str| {
+            let key = line.split_whitespace().nth(1).unwrap_or_default();
+            line.starts_with("PUT ") && (key.starts_with("/nar/") || key.ends_with(".narinfo"))
+        };
+        let gate = common::gate::Gate::start(server.1.strip_prefix("http://").unwrap(), move |l| {
+            hold(l) && (matches!(point, KillPoint::Narinfo(_)) != l.contains("/nar/"))
+        });
+        let cache = GatedCache {
+            push_url: gate.url(),
+            push_args: vec!["--token-file".to_owned(), path_str(&token_file).to_owned()],
+            env: Vec::new(),
+            url: dir.display().to_string(),
+            repush_url: server.1.clone(),
+            key_of: &|line| {
+                let target = line.split_whitespace().nth(1).unwrap_or_default();
+                target
+                    .split('?')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_owned()
+            },
+            narinfos: &|| closed_narinfos(&dir),
+        };
+        push_killed_at(&cache, &gate, &root, point);
+    }
+}
+
+/// The same on Garage, pushed straight into the bucket: killed at its first NAR upload and with
+/// 10 narinfos out.
+#[test]
+fn killed_mid_push_to_garage_every_visible_narinfo_has_its_nar_and_closure() {
+    let tmp = tempdir();
+    let root = chain_closure(tmp.path());
+    let garage = common::garage::Garage::start();
+    let server = garage.endpoint.strip_prefix("http://").unwrap().to_owned();
+    let rt = cachecore::ops::runtime().unwrap();
+    for point in [KillPoint::FirstNar, KillPoint::Narinfo(10)] {
+        let prefix = format!("{point:?}").replace(['(', ')'], "");
+        let s3_key = move |line: &str| -> String {
+            let target = line.split_whitespace().nth(1).unwrap_or_default();
+            let path = target.split('?').next().unwrap_or_default();
+            let key = path
+                .trim_start_matches('/')
+                .split_once('/')
+                .map_or("", |(_, k)| k);
+            key.strip_prefix(&format!("{prefix}/"))
+                .unwrap_or(key)
+                .to_owned()
+        };
+        let key_of = s3_key.clone();
+        let gate = common::gate::Gate::start(&server, move |line| {
+            let writes = line.starts_with("PUT ") || line.starts_with("POST ");
+            let key = key_of(line);
+            writes
+                && match point {
+                    KillPoint::FirstNar => key.starts_with("nar/"),
+                    KillPoint::Narinfo(_) => key.ends_with(".narinfo"),
+                }
+        });
+        let prefix = format!("{point:?}").replace(['(', ')'], "");
+        let url = garage.url(&prefix);
+        let push_url = url.replace(&garage.endpoint, &gate.url());
+        let reader = cachecore::store::BinaryCache::open_with_env(&url, &garage.env()).unwrap();
+        let narinfos = || -> Result<usize, String> {
+            use futures::StreamExt as _;
+            let hashes = rt.block_on(reader.list_narinfo_hashes().collect::<Vec<_>>());
+            let hashes: Result<Vec<String>, _> = hashes.into_iter().collect();
+            hashes.map(|h| h.len()).map_err(|e| e.to_string())
+        };
+        let cache = GatedCache {
+            push_url,
+            push_args: Vec::new(),
+            env: garage.env(),
+            url: url.clone(),
+            repush_url: url.clone(),
+            key_of: &s3_key,
+            narinfos: &narinfos,
+        };
+        push_killed_at(&cache, &gate, &root, point);
+    }
+}
+
+/// `--jobs N`: small NARs upload `4 × N` at once. With every NAR upload held at a gate, a push
+/// with `--jobs 8` has 32 under way at once — more than the 16 the default (`--jobs 4`) allows,
+/// so a push ignoring the flag never gets there.
+#[test]
+fn push_jobs_sets_how_many_nars_upload_at_once() {
+    let tmp = tempdir();
+    let root = chain_closure(tmp.path());
+    let token_file = tmp.path().join("token");
+    fs::write(&token_file, "push-jobs-token\n").unwrap();
+    let dir = tmp.path().join("cache");
+    fs::create_dir(&dir).unwrap();
+    let server = UploadServer::start(&dir, &token_file);
+    let gate = common::gate::Gate::start(server.1.strip_prefix("http://").unwrap(), |line| {
+        line.starts_with("PUT /nar/")
+    });
+    let mut child = cachecore_command()
+        .args([
+            "push",
+            &gate.url(),
+            &root,
+            "--jobs",
+            "8",
+            "--quiet",
+            "--token-file",
+        ])
+        .arg(&token_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let held = gate.wait_held(32, Duration::from_secs(120));
+    let _ = child.kill();
+    let _ = child.wait();
+    gate.discard();
+    assert_eq!(
+        held.len(),
+        32,
+        "more uploads at once than --jobs 8 allows: {held:#?}"
     );
 }

@@ -21,7 +21,6 @@ use cachecore::narinfo::NarInfo;
 use cachecore::signing::SecretKey;
 use common::garage::Garage;
 use common::http_server::HttpServer;
-use common::net::{free_port, wait_for_port};
 use common::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -1311,82 +1310,147 @@ fn fifos_and_sockets_at_object_keys_are_refused_not_waited_on() {
 // Racing pushes
 // ---------------------------------------------------------------------------------------------
 
+/// The object key of a request line of S3's (`PUT /nixcache/nar/x.nar.zst?uploadId=… HTTP/1.1`):
+/// `nar/x.nar.zst`.
+fn s3_key(line: &str) -> String {
+    let target = line.split_whitespace().nth(1).unwrap_or_default();
+    let path = target.split('?').next().unwrap_or_default();
+    path.trim_start_matches('/')
+        .split_once('/')
+        .map_or_else(String::new, |(_bucket, key)| key.to_owned())
+}
+
+/// Four pushes of one large path (streamed, so its NAR's key is not the hash of its bytes) with
+/// four compression levels race into one bucket. Each goes through a gate of its own that holds
+/// its narinfo write: the race is made, not hoped for — every push has uploaded its NAR before
+/// any narinfo is written. Two are killed (SIGKILL) there; the other two are let go one after
+/// the other, and after each the narinfo in the bucket names the object that push wrote and
+/// verifies. A push writing every level's NAR to one key (`nar/<NarHash>.nar.zst`) fails here:
+/// whichever NAR landed last, one released narinfo describes another push's bytes.
 #[test]
 fn racing_pushes_with_other_settings_leave_every_narinfo_matching_its_object() {
-    let f = fixture();
+    use std::os::unix::process::ExitStatusExt as _;
+    use std::time::Duration;
+    let tmp = tempdir();
     // A path large enough to be streamed (over 4 MiB), compressible so levels differ in size.
-    let src = f.tmp.path().join("large");
+    let src = tmp.path().join("large");
     fs::create_dir(&src).unwrap();
     let mut data = Vec::new();
     for i in 0..(6 << 20) / 64 {
         data.extend_from_slice(format!("{i:063}\n").as_bytes());
     }
     fs::write(src.join("data"), &data).unwrap();
-    let cache = f.tmp.path().join("raced");
-    for round in 0..3 {
-        // Each round races a fresh publication: the narinfo goes, the objects stay.
-        if let Ok(entries) = fs::read_dir(&cache) {
-            for e in entries {
-                let p = e.unwrap().path();
-                if p.extension().is_some_and(|x| x == "narinfo") {
-                    fs::remove_file(p).unwrap();
-                }
-            }
-        }
-        let mut children = Vec::new();
-        for (i, level) in ["1", "19", "3", "12"].iter().enumerate() {
-            let child = cachecore_command()
-                .args([
-                    "push",
-                    path_str(&cache),
-                    "--add",
-                    path_str(&src),
-                    "--level",
-                    level,
-                    "--quiet",
-                ])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap();
-            children.push((i, child));
-        }
-        // Kill two of the four part-way (at different moments each round).
-        std::thread::sleep(std::time::Duration::from_millis(50 * (round + 1)));
-        for (i, child) in children.iter_mut() {
-            if *i % 2 == round as usize % 2 {
-                let _ = child.kill();
-            }
-        }
-        for (_, mut child) in children {
-            let _ = child.wait();
-        }
-        // Whatever narinfo is visible matches the object it names.
-        let out = cachecore_output(&["verify", path_str(&cache)], b"");
+    let garage = Garage::start();
+    let server = garage.endpoint.strip_prefix("http://").unwrap().to_owned();
+    let is_narinfo_write =
+        |line: &str| line.starts_with("PUT ") && s3_key(line).ends_with(".narinfo");
+    let mut racers = Vec::new();
+    for level in ["1", "19", "3", "12"] {
+        let gate = common::gate::Gate::start(&server, is_narinfo_write);
+        let url = format!(
+            "s3://{}?endpoint={}&region={}",
+            garage.bucket,
+            gate.url(),
+            common::garage::REGION
+        );
+        let child = cachecore_command()
+            .args(["push", &url, "--add", path_str(&src), "--level", level])
+            .envs(garage.env())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        racers.push((level, gate, child));
+    }
+    // The barrier: every push has uploaded its NAR and waits to write its narinfo.
+    let mut nar_keys = Vec::new();
+    for (level, gate, _) in &racers {
+        let held = gate.wait_held(1, Duration::from_secs(300));
+        assert_eq!(held.len(), 1, "level {level}: {held:?}");
+        let writes: BTreeMap<String, ()> = gate
+            .requests()
+            .iter()
+            .filter(|l| !l.starts_with("GET ") && !l.starts_with("HEAD "))
+            .map(|l| (s3_key(l), ()))
+            .filter(|(k, _)| k.starts_with("nar/"))
+            .collect();
+        let keys: Vec<String> = writes.into_keys().collect();
+        assert_eq!(keys.len(), 1, "level {level} wrote NARs {keys:?}");
+        nar_keys.push(keys[0].clone());
+    }
+    let distinct: std::collections::BTreeSet<&String> = nar_keys.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        racers.len(),
+        "the racing pushes wrote their NARs to shared keys: {nar_keys:?}"
+    );
+    let narinfo_url = || {
+        let cache =
+            cachecore::store::BinaryCache::open_with_env(&garage.url(""), &garage.env()).unwrap();
+        let rt = cachecore::ops::runtime().unwrap();
+        let hash = rt
+            .block_on(async {
+                use futures::StreamExt as _;
+                cache.list_narinfo_hashes().collect::<Vec<_>>().await
+            })
+            .into_iter()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>();
+        assert_eq!(hash.len(), 1, "{hash:?}");
+        rt.block_on(cache.narinfo_by_hash(&hash[0]))
+            .unwrap()
+            .unwrap()
+            .url
+    };
+    let verify = |what: &str| {
+        let out = cachecore_command()
+            .args(["verify", &garage.url("")])
+            .envs(garage.env())
+            .output()
+            .unwrap();
         assert_eq!(
             out.status.code(),
             Some(0),
-            "round {round}: {}{}",
+            "{what}: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        // And a later push with yet another level leaves it so.
-        cachecore_ok(
-            &[
-                "push",
-                path_str(&cache),
-                "--add",
-                path_str(&src),
-                "--level",
-                "7",
-                "--quiet",
-            ],
-            b"",
-        );
-        cachecore_ok(&["verify", path_str(&cache)], b"");
+    };
+    for (i, ((level, gate, mut child), nar_key)) in racers.into_iter().zip(&nar_keys).enumerate() {
+        if i % 2 == 0 {
+            // Killed with its narinfo write held: nothing of that write reaches the bucket.
+            child.kill().unwrap();
+            let status = child.wait().unwrap();
+            assert_eq!(status.signal(), Some(9), "level {level}: {status:?}");
+            gate.discard();
+        } else {
+            gate.release();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "level {level}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // Its narinfo is the one in the bucket now, names its own object, and checks out.
+            assert_eq!(&narinfo_url(), nar_key, "level {level}");
+            verify(&format!("after the push at level {level}"));
+        }
     }
-    // Silence the unused helpers of this file's imports in this test.
-    let _ = (free_port, wait_for_port);
+    // And a later push with yet another level leaves it so.
+    let out = cachecore_command()
+        .args([
+            "push",
+            &garage.url(""),
+            "--add",
+            path_str(&src),
+            "--level",
+            "7",
+        ])
+        .envs(garage.env())
+        .output()
+        .unwrap();
+    assert_cachecore_ok(&out, &["push", "--add", "--level", "7"]);
+    verify("after a later push");
 }
 
 // ---------------------------------------------------------------------------------------------

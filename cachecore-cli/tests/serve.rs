@@ -1436,25 +1436,60 @@ fn metric(url: &str, sample: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
+/// Eight clients ask `proxy` for `key` (missing from its store) while `gate` holds the
+/// upstream's answer to the lookup: only once all eight wait is the answer let go. While they
+/// wait, one fill runs and the upstream was asked once; then all eight get the narinfo, and one
+/// lookup hit is counted.
+fn eight_clients_share_one_fill(proxy: &Serve, gate: &common::gate::Gate, key: &str) {
+    let url = format!("{}/{key}", proxy.url);
+    let clients = std::thread::spawn(move || curl_at_once(&url, 8));
+    gate.wait_held(1, Duration::from_secs(60));
+    let started = std::time::Instant::now();
+    while metric(&proxy.url, "cachecore_serve_upstream_waiting_requests") < 8 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60) && !clients.is_finished(),
+            "eight clients did not all wait for the fill"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        metric(&proxy.url, "cachecore_serve_upstream_fills_running"),
+        1,
+        "eight waiting requests, one fill"
+    );
+    assert_eq!(gate.held(), 1, "the upstream was asked more than once");
+    gate.open();
+    for r in clients.join().unwrap() {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let hits = r#"cachecore_serve_upstream_lookups_total{result="hit",upstream="0"}"#;
+    assert_eq!(metric(&proxy.url, hits), 1, "one fill for eight requests");
+    assert_eq!(
+        metric(&proxy.url, "cachecore_serve_upstream_waiting_requests"),
+        0
+    );
+}
+
 #[test]
 fn a_pull_through_proxy_fills_from_its_upstream_checks_it_and_outlives_it() {
     let tmp = tempdir();
     let (cache, closure, public) = pushed_cache(tmp.path());
     let root = closure.last().unwrap();
     let upstream = Serve::start(path_str(&cache), &[]);
+    // The upstream's answer to the root's narinfo is held until the test lets it go.
+    let lookup = format!("GET /{}.narinfo ", hash_part(root));
+    let gate =
+        common::gate::Gate::start(upstream.url.strip_prefix("http://").unwrap(), move |line| {
+            line.starts_with(&lookup)
+        });
     let local = new_cache_dir(tmp.path(), "proxy-store");
     let proxy = Serve::start(
         path_str(&local),
-        &["--upstream", &upstream.url, "--upstream-key", &public],
+        &["--upstream", &gate.url(), "--upstream-key", &public],
     );
 
     // Eight clients ask for the root's narinfo at once: one fill, from the upstream.
-    let url = format!("{}/{}.narinfo", proxy.url, hash_part(root));
-    for r in curl_at_once(&url, 8) {
-        assert_eq!(r.status, 200, "{}", r.text());
-    }
-    let hits = r#"cachecore_serve_upstream_lookups_total{result="hit",upstream="0"}"#;
-    assert_eq!(metric(&proxy.url, hits), 1, "one fill for eight requests");
+    eight_clients_share_one_fill(&proxy, &gate, &format!("{}.narinfo", hash_part(root)));
 
     // What was stored is the whole closure, checked: cachecore verify agrees.
     cachecore_ok(&["verify", path_str(&local), "--trusted-key", &public], b"");
@@ -1488,6 +1523,68 @@ fn a_pull_through_proxy_fills_from_its_upstream_checks_it_and_outlives_it() {
         "an upstream that is down is a miss: {}",
         down.text()
     );
+}
+
+/// An upstream that does not answer within `--upstream-timeout` is a miss: the client gets a
+/// 404 after the timeout (held by a gate, the upstream's answer never comes in time), marked
+/// `no-cache` so no CDN answers with it without asking again, and counted as an error of that upstream. The 404 is not
+/// remembered: once the upstream answers, the next request fills the path, and the narinfo is
+/// served with `max-age=300`.
+#[test]
+fn an_upstream_that_times_out_is_a_miss_and_the_404_is_not_kept() {
+    let tmp = tempdir();
+    let (cache, closure, public) = pushed_cache(tmp.path());
+    let root = closure.last().unwrap();
+    let upstream = Serve::start(path_str(&cache), &[]);
+    let lookup = format!("GET /{}.narinfo ", hash_part(root));
+    let gate =
+        common::gate::Gate::start(upstream.url.strip_prefix("http://").unwrap(), move |line| {
+            line.starts_with(&lookup)
+        });
+    let local = new_cache_dir(tmp.path(), "proxy-store");
+    let proxy = Serve::start(
+        path_str(&local),
+        &[
+            "--upstream",
+            &gate.url(),
+            "--upstream-key",
+            &public,
+            "--upstream-timeout",
+            "1",
+        ],
+    );
+    let url = format!("{}/{}.narinfo", proxy.url, hash_part(root));
+    let started = std::time::Instant::now();
+    let missed = curl(&url, &[]);
+    assert_eq!(missed.status, 404, "{}", missed.text());
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "answered before the upstream timed out"
+    );
+    assert_eq!(
+        gate.held(),
+        1,
+        "the upstream was asked, and has not answered"
+    );
+    // No cache may answer with it without asking again.
+    assert_eq!(missed.header("cache-control"), Some("no-cache"));
+    let errors = r#"cachecore_serve_upstream_lookups_total{result="error",upstream="0"}"#;
+    assert_eq!(metric(&proxy.url, errors), 1, "the timeout is counted");
+
+    // The upstream answers again: once its back-off (2 s after a failure) is over, the same
+    // request is filled, not answered from a kept 404.
+    gate.open();
+    let filled = loop {
+        let r = curl(&url, &[]);
+        if r.status != 404 || started.elapsed() > Duration::from_secs(60) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(filled.status, 200, "{}", filled.text());
+    assert_eq!(filled.header("cache-control"), Some("public, max-age=300"));
+    let hits = r#"cachecore_serve_upstream_lookups_total{result="hit",upstream="0"}"#;
+    assert_eq!(metric(&proxy.url, hits), 1);
 }
 
 #[test]

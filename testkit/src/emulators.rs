@@ -1,5 +1,7 @@
-//! Azurite (the Azure Blob Storage emulator, from npm), started per test on a free port with its
-//! data in a temp directory, killed on drop.
+//! Azurite (the Azure Blob Storage emulator, from npm), started per test on a port it picks and
+//! reports, with its data in a temp directory, killed on drop. An emulator counts as started only
+//! once its own process listens on its port (read from `/proc`): something else answering on
+//! the port is not taken for it.
 //!
 //! Installed by `.ci/emulators` into `$CACHECORE_TEST_TOOLS` (default
 //! `~/.cache/cachecore-test-tools`); `$AZURITE_BLOB` names the binary directly. When it is
@@ -60,15 +62,15 @@ struct Server {
 }
 
 impl Server {
-    /// Starts `cmd`, which listens on `port`, and waits until it does. `Err` with its log when
-    /// it exits first (another process took the port between choosing and binding: the caller
-    /// tries another).
+    /// Starts `cmd` and waits until `listening` finds it listening (and returns its port). `Err`
+    /// with its log when it exits first (another process took the port between choosing and
+    /// binding: the caller tries another).
     fn start(
         mut cmd: Command,
         dir: tempfile::TempDir,
-        port: u16,
         what: &str,
-    ) -> Result<Server, String> {
+        listening: impl Fn(&Server) -> Option<u16>,
+    ) -> Result<(Server, u16), String> {
         let log = dir.path().join("server.log");
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("dup log");
@@ -79,7 +81,6 @@ impl Server {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
         let mut server = Server { child, dir, log };
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let start = std::time::Instant::now();
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
@@ -88,24 +89,62 @@ impl Server {
                     server.log()
                 ));
             }
-            // Ours only while it runs: checked again after the connection.
-            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-                && server.child.try_wait().ok().flatten().is_none()
-            {
-                return Ok(server);
+            if let Some(port) = listening(&server) {
+                return Ok((server, port));
             }
             assert!(
                 start.elapsed() < Duration::from_secs(60),
-                "{what} did not listen on {addr} within 60 s:\n{}",
+                "{what} did not listen within 60 s:\n{}",
                 server.log()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
+    /// Whether this server's own process holds a socket listening on TCP `port`: the port is
+    /// ours, not another process's that answers on it.
+    fn listens_on(&self, port: u16) -> bool {
+        let inodes = listening_inodes(port);
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", self.child.id())) else {
+            return false;
+        };
+        fds.filter_map(Result::ok).any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| {
+                let target = target.to_string_lossy();
+                inodes.iter().any(|i| target == format!("socket:[{i}]"))
+            })
+        })
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// The inodes of the sockets listening on TCP `port` (IPv4 or IPv6), from `/proc/net/tcp*`.
+fn listening_inodes(port: u16) -> Vec<String> {
+    const LISTEN: &str = "0A";
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let local_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if *state == LISTEN && local_port == Some(port) {
+                inodes.push((*inode).to_owned());
+            }
+        }
+    }
+    inodes
 }
 
 impl Drop for Server {
@@ -131,23 +170,24 @@ impl Azurite {
             &[tools.join("azurite/node_modules/.bin/azurite-blob")],
             "Azure (Azurite)",
         );
-        // A port chosen free may be taken before Azurite binds it: then it exits, and another
-        // port is tried.
-        let mut failures = Vec::new();
-        let (server, port) = loop {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let port = free_port();
-            let mut cmd = Command::new(&bin);
-            cmd.args(["--silent", "--skipApiVersionCheck", "--disableTelemetry"])
-                .arg("--location")
-                .arg(dir.path().join("data"))
-                .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()]);
-            match Server::start(cmd, dir, port, "azurite-blob") {
-                Ok(server) => break (server, port),
-                Err(why) if failures.len() < 4 => failures.push(why),
-                Err(why) => panic!("Azurite did not start in 5 tries: {failures:?}\n{why}"),
-            }
-        };
+        // Azurite binds port 0 and says which port it got: no other process can hold it.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--skipApiVersionCheck", "--disableTelemetry"])
+            .arg("--location")
+            .arg(dir.path().join("data"))
+            .args(["--blobHost", "127.0.0.1", "--blobPort", "0"]);
+        let (server, port) = Server::start(cmd, dir, "azurite-blob", |server| {
+            let log = server.log();
+            let (_, rest) = log.split_once("successfully listens on http://127.0.0.1:")?;
+            let port = rest
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()?;
+            server.listens_on(port).then_some(port)
+        })
+        .unwrap_or_else(|why| panic!("{why}"));
         let az = Azurite {
             server,
             endpoint: format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"),
@@ -245,6 +285,10 @@ impl FakeGcs {
             &[tools_dir().join("fake-gcs-server")],
             "GCS (fake-gcs-server)",
         );
+        // fake-gcs-server cannot say which port it got (it logs the one it was given, and must
+        // be told the port for -public-host), so a port is chosen free, and it is ours only once
+        // the emulator's own process listens on it; when another process took it first, the
+        // emulator exits and another port is tried.
         let mut failures = Vec::new();
         let (server, port) = loop {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -263,8 +307,10 @@ impl FakeGcs {
             .args(["-port", &port.to_string()])
             .args(["-public-host", &format!("127.0.0.1:{port}")])
             .args(["-log-level", "warn"]);
-            match Server::start(cmd, dir, port, "fake-gcs-server") {
-                Ok(server) => break (server, port),
+            match Server::start(cmd, dir, "fake-gcs-server", |s| {
+                s.listens_on(port).then_some(port)
+            }) {
+                Ok(started) => break started,
                 Err(why) if failures.len() < 4 => failures.push(why),
                 Err(why) => panic!("fake-gcs-server did not start in 5 tries: {failures:?}\n{why}"),
             }
@@ -352,5 +398,44 @@ impl FakeGcs {
 
     pub fn log(&self) -> String {
         self.server.log()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port another process listens on is not taken for the server's: a server that never
+    /// listens is seen to exit, although something answers on its port all along.
+    #[test]
+    fn something_else_answering_on_the_port_is_not_the_server() {
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = other.local_addr().unwrap().port();
+        let mut never_listens = Command::new("sleep");
+        never_listens.arg("1");
+        let started = Server::start(never_listens, tempfile::tempdir().unwrap(), "sleep", |s| {
+            s.listens_on(port).then_some(port)
+        });
+        assert!(started.is_err(), "taken for the server: {port}");
+    }
+
+    /// A server that listens on its port is found there.
+    #[test]
+    fn a_server_listening_on_its_port_is_found() {
+        let port = free_port();
+        let mut listens = Command::new("python3");
+        listens.args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ]);
+        let (_server, found) =
+            Server::start(listens, tempfile::tempdir().unwrap(), "python3", |s| {
+                s.listens_on(port).then_some(port)
+            })
+            .unwrap_or_else(|why| panic!("{why}"));
+        assert_eq!(found, port);
     }
 }

@@ -1,7 +1,7 @@
 //! Prometheus metrics of one server: requests, bytes, latency and errors by route.
 
 use prometheus::{
-    Encoder as _, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    Encoder as _, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 
@@ -56,6 +56,10 @@ pub(crate) struct Metrics {
     /// `miss` (it has none), `error` (unreachable, timed out, or what it sent did not check out),
     /// `skipped` (not asked: it could not be reached a moment ago).
     pub upstream: IntCounterVec,
+    /// Requests waiting now for a fill from the upstreams (several may wait on one fill).
+    pub upstream_waiting: IntGauge,
+    /// Fills from the upstreams running now (one per narinfo asked for, however many wait).
+    pub upstream_fills: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -114,7 +118,17 @@ impl Metrics {
             ),
             &["upstream", "result"],
         )?;
+        let upstream_waiting = IntGauge::new(
+            "upstream_waiting_requests",
+            "Requests waiting now for a narinfo to be filled from the upstreams",
+        )?;
         registry.register(Box::new(upstream.clone()))?;
+        let upstream_fills = IntGauge::new(
+            "upstream_fills_running",
+            "Fills from the upstreams running now (requests for one narinfo share one fill)",
+        )?;
+        registry.register(Box::new(upstream_waiting.clone()))?;
+        registry.register(Box::new(upstream_fills.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(sent_bytes.clone()))?;
@@ -134,6 +148,8 @@ impl Metrics {
             errors,
             aborted,
             upstream,
+            upstream_waiting,
+            upstream_fills,
         })
     }
 

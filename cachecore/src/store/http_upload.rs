@@ -650,3 +650,109 @@ impl MultipartUpload for SpooledPut {
         Ok(())
     }
 }
+
+/// Where a spooled NAR goes, decided by its length alone: no 5 GiB of data is written (the spool
+/// file is sparse) and none is sent (the server answers every `PUT` as soon as its head
+/// arrives, and hangs up).
+#[cfg(test)]
+mod over_five_gib {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    use super::{Handles, SpooledPut, MAX_PRESIGNED_PUT};
+    use object_store::MultipartUpload as _;
+
+    /// A server that records each request line with its `content-length`: `POST …?upload-url`
+    /// gets a 501 (it takes the bytes itself), a `PUT` a 413 before its body is read.
+    fn server() -> (url::Url, Arc<Mutex<Vec<(String, Option<u64>)>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let mut length = None;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse().ok();
+                        }
+                    }
+                }
+                let status = if line.starts_with("POST") {
+                    "501 Not Implemented"
+                } else {
+                    "413 Payload Too Large"
+                };
+                record
+                    .lock()
+                    .unwrap()
+                    .push((line.trim().to_owned(), length));
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        });
+        (format!("http://127.0.0.1:{port}/").parse().unwrap(), seen)
+    }
+
+    /// The requests completing a spooled upload of `len` bytes makes.
+    fn requests_completing(len: u64) -> Vec<(String, Option<u64>)> {
+        let (base, seen) = server();
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(len).unwrap();
+        let mut put = SpooledPut {
+            location: "nar/x.nar.zst".into(),
+            uploads: Handles {
+                client: reqwest::Client::new(),
+                base,
+                token: "t".into(),
+            },
+            file: Arc::new(file),
+            len,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let result = rt.block_on(put.complete());
+        assert!(result.is_err(), "the server refused the PUT: {result:?}");
+        let seen = seen.lock().unwrap().clone();
+        seen
+    }
+
+    #[test]
+    fn a_nar_over_5_gib_goes_to_the_server_without_asking_for_a_presigned_url() {
+        let over = MAX_PRESIGNED_PUT + 1;
+        assert_eq!(
+            requests_completing(over),
+            [("PUT /nar/x.nar.zst HTTP/1.1".to_owned(), Some(over))]
+        );
+    }
+
+    #[test]
+    fn a_nar_of_5_gib_asks_for_a_presigned_url_first() {
+        let seen = requests_completing(MAX_PRESIGNED_PUT);
+        assert_eq!(
+            seen,
+            [
+                ("POST /nar/x.nar.zst?upload-url HTTP/1.1".to_owned(), None),
+                (
+                    "PUT /nar/x.nar.zst HTTP/1.1".to_owned(),
+                    Some(MAX_PRESIGNED_PUT)
+                ),
+            ],
+        );
+    }
+}
