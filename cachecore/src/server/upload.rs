@@ -135,6 +135,17 @@ fn body_stream(
     })
 }
 
+/// `answer`, given once the request's body has been read to its end (bounded by `limit` and
+/// `idle`) and thrown away. Answered while the client still sends, the connection would be
+/// closed under it: the client sees a failed send instead of the answer, and a request it
+/// already queued on that connection fails too (a push resumed after a kill re-sends NARs
+/// that are present). Only for uploads whose sender may push: a refusal is answered at once.
+async fn after_body(req: Request, limit: u64, idle: Duration, answer: Response) -> Response {
+    let mut body = std::pin::pin!(body_stream(req, limit, idle, None));
+    while let Some(Ok(_)) = body.next().await {}
+    answer
+}
+
 /// An empty body stream to put in place of a finished one.
 fn body_end() -> axum::body::BodyDataStream {
     axum::body::Body::empty().into_data_stream()
@@ -669,7 +680,7 @@ async fn put_nar(
         None => return bad(&key.key, "its name is not a sha256 hash"),
     };
     match state.cache.objects().head(&key.key).await {
-        Ok(Some(_)) => return nar_present(key),
+        Ok(Some(_)) => return after_body(req, limit, idle, nar_present(key)).await,
         Ok(None) => {}
         Err(e) => return store_failure(&key.key, &e),
     }
