@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from . import _cachecore
@@ -116,6 +116,10 @@ class GcReport:
     from_narinfos: int
     #: Push index objects and entries not used (the narinfos were read instead).
     index_problems: List[str]
+    #: Paths whose last read through ``cachecore serve --record-access`` is known.
+    read_paths: int = 0
+    #: Access records that do not parse (``key: why``), left alone.
+    access_problems: List[str] = field(default_factory=list)
     summary: str = ""
 
     @property
