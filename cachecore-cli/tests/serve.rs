@@ -1312,7 +1312,8 @@ fn big_tree(root: &Path, files: usize) -> Vec<u8> {
 fn the_nar_object(cache: &Path) -> (String, u64) {
     let key = files_under(cache)
         .into_iter()
-        .find(|k| k.starts_with("nar/"))
+        // Not its signed frame digests (`nar/<hash>.frames`).
+        .find(|k| k.starts_with("nar/") && !k.ends_with(".frames"))
         .unwrap();
     let size = fs::metadata(cache.join(&key)).unwrap().len();
     (key, size)
@@ -1325,7 +1326,7 @@ fn nar_bytes_served(
     let served = origin.served();
     let nar = served
         .iter()
-        .filter(|(k, _)| k.starts_with("nar/"))
+        .filter(|(k, _)| k.starts_with("nar/") && !k.ends_with(".frames"))
         .map(|(_, (_, bytes))| bytes)
         .sum();
     (nar, served)
