@@ -38,12 +38,13 @@ if [ -z "$cc" ]; then
 fi
 
 # 1. The tree: COPIES copies of the Python library, each laid out as a prefix
-#    (copyNN/lib/python3.X), so that PYTHONHOME=<copy> runs python3 from it.
+#    (copyNN/lib/python3.X), so that PYTHONHOME=<copy> runs /usr/bin/python3.X from it (the
+#    interpreter the library belongs to, not whichever python3 is first on PATH).
 py=$(ls -d /usr/lib/python3.[0-9]* | sort -V | tail -n1)
 pyname=$(basename "$py")
 tree="$work/tree-$copies"
 if [ ! -d "$tree" ]; then
-  for i in $(seq -w 1 "$copies"); do
+  for i in $(seq -f %02g 1 "$copies"); do
     mkdir -p "$tree/copy$i/lib"
     cp -a "$py" "$tree/copy$i/lib/$pyname"
   done
@@ -84,7 +85,7 @@ pids+=($!)
 for _ in $(seq 100); do grep -q 'listening on' "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
 http=$(sed -n 's/.*listening on //p' "$work/serve.out")
 served() { # NAR and frame-digest bytes served so far
-  curl -s "$http/metrics" | awk '/^response_body_bytes_total\{route="(nar|frame_digests)"\}/ {s += $2} END {printf "%d\n", s}'
+  curl -s "$http/metrics" | awk '/^cachecore_serve_response_body_bytes_total\{route="(nar|frame_digests)"\}/ {s += $2} END {printf "%d\n", s}'
 }
 
 now() { date +%s.%N; }
@@ -165,7 +166,7 @@ for kind in dir garage http; do
   mount_fresh "$kind" "$src"
   before=$(served)
   t0=$(now)
-  PYTHONHOME="$mnt/$base/copy01" python3 -c 'import json, email, sqlite3'
+  PYTHONHOME="$mnt/$base/copy01" "/usr/bin/$pyname" -c 'import json, email, sqlite3'
   t1=$(now)
   line="python3 -c 'import json, email, sqlite3': cold $(ms "$t0" "$t1") ms"
   [ "$kind" = http ] && line="$line | NAR bytes fetched $(( $(served) - before )) of $nar_size"
