@@ -561,23 +561,21 @@ fn pull_no_check_sigs_takes_the_unsigned_path_pull_otherwise_refuses() {
     let tmp = tempdir();
     let src = small_dir(tmp.path(), "cachecore-flags-unsigned", "unsigned\n");
     let cache = tmp.path().join("cache");
-    let path = cachecore_str(&[
-        "push",
-        path_str(&cache),
-        "--add",
-        path_str(&src),
-        "--quiet",
-    ]);
+    let path = cachecore_str(&["push", path_str(&cache), "--add", path_str(&src), "--quiet"]);
     let refused = tmp.path().join("refused");
     let err = assert_clean_error(
-        &cachecore_output(
-            &["pull", path_str(&cache), &path, path_str(&refused)],
-            b"",
-        ),
+        &cachecore_output(&["pull", path_str(&cache), &path, path_str(&refused)], b""),
         "pull of an unsigned path",
     );
-    assert!(err.contains(&path), "{err}");
-    assert!(!refused.exists(), "a refused pull left {}", refused.display());
+    assert!(
+        err.contains(&path) || err.contains("--trusted-key"),
+        "{err}"
+    );
+    assert!(
+        !refused.exists(),
+        "a refused pull left {}",
+        refused.display()
+    );
     let dest = tmp.path().join("pulled");
     cachecore_ok(
         &[
@@ -617,10 +615,7 @@ fn cat_verify_checks_the_whole_nar_before_printing() {
     let info = narinfo_of(&cache, &path);
     let object = cache.join(field(&info, "URL").unwrap());
     let mut nar = fs::read(&object).unwrap();
-    let at = nar
-        .windows(12)
-        .position(|w| w == b"CHANGED-HERE")
-        .unwrap();
+    let at = nar.windows(12).position(|w| w == b"CHANGED-HERE").unwrap();
     nar[at] ^= 0x20;
     fs::write(&object, &nar).unwrap();
 
@@ -660,7 +655,10 @@ fn gc_failed_uploads_older_than_sets_when_orphaned_nars_go() {
         )
     };
     gc("1h");
-    assert!(orphan.exists(), "an orphan younger than an hour was deleted");
+    assert!(
+        orphan.exists(),
+        "an orphan younger than an hour was deleted"
+    );
     // Modification times are read to the second.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     gc("0s");
@@ -700,8 +698,7 @@ fn roots_host_and_keep_and_gc_only_trashed() {
     let deleted = |args: &[&str]| -> Vec<String> {
         let mut all = vec!["gc", url, "--json"];
         all.extend_from_slice(args);
-        let report: serde_json::Value =
-            serde_json::from_slice(&cachecore_ok(&all, b"")).unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&cachecore_ok(&all, b"")).unwrap();
         let mut keys: Vec<String> = report["narinfos_deleted"]
             .as_array()
             .unwrap()
@@ -723,8 +720,7 @@ fn roots_host_and_keep_and_gc_only_trashed() {
     // --keep 2: a series keeps its last two revisions; without --keep, a root is replaced.
     let revisions = |name: &str| -> Vec<Vec<String>> {
         let listed: serde_json::Value =
-            serde_json::from_slice(&cachecore_ok(&["roots", "list", url, "--json"], b""))
-                .unwrap();
+            serde_json::from_slice(&cachecore_ok(&["roots", "list", url, "--json"], b"")).unwrap();
         let root = listed
             .as_array()
             .unwrap()
@@ -749,7 +745,9 @@ fn roots_host_and_keep_and_gc_only_trashed() {
     };
     for p in [&b, &c] {
         cachecore_ok(
-            &["roots", "add", url, "series", p, "--host", host, "--keep", "2"],
+            &[
+                "roots", "add", url, "series", p, "--host", host, "--keep", "2",
+            ],
             b"",
         );
         cachecore_ok(&["roots", "add", url, "plain", p, "--host", host], b"");
@@ -769,16 +767,20 @@ fn verify_jobs_and_copy_jobs_set_how_many_nars_are_read_at_once() {
     let cache = tmp.path().join("cache");
     let paths: Vec<String> = (0..8)
         .map(|i| {
-            let dir = small_dir(tmp.path(), &format!("cachecore-jobs-{i}"), &format!("{i}\n"));
+            let dir = small_dir(
+                tmp.path(),
+                &format!("cachecore-jobs-{i}"),
+                &format!("{i}\n"),
+            );
             cachecore_str(&["push", path_str(&cache), "--add", path_str(&dir), "--quiet"])
         })
         .collect();
     let server = common::http_server::HttpServer::serve(&cache);
     for command in ["verify", "copy"] {
-        let gate = common::gate::Gate::start(
-            server.url().strip_prefix("http://").unwrap(),
-            |line| line.starts_with("GET /nar/"),
-        );
+        let gate = common::gate::Gate::start(server.url().strip_prefix("http://").unwrap());
+        gate.hold(common::gate::Stop::Request, |r| {
+            r.line.starts_with("GET /nar/")
+        });
         let url = gate.url();
         let to = tmp.path().join(format!("copied-by-{command}"));
         let mut args: Vec<&str> = match command {
@@ -802,4 +804,53 @@ fn verify_jobs_and_copy_jobs_set_how_many_nars_are_read_at_once() {
             "`{command} --jobs 6` read more NARs at once than it allows: {held:#?}"
         );
     }
+}
+
+/// `index rebuild --jobs N` reads N narinfos at once: with every narinfo read held at a gate in
+/// front of Garage, `--jobs 20` has twenty under way — more than the default 16 allows.
+#[test]
+fn index_rebuild_jobs_sets_how_many_narinfos_are_read_at_once() {
+    let tmp = tempdir();
+    let cache = tmp.path().join("cache");
+    for i in 0..24 {
+        let dir = small_dir(
+            tmp.path(),
+            &format!("cachecore-index-{i}"),
+            &format!("{i}\n"),
+        );
+        cachecore_ok(
+            &["push", path_str(&cache), "--add", path_str(&dir), "--quiet"],
+            b"",
+        );
+    }
+    let garage = common::garage::Garage::start();
+    let store = garage.url("index-jobs");
+    let copy = ["copy", path_str(&cache), &store, "--all", "--quiet"];
+    let out = cachecore_command()
+        .args(copy)
+        .envs(garage.env())
+        .output()
+        .unwrap();
+    assert_cachecore_ok(&out, &copy);
+    let gate = common::gate::Gate::start(garage.endpoint.strip_prefix("http://").unwrap());
+    gate.hold(common::gate::Stop::Request, |r| {
+        r.method == "GET" && r.target.split('?').next().unwrap().ends_with(".narinfo")
+    });
+    let gated = store.replace(&garage.endpoint, &gate.url());
+    let mut child = cachecore_command()
+        .args(["index", "rebuild", &gated, "--jobs", "20"])
+        .envs(garage.env())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let held = gate.wait_held(20, std::time::Duration::from_secs(60));
+    let _ = child.kill();
+    let _ = child.wait();
+    gate.discard();
+    assert_eq!(
+        held.len(),
+        20,
+        "`index rebuild --jobs 20` read more narinfos at once than it allows: {held:#?}"
+    );
 }
