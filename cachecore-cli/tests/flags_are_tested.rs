@@ -723,8 +723,14 @@ fn every_flag_names_the_test_that_asserts_its_effect() {
         if EFFECTS[..i].iter().any(|(p, f, _)| p == path && f == flag) {
             wrong.push(format!("EFFECTS has `{path} {flag}` twice"));
         }
-        // The subcommand's own name (`"push"`, or `"ls"` of `nar ls`), as an invocation spells it.
+        // Whether a test body runs the subcommand: its own name as an invocation spells it
+        // (`"push"`, or `"ls"` of `nar ls`), or `serve.rs`'s `Serve::start(STORE, FLAGS)`.
         let leaf = path.rsplit(' ').next().unwrap_or("");
+        let runs_it = |body: &str| {
+            leaf.is_empty()
+                || body.lines().any(|l| has_literal(l, leaf))
+                || (*path == "serve" && body.contains("Serve::start"))
+        };
         match test_body(&sources, test) {
             None => wrong.push(format!(
                 "EFFECTS names test {test} for {flag}: no such #[test]"
@@ -734,17 +740,10 @@ fn every_flag_names_the_test_that_asserts_its_effect() {
                     "{file}: {test} does not pass {flag}, yet EFFECTS says it shows its effect"
                 ))
             }
-            Some((file, body))
-                if !leaf.is_empty()
-                    && !body.lines().any(|l| has_literal(l, leaf))
-                    // `serve.rs` starts its servers with `Serve::start(STORE, FLAGS)`.
-                    && !(*path == "serve" && body.contains("Serve::start")) =>
-            {
-                wrong.push(format!(
-                    "{file}: {test} never runs `{path}`, yet EFFECTS says it shows the effect of \
+            Some((file, body)) if !runs_it(&body) => wrong.push(format!(
+                "{file}: {test} never runs `{path}`, yet EFFECTS says it shows the effect of \
                      its {flag}"
-                ))
-            }
+            )),
             Some((file, body)) if !body.contains("assert") => {
                 wrong.push(format!("{file}: {test} asserts nothing"));
             }

@@ -299,18 +299,18 @@ fn relay(client: TcpStream, mut upstream: TcpStream, state: &Shared) {
         } else {
             format!("{line}\n{text}")
         };
-        match stop {
-            Some(Stop::Request) => {
-                if !park(state, shown) {
-                    break;
-                }
-            }
+        let go_on = match stop {
+            Some(Stop::Request) => park(state, shown),
             Some(Stop::Response) => {
                 *hold_answer
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(shown);
+                true
             }
-            None => {}
+            None => true,
+        };
+        if !go_on {
+            break;
         }
         let sent = match small {
             Some(bytes) => upstream
