@@ -460,3 +460,397 @@ fn key_generate_refuses_bad_names() {
         assert!(!out_file.exists(), "{name:?}: a key file was written");
     }
 }
+
+/// A directory `name` holding one file `f` with `text` in it.
+fn small_dir(parent: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let dir = parent.join(name);
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("f"), text).unwrap();
+    dir
+}
+
+#[test]
+fn push_quiet_prints_nothing_where_a_push_prints_a_line_per_path() {
+    let tmp = tempdir();
+    let src = small_dir(tmp.path(), "cachecore-flags-quiet", "quiet\n");
+    let loud = cachecore_output(
+        &[
+            "push",
+            path_str(&tmp.path().join("loud")),
+            "--add",
+            path_str(&src),
+        ],
+        b"",
+    );
+    assert!(loud.status.success(), "{loud:?}");
+    let path = String::from_utf8(loud.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&loud.stderr);
+    assert!(
+        stderr.contains(&format!("pushed {}", path.trim())),
+        "{stderr}"
+    );
+    let quiet = cachecore_output(
+        &[
+            "push",
+            path_str(&tmp.path().join("quiet")),
+            "--add",
+            path_str(&src),
+            "--quiet",
+        ],
+        b"",
+    );
+    assert!(quiet.status.success(), "{quiet:?}");
+    assert_eq!(String::from_utf8_lossy(&quiet.stderr), "");
+    // What it was asked for is still printed (stdout), and pushed.
+    assert_eq!(String::from_utf8(quiet.stdout).unwrap(), path);
+    assert_verifies(path_str(&tmp.path().join("quiet")), &[]);
+}
+
+#[test]
+fn copy_level_sets_the_zstd_level_of_recompressed_nars() {
+    let tmp = tempdir();
+    let src = text_dir(tmp.path(), "cachecore-flags-copy-level", 3 << 20);
+    let from = tmp.path().join("from");
+    let path = cachecore_str(&[
+        "push",
+        path_str(&from),
+        "--add",
+        path_str(&src),
+        "--compression",
+        "none",
+        "--quiet",
+    ]);
+    // --compression none: the object is the NAR itself.
+    let info = narinfo_of(&from, &path);
+    assert_eq!(field(&info, "Compression"), Some("none"), "{info}");
+    assert_eq!(field(&info, "FileSize"), field(&info, "NarSize"), "{info}");
+    let sizes: Vec<u64> = ["1", "19"]
+        .iter()
+        .map(|level| {
+            let to = tmp.path().join(format!("level-{level}"));
+            cachecore_ok(
+                &[
+                    "copy",
+                    path_str(&from),
+                    path_str(&to),
+                    "--all",
+                    "--recompress",
+                    "zstd",
+                    "--level",
+                    level,
+                    "--quiet",
+                ],
+                b"",
+            );
+            assert_verifies(path_str(&to), &[]);
+            let info = narinfo_of(&to, &path);
+            assert_eq!(field(&info, "Compression"), Some("zstd"), "{info}");
+            field(&info, "FileSize").unwrap().parse().unwrap()
+        })
+        .collect();
+    assert!(
+        sizes[1] < sizes[0],
+        "copied at level 19: {} bytes, at level 1: {} bytes",
+        sizes[1],
+        sizes[0]
+    );
+}
+
+#[test]
+fn pull_no_check_sigs_takes_the_unsigned_path_pull_otherwise_refuses() {
+    let tmp = tempdir();
+    let src = small_dir(tmp.path(), "cachecore-flags-unsigned", "unsigned\n");
+    let cache = tmp.path().join("cache");
+    let path = cachecore_str(&["push", path_str(&cache), "--add", path_str(&src), "--quiet"]);
+    let refused = tmp.path().join("refused");
+    let err = assert_clean_error(
+        &cachecore_output(&["pull", path_str(&cache), &path, path_str(&refused)], b""),
+        "pull of an unsigned path",
+    );
+    assert!(
+        err.contains(&path) || err.contains("--trusted-key"),
+        "{err}"
+    );
+    assert!(
+        !refused.exists(),
+        "a refused pull left {}",
+        refused.display()
+    );
+    let dest = tmp.path().join("pulled");
+    cachecore_ok(
+        &[
+            "pull",
+            path_str(&cache),
+            &path,
+            path_str(&dest),
+            "--no-check-sigs",
+        ],
+        b"",
+    );
+    assert_same_tree(&src, &dest);
+}
+
+/// Without --verify, `cat` reads the file's bytes alone and cannot see a change elsewhere in
+/// the NAR; with it, the whole NAR is checked and nothing is printed.
+#[test]
+fn cat_verify_checks_the_whole_nar_before_printing() {
+    let tmp = tempdir();
+    let src = tmp.path().join("cachecore-flags-cat");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("a"), "the file asked for\n").unwrap();
+    // Another file, far from the first in the NAR (ranged reads of `a` never reach it).
+    let mut other = pseudo_random_bytes(8 << 20, 3);
+    other[4 << 20..(4 << 20) + 12].copy_from_slice(b"CHANGED-HERE");
+    fs::write(src.join("z"), &other).unwrap();
+    let cache = tmp.path().join("cache");
+    let path = cachecore_str(&[
+        "push",
+        path_str(&cache),
+        "--add",
+        path_str(&src),
+        "--compression",
+        "none",
+        "--quiet",
+    ]);
+    let info = narinfo_of(&cache, &path);
+    let object = cache.join(field(&info, "URL").unwrap());
+    let mut nar = fs::read(&object).unwrap();
+    let at = nar.windows(12).position(|w| w == b"CHANGED-HERE").unwrap();
+    nar[at] ^= 0x20;
+    fs::write(&object, &nar).unwrap();
+
+    let file = format!("{path}/a");
+    assert_eq!(
+        cachecore_str(&["cat", path_str(&cache), &file]),
+        "the file asked for"
+    );
+    let out = cachecore_output(&["cat", path_str(&cache), &file, "--verify"], b"");
+    let err = assert_clean_error(&out, "cat --verify of a path whose NAR changed");
+    assert!(err.contains(&path), "{err}");
+    assert!(out.stdout.is_empty(), "{:?}", out.stdout);
+}
+
+/// A NAR object no narinfo names (a killed push's) is kept while younger than
+/// --failed-uploads-older-than and deleted once older.
+#[test]
+fn gc_failed_uploads_older_than_sets_when_orphaned_nars_go() {
+    let tmp = tempdir();
+    let cache = tmp.path().join("cache");
+    let url = path_str(&cache);
+    cachecore_ok(&["init", url], b"");
+    fs::create_dir(cache.join("nar")).unwrap();
+    let orphan = cache.join(format!("nar/{}.nar.zst", "1".repeat(52)));
+    fs::write(&orphan, vec![7u8; 1000]).unwrap();
+    let gc = |age: &str| {
+        cachecore_ok(
+            &[
+                "gc",
+                url,
+                "--allow-empty-roots",
+                "--force",
+                "--failed-uploads-older-than",
+                age,
+            ],
+            b"",
+        )
+    };
+    gc("1h");
+    assert!(
+        orphan.exists(),
+        "an orphan younger than an hour was deleted"
+    );
+    // Modification times are read to the second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    gc("0s");
+    assert!(!orphan.exists(), "an orphan older than 0s was kept");
+}
+
+/// `roots add/remove/restore --host` name the host's root (`gcroots/<host>/…`); `roots add
+/// --keep N` keeps N revisions; `gc --only-trashed` deletes what trashed roots reach and
+/// leaves paths no root ever named.
+#[test]
+fn roots_host_and_keep_and_gc_only_trashed() {
+    let tmp = tempdir();
+    let cache = tmp.path().join("cache");
+    let url = path_str(&cache);
+    let push = |name: &str| {
+        let dir = small_dir(tmp.path(), &format!("cachecore-roots-{name}"), name);
+        cachecore_str(&["push", url, "--add", path_str(&dir), "--quiet"])
+    };
+    let (a, b, c) = (push("a"), push("b"), push("c"));
+    let host = "cachecore-flags-host";
+    cachecore_ok(&["roots", "add", url, "app", &a, "--host", host], b"");
+    cachecore_ok(&["roots", "add", url, "kept", &c, "--host", host], b"");
+    assert!(cache.join(format!("gcroots/{host}/app")).is_file());
+
+    // Another host (this machine's, without --host) has no such root.
+    let out = cachecore_output(&["roots", "remove", url, "app"], b"");
+    assert_clean_error(&out, "roots remove of another host's root");
+    assert!(cache.join(format!("gcroots/{host}/app")).is_file());
+    cachecore_ok(&["roots", "remove", url, "app", "--host", host], b"");
+    assert!(!cache.join(format!("gcroots/{host}/app")).exists());
+    assert!(cache.join(format!("gctrash/{host}/app")).is_file());
+    cachecore_ok(&["roots", "restore", url, "app", "--host", host], b"");
+    assert!(cache.join(format!("gcroots/{host}/app")).is_file());
+    assert!(!cache.join(format!("gctrash/{host}/app")).exists());
+    cachecore_ok(&["roots", "remove", url, "app", "--host", host], b"");
+
+    let deleted = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["gc", url, "--json"];
+        all.extend_from_slice(args);
+        let report: serde_json::Value = serde_json::from_slice(&cachecore_ok(&all, b"")).unwrap();
+        let mut keys: Vec<String> = report["narinfos_deleted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_owned())
+            .collect();
+        keys.sort();
+        keys
+    };
+    let key = |p: &str| format!("{}.narinfo", &p.rsplit('/').next().unwrap()[..32]);
+    let mut a_and_b = vec![key(&a), key(&b)];
+    a_and_b.sort();
+    assert_eq!(deleted(&["--dry-run"]), a_and_b);
+    assert_eq!(deleted(&["--dry-run", "--only-trashed"]), vec![key(&a)]);
+    assert_eq!(deleted(&["--only-trashed", "--force"]), vec![key(&a)]);
+    assert!(!cache.join(key(&a)).exists());
+    assert!(cache.join(key(&b)).exists() && cache.join(key(&c)).exists());
+
+    // --keep 2: a series keeps its last two revisions; without --keep, a root is replaced.
+    let revisions = |name: &str| -> Vec<Vec<String>> {
+        let listed: serde_json::Value =
+            serde_json::from_slice(&cachecore_ok(&["roots", "list", url, "--json"], b"")).unwrap();
+        let root = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("no root {name}: {listed}"));
+        let mut revs: Vec<Vec<String>> = root["revisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r["paths"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .collect();
+        revs.sort();
+        revs
+    };
+    for p in [&b, &c] {
+        cachecore_ok(
+            &[
+                "roots", "add", url, "series", p, "--host", host, "--keep", "2",
+            ],
+            b"",
+        );
+        cachecore_ok(&["roots", "add", url, "plain", p, "--host", host], b"");
+    }
+    let mut both = vec![vec![b.clone()], vec![c.clone()]];
+    both.sort();
+    assert_eq!(revisions("series"), both);
+    assert_eq!(revisions("plain"), vec![vec![c.clone()]]);
+}
+
+/// `--jobs N` of the commands that read NARs: with every NAR download held at a gate in front
+/// of a cache served over HTTP, `verify --jobs 6` and `copy --jobs 6` have six under way at
+/// once — more than the default 4 allows, so a command ignoring the flag never gets there.
+#[test]
+fn verify_jobs_and_copy_jobs_set_how_many_nars_are_read_at_once() {
+    let tmp = tempdir();
+    let cache = tmp.path().join("cache");
+    let paths: Vec<String> = (0..8)
+        .map(|i| {
+            let dir = small_dir(
+                tmp.path(),
+                &format!("cachecore-jobs-{i}"),
+                &format!("{i}\n"),
+            );
+            cachecore_str(&["push", path_str(&cache), "--add", path_str(&dir), "--quiet"])
+        })
+        .collect();
+    let server = common::http_server::HttpServer::serve(&cache);
+    for command in ["verify", "copy"] {
+        let gate = common::gate::Gate::start(server.url().strip_prefix("http://").unwrap());
+        gate.hold(common::gate::Stop::Request, |r| {
+            r.line.starts_with("GET /nar/")
+        });
+        let url = gate.url();
+        let to = tmp.path().join(format!("copied-by-{command}"));
+        let mut args: Vec<&str> = match command {
+            "verify" => vec!["verify", &url, "--jobs", "6"],
+            _ => vec!["copy", &url, path_str(&to), "--jobs", "6", "--quiet"],
+        };
+        args.extend(paths.iter().map(String::as_str));
+        let mut child = cachecore_command()
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let held = gate.wait_held(6, std::time::Duration::from_secs(60));
+        let _ = child.kill();
+        let _ = child.wait();
+        gate.discard();
+        assert_eq!(
+            held.len(),
+            6,
+            "`{command} --jobs 6` read more NARs at once than it allows: {held:#?}"
+        );
+    }
+}
+
+/// `index rebuild --jobs N` reads N narinfos at once: with every narinfo read held at a gate in
+/// front of Garage, `--jobs 20` has twenty under way — more than the default 16 allows.
+#[test]
+fn index_rebuild_jobs_sets_how_many_narinfos_are_read_at_once() {
+    let tmp = tempdir();
+    let cache = tmp.path().join("cache");
+    for i in 0..24 {
+        let dir = small_dir(
+            tmp.path(),
+            &format!("cachecore-index-{i}"),
+            &format!("{i}\n"),
+        );
+        cachecore_ok(
+            &["push", path_str(&cache), "--add", path_str(&dir), "--quiet"],
+            b"",
+        );
+    }
+    let garage = common::garage::Garage::start();
+    let store = garage.url("index-jobs");
+    let copy = ["copy", path_str(&cache), &store, "--all", "--quiet"];
+    let out = cachecore_command()
+        .args(copy)
+        .envs(garage.env())
+        .output()
+        .unwrap();
+    assert_cachecore_ok(&out, &copy);
+    let gate = common::gate::Gate::start(garage.endpoint.strip_prefix("http://").unwrap());
+    gate.hold(common::gate::Stop::Request, |r| {
+        r.method == "GET" && r.target.split('?').next().unwrap().ends_with(".narinfo")
+    });
+    let gated = store.replace(&garage.endpoint, &gate.url());
+    let mut child = cachecore_command()
+        .args(["index", "rebuild", &gated, "--jobs", "20"])
+        .envs(garage.env())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let held = gate.wait_held(20, std::time::Duration::from_secs(60));
+    let _ = child.kill();
+    let _ = child.wait();
+    gate.discard();
+    assert_eq!(
+        held.len(),
+        20,
+        "`index rebuild --jobs 20` read more narinfos at once than it allows: {held:#?}"
+    );
+}

@@ -1066,8 +1066,9 @@ fn killed_mid_push_every_visible_narinfo_has_its_nar_and_closure() {
             let key = line.split_whitespace().nth(1).unwrap_or_default();
             line.starts_with("PUT ") && (key.starts_with("/nar/") || key.ends_with(".narinfo"))
         };
-        let gate = common::gate::Gate::start(server.1.strip_prefix("http://").unwrap(), move |l| {
-            hold(l) && (matches!(point, KillPoint::Narinfo(_)) != l.contains("/nar/"))
+        let gate = common::gate::Gate::start(server.1.strip_prefix("http://").unwrap());
+        gate.hold(common::gate::Stop::Request, move |r| {
+            hold(r.line) && (matches!(point, KillPoint::Narinfo(_)) != r.line.contains("/nar/"))
         });
         let cache = GatedCache {
             push_url: gate.url(),
@@ -1113,7 +1114,9 @@ fn killed_mid_push_to_garage_every_visible_narinfo_has_its_nar_and_closure() {
                 .to_owned()
         };
         let key_of = s3_key.clone();
-        let gate = common::gate::Gate::start(&server, move |line| {
+        let gate = common::gate::Gate::start(&server);
+        gate.hold(common::gate::Stop::Request, move |r| {
+            let line = r.line;
             let writes = line.starts_with("PUT ") || line.starts_with("POST ");
             let key = key_of(line);
             writes
@@ -1157,8 +1160,9 @@ fn push_jobs_sets_how_many_nars_upload_at_once() {
     let dir = tmp.path().join("cache");
     fs::create_dir(&dir).unwrap();
     let server = UploadServer::start(&dir, &token_file);
-    let gate = common::gate::Gate::start(server.1.strip_prefix("http://").unwrap(), |line| {
-        line.starts_with("PUT /nar/")
+    let gate = common::gate::Gate::start(server.1.strip_prefix("http://").unwrap());
+    gate.hold(common::gate::Stop::Request, |r| {
+        r.line.starts_with("PUT /nar/")
     });
     let mut child = cachecore_command()
         .args([

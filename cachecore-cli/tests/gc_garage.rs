@@ -1,8 +1,8 @@
 //! GC and pushes on a real S3 server (Garage), with real processes killed with `kill -9`.
 //!
-//! The `cachecore` processes reach Garage through a proxy ([`HoldingProxy`]) that holds one
-//! chosen request — before Garage sees it, or after Garage carried it out but before the answer
-//! comes back — so each process is killed at a point named by what it sends (its first narinfo
+//! The `cachecore` processes reach Garage through a [`Gate`] that holds one chosen request —
+//! before Garage sees it, or after Garage carried it out but before the answer comes back — so
+//! each process is killed at a point named by what it sends (its first narinfo
 //! write, its tombstone, its first NAR delete…), never after a sleep. After every kill:
 //! `cachecore verify` finds every visible narinfo with its NAR and whole closure, real Nix
 //! substitutes every visible path over HTTP with signatures required, and the same command run
@@ -17,13 +17,13 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::garage::Garage;
-use common::hold::{Hold, HoldingProxy};
+use common::gate::{Gate, Stop};
 use common::*;
 
 struct Bucket {
     garage: Garage,
-    proxy: HoldingProxy,
-    /// `s3://…` through the proxy.
+    gate: Gate,
+    /// `s3://…` through the gate.
     s3: String,
     /// The bucket over Garage's website endpoint, for Nix.
     web: String,
@@ -54,16 +54,34 @@ impl Bucket {
         serde_json::from_str(&self.ok(args)).unwrap()
     }
 
-    /// Runs `cachecore ARGS` until the proxy holds the request `matches` picks (after `skip`
-    /// others), then kills it with SIGKILL and lets the proxy go. Returns the request held.
+    /// Holds at `stop` the request `matches(method, target, body)` picks after `skip` others,
+    /// and no other.
+    fn hold_one(
+        &self,
+        matches: impl Fn(&str, &str, &str) -> bool + Send + 'static,
+        skip: usize,
+        stop: Stop,
+    ) {
+        let mut picked = 0;
+        self.gate.hold(stop, move |r| {
+            matches(r.method, r.target, r.body) && {
+                picked += 1;
+                picked == skip + 1
+            }
+        });
+    }
+
+    /// Runs `cachecore ARGS` until the gate holds the request `matches` picks (after `skip`
+    /// others), then kills it with SIGKILL and throws the held request away. Returns the
+    /// request held (its line, and the body it was picked by).
     fn kill_at(
         &self,
         args: &[&str],
         matches: impl Fn(&str, &str, &str) -> bool + Send + 'static,
         skip: usize,
-        hold: Hold,
+        stop: Stop,
     ) -> String {
-        self.proxy.hold(matches, skip, hold);
+        self.hold_one(matches, skip, stop);
         let mut child = self
             .command(args)
             .stdin(Stdio::null())
@@ -71,12 +89,12 @@ impl Bucket {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let held = self.proxy.wait_held(Duration::from_secs(120), || {
-            child.try_wait().unwrap().is_some()
+        let held = self.gate.wait_held_while(1, Duration::from_secs(120), || {
+            child.try_wait().unwrap().is_none()
         });
-        let Some(held) = held else {
+        let Some(mut held) = held else {
             let out = child.wait_with_output().unwrap();
-            let seen = self.proxy.seen();
+            let seen = self.gate.requests();
             panic!(
                 "`cachecore {}` ended ({}) before the request to hold:\n{}\nlast requests:\n{}",
                 args.join(" "),
@@ -85,6 +103,7 @@ impl Bucket {
                 seen[seen.len().saturating_sub(30)..].join("\n")
             );
         };
+        let held = held.remove(0);
         eprintln!("killing `cachecore {}` at: {held}", args[0]);
         child.kill().unwrap(); // SIGKILL
         let status = child.wait().unwrap();
@@ -93,7 +112,7 @@ impl Bucket {
             Some(9),
             "{held}"
         );
-        self.proxy.release();
+        self.gate.discard();
         held
     }
 
@@ -140,7 +159,7 @@ impl Bucket {
 
     /// Deletes the leases killed runs left (as their expiry would).
     fn expire_leases(&self) {
-        for line in self.proxy.seen() {
+        for line in self.gate.requests() {
             if let Some(rest) = line.strip_prefix("PUT /nixcache/gcleases/") {
                 let name = rest.split([' ', '?']).next().unwrap();
                 self.garage.delete_object(&format!("gcleases/{name}"));
@@ -212,15 +231,15 @@ fn pushes_and_gc_killed_midway_on_garage_leave_every_visible_closure_whole() {
     let (secret, public) = nix_generate_key(tmp.path(), "gc-garage-1");
     let garage = Garage::start();
     let web = garage.serve_website();
-    let proxy = HoldingProxy::start(garage.endpoint.trim_start_matches("http://"));
+    let gate = Gate::start(garage.endpoint.trim_start_matches("http://"));
     let s3 = format!(
         "s3://{}?endpoint={}&region=garage",
         garage.bucket,
-        proxy.endpoint()
+        gate.url()
     );
     let mut b = Bucket {
         garage,
-        proxy,
+        gate,
         s3,
         web,
         public,
@@ -240,7 +259,7 @@ fn pushes_and_gc_killed_midway_on_garage_leave_every_visible_closure_whole() {
     // 1. A push of app1 killed just before its first narinfo write: its NARs are there, no
     //    narinfo; the cache is whole (empty), and the push run again finishes.
     let push1 = args(&push(&app1));
-    let held = b.kill_at(&as_strs(&push1), is_narinfo_put, 0, Hold::Request);
+    let held = b.kill_at(&as_strs(&push1), is_narinfo_put, 0, Stop::Request);
     assert!(held.contains(".narinfo"), "{held}");
     assert_eq!(
         b.check_whole("push killed before its first narinfo"),
@@ -254,7 +273,7 @@ fn pushes_and_gc_killed_midway_on_garage_leave_every_visible_closure_whole() {
     // 2. A push of app2 killed after its first narinfo write went through (two's; shared is
     //    already there): two is visible, app2 not, and every visible closure is whole.
     let push2 = args(&push(&app2));
-    b.kill_at(&as_strs(&push2), is_narinfo_put, 0, Hold::Response);
+    b.kill_at(&as_strs(&push2), is_narinfo_put, 0, Stop::Response);
     let visible = b.check_whole("push killed after its first narinfo");
     assert!(
         visible.contains(&two) && !visible.contains(&app2),
@@ -291,7 +310,7 @@ fn pushes_and_gc_killed_midway_on_garage_leave_every_visible_closure_whole() {
         &as_strs(&push3),
         |m, p, _| m == "PUT" && p.starts_with("/nixcache/index/"),
         0,
-        Hold::Request,
+        Stop::Request,
     );
     let visible = b.check_whole("push --add killed before its index object");
     let extra_path = visible
@@ -310,7 +329,7 @@ fn pushes_and_gc_killed_midway_on_garage_leave_every_visible_closure_whole() {
         &gc,
         |m, p, _| m == "PUT" && p.starts_with("/nixcache/.cachecore/gc/"),
         0,
-        Hold::Response,
+        Stop::Response,
     );
     assert_eq!(b.check_whole("GC killed after its tombstone"), {
         let mut all = both.clone();
@@ -322,7 +341,7 @@ fn pushes_and_gc_killed_midway_on_garage_leave_every_visible_closure_whole() {
         &gc,
         |m, p, body| deletes(m, p, body, |k| k.ends_with(".narinfo")),
         0,
-        Hold::Response,
+        Stop::Response,
     );
     let visible = b.check_whole("GC killed after its first narinfo delete");
     // Referrers go first: two (app2 refers to it) is not the first.
@@ -337,7 +356,7 @@ fn pushes_and_gc_killed_midway_on_garage_leave_every_visible_closure_whole() {
         &gc,
         |m, p, body| deletes(m, p, body, |k| k.starts_with("nar/")),
         0,
-        Hold::Request,
+        Stop::Request,
     );
     assert_eq!(
         b.check_whole("GC killed before its first NAR delete"),
@@ -375,10 +394,10 @@ fn pushes_and_gc_killed_midway_on_garage_leave_every_visible_closure_whole() {
     // second older than the GC's tombstone for the push below to be seen rewriting them (the
     // one-request windows the module docs of `cachecore::gc` list).
     std::thread::sleep(Duration::from_millis(1100));
-    b.proxy.hold(
+    b.hold_one(
         |m, p, _| m == "HEAD" && p.ends_with(".narinfo"),
         0,
-        Hold::Request,
+        Stop::Request,
     );
     let mut gc_child = b
         .command(&["gc", &s3, "--json"])
@@ -387,16 +406,16 @@ fn pushes_and_gc_killed_midway_on_garage_leave_every_visible_closure_whole() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    b.proxy
-        .wait_held(Duration::from_secs(120), || {
-            gc_child.try_wait().unwrap().is_some()
+    b.gate
+        .wait_held_while(1, Duration::from_secs(120), || {
+            gc_child.try_wait().unwrap().is_none()
         })
         .expect("the GC reaches its first narinfo delete");
     let again = run_with_stdin(&mut b.command(&as_strs(&push2)), b"");
     assert_cachecore_ok(&again, &["push app2 beside a GC"]);
     // The held request is dropped: the GC's client asks again (and finds app2 rewritten), or
     // the run stops there; either way app2 stays.
-    b.proxy.release();
+    b.gate.discard();
     let out = gc_child.wait_with_output().unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));

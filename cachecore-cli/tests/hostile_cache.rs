@@ -1346,7 +1346,10 @@ fn racing_pushes_with_other_settings_leave_every_narinfo_matching_its_object() {
         |line: &str| line.starts_with("PUT ") && s3_key(line).ends_with(".narinfo");
     let mut racers = Vec::new();
     for level in ["1", "19", "3", "12"] {
-        let gate = common::gate::Gate::start(&server, is_narinfo_write);
+        let gate = common::gate::Gate::start(&server);
+        gate.hold(common::gate::Stop::Request, move |r| {
+            is_narinfo_write(r.line)
+        });
         let url = format!(
             "s3://{}?endpoint={}&region={}",
             garage.bucket,

@@ -1479,10 +1479,10 @@ fn a_pull_through_proxy_fills_from_its_upstream_checks_it_and_outlives_it() {
     let upstream = Serve::start(path_str(&cache), &[]);
     // The upstream's answer to the root's narinfo is held until the test lets it go.
     let lookup = format!("GET /{}.narinfo ", hash_part(root));
-    let gate =
-        common::gate::Gate::start(upstream.url.strip_prefix("http://").unwrap(), move |line| {
-            line.starts_with(&lookup)
-        });
+    let gate = common::gate::Gate::start(upstream.url.strip_prefix("http://").unwrap());
+    gate.hold(common::gate::Stop::Request, move |r| {
+        r.line.starts_with(&lookup)
+    });
     let local = new_cache_dir(tmp.path(), "proxy-store");
     let proxy = Serve::start(
         path_str(&local),
@@ -1538,10 +1538,10 @@ fn an_upstream_that_times_out_is_a_miss_and_the_404_is_not_kept() {
     let root = closure.last().unwrap();
     let upstream = Serve::start(path_str(&cache), &[]);
     let lookup = format!("GET /{}.narinfo ", hash_part(root));
-    let gate =
-        common::gate::Gate::start(upstream.url.strip_prefix("http://").unwrap(), move |line| {
-            line.starts_with(&lookup)
-        });
+    let gate = common::gate::Gate::start(upstream.url.strip_prefix("http://").unwrap());
+    gate.hold(common::gate::Stop::Request, move |r| {
+        r.line.starts_with(&lookup)
+    });
     let local = new_cache_dir(tmp.path(), "proxy-store");
     let proxy = Serve::start(
         path_str(&local),
@@ -4538,4 +4538,329 @@ fn sign_adds_a_signature_to_paths_in_a_garage_bucket() {
         ],
     );
     on_garage_ok(&garage, &["verify", &store, "--trusted-key", &public]);
+}
+
+/// `--upload-jobs N`: at most N uploads are carried out at once, the others wait for a slot.
+/// The server's writes to the bucket (Garage) pass a gate that holds them: with `--upload-jobs
+/// 2` and four uploads sent at once, two reach the bucket and two wait (the server's own gauge
+/// says so) — and while they wait, no third write reaches the bucket; letting one write go lets
+/// exactly one waiting upload in. With `--upload-jobs 4`, all four reach the bucket at once.
+/// A server ignoring the flag (its default is 8) lets all four through in the first case.
+#[test]
+fn serve_upload_jobs_sets_how_many_uploads_reach_the_bucket_at_once() {
+    let garage = common::garage::Garage::start();
+    let tmp = tempdir();
+    let (token, _) = credentials(tmp.path(), "uploader", "UPLOAD-JOBS-1");
+    for jobs in [2usize, 4] {
+        let store = garage.url(&format!("upload-jobs-{jobs}"));
+        on_garage_ok(&garage, &["init", &store]);
+        let gate = common::gate::Gate::start(garage.endpoint.strip_prefix("http://").unwrap());
+        gate.hold(common::gate::Stop::Request, |r| {
+            r.method == "PUT" && r.target.contains("/log/")
+        });
+        let gated = store.replace(&garage.endpoint, &gate.url());
+        let jobs_arg = jobs.to_string();
+        let serve = Serve::spawn(
+            &[
+                "serve",
+                &gated,
+                "--listen",
+                "127.0.0.1:0",
+                "--token-file",
+                path_str(&token),
+                "--upload-jobs",
+                &jobs_arg,
+            ],
+            &garage.env(),
+        );
+        let gauge = |name: &str| metric(&serve.url, &format!("cachecore_serve_{name}"));
+        let uploads: Vec<_> = (0..4)
+            .map(|i| {
+                let url = format!(
+                    "{}/log/{}-upload-jobs-{i}.drv",
+                    serve.url, "7h7qgvs4kgzsn8a6rb273saxyqh4jxlz"
+                );
+                std::thread::spawn(move || {
+                    curl(
+                        &url,
+                        &[
+                            "-X",
+                            "PUT",
+                            "--data-binary",
+                            &format!("log {i}\n"),
+                            "-H",
+                            "Authorization: Bearer UPLOAD-JOBS-1",
+                        ],
+                    )
+                })
+            })
+            .collect();
+        let limit = Duration::from_secs(60);
+        let waiting = 4 - jobs.min(4);
+        gate.wait_held(jobs.min(4), limit);
+        wait_until("the other uploads wait for a slot", limit, || {
+            (gauge("upload_waiting_requests") == waiting as u64).then_some(())
+        });
+        // Those waiting hold no slot: nothing more can reach the bucket.
+        assert_eq!(gauge("uploads_running"), jobs.min(4) as u64);
+        assert_eq!(gate.held(), jobs.min(4), "{:#?}", gate.requests());
+        if waiting > 0 {
+            // One write done: one waiting upload takes its slot, and only one.
+            gate.release();
+            wait_until("a waiting upload takes the free slot", limit, || {
+                (gauge("upload_waiting_requests") == waiting as u64 - 1).then_some(())
+            });
+            gate.wait_held(jobs, limit);
+            assert_eq!(gate.held(), jobs, "{:#?}", gate.requests());
+            assert_eq!(gauge("uploads_running"), jobs as u64);
+        }
+        gate.open();
+        for upload in uploads {
+            let r = upload.join().unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        assert_eq!(gauge("uploads_running"), 0);
+        assert_eq!(gauge("upload_waiting_requests"), 0);
+    }
+}
+
+/// A NAR the server takes itself (`--no-direct-uploads`, or one over 5 GiB, which no presigned
+/// PUT can carry) goes to the bucket in parts: S3 takes at most 5 GiB in one PUT. The server
+/// streams every NAR of at least `MULTIPART_THRESHOLD` bytes (10 MiB, far below 5 GiB) as a
+/// multipart upload; this NAR is over twice that, so that without moving 5 GiB the test sees,
+/// at a relay in front of Garage, the upload created, three parts or more, the upload
+/// completed — and no single PUT of the NAR's key. A server sending NARs in one PUT would fail
+/// here (and, over 5 GiB, at S3).
+#[test]
+fn serve_sends_a_nar_above_the_multipart_threshold_to_the_bucket_in_parts() {
+    const _: () = assert!(cachecore::store::MULTIPART_THRESHOLD < 5 << 30);
+    let garage = common::garage::Garage::start();
+    let tmp = tempdir();
+    let store = garage.url("parts");
+    on_garage_ok(&garage, &["init", &store]);
+    // Holding nothing: it only records what the server sends.
+    let relay = common::gate::Gate::start(garage.endpoint.strip_prefix("http://").unwrap());
+    let relayed = store.replace(&garage.endpoint, &relay.url());
+    let (token, _) = credentials(tmp.path(), "parts", "PARTS-TOKEN-1");
+    let serve = Serve::spawn(
+        &[
+            "serve",
+            &relayed,
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+            path_str(&token),
+            "--no-direct-uploads",
+        ],
+        &garage.env(),
+    );
+    let big = tmp.path().join("parts-big");
+    fs::create_dir(&big).unwrap();
+    let size = 2 * cachecore::store::MULTIPART_THRESHOLD + 1;
+    fs::write(big.join("blob"), pseudo_random_bytes(size, 0x9a27)).unwrap();
+    let out = cachecore_output(
+        &[
+            "push",
+            &serve.url,
+            "--add",
+            path_str(&big),
+            "--compression",
+            "none",
+            "--token-file",
+            path_str(&token),
+        ],
+        b"",
+    );
+    assert_cachecore_ok(&out, &["push through serve"]);
+    let path = String::from_utf8(out.stdout).unwrap();
+    let info = curl(
+        &format!("{}/{}.narinfo", serve.url, hash_part(path.trim())),
+        &[],
+    );
+    assert_eq!(info.status, 200, "{}", info.text());
+    let nar_key = format!("/parts/{}", narinfo_field(&info.text(), "URL"));
+    let nar_size: usize = narinfo_field(&info.text(), "NarSize").parse().unwrap();
+    assert!(nar_size > size, "{nar_size}");
+    let to_nar: Vec<String> = relay
+        .requests()
+        .into_iter()
+        .filter(|l| l.split(' ').nth(1).is_some_and(|t| t.contains(&nar_key)))
+        .collect();
+    let count = |method: &str, query: &str| {
+        to_nar
+            .iter()
+            .filter(|l| l.starts_with(method) && l.split(' ').nth(1).unwrap().contains(query))
+            .count()
+    };
+    assert_eq!(count("POST ", "?uploads"), 1, "{to_nar:#?}");
+    assert!(count("PUT ", "partNumber=") >= 3, "{to_nar:#?}");
+    assert_eq!(count("POST ", "uploadId="), 1, "{to_nar:#?}");
+    assert!(
+        !to_nar
+            .iter()
+            .any(|l| l.starts_with("PUT ") && !l.contains("partNumber=")),
+        "the NAR was sent in one PUT: {to_nar:#?}"
+    );
+    // What arrived in the bucket is the NAR: it verifies.
+    on_garage_ok(&garage, &["verify", &store, path.trim()]);
+}
+
+/// `sign --jobs N` writes N narinfos at once: through a server, with every narinfo write held
+/// at a gate in front of it, `--jobs 12` has twelve under way — more than the default 8 allows.
+#[test]
+fn sign_jobs_sets_how_many_narinfos_are_written_at_once() {
+    let tmp = tempdir();
+    let cache = tmp.path().join("cache");
+    for i in 0..14 {
+        let tree = tmp.path().join(format!("sign-jobs-{i}"));
+        fs::create_dir_all(&tree).unwrap();
+        fs::write(tree.join("f"), format!("{i}\n")).unwrap();
+        push_tree(&cache, &tree, &[]);
+    }
+    let (secret, public) = nix_generate_key(tmp.path(), "sign-jobs-1");
+    let (token, _) = credentials(tmp.path(), "signer", "SIGN-JOBS-1");
+    let serve = Serve::start(
+        path_str(&cache),
+        &["--token-file", path_str(&token), "--public-key", &public],
+    );
+    let gate = common::gate::Gate::start(serve.url.strip_prefix("http://").unwrap());
+    gate.hold(common::gate::Stop::Request, |r| {
+        r.method == "PUT" && r.target.ends_with(".narinfo")
+    });
+    let mut child = cachecore_command()
+        .args([
+            "sign",
+            &gate.url(),
+            "--all",
+            "--key",
+            path_str(&secret),
+            "--token-file",
+            path_str(&token),
+            "--jobs",
+            "12",
+            "--quiet",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let held = gate.wait_held(12, Duration::from_secs(60));
+    let _ = child.kill();
+    let _ = child.wait();
+    gate.discard();
+    assert_eq!(
+        held.len(),
+        12,
+        "`sign --jobs 12` wrote more narinfos at once than it allows: {held:#?}"
+    );
+}
+
+/// `--listen ADDR`: the server listens there and nowhere else. 127.0.0.2 is a loopback address
+/// no default would pick; the port is the kernel's choice (0).
+#[test]
+fn serve_listen_sets_the_address_it_listens_on() {
+    let tmp = tempdir();
+    let cache = new_cache_dir(tmp.path(), "cache");
+    let serve = Serve::spawn(&["serve", path_str(&cache), "--listen", "127.0.0.2:0"], &[]);
+    let port = serve
+        .url
+        .strip_prefix("http://127.0.0.2:")
+        .unwrap_or_else(|| panic!("listening on {}", serve.url));
+    assert_ne!(port, "0");
+    assert_eq!(
+        curl(&format!("{}/nix-cache-info", serve.url), &[]).status,
+        200
+    );
+    // Not on 127.0.0.1 at that port (curl's status 000: nothing answered).
+    let elsewhere = curl(&format!("http://127.0.0.1:{port}/nix-cache-info"), &[]);
+    assert_eq!(elsewhere.status, 0, "{}", elsewhere.text());
+}
+
+/// `push --logs --log-compression METHOD` stores each build log compressed with METHOD, as its
+/// `Content-Encoding` (which the bucket hands on); without the option, as the store URL says.
+#[test]
+fn push_log_compression_sets_how_build_logs_are_stored() {
+    let garage = common::garage::Garage::start();
+    let tmp = tempdir();
+    let n = nonce();
+    let built = nix_build_scripts(
+        tmp.path(),
+        &[(
+            "cachecore-log-compression",
+            format!("echo log-compression-{n}; echo {n} > $out"),
+        )],
+    );
+    let drv = nix("nix-store", &["-qd", &built[0]]);
+    let drv_name = drv.rsplit('/').next().unwrap();
+    let encoding_of = |prefix: &str| {
+        let url = format!("{}/{prefix}/log/{drv_name}", garage.serve_website());
+        let answer = curl(&url, &["-H", "Accept-Encoding: br, zstd"]);
+        assert_eq!(answer.status, 200, "{url}");
+        answer.header("content-encoding").map(str::to_owned)
+    };
+    for (prefix, option, expected) in [
+        ("logs-br", Some("br"), Some("br")),
+        ("logs-zstd", Some("zstd"), Some("zstd")),
+        ("logs-plain", None, None),
+    ] {
+        let store = garage.url(prefix);
+        let mut args = vec!["push", &store, &built[0], "--logs", "--quiet"];
+        if let Some(method) = option {
+            args.extend(["--log-compression", method]);
+        }
+        on_garage_ok(&garage, &args);
+        assert_eq!(encoding_of(prefix).as_deref(), expected, "{prefix}");
+    }
+}
+
+/// `--nar-cache-size BYTES` bounds what `--nar-cache-dir` keeps: with room for less than one
+/// NAR, reading files of two xz paths leaves at most one kept (the one read last); with the
+/// default (1 GiB), both stay.
+#[test]
+fn serve_nar_cache_size_bounds_the_kept_nars() {
+    let tmp = tempdir();
+    let cache = tmp.path().join("cache");
+    let mut bases = Vec::new();
+    for name in ["kept-one", "kept-two"] {
+        let tree = tmp.path().join(name);
+        big_tree(&tree, 1);
+        // Another NAR for each (not one object shared by both).
+        fs::write(tree.join("which"), name).unwrap();
+        bases.push(push_tree(
+            &cache,
+            &tree,
+            &["--no-listing", "--compression", "xz"],
+        ));
+    }
+    let origin = common::http_server::HttpServer::serve(&cache);
+    for (size, most) in [(Some("1"), 1), (None, 2)] {
+        let kept = tmp
+            .path()
+            .join(format!("kept-{}", size.unwrap_or("default")));
+        let mut args = vec![
+            "serve".to_owned(),
+            origin.url(),
+            "--listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "--nar-cache-dir".to_owned(),
+            path_str(&kept).to_owned(),
+        ];
+        if let Some(size) = size {
+            args.extend(["--nar-cache-size".to_owned(), size.to_owned()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let serve = Serve::spawn(&args, &[]);
+        for base in &bases {
+            let r = curl(&format!("{}/serve/{base}/which", serve.url), &[]);
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.text(), &base[33..], "{base}");
+        }
+        drop(serve);
+        let files = fs::read_dir(&kept).map_or(0, |d| d.count());
+        if most == 1 {
+            assert!(files <= 1, "--nar-cache-size 1 kept {files} NARs");
+        } else {
+            assert_eq!(files, 2, "the default size kept {files} NARs");
+        }
+    }
 }

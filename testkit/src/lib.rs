@@ -11,11 +11,11 @@
 //! - [`wire`]: the Nix daemon's wire words and strings, spelled independently of the library;
 //! - [`rss`]: peak memory of a child through GNU time;
 //! - [`capture`]: an HTTP listener recording what a client sends (no server behind it);
-//! - [`gate`]: an HTTP relay holding the requests a test picks until it lets them go (a
-//!   barrier at a step a client shows only on the wire);
+//! - [`gate`]: an HTTP relay holding the requests a test picks, before the server sees them or
+//!   before their answers reach the client, until it lets them go (a barrier at a step a client
+//!   shows only on the wire, or the point where a client is killed);
 //! - [`scripted`]: an HTTP server whose answers a function makes (a hostile upstream inventing
 //!   objects as it is asked for them);
-//! - [`hold`]: a proxy that holds one chosen request (to kill a client at a point it reaches);
 //! - [`net`], [`garage`], [`emulators`], [`http_server`]: servers on loopback (a private Garage,
 //!   Azurite, a directory over HTTP with `Range:` support), on ports chosen as [`net`] says.
 //!
@@ -33,7 +33,6 @@ pub mod data;
 pub mod emulators;
 pub mod garage;
 pub mod gate;
-pub mod hold;
 pub mod http_server;
 pub mod nar;
 pub mod net;

@@ -60,6 +60,10 @@ pub(crate) struct Metrics {
     pub upstream_waiting: IntGauge,
     /// Fills from the upstreams running now (one per narinfo asked for, however many wait).
     pub upstream_fills: IntGauge,
+    /// Uploads waiting now for one of the `--upload-jobs` slots.
+    pub uploads_waiting: IntGauge,
+    /// Uploads holding a slot now (at most `--upload-jobs`).
+    pub uploads_running: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -127,8 +131,18 @@ impl Metrics {
             "upstream_fills_running",
             "Fills from the upstreams running now (requests for one narinfo share one fill)",
         )?;
+        let uploads_waiting = IntGauge::new(
+            "upload_waiting_requests",
+            "Uploads waiting now for one of the --upload-jobs slots",
+        )?;
+        let uploads_running = IntGauge::new(
+            "uploads_running",
+            "Uploads holding one of the --upload-jobs slots now",
+        )?;
         registry.register(Box::new(upstream_waiting.clone()))?;
         registry.register(Box::new(upstream_fills.clone()))?;
+        registry.register(Box::new(uploads_waiting.clone()))?;
+        registry.register(Box::new(uploads_running.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(sent_bytes.clone()))?;
@@ -150,6 +164,8 @@ impl Metrics {
             upstream,
             upstream_waiting,
             upstream_fills,
+            uploads_waiting,
+            uploads_running,
         })
     }
 
@@ -181,5 +197,23 @@ impl Metrics {
         // Encoding into a Vec cannot fail for these metric types.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
+    }
+}
+
+/// One unit of a gauge while it lasts: a request in `upstream_waiting_requests` while it waits
+/// for a fill (until it is answered or its client hangs up), a fill in `upstream_fills_running`,
+/// an upload in `upload_waiting_requests` or `uploads_running`.
+pub(crate) struct InGauge(prometheus::IntGauge);
+
+impl InGauge {
+    pub(crate) fn start(gauge: &prometheus::IntGauge) -> InGauge {
+        gauge.inc();
+        InGauge(gauge.clone())
+    }
+}
+
+impl Drop for InGauge {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt as _, Shared};
 
-use super::metrics::Metrics;
+use super::metrics::{InGauge, Metrics};
 use crate::ops::{self, CopyOptions, NoProgress};
 use crate::signing::PublicKey;
 use crate::store::BinaryCache;
@@ -138,7 +138,7 @@ impl Proxy {
                 None => {
                     let this = self.clone();
                     let hash = hash_part.to_owned();
-                    let running = Waiting::start(&self.metrics.upstream_fills);
+                    let running = InGauge::start(&self.metrics.upstream_fills);
                     let f = async move {
                         let _running = running;
                         let filled = this.fill_from_upstreams(&hash).await;
@@ -155,7 +155,7 @@ impl Proxy {
             }
         };
         // Run on a task of its own: a client hanging up does not cancel a fill others wait on.
-        let _waiting = Waiting::start(&self.metrics.upstream_waiting);
+        let _waiting = InGauge::start(&self.metrics.upstream_waiting);
         tokio::spawn(fill).await.unwrap_or(false)
     }
 
@@ -330,23 +330,6 @@ impl Proxy {
             Ok(Err(e)) => Err(Failure::refused(e.to_string())),
             Ok(Ok(_)) => Ok(true),
         }
-    }
-}
-
-/// One unit of a gauge while it lasts: a request in `upstream_waiting_requests` while it waits
-/// for a fill (until it is answered or its client hangs up), a fill in `upstream_fills_running`.
-struct Waiting(prometheus::IntGauge);
-
-impl Waiting {
-    fn start(gauge: &prometheus::IntGauge) -> Waiting {
-        gauge.inc();
-        Waiting(gauge.clone())
-    }
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 

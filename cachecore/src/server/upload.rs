@@ -25,6 +25,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt as _};
 use tokio::sync::MutexGuard;
 
+use super::metrics::InGauge;
 use super::{store_failure, text, AppState, Config, Rights};
 use crate::compression::Compression;
 use crate::gc::PushGuard;
@@ -221,12 +222,17 @@ pub(super) async fn put(state: &AppState, key: &ObjectKey, req: Request) -> Resp
     if declared.is_some_and(|n| n > limit) {
         return BodyError::TooLarge(limit).response(&key.key);
     }
-    let Ok(_permit) = state.uploads.acquire().await else {
+    let permit = {
+        let _waiting = InGauge::start(&state.metrics.uploads_waiting);
+        state.uploads.acquire().await
+    };
+    let Ok(_permit) = permit else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down",
         );
     };
+    let _running = InGauge::start(&state.metrics.uploads_running);
     let idle = state.config.upload_idle_timeout;
     let sent_encoding = match sent_encoding(&req) {
         Ok(e) => e,
