@@ -123,10 +123,14 @@ impl Write for Stream {
 /// The size from which a regular file packed into a NAR ([`nar::dump_to`]) is moved into the
 /// pipe with splice(2) rather than read and written: its pages go from the page cache into the
 /// pipe by reference, and its bytes are copied once, by the reader, instead of three times.
-/// Smaller files are cheaper in the writer's buffer, many to one write.
+/// Smaller files are cheaper in the writer's buffer, many to one write: spliced, each costs
+/// a write, a splice and a probe read, and the reader wakes for its pages alone. On a Python
+/// installation (630 MiB, 46,000 files), `nar pack | cat` from 256 KiB on: pack's CPU time -8%,
+/// pages allocated for the pipe -29%, cat's CPU time +11%; from 4 KiB, cat's +88% and 30 times
+/// the context switches.
 ///
 /// [`nar::dump_to`]: cachecore::nar::dump_to
-pub const SPLICE_FROM: u64 = 64 << 10;
+pub const SPLICE_FROM: u64 = 256 << 10;
 
 impl FileSink for Stream {
     fn write_file_from(&self) -> Option<u64> {
