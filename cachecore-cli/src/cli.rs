@@ -665,7 +665,7 @@ pub struct PushArgs {
 /// How the small objects written are stored: compressed, with the method as their
 /// `Content-Encoding` (which Nix, CDNs and `cachecore serve` hand on). Each overrides the store
 /// URL's setting of the same name; refused on a local directory, whose files Nix reads raw.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
 pub struct EncodingArgs {
     /// Store narinfos compressed with METHOD (zstd, br, xz, bzip2 or none), as the store URL's
     /// narinfo-compression=.

@@ -16,11 +16,18 @@
 //! the pipe. Where the kernel refuses (an unprivileged user past `pipe-user-pages-soft`),
 //! writes are cut to the pipe's capacity instead. Files and `/dev/null` are written as they
 //! were.
+//!
+//! Into a pipe, a NAR's large files are not read and written at all: [`Stream`] is a
+//! [`FileSink`], which moves their pages from the page cache into the pipe with splice(2)
+//! ([`SPLICE_FROM`]).
 
 use std::fmt;
 use std::io::{self, Write};
 use std::os::fd::AsFd as _;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use cachecore::nar::writer::FileSink;
+use rustix::pipe::SpliceFlags;
 
 static CLOSED: AtomicBool = AtomicBool::new(false);
 
@@ -110,6 +117,35 @@ impl Write for Stream {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// The size from which a regular file packed into a NAR ([`nar::dump_to`]) is moved into the
+/// pipe with splice(2) rather than read and written: its pages go from the page cache into the
+/// pipe by reference, and its bytes are copied once, by the reader, instead of three times.
+/// Smaller files are cheaper in the writer's buffer, many to one write: spliced, each costs
+/// a write, a splice and a probe read, and the reader wakes for its pages alone. On a Python
+/// installation (630 MiB, 46,000 files), `nar pack | cat` from 256 KiB on: pack's CPU time -8%,
+/// pages allocated for the pipe -29%, cat's CPU time +11%; from 4 KiB, cat's +88% and 30 times
+/// the context switches.
+///
+/// [`nar::dump_to`]: cachecore::nar::dump_to
+pub const SPLICE_FROM: u64 = 256 << 10;
+
+impl FileSink for Stream {
+    fn write_file_from(&self) -> Option<u64> {
+        self.pipe_capacity().map(|_| SPLICE_FROM)
+    }
+
+    fn write_file(&mut self, file: &std::fs::File, len: u64) -> io::Result<u64> {
+        let len = usize::try_from(len).map_or(self.max_write, |l| l.min(self.max_write));
+        loop {
+            match rustix::pipe::splice(file, None, self.out.as_fd(), None, len, SpliceFlags::empty()) {
+                Ok(n) => return Ok(n as u64),
+                Err(e) if e == rustix::io::Errno::INTR => {}
+                Err(e) => return Err(note(e.into())),
+            }
+        }
     }
 }
 

@@ -109,6 +109,102 @@ fn pack_and_cat_into_a_pipe_equal_nix_and_grow_the_pipe() {
     }
 }
 
+/// Into a pipe, `nar pack` moves large files' pages with splice(2) rather than reading and
+/// writing them: checked with strace (the bytes spliced are those of the large files, at
+/// least), and the NAR is Nix's byte for byte — executables, sizes around the 8-byte padding,
+/// small files and symlinks between them.
+#[test]
+fn pack_into_a_pipe_splices_large_files_and_equals_nix() {
+    let dir = tempdir();
+    let tree = make_fixture_tree(dir.path());
+    let large = tree.join("large");
+    fs::create_dir(&large).unwrap();
+    let mut large_bytes = 0;
+    for (i, size) in [(1 << 16) - 1, 1 << 16, (1 << 16) + 1, 3 << 20, (5 << 20) + 5]
+        .into_iter()
+        .enumerate()
+    {
+        let mode = if i % 2 == 0 { 0o755 } else { 0o644 };
+        write_mode(
+            &large.join(format!("f{i}")),
+            &pseudo_random_bytes(size, i as u64),
+            mode,
+        );
+        write_mode(&large.join(format!("f{i}-small")), b"between\n", 0o644);
+        std::os::unix::fs::symlink(format!("f{i}"), large.join(format!("f{i}-link"))).unwrap();
+        large_bytes += size as u64;
+    }
+    let expected = nix_dump(&tree);
+    let trace = dir.path().join("strace.out");
+    let mut child = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=splice", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_cachecore"))
+        .args(["nar", "pack"])
+        .arg(&tree)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("this test needs strace");
+    let mut got = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut got).unwrap();
+    assert!(child.wait().unwrap().success(), "`cachecore nar pack` failed");
+    assert_same_bytes("`cachecore nar pack` into a pipe", &expected, &got);
+    // `splice(3, NULL, 1, NULL, 1048576, 0) = 1048576`
+    let trace = fs::read_to_string(&trace).unwrap();
+    let spliced: u64 = trace
+        .lines()
+        .filter(|l| l.contains("splice("))
+        .filter_map(|l| l.rsplit_once("= ")?.1.trim().parse::<u64>().ok())
+        .sum();
+    assert!(
+        spliced >= (3 << 20) + (5 << 20) + 5 && spliced <= large_bytes + (1 << 20) + 3,
+        "{spliced} bytes spliced; the large files hold {large_bytes} bytes:\n{trace}"
+    );
+}
+
+/// A file cut short while `nar pack` moves it into a pipe: an error naming it and both sizes,
+/// as when it is read and written.
+#[test]
+fn pack_into_a_pipe_of_a_file_shrinking_meanwhile_fails_naming_it() {
+    let dir = tempdir();
+    let tree = dir.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    write_mode(&tree.join("a"), b"first\n", 0o644);
+    let big = tree.join("big");
+    write_mode(&big, &pseudo_random_bytes(8 << 20, 3), 0o644);
+    let mut child = cachecore_command()
+        .args(["nar".as_ref(), "pack".as_ref(), tree.as_os_str()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdout.take().unwrap();
+    // 64 KiB read: `big` is being copied, and its first 2 MiB cannot all have gone (the pipe
+    // holds at most 1 MiB).
+    let mut start = vec![0; 1 << 16];
+    pipe.read_exact(&mut start).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_len(2 << 20)
+        .unwrap();
+    let mut rest = Vec::new();
+    pipe.read_to_end(&mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let line = assert_clean_error(&out, "nar pack of a file cut short");
+    assert!(
+        line.contains(&format!(
+            "{} changed while being packed ({} bytes when opened, {} bytes when read)",
+            big.display(),
+            8 << 20,
+            2 << 20
+        )),
+        "{line}"
+    );
+}
+
 #[test]
 fn hash_equals_nix_hash() {
     let dir = tempdir();

@@ -6,15 +6,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
-use cachecore::compression::Compression;
 use cachecore::local_store::LocalStore;
 use cachecore::ops::{self, Progress};
 use cachecore::signing::{PublicKey, SecretKey, Signer};
-use cachecore::store::{BinaryCache, StoreUrl};
+use cachecore::store::{BinaryCache, GivenAs, StoreUrl};
 use cachecore::store_path::{StoreDir, StorePath};
 use cachecore::untrusted::Untrusted;
 
-use crate::cli::PushArgs;
+use crate::cli::{EncodingArgs, PushArgs};
 use crate::progress::{count, human_size, TransferProgress};
 use crate::stdout::{outln, stdout, stream};
 
@@ -31,17 +30,21 @@ pub(super) fn open_with_token(url: &str, token_file: Option<&Path>) -> anyhow::R
     Ok(BinaryCache::open_existing(url, &env)?)
 }
 
-/// Opens a STORE that a command writes to (`init`, `push`, `copy`'s destination), creating a
-/// local directory that is not there, but refusing an argument that reads like a mistyped URL
+/// Opens a STORE that a command writes to (`init`, `push`, `copy`'s destination), with the
+/// `encodings` given as options over its URL's, creating a local directory that is not there,
+/// but refusing an argument that reads like a mistyped URL
 /// (`http//host:port`, `host:port`), which would otherwise become a directory of that name.
 pub(super) fn open_or_create(
     url: &str,
+    encodings: &EncodingArgs,
     token_file: Option<&Path>,
     quiet: bool,
 ) -> anyhow::Result<(BinaryCache, NewDir)> {
     let env = env_with_token(url, token_file)?;
-    let missing_dir = match StoreUrl::parse(url)?.location {
-        cachecore::store::StoreLocation::Local { dir } if !dir.exists() => Some(dir),
+    let mut parsed = StoreUrl::parse(url)?;
+    encodings.apply(&mut parsed)?;
+    let missing_dir = match &parsed.location {
+        cachecore::store::StoreLocation::Local { dir } if !dir.exists() => Some(dir.clone()),
         _ => None,
     };
     if missing_dir.is_some() {
@@ -51,7 +54,7 @@ pub(super) fn open_or_create(
             );
         }
     }
-    let cache = BinaryCache::open_with_env(url, &env)?;
+    let cache = BinaryCache::open_parsed(&parsed, &env)?;
     Ok((
         cache,
         NewDir {
@@ -186,7 +189,7 @@ pub fn init(
     update: bool,
     token_file: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let (cache, new_dir) = open_or_create(url, token_file, false)?;
+    let (cache, new_dir) = open_or_create(url, &EncodingArgs::default(), token_file, false)?;
     let mut wanted = cache
         .settings()
         .cache_info(cachecore::store_path::DEFAULT_STORE_DIR);
@@ -230,54 +233,35 @@ fn check_store_comes_first(store: &str, paths: &[std::path::PathBuf]) -> anyhow:
 }
 
 impl crate::cli::EncodingArgs {
-    /// `store` with the encodings given as options in its query, in place of the URL's own
-    /// settings of the same names. A local directory given as a path is
-    /// refused here for the reason the URL parser gives for `file://`.
-    pub fn apply(&self, store: &str) -> anyhow::Result<String> {
-        let given: Vec<_> = [
+    /// The encodings given as options set on `store`, over its URL's settings of the same names.
+    fn apply(&self, store: &mut StoreUrl) -> anyhow::Result<()> {
+        for (name, method) in [
             ("narinfo-compression", self.narinfo_compression),
             ("ls-compression", self.ls_compression),
             ("log-compression", self.log_compression),
-        ]
-        .into_iter()
-        .filter_map(|(key, method)| method.map(|m| (key, m)))
-        .collect();
-        if !store.contains("://") {
-            if let Some((key, _)) = given.iter().find(|(_, m)| *m != Compression::None) {
-                bail!(
-                    "--{key} needs a store that keeps each object's Content-Encoding (S3, GCS, \
-                     Azure, or a cachecore serve): Nix reads a local directory's files raw"
-                );
+        ] {
+            if let Some(method) = method {
+                store.set_setting(name, method.name(), GivenAs::CommandLine)?;
             }
-            return Ok(store.to_owned());
         }
-        let (base, query) = store.split_once('?').unwrap_or((store, ""));
-        let kept = query.split('&').filter(|pair| {
-            let name = pair.split_once('=').map_or(*pair, |(name, _)| name);
-            !pair.is_empty() && !given.iter().any(|(key, _)| *key == name)
-        });
-        let added = given
-            .iter()
-            .map(|(key, method)| format!("{key}={}", method.name()));
-        let query: Vec<String> = kept.map(str::to_owned).chain(added).collect();
-        Ok(if query.is_empty() {
-            base.to_owned()
-        } else {
-            format!("{base}?{}", query.join("&"))
-        })
+        Ok(())
     }
 }
 
 pub fn push(args: PushArgs) -> anyhow::Result<()> {
     check_store_comes_first(&args.store, &args.paths)?;
-    let store = args.encodings.apply(&args.store)?;
     // Keys first: a refused key leaves no trace (opening a directory store creates it).
     let signers = args
         .keys
         .iter()
         .map(|k| Ok(Arc::new(SecretKey::read_file(k)?) as Arc<dyn Signer>))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (cache, new_dir) = open_or_create(&store, args.token_file.as_deref(), args.output.quiet)?;
+    let (cache, new_dir) = open_or_create(
+        &args.store,
+        &args.encodings,
+        args.token_file.as_deref(),
+        args.output.quiet,
+    )?;
     // The store URL's settings, then the options given here on top.
     let mut opts = ops::PushOptions::for_cache(&cache)?;
     if !signers.is_empty() {
@@ -463,6 +447,8 @@ pub fn sign(
 /// How `copy` copies, as given on the command line.
 pub struct CopySettings<'a> {
     pub recompress: Option<(cachecore::compression::Compression, Option<i32>)>,
+    /// How TO stores narinfos, listings and logs, over its URL's settings.
+    pub encodings: &'a EncodingArgs,
     pub jobs: usize,
     pub trusted_keys: &'a [String],
     pub quiet: bool,
@@ -480,6 +466,7 @@ pub fn copy(
 ) -> anyhow::Result<()> {
     let CopySettings {
         recompress,
+        encodings,
         jobs,
         trusted_keys: keys,
         quiet,
@@ -490,7 +477,7 @@ pub fn copy(
         bail!("name the store paths to copy, or pass --all");
     }
     let from = open_with_token(from, from_token)?;
-    let (to, new_dir) = open_or_create(to, to_token, quiet)?;
+    let (to, new_dir) = open_or_create(to, encodings, to_token, quiet)?;
     let store_dir = StoreDir::default();
     let paths = paths
         .iter()

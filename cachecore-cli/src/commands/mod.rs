@@ -52,11 +52,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output,
         } => cache::copy(
             &from,
-            &encodings.apply(&to)?,
+            &to,
             &paths,
             all,
             cache::CopySettings {
                 recompress: recompress.map(|m| (m, level)),
+                encodings: &encodings,
                 jobs,
                 trusted_keys: &trusted_keys,
                 quiet: output.quiet,

@@ -13,8 +13,8 @@ use crate::stdout::{outln, stdout, stream};
 pub fn run(cmd: NarCommand) -> anyhow::Result<()> {
     match cmd {
         NarCommand::Pack { path } => {
-            // The writer buffers 1 MiB itself.
-            nar::pack(&path, stream())?;
+            // The writer buffers 1 MiB itself; large files go into a pipe by splice(2).
+            nar::dump_to(&path, stream())?;
         }
         NarCommand::Unpack { dest } => {
             nar::unpack(io::stdin().lock(), &dest).with_context(|| {

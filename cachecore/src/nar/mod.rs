@@ -5,7 +5,8 @@
 //! buffers of fixed size, whatever the input.
 //!
 //! - [`pack`] / [`dump`] / [`hash_path`]: filesystem tree → NAR (byte-identical to
-//!   `nix-store --dump`), or its hash and size.
+//!   `nix-store --dump`), or its hash and size; [`dump_to`] an output that moves files'
+//!   contents itself ([`writer::FileSink`]: a pipe, by splice(2)).
 //! - [`Reader`]: a validating pull parser ([`Event`]s; errors carry the NAR byte offset).
 //! - [`writer`]: a typestate writer that can only produce canonical NARs.
 //! - [`unpack`]: NAR → new filesystem tree, all or nothing.
@@ -46,7 +47,7 @@ pub mod writer;
 
 pub use extract::{cat, cat_verified, extract_nar, ExtractError};
 pub use listing::{Listing, ListingError, ListingMismatch, ListingNode, Walk};
-pub use pack::{dump, pack, pack_marking_files, PackError};
+pub use pack::{dump, dump_to, pack, pack_marking_files, PackError};
 pub use reader::{Contents, Event, ReadError, ReadErrorKind, Reader};
 pub use unpack::{unpack, UnpackError};
 pub use wire::{MAX_DEPTH, MAX_NAME_LEN, MAX_TARGET_LEN};

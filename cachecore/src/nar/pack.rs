@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use super::listing::{Listing, ListingNode};
 use super::wire;
-use super::writer::{self, FileError, Node, Source};
+use super::writer::{self, FileError, FileSink, Node};
 
 /// Output buffer; file contents are read into it directly.
 const BUFFER: usize = 1 << 20;
@@ -57,8 +57,9 @@ pub enum PackError {
 /// assert_eq!(&bytes[*at as usize..][..3], b"hi\n");
 /// assert!(matches!(listing.get("greeting"), Some(ListingNode::Symlink { target }) if target == "hello"));
 /// ```
-pub fn pack(path: &Path, out: impl Write) -> Result<Listing, PackError> {
-    let (root, _) = pack_tree::<WithListing, _>(path, out, None)?;
+pub fn pack(path: &Path, mut out: impl Write) -> Result<Listing, PackError> {
+    let node = writer::open_with_capacity(&mut out, BUFFER).map_err(PackError::Write)?;
+    let root = pack_tree::<WithListing, _>(path, node, None)?;
     Ok(Listing { root })
 }
 
@@ -77,8 +78,48 @@ pub fn pack(path: &Path, out: impl Write) -> Result<Listing, PackError> {
 /// assert_eq!(bytes, packed);
 /// ```
 pub fn dump(path: &Path, out: impl Write) -> Result<u64, PackError> {
-    let ((), size) = pack_tree::<NoListing, _>(path, out, None)?;
-    Ok(size)
+    let mut out = Counting { w: out, n: 0 };
+    let node = writer::open_with_capacity(&mut out, BUFFER).map_err(PackError::Write)?;
+    pack_tree::<NoListing, _>(path, node, None)?;
+    Ok(out.n)
+}
+
+/// Like [`dump`] into an output that takes the contents of regular files from the files
+/// themselves ([`FileSink`]), from the size it asks for on. Such a file that turns out shorter
+/// or longer than when it was opened is [`PackError::Changed`], as with [`dump`].
+///
+/// ```
+/// use std::io::{self, Read, Write};
+/// use cachecore::nar::{self, writer::FileSink};
+/// /// Takes files of 4 bytes and more with read(2) itself (a pipe could splice(2) them).
+/// struct Files(Vec<u8>, usize);
+/// impl Write for Files {
+///     fn write(&mut self, b: &[u8]) -> io::Result<usize> { self.0.write(b) }
+///     fn flush(&mut self) -> io::Result<()> { Ok(()) }
+/// }
+/// impl FileSink for Files {
+///     fn write_file_from(&self) -> Option<u64> { Some(4) }
+///     fn write_file(&mut self, mut file: &std::fs::File, len: u64) -> io::Result<u64> {
+///         self.1 += 1;
+///         io::copy(&mut file.take(len), &mut self.0)
+///     }
+/// }
+/// # let dir = tempfile::tempdir().unwrap();
+/// # std::fs::create_dir(dir.path().join("pkg")).unwrap();
+/// std::fs::write(dir.path().join("pkg/big"), "four").unwrap();
+/// std::fs::write(dir.path().join("pkg/small"), "3\n").unwrap();
+/// let mut out = Files(Vec::new(), 0);
+/// let size = nar::dump_to(&dir.path().join("pkg"), &mut out).unwrap();
+/// assert_eq!(out.1, 1); // "big" alone was handed over
+/// let mut bytes = Vec::new();
+/// nar::dump(&dir.path().join("pkg"), &mut bytes).unwrap();
+/// assert_eq!((out.0, size), (bytes.clone(), bytes.len() as u64));
+/// ```
+pub fn dump_to(path: &Path, out: impl FileSink) -> Result<u64, PackError> {
+    let mut out = Counting { w: out, n: 0 };
+    let node = writer::open_moving_files(&mut out, BUFFER).map_err(PackError::Write)?;
+    pack_tree::<NoListing, _>(path, node, None)?;
+    Ok(out.n)
 }
 
 /// Like [`pack`], and calls `file_start` with the NAR offset at which each regular file's
@@ -103,10 +144,11 @@ pub fn dump(path: &Path, out: impl Write) -> Result<u64, PackError> {
 /// ```
 pub fn pack_marking_files(
     path: &Path,
-    out: impl Write,
+    mut out: impl Write,
     file_start: &mut dyn FnMut(u64),
 ) -> Result<Listing, PackError> {
-    let (root, _) = pack_tree::<WithListing, _>(path, out, Some(file_start))?;
+    let node = writer::open_with_capacity(&mut out, BUFFER).map_err(PackError::Write)?;
+    let root = pack_tree::<WithListing, _>(path, node, Some(file_start))?;
     Ok(Listing { root })
 }
 
@@ -185,21 +227,30 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
+impl<W: FileSink> FileSink for Counting<W> {
+    fn write_file_from(&self) -> Option<u64> {
+        self.w.write_file_from()
+    }
+    fn write_file(&mut self, file: &File, len: u64) -> io::Result<u64> {
+        let n = self.w.write_file(file, len)?;
+        self.n += n;
+        Ok(n)
+    }
+}
+
+/// Packs the tree at `root` as the NAR `node`.
 fn pack_tree<T: Tree, W: Write>(
     root: &Path,
-    out: W,
+    node: Node<'_, W>,
     file_start: Option<&mut dyn FnMut(u64)>,
-) -> Result<(T::Node, u64), PackError> {
-    let mut out = Counting { w: out, n: 0 };
+) -> Result<T::Node, PackError> {
     let meta = fs::symlink_metadata(root).map_err(|e| read_error(root, e))?;
-    let node = writer::open_with_capacity(&mut out, BUFFER).map_err(PackError::Write)?;
     let mut packer = Packer {
         path: root.to_path_buf(),
         depth: 0,
         file_start,
     };
-    let tree = packer.node::<T, _>(node, meta.file_type())?;
-    Ok((tree, out.n))
+    packer.node::<T, _>(node, meta.file_type())
 }
 
 fn read_error(path: &Path, source: io::Error) -> PackError {
@@ -267,7 +318,7 @@ impl Packer<'_> {
             file_start(node.offset());
         }
         let nar_offset = node
-            .file_from(executable, size, &mut file, Source::RegularFile)
+            .regular_file(executable, size, &mut file)
             .map_err(|e| match e {
                 FileError::Read(e) => read_error(&self.path, e),
                 FileError::Write(e) => PackError::Write(e),
@@ -525,6 +576,123 @@ pub(crate) mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("secret"), "{e}");
+    }
+
+    /// A [`FileSink`] that takes files of 1000 bytes and more by reading them itself (as a pipe
+    /// splices them), at most 64 KiB a call, after letting `meddle` act before each call (an
+    /// error from it is the call's).
+    struct Handed<'m> {
+        out: Vec<u8>,
+        calls: usize,
+        meddle: &'m mut dyn FnMut(usize) -> io::Result<()>,
+    }
+
+    impl Write for Handed<'_> {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.out.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl FileSink for Handed<'_> {
+        fn write_file_from(&self) -> Option<u64> {
+            Some(1000)
+        }
+        fn write_file(&mut self, mut file: &File, len: u64) -> io::Result<u64> {
+            self.calls += 1;
+            (self.meddle)(self.calls)?;
+            io::copy(&mut io::Read::take(&mut file, len.min(1 << 16)), &mut self.out)
+        }
+    }
+
+    /// `dump_to` a [`Handed`] of `root`: the output, the calls, and the result.
+    fn dump_handed(
+        root: &Path,
+        meddle: &mut dyn FnMut(usize) -> io::Result<()>,
+    ) -> (Vec<u8>, usize, Result<u64, PackError>) {
+        let mut sink = Handed {
+            out: Vec::new(),
+            calls: 0,
+            meddle,
+        };
+        let result = dump_to(root, &mut sink);
+        (sink.out, sink.calls, result)
+    }
+
+    #[test]
+    fn files_handed_to_the_output_give_the_same_nar() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("t");
+        make_tree(&root);
+        for size in [999, 1000, 1001, 65_536, 200_003] {
+            fs::write(root.join(format!("s{size}")), vec![size as u8; size]).unwrap();
+        }
+        fs::set_permissions(root.join("s1001"), fs::Permissions::from_mode(0o755)).unwrap();
+        let mut nar = Vec::new();
+        let size = dump(&root, &mut nar).unwrap();
+        let (out, calls, result) = dump_handed(&root, &mut |_| Ok(()));
+        assert_eq!(result.unwrap(), size);
+        assert!(out == nar, "the NAR differs");
+        // s1000, s1001, s65536 in one call each, s200003 and a/b/c/deep (300,000) in four
+        // and five; s999 and the small files read and written.
+        assert_eq!(calls, 1 + 1 + 1 + 4 + 5);
+        // An output that fails a call has the rest read and written, with the same result.
+        let (out, calls, result) = dump_handed(&root, &mut |call| match call {
+            2 | 5 => Err(io::Error::other("cannot splice here")),
+            _ => Ok(()),
+        });
+        assert_eq!(result.unwrap(), size);
+        assert!(out == nar, "the NAR differs after a failed call");
+        assert!(calls < 11, "{calls}");
+    }
+
+    #[test]
+    fn a_file_handed_to_the_output_that_shrinks_or_grows_is_an_error_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("t");
+        make_tree(&root);
+        let deep = root.join("a/b/c/deep");
+        let open = || fs::OpenOptions::new().write(true).open(&deep).unwrap();
+        // Cut after the first 64 KiB went, whether the rest is handed over or, after a failed
+        // call, read and written.
+        for fail in [false, true] {
+            fs::write(&deep, vec![7u8; 300_000]).unwrap();
+            let (_, _, result) = dump_handed(&root, &mut |call| {
+                if call == 2 {
+                    open().set_len(100_000)?;
+                    if fail {
+                        return Err(io::Error::other("cannot splice here"));
+                    }
+                }
+                Ok(())
+            });
+            let e = result.unwrap_err();
+            assert!(
+                matches!(&e, PackError::Changed { path, .. } if *path == deep),
+                "{e}"
+            );
+            assert!(
+                e.to_string()
+                    .ends_with("(300000 bytes when opened, 100000 bytes when read)"),
+                "{e}"
+            );
+        }
+        // Grown before its last bytes went.
+        fs::write(&deep, vec![7u8; 300_000]).unwrap();
+        let (_, _, result) = dump_handed(&root, &mut |call| {
+            if call == 5 {
+                io::Write::write_all(&mut fs::OpenOptions::new().append(true).open(&deep)?, b"more")?;
+            }
+            Ok(())
+        });
+        let e = result.unwrap_err();
+        assert!(
+            matches!(&e, PackError::Changed { path, detail } if *path == deep && detail.contains("more when read")),
+            "{e}"
+        );
     }
 
     #[test]

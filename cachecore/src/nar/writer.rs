@@ -34,6 +34,7 @@
 //! flushed when the root node is complete.
 
 use std::fmt;
+use std::fs::File;
 use std::io::{self, Read, Write};
 
 use super::reader::quoted;
@@ -66,6 +67,58 @@ pub fn open<'a, W: Write + 'a>(w: W) -> io::Result<Node<'a, W>> {
 /// starts small and grows (doubling) only while file contents need room, so a tiny NAR does not
 /// pay for clearing a large buffer.
 pub fn open_with_capacity<'a, W: Write + 'a>(w: W, capacity: usize) -> io::Result<Node<'a, W>> {
+    open_inner(w, capacity, None)
+}
+
+/// An output that can take a regular file's contents from the file itself, without them
+/// passing through the NAR writer's buffer: the CLI's standard output moves a file's pages into
+/// a pipe with splice(2). See [`dump_to`](super::dump_to).
+pub trait FileSink: Write {
+    /// The size from which a file's contents are handed to [`write_file`](Self::write_file)
+    /// rather than read and written; `None`: never (not on this output).
+    fn write_file_from(&self) -> Option<u64>;
+
+    /// Writes up to `len` bytes of `file` from its position, which it advances, and returns how
+    /// many: 0 only at the file's end. All that the NAR writer wrote before has been written
+    /// to `self` (and flushed) first. After an error, the NAR writer reads and writes the rest of
+    /// the file itself, so that a failure is then reported as what it is: reading the file
+    /// (named) or writing the output.
+    fn write_file(&mut self, file: &File, len: u64) -> io::Result<u64>;
+}
+
+/// How a [`FileSink`]'s `write_file` is called on the writer's output, and from what size.
+struct MoveFiles<W> {
+    from: u64,
+    write_file: fn(&mut W, &File, u64) -> io::Result<u64>,
+}
+
+impl<W: FileSink + ?Sized> FileSink for &mut W {
+    fn write_file_from(&self) -> Option<u64> {
+        (**self).write_file_from()
+    }
+    fn write_file(&mut self, file: &File, len: u64) -> io::Result<u64> {
+        (**self).write_file(file, len)
+    }
+}
+
+/// [`open_with_capacity`], with the contents of regular files given to
+/// [`Node::regular_file`] handed to `w` whole from the size it asks for on.
+pub(crate) fn open_moving_files<'a, W: FileSink + 'a>(
+    w: W,
+    capacity: usize,
+) -> io::Result<Node<'a, W>> {
+    let move_files = w.write_file_from().map(|from| MoveFiles {
+        from,
+        write_file: |w: &mut W, file: &File, len: u64| w.write_file(file, len),
+    });
+    open_inner(w, capacity, move_files)
+}
+
+fn open_inner<'a, W: Write + 'a>(
+    w: W,
+    capacity: usize,
+    move_files: Option<MoveFiles<W>>,
+) -> io::Result<Node<'a, W>> {
     let max_capacity = capacity.max(MIN_CAPACITY);
     let mut sink = Sink {
         w,
@@ -74,6 +127,7 @@ pub fn open_with_capacity<'a, W: Write + 'a>(w: W, capacity: usize) -> io::Resul
         filled: 0,
         offset: 0,
         poisoned: false,
+        move_files,
     };
     sink.put(&wire::MAGIC_TOKEN)?;
     Ok(Node {
@@ -168,6 +222,29 @@ impl<'a, W: Write> Node<'a, W> {
         contents: &mut impl Read,
         source: Source,
     ) -> Result<u64, FileError> {
+        let nar_offset = self.file_header(executable, size)?;
+        self.sink.get().copy_from(size, contents, source)?;
+        self.file_end(size)?;
+        Ok(nar_offset)
+    }
+
+    /// [`file_from`](Self::file_from) a local regular file: its contents handed to the output
+    /// whole when the writer was opened [moving files](open_moving_files) of its size, else
+    /// read and written.
+    pub(crate) fn regular_file(
+        mut self,
+        executable: bool,
+        size: u64,
+        file: &mut File,
+    ) -> Result<u64, FileError> {
+        let nar_offset = self.file_header(executable, size)?;
+        self.sink.get().copy_file(size, file)?;
+        self.file_end(size)?;
+        Ok(nar_offset)
+    }
+
+    /// Writes a regular file's entry up to its contents; returns their NAR offset.
+    fn file_header(&mut self, executable: bool, size: u64) -> Result<u64, FileError> {
         let sink = self.sink.get();
         let header = if executable {
             &wire::EXECUTABLE[..]
@@ -177,12 +254,16 @@ impl<'a, W: Write> Node<'a, W> {
         write_entry_header(sink, self.name).map_err(FileError::Write)?;
         sink.put(header).map_err(FileError::Write)?;
         sink.put(&size.to_le_bytes()).map_err(FileError::Write)?;
-        let nar_offset = sink.offset;
-        sink.copy_from(size, contents, source)?;
-        sink.put(&wire::ZEROS[..wire::padding(size)])
+        Ok(sink.offset)
+    }
+
+    /// Writes a regular file's entry after its `size` bytes of contents.
+    fn file_end(mut self, size: u64) -> Result<(), FileError> {
+        self.sink
+            .get()
+            .put(&wire::ZEROS[..wire::padding(size)])
             .map_err(FileError::Write)?;
-        self.end().map_err(FileError::Write)?;
-        Ok(nar_offset)
+        self.end().map_err(FileError::Write)
     }
 
     /// Writes a symlink. The target is stored as-is; it must be non-empty, without NUL, and at
@@ -361,6 +442,8 @@ struct Sink<W> {
     /// Bytes of NAR produced, buffered or not.
     offset: u64,
     poisoned: bool,
+    /// Regular files the output takes whole.
+    move_files: Option<MoveFiles<W>>,
 }
 
 impl<W: Write> Sink<W> {
@@ -439,6 +522,58 @@ impl<W: Write> Sink<W> {
             self.poisoned = true;
         }
         result
+    }
+
+    /// Copies exactly `size` bytes of a regular file: handed to the output if it takes files
+    /// of that size, else read into the buffer ([`copy_from`](Self::copy_from)).
+    fn copy_file(&mut self, size: u64, file: &mut File) -> Result<(), FileError> {
+        let write_file = match &self.move_files {
+            Some(m) if size >= m.from => m.write_file,
+            _ => return self.copy_from(size, file, Source::RegularFile),
+        };
+        let result = self.move_file(size, file, write_file);
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    fn move_file(
+        &mut self,
+        size: u64,
+        file: &mut File,
+        write_file: fn(&mut W, &File, u64) -> io::Result<u64>,
+    ) -> Result<(), FileError> {
+        self.check().map_err(FileError::Write)?;
+        self.flush_buf().map_err(FileError::Write)?;
+        self.w.flush().map_err(FileError::Write)?;
+        let mut moved = 0;
+        while moved < size {
+            match write_file(&mut self.w, file, size - moved) {
+                Ok(0) => return Err(FileError::TooShort { actual: moved }),
+                Ok(n) if n > size - moved => return Err(FileError::TooLong),
+                Ok(n) => {
+                    moved += n;
+                    self.offset += n;
+                }
+                // Read and write the rest here: a failure says then which side it is.
+                Err(_) => {
+                    return self
+                        .copy_from(size - moved, file, Source::RegularFile)
+                        .map_err(|e| match e {
+                            FileError::TooShort { actual } => FileError::TooShort {
+                                actual: moved + actual,
+                            },
+                            e => e,
+                        })
+                }
+            }
+        }
+        // Nothing more: the file did not grow.
+        if read_retrying(file, &mut [0u8])? != 0 {
+            return Err(FileError::TooLong);
+        }
+        Ok(())
     }
 
     fn copy_from_inner(

@@ -82,4 +82,4 @@ pub use objects::{
     ByteStream, Object, ObjectInfo, Objects, ReadRange, VersionTag, WriteMode, WriteSupport,
     Written, MULTIPART_THRESHOLD, PARTS_IN_FLIGHT, PART_SIZE,
 };
-pub use url::{StoreLocation, StoreSettings, StoreUrl};
+pub use url::{GivenAs, StoreLocation, StoreSettings, StoreUrl};

@@ -142,8 +142,11 @@ impl StoreSettings {
         }
     }
 
-    /// Sets one of the [`HONOURED_SETTINGS`] from its query parameter.
-    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+    /// Sets one of the [`HONOURED_SETTINGS`] from its value, as it is given (errors name the
+    /// setting as `given` spells it).
+    fn set(&mut self, name: &str, value: &str, given: GivenAs) -> Result<(), String> {
+        let shown = given.spell(name);
+        let key = shown.as_str();
         fn boolean(key: &str, value: &str) -> Result<bool, String> {
             // Nix's spellings of a boolean setting.
             match value {
@@ -163,19 +166,18 @@ impl StoreSettings {
                 format!("{key}={value}: expected none, zstd, xz or bzip2 (stored as the objects' Content-Encoding)")
             })
         }
-        match key {
+        match name {
             "secret-key" => {
                 if value.is_empty() {
-                    return Err(
-                        "secret-key= is empty (expected the path of a secret key file)".into(),
-                    );
+                    return Err(format!(
+                        "{key}= is empty (expected the path of a secret key file)"
+                    ));
                 }
                 self.secret_key = Some(PathBuf::from(value));
             }
             "compression" => {
                 self.compression = Some(
-                    Compression::from_name(value)
-                        .map_err(|e| format!("compression={value}: {e}"))?,
+                    Compression::from_name(value).map_err(|e| format!("{key}={value}: {e}"))?,
                 );
             }
             "compression-level" => self.compression_level = Some(number(key, value)?),
@@ -186,9 +188,61 @@ impl StoreSettings {
             "parallel-compression" => self.parallel_compression = Some(boolean(key, value)?),
             "want-mass-query" => self.want_mass_query = Some(boolean(key, value)?),
             "priority" => self.priority = Some(number(key, value)?),
-            _ => return Err(format!("{key} is not a setting cachecore honours")),
+            _ => return Err(not_honoured(name)),
         }
         Ok(())
+    }
+
+    /// Why a local directory cannot keep these settings, if it cannot: a method for
+    /// narinfos, listings or logs, which are kept with their `Content-Encoding`.
+    fn local_dir_refusal(&self, given: GivenAs) -> Option<String> {
+        let encoded = [
+            ("narinfo-compression", self.narinfo_compression),
+            ("ls-compression", self.ls_compression),
+            ("log-compression", self.log_compression),
+        ];
+        let (name, _) = encoded
+            .iter()
+            .find(|(_, m)| m.is_some_and(|m| m != Compression::None))?;
+        Some(format!(
+            "{} needs a store that keeps each object's Content-Encoding (S3, GCS, Azure, or a cachecore serve): Nix reads a local directory's files raw",
+            given.spell(name)
+        ))
+    }
+}
+
+/// Where a setting was given, which its errors name it by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GivenAs {
+    /// `name=value` in the store URL's query.
+    Query,
+    /// `--name value` on a command line.
+    CommandLine,
+}
+
+impl GivenAs {
+    /// The setting `name` as given: `name` in a query, `--name` on a command line.
+    fn spell(self, name: &str) -> String {
+        match self {
+            GivenAs::Query => name.to_owned(),
+            GivenAs::CommandLine => format!("--{name}"),
+        }
+    }
+}
+
+/// Why `key`, which is none of the [`HONOURED_SETTINGS`], is not a setting here: one of Nix's
+/// [`REFUSED_SETTINGS`] with its reason, or a name neither knows.
+fn not_honoured(key: &str) -> String {
+    match REFUSED_SETTINGS.iter().find(|(name, _)| *name == key) {
+        Some((_, why)) => format!(
+            "Nix's setting {key}= is not supported by cachecore ({why}); the settings it honours are {}",
+            HONOURED_SETTINGS.join(", ")
+        ),
+        None => format!(
+            "{key} is not a setting cachecore honours (they are {})",
+            HONOURED_SETTINGS.join(", ")
+        ),
     }
 }
 
@@ -586,25 +640,50 @@ impl StoreUrl {
         }
         let dir = std::path::absolute(path)
             .map_err(|e| bad(url, format!("cannot make {path:?} absolute: {e}")))?;
-        let encoded = [
-            ("narinfo-compression", settings.narinfo_compression),
-            ("ls-compression", settings.ls_compression),
-            ("log-compression", settings.log_compression),
-        ];
-        if let Some((name, _)) = encoded
-            .iter()
-            .find(|(_, m)| m.is_some_and(|m| m != Compression::None))
-        {
-            return Err(bad(
-                url,
-                format!("{name} needs a store that keeps each object's Content-Encoding (S3, GCS, Azure, or a cachecore serve): Nix reads a local directory's files raw"),
-            ));
+        if let Some(reason) = settings.local_dir_refusal(GivenAs::Query) {
+            return Err(bad(url, reason));
         }
         Ok(StoreUrl {
             location: StoreLocation::Local { dir },
             settings,
             display: url.trim().to_owned(),
         })
+    }
+
+    /// Sets one of Nix's binary-cache settings ([`HONOURED_SETTINGS`]) to `value`, over the
+    /// URL's own: what `name=value` in its query would do, with the same checks and the same
+    /// errors, which name the setting as `given` spells it. On an error nothing is changed. The
+    /// URL [as shown](Self::as_str) stays the one given.
+    ///
+    /// ```
+    /// use cachecore::compression::Compression;
+    /// use cachecore::store::{GivenAs, StoreUrl};
+    /// let mut u = StoreUrl::parse("s3://cache?narinfo-compression=xz").unwrap();
+    /// u.set_setting("narinfo-compression", "zstd", GivenAs::CommandLine).unwrap();
+    /// assert_eq!(u.settings.narinfo_compression, Some(Compression::Zstd));
+    /// // A local directory refuses it, as it refuses the same in a file:// URL's query.
+    /// let mut d = StoreUrl::parse("/srv/cache").unwrap();
+    /// let e = d.set_setting("ls-compression", "zstd", GivenAs::CommandLine).unwrap_err();
+    /// assert!(e.to_string().contains("--ls-compression needs a store that keeps each object's Content-Encoding"));
+    /// assert_eq!(d.settings.ls_compression, None);
+    /// ```
+    pub fn set_setting(&mut self, name: &str, value: &str, given: GivenAs) -> Result<(), StoreError> {
+        let refused = |reason| StoreError::BadUrl {
+            url: self.display.clone(),
+            reason,
+        };
+        if !HONOURED_SETTINGS.contains(&name) {
+            return Err(refused(not_honoured(name)));
+        }
+        let mut settings = self.settings.clone();
+        settings.set(name, value, given).map_err(refused)?;
+        if matches!(self.location, StoreLocation::Local { .. }) {
+            if let Some(reason) = settings.local_dir_refusal(given) {
+                return Err(refused(reason));
+            }
+        }
+        self.settings = settings;
+        Ok(())
     }
 
     /// The URL as shown to users (passwords replaced by `***`).
@@ -677,15 +756,11 @@ fn split_query(
         if scheme == "s3" && S3_PARAMS.contains(&k.as_str()) {
             location.push((k, v));
         } else if HONOURED_SETTINGS.contains(&k.as_str()) {
-            settings.set(&k, &v).map_err(|reason| bad(url, reason))?;
-        } else if let Some((_, why)) = REFUSED_SETTINGS.iter().find(|(name, _)| *name == k) {
-            return Err(bad(
-                url,
-                format!(
-                    "Nix's setting {k}= is not supported by cachecore ({why}); the settings it honours are {}",
-                    HONOURED_SETTINGS.join(", ")
-                ),
-            ));
+            settings
+                .set(&k, &v, GivenAs::Query)
+                .map_err(|reason| bad(url, reason))?;
+        } else if REFUSED_SETTINGS.iter().any(|(name, _)| *name == k) {
+            return Err(bad(url, not_honoured(&k)));
         } else {
             let known: Vec<&str> = if scheme == "s3" {
                 S3_PARAMS.iter().chain(HONOURED_SETTINGS).copied().collect()
@@ -1105,6 +1180,64 @@ mod tests {
         assert!(err("file:///c?write-nar-listing=maybe").contains("not a boolean"));
         assert!(err("file:///c?secret-key=").contains("secret-key= is empty"));
         assert!(err("file:///c?compression=xz&compression=zstd").contains("twice"));
+    }
+
+    #[test]
+    fn a_setting_set_is_checked_as_the_query_checks_it() {
+        let mut u = ok("s3://b?endpoint=http://x:1&ls-compression=br&priority=30");
+        // Over the query's own, and beside the others.
+        u.set_setting("ls-compression", "zstd", GivenAs::CommandLine)
+            .unwrap();
+        u.set_setting("narinfo-compression", "none", GivenAs::Query)
+            .unwrap();
+        assert_eq!(u.settings.ls_compression, Some(Compression::Zstd));
+        assert_eq!(u.settings.narinfo_compression, Some(Compression::None));
+        assert_eq!(u.settings.priority, Some(30));
+        assert_eq!(u.as_str(), "s3://b?endpoint=http://x:1&ls-compression=br&priority=30");
+        let set = |u: &mut StoreUrl, name: &str, value: &str, given: GivenAs| {
+            let before = u.clone();
+            let e = u.set_setting(name, value, given).unwrap_err();
+            assert!(matches!(e, StoreError::BadUrl { .. }), "{e:?}");
+            assert_eq!(*u, before, "a refused setting changes nothing");
+            e.to_string()
+        };
+        // A bad value: the parser's sentence, naming the setting as given.
+        let e = set(&mut u, "log-compression", "lz4", GivenAs::CommandLine);
+        assert!(e.contains("--log-compression=lz4: expected none, zstd"), "{e}");
+        let e = set(&mut u, "priority", "high", GivenAs::Query);
+        assert_eq!(
+            e,
+            "bad store URL \"s3://b?endpoint=http://x:1&ls-compression=br&priority=30\": \
+             priority=high is not a number"
+        );
+        // Names that are not settings: refused as the query refuses them.
+        let e = set(&mut u, "local-nar-cache", "/tmp", GivenAs::Query);
+        assert!(e.contains("local-nar-cache= is not supported"), "{e}");
+        let e = set(&mut u, "endpoint", "http://y:2", GivenAs::CommandLine);
+        assert!(e.contains("endpoint is not a setting cachecore honours"), "{e}");
+        // A local directory, given as a path or file://, refuses what it cannot keep, with the
+        // sentence a file:// URL's query gets; "none" and other settings it takes.
+        for dir in ["/srv/cache", "file:///srv/cache"] {
+            let mut d = ok(dir);
+            let e = set(&mut d, "narinfo-compression", "zstd", GivenAs::Query);
+            assert_eq!(
+                e.split_once(": ").unwrap().1,
+                err("file:///srv/cache?narinfo-compression=zstd")
+                    .split_once(": ")
+                    .unwrap()
+                    .1
+            );
+            let e = set(&mut d, "log-compression", "br", GivenAs::CommandLine);
+            assert!(
+                e.contains(&format!("bad store URL \"{dir}\": --log-compression needs a store that keeps each object's Content-Encoding")),
+                "{e}"
+            );
+            d.set_setting("ls-compression", "none", GivenAs::CommandLine)
+                .unwrap();
+            d.set_setting("write-nar-listing", "false", GivenAs::Query)
+                .unwrap();
+            assert_eq!(d.settings.write_nar_listing, Some(false));
+        }
     }
 
     #[test]
