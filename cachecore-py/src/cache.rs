@@ -632,13 +632,14 @@ impl NativeCache {
 
     /// Reads the cache and plans a GC run (`cachecore gc`'s options; durations and sizes as
     /// it takes them); deletes nothing.
-    #[pyo3(signature = (older_than, max_size, grace, failed_uploads_older_than, only_trashed,
+    #[pyo3(signature = (older_than, unused_for, max_size, grace, failed_uploads_older_than, only_trashed,
         allow_empty_roots, delete_unparseable, jobs, progress, asynchronous))]
     #[allow(clippy::too_many_arguments)]
     fn gc_plan<'py>(
         &self,
         py: Python<'py>,
         older_than: Option<&str>,
+        unused_for: Option<&str>,
         max_size: Option<&str>,
         grace: Option<&str>,
         failed_uploads_older_than: Option<&str>,
@@ -653,6 +654,7 @@ impl NativeCache {
         let options = py_gc::options(
             py,
             older_than,
+            unused_for,
             max_size,
             grace,
             failed_uploads_older_than,

@@ -63,6 +63,7 @@ fn duration(
 pub fn options(
     py: Python<'_>,
     older_than: Option<&str>,
+    unused_for: Option<&str>,
     max_size: Option<&str>,
     grace: Option<&str>,
     failed_uploads_older_than: Option<&str>,
@@ -78,6 +79,7 @@ pub fn options(
     Ok(GcOptions {
         plan: PlanOptions {
             older_than: duration(py, "older_than", older_than)?,
+            unused_for: duration(py, "unused_for", unused_for)?,
             grace: duration(py, "grace", grace)?.unwrap_or(defaults.grace),
             failed_uploads_older_than: duration(
                 py,
@@ -89,8 +91,6 @@ pub fn options(
             allow_empty_roots,
             max_size,
             delete_unparseable,
-            // `unused_for` (access records) is not offered from Python yet.
-            ..defaults
         },
         dry_run: false,
         concurrency: jobs.unwrap_or(16).max(1),

@@ -182,6 +182,7 @@ class NativeCache:
     def gc_plan(
         self,
         older_than: Optional[str],
+        unused_for: Optional[str],
         max_size: Optional[str],
         grace: Optional[str],
         failed_uploads_older_than: Optional[str],
