@@ -168,6 +168,7 @@ const EFFECTS: &[(&str, &str, &str)] = &[
         "--upstream-timeout",
         "an_upstream_that_times_out_is_a_miss_and_the_404_is_not_kept",
     ),
+    ("gc", "--why", "gc_why_names_the_root_that_keeps_a_path"),
 ];
 
 /// Flags of the CLI as it was when [`EFFECTS`] was started, which some test passes (see

@@ -189,6 +189,48 @@ def test_gc_of_a_closure_pushed_from_real_nix(tmp_path: Path, nix_closure: List[
         "--option", "trusted-public-keys", str(key.public_key()), str(liba))
 
 
+def test_why_kept_names_the_root_whose_closure_holds_a_path(
+    tmp_path: Path, nix_closure: List[str]
+) -> None:
+    """py-app refers to py-liba and py-libb; rooted, it keeps both, and says so per path, as
+    `cachecore gc --why` does."""
+    cache = cachecore.Cache(tmp_path / "cache")
+    cache.push(nix_closure[0])
+    app = cachecore.StorePath(nix_closure[0])
+    liba = next(cachecore.StorePath(p) for p in nix_closure if p.endswith("-py-liba"))
+    libb = next(cachecore.StorePath(p) for p in nix_closure if p.endswith("-py-libb"))
+    cache.add_root("app", [app], host="h")
+    plan = cache.gc_plan(force=True)
+    why = plan.why_kept(app)
+    assert why is not None
+    assert (why.kind, why.roots, why.via, why.dependency) == ("root", ["h/app"], [app.hash_part], False)
+    assert str(why) == "kept: named by GC root h/app"
+    dep = plan.why_kept(str(liba))
+    assert dep is not None and dep.dependency
+    assert (dep.kind, dep.roots, dep.via) == ("root", ["h/app"], [app.hash_part, liba.hash_part])
+    assert str(dep) == (f"kept: in the closure of {app.hash_part}, named by GC root h/app: "
+                        f"{app.hash_part} -> {liba.hash_part}")
+    out = run(cli(), "gc", str(tmp_path / "cache"), "--force", "--why", str(liba), "--why", str(app))
+    assert out.splitlines() == [f"{liba}: {dep}", f"{app}: {why}"]
+    assert cache.has(libb) and len(list(cache.paths())) == 3  # --why deletes nothing
+
+    # Only the library rooted: the app and py-libb go; the library stays for its own sake.
+    cache.remove_root("app", host="h")
+    cache.add_root("lib", [liba], host="h")
+    plan = cache.gc_plan(force=True)
+    assert plan.why_kept(app) is None and plan.why_kept(libb) is None
+    lib = plan.why_kept(liba)
+    assert lib is not None and (lib.roots, lib.via) == (["h/lib"], [liba.hash_part])
+    with pytest.raises(cachecore.NotFound, match="not in the cache"):
+        plan.why_kept(f"{'0' * 32}-nothing")
+    # Kept by its push time.
+    plan = cache.gc_plan(older_than="1h")
+    pushed = plan.why_kept(libb)
+    assert pushed is not None and (pushed.kind, pushed.within) == ("pushed_within", 3600)
+    assert pushed.time is not None and abs(pushed.time - time.time()) < 600
+    assert "within older_than (1h)" in str(pushed)
+
+
 def test_a_cache_nix_wrote_is_read_from_its_narinfos_with_progress(
     tmp_path: Path, nix_cache: NixCache
 ) -> None:
@@ -259,6 +301,9 @@ def test_unused_for_keeps_what_serve_recorded_a_read_of(tmp_path: Path) -> None:
     plan = cache.gc_plan(unused_for=datetime.timedelta(days=1), force=True)
     assert [p.hash_part for p in plan.paths] == [unread.hash_part]
     assert plan.report.read_paths == 1 and plan.live_paths == 1
+    kept = plan.why_kept(read)
+    assert kept is not None and (kept.kind, kept.via, kept.within) == ("used_within", [read.hash_part], 86400)
+    assert "pushed or read" in str(kept) and plan.why_kept(unread) is None
     assert sorted(p.hash_part for p in cache.gc_plan(older_than="1d", force=True).paths) == both
     # Eleven days is longer ago than the pushes: nothing is unused for that long.
     assert cache.gc_plan(unused_for=11 * 86400, force=True).paths == []
