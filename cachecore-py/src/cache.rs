@@ -266,19 +266,6 @@ impl NativeCache {
         )
     }
 
-    /// Every store path in the cache (full paths, sorted), in one list.
-    fn paths<'py>(&self, py: Python<'py>, asynchronous: bool) -> PyResult<Bound<'py, PyAny>> {
-        let cache = self.handle(py)?;
-        call(
-            py,
-            asynchronous,
-            Cancel::new(),
-            None,
-            move || async move { Ok(ops::list_paths(&cache).await?) },
-            |py, paths| paths.into_py_any(py),
-        )
-    }
-
     /// The store paths in the cache, a page at a time, as they are read.
     fn path_pages(&self, py: Python<'_>) -> PyResult<NativePaths> {
         let pages = check(py, self.inner.path_pages())?;

@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import (
     Any,
+    AsyncIterator,
     Callable,
     Iterable,
     Iterator,
@@ -304,9 +305,17 @@ class Cache:
             for p in page:
                 yield StorePath(p)
 
-    async def paths_async(self) -> List[StorePath]:
-        """Every store path in the cache, sorted, in one list."""
-        return [StorePath(p) for p in await self._native.paths(True)]
+    async def paths_async(self) -> AsyncIterator[StorePath]:
+        """``paths()`` for asyncio: ``async for path in cache.paths_async()``, a page at a time
+        as ``paths()`` reads them (each page awaited, the event loop free meanwhile); an error
+        is raised where the page that meets it would be."""
+        pages = self._native.path_pages()
+        while True:
+            page = await pages.next_page(True)
+            if page is None:
+                return
+            for p in page:
+                yield StorePath(p)
 
     # writing
 
