@@ -712,7 +712,9 @@ fn gc_why_names_the_root_that_keeps_a_path() {
     );
     let hash = |p: &str| Path::new(p).file_name().unwrap().to_str().unwrap()[..32].to_owned();
     let out = cachecore_ok(
-        &["gc", cache, "--why", &app1, "--why", &shared, "--why", &two, "--force"],
+        &[
+            "gc", cache, "--why", &app1, "--why", &shared, "--why", &two, "--force",
+        ],
         b"",
     );
     let out = String::from_utf8(out).unwrap();

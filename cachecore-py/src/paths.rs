@@ -44,9 +44,13 @@ impl NativePaths {
     fn next_page<'py>(&self, py: Python<'py>, asynchronous: bool) -> PyResult<Bound<'py, PyAny>> {
         let pages = self.pages.clone();
         if asynchronous {
-            spawn(py, Cancel::new(), None, move || next_page(pages), |py, page| {
-                page.into_py_any(py)
-            })
+            spawn(
+                py,
+                Cancel::new(),
+                None,
+                move || next_page(pages),
+                |py, page| page.into_py_any(py),
+            )
         } else {
             wait(py, &Cancel::new(), None, move || next_page(pages))?.into_bound_py_any(py)
         }

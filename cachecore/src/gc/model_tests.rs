@@ -881,10 +881,19 @@ fn keepers_name_the_seed_and_the_chain_of_every_live_path() {
         let n = 2 + rng.below(40);
         for i in 0..n {
             let refs: Vec<usize> = (0..i).filter(|_| rng.chance(10)).collect();
-            add(&mut s, i, &refs, &format!("nar/{i}.nar"), rng.below(1000) as u64);
+            add(
+                &mut s,
+                i,
+                &refs,
+                &format!("nar/{i}.nar"),
+                rng.below(1000) as u64,
+            );
         }
         let pick = |rng: &mut Rng| -> Vec<u32> {
-            (0..n).filter(|_| rng.chance(8)).map(|i| ids(&s, &[i])[0]).collect()
+            (0..n)
+                .filter(|_| rng.chance(8))
+                .map(|i| ids(&s, &[i])[0])
+                .collect()
         };
         let roots = RootIds {
             live: pick(&mut rng),
@@ -904,10 +913,16 @@ fn keepers_name_the_seed_and_the_chain_of_every_live_path() {
         for i in 0..n {
             let id = ids(&s, &[i])[0];
             let Some((kind, chain)) = k.chain(id) else {
-                assert!(p.narinfos.contains(&id), "seed {seed}: {i} deleted by the keepers only");
+                assert!(
+                    p.narinfos.contains(&id),
+                    "seed {seed}: {i} deleted by the keepers only"
+                );
                 continue;
             };
-            assert!(!p.narinfos.contains(&id), "seed {seed}: {i} kept by the keepers only");
+            assert!(
+                !p.narinfos.contains(&id),
+                "seed {seed}: {i} kept by the keepers only"
+            );
             assert_eq!(chain.last(), Some(&id));
             for pair in chain.windows(2) {
                 assert!(s.summary(pair[0]).unwrap().references.contains(&pair[1]));
@@ -918,7 +933,10 @@ fn keepers_name_the_seed_and_the_chain_of_every_live_path() {
                     let group = groups.iter().find(|(g, _)| *g == kind).unwrap();
                     assert!(group.1.contains(&first), "seed {seed}: {i}'s chain");
                 }
-                None => assert!(options.max_size.is_some() && chain == [id], "seed {seed}: {i}"),
+                None => assert!(
+                    options.max_size.is_some() && chain == [id],
+                    "seed {seed}: {i}"
+                ),
             }
         }
     }

@@ -984,7 +984,9 @@ pub fn seeds(
         let trashed = closure(snapshot, &roots.trashed);
         seeds.push((
             Seed::NotTrashed,
-            (0..n as PathId).filter(|&id| !trashed[id as usize]).collect(),
+            (0..n as PathId)
+                .filter(|&id| !trashed[id as usize])
+                .collect(),
         ));
     }
     seeds
