@@ -511,6 +511,11 @@ pub struct GcArgs {
     /// Print the report as JSON (every object) instead of one line.
     #[arg(long)]
     pub json: bool,
+    /// Print what the run would do with this store path and what keeps it: the GC root or
+    /// lease naming it (or the path whose closure holds it, and the references in between),
+    /// or --older-than, --unused-for, --max-size. Repeatable; implies --dry-run.
+    #[arg(long, value_name = "PATH", conflicts_with = "json")]
+    pub why: Vec<String>,
     /// Run even with no root and no --older-than, when everything is garbage.
     #[arg(long)]
     pub allow_empty_roots: bool,

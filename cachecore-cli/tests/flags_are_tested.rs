@@ -645,6 +645,7 @@ const EFFECTS: &[(&str, &str, &str)] = &[
         "--trusted-key",
         "verify_jobs_and_trusted_key_files",
     ),
+    ("gc", "--why", "gc_why_names_the_root_that_keeps_a_path"),
 ];
 
 /// Flags of the CLI as it was when [`EFFECTS`] was started, which some test passes (see

@@ -696,3 +696,54 @@ fn serve_record_access_makes_gc_max_size_keep_what_nix_read() {
         "{report}"
     );
 }
+
+#[test]
+fn gc_why_names_the_root_that_keeps_a_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let [shared, one, two, app1, app2] = build(dir.path());
+    let (secret, _) = nix_generate_key(dir.path(), "gc-test-why");
+    let cache_dir = dir.path().join("cache");
+    let cache = cache_dir.to_str().unwrap();
+    let key = secret.to_str().unwrap();
+    cachecore_ok(&["push", cache, "--key", key, &app1, &app2, "--quiet"], b"");
+    cachecore_ok(
+        &["roots", "add", cache, "app1", &app1, "--host", "builder-1"],
+        b"",
+    );
+    let hash = |p: &str| Path::new(p).file_name().unwrap().to_str().unwrap()[..32].to_owned();
+    let out = cachecore_ok(
+        &[
+            "gc", cache, "--why", &app1, "--why", &shared, "--why", &two, "--force",
+        ],
+        b"",
+    );
+    let out = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{app1}: kept: named by GC root builder-1/app1"),
+            format!(
+                "{shared}: kept: in the closure of {}, named by GC root builder-1/app1: {} -> {}",
+                hash(&app1),
+                hash(&app1),
+                hash(&shared)
+            ),
+            format!(
+                "{two}: deleted: no root, lease or option keeps it or anything referring to it"
+            ),
+        ],
+        "{out}"
+    );
+    // --why plans and prints; it deletes nothing, --force or not.
+    for p in [&shared, &one, &two, &app1, &app2] {
+        assert!(in_cache(&cache_dir, p), "{p}");
+    }
+    // A path kept by a push time names it.
+    let out = cachecore_ok(&["gc", cache, "--why", &two, "--older-than", "1h"], b"");
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.starts_with(&format!("{two}: kept: ")) && out.contains("within older_than (1h)"),
+        "{out}"
+    );
+}

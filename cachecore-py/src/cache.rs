@@ -266,19 +266,6 @@ impl NativeCache {
         )
     }
 
-    /// Every store path in the cache (full paths, sorted), in one list.
-    fn paths<'py>(&self, py: Python<'py>, asynchronous: bool) -> PyResult<Bound<'py, PyAny>> {
-        let cache = self.handle(py)?;
-        call(
-            py,
-            asynchronous,
-            Cancel::new(),
-            None,
-            move || async move { Ok(ops::list_paths(&cache).await?) },
-            |py, paths| paths.into_py_any(py),
-        )
-    }
-
     /// The store paths in the cache, a page at a time, as they are read.
     fn path_pages(&self, py: Python<'_>) -> PyResult<NativePaths> {
         let pages = check(py, self.inner.path_pages())?;
@@ -632,13 +619,14 @@ impl NativeCache {
 
     /// Reads the cache and plans a GC run (`cachecore gc`'s options; durations and sizes as
     /// it takes them); deletes nothing.
-    #[pyo3(signature = (older_than, max_size, grace, failed_uploads_older_than, only_trashed,
+    #[pyo3(signature = (older_than, unused_for, max_size, grace, failed_uploads_older_than, only_trashed,
         allow_empty_roots, delete_unparseable, jobs, progress, asynchronous))]
     #[allow(clippy::too_many_arguments)]
     fn gc_plan<'py>(
         &self,
         py: Python<'py>,
         older_than: Option<&str>,
+        unused_for: Option<&str>,
         max_size: Option<&str>,
         grace: Option<&str>,
         failed_uploads_older_than: Option<&str>,
@@ -653,6 +641,7 @@ impl NativeCache {
         let options = py_gc::options(
             py,
             older_than,
+            unused_for,
             max_size,
             grace,
             failed_uploads_older_than,

@@ -3,17 +3,19 @@
 //! and the order of deletes, are the core's.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cachecore::error::ErrorKind;
-use cachecore::gc::{self, roots, GcOptions, GcReport, PlanOptions, PlannedRun};
+use cachecore::gc::{self, roots, GcOptions, GcReport, Keepers, PathFate, PlanOptions, PlannedRun};
+use cachecore::local_store::resolve_path_arg;
 use cachecore::store;
 use cachecore::store_path::StoreDir;
 use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt;
 
-use crate::error::{exception, invalid_input};
+use crate::error::{check, exception, invalid_input};
 
 /// A root as Python sees it: `(host, name, keep, trashed, [(added, [full store path])])`.
 pub type RootTuple = (String, String, usize, Option<u64>, Vec<(u64, Vec<String>)>);
@@ -63,6 +65,7 @@ fn duration(
 pub fn options(
     py: Python<'_>,
     older_than: Option<&str>,
+    unused_for: Option<&str>,
     max_size: Option<&str>,
     grace: Option<&str>,
     failed_uploads_older_than: Option<&str>,
@@ -78,6 +81,7 @@ pub fn options(
     Ok(GcOptions {
         plan: PlanOptions {
             older_than: duration(py, "older_than", older_than)?,
+            unused_for: duration(py, "unused_for", unused_for)?,
             grace: duration(py, "grace", grace)?.unwrap_or(defaults.grace),
             failed_uploads_older_than: duration(
                 py,
@@ -89,8 +93,6 @@ pub fn options(
             allow_empty_roots,
             max_size,
             delete_unparseable,
-            // `unused_for` (access records) is not offered from Python yet.
-            ..defaults
         },
         dry_run: false,
         concurrency: jobs.unwrap_or(16).max(1),
@@ -112,6 +114,8 @@ pub struct NativeGcPlan {
     /// The URL of the cache it was planned for.
     pub url: String,
     applied: AtomicBool,
+    /// What `why_kept` follows, walked on its first call.
+    keepers: OnceLock<Keepers>,
 }
 
 impl NativeGcPlan {
@@ -120,6 +124,7 @@ impl NativeGcPlan {
             run: Arc::new(run),
             url,
             applied: AtomicBool::new(false),
+            keepers: OnceLock::new(),
         }
     }
 
@@ -192,6 +197,30 @@ impl NativeGcPlan {
         let roots = scan.roots.iter().map(ToString::to_string).collect();
         let leases = scan.leases.iter().filter(|(_, l)| l.holds_at(now)).count();
         (roots, leases)
+    }
+
+    /// What the plan does with store path `path` and what keeps it: `(json, sentence)` of the
+    /// core's answer (`cachecore gc --why`), or `NotFound` for a path the cache lacks. The
+    /// first call walks the live paths once (4 bytes a path), with the GIL released.
+    fn why_kept(&self, py: Python<'_>, path: &str) -> PyResult<(String, String)> {
+        let (path, _) = check(py, resolve_path_arg(&StoreDir::default(), Path::new(path)))?;
+        let run = &self.run;
+        let fate = py.detach(|| {
+            let keepers = self.keepers.get_or_init(|| run.keepers());
+            run.why(keepers, &path.hash_part())
+        });
+        let sentence = fate.describe(roots::unix_secs(run.now));
+        if fate == PathFate::NotInCache {
+            let full = StoreDir::default().full_path(&path);
+            return Err(exception(
+                py,
+                Some(ErrorKind::NotFound),
+                &format!("{full}: {sentence}"),
+            ));
+        }
+        let json = serde_json::to_string(&fate)
+            .map_err(|e| exception(py, Some(ErrorKind::Internal), &e.to_string()))?;
+        Ok((json, sentence))
     }
 
     /// Whether `gc_apply` took it already.

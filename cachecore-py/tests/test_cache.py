@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
@@ -236,10 +237,9 @@ def test_hashes_of_cat_match_the_tree(pushed: PushedCache, tree: Path) -> None:
         assert got == hashlib.sha256((tree / name).read_bytes()).hexdigest()
 
 
-def test_paths_are_read_a_page_at_a_time(tmp_path: Path) -> None:
-    """2500 narinfos (no push index for them), the last one listed broken: the iterator hands
-    out the first pages before it reaches it (a listing collected first would fail at once),
-    and so does `cachecore ls`."""
+def cache_with_a_broken_last_narinfo(tmp_path: Path) -> Tuple[cachecore.Cache, str]:
+    """2501 narinfos (no push index for 2500 of them), the last one listed broken; returns
+    the cache and the broken narinfo's name."""
     src = tmp_path / "src"
     src.write_text("hi\n")
     cache = cachecore.Cache(tmp_path / "c")
@@ -255,7 +255,14 @@ def test_paths_are_read_a_page_at_a_time(tmp_path: Path) -> None:
     last = [n for n in os.listdir(tmp_path / "c") if n.endswith(".narinfo")][-1]
     bad = tmp_path / "c" / last
     bad.write_text(bad.read_text().replace("NarSize: ", "NarSize: x"))
+    return cache, last
 
+
+def test_paths_are_read_a_page_at_a_time(tmp_path: Path) -> None:
+    """2501 narinfos, the last one listed broken: the iterator hands out the first pages
+    before it reaches it (a listing collected first would fail at once), and so does
+    `cachecore ls`."""
+    cache, last = cache_with_a_broken_last_narinfo(tmp_path)
     paths = cache.paths()
     got: List[str] = []
     with pytest.raises(cachecore.Corrupt, match=last[: -len(".narinfo")]):
@@ -269,6 +276,33 @@ def test_paths_are_read_a_page_at_a_time(tmp_path: Path) -> None:
     out = subprocess.run([cli, "ls", str(tmp_path / "c")], capture_output=True, text=True)
     assert out.returncode != 0 and last.split(".")[0] in out.stderr
     assert out.stdout.splitlines() == got
+
+
+def test_paths_async_is_read_a_page_at_a_time(tmp_path: Path) -> None:
+    """The async twin: ``async for`` gets the same pages, then the same error."""
+    cache, last = cache_with_a_broken_last_narinfo(tmp_path)
+    synchronous: List[str] = []
+    with pytest.raises(cachecore.Corrupt):
+        for p in cache.paths():
+            synchronous.append(str(p))
+
+    async def main() -> List[str]:
+        got: List[str] = []
+        with pytest.raises(cachecore.Corrupt, match=last[: -len(".narinfo")]):
+            async for p in cache.paths_async():
+                got.append(str(p))
+        return got
+
+    got = asyncio.run(main())
+    assert len(got) >= 1000 and got == synchronous
+
+    # Leaving early is fine, and a new iteration starts from the first page.
+    async def first() -> str:
+        async for p in cache.paths_async():
+            return str(p)
+        raise AssertionError("no path")
+
+    assert asyncio.run(first()) == synchronous[0]
 
 
 def test_open_streams_front_to_back_and_reads_by_ranges_after_a_seek(tmp_path: Path) -> None:

@@ -163,7 +163,7 @@ def test_asyncio(pushed: PushedCache, tree: Path, tmp_path: Path) -> None:
         infos = await asyncio.gather(*[cache.narinfo_async(pushed.path) for _ in range(20)])
         assert all(i == infos[0] and i is not None for i in infos)
         assert await cache.has_async(pushed.path)
-        assert await cache.paths_async() == [pushed.path]
+        assert [p async for p in cache.paths_async()] == [pushed.path]
         assert (await cache.info_async()).paths == 1
         assert await cache.cat_async(f"{pushed.path}/share/greeting") == b"hello, world\n"
         assert (await cache.ls_async(f"{pushed.path}/link"))["target"] == "share/greeting"

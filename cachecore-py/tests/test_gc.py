@@ -9,7 +9,10 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import time
 from pathlib import Path
 from typing import Any, List, Tuple
 
@@ -34,6 +37,40 @@ def nar_file(cache_dir: Path, path: cachecore.StorePath, cache: cachecore.Cache)
     info = cache.narinfo(path)
     assert info is not None
     return cache_dir / info.url
+
+
+def cli() -> str:
+    found = shutil.which("cachecore")
+    if found is None:
+        pytest.fail("the `cachecore` command is not on PATH (.ci/test puts target/debug there)")
+    return found
+
+
+def read_through_serve(cache_dir: Path, paths: List[cachecore.StorePath]) -> None:
+    """Reads the narinfos of ``paths`` through a real ``cachecore serve --record-access`` of
+    ``cache_dir``, then stops it (which writes its access record)."""
+    serve = subprocess.Popen(
+        [cli(), "serve", str(cache_dir), "--listen", "127.0.0.1:0", "--record-access"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "RUST_LOG": "warn"})
+    try:
+        assert serve.stdout is not None
+        line = serve.stdout.readline().strip()
+        prefix = "cachecore serve: listening on "
+        assert line.startswith(prefix), line
+        served = cachecore.Cache(line[len(prefix):])
+        for p in paths:
+            assert served.narinfo(p) is not None
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=30) == 0
+    assert list((cache_dir / ".cachecore" / "access").iterdir())
+
+
+def pushed_days_ago(cache_dir: Path, days: int, *paths: cachecore.StorePath) -> None:
+    """Sets the narinfos' times (a directory cache's push times) ``days`` back."""
+    then = time.time() - days * 86400
+    for p in paths:
+        os.utime(cache_dir / f"{p.hash_part}.narinfo", (then, then))
 
 
 def test_roots_add_list_trash_restore(tmp_path: Path) -> None:
@@ -116,10 +153,7 @@ def test_the_plan_is_what_the_cli_would_do(tmp_path: Path) -> None:
     cache, kept, gone = two_trees(tmp_path)
     cache.add_root("keep", [kept], host="h")
     plan = cache.gc_plan(older_than="1h", max_size="1G")
-    cli = shutil.which("cachecore")
-    if cli is None:
-        pytest.fail("the `cachecore` command is not on PATH (.ci/test puts target/debug there)")
-    out = run(cli, "gc", str(tmp_path / "cache"), "--dry-run", "--json", "--older-than", "1h",
+    out = run(cli(), "gc", str(tmp_path / "cache"), "--dry-run", "--json", "--older-than", "1h",
               "--max-size", "1G")
     theirs = json.loads(out)
     ours = {k: v for k, v in vars(plan.report).items() if k != "summary"}
@@ -153,6 +187,48 @@ def test_gc_of_a_closure_pushed_from_real_nix(tmp_path: Path, nix_closure: List[
         f"file://{tmp_path / 'cache'}", "--to", str(tmp_path / "chroot"),
         "--option", "require-sigs", "true",
         "--option", "trusted-public-keys", str(key.public_key()), str(liba))
+
+
+def test_why_kept_names_the_root_whose_closure_holds_a_path(
+    tmp_path: Path, nix_closure: List[str]
+) -> None:
+    """py-app refers to py-liba and py-libb; rooted, it keeps both, and says so per path, as
+    `cachecore gc --why` does."""
+    cache = cachecore.Cache(tmp_path / "cache")
+    cache.push(nix_closure[0])
+    app = cachecore.StorePath(nix_closure[0])
+    liba = next(cachecore.StorePath(p) for p in nix_closure if p.endswith("-py-liba"))
+    libb = next(cachecore.StorePath(p) for p in nix_closure if p.endswith("-py-libb"))
+    cache.add_root("app", [app], host="h")
+    plan = cache.gc_plan(force=True)
+    why = plan.why_kept(app)
+    assert why is not None
+    assert (why.kind, why.roots, why.via, why.dependency) == ("root", ["h/app"], [app.hash_part], False)
+    assert str(why) == "kept: named by GC root h/app"
+    dep = plan.why_kept(str(liba))
+    assert dep is not None and dep.dependency
+    assert (dep.kind, dep.roots, dep.via) == ("root", ["h/app"], [app.hash_part, liba.hash_part])
+    assert str(dep) == (f"kept: in the closure of {app.hash_part}, named by GC root h/app: "
+                        f"{app.hash_part} -> {liba.hash_part}")
+    out = run(cli(), "gc", str(tmp_path / "cache"), "--force", "--why", str(liba), "--why", str(app))
+    assert out.splitlines() == [f"{liba}: {dep}", f"{app}: {why}"]
+    assert cache.has(libb) and len(list(cache.paths())) == 3  # --why deletes nothing
+
+    # Only the library rooted: the app and py-libb go; the library stays for its own sake.
+    cache.remove_root("app", host="h")
+    cache.add_root("lib", [liba], host="h")
+    plan = cache.gc_plan(force=True)
+    assert plan.why_kept(app) is None and plan.why_kept(libb) is None
+    lib = plan.why_kept(liba)
+    assert lib is not None and (lib.roots, lib.via) == (["h/lib"], [liba.hash_part])
+    with pytest.raises(cachecore.NotFound, match="not in the cache"):
+        plan.why_kept(f"{'0' * 32}-nothing")
+    # Kept by its push time.
+    plan = cache.gc_plan(older_than="1h")
+    pushed = plan.why_kept(libb)
+    assert pushed is not None and (pushed.kind, pushed.within) == ("pushed_within", 3600)
+    assert pushed.time is not None and abs(pushed.time - time.time()) < 600
+    assert "within older_than (1h)" in str(pushed)
 
 
 def test_a_cache_nix_wrote_is_read_from_its_narinfos_with_progress(
@@ -209,3 +285,39 @@ def test_async(tmp_path: Path) -> None:
     assert report.narinfos_deleted == [f"{gone.hash_part}.narinfo"]
     assert not cache.has(gone) and cache.has(kept)
     assert [str(r) for r in cache.roots()] == ["h/keep"]
+
+
+def test_unused_for_keeps_what_serve_recorded_a_read_of(tmp_path: Path) -> None:
+    """Both trees were pushed ten days ago; `serve --record-access` saw a read of one. With
+    ``unused_for`` one day, the read one stays; by push time alone (``older_than``) both go."""
+    cache, read, unread = two_trees(tmp_path)
+    cache_dir = tmp_path / "cache"
+    pushed_days_ago(cache_dir, 10, read, unread)
+    both = sorted([read.hash_part, unread.hash_part])
+    # No reads recorded yet: both unused for ten days.
+    assert sorted(p.hash_part for p in cache.gc_plan(unused_for="1d", force=True).paths) == both
+
+    read_through_serve(cache_dir, [read])
+    plan = cache.gc_plan(unused_for=datetime.timedelta(days=1), force=True)
+    assert [p.hash_part for p in plan.paths] == [unread.hash_part]
+    assert plan.report.read_paths == 1 and plan.live_paths == 1
+    kept = plan.why_kept(read)
+    assert kept is not None and (kept.kind, kept.via, kept.within) == ("used_within", [read.hash_part], 86400)
+    assert "pushed or read" in str(kept) and plan.why_kept(unread) is None
+    assert sorted(p.hash_part for p in cache.gc_plan(older_than="1d", force=True).paths) == both
+    # Eleven days is longer ago than the pushes: nothing is unused for that long.
+    assert cache.gc_plan(unused_for=11 * 86400, force=True).paths == []
+    # What `cachecore gc --unused-for` plans.
+    out = run(cli(), "gc", str(cache_dir), "--dry-run", "--json", "--unused-for", "1d", "--force")
+    assert {k: v for k, v in vars(plan.report).items() if k != "summary"} == json.loads(out)
+    with pytest.raises(cachecore.InvalidInput, match="unused_for"):
+        cache.gc_plan(unused_for="a day")
+
+    async def main() -> cachecore.GcReport:
+        plan = await cache.gc_plan_async(unused_for="1d", force=True)
+        assert [p.hash_part for p in plan.paths] == [unread.hash_part]
+        return await cache.gc_apply_async(plan)
+
+    report = asyncio.run(main())
+    assert report.narinfos_deleted == [f"{unread.hash_part}.narinfo"]
+    assert cache.has(read) and not cache.has(unread) and cache.verify().ok

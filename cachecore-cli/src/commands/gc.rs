@@ -316,22 +316,39 @@ pub fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
             max_size: args.max_size,
             delete_unparseable: args.delete_unparseable,
         },
-        dry_run: args.dry_run,
+        dry_run: args.dry_run || !args.why.is_empty(),
         concurrency: args.jobs,
     };
     let store_dir = StoreDir::new(&args.store_dir);
+    let why = args
+        .why
+        .iter()
+        .map(|p| parse_path(&store_dir, p).map(|(p, _)| p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let progress = crate::progress::ReadProgress::new();
-    let report = block_on(async {
-        Ok(gc::collect_with(
-            &cache,
-            &store_dir,
-            SystemTime::now(),
-            &options,
-            progress.as_ref(),
-        )
-        .await?)
+    let (report, fates) = block_on(async {
+        let now = SystemTime::now();
+        let run =
+            gc::PlannedRun::prepare(&cache, &store_dir, now, &options, progress.as_ref()).await?;
+        let mut fates = Vec::new();
+        if !why.is_empty() {
+            let keepers = run.keepers();
+            for p in &why {
+                let fate = run.why(&keepers, &p.hash_part());
+                let text = fate.describe(roots::unix_secs(now));
+                fates.push(format!("{}: {text}", store_dir.full_path(p)));
+            }
+        }
+        Ok((run.apply(&cache, now).await, fates))
     })?;
     progress.finish();
+    if !fates.is_empty() {
+        let mut out = io::BufWriter::new(stdout());
+        for line in &fates {
+            writeln!(out, "{line}")?;
+        }
+        out.flush()?;
+    }
     if args.json {
         let mut out = io::BufWriter::new(stdout());
         serde_json::to_writer_pretty(&mut out, &report)?;

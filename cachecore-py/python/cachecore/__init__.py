@@ -37,7 +37,7 @@ from ._cache import (
     PushSummary,
     VerifyReport,
 )
-from ._gc import GcObject, GcPath, GcPlan, GcReport, Root, RootRevision
+from ._gc import GcObject, GcPath, GcPlan, GcReport, KeptReason, Root, RootRevision
 from . import nar
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "Info",
     "Internal",
     "InvalidInput",
+    "KeptReason",
     "Local",
     "NarInfo",
     "NotFound",

@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import (
     Any,
+    AsyncIterator,
     Callable,
     Iterable,
     Iterator,
@@ -304,9 +305,17 @@ class Cache:
             for p in page:
                 yield StorePath(p)
 
-    async def paths_async(self) -> List[StorePath]:
-        """Every store path in the cache, sorted, in one list."""
-        return [StorePath(p) for p in await self._native.paths(True)]
+    async def paths_async(self) -> AsyncIterator[StorePath]:
+        """``paths()`` for asyncio: ``async for path in cache.paths_async()``, a page at a time
+        as ``paths()`` reads them (each page awaited, the event loop free meanwhile); an error
+        is raised where the page that meets it would be."""
+        pages = self._native.path_pages()
+        while True:
+            page = await pages.next_page(True)
+            if page is None:
+                return
+            for p in page:
+                yield StorePath(p)
 
     # writing
 
@@ -560,15 +569,19 @@ class Cache:
         force: bool = False,
         jobs: Optional[int] = None,
         progress: Optional[ProgressCallback] = None,
+        unused_for: Optional[Duration] = None,
     ) -> GcPlan:
         """Reads the cache (its roots, the push index, the narinfos it does not cover) and
         plans a GC run as ``cachecore gc`` does, with its options; deletes nothing. Live is the
-        closure of the roots, of paths pushed within ``older_than``, of the paths of pushes in
-        progress; with ``max_size``, the newest other paths that fit. ``force``: grace 0 (the
-        objects of deleted narinfos go in the same run; for caches no one writes to).
+        closure of the roots, of paths pushed within ``older_than``, of paths pushed or read
+        within ``unused_for`` (reads as ``cachecore serve --record-access`` records them), of
+        the paths of pushes in progress; with ``max_size``, the most recently used other paths
+        that fit. ``force``: grace 0 (the objects of deleted narinfos go in the same run; for
+        caches no one writes to).
         ``progress`` hears ``("planned", (narinfos to read, 0, paths from the index))`` and
         ``("path_done", key)`` for each narinfo read."""
-        args = self._gc_args(older_than, max_size, grace, failed_uploads_older_than, force)
+        args = self._gc_args(older_than, unused_for, max_size, grace, failed_uploads_older_than,
+                             force)
         native = self._native.gc_plan(
             *args, only_trashed, allow_empty_roots, delete_unparseable, jobs, progress, False
         )
@@ -586,8 +599,10 @@ class Cache:
         force: bool = False,
         jobs: Optional[int] = None,
         progress: Optional[ProgressCallback] = None,
+        unused_for: Optional[Duration] = None,
     ) -> GcPlan:
-        args = self._gc_args(older_than, max_size, grace, failed_uploads_older_than, force)
+        args = self._gc_args(older_than, unused_for, max_size, grace, failed_uploads_older_than,
+                             force)
         native = await self._native.gc_plan(
             *args, only_trashed, allow_empty_roots, delete_unparseable, jobs, progress, True
         )
@@ -596,17 +611,19 @@ class Cache:
     @staticmethod
     def _gc_args(
         older_than: Optional[Duration],
+        unused_for: Optional[Duration],
         max_size: Optional[Size],
         grace: Optional[Duration],
         failed_uploads_older_than: Optional[Duration],
         force: bool,
-    ) -> Tuple[Optional[str], Optional[str], Optional[str], Optional[str]]:
+    ) -> Tuple[Optional[str], Optional[str], Optional[str], Optional[str], Optional[str]]:
         if force:
             if grace is not None:
                 raise ValueError("give grace or force=True, not both (force is grace 0)")
             grace = 0
         return (
             _duration(older_than),
+            _duration(unused_for),
             _size(max_size),
             _duration(grace),
             _duration(failed_uploads_older_than),

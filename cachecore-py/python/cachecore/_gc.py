@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -165,6 +166,57 @@ class GcObject:
     after_grace: bool
 
 
+@dataclass(frozen=True)
+class KeptReason:
+    """Why a GC plan keeps a path (``GcPlan.why_kept``): what keeps ``via[0]`` for its own
+    sake; the path asked about is ``via[-1]``, in the closure of ``via[0]`` through the
+    references in between. ``str()`` is the sentence ``cachecore gc --why`` prints."""
+
+    #: ``"root"``, ``"lease"`` (a push in progress), ``"pushed_within"`` (``older_than``),
+    #: ``"used_within"`` (``unused_for``), ``"not_trashed"`` (``only_trashed``), ``"size"``
+    #: (``max_size``: among the most recently used paths that fit) or ``"unparseable"`` (its
+    #: narinfo does not parse).
+    kind: str
+    #: Hash parts, from the path kept for its own sake to the path asked about, each referring
+    #: to the next (one for a path kept for its own sake).
+    via: List[str]
+    #: The GC roots (``host/name``) naming ``via[0]`` (``"root"``).
+    roots: List[str] = field(default_factory=list)
+    #: The leases (``gcleases/<name>``) naming ``via[0]`` (``"lease"``).
+    leases: List[str] = field(default_factory=list)
+    #: Unix seconds: ``via[0]``'s push (``"pushed_within"``), or its last push or read
+    #: (``"used_within"``, ``"size"``).
+    time: Optional[int] = None
+    #: ``older_than`` or ``unused_for``, in seconds.
+    within: Optional[int] = None
+    text: str = ""
+
+    @property
+    def dependency(self) -> bool:
+        """Kept only as a reference of ``via[0]``."""
+        return len(self.via) > 1
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _kept(t: Tuple[str, str]) -> Optional[KeptReason]:
+    text, sentence = t
+    fate: Dict[str, Any] = json.loads(text)
+    if fate["fate"] != "kept":
+        return None
+    by: Dict[str, Any] = fate["by"]
+    return KeptReason(
+        kind=by["kind"],
+        via=fate["via"],
+        roots=by.get("roots", []),
+        leases=by.get("leases", []),
+        time=by.get("pushed", by.get("last_used")),
+        within=by.get("within"),
+        text=sentence,
+    )
+
+
 class GcPlan:
     """A GC run read and planned by ``Cache.gc_plan``; nothing is deleted until
     ``Cache.gc_apply(plan)`` (once). Applying later is safe: narinfos written again since, and
@@ -188,6 +240,15 @@ class GcPlan:
         self.leases: int = leases
         #: ... and, in the report: ``kept_for_size`` (``max_size``), ``unparseable``,
         #: ``orphans_kept_for_unparseable``, ``missing_root_paths``.
+
+    def why_kept(self, path: Union[StorePath, str, "os.PathLike[str]"]) -> Optional[KeptReason]:
+        """Why the plan keeps ``path``: the root (``host/name``) or lease naming it, or the
+        option keeping it (``older_than``, ``unused_for``, ``max_size``); for a path kept as a
+        dependency, the path (and its root) whose closure holds it. ``None`` when the plan
+        deletes it; ``NotFound`` when the cache has no narinfo for it. The first call walks
+        the live paths once (4 bytes a path); each answer is then a walk up one chain."""
+        arg = str(path) if isinstance(path, StorePath) else os.fspath(path)
+        return _kept(self._native.why_kept(arg))
 
     @property
     def bytes_freed(self) -> int:

@@ -626,6 +626,8 @@ pub async fn collect_with(
 pub struct PlannedRun {
     pub scan: Scan,
     pub plan: Plan,
+    /// The roots and leases the plan started from.
+    pub root_ids: RootIds,
     /// The time the plan was made for.
     pub now: SystemTime,
     pub options: GcOptions,
@@ -646,6 +648,7 @@ impl PlannedRun {
         Ok(PlannedRun {
             scan,
             plan,
+            root_ids,
             now,
             options: options.clone(),
         })

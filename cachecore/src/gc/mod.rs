@@ -7,6 +7,7 @@
 //! - [`plan`](mod@plan): ([`Snapshot`] of narinfo summaries on integer ids, roots, now,
 //!   [`PlanOptions`]) → [`Plan`]. Pure and deterministic.
 //! - [`collect`] (with [`scan`] and [`apply`](fn@apply)): reads the cache, plans, deletes.
+//! - [`why`]: what a plan does with one path, and what keeps it (`gc --why`).
 //!
 //! # What is garbage
 //!
@@ -169,6 +170,7 @@ pub mod apply;
 pub mod lease;
 pub mod plan;
 pub mod roots;
+pub mod why;
 
 #[cfg(test)]
 mod model_tests;
@@ -179,12 +181,13 @@ pub use apply::{
 };
 pub use lease::{GuardError, LeaseBody, PushGuard};
 pub use plan::{
-    fingerprint, plan, ObjectRef, PathId, PathSummary, Plan, PlanError, PlanOptions, RootIds,
-    Snapshot, TombstoneSummary, DEFAULT_FAILED_UPLOADS_OLDER_THAN, DEFAULT_GRACE,
+    fingerprint, plan, seeds, ObjectRef, PathId, PathSummary, Plan, PlanError, PlanOptions,
+    RootIds, Seed, Snapshot, TombstoneSummary, DEFAULT_FAILED_UPLOADS_OLDER_THAN, DEFAULT_GRACE,
 };
 #[cfg(target_os = "linux")]
 pub use roots::RootsWatcher;
 pub use roots::{Root, RootBody, RootError};
+pub use why::{Keeper, Keepers, Kept, PathFate};
 
 /// Parses a size as `--max-size` takes it: a whole number of bytes, or with a unit `K`, `M`,
 /// `G`, `T` (powers of 1024).

@@ -833,3 +833,111 @@ fn reads_recorded_by_serve_count_as_use_for_unused_for_and_max_size() {
     dead.sort_unstable();
     assert_eq!(dead, ids(&s, &[2, 3]));
 }
+
+#[test]
+fn keepers_name_the_seed_and_the_chain_of_every_live_path() {
+    use super::plan::Seed;
+    use super::why::Keepers;
+    // 0 <- 1 <- 2 (rooted), 0 <- 3 (leased), 4 pushed recently, 5 old and unrooted, 6 kept for
+    // size, 7's narinfo does not parse.
+    let mut s = Snapshot::new();
+    add(&mut s, 0, &[], "nar/a.nar", 10);
+    add(&mut s, 1, &[0], "nar/b.nar", 10);
+    add(&mut s, 2, &[1], "nar/c.nar", 10);
+    add(&mut s, 3, &[0], "nar/d.nar", 10);
+    add(&mut s, 4, &[], "nar/e.nar", 1_000_000 - 5);
+    add(&mut s, 5, &[], "nar/f.nar", 10);
+    add(&mut s, 6, &[], "nar/g.nar", 20);
+    s.add_unparseable(&hash(7));
+    let roots = RootIds {
+        live: ids(&s, &[2]),
+        leased: ids(&s, &[3, 2]),
+        trashed: vec![],
+    };
+    let options = PlanOptions {
+        older_than: Some(Duration::from_secs(60)),
+        // Room for the live NARs and one more: 6, used after 5.
+        max_size: Some(600),
+        ..PlanOptions::default()
+    };
+    let p = plan(&s, &roots, 1_000_000, &options).unwrap();
+    assert_eq!(p.narinfos, ids(&s, &[5]));
+    let k = Keepers::new(&s, &roots, 1_000_000, &options, &p);
+    let chain = |i: usize| k.chain(ids(&s, &[i])[0]);
+    // A root before a lease; the shortest chain from the first group reaching a path.
+    assert_eq!(chain(2), Some((Some(Seed::Root), ids(&s, &[2]))));
+    assert_eq!(chain(0), Some((Some(Seed::Root), ids(&s, &[2, 1, 0]))));
+    assert_eq!(chain(3), Some((Some(Seed::Lease), ids(&s, &[3]))));
+    assert_eq!(chain(4), Some((Some(Seed::PushedWithin), ids(&s, &[4]))));
+    assert_eq!(chain(5), None);
+    assert_eq!(chain(6), Some((None, ids(&s, &[6]))));
+    assert_eq!(chain(7), Some((None, ids(&s, &[7]))));
+
+    // Random caches: a path is deleted exactly when the planner deletes it, and every chain
+    // starts at a seed and follows references.
+    for seed in 0..200 {
+        let mut rng = Rng::new(seed);
+        let mut s = Snapshot::new();
+        let n = 2 + rng.below(40);
+        for i in 0..n {
+            let refs: Vec<usize> = (0..i).filter(|_| rng.chance(10)).collect();
+            add(
+                &mut s,
+                i,
+                &refs,
+                &format!("nar/{i}.nar"),
+                rng.below(1000) as u64,
+            );
+        }
+        let pick = |rng: &mut Rng| -> Vec<u32> {
+            (0..n)
+                .filter(|_| rng.chance(8))
+                .map(|i| ids(&s, &[i])[0])
+                .collect()
+        };
+        let roots = RootIds {
+            live: pick(&mut rng),
+            leased: pick(&mut rng),
+            trashed: pick(&mut rng),
+        };
+        let options = PlanOptions {
+            older_than: rng.chance(50).then(|| Duration::from_secs(100)),
+            only_trashed: rng.chance(20),
+            max_size: rng.chance(30).then(|| 100 * rng.below(n) as u64),
+            allow_empty_roots: true,
+            ..PlanOptions::default()
+        };
+        let p = plan(&s, &roots, 1000, &options).unwrap();
+        let k = Keepers::new(&s, &roots, 1000, &options, &p);
+        let groups = super::plan::seeds(&s, &roots, 1000, &options);
+        for i in 0..n {
+            let id = ids(&s, &[i])[0];
+            let Some((kind, chain)) = k.chain(id) else {
+                assert!(
+                    p.narinfos.contains(&id),
+                    "seed {seed}: {i} deleted by the keepers only"
+                );
+                continue;
+            };
+            assert!(
+                !p.narinfos.contains(&id),
+                "seed {seed}: {i} kept by the keepers only"
+            );
+            assert_eq!(chain.last(), Some(&id));
+            for pair in chain.windows(2) {
+                assert!(s.summary(pair[0]).unwrap().references.contains(&pair[1]));
+            }
+            match kind {
+                Some(kind) => {
+                    let first = chain[0];
+                    let group = groups.iter().find(|(g, _)| *g == kind).unwrap();
+                    assert!(group.1.contains(&first), "seed {seed}: {i}'s chain");
+                }
+                None => assert!(
+                    options.max_size.is_some() && chain == [id],
+                    "seed {seed}: {i}"
+                ),
+            }
+        }
+    }
+}

@@ -550,6 +550,16 @@ impl Snapshot {
         self.tombstones.push(tombstone);
     }
 
+    /// How many path ids there are (paths with a narinfo, and paths only named).
+    pub fn path_count(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// Whether the narinfo of `id` exists but does not parse.
+    pub fn is_unparseable(&self, id: PathId) -> bool {
+        self.unparseable.contains(&id)
+    }
+
     /// How many paths have a (parseable) narinfo.
     pub fn narinfo_count(&self) -> usize {
         self.paths.iter().filter(|p| p.is_some()).count()
@@ -760,28 +770,12 @@ pub fn plan(
         ..Plan::default()
     };
 
-    // Live: the closure of the roots, of paths pushed within `older_than`, of unparseable
-    // narinfos (never deleted; their references are unknown, so they keep nothing), and with
-    // `only_trashed`, of every path trashed roots do not reach.
-    let mut seeds: Vec<PathId> = roots.live.clone();
-    seeds.extend(&roots.leased);
-    if let Some(age) = options.older_than {
-        let cutoff = now.saturating_sub(age.as_secs());
-        seeds.extend(
-            (0..n as PathId).filter(|&id| snapshot.summary(id).is_some_and(|s| s.pushed >= cutoff)),
-        );
-    }
-    if let Some(age) = options.unused_for {
-        let cutoff = now.saturating_sub(age.as_secs());
-        seeds.extend(
-            (0..n as PathId)
-                .filter(|&id| snapshot.summary(id).is_some() && snapshot.last_used(id) >= cutoff),
-        );
-    }
-    if options.only_trashed {
-        let trashed = closure(snapshot, &roots.trashed);
-        seeds.extend((0..n as PathId).filter(|&id| !trashed[id as usize]));
-    }
+    // Live: the closure of the seeds (unparseable narinfos are never deleted; their references
+    // are unknown, so they keep nothing).
+    let seeds: Vec<PathId> = seeds(snapshot, roots, now, options)
+        .into_iter()
+        .flat_map(|(_, ids)| ids)
+        .collect();
     let mut live = closure(snapshot, &seeds);
     if let Some(max) = options.max_size {
         plan.kept_for_size = keep_newest(snapshot, &mut live, max);
@@ -935,6 +929,67 @@ pub fn plan(
     plan.tombstone = tombstone;
     plan.delete = delete;
     Ok(plan)
+}
+
+/// What keeps a path live for its own sake, with its closure; in the order
+/// [`Keepers`](super::why::Keepers) prefers them when several keep one path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Seed {
+    /// A live root names it.
+    Root,
+    /// The lease of a push in progress names it.
+    Lease,
+    /// Pushed within `older_than`.
+    PushedWithin,
+    /// Pushed or read within `unused_for`.
+    UsedWithin,
+    /// `only_trashed`: no trashed root reaches it.
+    NotTrashed,
+}
+
+/// The paths live for their own sake (the roots', the leases', those pushed within
+/// `older_than`, pushed or read within `unused_for`, and with `only_trashed` every path
+/// trashed roots do not reach), by what keeps them, in [`Seed`] order; a path may be in
+/// several. Live is their closure, and with `max_size` the newest others that fit.
+pub fn seeds(
+    snapshot: &Snapshot,
+    roots: &RootIds,
+    now: u64,
+    options: &PlanOptions,
+) -> Vec<(Seed, Vec<PathId>)> {
+    let n = snapshot.paths.len();
+    let mut seeds = vec![
+        (Seed::Root, roots.live.clone()),
+        (Seed::Lease, roots.leased.clone()),
+    ];
+    if let Some(age) = options.older_than {
+        let cutoff = now.saturating_sub(age.as_secs());
+        seeds.push((
+            Seed::PushedWithin,
+            (0..n as PathId)
+                .filter(|&id| snapshot.summary(id).is_some_and(|s| s.pushed >= cutoff))
+                .collect(),
+        ));
+    }
+    if let Some(age) = options.unused_for {
+        let cutoff = now.saturating_sub(age.as_secs());
+        seeds.push((
+            Seed::UsedWithin,
+            (0..n as PathId)
+                .filter(|&id| snapshot.summary(id).is_some() && snapshot.last_used(id) >= cutoff)
+                .collect(),
+        ));
+    }
+    if options.only_trashed {
+        let trashed = closure(snapshot, &roots.trashed);
+        seeds.push((
+            Seed::NotTrashed,
+            (0..n as PathId)
+                .filter(|&id| !trashed[id as usize])
+                .collect(),
+        ));
+    }
+    seeds
 }
 
 /// With `max_size`: marks live the most recently used paths not yet live ([`Snapshot::last_used`]:
