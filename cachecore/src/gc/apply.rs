@@ -64,7 +64,7 @@ impl GcError {
 pub const TOMBSTONE_HEADER: &str = "cachecore-gc-tombstone 1";
 
 /// A tombstone's body: header, `written <unix secs>`, then `narinfo <hash>` (what was
-/// unpublished, for people), `nar <key>`, `listing <hash>`, `log <drv>` lines.
+/// unpublished, for people), `nar <key>`, `frames <key>`, `listing <hash>`, `log <drv>` lines.
 fn render_tombstone(snapshot: &Snapshot, plan: &Plan, written: u64) -> String {
     let mut out = format!("{TOMBSTONE_HEADER}\nwritten {written}\n");
     for &id in &plan.narinfos {
@@ -73,6 +73,7 @@ fn render_tombstone(snapshot: &Snapshot, plan: &Plan, written: u64) -> String {
     for &o in &plan.tombstone {
         match o {
             ObjectRef::Nar(k) => out.push_str(&format!("nar {}\n", snapshot.key(k))),
+            ObjectRef::Frames(k) => out.push_str(&format!("frames {}\n", snapshot.key(k))),
             ObjectRef::Listing(p) => out.push_str(&format!("listing {}\n", snapshot.hash_part(p))),
             ObjectRef::Log(k) => out.push_str(&format!("log {}\n", snapshot.key(k))),
             // Never tombstoned: deleted with the run's narinfos.
@@ -125,6 +126,9 @@ fn parse_tombstone(
             "narinfo" if snapshot.intern_path(value).is_some() => {}
             "nar" if layout::is_nar(value) => {
                 objects.push(ObjectRef::Nar(snapshot.intern_key(value)))
+            }
+            "frames" if layout::frame_digests_hash(value).is_some() => {
+                objects.push(ObjectRef::Frames(snapshot.intern_key(value)))
             }
             "listing" => objects.push(ObjectRef::Listing(
                 snapshot
@@ -249,6 +253,14 @@ pub async fn scan_with(
             }
             CacheObject::Nar { meta } => {
                 scan.snapshot.add_nar_object(
+                    &meta.key,
+                    meta.size,
+                    unix_secs(meta.last_modified),
+                    plan::fingerprint(&meta),
+                );
+            }
+            CacheObject::FrameDigests { meta } => {
+                scan.snapshot.add_frames_object(
                     &meta.key,
                     meta.size,
                     unix_secs(meta.last_modified),
@@ -563,7 +575,7 @@ impl GcReport {
 /// The key of `object`, for reports.
 pub fn object_key(snapshot: &Snapshot, object: ObjectRef) -> String {
     match object {
-        ObjectRef::Nar(k) => snapshot.key(k).to_owned(),
+        ObjectRef::Nar(k) | ObjectRef::Frames(k) => snapshot.key(k).to_owned(),
         ObjectRef::Listing(p) => layout::listing(snapshot.hash_part(p)),
         ObjectRef::Log(k) => layout::log(snapshot.key(k)),
         ObjectRef::Realisation(k) => layout::realisation_key(snapshot.key(k)),
@@ -929,6 +941,24 @@ impl<'a> Applier<'a> {
                         }
                         Err(e) => Err(e),
                     },
+                    ObjectRef::Frames(k) => {
+                        let Some(hash) = layout::frame_digests_hash(snapshot.key(k)) else {
+                            return true;
+                        };
+                        match cache.frame_digests_meta(&hash).await {
+                            Ok(None) => return true,
+                            Ok(Some(meta)) => {
+                                if Some(plan::fingerprint(&meta)) != snapshot.frames_version(k) {
+                                    // Written again since the listing (a push of the same
+                                    // content): the narinfo it is for may follow.
+                                    report.objects_kept_on_recheck.push(key);
+                                    return true;
+                                }
+                                cache.delete_frame_digests(&hash).await
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
                     ObjectRef::Listing(p) => cache.delete_listing(snapshot.hash_part(p)).await,
                     ObjectRef::Log(k) => cache.delete_log(snapshot.key(k)).await,
                     ObjectRef::Realisation(k) => cache.delete_realisation(snapshot.key(k)).await,
@@ -1019,6 +1049,9 @@ impl<'a> Applier<'a> {
             match cache.narinfo_by_hash(&hash).await {
                 Ok(Some(info)) => {
                     self.renamed.insert(info.url.clone());
+                    if let Some(frames) = crate::store::index::frames_hash(&info) {
+                        self.renamed.insert(layout::frame_digests(&frames));
+                    }
                     if let Some(d) = &info.deriver {
                         self.renamed.insert(layout::log(&d.to_string()));
                     }
@@ -1036,6 +1069,8 @@ impl<'a> Applier<'a> {
                     | StoreError::TooLarge { .. },
                 ) => {
                     self.renamed.extend(snapshot.nar_keys().map(str::to_owned));
+                    self.renamed
+                        .extend(snapshot.frames_keys().map(str::to_owned));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -1060,6 +1095,7 @@ impl<'a> Applier<'a> {
         self.kept.iter().any(|&p| {
             self.snapshot.summary(p).is_some_and(|s| {
                 o == ObjectRef::Nar(s.nar)
+                    || s.frames_key().map(ObjectRef::Frames) == Some(o)
                     || o == ObjectRef::Listing(p)
                     || s.deriver.map(ObjectRef::Log) == Some(o)
             })

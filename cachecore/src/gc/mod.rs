@@ -16,12 +16,15 @@
 //! not parse (reported, and deleted only with `delete_unparseable`). With `only_trashed`, also of every path no trashed root reaches:
 //! only what trashed roots reach, and nothing else keeps, goes.
 //!
-//! *Garbage*: narinfos that are not live; the NARs, listings (`<hash>.ls`) and build logs
-//! (`log/<Deriver>`) of those that no live narinfo names (a NAR is named by its content and can
-//! be shared by several narinfos: it goes only when none that stays names it); and *orphans*,
-//! NARs and listings no narinfo names at all (killed pushes, including streamed
-//! `nar/<NarHash>-<unique>` objects) once older than `failed_uploads_older_than` — none while
-//! some narinfo does not parse, since what it names is unknown.
+//! *Garbage*: narinfos that are not live; the NARs, frame digests (`nar/<nix32>.frames`, named
+//! by a narinfo's `FramesHash`), listings (`<hash>.ls`) and build logs (`log/<Deriver>`) of
+//! those that no live narinfo names (a NAR or its frame digests are named by their content and
+//! can be shared by several narinfos: they go only when none that stays names them, after the
+//! same grace); and *orphans*, NARs, frame digests and listings no narinfo names at all (killed
+//! pushes, including streamed `nar/<NarHash>-<unique>` objects) once older than
+//! `failed_uploads_older_than` — no NAR or frame digests while some narinfo does not parse,
+//! since what it names is unknown. A frame digests object a GC deletes too early costs a reader
+//! a whole-NAR read (it falls back to the NarHash), never a broken closure.
 //!
 //! A run with no root, no `older_than` and no `max_size` would collect everything: it is refused
 //! ([`PlanError::EmptyRoots`]) unless `allow_empty_roots`. A root key or body that does not
@@ -123,7 +126,8 @@
 //! The scan lists the cache once (every key) and reads the push index
 //! ([`crate::store::index`]): a path whose index entry still describes its narinfo is not
 //! read; every other narinfo is read once (caches written by plain `nix copy`, a damaged or
-//! stale index). An index entry that does not parse, or names a NAR the cache does not have
+//! stale index, and — while the cache has any `.frames` object — entries written before the
+//! index recorded frame digests; `cachecore index rebuild` writes them anew). An index entry that does not parse, or names a NAR the cache does not have
 //! and disagrees with its narinfo, is ignored for that path (the narinfo wins) and reported
 //! ([`GcReport::index_problems`]).
 //!

@@ -833,3 +833,196 @@ fn reads_recorded_by_serve_count_as_use_for_unused_for_and_max_size() {
     dead.sort_unstable();
     assert_eq!(dead, ids(&s, &[2, 3]));
 }
+
+// ---- Frame digests (`nar/<nix32>.frames`) ----
+
+/// The `.frames` keys of `cache`.
+async fn frames_keys(cache: &BinaryCache) -> Vec<String> {
+    use futures::TryStreamExt;
+    let mut keys: Vec<String> = cache
+        .objects()
+        .list("")
+        .map_ok(|m| m.key)
+        .try_filter(|k| std::future::ready(k.ends_with(".frames")))
+        .try_collect()
+        .await
+        .unwrap();
+    keys.sort();
+    keys
+}
+
+/// Pushes a tree of one file of `len` bytes (more than one 4 MiB frame: the push writes frame
+/// digests) made from `seed`; returns the path and its `.frames` key.
+async fn push_framed(cache: &BinaryCache, dir: &std::path::Path, seed: u8) -> (StorePath, String) {
+    use std::sync::Arc;
+    let src = dir.join(format!("tree{seed}"));
+    std::fs::create_dir_all(&src).unwrap();
+    let mut rng = Rng::new(u64::from(seed));
+    let bytes: Vec<u8> = (0..9 << 20).map(|_| (rng.next() >> 60) as u8).collect();
+    std::fs::write(src.join("big"), bytes).unwrap();
+    let (path, _) = crate::ops::push_add(
+        cache,
+        &StoreDir::default(),
+        &src,
+        &format!("framed{seed}"),
+        &crate::ops::PushOptions::default(),
+        Arc::new(crate::ops::NoProgress),
+    )
+    .await
+    .unwrap();
+    let info = cache.narinfo(&path).await.unwrap().unwrap();
+    let frames = crate::store::index::frames_hash(&info).expect("a multi-frame NAR has digests");
+    (path, crate::store::layout::frame_digests(&frames))
+}
+
+#[tokio::test]
+async fn frame_digests_go_with_the_narinfos_that_name_them_and_orphans_after_their_age() {
+    use super::apply::collect;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BinaryCache::open("memory://").unwrap();
+    let (kept, kept_frames) = push_framed(&cache, dir.path(), 1).await;
+    let (gone, gone_frames) = push_framed(&cache, dir.path(), 2).await;
+    let gone_nar = cache.narinfo(&gone).await.unwrap().unwrap().url;
+    let mut all = vec![kept_frames.clone(), gone_frames.clone()];
+    all.sort();
+    assert_eq!(frames_keys(&cache).await, all);
+    roots::add(
+        &cache,
+        &StoreDir::default(),
+        "host",
+        "kept",
+        vec![kept.clone()],
+        None,
+        SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    let options = GcOptions {
+        concurrency: 4,
+        ..GcOptions::default()
+    };
+
+    // The unrooted path goes; its NAR and frame digests wait in the tombstone for the grace.
+    let now = SystemTime::now();
+    let report = collect(&cache, &StoreDir::default(), now, &options)
+        .await
+        .unwrap();
+    assert_eq!(report.failures, Vec::<String>::new());
+    assert_eq!(
+        report.from_index, 2,
+        "the index says which digests each names"
+    );
+    assert_eq!(
+        report.narinfos_deleted,
+        [format!("{}.narinfo", gone.hash_part())]
+    );
+    assert!(
+        report.tombstoned.contains(&gone_frames) && report.tombstoned.contains(&gone_nar),
+        "{report:?}"
+    );
+    assert!(!report.tombstoned.contains(&kept_frames), "{report:?}");
+    assert_eq!(
+        frames_keys(&cache).await,
+        all,
+        "nothing goes before the grace"
+    );
+
+    // Digests named by nobody (a killed push) are an orphan once a day old.
+    let orphan_hash = cache
+        .put_frame_digests(Bytes::from_static(b"digests of a push that was killed"))
+        .await
+        .unwrap();
+    let orphan = crate::store::layout::frame_digests(&orphan_hash);
+
+    // After the grace: the NAR and digests of the collected path go, and the orphan; the
+    // rooted path keeps its digests.
+    let later = now + Duration::from_secs(3 * 24 * 3600);
+    let report = collect(&cache, &StoreDir::default(), later, &options)
+        .await
+        .unwrap();
+    assert_eq!(report.failures, Vec::<String>::new());
+    let mut deleted = report.objects_deleted.clone();
+    deleted.sort();
+    let mut expected = vec![
+        gone_nar,
+        gone_frames,
+        orphan,
+        format!("{}.ls", gone.hash_part()),
+    ];
+    expected.sort();
+    assert_eq!(deleted, expected, "{report:?}");
+    assert_eq!(report.orphans_deleted, 1);
+    assert_eq!(frames_keys(&cache).await, [kept_frames.clone()]);
+    assert!(cache.has_narinfo(&kept).await.unwrap());
+    assert!(cache
+        .frame_digests(
+            &crate::store::layout::frame_digests_hash(&kept_frames).unwrap(),
+            1 << 20
+        )
+        .await
+        .unwrap()
+        .is_some());
+
+    // With grace 0 (`--force`) a collected path's digests go in the same run.
+    roots::remove(
+        &cache,
+        &StoreDir::default(),
+        "host",
+        "kept",
+        SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    let force = GcOptions {
+        plan: PlanOptions {
+            grace: Duration::ZERO,
+            allow_empty_roots: true,
+            ..PlanOptions::default()
+        },
+        concurrency: 4,
+        ..GcOptions::default()
+    };
+    let report = collect(&cache, &StoreDir::default(), SystemTime::now(), &force)
+        .await
+        .unwrap();
+    assert!(report.objects_deleted.contains(&kept_frames), "{report:?}");
+    assert!(frames_keys(&cache).await.is_empty());
+}
+
+#[test]
+fn an_index_entry_that_does_not_say_its_frame_digests_is_used_only_while_there_are_none() {
+    let line = format!(
+        "{}\t{}\t10\t-\t5\t-\t-\t",
+        store_path(0),
+        format_args!("nar/{}.nar", "1".repeat(52))
+    );
+    let body = format!("{}\n{line}\n", crate::store::index::INDEX_HEADER);
+    // No `.frames` object in the cache: the entry is used.
+    let mut s = Snapshot::new();
+    assert!(s
+        .add_index_object(body.as_bytes(), 10_000)
+        .unwrap()
+        .is_empty());
+    let id = s.path_id(&hash(0)).unwrap();
+    assert!(s.confirm_indexed(id, 9_000, 1));
+    assert_eq!(s.summary(id).unwrap().frames, None);
+    // Some `.frames` object: it may be this narinfo's, so the narinfo is read instead.
+    let mut s = Snapshot::new();
+    s.add_frames_object(&format!("nar/{}.frames", "1".repeat(52)), 5, 1, 1);
+    assert!(s
+        .add_index_object(body.as_bytes(), 10_000)
+        .unwrap()
+        .is_empty());
+    let id = s.path_id(&hash(0)).unwrap();
+    assert!(!s.confirm_indexed(id, 9_000, 1));
+    // A ninth field says: used.
+    let mut s = Snapshot::new();
+    s.add_frames_object(&format!("nar/{}.frames", "1".repeat(52)), 5, 1, 1);
+    let known = format!("{}\n{line}\t-\n", crate::store::index::INDEX_HEADER);
+    assert!(s
+        .add_index_object(known.as_bytes(), 10_000)
+        .unwrap()
+        .is_empty());
+    let id = s.path_id(&hash(0)).unwrap();
+    assert!(s.confirm_indexed(id, 9_000, 1));
+}

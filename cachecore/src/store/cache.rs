@@ -95,6 +95,9 @@ pub enum CacheObject {
     Listing { hash_part: String, meta: ObjectInfo },
     /// `nar/<name>`.
     Nar { meta: ObjectInfo },
+    /// `nar/<nix32 sha256>.frames`: a seekable NAR's frame digests, named by the `FramesHash`
+    /// of the narinfos that use them.
+    FrameDigests { meta: ObjectInfo },
     /// `log/<drv>`: a build log.
     Log { drv: String, meta: ObjectInfo },
     /// A GC run's tombstone.
@@ -1052,6 +1055,16 @@ impl BinaryCache {
         Ok(hash)
     }
 
+    /// The metadata of the frame digests named `hash`, or `None` when missing.
+    pub async fn frame_digests_meta(&self, hash: &Hash) -> Result<Option<ObjectInfo>, StoreError> {
+        self.objects.head(&layout::frame_digests(hash)).await
+    }
+
+    /// Deletes the frame digests named `hash` (missing is not an error).
+    pub async fn delete_frame_digests(&self, hash: &Hash) -> Result<(), StoreError> {
+        self.objects.delete(&layout::frame_digests(hash)).await
+    }
+
     /// Makes the frame digests named `hash` durable before a narinfo names them.
     pub async fn sync_frame_digests(&self, hash: &Hash) -> Result<(), StoreError> {
         self.objects.sync(&layout::frame_digests(hash)).await
@@ -1290,6 +1303,8 @@ impl BinaryCache {
                     }
                 } else if layout::is_nar(&meta.key) {
                     CacheObject::Nar { meta }
+                } else if layout::frame_digests_hash(&meta.key).is_some() {
+                    CacheObject::FrameDigests { meta }
                 } else if let Some(drv) = layout::log_drv(&meta.key) {
                     CacheObject::Log {
                         drv: drv.to_owned(),
