@@ -762,6 +762,10 @@ pub struct Applier<'a> {
     failed: bool,
     /// This run's tombstone, once written.
     own_tombstone: Option<String>,
+    /// When the store says it wrote this run's tombstone (Unix seconds, by the store's clock).
+    tombstone_written: Option<u64>,
+    /// Listing requests at a time.
+    concurrency: usize,
     /// Leases already taken into account (those of the scan, and those found by a relist).
     leases_seen: HashSet<String>,
 }
@@ -821,6 +825,8 @@ impl<'a> Applier<'a> {
             renamed: HashSet::new(),
             failed: false,
             own_tombstone: None,
+            tombstone_written: None,
+            concurrency: options.concurrency,
             leases_seen: scan.leases.iter().map(|(n, _)| n.clone()).collect(),
         }
     }
@@ -843,10 +849,21 @@ impl<'a> Applier<'a> {
                     let unique = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
                     let name = format!("{}-{unique:016x}", self.now);
                     let body = render_tombstone(snapshot, plan, self.now);
-                    match cache.put_gc_tombstone(&name, body.into()).await {
-                        Ok(_) => {
+                    // Written, then asked when by the store's clock (see `same_second`).
+                    let written = match cache.put_gc_tombstone(&name, body.into()).await {
+                        Ok(_) => cache.gc_tombstone_meta(&name).await.and_then(|m| {
+                            m.ok_or_else(|| StoreError::NotFound {
+                                url: cache.url().to_owned(),
+                                key: layout::gc_tombstone(&name),
+                            })
+                        }),
+                        Err(e) => Err(e),
+                    };
+                    match written {
+                        Ok(meta) => {
                             report.tombstone = Some(layout::gc_tombstone(&name));
                             self.own_tombstone = Some(name);
+                            self.tombstone_written = Some(unix_secs(meta.last_modified));
                         }
                         Err(e) => {
                             report.failures.push(format!(
@@ -888,8 +905,11 @@ impl<'a> Applier<'a> {
                 let listed = snapshot.narinfo_version(id);
                 let result = match cache.narinfo_meta(hash).await {
                     Ok(None) => Ok(false),
-                    Ok(Some(meta)) if Some(plan::fingerprint(&meta)) != listed => {
-                        // Written again (a push): it stays, and so does its closure.
+                    Ok(Some(meta))
+                        if Some(plan::fingerprint(&meta)) != listed
+                            || self.same_second(cache, id) =>
+                    {
+                        // Written again (a push), or maybe: it stays, and so does its closure.
                         self.keep_closure(id);
                         return true;
                     }
@@ -1076,6 +1096,23 @@ impl<'a> Applier<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Whether the narinfo of `id` was listed as written within the second the store wrote this
+    /// run's tombstone in, on a store where a rewrite of the same bytes within a second keeps
+    /// its version ([`crate::store::Objects::rewrites_change_tags`]: S3, GCS). A writer that
+    /// found it condemned uploads it again after that tombstone (the push rule), so a rewrite
+    /// that looks unchanged can only be one of a narinfo listed in that second: such a narinfo
+    /// is taken as rewritten (kept, with its closure) rather than deleted on a version a HEAD
+    /// cannot tell apart. Unparseable narinfos (`delete_unparseable`) are not: no writer
+    /// publishes them again.
+    fn same_second(&self, cache: &BinaryCache, id: plan::PathId) -> bool {
+        if cache.objects().rewrites_change_tags() {
+            return false;
+        }
+        self.snapshot
+            .summary(id)
+            .is_some_and(|s| self.tombstone_written.is_none_or(|t| s.pushed >= t))
     }
 
     /// Keeps `id` and every path of its closure.

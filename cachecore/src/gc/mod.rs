@@ -35,21 +35,26 @@
 //! # Order, and why a killed run breaks nothing
 //!
 //! 1. The tombstone is written first: `.cachecore/gc/<time>-<unique>`, naming the narinfos
-//!    this run unpublishes and the objects (NARs, listings, logs) that no remaining narinfo
-//!    will name.
+//!    this run unpublishes and the objects (NARs, frame digests, listings, logs) that no
+//!    remaining narinfo will name.
 //! 2. The narinfo keys and leases are listed again: a narinfo written or rewritten since the
 //!    scan (its listed version — ETag, size, mtime to the second ([`fingerprint`]) — changed),
 //!    and each lease written since, keep themselves and their closures.
 //! 3. Narinfos are deleted referrers before references, each after a HEAD showing it is still
-//!    the version the scan read (else it and its closure are kept). At every moment a narinfo
+//!    the version the scan read (else it and its closure are kept). On S3 and GCS a version is
+//!    the content's MD5 and a time to the second, so a rewrite of the same bytes within the
+//!    second the narinfo was listed in is not seen: there a narinfo listed in the second the
+//!    store wrote the tombstone in (or later) is kept as if rewritten — a writer that found it
+//!    condemned rewrites it after the tombstone, so a rewrite missed otherwise is of one of
+//!    those. At every moment a narinfo
 //!    still visible is live (its closure untouched) or dead with its dead referrers already
 //!    gone and its references not yet deleted; so every visible narinfo has its NAR and its
 //!    whole closure. The first failed delete stops the run: nothing it references goes after
 //!    it.
 //! 4. The narinfo keys are listed again (as in 2), then objects are deleted: those of
 //!    tombstones older than the grace, orphans, and with grace 0 (`--force`) this run's. Each
-//!    is kept if a narinfo names it now, and a NAR is kept if a HEAD shows it was rewritten
-//!    since the listing (a push uploaded the same content again). During the grace a client
+//!    is kept if a narinfo names it now, and a NAR or frame digests object is kept if a HEAD
+//!    shows it was rewritten since the listing (a push uploaded the same content again). During the grace a client
 //!    that read a narinfo just before it was deleted, or a Nix whose narinfo disk cache still
 //!    holds it, still gets its NAR.
 //! 5. Tombstones whose objects were all handled are deleted (none if a delete failed).

@@ -39,11 +39,20 @@ pub struct PathSummary {
     pub version: u64,
 }
 
+impl PathSummary {
+    /// The key of the `.frames` object the narinfo names, when it names one (and that is
+    /// known).
+    pub fn frames_key(&self) -> Option<KeyId> {
+        self.frames.filter(|&f| f != FRAMES_UNKNOWN)
+    }
+}
+
 /// A number that changes when an object is rewritten: its ETag, size and last-modified time
 /// to the second, hashed, so that a listing and a HEAD of one unchanged object agree on every
 /// backend (S3 lists times to the millisecond but HEAD answers them to the second; the ETag of
-/// a local file holds its mtime to the nanosecond). An S3 object rewritten with the same bytes
-/// within the same second is not seen as rewritten.
+/// a local file holds its mtime to the microsecond). An S3 object rewritten with the same bytes
+/// within the same second is not seen as rewritten by it: the applier keeps a narinfo listed in
+/// the second of its tombstone on such stores instead (see `Applier::same_second`).
 pub fn fingerprint(meta: &crate::store::ObjectInfo) -> u64 {
     use std::hash::{Hash as _, Hasher as _};
     let mut h = std::collections::hash_map::DefaultHasher::new();

@@ -1390,6 +1390,11 @@ impl BinaryCache {
             .await
     }
 
+    /// The metadata of the GC tombstone `name`, or `None`.
+    pub async fn gc_tombstone_meta(&self, name: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        self.objects.head(&layout::gc_tombstone(name)).await
+    }
+
     /// Deletes the GC tombstone `name`.
     pub async fn delete_gc_tombstone(&self, name: &str) -> Result<(), StoreError> {
         self.objects.delete(&layout::gc_tombstone(name)).await

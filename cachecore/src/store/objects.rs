@@ -265,6 +265,13 @@ impl Objects {
         self.inner.backend.read_only
     }
 
+    /// Whether every write of an object gives it a new entity tag, even a write of the same
+    /// bytes within the same second (a local directory, memory); on S3 and GCS (and stores a
+    /// caller built) such a rewrite can look unchanged to a HEAD.
+    pub fn rewrites_change_tags(&self) -> bool {
+        self.inner.backend.rewrites_change_tags
+    }
+
     /// Whether the store is an `http(s)://` cache.
     pub(crate) fn is_http(&self) -> bool {
         self.inner.backend.cx.is_http()
