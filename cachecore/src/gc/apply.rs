@@ -239,7 +239,7 @@ pub async fn scan_with(
     let mut index_objects: Vec<crate::store::ObjectInfo> = Vec::new();
     let mut tombstones: Vec<String> = Vec::new();
     let mut realisations: Vec<(String, crate::store::ObjectInfo)> = Vec::new();
-    let mut listed = cache.list_cache_objects();
+    let mut listed = cache.list_cache_objects(concurrency);
     while let Some(object) = listed.try_next().await? {
         match object {
             CacheObject::NarInfo { hash_part, meta } => {
@@ -469,7 +469,8 @@ pub struct GcOptions {
     pub plan: PlanOptions,
     /// Plan and report, delete nothing.
     pub dry_run: bool,
-    /// Narinfos read at once.
+    /// Narinfos read at once, and listing requests at a time (on S3, GCS and Azure the key
+    /// space is listed in ranges side by side: [`crate::store::Objects::list_all`]).
     pub concurrency: usize,
 }
 
@@ -1023,7 +1024,7 @@ impl<'a> Applier<'a> {
     /// they name.
     async fn relist(&mut self, cache: &BinaryCache) -> Result<(), GcError> {
         let snapshot = self.snapshot;
-        let mut listed = cache.list_cache_objects();
+        let mut listed = cache.list_cache_objects(self.concurrency);
         let mut changed: Vec<String> = Vec::new();
         let mut new_leases: Vec<String> = Vec::new();
         while let Some(object) = listed.try_next().await? {

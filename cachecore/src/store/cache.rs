@@ -1286,10 +1286,15 @@ impl BinaryCache {
     }
 
     /// Every object of the cache, recursively, each with what it is ([`CacheObject`]), as a
-    /// stream (one listing pass; memory bounded by a listing page).
-    pub fn list_cache_objects(&self) -> BoxStream<'static, Result<CacheObject, StoreError>> {
+    /// stream in no particular order (one listing pass, by up to `concurrency` requests at a
+    /// time on S3, GCS and Azure: [`Objects::list_all`]; memory bounded by that many listing
+    /// pages).
+    pub fn list_cache_objects(
+        &self,
+        concurrency: usize,
+    ) -> BoxStream<'static, Result<CacheObject, StoreError>> {
         self.objects
-            .list("")
+            .list_all(concurrency)
             .map_ok(|meta| {
                 if let Some(h) = layout::narinfo_hash(&meta.key) {
                     CacheObject::NarInfo {
