@@ -531,7 +531,8 @@ pub struct GcArgs {
     /// The store directory the cache must be for (its nix-cache-info's StoreDir).
     #[arg(long, default_value = cachecore::store_path::DEFAULT_STORE_DIR, value_name = "DIR")]
     pub store_dir: String,
-    /// Narinfos read at once.
+    /// Narinfos read at once, and listing requests at once (on S3, GCS and Azure the keys are
+    /// listed in ranges side by side).
     #[arg(long, short, default_value_t = 16)]
     pub jobs: usize,
 }

@@ -1171,3 +1171,112 @@ fn unix_millis() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Listing in ranges side by side (`Objects::list_all`, which GC uses) lists exactly what one
+// listing lists.
+
+/// Writes more than a page (1,000 keys) of narinfo, NAR and other keys, some on the boundaries
+/// of the ranges `list_all` lists side by side, and checks it lists exactly what `list("")`
+/// does.
+async fn list_all_lists_what_list_lists(cache: &BinaryCache) {
+    let objects = cache.objects();
+    let mut keys: Vec<String> = [
+        ".cachecore/gc/1-a",
+        "0",
+        "1",
+        "e",
+        "log/x.drv",
+        "n",
+        "na.narinfo",
+        "nar/0",
+        "nar/00",
+        "nar/0z",
+        "nar/1",
+        "nar/1z",
+        "nar/x.frames",
+        "nix-cache-info",
+        "realisations/a.doi",
+        "z",
+        "zz.narinfo",
+        "index/1-2",
+        "gcroots/h/n",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for i in 0..700u64 {
+        let path = StorePath::from_parts(
+            splitmix(i).to_le_bytes().repeat(3)[..20]
+                .try_into()
+                .unwrap(),
+            "p",
+        )
+        .unwrap();
+        let hash = path.hash_part();
+        keys.push(format!("{hash}.narinfo"));
+        keys.push(format!("nar/{}{hash}{}.nar.zst", i % 2, &hash[..19]));
+    }
+    stream::iter(&keys)
+        .map(|k| objects.put(k, Bytes::from_static(b"x"), WriteMode::Overwrite))
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let fields = |m: cachecore::store::ObjectInfo| (m.key, m.size, m.e_tag, m.last_modified);
+    let mut serial: Vec<_> = objects.list("").map_ok(fields).try_collect().await.unwrap();
+    let mut ranged: Vec<_> = objects
+        .list_all(8)
+        .map_ok(fields)
+        .try_collect()
+        .await
+        .unwrap();
+    serial.sort();
+    ranged.sort();
+    keys.sort();
+    let listed: Vec<&String> = ranged.iter().map(|f| &f.0).collect();
+    assert_eq!(listed, keys.iter().collect::<Vec<_>>());
+    assert_eq!(ranged, serial);
+}
+
+#[test]
+fn list_all_lists_what_list_lists_on_a_local_directory_and_garage() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let local = BinaryCache::open(dir.path().to_str().unwrap()).unwrap();
+        list_all_lists_what_list_lists(&local).await;
+    });
+    let garage = common::garage::Garage::start();
+    runtime().block_on(async {
+        let env = garage.env();
+        let cache = BinaryCache::open_with_env(&garage.url("ranges"), &env).unwrap();
+        // Beside the cache, keys its listing must not see.
+        let bucket = BinaryCache::open_with_env(&garage.url(""), &env).unwrap();
+        for k in ["rangesx", "ranges0/a", "r.narinfo"] {
+            bucket
+                .objects()
+                .put(k, Bytes::from_static(b"y"), WriteMode::Overwrite)
+                .await
+                .unwrap();
+        }
+        list_all_lists_what_list_lists(&cache).await;
+        // And the whole bucket.
+        let mut serial: Vec<String> = bucket
+            .objects()
+            .list("")
+            .map_ok(|m| m.key)
+            .try_collect()
+            .await
+            .unwrap();
+        let mut ranged: Vec<String> = bucket
+            .objects()
+            .list_all(8)
+            .map_ok(|m| m.key)
+            .try_collect()
+            .await
+            .unwrap();
+        serial.sort();
+        ranged.sort();
+        assert_eq!(ranged, serial);
+        assert!(ranged.len() > 1400, "{}", ranged.len());
+    });
+}

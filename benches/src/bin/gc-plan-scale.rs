@@ -18,10 +18,7 @@ use cachecore::store::index::INDEX_HEADER;
 use cachecore::store_path::StorePath;
 
 fn path(i: u64) -> StorePath {
-    let mut digest = [0u8; 20];
-    digest[..8].copy_from_slice(&i.to_le_bytes());
-    digest[19] = 0x5a;
-    StorePath::from_parts(digest, "synthetic").expect("a valid store path")
+    cachecore_benches::synthetic_path(i)
 }
 
 /// Its NAR's key: 52 characters of the nix32 alphabet, as a compressed NAR's file hash has.
@@ -33,32 +30,7 @@ fn nar_key(i: u64) -> String {
     )
 }
 
-/// CPU time (user + system) this process has used, in seconds (clock ticks of 1/100 s, as
-/// Linux reports them): on a loaded machine, what the work costs without waiting for a core.
-fn cpu_secs() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // After the command name in parentheses: field 14 (utime) and 15 (stime) of the line.
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (tick(11) + tick(12)) / 100.0
-}
-
-fn peak_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
+use cachecore_benches::{cpu_secs, peak_kib};
 
 /// Entries a compacted index object holds.
 const PER_OBJECT: u64 = 100_000;

@@ -64,7 +64,7 @@ impl GcError {
 pub const TOMBSTONE_HEADER: &str = "cachecore-gc-tombstone 1";
 
 /// A tombstone's body: header, `written <unix secs>`, then `narinfo <hash>` (what was
-/// unpublished, for people), `nar <key>`, `listing <hash>`, `log <drv>` lines.
+/// unpublished, for people), `nar <key>`, `frames <key>`, `listing <hash>`, `log <drv>` lines.
 fn render_tombstone(snapshot: &Snapshot, plan: &Plan, written: u64) -> String {
     let mut out = format!("{TOMBSTONE_HEADER}\nwritten {written}\n");
     for &id in &plan.narinfos {
@@ -73,6 +73,7 @@ fn render_tombstone(snapshot: &Snapshot, plan: &Plan, written: u64) -> String {
     for &o in &plan.tombstone {
         match o {
             ObjectRef::Nar(k) => out.push_str(&format!("nar {}\n", snapshot.key(k))),
+            ObjectRef::Frames(k) => out.push_str(&format!("frames {}\n", snapshot.key(k))),
             ObjectRef::Listing(p) => out.push_str(&format!("listing {}\n", snapshot.hash_part(p))),
             ObjectRef::Log(k) => out.push_str(&format!("log {}\n", snapshot.key(k))),
             // Never tombstoned: deleted with the run's narinfos.
@@ -125,6 +126,9 @@ fn parse_tombstone(
             "narinfo" if snapshot.intern_path(value).is_some() => {}
             "nar" if layout::is_nar(value) => {
                 objects.push(ObjectRef::Nar(snapshot.intern_key(value)))
+            }
+            "frames" if layout::frame_digests_hash(value).is_some() => {
+                objects.push(ObjectRef::Frames(snapshot.intern_key(value)))
             }
             "listing" => objects.push(ObjectRef::Listing(
                 snapshot
@@ -235,7 +239,7 @@ pub async fn scan_with(
     let mut index_objects: Vec<crate::store::ObjectInfo> = Vec::new();
     let mut tombstones: Vec<String> = Vec::new();
     let mut realisations: Vec<(String, crate::store::ObjectInfo)> = Vec::new();
-    let mut listed = cache.list_cache_objects();
+    let mut listed = cache.list_cache_objects(concurrency);
     while let Some(object) = listed.try_next().await? {
         match object {
             CacheObject::NarInfo { hash_part, meta } => {
@@ -249,6 +253,14 @@ pub async fn scan_with(
             }
             CacheObject::Nar { meta } => {
                 scan.snapshot.add_nar_object(
+                    &meta.key,
+                    meta.size,
+                    unix_secs(meta.last_modified),
+                    plan::fingerprint(&meta),
+                );
+            }
+            CacheObject::FrameDigests { meta } => {
+                scan.snapshot.add_frames_object(
                     &meta.key,
                     meta.size,
                     unix_secs(meta.last_modified),
@@ -457,7 +469,8 @@ pub struct GcOptions {
     pub plan: PlanOptions,
     /// Plan and report, delete nothing.
     pub dry_run: bool,
-    /// Narinfos read at once.
+    /// Narinfos read at once, and listing requests at a time (on S3, GCS and Azure the key
+    /// space is listed in ranges side by side: [`crate::store::Objects::list_all`]).
     pub concurrency: usize,
 }
 
@@ -563,7 +576,7 @@ impl GcReport {
 /// The key of `object`, for reports.
 pub fn object_key(snapshot: &Snapshot, object: ObjectRef) -> String {
     match object {
-        ObjectRef::Nar(k) => snapshot.key(k).to_owned(),
+        ObjectRef::Nar(k) | ObjectRef::Frames(k) => snapshot.key(k).to_owned(),
         ObjectRef::Listing(p) => layout::listing(snapshot.hash_part(p)),
         ObjectRef::Log(k) => layout::log(snapshot.key(k)),
         ObjectRef::Realisation(k) => layout::realisation_key(snapshot.key(k)),
@@ -753,6 +766,10 @@ pub struct Applier<'a> {
     failed: bool,
     /// This run's tombstone, once written.
     own_tombstone: Option<String>,
+    /// When the store says it wrote this run's tombstone (Unix seconds, by the store's clock).
+    tombstone_written: Option<u64>,
+    /// Listing requests at a time.
+    concurrency: usize,
     /// Leases already taken into account (those of the scan, and those found by a relist).
     leases_seen: HashSet<String>,
 }
@@ -812,6 +829,8 @@ impl<'a> Applier<'a> {
             renamed: HashSet::new(),
             failed: false,
             own_tombstone: None,
+            tombstone_written: None,
+            concurrency: options.concurrency,
             leases_seen: scan.leases.iter().map(|(n, _)| n.clone()).collect(),
         }
     }
@@ -834,10 +853,21 @@ impl<'a> Applier<'a> {
                     let unique = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
                     let name = format!("{}-{unique:016x}", self.now);
                     let body = render_tombstone(snapshot, plan, self.now);
-                    match cache.put_gc_tombstone(&name, body.into()).await {
-                        Ok(_) => {
+                    // Written, then asked when by the store's clock (see `same_second`).
+                    let written = match cache.put_gc_tombstone(&name, body.into()).await {
+                        Ok(_) => cache.gc_tombstone_meta(&name).await.and_then(|m| {
+                            m.ok_or_else(|| StoreError::NotFound {
+                                url: cache.url().to_owned(),
+                                key: layout::gc_tombstone(&name),
+                            })
+                        }),
+                        Err(e) => Err(e),
+                    };
+                    match written {
+                        Ok(meta) => {
                             report.tombstone = Some(layout::gc_tombstone(&name));
                             self.own_tombstone = Some(name);
+                            self.tombstone_written = Some(unix_secs(meta.last_modified));
                         }
                         Err(e) => {
                             report.failures.push(format!(
@@ -879,8 +909,11 @@ impl<'a> Applier<'a> {
                 let listed = snapshot.narinfo_version(id);
                 let result = match cache.narinfo_meta(hash).await {
                     Ok(None) => Ok(false),
-                    Ok(Some(meta)) if Some(plan::fingerprint(&meta)) != listed => {
-                        // Written again (a push): it stays, and so does its closure.
+                    Ok(Some(meta))
+                        if Some(plan::fingerprint(&meta)) != listed
+                            || self.same_second(cache, id) =>
+                    {
+                        // Written again (a push), or maybe: it stays, and so does its closure.
                         self.keep_closure(id);
                         return true;
                     }
@@ -932,6 +965,24 @@ impl<'a> Applier<'a> {
                         }
                         Err(e) => Err(e),
                     },
+                    ObjectRef::Frames(k) => {
+                        let Some(hash) = layout::frame_digests_hash(snapshot.key(k)) else {
+                            return true;
+                        };
+                        match cache.frame_digests_meta(&hash).await {
+                            Ok(None) => return true,
+                            Ok(Some(meta)) => {
+                                if Some(plan::fingerprint(&meta)) != snapshot.frames_version(k) {
+                                    // Written again since the listing (a push of the same
+                                    // content): the narinfo it is for may follow.
+                                    report.objects_kept_on_recheck.push(key);
+                                    return true;
+                                }
+                                cache.delete_frame_digests(&hash).await
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
                     ObjectRef::Listing(p) => cache.delete_listing(snapshot.hash_part(p)).await,
                     ObjectRef::Log(k) => cache.delete_log(snapshot.key(k)).await,
                     ObjectRef::Realisation(k) => cache.delete_realisation(snapshot.key(k)).await,
@@ -976,7 +1027,7 @@ impl<'a> Applier<'a> {
     /// they name.
     async fn relist(&mut self, cache: &BinaryCache) -> Result<(), GcError> {
         let snapshot = self.snapshot;
-        let mut listed = cache.list_cache_objects();
+        let mut listed = cache.list_cache_objects(self.concurrency);
         let mut changed: Vec<String> = Vec::new();
         let mut new_leases: Vec<String> = Vec::new();
         while let Some(object) = listed.try_next().await? {
@@ -1022,6 +1073,9 @@ impl<'a> Applier<'a> {
             match cache.narinfo_by_hash(&hash).await {
                 Ok(Some(info)) => {
                     self.renamed.insert(info.url.clone());
+                    if let Some(frames) = crate::store::index::frames_hash(&info) {
+                        self.renamed.insert(layout::frame_digests(&frames));
+                    }
                     if let Some(d) = &info.deriver {
                         self.renamed.insert(layout::log(&d.to_string()));
                     }
@@ -1039,11 +1093,30 @@ impl<'a> Applier<'a> {
                     | StoreError::TooLarge { .. },
                 ) => {
                     self.renamed.extend(snapshot.nar_keys().map(str::to_owned));
+                    self.renamed
+                        .extend(snapshot.frames_keys().map(str::to_owned));
                 }
                 Err(e) => return Err(e.into()),
             }
         }
         Ok(())
+    }
+
+    /// Whether the narinfo of `id` was listed as written within the second the store wrote this
+    /// run's tombstone in, on a store where a rewrite of the same bytes within a second keeps
+    /// its version ([`crate::store::Objects::rewrites_change_tags`]: S3, GCS). A writer that
+    /// found it condemned uploads it again after that tombstone (the push rule), so a rewrite
+    /// that looks unchanged can only be one of a narinfo listed in that second: such a narinfo
+    /// is taken as rewritten (kept, with its closure) rather than deleted on a version a HEAD
+    /// cannot tell apart. Unparseable narinfos (`delete_unparseable`) are not: no writer
+    /// publishes them again.
+    fn same_second(&self, cache: &BinaryCache, id: plan::PathId) -> bool {
+        if cache.objects().rewrites_change_tags() {
+            return false;
+        }
+        self.snapshot
+            .summary(id)
+            .is_some_and(|s| self.tombstone_written.is_none_or(|t| s.pushed >= t))
     }
 
     /// Keeps `id` and every path of its closure.
@@ -1063,6 +1136,7 @@ impl<'a> Applier<'a> {
         self.kept.iter().any(|&p| {
             self.snapshot.summary(p).is_some_and(|s| {
                 o == ObjectRef::Nar(s.nar)
+                    || s.frames_key().map(ObjectRef::Frames) == Some(o)
                     || o == ObjectRef::Listing(p)
                     || s.deriver.map(ObjectRef::Log) == Some(o)
             })

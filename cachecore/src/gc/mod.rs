@@ -17,12 +17,15 @@
 //! not parse (reported, and deleted only with `delete_unparseable`). With `only_trashed`, also of every path no trashed root reaches:
 //! only what trashed roots reach, and nothing else keeps, goes.
 //!
-//! *Garbage*: narinfos that are not live; the NARs, listings (`<hash>.ls`) and build logs
-//! (`log/<Deriver>`) of those that no live narinfo names (a NAR is named by its content and can
-//! be shared by several narinfos: it goes only when none that stays names it); and *orphans*,
-//! NARs and listings no narinfo names at all (killed pushes, including streamed
-//! `nar/<NarHash>-<unique>` objects) once older than `failed_uploads_older_than` — none while
-//! some narinfo does not parse, since what it names is unknown.
+//! *Garbage*: narinfos that are not live; the NARs, frame digests (`nar/<nix32>.frames`, named
+//! by a narinfo's `FramesHash`), listings (`<hash>.ls`) and build logs (`log/<Deriver>`) of
+//! those that no live narinfo names (a NAR or its frame digests are named by their content and
+//! can be shared by several narinfos: they go only when none that stays names them, after the
+//! same grace); and *orphans*, NARs, frame digests and listings no narinfo names at all (killed
+//! pushes, including streamed `nar/<NarHash>-<unique>` objects) once older than
+//! `failed_uploads_older_than` — no NAR or frame digests while some narinfo does not parse,
+//! since what it names is unknown. A frame digests object a GC deletes too early costs a reader
+//! a whole-NAR read (it falls back to the NarHash), never a broken closure.
 //!
 //! A run with no root, no `older_than` and no `max_size` would collect everything: it is refused
 //! ([`PlanError::EmptyRoots`]) unless `allow_empty_roots`. A root key or body that does not
@@ -33,21 +36,26 @@
 //! # Order, and why a killed run breaks nothing
 //!
 //! 1. The tombstone is written first: `.cachecore/gc/<time>-<unique>`, naming the narinfos
-//!    this run unpublishes and the objects (NARs, listings, logs) that no remaining narinfo
-//!    will name.
+//!    this run unpublishes and the objects (NARs, frame digests, listings, logs) that no
+//!    remaining narinfo will name.
 //! 2. The narinfo keys and leases are listed again: a narinfo written or rewritten since the
 //!    scan (its listed version — ETag, size, mtime to the second ([`fingerprint`]) — changed),
 //!    and each lease written since, keep themselves and their closures.
 //! 3. Narinfos are deleted referrers before references, each after a HEAD showing it is still
-//!    the version the scan read (else it and its closure are kept). At every moment a narinfo
+//!    the version the scan read (else it and its closure are kept). On S3 and GCS a version is
+//!    the content's MD5 and a time to the second, so a rewrite of the same bytes within the
+//!    second the narinfo was listed in is not seen: there a narinfo listed in the second the
+//!    store wrote the tombstone in (or later) is kept as if rewritten — a writer that found it
+//!    condemned rewrites it after the tombstone, so a rewrite missed otherwise is of one of
+//!    those. At every moment a narinfo
 //!    still visible is live (its closure untouched) or dead with its dead referrers already
 //!    gone and its references not yet deleted; so every visible narinfo has its NAR and its
 //!    whole closure. The first failed delete stops the run: nothing it references goes after
 //!    it.
 //! 4. The narinfo keys are listed again (as in 2), then objects are deleted: those of
 //!    tombstones older than the grace, orphans, and with grace 0 (`--force`) this run's. Each
-//!    is kept if a narinfo names it now, and a NAR is kept if a HEAD shows it was rewritten
-//!    since the listing (a push uploaded the same content again). During the grace a client
+//!    is kept if a narinfo names it now, and a NAR or frame digests object is kept if a HEAD
+//!    shows it was rewritten since the listing (a push uploaded the same content again). During the grace a client
 //!    that read a narinfo just before it was deleted, or a Nix whose narinfo disk cache still
 //!    holds it, still gets its NAR.
 //! 5. Tombstones whose objects were all handled are deleted (none if a delete failed).
@@ -124,7 +132,8 @@
 //! The scan lists the cache once (every key) and reads the push index
 //! ([`crate::store::index`]): a path whose index entry still describes its narinfo is not
 //! read; every other narinfo is read once (caches written by plain `nix copy`, a damaged or
-//! stale index). An index entry that does not parse, or names a NAR the cache does not have
+//! stale index, and — while the cache has any `.frames` object — entries written before the
+//! index recorded frame digests; `cachecore index rebuild` writes them anew). An index entry that does not parse, or names a NAR the cache does not have
 //! and disagrees with its narinfo, is ignored for that path (the narinfo wins) and reported
 //! ([`GcReport::index_problems`]).
 //!

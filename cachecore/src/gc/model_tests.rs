@@ -941,3 +941,409 @@ fn keepers_name_the_seed_and_the_chain_of_every_live_path() {
         }
     }
 }
+
+// ---- Frame digests (`nar/<nix32>.frames`) ----
+
+/// The `.frames` keys of `cache`.
+async fn frames_keys(cache: &BinaryCache) -> Vec<String> {
+    use futures::TryStreamExt;
+    let mut keys: Vec<String> = cache
+        .objects()
+        .list("")
+        .map_ok(|m| m.key)
+        .try_filter(|k| std::future::ready(k.ends_with(".frames")))
+        .try_collect()
+        .await
+        .unwrap();
+    keys.sort();
+    keys
+}
+
+/// Pushes a tree of one file of `len` bytes (more than one 4 MiB frame: the push writes frame
+/// digests) made from `seed`; returns the path and its `.frames` key.
+async fn push_framed(cache: &BinaryCache, dir: &std::path::Path, seed: u8) -> (StorePath, String) {
+    use std::sync::Arc;
+    let src = dir.join(format!("tree{seed}"));
+    std::fs::create_dir_all(&src).unwrap();
+    let mut rng = Rng::new(u64::from(seed));
+    let bytes: Vec<u8> = (0..9 << 20).map(|_| (rng.next() >> 60) as u8).collect();
+    std::fs::write(src.join("big"), bytes).unwrap();
+    let (path, _) = crate::ops::push_add(
+        cache,
+        &StoreDir::default(),
+        &src,
+        &format!("framed{seed}"),
+        &crate::ops::PushOptions::default(),
+        Arc::new(crate::ops::NoProgress),
+    )
+    .await
+    .unwrap();
+    let info = cache.narinfo(&path).await.unwrap().unwrap();
+    let frames = crate::store::index::frames_hash(&info).expect("a multi-frame NAR has digests");
+    (path, crate::store::layout::frame_digests(&frames))
+}
+
+#[tokio::test]
+async fn frame_digests_go_with_the_narinfos_that_name_them_and_orphans_after_their_age() {
+    use super::apply::collect;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BinaryCache::open("memory://").unwrap();
+    let (kept, kept_frames) = push_framed(&cache, dir.path(), 1).await;
+    let (gone, gone_frames) = push_framed(&cache, dir.path(), 2).await;
+    let gone_nar = cache.narinfo(&gone).await.unwrap().unwrap().url;
+    let mut all = vec![kept_frames.clone(), gone_frames.clone()];
+    all.sort();
+    assert_eq!(frames_keys(&cache).await, all);
+    roots::add(
+        &cache,
+        &StoreDir::default(),
+        "host",
+        "kept",
+        vec![kept.clone()],
+        None,
+        SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    let options = GcOptions {
+        concurrency: 4,
+        ..GcOptions::default()
+    };
+
+    // The unrooted path goes; its NAR and frame digests wait in the tombstone for the grace.
+    let now = SystemTime::now();
+    let report = collect(&cache, &StoreDir::default(), now, &options)
+        .await
+        .unwrap();
+    assert_eq!(report.failures, Vec::<String>::new());
+    assert_eq!(
+        report.from_index, 2,
+        "the index says which digests each names"
+    );
+    assert_eq!(
+        report.narinfos_deleted,
+        [format!("{}.narinfo", gone.hash_part())]
+    );
+    assert!(
+        report.tombstoned.contains(&gone_frames) && report.tombstoned.contains(&gone_nar),
+        "{report:?}"
+    );
+    assert!(!report.tombstoned.contains(&kept_frames), "{report:?}");
+    assert_eq!(
+        frames_keys(&cache).await,
+        all,
+        "nothing goes before the grace"
+    );
+
+    // Digests named by nobody (a killed push) are an orphan once a day old.
+    let orphan_hash = cache
+        .put_frame_digests(Bytes::from_static(b"digests of a push that was killed"))
+        .await
+        .unwrap();
+    let orphan = crate::store::layout::frame_digests(&orphan_hash);
+
+    // After the grace: the NAR and digests of the collected path go, and the orphan; the
+    // rooted path keeps its digests.
+    let later = now + Duration::from_secs(3 * 24 * 3600);
+    let report = collect(&cache, &StoreDir::default(), later, &options)
+        .await
+        .unwrap();
+    assert_eq!(report.failures, Vec::<String>::new());
+    let mut deleted = report.objects_deleted.clone();
+    deleted.sort();
+    let mut expected = vec![
+        gone_nar,
+        gone_frames,
+        orphan,
+        format!("{}.ls", gone.hash_part()),
+    ];
+    expected.sort();
+    assert_eq!(deleted, expected, "{report:?}");
+    assert_eq!(report.orphans_deleted, 1);
+    assert_eq!(
+        frames_keys(&cache).await,
+        std::slice::from_ref(&kept_frames)
+    );
+    assert!(cache.has_narinfo(&kept).await.unwrap());
+    assert!(cache
+        .frame_digests(
+            &crate::store::layout::frame_digests_hash(&kept_frames).unwrap(),
+            1 << 20
+        )
+        .await
+        .unwrap()
+        .is_some());
+
+    // With grace 0 (`--force`) a collected path's digests go in the same run.
+    roots::remove(
+        &cache,
+        &StoreDir::default(),
+        "host",
+        "kept",
+        SystemTime::now(),
+    )
+    .await
+    .unwrap();
+    let force = GcOptions {
+        plan: PlanOptions {
+            grace: Duration::ZERO,
+            allow_empty_roots: true,
+            ..PlanOptions::default()
+        },
+        concurrency: 4,
+        ..GcOptions::default()
+    };
+    let report = collect(&cache, &StoreDir::default(), SystemTime::now(), &force)
+        .await
+        .unwrap();
+    assert!(report.objects_deleted.contains(&kept_frames), "{report:?}");
+    assert!(frames_keys(&cache).await.is_empty());
+}
+
+#[test]
+fn an_index_entry_that_does_not_say_its_frame_digests_is_used_only_while_there_are_none() {
+    let line = format!(
+        "{}\t{}\t10\t-\t5\t-\t-\t",
+        store_path(0),
+        format_args!("nar/{}.nar", "1".repeat(52))
+    );
+    let body = format!("{}\n{line}\n", crate::store::index::INDEX_HEADER);
+    // No `.frames` object in the cache: the entry is used.
+    let mut s = Snapshot::new();
+    assert!(s
+        .add_index_object(body.as_bytes(), 10_000)
+        .unwrap()
+        .is_empty());
+    let id = s.path_id(&hash(0)).unwrap();
+    assert!(s.confirm_indexed(id, 9_000, 1));
+    assert_eq!(s.summary(id).unwrap().frames, None);
+    // Some `.frames` object: it may be this narinfo's, so the narinfo is read instead.
+    let mut s = Snapshot::new();
+    s.add_frames_object(&format!("nar/{}.frames", "1".repeat(52)), 5, 1, 1);
+    assert!(s
+        .add_index_object(body.as_bytes(), 10_000)
+        .unwrap()
+        .is_empty());
+    let id = s.path_id(&hash(0)).unwrap();
+    assert!(!s.confirm_indexed(id, 9_000, 1));
+    // A ninth field says: used.
+    let mut s = Snapshot::new();
+    s.add_frames_object(&format!("nar/{}.frames", "1".repeat(52)), 5, 1, 1);
+    let known = format!("{}\n{line}\t-\n", crate::store::index::INDEX_HEADER);
+    assert!(s
+        .add_index_object(known.as_bytes(), 10_000)
+        .unwrap()
+        .is_empty());
+    let id = s.path_id(&hash(0)).unwrap();
+    assert!(s.confirm_indexed(id, 9_000, 1));
+}
+
+// ---- Stores whose versions do not tell a rewrite within the second (S3, GCS) ----
+
+/// An in-memory store that tags objects as S3 does — the MD5 of the content (here a sha256),
+/// the same for the same bytes however often written — and answers times to the second, as
+/// S3's HEADs and GETs do.
+#[derive(Debug, Default)]
+struct ContentTagged {
+    inner: object_store::memory::InMemory,
+    tags: std::sync::Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Display for ContentTagged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContentTagged")
+    }
+}
+
+impl ContentTagged {
+    fn tagged(&self, mut meta: object_store::ObjectMeta) -> object_store::ObjectMeta {
+        meta.e_tag = self
+            .tags
+            .lock()
+            .unwrap()
+            .get(meta.location.as_ref())
+            .cloned();
+        meta
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for ContentTagged {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        let bytes: Vec<u8> = payload.iter().flat_map(|b| b.to_vec()).collect();
+        let tag = format!("\"{}\"", Hash::digest(HashAlgo::Sha256, &bytes).to_nix32());
+        let mut result = self.inner.put_opts(location, payload, opts).await?;
+        self.tags
+            .lock()
+            .unwrap()
+            .insert(location.as_ref().to_owned(), tag.clone());
+        result.e_tag = Some(tag);
+        Ok(result)
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        mut options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        // The tags are ours, not the inner store's.
+        options.if_match = None;
+        options.if_none_match = None;
+        let mut result = self.inner.get_opts(location, options).await?;
+        result.meta = self.tagged(result.meta);
+        let secs = roots::unix_secs(SystemTime::from(result.meta.last_modified));
+        result.meta.last_modified = roots::from_unix_secs(secs).into();
+        Ok(result)
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        use futures::StreamExt;
+        let tags = self.tags.lock().unwrap().clone();
+        self.inner
+            .list(prefix)
+            .map(move |m| {
+                m.map(|mut m| {
+                    m.e_tag = tags.get(m.location.as_ref()).cloned();
+                    m
+                })
+            })
+            .boxed()
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        let mut listed = self.inner.list_with_delimiter(prefix).await?;
+        listed.objects = listed.objects.into_iter().map(|m| self.tagged(m)).collect();
+        Ok(listed)
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// Sleeps until the next second of the clock begins.
+fn next_second() {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap();
+    std::thread::sleep(Duration::from_nanos(
+        1_000_000_000 - u64::from(now.subsec_nanos()) + 1_000_000,
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_narinfo_rewritten_with_the_same_bytes_within_its_second_is_kept_on_s3_like_stores() {
+    for attempt in 0.. {
+        let cache = BinaryCache::from_object_store(
+            std::sync::Arc::new(ContentTagged::default()),
+            "content-tagged://",
+            false,
+        );
+        assert!(!cache.objects().rewrites_change_tags());
+        cache.init(&Default::default()).await.unwrap();
+        let world = World {
+            paths: (0..2).map(store_path).collect(),
+            references: vec![vec![], vec![]],
+            content: vec![Bytes::from_static(b"old"), Bytes::from_static(b"new")],
+        };
+        let mut infos = Vec::new();
+        for i in 0..2 {
+            if i == 1 {
+                // Path 1 is written in a second of its own, and the GC runs within it.
+                next_second();
+            }
+            let nar = format!(
+                "nar/{}.nar",
+                Hash::digest(HashAlgo::Sha256, &world.content[i]).to_nix32()
+            );
+            cache
+                .objects()
+                .put(
+                    &nar,
+                    world.content[i].clone(),
+                    crate::store::WriteMode::Overwrite,
+                )
+                .await
+                .unwrap();
+            let info = world.narinfo(i, &nar);
+            cache.put_narinfo(&info).await.unwrap();
+            infos.push(info);
+        }
+        let scanned = scan(&cache, &StoreDir::default(), 4).await.unwrap();
+        let options = GcOptions {
+            plan: PlanOptions {
+                allow_empty_roots: true,
+                ..PlanOptions::default()
+            },
+            concurrency: 4,
+            ..GcOptions::default()
+        };
+        let now = SystemTime::now();
+        let planned = plan(
+            &scanned.snapshot,
+            &RootIds::default(),
+            roots::unix_secs(now),
+            &options.plan,
+        )
+        .unwrap();
+        assert_eq!(planned.narinfos.len(), 2);
+        let mut report = GcReport::default();
+        let mut applier = Applier::new(&scanned, &planned, now, &options, &mut report);
+        // The tombstone and the relist; then a push that found path 1 condemned writes its
+        // narinfo again, the same bytes.
+        applier.step(&cache, &mut report).await;
+        applier.step(&cache, &mut report).await;
+        cache.put_narinfo(&infos[1]).await.unwrap();
+        let written = cache.narinfo_meta(&hash(1)).await.unwrap().unwrap();
+        let tombstone = report.tombstone.clone().expect("a tombstone was written");
+        let tombstone_meta = cache.objects().head(&tombstone).await.unwrap().unwrap();
+        if roots::unix_secs(written.last_modified) != roots::unix_secs(tombstone_meta.last_modified)
+        {
+            // The machine was too slow to stay within one second: try again.
+            assert!(attempt < 5, "never within one second");
+            continue;
+        }
+        while applier.step(&cache, &mut report).await {}
+        assert_eq!(report.failures, Vec::<String>::new());
+        // Path 0, listed seconds before the tombstone, goes; path 1 is kept: its rewrite
+        // cannot be told from its listed version.
+        assert_eq!(report.narinfos_deleted, [format!("{}.narinfo", hash(0))]);
+        assert!(cache.has_narinfo(&store_path(1)).await.unwrap());
+        assert!(!cache.has_narinfo(&store_path(0)).await.unwrap());
+        break;
+    }
+}

@@ -24,6 +24,9 @@ pub struct PathSummary {
     pub references: Box<[PathId]>,
     /// The `URL:` (the NAR's key), interned.
     pub nar: KeyId,
+    /// The key of the `.frames` object its `FramesHash` names, interned; [`FRAMES_UNKNOWN`]
+    /// for a push index entry that does not say (written before the index recorded it).
+    pub frames: Option<KeyId>,
     /// `FileSize` (0 when absent).
     pub file_size: u64,
     /// `NarSize`.
@@ -36,11 +39,20 @@ pub struct PathSummary {
     pub version: u64,
 }
 
+impl PathSummary {
+    /// The key of the `.frames` object the narinfo names, when it names one (and that is
+    /// known).
+    pub fn frames_key(&self) -> Option<KeyId> {
+        self.frames.filter(|&f| f != FRAMES_UNKNOWN)
+    }
+}
+
 /// A number that changes when an object is rewritten: its ETag, size and last-modified time
 /// to the second, hashed, so that a listing and a HEAD of one unchanged object agree on every
 /// backend (S3 lists times to the millisecond but HEAD answers them to the second; the ETag of
-/// a local file holds its mtime to the nanosecond). An S3 object rewritten with the same bytes
-/// within the same second is not seen as rewritten.
+/// a local file holds its mtime to the microsecond). An S3 object rewritten with the same bytes
+/// within the same second is not seen as rewritten by it: the applier keeps a narinfo listed in
+/// the second of its tombstone on such stores instead (see `Applier::same_second`).
 pub fn fingerprint(meta: &crate::store::ObjectInfo) -> u64 {
     use std::hash::{Hash as _, Hasher as _};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -50,11 +62,19 @@ pub fn fingerprint(meta: &crate::store::ObjectInfo) -> u64 {
     h.finish()
 }
 
+/// [`PathSummary::frames`] of a path whose push index entry does not say whether its narinfo
+/// names frame digests: such an entry is used only while the cache has no `.frames` object
+/// ([`Snapshot::confirm_indexed`]), else the narinfo is read.
+pub const FRAMES_UNKNOWN: KeyId = KeyId::MAX;
+
 /// An object GC may delete besides narinfos.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ObjectRef {
     /// A NAR object (its key).
     Nar(KeyId),
+    /// A seekable NAR's frame digests, `nar/<nix32>.frames` (its key), named by the
+    /// `FramesHash` of narinfos.
+    Frames(KeyId),
     /// A path's `<hash>.ls`.
     Listing(PathId),
     /// A build log `log/<drv>`.
@@ -91,6 +111,8 @@ pub struct Snapshot {
     keys: KeyArena,
     /// Listed `nar/…` objects: size, last-modified (Unix seconds), [`fingerprint`].
     nar_objects: HashMap<KeyId, (u64, u64, u64)>,
+    /// Listed `nar/<nix32>.frames` objects, as `nar_objects`.
+    frame_objects: HashMap<KeyId, (u64, u64, u64)>,
     /// Listed `<hash>.ls` objects.
     listings: HashMap<PathId, (u64, u64)>,
     /// Listed build logs, by derivation base name.
@@ -224,6 +246,11 @@ impl Snapshot {
         self.nar_objects.keys().map(|&k| self.key(k))
     }
 
+    /// Every listed frame digests object's key.
+    pub fn frames_keys(&self) -> impl Iterator<Item = &str> {
+        self.frame_objects.keys().map(|&k| self.key(k))
+    }
+
     /// The summary of path `id`, when it has a parseable narinfo.
     pub fn summary(&self, id: PathId) -> Option<&PathSummary> {
         self.paths.get(id as usize).and_then(Option::as_ref)
@@ -232,11 +259,11 @@ impl Snapshot {
     /// Adds the narinfo stored at `hash`'s key, written at `pushed` (Unix seconds).
     /// `version` is its [`fingerprint`].
     pub fn add_narinfo(&mut self, hash: &str, info: &NarInfo, pushed: u64, version: u64) {
+        let frames = crate::store::index::frames_hash(info);
         self.add_path(
             hash,
-            &info.references,
-            &info.url,
-            info.deriver.as_ref(),
+            (&info.references, info.deriver.as_ref()),
+            (&info.url, Some(frames.as_ref())),
             (info.file_size.unwrap_or(0), info.nar_size),
             (pushed, version),
         );
@@ -246,20 +273,25 @@ impl Snapshot {
     pub fn add_index_entry(&mut self, entry: &crate::store::IndexEntry, pushed: u64, version: u64) {
         self.add_path(
             &entry.path.hash_part(),
-            &entry.references,
-            &entry.url,
-            entry.deriver.as_ref(),
+            (&entry.references, entry.deriver.as_ref()),
+            (
+                &entry.url,
+                entry.frames_known.then_some(entry.frames.as_ref()),
+            ),
             (entry.file_size.unwrap_or(0), entry.nar_size),
             (pushed, version),
         );
     }
 
+    /// `frames`: the `FramesHash`, `None` when unknown.
     fn add_path(
         &mut self,
         hash: &str,
-        references: &[crate::store_path::StorePath],
-        url: &str,
-        deriver: Option<&crate::store_path::StorePath>,
+        (references, deriver): (
+            &[crate::store_path::StorePath],
+            Option<&crate::store_path::StorePath>,
+        ),
+        (url, frames): (&str, Option<Option<&crate::hash::Hash>>),
         (file_size, nar_size): (u64, u64),
         (pushed, version): (u64, u64),
     ) {
@@ -274,6 +306,7 @@ impl Snapshot {
         references.sort_unstable();
         references.dedup();
         let nar = self.intern_key(url);
+        let frames = self.intern_frames(frames);
         let deriver = deriver.map(|d| self.intern_key(&d.to_string()));
         if let Some(stamp) = self.index_stamps.get_mut(id as usize) {
             *stamp = (NO_TIME, NO_TIME); // read from its narinfo
@@ -282,6 +315,7 @@ impl Snapshot {
             *slot = Some(PathSummary {
                 references: references.into(),
                 nar,
+                frames,
                 file_size,
                 nar_size,
                 pushed,
@@ -324,6 +358,7 @@ impl Snapshot {
         use crate::store_path::StorePathRef;
         let mut fields = line.split('\t');
         let mut next = || fields.next();
+        let wrong = || format!("{} fields, not 8 or 9", line.split('\t').count());
         let (
             Some(path),
             Some(url),
@@ -333,6 +368,7 @@ impl Snapshot {
             Some(mtime),
             Some(deriver),
             Some(refs),
+            frames,
             None,
         ) = (
             next(),
@@ -344,10 +380,12 @@ impl Snapshot {
             next(),
             next(),
             next(),
+            next(),
         )
         else {
-            return Err(format!("{} fields, not 8", line.split('\t').count()));
+            return Err(wrong());
         };
+        let frames = frames.map(crate::store::index::field_frames).transpose()?;
         use crate::store::index::{field_number as num, field_optional as opt};
         let base = |v: &str| -> Result<(), String> {
             StorePathRef::from_base_name(v)
@@ -385,11 +423,13 @@ impl Snapshot {
         ids.sort_unstable();
         ids.dedup();
         let nar = self.intern_key(url);
+        let frames = self.intern_frames(frames.as_ref().map(Option::as_ref));
         let deriver = deriver.map(|d| self.intern_key(d));
         if let Some(slot) = self.paths.get_mut(id as usize) {
             *slot = Some(PathSummary {
                 references: ids.into(),
                 nar,
+                frames,
                 file_size: file_size.unwrap_or(0),
                 nar_size,
                 pushed,
@@ -420,8 +460,16 @@ impl Snapshot {
         } else {
             recorded == mtime_ms
         };
+        let frames_listed = !self.frame_objects.is_empty();
         match self.paths.get_mut(i) {
-            Some(Some(summary)) if fits => {
+            // An entry that does not say which frame digests its narinfo names is of no use
+            // while some `.frames` object may be its.
+            Some(Some(summary))
+                if fits && !(frames_listed && summary.frames == Some(FRAMES_UNKNOWN)) =>
+            {
+                if summary.frames == Some(FRAMES_UNKNOWN) {
+                    summary.frames = None;
+                }
                 summary.pushed = mtime_ms / 1000;
                 summary.version = version;
                 self.index_stamps[i] = (NO_TIME, NO_TIME);
@@ -474,6 +522,27 @@ impl Snapshot {
         self.nar_objects.insert(id, (size, modified, version));
     }
 
+    /// Adds a listed `nar/<nix32>.frames` object (frame digests).
+    pub fn add_frames_object(&mut self, key: &str, size: u64, modified: u64, version: u64) {
+        let id = self.intern_key(key);
+        self.frame_objects.insert(id, (size, modified, version));
+    }
+
+    /// The [`fingerprint`] of a listed frame digests object.
+    pub fn frames_version(&self, key: KeyId) -> Option<u64> {
+        self.frame_objects.get(&key).map(|s| s.2)
+    }
+
+    /// The interned key of the `.frames` object `frames` names: `None` for none,
+    /// [`FRAMES_UNKNOWN`] when not known.
+    fn intern_frames(&mut self, frames: Option<Option<&crate::hash::Hash>>) -> Option<KeyId> {
+        match frames {
+            None => Some(FRAMES_UNKNOWN),
+            Some(None) => None,
+            Some(Some(h)) => Some(self.intern_key(&crate::store::layout::frame_digests(h))),
+        }
+    }
+
     /// The [`fingerprint`] of a listed NAR object.
     pub fn nar_version(&self, key: KeyId) -> Option<u64> {
         self.nar_objects.get(&key).map(|s| s.2)
@@ -505,7 +574,11 @@ impl Snapshot {
     /// test, whose clock runs ahead of the in-memory store's.
     #[cfg(test)]
     pub(crate) fn set_times(&mut self, time_of: impl Fn(&str) -> Option<u64>) {
-        for (k, v) in self.nar_objects.iter_mut() {
+        for (k, v) in self
+            .nar_objects
+            .iter_mut()
+            .chain(self.frame_objects.iter_mut())
+        {
             if let Some(t) = time_of(self.keys.get(*k)) {
                 v.1 = t;
             }
@@ -569,6 +642,7 @@ impl Snapshot {
     pub fn object_size(&self, object: ObjectRef) -> u64 {
         match object {
             ObjectRef::Nar(k) => self.nar_objects.get(&k).map_or(0, |s| s.0),
+            ObjectRef::Frames(k) => self.frame_objects.get(&k).map_or(0, |s| s.0),
             ObjectRef::Listing(p) => self.listings.get(&p).map_or(0, |s| s.0),
             ObjectRef::Log(k) => self.logs.get(&k).copied().unwrap_or(0),
             ObjectRef::Realisation(k) => self.realisations.get(&k).map_or(0, |r| r.1),
@@ -579,6 +653,7 @@ impl Snapshot {
     pub fn object_modified(&self, object: ObjectRef) -> Option<u64> {
         match object {
             ObjectRef::Nar(k) => self.nar_objects.get(&k).map(|s| s.1),
+            ObjectRef::Frames(k) => self.frame_objects.get(&k).map(|s| s.1),
             ObjectRef::Listing(p) => self.listings.get(&p).map(|s| s.1),
             ObjectRef::Log(_) => None,
             ObjectRef::Realisation(k) => self.realisations.get(&k).map(|r| r.2),
@@ -590,6 +665,7 @@ impl Snapshot {
 #[derive(Debug, Default)]
 struct ObjectSet {
     nars: Vec<bool>,
+    frames: Vec<bool>,
     listings: Vec<bool>,
     logs: Vec<bool>,
     realisations: Vec<bool>,
@@ -599,6 +675,7 @@ impl ObjectSet {
     fn slot(&mut self, o: ObjectRef) -> &mut bool {
         let (bits, i) = match o {
             ObjectRef::Nar(k) => (&mut self.nars, k),
+            ObjectRef::Frames(k) => (&mut self.frames, k),
             ObjectRef::Listing(p) => (&mut self.listings, p),
             ObjectRef::Log(k) => (&mut self.logs, k),
             ObjectRef::Realisation(k) => (&mut self.realisations, k),
@@ -618,6 +695,7 @@ impl ObjectSet {
     fn contains(&self, o: ObjectRef) -> bool {
         let (bits, i) = match o {
             ObjectRef::Nar(k) => (&self.nars, k),
+            ObjectRef::Frames(k) => (&self.frames, k),
             ObjectRef::Listing(p) => (&self.listings, p),
             ObjectRef::Log(k) => (&self.logs, k),
             ObjectRef::Realisation(k) => (&self.realisations, k),
@@ -816,6 +894,7 @@ pub fn plan(
         };
         let objects = [
             Some(ObjectRef::Nar(s.nar)),
+            s.frames_key().map(ObjectRef::Frames),
             Some(ObjectRef::Listing(id)),
             s.deriver.map(ObjectRef::Log),
         ];
@@ -860,6 +939,11 @@ pub fn plan(
             continue;
         };
         let mut objects = vec![ObjectRef::Nar(s.nar)];
+        objects.extend(
+            s.frames_key()
+                .filter(|f| snapshot.frame_objects.contains_key(f))
+                .map(ObjectRef::Frames),
+        );
         if snapshot.listings.contains_key(&id) {
             objects.push(ObjectRef::Listing(id));
         }
@@ -888,6 +972,12 @@ pub fn plan(
         .nar_objects
         .iter()
         .map(|(&k, &(_, m, _))| (ObjectRef::Nar(k), m))
+        .chain(
+            snapshot
+                .frame_objects
+                .iter()
+                .map(|(&k, &(_, m, _))| (ObjectRef::Frames(k), m)),
+        )
         .chain(
             snapshot
                 .listings
@@ -920,7 +1010,7 @@ pub fn plan(
     delete.extend(realisations);
     if !snapshot.unparseable.is_empty() {
         let before = orphans.len();
-        orphans.retain(|o| !matches!(o, ObjectRef::Nar(_)));
+        orphans.retain(|o| !matches!(o, ObjectRef::Nar(_) | ObjectRef::Frames(_)));
         plan.orphans_kept_for_unparseable = before - orphans.len();
     }
     plan.orphans = orphans.len();

@@ -114,6 +114,12 @@ pub(crate) struct Backend {
     pub(crate) local: Option<Arc<LocalDir>>,
     /// What signs URLs for direct uploads and redirects (S3).
     pub(crate) presigner: Option<Presigner>,
+    /// Whether every write gives an object a new entity tag, even with the same bytes within
+    /// the same second (a local directory's tags hold the file's inode and mtime to the
+    /// microsecond; memory counts writes). S3's and GCS's tags are the content's MD5 and their
+    /// HEADs give times to the second, so there a rewrite with the same bytes within the
+    /// second looks unchanged; unknown stores are taken to be like that.
+    pub(crate) rewrites_change_tags: bool,
 }
 
 /// How a store lists a directory.
@@ -155,6 +161,7 @@ impl Backend {
             listing: Listing::Whole,
             local: None,
             presigner: None,
+            rewrites_change_tags: false,
         }
     }
 
@@ -188,9 +195,14 @@ pub(crate) fn open(
             let (local, store) = LocalDir::open(url, dir, create)?;
             let mut b = Backend::plain(url, Arc::new(store), false);
             b.local = Some(Arc::new(local));
+            b.rewrites_change_tags = true;
             b
         }
-        StoreLocation::Memory => Backend::plain(url, Arc::new(InMemory::new()), false),
+        StoreLocation::Memory => {
+            let mut b = Backend::plain(url, Arc::new(InMemory::new()), false);
+            b.rewrites_change_tags = true;
+            b
+        }
         StoreLocation::Http { base } => http(url, base, env)?,
         StoreLocation::S3 {
             bucket,

@@ -95,6 +95,9 @@ pub enum CacheObject {
     Listing { hash_part: String, meta: ObjectInfo },
     /// `nar/<name>`.
     Nar { meta: ObjectInfo },
+    /// `nar/<nix32 sha256>.frames`: a seekable NAR's frame digests, named by the `FramesHash`
+    /// of the narinfos that use them.
+    FrameDigests { meta: ObjectInfo },
     /// `log/<drv>`: a build log.
     Log { drv: String, meta: ObjectInfo },
     /// A GC run's tombstone.
@@ -1052,6 +1055,16 @@ impl BinaryCache {
         Ok(hash)
     }
 
+    /// The metadata of the frame digests named `hash`, or `None` when missing.
+    pub async fn frame_digests_meta(&self, hash: &Hash) -> Result<Option<ObjectInfo>, StoreError> {
+        self.objects.head(&layout::frame_digests(hash)).await
+    }
+
+    /// Deletes the frame digests named `hash` (missing is not an error).
+    pub async fn delete_frame_digests(&self, hash: &Hash) -> Result<(), StoreError> {
+        self.objects.delete(&layout::frame_digests(hash)).await
+    }
+
     /// Makes the frame digests named `hash` durable before a narinfo names them.
     pub async fn sync_frame_digests(&self, hash: &Hash) -> Result<(), StoreError> {
         self.objects.sync(&layout::frame_digests(hash)).await
@@ -1273,10 +1286,15 @@ impl BinaryCache {
     }
 
     /// Every object of the cache, recursively, each with what it is ([`CacheObject`]), as a
-    /// stream (one listing pass; memory bounded by a listing page).
-    pub fn list_cache_objects(&self) -> BoxStream<'static, Result<CacheObject, StoreError>> {
+    /// stream in no particular order (one listing pass, by up to `concurrency` requests at a
+    /// time on S3, GCS and Azure: [`Objects::list_all`]; memory bounded by that many listing
+    /// pages).
+    pub fn list_cache_objects(
+        &self,
+        concurrency: usize,
+    ) -> BoxStream<'static, Result<CacheObject, StoreError>> {
         self.objects
-            .list("")
+            .list_all(concurrency)
             .map_ok(|meta| {
                 if let Some(h) = layout::narinfo_hash(&meta.key) {
                     CacheObject::NarInfo {
@@ -1290,6 +1308,8 @@ impl BinaryCache {
                     }
                 } else if layout::is_nar(&meta.key) {
                     CacheObject::Nar { meta }
+                } else if layout::frame_digests_hash(&meta.key).is_some() {
+                    CacheObject::FrameDigests { meta }
                 } else if let Some(drv) = layout::log_drv(&meta.key) {
                     CacheObject::Log {
                         drv: drv.to_owned(),
@@ -1373,6 +1393,11 @@ impl BinaryCache {
         self.objects
             .put(&layout::gc_tombstone(name), data, WriteMode::Overwrite)
             .await
+    }
+
+    /// The metadata of the GC tombstone `name`, or `None`.
+    pub async fn gc_tombstone_meta(&self, name: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        self.objects.head(&layout::gc_tombstone(name)).await
     }
 
     /// Deletes the GC tombstone `name`.

@@ -8,8 +8,14 @@
 //!
 //! ```text
 //! cachecore-index 1
-//! <base name>\t<NAR key>\t<NarSize>\t<FileSize|->\t<pushed unix secs>\t<narinfo mtime ms|->\t<Deriver base name|->\t<references, space-separated base names>
+//! <base name>\t<NAR key>\t<NarSize>\t<FileSize|->\t<pushed unix secs>\t<narinfo mtime ms|->\t<Deriver base name|->\t<references, space-separated base names>\t<frame digests key|->
 //! ```
+//!
+//! The last field, the key of the `.frames` object the narinfo's `FramesHash` names
+//! ([`layout::frame_digests`]), was added after the first index objects were written: a line
+//! of eight fields does not say whether its narinfo names frame digests
+//! ([`IndexEntry::frames_known`] is false), and a GC reads such a narinfo when the cache has
+//! any `.frames` object.
 //!
 //! An entry is used for a path only while it still describes the narinfo listed under the
 //! path's key: when it records the narinfo's modification time (compaction and
@@ -58,6 +64,11 @@ pub struct IndexEntry {
     pub deriver: Option<StorePath>,
     /// `References`, the path itself included when the narinfo lists it.
     pub references: Vec<StorePath>,
+    /// The `FramesHash` of the narinfo (its `.frames` object is [`layout::frame_digests`]).
+    pub frames: Option<crate::hash::Hash>,
+    /// Whether `frames` is known: false for an entry of eight fields, written before the index
+    /// recorded frame digests.
+    pub frames_known: bool,
     /// The listed narinfo's version ([`crate::gc::fingerprint`]) when it came from a listing.
     pub(crate) version: u64,
     /// Whether it came from the index (not from reading the narinfo).
@@ -81,6 +92,8 @@ impl IndexEntry {
             narinfo_mtime_ms: None,
             deriver: info.deriver.clone(),
             references: info.references.clone(),
+            frames: frames_hash(info),
+            frames_known: true,
             version: 0,
             indexed: false,
         }
@@ -90,7 +103,7 @@ impl IndexEntry {
         use std::fmt::Write as _;
         let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
         let refs: Vec<String> = self.references.iter().map(ToString::to_string).collect();
-        let _ = writeln!(
+        let _ = write!(
             out,
             "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             self.path,
@@ -104,13 +117,26 @@ impl IndexEntry {
                 .map_or("-".to_owned(), ToString::to_string),
             refs.join(" ")
         );
+        if self.frames_known {
+            let frames = self.frames.as_ref().map(layout::frame_digests);
+            let _ = write!(out, "\t{}", frames.as_deref().unwrap_or("-"));
+        }
+        out.push('\n');
     }
 
     /// One line (without its newline), or why not.
     fn parse_line(line: &str) -> Result<IndexEntry, String> {
         let fields: Vec<&str> = line.split('\t').collect();
-        let [path, url, nar_size, file_size, pushed, mtime, deriver, refs] = fields[..] else {
-            return Err(format!("{} fields, not 8", fields.len()));
+        let wrong = || format!("{} fields, not 8 or 9", fields.len());
+        let [path, url, nar_size, file_size, pushed, mtime, deriver, refs, ref frames @ ..] =
+            fields[..]
+        else {
+            return Err(wrong());
+        };
+        let (frames, frames_known) = match frames {
+            [] => (None, false),
+            [frames] => (field_frames(frames)?, true),
+            _ => return Err(wrong()),
         };
         let (num, opt) = (field_number, field_optional);
         let store_path = |v: &str| {
@@ -139,6 +165,8 @@ impl IndexEntry {
                 .filter(|r| !r.is_empty())
                 .map(store_path)
                 .collect::<Result<_, _>>()?,
+            frames,
+            frames_known,
             version: 0,
             indexed: false,
         })
@@ -149,6 +177,24 @@ impl IndexEntry {
 pub(crate) fn field_number(what: &str, v: &str) -> Result<u64, String> {
     v.parse::<u64>()
         .map_err(|_| format!("{what} {:?} is not a number", crate::narinfo::excerpt(v)))
+}
+
+/// The `FramesHash` a narinfo names, when it names one that parses.
+pub(crate) fn frames_hash(info: &NarInfo) -> Option<crate::hash::Hash> {
+    crate::access::FramesClaim::of(info).map(|c| c.frames)
+}
+
+/// The frame digests field of an index line: a `nar/<nix32>.frames` key, or `-`.
+pub(crate) fn field_frames(v: &str) -> Result<Option<crate::hash::Hash>, String> {
+    match v {
+        "-" => Ok(None),
+        v => layout::frame_digests_hash(v).map(Some).ok_or_else(|| {
+            format!(
+                "{:?} is not a frame digests key",
+                crate::narinfo::excerpt(v)
+            )
+        }),
+    }
 }
 
 /// A number field of an index line that may be `-` (none).
@@ -558,7 +604,7 @@ mod tests {
         body.push_str("garbage\n");
         let (entries, bad) = parse_index(body.as_bytes()).unwrap();
         assert_eq!(entries, [e, f]);
-        assert_eq!(bad, ["line 4: 1 fields, not 8"]);
+        assert_eq!(bad, ["line 4: 1 fields, not 8 or 9"]);
         assert!(parse_index(b"other 1\n").is_err());
     }
 

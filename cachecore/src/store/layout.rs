@@ -341,6 +341,22 @@ pub fn frame_digests_hash(key: &str) -> Option<Hash> {
         .filter(|h| h.to_nix32() == name)
 }
 
+/// Keys that split a cache's listing into ranges of about equal size, in order: each character
+/// of the nix32 alphabet (the first of a `<hash>.narinfo` or `<hash>.ls` key, evenly spread)
+/// and `nar/<c><d>` for the first two characters of a NAR's nix32 name (a sha256 in nix32
+/// begins with `0` or `1`: its first character holds one bit). A range is the keys after one
+/// boundary up to and including the next; the first and last are open, so every key is in
+/// exactly one whatever it is.
+pub(crate) fn listing_boundaries() -> Vec<String> {
+    let alphabet = crate::nixbase32::ALPHABET.iter().map(|&c| char::from(c));
+    let mut keys: Vec<String> = alphabet.clone().map(String::from).collect();
+    for first in ['0', '1'] {
+        keys.extend(alphabet.clone().map(|c| format!("{NAR_DIR}/{first}{c}")));
+    }
+    keys.sort_unstable();
+    keys
+}
+
 /// `<hash>.narinfo`.
 pub fn narinfo(hash_part: &str) -> String {
     format!("{hash_part}.narinfo")

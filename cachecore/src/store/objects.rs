@@ -225,6 +225,81 @@ fn meta_of(m: object_store::ObjectMeta, key: String) -> ObjectInfo {
     }
 }
 
+/// One page of the listing of the keys under `prefix` (the cache's prefix in its bucket):
+/// from the start of `token`'s listing, else just after `after`; the objects (their keys
+/// relative to the cache), the next page's token, and the last key listed (in the bucket). With
+/// `upto`, keys after it are left out, and there is no next page once one is seen.
+async fn list_page(
+    this: &Objects,
+    store: &dyn object_store::list::PaginatedListStore,
+    prefix: &str,
+    after: Option<String>,
+    token: Option<String>,
+    upto: Option<&str>,
+) -> Result<(Vec<ObjectInfo>, Option<String>, Option<String>), StoreError> {
+    let opts = PaginatedListOptions {
+        offset: after,
+        page_token: token,
+        ..PaginatedListOptions::default()
+    };
+    let page = store
+        .list_paginated((!prefix.is_empty()).then_some(prefix), opts)
+        .await
+        .map_err(|e| this.err(Op::List, "the store (listing)", e))?;
+    let mut next = page.page_token;
+    let mut last = None;
+    let mut objects = Vec::with_capacity(page.result.objects.len());
+    for m in page.result.objects {
+        let full = m.location.as_ref();
+        if upto.is_some_and(|u| full > u) {
+            // Listed in order: the range is done.
+            next = None;
+            continue;
+        }
+        last = Some(full.to_owned());
+        if let Some(key) = full.strip_prefix(prefix) {
+            let key = key.to_owned();
+            objects.push(meta_of(m, key));
+        }
+    }
+    Ok((objects, next, last))
+}
+
+/// The keys after `after` (from the start without one) up to and including `upto` (to the end
+/// without one), a page at a time: one range of [`Objects::list_all`].
+fn list_range(
+    this: Objects,
+    store: Arc<dyn object_store::list::PaginatedListStore>,
+    prefix: String,
+    after: Option<String>,
+    upto: Option<String>,
+) -> BoxStream<'static, Result<ObjectInfo, StoreError>> {
+    // None = finished; Some(None) = the first page (from `after`); Some(Some(token)) = more.
+    stream::try_unfold(Some(None::<String>), move |state| {
+        let (this, store, prefix, after, upto) = (
+            this.clone(),
+            Arc::clone(&store),
+            prefix.clone(),
+            after.clone(),
+            upto.clone(),
+        );
+        async move {
+            let Some(token) = state else {
+                return Ok(None);
+            };
+            let after = after.filter(|_| token.is_none());
+            let (objects, next, _) =
+                list_page(&this, &*store, &prefix, after, token, upto.as_deref()).await?;
+            Ok(Some((
+                stream::iter(objects.into_iter().map(Ok)),
+                next.map(Some),
+            )))
+        }
+    })
+    .try_flatten()
+    .boxed()
+}
+
 impl Objects {
     /// Runs `cleanup` on `runtime` as one of the tasks [`finish_cleanups`](Self::finish_cleanups)
     /// waits for (for operations that clean up after themselves when dropped).
@@ -263,6 +338,13 @@ impl Objects {
     /// Whether the store refuses every write (plain HTTP caches).
     pub fn is_read_only(&self) -> bool {
         self.inner.backend.read_only
+    }
+
+    /// Whether every write of an object gives it a new entity tag, even a write of the same
+    /// bytes within the same second (a local directory, memory); on S3 and GCS (and stores a
+    /// caller built) such a rewrite can look unchanged to a HEAD.
+    pub fn rewrites_change_tags(&self) -> bool {
+        self.inner.backend.rewrites_change_tags
     }
 
     /// Whether the store is an `http(s)://` cache.
@@ -713,6 +795,63 @@ impl Objects {
                 }
                 Err(e) => Err(this.err(Op::List, &key, e)),
             })
+            .boxed()
+    }
+
+    /// Every object of the store, as [`list("")`](Self::list) lists them (in no particular
+    /// order), listed by up to `concurrency` requests at a time on stores listed a page at a
+    /// time (S3, GCS, Azure): after a first page (a store of up to 1,000 objects is one
+    /// request), the rest of the key space is split into ranges at the first character of
+    /// narinfo and listing keys and the first two of NAR names, each listed from just after its lower boundary (`start-after`)
+    /// until a key passes its upper one. A local directory and memory are walked as `list`
+    /// walks them.
+    pub fn list_all(
+        &self,
+        concurrency: usize,
+    ) -> BoxStream<'static, Result<ObjectInfo, StoreError>> {
+        let Listing::Paginated(lister) = &self.inner.backend.listing else {
+            return self.list("");
+        };
+        let (store, prefix) = (Arc::clone(&lister.store), lister.prefix.clone());
+        let this = self.clone();
+        let first = {
+            let (this, store, prefix) = (this.clone(), Arc::clone(&store), prefix.clone());
+            async move {
+                let page = list_page(&this, &*store, &prefix, None, None, None).await?;
+                Ok::<_, StoreError>(page)
+            }
+        };
+        stream::once(first)
+            .map_ok(move |(objects, next, last)| {
+                let head = stream::iter(objects.into_iter().map(Ok));
+                if next.is_none() {
+                    return head.boxed();
+                }
+                // The rest: from after the last key of the first page (from the start if it
+                // listed none), range by range.
+                let bounds: Vec<String> = layout::listing_boundaries()
+                    .into_iter()
+                    .map(|b| format!("{prefix}{b}"))
+                    .filter(|b| last.as_ref().is_none_or(|l| b > l))
+                    .collect();
+                let lowers: Vec<Option<String>> = std::iter::once(last)
+                    .chain(bounds.iter().cloned().map(Some))
+                    .collect();
+                let uppers = bounds.into_iter().map(Some).chain(std::iter::once(None));
+                let (this, store, prefix) = (this.clone(), Arc::clone(&store), prefix.clone());
+                let ranges = lowers.into_iter().zip(uppers).map(move |(after, upto)| {
+                    list_range(
+                        this.clone(),
+                        Arc::clone(&store),
+                        prefix.clone(),
+                        after,
+                        upto,
+                    )
+                });
+                head.chain(stream::iter(ranges).flatten_unordered(concurrency.max(1)))
+                    .boxed()
+            })
+            .try_flatten()
             .boxed()
     }
 
@@ -1388,6 +1527,177 @@ mod tests {
     use super::*;
     use crate::store::hot::Validity;
     use crate::store::BinaryCache;
+
+    /// A listing as S3 gives it, over an in-memory store: keys in byte order, `max` a page,
+    /// `start-after` and page tokens (the last key of a page); counts its requests.
+    #[derive(Debug)]
+    struct Paged {
+        inner: Arc<object_store::memory::InMemory>,
+        max: usize,
+        requests: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl object_store::list::PaginatedListStore for Paged {
+        async fn list_paginated(
+            &self,
+            prefix: Option<&str>,
+            opts: PaginatedListOptions,
+        ) -> object_store::Result<object_store::list::PaginatedListResult> {
+            self.requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut all: Vec<object_store::ObjectMeta> =
+                self.inner.list(None).try_collect().await?;
+            let after = opts.page_token.or(opts.offset);
+            all.retain(|m| {
+                let k = m.location.as_ref();
+                prefix.is_none_or(|p| k.starts_with(p)) && after.as_deref().is_none_or(|a| k > a)
+            });
+            all.sort_by(|a, b| a.location.as_ref().cmp(b.location.as_ref()));
+            let rest = all.split_off(all.len().min(self.max));
+            let page_token = all
+                .last()
+                .filter(|_| !rest.is_empty())
+                .map(|m| m.location.as_ref().to_owned());
+            Ok(object_store::list::PaginatedListResult {
+                result: object_store::ListResult {
+                    common_prefixes: Vec::new(),
+                    objects: all,
+                    extensions: Default::default(),
+                },
+                page_token,
+            })
+        }
+    }
+
+    /// `list_all` lists exactly what `list("")` lists, range by range side by side, whatever
+    /// the keys: on range boundaries, before and after every boundary, outside the layout, and
+    /// under a prefix in the bucket beside keys outside it.
+    #[tokio::test]
+    async fn listing_in_ranges_side_by_side_lists_exactly_what_one_listing_lists() {
+        use crate::nixbase32::ALPHABET;
+        let inner = Arc::new(object_store::memory::InMemory::new());
+        let mut keys: Vec<String> = [
+            ".cachecore/gc/1-a",
+            "0",
+            "0.narinfo",
+            "1",
+            "A-upper",
+            "e",
+            "log/x.drv",
+            "n",
+            "na.narinfo",
+            "nar/0",
+            "nar/00",
+            "nar/00x.nar",
+            "nar/0z",
+            "nar/1",
+            "nar/1z",
+            "nar/1zz.nar",
+            "nar/2x.nar",
+            "nar/x.frames",
+            "nix-cache-info",
+            "realisations/a.doi",
+            "z",
+            "zz.narinfo",
+            "index/1-2",
+            "gcroots/h/n",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mut seed = 7u64;
+        for i in 0..400 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let nix32: String = (0..32)
+                .map(|j| char::from(ALPHABET[((seed >> (j % 12 * 5)) as usize + j) % 32]))
+                .collect();
+            keys.push(format!("{nix32}.narinfo"));
+            keys.push(format!("nar/{}{nix32}{}.nar.zst", i % 2, &nix32[..19]));
+        }
+        for prefix in ["", "team/b/"] {
+            for k in &keys {
+                let key = Path::from(format!("{prefix}{k}"));
+                inner
+                    .put(&key, PutPayload::from_static(b"x"))
+                    .await
+                    .unwrap();
+            }
+        }
+        inner
+            .put(&Path::from("team/bb"), PutPayload::from_static(b"x"))
+            .await
+            .unwrap();
+        for prefix in ["", "team/b/"] {
+            let paged = Arc::new(Paged {
+                inner: Arc::clone(&inner),
+                max: 7,
+                requests: Default::default(),
+            });
+            let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                Arc::clone(&inner) as Arc<dyn ObjectStore>
+            } else {
+                Arc::new(object_store::prefix::PrefixStore::new(
+                    Arc::clone(&inner),
+                    prefix.trim_end_matches('/'),
+                ))
+            };
+            let mut backend = super::super::backend::custom(store, "paged://", false);
+            backend.listing = Listing::Paginated(super::super::backend::Lister {
+                store: Arc::clone(&paged) as Arc<dyn object_store::list::PaginatedListStore>,
+                prefix: prefix.to_owned(),
+            });
+            let objects = Objects::new(backend);
+            let key_of = |m: ObjectInfo| (m.key, m.size, m.e_tag);
+            let mut serial: Vec<_> = objects.list("").map_ok(key_of).try_collect().await.unwrap();
+            let mut ranged: Vec<_> = objects
+                .list_all(4)
+                .map_ok(key_of)
+                .try_collect()
+                .await
+                .unwrap();
+            serial.sort();
+            ranged.sort();
+            let mut expected: Vec<String> = if prefix.is_empty() {
+                // The whole bucket: the tree under `team/b/` and `team/bb` too.
+                let mut all = keys.clone();
+                all.extend(keys.iter().map(|k| format!("team/b/{k}")));
+                all.push("team/bb".to_owned());
+                all
+            } else {
+                keys.clone()
+            };
+            expected.sort();
+            let listed: Vec<&String> = ranged.iter().map(|(k, _, _)| k).collect();
+            assert_eq!(listed, expected.iter().collect::<Vec<_>>(), "{prefix:?}");
+            assert_eq!(ranged, serial, "{prefix:?}");
+            // Ranges: more requests than one listing of 7 keys a page would make.
+            let requests = paged.requests.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(requests > keys.len().div_ceil(7), "{requests}");
+        }
+        // A store of one page is one request.
+        let small = Arc::new(object_store::memory::InMemory::new());
+        small
+            .put(&Path::from("a.narinfo"), PutPayload::from_static(b"x"))
+            .await
+            .unwrap();
+        let paged = Arc::new(Paged {
+            inner: Arc::clone(&small),
+            max: 7,
+            requests: Default::default(),
+        });
+        let mut backend = super::super::backend::custom(small, "paged://", false);
+        backend.listing = Listing::Paginated(super::super::backend::Lister {
+            store: Arc::clone(&paged) as Arc<dyn object_store::list::PaginatedListStore>,
+            prefix: String::new(),
+        });
+        let listed: Vec<ObjectInfo> = Objects::new(backend)
+            .list_all(4)
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(paged.requests.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
 
     async fn read(o: &Objects, key: &str) -> Option<Vec<u8>> {
         let object = o.get(key, ReadRange::All).await.ok()??;
