@@ -1016,7 +1016,10 @@ fn a_path_signed_by_sign_is_read_by_frames_and_bad_digests_are_not_vouched_for()
     };
     let url = format!("http://127.0.0.1:{port}");
     let said = sign(&url, &a_secret, &["--token-file", path_str(&token)]);
-    assert!(said.contains("1 path signed with sign-frames-a-1 (1 with their frame digests)"), "{said}");
+    assert!(
+        said.contains("1 path signed with sign-frames-a-1 (1 with their frame digests)"),
+        "{said}"
+    );
     let _ = server.kill();
     let _ = server.wait();
     // Into the directory, a second key: both FramesSigs stay.
@@ -1028,7 +1031,10 @@ fn a_path_signed_by_sign_is_read_by_frames_and_bad_digests_are_not_vouched_for()
     }
     // Again: nothing to do.
     let said = sign(path_str(&cache), &b_secret, &[]);
-    assert!(said.contains("0 paths signed with sign-frames-b-1, 1 already signed by it"), "{said}");
+    assert!(
+        said.contains("0 paths signed with sign-frames-b-1, 1 already signed by it"),
+        "{said}"
+    );
     for public in [&a_public, &b_public] {
         cachecore_ok(&["verify", path_str(&cache), "--trusted-key", public], b"");
     }
@@ -1062,7 +1068,11 @@ fn a_path_signed_by_sign_is_read_by_frames_and_bad_digests_are_not_vouched_for()
         requests <= 3 && bytes <= (4 << 20) + (64 << 10) + 8192,
         "{requests} requests, {bytes} bytes for a 13-byte file"
     );
-    assert_eq!(fs::read_dir(&nars).unwrap().count(), 0, "a whole NAR was fetched");
+    assert_eq!(
+        fs::read_dir(&nars).unwrap().count(),
+        0,
+        "a whole NAR was fetched"
+    );
     drop(mount);
 
     // Frame digests that do not hash to FramesHash: the narinfo is signed, its digests not.
@@ -1110,7 +1120,11 @@ fn exact_tree(dir: &Path) -> Vec<(Vec<u8>, char, u32, Vec<u8>)> {
             } else {
                 ('f', fs::read(dir.join(&rel)).unwrap())
             };
-            let mode = if kind == 'f' { meta.permissions().mode() & 0o111 } else { 0 };
+            let mode = if kind == 'f' {
+                meta.permissions().mode() & 0o111
+            } else {
+                0
+            };
             out.push((rel.as_os_str().as_bytes().to_vec(), kind, mode, what));
         }
     }
@@ -1149,7 +1163,10 @@ fn names_that_are_not_utf8_show_their_true_bytes() {
     cachecore_ok(&["init", path_str(&pushed)], b"");
     cachecore_ok(&["push", path_str(&pushed), &path, "-q"], b"");
     let ls = pushed.join(format!("{}.ls", &base(&path)[..32]));
-    assert!(!ls.exists(), "a listing was written for names it cannot hold");
+    assert!(
+        !ls.exists(),
+        "a listing was written for names it cannot hold"
+    );
     // Written by Nix, with its listing (raw bytes in JSON).
     let by_nix = work.path().join("by-nix");
     nix_copy_to_file(&by_nix, "write-nar-listing=true", &[&path]);

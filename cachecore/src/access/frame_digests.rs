@@ -483,9 +483,8 @@ impl StreamedFrames {
     }
 
     fn mismatch(&self) -> Option<String> {
-        match &self.first_mismatch {
-            None => None,
-            Some((index, range)) => Some(format!(
+        self.first_mismatch.as_ref().map(|(index, range)| {
+            format!(
                 "frame {index} of its NAR object (bytes {}..{}) does not match its digest in \
                  the frame digests{}",
                 range.start,
@@ -494,7 +493,7 @@ impl StreamedFrames {
                     0 => String::new(),
                     more => format!(", nor do {more} more frames"),
                 }
-            )),
-        }
+            )
+        })
     }
 }

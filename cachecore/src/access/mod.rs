@@ -276,7 +276,10 @@ enum Layout {
     Seekable(SeekTable),
     /// The whole decompressed NAR (small objects), checked; and the object's seek table when it
     /// is seekable zstd (many frames of well-compressing data can fit in one probe).
-    InMemory { nar: Bytes, table: Option<SeekTable> },
+    InMemory {
+        nar: Bytes,
+        table: Option<SeekTable>,
+    },
     /// Decompressed from the start for every read.
     FromStart,
 }
@@ -525,9 +528,7 @@ impl NarAccess {
     ) -> Result<Option<Arc<FrameDigests>>, AccessError> {
         self.inner
             .digests
-            .get_or_try_init(|| async {
-                Ok(self.read_digests(claim, table).await?.map(Arc::new))
-            })
+            .get_or_try_init(|| async { Ok(self.read_digests(claim, table).await?.map(Arc::new)) })
             .await
             .cloned()
     }
@@ -617,12 +618,15 @@ impl NarAccess {
             .get_or_try_init(|| self.load_layout())
             .await?;
         let table = match layout {
-            Layout::Seekable(table) | Layout::InMemory { table: Some(table), .. } => table,
+            Layout::Seekable(table)
+            | Layout::InMemory {
+                table: Some(table), ..
+            } => table,
             _ => return Err(bad("cannot describe it: it is not seekable zstd")),
         };
-        self.read_digests(claim, table).await?.ok_or_else(|| {
-            bad("are missing from the cache (the narinfo's FramesHash names them)")
-        })
+        self.read_digests(claim, table)
+            .await?
+            .ok_or_else(|| bad("are missing from the cache (the narinfo's FramesHash names them)"))
     }
 
     fn rebuild(self, change: impl FnOnce(&mut Inner)) -> NarAccess {

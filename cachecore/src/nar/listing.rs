@@ -186,7 +186,9 @@ impl From<ExactNode> for ListingNode {
             ExactNode::Directory { entries } => ListingNode::Directory {
                 entries: entries
                     .into_iter()
-                    .map(|(name, child)| (String::from_utf8_lossy(&name).into_owned(), child.into()))
+                    .map(|(name, child)| {
+                        (String::from_utf8_lossy(&name).into_owned(), child.into())
+                    })
                     .collect(),
             },
         }

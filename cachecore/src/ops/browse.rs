@@ -344,7 +344,10 @@ pub(crate) async fn check_listing(
     listing: Listing,
 ) -> Result<Result<(), nar::ListingMismatch>, OpError> {
     let name = full(info);
-    with_nar(cache, info, move |nar| listing_describes(&listing, name, nar)).await
+    with_nar(cache, info, move |nar| {
+        listing_describes(&listing, name, nar)
+    })
+    .await
 }
 
 /// [`check_listing`]'s check, of a NAR being read (of the store path `path`).

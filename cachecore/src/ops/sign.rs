@@ -164,7 +164,12 @@ async fn check_claim(
         Ok(()) => {}
         // The cache's objects are bad (or the NAR is missing): refused; the cache could not
         // be read (or the local side failed): an error.
-        Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound | ErrorKind::Unsupported) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::Corrupt | ErrorKind::NotFound | ErrorKind::Unsupported
+            ) =>
+        {
             return refused(e.to_string())
         }
         Err(e) => return Err(e.into()),
@@ -181,7 +186,9 @@ async fn check_claim(
                 }
             }
             Ok(None) => {
-                return refused("its listing is missing, but the narinfo's ListingHash names one".into())
+                return refused(
+                    "its listing is missing, but the narinfo's ListingHash names one".into(),
+                )
             }
             Err(e) if e.kind() == ErrorKind::Corrupt => {
                 return refused(format!("its listing cannot be read: {e}"))

@@ -17,8 +17,8 @@ use crate::access::frame_digests::{
     LISTING_HASH_FIELD, MAX_FRAME_DIGESTS_BYTES,
 };
 use crate::compression::Compression;
-use crate::hash::Hash;
 use crate::graph::{self, Start};
+use crate::hash::Hash;
 use crate::nar::{Listing, ListingMismatch};
 use crate::narinfo::NarInfo;
 use crate::signing::PublicKey;
@@ -421,11 +421,8 @@ async fn check_nar(cache: &BinaryCache, info: &NarInfo, trusted_keys: &[PublicKe
         Some(streamed) => {
             let streamed = Arc::new(Mutex::new(streamed));
             let tap = streamed.clone();
-            let observe = move |bytes: &[u8]| {
-                tap.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .update(bytes)
-            };
+            let observe =
+                move |bytes: &[u8]| tap.lock().unwrap_or_else(|p| p.into_inner()).update(bytes);
             match cache.nar_observed(info, observe).await {
                 Err(e) => Err(e.into()),
                 Ok((reader, fed)) => {
@@ -643,7 +640,8 @@ mod tests {
         let mut info = info.clone();
         info.file_hash = Some(Hash::digest(crate::hash::HashAlgo::Sha256, &object));
         info.file_size = Some(object.len() as u64);
-        rt.block_on(cache.put_nar(&info.url, object.into())).unwrap();
+        rt.block_on(cache.put_nar(&info.url, object.into()))
+            .unwrap();
         rt.block_on(cache.put_narinfo(&info)).unwrap();
     }
 
