@@ -623,8 +623,14 @@ fn sigterm_unmounts_with_a_reader_open_and_a_remount_reuses_the_cache_dir() {
 
 /// `cachecore serve STORE --listen 127.0.0.1:PORT`, once it listens.
 fn serve_on(store: &str, port: u16) -> Child {
+    serve_with(store, port, &[])
+}
+
+/// [`serve_on`] with `extra` arguments.
+fn serve_with(store: &str, port: u16, extra: &[&str]) -> Child {
     let mut child = cachecore_command()
         .args(["serve", store, "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -968,5 +974,242 @@ fn a_path_without_a_listing_has_its_nar_fetched_once_for_its_tree_and_its_reads(
         let served = server.served();
         let (_, bytes) = served.get(&key).copied().unwrap_or_default();
         assert_eq!(bytes, size, "--check {check}: {served:?}");
+    }
+}
+
+/// `cachecore sign` gives a path pushed without a key a `FramesSig` too — through `cachecore
+/// serve` (which takes it from a key it announces) and into a directory — after checking its
+/// frame digests, so a mount trusting the key reads it by frames: a small file costs one
+/// frame, not the whole NAR. Frame digests that fail the check get no `FramesSig`.
+#[test]
+fn a_path_signed_by_sign_is_read_by_frames_and_bad_digests_are_not_vouched_for() {
+    require_fuse();
+    let work = tempdir();
+    let fixture = fixture_path(work.path());
+    let cache = work.path().join("cache");
+    cachecore_ok(&["init", path_str(&cache)], b"");
+    cachecore_ok(&["push", path_str(&cache), &fixture, "-q"], b"");
+    let narinfo_file = cache.join(format!("{}.narinfo", &base(&fixture)[..32]));
+    let narinfo = || fs::read_to_string(&narinfo_file).unwrap();
+    assert!(narinfo().contains("FramesHash: ") && !narinfo().contains("FramesSig"));
+    let (a_secret, a_public) = nix_generate_key(work.path(), "sign-frames-a-1");
+    let (b_secret, b_public) = nix_generate_key(work.path(), "sign-frames-b-1");
+
+    // Through serve, with a token allowed to sign and the key announced.
+    let token = work.path().join("sign.token");
+    fs::write(&token, "SIGN-FRAMES-TOKEN-1\n").unwrap();
+    let port = cachecore_testkit::net::free_port();
+    let mut server = serve_with(
+        path_str(&cache),
+        port,
+        &["--token-file", path_str(&token), "--public-key", &a_public],
+    );
+    let sign = |url: &str, secret: &Path, extra: &[&str]| {
+        let args = [
+            &["sign", url, &fixture, "--key", path_str(secret)][..],
+            extra,
+        ]
+        .concat();
+        let out = cachecore_output(&args, b"");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let said = sign(&url, &a_secret, &["--token-file", path_str(&token)]);
+    assert!(
+        said.contains("1 path signed with sign-frames-a-1 (1 with their frame digests)"),
+        "{said}"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    // Into the directory, a second key: both FramesSigs stay.
+    let said = sign(path_str(&cache), &b_secret, &[]);
+    assert!(said.contains("(1 with their frame digests)"), "{said}");
+    let text = narinfo();
+    for field in ["FramesSig: sign-frames-a-1:", "FramesSig: sign-frames-b-1:"] {
+        assert!(text.contains(field), "{text}");
+    }
+    // Again: nothing to do.
+    let said = sign(path_str(&cache), &b_secret, &[]);
+    assert!(
+        said.contains("0 paths signed with sign-frames-b-1, 1 already signed by it"),
+        "{said}"
+    );
+    for public in [&a_public, &b_public] {
+        cachecore_ok(&["verify", path_str(&cache), "--trusted-key", public], b"");
+    }
+
+    // A mount trusting either key reads a small file by its frame, checked.
+    let http = HttpServer::serve(&cache);
+    let nar_bytes = || -> (u64, u64) {
+        http.served()
+            .iter()
+            .filter(|(k, _)| k.starts_with("nar/"))
+            .fold((0, 0), |(r, b), (_, (n, bytes))| (r + n, b + bytes))
+    };
+    let nars = work.path().join("nars");
+    let mnt = work.path().join("mnt");
+    let mount = Mount::start(
+        &mnt,
+        &[
+            "mount",
+            &http.url(),
+            path_str(&mnt),
+            "--trusted-key",
+            &b_public,
+            "--cache-dir",
+            path_str(&nars),
+        ],
+    );
+    let root = mount.path(base(&fixture));
+    assert_eq!(cat(&root.join("a-small-file")).stdout, b"a small file\n");
+    let (requests, bytes) = nar_bytes();
+    assert!(
+        requests <= 3 && bytes <= (4 << 20) + (64 << 10) + 8192,
+        "{requests} requests, {bytes} bytes for a 13-byte file"
+    );
+    assert_eq!(
+        fs::read_dir(&nars).unwrap().count(),
+        0,
+        "a whole NAR was fetched"
+    );
+    drop(mount);
+
+    // Frame digests that do not hash to FramesHash: the narinfo is signed, its digests not.
+    let frames = fs::read_dir(cache.join("nar"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".frames"))
+        .unwrap();
+    let mut lying = fs::read(&frames).unwrap();
+    let last = lying.len() - 1;
+    lying[last] ^= 1;
+    fs::write(&frames, lying).unwrap();
+    let (c_secret, _) = nix_generate_key(work.path(), "sign-frames-c-1");
+    let said = sign(path_str(&cache), &c_secret, &[]);
+    assert!(
+        said.contains(&format!("warning: {fixture}: no FramesSig added: "))
+            && said.contains("but the narinfo's FramesHash is"),
+        "{said}"
+    );
+    let text = narinfo();
+    assert!(
+        text.contains("\nSig: sign-frames-c-1:") && !text.contains("FramesSig: sign-frames-c-1:"),
+        "{text}"
+    );
+}
+
+/// Every entry under `dir`, depth first: (path relative to `dir` as bytes, kind, mode, size
+/// or link target as bytes) — names kept as the bytes they are.
+fn exact_tree(dir: &Path) -> Vec<(Vec<u8>, char, u32, Vec<u8>)> {
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for entry in fs::read_dir(dir.join(&rel)).unwrap() {
+            let entry = entry.unwrap();
+            let rel = rel.join(entry.file_name());
+            let meta = fs::symlink_metadata(dir.join(&rel)).unwrap();
+            let (kind, what) = if meta.file_type().is_symlink() {
+                let target = fs::read_link(dir.join(&rel)).unwrap();
+                ('l', target.as_os_str().as_bytes().to_vec())
+            } else if meta.is_dir() {
+                stack.push(rel.clone());
+                ('d', Vec::new())
+            } else {
+                ('f', fs::read(dir.join(&rel)).unwrap())
+            };
+            let mode = if kind == 'f' {
+                meta.permissions().mode() & 0o111
+            } else {
+                0
+            };
+            out.push((rel.as_os_str().as_bytes().to_vec(), kind, mode, what));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Names that are not UTF-8 (Nix allows any bytes but `/` and NUL) show their true bytes in
+/// the mount, whatever the cache holds for a listing: none (what `cachecore push` now writes
+/// for such a path), Nix's own (raw bytes in the JSON, which no JSON parser takes), or one
+/// that lost them to U+FFFD (what `cachecore push` wrote before): the tree comes from the
+/// NAR, checked against its NarHash.
+#[test]
+fn names_that_are_not_utf8_show_their_true_bytes() {
+    use std::os::unix::ffi::OsStrExt as _;
+    require_fuse();
+    let work = tempdir();
+    let dir = work.path().join("latin1");
+    let name = |b: &[u8]| std::ffi::OsStr::from_bytes(b).to_owned();
+    fs::create_dir_all(dir.join(name(b"r\xe9pertoire"))).unwrap();
+    write_mode(&dir.join(name(b"caf\xe9")), b"espresso\n", 0o644);
+    write_mode(&dir.join(name(b"caf\xe8")), b"another\n", 0o644);
+    write_mode(
+        &dir.join(name(b"r\xe9pertoire")).join("run"),
+        b"#!/bin/sh\necho ran\n",
+        0o755,
+    );
+    std::os::unix::fs::symlink(name(b"caf\xe9"), dir.join("link")).unwrap();
+    make_world_readable(&dir);
+    let path = nix_store_add(&dir);
+    let expected = exact_tree(Path::new(&path));
+    assert_eq!(expected.len(), 5, "{expected:?}");
+
+    // Pushed by cachecore: no listing (it could not say these names).
+    let pushed = work.path().join("pushed");
+    cachecore_ok(&["init", path_str(&pushed)], b"");
+    cachecore_ok(&["push", path_str(&pushed), &path, "-q"], b"");
+    let ls = pushed.join(format!("{}.ls", &base(&path)[..32]));
+    assert!(
+        !ls.exists(),
+        "a listing was written for names it cannot hold"
+    );
+    // Written by Nix, with its listing (raw bytes in JSON).
+    let by_nix = work.path().join("by-nix");
+    nix_copy_to_file(&by_nix, "write-nar-listing=true", &[&path]);
+    let nix_ls = fs::read(by_nix.join(format!("{}.ls", &base(&path)[..32]))).unwrap();
+    assert!(
+        nix_ls.windows(4).any(|w| w == b"caf\xe9"),
+        "Nix's listing: {}",
+        String::from_utf8_lossy(&nix_ls)
+    );
+    // A lossy listing beside the NAR, as cachecore's push wrote it before (U+FFFD: both
+    // files fell onto one name).
+    let lossy = work.path().join("lossy");
+    cachecore_ok(&["init", path_str(&lossy)], b"");
+    cachecore_ok(&["push", path_str(&lossy), &path, "-q"], b"");
+    let mut nar = Vec::new();
+    cachecore::nar::dump(Path::new(&path), &mut nar).unwrap();
+    let listing = cachecore::nar::Listing::from_nar(&nar[..]).unwrap();
+    assert!(listing.may_have_lost_bytes());
+    fs::write(
+        lossy.join(format!("{}.ls", &base(&path)[..32])),
+        serde_json::to_vec(&listing).unwrap(),
+    )
+    .unwrap();
+
+    for (n, cache) in [&pushed, &by_nix, &lossy].into_iter().enumerate() {
+        let mnt = work.path().join(format!("mnt{n}"));
+        let mount = Mount::start(
+            &mnt,
+            &[
+                "mount",
+                path_str(cache),
+                path_str(&mnt),
+                "--no-check-sigs",
+                "--cache-dir",
+                path_str(&work.path().join(format!("nars{n}"))),
+            ],
+        );
+        let root = mount.path(base(&path));
+        assert_eq!(exact_tree(&root), expected, "{}", cache.display());
+        let run = Command::new(root.join(name(b"r\xe9pertoire")).join("run"))
+            .output()
+            .unwrap();
+        assert_eq!(run.stdout, b"ran\n", "{run:?}");
+        assert!(!root.join("caf\u{FFFD}").exists());
     }
 }

@@ -33,6 +33,11 @@
 //! the listing says (no NAR byte is fetched to list), but before the first byte of a path's
 //! contents or a symlink target is served, the whole NAR is fetched, checked against the signed
 //! NarHash, and must hold exactly the listed tree; if it does not, every read in that path fails.
+//!
+//! Names and symlink targets are shown as the NAR's bytes. A listing is JSON text and cannot
+//! hold bytes that are not UTF-8 (Nix writes them raw, which does not parse; a lossy writer
+//! puts U+FFFD): a path whose listing is missing, does not parse or holds U+FFFD has its tree
+//! made from its NAR instead ([`NarAccess::tree`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
@@ -44,7 +49,7 @@ use bytes::Bytes;
 use cachecore::access::{FrameCache, ListingOrigin, NarAccess, NarCache};
 use cachecore::blocking;
 use cachecore::error::ErrorKind;
-use cachecore::nar::{Listing, ListingNode};
+use cachecore::nar::{ExactNode, ListingNode};
 use cachecore::narinfo::NarInfo;
 use cachecore::ops::{self, NarFile};
 use cachecore::signing::PublicKey;
@@ -219,7 +224,7 @@ struct PathEntry {
 enum Confirmation {
     /// Nothing to confirm (yet, or without [`Check::Nar`]).
     None,
-    Pending(Listing),
+    Pending(ExactNode),
     Confirmed,
     Refuted(String),
 }
@@ -369,7 +374,7 @@ impl Table {
         &mut self,
         top: u64,
         entry: &Arc<PathEntry>,
-        listing: ListingNode,
+        listing: ExactNode,
     ) -> Result<Node, FsError> {
         let first = self.tree_of.get(&top).copied().unwrap_or(self.next_tree);
         let mut made = Made {
@@ -581,8 +586,8 @@ impl CacheFs {
             // (The read guard must be gone before the write below.)
             let still_missing = matches!(self.table().find(ino), Found::Load(_));
             if still_missing {
-                let listing = self.read_listing(&entry)?;
-                self.table_mut().install(top, &entry, listing.root)?;
+                let tree = self.read_listing(&entry)?;
+                self.table_mut().install(top, &entry, tree)?;
             }
         }
     }
@@ -597,20 +602,21 @@ impl CacheFs {
     /// signed one, else the stored one (confirmed against the checked NAR before use, unless
     /// [`Check::Ranges`]), else one built from the NAR (fetched once, checked, and read from
     /// afterwards).
-    fn read_listing(&self, entry: &PathEntry) -> Result<Listing, FsError> {
+    ///
+    /// Names and symlink targets are the NAR's bytes: a path whose listing cannot say them
+    /// (not UTF-8) has its tree made from the NAR ([`NarAccess::tree`]).
+    fn read_listing(&self, entry: &PathEntry) -> Result<ExactNode, FsError> {
         let info = &entry.info;
         let full = info.store_dir.full_path(&info.store_path);
-        let (listing, origin) = blocking::block_on(entry.access.listing())?;
+        let (tree, origin) = blocking::block_on(entry.access.tree())?;
         if origin == ListingOrigin::Stored && entry.check != Check::Ranges {
-            *lock(&entry.confirmation) = Confirmation::Pending(listing.clone());
+            *lock(&entry.confirmation) = Confirmation::Pending(tree.clone());
         }
-        check_listing(&listing.root, info.nar_size, &mut 0).map_err(|reason| {
-            FsError::BadListing {
-                path: full.clone(),
-                reason,
-            }
+        check_listing(&tree, info.nar_size, &mut 0).map_err(|reason| FsError::BadListing {
+            path: full.clone(),
+            reason,
         })?;
-        Ok(listing)
+        Ok(tree)
     }
 
     /// With [`Check::Nar`], before anything of a path's contents is served: its whole NAR,
@@ -633,7 +639,7 @@ impl CacheFs {
         };
         // A failure to fetch is not remembered (the next read tries again); a NAR that fails
         // its check is (it is not fetched again for every read).
-        let checked = match blocking::block_on(entry.access.listing_checked()) {
+        let checked = match blocking::block_on(entry.access.tree_checked()) {
             Ok(listing) => listing,
             Err(e) => {
                 let e = FsError::from(e);
@@ -856,13 +862,13 @@ fn attr_of(ino: u64, node: &Node) -> Attr {
 }
 
 /// Checks what the listing says against the NAR's size and the filesystem's limits.
-fn check_listing(node: &ListingNode, nar_size: u64, count: &mut usize) -> Result<(), String> {
+fn check_listing(node: &ExactNode, nar_size: u64, count: &mut usize) -> Result<(), String> {
     *count += 1;
     if *count > MAX_NODES {
         return Err(format!("has more than {MAX_NODES} entries"));
     }
     match node {
-        ListingNode::Regular {
+        ExactNode::Regular {
             size, nar_offset, ..
         } => match nar_offset.and_then(|o| o.checked_add(*size)) {
             Some(end) if end <= nar_size => Ok(()),
@@ -871,14 +877,14 @@ fn check_listing(node: &ListingNode, nar_size: u64, count: &mut usize) -> Result
                  {nar_size}-byte NAR"
             )),
         },
-        ListingNode::Symlink { target } => {
-            if target.is_empty() || target.contains('\0') || target.len() > 4095 {
+        ExactNode::Symlink { target } => {
+            if target.is_empty() || target.contains(&0) || target.len() > 4095 {
                 Err("has a symlink with an empty, over-long or NUL-holding target".into())
             } else {
                 Ok(())
             }
         }
-        ListingNode::Directory { entries } => entries
+        ExactNode::Directory { entries } => entries
             .values()
             .try_for_each(|child| check_listing(child, nar_size, count)),
     }
@@ -898,13 +904,13 @@ const NODE_BYTES: u64 = 160;
 
 /// Numbers `node` and everything under it in depth-first order (the same listing, the same
 /// numbers); returns the index of `node`.
-fn make_tree(made: &mut Made, entry: &Arc<PathEntry>, node: ListingNode, sub: &str) -> usize {
+fn make_tree(made: &mut Made, entry: &Arc<PathEntry>, node: ExactNode, sub: &str) -> usize {
     use std::hash::Hash as _;
     let index = made.nodes.len();
     made.nodes.push(Node::Root); // replaced below
     made.bytes += NODE_BYTES;
     let built = match node {
-        ListingNode::Regular {
+        ExactNode::Regular {
             size,
             executable,
             nar_offset,
@@ -920,31 +926,39 @@ fn make_tree(made: &mut Made, entry: &Arc<PathEntry>, node: ListingNode, sub: &s
                 nar_offset: nar_offset.unwrap_or(0),
             }
         }
-        ListingNode::Symlink { target } => {
+        ExactNode::Symlink { target } => {
             (1u8, sub, &target).hash(&mut made.digest);
             made.bytes += target.len() as u64;
             Node::Symlink {
                 path: entry.clone(),
-                target: Arc::from(OsStr::from_bytes(target.as_bytes())),
+                target: Arc::from(OsStr::from_bytes(&target)),
             }
         }
-        ListingNode::Directory { entries } => {
+        ExactNode::Directory { entries } => {
             (2u8, sub, entries.len()).hash(&mut made.digest);
             let mut inodes = BTreeMap::new();
             for (name, child) in entries {
+                // For messages only (a file is read by its offset): names that are not UTF-8
+                // get U+FFFD there; the directory entry keeps the NAR's bytes.
+                let shown = String::from_utf8_lossy(&name);
                 let child_sub = if sub.is_empty() {
-                    name.clone()
+                    shown.into_owned()
                 } else {
-                    format!("{sub}/{name}")
+                    format!("{sub}/{shown}")
                 };
+                // The exact name goes into the digest (a lossy one could not tell two apart).
+                name.hash(&mut made.digest);
                 let kind = match &child {
-                    ListingNode::Regular { .. } => FileKind::Regular,
-                    ListingNode::Symlink { .. } => FileKind::Symlink,
-                    ListingNode::Directory { .. } => FileKind::Directory,
+                    ExactNode::Regular { .. } => FileKind::Regular,
+                    ExactNode::Symlink { .. } => FileKind::Symlink,
+                    ExactNode::Directory { .. } => FileKind::Directory,
                 };
                 let at = make_tree(made, entry, child, &child_sub);
                 made.bytes += name.len() as u64;
-                inodes.insert(OsString::from(name), (made.first + at as u64, kind));
+                inodes.insert(
+                    OsString::from(std::ffi::OsStr::from_bytes(&name)),
+                    (made.first + at as u64, kind),
+                );
             }
             Node::Directory {
                 entries: Arc::new(inodes),

@@ -435,12 +435,21 @@ pub fn sign(
     let summary = block_on_interruptible(&[&cache], async {
         Ok(ops::sign(&cache, which, &signer, jobs, p).await?)
     })?;
+    let frames = match summary.frames_signed {
+        0 => String::new(),
+        n => format!(" ({n} with their frame digests)"),
+    };
     progress.finish(&format!(
-        "{} signed with {name}, {} already signed by it, in {}",
+        "{} signed with {name}{frames}, {} already signed by it, in {}",
         count(summary.signed, "path"),
         summary.already,
         cache.url()
     ));
+    for refused in &summary.frames_refused {
+        // Unchecked frame digests are not vouched for: readers checking frames read these
+        // paths' NARs whole. `cachecore verify` reports the same.
+        eprintln!("warning: {}", Untrusted(refused));
+    }
     Ok(())
 }
 

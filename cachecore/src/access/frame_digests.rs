@@ -217,6 +217,12 @@ impl FrameDigests {
 /// let mut moved = info.clone();
 /// moved.nar_hash = Hash::digest(HashAlgo::Sha256, b"other");
 /// assert_eq!(FramesClaim::trusted(&moved, &[key.public_key()]), None);
+/// // `cachecore sign` adds a signature, keeping the others.
+/// assert!(!claim.signed_by(&info, &other));
+/// claim.add_signature(&mut info, &other);
+/// claim.add_signature(&mut info, &other); // once
+/// assert!(claim.signed_by(&info, &other) && claim.signed_by(&info, &key));
+/// assert_eq!(info.extra.iter().filter(|(k, _)| k == "FramesSig").count(), 2);
 /// FramesClaim::remove(&mut info);
 /// assert_eq!(FramesClaim::of(&info), None);
 /// assert!(info.extra.is_empty());
@@ -293,6 +299,26 @@ impl FramesClaim {
         }
     }
 
+    /// Whether `info` carries `signer`'s `FramesSig` over this claim (ed25519 signatures are
+    /// deterministic: the one it would write now is the one it wrote before).
+    pub fn signed_by(&self, info: &NarInfo, signer: &dyn Signer) -> bool {
+        let sig = signer.sign(self.message(info).as_bytes()).to_string();
+        info.extra
+            .iter()
+            .any(|(k, v)| k == FRAMES_SIG_FIELD && *v == sig)
+    }
+
+    /// Adds `signer`'s `FramesSig` over this claim to `info`, keeping the claim's fields and
+    /// other signatures as they are (what `cachecore sign` does; [`write`](Self::write)
+    /// replaces them). Nothing changes when it is there already.
+    pub fn add_signature(&self, info: &mut NarInfo, signer: &dyn Signer) {
+        if !self.signed_by(info, signer) {
+            let sig = signer.sign(self.message(info).as_bytes());
+            info.extra
+                .push((FRAMES_SIG_FIELD.to_owned(), sig.to_string()));
+        }
+    }
+
     /// Removes any claim from `info` (its NAR or listing changed: the claim would lie).
     pub fn remove(info: &mut NarInfo) {
         info.extra.retain(|(k, _)| {
@@ -304,4 +330,170 @@ impl FramesClaim {
 /// The signers of a push, as [`FramesClaim::write`] takes them.
 pub(crate) fn signer_refs(signers: &[Arc<dyn Signer>]) -> Vec<&dyn Signer> {
     signers.iter().map(|s| s.as_ref()).collect()
+}
+
+/// Checks a seekable NAR object against its frame digests as the whole object streams past
+/// once (what `verify` reads anyway): each frame's bytes are hashed as they arrive, where the
+/// digests say the frame ends, and what follows the last frame is kept (at most a seek table's
+/// worth) to be compared with the digests when the object has ended.
+///
+/// ```
+/// use std::io::Write as _;
+/// use cachecore::access::frame_digests::{FrameDigests, StreamedFrames};
+/// use cachecore::seekable::{SeekableOptions, SeekableWriter};
+/// let opts = SeekableOptions { frame_size: 1000, threads: 1, ..SeekableOptions::default() };
+/// let mut w = SeekableWriter::new(Vec::new(), opts).unwrap();
+/// let data: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
+/// w.write_all(&data).unwrap();
+/// let (object, table, digests) = w.finish_with_digests().unwrap();
+/// let frames = FrameDigests::new(&table, &digests).unwrap();
+/// let mut check = StreamedFrames::new(frames.clone());
+/// for chunk in object.chunks(7) {
+///     assert!(check.update(chunk));
+/// }
+/// assert_eq!(check.finish(), Ok(()));
+/// // One byte of the second frame changed: that frame, by index.
+/// let mut damaged = object.clone();
+/// damaged[table.frames()[1].compressed_offset as usize + 3] ^= 1;
+/// let mut check = StreamedFrames::new(frames);
+/// check.update(&damaged);
+/// assert!(check.finish().unwrap_err().contains("frame 1 "));
+/// ```
+#[derive(Debug)]
+pub struct StreamedFrames {
+    digests: FrameDigests,
+    /// The frame being hashed (`digests.frames().len()` once past the last).
+    index: usize,
+    /// Its bytes still to come.
+    left: u64,
+    hasher: sha2::Sha256,
+    /// Where the frame being hashed starts in the object.
+    frame_start: u64,
+    /// Object bytes seen.
+    seen: u64,
+    /// What followed the last frame.
+    tail: Vec<u8>,
+    /// More followed the last frame than a seek table of these frames takes.
+    overflow: bool,
+    /// The first frame whose bytes did not match its digest (index and object range), and
+    /// how many did.
+    first_mismatch: Option<(usize, std::ops::Range<u64>)>,
+    mismatches: usize,
+}
+
+impl StreamedFrames {
+    /// A check of an object against `digests`.
+    pub fn new(digests: FrameDigests) -> StreamedFrames {
+        let left = digests
+            .frames
+            .first()
+            .map_or(0, |f| u64::from(f.compressed_size));
+        StreamedFrames {
+            digests,
+            index: 0,
+            left,
+            hasher: sha2::Sha256::new(),
+            frame_start: 0,
+            seen: 0,
+            tail: Vec::new(),
+            overflow: false,
+            first_mismatch: None,
+            mismatches: 0,
+        }
+    }
+
+    /// The longest seek table of `frames` frames (entries with checksums).
+    fn table_limit(&self) -> usize {
+        17 + 12 * self.digests.frames.len()
+    }
+
+    /// Takes the next bytes of the object; `false` once more followed the last frame than a
+    /// seek table can be (nothing after that needs to be read).
+    pub fn update(&mut self, mut bytes: &[u8]) -> bool {
+        self.seen += bytes.len() as u64;
+        let n = self.digests.frames.len();
+        while self.index < n {
+            let take = (self.left.min(bytes.len() as u64)) as usize;
+            self.hasher.update(&bytes[..take]);
+            self.left -= take as u64;
+            bytes = &bytes[take..];
+            if self.left > 0 {
+                return true;
+            }
+            // The frame is whole: compare, and start the next.
+            let expected = self.digests.frames[self.index];
+            let actual: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+            let end = self.frame_start + u64::from(expected.compressed_size);
+            if actual != expected.sha256 {
+                self.mismatches += 1;
+                self.first_mismatch
+                    .get_or_insert((self.index, self.frame_start..end));
+            }
+            self.frame_start = end;
+            self.index += 1;
+            self.left = self
+                .digests
+                .frames
+                .get(self.index)
+                .map_or(0, |f| u64::from(f.compressed_size));
+        }
+        if self.overflow || self.tail.len() + bytes.len() > self.table_limit() {
+            self.overflow = true;
+            return false;
+        }
+        self.tail.extend_from_slice(bytes);
+        true
+    }
+
+    /// After the whole object was given to [`update`](Self::update): `Ok` when its seek table
+    /// describes exactly the frames of the digests and every frame matched its digest; else
+    /// one sentence saying what differs.
+    pub fn finish(self) -> Result<(), String> {
+        let n = self.digests.frames.len();
+        if self.index < n {
+            return Err(format!(
+                "the NAR object ends ({} bytes) inside frame {} of the {n} its frame digests \
+                 describe",
+                self.seen, self.index
+            ));
+        }
+        let table = match SeekTable::parse_from_tail(&self.tail) {
+            Ok(t) if !self.overflow && t.seek_table_len() == self.tail.len() as u64 => t,
+            _ => {
+                return Err(format!(
+                    "its frame digests describe other frames than its NAR object: {n} frames \
+                     of {} bytes, not followed by their seek table (the object is {} bytes)",
+                    self.frame_start, self.seen
+                ))
+            }
+        };
+        if !self.digests.describes(&table) {
+            return Err(format!(
+                "its frame digests describe other frames ({n}) than its NAR's seek table ({})",
+                table.len()
+            ));
+        }
+        self.mismatch().map_or(Ok(()), Err)
+    }
+
+    /// After only part of the object was seen (its read failed): the first frame, of those
+    /// seen whole, that did not match its digest.
+    pub fn finish_early(self) -> Result<(), String> {
+        self.mismatch().map_or(Ok(()), Err)
+    }
+
+    fn mismatch(&self) -> Option<String> {
+        self.first_mismatch.as_ref().map(|(index, range)| {
+            format!(
+                "frame {index} of its NAR object (bytes {}..{}) does not match its digest in \
+                 the frame digests{}",
+                range.start,
+                range.end,
+                match self.mismatches - 1 {
+                    0 => String::new(),
+                    more => format!(", nor do {more} more frames"),
+                }
+            )
+        })
+    }
 }

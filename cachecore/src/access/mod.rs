@@ -274,8 +274,12 @@ enum Layout {
     Plain,
     /// Seekable zstd with this table.
     Seekable(SeekTable),
-    /// The whole decompressed NAR (small objects), checked.
-    InMemory(Bytes),
+    /// The whole decompressed NAR (small objects), checked; and the object's seek table when it
+    /// is seekable zstd (many frames of well-compressing data can fit in one probe).
+    InMemory {
+        nar: Bytes,
+        table: Option<SeekTable>,
+    },
     /// Decompressed from the start for every read.
     FromStart,
 }
@@ -524,44 +528,105 @@ impl NarAccess {
     ) -> Result<Option<Arc<FrameDigests>>, AccessError> {
         self.inner
             .digests
-            .get_or_try_init(|| async {
-                let bad = |reason: String| AccessError::BadFrameDigests {
-                    object: self.object(),
-                    reason,
-                };
-                let len = FrameDigests::object_len(table.len());
-                if len > MAX_FRAME_DIGESTS_BYTES {
-                    return Err(bad(format!(
-                        "would be {len} bytes for its {} frames, more than the \
-                         {MAX_FRAME_DIGESTS_BYTES} bytes read",
-                        table.len()
-                    )));
-                }
-                let bytes = match self.inner.cache.frame_digests(&claim.frames, len).await {
-                    Ok(Some(bytes)) => bytes,
-                    Ok(None) => return Ok(None),
-                    Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => {
-                        return Err(bad(e.to_string()))
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                let actual = Hash::digest(claim.frames.algo(), &bytes);
-                if actual != claim.frames {
-                    return Err(bad(format!(
-                        "hash to {actual}, but the narinfo's signed FramesHash is {}",
-                        claim.frames
-                    )));
-                }
-                let digests = FrameDigests::parse(&bytes).map_err(|r| bad(r.to_owned()))?;
-                if !digests.describes(table) {
-                    return Err(bad(
-                        "describe other frames than the object's seek table".into()
-                    ));
-                }
-                Ok(Some(Arc::new(digests)))
-            })
+            .get_or_try_init(|| async { Ok(self.read_digests(claim, table).await?.map(Arc::new)) })
             .await
             .cloned()
+    }
+
+    /// The frame digests `claim` names, checked: they hash to its `FramesHash`, are no longer
+    /// than [`MAX_FRAME_DIGESTS_BYTES`], and describe exactly the frames of `table`; `None`
+    /// when their object is missing.
+    async fn read_digests(
+        &self,
+        claim: &FramesClaim,
+        table: &SeekTable,
+    ) -> Result<Option<FrameDigests>, AccessError> {
+        let bad = |reason: String| AccessError::BadFrameDigests {
+            object: self.object(),
+            reason,
+        };
+        let len = FrameDigests::object_len(table.len());
+        if len > MAX_FRAME_DIGESTS_BYTES {
+            return Err(bad(format!(
+                "would be {len} bytes for its {} frames, more than the \
+                 {MAX_FRAME_DIGESTS_BYTES} bytes read",
+                table.len()
+            )));
+        }
+        let bytes = match self.inner.cache.frame_digests(&claim.frames, len).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
+            Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => {
+                return Err(bad(e.to_string()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let actual = Hash::digest(claim.frames.algo(), &bytes);
+        if actual != claim.frames {
+            return Err(bad(format!(
+                "hash to {actual}, but the narinfo's FramesHash is {}",
+                claim.frames
+            )));
+        }
+        let digests = FrameDigests::parse(&bytes).map_err(|r| bad(r.to_owned()))?;
+        if !digests.describes(table) {
+            return Err(bad(
+                "describe other frames than the object's seek table".into()
+            ));
+        }
+        Ok(Some(digests))
+    }
+
+    /// Checks the frame digests `claim` names (signed or not) against this NAR object, reading
+    /// only the digests and the object's seek table (its last bytes), no frame: the digests
+    /// must be there, hash to the claim's `FramesHash` and describe exactly the frames of the
+    /// object's seek table. What a signer checks before it signs a claim (the frames' own
+    /// bytes are pinned by the digests from then on: every reader checks each frame it
+    /// fetches).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// # use std::sync::Arc;
+    /// # use cachecore::{ops::{self, NoProgress, PushOptions}, store_path::StoreDir};
+    /// use cachecore::access::{FramesClaim, NarAccess};
+    /// use cachecore::store::BinaryCache;
+    /// # let src = tempfile::tempdir().unwrap();
+    /// # std::fs::write(src.path().join("big"), vec![7u8; 9 << 20]).unwrap();
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// // Pushed without a key: frame digests, but no FramesSig.
+    /// let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "big",
+    ///     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+    /// let info = cache.narinfo(&path).await.unwrap().unwrap();
+    /// let mut claim = FramesClaim::of(&info).unwrap();
+    /// let nar = NarAccess::new(&cache, info).unwrap();
+    /// assert_eq!(nar.check_frame_digests(&claim).await.unwrap().frames().len(), 3);
+    /// claim.frames = cachecore::hash::Hash::digest(cachecore::hash::HashAlgo::Sha256, b"other");
+    /// assert!(nar.check_frame_digests(&claim).await.is_err()); // no such digests
+    /// # });
+    /// ```
+    pub async fn check_frame_digests(
+        &self,
+        claim: &FramesClaim,
+    ) -> Result<FrameDigests, AccessError> {
+        let bad = |reason: &str| AccessError::BadFrameDigests {
+            object: self.object(),
+            reason: reason.to_owned(),
+        };
+        let layout = self
+            .inner
+            .layout
+            .get_or_try_init(|| self.load_layout())
+            .await?;
+        let table = match layout {
+            Layout::Seekable(table)
+            | Layout::InMemory {
+                table: Some(table), ..
+            } => table,
+            _ => return Err(bad("cannot describe it: it is not seekable zstd")),
+        };
+        self.read_digests(claim, table)
+            .await?
+            .ok_or_else(|| bad("are missing from the cache (the narinfo's FramesHash names them)"))
     }
 
     fn rebuild(self, change: impl FnOnce(&mut Inner)) -> NarAccess {
@@ -613,32 +678,85 @@ impl NarAccess {
     /// # });
     /// ```
     pub async fn listing(&self) -> Result<(crate::nar::Listing, ListingOrigin), AccessError> {
+        match self.usable_listing().await? {
+            Some(found) => Ok(found),
+            None => Ok((self.listing_checked().await?, ListingOrigin::CheckedNar)),
+        }
+    }
+
+    /// [`NarAccess::listing`] with names and symlink targets exactly as the NAR holds them:
+    /// from the listing where it can say them (see
+    /// [`Listing::may_have_lost_bytes`](crate::nar::Listing::may_have_lost_bytes)), else
+    /// from the NAR ([`NarAccess::tree_checked`]).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// # use std::sync::Arc;
+    /// # use cachecore::{ops::{self, NoProgress, PushOptions}, store_path::StoreDir};
+    /// use std::os::unix::ffi::OsStrExt as _;
+    /// use cachecore::access::{ListingOrigin, NarAccess};
+    /// use cachecore::nar::ExactNode;
+    /// use cachecore::store::BinaryCache;
+    /// # let src = tempfile::tempdir().unwrap();
+    /// std::fs::write(src.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9")), "x").unwrap();
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// # let (path, _) = ops::push_add(&cache, &StoreDir::default(), src.path(), "latin1",
+    /// #     &PushOptions::default(), Arc::new(NoProgress)).await.unwrap();
+    /// // No listing can say that name: push wrote none, and the tree comes from the NAR.
+    /// assert!(cache.listing_bytes(&path).await.unwrap().is_none());
+    /// let nar = NarAccess::open(&cache, &path).await.unwrap();
+    /// let (tree, origin) = nar.tree().await.unwrap();
+    /// assert_eq!(origin, ListingOrigin::CheckedNar);
+    /// let ExactNode::Directory { entries } = tree else { panic!() };
+    /// assert!(entries.contains_key(&b"caf\xe9"[..]));
+    /// # });
+    /// ```
+    pub async fn tree(&self) -> Result<(crate::nar::ExactNode, ListingOrigin), AccessError> {
+        match self.usable_listing().await? {
+            Some((listing, origin)) => Ok((listing.root.into(), origin)),
+            None => Ok((self.tree_checked().await?, ListingOrigin::CheckedNar)),
+        }
+    }
+
+    /// The signed listing, else the stored one when it parses and gives every file's offset;
+    /// either only when it did not lose bytes of a name or target.
+    async fn usable_listing(
+        &self,
+    ) -> Result<Option<(crate::nar::Listing, ListingOrigin)>, AccessError> {
         if let Some(listing) = self.signed_listing().await? {
-            return Ok((listing, ListingOrigin::Signed));
+            if !listing.may_have_lost_bytes() {
+                return Ok(Some((listing, ListingOrigin::Signed)));
+            }
+            return Ok(None);
         }
         let stored = self
             .inner
             .cache
             .listing_bytes(&self.inner.info.store_path)
             .await?;
-        let parsed = stored
+        Ok(stored
             .as_deref()
             .and_then(|bytes| crate::nar::Listing::parse(bytes).ok())
-            .filter(|l| has_every_offset(&l.root));
-        match parsed {
-            Some(listing) => Ok((listing, ListingOrigin::Stored)),
-            None => Ok((self.listing_checked().await?, ListingOrigin::CheckedNar)),
-        }
+            .filter(|l| has_every_offset(&l.root) && !l.may_have_lost_bytes())
+            .map(|listing| (listing, ListingOrigin::Stored)))
     }
 
     /// The listing of the NAR, built from the whole NAR checked against the narinfo (fetched
     /// once, as for [`NarAccess::whole_nar_checked`] reads, and kept when there is a
     /// [`NarCache`]).
     pub async fn listing_checked(&self) -> Result<crate::nar::Listing, AccessError> {
+        Ok(crate::nar::Listing {
+            root: self.tree_checked().await?.into(),
+        })
+    }
+
+    /// [`NarAccess::listing_checked`] with names and symlink targets exactly as the NAR holds
+    /// them.
+    pub async fn tree_checked(&self) -> Result<crate::nar::ExactNode, AccessError> {
         let kept = self.kept().await?;
         let name = full(&self.inner.info);
         tokio::task::spawn_blocking(move || {
-            crate::nar::Listing::from_nar(io::BufReader::with_capacity(
+            crate::nar::ExactNode::from_nar(io::BufReader::with_capacity(
                 1 << 20,
                 KeptReader { kept, at: 0 },
             ))
@@ -845,7 +963,7 @@ impl NarAccess {
         if let Some(claim) = &self.inner.frames_claim {
             // Only frames checked against their digests, or what was checked whole.
             let checked = match layout {
-                Layout::InMemory(_) => true,
+                Layout::InMemory { .. } => true,
                 Layout::Seekable(table) => self.digests(claim, table).await?.is_some(),
                 Layout::Plain | Layout::FromStart => false,
             };
@@ -855,7 +973,7 @@ impl NarAccess {
         }
         Ok(match layout {
             Layout::Plain => self.plain(range),
-            Layout::InMemory(nar) => {
+            Layout::InMemory { nar, .. } => {
                 let (s, e) = (range.start as usize, range.end as usize);
                 stream::once(futures::future::ready(Ok(nar.slice(s..e)))).boxed()
             }
@@ -956,7 +1074,14 @@ impl NarAccess {
         }
         let probe_start = object_len.saturating_sub(TAIL_PROBE);
         if probe_start == 0 && info.nar_size <= MAX_FRAME_BYTES {
-            return Ok(Layout::InMemory(self.decode_whole(tail)?));
+            let nar = self.decode_whole(tail.clone())?;
+            let table = match self.inner.method {
+                Compression::Zstd => SeekTable::parse_from_tail(&tail)
+                    .ok()
+                    .filter(|t| self.check_table(t, object_len).is_ok()),
+                _ => None,
+            };
+            return Ok(Layout::InMemory { nar, table });
         }
         if self.inner.method != Compression::Zstd {
             return Ok(Layout::FromStart);
@@ -1614,7 +1739,7 @@ mod tests {
         check_ranges(&rt, &access, &nar);
         assert!(matches!(
             access.inner.layout.get(),
-            Some(Layout::InMemory(_))
+            Some(Layout::InMemory { .. })
         ));
     }
 

@@ -57,6 +57,144 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// A NAR's tree with names and symlink targets exactly as the NAR holds them (bytes: Nix
+/// requires no encoding), for a reader that must show them as they are (the mount). A
+/// [`ListingNode`] is what a listing's JSON can say; this is what a NAR says.
+///
+/// ```
+/// use cachecore::nar::{self, ExactNode, ListingNode};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let pkg = dir.path().join("pkg");
+/// # std::fs::create_dir(&pkg).unwrap();
+/// use std::os::unix::ffi::OsStrExt as _;
+/// std::fs::write(pkg.join(std::ffi::OsStr::from_bytes(b"caf\xe9")), "x").unwrap();
+/// let mut bytes = Vec::new();
+/// nar::dump(&pkg, &mut bytes).unwrap();
+/// let tree = ExactNode::from_nar(&bytes[..]).unwrap();
+/// let ExactNode::Directory { entries } = &tree else { panic!() };
+/// assert!(entries.contains_key(&b"caf\xe9"[..]));
+/// // A listing cannot say it: the name comes out with U+FFFD.
+/// let ListingNode::Directory { entries } = ListingNode::from(tree) else { panic!() };
+/// assert!(entries.contains_key("caf\u{FFFD}"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExactNode {
+    Regular {
+        size: u64,
+        executable: bool,
+        /// NAR offset of the first content byte (`None` only when made from a listing that did
+        /// not say).
+        nar_offset: Option<u64>,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
+    Directory {
+        entries: BTreeMap<Vec<u8>, ExactNode>,
+    },
+}
+
+impl ExactNode {
+    /// The tree of a NAR, validating all of it (see [`Reader`]).
+    pub fn from_nar(nar: impl Read) -> Result<ExactNode, ReadError> {
+        let mut reader = Reader::new(nar);
+        // Open directories' entries, and the names of the entries whose node is being read.
+        let mut dirs: Vec<Vec<(Vec<u8>, ExactNode)>> = Vec::new();
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        let mut root = None;
+        while let Some(event) = reader.next()? {
+            let node = match event {
+                Event::File {
+                    executable,
+                    size,
+                    nar_offset,
+                } => ExactNode::Regular {
+                    size,
+                    executable,
+                    nar_offset: Some(nar_offset),
+                },
+                Event::Symlink { target } => ExactNode::Symlink {
+                    target: target.to_vec(),
+                },
+                Event::DirectoryStart => {
+                    dirs.push(Vec::new());
+                    continue;
+                }
+                Event::Entry { name } => {
+                    names.push(name.to_vec());
+                    continue;
+                }
+                Event::EntryEnd => continue,
+                Event::DirectoryEnd => ExactNode::Directory {
+                    entries: dirs.pop().unwrap_or_default().into_iter().collect(),
+                },
+            };
+            match (names.pop(), dirs.last_mut()) {
+                (Some(name), Some(dir)) => dir.push((name, node)),
+                _ => root = Some(node),
+            }
+        }
+        // The reader only ends after a complete root node.
+        Ok(root.unwrap_or(ExactNode::Directory {
+            entries: BTreeMap::new(),
+        }))
+    }
+}
+
+impl From<ListingNode> for ExactNode {
+    fn from(node: ListingNode) -> ExactNode {
+        match node {
+            ListingNode::Regular {
+                size,
+                executable,
+                nar_offset,
+            } => ExactNode::Regular {
+                size,
+                executable,
+                nar_offset,
+            },
+            ListingNode::Symlink { target } => ExactNode::Symlink {
+                target: target.into_bytes(),
+            },
+            ListingNode::Directory { entries } => ExactNode::Directory {
+                entries: entries
+                    .into_iter()
+                    .map(|(name, child)| (name.into_bytes(), child.into()))
+                    .collect(),
+            },
+        }
+    }
+}
+
+/// What a listing can say of the tree: names and targets that are not UTF-8 get U+FFFD (see
+/// [`Listing::may_have_lost_bytes`]).
+impl From<ExactNode> for ListingNode {
+    fn from(node: ExactNode) -> ListingNode {
+        match node {
+            ExactNode::Regular {
+                size,
+                executable,
+                nar_offset,
+            } => ListingNode::Regular {
+                size,
+                executable,
+                nar_offset,
+            },
+            ExactNode::Symlink { target } => ListingNode::Symlink {
+                target: String::from_utf8_lossy(&target).into_owned(),
+            },
+            ExactNode::Directory { entries } => ListingNode::Directory {
+                entries: entries
+                    .into_iter()
+                    .map(|(name, child)| {
+                        (String::from_utf8_lossy(&name).into_owned(), child.into())
+                    })
+                    .collect(),
+            },
+        }
+    }
+}
+
 /// A listing that cannot be parsed; `path` is a JSON Pointer (RFC 6901) to the problem.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -123,49 +261,39 @@ impl Listing {
     /// assert!(Listing::from_nar(&bytes[..bytes.len() - 8]).is_err()); // truncated
     /// ```
     pub fn from_nar(nar: impl Read) -> Result<Listing, ReadError> {
-        let mut reader = Reader::new(nar);
-        // Open directories' entries, and the names of the entries whose node is being read.
-        let mut dirs: Vec<Vec<(String, ListingNode)>> = Vec::new();
-        let mut names: Vec<String> = Vec::new();
-        let mut root = None;
-        while let Some(event) = reader.next()? {
-            let node = match event {
-                Event::File {
-                    executable,
-                    size,
-                    nar_offset,
-                } => ListingNode::Regular {
-                    size,
-                    executable,
-                    nar_offset: Some(nar_offset),
-                },
-                Event::Symlink { target } => ListingNode::Symlink {
-                    target: String::from_utf8_lossy(target).into_owned(),
-                },
-                Event::DirectoryStart => {
-                    dirs.push(Vec::new());
-                    continue;
-                }
-                Event::Entry { name } => {
-                    names.push(String::from_utf8_lossy(name).into_owned());
-                    continue;
-                }
-                Event::EntryEnd => continue,
-                Event::DirectoryEnd => ListingNode::Directory {
-                    entries: dirs.pop().unwrap_or_default().into_iter().collect(),
-                },
-            };
-            match (names.pop(), dirs.last_mut()) {
-                (Some(name), Some(dir)) => dir.push((name, node)),
-                _ => root = Some(node),
+        Ok(Listing {
+            root: ExactNode::from_nar(nar)?.into(),
+        })
+    }
+
+    /// Whether a name or symlink target holds U+FFFD, the character that stands for bytes
+    /// that are not UTF-8: a listing is JSON text, so the names of a NAR whose names are not
+    /// all UTF-8 (Nix allows any bytes but `/` and NUL) cannot be written in one exactly, and a
+    /// listing written from such a NAR lost them (cachecore's push wrote U+FFFD, and now writes
+    /// no listing for such a NAR; Nix writes the raw bytes, which no JSON parser takes). A
+    /// reader that must show names exactly builds the tree from the NAR instead
+    /// ([`ExactNode::from_nar`]).
+    ///
+    /// ```
+    /// use cachecore::nar::Listing;
+    /// let exact = Listing::parse(br#"{"version":1,"root":{"type":"directory","entries":{
+    ///     "caf\u00e9":{"type":"regular","size":1,"narOffset":232}}}}"#).unwrap();
+    /// assert!(!exact.may_have_lost_bytes());
+    /// let lossy = Listing::parse(br#"{"version":1,"root":{"type":"directory","entries":{
+    ///     "caf\ufffd":{"type":"regular","size":1,"narOffset":232}}}}"#).unwrap();
+    /// assert!(lossy.may_have_lost_bytes());
+    /// ```
+    pub fn may_have_lost_bytes(&self) -> bool {
+        fn lost(node: &ListingNode) -> bool {
+            match node {
+                ListingNode::Regular { .. } => false,
+                ListingNode::Symlink { target } => target.contains('\u{FFFD}'),
+                ListingNode::Directory { entries } => entries
+                    .iter()
+                    .any(|(name, child)| name.contains('\u{FFFD}') || lost(child)),
             }
         }
-        // The reader only ends after a complete root node.
-        Ok(Listing {
-            root: root.unwrap_or(ListingNode::Directory {
-                entries: BTreeMap::new(),
-            }),
-        })
+        lost(&self.root)
     }
 
     /// The node at `path` ("bin/app"; a leading "/" and empty components are ignored, so ""

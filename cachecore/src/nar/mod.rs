@@ -46,7 +46,7 @@ mod wire;
 pub mod writer;
 
 pub use extract::{cat, cat_verified, extract_nar, ExtractError};
-pub use listing::{Listing, ListingError, ListingMismatch, ListingNode, Walk};
+pub use listing::{ExactNode, Listing, ListingError, ListingMismatch, ListingNode, Walk};
 pub use pack::{dump, dump_to, pack, pack_marking_files, PackError};
 pub use reader::{Contents, Event, ReadError, ReadErrorKind, Reader};
 pub use unpack::{unpack, UnpackError};

@@ -337,6 +337,7 @@ async fn read_listing_from_nar(cache: &BinaryCache, info: &NarInfo) -> Result<Li
 
 /// Checks `listing` against the NAR of `info`, read whole and checked against the narinfo as
 /// it streams by (see [`Listing::check_nar`]): `Ok(Err(_))` says where they first differ.
+#[cfg(feature = "server")]
 pub(crate) async fn check_listing(
     cache: &BinaryCache,
     info: &NarInfo,
@@ -344,11 +345,20 @@ pub(crate) async fn check_listing(
 ) -> Result<Result<(), nar::ListingMismatch>, OpError> {
     let name = full(info);
     with_nar(cache, info, move |nar| {
-        listing
-            .check_nar(nar)
-            .map_err(|source| OpError::Nar { path: name, source })
+        listing_describes(&listing, name, nar)
     })
     .await
+}
+
+/// [`check_listing`]'s check, of a NAR being read (of the store path `path`).
+pub(crate) fn listing_describes(
+    listing: &Listing,
+    path: String,
+    nar: &mut dyn Read,
+) -> Result<Result<(), nar::ListingMismatch>, OpError> {
+    listing
+        .check_nar(nar)
+        .map_err(|source| OpError::Nar { path, source })
 }
 
 /// Writes the regular file `sub` of `path` to `out`, and nothing that was not checked: the

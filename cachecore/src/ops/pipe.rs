@@ -138,3 +138,38 @@ where
         }
     }
 }
+
+/// [`feed`], with `observe` seeing every chunk of the stream first; when the reader goes away
+/// before the end, the stream is still read to its end for `observe` (one read of the object
+/// serves both), until `observe` says it needs no more. Whether `observe` saw the whole
+/// stream, to its end, without an error.
+pub(crate) async fn feed_observed<S, E>(
+    mut stream: S,
+    tx: mpsc::Sender<Result<Bytes, io::Error>>,
+    mut observe: impl FnMut(&[u8]) -> bool,
+) -> bool
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    use futures::StreamExt as _;
+    let mut reader_gone = false;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(chunk) => {
+                let more = observe(&chunk);
+                if !reader_gone && tx.send(Ok(chunk)).await.is_err() {
+                    reader_gone = true;
+                }
+                if reader_gone && !more {
+                    return false;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(io::Error::other(e))).await;
+                return false;
+            }
+        }
+    }
+    true
+}

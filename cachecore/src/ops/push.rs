@@ -535,6 +535,9 @@ fn pack_compressed<W: Write>(
             None
         }
     };
+    // A listing is JSON text: one that lost bytes of a name or symlink target (not UTF-8)
+    // would misname files to every reader; readers build such a path's tree from its NAR.
+    let listing = listing.filter(|l| !l.may_have_lost_bytes());
     let (nar_hash, nar_size, progress_writer) = nar_hasher.finish();
     let (file_hasher, seekable) = progress_writer
         .into_inner()

@@ -549,7 +549,8 @@ enum Added {
     Other,
 }
 
-/// `existing` with the signatures of `sent` it lacks, when the two narinfos differ in nothing
+/// `existing` with the signatures of `sent` it lacks — `Sig`s, and `FramesSig`s over its frame
+/// digests (see [`crate::access::frame_digests`]) — when the two narinfos differ in nothing
 /// else and each signature added verifies with one of `announced` (the keys the server shows
 /// for this cache: a token holder cannot add a signature no one can check, nor change anything
 /// else).
@@ -558,6 +559,7 @@ fn with_signatures_added(
     sent: &[u8],
     announced: &[crate::signing::PublicKey],
 ) -> Added {
+    use crate::access::frame_digests::{FramesClaim, FRAMES_SIG_FIELD};
     let (Ok(mut merged), Ok(sent)) = (NarInfo::parse_bytes(existing), NarInfo::parse_bytes(sent))
     else {
         return Added::Other;
@@ -565,24 +567,51 @@ fn with_signatures_added(
     let unsigned = |i: &NarInfo| {
         let mut i = i.clone();
         i.signatures.clear();
+        i.extra.retain(|(k, _)| k != FRAMES_SIG_FIELD);
         i.to_string()
     };
     if unsigned(&merged) != unsigned(&sent) {
         return Added::Other;
     }
+    let unannounced = |sig: &str| {
+        let name = sig.split_once(':').map_or("", |(n, _)| n);
+        Added::Unannounced(crate::untrusted::excerpt(name))
+    };
     let valid: Vec<String> = sent
         .valid_signatures(announced)
         .map(|s| s.to_string())
         .collect();
-    for sig in sent.signatures {
-        if merged.signatures.contains(&sig) {
+    for sig in &sent.signatures {
+        if merged.signatures.contains(sig) {
             continue;
         }
-        if !valid.contains(&sig) {
-            let name = sig.split_once(':').map_or("", |(n, _)| n);
-            return Added::Unannounced(crate::untrusted::excerpt(name));
+        if !valid.contains(sig) {
+            return unannounced(sig);
         }
-        merged.signatures.push(sig);
+        merged.signatures.push(sig.clone());
+    }
+    // The claim is the same in both (all but signatures are equal).
+    let message = FramesClaim::of(&sent).map(|c| c.message(&sent));
+    for (_, sig) in sent.extra.iter().filter(|(k, _)| k == FRAMES_SIG_FIELD) {
+        let present = merged
+            .extra
+            .iter()
+            .any(|(k, v)| k == FRAMES_SIG_FIELD && v == sig);
+        if present {
+            continue;
+        }
+        let verifies = match (&message, crate::signing::Signature::parse(sig)) {
+            (Some(message), Ok(parsed)) => announced
+                .iter()
+                .any(|k| k.verify(message.as_bytes(), &parsed)),
+            _ => false,
+        };
+        if !verifies {
+            return unannounced(sig);
+        }
+        merged
+            .extra
+            .push((FRAMES_SIG_FIELD.to_owned(), sig.clone()));
     }
     Added::Signatures(Bytes::from(merged.to_string()))
 }

@@ -599,6 +599,36 @@ impl BinaryCache {
     /// # });
     /// ```
     pub async fn nar(&self, info: &NarInfo) -> Result<NarReader, IntegrityError> {
+        let (stream, tx, reader) = self.nar_parts(info).await?;
+        tokio::spawn(crate::ops::pipe::feed(stream, tx));
+        Ok(reader)
+    }
+
+    /// [`nar`](Self::nar), with `observe` seeing the object's compressed bytes as they are
+    /// read — all of them, to the object's end, even when the reader stops early (until
+    /// `observe` returns `false`): one read of the object for both. The task's result says
+    /// whether `observe` saw the whole object.
+    pub(crate) async fn nar_observed(
+        &self,
+        info: &NarInfo,
+        observe: impl FnMut(&[u8]) -> bool + Send + 'static,
+    ) -> Result<(NarReader, tokio::task::JoinHandle<bool>), IntegrityError> {
+        let (stream, tx, reader) = self.nar_parts(info).await?;
+        let fed = tokio::spawn(crate::ops::pipe::feed_observed(stream, tx, observe));
+        Ok((reader, fed))
+    }
+
+    async fn nar_parts(
+        &self,
+        info: &NarInfo,
+    ) -> Result<
+        (
+            super::ByteStream,
+            tokio::sync::mpsc::Sender<Result<bytes::Bytes, io::Error>>,
+            NarReader,
+        ),
+        IntegrityError,
+    > {
         check_algorithms(info)?;
         let stream = self
             .nar_object(info)
@@ -610,8 +640,7 @@ impl BinaryCache {
             })?;
         let (tx, reader) = crate::ops::pipe::reader_channel();
         let reader = NarReader::new(info, reader)?;
-        tokio::spawn(crate::ops::pipe::feed(stream, tx));
-        Ok(reader)
+        Ok((stream, tx, reader))
     }
 }
 
