@@ -12,7 +12,7 @@
 //! ```
 //!
 //! The last field, the key of the `.frames` object the narinfo's `FramesHash` names
-//! ([`layout::frame_digests`]), was added after the first index objects were written: a line
+//! (`layout::frame_digests`), was added after the first index objects were written: a line
 //! of eight fields does not say whether its narinfo names frame digests
 //! ([`IndexEntry::frames_known`] is false), and a GC reads such a narinfo when the cache has
 //! any `.frames` object.
@@ -64,7 +64,7 @@ pub struct IndexEntry {
     pub deriver: Option<StorePath>,
     /// `References`, the path itself included when the narinfo lists it.
     pub references: Vec<StorePath>,
-    /// The `FramesHash` of the narinfo (its `.frames` object is [`layout::frame_digests`]).
+    /// The `FramesHash` of the narinfo (its `.frames` object is `layout::frame_digests`).
     pub frames: Option<crate::hash::Hash>,
     /// Whether `frames` is known: false for an entry of eight fields, written before the index
     /// recorded frame digests.
