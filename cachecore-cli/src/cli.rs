@@ -655,6 +655,10 @@ pub struct PushArgs {
     /// Also upload the build logs of the paths' derivations.
     #[arg(long)]
     pub logs: bool,
+    /// Store the build logs of --logs compressed with METHOD (zstd, br, xz, bzip2 or none), as
+    /// the store URL's log-compression=; refused on a local directory, like the two above.
+    #[arg(long, value_name = "METHOD")]
+    pub log_compression: Option<cachecore::compression::Compression>,
     /// Do not write `<hash>.ls` listings. Overrides the store URL's write-nar-listing=.
     #[arg(long)]
     pub no_listing: bool,
@@ -680,9 +684,6 @@ pub struct EncodingArgs {
     /// Store `.ls` listings compressed with METHOD, as the store URL's ls-compression=.
     #[arg(long, value_name = "METHOD")]
     pub ls_compression: Option<cachecore::compression::Compression>,
-    /// Store build logs compressed with METHOD, as the store URL's log-compression=.
-    #[arg(long, value_name = "METHOD")]
-    pub log_compression: Option<cachecore::compression::Compression>,
 }
 
 /// The token of a `cachecore serve` that a command reading it passes on.

@@ -140,7 +140,14 @@ impl FileSink for Stream {
     fn write_file(&mut self, file: &std::fs::File, len: u64) -> io::Result<u64> {
         let len = usize::try_from(len).map_or(self.max_write, |l| l.min(self.max_write));
         loop {
-            match rustix::pipe::splice(file, None, self.out.as_fd(), None, len, SpliceFlags::empty()) {
+            match rustix::pipe::splice(
+                file,
+                None,
+                self.out.as_fd(),
+                None,
+                len,
+                SpliceFlags::empty(),
+            ) {
                 Ok(n) => return Ok(n as u64),
                 Err(e) if e == rustix::io::Errno::INTR => {}
                 Err(e) => return Err(note(e.into())),

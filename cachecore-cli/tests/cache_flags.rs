@@ -806,25 +806,18 @@ fn verify_jobs_and_copy_jobs_set_how_many_nars_are_read_at_once() {
     }
 }
 
-/// `index rebuild --jobs N` reads N narinfos at once: with every narinfo read held at a gate in
-/// front of Garage, `--jobs 20` has twenty under way — more than the default 16 allows.
-#[test]
-fn index_rebuild_jobs_sets_how_many_narinfos_are_read_at_once() {
-    let tmp = tempdir();
-    let cache = tmp.path().join("cache");
+/// A cache of 24 small paths at `prefix` in `garage` (pushed to a directory under `tmp`, then
+/// copied there, which indexes them); its URL.
+fn garage_cache_of_24_paths(tmp: &Path, garage: &common::garage::Garage, prefix: &str) -> String {
+    let cache = tmp.join("cache");
     for i in 0..24 {
-        let dir = small_dir(
-            tmp.path(),
-            &format!("cachecore-index-{i}"),
-            &format!("{i}\n"),
-        );
+        let dir = small_dir(tmp, &format!("cachecore-index-{i}"), &format!("{i}\n"));
         cachecore_ok(
             &["push", path_str(&cache), "--add", path_str(&dir), "--quiet"],
             b"",
         );
     }
-    let garage = common::garage::Garage::start();
-    let store = garage.url("index-jobs");
+    let store = garage.url(prefix);
     let copy = ["copy", path_str(&cache), &store, "--all", "--quiet"];
     let out = cachecore_command()
         .args(copy)
@@ -832,6 +825,65 @@ fn index_rebuild_jobs_sets_how_many_narinfos_are_read_at_once() {
         .output()
         .unwrap();
     assert_cachecore_ok(&out, &copy);
+    store
+}
+
+/// `gc --jobs N` and `index compact --jobs N` read N narinfos at once: in a Garage cache whose
+/// push index was deleted (so both read every narinfo), with every narinfo read held at a gate
+/// in front of Garage, `--jobs 20` has twenty under way — more than the default 16 allows — and
+/// no more.
+#[test]
+fn gc_jobs_and_index_compact_jobs_set_how_many_narinfos_are_read_at_once() {
+    let tmp = tempdir();
+    let garage = common::garage::Garage::start();
+    let store = garage_cache_of_24_paths(tmp.path(), &garage, "gc-jobs");
+    let index = garage.keys("gc-jobs/index/");
+    assert!(!index.is_empty(), "copy wrote no index object");
+    for key in &index {
+        garage.delete_object(key);
+    }
+    for args in [
+        &["gc", "--dry-run", "--allow-empty-roots", "--jobs", "20"][..],
+        &["index", "compact", "--jobs", "20"],
+    ] {
+        let gate = common::gate::Gate::start(garage.endpoint.strip_prefix("http://").unwrap());
+        gate.hold(common::gate::Stop::Request, |r| {
+            r.method == "GET" && r.target.split('?').next().unwrap().ends_with(".narinfo")
+        });
+        let gated = store.replace(&garage.endpoint, &gate.url());
+        // The store URL after the subcommand's name (`index compact STORE`, `gc STORE`).
+        let at = if args[0] == "index" { 2 } else { 1 };
+        let command: Vec<&str> = [&args[..at], &[gated.as_str()], &args[at..]].concat();
+        let mut child = cachecore_command()
+            .args(&command)
+            .envs(garage.env())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        gate.wait_held(20, std::time::Duration::from_secs(60));
+        // A moment for a twenty-first, which must not come.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let held = gate.held();
+        let _ = child.kill();
+        let _ = child.wait();
+        gate.discard();
+        assert_eq!(
+            held,
+            20,
+            "`{}` read more narinfos at once than it allows",
+            command.join(" ")
+        );
+    }
+}
+
+/// `index rebuild --jobs N` reads N narinfos at once: with every narinfo read held at a gate in
+/// front of Garage, `--jobs 20` has twenty under way — more than the default 16 allows.
+#[test]
+fn index_rebuild_jobs_sets_how_many_narinfos_are_read_at_once() {
+    let tmp = tempdir();
+    let garage = common::garage::Garage::start();
+    let store = garage_cache_of_24_paths(tmp.path(), &garage, "index-jobs");
     let gate = common::gate::Gate::start(garage.endpoint.strip_prefix("http://").unwrap());
     gate.hold(common::gate::Stop::Request, |r| {
         r.method == "GET" && r.target.split('?').next().unwrap().ends_with(".narinfo")

@@ -747,3 +747,145 @@ fn gc_why_names_the_root_that_keeps_a_path() {
         "{out}"
     );
 }
+
+/// `--unused-for D` keeps what was pushed or read within D, with its closure: two closures
+/// pushed more than D ago, one of them read since (an access record as `serve --record-access`
+/// writes it, format in `cachecore::gc::access`) — the read one stays, the other goes; the same
+/// run before the record keeps neither, and a longer D keeps both.
+#[test]
+fn gc_unused_for_keeps_what_was_read_or_pushed_within_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let [shared, one, two, app1, app2] = build(dir.path());
+    let (secret, public) = nix_generate_key(dir.path(), "gc-test-unused");
+    let cache_dir = dir.path().join("cache");
+    let cache = cache_dir.to_str().unwrap();
+    let key = secret.to_str().unwrap();
+    cachecore_ok(&["push", cache, "--key", key, &app1, &app2, "--quiet"], b"");
+    // Push times are kept to the second: after 3.1 s every push is more than 2 s old.
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    let deleted = |args: &[&str]| -> usize {
+        let plan = json(&cachecore_ok(
+            &[&["gc", cache, "--dry-run", "--json"][..], args].concat(),
+            b"",
+        ));
+        plan["narinfos_deleted"].as_array().unwrap().len()
+    };
+    // Nothing read: no push is within 2 s, so all five would go; all were pushed within the hour.
+    assert_eq!(deleted(&["--unused-for", "2s"]), 5);
+    assert_eq!(deleted(&["--unused-for", "1h"]), 0);
+
+    // app1 read just now (only its own narinfo: its closure is kept with it).
+    let hash = |p: &str| Path::new(p).file_name().unwrap().to_str().unwrap()[..32].to_owned();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let records = cache_dir.join(".cachecore/access");
+    std::fs::create_dir_all(&records).unwrap();
+    std::fs::write(
+        records.join(format!("{now}-00000000000000a1")),
+        format!("cachecore-access 1\n{} {now}\n", hash(&app1)),
+    )
+    .unwrap();
+    let report = json(&cachecore_ok(
+        &["gc", cache, "--unused-for", "2s", "--force", "--json"],
+        b"",
+    ));
+    assert_eq!(
+        report["narinfos_deleted"].as_array().unwrap().len(),
+        2,
+        "{report}"
+    );
+    for p in [&shared, &one, &app1] {
+        assert!(in_cache(&cache_dir, p), "{p}: {report}");
+    }
+    for p in [&two, &app2] {
+        assert!(!in_cache(&cache_dir, p), "{p}: {report}");
+    }
+    verify(cache, &public);
+}
+
+/// `roots add --store-dir` and `roots sync --store-dir`: a cache for another store directory
+/// (its nix-cache-info's StoreDir) gets roots naming paths there; without the flag, `add`
+/// refuses those paths and `sync` refuses the cache, naming its store directory.
+#[test]
+fn roots_store_dir_names_paths_of_another_store_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("gnu/store");
+    let app = store.join("0123456789abcdfghijklmnpqrsvwxyz-app");
+    let tool = store.join("zyxwvsrqpnmlkjihgfdcba9876543210-tool");
+    for p in [&app, &tool] {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    let (store_arg, app_arg, tool_arg) = (
+        store.to_str().unwrap(),
+        app.to_str().unwrap(),
+        tool.to_str().unwrap(),
+    );
+    let cache_dir = dir.path().join("cache");
+    let cache = cache_dir.to_str().unwrap();
+    cachecore_ok(&["init", cache], b"");
+    std::fs::write(
+        cache_dir.join("nix-cache-info"),
+        format!("StoreDir: {store_arg}\nWantMassQuery: 1\nPriority: 40\n"),
+    )
+    .unwrap();
+    let rooted = |host: &str| -> Vec<String> {
+        let listed = json(&cachecore_ok(&["roots", "list", cache, "--json"], b""));
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["host"] == host)
+            .map(|r| r["revisions"][0]["paths"][0].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let out = cachecore_output(
+        &["roots", "add", cache, "app", app_arg, "--host", "h1"],
+        b"",
+    );
+    let line = assert_clean_error(&out, "roots add of a path outside /nix/store");
+    assert!(line.contains(app_arg), "{line}");
+    assert!(rooted("h1").is_empty());
+    cachecore_ok(
+        &[
+            "roots",
+            "add",
+            cache,
+            "app",
+            app_arg,
+            "--host",
+            "h1",
+            "--store-dir",
+            store_arg,
+        ],
+        b"",
+    );
+    assert_eq!(rooted("h1"), [app_arg]);
+
+    let gcroots = dir.path().join("gcroots");
+    std::fs::create_dir_all(&gcroots).unwrap();
+    std::os::unix::fs::symlink(&tool, gcroots.join("tool")).unwrap();
+    let gcroots_arg = gcroots.to_str().unwrap();
+    let sync = [
+        "roots",
+        "sync",
+        cache,
+        "--host",
+        "h2",
+        "--gcroots-dir",
+        gcroots_arg,
+    ];
+    let out = cachecore_output(&sync, b"");
+    let line = assert_clean_error(&out, "roots sync to a cache of another store directory");
+    assert!(
+        line.contains(&format!(
+            "is a cache for store directory {store_arg}, not /nix/store"
+        )),
+        "{line}"
+    );
+    assert!(rooted("h2").is_empty());
+    cachecore_ok(&[&sync[..], &["--store-dir", store_arg]].concat(), b"");
+    assert_eq!(rooted("h2"), [tool_arg]);
+}

@@ -422,13 +422,7 @@ fn a_small_file_in_a_large_nar_fetches_one_frame_and_listing_fetches_no_nar_byte
             "67108864",
         ],
     );
-    let nar_bytes = || -> (u64, u64) {
-        server
-            .served()
-            .iter()
-            .filter(|(k, _)| k.starts_with("nar/"))
-            .fold((0, 0), |(r, b), (_, (n, bytes))| (r + n, b + bytes))
-    };
+    let nar_bytes = || nar_served(&server);
     let root = mount.path(base(&fixture));
     // `ls -lR` and `find` read listings only.
     let ls = Command::new("ls").arg("-lR").arg(&root).output().unwrap();
@@ -846,13 +840,7 @@ fn check_frames_reads_only_signed_frames_serves_no_changed_byte_and_nix_still_su
         );
         (m, mnt)
     };
-    let nar_bytes = || -> (u64, u64) {
-        server
-            .served()
-            .iter()
-            .filter(|(k, _)| k.starts_with("nar/"))
-            .fold((0, 0), |(r, b), (_, (n, bytes))| (r + n, b + bytes))
-    };
+    let nar_bytes = || nar_served(&server);
     let (mount, _) = mount_at("mnt");
     let root = mount.path(base(&fixture));
     let ls = Command::new("ls").arg("-lR").arg(&root).output().unwrap();
@@ -1211,5 +1199,114 @@ fn names_that_are_not_utf8_show_their_true_bytes() {
             .unwrap();
         assert_eq!(run.stdout, b"ran\n", "{run:?}");
         assert!(!root.join("caf\u{FFFD}").exists());
+    }
+}
+
+/// The NAR requests and bytes `server` answered so far.
+fn nar_served(server: &HttpServer) -> (u64, u64) {
+    server
+        .served()
+        .iter()
+        .filter(|(k, _)| k.starts_with("nar/"))
+        .fold((0, 0), |(r, b), (_, (n, bytes))| (r + n, b + bytes))
+}
+
+/// `--check frames` reads a small file of a signed multi-frame NAR by its frames; `--check nar`
+/// fetches the whole NAR first, checks it against the NarHash and keeps it in --cache-dir.
+#[test]
+fn check_nar_fetches_the_whole_nar_where_check_frames_fetches_one_frame() {
+    require_fuse();
+    let work = tempdir();
+    let (fixture, _, public, cache) = signed_fixture(work.path(), "check-how-1", &[]);
+    let object_size = fs::metadata(nar_object(&cache)).unwrap().len();
+    assert!(object_size > 24 << 20);
+    let server = HttpServer::serve(&cache);
+    for (how, nars) in [("frames", "nars-frames"), ("nar", "nars-nar")] {
+        let mnt = work.path().join(format!("mnt-{how}"));
+        let nars = work.path().join(nars);
+        let mount = Mount::start(
+            &mnt,
+            &[
+                "mount",
+                &server.url(),
+                path_str(&mnt),
+                "--trusted-key",
+                &public,
+                "--check",
+                how,
+                "--cache-dir",
+                path_str(&nars),
+            ],
+        );
+        server.reset_counts();
+        let out = cat(&mount.path(base(&fixture)).join("a-small-file"));
+        assert_eq!(out.stdout, b"a small file\n", "--check {how}: {out:?}");
+        let (requests, bytes) = nar_served(&server);
+        let kept = fs::read_dir(&nars).map_or(0, |d| d.count());
+        if how == "frames" {
+            assert!(
+                requests <= 3 && bytes <= (4 << 20) + (64 << 10) + 8192 && kept == 0,
+                "--check frames: {requests} requests, {bytes} bytes of a {object_size}-byte \
+                 NAR, {kept} NARs kept, for a 13-byte file"
+            );
+        } else {
+            assert!(
+                bytes >= object_size && kept == 1,
+                "--check nar: {bytes} bytes of a {object_size}-byte NAR, {kept} NARs kept"
+            );
+        }
+    }
+}
+
+/// `--memory` bounds the decompressed frames kept: a small file read, then a 16 MiB one, then
+/// another small file in the first one's frame — with room for the frames that frame is still
+/// in memory (no request), with `--memory 16777216` (room for one frame) it is fetched again.
+#[test]
+fn mount_memory_bounds_the_frames_kept_in_memory() {
+    require_fuse();
+    let work = tempdir();
+    let tree = work.path().join("memory-tree");
+    fs::create_dir(&tree).unwrap();
+    write_mode(&tree.join("a1"), b"first small file\n", 0o644);
+    write_mode(&tree.join("a2"), b"second small file\n", 0o644);
+    write_mode(
+        &tree.join("z"),
+        &cachecore_testkit::data::pseudo_random_bytes(16 << 20, 7),
+        0o644,
+    );
+    make_world_readable(&tree);
+    let path = nix_store_add(&tree);
+    let cache = work.path().join("cache");
+    cachecore_ok(&["init", path_str(&cache)], b"");
+    cachecore_ok(&["push", path_str(&cache), &path, "-q"], b"");
+    let server = HttpServer::serve(&cache);
+    for (memory, refetched) in [("268435456", false), ("16777216", true)] {
+        let mnt = work.path().join(format!("mnt-{memory}"));
+        let mount = Mount::start(
+            &mnt,
+            &[
+                "mount",
+                &server.url(),
+                path_str(&mnt),
+                "--no-check-sigs",
+                "--memory",
+                memory,
+                "--cache-dir",
+                path_str(&work.path().join("nars")),
+            ],
+        );
+        let root = mount.path(base(&path));
+        assert_eq!(cat(&root.join("a1")).stdout, b"first small file\n");
+        let z = fs::read(root.join("z")).unwrap();
+        assert!(z == cachecore_testkit::data::pseudo_random_bytes(16 << 20, 7));
+        let before = nar_served(&server).0;
+        assert_eq!(cat(&root.join("a2")).stdout, b"second small file\n");
+        let after = nar_served(&server).0;
+        assert_eq!(
+            after > before,
+            refetched,
+            "--memory {memory}: {} NAR requests to read a2 after z",
+            after - before
+        );
     }
 }

@@ -120,9 +120,15 @@ fn pack_into_a_pipe_splices_large_files_and_equals_nix() {
     let large = tree.join("large");
     fs::create_dir(&large).unwrap();
     let mut large_bytes = 0;
-    for (i, size) in [(1 << 16) - 1, 1 << 16, (1 << 16) + 1, 3 << 20, (5 << 20) + 5]
-        .into_iter()
-        .enumerate()
+    for (i, size) in [
+        (1 << 16) - 1,
+        1 << 16,
+        (1 << 16) + 1,
+        3 << 20,
+        (5 << 20) + 5,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mode = if i % 2 == 0 { 0o755 } else { 0o644 };
         write_mode(
@@ -148,7 +154,10 @@ fn pack_into_a_pipe_splices_large_files_and_equals_nix() {
         .expect("this test needs strace");
     let mut got = Vec::new();
     child.stdout.take().unwrap().read_to_end(&mut got).unwrap();
-    assert!(child.wait().unwrap().success(), "`cachecore nar pack` failed");
+    assert!(
+        child.wait().unwrap().success(),
+        "`cachecore nar pack` failed"
+    );
     assert_same_bytes("`cachecore nar pack` into a pipe", &expected, &got);
     // `splice(3, NULL, 1, NULL, 1048576, 0) = 1048576`
     let trace = fs::read_to_string(&trace).unwrap();

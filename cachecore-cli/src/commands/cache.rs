@@ -37,12 +37,13 @@ pub(super) fn open_with_token(url: &str, token_file: Option<&Path>) -> anyhow::R
 pub(super) fn open_or_create(
     url: &str,
     encodings: &EncodingArgs,
+    log_compression: Option<cachecore::compression::Compression>,
     token_file: Option<&Path>,
     quiet: bool,
 ) -> anyhow::Result<(BinaryCache, NewDir)> {
     let env = env_with_token(url, token_file)?;
     let mut parsed = StoreUrl::parse(url)?;
-    encodings.apply(&mut parsed)?;
+    encodings.apply(&mut parsed, log_compression)?;
     let missing_dir = match &parsed.location {
         cachecore::store::StoreLocation::Local { dir } if !dir.exists() => Some(dir.clone()),
         _ => None,
@@ -189,7 +190,7 @@ pub fn init(
     update: bool,
     token_file: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let (cache, new_dir) = open_or_create(url, &EncodingArgs::default(), token_file, false)?;
+    let (cache, new_dir) = open_or_create(url, &EncodingArgs::default(), None, token_file, false)?;
     let mut wanted = cache
         .settings()
         .cache_info(cachecore::store_path::DEFAULT_STORE_DIR);
@@ -233,12 +234,17 @@ fn check_store_comes_first(store: &str, paths: &[std::path::PathBuf]) -> anyhow:
 }
 
 impl crate::cli::EncodingArgs {
-    /// The encodings given as options set on `store`, over its URL's settings of the same names.
-    fn apply(&self, store: &mut StoreUrl) -> anyhow::Result<()> {
+    /// The encodings given as options (these, and push's `--log-compression`) set on `store`,
+    /// over its URL's settings of the same names.
+    fn apply(
+        &self,
+        store: &mut StoreUrl,
+        log_compression: Option<cachecore::compression::Compression>,
+    ) -> anyhow::Result<()> {
         for (name, method) in [
             ("narinfo-compression", self.narinfo_compression),
             ("ls-compression", self.ls_compression),
-            ("log-compression", self.log_compression),
+            ("log-compression", log_compression),
         ] {
             if let Some(method) = method {
                 store.set_setting(name, method.name(), GivenAs::CommandLine)?;
@@ -259,6 +265,7 @@ pub fn push(args: PushArgs) -> anyhow::Result<()> {
     let (cache, new_dir) = open_or_create(
         &args.store,
         &args.encodings,
+        args.log_compression,
         args.token_file.as_deref(),
         args.output.quiet,
     )?;
@@ -456,7 +463,7 @@ pub fn sign(
 /// How `copy` copies, as given on the command line.
 pub struct CopySettings<'a> {
     pub recompress: Option<(cachecore::compression::Compression, Option<i32>)>,
-    /// How TO stores narinfos, listings and logs, over its URL's settings.
+    /// How TO stores narinfos and listings, over its URL's settings (copy writes no logs).
     pub encodings: &'a EncodingArgs,
     pub jobs: usize,
     pub trusted_keys: &'a [String],
@@ -486,7 +493,7 @@ pub fn copy(
         bail!("name the store paths to copy, or pass --all");
     }
     let from = open_with_token(from, from_token)?;
-    let (to, new_dir) = open_or_create(to, encodings, to_token, quiet)?;
+    let (to, new_dir) = open_or_create(to, encodings, None, to_token, quiet)?;
     let store_dir = StoreDir::default();
     let paths = paths
         .iter()

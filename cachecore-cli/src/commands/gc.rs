@@ -47,14 +47,7 @@ pub fn roots(cmd: RootsCommand) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let keep = keep.map(|k| usize::try_from(k).unwrap_or(usize::MAX));
             block_on(async {
-                let theirs = cache.store_dir().await?;
-                anyhow::ensure!(
-                    theirs == store_dir,
-                    "{} is a cache for store directory {}, not {}",
-                    cache.url(),
-                    theirs.as_str(),
-                    store_dir.as_str()
-                );
+                cache.expect_store_dir(&store_dir).await?;
                 let mut missing = Vec::new();
                 for p in &paths {
                     if !cache.has_narinfo(p).await? {
@@ -123,6 +116,7 @@ pub fn roots(cmd: RootsCommand) -> anyhow::Result<()> {
             let host = host(h)?;
             let cache = open(&store)?;
             let store_dir = StoreDir::new(&store_dir);
+            block_on(async { Ok(cache.expect_store_dir(&store_dir).await?) })?;
             let sync = SyncArgs {
                 cache: &cache,
                 store_dir: &store_dir,

@@ -217,15 +217,7 @@ pub async fn scan_with(
     concurrency: usize,
     progress: &dyn crate::ops::Progress,
 ) -> Result<Scan, GcError> {
-    let theirs = cache.store_dir().await?;
-    if &theirs != store_dir {
-        return Err(StoreError::StoreDirMismatch {
-            url: cache.url().to_owned(),
-            ours: store_dir.as_str().to_owned(),
-            theirs: theirs.as_str().to_owned(),
-        }
-        .into());
-    }
+    cache.expect_store_dir(store_dir).await?;
     let mut scan = Scan {
         roots: roots::read_all(cache, store_dir, false).await?,
         trashed: roots::read_all(cache, store_dir, true).await?,

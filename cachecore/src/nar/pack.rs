@@ -604,7 +604,10 @@ pub(crate) mod tests {
         fn write_file(&mut self, mut file: &File, len: u64) -> io::Result<u64> {
             self.calls += 1;
             (self.meddle)(self.calls)?;
-            io::copy(&mut io::Read::take(&mut file, len.min(1 << 16)), &mut self.out)
+            io::copy(
+                &mut io::Read::take(&mut file, len.min(1 << 16)),
+                &mut self.out,
+            )
         }
     }
 
@@ -684,7 +687,10 @@ pub(crate) mod tests {
         fs::write(&deep, vec![7u8; 300_000]).unwrap();
         let (_, _, result) = dump_handed(&root, &mut |call| {
             if call == 5 {
-                io::Write::write_all(&mut fs::OpenOptions::new().append(true).open(&deep)?, b"more")?;
+                io::Write::write_all(
+                    &mut fs::OpenOptions::new().append(true).open(&deep)?,
+                    b"more",
+                )?;
             }
             Ok(())
         });

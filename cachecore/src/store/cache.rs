@@ -500,6 +500,31 @@ impl BinaryCache {
         Ok(self.store_dir.get_or_init(|| dir).clone())
     }
 
+    /// Fails with [`StoreError::StoreDirMismatch`] unless the cache is for `store_dir` (see
+    /// [`store_dir`](Self::store_dir)): what names store paths of one store directory (GC roots,
+    /// a GC's plan) must not be applied to a cache of another.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use cachecore::{cache_info::CacheInfo, store::BinaryCache, store_path::StoreDir};
+    /// let cache = BinaryCache::open("memory://").unwrap();
+    /// cache.init(&CacheInfo { store_dir: "/gnu/store".into(), ..CacheInfo::default() }).await.unwrap();
+    /// assert!(cache.expect_store_dir(&StoreDir::new("/gnu/store")).await.is_ok());
+    /// assert!(cache.expect_store_dir(&StoreDir::default()).await.is_err());
+    /// # });
+    /// ```
+    pub async fn expect_store_dir(&self, store_dir: &StoreDir) -> Result<(), StoreError> {
+        let theirs = self.store_dir().await?;
+        if theirs != *store_dir {
+            return Err(StoreError::StoreDirMismatch {
+                url: self.url().to_owned(),
+                ours: store_dir.as_str().to_owned(),
+                theirs: theirs.as_str().to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// The narinfo stored at `<hash_part>.narinfo`, checked before anyone sees it:
     /// - read with a limit of [`MAX_NARINFO_BYTES`](crate::narinfo::MAX_NARINFO_BYTES)
     ///   ([`StoreError::TooLarge`]), never whole;

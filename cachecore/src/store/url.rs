@@ -176,9 +176,8 @@ impl StoreSettings {
                 self.secret_key = Some(PathBuf::from(value));
             }
             "compression" => {
-                self.compression = Some(
-                    Compression::from_name(value).map_err(|e| format!("{key}={value}: {e}"))?,
-                );
+                self.compression =
+                    Some(Compression::from_name(value).map_err(|e| format!("{key}={value}: {e}"))?);
             }
             "compression-level" => self.compression_level = Some(number(key, value)?),
             "narinfo-compression" => self.narinfo_compression = Some(method(key, value)?),
@@ -667,7 +666,12 @@ impl StoreUrl {
     /// assert!(e.to_string().contains("--ls-compression needs a store that keeps each object's Content-Encoding"));
     /// assert_eq!(d.settings.ls_compression, None);
     /// ```
-    pub fn set_setting(&mut self, name: &str, value: &str, given: GivenAs) -> Result<(), StoreError> {
+    pub fn set_setting(
+        &mut self,
+        name: &str,
+        value: &str,
+        given: GivenAs,
+    ) -> Result<(), StoreError> {
         let refused = |reason| StoreError::BadUrl {
             url: self.display.clone(),
             reason,
@@ -1193,7 +1197,10 @@ mod tests {
         assert_eq!(u.settings.ls_compression, Some(Compression::Zstd));
         assert_eq!(u.settings.narinfo_compression, Some(Compression::None));
         assert_eq!(u.settings.priority, Some(30));
-        assert_eq!(u.as_str(), "s3://b?endpoint=http://x:1&ls-compression=br&priority=30");
+        assert_eq!(
+            u.as_str(),
+            "s3://b?endpoint=http://x:1&ls-compression=br&priority=30"
+        );
         let set = |u: &mut StoreUrl, name: &str, value: &str, given: GivenAs| {
             let before = u.clone();
             let e = u.set_setting(name, value, given).unwrap_err();
@@ -1203,7 +1210,10 @@ mod tests {
         };
         // A bad value: the parser's sentence, naming the setting as given.
         let e = set(&mut u, "log-compression", "lz4", GivenAs::CommandLine);
-        assert!(e.contains("--log-compression=lz4: expected none, zstd"), "{e}");
+        assert!(
+            e.contains("--log-compression=lz4: expected none, zstd"),
+            "{e}"
+        );
         let e = set(&mut u, "priority", "high", GivenAs::Query);
         assert_eq!(
             e,
@@ -1214,7 +1224,10 @@ mod tests {
         let e = set(&mut u, "local-nar-cache", "/tmp", GivenAs::Query);
         assert!(e.contains("local-nar-cache= is not supported"), "{e}");
         let e = set(&mut u, "endpoint", "http://y:2", GivenAs::CommandLine);
-        assert!(e.contains("endpoint is not a setting cachecore honours"), "{e}");
+        assert!(
+            e.contains("endpoint is not a setting cachecore honours"),
+            "{e}"
+        );
         // A local directory, given as a path or file://, refuses what it cannot keep, with the
         // sentence a file:// URL's query gets; "none" and other settings it takes.
         for dir in ["/srv/cache", "file:///srv/cache"] {
