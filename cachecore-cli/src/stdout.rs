@@ -10,12 +10,12 @@
 //! stream almost always goes: `| zstd`, `| ssh`, `| nix-store --import` — with the pipe grown
 //! first. A pipe holds 64 KiB by default; one 1 MiB write into it wakes the reader 16 times and
 //! keeps the writer waiting until the reader has taken nearly all of it, so neither side works
-//! while the other does (`nar pack | cat` was 0.75x `nix-store --dump | cat`). Grown to the
-//! writes' size (`F_SETPIPE_SZ`, as zstd and pv do, up to `/proc/sys/fs/pipe-max-size`), a
-//! write lands whole and returns, and the writer reads the next files while the reader drains
-//! the pipe. Where the kernel refuses (an unprivileged user past `pipe-user-pages-soft`),
-//! writes are cut to the pipe's capacity instead. Files and `/dev/null` are written as they
-//! were.
+//! while the other does (`nar pack | cat` was 0.75x `nix-store --dump | cat`). Grown to
+//! [`PIPE_SIZE`] (`F_SETPIPE_SZ`, as zstd and pv do, up to `/proc/sys/fs/pipe-max-size`), with
+//! writes cut to its capacity, a write lands whole and returns, and the writer reads the next
+//! files while the reader drains the pipe. Where the kernel refuses (an unprivileged user past
+//! `pipe-user-pages-soft`), writes are cut to the pipe's smaller capacity. Files and
+//! `/dev/null` are written as they were.
 //!
 //! Into a pipe, a NAR's large files are not read and written at all: [`Stream`] is a
 //! [`FileSink`], which moves their pages from the page cache into the pipe with splice(2)
@@ -69,8 +69,12 @@ impl Write for Stdout {
     }
 }
 
-/// The pipe size [`stream`] asks for: the NAR writer's buffer, so one write fills the pipe.
-pub const PIPE_SIZE: usize = 1 << 20;
+/// The pipe size [`stream`] asks for. 256 KiB, not the NAR writer's 1 MiB buffer: with a 1 MiB
+/// pipe `nar pack | cat` had the faster median (0.44 s against 0.59 s on the Python tree of
+/// `benches/nar-vs-nix.sh`), but a long tail of runs spending seconds in the kernel (5 of 40
+/// runs took 0.94–4.16 s, against 1 of 100 over 1.1 s with 256 KiB); 128 KiB was slower
+/// throughout (0.85 s).
+pub const PIPE_SIZE: usize = 256 << 10;
 
 /// Standard output for a stream of bytes, written straight to the descriptor in writes of at
 /// most the pipe's capacity (see the [module](self)); wrap it in [`Stream::buffered`] for

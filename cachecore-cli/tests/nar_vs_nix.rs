@@ -32,7 +32,7 @@ fn pack_equals_nix_store_dump() {
 }
 
 /// `nar pack` and `nar cat` into a pipe (where a NAR usually goes) and into a file: the same
-/// bytes as Nix's, and the pipe grown to take a whole 1 MiB write (the pipe is ours, so its
+/// bytes as Nix's, and the pipe grown to 256 KiB (the pipe is ours, so its
 /// capacity can be read back after the child is done with it).
 #[test]
 fn pack_and_cat_into_a_pipe_equal_nix_and_grow_the_pipe() {
@@ -49,7 +49,7 @@ fn pack_and_cat_into_a_pipe_equal_nix_and_grow_the_pipe() {
         .trim()
         .parse::<usize>()
         .unwrap()
-        .min(1 << 20);
+        .min(256 << 10);
     let default = {
         let (r, _w) = std::io::pipe().unwrap();
         rustix::pipe::fcntl_getpipe_size(&r).unwrap()
@@ -159,7 +159,7 @@ fn pack_into_a_pipe_splices_large_files_and_equals_nix() {
         "`cachecore nar pack` failed"
     );
     assert_same_bytes("`cachecore nar pack` into a pipe", &expected, &got);
-    // `splice(3, NULL, 1, NULL, 1048576, 0) = 1048576`
+    // `splice(3, NULL, 1, NULL, 262144, 0) = 262144`
     let trace = fs::read_to_string(&trace).unwrap();
     let spliced: u64 = trace
         .lines()
@@ -190,7 +190,7 @@ fn pack_into_a_pipe_of_a_file_shrinking_meanwhile_fails_naming_it() {
         .unwrap();
     let mut pipe = child.stdout.take().unwrap();
     // 64 KiB read: `big` is being copied, and its first 2 MiB cannot all have gone (the pipe
-    // holds at most 1 MiB).
+    // holds at most 256 KiB).
     let mut start = vec![0; 1 << 16];
     pipe.read_exact(&mut start).unwrap();
     fs::OpenOptions::new()
