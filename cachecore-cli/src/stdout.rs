@@ -70,9 +70,9 @@ impl Write for Stdout {
 }
 
 /// The pipe size [`stream`] asks for. 256 KiB, not the NAR writer's 1 MiB buffer: with a 1 MiB
-/// pipe `nar pack | cat` had the faster median (0.44 s against 0.59 s on the Python tree of
-/// `benches/nar-vs-nix.sh`), but a long tail of runs spending seconds in the kernel (5 of 40
-/// runs took 0.94–4.16 s, against 1 of 100 over 1.1 s with 256 KiB); 128 KiB was slower
+/// pipe `nar pack | cat` had the faster median (0.44 s against 0.59–0.68 s on the Python tree
+/// of `benches/nar-vs-nix.sh`), but a long tail of runs spending seconds in the kernel (5 of 40
+/// runs took 0.94–4.16 s, against 1 of 70 over 1.1 s with 256 KiB); 128 KiB was slower
 /// throughout (0.85 s).
 pub const PIPE_SIZE: usize = 256 << 10;
 
