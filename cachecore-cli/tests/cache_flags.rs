@@ -828,6 +828,40 @@ fn garage_cache_of_24_paths(tmp: &Path, garage: &common::garage::Garage, prefix:
     store
 }
 
+/// Runs `cachecore SUBCOMMAND STORE FLAGS…` on `store` in `garage` through a gate that holds
+/// every narinfo GET, waits until `n` are held and half a second more, stops it, and returns how
+/// many were held at most.
+fn narinfo_reads_held_at_once(
+    garage: &common::garage::Garage,
+    store: &str,
+    subcommand: &[&str],
+    flags: &[&str],
+    n: usize,
+) -> usize {
+    let gate = common::gate::Gate::start(garage.endpoint.strip_prefix("http://").unwrap());
+    gate.hold(common::gate::Stop::Request, |r| {
+        r.method == "GET" && r.target.split('?').next().unwrap().ends_with(".narinfo")
+    });
+    let gated = store.replace(&garage.endpoint, &gate.url());
+    let mut child = cachecore_command()
+        .args(subcommand)
+        .arg(&gated)
+        .args(flags)
+        .envs(garage.env())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    gate.wait_held(n, std::time::Duration::from_secs(60));
+    // A moment for one more, which must not come.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let held = gate.held();
+    let _ = child.kill();
+    let _ = child.wait();
+    gate.discard();
+    held
+}
+
 /// `gc --jobs N` and `index compact --jobs N` read N narinfos at once: in a Garage cache whose
 /// push index was deleted (so both read every narinfo), with every narinfo read held at a gate
 /// in front of Garage, `--jobs 20` has twenty under way — more than the default 16 allows — and
@@ -842,67 +876,40 @@ fn gc_jobs_and_index_compact_jobs_set_how_many_narinfos_are_read_at_once() {
     for key in &index {
         garage.delete_object(key);
     }
-    for args in [
-        &["gc", "--dry-run", "--allow-empty-roots", "--jobs", "20"][..],
-        &["index", "compact", "--jobs", "20"],
+    for (subcommand, flags) in [
+        (
+            &["gc"][..],
+            &["--dry-run", "--allow-empty-roots", "--jobs", "20"][..],
+        ),
+        (&["index", "compact"], &["--jobs", "20"]),
     ] {
-        let gate = common::gate::Gate::start(garage.endpoint.strip_prefix("http://").unwrap());
-        gate.hold(common::gate::Stop::Request, |r| {
-            r.method == "GET" && r.target.split('?').next().unwrap().ends_with(".narinfo")
-        });
-        let gated = store.replace(&garage.endpoint, &gate.url());
-        // The store URL after the subcommand's name (`index compact STORE`, `gc STORE`).
-        let at = if args[0] == "index" { 2 } else { 1 };
-        let command: Vec<&str> = [&args[..at], &[gated.as_str()], &args[at..]].concat();
-        let mut child = cachecore_command()
-            .args(&command)
-            .envs(garage.env())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        gate.wait_held(20, std::time::Duration::from_secs(60));
-        // A moment for a twenty-first, which must not come.
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        let held = gate.held();
-        let _ = child.kill();
-        let _ = child.wait();
-        gate.discard();
         assert_eq!(
-            held,
+            narinfo_reads_held_at_once(&garage, &store, subcommand, flags, 20),
             20,
-            "`{}` read more narinfos at once than it allows",
-            command.join(" ")
+            "`{} {}` read more narinfos at once than it allows",
+            subcommand.join(" "),
+            flags.join(" ")
         );
     }
 }
 
 /// `index rebuild --jobs N` reads N narinfos at once: with every narinfo read held at a gate in
-/// front of Garage, `--jobs 20` has twenty under way — more than the default 16 allows.
+/// front of Garage, `--jobs 20` has twenty under way — more than the default 16 allows — and no
+/// more.
 #[test]
 fn index_rebuild_jobs_sets_how_many_narinfos_are_read_at_once() {
     let tmp = tempdir();
     let garage = common::garage::Garage::start();
     let store = garage_cache_of_24_paths(tmp.path(), &garage, "index-jobs");
-    let gate = common::gate::Gate::start(garage.endpoint.strip_prefix("http://").unwrap());
-    gate.hold(common::gate::Stop::Request, |r| {
-        r.method == "GET" && r.target.split('?').next().unwrap().ends_with(".narinfo")
-    });
-    let gated = store.replace(&garage.endpoint, &gate.url());
-    let mut child = cachecore_command()
-        .args(["index", "rebuild", &gated, "--jobs", "20"])
-        .envs(garage.env())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let held = gate.wait_held(20, std::time::Duration::from_secs(60));
-    let _ = child.kill();
-    let _ = child.wait();
-    gate.discard();
     assert_eq!(
-        held.len(),
+        narinfo_reads_held_at_once(
+            &garage,
+            &store,
+            &["index", "rebuild"],
+            &["--jobs", "20"],
+            20
+        ),
         20,
-        "`index rebuild --jobs 20` read more narinfos at once than it allows: {held:#?}"
+        "`index rebuild --jobs 20` read more narinfos at once than it allows"
     );
 }

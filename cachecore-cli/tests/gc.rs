@@ -40,6 +40,17 @@ fn in_cache(cache: &Path, path: &str) -> bool {
     cache.join(format!("{hash}.narinfo")).exists()
 }
 
+/// Asserts that the narinfos of `kept` are in the cache and those of `gone` are not; `context`
+/// (a GC report, say) goes with the failure.
+fn assert_left(cache: &Path, kept: &[&String], gone: &[&String], context: &dyn std::fmt::Display) {
+    for p in kept {
+        assert!(in_cache(cache, p), "{p} is gone: {context}");
+    }
+    for p in gone {
+        assert!(!in_cache(cache, p), "{p} is still there: {context}");
+    }
+}
+
 fn nar_count(cache: &Path) -> usize {
     std::fs::read_dir(cache.join("nar")).map_or(0, |d| d.count())
 }
@@ -245,12 +256,7 @@ fn gc_collects_a_cache_written_by_nix_copy() {
         2,
         "{report}"
     );
-    for p in [&shared, &two, &app2] {
-        assert!(in_cache(&cache_dir, p), "{p}");
-    }
-    for p in [&one, &app1] {
-        assert!(!in_cache(&cache_dir, p), "{p}");
-    }
+    assert_left(&cache_dir, &[&shared, &two, &app2], &[&one, &app1], &report);
     assert_eq!(nar_count(&cache_dir), 3);
     verify(cache, &public);
     let out =
@@ -518,12 +524,12 @@ fn roots_sync_publishes_a_gcroots_directory_and_trashes_what_left_it() {
     let trashed = std::fs::read_to_string(cache_dir.join("gctrash/laptop/auto%2Fabc")).unwrap();
     assert!(trashed.contains("trashed "), "{trashed}");
     cachecore_ok(&["gc", cache, "--force"], b"");
-    for p in [&shared, &two, &app2] {
-        assert!(in_cache(&cache_dir, p), "{p}");
-    }
-    for p in [&one, &app1] {
-        assert!(!in_cache(&cache_dir, p), "{p}");
-    }
+    assert_left(
+        &cache_dir,
+        &[&shared, &two, &app2],
+        &[&one, &app1],
+        &"after gc --force",
+    );
 }
 
 #[test]
@@ -679,12 +685,7 @@ fn serve_record_access_makes_gc_max_size_keep_what_nix_read() {
         b"",
     ));
     assert_eq!(report["read_paths"], 3, "{report}");
-    for p in [&shared, &one, &app1] {
-        assert!(in_cache(&cache_dir, p), "{p}: {report}");
-    }
-    for p in [&two, &app2] {
-        assert!(!in_cache(&cache_dir, p), "{p}: {report}");
-    }
+    assert_left(&cache_dir, &[&shared, &one, &app1], &[&two, &app2], &report);
     verify(cache, &public);
     // --unused-for: everything here was pushed or read within the hour.
     let report = json(&cachecore_ok(
@@ -796,12 +797,7 @@ fn gc_unused_for_keeps_what_was_read_or_pushed_within_it() {
         2,
         "{report}"
     );
-    for p in [&shared, &one, &app1] {
-        assert!(in_cache(&cache_dir, p), "{p}: {report}");
-    }
-    for p in [&two, &app2] {
-        assert!(!in_cache(&cache_dir, p), "{p}: {report}");
-    }
+    assert_left(&cache_dir, &[&shared, &one, &app1], &[&two, &app2], &report);
     verify(cache, &public);
 }
 

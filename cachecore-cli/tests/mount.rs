@@ -178,6 +178,17 @@ fn fixture_path(dir: &Path) -> String {
     nix_store_add(&tree)
 }
 
+/// A store path as `nix-store --add` makes it of a new directory `dir` holding `files` (name,
+/// contents; mode 0644).
+fn store_path_of(dir: &Path, files: &[(&str, &[u8])]) -> String {
+    fs::create_dir(dir).unwrap();
+    for (name, contents) in files {
+        write_mode(&dir.join(name), contents, 0o644);
+    }
+    make_world_readable(dir);
+    nix_store_add(dir)
+}
+
 fn cat(path: &Path) -> Output {
     Command::new("cat").arg(path).output().unwrap()
 }
@@ -345,12 +356,8 @@ fn a_cache_written_by_nix_copy_mounts_as_the_store() {
     // paths too large to be read whole in one request (over 64 KiB compressed).
     let blobs: Vec<String> = (0..2u64)
         .map(|i| {
-            let dir = work.path().join(format!("blob{i}"));
-            fs::create_dir(&dir).unwrap();
             let data = cachecore_testkit::data::pseudo_random_bytes(200_000, 11 + i);
-            write_mode(&dir.join("data"), &data, 0o644);
-            make_world_readable(&dir);
-            nix_store_add(&dir)
+            store_path_of(&work.path().join(format!("blob{i}")), &[("data", &data)])
         })
         .collect();
     let plain = work.path().join("cache-zstd");
@@ -461,11 +468,7 @@ fn a_small_file_in_a_large_nar_fetches_one_frame_and_listing_fetches_no_nar_byte
 fn a_flipped_byte_is_eio_with_check_nar_never_wrong_bytes() {
     require_fuse();
     let work = tempdir();
-    let src = work.path().join("flip");
-    fs::create_dir(&src).unwrap();
-    write_mode(&src.join("file"), b"the right bytes\n", 0o644);
-    make_world_readable(&src);
-    let path = nix_store_add(&src);
+    let path = store_path_of(&work.path().join("flip"), &[("file", b"the right bytes\n")]);
     let (secret, public) = nix_generate_key(work.path(), "flip-1");
     let cache = work.path().join("cache");
     cachecore_ok(&["init", path_str(&cache)], b"");
@@ -541,15 +544,8 @@ fn a_flipped_byte_is_eio_with_check_nar_never_wrong_bytes() {
 fn sigterm_unmounts_with_a_reader_open_and_a_remount_reuses_the_cache_dir() {
     require_fuse();
     let work = tempdir();
-    let src = work.path().join("kept");
-    fs::create_dir(&src).unwrap();
-    write_mode(
-        &src.join("file"),
-        &cachecore_testkit::data::pseudo_random_bytes(300_000, 9),
-        0o644,
-    );
-    make_world_readable(&src);
-    let path = nix_store_add(&src);
+    let data = cachecore_testkit::data::pseudo_random_bytes(300_000, 9);
+    let path = store_path_of(&work.path().join("kept"), &[("file", &data)]);
     let (secret, public) = nix_generate_key(work.path(), "kept-1");
     let cache = work.path().join("cache");
     cachecore_ok(&["init", path_str(&cache)], b"");
@@ -569,7 +565,7 @@ fn sigterm_unmounts_with_a_reader_open_and_a_remount_reuses_the_cache_dir() {
     let args = ["--trusted-key", &public, "--cache-dir", path_str(&nars)];
     let mnt = work.path().join("mnt");
     let file = mnt.join(base(&path)).join("file");
-    let expected = fs::read(src.join("file")).unwrap();
+    let expected = data;
 
     let mut mount = Mount::start(
         &mnt,
@@ -644,11 +640,11 @@ fn a_backend_failure_is_eio_for_that_read_and_the_mount_recovers() {
     let work = tempdir();
     let paths: Vec<String> = (0..2)
         .map(|i| {
-            let dir = work.path().join(format!("part{i}"));
-            fs::create_dir(&dir).unwrap();
-            write_mode(&dir.join("file"), format!("part {i}\n").as_bytes(), 0o644);
-            make_world_readable(&dir);
-            nix_store_add(&dir)
+            let text = format!("part {i}\n");
+            store_path_of(
+                &work.path().join(format!("part{i}")),
+                &[("file", text.as_bytes())],
+            )
         })
         .collect();
     let cache = work.path().join("cache");
@@ -1265,17 +1261,17 @@ fn check_nar_fetches_the_whole_nar_where_check_frames_fetches_one_frame() {
 fn mount_memory_bounds_the_frames_kept_in_memory() {
     require_fuse();
     let work = tempdir();
-    let tree = work.path().join("memory-tree");
-    fs::create_dir(&tree).unwrap();
-    write_mode(&tree.join("a1"), b"first small file\n", 0o644);
-    write_mode(&tree.join("a2"), b"second small file\n", 0o644);
-    write_mode(
-        &tree.join("z"),
-        &cachecore_testkit::data::pseudo_random_bytes(16 << 20, 7),
-        0o644,
+    let path = store_path_of(
+        &work.path().join("memory-tree"),
+        &[
+            ("a1", b"first small file\n"),
+            ("a2", b"second small file\n"),
+            (
+                "z",
+                &cachecore_testkit::data::pseudo_random_bytes(16 << 20, 7),
+            ),
+        ],
     );
-    make_world_readable(&tree);
-    let path = nix_store_add(&tree);
     let cache = work.path().join("cache");
     cachecore_ok(&["init", path_str(&cache)], b"");
     cachecore_ok(&["push", path_str(&cache), &path, "-q"], b"");

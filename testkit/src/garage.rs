@@ -212,17 +212,26 @@ admin_token = "{token}"
         ]
     }
 
-    /// Deletes `key` (`prefix/…` as in [`url`](Self::url)) from the bucket behind every cache's
-    /// back, with curl's own SigV4 signing.
-    pub fn delete_object(&self, key: &str) {
-        let out = Command::new("curl")
-            .args(["-sS", "--fail-with-body", "-X", "DELETE", "-H"])
+    /// `curl` signing its request for this Garage's S3 API with this Garage's key (curl's own
+    /// SigV4), for a request without a body; the caller adds the method and URL.
+    fn s3_curl(&self) -> Command {
+        let mut curl = Command::new("curl");
+        curl.args(["-sS", "--fail-with-body", "-H"])
             // Garage wants the payload's hash said (here: of nothing).
             .arg("x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
             .arg("--aws-sigv4")
             .arg(format!("aws:amz:{REGION}:s3"))
             .arg("--user")
-            .arg(format!("{}:{}", self.key_id, self.secret))
+            .arg(format!("{}:{}", self.key_id, self.secret));
+        curl
+    }
+
+    /// Deletes `key` (`prefix/…` as in [`url`](Self::url)) from the bucket behind every cache's
+    /// back.
+    pub fn delete_object(&self, key: &str) {
+        let out = self
+            .s3_curl()
+            .args(["-X", "DELETE"])
             .arg(format!("{}/{}/{key}", self.endpoint, self.bucket))
             .output()
             .expect("cannot run curl");
@@ -235,15 +244,10 @@ admin_token = "{token}"
     }
 
     /// The keys under `prefix` (`prefix/…` as in [`url`](Self::url)), listed behind every
-    /// cache's back with S3 ListObjectsV2 (curl's own SigV4 signing); at most 1,000.
+    /// cache's back with S3 ListObjectsV2; at most 1,000.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
-        let out = Command::new("curl")
-            .args(["-sS", "--fail-with-body", "-H"])
-            .arg("x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
-            .arg("--aws-sigv4")
-            .arg(format!("aws:amz:{REGION}:s3"))
-            .arg("--user")
-            .arg(format!("{}:{}", self.key_id, self.secret))
+        let out = self
+            .s3_curl()
             // The query as SigV4 signs it: sorted, `/` escaped (the prefixes here need no other).
             .arg(format!(
                 "{}/{}?list-type=2&prefix={}",
