@@ -9,8 +9,10 @@
 #      unpacked to disk: the issue's yardstick) and `cachecore cat --verify` of the file (the
 #      whole NAR fetched and checked, nothing written: the part of pull a mount replaces);
 #   2. `find PATH -type f | xargs cat`: cold (fresh mount) and warm (again), against the same
-#      tree on local disk (page cache warm), and cold against `cachecore pull`;
-#   3. `ls -lR PATH`: cold and warm, and the NAR bytes it fetched (must be 0);
+#      tree on local disk (page cache warm), and cold against `cachecore pull`; then again
+#      on a new mount over the same --cache-dir (the frames read back from there);
+#   3. `ls -lR`: cold and warm, and the NAR bytes it fetched (must be 0), of a second path
+#      (the library's names LCOPIES times, files cut to 1 KiB: ~55,000 entries) and of PATH;
 #   4. `python3 -c 'import json, email, sqlite3'` with PYTHONHOME in the mount: cold time and
 #      NAR bytes fetched, against the NAR's size;
 #   and the mount process's peak RSS against --memory; then the frame-size table: the NAR
@@ -43,14 +45,31 @@ fi
 #    interpreter the library belongs to, not whichever python3 is first on PATH).
 py=$(ls -d /usr/lib/python3.[0-9]* | sort -V | tail -n1)
 pyname=$(basename "$py")
-tree="$work/tree-$copies"
+#    Every file of copy NN ends with its own line ("# cachecore bench copy NN": a comment to
+#    Python; bytes past the end to ELF), so no two copies share a frame: identical copies
+#    would, and frames kept in --cache-dir are found by their digest.
+tree="$work/tree-distinct-$copies"
 if [ ! -d "$tree" ]; then
   for i in $(seq -f %02g 1 "$copies"); do
     mkdir -p "$tree/copy$i/lib"
     cp -a "$py" "$tree/copy$i/lib/$pyname"
+    find "$tree/copy$i" -type f -exec sh -c 'for f; do printf "\n# cachecore bench copy %s\n" "$0" >>"$f"; done' "$i" {} +
   done
   chmod -R a+rX "$tree"
 fi
+# The listing tree: the Python library's names LCOPIES times (default 37: ~55,000 entries),
+#    each file cut to its first KiB, for `ls -lR` at the scale the issue names.
+lcopies="${LCOPIES:-37}"
+names="$work/names-$lcopies"
+if [ ! -d "$names" ]; then
+  mkdir -p "$names/copy01"
+  (cd "$py" && find . -type d -exec mkdir -p "$names/copy01/{}" \; \
+    && find . -type l -exec cp -a {} "$names/copy01/{}" \; \
+    && find . -type f -exec sh -c 'for f; do head -c 1024 "$f" >"$0/$f"; done' "$names/copy01" {} +)
+  for i in $(seq -f %02g 2 "$lcopies"); do cp -a "$names/copy01" "$names/copy$i"; done
+  chmod -R a+rX "$names"
+fi
+name_entries=$(find "$names" | wc -l)
 needle=$(cd "$tree/copy01" && find . -type f -size -1100c -size +900c -name '*.py' | sort | head -n1)
 needle="copy01/${needle#./}"
 entries=$(find "$tree" | wc -l)
@@ -74,9 +93,12 @@ dir="$work/cache"
 rm -rf "$dir"
 "$cc" init "$dir" >/dev/null
 path=$("$cc" push "$dir" --add "$tree" --name python-copies --key "$work/key.sec" --quiet)
+names_path=$("$cc" push "$dir" --add "$names" --name python-names --key "$work/key.sec" --quiet)
 "$cc" init "$store" >/dev/null
 "$cc" push "$store" --add "$tree" --name python-copies --key "$work/key.sec" --quiet >/dev/null
+"$cc" push "$store" --add "$names" --name python-names --key "$work/key.sec" --quiet >/dev/null
 base=${path##*/}
+names_base=${names_path##*/}
 nar_size=$("$cc" info "$dir" | awk '/^NarBytes/ {print $2}')
 echo "pushed $base (NAR $nar_size bytes)"
 
@@ -92,12 +114,14 @@ served() { # NAR and frame-digest bytes served so far
 now() { date +%s.%N; }
 ms() { python3 -c "import sys; print(f'{(float(sys.argv[2]) - float(sys.argv[1])) * 1000:.1f}')" "$1" "$2"; }
 
-# Mounts STORE on a fresh mountpoint with an empty cache directory; sets mnt and mount_pid.
+# Mounts STORE on a fresh mountpoint with an empty cache directory (unless told `keep`, for
+# a remount that finds what an earlier mount kept there); sets mnt and mount_pid.
 mount_fresh() {
-  local name=$1 src=$2
+  local name=$1 src=$2 keep=${3:-}
   mnt="$work/mnt-$name"
   fusermount3 -u -z -q "$mnt" 2>/dev/null || true
-  rm -rf "$work/nars-$name" && mkdir -p "$mnt"
+  [ -n "$keep" ] || rm -rf "$work/nars-$name"
+  mkdir -p "$mnt"
   "$cc" mount "$src" "$mnt" --trusted-key "$public" --cache-dir "$work/nars-$name" \
     --memory "$memory" 2>"$work/mount-$name.log" &
   mount_pid=$!
@@ -155,8 +179,14 @@ for kind in dir garage http; do
   [ "$kind" = http ] && line="$line | NAR bytes fetched $fetched of $nar_size"
   echo "$line"
 
-  # 3. ls -lR, cold (fresh mount) then warm.
+  # 3. ls -lR, cold (fresh mount) then warm: of the listing tree, then of the tree read next.
   mount_fresh "$kind" "$src"
+  before=$(served)
+  t0=$(now); ls -lR "$mnt/$names_base" >/dev/null; t1=$(now)
+  ls -lR "$mnt/$names_base" >/dev/null; t2=$(now)
+  line="ls -lR ($name_entries entries): cold $(ms "$t0" "$t1") ms | warm $(ms "$t1" "$t2") ms"
+  [ "$kind" = http ] && line="$line | NAR bytes fetched $(( $(served) - before ))"
+  echo "$line"
   before=$(served)
   t0=$(now); ls -lR "$mnt/$base" >/dev/null; t1=$(now)
   ls -lR "$mnt/$base" >/dev/null; t2=$(now)
@@ -170,6 +200,16 @@ for kind in dir garage http; do
   t3=$(now); find "$tree" -type f -print0 | xargs -0 cat >/dev/null; t4=$(now)
   echo "find | xargs cat: cold $(ms "$t0" "$t1") ms | pull/cold $(python3 -c "print(f'{$t_pull / 1000 / ($t1 - $t0):.2f}x')") | warm $(ms "$t1" "$t2") ms | local disk $(ms "$t3" "$t4") ms | warm/disk $(python3 -c "print(f'{($t4 - $t3) / ($t2 - $t1):.2f}x')")"
   echo "peak RSS of the mount: $(peak) (--memory $((memory >> 20)) MiB)"
+  unmount
+  # Mounted again on the same --cache-dir: every frame comes from there (hashed again), none
+  # from the store.
+  mount_fresh "$kind" "$src" keep
+  before=$(served)
+  ls -lR "$mnt/$base" >/dev/null
+  t0=$(now); find "$mnt/$base" -type f -print0 | xargs -0 cat >/dev/null; t1=$(now)
+  line="find | xargs cat after a remount (frames from --cache-dir): $(ms "$t0" "$t1") ms | $(ls "$work/nars-$kind" | grep -c '^frame-') frames kept"
+  [ "$kind" = http ] && line="$line | NAR bytes fetched $(( $(served) - before ))"
+  echo "$line"
   unmount
 
   # 4. Python from the mount, cold.

@@ -465,11 +465,12 @@ pub struct MountArgs {
     /// How reads are checked (default: frames with --trusted-key).
     #[arg(long, value_enum, value_name = "HOW")]
     pub check: Option<MountCheck>,
-    /// Where fetched NARs are kept, across mounts (default: $XDG_CACHE_HOME/cachecore/nars, or
-    /// ~/.cache/cachecore/nars).
+    /// Where fetched NARs, and frames checked against signed digests, are kept across mounts
+    /// (default: $XDG_CACHE_HOME/cachecore/nars, or ~/.cache/cachecore/nars).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Most bytes kept in --cache-dir; the least recently used NARs are deleted beyond it.
+    /// Most bytes kept in --cache-dir; the least recently used NARs and frames are deleted
+    /// beyond it.
     #[arg(long, default_value_t = 8 << 30, value_name = "BYTES")]
     pub cache_size: u64,
     /// Most bytes of decompressed frames kept in memory.

@@ -820,8 +820,10 @@ fn check_frames_reads_only_signed_frames_serves_no_changed_byte_and_nix_still_su
 
     let server = HttpServer::serve(&cache);
     let nars = work.path().join("nars");
-    let mount_at = |name: &str| {
+    // Each mount its own --cache-dir, unless `dir` names one.
+    let mount_in = |name: &str, dir: Option<&Path>| {
         let mnt = work.path().join(name);
+        let own = work.path().join(format!("nars-{name}"));
         let m = Mount::start(
             &mnt,
             &[
@@ -831,13 +833,14 @@ fn check_frames_reads_only_signed_frames_serves_no_changed_byte_and_nix_still_su
                 "--trusted-key",
                 &public,
                 "--cache-dir",
-                path_str(&nars),
+                path_str(dir.unwrap_or(&own)),
             ],
         );
         (m, mnt)
     };
+    let mount_at = |name: &str| mount_in(name, None);
     let nar_bytes = || nar_served(&server);
-    let (mount, _) = mount_at("mnt");
+    let (mount, _) = mount_in("mnt", Some(&nars));
     let root = mount.path(base(&fixture));
     let ls = Command::new("ls").arg("-lR").arg(&root).output().unwrap();
     assert!(ls.status.success(), "{ls:?}");
@@ -850,11 +853,9 @@ fn check_frames_reads_only_signed_frames_serves_no_changed_byte_and_nix_still_su
         "{requests} requests, {bytes} bytes for a 13-byte file"
     );
     assert_same_as_store(&fixture, &root);
-    // No whole NAR was fetched to check anything.
-    assert_eq!(fs::read_dir(&nars).unwrap().count(), 0);
-    drop(mount);
-
-    // One byte of the large file's last frame flipped in the bucket: EIO, never a wrong byte.
+    // No whole NAR was fetched to check anything; every frame read was kept, named by its
+    // signed digest.
+    assert_eq!(kept_nars(&nars), 0);
     let narinfo = fs::read_to_string(cache.join(format!("{hash_part}.narinfo"))).unwrap();
     let url = narinfo
         .lines()
@@ -863,6 +864,49 @@ fn check_frames_reads_only_signed_frames_serves_no_changed_byte_and_nix_still_su
     let object = cache.join(url);
     let good = fs::read(&object).unwrap();
     let table = cachecore::seekable::SeekTable::parse_from_tail(&good).unwrap();
+    let kept = kept_frames(&nars);
+    assert_eq!(kept.len(), table.len(), "{kept:?}");
+    for frame in table.frames() {
+        let bytes =
+            &good[frame.compressed_range().start as usize..][..frame.compressed_size as usize];
+        let name = format!("frame-{}.zst", sha256_hex(bytes));
+        assert!(kept.iter().any(|k| k.ends_with(&name)), "{name} not kept");
+    }
+    drop(mount);
+
+    // A new mount on that directory reads every frame from there: the seek table and the
+    // frame digests are fetched, no frame.
+    server.reset_counts();
+    let (mount, _) = mount_in("mnt-again", Some(&nars));
+    assert_same_as_store(&fixture, &mount.path(base(&fixture)));
+    let (requests, bytes) = nar_bytes();
+    assert!(
+        requests <= 2 && bytes <= (64 << 10) + 8192,
+        "{requests} requests, {bytes} NAR bytes with every frame kept"
+    );
+    drop(mount);
+    // A kept frame damaged on disk is not served: it is fetched again, and kept again intact.
+    let damaged = &kept[0];
+    let mut frame = fs::read(damaged).unwrap();
+    frame[10] ^= 0x01;
+    fs::write(damaged, &frame).unwrap();
+    server.reset_counts();
+    let (mount, _) = mount_in("mnt-damaged", Some(&nars));
+    assert_same_as_store(&fixture, &mount.path(base(&fixture)));
+    let (requests, bytes) = nar_bytes();
+    let frame_len = frame.len() as u64;
+    assert!(
+        requests <= 3 && bytes >= frame_len && bytes <= frame_len + (64 << 10) + 8192,
+        "{requests} requests, {bytes} NAR bytes to fetch again a {frame_len}-byte frame"
+    );
+    let again = fs::read(damaged).unwrap();
+    assert!(damaged
+        .to_string_lossy()
+        .ends_with(&format!("frame-{}.zst", sha256_hex(&again))));
+    drop(mount);
+
+    // One byte of the large file's last frame flipped in the bucket (read by a mount with a
+    // new --cache-dir): EIO, never a wrong byte.
     let last = table.frames()[table.len() - 1];
     let mut bad = good.clone();
     bad[last.compressed_offset as usize + 50] ^= 0x01;
@@ -1052,11 +1096,7 @@ fn a_path_signed_by_sign_is_read_by_frames_and_bad_digests_are_not_vouched_for()
         requests <= 3 && bytes <= (4 << 20) + (64 << 10) + 8192,
         "{requests} requests, {bytes} bytes for a 13-byte file"
     );
-    assert_eq!(
-        fs::read_dir(&nars).unwrap().count(),
-        0,
-        "a whole NAR was fetched"
-    );
+    assert_eq!(kept_nars(&nars), 0, "a whole NAR was fetched");
     drop(mount);
 
     // Frame digests that do not hash to FramesHash: the narinfo is signed, its digests not.
@@ -1199,6 +1239,36 @@ fn names_that_are_not_utf8_show_their_true_bytes() {
 }
 
 /// The NAR requests and bytes `server` answered so far.
+/// The NARs kept in a `--cache-dir`.
+fn kept_nars(dir: &Path) -> usize {
+    fs::read_dir(dir).map_or(0, |d| {
+        d.filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".nar")
+        })
+        .count()
+    })
+}
+
+/// The frames kept in a `--cache-dir` (`frame-<sha256 in hex>.zst`).
+fn kept_frames(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir).map_or(Vec::new(), |d| {
+        d.map(|e| e.unwrap().path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy();
+                name.starts_with("frame-") && name.ends_with(".zst")
+            })
+            .collect()
+    })
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    cachecore::hash::Hash::digest(cachecore::hash::HashAlgo::Sha256, bytes).to_hex()
+}
+
 fn nar_served(server: &HttpServer) -> (u64, u64) {
     server
         .served()
@@ -1238,12 +1308,13 @@ fn check_nar_fetches_the_whole_nar_where_check_frames_fetches_one_frame() {
         let out = cat(&mount.path(base(&fixture)).join("a-small-file"));
         assert_eq!(out.stdout, b"a small file\n", "--check {how}: {out:?}");
         let (requests, bytes) = nar_served(&server);
-        let kept = fs::read_dir(&nars).map_or(0, |d| d.count());
+        let kept = kept_nars(&nars);
         if how == "frames" {
+            let frames = kept_frames(&nars).len();
             assert!(
-                requests <= 3 && bytes <= (4 << 20) + (64 << 10) + 8192 && kept == 0,
+                requests <= 3 && bytes <= (4 << 20) + (64 << 10) + 8192 && kept == 0 && frames == 1,
                 "--check frames: {requests} requests, {bytes} bytes of a {object_size}-byte \
-                 NAR, {kept} NARs kept, for a 13-byte file"
+                 NAR, {kept} NARs and {frames} frames kept, for a 13-byte file"
             );
         } else {
             assert!(

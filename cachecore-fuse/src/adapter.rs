@@ -329,6 +329,26 @@ fn bound_heap_growth() {
         // from any thread, and it reads no memory of ours.
         #[allow(unsafe_code)]
         let _ = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, threshold) };
+        TRIM_AFTER_TREES.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Set once the process is a mount ([`bound_heap_growth`]).
+static TRIM_AFTER_TREES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Called by [`CacheFs`] after it read a store path's listing into a tree. Reading a listing
+/// allocates many small blocks for a moment (the JSON, its parse, the tree being built): about
+/// 32 MiB for a 4 MB listing of 55,000 entries, freed at once but kept by glibc's heaps, which
+/// the mount's `--memory` then did not cover (`benches/mount.sh`: a peak of 270 MiB at 256 MiB).
+/// In a mount process, hands those pages back to the system; elsewhere (a library user's
+/// process, tests) does nothing.
+pub(crate) fn after_tree_loaded() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if TRIM_AFTER_TREES.load(std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: malloc_trim only returns free heap pages to the system; it may be called at
+        // any time and from any thread.
+        #[allow(unsafe_code)]
+        let _ = unsafe { libc::malloc_trim(0) };
     }
 }
 

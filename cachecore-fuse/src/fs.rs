@@ -588,6 +588,7 @@ impl CacheFs {
             if still_missing {
                 let tree = self.read_listing(&entry)?;
                 self.table_mut().install(top, &entry, tree)?;
+                crate::adapter::after_tree_loaded();
             }
         }
     }

@@ -372,22 +372,27 @@ fn with_check_nar_a_listing_that_lies_serves_nothing() {
 fn with_check_frames_a_signed_path_reads_by_checked_frames_and_refuses_what_was_changed() {
     let f = pushed(Compression::Zstd, true);
     let kept = tempfile::tempdir().unwrap();
-    let options = || FsOptions {
+    let options = |kept: &Path| FsOptions {
         trusted_keys: vec![f.key.public_key()],
         check_signatures: true,
         check: Check::Frames,
-        nar_cache: Some(cachecore::access::NarCache::open(kept.path(), 1 << 30).unwrap()),
+        nar_cache: Some(cachecore::access::NarCache::open(kept, 1 << 30).unwrap()),
         memory: 64 << 20,
     };
-    let fs = CacheFs::new(BinaryCache::open(&f.url).unwrap(), options()).unwrap();
+    let fs = CacheFs::new(BinaryCache::open(&f.url).unwrap(), options(kept.path())).unwrap();
     let top = fs.lookup(ROOT, f.path.to_string().as_ref()).unwrap();
     let mut mounted = BTreeMap::new();
     walk(&fs, top.ino, "", &mut mounted);
     let mut expected = BTreeMap::new();
     on_disk(&f.src_path, "", &mut expected);
     assert!(mounted == expected, "the tree differs");
-    // Read by frames: no whole NAR was fetched.
-    assert_eq!(std::fs::read_dir(kept.path()).unwrap().count(), 0);
+    // Read by frames: no whole NAR was fetched; the frames read were kept.
+    let names: Vec<String> = std::fs::read_dir(kept.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with(".nar")), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("frame-")), "{names:?}");
 
     // A byte flipped in the second frame: what it holds is refused, the first frame reads.
     let cache = BinaryCache::open(&f.url).unwrap();
@@ -402,7 +407,9 @@ fn with_check_frames_a_signed_path_reads_by_checked_frames_and_refuses_what_was_
     let second = table.frames()[1];
     bytes[second.compressed_offset as usize + 10] ^= 0x20;
     std::fs::write(&object, &bytes).unwrap();
-    let fs = CacheFs::new(cache.clone(), options()).unwrap();
+    // (A directory of its own: the one above keeps the intact frames, and would serve them.)
+    let fresh = tempfile::tempdir().unwrap();
+    let fs = CacheFs::new(cache.clone(), options(fresh.path())).unwrap();
     let top = fs.lookup(ROOT, f.path.to_string().as_ref()).unwrap();
     let bin = fs.lookup(top.ino, "bin".as_ref()).unwrap();
     let app = fs.lookup(bin.ino, "app".as_ref()).unwrap();
@@ -420,7 +427,7 @@ fn with_check_frames_a_signed_path_reads_by_checked_frames_and_refuses_what_was_
         let app = &mut value["root"]["entries"]["bin"]["entries"]["app"];
         app.as_object_mut().unwrap().remove("executable");
     });
-    let fs = CacheFs::new(cache.clone(), options()).unwrap();
+    let fs = CacheFs::new(cache.clone(), options(fresh.path())).unwrap();
     let e = fs
         .lookup(ROOT, f.path.to_string().as_ref())
         .and_then(|top| fs.lookup(top.ino, "bin".as_ref()))

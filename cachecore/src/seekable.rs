@@ -582,6 +582,83 @@ pub fn decompress_frame_to(
     decode_frame_to(index, frame, bytes, wanted, out)
 }
 
+/// Decodes all of frame number `index` (`bytes`: exactly its compressed bytes, as the seek
+/// table places them) into `out`, which is cleared first and then holds the frame's
+/// decompressed size. Checked as [`decompress_frame_to`] checks, but decoded in one call
+/// straight into `out` by this thread's reused decoder: no streaming window to allocate and
+/// fill, no copy through a buffer — what a reader that keeps whole frames wants.
+///
+/// ```
+/// # use std::io::Write as _;
+/// use cachecore::seekable::decompress_whole_frame;
+/// # use cachecore::seekable::{SeekableOptions, SeekableWriter};
+/// # let data: Vec<u8> = (0..2500u32).map(|i| (i * 7919 % 251) as u8).collect();
+/// # let opts = SeekableOptions { frame_size: 1000, threads: 1, ..SeekableOptions::default() };
+/// # let mut w = SeekableWriter::new(Vec::new(), opts).unwrap();
+/// # w.write_all(&data).unwrap();
+/// # let (object, table) = w.finish().unwrap();
+/// let frame = &table.frames()[1];
+/// let r = frame.compressed_range();
+/// let mut out = Vec::new();
+/// decompress_whole_frame(1, frame, &object[r.start as usize..r.end as usize], &mut out).unwrap();
+/// assert_eq!(out, &data[1000..2000]);
+/// // Anything but the frame's exact bytes is refused: more, less, or two frames.
+/// assert!(decompress_whole_frame(1, frame, &object[r.start as usize..], &mut out).is_err());
+/// assert!(decompress_whole_frame(1, frame, &object[r.start as usize..r.end as usize - 1], &mut out).is_err());
+/// let two = [&object[r.start as usize..r.end as usize], &object[r.start as usize..r.end as usize]].concat();
+/// let doubled = cachecore::seekable::FrameEntry { compressed_size: two.len() as u32, decompressed_size: 2000, ..*frame };
+/// assert!(decompress_whole_frame(1, &doubled, &two, &mut out).is_err());
+/// ```
+pub fn decompress_whole_frame(
+    index: usize,
+    frame: &FrameEntry,
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), SeekableError> {
+    thread_local! {
+        static DECODER: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    if bytes.len() as u64 != u64::from(frame.compressed_size) {
+        return Err(SeekableError::CompressedTooShort {
+            needed: u64::from(frame.compressed_size),
+            got: bytes.len() as u64,
+        });
+    }
+    let bad_frame = |source| SeekableError::BadFrame {
+        index,
+        compressed_offset: frame.compressed_offset,
+        source,
+    };
+    // One frame, filling its slot (one call would decode every frame in `bytes`).
+    if zstd::zstd_safe::find_frame_compressed_size(bytes) != Ok(bytes.len()) {
+        return Err(bad_frame(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "its slot does not hold exactly one zstd frame",
+        )));
+    }
+    out.clear();
+    out.reserve_exact(frame.decompressed_size as usize);
+    let decoded = DECODER.with(|d| -> io::Result<usize> {
+        let mut d = d.borrow_mut();
+        let decoder = match &mut *d {
+            Some(decoder) => decoder,
+            none => none.insert(zstd::bulk::Decompressor::new()?),
+        };
+        // Fails when the content would not fit in the frame's decompressed size.
+        decoder.decompress_to_buffer(bytes, out)
+    });
+    match decoded {
+        Ok(n) if n as u64 == u64::from(frame.decompressed_size) => Ok(()),
+        Ok(n) => Err(SeekableError::FrameLenMismatch {
+            index,
+            expected: frame.decompressed_size,
+            actual: n as u64,
+        }),
+        Err(e) => Err(bad_frame(e)),
+    }
+}
+
 /// Decodes frame number `index` and writes its bytes `wanted` to `out`.
 fn decode_frame_to(
     index: usize,

@@ -320,15 +320,49 @@ struct Inner {
     digests: tokio::sync::OnceCell<Option<Arc<FrameDigests>>>,
 }
 
-/// What the last read of a seekable NAR covered, for read-ahead.
+/// What the reads of a seekable NAR covered so far, for read-ahead.
 #[derive(Debug)]
 struct Sequence {
-    /// One past the last frame the previous read covered.
+    /// One past the furthest frame the reads since the last seek covered.
     next: usize,
     /// Frames read ahead now (0 after a random read; doubles while reads are sequential).
     window: usize,
     /// Frames before this were already read ahead (or asked for).
     ahead_until: usize,
+}
+
+impl Sequence {
+    /// Takes a read of the frames `indices` (of `frames` in all); returns the frames to read
+    /// ahead now. A read into the frame after the furthest one read is sequential and doubles
+    /// the window (up to [`MAX_READ_AHEAD_FRAMES`]); a read within the last two frames read
+    /// leaves it as it is (a reader's requests may arrive out of order: the kernel reads ahead
+    /// of a FUSE file with several requests at once, served by several threads); anything
+    /// else (the first read, a seek) closes it.
+    fn advance(&mut self, indices: Range<usize>, frames: usize) -> Range<usize> {
+        let within = indices.start < self.next && indices.start + 2 >= self.next;
+        if within {
+            self.next = self.next.max(indices.end);
+            return 0..0;
+        }
+        self.window = if indices.start == self.next {
+            (self.window * 2).clamp(1, MAX_READ_AHEAD_FRAMES)
+        } else {
+            0
+        };
+        self.next = indices.end;
+        if self.window == 0 {
+            self.ahead_until = 0;
+            return 0..0;
+        }
+        let from = indices.end.max(self.ahead_until);
+        let to = (indices.end + self.window).min(frames);
+        if from < to {
+            self.ahead_until = to;
+            from..to
+        } else {
+            0..0
+        }
+    }
 }
 
 impl Default for Sequence {
@@ -421,7 +455,10 @@ impl NarAccess {
 
     /// Keeps whole NARs in `cache`: an object that cannot be read at random (xz, bzip2, zstd
     /// without a seek table) is fetched once, checked against the narinfo, and read from there,
-    /// instead of being decompressed from its start for every read. Call before the first read.
+    /// instead of being decompressed from its start for every read. With
+    /// [`NarAccess::frames_checked`], each frame checked against its signed digest is kept
+    /// there too, and read from there next time, by this process or a later one (see
+    /// [`NarCache`]). Call before the first read.
     pub fn with_nar_cache(self, cache: NarCache) -> NarAccess {
         self.rebuild(|inner| inner.nar_cache = Some(cache))
     }
@@ -1331,38 +1368,14 @@ impl NarAccess {
     }
 
     /// Starts fetching the frames after `indices` into the frame cache when reads are
-    /// sequential, a window that doubles with each sequential read (up to
-    /// [`MAX_READ_AHEAD_FRAMES`]) and closes on a random read.
+    /// sequential (see [`Sequence::advance`]).
     fn read_ahead(&self, frames: &[seekable::FrameEntry], indices: Range<usize>) {
         let Some(fc) = &self.inner.frame_cache else {
             return;
         };
-        let ahead = {
-            let Ok(mut seq) = self.inner.sequence.lock() else {
-                return;
-            };
-            if indices.start + 1 == seq.next {
-                // Within the frame read last: the window stays as it is, nothing new to fetch.
-                seq.next = seq.next.max(indices.end);
-                return;
-            }
-            // Into the frame after the last one read: sequential, the window grows; anything
-            // else (the first read, a seek) closes it.
-            seq.window = if indices.start == seq.next {
-                (seq.window * 2).clamp(1, MAX_READ_AHEAD_FRAMES)
-            } else {
-                0
-            };
-            if seq.window == 0 {
-                seq.ahead_until = 0;
-            }
-            seq.next = indices.end;
-            let from = indices.end.max(seq.ahead_until);
-            let to = (indices.end + seq.window).min(frames.len());
-            if from < to {
-                seq.ahead_until = to;
-            }
-            from..to
+        let ahead = match self.inner.sequence.lock() {
+            Ok(mut seq) => seq.advance(indices, frames.len()),
+            Err(_) => return,
         };
         for index in ahead {
             if fc.contains(&self.inner.object_key, index) {
@@ -1389,11 +1402,7 @@ impl NarAccess {
             (Some(f), Some(l)) => (*f, *l),
             _ => return Ok(Vec::new()),
         };
-        let compressed = self
-            .get_range(first.compressed_offset..last.compressed_range().end)
-            .await?;
         let object = self.object();
-        let decode_group = group.to_vec();
         let digests = match &self.inner.frames_claim {
             // Set by `plan` before any frame is read.
             Some(_) => Some(self.inner.digests.get().cloned().flatten().ok_or_else(|| {
@@ -1404,13 +1413,39 @@ impl NarAccess {
             })?),
             None => None,
         };
+        // Frames checked against signed digests are kept in the NAR cache's directory, named
+        // by their digest (a single frame is looked for there first).
+        let keep = self.inner.nar_cache.clone().filter(|_| digests.is_some());
+        let kept = match (&keep, &digests, group) {
+            (Some(dir), Some(digests), [one]) => match digests.frames().get(at) {
+                Some(d) => {
+                    let (dir, sha256, len) = (dir.clone(), d.sha256, one.compressed_size);
+                    tokio::task::spawn_blocking(move || dir.kept_frame(&sha256, len))
+                        .await
+                        .ok()
+                        .flatten()
+                }
+                None => None,
+            },
+            _ => None,
+        };
+        let from_disk = kept.is_some();
+        let compressed = match kept {
+            Some(bytes) => Bytes::from(bytes),
+            None => {
+                self.get_range(first.compressed_offset..last.compressed_range().end)
+                    .await?
+            }
+        };
+        let decode_group = group.to_vec();
         let decode_object = object.clone();
         let decoded = tokio::task::spawn_blocking(move || {
             decode_group
                 .iter()
                 .enumerate()
                 .map(|(i, f)| {
-                    if let Some(digests) = &digests {
+                    // A kept frame was hashed again as it was read back.
+                    if let (Some(digests), false) = (&digests, from_disk) {
                         check_frame(
                             &decode_object,
                             digests,
@@ -1419,6 +1454,14 @@ impl NarAccess {
                             &compressed,
                             first.compressed_offset,
                         )?;
+                        if let Some(dir) = &keep {
+                            let c = f.compressed_range();
+                            let base = first.compressed_offset;
+                            dir.keep_frame(
+                                &digests.frames()[at + i].sha256,
+                                &compressed[(c.start - base) as usize..(c.end - base) as usize],
+                            );
+                        }
                     }
                     decode_frame(at + i, f, &compressed, first.compressed_offset).map_err(
                         |source| AccessError::Seekable {
@@ -1557,9 +1600,8 @@ fn decode_frame(
             needed: c.end - base,
             got: compressed.len() as u64,
         })?;
-    let mut out = Vec::with_capacity(frame.decompressed_size as usize);
-    let all = 0..u64::from(frame.decompressed_size);
-    seekable::decompress_frame_to(index, frame, bytes, all, &mut out)?;
+    let mut out = Vec::new();
+    seekable::decompress_whole_frame(index, frame, bytes, &mut out)?;
     Ok(Bytes::from(out))
 }
 
@@ -1703,6 +1745,30 @@ mod tests {
         }
         let err = rt.block_on(access.read(n - 1..n + 1)).unwrap_err();
         assert!(matches!(err, AccessError::OutOfBounds { .. }), "{err}");
+    }
+
+    #[test]
+    fn read_ahead_grows_with_sequential_reads_survives_reordering_and_closes_on_a_seek() {
+        let mut seq = Sequence::default();
+        // The first read is not sequential; nor is a read from the start of the NAR.
+        assert_eq!(seq.advance(0..1, 100), 0..0);
+        // Into the next frame: 1, then 2, then 4 frames ahead (each time what is not asked yet).
+        assert_eq!(seq.advance(1..2, 100), 2..3);
+        assert_eq!(seq.advance(2..3, 100), 3..5);
+        assert_eq!(seq.advance(3..4, 100), 5..8);
+        // Requests of one reader arriving out of order (frame 3 after 4, then 4 again) leave
+        // the window open.
+        assert_eq!(seq.advance(4..5, 100), 8..9);
+        assert_eq!(seq.advance(3..4, 100), 0..0);
+        assert_eq!(seq.advance(4..5, 100), 0..0);
+        assert_eq!(seq.advance(5..6, 100), 9..10);
+        // Never past the last frame.
+        assert_eq!(seq.advance(6..9, 10), 0..0);
+        assert_eq!(seq.advance(9..10, 10), 0..0);
+        // A seek closes it; sequential reads from there open it again.
+        assert_eq!(seq.advance(50..51, 100), 0..0);
+        assert_eq!(seq.advance(51..52, 100), 52..53);
+        assert_eq!(seq.advance(20..21, 100), 0..0);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! [`NarCache`]: whole NARs kept in a local directory, each fetched once, checked against its
 //! narinfo (FileSize, FileHash, NarSize, NarHash) as it streams in, and read at random from
-//! there afterwards.
+//! there afterwards; and the frames of seekable NARs that were checked against signed digests
+//! (see [Frames](#frames)).
 //!
 //! Random access ([`super::NarAccess`]) uses it for what cannot be read at random from the
 //! cache — xz, bzip2, zstd without a seek table — which would otherwise be decompressed from
@@ -14,11 +15,23 @@
 //!   (removed when the directory is next opened), never a half-written `.nar`. A kept NAR is
 //!   used again only when its length is the narinfo's `NarSize`; its bytes are trusted as the
 //!   local disk is (the directory is the user's own, like the local Nix store).
-//! - At most `max_bytes` bytes of NARs: after each fetch, the least recently used are deleted
+//! - At most `max_bytes` bytes of NARs and frames: after each fetch, the least recently used are deleted
 //!   until the rest fit (a NAR larger than the whole budget is still fetched, used, and deleted
 //!   next time). A reader holding a deleted NAR open keeps reading it (its inode lives on).
 //! - Concurrent readers of the same NAR fetch it once: the others wait for that fetch.
 //! - The directory outlives the process: a new `NarCache` on it finds what is there.
+//!
+//! # Frames
+//!
+//! A reader that checks frames against signed digests ([`super::NarAccess::frames_checked`])
+//! keeps each frame it fetched here too, compressed, as `frame-<sha256 in hex>.zst`: named by
+//! the sha256 of its bytes, the digest the signed frame digests pin. Frames and NARs share the
+//! one budget and the one least-recently-used order. A kept frame is hashed again whenever it
+//! is read back, and one that no longer hashes to its name is deleted and fetched again. So a
+//! frame is written without `fsync` (a crash can leave a damaged one, never a wrong byte
+//! served), and frames of different caches and objects meet under one name only when they are
+//! the same bytes. A reader without signed digests keeps no frames here: nothing would name
+//! their content before they are fetched.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
@@ -70,12 +83,16 @@ struct CacheDir {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Kept NARs: file name → (bytes, last use).
+    /// Kept NARs and frames: file name → (bytes, last use).
     kept: HashMap<String, (u64, SystemTime)>,
     used: u64,
     /// NARs being fetched: file name → the lock their readers wait on.
     fetching: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
+
+/// Kept frames are `frame-<sha256 in hex>.zst`.
+const FRAME_PREFIX: &str = "frame-";
+const FRAME_SUFFIX: &str = ".zst";
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -106,8 +123,9 @@ impl KeptNar {
 }
 
 impl NarCache {
-    /// The cache in `dir` (created if missing), holding at most `max_bytes` of NARs. Leftovers
-    /// of interrupted downloads are removed; NARs kept by an earlier process are used again.
+    /// The cache in `dir` (created if missing), holding at most `max_bytes` of NARs and
+    /// frames. Leftovers of interrupted downloads are removed; NARs and frames kept by an
+    /// earlier process are used again.
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<NarCache> {
         std::fs::create_dir_all(dir)?;
         let mut state = State::default();
@@ -116,7 +134,9 @@ impl NarCache {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.ends_with(".tmp") {
                 let _ = std::fs::remove_file(entry.path());
-            } else if name.ends_with(".nar") {
+            } else if name.ends_with(".nar")
+                || (name.starts_with(FRAME_PREFIX) && name.ends_with(FRAME_SUFFIX))
+            {
                 let meta = entry.metadata()?;
                 if meta.is_file() {
                     let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
@@ -139,9 +159,92 @@ impl NarCache {
         &self.inner.dir
     }
 
-    /// Bytes of NARs kept now.
+    /// Bytes of NARs and frames kept now.
     pub fn used_bytes(&self) -> u64 {
         lock(&self.inner.state).used
+    }
+
+    /// How many frames are kept now.
+    pub fn kept_frames(&self) -> usize {
+        lock(&self.inner.state)
+            .kept
+            .keys()
+            .filter(|name| name.starts_with(FRAME_PREFIX))
+            .count()
+    }
+
+    fn frame_file_name(sha256: &[u8; 32]) -> String {
+        format!("{FRAME_PREFIX}{}{FRAME_SUFFIX}", hex::encode(sha256))
+    }
+
+    /// The compressed bytes of the kept frame whose sha256 is `sha256` and length `len`, read
+    /// back and hashed again (blocking); `None` when none is kept, or the kept one is damaged
+    /// (then it is deleted).
+    pub(super) fn kept_frame(&self, sha256: &[u8; 32], len: u32) -> Option<Vec<u8>> {
+        use sha2::Digest as _;
+        let name = Self::frame_file_name(sha256);
+        let path = self.inner.dir.join(&name);
+        let file = File::open(&path).ok()?;
+        let mut bytes = Vec::with_capacity(len as usize);
+        // One byte more than the frame, to see a longer file.
+        let read =
+            io::Read::read_to_end(&mut io::Read::take(&file, u64::from(len) + 1), &mut bytes);
+        if read.is_err()
+            || bytes.len() != len as usize
+            || <[u8; 32]>::from(sha2::Sha256::digest(&bytes)) != *sha256
+        {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            self.forget(&name);
+            return None;
+        }
+        let now = SystemTime::now();
+        let _ = file.set_modified(now);
+        let mut state = lock(&self.inner.state);
+        if let Some(entry) = state.kept.get_mut(&name) {
+            entry.1 = now;
+        } else {
+            state.used += u64::from(len);
+            state.kept.insert(name, (u64::from(len), now));
+        }
+        Some(bytes)
+    }
+
+    /// Keeps `bytes`, a frame checked against its signed digest `sha256` (blocking; best
+    /// effort: a frame that cannot be written is only not kept).
+    pub(super) fn keep_frame(&self, sha256: &[u8; 32], bytes: &[u8]) {
+        let name = Self::frame_file_name(sha256);
+        if lock(&self.inner.state).kept.contains_key(&name) {
+            return;
+        }
+        let tmp = self.tmp_path(&name);
+        let written = std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, self.inner.dir.join(&name)));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            return;
+        }
+        {
+            let mut state = lock(&self.inner.state);
+            if state
+                .kept
+                .insert(name.clone(), (bytes.len() as u64, SystemTime::now()))
+                .is_none()
+            {
+                state.used += bytes.len() as u64;
+            }
+        }
+        self.evict(&name);
+    }
+
+    /// A fresh temporary name beside `name`, removed when the directory is next opened.
+    fn tmp_path(&self, name: &str) -> PathBuf {
+        use rand_core::RngCore as _;
+        self.inner.dir.join(format!(
+            "{name}.{}-{:016x}.tmp",
+            std::process::id(),
+            rand_core::OsRng.next_u64()
+        ))
     }
 
     pub(super) fn file_name(info: &NarInfo) -> String {
@@ -234,14 +337,7 @@ impl NarCache {
         name: &str,
     ) -> Result<KeptNar, AccessError> {
         let reader = cache.nar(info).await?;
-        let tmp = {
-            use rand_core::RngCore as _;
-            self.inner.dir.join(format!(
-                "{name}.{}-{:016x}.tmp",
-                std::process::id(),
-                rand_core::OsRng.next_u64()
-            ))
-        };
+        let tmp = self.tmp_path(name);
         let this = self.clone();
         let final_path = self.inner.dir.join(name);
         let nar_size = info.nar_size;
@@ -301,7 +397,7 @@ impl NarCache {
         })
     }
 
-    /// Deletes the least recently used NARs (never `keep`) until the rest fit.
+    /// Deletes the least recently used NARs and frames (never `keep`) until the rest fit.
     fn evict(&self, keep: &str) {
         let mut state = lock(&self.inner.state);
         if state.used <= self.inner.max_bytes {
@@ -411,5 +507,46 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn frames_are_kept_by_digest_share_the_budget_and_are_hashed_when_read_back() {
+        use sha2::Digest as _;
+        let frame = |seed: u8| -> (Vec<u8>, [u8; 32]) {
+            let bytes: Vec<u8> = (0..1000u32).map(|i| (i as u8) ^ seed).collect();
+            let sha = sha2::Sha256::digest(&bytes).into();
+            (bytes, sha)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // Room for two frames.
+        let kept = NarCache::open(dir.path(), 2500).unwrap();
+        let (a, a_sha) = frame(1);
+        let (b, b_sha) = frame(2);
+        let (c, c_sha) = frame(3);
+        assert_eq!(kept.kept_frame(&a_sha, 1000), None);
+        kept.keep_frame(&a_sha, &a);
+        kept.keep_frame(&b_sha, &b);
+        assert_eq!(kept.kept_frame(&a_sha, 1000).as_deref(), Some(&a[..]));
+        assert_eq!((kept.kept_frames(), kept.used_bytes()), (2, 2000));
+        // A third goes beyond the budget: b, used least recently, is deleted.
+        kept.keep_frame(&c_sha, &c);
+        assert_eq!(kept.kept_frame(&b_sha, 1000), None);
+        assert_eq!((kept.kept_frames(), kept.used_bytes()), (2, 2000));
+        // A new process finds them; one damaged on disk is deleted, never returned.
+        drop(kept);
+        let kept = NarCache::open(dir.path(), 2500).unwrap();
+        assert_eq!(kept.kept_frames(), 2);
+        let path = dir.path().join(NarCache::frame_file_name(&c_sha));
+        let mut damaged = c.clone();
+        damaged[500] ^= 1;
+        std::fs::write(&path, &damaged).unwrap();
+        assert_eq!(kept.kept_frame(&c_sha, 1000), None);
+        assert!(!path.exists());
+        assert_eq!((kept.kept_frames(), kept.used_bytes()), (1, 1000));
+        // A longer file than the frame is not it either.
+        let path = dir.path().join(NarCache::frame_file_name(&a_sha));
+        std::fs::write(&path, [&a[..], b"x"].concat()).unwrap();
+        assert_eq!(kept.kept_frame(&a_sha, 1000), None);
+        assert_eq!(kept.kept_frames(), 0);
     }
 }
