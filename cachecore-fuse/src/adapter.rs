@@ -54,6 +54,8 @@ struct Adapter {
     /// nothing to ask. (Directories are still opened: the root grows as names are looked up,
     /// so only the directories inside store paths are cached, see `opendir`.)
     zero_message_open: bool,
+    /// Files for the kernel's page cache, to the thread that hands them over (see `read`).
+    pushes: std::sync::mpsc::SyncSender<Vec<(u64, bytes::Bytes)>>,
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -160,7 +162,16 @@ impl Filesystem for Adapter {
     ) {
         match self.fs.read(ino.0, offset, size) {
             Ok(bytes) => reply.data(&bytes),
-            Err(e) => reply.error(fail(&format!("read of inode {}", ino.0), &e)),
+            Err(e) => return reply.error(fail(&format!("read of inode {}", ino.0), &e)),
+        }
+        // A reader going through files in order: the next ones already in memory go into the
+        // kernel's page cache (FUSE_NOTIFY_STORE), and are read from there without a request
+        // each. Handed over by a thread of its own: storing into a page waits for a read of
+        // that page in flight, which a worker must stay free to answer. Best effort: when
+        // that thread is behind, this batch is dropped.
+        let following = self.fs.following(ino.0, offset);
+        if !following.is_empty() {
+            let _ = self.pushes.try_send(following);
         }
     }
 
@@ -373,11 +384,25 @@ pub fn mount(
     ];
     config.n_threads = Some(THREADS);
     bound_heap_growth();
+    let (pushes, pushed) = std::sync::mpsc::sync_channel::<Vec<(u64, bytes::Bytes)>>(4);
     let adapter = Adapter {
         fs,
         zero_message_open: false,
+        pushes,
     };
     let session = fuser::Session::new(adapter, mountpoint, &config)?;
+    let notifier = session.notifier();
+    // Ends when the session (and with it the adapter's sender) is gone.
+    std::thread::Builder::new()
+        .name("cachecore-push".into())
+        .spawn(move || {
+            for batch in pushed {
+                for (ino, contents) in batch {
+                    // The kernel refuses a file it has not looked up (or has forgotten).
+                    let _ = notifier.store(INodeNo(ino), 0, &contents);
+                }
+            }
+        })?;
     mounted(MountHandle {
         mountpoint: mountpoint.to_owned(),
     });

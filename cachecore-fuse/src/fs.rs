@@ -464,7 +464,13 @@ pub struct CacheFs {
     open: Mutex<HashMap<u64, NarFile>>,
     /// Decoded frames, shared by every path.
     frames: FrameCache,
+    /// The file read last from its start, and the last file [`CacheFs::following`] gave.
+    sequence: Mutex<(u64, u64)>,
 }
+
+/// At most this many files, and bytes, are given by one call of [`CacheFs::following`].
+const FOLLOWING_FILES: usize = 256;
+const FOLLOWING_BYTES: u64 = 4 << 20;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -499,6 +505,7 @@ impl CacheFs {
             missing: Mutex::new(HashMap::new()),
             root_complete: listed.is_some(),
             open: Mutex::new(HashMap::new()),
+            sequence: Mutex::new((0, 0)),
             frames: FrameCache::new(held_memory(options.memory) - held_memory(options.memory) / 4),
             options,
         };
@@ -784,6 +791,78 @@ impl CacheFs {
             return Ok(Bytes::new());
         }
         Ok(blocking::block_on(file.read(start..end))?)
+    }
+
+    /// After a read of `ino` from `offset`: when a reader goes through a store path's files in
+    /// order (this read starts a file that comes shortly after the last one started, in the
+    /// order the NAR holds them — the order `find`, `cp -r` and `tar` read them), the regular
+    /// files after `ino` whose whole contents are in memory now (decoded, checked frames),
+    /// stopping at the first that is not, at most [`FOLLOWING_FILES`] files and
+    /// [`FOLLOWING_BYTES`] bytes. The mount hands them to the kernel's page cache, so such a
+    /// reader reads a directory of small files without a request per file. No I/O; empty for
+    /// any other read, and for paths read whole (`Check::Nar`).
+    pub fn following(&self, ino: u64, offset: u64) -> Vec<(u64, Bytes)> {
+        let mut out = Vec::new();
+        if offset != 0 {
+            return out;
+        }
+        {
+            let mut seq = lock(&self.sequence);
+            let (last, given) = *seq;
+            seq.0 = ino;
+            if ino <= last || ino > last.max(given) + 16 {
+                return out;
+            }
+        }
+        let path = match self.table().find(ino) {
+            Found::Node(Node::Regular { path, .. }) => path,
+            _ => return out,
+        };
+        let mut bytes = 0;
+        let mut next = ino;
+        while out.len() < FOLLOWING_FILES {
+            next += 1;
+            let node = match self.table().find(next) {
+                Found::Node(node) => node,
+                _ => break,
+            };
+            let (sub, size, executable, nar_offset) = match node {
+                Node::Regular {
+                    path: p,
+                    sub,
+                    size,
+                    executable,
+                    nar_offset,
+                } if Arc::ptr_eq(&p, &path) => (sub, size, executable, nar_offset),
+                Node::Directory { .. } | Node::Symlink { .. } => continue,
+                _ => break,
+            };
+            if size == 0 {
+                continue;
+            }
+            if bytes + size > FOLLOWING_BYTES {
+                break;
+            }
+            let node = ListingNode::Regular {
+                size,
+                executable,
+                nar_offset: Some(nar_offset),
+            };
+            match ops::file_in(path.access.clone(), &sub, &node)
+                .ok()
+                .and_then(|file| file.held())
+            {
+                Some(contents) => {
+                    bytes += size;
+                    out.push((next, contents));
+                }
+                None => break,
+            }
+        }
+        if let Some((last, _)) = out.last() {
+            lock(&self.sequence).1 = *last;
+        }
+        out
     }
 
     /// The file of `ino`, opened once and kept while read.

@@ -498,3 +498,84 @@ fn memory_bounds_the_trees_of_loaded_listings_and_a_dropped_tree_comes_back_with
     assert_eq!(&fs.read(file_b.ino, 0, 100).unwrap()[..], b"1/1999\n");
     assert!(fs.tree_bytes() < one_tree * 3 / 2);
 }
+
+/// A reader going through a path's files in order is given the next files already in memory
+/// (for the kernel's page cache): the same bytes as a read, none after a seek, none that are
+/// not decoded yet, and no I/O for any of it.
+#[test]
+fn following_gives_the_next_files_in_memory_to_a_reader_going_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().to_str().unwrap().to_owned();
+    let cache = blocking::BinaryCache::open(&url).unwrap();
+    cache.init(&Default::default()).unwrap();
+    let src = tempfile::tempdir().unwrap();
+    // 400 files of ~30 KiB: 12 MB of text, three 4 MiB frames; a directory and a symlink
+    // among them.
+    for i in 0..400u64 {
+        std::fs::write(
+            src.path().join(format!("f{i:03}")),
+            text(i, 30_000 + i as usize),
+        )
+        .unwrap();
+    }
+    std::fs::create_dir(src.path().join("f100-dir")).unwrap();
+    std::fs::write(src.path().join("f100-dir/inner"), b"inner\n").unwrap();
+    std::os::unix::fs::symlink("f000", src.path().join("f200-link")).unwrap();
+    let (path, _) = cache
+        .push_add(
+            &StoreDir::default(),
+            src.path(),
+            "in-order",
+            &PushOptions::default(),
+            Arc::new(NoProgress),
+        )
+        .unwrap();
+    let fs = CacheFs::new(BinaryCache::open(&url).unwrap(), unchecked()).unwrap();
+    let top = fs.lookup(ROOT, path.to_string().as_ref()).unwrap();
+    let ino = |name: &str| fs.lookup(top.ino, name.as_ref()).unwrap().ino;
+    let expected = |name: &str| std::fs::read(src.path().join(name)).unwrap();
+
+    // The first file read: nothing (one read is not an order yet).
+    assert_eq!(
+        &fs.read(ino("f000"), 0, 1 << 20).unwrap()[..],
+        &expected("f000")[..]
+    );
+    assert!(fs.following(ino("f000"), 0).is_empty());
+    // The next one: the files after it whose frames are decoded, each whole and right.
+    assert_eq!(
+        &fs.read(ino("f001"), 0, 1 << 20).unwrap()[..],
+        &expected("f001")[..]
+    );
+    let given = fs.following(ino("f001"), 0);
+    assert!(given.len() > 50, "{} files given", given.len());
+    let names: BTreeMap<u64, String> = (0..400)
+        .map(|i| format!("f{i:03}"))
+        .chain(["f100-dir/inner".to_owned()])
+        .map(|n| {
+            let i = match n.split_once('/') {
+                Some((d, f)) => fs.lookup(ino(d), f.as_ref()).unwrap().ino,
+                None => ino(&n),
+            };
+            (i, n)
+        })
+        .collect();
+    for (i, bytes) in &given {
+        let name = &names[i];
+        assert_eq!(&bytes[..], &expected(name)[..], "{name}");
+    }
+    // In order from the next file, skipping the directory itself and the symlink, at most
+    // 4 MiB.
+    let inodes: Vec<u64> = given.iter().map(|(i, _)| *i).collect();
+    assert_eq!(inodes[0], ino("f002"));
+    assert!(inodes.windows(2).all(|w| w[0] < w[1]));
+    assert!(inodes.iter().all(|i| names.contains_key(i)));
+    let held: u64 = given.iter().map(|(_, b)| b.len() as u64).sum();
+    assert!(held < 4 << 20, "{held}");
+    // A read elsewhere (a seek) gives nothing; nor does a read not from a file's start.
+    assert_eq!(
+        &fs.read(ino("f390"), 0, 1 << 20).unwrap()[..],
+        &expected("f390")[..]
+    );
+    assert!(fs.following(ino("f390"), 0).is_empty());
+    assert!(fs.following(ino("f391"), 10).is_empty());
+}

@@ -1247,6 +1247,41 @@ impl NarAccess {
             .boxed()
     }
 
+    /// The bytes `range` of the NAR when they are in memory now — every frame holding them
+    /// decoded in the frame cache (and, with [`NarAccess::frames_checked`], checked), or the
+    /// whole small NAR held checked — without any I/O or wait; `None` otherwise, and always
+    /// for reads that come from a NAR checked whole ([`NarAccess::whole_nar_checked`]). For a
+    /// reader that passes on what is at hand (a FUSE mount filling the kernel's page cache).
+    pub fn held(&self, range: Range<u64>) -> Option<Bytes> {
+        if self.inner.whole_checked || range.is_empty() || range.end > self.nar_size() {
+            return None;
+        }
+        let table = match self.inner.layout.get()? {
+            Layout::InMemory { nar, .. } => {
+                return Some(nar.slice(range.start as usize..range.end as usize))
+            }
+            Layout::Seekable(table) => table,
+            Layout::Plain | Layout::FromStart => return None,
+        };
+        if self.inner.frames_claim.is_some() && !matches!(self.inner.digests.get(), Some(Some(_))) {
+            return None;
+        }
+        let fc = self.inner.frame_cache.as_ref()?;
+        let frames = table.frames();
+        let mut parts = Vec::new();
+        for i in table.indices_covering(range.clone()) {
+            let frame = fc.get(&self.inner.object_key, i)?;
+            let d = frames[i].decompressed_range();
+            let s = range.start.max(d.start) - d.start;
+            let e = range.end.min(d.end) - d.start;
+            parts.push(frame.slice(s as usize..e as usize));
+        }
+        match parts.len() {
+            1 => parts.pop(),
+            _ => Some(Bytes::from(parts.concat())),
+        }
+    }
+
     /// Seekable zstd: the frames covering `range`, fetched in groups, two groups in flight.
     fn frames(
         &self,

@@ -273,6 +273,20 @@ impl NarFile {
             .map(|_| ())
     }
 
+    /// The whole file when it and its contents header are in memory now
+    /// ([`NarAccess::held`]): no I/O, no wait. `None` when they are not, when the file is
+    /// empty, or when the header is not where the listing says (a read reports that).
+    pub fn held(&self) -> Option<Bytes> {
+        let range = self.nar_range().ok()?;
+        if self.size == 0 {
+            return None;
+        }
+        let bytes = self.access.held(range)?;
+        let (header, contents) = bytes.split_at(CONTENTS_HEADER as usize);
+        self.check_header(header).ok()?;
+        Some(bytes.slice(header.len()..header.len() + contents.len()))
+    }
+
     /// The bytes `range` of the file (in memory: keep ranges to what a caller would buffer).
     pub async fn read(&self, range: Range<u64>) -> Result<Bytes, AccessError> {
         if range.start > range.end || range.end > self.size {
