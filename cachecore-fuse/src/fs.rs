@@ -826,14 +826,8 @@ impl CacheFs {
                 Found::Node(node) => node,
                 _ => break,
             };
-            let (sub, size, executable, nar_offset) = match node {
-                Node::Regular {
-                    path: p,
-                    sub,
-                    size,
-                    executable,
-                    nar_offset,
-                } if Arc::ptr_eq(&p, &path) => (sub, size, executable, nar_offset),
+            let size = match &node {
+                Node::Regular { path: p, size, .. } if Arc::ptr_eq(p, &path) => *size,
                 Node::Directory { .. } | Node::Symlink { .. } => continue,
                 _ => break,
             };
@@ -843,15 +837,7 @@ impl CacheFs {
             if bytes + size > FOLLOWING_BYTES {
                 break;
             }
-            let node = ListingNode::Regular {
-                size,
-                executable,
-                nar_offset: Some(nar_offset),
-            };
-            match ops::file_in(path.access.clone(), &sub, &node)
-                .ok()
-                .and_then(|file| file.held())
-            {
+            match nar_file(&node).ok().and_then(|file| file.held()) {
                 Some(contents) => {
                     bytes += size;
                     out.push((next, contents));
@@ -870,31 +856,11 @@ impl CacheFs {
         if let Some(file) = lock(&self.open).get(&ino) {
             return Ok(file.clone());
         }
-        let file = match self.loaded(ino)? {
-            Node::Regular {
-                path,
-                sub,
-                size,
-                executable,
-                nar_offset,
-            } => {
-                self.confirm(&path)?;
-                ops::file_in(
-                    path.access.clone(),
-                    &sub,
-                    &ListingNode::Regular {
-                        size,
-                        executable,
-                        nar_offset: Some(nar_offset),
-                    },
-                )?
-            }
-            _ => {
-                return Err(FsError::WrongKind {
-                    what: "not a regular file",
-                })
-            }
-        };
+        let node = self.loaded(ino)?;
+        if let Node::Regular { path, .. } = &node {
+            self.confirm(path)?;
+        }
+        let file = nar_file(&node)?;
         let mut open = lock(&self.open);
         if open.len() >= MAX_OPEN_FILES {
             open.clear();
@@ -911,6 +877,30 @@ impl CacheFs {
     /// The number of store paths in the root now.
     pub fn paths(&self) -> usize {
         self.table().root.len()
+    }
+}
+
+/// The file a regular node names, for reads (no I/O).
+fn nar_file(node: &Node) -> Result<NarFile, FsError> {
+    match node {
+        Node::Regular {
+            path,
+            sub,
+            size,
+            executable,
+            nar_offset,
+        } => Ok(ops::file_in(
+            path.access.clone(),
+            sub,
+            &ListingNode::Regular {
+                size: *size,
+                executable: *executable,
+                nar_offset: Some(*nar_offset),
+            },
+        )?),
+        _ => Err(FsError::WrongKind {
+            what: "not a regular file",
+        }),
     }
 }
 

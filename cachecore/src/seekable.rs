@@ -573,12 +573,7 @@ pub fn decompress_frame_to(
     wanted: Range<u64>,
     out: &mut impl Write,
 ) -> Result<(), SeekableError> {
-    if bytes.len() as u64 != u64::from(frame.compressed_size) {
-        return Err(SeekableError::CompressedTooShort {
-            needed: u64::from(frame.compressed_size),
-            got: bytes.len() as u64,
-        });
-    }
+    exact_slot(frame, bytes)?;
     decode_frame_to(index, frame, bytes, wanted, out)
 }
 
@@ -619,17 +614,8 @@ pub fn decompress_whole_frame(
         static DECODER: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
             const { std::cell::RefCell::new(None) };
     }
-    if bytes.len() as u64 != u64::from(frame.compressed_size) {
-        return Err(SeekableError::CompressedTooShort {
-            needed: u64::from(frame.compressed_size),
-            got: bytes.len() as u64,
-        });
-    }
-    let bad_frame = |source| SeekableError::BadFrame {
-        index,
-        compressed_offset: frame.compressed_offset,
-        source,
-    };
+    exact_slot(frame, bytes)?;
+    let bad_frame = |source| bad_frame(index, frame, source);
     // One frame, filling its slot (one call would decode every frame in `bytes`).
     if zstd::zstd_safe::find_frame_compressed_size(bytes) != Ok(bytes.len()) {
         return Err(bad_frame(io::Error::new(
@@ -659,6 +645,27 @@ pub fn decompress_whole_frame(
     }
 }
 
+/// Whether `bytes` are as long as `frame`'s slot in the object.
+fn exact_slot(frame: &FrameEntry, bytes: &[u8]) -> Result<(), SeekableError> {
+    if bytes.len() as u64 == u64::from(frame.compressed_size) {
+        Ok(())
+    } else {
+        Err(SeekableError::CompressedTooShort {
+            needed: u64::from(frame.compressed_size),
+            got: bytes.len() as u64,
+        })
+    }
+}
+
+/// Frame number `index`, `frame`, does not decode: `source` says why.
+fn bad_frame(index: usize, frame: &FrameEntry, source: io::Error) -> SeekableError {
+    SeekableError::BadFrame {
+        index,
+        compressed_offset: frame.compressed_offset,
+        source,
+    }
+}
+
 /// Decodes frame number `index` and writes its bytes `wanted` to `out`.
 fn decode_frame_to(
     index: usize,
@@ -667,11 +674,7 @@ fn decode_frame_to(
     wanted: Range<u64>,
     out: &mut impl Write,
 ) -> Result<(), SeekableError> {
-    let bad_frame = |source| SeekableError::BadFrame {
-        index,
-        compressed_offset: frame.compressed_offset,
-        source,
-    };
+    let bad_frame = |source| bad_frame(index, frame, source);
     let mut decoder = zstd::stream::read::Decoder::with_buffer(bytes)
         .map_err(bad_frame)?
         .single_frame();

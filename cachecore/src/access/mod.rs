@@ -1271,10 +1271,7 @@ impl NarAccess {
         let mut parts = Vec::new();
         for i in table.indices_covering(range.clone()) {
             let frame = fc.get(&self.inner.object_key, i)?;
-            let d = frames[i].decompressed_range();
-            let s = range.start.max(d.start) - d.start;
-            let e = range.end.min(d.end) - d.start;
-            parts.push(frame.slice(s as usize..e as usize));
+            parts.push(part_of(&frames[i], &frame, &range));
         }
         match parts.len() {
             1 => parts.pop(),
@@ -1344,12 +1341,7 @@ impl NarAccess {
         group: Vec<seekable::FrameEntry>,
         range: Range<u64>,
     ) -> Result<Vec<Bytes>, AccessError> {
-        let slice = |index: usize, frame: &Bytes| -> Bytes {
-            let d = group[index - at].decompressed_range();
-            let s = range.start.max(d.start) - d.start;
-            let e = range.end.min(d.end) - d.start;
-            frame.slice(s as usize..e as usize)
-        };
+        let slice = |index: usize, frame: &Bytes| part_of(&group[index - at], frame, &range);
         if let Some(frames) = self.cached(at, group.len()) {
             return Ok(frames
                 .iter()
@@ -1489,13 +1481,11 @@ impl NarAccess {
                             &compressed,
                             first.compressed_offset,
                         )?;
-                        if let Some(dir) = &keep {
-                            let c = f.compressed_range();
-                            let base = first.compressed_offset;
-                            dir.keep_frame(
-                                &digests.frames()[at + i].sha256,
-                                &compressed[(c.start - base) as usize..(c.end - base) as usize],
-                            );
+                        // Checked: its bytes are there.
+                        if let (Some(dir), Some(bytes)) =
+                            (&keep, frame_bytes(f, &compressed, first.compressed_offset))
+                        {
+                            dir.keep_frame(&digests.frames()[at + i].sha256, bytes);
                         }
                     }
                     decode_frame(at + i, f, &compressed, first.compressed_offset).map_err(
@@ -1606,11 +1596,10 @@ fn check_frame(
     compressed: &[u8],
     base: u64,
 ) -> Result<(), AccessError> {
-    let c = frame.compressed_range();
-    let bytes = compressed.get((c.start - base) as usize..(c.end - base) as usize);
-    if bytes.is_some_and(|b| digests.holds(index, b)) {
+    if frame_bytes(frame, compressed, base).is_some_and(|b| digests.holds(index, b)) {
         Ok(())
     } else {
+        let c = frame.compressed_range();
         Err(AccessError::FrameMismatch {
             object: object.to_owned(),
             index,
@@ -1620,6 +1609,26 @@ fn check_frame(
     }
 }
 
+/// The compressed bytes of `frame` in `compressed` (which starts at object offset `base`);
+/// `None` when `compressed` does not hold all of them.
+fn frame_bytes<'a>(
+    frame: &seekable::FrameEntry,
+    compressed: &'a [u8],
+    base: u64,
+) -> Option<&'a [u8]> {
+    let c = frame.compressed_range();
+    compressed.get((c.start - base) as usize..(c.end - base) as usize)
+}
+
+/// The part of `range` (NAR offsets) that decoded `frame` holds; `entry` is one of the frames
+/// covering `range`.
+fn part_of(entry: &seekable::FrameEntry, frame: &Bytes, range: &Range<u64>) -> Bytes {
+    let d = entry.decompressed_range();
+    let s = range.start.max(d.start) - d.start;
+    let e = range.end.min(d.end) - d.start;
+    frame.slice(s as usize..e as usize)
+}
+
 /// Decodes one whole frame out of `compressed` (which starts at object offset `base`).
 fn decode_frame(
     index: usize,
@@ -1627,14 +1636,10 @@ fn decode_frame(
     compressed: &[u8],
     base: u64,
 ) -> Result<Bytes, SeekableError> {
-    let c = frame.compressed_range();
-    let (s, e) = ((c.start - base) as usize, (c.end - base) as usize);
-    let bytes = compressed
-        .get(s..e)
-        .ok_or(SeekableError::CompressedTooShort {
-            needed: c.end - base,
-            got: compressed.len() as u64,
-        })?;
+    let bytes = frame_bytes(frame, compressed, base).ok_or(SeekableError::CompressedTooShort {
+        needed: frame.compressed_range().end - base,
+        got: compressed.len() as u64,
+    })?;
     let mut out = Vec::new();
     seekable::decompress_whole_frame(index, frame, bytes, &mut out)?;
     Ok(Bytes::from(out))

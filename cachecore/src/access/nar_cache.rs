@@ -198,15 +198,7 @@ impl NarCache {
             self.forget(&name);
             return None;
         }
-        let now = SystemTime::now();
-        let _ = file.set_modified(now);
-        let mut state = lock(&self.inner.state);
-        if let Some(entry) = state.kept.get_mut(&name) {
-            entry.1 = now;
-        } else {
-            state.used += u64::from(len);
-            state.kept.insert(name, (u64::from(len), now));
-        }
+        self.touch(&name, &file, u64::from(len));
         Some(bytes)
     }
 
@@ -224,16 +216,7 @@ impl NarCache {
             let _ = std::fs::remove_file(&tmp);
             return;
         }
-        {
-            let mut state = lock(&self.inner.state);
-            if state
-                .kept
-                .insert(name.clone(), (bytes.len() as u64, SystemTime::now()))
-                .is_none()
-            {
-                state.used += bytes.len() as u64;
-            }
-        }
+        self.record(&name, bytes.len() as u64);
         self.evict(&name);
     }
 
@@ -307,20 +290,28 @@ impl NarCache {
             self.forget(name);
             return Ok(None);
         }
-        let now = SystemTime::now();
-        // The last use survives a restart as the file's mtime (best effort).
-        let _ = file.set_modified(now);
-        let mut state = lock(&self.inner.state);
-        if let Some(entry) = state.kept.get_mut(name) {
-            entry.1 = now;
-        } else {
-            state.used += len;
-            state.kept.insert(name.to_owned(), (len, now));
-        }
+        self.touch(name, &file, len);
         Ok(Some(KeptNar {
             file: Arc::new(file),
             len,
         }))
+    }
+
+    /// Notes the file `name`, of `len` bytes, as kept and used now; returns now.
+    fn record(&self, name: &str, len: u64) -> SystemTime {
+        let now = SystemTime::now();
+        let mut state = lock(&self.inner.state);
+        if state.kept.insert(name.to_owned(), (len, now)).is_none() {
+            state.used += len;
+        }
+        now
+    }
+
+    /// A kept file used again: [`NarCache::record`]ed, and the use kept as its mtime, which
+    /// survives a restart (best effort).
+    fn touch(&self, name: &str, file: &File, len: u64) {
+        let now = self.record(name, len);
+        let _ = file.set_modified(now);
     }
 
     fn forget(&self, name: &str) {
@@ -380,16 +371,7 @@ impl NarCache {
                 object: info.url.clone(),
             }
         })??;
-        {
-            let mut state = lock(&self.inner.state);
-            if state
-                .kept
-                .insert(name.to_owned(), (nar_size, SystemTime::now()))
-                .is_none()
-            {
-                state.used += nar_size;
-            }
-        }
+        self.record(name, nar_size);
         self.evict(name);
         Ok(KeptNar {
             file: Arc::new(written),
