@@ -603,6 +603,12 @@ pub fn decompress_frame_to(
 /// let two = [&object[r.start as usize..r.end as usize], &object[r.start as usize..r.end as usize]].concat();
 /// let doubled = cachecore::seekable::FrameEntry { compressed_size: two.len() as u32, decompressed_size: 2000, ..*frame };
 /// assert!(decompress_whole_frame(1, &doubled, &two, &mut out).is_err());
+/// // A table that lies about the frame's decompressed size, either way.
+/// let slot = &object[r.start as usize..r.end as usize];
+/// for lie in [999, 1001] {
+///     let lying = cachecore::seekable::FrameEntry { decompressed_size: lie, ..*frame };
+///     assert!(decompress_whole_frame(1, &lying, slot, &mut out).is_err());
+/// }
 /// ```
 pub fn decompress_whole_frame(
     index: usize,
